@@ -1,0 +1,55 @@
+import { Readable } from 'node:stream';
+import type { SpendGuard, SpendGuardOptions } from '@spendguard/core';
+import { spendGuard } from '@spendguard/express';
+import express, { type Express } from 'express';
+
+export interface ExampleAppOptions {
+  /** The provider the app calls, OpenAI-compatible (the demo passes the built-in simulator's URL). */
+  providerBaseUrl: string;
+  /** Where the guard keeps its state; the SQLite default when omitted. */
+  storage?: SpendGuardOptions['storage'];
+  masterKey?: string;
+  /** Build the same app without the guard (the benchmark's baseline). */
+  unguarded?: boolean;
+}
+
+/**
+ * The example: an ordinary Express app with its own OpenAI-compatible route, which calls its
+ * provider the way apps do and streams the answer back. spendguard is two lines of it.
+ */
+export function createExampleApp(options: ExampleAppOptions): { app: Express; guard: SpendGuard | null } {
+  const app = express();
+  const guard = options.unguarded
+    ? null
+    : spendGuard({ storage: options.storage, masterKey: options.masterKey });
+  if (guard) {
+    app.use(guard.admin); // LiteLLM's management API at the root: /team/new, /key/generate, /spend/logs, ...
+    app.use('/v1', guard); // every call under /v1 needs a virtual key and fits its budgets
+  }
+
+  app.post('/v1/chat/completions', express.json({ limit: '10mb' }), async (req, res) => {
+    try {
+      const upstream = await fetch(`${options.providerBaseUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer sk-provider-secret' },
+        body: JSON.stringify(req.body),
+      });
+      res.status(upstream.status);
+      res.setHeader('content-type', upstream.headers.get('content-type') ?? 'application/json');
+      if (!upstream.body) return void res.end();
+      const body = Readable.fromWeb(upstream.body as import('node:stream/web').ReadableStream);
+      res.on('close', () => body.destroy());
+      body.pipe(res);
+    } catch (error) {
+      res
+        .status(502)
+        .json({ error: { message: `provider unreachable: ${(error as Error).message}`, type: 'api_error' } });
+    }
+  });
+
+  app.get('/health', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  return { app, guard: guard?.guard ?? null };
+}

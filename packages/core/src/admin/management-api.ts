@@ -1,0 +1,522 @@
+import { randomUUID } from 'node:crypto';
+import type * as z from 'zod';
+import { nextBudgetResetAt } from '../budget-period.js';
+import { SpendGuardError, StorageConflictError } from '../errors.js';
+import type { GuardResponse, SpendGuard } from '../guard.js';
+import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
+import type {
+  BudgetInit,
+  BudgetState,
+  EntityInsert,
+  KeyRecord,
+  ScopeRef,
+  SpendLogRecord,
+  SpendStorage,
+  TeamRecord,
+  UserRecord,
+} from '../storage/storage-contract.js';
+import {
+  describeIssues,
+  keyGenerateSchema,
+  spendLogsQuerySchema,
+  spendTagsQuerySchema,
+  teamNewSchema,
+  userNewSchema,
+} from './schemas.js';
+
+/** A management API request, in framework-neutral terms. */
+export interface ManagementRequest {
+  method: string;
+  /** The path below where the management API is mounted, e.g. `/key/generate`. */
+  path: string;
+  query: URLSearchParams;
+  header: (name: string) => string | null | undefined;
+  /** The raw body text (read as JSON whatever the Content-Type), or a body the app already parsed. */
+  body: string | unknown;
+}
+
+type Caller = { role: 'admin' } | { role: 'key'; tokenHash: string };
+type Handler = (req: ManagementRequest, caller: Caller, storage: SpendStorage) => Promise<GuardResponse>;
+
+/** LiteLLM's management API over the guard's storage. */
+export class ManagementApi {
+  private readonly routes: Record<string, { handler: Handler; keyMayCall?: boolean }>;
+
+  constructor(private readonly guard: SpendGuard) {
+    this.routes = {
+      'POST /team/new': { handler: (r, _c, s) => this.teamNew(r, s) },
+      'POST /user/new': { handler: (r, _c, s) => this.userNew(r, s) },
+      'POST /key/generate': { handler: (r, _c, s) => this.keyGenerate(r, s) },
+      'GET /key/info': { handler: (r, c, s) => this.keyInfo(r, c, s), keyMayCall: true },
+      'GET /team/info': { handler: (r, _c, s) => this.teamInfo(r, s) },
+      'GET /user/info': { handler: (r, _c, s) => this.userInfo(r, s) },
+      'GET /spend/logs': { handler: (r, c, s) => this.spendLogs(r, c, s), keyMayCall: true },
+      'GET /spend/tags': { handler: (r, _c, s) => this.spendTags(r, s) },
+    };
+  }
+
+  /** True when `method path` is one of this API's routes (adapters fall through otherwise). */
+  handles(method: string, path: string): boolean {
+    return `${method.toUpperCase()} ${normalizePath(path)}` in this.routes;
+  }
+
+  /** Answers a management request; `null` when the path is not a management route. */
+  async handle(req: ManagementRequest): Promise<GuardResponse | null> {
+    const route = this.routes[`${req.method.toUpperCase()} ${normalizePath(req.path)}`];
+    if (!route) return null;
+    try {
+      const caller = await this.authorize(req, route.keyMayCall ?? false);
+      const storage = await this.guard.storage();
+      return await route.handler(req, caller, storage);
+    } catch (error) {
+      if (error instanceof StorageConflictError) {
+        return this.guard.errorResponse(
+          new SpendGuardError('CONFLICT', error.message, { param: error.entity }),
+        );
+      }
+      return this.guard.errorResponse(error);
+    }
+  }
+
+  private async authorize(req: ManagementRequest, keyMayCall: boolean): Promise<Caller> {
+    const auth = req.header('authorization') ?? '';
+    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    const presented = m?.[1]?.trim() ?? req.header('x-api-key') ?? null;
+    if (!presented) {
+      throw new SpendGuardError(
+        'MISSING_KEY',
+        'Authentication Error, No api key passed in. Send `Authorization: Bearer <master key>`.',
+      );
+    }
+    if (!this.guard.options.masterKey) {
+      throw new SpendGuardError(
+        'INVALID_MASTER_KEY',
+        'Authentication Error, no master key is configured: set SPENDGUARD_MASTER_KEY (or the masterKey option).',
+      );
+    }
+    if (this.guard.isMasterKey(presented)) return { role: 'admin' };
+    if (keyMayCall && presented.startsWith('sk-')) {
+      const ctx = await this.guard.resolveKey(hashVirtualKey(presented));
+      if (ctx && !ctx.key.blocked) return { role: 'key', tokenHash: ctx.key.tokenHash };
+    }
+    throw new SpendGuardError(
+      'INVALID_MASTER_KEY',
+      'Authentication Error, invalid master key or not allowed to call this route.',
+    );
+  }
+
+  private parseBody<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
+    let value: unknown = req.body;
+    if (typeof value === 'string') {
+      if (value.trim() === '') value = {};
+      else {
+        try {
+          value = JSON.parse(value);
+        } catch (e) {
+          throw new SpendGuardError(
+            'INVALID_JSON',
+            `Request body is not valid JSON: ${(e as Error).message}`,
+          );
+        }
+      }
+    }
+    if (value === undefined || value === null) value = {};
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      throw new SpendGuardError('BAD_REQUEST', 'Request body must be a JSON object.');
+    }
+    const parsed = schema.safeParse(value);
+    if (!parsed.success)
+      throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`);
+    return parsed.data;
+  }
+
+  private parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
+    const parsed = schema.safeParse(Object.fromEntries(req.query));
+    if (!parsed.success)
+      throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`);
+    return parsed.data;
+  }
+
+  private budgetInit(maxBudget: number | null | undefined, duration: string | null | undefined): BudgetInit {
+    const now = this.guard.now();
+    return {
+      maxBudgetNano: maxBudget === undefined || maxBudget === null ? null : Math.round(maxBudget * 1e9),
+      budgetDuration: duration ?? null,
+      budgetResetAt: duration ? nextBudgetResetAt(duration, now) : null,
+    };
+  }
+
+  /** A team by id or, when exactly one team has it, by alias. */
+  private async resolveTeam(
+    storage: SpendStorage,
+    idOrAlias: string,
+    param = 'team_id',
+  ): Promise<TeamRecord> {
+    const byId = await storage.getTeam(idOrAlias);
+    if (byId) return byId;
+    const byAlias = await storage.findTeamsByAlias(idOrAlias);
+    if (byAlias.length === 1) return byAlias[0]!;
+    if (byAlias.length > 1) {
+      throw new SpendGuardError(
+        'AMBIGUOUS_TEAM',
+        `team_id '${idOrAlias}' matches ${byAlias.length} team aliases; pass the team's id`,
+        {
+          param,
+        },
+      );
+    }
+    throw new SpendGuardError(
+      'UNKNOWN_TEAM',
+      `Team not found: team_id '${idOrAlias}' is neither a team id nor a team alias`,
+      {
+        param,
+      },
+    );
+  }
+
+  private async teamNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.parseBody(req, teamNewSchema);
+    const now = this.guard.now();
+    const team: TeamRecord = {
+      teamId: b.team_id ?? randomUUID(),
+      teamAlias: b.team_alias ?? null,
+      models: b.models ?? [],
+      metadata: b.metadata ?? {},
+      blocked: b.blocked ?? false,
+      createdAt: now,
+    };
+    const budget = this.budgetInit(b.max_budget, b.budget_duration);
+    await storage.insert([{ type: 'team', record: team, budget }]);
+    return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget)));
+  }
+
+  private async userNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.parseBody(req, userNewSchema);
+    const team = b.team_id ? await this.resolveTeam(storage, b.team_id) : null;
+    const now = this.guard.now();
+    const user: UserRecord = {
+      userId: b.user_id ?? randomUUID(),
+      userEmail: b.user_email ?? null,
+      userRole: b.user_role ?? 'internal_user',
+      teams: team ? [team.teamId] : [],
+      models: b.models ?? [],
+      metadata: b.metadata ?? {},
+      createdAt: now,
+    };
+    const budget = this.budgetInit(b.max_budget, b.budget_duration);
+    const writes: EntityInsert[] = [{ type: 'user', record: user, budget }];
+    let secret: string | null = null;
+    let keyRecord: KeyRecord | null = null;
+    if (b.auto_create_key !== false) {
+      secret = generateVirtualKey();
+      keyRecord = newKeyRecord(secret, { userId: user.userId, teamId: team?.teamId ?? null, now });
+      writes.push({ type: 'key', record: keyRecord, budget: this.budgetInit(null, null) });
+    }
+    await storage.insert(writes);
+    return ok({
+      ...userJson(user, stateOf({ kind: 'user', id: user.userId }, budget)),
+      key: secret,
+      token: keyRecord?.tokenHash ?? null,
+      key_name: keyRecord?.keyName ?? null,
+      expires: null,
+      team_id: team?.teamId ?? null,
+    });
+  }
+
+  private async keyGenerate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.parseBody(req, keyGenerateSchema);
+    const user = b.user_id ? await storage.getUser(b.user_id) : null;
+    if (b.user_id && !user) {
+      throw new SpendGuardError(
+        'UNKNOWN_USER',
+        `User not found: user_id '${b.user_id}'. Create it with /user/new first.`,
+        {
+          param: 'user_id',
+        },
+      );
+    }
+    // A key for a user who belongs to exactly one team spends against that team too, unless told otherwise.
+    const teamRef = b.team_id ?? (user && user.teams.length === 1 ? user.teams[0]! : null);
+    const team = teamRef ? await this.resolveTeam(storage, teamRef) : null;
+    const now = this.guard.now();
+    const secret = b.key ?? generateVirtualKey();
+    const record = newKeyRecord(secret, {
+      userId: user?.userId ?? null,
+      teamId: team?.teamId ?? null,
+      now,
+      alias: b.key_alias ?? null,
+      models: b.models,
+      tags: b.tags,
+      metadata: b.metadata,
+      blocked: b.blocked,
+      expiresAt: b.duration ? expiryFrom(b.duration, now) : null,
+    });
+    const budget = this.budgetInit(b.max_budget, b.budget_duration);
+    await storage.insert([{ type: 'key', record, budget }]);
+    return ok({ key: secret, ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget)) });
+  }
+
+  private async keyInfo(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
+    const asked = req.query.get('key');
+    let hash: string;
+    if (asked) hash = keyHashFromKeyOrHash(asked);
+    else if (caller.role === 'key') hash = caller.tokenHash;
+    else
+      throw new SpendGuardError('BAD_REQUEST', 'Pass the key to look up: /key/info?key=sk-...', {
+        param: 'key',
+      });
+    if (caller.role === 'key' && caller.tokenHash !== hash) {
+      throw new SpendGuardError(
+        'INVALID_MASTER_KEY',
+        'Authentication Error, a key may only read its own info.',
+      );
+    }
+    const key = await storage.getKey(hash);
+    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${asked ?? hash}`, { param: 'key' });
+    const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.guard.now());
+    return ok({ key: hash, info: keyJson(key, state ?? null) });
+  }
+
+  private async teamInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const ref = req.query.get('team_id');
+    if (!ref)
+      throw new SpendGuardError('BAD_REQUEST', 'Pass the team: /team/info?team_id=...', { param: 'team_id' });
+    const team = await this.resolveTeam(storage, ref).catch((e: unknown) => {
+      if (e instanceof SpendGuardError && e.code === 'UNKNOWN_TEAM')
+        throw new SpendGuardError('NOT_FOUND', e.message);
+      throw e;
+    });
+    const [keys, members] = await Promise.all([
+      storage.listKeys({ teamId: team.teamId }),
+      storage.listUsers({ teamId: team.teamId }),
+    ]);
+    const states = await storage.getBudgets(
+      [{ kind: 'team', id: team.teamId }, ...keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash }))],
+      this.guard.now(),
+    );
+    const byScope = indexStates(states);
+    return ok({
+      team_id: team.teamId,
+      team_info: teamJson(team, byScope.get(`team:${team.teamId}`) ?? null, members),
+      keys: keys.map((k) => keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null)),
+      team_memberships: members.map((u) => ({ user_id: u.userId, team_id: team.teamId })),
+    });
+  }
+
+  private async userInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const userId = req.query.get('user_id');
+    if (!userId)
+      throw new SpendGuardError('BAD_REQUEST', 'Pass the user: /user/info?user_id=...', { param: 'user_id' });
+    const user = await storage.getUser(userId);
+    if (!user)
+      throw new SpendGuardError('NOT_FOUND', `User not found: user_id '${userId}'`, { param: 'user_id' });
+    const keys = await storage.listKeys({ userId });
+    const teams = (await Promise.all(user.teams.map((t) => storage.getTeam(t)))).filter((t) => t !== null);
+    const states = await storage.getBudgets(
+      [{ kind: 'user', id: userId }, ...keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash }))],
+      this.guard.now(),
+    );
+    const byScope = indexStates(states);
+    return ok({
+      user_id: userId,
+      user_info: userJson(user, byScope.get(`user:${userId}`) ?? null),
+      keys: keys.map((k) => keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null)),
+      teams: teams.map((t) => teamJson(t, null)),
+    });
+  }
+
+  private async spendLogs(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
+    const q = this.parseQuery(req, spendLogsQuerySchema);
+    let apiKeyHash = q.api_key ? keyHashFromKeyOrHash(q.api_key) : undefined;
+    if (caller.role === 'key') {
+      if (apiKeyHash && apiKeyHash !== caller.tokenHash) {
+        throw new SpendGuardError(
+          'INVALID_MASTER_KEY',
+          'Authentication Error, a key may only read its own spend logs.',
+        );
+      }
+      apiKeyHash = caller.tokenHash;
+    }
+    let teamId = q.team_id;
+    if (teamId) teamId = (await this.resolveTeam(storage, teamId)).teamId;
+    const logs = await storage.querySpendLogs({
+      apiKeyHash,
+      userId: q.user_id,
+      teamId,
+      requestId: q.request_id,
+      startTime: q.start_date ? startOf(q.start_date) : undefined,
+      endTime: q.end_date ? endOf(q.end_date) : undefined,
+      limit: q.limit ?? 1000,
+    });
+    return ok(logs.map(spendLogJson));
+  }
+
+  private async spendTags(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const q = this.parseQuery(req, spendTagsQuerySchema);
+    const rows = await storage.spendByTag({
+      fromDay: q.start_date ? startOf(q.start_date).toISOString().slice(0, 10) : undefined,
+      toDay: q.end_date ? new Date(endOf(q.end_date).getTime() - 1).toISOString().slice(0, 10) : undefined,
+    });
+    return ok(
+      rows.map((r) => ({
+        individual_request_tag: r.tag,
+        log_count: r.requests,
+        total_spend: r.spendNano / 1e9,
+      })),
+    );
+  }
+}
+
+function normalizePath(path: string): string {
+  const q = path.indexOf('?');
+  const p = q === -1 ? path : path.slice(0, q);
+  return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p;
+}
+
+function ok(body: unknown): GuardResponse {
+  return { status: 200, headers: {}, body };
+}
+
+function newKeyRecord(
+  secret: string,
+  o: {
+    userId: string | null;
+    teamId: string | null;
+    now: Date;
+    alias?: string | null;
+    models?: string[];
+    tags?: string[];
+    metadata?: Record<string, unknown>;
+    blocked?: boolean;
+    expiresAt?: Date | null;
+  },
+): KeyRecord {
+  return {
+    tokenHash: hashVirtualKey(secret),
+    keyName: maskVirtualKey(secret),
+    keyAlias: o.alias ?? null,
+    userId: o.userId,
+    teamId: o.teamId,
+    models: o.models ?? [],
+    tags: o.tags ?? [],
+    metadata: o.metadata ?? {},
+    blocked: o.blocked ?? false,
+    expiresAt: o.expiresAt ?? null,
+    createdAt: o.now,
+  };
+}
+
+/** Key expiry from LiteLLM's `duration` (`30d`, `1h`, ...): plain elapsed time, not calendar-aligned. */
+function expiryFrom(duration: string, now: Date): Date {
+  const m = /^(\d+)(mo|s|m|h|d|w)$/.exec(
+    { daily: '1d', weekly: '7d', monthly: '1mo' }[duration] ?? duration,
+  )!;
+  const n = Number(m[1]);
+  const unitMs: Record<string, number> = { s: 1e3, m: 6e4, h: 3.6e6, d: 8.64e7, w: 6.048e8 };
+  if (m[2] === 'mo') {
+    const d = new Date(now);
+    d.setUTCMonth(d.getUTCMonth() + n);
+    return d;
+  }
+  return new Date(now.getTime() + n * unitMs[m[2]!]!);
+}
+
+function stateOf(scope: ScopeRef, budget: BudgetInit): BudgetState {
+  return { scope, ...budget, spendNano: 0, reservedNano: 0 };
+}
+
+function indexStates(states: BudgetState[]): Map<string, BudgetState> {
+  return new Map(states.map((s) => [`${s.scope.kind}:${s.scope.id}`, s]));
+}
+
+function budgetJson(state: BudgetState | null) {
+  return {
+    spend: state ? state.spendNano / 1e9 : 0,
+    max_budget: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,
+    budget_duration: state?.budgetDuration ?? null,
+    budget_reset_at: state?.budgetResetAt?.toISOString() ?? null,
+  };
+}
+
+function teamJson(team: TeamRecord, state: BudgetState | null, members: UserRecord[] = []) {
+  return {
+    team_id: team.teamId,
+    team_alias: team.teamAlias,
+    ...budgetJson(state),
+    models: team.models,
+    metadata: team.metadata,
+    blocked: team.blocked,
+    members_with_roles: members.map((u) => ({ user_id: u.userId, user_email: u.userEmail, role: 'user' })),
+    created_at: team.createdAt.toISOString(),
+  };
+}
+
+function userJson(user: UserRecord, state: BudgetState | null) {
+  return {
+    user_id: user.userId,
+    user_email: user.userEmail,
+    user_role: user.userRole,
+    teams: user.teams,
+    ...budgetJson(state),
+    models: user.models,
+    metadata: user.metadata,
+    created_at: user.createdAt.toISOString(),
+  };
+}
+
+function keyJson(key: KeyRecord, state: BudgetState | null) {
+  return {
+    token: key.tokenHash,
+    key_name: key.keyName,
+    key_alias: key.keyAlias,
+    user_id: key.userId,
+    team_id: key.teamId,
+    ...budgetJson(state),
+    models: key.models,
+    tags: key.tags,
+    metadata: key.metadata,
+    blocked: key.blocked,
+    expires: key.expiresAt?.toISOString() ?? null,
+    created_at: key.createdAt.toISOString(),
+  };
+}
+
+/** A spend log with LiteLLM's SpendLogs field names. */
+export function spendLogJson(log: SpendLogRecord) {
+  return {
+    request_id: log.requestId,
+    call_type: log.callType,
+    api_key: log.apiKeyHash,
+    spend: log.spendNano / 1e9,
+    total_tokens: log.totalTokens,
+    prompt_tokens: log.promptTokens,
+    completion_tokens: log.completionTokens,
+    startTime: log.startTime.toISOString(),
+    endTime: log.endTime.toISOString(),
+    model: log.model,
+    custom_llm_provider: log.provider,
+    user: log.userId,
+    team_id: log.teamId,
+    end_user: log.endUser,
+    request_tags: log.tags,
+    status: log.status,
+    metadata: { ...log.metadata, estimated: log.estimated, http_status: log.httpStatus },
+  };
+}
+
+function startOf(value: string): Date {
+  return new Date(value.length === 10 ? `${value}T00:00:00.000Z` : value);
+}
+
+/** A date-only end is inclusive of that whole day; a time is taken as given. */
+function endOf(value: string): Date {
+  return value.length === 10 ? new Date(Date.parse(`${value}T00:00:00.000Z`) + 86_400_000) : new Date(value);
+}

@@ -1,0 +1,102 @@
+import * as z from 'zod';
+import { isValidBudgetDuration } from '../budget-period.js';
+
+/** Request bodies of the management API, with LiteLLM's field names. Unknown fields are ignored. */
+
+const maxBudget = z
+  .number({ error: 'must be a number of USD, e.g. 50 or 12.5' })
+  .nonnegative('must be 0 or more')
+  .max(9_000_000, 'must be at most 9000000 USD')
+  .nullable()
+  .optional();
+const budgetDuration = z
+  .string({
+    error:
+      "must be a string like '30s', '10m', '1h', '1d', '7d', '30d', '1mo', 'daily', 'weekly' or 'monthly'",
+  })
+  .refine(isValidBudgetDuration, {
+    message:
+      "is not a duration; use e.g. '30s', '10m', '1h', '1d', '7d', '30d', '1mo', 'daily', 'weekly' or 'monthly'",
+  })
+  .nullable()
+  .optional();
+const id = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters');
+const models = z.array(z.string(), { error: 'must be an array of model names' }).optional();
+const metadata = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' }).optional();
+const tags = z.array(z.string(), { error: 'must be an array of strings' }).optional();
+
+export const teamNewSchema = z.object({
+  team_id: id.optional(),
+  team_alias: z.string().max(256).nullable().optional(),
+  max_budget: maxBudget,
+  budget_duration: budgetDuration,
+  models,
+  metadata,
+  blocked: z.boolean().optional(),
+});
+
+export const userNewSchema = z.object({
+  user_id: id.optional(),
+  user_email: z.string().nullable().optional(),
+  user_role: z.string().optional(),
+  team_id: id.nullable().optional(),
+  max_budget: maxBudget,
+  budget_duration: budgetDuration,
+  models,
+  metadata,
+  auto_create_key: z.boolean().optional(),
+});
+
+export const keyGenerateSchema = z.object({
+  key: z
+    .string()
+    .regex(
+      /^sk-[A-Za-z0-9_-]{16,200}$/,
+      "must start with 'sk-' followed by at least 16 letters, digits, '-' or '_'",
+    )
+    .optional(),
+  key_alias: z.string().max(256).nullable().optional(),
+  user_id: id.nullable().optional(),
+  team_id: id.nullable().optional(),
+  max_budget: maxBudget,
+  budget_duration: budgetDuration,
+  duration: budgetDuration,
+  models,
+  metadata,
+  tags,
+  blocked: z.boolean().optional(),
+});
+
+const isoDate = z
+  .string()
+  .refine(
+    (s) => /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) && !Number.isNaN(Date.parse(s)),
+    {
+      message: "must be a date 'YYYY-MM-DD' or an ISO 8601 time",
+    },
+  );
+
+export const spendLogsQuerySchema = z.object({
+  api_key: z.string().optional(),
+  user_id: z.string().optional(),
+  team_id: z.string().optional(),
+  request_id: z.string().optional(),
+  start_date: isoDate.optional(),
+  end_date: isoDate.optional(),
+  limit: z.coerce.number().int().min(1).max(1000).optional(),
+});
+
+export const spendTagsQuerySchema = z.object({
+  start_date: isoDate.optional(),
+  end_date: isoDate.optional(),
+});
+
+/** Turns zod's issues into one readable sentence per field. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => {
+      const field = i.path.join('.');
+      return field ? `${field} ${i.message}` : i.message;
+    })
+    .join('; ');
+}

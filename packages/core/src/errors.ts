@@ -1,0 +1,78 @@
+/**
+ * One error class for everything the guard refuses, with a typed list of codes and one
+ * code-to-HTTP table that every adapter shares (so Express and Hono can never disagree).
+ */
+export const ERROR_STATUS = {
+  BAD_REQUEST: 400,
+  INVALID_JSON: 400,
+  UNKNOWN_TEAM: 400,
+  UNKNOWN_USER: 400,
+  AMBIGUOUS_TEAM: 400,
+  MISSING_KEY: 401,
+  INVALID_KEY: 401,
+  EXPIRED_KEY: 401,
+  BLOCKED_KEY: 401,
+  INVALID_MASTER_KEY: 401,
+  NOT_FOUND: 404,
+  CONFLICT: 409,
+  PAYLOAD_TOO_LARGE: 413,
+  BUDGET_EXCEEDED: 429,
+  STORAGE_UNAVAILABLE: 503,
+} as const;
+
+export type SpendGuardErrorCode = keyof typeof ERROR_STATUS;
+
+/** LiteLLM's `error.type` strings for the codes where LiteLLM has one. */
+const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
+  BUDGET_EXCEEDED: 'budget_exceeded',
+  MISSING_KEY: 'auth_error',
+  INVALID_KEY: 'auth_error',
+  EXPIRED_KEY: 'auth_error',
+  BLOCKED_KEY: 'auth_error',
+  INVALID_MASTER_KEY: 'auth_error',
+  STORAGE_UNAVAILABLE: 'service_unavailable',
+  NOT_FOUND: 'not_found',
+};
+
+export class SpendGuardError extends Error {
+  readonly code: SpendGuardErrorCode;
+  readonly status: number;
+  readonly param: string | null;
+  readonly headers: Record<string, string>;
+
+  constructor(
+    code: SpendGuardErrorCode,
+    message: string,
+    options: { param?: string | null; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SpendGuardError';
+    this.code = code;
+    this.status = ERROR_STATUS[code];
+    this.param = options.param ?? null;
+    this.headers = options.headers ?? {};
+  }
+
+  /** LiteLLM's error body: `{"error":{"message","type","param","code"}}` with the status as a string code. */
+  toJSON(): { error: { message: string; type: string; param: string | null; code: string } } {
+    return {
+      error: {
+        message: this.message,
+        type: LITELLM_TYPE[this.code] ?? 'invalid_request_error',
+        param: this.param,
+        code: String(this.status),
+      },
+    };
+  }
+}
+
+/** Thrown by storage backends when an insert collides with an existing id. */
+export class StorageConflictError extends Error {
+  constructor(
+    readonly entity: string,
+    readonly id: string,
+  ) {
+    super(`${entity} '${id}' already exists`);
+    this.name = 'StorageConflictError';
+  }
+}

@@ -1,0 +1,563 @@
+import { randomUUID } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { ManagementApi } from './admin/management-api.js';
+import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
+import { SpendGuardError } from './errors.js';
+import { constantTimeEqual, hashVirtualKey } from './keys.js';
+import { ResponseTap } from './metering/response-meter.js';
+import { countChatPromptTokens, countTextTokens } from './metering/token-count.js';
+import { PriceBook, type TokenUsage } from './pricing/price-book.js';
+import type {
+  BudgetState,
+  KeyRecord,
+  ScopeRef,
+  SpendLogRecord,
+  SpendStorage,
+  TeamRecord,
+  UserRecord,
+} from './storage/storage-contract.js';
+import { scopeKey } from './storage/storage-contract.js';
+
+/** A guarded call as the adapters describe it, in framework-neutral terms. */
+export interface CallInput {
+  method: string;
+  path: string;
+  /** Reads a request header (case-insensitive). */
+  header: (name: string) => string | null | undefined;
+  /** The parsed JSON body, or `undefined` when the request had none. */
+  body: unknown;
+  /** Size of the raw body in bytes, when the adapter read it (saves re-serialising). */
+  bodyBytes?: number;
+}
+
+/** A response the guard answers itself (a refusal), in framework-neutral terms. */
+export interface GuardResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+/** What is known about the caller once its key is resolved. */
+export interface KeyContext {
+  key: KeyRecord;
+  user: UserRecord | null;
+  team: TeamRecord | null;
+  /** The scopes this key spends against, key first. */
+  scopes: ScopeRef[];
+  /** `Key=sk-...abcd`, `User=alice`, `Team=frontend-team`: how a 429 names each scope. */
+  labels: Map<string, string>;
+}
+
+/** The finished record of one guarded call (also what the spend log stores). */
+export interface CallRecord {
+  requestId: string;
+  model: string;
+  costUsd: number;
+  costNano: number;
+  usage: TokenUsage;
+  estimated: boolean;
+  status: 'success' | 'failure';
+  httpStatus: number;
+  tags: string[];
+}
+
+export type AdmitOutcome = { ok: true; call: GuardedCall } | { ok: false; response: GuardResponse };
+
+const MASTER_KEY_HASH_SCOPES: ScopeRef[] = [];
+
+/**
+ * The framework-neutral guard: resolves keys, admits calls against budgets, meters what the route
+ * answered, prices it, and settles it. Adapters only translate their framework to this.
+ */
+export class SpendGuard {
+  readonly options: ResolvedOptions;
+  readonly prices: PriceBook;
+  readonly logger: GuardLogger;
+  private storageReady: Promise<SpendStorage> | null = null;
+  private storageValue: SpendStorage | null = null;
+  private readonly keyCache: LRUCache<string, KeyContext>;
+  private readonly pending = new Set<Promise<unknown>>();
+  /** Settlements that failed (each also logged): never silent. */
+  settleFailures = 0;
+  /** LiteLLM's management API (`/team/new`, `/key/generate`, `/spend/logs`, ...). */
+  readonly management: ManagementApi;
+
+  constructor(options: SpendGuardOptions) {
+    this.options = resolveOptions(options);
+    this.logger = this.options.logger;
+    this.prices = new PriceBook({
+      overrides: this.options.modelPrices,
+      onUnpriced: (model) =>
+        this.logger.warn(
+          `no price for model '${model}': its calls are recorded at $0 (add it to modelPrices)`,
+        ),
+    });
+    this.keyCache = new LRUCache({ max: this.options.keyCacheSize, ttl: this.options.keyCacheTtlMs || 1 });
+    this.management = new ManagementApi(this);
+  }
+
+  /** The opened storage (migrations applied). Rejects, every time it is asked, while it cannot open. */
+  storage(): Promise<SpendStorage> {
+    if (this.storageValue) return Promise.resolve(this.storageValue);
+    this.storageReady ??= Promise.resolve(this.options.storage)
+      .then(async (s) => {
+        await s.init();
+        this.storageValue = s;
+        return s;
+      })
+      .catch((error: unknown) => {
+        this.storageReady = null; // try again on the next request
+        throw error;
+      });
+    return this.storageReady;
+  }
+
+  now(): Date {
+    return this.options.now();
+  }
+
+  /** Compares a presented credential with the master key in constant time. */
+  isMasterKey(presented: string | null): boolean {
+    return !!presented && !!this.options.masterKey && constantTimeEqual(presented, this.options.masterKey);
+  }
+
+  /** Drops a key from the in-process cache (after it was changed). */
+  invalidateKey(tokenHash: string): void {
+    this.keyCache.delete(tokenHash);
+  }
+
+  /** Drops every cached key (after a team or user change). */
+  invalidateAllKeys(): void {
+    this.keyCache.clear();
+  }
+
+  /** Resolves a key and the scopes it spends against. `null` when no such key exists. */
+  async resolveKey(tokenHash: string): Promise<KeyContext | null> {
+    const cached = this.keyCache.get(tokenHash);
+    if (cached) return cached;
+    const storage = await this.storage();
+    const key = await storage.getKey(tokenHash);
+    if (!key) return null;
+    const [user, team] = await Promise.all([
+      key.userId ? storage.getUser(key.userId) : null,
+      key.teamId ? storage.getTeam(key.teamId) : null,
+    ]);
+    const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
+    const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
+    if (user) {
+      scopes.push({ kind: 'user', id: user.userId });
+      labels.set(`user:${user.userId}`, `User=${user.userId}`);
+    }
+    if (team) {
+      scopes.push({ kind: 'team', id: team.teamId });
+      labels.set(`team:${team.teamId}`, `Team=${team.teamAlias ?? team.teamId}`);
+    }
+    const ctx: KeyContext = { key, user, team, scopes, labels };
+    this.keyCache.set(tokenHash, ctx);
+    return ctx;
+  }
+
+  /**
+   * Steps 1 and 2 of the pipeline: identify the key, then reserve the call's worst-case cost on
+   * every scope at once. A refusal comes back as the response to send; the route must not run.
+   */
+  async admit(input: CallInput): Promise<AdmitOutcome> {
+    try {
+      return { ok: true, call: await this.admitOrThrow(input) };
+    } catch (error) {
+      return { ok: false, response: this.errorResponse(error) };
+    }
+  }
+
+  /** Any error as the JSON response the adapters send: our own errors as they are, others as 503/500. */
+  errorResponse(error: unknown): GuardResponse {
+    if (error instanceof SpendGuardError)
+      return { status: error.status, headers: error.headers, body: error.toJSON() };
+    this.logger.error('storage or internal failure while guarding a call; refusing it', error);
+    const e = new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again');
+    return { status: e.status, headers: {}, body: e.toJSON() };
+  }
+
+  private async admitOrThrow(input: CallInput): Promise<GuardedCall> {
+    const startTime = this.now();
+    const presented = readPresentedKey(input.header);
+    const body = isPlainObject(input.body) ? input.body : {};
+    const model = typeof body.model === 'string' ? body.model : '';
+    const tags = readTags(body, input.header);
+    const endUser =
+      typeof body.user === 'string' ? body.user : (input.header('x-litellm-end-user-id') ?? null);
+
+    if (this.isMasterKey(presented)) {
+      // The master key may call guarded routes; its spend is logged but it has no budget.
+      return new GuardedCall(this, {
+        requestId: randomUUID(),
+        startTime,
+        model,
+        tags,
+        endUser,
+        body,
+        keyHash: hashVirtualKey(presented!),
+        ctx: null,
+        reservationId: null,
+        scopes: MASTER_KEY_HASH_SCOPES,
+        states: [],
+      });
+    }
+    const tokenHash = hashVirtualKey(presented!);
+    const ctx = await this.resolveKey(tokenHash);
+    if (!ctx)
+      throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
+    const { key } = ctx;
+    if (key.blocked || ctx.team?.blocked) {
+      throw new SpendGuardError(
+        'BLOCKED_KEY',
+        'Authentication Error, this key is blocked. Unblock it with /key/unblock.',
+      );
+    }
+    if (key.expiresAt && key.expiresAt.getTime() <= startTime.getTime()) {
+      throw new SpendGuardError(
+        'EXPIRED_KEY',
+        `Authentication Error - Expired Key. Key Expiry time ${key.expiresAt.toISOString()} and current time ${startTime.toISOString()}`,
+      );
+    }
+    if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [])) {
+      throw new SpendGuardError(
+        'INVALID_KEY',
+        `Authentication Error, key not allowed to access model. This key can only access models=${JSON.stringify(key.models.length ? key.models : ctx.team?.models)}. Tried to access ${model}`,
+      );
+    }
+    const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
+
+    const storage = await this.storage();
+    const reservationId = randomUUID();
+    const expiresAt = new Date(startTime.getTime() + this.options.reservationTtlMs);
+    const cheap = this.estimateNano(model, body, input.bodyBytes, false);
+    let result = await storage.reserve({
+      reservationId,
+      scopes: ctx.scopes,
+      amountNano: cheap,
+      now: startTime,
+      expiresAt,
+    });
+    if (!result.ok && model) {
+      // The byte bound is loose; count the prompt exactly before refusing (only near a cap).
+      const precise = this.estimateNano(model, body, input.bodyBytes, true);
+      if (precise < cheap) {
+        result = await storage.reserve({
+          reservationId,
+          scopes: ctx.scopes,
+          amountNano: precise,
+          now: startTime,
+          expiresAt,
+        });
+      }
+    }
+    if (!result.ok) throw this.budgetExceeded(ctx, result.refused);
+    return new GuardedCall(this, {
+      requestId: randomUUID(),
+      startTime,
+      model,
+      tags: allTags,
+      endUser,
+      body,
+      keyHash: tokenHash,
+      ctx,
+      reservationId,
+      scopes: ctx.scopes,
+      states: result.states,
+    });
+  }
+
+  private budgetExceeded(ctx: KeyContext, refused: BudgetState): SpendGuardError {
+    const label = ctx.labels.get(scopeKey(refused.scope)) ?? `${refused.scope.kind}=${refused.scope.id}`;
+    const spend = pyFloat(refused.spendNano / 1e9);
+    const max = pyFloat((refused.maxBudgetNano ?? 0) / 1e9);
+    const headers: Record<string, string> = {};
+    if (refused.budgetResetAt) {
+      headers['retry-after'] = String(
+        Math.max(1, Math.ceil((refused.budgetResetAt.getTime() - Date.now()) / 1000)),
+      );
+    }
+    return new SpendGuardError(
+      'BUDGET_EXCEEDED',
+      `Budget has been exceeded! ${label} Current cost: ${spend}, Max budget: ${max}`,
+      {
+        headers,
+      },
+    );
+  }
+
+  /**
+   * Upper bound of a call's cost, in nano-dollars, never below 1 (so that a spent budget refuses
+   * even calls it cannot price). The cheap form bounds prompt tokens by the body's byte size (a
+   * token is at least one byte, and the JSON around each message outweighs its token overhead);
+   * the precise form counts them with the model's tokenizer.
+   */
+  estimateNano(
+    model: string,
+    body: Record<string, unknown>,
+    bodyBytes: number | undefined,
+    precise: boolean,
+  ): number {
+    const price = model ? this.prices.resolve(model) : undefined;
+    if (!price) return 1;
+    const promptTokens = precise
+      ? countChatPromptTokens(model, body.messages ?? body.input ?? '')
+      : (bodyBytes ?? Buffer.byteLength(JSON.stringify(body)));
+    const requested = firstPositiveInt(body.max_completion_tokens, body.max_tokens, body.max_output_tokens);
+    const choices = firstPositiveInt(body.n) ?? 1;
+    const outputTokens =
+      (requested ?? price.maxOutputTokens ?? this.options.defaultMaxOutputTokens) * choices;
+    const inPico = Math.max(price.inputPico, price.cacheWritePico ?? 0);
+    const outPico = Math.max(price.outputPico, price.reasoningPico ?? 0);
+    return Math.max(1, Math.ceil((promptTokens * inPico + outputTokens * outPico) / 1000));
+  }
+
+  /** Keeps a settlement promise alive until `close()` so shutdown never drops spend. */
+  track<T>(p: Promise<T>): Promise<T> {
+    this.pending.add(p);
+    void p.finally(() => this.pending.delete(p)).catch(() => {});
+    return p;
+  }
+
+  /** Waits until every settlement in flight is written (or has failed and been logged). */
+  async flush(): Promise<void> {
+    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+  }
+
+  /** Waits for in-flight settlements, then closes storage. */
+  async close(): Promise<void> {
+    await this.flush();
+    if (this.storageValue) await this.storageValue.close();
+  }
+}
+
+interface CallState {
+  requestId: string;
+  startTime: Date;
+  model: string;
+  tags: string[];
+  endUser: string | null;
+  body: Record<string, unknown>;
+  keyHash: string;
+  ctx: KeyContext | null;
+  reservationId: string | null;
+  scopes: ScopeRef[];
+  states: BudgetState[];
+}
+
+/**
+ * One admitted call, from admission to settlement. The adapter sets `responseHeaders` before the
+ * route runs, feeds what the route writes to `tap`, adds `costHeaders()` when the body is complete
+ * before headers go out, and calls `finish()` exactly once when the response is done or cut.
+ */
+export class GuardedCall {
+  readonly tap: ResponseTap;
+  /** Headers for the response, known at admission. */
+  readonly responseHeaders: Record<string, string>;
+  private finished: Promise<CallRecord> | null = null;
+  private priced: { record: Omit<CallRecord, 'status' | 'httpStatus'> } | null = null;
+
+  constructor(
+    private readonly guard: SpendGuard,
+    readonly state: CallState,
+  ) {
+    this.tap = new ResponseTap(guard.options.maxMeteredBodyBytes);
+    this.responseHeaders = { 'x-litellm-call-id': state.requestId };
+    const keyState = state.states.find((s) => s.scope.kind === 'key');
+    if (keyState) {
+      this.responseHeaders['x-litellm-key-spend'] = String(keyState.spendNano / 1e9);
+      if (keyState.maxBudgetNano !== null) {
+        this.responseHeaders['x-litellm-key-max-budget'] = String(keyState.maxBudgetNano / 1e9);
+      }
+    }
+    let tightest: number | null = null;
+    for (const s of state.states) {
+      if (s.maxBudgetNano === null) continue;
+      const left = s.maxBudgetNano - s.spendNano - s.reservedNano;
+      if (tightest === null || left < tightest) tightest = left;
+    }
+    if (tightest !== null)
+      this.responseHeaders['x-spendguard-budget-remaining'] = String(Math.max(0, tightest) / 1e9);
+  }
+
+  get requestId(): string {
+    return this.state.requestId;
+  }
+  get key(): KeyContext | null {
+    return this.state.ctx;
+  }
+
+  /** Prices what the tap observed (once); call when the body is complete. */
+  private price(): { record: Omit<CallRecord, 'status' | 'httpStatus'> } {
+    if (this.priced) return this.priced;
+    const observed = this.tap.observe();
+    const model = observed.model ?? this.state.model;
+    let usage = observed.usage;
+    let estimated = false;
+    if (!usage && this.tap.status < 400 && (observed.completionText || this.tap.isStream)) {
+      // No usage reported: count locally and say so (this is the only place tiktoken loads).
+      const pricedModel = model || 'gpt-4o';
+      usage = {
+        promptTokens: countChatPromptTokens(pricedModel, this.state.body.messages ?? ''),
+        completionTokens: countTextTokens(pricedModel, observed.completionText),
+      };
+      estimated = true;
+    }
+    const u = usage ?? { promptTokens: 0, completionTokens: 0 };
+    const cost = model ? this.guard.prices.cost(model, u) : { totalNano: 0 };
+    this.priced = {
+      record: {
+        requestId: this.state.requestId,
+        model,
+        costNano: cost.totalNano,
+        costUsd: cost.totalNano / 1e9,
+        usage: u,
+        estimated,
+        tags: this.state.tags,
+      },
+    };
+    return this.priced;
+  }
+
+  /** `x-litellm-response-cost` for a complete, non-streamed body whose headers are not sent yet. */
+  costHeaders(): Record<string, string> {
+    return { 'x-litellm-response-cost': String(this.price().record.costUsd) };
+  }
+
+  /**
+   * Steps 4 to 6: meter, price, settle (add the actual cost to every scope, release the
+   * reservation, write the spend log). Idempotent; the adapter calls it when the response finished
+   * or the connection closed.
+   */
+  finish(options: { aborted?: boolean } = {}): Promise<CallRecord> {
+    this.finished ??= this.guard.track(this.settle(options.aborted ?? false));
+    return this.finished;
+  }
+
+  private async settle(aborted: boolean): Promise<CallRecord> {
+    const { record } = this.price();
+    const httpStatus = this.tap.status;
+    const status: CallRecord['status'] = httpStatus >= 400 ? 'failure' : 'success';
+    const endTime = this.guard.now();
+    const ctx = this.state.ctx;
+    const log: SpendLogRecord = {
+      requestId: this.state.requestId,
+      callType: this.tap.isStream ? 'acompletion_stream' : 'acompletion',
+      apiKeyHash: this.state.keyHash,
+      spendNano: record.costNano,
+      promptTokens: record.usage.promptTokens,
+      completionTokens: record.usage.completionTokens,
+      totalTokens: record.usage.promptTokens + record.usage.completionTokens,
+      startTime: this.state.startTime,
+      endTime,
+      model: record.model,
+      provider: record.model ? (this.guard.prices.resolve(record.model)?.provider ?? null) : null,
+      userId: ctx?.user?.userId ?? ctx?.key.userId ?? null,
+      teamId: ctx?.team?.teamId ?? ctx?.key.teamId ?? null,
+      endUser: this.state.endUser,
+      tags: record.tags,
+      status,
+      estimated: record.estimated,
+      httpStatus,
+      metadata: aborted ? { stream_cut: true } : {},
+    };
+    try {
+      const storage = await this.guard.storage();
+      await storage.settle({
+        reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
+        scopes: this.state.scopes,
+        costNano: record.costNano,
+        now: endTime,
+        log,
+      });
+    } catch (error) {
+      this.guard.settleFailures += 1;
+      this.guard.logger.error(
+        `could not record the spend of request ${this.state.requestId} ($${record.costUsd}); it stays reserved until the reservation TTL`,
+        error,
+      );
+      throw error;
+    }
+    return { ...record, status, httpStatus };
+  }
+}
+
+function readPresentedKey(header: CallInput['header']): string {
+  const auth = header('authorization');
+  let value: string | null | undefined;
+  if (auth) {
+    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    if (!m) {
+      throw new SpendGuardError(
+        'INVALID_KEY',
+        'Malformed API Key passed in. Ensure Key has `Bearer ` prefix.',
+      );
+    }
+    value = m[1]!.trim();
+  } else {
+    value = header('x-api-key') ?? header('api-key');
+  }
+  if (!value) {
+    throw new SpendGuardError(
+      'MISSING_KEY',
+      'Authentication Error, No api key passed in. Send `Authorization: Bearer sk-...`.',
+    );
+  }
+  if (!value.startsWith('sk-') || value.length > 512) {
+    throw new SpendGuardError(
+      'INVALID_KEY',
+      "Authentication Error, Invalid proxy server token passed. Keys start with 'sk-'.",
+    );
+  }
+  return value;
+}
+
+function readTags(body: Record<string, unknown>, header: CallInput['header']): string[] {
+  const tags: string[] = [];
+  const add = (value: unknown, where: string) => {
+    if (value === undefined || value === null) return;
+    if (!Array.isArray(value) || value.some((t) => typeof t !== 'string')) {
+      throw new SpendGuardError('BAD_REQUEST', `${where} must be an array of strings`, { param: where });
+    }
+    tags.push(...(value as string[]));
+  };
+  add(body.tags, 'tags');
+  if (isPlainObject(body.metadata)) add(body.metadata.tags, 'metadata.tags');
+  const h = header('x-litellm-tags');
+  if (h)
+    tags.push(
+      ...h
+        .split(',')
+        .map((t) => t.trim())
+        .filter(Boolean),
+    );
+  return tags.length > 1 ? [...new Set(tags)] : tags;
+}
+
+function modelAllowed(model: string, keyModels: string[], teamModels: string[]): boolean {
+  const list = keyModels.length > 0 ? keyModels : teamModels;
+  if (list.length === 0) return true;
+  return list.some(
+    (m) =>
+      m === model ||
+      m === '*' ||
+      m === 'all-proxy-models' ||
+      (m.endsWith('/*') && model.startsWith(m.slice(0, -1))),
+  );
+}
+
+function firstPositiveInt(...values: unknown[]): number | undefined {
+  for (const v of values) if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
+  return undefined;
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Python's float repr for the amounts in LiteLLM's messages (`50.0`, not `50`). */
+function pyFloat(n: number): string {
+  const s = String(Number(n.toFixed(9)));
+  return s.includes('.') || s.includes('e') ? s : `${s}.0`;
+}

@@ -1,0 +1,57 @@
+export type { ManagementRequest } from './admin/management-api.js';
+export { isValidBudgetDuration, nextBudgetResetAt, parseBudgetDuration } from './budget-period.js';
+export type { GuardLogger, SpendGuardOptions } from './config.js';
+export { ERROR_STATUS, SpendGuardError, type SpendGuardErrorCode, StorageConflictError } from './errors.js';
+export {
+  type AdmitOutcome,
+  type CallInput,
+  type CallRecord,
+  GuardedCall,
+  type GuardResponse,
+  type KeyContext,
+  SpendGuard,
+} from './guard.js';
+export { generateVirtualKey, hashVirtualKey } from './keys.js';
+export { nanoToUsd, usdToNano } from './money.js';
+export {
+  type CostBreakdownNano,
+  type ModelPrice,
+  type ModelPriceOverride,
+  PriceBook,
+  type TokenUsage,
+} from './pricing/price-book.js';
+export { applyDueReset, fitsBudget } from './storage/budget-rules.js';
+export { MemoryStorage } from './storage/memory-storage.js';
+export {
+  type BudgetInit,
+  type BudgetState,
+  type EntityInsert,
+  type KeyRecord,
+  type ReserveInput,
+  type ReserveResult,
+  type ScopeKind,
+  type ScopeRef,
+  type SettleInput,
+  type SettleResult,
+  type SpendLogQuery,
+  type SpendLogRecord,
+  type SpendStorage,
+  type StorageCapabilities,
+  scopeKey,
+  type TagSpend,
+  type TeamRecord,
+  type UserRecord,
+  utcDay,
+} from './storage/storage-contract.js';
+
+import type { SpendGuardOptions } from './config.js';
+import { SpendGuard } from './guard.js';
+
+/**
+ * Creates the framework-neutral guard. Adapters (`@spendguard/express`, `@spendguard/hono`) wrap it;
+ * use it directly to share one guard between several mounts.
+ * @example const guard = createSpendGuard({ storage: sqliteStorage(), masterKey: process.env.MASTER_KEY })
+ */
+export function createSpendGuard(options: SpendGuardOptions): SpendGuard {
+  return new SpendGuard(options);
+}

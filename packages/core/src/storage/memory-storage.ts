@@ -1,0 +1,194 @@
+import { StorageConflictError } from '../errors.js';
+import { applyDueReset, fitsBudget } from './budget-rules.js';
+import {
+  type BudgetState,
+  type EntityInsert,
+  type KeyRecord,
+  type ReserveInput,
+  type ReserveResult,
+  type ScopeRef,
+  type SettleInput,
+  type SettleResult,
+  type SpendLogQuery,
+  type SpendLogRecord,
+  type SpendStorage,
+  scopeKey,
+  type TagSpend,
+  type TeamRecord,
+  type UserRecord,
+  utcDay,
+} from './storage-contract.js';
+
+interface Reservation {
+  scopes: ScopeRef[];
+  amountNano: number;
+  expiresAt: Date;
+}
+
+/**
+ * In-process storage for tests and examples. Every operation runs synchronously inside one
+ * microtask, which makes each one atomic in a single Node process. Nothing survives a restart.
+ */
+export class MemoryStorage implements SpendStorage {
+  readonly capabilities = { sharedAcrossProcesses: false, name: 'memory' };
+  private readonly teams = new Map<string, TeamRecord>();
+  private readonly users = new Map<string, UserRecord>();
+  private readonly keys = new Map<string, KeyRecord>();
+  private readonly budgets = new Map<string, BudgetState>();
+  private readonly reservations = new Map<string, Reservation>();
+  private readonly logs = new Map<string, SpendLogRecord>();
+  private readonly tagDays = new Map<
+    string,
+    { day: string; tag: string; requests: number; spendNano: number }
+  >();
+
+  async init(): Promise<void> {}
+  async close(): Promise<void> {}
+
+  async insert(entities: EntityInsert[]): Promise<void> {
+    const seen = new Set<string>();
+    for (const e of entities) {
+      const id = entityId(e);
+      const mapKey = `${e.type}:${id}`;
+      if (seen.has(mapKey) || this.mapFor(e.type).has(id)) throw new StorageConflictError(e.type, id);
+      seen.add(mapKey);
+    }
+    for (const e of entities) {
+      const id = entityId(e);
+      this.mapFor(e.type).set(id, structuredClone(e.record) as never);
+      const scope: ScopeRef = { kind: e.type, id };
+      this.budgets.set(scopeKey(scope), { scope, ...e.budget, spendNano: 0, reservedNano: 0 });
+    }
+  }
+
+  private mapFor(type: EntityInsert['type']): Map<string, unknown> {
+    return type === 'team' ? this.teams : type === 'user' ? this.users : this.keys;
+  }
+
+  async getTeam(teamId: string): Promise<TeamRecord | null> {
+    return cloneOrNull(this.teams.get(teamId));
+  }
+  async findTeamsByAlias(alias: string): Promise<TeamRecord[]> {
+    return [...this.teams.values()].filter((t) => t.teamAlias === alias).map((t) => structuredClone(t));
+  }
+  async getUser(userId: string): Promise<UserRecord | null> {
+    return cloneOrNull(this.users.get(userId));
+  }
+  async getKey(tokenHash: string): Promise<KeyRecord | null> {
+    return cloneOrNull(this.keys.get(tokenHash));
+  }
+  async listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]> {
+    return [...this.keys.values()]
+      .filter(
+        (k) =>
+          (filter.userId === undefined || k.userId === filter.userId) &&
+          (filter.teamId === undefined || k.teamId === filter.teamId),
+      )
+      .map((k) => structuredClone(k));
+  }
+  async listUsers(filter: { teamId?: string }): Promise<UserRecord[]> {
+    return [...this.users.values()]
+      .filter((u) => filter.teamId === undefined || u.teams.includes(filter.teamId))
+      .map((u) => structuredClone(u));
+  }
+
+  async getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]> {
+    const out: BudgetState[] = [];
+    for (const scope of scopes) {
+      const state = this.budgets.get(scopeKey(scope));
+      if (!state) continue;
+      const current = applyDueReset(state, now);
+      this.budgets.set(scopeKey(scope), current);
+      out.push(structuredClone(current));
+    }
+    return out;
+  }
+
+  async reserve(input: ReserveInput): Promise<ReserveResult> {
+    const next: BudgetState[] = [];
+    for (const scope of input.scopes) {
+      const state = this.budgets.get(scopeKey(scope));
+      if (!state) throw new Error(`no budget counter for ${scopeKey(scope)}`);
+      const current = applyDueReset(state, input.now);
+      if (!fitsBudget(current, input.amountNano)) return { ok: false, refused: structuredClone(current) };
+      next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
+    }
+    for (const state of next) this.budgets.set(scopeKey(state.scope), state);
+    this.reservations.set(input.reservationId, {
+      scopes: input.scopes,
+      amountNano: input.amountNano,
+      expiresAt: input.expiresAt,
+    });
+    return { ok: true, states: structuredClone(next) };
+  }
+
+  async settle(input: SettleInput): Promise<SettleResult> {
+    if (this.logs.has(input.log.requestId)) {
+      return { applied: false, states: await this.getBudgets(input.scopes, input.now) };
+    }
+    const reservation = this.reservations.get(input.reservationId);
+    if (reservation) {
+      this.reservations.delete(input.reservationId);
+      for (const scope of reservation.scopes) {
+        const state = this.budgets.get(scopeKey(scope));
+        if (state) state.reservedNano -= reservation.amountNano;
+      }
+    }
+    const states: BudgetState[] = [];
+    for (const scope of input.scopes) {
+      const state = this.budgets.get(scopeKey(scope));
+      if (!state) continue;
+      const current = applyDueReset(state, input.now);
+      const updated = { ...current, spendNano: current.spendNano + input.costNano };
+      this.budgets.set(scopeKey(scope), updated);
+      states.push(structuredClone(updated));
+    }
+    this.logs.set(input.log.requestId, structuredClone(input.log));
+    const day = utcDay(input.log.startTime);
+    for (const tag of input.log.tags) {
+      const k = `${day}\u0000${tag}`;
+      const row = this.tagDays.get(k) ?? { day, tag, requests: 0, spendNano: 0 };
+      row.requests += 1;
+      row.spendNano += input.costNano;
+      this.tagDays.set(k, row);
+    }
+    return { applied: true, states };
+  }
+
+  async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
+    const limit = Math.min(query.limit ?? 100, 1000);
+    return [...this.logs.values()]
+      .filter(
+        (l) =>
+          (query.apiKeyHash === undefined || l.apiKeyHash === query.apiKeyHash) &&
+          (query.userId === undefined || l.userId === query.userId) &&
+          (query.teamId === undefined || l.teamId === query.teamId) &&
+          (query.requestId === undefined || l.requestId === query.requestId) &&
+          (query.startTime === undefined || l.startTime >= query.startTime) &&
+          (query.endTime === undefined || l.startTime < query.endTime),
+      )
+      .sort((a, b) => b.startTime.getTime() - a.startTime.getTime() || (a.requestId < b.requestId ? 1 : -1))
+      .slice(0, limit)
+      .map((l) => structuredClone(l));
+  }
+
+  async spendByTag(query: { fromDay?: string; toDay?: string }): Promise<TagSpend[]> {
+    const totals = new Map<string, TagSpend>();
+    for (const row of this.tagDays.values()) {
+      if ((query.fromDay && row.day < query.fromDay) || (query.toDay && row.day > query.toDay)) continue;
+      const t = totals.get(row.tag) ?? { tag: row.tag, requests: 0, spendNano: 0 };
+      t.requests += row.requests;
+      t.spendNano += row.spendNano;
+      totals.set(row.tag, t);
+    }
+    return [...totals.values()].sort((a, b) => b.spendNano - a.spendNano || a.tag.localeCompare(b.tag));
+  }
+}
+
+function entityId(e: EntityInsert): string {
+  return e.type === 'team' ? e.record.teamId : e.type === 'user' ? e.record.userId : e.record.tokenHash;
+}
+
+function cloneOrNull<T>(value: T | undefined): T | null {
+  return value === undefined ? null : structuredClone(value);
+}

@@ -1,0 +1,204 @@
+/**
+ * The storage contract: the one interface every backend implements.
+ *
+ * It is deliberately small and made of guarded, atomic operations (reserve on many scopes or none,
+ * settle, insert a batch of entities or none) rather than generic CRUD, so that core never reads a
+ * counter and writes it back. Money is always integer nano-dollars (1e-9 USD).
+ */
+
+/** The kinds of scope a call can spend against. */
+export type ScopeKind = 'key' | 'user' | 'team';
+
+export interface ScopeRef {
+  kind: ScopeKind;
+  /** The entity id (for keys: the key's SHA-256 hash). */
+  id: string;
+}
+
+/** A scope's budget definition, as set when the entity is created. */
+export interface BudgetInit {
+  /** `null`: no cap, spend is still tracked. */
+  maxBudgetNano: number | null;
+  /** LiteLLM duration string, `null` for a budget that never resets. */
+  budgetDuration: string | null;
+  /** The first reset time, computed by core from `budgetDuration`. */
+  budgetResetAt: Date | null;
+}
+
+/** A scope's budget counter, as stored. */
+export interface BudgetState extends BudgetInit {
+  scope: ScopeRef;
+  spendNano: number;
+  /** Sum of open reservations' estimates. */
+  reservedNano: number;
+}
+
+export interface TeamRecord {
+  teamId: string;
+  teamAlias: string | null;
+  models: string[];
+  metadata: Record<string, unknown>;
+  blocked: boolean;
+  createdAt: Date;
+}
+
+export interface UserRecord {
+  userId: string;
+  userEmail: string | null;
+  userRole: string;
+  teams: string[];
+  models: string[];
+  metadata: Record<string, unknown>;
+  createdAt: Date;
+}
+
+export interface KeyRecord {
+  /** SHA-256 hex of the key; the key itself is never stored. */
+  tokenHash: string;
+  /** Display form, `sk-...abcd`. */
+  keyName: string;
+  keyAlias: string | null;
+  userId: string | null;
+  teamId: string | null;
+  models: string[];
+  tags: string[];
+  metadata: Record<string, unknown>;
+  blocked: boolean;
+  expiresAt: Date | null;
+  createdAt: Date;
+}
+
+/** One write of `insert`: an entity together with its budget counter. */
+export type EntityInsert =
+  | { type: 'team'; record: TeamRecord; budget: BudgetInit }
+  | { type: 'user'; record: UserRecord; budget: BudgetInit }
+  | { type: 'key'; record: KeyRecord; budget: BudgetInit };
+
+export interface SpendLogRecord {
+  requestId: string;
+  callType: string;
+  apiKeyHash: string;
+  spendNano: number;
+  promptTokens: number;
+  completionTokens: number;
+  totalTokens: number;
+  startTime: Date;
+  endTime: Date;
+  model: string;
+  provider: string | null;
+  userId: string | null;
+  teamId: string | null;
+  endUser: string | null;
+  tags: string[];
+  /** `success` or `failure` (the route answered an error status or the stream was cut). */
+  status: 'success' | 'failure';
+  /** True when tokens were counted locally because the provider reported no usage. */
+  estimated: boolean;
+  /** HTTP status the route answered. */
+  httpStatus: number;
+  metadata: Record<string, unknown>;
+}
+
+export interface ReserveInput {
+  reservationId: string;
+  scopes: ScopeRef[];
+  /** Upper-bound estimate reserved on every scope. */
+  amountNano: number;
+  now: Date;
+  /** After this the reservation counts as abandoned (see the TTL rule in DESIGN.md). */
+  expiresAt: Date;
+}
+
+export type ReserveResult =
+  | { ok: true; states: BudgetState[] }
+  | {
+      ok: false;
+      /** The first scope (in the order given) whose budget cannot take the amount. */
+      refused: BudgetState;
+    };
+
+export interface SettleInput {
+  reservationId: string;
+  /** The scopes charged (the same as reserved). */
+  scopes: ScopeRef[];
+  /** The actual cost, added to every scope of the reservation. */
+  costNano: number;
+  now: Date;
+  log: SpendLogRecord;
+}
+
+export interface SettleResult {
+  /** False when this request id was already settled (the call is idempotent). */
+  applied: boolean;
+  states: BudgetState[];
+}
+
+export interface SpendLogQuery {
+  apiKeyHash?: string;
+  userId?: string;
+  teamId?: string;
+  requestId?: string;
+  /** Inclusive. */
+  startTime?: Date;
+  /** Exclusive. */
+  endTime?: Date;
+  /** Newest first; default 100, at most 1000. */
+  limit?: number;
+}
+
+export interface TagSpend {
+  tag: string;
+  requests: number;
+  spendNano: number;
+}
+
+export interface StorageCapabilities {
+  /** Several processes may share this store and its budgets stay exact. */
+  sharedAcrossProcesses: boolean;
+  /** Human-readable backend name for logs and /health. */
+  name: string;
+}
+
+export interface SpendStorage {
+  readonly capabilities: StorageCapabilities;
+  /** Opens the store and applies migrations. Idempotent. */
+  init(): Promise<void>;
+  close(): Promise<void>;
+
+  /** Inserts every entity and its budget counter, or none (`StorageConflictError` on a taken id). */
+  insert(entities: EntityInsert[]): Promise<void>;
+  getTeam(teamId: string): Promise<TeamRecord | null>;
+  findTeamsByAlias(alias: string): Promise<TeamRecord[]>;
+  getUser(userId: string): Promise<UserRecord | null>;
+  getKey(tokenHash: string): Promise<KeyRecord | null>;
+  listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]>;
+  listUsers(filter: { teamId?: string }): Promise<UserRecord[]>;
+  /** Budget counters for these scopes (missing ones are omitted). Applies due resets first. */
+  getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
+
+  /**
+   * Atomically, on every scope or none: apply due period resets, then check
+   * `spend + reserved + amount <= max` where a max is set, then add `amount` to `reserved`
+   * and record the reservation. A scope without a counter row refuses with an error.
+   */
+  reserve(input: ReserveInput): Promise<ReserveResult>;
+  /**
+   * Atomically: release the reservation (if still open), add `costNano` to the spend of each of its
+   * scopes, write the spend log and the daily rollups. Idempotent on `log.requestId`.
+   */
+  settle(input: SettleInput): Promise<SettleResult>;
+
+  querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]>;
+  /** Spend per tag from the daily rollups, over the UTC days `fromDay..toDay` (`YYYY-MM-DD`, inclusive). */
+  spendByTag(query: { fromDay?: string; toDay?: string }): Promise<TagSpend[]>;
+}
+
+/** `key:abc`: the map key used for scopes in memory and in reservation records. */
+export function scopeKey(scope: ScopeRef): string {
+  return `${scope.kind}:${scope.id}`;
+}
+
+/** The day bucket of a daily rollup: `YYYY-MM-DD` in UTC. */
+export function utcDay(date: Date): string {
+  return date.toISOString().slice(0, 10);
+}

@@ -1,0 +1,398 @@
+import { describe, expect, it } from 'vitest';
+import { StorageConflictError } from '../errors.js';
+import type {
+  BudgetInit,
+  KeyRecord,
+  ScopeRef,
+  SpendLogRecord,
+  SpendStorage,
+  TeamRecord,
+  UserRecord,
+} from '../storage/storage-contract.js';
+
+/** Reads what a backend really stored, bypassing its public methods. */
+export interface RawStorageReader {
+  budgetCounter(scope: ScopeRef): Promise<{ spendNano: number; reservedNano: number } | null>;
+  spendLogCount(): Promise<number>;
+  openReservations(): Promise<number>;
+  /** Every stored value as text, to prove a plaintext key is never persisted. */
+  dumpText(): Promise<string>;
+}
+
+export interface ConformanceOptions {
+  name: string;
+  /** A fresh, empty, initialised store per test. */
+  create: () => Promise<SpendStorage>;
+  raw: (storage: SpendStorage) => RawStorageReader;
+  /** Parallel reservations in the concurrency case (default 60). */
+  concurrency?: number;
+}
+
+const NO_BUDGET: BudgetInit = { maxBudgetNano: null, budgetDuration: null, budgetResetAt: null };
+const T0 = new Date('2026-03-10T12:00:00.000Z');
+
+export function team(id: string, alias: string | null = null): TeamRecord {
+  return {
+    teamId: id,
+    teamAlias: alias,
+    models: [],
+    metadata: { owner: 'x' },
+    blocked: false,
+    createdAt: T0,
+  };
+}
+export function user(id: string, teams: string[] = []): UserRecord {
+  return {
+    userId: id,
+    userEmail: null,
+    userRole: 'internal_user',
+    teams,
+    models: [],
+    metadata: {},
+    createdAt: T0,
+  };
+}
+export function key(hash: string, userId: string | null, teamId: string | null): KeyRecord {
+  return {
+    tokenHash: hash,
+    keyName: 'sk-...abcd',
+    keyAlias: null,
+    userId,
+    teamId,
+    models: [],
+    tags: [],
+    metadata: { purpose: 'test', nested: { n: 1 } },
+    blocked: false,
+    expiresAt: null,
+    createdAt: T0,
+  };
+}
+function budget(
+  maxUsd: number | null,
+  duration: string | null = null,
+  resetAt: Date | null = null,
+): BudgetInit {
+  return {
+    maxBudgetNano: maxUsd === null ? null : Math.round(maxUsd * 1e9),
+    budgetDuration: duration,
+    budgetResetAt: resetAt,
+  };
+}
+function log(requestId: string, over: Partial<SpendLogRecord> = {}): SpendLogRecord {
+  return {
+    requestId,
+    callType: 'acompletion',
+    apiKeyHash: 'k1',
+    spendNano: 0,
+    promptTokens: 10,
+    completionTokens: 5,
+    totalTokens: 15,
+    startTime: T0,
+    endTime: new Date(T0.getTime() + 250),
+    model: 'gpt-4o',
+    provider: 'openai',
+    userId: 'u1',
+    teamId: 't1',
+    endUser: null,
+    tags: [],
+    status: 'success',
+    estimated: false,
+    httpStatus: 200,
+    metadata: {},
+    ...over,
+  };
+}
+
+const K: ScopeRef = { kind: 'key', id: 'k1' };
+const U: ScopeRef = { kind: 'user', id: 'u1' };
+const T: ScopeRef = { kind: 'team', id: 't1' };
+
+/**
+ * The conformance suite every storage backend runs unchanged (`@spendguard/core/testing`).
+ * Each case checks the backend's answers and, through `raw`, what it really stored.
+ */
+export function runStorageConformance(options: ConformanceOptions): void {
+  const { create, raw } = options;
+
+  async function seeded(limits: { key?: BudgetInit; user?: BudgetInit; team?: BudgetInit } = {}) {
+    const s = await create();
+    await s.insert([
+      { type: 'team', record: team('t1', 'frontend'), budget: limits.team ?? NO_BUDGET },
+      { type: 'user', record: user('u1', ['t1']), budget: limits.user ?? NO_BUDGET },
+      { type: 'key', record: key('k1', 'u1', 't1'), budget: limits.key ?? NO_BUDGET },
+    ]);
+    return s;
+  }
+
+  describe(`storage conformance: ${options.name}`, () => {
+    it('stores and reads back teams, users and keys as given', async () => {
+      const s = await seeded();
+      expect(await s.getTeam('t1')).toEqual(team('t1', 'frontend'));
+      expect(await s.getUser('u1')).toEqual(user('u1', ['t1']));
+      expect(await s.getKey('k1')).toEqual(key('k1', 'u1', 't1'));
+      expect(await s.getTeam('nope')).toBeNull();
+      expect(await s.getUser('nope')).toBeNull();
+      expect(await s.getKey('nope')).toBeNull();
+      expect((await s.findTeamsByAlias('frontend')).map((t) => t.teamId)).toEqual(['t1']);
+      expect(await s.findTeamsByAlias('backend')).toEqual([]);
+      expect((await s.listKeys({ userId: 'u1' })).map((k) => k.tokenHash)).toEqual(['k1']);
+      expect(await s.listKeys({ teamId: 'other' })).toEqual([]);
+      expect((await s.listUsers({ teamId: 't1' })).map((u) => u.userId)).toEqual(['u1']);
+      expect(await s.listUsers({ teamId: 't2' })).toEqual([]);
+      await s.close();
+    });
+
+    it('inserts a batch all or nothing: a taken id writes none of it', async () => {
+      const s = await seeded();
+      await expect(
+        s.insert([
+          { type: 'team', record: team('t2'), budget: NO_BUDGET },
+          { type: 'key', record: key('k1', null, null), budget: NO_BUDGET },
+        ]),
+      ).rejects.toBeInstanceOf(StorageConflictError);
+      expect(await s.getTeam('t2')).toBeNull();
+      expect(await raw(s).budgetCounter({ kind: 'team', id: 't2' })).toBeNull();
+      await s.close();
+    });
+
+    it('creates a zeroed budget counter with every entity', async () => {
+      const s = await seeded({ key: budget(5) });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: 0 });
+      const [state] = await s.getBudgets([K], T0);
+      expect(state).toMatchObject({ scope: K, maxBudgetNano: 5e9, spendNano: 0, reservedNano: 0 });
+      await s.close();
+    });
+
+    it('reserves on every scope at once and admits exactly up to the cap', async () => {
+      const s = await seeded({ key: budget(1), team: budget(10) });
+      const ok = await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, U, T],
+        amountNano: 600_000_000,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(ok.ok).toBe(true);
+      for (const scope of [K, U, T]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 0, reservedNano: 600_000_000 });
+      }
+      // 0.6 + 0.4 = 1.0 fits exactly; one nano-dollar more does not.
+      const over = await s.reserve({
+        reservationId: 'r2',
+        scopes: [K, U, T],
+        amountNano: 400_000_001,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(over.ok).toBe(false);
+      if (!over.ok) expect(over.refused.scope).toEqual(K);
+      const exact = await s.reserve({
+        reservationId: 'r3',
+        scopes: [K, U, T],
+        amountNano: 400_000_000,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(exact.ok).toBe(true);
+      expect(await raw(s).openReservations()).toBe(2);
+      await s.close();
+    });
+
+    it('changes nothing when any scope refuses', async () => {
+      const s = await seeded({ team: budget(1) });
+      const res = await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, U, T],
+        amountNano: 2e9,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(res.ok).toBe(false);
+      if (!res.ok) {
+        expect(res.refused.scope).toEqual(T);
+        expect(res.refused.maxBudgetNano).toBe(1e9);
+      }
+      for (const scope of [K, U, T]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 0, reservedNano: 0 });
+      }
+      expect(await raw(s).openReservations()).toBe(0);
+      await s.close();
+    });
+
+    it('settles: releases the reservation, adds the cost everywhere, logs once', async () => {
+      const s = await seeded({ key: budget(1) });
+      await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, U, T],
+        amountNano: 500_000_000,
+        now: T0,
+        expiresAt: T0,
+      });
+      const first = await s.settle({
+        reservationId: 'r1',
+        scopes: [K, U, T],
+        costNano: 123_456_789,
+        now: T0,
+        log: log('req-1', { spendNano: 123_456_789, tags: ['a', 'b'] }),
+      });
+      expect(first.applied).toBe(true);
+      expect(first.states.map((st) => st.spendNano)).toEqual([123_456_789, 123_456_789, 123_456_789]);
+      for (const scope of [K, U, T]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 123_456_789, reservedNano: 0 });
+      }
+      const again = await s.settle({
+        reservationId: 'r1',
+        scopes: [K, U, T],
+        costNano: 123_456_789,
+        now: T0,
+        log: log('req-1'),
+      });
+      expect(again.applied).toBe(false);
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 123_456_789, reservedNano: 0 });
+      expect(await raw(s).spendLogCount()).toBe(1);
+      expect(await raw(s).openReservations()).toBe(0);
+      const [stored] = await s.querySpendLogs({ requestId: 'req-1' });
+      expect(stored).toEqual(log('req-1', { spendNano: 123_456_789, tags: ['a', 'b'] }));
+      await s.close();
+    });
+
+    it('keeps large nano-dollar amounts exact', async () => {
+      const s = await seeded({ team: { ...NO_BUDGET, maxBudgetNano: 9_000_000_000_000_000 } });
+      await s.settle({
+        reservationId: 'none',
+        scopes: [T],
+        costNano: 8_999_999_999_999_999,
+        now: T0,
+        log: log('big'),
+      });
+      expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 8_999_999_999_999_999, reservedNano: 0 });
+      await s.close();
+    });
+
+    it('resets a period budget lazily at its first use after the reset time', async () => {
+      const resetAt = new Date('2026-03-11T00:00:00.000Z');
+      const s = await seeded({ key: budget(1, '1d', resetAt) });
+      await s.settle({ reservationId: 'x', scopes: [K], costNano: 900_000_000, now: T0, log: log('r-a') });
+      const before = await s.reserve({
+        reservationId: 'r1',
+        scopes: [K],
+        amountNano: 200_000_000,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(before.ok).toBe(false);
+      const later = new Date('2026-03-11T00:00:01.000Z');
+      const after = await s.reserve({
+        reservationId: 'r2',
+        scopes: [K],
+        amountNano: 200_000_000,
+        now: later,
+        expiresAt: later,
+      });
+      expect(after.ok).toBe(true);
+      if (after.ok) {
+        expect(after.states[0]?.spendNano).toBe(0);
+        expect(after.states[0]?.budgetResetAt?.toISOString()).toBe('2026-03-12T00:00:00.000Z');
+      }
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: 200_000_000 });
+      await s.close();
+    });
+
+    it(`admits exactly K of N parallel reservations against a budget that fits K`, async () => {
+      const n = options.concurrency ?? 60;
+      const fits = Math.floor(n / 3);
+      const s = await seeded({ team: budget(fits * 0.01) });
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          s.reserve({
+            reservationId: `p${i}`,
+            scopes: [K, U, T],
+            amountNano: 10_000_000,
+            now: T0,
+            expiresAt: T0,
+          }),
+        ),
+      );
+      expect(results.filter((r) => r.ok)).toHaveLength(fits);
+      expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 0, reservedNano: fits * 10_000_000 });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: fits * 10_000_000 });
+      expect(await raw(s).openReservations()).toBe(fits);
+      await s.close();
+    });
+
+    it('filters and orders spend logs, newest first', async () => {
+      const s = await seeded();
+      const at = (m: number) => new Date(T0.getTime() + m * 60_000);
+      await s.settle({
+        reservationId: 'a',
+        scopes: [K],
+        costNano: 1,
+        now: T0,
+        log: log('l1', { startTime: at(1) }),
+      });
+      await s.settle({
+        reservationId: 'b',
+        scopes: [K],
+        costNano: 2,
+        now: T0,
+        log: log('l2', { startTime: at(2), userId: 'u2' }),
+      });
+      await s.settle({
+        reservationId: 'c',
+        scopes: [K],
+        costNano: 3,
+        now: T0,
+        log: log('l3', { startTime: at(3), apiKeyHash: 'k2', teamId: 't2' }),
+      });
+      const ids = async (q: Parameters<SpendStorage['querySpendLogs']>[0]) =>
+        (await s.querySpendLogs(q)).map((l) => l.requestId);
+      expect(await ids({})).toEqual(['l3', 'l2', 'l1']);
+      expect(await ids({ apiKeyHash: 'k1' })).toEqual(['l2', 'l1']);
+      expect(await ids({ userId: 'u2' })).toEqual(['l2']);
+      expect(await ids({ teamId: 't2' })).toEqual(['l3']);
+      expect(await ids({ startTime: at(2) })).toEqual(['l3', 'l2']);
+      expect(await ids({ endTime: at(2) })).toEqual(['l1']);
+      expect(await ids({ limit: 1 })).toEqual(['l3']);
+      await s.close();
+    });
+
+    it('rolls spend up by tag and day', async () => {
+      const s = await seeded();
+      const d1 = new Date('2026-03-01T10:00:00.000Z');
+      const d2 = new Date('2026-03-02T10:00:00.000Z');
+      await s.settle({
+        reservationId: 'a',
+        scopes: [K],
+        costNano: 100,
+        now: d1,
+        log: log('t1', { startTime: d1, tags: ['prod', 'chat'] }),
+      });
+      await s.settle({
+        reservationId: 'b',
+        scopes: [K],
+        costNano: 50,
+        now: d2,
+        log: log('t2', { startTime: d2, tags: ['prod'] }),
+      });
+      await s.settle({
+        reservationId: 'c',
+        scopes: [K],
+        costNano: 7,
+        now: d2,
+        log: log('t3', { startTime: d2 }),
+      });
+      expect(await s.spendByTag({})).toEqual([
+        { tag: 'prod', requests: 2, spendNano: 150 },
+        { tag: 'chat', requests: 1, spendNano: 100 },
+      ]);
+      expect(await s.spendByTag({ fromDay: '2026-03-02' })).toEqual([
+        { tag: 'prod', requests: 1, spendNano: 50 },
+      ]);
+      expect(await s.spendByTag({ toDay: '2026-03-01' })).toEqual([
+        { tag: 'prod', requests: 1, spendNano: 100 },
+        { tag: 'chat', requests: 1, spendNano: 100 },
+      ]);
+      await s.close();
+    });
+  });
+}

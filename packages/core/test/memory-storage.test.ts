@@ -1,0 +1,8 @@
+import { MemoryStorage } from '@spendguard/core';
+import { memoryRawReader, runStorageConformance } from '@spendguard/core/testing';
+
+runStorageConformance({
+  name: 'memory',
+  create: async () => new MemoryStorage(),
+  raw: memoryRawReader,
+});

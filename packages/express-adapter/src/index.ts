@@ -1,0 +1,168 @@
+import {
+  createSpendGuard,
+  type GuardResponse,
+  SpendGuard,
+  SpendGuardError,
+  type SpendGuardOptions,
+} from '@spendguard/core';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+
+export type { SpendGuard } from '@spendguard/core';
+
+/** Options of {@link spendGuard}: the core's, with `storage` optional (embedded SQLite by default). */
+export type ExpressSpendGuardOptions = Omit<SpendGuardOptions, 'storage'> & {
+  /** @default sqliteStorage() from @spendguard/storage-sqlite: `./spendguard.db` or `SPENDGUARD_DB` */
+  storage?: SpendGuardOptions['storage'];
+  /** Largest request body the guard reads, in bytes. @default 10 MiB */
+  bodyLimitBytes?: number;
+};
+
+export interface SpendGuardMiddleware extends RequestHandler {
+  /** The framework-neutral guard behind this middleware (queries, `close()`). */
+  readonly guard: SpendGuard;
+  /** The LiteLLM-compatible management API; mount it where admins reach it: `app.use(mw.admin)`. */
+  readonly admin: RequestHandler;
+}
+
+type BodyRequest = Request & { _body?: boolean };
+
+/**
+ * Guards the routes it is mounted in front of: every call needs a virtual key, is checked against
+ * its budgets before the route runs (429 when spent), and is metered, priced and recorded from
+ * what the route answers (JSON or SSE).
+ * @example app.use('/v1', spendGuard())
+ */
+export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
+  const guard = options instanceof SpendGuard ? options : createSpendGuard(withDefaultStorage(options));
+  const limit = options instanceof SpendGuard ? DEFAULT_LIMIT : (options.bodyLimitBytes ?? DEFAULT_LIMIT);
+
+  const spendGuardMiddleware = async function spendGuardMiddleware(
+    req: BodyRequest,
+    res: Response,
+    next: NextFunction,
+  ) {
+    let body: unknown;
+    let bodyBytes: number | undefined;
+    try {
+      ({ body, bytes: bodyBytes } = await readJsonBody(req, limit, true));
+    } catch (error) {
+      return send(res, guard.errorResponse(error));
+    }
+    const outcome = await guard.admit({
+      method: req.method,
+      path: req.path,
+      header: (n) => req.get(n),
+      body,
+      bodyBytes,
+    });
+    if (!outcome.ok) return send(res, outcome.response);
+    const call = outcome.call;
+    res.locals.spendguard = call;
+    for (const [k, v] of Object.entries(call.responseHeaders)) res.setHeader(k, v);
+
+    const write = res.write.bind(res) as (chunk: unknown, cb?: unknown) => boolean;
+    const end = res.end.bind(res) as (chunk?: unknown, cb?: unknown) => Response;
+    const begin = () => call.tap.begin(res.statusCode, res.getHeader('content-type') as string | undefined);
+    res.write = ((chunk: unknown, encoding?: unknown, cb?: unknown) => {
+      begin();
+      const out = call.tap.write(toChunk(chunk, encoding));
+      return out === null ? true : write(out, typeof encoding === 'function' ? encoding : cb);
+    }) as Response['write'];
+    res.end = ((chunk?: unknown, encoding?: unknown, cb?: unknown) => {
+      begin();
+      const callback = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
+      const out = isChunk(chunk) ? call.tap.write(toChunk(chunk, encoding)) : null;
+      if (!res.headersSent && !call.tap.isStream) res.set(call.costHeaders());
+      const held = call.tap.drain();
+      if (held && out) write(held);
+      return end(out ?? held ?? undefined, callback);
+    }) as Response['end'];
+    res.once('finish', () => void call.finish().catch(() => {}));
+    res.once('close', () => {
+      if (!res.writableFinished) void call.finish({ aborted: true }).catch(() => {});
+    });
+    next();
+  };
+
+  const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {
+    if (!guard.management.handles(req.method, req.path)) return next();
+    try {
+      const { body } = await readJsonBody(req, limit, false);
+      const query = new URLSearchParams(req.originalUrl.split('?')[1] ?? '');
+      const answer = await guard.management.handle({
+        method: req.method,
+        path: req.path,
+        query,
+        header: (n) => req.get(n),
+        body,
+      });
+      if (answer) send(res, answer);
+      else next();
+    } catch (error) {
+      if (!res.headersSent) send(res, guard.errorResponse(error));
+    }
+  };
+
+  return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin });
+}
+
+const DEFAULT_LIMIT = 10 * 1024 * 1024;
+
+function withDefaultStorage(options: ExpressSpendGuardOptions): SpendGuardOptions {
+  const { bodyLimitBytes: _, ...rest } = options;
+  return {
+    ...rest,
+    storage: options.storage ?? import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
+  };
+}
+
+function isChunk(chunk: unknown): chunk is string | Uint8Array {
+  return typeof chunk === 'string' || chunk instanceof Uint8Array;
+}
+
+function toChunk(chunk: unknown, encoding: unknown): Uint8Array | string {
+  if (typeof chunk === 'string')
+    return typeof encoding === 'string' ? Buffer.from(chunk, encoding as BufferEncoding) : chunk;
+  return chunk as Uint8Array;
+}
+
+function send(res: Response, answer: GuardResponse): void {
+  res.status(answer.status).set(answer.headers).json(answer.body);
+}
+
+/**
+ * The request body as JSON, whatever its Content-Type (curl's `-d` sends form-encoded). When the
+ * app's own parser ran first its result is used; otherwise the stream is read here and marked as
+ * parsed so that a body parser mounted later skips it.
+ */
+async function readJsonBody(
+  req: BodyRequest,
+  limit: number,
+  parse: boolean,
+): Promise<{ body: unknown; bytes: number | undefined }> {
+  if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit)
+      throw new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limit} bytes.`);
+    chunks.push(chunk as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  req._body = true;
+  if (!parse) {
+    req.body = text;
+    return { body: text, bytes: size };
+  }
+  if (text.trim() === '') {
+    req.body = undefined;
+    return { body: undefined, bytes: 0 };
+  }
+  try {
+    req.body = JSON.parse(text);
+  } catch (e) {
+    throw new SpendGuardError('INVALID_JSON', `Request body is not valid JSON: ${(e as Error).message}`);
+  }
+  return { body: req.body, bytes: size };
+}

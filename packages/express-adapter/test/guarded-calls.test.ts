@@ -1,0 +1,238 @@
+import OpenAI from 'openai';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { admin, EXPRESS_VERSIONS, startTestApp, type TestApp } from './harness.js';
+
+// gpt-4o's prices in the shipped table (USD per token), written out so the test does not trust the code under test.
+const GPT4O_IN = 2.5e-6;
+const GPT4O_OUT = 1e-5;
+const usd = (prompt: number, completion: number) =>
+  Math.round((prompt * GPT4O_IN + completion * GPT4O_OUT) * 1e9) / 1e9;
+
+describe.each(EXPRESS_VERSIONS)('guarded calls on $name', ({ express }) => {
+  for (const appParsesBody of [false, true]) {
+    describe(appParsesBody ? 'with the app parsing bodies first' : 'with no app body parser', () => {
+      let app: TestApp;
+      let key: string;
+      let client: OpenAI;
+      beforeEach(async () => {
+        app = await startTestApp(express, { appParsesBody });
+        await admin(app, 'POST', '/team/new', { team_alias: 'frontend-team', max_budget: 1000 });
+        await admin(app, 'POST', '/user/new', { user_id: 'alice', team_id: 'frontend-team' });
+        key = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 5 })).body.key;
+        client = new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
+      });
+      afterEach(async () => {
+        await app.close();
+      });
+
+      it('prices a JSON call from its usage, says so in headers, and logs it with tags', async () => {
+        const { data, response } = await client.chat.completions
+          .create({
+            model: 'gpt-4o',
+            messages: [{ role: 'user', content: 'Say hello' }],
+            max_tokens: 40,
+            // @ts-expect-error LiteLLM's tags field is not in OpenAI's types
+            tags: ['feature:chat', 'env:test'],
+          })
+          .withResponse();
+        const cost = usd(data.usage!.prompt_tokens, data.usage!.completion_tokens);
+        expect(data.usage!.completion_tokens).toBe(40);
+        expect(Number(response.headers.get('x-litellm-response-cost'))).toBe(cost);
+        expect(response.headers.get('x-litellm-key-spend')).toBe('0');
+        expect(response.headers.get('x-litellm-key-max-budget')).toBe('5');
+        const requestId = response.headers.get('x-litellm-call-id');
+
+        await app.middleware.guard.flush(); // waits for the settlement in flight
+        const logs = await admin(app, 'GET', `/spend/logs?api_key=${key}`);
+        expect(logs.status).toBe(200);
+        expect(logs.body).toHaveLength(1);
+        expect(logs.body[0]).toMatchObject({
+          request_id: requestId,
+          model: data.model,
+          spend: cost,
+          prompt_tokens: data.usage!.prompt_tokens,
+          completion_tokens: 40,
+          user: 'alice',
+          request_tags: ['feature:chat', 'env:test'],
+          status: 'success',
+          metadata: { estimated: false },
+        });
+        const tags = await admin(app, 'GET', '/spend/tags');
+        expect(tags.body).toEqual(
+          expect.arrayContaining([
+            { individual_request_tag: 'feature:chat', log_count: 1, total_spend: cost },
+          ]),
+        );
+        const info = await admin(app, 'GET', `/key/info?key=${key}`);
+        expect(info.body.info.spend).toBe(cost);
+        const team = await admin(app, 'GET', '/team/info?team_id=frontend-team');
+        expect(team.body.team_info.spend).toBe(cost);
+      });
+
+      it('prices a streamed call from its final usage chunk', async () => {
+        const stream = await client.chat.completions.create({
+          model: 'gpt-4o',
+          messages: [{ role: 'user', content: 'Stream please' }],
+          max_tokens: 25,
+          stream: true,
+          stream_options: { include_usage: true },
+        });
+        let usage: OpenAI.CompletionUsage | undefined;
+        let text = '';
+        for await (const chunk of stream) {
+          text += chunk.choices[0]?.delta?.content ?? '';
+          if (chunk.usage) usage = chunk.usage;
+        }
+        expect(text.length).toBeGreaterThan(0);
+        expect(usage?.completion_tokens).toBe(25);
+        await app.middleware.guard.flush();
+        const logs = await admin(app, 'GET', `/spend/logs?api_key=${key}`);
+        expect(logs.body).toHaveLength(1);
+        expect(logs.body[0]).toMatchObject({
+          spend: usd(usage!.prompt_tokens, 25),
+          call_type: 'acompletion_stream',
+          metadata: { estimated: false },
+        });
+      });
+
+      it('counts tokens itself, flagged estimated, when a stream reports no usage', async () => {
+        const stream = await client.chat.completions.create({
+          model: 'gpt-4o',
+          messages: [{ role: 'user', content: 'No usage please' }],
+          max_tokens: 12,
+          stream: true,
+        });
+        for await (const _ of stream) {
+          // drain
+        }
+        await app.middleware.guard.flush();
+        const [log] = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
+        expect(log.metadata.estimated).toBe(true);
+        expect(log.completion_tokens).toBe(12);
+        expect(log.spend).toBe(usd(log.prompt_tokens, 12));
+      });
+
+      it('refuses missing, malformed, unknown and blocked keys with 401 before the route runs', async () => {
+        const before = app.simulator.requestCount;
+        const cases: Array<[Record<string, string>, RegExp]> = [
+          [{}, /No api key passed/],
+          [{ authorization: 'Basic abc' }, /Malformed API Key/],
+          [{ authorization: 'Bearer not-a-virtual-key' }, /Invalid proxy server token/],
+          [{ authorization: 'Bearer sk-unknownunknownunknown' }, /Invalid proxy server token/],
+        ];
+        for (const [headers, message] of cases) {
+          const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', ...headers },
+            body: JSON.stringify({ model: 'gpt-4o', messages: [] }),
+          });
+          expect(res.status).toBe(401);
+          const body = await res.json();
+          expect(body.error.type).toBe('auth_error');
+          expect(body.error.message).toMatch(message);
+        }
+        const viaXApiKey = await fetch(`${app.baseUrl}/v1/models`, { headers: { 'x-api-key': key } });
+        expect(viaXApiKey.status).toBe(200);
+        expect(app.simulator.requestCount).toBe(before);
+      });
+
+      it('answers 400 to a malformed JSON body and to non-string tags', async () => {
+        const bad = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+          body: '{"model": "gpt-4o", ',
+        });
+        expect(bad.status).toBe(400);
+        // With the app's own parser first, its error page answers; otherwise the guard's JSON error.
+        if (!appParsesBody) expect((await bad.json()).error.message).toMatch(/not valid JSON/);
+        const tags = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+          body: JSON.stringify({ model: 'gpt-4o', messages: [], tags: 'prod' }),
+        });
+        expect(tags.status).toBe(400);
+        expect((await tags.json()).error).toMatchObject({
+          message: 'tags must be an array of strings',
+          code: '400',
+        });
+      });
+
+      it('serves until the worst case no longer fits, then answers 429 and never overspends', async () => {
+        // o1 at 20k output tokens costs ~$1.20 a call: a $5 key takes about four.
+        const tight = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 5 })).body
+          .key;
+        const c = new OpenAI({ apiKey: tight, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
+        let served = 0;
+        let refused: InstanceType<typeof OpenAI.APIError> | null = null;
+        for (let i = 0; i < 10 && !refused; i++) {
+          try {
+            await c.chat.completions.create({
+              model: 'o1',
+              messages: [{ role: 'user', content: 'think' }],
+              max_tokens: 20_000,
+            });
+            served++;
+            await new Promise((r) => setTimeout(r, 20)); // let the settlement land
+          } catch (e) {
+            refused = e as InstanceType<typeof OpenAI.APIError>;
+          }
+        }
+        expect(served).toBe(4);
+        expect(refused?.status).toBe(429);
+        expect(refused?.error).toMatchObject({ type: 'budget_exceeded', param: null, code: '429' });
+        expect((refused!.error as { message: string }).message).toMatch(
+          /^Budget has been exceeded! Key=sk-\.\.\.\w{4} Current cost: 4\.8\d+, Max budget: 5\.0$/,
+        );
+        await expect(
+          c.chat.completions.create({
+            model: 'o1',
+            messages: [{ role: 'user', content: 'x' }],
+            max_tokens: 20_000,
+          }),
+        ).rejects.toMatchObject({ status: 429 });
+        // A smaller worst case still fits in what is left.
+        const small = await c.chat.completions.create({
+          model: 'o1',
+          messages: [{ role: 'user', content: 'x' }],
+          max_tokens: 100,
+        });
+        expect(small.usage?.completion_tokens).toBe(100);
+        await app.middleware.guard.flush();
+        const info = await admin(app, 'GET', `/key/info?key=${tight}`);
+        expect(info.body.info.spend).toBeLessThanOrEqual(5);
+        const logs = (await admin(app, 'GET', `/spend/logs?api_key=${tight}`)).body as Array<{
+          spend: number;
+        }>;
+        expect(logs).toHaveLength(5);
+        expect(logs.reduce((s, l) => s + l.spend, 0)).toBeCloseTo(info.body.info.spend, 9);
+      });
+
+      it('records a stream the client cut midway', async () => {
+        await app.close();
+        app = await startTestApp(express, { appParsesBody, simulator: { chunkDelayMs: 2 } });
+        key = (await admin(app, 'POST', '/key/generate', {})).body.key;
+        const ac = new AbortController();
+        const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+          body: JSON.stringify({
+            model: 'gpt-4o',
+            messages: [{ role: 'user', content: 'long' }],
+            max_tokens: 5000,
+            stream: true,
+          }),
+          signal: ac.signal,
+        });
+        const reader = res.body!.getReader();
+        await reader.read();
+        ac.abort();
+        await new Promise((r) => setTimeout(r, 200));
+        await app.middleware.guard.flush();
+        const [log] = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
+        expect(log.metadata.stream_cut).toBe(true);
+        expect(log.metadata.estimated).toBe(true);
+        expect(log.completion_tokens).toBeLessThan(5000);
+      });
+    });
+  }
+});

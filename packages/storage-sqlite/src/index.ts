@@ -1,0 +1,2 @@
+export { sqliteRawReader } from './raw-reader.js';
+export { SqliteStorage, type SqliteStorageOptions, sqliteStorage } from './sqlite-storage.js';

@@ -1,0 +1,159 @@
+import type BetterSqlite3 from 'better-sqlite3';
+
+/**
+ * Versioned schema migrations, kept as SQL strings in the bundle so that they are found the same way
+ * from `src` and from `dist`. A released migration is never edited: change the schema by appending one.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    sql: `
+CREATE TABLE teams (
+  team_id TEXT PRIMARY KEY NOT NULL,
+  team_alias TEXT,
+  models TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  blocked INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX teams_team_alias_idx ON teams (team_alias);
+
+CREATE TABLE users (
+  user_id TEXT PRIMARY KEY NOT NULL,
+  user_email TEXT,
+  user_role TEXT NOT NULL,
+  teams TEXT NOT NULL,
+  models TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+);
+
+CREATE TABLE keys (
+  token_hash TEXT PRIMARY KEY NOT NULL,
+  key_name TEXT NOT NULL,
+  key_alias TEXT,
+  user_id TEXT,
+  team_id TEXT,
+  models TEXT NOT NULL,
+  tags TEXT NOT NULL,
+  metadata TEXT NOT NULL,
+  blocked INTEGER NOT NULL,
+  expires_at INTEGER,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX keys_user_id_idx ON keys (user_id);
+CREATE INDEX keys_team_id_idx ON keys (team_id);
+
+CREATE TABLE budgets (
+  scope_kind TEXT NOT NULL,
+  scope_id TEXT NOT NULL,
+  max_budget_nano INTEGER,
+  budget_duration TEXT,
+  budget_reset_at INTEGER,
+  spend_nano INTEGER NOT NULL,
+  reserved_nano INTEGER NOT NULL,
+  PRIMARY KEY (scope_kind, scope_id)
+) WITHOUT ROWID;
+
+CREATE TABLE reservations (
+  id TEXT PRIMARY KEY NOT NULL,
+  scopes TEXT NOT NULL,
+  amount_nano INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX reservations_expires_at_idx ON reservations (expires_at);
+
+CREATE TABLE spend_logs (
+  request_id TEXT PRIMARY KEY NOT NULL,
+  call_type TEXT NOT NULL,
+  api_key_hash TEXT NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  total_tokens INTEGER NOT NULL,
+  start_time INTEGER NOT NULL,
+  end_time INTEGER NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT,
+  user_id TEXT,
+  team_id TEXT,
+  end_user TEXT,
+  tags TEXT NOT NULL,
+  status TEXT NOT NULL,
+  estimated INTEGER NOT NULL,
+  http_status INTEGER NOT NULL,
+  metadata TEXT NOT NULL
+);
+CREATE INDEX spend_logs_start_time_idx ON spend_logs (start_time);
+CREATE INDEX spend_logs_api_key_hash_start_time_idx ON spend_logs (api_key_hash, start_time);
+CREATE INDEX spend_logs_user_id_start_time_idx ON spend_logs (user_id, start_time);
+CREATE INDEX spend_logs_team_id_start_time_idx ON spend_logs (team_id, start_time);
+
+CREATE TABLE daily_tag_spend (
+  day TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, tag)
+) WITHOUT ROWID;
+
+CREATE TABLE daily_spend (
+  day TEXT NOT NULL,
+  team_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  api_key_hash TEXT NOT NULL,
+  model TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, team_id, user_id, api_key_hash, model)
+) WITHOUT ROWID;
+`,
+  },
+];
+
+/**
+ * Applies every migration this database has not seen, inside one `BEGIN IMMEDIATE` transaction: a
+ * second process opening the same file at the same moment waits on the write lock (busy timeout),
+ * then finds the versions already recorded and applies nothing.
+ */
+export function applyMigrations(
+  db: BetterSqlite3.Database,
+  migrations: readonly Migration[] = MIGRATIONS,
+): number[] {
+  const run = db.transaction((): number[] => {
+    db.exec(
+      'CREATE TABLE IF NOT EXISTS spendguard_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
+    const applied = new Set(
+      db
+        .prepare('SELECT version FROM spendguard_migrations')
+        .pluck()
+        .all()
+        .map((v) => Number(v)),
+    );
+    const record = db.prepare(
+      'INSERT INTO spendguard_migrations (version, name, applied_at) VALUES (?, ?, ?)',
+    );
+    const done: number[] = [];
+    for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+      if (applied.has(m.version)) continue;
+      db.exec(m.sql);
+      record.run(m.version, m.name, Date.now());
+      done.push(m.version);
+    }
+    return done;
+  });
+  return run.immediate();
+}

@@ -1,0 +1,154 @@
+import { index, integer, primaryKey, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+
+/**
+ * The tables as drizzle sees them, for typed queries. The DDL that creates them lives in
+ * `migrations.ts` (versioned, frozen SQL); a test checks that both describe the same columns.
+ *
+ * Conventions: money is INTEGER nano-dollars (SQLite integers are 64-bit; every value stays below
+ * 2^53, so `mode: 'number'` is exact), instants are INTEGER ms since the epoch, JSON is TEXT.
+ * The TypeScript property names equal the contract's record fields, so a selected row *is* a record.
+ */
+
+const nano = (name: string) => integer(name, { mode: 'number' });
+const ms = (name: string) => integer(name, { mode: 'timestamp_ms' });
+
+export const teams = sqliteTable(
+  'teams',
+  {
+    teamId: text('team_id').primaryKey(),
+    teamAlias: text('team_alias'),
+    models: text('models', { mode: 'json' }).$type<string[]>().notNull(),
+    metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    blocked: integer('blocked', { mode: 'boolean' }).notNull(),
+    createdAt: ms('created_at').notNull(),
+  },
+  (t) => [index('teams_team_alias_idx').on(t.teamAlias)],
+);
+
+export const users = sqliteTable('users', {
+  userId: text('user_id').primaryKey(),
+  userEmail: text('user_email'),
+  userRole: text('user_role').notNull(),
+  teams: text('teams', { mode: 'json' }).$type<string[]>().notNull(),
+  models: text('models', { mode: 'json' }).$type<string[]>().notNull(),
+  metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  createdAt: ms('created_at').notNull(),
+});
+
+export const keys = sqliteTable(
+  'keys',
+  {
+    tokenHash: text('token_hash').primaryKey(),
+    keyName: text('key_name').notNull(),
+    keyAlias: text('key_alias'),
+    userId: text('user_id'),
+    teamId: text('team_id'),
+    models: text('models', { mode: 'json' }).$type<string[]>().notNull(),
+    tags: text('tags', { mode: 'json' }).$type<string[]>().notNull(),
+    metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    blocked: integer('blocked', { mode: 'boolean' }).notNull(),
+    expiresAt: ms('expires_at'),
+    createdAt: ms('created_at').notNull(),
+  },
+  (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
+);
+
+/** One counter per scope (`WITHOUT ROWID` in the DDL: small rows looked up by their key). */
+export const budgets = sqliteTable(
+  'budgets',
+  {
+    scopeKind: text('scope_kind').notNull(),
+    scopeId: text('scope_id').notNull(),
+    /** `null`: no cap. */
+    maxBudgetNano: nano('max_budget_nano'),
+    budgetDuration: text('budget_duration'),
+    budgetResetAt: ms('budget_reset_at'),
+    spendNano: nano('spend_nano').notNull(),
+    reservedNano: nano('reserved_nano').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
+);
+
+/** Open reservations; a settle deletes its row. `expires_at` is indexed for the TTL sweep. */
+export const reservations = sqliteTable(
+  'reservations',
+  {
+    id: text('id').primaryKey(),
+    /** JSON `ScopeRef[]`. */
+    scopes: text('scopes', { mode: 'json' }).$type<{ kind: string; id: string }[]>().notNull(),
+    amountNano: nano('amount_nano').notNull(),
+    expiresAt: ms('expires_at').notNull(),
+    createdAt: ms('created_at').notNull(),
+  },
+  (t) => [index('reservations_expires_at_idx').on(t.expiresAt)],
+);
+
+export const spendLogs = sqliteTable(
+  'spend_logs',
+  {
+    requestId: text('request_id').primaryKey(),
+    callType: text('call_type').notNull(),
+    apiKeyHash: text('api_key_hash').notNull(),
+    spendNano: nano('spend_nano').notNull(),
+    promptTokens: integer('prompt_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+    totalTokens: integer('total_tokens').notNull(),
+    startTime: ms('start_time').notNull(),
+    endTime: ms('end_time').notNull(),
+    model: text('model').notNull(),
+    provider: text('provider'),
+    userId: text('user_id'),
+    teamId: text('team_id'),
+    endUser: text('end_user'),
+    tags: text('tags', { mode: 'json' }).$type<string[]>().notNull(),
+    status: text('status', { enum: ['success', 'failure'] }).notNull(),
+    estimated: integer('estimated', { mode: 'boolean' }).notNull(),
+    httpStatus: integer('http_status').notNull(),
+    metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  },
+  (t) => [
+    index('spend_logs_start_time_idx').on(t.startTime),
+    index('spend_logs_api_key_hash_start_time_idx').on(t.apiKeyHash, t.startTime),
+    index('spend_logs_user_id_start_time_idx').on(t.userId, t.startTime),
+    index('spend_logs_team_id_start_time_idx').on(t.teamId, t.startTime),
+  ],
+);
+
+/** Spend per UTC day and tag, upserted by every settle. */
+export const dailyTagSpend = sqliteTable(
+  'daily_tag_spend',
+  {
+    /** `YYYY-MM-DD` (UTC) of the request's start time. */
+    day: text('day').notNull(),
+    tag: text('tag').notNull(),
+    requests: integer('requests').notNull(),
+    spendNano: nano('spend_nano').notNull(),
+    promptTokens: integer('prompt_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.tag] })],
+);
+
+/** Spend per UTC day x team x user x key x model, upserted by every settle. A missing dim is `''`. */
+export const dailySpend = sqliteTable(
+  'daily_spend',
+  {
+    day: text('day').notNull(),
+    teamId: text('team_id').notNull(),
+    userId: text('user_id').notNull(),
+    apiKeyHash: text('api_key_hash').notNull(),
+    model: text('model').notNull(),
+    requests: integer('requests').notNull(),
+    spendNano: nano('spend_nano').notNull(),
+    promptTokens: integer('prompt_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash, t.model] })],
+);
+
+/** Applied schema versions (see `migrations.ts`). */
+export const migrationsTable = sqliteTable('spendguard_migrations', {
+  version: integer('version').primaryKey(),
+  name: text('name').notNull(),
+  appliedAt: ms('applied_at').notNull(),
+});

@@ -1,0 +1,483 @@
+import {
+  applyDueReset,
+  type BudgetState,
+  type EntityInsert,
+  fitsBudget,
+  type KeyRecord,
+  type ReserveInput,
+  type ReserveResult,
+  type ScopeRef,
+  type SettleInput,
+  type SettleResult,
+  type SpendLogQuery,
+  type SpendLogRecord,
+  type SpendStorage,
+  type StorageCapabilities,
+  StorageConflictError,
+  scopeKey,
+  type TagSpend,
+  type TeamRecord,
+  type UserRecord,
+  utcDay,
+} from '@spendguard/core';
+import Database from 'better-sqlite3';
+import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from 'drizzle-orm';
+import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
+import { applyMigrations } from './migrations.js';
+import * as schema from './schema.js';
+
+export interface SqliteStorageOptions {
+  /**
+   * Path of the database file, created with its tables on first use. Several processes may open the
+   * same file. `':memory:'` gives a private in-memory database (nothing survives, nothing is shared).
+   * @default process.env.SPENDGUARD_DB ?? './spendguard.db'
+   * @example sqliteStorage({ path: '/var/lib/my-app/spend.db' })
+   */
+  path?: string;
+  /**
+   * How long a write waits for another connection's write lock before it fails with `SQLITE_BUSY`.
+   * @default 5000
+   * @example sqliteStorage({ busyTimeoutMs: 10_000 })
+   */
+  busyTimeoutMs?: number;
+  /**
+   * Your own better-sqlite3 handle, instead of `path`. The store sets its pragmas (WAL, busy timeout,
+   * `synchronous = NORMAL`, foreign keys), applies its migrations, and leaves the handle open on
+   * `close()`: you opened it, you close it.
+   * @default undefined
+   * @example sqliteStorage({ database: new Database('app.db') })
+   */
+  database?: Database.Database;
+}
+
+interface BudgetRow {
+  max_budget_nano: number | null;
+  budget_duration: string | null;
+  budget_reset_at: number | null;
+  spend_nano: number;
+  reserved_nano: number;
+}
+
+type Orm = BetterSQLite3Database<typeof schema>;
+type Statements = ReturnType<typeof prepareStatements>;
+
+/** Everything that exists only while the store is open: the handle, statements prepared once, transactions. */
+interface Open {
+  db: Database.Database;
+  orm: Orm;
+  s: Statements;
+  insert: (entities: EntityInsert[]) => void;
+  reserve: (input: ReserveInput) => ReserveResult;
+  settle: (input: SettleInput) => SettleResult;
+  readBudgets: (scopes: ScopeRef[], now: Date) => BudgetState[];
+}
+
+const handles = new WeakMap<SqliteStorage, Database.Database>();
+
+/** The open handle of a store, for this package's raw reader. Not exported from the package. */
+export function databaseOf(storage: SqliteStorage): Database.Database {
+  const db = handles.get(storage);
+  if (!db) throw new Error('this SqliteStorage is not open: call init() first');
+  return db;
+}
+
+/**
+ * The embedded storage backend: one SQLite file in WAL mode, shared safely by every process that
+ * opens it. Each guarded write (`insert`, `reserve`, `settle`) is one `BEGIN IMMEDIATE` transaction,
+ * so it reads and writes its counters while holding the database's single write lock: it is atomic
+ * within the process and across processes, and a failure writes nothing.
+ *
+ * better-sqlite3 is synchronous, so every method does its work before its promise settles.
+ */
+export class SqliteStorage implements SpendStorage {
+  readonly capabilities: StorageCapabilities;
+  readonly #path: string;
+  readonly #busyTimeoutMs: number;
+  readonly #userDatabase: Database.Database | undefined;
+  #open: Open | null = null;
+
+  constructor(options: SqliteStorageOptions = {}) {
+    const { database, busyTimeoutMs = 5000 } = options;
+    if (database !== undefined && options.path !== undefined) {
+      throw new Error('sqliteStorage: pass either `path` or `database`, not both.');
+    }
+    if (!Number.isSafeInteger(busyTimeoutMs) || busyTimeoutMs < 0) {
+      throw new Error(
+        `sqliteStorage: \`busyTimeoutMs\` must be a whole number of milliseconds >= 0, got ${String(busyTimeoutMs)}.`,
+      );
+    }
+    const path = options.path ?? process.env.SPENDGUARD_DB ?? './spendguard.db';
+    if (database === undefined && (typeof path !== 'string' || path === '')) {
+      throw new Error(
+        "sqliteStorage: `path` must be a file path (or ':memory:'); set it or the SPENDGUARD_DB environment variable.",
+      );
+    }
+    this.#path = path;
+    this.#busyTimeoutMs = busyTimeoutMs;
+    this.#userDatabase = database;
+    const inMemory = database ? database.memory : path === ':memory:';
+    this.capabilities = { sharedAcrossProcesses: !inMemory, name: 'sqlite' };
+  }
+
+  async init(): Promise<void> {
+    if (this.#open) return;
+    const db = this.#userDatabase ?? new Database(this.#path);
+    try {
+      // The busy timeout first: switching to WAL and migrating may wait on another process's lock.
+      db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
+      db.pragma('journal_mode = WAL');
+      db.pragma('synchronous = NORMAL');
+      db.pragma('foreign_keys = ON');
+      applyMigrations(db);
+      this.#open = this.#prepare(db);
+      handles.set(this, db);
+    } catch (err) {
+      if (!this.#userDatabase) db.close();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    const open = this.#open;
+    if (!open) return;
+    this.#open = null;
+    handles.delete(this);
+    if (!this.#userDatabase) open.db.close();
+  }
+
+  #ready(): Open {
+    if (this.#open) return this.#open;
+    throw new Error('SqliteStorage is not open: call `await storage.init()` first.');
+  }
+
+  async insert(entities: EntityInsert[]): Promise<void> {
+    this.#ready().insert(entities);
+  }
+
+  async getTeam(teamId: string): Promise<TeamRecord | null> {
+    return this.#ready().s.getTeam.get({ id: teamId }) ?? null;
+  }
+
+  async findTeamsByAlias(alias: string): Promise<TeamRecord[]> {
+    const { orm } = this.#ready();
+    const t = schema.teams;
+    return orm.select().from(t).where(eq(t.teamAlias, alias)).orderBy(asc(t.createdAt), asc(t.teamId)).all();
+  }
+
+  async getUser(userId: string): Promise<UserRecord | null> {
+    return this.#ready().s.getUser.get({ id: userId }) ?? null;
+  }
+
+  async getKey(tokenHash: string): Promise<KeyRecord | null> {
+    return this.#ready().s.getKey.get({ id: tokenHash }) ?? null;
+  }
+
+  async listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]> {
+    const { orm } = this.#ready();
+    const k = schema.keys;
+    const where: SQL[] = [];
+    if (filter.userId !== undefined) where.push(eq(k.userId, filter.userId));
+    if (filter.teamId !== undefined) where.push(eq(k.teamId, filter.teamId));
+    return orm
+      .select()
+      .from(k)
+      .where(and(...where))
+      .orderBy(asc(k.createdAt), asc(k.tokenHash))
+      .all();
+  }
+
+  async listUsers(filter: { teamId?: string }): Promise<UserRecord[]> {
+    const { orm } = this.#ready();
+    const u = schema.users;
+    const member =
+      filter.teamId === undefined
+        ? undefined
+        : sql`exists (select 1 from json_each(${u.teams}) where json_each.value = ${filter.teamId})`;
+    return orm.select().from(u).where(member).orderBy(asc(u.createdAt), asc(u.userId)).all();
+  }
+
+  async getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]> {
+    return this.#ready().readBudgets(scopes, now);
+  }
+
+  async reserve(input: ReserveInput): Promise<ReserveResult> {
+    return this.#ready().reserve(input);
+  }
+
+  async settle(input: SettleInput): Promise<SettleResult> {
+    return this.#ready().settle(input);
+  }
+
+  async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
+    const { orm } = this.#ready();
+    const l = schema.spendLogs;
+    const where: SQL[] = [];
+    if (query.apiKeyHash !== undefined) where.push(eq(l.apiKeyHash, query.apiKeyHash));
+    if (query.userId !== undefined) where.push(eq(l.userId, query.userId));
+    if (query.teamId !== undefined) where.push(eq(l.teamId, query.teamId));
+    if (query.requestId !== undefined) where.push(eq(l.requestId, query.requestId));
+    if (query.startTime !== undefined) where.push(gte(l.startTime, query.startTime));
+    if (query.endTime !== undefined) where.push(lt(l.startTime, query.endTime));
+    const limit = Math.max(0, Math.floor(Math.min(query.limit ?? 100, 1000)));
+    return orm
+      .select()
+      .from(l)
+      .where(and(...where))
+      .orderBy(desc(l.startTime), desc(l.requestId))
+      .limit(limit)
+      .all();
+  }
+
+  async spendByTag(query: { fromDay?: string; toDay?: string }): Promise<TagSpend[]> {
+    const { orm } = this.#ready();
+    const d = schema.dailyTagSpend;
+    const where: SQL[] = [];
+    if (query.fromDay) where.push(gte(d.day, query.fromDay));
+    if (query.toDay) where.push(lte(d.day, query.toDay));
+    const rows = orm
+      .select({
+        tag: d.tag,
+        requests: sql<number>`sum(${d.requests})`.mapWith(Number),
+        spendNano: sql<number>`sum(${d.spendNano})`.mapWith(Number),
+      })
+      .from(d)
+      .where(and(...where))
+      .groupBy(d.tag)
+      .all();
+    // Sorted here, not in SQL, so that ties order exactly as in core's reference implementation.
+    return rows.sort((a, b) => b.spendNano - a.spendNano || a.tag.localeCompare(b.tag));
+  }
+
+  #prepare(db: Database.Database): Open {
+    const orm = drizzle({ client: db, schema });
+    const s = prepareStatements(db, orm);
+    return {
+      db,
+      orm,
+      s,
+      insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, entities)).immediate,
+      reserve: db.transaction((input: ReserveInput) => reserveBudgets(s, input)).immediate,
+      settle: db.transaction((input: SettleInput) => settleReservation(s, input)).immediate,
+      // A read transaction, so that every counter comes from one snapshot.
+      readBudgets: db.transaction((scopes: ScopeRef[], now: Date) => readBudgets(s, scopes, now)).deferred,
+    };
+  }
+}
+
+/**
+ * Creates the embedded SQLite store. Call `await storage.init()` (the guard does) to open the file
+ * and apply migrations.
+ * @example
+ * const storage = sqliteStorage({ path: './spendguard.db' });
+ */
+export function sqliteStorage(options: SqliteStorageOptions = {}): SqliteStorage {
+  return new SqliteStorage(options);
+}
+
+function prepareStatements(db: Database.Database, orm: Orm) {
+  const id = sql.placeholder('id');
+  return {
+    getTeam: orm.select().from(schema.teams).where(eq(schema.teams.teamId, id)).prepare(),
+    getUser: orm.select().from(schema.users).where(eq(schema.users.userId, id)).prepare(),
+    getKey: orm.select().from(schema.keys).where(eq(schema.keys.tokenHash, id)).prepare(),
+    // The hot path below is plain SQL: drizzle's per-call parameter filling and row mapping cost more
+    // than these statements themselves.
+    selectBudget: db.prepare<[string, string], BudgetRow>(
+      'SELECT max_budget_nano, budget_duration, budget_reset_at, spend_nano, reserved_nano FROM budgets WHERE scope_kind = ? AND scope_id = ?',
+    ),
+    // Absolute values: they were computed from a row read in this same write transaction.
+    writeBudget: db.prepare<[number, number, number | null, string, string]>(
+      'UPDATE budgets SET spend_nano = ?, reserved_nano = ?, budget_reset_at = ? WHERE scope_kind = ? AND scope_id = ?',
+    ),
+    releaseReserved: db.prepare<[number, string, string]>(
+      'UPDATE budgets SET reserved_nano = reserved_nano - ? WHERE scope_kind = ? AND scope_id = ?',
+    ),
+    insertReservation: db.prepare<[string, string, number, number, number]>(
+      'INSERT INTO reservations (id, scopes, amount_nano, expires_at, created_at) VALUES (?, ?, ?, ?, ?)',
+    ),
+    takeReservation: db.prepare<[string], { scopes: string; amount_nano: number }>(
+      'DELETE FROM reservations WHERE id = ? RETURNING scopes, amount_nano',
+    ),
+    // Only a taken request id is ignored; any other constraint still fails the settle.
+    insertLog: db.prepare<
+      [
+        ...[string, string, string, number, number, number, number, number, number, string],
+        ...[
+          string | null,
+          string | null,
+          string | null,
+          string | null,
+          string,
+          string,
+          number,
+          number,
+          string,
+        ],
+      ]
+    >(
+      `INSERT INTO spend_logs (request_id, call_type, api_key_hash, spend_nano, prompt_tokens, completion_tokens,
+         total_tokens, start_time, end_time, model, provider, user_id, team_id, end_user, tags, status, estimated,
+         http_status, metadata)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (request_id) DO NOTHING`,
+    ),
+    upsertDaily: db.prepare<[string, string, string, string, string, number, number, number]>(
+      `INSERT INTO daily_spend (day, team_id, user_id, api_key_hash, model, requests, spend_nano, prompt_tokens, completion_tokens)
+       VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)
+       ON CONFLICT (day, team_id, user_id, api_key_hash, model) DO UPDATE SET
+         requests = requests + 1, spend_nano = spend_nano + excluded.spend_nano,
+         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+         completion_tokens = completion_tokens + excluded.completion_tokens`,
+    ),
+    upsertTag: db.prepare<[string, string, number, number, number]>(
+      `INSERT INTO daily_tag_spend (day, tag, requests, spend_nano, prompt_tokens, completion_tokens)
+       VALUES (?, ?, 1, ?, ?, ?)
+       ON CONFLICT (day, tag) DO UPDATE SET
+         requests = requests + 1, spend_nano = spend_nano + excluded.spend_nano,
+         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+         completion_tokens = completion_tokens + excluded.completion_tokens`,
+    ),
+  };
+}
+
+function insertEntities(orm: Orm, entities: EntityInsert[]): void {
+  for (const e of entities) {
+    const id = e.type === 'team' ? e.record.teamId : e.type === 'user' ? e.record.userId : e.record.tokenHash;
+    try {
+      if (e.type === 'team') orm.insert(schema.teams).values(e.record).run();
+      else if (e.type === 'user') orm.insert(schema.users).values(e.record).run();
+      else orm.insert(schema.keys).values(e.record).run();
+      orm
+        .insert(schema.budgets)
+        .values({ scopeKind: e.type, scopeId: id, ...e.budget, spendNano: 0, reservedNano: 0 })
+        .run();
+    } catch (err) {
+      // Throwing rolls the whole batch back.
+      if (isKeyConflict(err)) throw new StorageConflictError(e.type, id);
+      throw err;
+    }
+  }
+}
+
+function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
+  const next: BudgetState[] = [];
+  for (const scope of input.scopes) {
+    const row = s.selectBudget.get(scope.kind, scope.id);
+    if (!row) throw new Error(`no budget counter for ${scopeKey(scope)}`);
+    const current = applyDueReset(toState(scope, row), input.now);
+    if (!fitsBudget(current, input.amountNano)) return { ok: false, refused: current };
+    next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
+  }
+  for (const state of next) writeBudget(s, state);
+  try {
+    s.insertReservation.run(
+      input.reservationId,
+      JSON.stringify(input.scopes.map((scope) => ({ kind: scope.kind, id: scope.id }))),
+      input.amountNano,
+      input.expiresAt.getTime(),
+      input.now.getTime(),
+    );
+  } catch (err) {
+    if (isKeyConflict(err)) throw new StorageConflictError('reservation', input.reservationId);
+    throw err;
+  }
+  return { ok: true, states: next };
+}
+
+function settleReservation(s: Statements, input: SettleInput): SettleResult {
+  const { log, costNano, now } = input;
+  const logged = s.insertLog.run(
+    log.requestId,
+    log.callType,
+    log.apiKeyHash,
+    log.spendNano,
+    log.promptTokens,
+    log.completionTokens,
+    log.totalTokens,
+    log.startTime.getTime(),
+    log.endTime.getTime(),
+    log.model,
+    log.provider,
+    log.userId,
+    log.teamId,
+    log.endUser,
+    JSON.stringify(log.tags),
+    log.status,
+    log.estimated ? 1 : 0,
+    log.httpStatus,
+    JSON.stringify(log.metadata),
+  );
+  // Already settled: nothing was written, so committing this transaction changes nothing.
+  if (logged.changes === 0) return { applied: false, states: readBudgets(s, input.scopes, now) };
+
+  const reservation = s.takeReservation.get(input.reservationId);
+  if (reservation) {
+    for (const scope of JSON.parse(reservation.scopes) as ScopeRef[]) {
+      s.releaseReserved.run(reservation.amount_nano, scope.kind, scope.id);
+    }
+  }
+  const states: BudgetState[] = [];
+  for (const scope of input.scopes) {
+    const row = s.selectBudget.get(scope.kind, scope.id);
+    if (!row) continue;
+    const current = applyDueReset(toState(scope, row), now);
+    const updated = { ...current, spendNano: current.spendNano + costNano };
+    writeBudget(s, updated);
+    states.push(updated);
+  }
+
+  const day = utcDay(log.startTime);
+  s.upsertDaily.run(
+    day,
+    log.teamId ?? '',
+    log.userId ?? '',
+    log.apiKeyHash,
+    log.model,
+    costNano,
+    log.promptTokens,
+    log.completionTokens,
+  );
+  for (const tag of log.tags) s.upsertTag.run(day, tag, costNano, log.promptTokens, log.completionTokens);
+  return { applied: true, states };
+}
+
+/** Counters with due resets applied in the answer only; the next guarded write persists them. */
+function readBudgets(s: Statements, scopes: ScopeRef[], now: Date): BudgetState[] {
+  const out: BudgetState[] = [];
+  for (const scope of scopes) {
+    const row = s.selectBudget.get(scope.kind, scope.id);
+    if (row) out.push(applyDueReset(toState(scope, row), now));
+  }
+  return out;
+}
+
+function writeBudget(s: Statements, state: BudgetState): void {
+  s.writeBudget.run(
+    state.spendNano,
+    state.reservedNano,
+    state.budgetResetAt?.getTime() ?? null,
+    state.scope.kind,
+    state.scope.id,
+  );
+}
+
+function toState(scope: ScopeRef, row: BudgetRow): BudgetState {
+  return {
+    scope: { kind: scope.kind, id: scope.id },
+    maxBudgetNano: row.max_budget_nano,
+    budgetDuration: row.budget_duration,
+    budgetResetAt: row.budget_reset_at === null ? null : new Date(row.budget_reset_at),
+    spendNano: row.spend_nano,
+    reservedNano: row.reserved_nano,
+  };
+}
+
+/** A primary-key collision, raised by better-sqlite3 directly or wrapped by drizzle (`cause`). */
+function isKeyConflict(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof Database.SqliteError) {
+      return e.code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || e.code === 'SQLITE_CONSTRAINT_UNIQUE';
+    }
+  }
+  return false;
+}

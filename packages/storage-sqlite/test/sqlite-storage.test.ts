@@ -1,0 +1,139 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ReserveInput } from '@spendguard/core';
+import { runStorageConformance } from '@spendguard/core/testing';
+import Database from 'better-sqlite3';
+import { getTableConfig, type SQLiteTable } from 'drizzle-orm/sqlite-core';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type SqliteStorage, sqliteRawReader, sqliteStorage } from '../src/index.js';
+import { MIGRATIONS } from '../src/migrations.js';
+import * as schema from '../src/schema.js';
+
+const root = mkdtempSync(join(tmpdir(), 'spendguard-sqlite-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+const freshPath = () => join(mkdtempSync(join(root, 'db-')), 'spend.db');
+const open = async (path: string) => {
+  const s = sqliteStorage({ path });
+  await s.init();
+  return s;
+};
+
+runStorageConformance({ name: 'sqlite', create: () => open(freshPath()), raw: sqliteRawReader });
+
+const T0 = new Date('2026-03-10T12:00:00.000Z');
+const teamWithCap = async (s: SqliteStorage, capNano: number) =>
+  s.insert([
+    {
+      type: 'team',
+      record: { teamId: 't1', teamAlias: null, models: [], metadata: {}, blocked: false, createdAt: T0 },
+      budget: { maxBudgetNano: capNano, budgetDuration: null, budgetResetAt: null },
+    },
+  ]);
+const reserve = (id: string): ReserveInput => ({
+  reservationId: id,
+  scopes: [{ kind: 'team', id: 't1' }],
+  amountNano: 1,
+  now: T0,
+  expiresAt: T0,
+});
+
+describe('sqlite backend', () => {
+  it('keeps the file in WAL mode, and its DDL matches the drizzle schema', async () => {
+    const path = freshPath();
+    await (await open(path)).close();
+    const db = new Database(path, { readonly: true });
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    for (const table of Object.values(schema) as SQLiteTable[]) {
+      const { name, columns, indexes } = getTableConfig(table);
+      const info = db.pragma(`table_info(${name})`) as { name: string; type: string; notnull: number }[];
+      expect(info.map((c) => [c.name, c.type, c.notnull === 1])).toEqual(
+        columns.map((c) => [c.name, c.getSQLType().toUpperCase(), c.notNull]),
+      );
+      const stored = (db.pragma(`index_list(${name})`) as { name: string }[]).map((i) => i.name);
+      for (const i of indexes) expect(stored).toContain(i.config.name);
+    }
+    db.close();
+  });
+
+  it('applies migrations once and keeps the data when the file is reopened', async () => {
+    const path = freshPath();
+    const first = await open(path);
+    await teamWithCap(first, 10);
+    await first.close();
+    const [a, b] = await Promise.all([open(path), open(path)]);
+    expect((await a.getTeam('t1'))?.teamId).toBe('t1');
+    const db = new Database(path, { readonly: true });
+    expect(db.prepare('SELECT version FROM spendguard_migrations').pluck().all()).toEqual(
+      MIGRATIONS.map((m) => m.version),
+    );
+    db.close();
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('never exceeds a cap with two connections reserving on one file', async () => {
+    const path = freshPath();
+    const [a, b] = [await open(path), await open(path)];
+    await teamWithCap(a, 20);
+    const results = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => (i % 2 ? a : b).reserve(reserve(`r${i}`))),
+    );
+    expect(results.filter((r) => r.ok)).toHaveLength(20);
+    expect(await sqliteRawReader(b).budgetCounter({ kind: 'team', id: 't1' })).toEqual({
+      spendNano: 0,
+      reservedNano: 20,
+    });
+    await Promise.all([a.close(), b.close()]);
+  });
+
+  it('admits exactly the cap when another process reserves on the same file at the same time', async () => {
+    const path = freshPath();
+    const cap = 3000;
+    const s = await open(path);
+    await teamWithCap(s, cap);
+    // The other process runs this package's own source (through tsx) and waits on a barrier.
+    const worker = join(root, `worker-${Date.now()}.mts`);
+    const entry = fileURLToPath(new URL('../src/index.ts', import.meta.url));
+    writeFileSync(
+      worker,
+      `import { sqliteStorage } from ${JSON.stringify(entry)};
+       const s = sqliteStorage({ path: ${JSON.stringify(path)} });
+       await s.init();
+       process.stdout.write('ready\\n');
+       await new Promise((go) => process.stdin.once('data', go));
+       process.stdin.destroy();
+       let admitted = 0;
+       for (let i = 0; ; i++) {
+         const r = await s.reserve({ reservationId: 'child-' + i, scopes: [{ kind: 'team', id: 't1' }], amountNano: 1, now: new Date(), expiresAt: new Date() });
+         if (!r.ok) break;
+         admitted++;
+       }
+       process.stdout.write(String(admitted) + '\\n');
+       await s.close();`,
+    );
+    const repoRoot = fileURLToPath(new URL('../../..', import.meta.url));
+    const child = spawn(process.execPath, ['--conditions=spendguard-source', '--import', 'tsx', worker], {
+      cwd: repoRoot,
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    while (!out.includes('ready') && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+    expect(err).toBe('');
+    child.stdin.end('go\n');
+    let admitted = 0;
+    for (let i = 0; (await s.reserve(reserve(`parent-${i}`))).ok; i++) admitted++;
+    const [code] = await once(child, 'exit');
+    expect({ code, err }).toEqual({ code: 0, err: '' });
+    const childAdmitted = Number(out.trim().split('\n').at(-1));
+    expect(admitted).toBeGreaterThan(0);
+    expect(childAdmitted).toBeGreaterThan(0);
+    expect(admitted + childAdmitted).toBe(cap);
+    expect(await sqliteRawReader(s).openReservations()).toBe(cap);
+    await s.close();
+  });
+});

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+// Tests run on the TypeScript sources through the "spendguard-source" export condition: no build needed.
+export default defineConfig({
+  resolve: { conditions: ['spendguard-source', 'module', 'node', 'development|production'] },
+  ssr: { resolve: { conditions: ['spendguard-source', 'module', 'node', 'development|production'] } },
+  test: {
+    include: ['packages/*/test/**/*.test.ts', 'examples/*/test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+    pool: 'forks',
+  },
+});
