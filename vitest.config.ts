@@ -5,7 +5,7 @@ export default defineConfig({
   resolve: { conditions: ['spendguard-source', 'module', 'node', 'development|production'] },
   ssr: { resolve: { conditions: ['spendguard-source', 'module', 'node', 'development|production'] } },
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'examples/*/test/**/*.test.ts'],
+    include: ['packages/*/test/**/*.test.ts', 'examples/*/test/**/*.test.ts', 'tests/*/test/**/*.test.ts'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',

@@ -129,7 +129,7 @@ describe('examples/express: the LiteLLM quick start against the running demo', (
     expect(served).toBe(8);
     expect(refusal).toMatchObject({ error: { type: 'budget_exceeded', param: null, code: '429' } });
     expect(refusal.error.message).toMatch(
-      /^Budget has been exceeded! (Key=sk-\.\.\.\w{4}|User=alice@acme\.com) Current cost: 48\.\d+, Max budget: 50\.0$/,
+      /^Budget has been exceeded! (Key=sk-\.\.\.[\w-]{4}|User=alice@acme\.com) Current cost: 48\.\d+, Max budget: 50\.0$/,
     );
     const again = await fetch(`${BASE}/v1/chat/completions`, {
       method: 'POST',

@@ -1,3 +1,4 @@
+export { type AdapterOptions, resolveAdapterOptions } from './adapter-options.js';
 export type { ManagementRequest } from './admin/management-api.js';
 export { isValidBudgetDuration, nextBudgetResetAt, parseBudgetDuration } from './budget-period.js';
 export type { GuardLogger, SpendGuardOptions } from './config.js';
@@ -25,6 +26,7 @@ export { MemoryStorage } from './storage/memory-storage.js';
 export {
   type BudgetInit,
   type BudgetState,
+  compareTagSpend,
   type EntityInsert,
   type KeyRecord,
   type ReserveInput,
@@ -43,6 +45,7 @@ export {
   type UserRecord,
   utcDay,
 } from './storage/storage-contract.js';
+export { meterResponse, parseJsonBody, readBodyText, toWebResponse } from './web.js';
 
 import type { SpendGuardOptions } from './config.js';
 import { SpendGuard } from './guard.js';

@@ -1,21 +1,17 @@
 import {
-  createSpendGuard,
+  type AdapterOptions,
   type GuardResponse,
-  SpendGuard,
-  SpendGuardError,
-  type SpendGuardOptions,
+  parseJsonBody,
+  readBodyText,
+  resolveAdapterOptions,
+  type SpendGuard,
 } from '@spendguard/core';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 
 export type { SpendGuard } from '@spendguard/core';
 
 /** Options of {@link spendGuard}: the core's, with `storage` optional (embedded SQLite by default). */
-export type ExpressSpendGuardOptions = Omit<SpendGuardOptions, 'storage'> & {
-  /** @default sqliteStorage() from @spendguard/storage-sqlite: `./spendguard.db` or `SPENDGUARD_DB` */
-  storage?: SpendGuardOptions['storage'];
-  /** Largest request body the guard reads, in bytes. @default 10 MiB */
-  bodyLimitBytes?: number;
-};
+export type ExpressSpendGuardOptions = AdapterOptions;
 
 export interface SpendGuardMiddleware extends RequestHandler {
   /** The framework-neutral guard behind this middleware (queries, `close()`). */
@@ -33,8 +29,9 @@ type BodyRequest = Request & { _body?: boolean };
  * @example app.use('/v1', spendGuard())
  */
 export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const guard = options instanceof SpendGuard ? options : createSpendGuard(withDefaultStorage(options));
-  const limit = options instanceof SpendGuard ? DEFAULT_LIMIT : (options.bodyLimitBytes ?? DEFAULT_LIMIT);
+  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(options, () =>
+    import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
+  );
 
   const spendGuardMiddleware = async function spendGuardMiddleware(
     req: BodyRequest,
@@ -106,16 +103,6 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
   return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin });
 }
 
-const DEFAULT_LIMIT = 10 * 1024 * 1024;
-
-function withDefaultStorage(options: ExpressSpendGuardOptions): SpendGuardOptions {
-  const { bodyLimitBytes: _, ...rest } = options;
-  return {
-    ...rest,
-    storage: options.storage ?? import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
-  };
-}
-
 function isChunk(chunk: unknown): chunk is string | Uint8Array {
   return typeof chunk === 'string' || chunk instanceof Uint8Array;
 }
@@ -141,28 +128,8 @@ async function readJsonBody(
   parse: boolean,
 ): Promise<{ body: unknown; bytes: number | undefined }> {
   if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit)
-      throw new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limit} bytes.`);
-    chunks.push(chunk as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const { text, bytes } = await readBodyText(req, limit);
+  req.body = parse ? parseJsonBody(text) : text;
   req._body = true;
-  if (!parse) {
-    req.body = text;
-    return { body: text, bytes: size };
-  }
-  if (text.trim() === '') {
-    req.body = undefined;
-    return { body: undefined, bytes: 0 };
-  }
-  try {
-    req.body = JSON.parse(text);
-  } catch (e) {
-    throw new SpendGuardError('INVALID_JSON', `Request body is not valid JSON: ${(e as Error).message}`);
-  }
-  return { body: req.body, bytes: size };
+  return { body: req.body, bytes };
 }

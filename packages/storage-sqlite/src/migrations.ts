@@ -3,6 +3,9 @@ import type BetterSqlite3 from 'better-sqlite3';
 /**
  * Versioned schema migrations, kept as SQL strings in the bundle so that they are found the same way
  * from `src` and from `dist`. A released migration is never edited: change the schema by appending one.
+ *
+ * Tables are STRICT: an INTEGER money column refuses a fractional value instead of quietly storing a
+ * REAL, so amounts stay exact or the write fails.
  */
 export interface Migration {
   version: number;
@@ -22,7 +25,7 @@ CREATE TABLE teams (
   metadata TEXT NOT NULL,
   blocked INTEGER NOT NULL,
   created_at INTEGER NOT NULL
-);
+) STRICT;
 CREATE INDEX teams_team_alias_idx ON teams (team_alias);
 
 CREATE TABLE users (
@@ -33,7 +36,7 @@ CREATE TABLE users (
   models TEXT NOT NULL,
   metadata TEXT NOT NULL,
   created_at INTEGER NOT NULL
-);
+) STRICT;
 
 CREATE TABLE keys (
   token_hash TEXT PRIMARY KEY NOT NULL,
@@ -47,7 +50,7 @@ CREATE TABLE keys (
   blocked INTEGER NOT NULL,
   expires_at INTEGER,
   created_at INTEGER NOT NULL
-);
+) STRICT;
 CREATE INDEX keys_user_id_idx ON keys (user_id);
 CREATE INDEX keys_team_id_idx ON keys (team_id);
 
@@ -60,7 +63,7 @@ CREATE TABLE budgets (
   spend_nano INTEGER NOT NULL,
   reserved_nano INTEGER NOT NULL,
   PRIMARY KEY (scope_kind, scope_id)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE reservations (
   id TEXT PRIMARY KEY NOT NULL,
@@ -68,8 +71,7 @@ CREATE TABLE reservations (
   amount_nano INTEGER NOT NULL,
   expires_at INTEGER NOT NULL,
   created_at INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX reservations_expires_at_idx ON reservations (expires_at);
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE spend_logs (
   request_id TEXT PRIMARY KEY NOT NULL,
@@ -91,7 +93,7 @@ CREATE TABLE spend_logs (
   estimated INTEGER NOT NULL,
   http_status INTEGER NOT NULL,
   metadata TEXT NOT NULL
-);
+) STRICT;
 CREATE INDEX spend_logs_start_time_idx ON spend_logs (start_time);
 CREATE INDEX spend_logs_api_key_hash_start_time_idx ON spend_logs (api_key_hash, start_time);
 CREATE INDEX spend_logs_user_id_start_time_idx ON spend_logs (user_id, start_time);
@@ -105,7 +107,7 @@ CREATE TABLE daily_tag_spend (
   prompt_tokens INTEGER NOT NULL,
   completion_tokens INTEGER NOT NULL,
   PRIMARY KEY (day, tag)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 
 CREATE TABLE daily_spend (
   day TEXT NOT NULL,
@@ -118,7 +120,7 @@ CREATE TABLE daily_spend (
   prompt_tokens INTEGER NOT NULL,
   completion_tokens INTEGER NOT NULL,
   PRIMARY KEY (day, team_id, user_id, api_key_hash, model)
-) WITHOUT ROWID;
+) STRICT, WITHOUT ROWID;
 `,
   },
 ];
@@ -134,7 +136,7 @@ export function applyMigrations(
 ): number[] {
   const run = db.transaction((): number[] => {
     db.exec(
-      'CREATE TABLE IF NOT EXISTS spendguard_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+      'CREATE TABLE IF NOT EXISTS spendguard_migrations (version INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, applied_at INTEGER NOT NULL) STRICT',
     );
     const applied = new Set(
       db

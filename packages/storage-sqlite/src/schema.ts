@@ -69,19 +69,18 @@ export const budgets = sqliteTable(
   (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
 );
 
-/** Open reservations; a settle deletes its row. `expires_at` is indexed for the TTL sweep. */
-export const reservations = sqliteTable(
-  'reservations',
-  {
-    id: text('id').primaryKey(),
-    /** JSON `ScopeRef[]`. */
-    scopes: text('scopes', { mode: 'json' }).$type<{ kind: string; id: string }[]>().notNull(),
-    amountNano: nano('amount_nano').notNull(),
-    expiresAt: ms('expires_at').notNull(),
-    createdAt: ms('created_at').notNull(),
-  },
-  (t) => [index('reservations_expires_at_idx').on(t.expiresAt)],
-);
+/**
+ * Open reservations; a settle deletes its row. Only requests in flight are here, so a TTL sweep can
+ * scan the table: an `expires_at` index would cost every request two more pages written.
+ */
+export const reservations = sqliteTable('reservations', {
+  id: text('id').primaryKey(),
+  /** JSON `ScopeRef[]`. */
+  scopes: text('scopes', { mode: 'json' }).$type<{ kind: string; id: string }[]>().notNull(),
+  amountNano: nano('amount_nano').notNull(),
+  expiresAt: ms('expires_at').notNull(),
+  createdAt: ms('created_at').notNull(),
+});
 
 export const spendLogs = sqliteTable(
   'spend_logs',

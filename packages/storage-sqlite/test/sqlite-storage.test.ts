@@ -54,7 +54,9 @@ describe('sqlite backend', () => {
         columns.map((c) => [c.name, c.getSQLType().toUpperCase(), c.notNull]),
       );
       const stored = (db.pragma(`index_list(${name})`) as { name: string }[]).map((i) => i.name);
-      for (const i of indexes) expect(stored).toContain(i.config.name);
+      expect(stored.filter((n) => !n.startsWith('sqlite_')).sort()).toEqual(
+        indexes.map((i) => i.config.name).sort(),
+      );
     }
     db.close();
   });
@@ -72,6 +74,18 @@ describe('sqlite backend', () => {
     );
     db.close();
     await Promise.all([a.close(), b.close()]);
+  });
+
+  it('fails a fractional nano-dollar amount instead of storing it inexactly, and writes nothing', async () => {
+    const s = await open(freshPath());
+    await teamWithCap(s, 10);
+    await expect(s.reserve({ ...reserve('r1'), amountNano: 0.5 })).rejects.toThrow(/REAL/);
+    expect(await sqliteRawReader(s).budgetCounter({ kind: 'team', id: 't1' })).toEqual({
+      spendNano: 0,
+      reservedNano: 0,
+    });
+    expect(await sqliteRawReader(s).openReservations()).toBe(0);
+    await s.close();
   });
 
   it('never exceeds a cap with two connections reserving on one file', async () => {

@@ -2,6 +2,7 @@ import { StorageConflictError } from '../errors.js';
 import { applyDueReset, fitsBudget } from './budget-rules.js';
 import {
   type BudgetState,
+  compareTagSpend,
   type EntityInsert,
   type KeyRecord,
   type ReserveInput,
@@ -105,6 +106,8 @@ export class MemoryStorage implements SpendStorage {
   }
 
   async reserve(input: ReserveInput): Promise<ReserveResult> {
+    if (this.reservations.has(input.reservationId))
+      throw new StorageConflictError('reservation', input.reservationId);
     const next: BudgetState[] = [];
     for (const scope of input.scopes) {
       const state = this.budgets.get(scopeKey(scope));
@@ -181,7 +184,7 @@ export class MemoryStorage implements SpendStorage {
       t.spendNano += row.spendNano;
       totals.set(row.tag, t);
     }
-    return [...totals.values()].sort((a, b) => b.spendNano - a.spendNano || a.tag.localeCompare(b.tag));
+    return [...totals.values()].sort(compareTagSpend);
   }
 }
 

@@ -96,11 +96,14 @@ export interface SpendLogRecord {
   estimated: boolean;
   /** HTTP status the route answered. */
   httpStatus: number;
+  /** JSON-serialisable only (backends store it as JSON). */
   metadata: Record<string, unknown>;
 }
 
 export interface ReserveInput {
+  /** Unique per reservation; a reused id is a `StorageConflictError`. */
   reservationId: string;
+  /** Distinct scopes (core never passes one twice). */
   scopes: ScopeRef[];
   /** Upper-bound estimate reserved on every scope. */
   amountNano: number;
@@ -121,7 +124,7 @@ export interface SettleInput {
   reservationId: string;
   /** The scopes charged (the same as reserved). */
   scopes: ScopeRef[];
-  /** The actual cost, added to every scope of the reservation. */
+  /** The actual cost, added to every scope and to the rollups; authoritative (equals `log.spendNano`). */
   costNano: number;
   now: Date;
   log: SpendLogRecord;
@@ -173,7 +176,7 @@ export interface SpendStorage {
   getKey(tokenHash: string): Promise<KeyRecord | null>;
   listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]>;
   listUsers(filter: { teamId?: string }): Promise<UserRecord[]>;
-  /** Budget counters for these scopes (missing ones are omitted). Applies due resets first. */
+  /** Budget counters for these scopes (missing ones are omitted), as they stand after any due reset (a backend may answer with the reset applied without writing it). */
   getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
 
   /**
@@ -196,6 +199,11 @@ export interface SpendStorage {
 /** `key:abc`: the map key used for scopes in memory and in reservation records. */
 export function scopeKey(scope: ScopeRef): string {
   return `${scope.kind}:${scope.id}`;
+}
+
+/** The order of `spendByTag`: most spend first, ties by tag in code-unit order (locale-independent). */
+export function compareTagSpend(a: TagSpend, b: TagSpend): number {
+  return b.spendNano - a.spendNano || (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0);
 }
 
 /** The day bucket of a daily rollup: `YYYY-MM-DD` in UTC. */

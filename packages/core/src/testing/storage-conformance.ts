@@ -389,8 +389,8 @@ export function runStorageConformance(options: ConformanceOptions): void {
         { tag: 'prod', requests: 1, spendNano: 50 },
       ]);
       expect(await s.spendByTag({ toDay: '2026-03-01' })).toEqual([
-        { tag: 'prod', requests: 1, spendNano: 100 },
         { tag: 'chat', requests: 1, spendNano: 100 },
+        { tag: 'prod', requests: 1, spendNano: 100 },
       ]);
       await s.close();
     });

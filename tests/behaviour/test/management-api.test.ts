@@ -1,10 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { admin, EXPRESS_VERSIONS, startTestApp, type TestApp } from './harness.js';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
-describe.each(EXPRESS_VERSIONS)('management API on $name', ({ express }) => {
+describe.each(ADAPTERS)('management API on $name', (framework) => {
   let app: TestApp;
   beforeEach(async () => {
-    app = await startTestApp(express);
+    app = await startTestApp(framework);
   });
   afterEach(async () => {
     await app.close();

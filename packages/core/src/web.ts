@@ -1,0 +1,133 @@
+import { SpendGuardError } from './errors.js';
+import type { GuardedCall, GuardResponse } from './guard.js';
+
+// What every adapter shares, in web-standard terms (body streams, Response, Headers), so that no two
+// adapters can read a body, answer a refusal or meter a response differently.
+
+/**
+ * Reads a request body whole as UTF-8 text, refusing it (413 PAYLOAD_TOO_LARGE) past `limitBytes`.
+ * Takes a web `ReadableStream` (`request.body`) or any async iterable of bytes (a Node request).
+ * @example const { text, bytes } = await readBodyText(request.body, 10 * 1024 * 1024)
+ */
+export async function readBodyText(
+  source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null | undefined,
+  limitBytes: number,
+): Promise<{ text: string; bytes: number }> {
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  if (source) {
+    const reader = 'getReader' in source ? source.getReader() : null;
+    const iterator = reader ? null : (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+    try {
+      for (;;) {
+        const chunk = reader ? await reader.read() : await iterator!.next();
+        if (chunk.done) break;
+        bytes += chunk.value.byteLength;
+        // Stop reading but never destroy the request: the server drains it, and the 413 reaches the client.
+        if (bytes > limitBytes) {
+          throw new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
+        }
+        chunks.push(chunk.value);
+      }
+    } finally {
+      reader?.releaseLock();
+    }
+  }
+  return { text: Buffer.concat(chunks).toString('utf8'), bytes };
+}
+
+/**
+ * A guarded call's body as JSON, whatever its Content-Type (curl's `-d` sends form-encoded);
+ * `undefined` when empty. Throws INVALID_JSON (400) otherwise.
+ */
+export function parseJsonBody(text: string): unknown {
+  if (text.trim() === '') return undefined;
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new SpendGuardError('INVALID_JSON', `Request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** A response the guard answers itself (a refusal, a management answer) as a web `Response`. */
+export function toWebResponse(answer: GuardResponse): Response {
+  const headers = new Headers(answer.headers);
+  headers.set('content-type', 'application/json; charset=utf-8');
+  return new Response(JSON.stringify(answer.body), { status: answer.status, headers });
+}
+
+/**
+ * Meters the `Response` a guarded route returned and gives back the one to send, with the call's
+ * headers. SSE streams pass through chunk by chunk, never buffered, and the call is settled at their
+ * end, or as cut when the client cancels. A JSON body is held (up to `maxMeteredBodyBytes`) so that
+ * its cost goes into `x-litellm-response-cost`; anything else, or past the cap, streams on.
+ * @example return meterResponse(call, await route(request))
+ */
+export async function meterResponse(call: GuardedCall, response: Response): Promise<Response> {
+  const headers = new Headers(response.headers);
+  for (const [name, value] of Object.entries(call.responseHeaders)) {
+    if (!headers.has(name)) headers.set(name, value); // the route may set its own
+  }
+  const init = { status: response.status, statusText: response.statusText, headers };
+  call.tap.begin(response.status, headers.get('content-type'));
+  const reader = response.body?.getReader();
+  if (reader && call.tap.isStream) return new Response(meteredStream(call, reader), init);
+  try {
+    for (let chunk = await reader?.read(); chunk && !chunk.done; chunk = await reader!.read()) {
+      const pass = call.tap.write(chunk.value);
+      if (pass !== null) return new Response(meteredStream(call, reader!, bytesOf(pass)), init);
+    }
+  } catch (error) {
+    settle(call, true); // the route's body failed before it was complete: charge what came
+    throw error;
+  }
+  for (const [name, value] of Object.entries(call.costHeaders())) headers.set(name, value);
+  const body = call.tap.drain() as Uint8Array<ArrayBuffer> | null;
+  settle(call, false);
+  return new Response(body, init);
+}
+
+/** The rest of a body, read only as fast as the client takes it, each chunk through the call's tap. */
+function meteredStream(
+  call: GuardedCall,
+  reader: ReadableStreamDefaultReader<Uint8Array>,
+  first?: Uint8Array,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>(
+    {
+      start(out) {
+        if (first) out.enqueue(first);
+      },
+      async pull(out) {
+        let chunk: ReadableStreamReadResult<Uint8Array>;
+        try {
+          chunk = await reader.read();
+        } catch (error) {
+          settle(call, true); // the route's stream failed midway: charge what passed
+          throw error;
+        }
+        if (chunk.done) {
+          out.close();
+          settle(call, false);
+          return;
+        }
+        const pass = call.tap.write(chunk.value);
+        if (pass !== null) out.enqueue(bytesOf(pass));
+      },
+      cancel(reason) {
+        settle(call, true);
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
+
+function bytesOf(chunk: Uint8Array | string): Uint8Array {
+  return typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+}
+
+/** Settlement failures are logged and counted by the guard; the response has gone out already. */
+function settle(call: GuardedCall, aborted: boolean): void {
+  call.finish({ aborted }).catch(() => {});
+}

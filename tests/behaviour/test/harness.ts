@@ -1,0 +1,149 @@
+import { mkdtempSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { serve } from '@hono/node-server';
+import type { AdapterOptions, SpendGuard } from '@spendguard/core';
+import { type Simulator, type SimulatorOptions, startSimulator } from '@spendguard/core/testing';
+import { spendGuard as expressSpendGuard } from '@spendguard/express';
+import { spendGuard as honoSpendGuard, type SpendGuardEnv } from '@spendguard/hono';
+import { sqliteStorage } from '@spendguard/storage-sqlite';
+import express5 from 'express';
+import express4 from 'express4';
+import { Hono } from 'hono';
+import { validator } from 'hono/validator';
+
+export const MASTER = 'sk-master-test-key';
+
+/** The same app written for one framework: the guard in front of a route that proxies the provider. */
+interface Framework {
+  name: string;
+  /** `appParsesBody`: the app's own JSON body parser runs before the guard. */
+  listen(
+    guardOptions: AdapterOptions,
+    providerUrl: string,
+    appParsesBody: boolean,
+  ): { server: Server; guard: SpendGuard };
+}
+
+const MODELS = { object: 'list', data: [{ id: 'gpt-4o', object: 'model' }] };
+
+function expressApp(express: typeof express5): Framework['listen'] {
+  return (guardOptions, providerUrl, appParsesBody) => {
+    const middleware = expressSpendGuard(guardOptions);
+    const app = express();
+    if (appParsesBody) app.use(express.json());
+    app.use(middleware.admin);
+    app.use('/v1', middleware);
+    app.post('/v1/chat/completions', express.json(), async (req, res) => {
+      const upstream = await fetch(`${providerUrl}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(req.body),
+      });
+      res
+        .status(upstream.status)
+        .setHeader('content-type', upstream.headers.get('content-type') ?? 'application/json');
+      const body = Readable.fromWeb(upstream.body as import('node:stream/web').ReadableStream);
+      res.on('close', () => body.destroy());
+      body.pipe(res);
+    });
+    app.get('/v1/models', (_req, res) => {
+      res.json(MODELS);
+    });
+    return { server: app.listen(0, '127.0.0.1'), guard: middleware.guard };
+  };
+}
+
+const honoApp: Framework['listen'] = (guardOptions, providerUrl, appParsesBody) => {
+  const middleware = honoSpendGuard(guardOptions);
+  const app = new Hono<SpendGuardEnv>();
+  if (appParsesBody) app.use(validator('json', (value) => value)); // Hono's counterpart of express.json()
+  app.route('/', middleware.admin);
+  app.use('/v1/*', middleware);
+  app.post('/v1/chat/completions', async (c) => {
+    const upstream = await fetch(`${providerUrl}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(await c.req.json()),
+    });
+    return new Response(upstream.body, {
+      status: upstream.status,
+      headers: { 'content-type': upstream.headers.get('content-type') ?? 'application/json' },
+    });
+  });
+  // The same bytes and content type as Express's res.json(), so that transcripts compare exactly.
+  app.get('/v1/models', (c) => c.json(MODELS, 200, { 'content-type': 'application/json; charset=utf-8' }));
+  const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
+  return { server, guard: middleware.guard };
+};
+
+/** Every adapter the behaviour suite runs on: both Express majors, and Hono on @hono/node-server. */
+export const ADAPTERS: Framework[] = [
+  { name: 'express 5', listen: expressApp(express5) },
+  { name: 'express 4', listen: expressApp(express4 as unknown as typeof express5) },
+  { name: 'hono', listen: honoApp },
+];
+
+export interface TestApp {
+  baseUrl: string;
+  dbPath: string;
+  simulator: Simulator;
+  guard: SpendGuard;
+  close(): Promise<void>;
+}
+
+export interface TestAppOptions {
+  appParsesBody?: boolean;
+  now?: () => Date;
+  simulator?: SimulatorOptions;
+  bodyLimitBytes?: number;
+}
+
+/** A real app on loopback, on a fresh SQLite file, proxying a fresh simulator. */
+export async function startTestApp(framework: Framework, options: TestAppOptions = {}): Promise<TestApp> {
+  const simulator = await startSimulator(options.simulator);
+  const dbPath = join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-')), 'spend.db');
+  const { server, guard } = framework.listen(
+    {
+      storage: sqliteStorage({ path: dbPath }),
+      masterKey: MASTER,
+      now: options.now,
+      bodyLimitBytes: options.bodyLimitBytes,
+    },
+    simulator.url,
+    options.appParsesBody ?? false,
+  );
+  if (!server.listening) await new Promise((r) => server.once('listening', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    baseUrl: `http://127.0.0.1:${port}`,
+    dbPath,
+    simulator,
+    guard,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await guard.close();
+      await simulator.close();
+    },
+  };
+}
+
+/** Calls the management API with the master key (or another credential). */
+export async function admin(
+  app: TestApp,
+  method: string,
+  path: string,
+  body?: unknown,
+  auth: string | null = MASTER,
+): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${app.baseUrl}${path}`, {
+    method,
+    headers: auth ? { authorization: `Bearer ${auth}` } : {},
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
