@@ -1,6 +1,6 @@
 import * as z from 'zod';
 import type { ModelPriceOverride } from './pricing/price-book.js';
-import type { SpendStorage } from './storage/storage-contract.js';
+import type { EnforcementMode, SpendStorage } from './storage/storage-contract.js';
 
 /** Where the guard reports what it cannot put in a response (unpriced models, settlement failures). */
 export interface GuardLogger {
@@ -26,6 +26,20 @@ export interface SpendGuardOptions {
    */
   modelPrices?: Record<string, ModelPriceOverride>;
   /**
+   * Model names priced as another model, e.g. an Azure deployment name.
+   * @example modelAliases: { 'prod-gpt4o-eastus': 'gpt-4o' }
+   */
+  modelAliases?: Record<string, string>;
+  /**
+   * A price table in LiteLLM's `model_prices_and_context_window.json` format instead of the shipped
+   * snapshot: an object, a file path, or an http(s) URL refreshed every `priceTableRefreshMs` (a failed
+   * refresh keeps the last good table and is logged).
+   * @default the snapshot shipped in @spendguard/core
+   */
+  priceTable?: Record<string, unknown> | string | URL;
+  /** Refresh interval of a URL `priceTable`. @default 3600000 (1 h) */
+  priceTableRefreshMs?: number;
+  /**
    * Output-token bound used for the worst-case estimate when a request sets no `max_tokens`
    * and the price table knows no `max_output_tokens` for the model.
    * @default 4096
@@ -43,23 +57,41 @@ export interface SpendGuardOptions {
   reservationTtlMs?: number;
   /** Largest JSON response the meter buffers to read usage from. @default 8 MiB */
   maxMeteredBodyBytes?: number;
+  /**
+   * How budgets admit calls: `strict` (only if the worst case fits: spend never exceeds a cap),
+   * `shrink` (LiteLLM's: while any headroom is left, counting calls in flight), `soft` (recorded spend only).
+   * @default 'strict'
+   */
+  enforcement?: EnforcementMode;
+  /**
+   * When storage cannot be reached: `deny` answers 503; `allow` serves the call unreserved (a key it
+   * resolved before is still recognised) and writes its spend when storage is back.
+   * @default 'deny'
+   */
+  onStorageError?: 'deny' | 'allow';
+  /** How long one storage call may take before it counts as failed. @default 2000 */
+  storageTimeoutMs?: number;
+  /** Settlements kept for retry while storage is down (oldest dropped, and logged, beyond). @default 100000 */
+  maxPendingSettlements?: number;
+  /** How often unsettled reservations past their TTL are charged; 0 disables the sweep. @default 30000 */
+  reservationSweepMs?: number;
+  /** How long `close()` keeps retrying pending settlements. @default 5000 */
+  shutdownTimeoutMs?: number;
   /** @default console */
   logger?: GuardLogger;
   /** The clock; tests pass a controllable one. @default () => new Date() */
   now?: () => Date;
 }
 
-const priceOverride = z
-  .object({
-    input_cost_per_token: z.number().nonnegative().optional(),
-    output_cost_per_token: z.number().nonnegative().optional(),
-    cache_read_input_token_cost: z.number().nonnegative().optional(),
-    cache_creation_input_token_cost: z.number().nonnegative().optional(),
-    output_cost_per_reasoning_token: z.number().nonnegative().optional(),
-    max_output_tokens: z.number().int().positive().optional(),
-    litellm_provider: z.string().optional(),
-  })
-  .strict();
+// LiteLLM's per-model fields: every cost field is a non-negative number (the pricing module reads
+// the ones it knows, e.g. `*_above_200k_tokens`, `*_priority`, `tiered_pricing`).
+const priceOverride = z.record(z.string(), z.unknown()).superRefine((entry, ctx) => {
+  for (const [field, value] of Object.entries(entry)) {
+    if (/cost|price/.test(field) && field !== 'tiered_pricing' && (typeof value !== 'number' || value < 0)) {
+      ctx.addIssue({ code: 'custom', path: [field], message: 'must be a number of USD, 0 or more' });
+    }
+  }
+});
 
 const optionsSchema = z.object({
   storage: z.custom<SpendStorage | Promise<SpendStorage>>(
@@ -77,19 +109,35 @@ const optionsSchema = z.object({
     .min(8, 'must be at least 8 characters; LiteLLM users usually start it with "sk-"')
     .optional(),
   modelPrices: z.record(z.string(), priceOverride).optional(),
+  modelAliases: z.record(z.string(), z.string()).optional(),
+  priceTable: z
+    .union([z.record(z.string(), z.unknown()), z.string().min(1), z.instanceof(URL)], {
+      error: 'must be a LiteLLM price table object, a file path or a URL',
+    })
+    .optional(),
+  priceTableRefreshMs: z.number().int().positive().optional(),
   defaultMaxOutputTokens: z.number().int().positive().optional(),
   keyCacheSize: z.number().int().positive().optional(),
   keyCacheTtlMs: z.number().int().nonnegative().optional(),
   reservationTtlMs: z.number().int().positive().optional(),
   maxMeteredBodyBytes: z.number().int().positive().optional(),
+  enforcement: z
+    .enum(['strict', 'shrink', 'soft'], { error: "must be 'strict', 'shrink' or 'soft'" })
+    .optional(),
+  onStorageError: z.enum(['deny', 'allow'], { error: "must be 'deny' or 'allow'" }).optional(),
+  storageTimeoutMs: z.number().int().positive().optional(),
+  maxPendingSettlements: z.number().int().positive().optional(),
+  reservationSweepMs: z.number().int().nonnegative().optional(),
+  shutdownTimeoutMs: z.number().int().nonnegative().optional(),
   logger: z
     .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
     .optional(),
   now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
 });
 
-export type ResolvedOptions = Required<Omit<SpendGuardOptions, 'masterKey' | 'modelPrices'>> &
-  Pick<SpendGuardOptions, 'masterKey' | 'modelPrices'>;
+type OptionalOptions = 'masterKey' | 'modelPrices' | 'modelAliases' | 'priceTable' | 'priceTableRefreshMs';
+export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
+  Pick<SpendGuardOptions, OptionalOptions>;
 
 /** Validates once, at creation, with messages that say how to fix the option. */
 export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
@@ -105,11 +153,20 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     storage: options.storage,
     masterKey: masterKey || undefined,
     modelPrices: options.modelPrices,
+    modelAliases: options.modelAliases,
+    priceTable: options.priceTable,
+    priceTableRefreshMs: options.priceTableRefreshMs,
     defaultMaxOutputTokens: options.defaultMaxOutputTokens ?? 4096,
     keyCacheSize: options.keyCacheSize ?? 10_000,
     keyCacheTtlMs: options.keyCacheTtlMs ?? 5_000,
     reservationTtlMs: options.reservationTtlMs ?? 600_000,
     maxMeteredBodyBytes: options.maxMeteredBodyBytes ?? 8 * 1024 * 1024,
+    enforcement: options.enforcement ?? 'strict',
+    onStorageError: options.onStorageError ?? 'deny',
+    storageTimeoutMs: options.storageTimeoutMs ?? 2_000,
+    maxPendingSettlements: options.maxPendingSettlements ?? 100_000,
+    reservationSweepMs: options.reservationSweepMs ?? 30_000,
+    shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
     logger: options.logger ?? {
       warn: (m) => console.warn(`[spendguard] ${m}`),
       error: (m, e) => console.error(`[spendguard] ${m}`, e ?? ''),

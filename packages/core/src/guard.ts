@@ -4,8 +4,11 @@ import { ManagementApi } from './admin/management-api.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
 import { SpendGuardError } from './errors.js';
 import { constantTimeEqual, hashVirtualKey } from './keys.js';
+import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
 import { ResponseTap } from './metering/response-meter.js';
-import { countChatPromptTokens, countTextTokens } from './metering/token-count.js';
+import { CallMeter, type TrackOptions } from './metering/track.js';
+import { createGuardFetch } from './metering/upstream-fetch.js';
+import { modelFromPath } from './metering/wire-formats.js';
 import { PriceBook, type TokenUsage } from './pricing/price-book.js';
 import type {
   BudgetState,
@@ -17,6 +20,7 @@ import type {
   UserRecord,
 } from './storage/storage-contract.js';
 import { scopeKey } from './storage/storage-contract.js';
+import { StorageGate, type StorageGateStats } from './storage/storage-gate.js';
 
 /** A guarded call as the adapters describe it, in framework-neutral terms. */
 export interface CallInput {
@@ -77,23 +81,48 @@ export class SpendGuard {
   private storageValue: SpendStorage | null = null;
   private readonly keyCache: LRUCache<string, KeyContext>;
   private readonly pending = new Set<Promise<unknown>>();
-  /** Settlements that failed (each also logged): never silent. */
+  /** Settlements that could not be written at once (each logged, kept and retried): never silent. */
   settleFailures = 0;
   /** LiteLLM's management API (`/team/new`, `/key/generate`, `/spend/logs`, ...). */
   readonly management: ManagementApi;
+  /** Timeouts, failure policy and the settlement retry queue around every storage call. */
+  readonly gate: StorageGate;
+  /**
+   * A `fetch` to give the provider SDKs a guarded route uses: each upstream call is admitted against
+   * the budgets before it is sent and metered as its own row of the request. See `createGuardFetch`.
+   * @example const openai = new OpenAI({ fetch: guard.fetch })
+   */
+  readonly fetch: typeof globalThis.fetch = createGuardFetch(this);
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private stopWatching: (() => void) | undefined;
 
   constructor(options: SpendGuardOptions) {
     this.options = resolveOptions(options);
     this.logger = this.options.logger;
     this.prices = new PriceBook({
       overrides: this.options.modelPrices,
+      aliases: this.options.modelAliases,
+      table: this.options.priceTable,
+      refreshIntervalMs: this.options.priceTableRefreshMs,
+      onError: (error) =>
+        this.logger.error('could not load the price table; keeping the last good one', error),
       onUnpriced: (model) =>
         this.logger.warn(
           `no price for model '${model}': its calls are recorded at $0 (add it to modelPrices)`,
         ),
     });
-    this.keyCache = new LRUCache({ max: this.options.keyCacheSize, ttl: this.options.keyCacheTtlMs || 1 });
+    // Stale entries stay (not served) so that `onStorageError: 'allow'` can still recognise a key.
+    this.keyCache = new LRUCache({
+      max: this.options.keyCacheSize,
+      ttl: this.options.keyCacheTtlMs || 1,
+      noDeleteOnStaleGet: true,
+    });
     this.management = new ManagementApi(this);
+    this.gate = new StorageGate(() => this.storage(), {
+      timeoutMs: this.options.storageTimeoutMs,
+      maxPendingSettlements: this.options.maxPendingSettlements,
+      logger: this.logger,
+    });
   }
 
   /** The opened storage (migrations applied). Rejects, every time it is asked, while it cannot open. */
@@ -103,6 +132,11 @@ export class SpendGuard {
       .then(async (s) => {
         await s.init();
         this.storageValue = s;
+        this.startSweep();
+        // Keys changed by other instances sharing this store leave this cache at once.
+        this.stopWatching = s.watchKeyChanges?.((hash) =>
+          hash ? this.invalidateKey(hash) : this.invalidateAllKeys(),
+        );
         return s;
       })
       .catch((error: unknown) => {
@@ -135,13 +169,17 @@ export class SpendGuard {
   async resolveKey(tokenHash: string): Promise<KeyContext | null> {
     const cached = this.keyCache.get(tokenHash);
     if (cached) return cached;
-    const storage = await this.storage();
-    const key = await storage.getKey(tokenHash);
-    if (!key) return null;
-    const [user, team] = await Promise.all([
-      key.userId ? storage.getUser(key.userId) : null,
-      key.teamId ? storage.getTeam(key.teamId) : null,
-    ]);
+    const loaded = await this.gate.call('key lookup', async (storage) => {
+      const key = await storage.getKey(tokenHash);
+      if (!key) return null;
+      const [user, team] = await Promise.all([
+        key.userId ? storage.getUser(key.userId) : null,
+        key.teamId ? storage.getTeam(key.teamId) : null,
+      ]);
+      return { key, user, team };
+    });
+    if (!loaded) return null;
+    const { key, user, team } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
@@ -163,7 +201,9 @@ export class SpendGuard {
    */
   async admit(input: CallInput): Promise<AdmitOutcome> {
     try {
-      return { ok: true, call: await this.admitOrThrow(input) };
+      const call = await this.admitOrThrow(input);
+      call.meter.prepare(input);
+      return { ok: true, call };
     } catch (error) {
       return { ok: false, response: this.errorResponse(error) };
     }
@@ -171,31 +211,53 @@ export class SpendGuard {
 
   /** Any error as the JSON response the adapters send: our own errors as they are, others as 503/500. */
   errorResponse(error: unknown): GuardResponse {
-    if (error instanceof SpendGuardError)
+    if (error instanceof SpendGuardError) {
+      if (error.code === 'STORAGE_UNAVAILABLE') this.logStorageError(error);
       return { status: error.status, headers: error.headers, body: error.toJSON() };
-    this.logger.error('storage or internal failure while guarding a call; refusing it', error);
-    const e = new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again');
+    }
+    this.logger.error('internal error while guarding a call; refusing it', error);
+    const e = new SpendGuardError('INTERNAL', 'spendguard failed to process this request');
     return { status: e.status, headers: {}, body: e.toJSON() };
+  }
+
+  private lastStorageLog = 0;
+  /** Logs storage failures, at most one line every 5 s during an outage. */
+  private logStorageError(error: SpendGuardError): void {
+    const now = Date.now();
+    if (now - this.lastStorageLog < 5_000) return;
+    this.lastStorageLog = now;
+    this.logger.error(
+      `storage unavailable (onStorageError: '${this.options.onStorageError}'; ${this.gate.stats.storageErrors} storage errors so far)`,
+      error.cause ?? error,
+    );
+  }
+
+  /** True when the failure is storage's and the policy says to serve anyway. */
+  private servesThrough(error: unknown): boolean {
+    const allow =
+      this.options.onStorageError === 'allow' &&
+      error instanceof SpendGuardError &&
+      error.code === 'STORAGE_UNAVAILABLE';
+    if (allow) this.logStorageError(error);
+    return allow;
   }
 
   private async admitOrThrow(input: CallInput): Promise<GuardedCall> {
     const startTime = this.now();
     const presented = readPresentedKey(input.header);
     const body = isPlainObject(input.body) ? input.body : {};
-    const model = typeof body.model === 'string' ? body.model : '';
+    const model = typeof body.model === 'string' ? body.model : (modelFromPath(input.path) ?? '');
     const tags = readTags(body, input.header);
     const endUser =
       typeof body.user === 'string' ? body.user : (input.header('x-litellm-end-user-id') ?? null);
+    const call = (state: Omit<CallState, 'startTime' | 'model' | 'endUser' | 'body'>) =>
+      new GuardedCall(this, { ...state, startTime, model, endUser, body });
 
     if (this.isMasterKey(presented)) {
       // The master key may call guarded routes; its spend is logged but it has no budget.
-      return new GuardedCall(this, {
+      return call({
         requestId: randomUUID(),
-        startTime,
-        model,
         tags,
-        endUser,
-        body,
         keyHash: hashVirtualKey(presented!),
         ctx: null,
         reservationId: null,
@@ -204,7 +266,24 @@ export class SpendGuard {
       });
     }
     const tokenHash = hashVirtualKey(presented!);
-    const ctx = await this.resolveKey(tokenHash);
+    let ctx: KeyContext | null;
+    try {
+      ctx = await this.resolveKey(tokenHash);
+    } catch (error) {
+      if (!this.servesThrough(error)) throw error;
+      // Storage is down and the policy is 'allow': a key seen before keeps its attribution.
+      ctx = this.keyCache.get(tokenHash, { allowStale: true }) ?? null;
+      const scopes = ctx?.scopes ?? [{ kind: 'key' as const, id: tokenHash }];
+      return call({
+        requestId: randomUUID(),
+        tags,
+        keyHash: tokenHash,
+        ctx,
+        reservationId: null,
+        scopes,
+        states: [],
+      });
+    }
     if (!ctx)
       throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
     const { key } = ctx;
@@ -228,44 +307,84 @@ export class SpendGuard {
     }
     const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
 
-    const storage = await this.storage();
+    const requestId = randomUUID();
     const reservationId = randomUUID();
-    const expiresAt = new Date(startTime.getTime() + this.options.reservationTtlMs);
+    const mode = this.options.enforcement;
+    const reserve = (amountNano: number) =>
+      this.gate.reserve({
+        reservationId,
+        scopes: ctx.scopes,
+        amountNano,
+        now: startTime,
+        expiresAt: new Date(startTime.getTime() + this.options.reservationTtlMs),
+        mode,
+        pending: {
+          requestId,
+          callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
+          apiKeyHash: tokenHash,
+          model,
+          userId: ctx.user?.userId ?? key.userId,
+          teamId: ctx.team?.teamId ?? key.teamId,
+          endUser,
+          tags: allTags,
+          startTime,
+        },
+      });
     const cheap = this.estimateNano(model, body, input.bodyBytes, false);
-    let result = await storage.reserve({
-      reservationId,
-      scopes: ctx.scopes,
-      amountNano: cheap,
-      now: startTime,
-      expiresAt,
-    });
-    if (!result.ok && model) {
-      // The byte bound is loose; count the prompt exactly before refusing (only near a cap).
-      const precise = this.estimateNano(model, body, input.bodyBytes, true);
-      if (precise < cheap) {
-        result = await storage.reserve({
-          reservationId,
-          scopes: ctx.scopes,
-          amountNano: precise,
-          now: startTime,
-          expiresAt,
-        });
+    let result: Awaited<ReturnType<typeof reserve>>;
+    try {
+      result = await reserve(cheap);
+      if (!result.ok && model && mode === 'strict') {
+        // The byte bound is loose; count the prompt exactly before refusing (only near a cap).
+        const precise = this.estimateNano(model, body, input.bodyBytes, true);
+        if (precise < cheap) result = await reserve(precise);
       }
+    } catch (error) {
+      if (!this.servesThrough(error)) throw error;
+      const scopes = ctx.scopes;
+      return call({
+        requestId,
+        tags: allTags,
+        keyHash: tokenHash,
+        ctx,
+        reservationId: null,
+        scopes,
+        states: [],
+      });
     }
     if (!result.ok) throw this.budgetExceeded(ctx, result.refused);
-    return new GuardedCall(this, {
-      requestId: randomUUID(),
-      startTime,
-      model,
+    return call({
+      requestId,
       tags: allTags,
-      endUser,
-      body,
       keyHash: tokenHash,
       ctx,
       reservationId,
       scopes: ctx.scopes,
       states: result.states,
     });
+  }
+
+  /** Charges unsettled reservations past their TTL at their estimate (also run on a timer). */
+  async sweepExpiredReservations(): Promise<number> {
+    const expired = await this.gate.call('reservation sweep', (s) => s.expireReservations(this.now()));
+    if (expired > 0) {
+      this.logger.warn(`charged ${expired} reservations left unsettled past their TTL at their estimates`);
+    }
+    return expired;
+  }
+
+  private startSweep(): void {
+    const every = this.options.reservationSweepMs;
+    if (every === 0 || this.sweepTimer) return;
+    this.sweepTimer = setInterval(() => {
+      this.sweepExpiredReservations().catch(() => {}); // a failure is counted and logged by the gate
+    }, every);
+    this.sweepTimer.unref();
+  }
+
+  /** Counters for metrics: storage errors, settlements pending / recovered / dropped. */
+  stats(): StorageGateStats & { settleFailures: number } {
+    return { ...this.gate.stats, settleFailures: this.settleFailures };
   }
 
   private budgetExceeded(ctx: KeyContext, refused: BudgetState): SpendGuardError {
@@ -302,15 +421,17 @@ export class SpendGuard {
     const price = model ? this.prices.resolve(model) : undefined;
     if (!price) return 1;
     const promptTokens = precise
-      ? countChatPromptTokens(model, body.messages ?? body.input ?? '')
+      ? countRequestPromptTokens(model, body)
       : (bodyBytes ?? Buffer.byteLength(JSON.stringify(body)));
-    const requested = firstPositiveInt(body.max_completion_tokens, body.max_tokens, body.max_output_tokens);
+    const requested = requestedOutputTokens(body);
     const choices = firstPositiveInt(body.n) ?? 1;
     const outputTokens =
       (requested ?? price.maxOutputTokens ?? this.options.defaultMaxOutputTokens) * choices;
-    const inPico = Math.max(price.inputPico, price.cacheWritePico ?? 0);
-    const outPico = Math.max(price.outputPico, price.reasoningPico ?? 0);
-    return Math.max(1, Math.ceil((promptTokens * inPico + outputTokens * outPico) / 1000));
+    // The dearest rate any token could be billed at (tiers, service tiers, cache writes, reasoning,
+    // audio), so that the bound holds whatever the provider reports.
+    const pico =
+      promptTokens * price.maxInputPico + outputTokens * price.maxOutputPico + (price.requestPico ?? 0);
+    return Math.max(1, Math.ceil(pico / 1000));
   }
 
   /** Keeps a settlement promise alive until `close()` so shutdown never drops spend. */
@@ -325,9 +446,14 @@ export class SpendGuard {
     while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
   }
 
-  /** Waits for in-flight settlements, then closes storage. */
+  /** Waits for in-flight settlements, retries pending ones (up to `shutdownTimeoutMs`), then closes storage. */
   async close(): Promise<void> {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+    this.stopWatching?.();
+    this.prices.close();
     await this.flush();
+    await this.gate.flush(this.options.shutdownTimeoutMs);
     if (this.storageValue) await this.storageValue.close();
   }
 }
@@ -353,6 +479,8 @@ interface CallState {
  */
 export class GuardedCall {
   readonly tap: ResponseTap;
+  /** Context, child calls (`guard.fetch`, `track()`), wire format and estimates: see `metering/track.ts`. */
+  readonly meter: CallMeter;
   /** Headers for the response, known at admission. */
   readonly responseHeaders: Record<string, string>;
   private finished: Promise<CallRecord> | null = null;
@@ -363,6 +491,7 @@ export class GuardedCall {
     readonly state: CallState,
   ) {
     this.tap = new ResponseTap(guard.options.maxMeteredBodyBytes);
+    this.meter = new CallMeter(this, guard, (child) => new GuardedCall(guard, child));
     this.responseHeaders = { 'x-litellm-call-id': state.requestId };
     const keyState = state.states.find((s) => s.scope.kind === 'key');
     if (keyState) {
@@ -388,24 +517,34 @@ export class GuardedCall {
     return this.state.ctx;
   }
 
+  /**
+   * The request body as the guard rewrote it (JSON text; e.g. a streamed chat completion asked for
+   * its usage), or `null` when unchanged. The adapter makes the route see this one.
+   */
+  get rewrittenBody(): string | null {
+    return this.meter.rewrittenBody;
+  }
+
+  /** Runs the route in this call's context, so that `guard.fetch` and `track()` attribute to it. */
+  run<T>(fn: () => T): T {
+    return this.meter.run(fn);
+  }
+
+  /**
+   * Records usage the route got from a provider itself: its own spend-log row linked to this call
+   * (usage in any provider's shape, or a `TokenUsage`); this call's response is then not charged.
+   * @example await res.locals.spendguard.track(completion.usage, { model: completion.model })
+   */
+  track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
+    return this.meter.track(usage, options);
+  }
+
   /** Prices what the tap observed (once); call when the body is complete. */
   private price(): { record: Omit<CallRecord, 'status' | 'httpStatus'> } {
     if (this.priced) return this.priced;
-    const observed = this.tap.observe();
-    const model = observed.model ?? this.state.model;
-    let usage = observed.usage;
-    let estimated = false;
-    if (!usage && this.tap.status < 400 && (observed.completionText || this.tap.isStream)) {
-      // No usage reported: count locally and say so (this is the only place tiktoken loads).
-      const pricedModel = model || 'gpt-4o';
-      usage = {
-        promptTokens: countChatPromptTokens(pricedModel, this.state.body.messages ?? ''),
-        completionTokens: countTextTokens(pricedModel, observed.completionText),
-      };
-      estimated = true;
-    }
-    const u = usage ?? { promptTokens: 0, completionTokens: 0 };
+    const { model, usage: u, estimated } = this.meter.resolve();
     const cost = model ? this.guard.prices.cost(model, u) : { totalNano: 0 };
+    this.meter.priced(cost.totalNano); // a child call adds its cost to its request's cost header
     this.priced = {
       record: {
         requestId: this.state.requestId,
@@ -420,9 +559,14 @@ export class GuardedCall {
     return this.priced;
   }
 
-  /** `x-litellm-response-cost` for a complete, non-streamed body whose headers are not sent yet. */
+  /**
+   * `x-litellm-response-cost` for a complete, non-streamed body whose headers are not sent yet: the
+   * call's own cost, plus that of its child calls (`guard.fetch`, `track()`) priced so far.
+   */
   costHeaders(): Record<string, string> {
-    return { 'x-litellm-response-cost': String(this.price().record.costUsd) };
+    return {
+      'x-litellm-response-cost': String(this.meter.responseCostNano(this.price().record.costNano) / 1e9),
+    };
   }
 
   /**
@@ -443,7 +587,7 @@ export class GuardedCall {
     const ctx = this.state.ctx;
     const log: SpendLogRecord = {
       requestId: this.state.requestId,
-      callType: this.tap.isStream ? 'acompletion_stream' : 'acompletion',
+      callType: this.meter.callType(),
       apiKeyHash: this.state.keyHash,
       spendNano: record.costNano,
       promptTokens: record.usage.promptTokens,
@@ -460,25 +604,16 @@ export class GuardedCall {
       status,
       estimated: record.estimated,
       httpStatus,
-      metadata: aborted ? { stream_cut: true } : {},
+      metadata: aborted ? { ...this.meter.metadata(), stream_cut: true } : this.meter.metadata(),
     };
-    try {
-      const storage = await this.guard.storage();
-      await storage.settle({
-        reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
-        scopes: this.state.scopes,
-        costNano: record.costNano,
-        now: endTime,
-        log,
-      });
-    } catch (error) {
-      this.guard.settleFailures += 1;
-      this.guard.logger.error(
-        `could not record the spend of request ${this.state.requestId} ($${record.costUsd}); it stays reserved until the reservation TTL`,
-        error,
-      );
-      throw error;
-    }
+    const written = await this.guard.gate.settle({
+      reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
+      scopes: this.state.scopes,
+      costNano: record.costNano,
+      now: endTime,
+      log,
+    });
+    if (!written) this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
     return { ...record, status, httpStatus };
   }
 }

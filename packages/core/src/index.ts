@@ -13,22 +13,32 @@ export {
   SpendGuard,
 } from './guard.js';
 export { generateVirtualKey, hashVirtualKey } from './keys.js';
+export { type TrackOptions, track } from './metering/track.js';
+export type { WireFormat } from './metering/wire-formats.js';
 export { nanoToUsd, usdToNano } from './money.js';
 export {
+  type CostBreakdown,
   type CostBreakdownNano,
+  type CostOptions,
+  calculateCost,
   type ModelPrice,
   type ModelPriceOverride,
+  normalizeUsage,
   PriceBook,
+  type PriceBookOptions,
   type TokenUsage,
 } from './pricing/price-book.js';
-export { applyDueReset, fitsBudget } from './storage/budget-rules.js';
+export { applyDueReset, expiredReservationLog, fitsBudget } from './storage/budget-rules.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export {
   type BudgetInit,
   type BudgetState,
   compareTagSpend,
+  type EnforcementMode,
   type EntityInsert,
+  type KeyPatch,
   type KeyRecord,
+  type PendingCall,
   type ReserveInput,
   type ReserveResult,
   type ScopeKind,

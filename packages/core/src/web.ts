@@ -99,20 +99,25 @@ function meteredStream(
         if (first) out.enqueue(first);
       },
       async pull(out) {
-        let chunk: ReadableStreamReadResult<Uint8Array>;
-        try {
-          chunk = await reader.read();
-        } catch (error) {
-          settle(call, true); // the route's stream failed midway: charge what passed
-          throw error;
+        // Loop until there is something to send: the tap may hold a partial SSE event, or hide one.
+        for (;;) {
+          let chunk: ReadableStreamReadResult<Uint8Array>;
+          try {
+            chunk = await reader.read();
+          } catch (error) {
+            settle(call, true); // the route's stream failed midway: charge what passed
+            throw error;
+          }
+          if (chunk.done) {
+            const rest = call.tap.drain();
+            if (rest) out.enqueue(rest);
+            out.close();
+            settle(call, false);
+            return;
+          }
+          const pass = call.tap.write(chunk.value);
+          if (pass !== null) return out.enqueue(bytesOf(pass));
         }
-        if (chunk.done) {
-          out.close();
-          settle(call, false);
-          return;
-        }
-        const pass = call.tap.write(chunk.value);
-        if (pass !== null) out.enqueue(bytesOf(pass));
       },
       cancel(reason) {
         settle(call, true);

@@ -27,6 +27,11 @@ describe('PriceBook.cost: worked examples from the data README', () => {
       cachedInputNano: 0,
       cacheWriteNano: 0,
       outputNano: 5_000_000,
+      reasoningNano: 0,
+      audioNano: 0,
+      imageNano: 0,
+      requestNano: 0,
+      webSearchNano: 0,
       totalNano: 7_500_000,
       priced: true,
     });
@@ -39,11 +44,12 @@ describe('PriceBook.cost: worked examples from the data README', () => {
       cachedPromptTokens: 600,
       completionTokens: 500,
     });
-    expect(cost).toEqual({
+    expect(cost).toMatchObject({
       inputNano: 60_000,
       cachedInputNano: 45_000,
       cacheWriteNano: 0,
       outputNano: 300_000,
+      reasoningNano: 0,
       totalNano: 405_000,
       priced: true,
     });
@@ -57,7 +63,13 @@ describe('PriceBook.cost: worked examples from the data README', () => {
       completionTokens: 3000,
       reasoningTokens: 2500,
     });
-    expect(cost).toMatchObject({ inputNano: 2_200_000, outputNano: 13_200_000, totalNano: 15_400_000 });
+    // 500 visible x 4.4e-6 = 0.0022, 2500 reasoning x 4.4e-6 = 0.011
+    expect(cost).toMatchObject({
+      inputNano: 2_200_000,
+      outputNano: 2_200_000,
+      reasoningNano: 11_000_000,
+      totalNano: 15_400_000,
+    });
     expect(nanoToUsd(cost.totalNano)).toBe(0.0154);
   });
 });
@@ -73,7 +85,7 @@ describe('PriceBook.cost: other providers', () => {
       cacheWriteTokens: 2000,
       completionTokens: 1000,
     };
-    expect(prices.cost('claude-sonnet-4-5', usage)).toEqual({
+    expect(prices.cost('claude-sonnet-4-5', usage)).toMatchObject({
       inputNano: 6_000_000,
       cachedInputNano: 1_800_000,
       cacheWriteNano: 7_500_000,
@@ -125,7 +137,12 @@ describe('PriceBook.cost: other providers', () => {
       completionTokens: 1000,
       reasoningTokens: 600,
     });
-    expect(cost).toMatchObject({ inputNano: 50_000, outputNano: 380_000, totalNano: 430_000 });
+    expect(cost).toMatchObject({
+      inputNano: 50_000,
+      outputNano: 80_000,
+      reasoningNano: 300_000,
+      totalNano: 430_000,
+    });
   });
 
   it('mistral/mistral-large-latest, cached tokens at the input price when there is no cache price', () => {
@@ -180,10 +197,14 @@ describe('PriceBook.resolve', () => {
     expect(new PriceBook().resolve('gpt-4o')).toEqual({
       model: 'gpt-4o',
       provider: 'openai',
+      mode: 'chat',
       inputPico: 2_500_000,
       outputPico: 10_000_000,
       cacheReadPico: 1_250_000,
       maxOutputTokens: 16_384,
+      // the dearest prompt and completion token: priority input 4.25e-6, priority output 1.7e-5
+      maxInputPico: 4_250_000,
+      maxOutputPico: 17_000_000,
     });
     expect(new PriceBook().resolve('claude-sonnet-4-5')).toMatchObject({
       cacheReadPico: 300_000,
@@ -225,8 +246,13 @@ describe('PriceBook.resolve', () => {
     const prices = new PriceBook();
     expect(prices.resolve('sample_spec')).toBeUndefined();
     expect(prices.resolve('fallback_generalizations')).toBeUndefined();
-    const table = { sample_spec: { input_cost_per_token: 0, output_cost_per_token: 0 } };
+    const table = {
+      sample_spec: { input_cost_per_token: 0, output_cost_per_token: 0 },
+      'real-model': { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6 },
+    };
     expect(new PriceBook({ table }).resolve('sample_spec')).toBeUndefined();
+    // A table of documentation only prices nothing: refused rather than silently pricing every call at 0.
+    expect(() => new PriceBook({ table: { sample_spec: table.sample_spec } })).toThrow(/prices no model/);
   });
 });
 
@@ -240,6 +266,11 @@ describe('PriceBook: unpriced models', () => {
       cachedInputNano: 0,
       cacheWriteNano: 0,
       outputNano: 0,
+      reasoningNano: 0,
+      audioNano: 0,
+      imageNano: 0,
+      requestNano: 0,
+      webSearchNano: 0,
       totalNano: 0,
       priced: false,
     };
@@ -333,6 +364,11 @@ describe('PriceBook.cost: arithmetic', () => {
       cachedInputNano: 0,
       cacheWriteNano: 0,
       outputNano: 1,
+      reasoningNano: 0,
+      audioNano: 0,
+      imageNano: 0,
+      requestNano: 0,
+      webSearchNano: 0,
       totalNano: 1,
       priced: true,
     });
@@ -358,7 +394,13 @@ describe('PriceBook.cost: arithmetic', () => {
         completionTokens: 10,
         reasoningTokens: 50,
       }),
-    ).toMatchObject({ inputNano: 0, cachedInputNano: 22_500, outputNano: 30_000, totalNano: 52_500 });
+    ).toMatchObject({
+      inputNano: 0,
+      cachedInputNano: 22_500,
+      outputNano: 0,
+      reasoningNano: 30_000,
+      totalNano: 52_500,
+    });
   });
 
   it('reads bad token counts as 0 and fractions upward', () => {
@@ -372,17 +414,69 @@ describe('PriceBook.cost: arithmetic', () => {
 const sourcePath = new URL('../../../../shared/data/model_prices_and_context_window.json', import.meta.url);
 
 describe.skipIf(!existsSync(sourcePath))('the bundled snapshot', () => {
-  it('prices every model exactly as the source table does', () => {
-    const source = JSON.parse(readFileSync(sourcePath, 'utf8')) as Record<string, Record<string, unknown>>;
+  const source = existsSync(sourcePath)
+    ? (JSON.parse(readFileSync(sourcePath, 'utf8')) as Record<string, Record<string, unknown>>)
+    : {};
+
+  it('prices every model exactly as the source table does, under every rule', () => {
     const fromSnapshot = new PriceBook();
     const fromSource = new PriceBook({ table: source });
-    let compared = 0;
+    // A call that touches every line of the bill, small and past every prompt-size tier.
+    const usages = [1000, 300_000].map((prompt) => ({
+      promptTokens: prompt,
+      cachedPromptTokens: 400,
+      cacheWriteTokens: 200,
+      cacheWrite1hTokens: 50,
+      audioPromptTokens: 30,
+      imagePromptTokens: 20,
+      completionTokens: 900,
+      reasoningTokens: 300,
+      audioCompletionTokens: 40,
+      imageCompletionTokens: 10,
+      webSearchRequests: 1,
+    }));
+    const optionSets = [
+      undefined,
+      { serviceTier: 'priority' },
+      { serviceTier: 'flex' },
+      { batch: true },
+      { searchContextSize: 'high' as const },
+    ];
+    let priced = 0;
     for (const [name, entry] of Object.entries(source)) {
-      if (name === 'sample_spec' || typeof entry !== 'object') continue;
-      const priced = entry.input_cost_per_token !== undefined || entry.output_cost_per_token !== undefined;
-      expect(fromSnapshot.resolve(name), name).toEqual(fromSource.resolve(name));
-      if (priced) compared++;
+      if (name === 'sample_spec' || name === 'fallback_generalizations') continue;
+      const price = fromSnapshot.resolve(name);
+      expect(price, name).toEqual(fromSource.resolve(name));
+      if (!price) continue;
+      if (price.model === name) priced++;
+      // Only an entry with no price at all (github_copilot/gemini-2.5-pro) is priced as another name.
+      else
+        expect(
+          Object.keys(entry).filter((field) => field.includes('cost')),
+          name,
+        ).toEqual([]);
+      for (const usage of usages) {
+        for (const options of optionSets) {
+          expect(fromSnapshot.cost(name, usage, options), name).toEqual(
+            fromSource.cost(name, usage, options),
+          );
+        }
+      }
     }
-    expect(compared).toBe(2521);
+    // Every entry with a per-token price (2521 at the top level, 18 in token `tiered_pricing` lists) or a
+    // per-call price; the others are priced per image, second, character or query.
+    expect(priced).toBe(2539);
+  });
+
+  it('keeps every entry with a price of any kind', () => {
+    const snapshot = JSON.parse(
+      readFileSync(new URL('../src/pricing/snapshot.json', import.meta.url), 'utf8'),
+    ) as { models: Record<string, unknown> };
+    const withAnyPrice = Object.entries(source).filter(
+      ([name, entry]) =>
+        name !== 'sample_spec' &&
+        Object.keys(entry).some((field) => field.includes('cost') || field === 'tiered_pricing'),
+    );
+    expect(Object.keys(snapshot.models).sort()).toEqual(withAnyPrice.map(([name]) => name).sort());
   });
 });

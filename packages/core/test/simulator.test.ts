@@ -337,11 +337,11 @@ describe('simulator: errors', () => {
   });
 
   it('answers an unknown path with 404 JSON and a wrong method with 405', async () => {
-    const response = await post({ model: 'gpt-4o', messages }, {}, '/embeddings');
+    const response = await post({ model: 'gpt-4o', messages }, {}, '/audio/speech');
     expect(response.status).toBe(404);
     expect(await response.json()).toEqual({
       error: {
-        message: 'Invalid URL (POST /v1/embeddings)',
+        message: 'Invalid URL (POST /v1/audio/speech)',
         type: 'invalid_request_error',
         param: null,
         code: null,

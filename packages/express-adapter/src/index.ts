@@ -63,22 +63,27 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     res.write = ((chunk: unknown, encoding?: unknown, cb?: unknown) => {
       begin();
       const out = call.tap.write(toChunk(chunk, encoding));
-      return out === null ? true : write(out, typeof encoding === 'function' ? encoding : cb);
+      const callback = typeof encoding === 'function' ? encoding : cb;
+      if (out !== null) return write(out, callback);
+      if (typeof callback === 'function') process.nextTick(callback as () => void); // held, as good as written
+      return true;
     }) as Response['write'];
     res.end = ((chunk?: unknown, encoding?: unknown, cb?: unknown) => {
       begin();
       const callback = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
       const out = isChunk(chunk) ? call.tap.write(toChunk(chunk, encoding)) : null;
       if (!res.headersSent && !call.tap.isStream) res.set(call.costHeaders());
-      const held = call.tap.drain();
-      if (held && out) write(held);
-      return end(out ?? held ?? undefined, callback);
+      const held = call.tap.drain(); // a held JSON body, or a stream's last event: sent last
+      if (held && out) write(out);
+      return end((held && out ? held : (out ?? held)) ?? undefined, callback);
     }) as Response['end'];
     res.once('finish', () => void call.finish().catch(() => {}));
     res.once('close', () => {
       if (!res.writableFinished) void call.finish({ aborted: true }).catch(() => {});
     });
-    next();
+    // The route runs in the call's context (guard.fetch, track()); `req.body` is the object the guard
+    // may have rewritten in place (a streamed chat completion asked for its usage).
+    call.run(() => next());
   };
 
   const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {

@@ -61,9 +61,17 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       bodyBytes,
     });
     if (!outcome.ok) return toWebResponse(outcome.response);
-    c.set('spendguard', outcome.call);
-    await next();
-    c.res = await meterResponse(outcome.call, c.res);
+    const call = outcome.call;
+    c.set('spendguard', call);
+    if (call.rewrittenBody !== null) {
+      // The guard rewrote the body (a streamed chat completion asked for its usage): the route reads this one.
+      const headers = new Headers(c.req.raw.headers);
+      headers.delete('content-length');
+      c.req.raw = new Request(c.req.raw, { headers, body: call.rewrittenBody });
+      c.req.bodyCache = {};
+    }
+    await call.run(() => next()); // in the call's context: guard.fetch and track() attribute to it
+    c.res = await meterResponse(call, c.res);
   };
 
   const admin = new Hono().use(async function spendGuardAdmin(c, next) {

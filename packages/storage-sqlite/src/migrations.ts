@@ -123,6 +123,29 @@ CREATE TABLE daily_spend (
 ) STRICT, WITHOUT ROWID;
 `,
   },
+  {
+    version: 2,
+    name: 'reservation-attribution',
+    // Who a reservation was for, so that one charged after its TTL gets a proper spend log. No
+    // expires_at index: only calls in flight are here, the sweep's scan is cheap, an index is not
+    // (two more pages written per request).
+    sql: `
+ALTER TABLE reservations ADD COLUMN pending TEXT;
+`,
+  },
+  {
+    version: 3,
+    name: 'key-changes',
+    // Every key change, in order, so that other processes sharing the file drop it from their key
+    // cache (they poll the sequence). Old rows are pruned.
+    sql: `
+CREATE TABLE key_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  token_hash TEXT NOT NULL,
+  changed_at INTEGER NOT NULL
+) STRICT;
+`,
+  },
 ];
 
 /**

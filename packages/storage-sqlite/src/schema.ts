@@ -69,10 +69,7 @@ export const budgets = sqliteTable(
   (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
 );
 
-/**
- * Open reservations; a settle deletes its row. Only requests in flight are here, so a TTL sweep can
- * scan the table: an `expires_at` index would cost every request two more pages written.
- */
+/** Open reservations; a settle deletes its row, the TTL sweep charges and deletes expired ones. */
 export const reservations = sqliteTable('reservations', {
   id: text('id').primaryKey(),
   /** JSON `ScopeRef[]`. */
@@ -80,6 +77,8 @@ export const reservations = sqliteTable('reservations', {
   amountNano: nano('amount_nano').notNull(),
   expiresAt: ms('expires_at').notNull(),
   createdAt: ms('created_at').notNull(),
+  /** JSON `PendingCall`: attribution for the log written if the reservation expires (migration 2). */
+  pending: text('pending'),
 });
 
 export const spendLogs = sqliteTable(
@@ -150,4 +149,11 @@ export const migrationsTable = sqliteTable('spendguard_migrations', {
   version: integer('version').primaryKey(),
   name: text('name').notNull(),
   appliedAt: ms('applied_at').notNull(),
+});
+
+/** Key changes in order, polled by the other processes sharing the file (migration 3). */
+export const keyChanges = sqliteTable('key_changes', {
+  seq: integer('seq').primaryKey({ autoIncrement: true }),
+  tokenHash: text('token_hash').notNull(),
+  changedAt: ms('changed_at').notNull(),
 });

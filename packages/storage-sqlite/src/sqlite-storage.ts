@@ -1,10 +1,14 @@
 import {
   applyDueReset,
+  type BudgetInit,
   type BudgetState,
   compareTagSpend,
   type EntityInsert,
+  expiredReservationLog,
   fitsBudget,
+  type KeyPatch,
   type KeyRecord,
+  type PendingCall,
   type ReserveInput,
   type ReserveResult,
   type ScopeRef,
@@ -95,6 +99,8 @@ interface Open {
   insert: (entities: EntityInsert[]) => void;
   reserve: (input: ReserveInput) => Promise<ReserveResult>;
   settle: (input: SettleInput) => Promise<SettleResult>;
+  release: (reservationId: string) => Promise<boolean>;
+  expire: (now: Date, limit: number) => Promise<number>;
   readBudgets: (scopes: ScopeRef[], now: Date) => BudgetState[];
 }
 
@@ -216,6 +222,80 @@ export class SqliteStorage implements SpendStorage {
       .all();
   }
 
+  async updateKey(
+    tokenHash: string,
+    patch: KeyPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<KeyRecord | null> {
+    const { orm, db } = this.#ready();
+    const run = db.transaction((): KeyRecord | null => {
+      if (Object.keys(patch).length > 0) {
+        orm.update(schema.keys).set(patch).where(eq(schema.keys.tokenHash, tokenHash)).run();
+      }
+      const key = orm.select().from(schema.keys).where(eq(schema.keys.tokenHash, tokenHash)).get();
+      if (!key) return null;
+      if (budget && Object.keys(budget).length > 0) {
+        orm
+          .update(schema.budgets)
+          .set(budget)
+          .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
+          .run();
+      }
+      orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
+      return key;
+    });
+    return run.immediate();
+  }
+
+  async deleteKeys(tokenHashes: string[]): Promise<number> {
+    const { orm, db } = this.#ready();
+    const run = db.transaction((): number => {
+      let deleted = 0;
+      for (const tokenHash of tokenHashes) {
+        const gone = orm.delete(schema.keys).where(eq(schema.keys.tokenHash, tokenHash)).run();
+        if (gone.changes === 0) continue;
+        deleted++;
+        orm
+          .delete(schema.budgets)
+          .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
+          .run();
+        orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
+      }
+      return deleted;
+    });
+    return run.immediate();
+  }
+
+  /**
+   * Polls the `key_changes` sequence (every `pollMs`, 250 ms by default) and reports each change
+   * made by any process on this file, this one included.
+   */
+  watchKeyChanges(listener: (tokenHash: string | null) => void, pollMs = 250): () => void {
+    const { db } = this.#ready();
+    const latest = db.prepare<[], number>('SELECT coalesce(max(seq), 0) FROM key_changes').pluck();
+    const since = db.prepare<[number], { seq: number; token_hash: string }>(
+      'SELECT seq, token_hash FROM key_changes WHERE seq > ? ORDER BY seq LIMIT 1000',
+    );
+    let last = latest.get() ?? 0;
+    let polls = 0;
+    const timer = setInterval(() => {
+      if (!this.#open) return;
+      try {
+        for (const row of since.all(last)) {
+          last = row.seq;
+          listener(row.token_hash);
+        }
+        // Changes older than an hour have been seen by every live watcher.
+        if (++polls % 1000 === 0)
+          db.prepare('DELETE FROM key_changes WHERE changed_at < ?').run(Date.now() - 3_600_000);
+      } catch {
+        listener(null); // could not read the changes: anything may have changed
+      }
+    }, pollMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   async listUsers(filter: { teamId?: string }): Promise<UserRecord[]> {
     const { orm } = this.#ready();
     const u = schema.users;
@@ -236,6 +316,14 @@ export class SqliteStorage implements SpendStorage {
 
   async settle(input: SettleInput): Promise<SettleResult> {
     return this.#ready().settle(input);
+  }
+
+  async release(reservationId: string): Promise<boolean> {
+    return this.#ready().release(reservationId);
+  }
+
+  async expireReservations(now: Date, limit = 1000): Promise<number> {
+    return this.#ready().expire(now, limit);
   }
 
   async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
@@ -289,6 +377,8 @@ export class SqliteStorage implements SpendStorage {
       insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, entities)).immediate,
       reserve: (input: ReserveInput) => group.submit(() => reserveBudgets(s, input)),
       settle: (input: SettleInput) => group.submit(() => settleReservation(s, input)),
+      release: (reservationId: string) => group.submit(() => releaseReservation(s, reservationId)),
+      expire: (now: Date, limit: number) => group.submit(() => expireReservations(s, now, limit)),
       // A read transaction, so that every counter comes from one snapshot.
       readBudgets: db.transaction((scopes: ScopeRef[], now: Date) => readBudgets(s, scopes, now)).deferred,
     };
@@ -325,8 +415,14 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     releaseReserved: db.prepare<[number, string, string]>(
       'UPDATE budgets SET reserved_nano = reserved_nano - ? WHERE scope_kind = ? AND scope_id = ?',
     ),
-    insertReservation: db.prepare<[string, string, number, number, number]>(
-      'INSERT INTO reservations (id, scopes, amount_nano, expires_at, created_at) VALUES (?, ?, ?, ?, ?)',
+    insertReservation: db.prepare<[string, string, number, number, number, string | null]>(
+      'INSERT INTO reservations (id, scopes, amount_nano, expires_at, created_at, pending) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    expiredReservations: db.prepare<
+      [number, number],
+      { id: string; scopes: string; amount_nano: number; pending: string | null }
+    >(
+      'SELECT id, scopes, amount_nano, pending FROM reservations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
     ),
     takeReservation: db.prepare<[string], { scopes: string; amount_nano: number }>(
       'DELETE FROM reservations WHERE id = ? RETURNING scopes, amount_nano',
@@ -383,7 +479,7 @@ function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
     const row = s.selectBudget.get(scope.kind, scope.id);
     if (!row) throw new Error(`no budget counter for ${scopeKey(scope)}`);
     const current = applyDueReset(toState(scope, row), input.now);
-    if (!fitsBudget(current, input.amountNano)) return { ok: false, refused: current };
+    if (!fitsBudget(current, input.amountNano, input.mode)) return { ok: false, refused: current };
     next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
   }
   for (const state of next) writeBudget(s, state);
@@ -394,6 +490,7 @@ function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
       input.amountNano,
       input.expiresAt.getTime(),
       input.now.getTime(),
+      input.pending ? JSON.stringify(input.pending) : null,
     );
   } catch (err) {
     if (isKeyConflict(err)) throw new StorageConflictError('reservation', input.reservationId);
@@ -463,6 +560,34 @@ function settleReservation(s: Statements, input: SettleInput): SettleResult {
   );
   for (const tag of log.tags) s.upsertTag.run(day, tag, costNano, log.promptTokens, log.completionTokens);
   return { applied: true, states };
+}
+
+function releaseReservation(s: Statements, reservationId: string): boolean {
+  const reservation = s.takeReservation.get(reservationId);
+  if (!reservation) return false;
+  for (const scope of JSON.parse(reservation.scopes) as ScopeRef[]) {
+    s.releaseReserved.run(reservation.amount_nano, scope.kind, scope.id);
+  }
+  return true;
+}
+
+function expireReservations(s: Statements, now: Date, limit: number): number {
+  const rows = s.expiredReservations.all(now.getTime(), limit);
+  for (const row of rows) {
+    const raw = row.pending ? (JSON.parse(row.pending) as PendingCall & { startTime: string }) : null;
+    const pending = raw ? { ...raw, startTime: new Date(raw.startTime) } : null;
+    const log = expiredReservationLog(row.id, row.amount_nano, pending, now);
+    // settle() releases the reservation and charges its amount, as the contract says.
+    settleReservation(s, {
+      reservationId: row.id,
+      scopes: JSON.parse(row.scopes),
+      costNano: row.amount_nano,
+      now,
+      log,
+    });
+    releaseReservation(s, row.id); // only left if that request id was already logged: release it
+  }
+  return rows.length;
 }
 
 /** Counters with due resets applied in the answer only; the next guarded write persists them. */

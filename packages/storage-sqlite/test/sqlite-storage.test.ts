@@ -22,7 +22,19 @@ const open = async (path: string) => {
   return s;
 };
 
-runStorageConformance({ name: 'sqlite', create: () => open(freshPath()), raw: sqliteRawReader });
+const paths = new WeakMap<object, string>();
+runStorageConformance({
+  name: 'sqlite',
+  create: async () => {
+    const path = freshPath();
+    const s = await open(path);
+    paths.set(s, path);
+    return s;
+  },
+  raw: sqliteRawReader,
+  // A second connection on the same file, as another process would have.
+  sibling: (s) => open(paths.get(s)!),
+});
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');
 const teamWithCap = async (s: SqliteStorage, capNano: number) =>

@@ -95,19 +95,20 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         });
       });
 
-      it('counts tokens itself, flagged estimated, when a stream reports no usage', async () => {
+      it('asks for the usage of a stream whose client did not, prices it exactly, and hides it', async () => {
         const stream = await client.chat.completions.create({
           model: 'gpt-4o',
           messages: [{ role: 'user', content: 'No usage please' }],
           max_tokens: 12,
           stream: true,
         });
-        for await (const _ of stream) {
-          // drain
+        for await (const chunk of stream) {
+          expect(chunk.choices).toHaveLength(1); // no choice-less usage chunk
+          expect(chunk.usage).toBeUndefined();
         }
         await app.guard.flush();
         const [log] = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
-        expect(log.metadata.estimated).toBe(true);
+        expect(log.metadata.estimated).toBe(false);
         expect(log.completion_tokens).toBe(12);
         expect(log.spend).toBe(usd(log.prompt_tokens, 12));
       });

@@ -14,6 +14,7 @@ import express5 from 'express';
 import express4 from 'express4';
 import { Hono } from 'hono';
 import { validator } from 'hono/validator';
+import { addExpressMeteringRoutes, addHonoMeteringRoutes, EXTRA_GUARDED } from './metering-routes.js';
 
 export const MASTER = 'sk-master-test-key';
 
@@ -37,6 +38,7 @@ function expressApp(express: typeof express5): Framework['listen'] {
     if (appParsesBody) app.use(express.json());
     app.use(middleware.admin);
     app.use('/v1', middleware);
+    for (const path of EXTRA_GUARDED) app.use(path, middleware);
     app.post('/v1/chat/completions', express.json(), async (req, res) => {
       const upstream = await fetch(`${providerUrl}/chat/completions`, {
         method: 'POST',
@@ -48,11 +50,13 @@ function expressApp(express: typeof express5): Framework['listen'] {
         .setHeader('content-type', upstream.headers.get('content-type') ?? 'application/json');
       const body = Readable.fromWeb(upstream.body as import('node:stream/web').ReadableStream);
       res.on('close', () => body.destroy());
+      body.on('error', () => res.destroy()); // the provider cut the stream: so does the proxy
       body.pipe(res);
     });
     app.get('/v1/models', (_req, res) => {
       res.json(MODELS);
     });
+    addExpressMeteringRoutes(app, express, middleware.guard, providerUrl);
     return { server: app.listen(0, '127.0.0.1'), guard: middleware.guard };
   };
 }
@@ -63,6 +67,7 @@ const honoApp: Framework['listen'] = (guardOptions, providerUrl, appParsesBody) 
   if (appParsesBody) app.use(validator('json', (value) => value)); // Hono's counterpart of express.json()
   app.route('/', middleware.admin);
   app.use('/v1/*', middleware);
+  for (const path of EXTRA_GUARDED) app.use(`${path}/*`, middleware);
   app.post('/v1/chat/completions', async (c) => {
     const upstream = await fetch(`${providerUrl}/chat/completions`, {
       method: 'POST',
@@ -76,6 +81,7 @@ const honoApp: Framework['listen'] = (guardOptions, providerUrl, appParsesBody) 
   });
   // The same bytes and content type as Express's res.json(), so that transcripts compare exactly.
   app.get('/v1/models', (c) => c.json(MODELS, 200, { 'content-type': 'application/json; charset=utf-8' }));
+  addHonoMeteringRoutes(app, middleware.guard, providerUrl);
   const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server;
   return { server, guard: middleware.guard };
 };
@@ -100,18 +106,25 @@ export interface TestAppOptions {
   now?: () => Date;
   simulator?: SimulatorOptions;
   bodyLimitBytes?: number;
+  /** More guard options (enforcement, onStorageError, storageTimeoutMs, ...). */
+  guardOptions?: Partial<AdapterOptions>;
+  /** SQLite's busy timeout: short in the storage-fault tests, so a held lock fails fast. */
+  busyTimeoutMs?: number;
+  /** Share another app's SQLite file (a second instance of the same service). */
+  dbPath?: string;
 }
 
 /** A real app on loopback, on a fresh SQLite file, proxying a fresh simulator. */
 export async function startTestApp(framework: Framework, options: TestAppOptions = {}): Promise<TestApp> {
   const simulator = await startSimulator(options.simulator);
-  const dbPath = join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-')), 'spend.db');
+  const dbPath = options.dbPath ?? join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-')), 'spend.db');
   const { server, guard } = framework.listen(
     {
-      storage: sqliteStorage({ path: dbPath }),
+      storage: sqliteStorage({ path: dbPath, busyTimeoutMs: options.busyTimeoutMs }),
       masterKey: MASTER,
       now: options.now,
       bodyLimitBytes: options.bodyLimitBytes,
+      ...options.guardOptions,
     },
     simulator.url,
     options.appParsesBody ?? false,

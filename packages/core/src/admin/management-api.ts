@@ -8,6 +8,7 @@ import type {
   BudgetInit,
   BudgetState,
   EntityInsert,
+  KeyPatch,
   KeyRecord,
   ScopeRef,
   SpendLogRecord,
@@ -17,7 +18,11 @@ import type {
 } from '../storage/storage-contract.js';
 import {
   describeIssues,
+  keyDeleteSchema,
   keyGenerateSchema,
+  keyListQuerySchema,
+  keyRefSchema,
+  keyUpdateSchema,
   spendLogsQuerySchema,
   spendTagsQuerySchema,
   teamNewSchema,
@@ -52,6 +57,11 @@ export class ManagementApi {
       'GET /user/info': { handler: (r, _c, s) => this.userInfo(r, s) },
       'GET /spend/logs': { handler: (r, c, s) => this.spendLogs(r, c, s), keyMayCall: true },
       'GET /spend/tags': { handler: (r, _c, s) => this.spendTags(r, s) },
+      'POST /key/update': { handler: (r, _c, s) => this.keyUpdate(r, s) },
+      'POST /key/block': { handler: (r, _c, s) => this.keyBlock(r, s, true) },
+      'POST /key/unblock': { handler: (r, _c, s) => this.keyBlock(r, s, false) },
+      'POST /key/delete': { handler: (r, _c, s) => this.keyDelete(r, s) },
+      'GET /key/list': { handler: (r, _c, s) => this.keyList(r, s) },
     };
   }
 
@@ -66,8 +76,9 @@ export class ManagementApi {
     if (!route) return null;
     try {
       const caller = await this.authorize(req, route.keyMayCall ?? false);
-      const storage = await this.guard.storage();
-      return await route.handler(req, caller, storage);
+      return await this.guard.gate.call(`${req.method} ${req.path}`, (storage) =>
+        route.handler(req, caller, storage),
+      );
     } catch (error) {
       if (error instanceof StorageConflictError) {
         return this.guard.errorResponse(
@@ -254,6 +265,90 @@ export class ManagementApi {
     const budget = this.budgetInit(b.max_budget, b.budget_duration);
     await storage.insert([{ type: 'key', record, budget }]);
     return ok({ key: secret, ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget)) });
+  }
+
+  /** Applies a change to one key, drops it from this guard's cache (other instances hear of it). */
+  private async changeKey(
+    storage: SpendStorage,
+    ref: string,
+    patch: KeyPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<GuardResponse> {
+    const hash = keyHashFromKeyOrHash(ref);
+    const key = await storage.updateKey(hash, patch, budget);
+    this.guard.invalidateKey(hash);
+    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
+    const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.guard.now());
+    return ok({ key: hash, ...keyJson(key, state ?? null) });
+  }
+
+  private async keyUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.parseBody(req, keyUpdateSchema);
+    const patch: KeyPatch = {};
+    if (b.key_alias !== undefined) patch.keyAlias = b.key_alias;
+    if (b.models !== undefined) patch.models = b.models;
+    if (b.tags !== undefined) patch.tags = b.tags;
+    if (b.metadata !== undefined) patch.metadata = b.metadata;
+    if (b.blocked !== undefined) patch.blocked = b.blocked;
+    if (b.duration !== undefined)
+      patch.expiresAt = b.duration ? expiryFrom(b.duration, this.guard.now()) : null;
+    const budget: Partial<BudgetInit> = {};
+    if (b.max_budget !== undefined) budget.maxBudgetNano = this.budgetInit(b.max_budget, null).maxBudgetNano;
+    if (b.budget_duration !== undefined) {
+      const { budgetDuration, budgetResetAt } = this.budgetInit(null, b.budget_duration);
+      Object.assign(budget, { budgetDuration, budgetResetAt });
+    }
+    return this.changeKey(storage, b.key, patch, budget);
+  }
+
+  private async keyBlock(
+    req: ManagementRequest,
+    storage: SpendStorage,
+    blocked: boolean,
+  ): Promise<GuardResponse> {
+    const b = this.parseBody(req, keyRefSchema);
+    return this.changeKey(storage, b.key, { blocked });
+  }
+
+  private async keyDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.parseBody(req, keyDeleteSchema);
+    const hashes = b.keys.map(keyHashFromKeyOrHash);
+    const missing = [];
+    for (const [i, hash] of hashes.entries()) if (!(await storage.getKey(hash))) missing.push(b.keys[i]);
+    if (missing.length > 0) {
+      throw new SpendGuardError('NOT_FOUND', `Keys not found: ${missing.join(', ')}; nothing was deleted`, {
+        param: 'keys',
+      });
+    }
+    await storage.deleteKeys(hashes);
+    for (const hash of hashes) this.guard.invalidateKey(hash);
+    return ok({ deleted_keys: b.keys });
+  }
+
+  private async keyList(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const q = this.parseQuery(req, keyListQuerySchema);
+    const teamId = q.team_id ? (await this.resolveTeam(storage, q.team_id)).teamId : undefined;
+    const keys = await storage.listKeys({ userId: q.user_id, teamId });
+    if (q.return_full_object !== 'true') {
+      return ok({
+        keys: keys.map((k) => k.tokenHash),
+        total_count: keys.length,
+        current_page: 1,
+        total_pages: 1,
+      });
+    }
+    const states = indexStates(
+      await storage.getBudgets(
+        keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+        this.guard.now(),
+      ),
+    );
+    return ok({
+      keys: keys.map((k) => keyJson(k, states.get(`key:${k.tokenHash}`) ?? null)),
+      total_count: keys.length,
+      current_page: 1,
+      total_pages: 1,
+    });
   }
 
   private async keyInfo(

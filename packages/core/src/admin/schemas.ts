@@ -67,6 +67,34 @@ export const keyGenerateSchema = z.object({
   blocked: z.boolean().optional(),
 });
 
+const keyRef = z.string({ error: 'must be the key (sk-...) or its hash' }).min(1, 'must not be empty');
+
+export const keyRefSchema = z.object({ key: keyRef });
+
+export const keyDeleteSchema = z.object({
+  keys: z
+    .array(keyRef, { error: 'must be an array of keys or key hashes' })
+    .min(1, 'must name at least one key'),
+});
+
+export const keyUpdateSchema = z.object({
+  key: keyRef,
+  key_alias: z.string().max(256).nullable().optional(),
+  max_budget: maxBudget,
+  budget_duration: budgetDuration,
+  duration: budgetDuration,
+  models,
+  metadata,
+  tags,
+  blocked: z.boolean().optional(),
+});
+
+export const keyListQuerySchema = z.object({
+  user_id: z.string().optional(),
+  team_id: z.string().optional(),
+  return_full_object: z.enum(['true', 'false']).optional(),
+});
+
 const isoDate = z
   .string()
   .refine(

@@ -1,10 +1,23 @@
-import { ChatStreamObserver, type ObservedResponse, observeChatJson } from './openai-chat.js';
-import { SseParser } from './sse-parser.js';
+import { SseTap } from './sse-stream.js';
+import { type ObservedResponse, observeJson, type WireFormat } from './wire-formats.js';
+
+export type { ObservedResponse } from './wire-formats.js';
+
+/** What the request said about the response to expect (set by the guard before the route runs). */
+export interface TapHints {
+  /** The wire format the request path points at; the response body's shape decides. */
+  format?: WireFormat | null;
+  /**
+   * The guard asked for usage (`stream_options.include_usage`) on the client's behalf: hide the usage
+   * chunk (and the `"usage":null` fields) from it.
+   */
+  hideUsageChunk?: boolean;
+}
 
 /**
  * Taps the bytes a guarded route answers with, whatever framework wrote them, and works out what
  * the provider reported: JSON bodies are buffered (up to a cap) and read at the end; SSE streams
- * are read event by event as they pass, never buffered.
+ * are read event by event as they pass, never buffered (see {@link SseTap}).
  */
 export class ResponseTap {
   private kind: 'json' | 'sse' | 'other' | null = null;
@@ -13,13 +26,17 @@ export class ResponseTap {
   private held: Uint8Array[] = [];
   private bytes = 0;
   private overflow = false;
-  private decoder: TextDecoder | null = null;
-  private sse: SseParser | null = null;
-  private stream: ChatStreamObserver | null = null;
+  private sse: SseTap | null = null;
   private result: ObservedResponse | null = null;
+  private hints: TapHints = {};
   status = 200;
 
   constructor(private readonly maxBodyBytes: number) {}
+
+  /** Sets what the request said to expect; call before {@link ResponseTap.begin}. */
+  hint(hints: TapHints): void {
+    this.hints = { ...this.hints, ...hints };
+  }
 
   /** Call once, when the status and content type are known (before the first chunk). */
   begin(status: number, contentType: string | null | undefined): void {
@@ -28,10 +45,7 @@ export class ResponseTap {
     const ct = (contentType ?? '').toLowerCase();
     if (ct.includes('text/event-stream')) {
       this.kind = 'sse';
-      this.decoder = new TextDecoder();
-      this.stream = new ChatStreamObserver();
-      const stream = this.stream;
-      this.sse = new SseParser((data) => stream.onData(data));
+      this.sse = new SseTap(this.hints.format ?? null, this.hints.hideUsageChunk === true && status < 400);
     } else if (ct.includes('json') || ct === '') {
       this.kind = 'json';
     } else {
@@ -44,16 +58,14 @@ export class ResponseTap {
   }
 
   /**
-   * Feeds one chunk the route wrote and returns what to send now: the chunk itself for streams,
-   * `null` for a JSON body, which is held back (up to the cap) so that its cost can go into the
-   * headers once it is complete; past the cap, everything held so far plus the chunk.
+   * Feeds one chunk the route wrote and returns what to send now: for streams the chunk itself, or,
+   * when a usage chunk is hidden, the complete events in it minus that one (`null`: nothing yet); for a
+   * JSON body `null`, as it is held back (up to the cap) so that its cost can go into the headers once
+   * it is complete; past the cap, everything held so far plus the chunk.
    */
   write(chunk: Uint8Array | string): Uint8Array | string | null {
     if (this.kind === null) this.begin(this.status, null);
-    if (this.kind === 'sse') {
-      this.sse!.push(typeof chunk === 'string' ? chunk : this.decoder!.decode(chunk, { stream: true }));
-      return chunk;
-    }
+    if (this.kind === 'sse') return this.sse!.write(chunk);
     if (this.kind !== 'json' || this.overflow) return chunk;
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     this.bytes += bytes.byteLength;
@@ -65,8 +77,12 @@ export class ResponseTap {
     return held;
   }
 
-  /** The held JSON body (read it into usage first with `observe()`), or `null`. */
+  /**
+   * Call when the body is complete: what is still held and must be sent last (the JSON body, read into
+   * usage first; or the end of a stream whose last event had no blank line after it), or `null`.
+   */
   drain(): Uint8Array | null {
+    if (this.kind === 'sse') return this.sse!.end();
     this.observe();
     if (this.held.length === 0) return null;
     const held = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held);
@@ -78,8 +94,7 @@ export class ResponseTap {
   observe(): ObservedResponse {
     if (this.result) return this.result;
     if (this.kind === 'sse') {
-      this.sse!.flush();
-      this.result = this.stream!.observed;
+      this.result = this.sse!.observe();
     } else if (this.kind === 'json' && !this.overflow && this.chunks.length > 0) {
       // Parsed once here; the bytes stay held for drain().
       let parsed: unknown = null;
@@ -89,10 +104,16 @@ export class ResponseTap {
       } catch {
         parsed = null;
       }
-      this.result = observeChatJson(parsed);
+      this.result = observeJson(parsed, this.hints.format ?? null);
       this.held = this.chunks;
     } else {
-      this.result = { model: null, usage: null, completionText: '' };
+      this.result = {
+        format: this.hints.format ?? null,
+        model: null,
+        usage: null,
+        usageFinal: false,
+        completionText: '',
+      };
     }
     this.chunks = [];
     return this.result;

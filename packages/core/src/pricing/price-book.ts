@@ -1,73 +1,69 @@
-import { readFileSync } from 'node:fs';
+import { candidateNames } from './model-names.js';
+import {
+  type CompiledPrice,
+  type CostBreakdownNano,
+  type CostOptions,
+  compilePrice,
+  type ModelPrice,
+  priceUsage,
+  unpricedCost,
+} from './model-price.js';
+import { normalizeUsage, type TokenUsage } from './normalize-usage.js';
+import {
+  buildLowercaseIndex,
+  fetchTable,
+  isObject,
+  type LiteLLMEntry,
+  objectTable,
+  type PriceTable,
+  readTableFile,
+  readTableFileSync,
+  snapshotTable,
+  type TableLocation,
+  tableLocation,
+  validateTable,
+} from './price-table.js';
 
-/** Prices in pico-dollars (1e-12 USD) per token, integers (Math.round(usd * 1e12)). */
-export interface ModelPrice {
-  /** The price table's name for the model (may differ from the name asked for, e.g. `gpt-4o` for `openai/gpt-4o`). */
-  model: string;
-  /** LiteLLM's `litellm_provider`, e.g. `openai`, `anthropic`, `vertex_ai-language-models`. */
-  provider?: string;
-  /** Price of a prompt token that is neither read from nor written to the cache. */
-  inputPico: number;
-  /** Price of a completion token. */
-  outputPico: number;
-  /** Price of a prompt token read from the cache; the input price applies when absent. */
-  cacheReadPico?: number;
-  /** Price of a prompt token written to the cache; the input price applies when absent. */
-  cacheWritePico?: number;
-  /** Price of a reasoning token; the output price applies when absent. */
-  reasoningPico?: number;
-  /** Largest completion the model can produce, from the table's `max_output_tokens`. */
-  maxOutputTokens?: number;
+export type { CostBreakdownNano, CostOptions, ModelPrice } from './model-price.js';
+export type { TokenUsage } from './normalize-usage.js';
+
+/** LiteLLM's web-search prices by search context size, USD per search. */
+export interface SearchContextCost {
+  search_context_size_low?: number;
+  search_context_size_medium?: number;
+  search_context_size_high?: number;
 }
 
 /**
- * LiteLLM-format per-model override, as users write it in config. Costs are USD per token, exactly as in
- * LiteLLM's `model_prices_and_context_window.json`; the fields given replace the table's, the others stay.
+ * LiteLLM-format per-model prices, as users write them in config. Costs are USD per token (or per call,
+ * per search), exactly as in LiteLLM's `model_prices_and_context_window.json`; the fields given replace
+ * the table's, the others stay. Any LiteLLM price field is accepted (`*_priority`, `*_flex`,
+ * `*_batches`, `*_above_200k_tokens`, `tiered_pricing`...).
  * @example { 'gpt-4o': { input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001 } }
  */
 export interface ModelPriceOverride {
   input_cost_per_token?: number;
   output_cost_per_token?: number;
   cache_read_input_token_cost?: number;
+  /** 5-minute cache writes. */
   cache_creation_input_token_cost?: number;
+  /** 1-hour cache writes. */
+  cache_creation_input_token_cost_above_1hr?: number;
   output_cost_per_reasoning_token?: number;
+  input_cost_per_audio_token?: number;
+  output_cost_per_audio_token?: number;
+  /** USD per call. */
+  input_cost_per_request?: number;
+  input_cost_per_token_batches?: number;
+  output_cost_per_token_batches?: number;
+  search_context_cost_per_query?: SearchContextCost;
+  /** Prompt-size tiers: `[{ range: [0, 32000], input_cost_per_token, output_cost_per_token }, ...]`. */
+  tiered_pricing?: Array<Record<string, number | number[]>>;
   max_output_tokens?: number;
   litellm_provider?: string;
-}
-
-/**
- * Token counts of one call, with OpenAI chat-completions semantics: `promptTokens` INCLUDES the cached
- * and cache-write tokens, `completionTokens` INCLUDES the reasoning tokens. Usage reported the Anthropic
- * way (input tokens excluding the cache) must be normalized to this before pricing.
- */
-export interface TokenUsage {
-  promptTokens: number;
-  completionTokens: number;
-  /** Prompt tokens read from the cache (OpenAI `prompt_tokens_details.cached_tokens`). */
-  cachedPromptTokens?: number;
-  /** Prompt tokens written to the cache (Anthropic `cache_creation_input_tokens`). */
-  cacheWriteTokens?: number;
-  /** Completion tokens spent reasoning (OpenAI `completion_tokens_details.reasoning_tokens`). */
-  reasoningTokens?: number;
-}
-
-/**
- * Cost of one call in integer nano-dollars (1e-9 USD). Each line is rounded to the nearest nano-dollar on
- * its own; `totalNano` is rounded once from the exact pico-dollar sum, so it may differ from the sum of
- * the lines by a few nano-dollars.
- */
-export interface CostBreakdownNano {
-  /** Uncached prompt tokens x input price. */
-  inputNano: number;
-  /** Cache-read prompt tokens x cache-read price. */
-  cachedInputNano: number;
-  /** Cache-write prompt tokens x cache-write price. */
-  cacheWriteNano: number;
-  /** Completion tokens x output price, reasoning tokens at the reasoning price. */
-  outputNano: number;
-  totalNano: number;
-  /** `false` when the model has no price: every amount is then 0. */
-  priced: boolean;
+  mode?: string;
+  /** Any other LiteLLM price field, e.g. `input_cost_per_token_priority`. */
+  [field: `${string}_cost_${string}` | `${string}_cost`]: number | SearchContextCost | undefined;
 }
 
 /** Options of {@link PriceBook}. */
@@ -80,319 +76,376 @@ export interface PriceBookOptions {
    */
   overrides?: Record<string, ModelPriceOverride>;
   /**
-   * Called once per unknown model name (per PriceBook) the first time a cost is asked for it; such calls
-   * cost 0 and are flagged `priced: false`.
+   * Model names priced as another model: deployment names, fine-tune ids, house names. The target
+   * resolves like any model name (prefixes, dates, case).
+   * @default {}
+   * @example { 'my-azure-deployment': 'gpt-4o', 'house-fast': 'anthropic/claude-haiku-4-5' }
+   */
+  aliases?: Record<string, string>;
+  /**
+   * Called once per unknown model name (per PriceBook, per table) the first time a cost is asked for it;
+   * such calls cost 0 and are flagged `priced: false`.
    * @example (model) => logger.warn(`no price for model ${model}: its calls are recorded at 0 USD`)
    */
   onUnpriced?: (model: string) => void;
   /**
-   * A whole price table in LiteLLM's `model_prices_and_context_window.json` format (the parsed object),
-   * used instead of the snapshot shipped with the package, e.g. a newer copy of LiteLLM's file.
-   * @default the bundled snapshot of LiteLLM's table
+   * The price table, in LiteLLM's `model_prices_and_context_window.json` format, used instead of the
+   * snapshot shipped with the package:
+   * - the parsed object;
+   * - a file path (or `file:` URL), read when the PriceBook is created (an unreadable file throws then);
+   * - an `http(s)` URL, fetched when the PriceBook is created and every `refreshIntervalMs`; until the
+   *   first download succeeds, the bundled snapshot prices calls.
+   * A download or re-read that fails, or gives something that is not a price table, keeps the last good
+   * table and is reported to `onError`.
+   * @default the bundled snapshot of LiteLLM's table (loaded on first use)
+   * @example 'https://raw.githubusercontent.com/BerriAI/litellm/main/model_prices_and_context_window.json'
    */
-  table?: Record<string, unknown>;
+  table?: Record<string, unknown> | string | URL;
+  /**
+   * How often a URL (or file) table is fetched (re-read) again, in milliseconds; 0 never. The timer never
+   * keeps the process alive; {@link PriceBook.close} stops it.
+   * @default 3_600_000 (1 hour) for a URL, 0 for a file
+   */
+  refreshIntervalMs?: number;
+  /**
+   * Called when a table download or re-read fails (the last good table stays in use).
+   * @default (error) => console.warn(...)
+   * @example (error) => logger.warn(`price table refresh failed: ${error.message}`)
+   */
+  onError?: (error: Error) => void;
 }
 
-type RawEntry = ModelPriceOverride;
-
-/** A price table: exact lookups, plus a lowercase index built on first need. */
-interface PriceSource {
-  get(name: string): RawEntry | undefined;
-  lowercaseIndex(): Map<string, string>;
+/** A call's cost in USD (numbers), line by line, with the exact total in nano-dollars. */
+export interface CostBreakdown {
+  /** The price-table entry the call was priced as (`gpt-4o` for `openai/gpt-4o-2031-01-01`), or null. */
+  pricedAs: string | null;
+  /** Prompt tokens at the input price (all prompt tokens in batch). */
+  input: number;
+  /** Cache-read prompt tokens at the cache-read price. */
+  cachedInput: number;
+  /** Cache-write prompt tokens at the 5-minute and 1-hour write prices. */
+  cacheWrite: number;
+  /** Completion tokens other than reasoning, audio and image at the output price (all of them in batch). */
+  output: number;
+  /** Reasoning tokens at the reasoning price (the output price when the model has none). */
+  reasoning: number;
+  /** Audio prompt and completion tokens at the audio prices. */
+  audio: number;
+  /** Image prompt and completion tokens at the image-token prices. */
+  image: number;
+  /** The model's fixed per-call price. */
+  request: number;
+  /** Web searches at the model's price per search. */
+  webSearch: number;
+  /** The whole cost, USD (`totalNano / 1e9`). */
+  total: number;
+  /** The whole cost in integer nano-dollars, rounded once from the exact sum. */
+  totalNano: number;
+  /** `false` when the model has no price: every amount is then 0. */
+  priced: boolean;
 }
-
-interface SnapshotFile {
-  meta: { sourceDate: string | null; count: number };
-  fields: string[];
-  models: Record<string, Array<string | number | null>>;
-}
-
-const NUMBER_FIELDS = [
-  'input_cost_per_token',
-  'output_cost_per_token',
-  'cache_read_input_token_cost',
-  'cache_creation_input_token_cost',
-  'output_cost_per_reasoning_token',
-  'max_output_tokens',
-] as const;
 
 // Bounds the per-PriceBook caches: model names come from request bodies, so an unbounded Map would let
 // a caller grow memory with made-up names. Past the cap, lookups stay correct, just uncached.
 const MAX_CACHED_NAMES = 10_000;
+const MAX_ALIAS_DEPTH = 8;
+const DEFAULT_URL_REFRESH_MS = 3_600_000;
+/** setInterval's limit; a longer interval would fire at once. */
+const MAX_INTERVAL_MS = 2 ** 31 - 1;
 
-/** Names a table may hold that are documentation, not models. */
-const NOT_MODELS = new Set(['sample_spec', 'fallback_generalizations']);
+const TEXT_FIELDS = new Set(['litellm_provider', 'mode']);
 
-function buildLowercaseIndex(names: Iterable<string>): Map<string, string> {
-  const index = new Map<string, string>();
-  for (const name of names) {
-    const lower = name.toLowerCase();
-    if (!index.has(lower)) index.set(lower, name);
+function validateNumber(where: string, field: string, value: unknown, unit: string): void {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) {
+    throw new TypeError(
+      `${where}.${field} must be a non-negative finite number (${unit}); got ${JSON.stringify(value)}`,
+    );
   }
-  return index;
 }
 
-function isPrice(value: unknown): value is number {
-  return typeof value === 'number' && Number.isFinite(value) && value >= 0;
-}
-
-/** Reads the fields spendguard prices with from a LiteLLM entry, ignoring values of the wrong type. */
-function readLiteLLMEntry(entry: unknown): RawEntry | undefined {
-  if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) return undefined;
-  const record = entry as Record<string, unknown>;
-  const raw: RawEntry = {};
-  for (const field of NUMBER_FIELDS) {
-    const value = record[field];
-    if (isPrice(value)) raw[field] = value;
+function validateOverride(where: string, override: unknown): LiteLLMEntry {
+  if (!isObject(override)) {
+    throw new TypeError(
+      `${where} must be an object in LiteLLM's format, e.g. { input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001 }`,
+    );
   }
-  if (typeof record.litellm_provider === 'string') raw.litellm_provider = record.litellm_provider;
-  return raw;
-}
-
-function tableSource(table: Record<string, unknown>): PriceSource {
-  let index: Map<string, string> | undefined;
-  return {
-    get: (name) =>
-      Object.hasOwn(table, name) && !NOT_MODELS.has(name) ? readLiteLLMEntry(table[name]) : undefined,
-    lowercaseIndex: () => {
-      index ??= buildLowercaseIndex(Object.keys(table).filter((name) => !NOT_MODELS.has(name)));
-      return index;
-    },
-  };
-}
-
-let snapshot: PriceSource | undefined;
-
-function readSnapshotText(): string {
-  // From source, price-book.ts sits next to snapshot.json. From the build, the code is bundled into
-  // dist/*.js (snapshot copied to dist/snapshot.json by tsup.config.ts) or dist/testing/*.js.
-  const candidates = ['./snapshot.json', '../snapshot.json'];
-  for (const candidate of candidates) {
-    try {
-      return readFileSync(new URL(candidate, import.meta.url), 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    }
-  }
-  throw new Error(
-    `@spendguard/core: the bundled price snapshot (snapshot.json) was not found next to ${import.meta.url}. ` +
-      'If you bundle @spendguard/core into your app, copy its dist/snapshot.json next to the bundle, or pass ' +
-      "a LiteLLM price table as `table` (JSON.parse of LiteLLM's model_prices_and_context_window.json).",
-  );
-}
-
-/** Loads the bundled snapshot once per process, on first use. */
-function snapshotSource(): PriceSource {
-  if (snapshot) return snapshot;
-  const file = JSON.parse(readSnapshotText()) as SnapshotFile;
-  const { models } = file;
-  const column = (field: string): number => file.fields.indexOf(field);
-  const numberColumns = NUMBER_FIELDS.map((field) => [field, column(field)] as const);
-  const providerColumn = column('litellm_provider');
-  let index: Map<string, string> | undefined;
-  snapshot = {
-    get: (name) => {
-      if (!Object.hasOwn(models, name)) return undefined;
-      const row = models[name] ?? [];
-      const raw: RawEntry = {};
-      for (const [field, at] of numberColumns) {
-        const value = row[at];
-        if (typeof value === 'number') raw[field] = value;
+  for (const [field, value] of Object.entries(override)) {
+    if (value === undefined) continue;
+    if (TEXT_FIELDS.has(field)) {
+      if (typeof value !== 'string') {
+        throw new TypeError(
+          `${where}.${field} must be a string such as 'openai'; got ${JSON.stringify(value)}`,
+        );
       }
-      const provider = row[providerColumn];
-      if (typeof provider === 'string') raw.litellm_provider = provider;
-      return raw;
-    },
-    lowercaseIndex: () => {
-      index ??= buildLowercaseIndex(Object.keys(models));
-      return index;
-    },
-  };
-  return snapshot;
+    } else if (field === 'max_output_tokens') {
+      validateNumber(where, field, value, 'a token count');
+    } else if (field === 'tiered_pricing') {
+      const ok =
+        Array.isArray(value) &&
+        value.every((tier) => isObject(tier) && Array.isArray(tier.range) && tier.range.length === 2);
+      if (!ok) {
+        throw new TypeError(
+          `${where}.tiered_pricing must be a list like [{ range: [0, 32000], input_cost_per_token: 1e-6, output_cost_per_token: 5e-6 }]`,
+        );
+      }
+      for (const [i, tier] of (value as Array<Record<string, unknown>>).entries()) {
+        for (const [key, price] of Object.entries(tier)) {
+          if (key.includes('cost'))
+            validateNumber(`${where}.tiered_pricing[${i}]`, key, price, 'USD per token');
+        }
+      }
+    } else if (field === 'search_context_cost_per_query') {
+      if (!isObject(value)) {
+        throw new TypeError(`${where}.${field} must be an object like { search_context_size_medium: 0.01 }`);
+      }
+      for (const [size, price] of Object.entries(value)) {
+        validateNumber(`${where}.${field}`, size, price, 'USD per search');
+      }
+    } else if (field.includes('cost')) {
+      const unit = field.includes('token') ? 'USD per token, e.g. 0.0000025' : 'USD';
+      validateNumber(where, field, value, unit);
+    }
+    // Other LiteLLM fields (capabilities, context sizes) do not price anything: accepted, unused.
+  }
+  return override;
 }
 
-/** USD per token to integer pico-dollars per token. */
-function toPico(usd: number): number {
-  return Math.round(usd * 1e12);
-}
-
-function toModelPrice(model: string, raw: RawEntry): ModelPrice | undefined {
-  if (raw.input_cost_per_token === undefined && raw.output_cost_per_token === undefined) return undefined;
-  const price: ModelPrice = {
-    model,
-    inputPico: toPico(raw.input_cost_per_token ?? 0),
-    outputPico: toPico(raw.output_cost_per_token ?? 0),
-  };
-  if (raw.litellm_provider !== undefined) price.provider = raw.litellm_provider;
-  if (raw.cache_read_input_token_cost !== undefined) {
-    price.cacheReadPico = toPico(raw.cache_read_input_token_cost);
-  }
-  if (raw.cache_creation_input_token_cost !== undefined) {
-    price.cacheWritePico = toPico(raw.cache_creation_input_token_cost);
-  }
-  if (raw.output_cost_per_reasoning_token !== undefined) {
-    price.reasoningPico = toPico(raw.output_cost_per_reasoning_token);
-  }
-  if (raw.max_output_tokens !== undefined) price.maxOutputTokens = raw.max_output_tokens;
-  return Object.freeze(price);
-}
-
-function validateOverrides(overrides: Record<string, ModelPriceOverride>): Map<string, RawEntry> {
-  const valid = new Map<string, RawEntry>();
+function validateOverrides(overrides: unknown): Map<string, LiteLLMEntry> {
+  if (!isObject(overrides))
+    throw new TypeError('PriceBook: `overrides` must be an object keyed by model name');
+  const valid = new Map<string, LiteLLMEntry>();
   for (const [model, override] of Object.entries(overrides)) {
-    const where = `PriceBook: overrides[${JSON.stringify(model)}]`;
-    if (override === null || typeof override !== 'object' || Array.isArray(override)) {
-      throw new TypeError(
-        `${where} must be an object in LiteLLM's format, e.g. { input_cost_per_token: 0.0000025, output_cost_per_token: 0.00001 }`,
-      );
-    }
-    const raw: RawEntry = {};
-    for (const field of NUMBER_FIELDS) {
-      const value: unknown = override[field];
-      if (value === undefined) continue;
-      if (!isPrice(value)) {
-        const unit = field === 'max_output_tokens' ? 'a token count' : 'USD per token, e.g. 0.0000025';
-        throw new TypeError(
-          `${where}.${field} must be a non-negative finite number (${unit}); got ${JSON.stringify(value)}`,
-        );
-      }
-      raw[field] = value;
-    }
-    const provider: unknown = override.litellm_provider;
-    if (provider !== undefined) {
-      if (typeof provider !== 'string') {
-        throw new TypeError(
-          `${where}.litellm_provider must be a string such as 'openai'; got ${JSON.stringify(provider)}`,
-        );
-      }
-      raw.litellm_provider = provider;
-    }
-    valid.set(model, raw);
+    valid.set(model, validateOverride(`PriceBook: overrides[${JSON.stringify(model)}]`, override));
   }
   return valid;
 }
 
-/** Token counts are non-negative integers; anything else is read so as never to under-count. */
-function tokens(count: number | undefined): number {
-  if (count === undefined || !(count > 0)) return 0;
-  return Number.isFinite(count) ? Math.ceil(count) : 0;
+function validateAliases(aliases: unknown, overrides: Map<string, LiteLLMEntry>): Map<string, string> {
+  if (!isObject(aliases)) {
+    throw new TypeError(
+      "PriceBook: `aliases` must be an object of model names, e.g. { 'my-deployment': 'gpt-4o' }",
+    );
+  }
+  const valid = new Map<string, string>();
+  for (const [alias, target] of Object.entries(aliases)) {
+    if (typeof target !== 'string' || target === '') {
+      throw new TypeError(
+        `PriceBook: aliases[${JSON.stringify(alias)}] must be the name of a priced model, e.g. 'gpt-4o'; got ${JSON.stringify(target)}`,
+      );
+    }
+    if (overrides.has(alias)) {
+      throw new TypeError(
+        `PriceBook: ${JSON.stringify(alias)} is both an alias and an override: keep one (an alias prices it as ${JSON.stringify(target)}, an override with its own prices)`,
+      );
+    }
+    valid.set(alias, target);
+  }
+  const lower = buildLowercaseIndex(valid.keys());
+  for (const start of valid.keys()) {
+    const seen = new Set([start.toLowerCase()]);
+    let next = valid.get(start);
+    while (next !== undefined) {
+      const key = lower.get(next.toLowerCase());
+      if (key === undefined) break;
+      if (seen.has(key.toLowerCase())) {
+        throw new TypeError(
+          `PriceBook: aliases form a cycle through ${JSON.stringify(start)}: point one at a priced model`,
+        );
+      }
+      seen.add(key.toLowerCase());
+      next = valid.get(key);
+    }
+  }
+  return valid;
 }
 
-function picoToNano(pico: number): number {
-  return Math.round(pico / 1000);
+function defaultOnError(error: Error): void {
+  console.warn(`spendguard: price table refresh failed, keeping the last good table: ${error.message}`);
 }
 
-function bigPicoToNano(pico: bigint): number {
-  return Number((pico + 500n) / 1000n);
+function toNanoBreakdown(cost: CostBreakdownNano, pricedAs: string | null): CostBreakdown {
+  return {
+    pricedAs,
+    input: cost.inputNano / 1e9,
+    cachedInput: cost.cachedInputNano / 1e9,
+    cacheWrite: cost.cacheWriteNano / 1e9,
+    output: cost.outputNano / 1e9,
+    reasoning: cost.reasoningNano / 1e9,
+    audio: cost.audioNano / 1e9,
+    image: cost.imageNano / 1e9,
+    request: cost.requestNano / 1e9,
+    webSearch: cost.webSearchNano / 1e9,
+    total: cost.totalNano / 1e9,
+    totalNano: cost.totalNano,
+    priced: cost.priced,
+  };
 }
 
 /**
- * Prices calls from a per-model price table: by default a snapshot of LiteLLM's
+ * Prices calls from a per-model price table in LiteLLM's format: by default a snapshot of LiteLLM's
  * `model_prices_and_context_window.json` shipped with the package and loaded on first use.
  *
- * Costs follow LiteLLM's rules for OpenAI chat usage: cached and cache-write tokens are part of
- * `promptTokens` and priced at the cache-read and cache-write prices (the input price when the model has
- * none); reasoning tokens are part of `completionTokens` and priced at `output_cost_per_reasoning_token`
- * (the output price when absent). Reported cache and reasoning tokens are always charged in full, even
- * when they exceed the totals they should be part of: spend is never under-counted.
+ * Costs follow LiteLLM's rules (see {@link PriceBook.cost}): cache reads and writes (5-minute and
+ * 1-hour), reasoning, audio and image tokens at their own prices, prompt-size tiers
+ * (`*_above_200k_tokens`, `tiered_pricing`) that move the whole call to the tier's rates, `priority` and
+ * `flex` service tiers, batch prices, per-call and web-search prices.
  *
  * @example
- * const prices = new PriceBook({ onUnpriced: (model) => console.warn(`no price for ${model}`) });
+ * const prices = new PriceBook({ aliases: { 'my-deployment': 'gpt-4o' } });
  * prices.cost('gpt-4o', { promptTokens: 1000, completionTokens: 500 }).totalNano; // 7_500_000 (0.0075 USD)
+ * prices.calculateCost('my-deployment', { prompt_tokens: 1000, completion_tokens: 500 }).total; // 0.0075
  */
 export class PriceBook {
-  readonly #overrides: Map<string, RawEntry>;
-  readonly #table: Record<string, unknown> | undefined;
+  readonly #overrides: Map<string, LiteLLMEntry>;
+  readonly #aliases: Map<string, string>;
   readonly #onUnpriced: ((model: string) => void) | undefined;
-  readonly #resolved = new Map<string, ModelPrice | null>();
+  readonly #onError: (error: Error) => void;
+  readonly #location: TableLocation | undefined;
+  readonly #resolved = new Map<string, CompiledPrice | null>();
   readonly #reportedUnpriced = new Set<string>();
-  #source: PriceSource | undefined;
+  readonly #abort = new AbortController();
+  #table: PriceTable | undefined;
   #overrideIndex: Map<string, string> | undefined;
+  #aliasIndex: Map<string, string> | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #inflight: Promise<boolean> | undefined;
+  #closed = false;
 
   constructor(options: PriceBookOptions = {}) {
-    const { overrides = {}, onUnpriced, table } = options;
-    if (overrides === null || typeof overrides !== 'object' || Array.isArray(overrides)) {
-      throw new TypeError('PriceBook: `overrides` must be an object keyed by model name');
-    }
-    if (table !== undefined && (table === null || typeof table !== 'object' || Array.isArray(table))) {
-      throw new TypeError(
-        "PriceBook: `table` must be the parsed object of LiteLLM's model_prices_and_context_window.json",
-      );
-    }
+    const {
+      overrides = {},
+      aliases = {},
+      onUnpriced,
+      onError = defaultOnError,
+      table,
+      refreshIntervalMs,
+    } = options;
     if (onUnpriced !== undefined && typeof onUnpriced !== 'function') {
       throw new TypeError('PriceBook: `onUnpriced` must be a function (model: string) => void');
     }
+    if (typeof onError !== 'function') {
+      throw new TypeError('PriceBook: `onError` must be a function (error: Error) => void');
+    }
+    if (
+      refreshIntervalMs !== undefined &&
+      (typeof refreshIntervalMs !== 'number' ||
+        !(refreshIntervalMs >= 0) ||
+        refreshIntervalMs > MAX_INTERVAL_MS)
+    ) {
+      throw new TypeError(
+        `PriceBook: \`refreshIntervalMs\` must be a number of milliseconds between 0 (never) and ${MAX_INTERVAL_MS}, e.g. 3_600_000 for hourly`,
+      );
+    }
     this.#overrides = validateOverrides(overrides);
-    this.#table = table;
+    this.#aliases = validateAliases(aliases, this.#overrides);
     this.#onUnpriced = onUnpriced;
+    this.#onError = onError;
+
+    if (table === undefined) return;
+    if (typeof table === 'string' || table instanceof URL) {
+      this.#location = tableLocation(table);
+    } else if (isObject(table)) {
+      this.#table = objectTable(validateTable(table, 'PriceBook: `table`'));
+      return;
+    } else {
+      throw new TypeError(
+        "PriceBook: `table` must be LiteLLM's model_prices_and_context_window.json as a parsed object, a file path or an http(s) URL",
+      );
+    }
+    if (this.#location.kind === 'file') this.#table = objectTable(readTableFileSync(this.#location.path));
+    else void this.refresh();
+    const interval = refreshIntervalMs ?? (this.#location.kind === 'url' ? DEFAULT_URL_REFRESH_MS : 0);
+    if (interval > 0) {
+      this.#timer = setInterval(() => void this.refresh(), interval);
+      this.#timer.unref();
+    }
   }
 
   /**
-   * The price of a model, or `undefined` when it has none. Tries the exact name, then its lowercase,
-   * then the same after dropping each leading `provider/` segment in turn (`openrouter/openai/gpt-4o`,
-   * `openai/gpt-4o`, `gpt-4o`). Results, misses included, are cached per name.
+   * The price of a model, or `undefined` when it has none. Tries, in order: the exact name (an alias
+   * first, then an override or table entry), its lowercase, the same after dropping each leading
+   * `provider/` segment in turn (`openrouter/openai/gpt-4o`, `openai/gpt-4o`, `gpt-4o`), then all of that
+   * again without a trailing release date (`gpt-4o-2031-01-01` → `gpt-4o`). The first name the table
+   * knows decides: an entry priced only per image, second or query gives `undefined`. Results, misses
+   * included, are cached per name until the table changes.
    */
   resolve(model: string): ModelPrice | undefined {
-    const cached = this.#resolved.get(model);
-    if (cached !== undefined) return cached ?? undefined;
-    const price = this.#lookup(model) ?? null;
-    if (this.#resolved.size < MAX_CACHED_NAMES) this.#resolved.set(model, price);
-    return price ?? undefined;
+    return this.#compiled(model)?.price;
   }
 
-  /** The cost of one call of `model` with `usage`, in integer nano-dollars. See {@link CostBreakdownNano}. */
-  cost(model: string, usage: TokenUsage): CostBreakdownNano {
-    const price = this.resolve(model);
-    if (!price) {
+  /**
+   * The cost of one call of `model` with `usage` (OpenAI chat semantics, see {@link TokenUsage}), in
+   * integer nano-dollars. See {@link CostBreakdownNano} and {@link CostOptions}.
+   * @example prices.cost('o4-mini', { promptTokens: 2000, completionTokens: 3000, reasoningTokens: 2500 }).totalNano // 15_400_000
+   */
+  cost(model: string, usage: TokenUsage, options?: CostOptions): CostBreakdownNano {
+    const compiled = this.#compiled(model);
+    if (!compiled) {
       this.#reportUnpriced(model);
-      return {
-        inputNano: 0,
-        cachedInputNano: 0,
-        cacheWriteNano: 0,
-        outputNano: 0,
-        totalNano: 0,
-        priced: false,
-      };
+      return unpricedCost();
     }
-    const cached = tokens(usage.cachedPromptTokens);
-    const cacheWrite = tokens(usage.cacheWriteTokens);
-    const uncached = Math.max(0, tokens(usage.promptTokens) - cached - cacheWrite);
-    const reasoning = tokens(usage.reasoningTokens);
-    const visibleOutput = Math.max(0, tokens(usage.completionTokens) - reasoning);
+    return priceUsage(compiled, usage, options);
+  }
 
-    const cacheReadPrice = price.cacheReadPico ?? price.inputPico;
-    const cacheWritePrice = price.cacheWritePico ?? price.inputPico;
-    const reasoningPrice = price.reasoningPico ?? price.outputPico;
-
-    const inputPico = uncached * price.inputPico;
-    const cachedPico = cached * cacheReadPrice;
-    const writePico = cacheWrite * cacheWritePrice;
-    const outputPico = visibleOutput * price.outputPico + reasoning * reasoningPrice;
-    const totalPico = inputPico + cachedPico + writePico + outputPico;
-    if (Number.isSafeInteger(totalPico)) {
-      return {
-        inputNano: picoToNano(inputPico),
-        cachedInputNano: picoToNano(cachedPico),
-        cacheWriteNano: picoToNano(writePico),
-        outputNano: picoToNano(outputPico),
-        totalNano: picoToNano(totalPico),
-        priced: true,
-      };
+  /**
+   * The cost of one call in USD, line by line, for usage in any provider's shape (OpenAI chat or
+   * Responses, Anthropic, Gemini, Bedrock, Cohere; see {@link normalizeUsage}) or a {@link TokenUsage}.
+   * @example prices.calculateCost('claude-sonnet-4-5', { input_tokens: 1000, output_tokens: 500 }).total // 0.0105
+   */
+  calculateCost(model: string, usage: unknown, options?: CostOptions): CostBreakdown {
+    const compiled = this.#compiled(model);
+    if (!compiled) {
+      this.#reportUnpriced(model);
+      return toNanoBreakdown(unpricedCost(), null);
     }
-    // Past 2^53 pico-dollars (~9,000 USD in one call) floats lose cents: redo it exactly.
-    const bigInput = BigInt(uncached) * BigInt(price.inputPico);
-    const bigCached = BigInt(cached) * BigInt(cacheReadPrice);
-    const bigWrite = BigInt(cacheWrite) * BigInt(cacheWritePrice);
-    const bigOutput =
-      BigInt(visibleOutput) * BigInt(price.outputPico) + BigInt(reasoning) * BigInt(reasoningPrice);
-    return {
-      inputNano: bigPicoToNano(bigInput),
-      cachedInputNano: bigPicoToNano(bigCached),
-      cacheWriteNano: bigPicoToNano(bigWrite),
-      outputNano: bigPicoToNano(bigOutput),
-      totalNano: bigPicoToNano(bigInput + bigCached + bigWrite + bigOutput),
-      priced: true,
-    };
+    return toNanoBreakdown(priceUsage(compiled, normalizeUsage(usage), options), compiled.price.model);
+  }
+
+  /**
+   * Fetches (or re-reads) a URL or file table now. Resolves `true` when the new table is in use, `false`
+   * when there is nothing to refresh or the refresh failed (reported to `onError`; the last good table
+   * stays). Never rejects. Concurrent calls share one download.
+   */
+  refresh(): Promise<boolean> {
+    const location = this.#location;
+    if (!location || this.#closed) return Promise.resolve(false);
+    this.#inflight ??= this.#load(location).finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  /** Stops the refresh timer and any download in flight. Prices stay usable. Idempotent. */
+  close(): void {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+    this.#abort.abort();
+  }
+
+  async #load(location: TableLocation): Promise<boolean> {
+    try {
+      const table =
+        location.kind === 'url'
+          ? await fetchTable(location.url, this.#abort.signal)
+          : await readTableFile(location.path);
+      if (this.#closed) return false;
+      this.#table = objectTable(table);
+      this.#resolved.clear();
+      this.#reportedUnpriced.clear();
+      return true;
+    } catch (error) {
+      if (!this.#closed) this.#onError(error instanceof Error ? error : new Error(String(error)));
+      return false;
+    }
+  }
+
+  #compiled(model: string): CompiledPrice | undefined {
+    const cached = this.#resolved.get(model);
+    if (cached !== undefined) return cached ?? undefined;
+    const found = this.#lookup(model, 0) ?? null;
+    if (this.#resolved.size < MAX_CACHED_NAMES) this.#resolved.set(model, found);
+    return found ?? undefined;
   }
 
   #reportUnpriced(model: string): void {
@@ -403,38 +456,66 @@ export class PriceBook {
     this.#onUnpriced(model);
   }
 
-  #lookup(model: string): ModelPrice | undefined {
-    let name = model;
-    for (;;) {
+  #lookup(model: string, depth: number): CompiledPrice | undefined {
+    for (const name of candidateNames(model)) {
+      const target = this.#aliasTarget(name);
+      if (target !== undefined) return depth < MAX_ALIAS_DEPTH ? this.#lookup(target, depth + 1) : undefined;
       const price = this.#lookupName(name);
-      if (price) return price;
-      const slash = name.indexOf('/');
-      if (slash < 0) return undefined;
-      name = name.slice(slash + 1);
+      // The first name the table knows decides: an entry priced per image, second or query is not
+      // priced as some other entry that happens to share its suffix.
+      if (price !== undefined) return price ?? undefined;
     }
+    return undefined;
   }
 
-  #lookupName(name: string): ModelPrice | undefined {
+  #aliasTarget(name: string): string | undefined {
+    if (this.#aliases.size === 0) return undefined;
+    const exact = this.#aliases.get(name);
+    if (exact !== undefined) return exact;
+    this.#aliasIndex ??= buildLowercaseIndex(this.#aliases.keys());
+    const key = this.#aliasIndex.get(name.toLowerCase());
+    return key === undefined ? undefined : this.#aliases.get(key);
+  }
+
+  /** The compiled price of a table (or override) name; `null` when the entry exists but has no token price. */
+  #lookupName(name: string): CompiledPrice | null | undefined {
     const exact = this.#entry(name);
-    if (exact) return toModelPrice(name, exact);
+    if (exact) return compilePrice(name, exact) ?? null;
     const lower = name.toLowerCase();
     this.#overrideIndex ??= buildLowercaseIndex(this.#overrides.keys());
-    const canonical = this.#overrideIndex.get(lower) ?? this.#getSource().lowercaseIndex().get(lower);
+    const canonical = this.#overrideIndex.get(lower) ?? this.#getTable().lowercaseIndex().get(lower);
     if (canonical === undefined || canonical === name) return undefined;
     const entry = this.#entry(canonical);
-    return entry ? toModelPrice(canonical, entry) : undefined;
+    return entry ? (compilePrice(canonical, entry) ?? null) : undefined;
   }
 
   /** The table's entry with its override merged over it. */
-  #entry(name: string): RawEntry | undefined {
+  #entry(name: string): LiteLLMEntry | undefined {
     const override = this.#overrides.get(name);
-    const base = this.#getSource().get(name);
+    const base = this.#getTable().get(name);
     if (!override) return base;
     return base ? { ...base, ...override } : override;
   }
 
-  #getSource(): PriceSource {
-    this.#source ??= this.#table ? tableSource(this.#table) : snapshotSource();
-    return this.#source;
+  #getTable(): PriceTable {
+    this.#table ??= snapshotTable();
+    return this.#table;
   }
 }
+
+let defaultPriceBook: PriceBook | undefined;
+
+/**
+ * The cost of one call in USD, line by line, priced from the bundled snapshot of LiteLLM's table (loaded
+ * on first use), for usage in any provider's shape (see {@link normalizeUsage}). For your own table,
+ * overrides or aliases, use {@link PriceBook.calculateCost}.
+ * @example
+ * calculateCost('gpt-4o-mini', { prompt_tokens: 1000, completion_tokens: 500, prompt_tokens_details: { cached_tokens: 600 } });
+ * // { input: 0.00006, cachedInput: 0.000045, output: 0.0003, total: 0.000405, totalNano: 405_000, priced: true, ... }
+ */
+export function calculateCost(model: string, usage: unknown, options?: CostOptions): CostBreakdown {
+  defaultPriceBook ??= new PriceBook();
+  return defaultPriceBook.calculateCost(model, usage, options);
+}
+
+export { normalizeUsage };

@@ -1,5 +1,5 @@
 import { nextBudgetResetAt } from '../budget-period.js';
-import type { BudgetState } from './storage-contract.js';
+import type { BudgetState, EnforcementMode, PendingCall, SpendLogRecord } from './storage-contract.js';
 
 /**
  * The budget rules every backend applies inside its guarded write, written once here so that
@@ -14,9 +14,47 @@ export function applyDueReset(state: BudgetState, now: Date): BudgetState {
   return { ...state, spendNano: 0, budgetResetAt: nextBudgetResetAt(state.budgetDuration, now) };
 }
 
-/** Strict admission: the worst case must fit under the cap. */
-export function fitsBudget(state: BudgetState, amountNano: number): boolean {
-  return (
-    state.maxBudgetNano === null || state.spendNano + state.reservedNano + amountNano <= state.maxBudgetNano
-  );
+/** Whether a scope admits a call reserving `amountNano`, by enforcement mode (see `EnforcementMode`). */
+export function fitsBudget(
+  state: BudgetState,
+  amountNano: number,
+  mode: EnforcementMode = 'strict',
+): boolean {
+  if (state.maxBudgetNano === null) return true;
+  if (mode === 'strict') return state.spendNano + state.reservedNano + amountNano <= state.maxBudgetNano;
+  if (mode === 'shrink') return state.spendNano + state.reservedNano < state.maxBudgetNano;
+  return state.spendNano < state.maxBudgetNano;
+}
+
+/**
+ * The spend log of a reservation that expired unsettled (its process died mid-call): charged at the
+ * reserved worst case and flagged, so spend is never under-counted.
+ */
+export function expiredReservationLog(
+  reservationId: string,
+  amountNano: number,
+  pending: PendingCall | null,
+  now: Date,
+): SpendLogRecord {
+  return {
+    requestId: pending?.requestId ?? reservationId,
+    callType: pending?.callType ?? 'unknown',
+    apiKeyHash: pending?.apiKeyHash ?? '',
+    spendNano: amountNano,
+    promptTokens: 0,
+    completionTokens: 0,
+    totalTokens: 0,
+    startTime: pending?.startTime ?? now,
+    endTime: now,
+    model: pending?.model ?? '',
+    provider: null,
+    userId: pending?.userId ?? null,
+    teamId: pending?.teamId ?? null,
+    endUser: pending?.endUser ?? null,
+    tags: pending?.tags ?? [],
+    status: 'failure',
+    estimated: true,
+    httpStatus: 0,
+    metadata: { expired_reservation: true, reservation_id: reservationId },
+  };
 }

@@ -1,10 +1,13 @@
 import { StorageConflictError } from '../errors.js';
-import { applyDueReset, fitsBudget } from './budget-rules.js';
+import { applyDueReset, expiredReservationLog, fitsBudget } from './budget-rules.js';
 import {
+  type BudgetInit,
   type BudgetState,
   compareTagSpend,
   type EntityInsert,
+  type KeyPatch,
   type KeyRecord,
+  type PendingCall,
   type ReserveInput,
   type ReserveResult,
   type ScopeRef,
@@ -24,6 +27,7 @@ interface Reservation {
   scopes: ScopeRef[];
   amountNano: number;
   expiresAt: Date;
+  pending: PendingCall | null;
 }
 
 /**
@@ -93,6 +97,43 @@ export class MemoryStorage implements SpendStorage {
       .map((u) => structuredClone(u));
   }
 
+  private readonly keyWatchers = new Set<(tokenHash: string | null) => void>();
+
+  async updateKey(
+    tokenHash: string,
+    patch: KeyPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<KeyRecord | null> {
+    const key = this.keys.get(tokenHash);
+    if (!key) return null;
+    const updated = { ...key, ...structuredClone(patch) };
+    this.keys.set(tokenHash, updated);
+    const state = this.budgets.get(`key:${tokenHash}`);
+    if (budget && state) this.budgets.set(`key:${tokenHash}`, { ...state, ...budget });
+    this.emitKeyChange(tokenHash);
+    return structuredClone(updated);
+  }
+
+  async deleteKeys(tokenHashes: string[]): Promise<number> {
+    let deleted = 0;
+    for (const hash of tokenHashes) {
+      if (!this.keys.delete(hash)) continue;
+      this.budgets.delete(`key:${hash}`);
+      deleted++;
+      this.emitKeyChange(hash);
+    }
+    return deleted;
+  }
+
+  watchKeyChanges(listener: (tokenHash: string | null) => void): () => void {
+    this.keyWatchers.add(listener);
+    return () => this.keyWatchers.delete(listener);
+  }
+
+  private emitKeyChange(tokenHash: string): void {
+    for (const listener of this.keyWatchers) queueMicrotask(() => listener(tokenHash));
+  }
+
   async getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]> {
     const out: BudgetState[] = [];
     for (const scope of scopes) {
@@ -113,7 +154,8 @@ export class MemoryStorage implements SpendStorage {
       const state = this.budgets.get(scopeKey(scope));
       if (!state) throw new Error(`no budget counter for ${scopeKey(scope)}`);
       const current = applyDueReset(state, input.now);
-      if (!fitsBudget(current, input.amountNano)) return { ok: false, refused: structuredClone(current) };
+      if (!fitsBudget(current, input.amountNano, input.mode))
+        return { ok: false, refused: structuredClone(current) };
       next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
     }
     for (const state of next) this.budgets.set(scopeKey(state.scope), state);
@@ -121,8 +163,34 @@ export class MemoryStorage implements SpendStorage {
       scopes: input.scopes,
       amountNano: input.amountNano,
       expiresAt: input.expiresAt,
+      pending: input.pending ? structuredClone(input.pending) : null,
     });
     return { ok: true, states: structuredClone(next) };
+  }
+
+  async release(reservationId: string): Promise<boolean> {
+    const reservation = this.reservations.get(reservationId);
+    if (!reservation) return false;
+    this.reservations.delete(reservationId);
+    for (const scope of reservation.scopes) {
+      const state = this.budgets.get(scopeKey(scope));
+      if (state) state.reservedNano -= reservation.amountNano;
+    }
+    return true;
+  }
+
+  async expireReservations(now: Date, limit = 1000): Promise<number> {
+    let expired = 0;
+    for (const [id, r] of [...this.reservations]) {
+      if (expired >= limit) break;
+      if (r.expiresAt.getTime() > now.getTime()) continue;
+      const log = expiredReservationLog(id, r.amountNano, r.pending, now);
+      // settle() releases the reservation and charges its amount, exactly as the contract says.
+      await this.settle({ reservationId: id, scopes: r.scopes, costNano: r.amountNano, now, log });
+      await this.release(id); // only left if that request id was already logged
+      expired++;
+    }
+    return expired;
   }
 
   async settle(input: SettleInput): Promise<SettleResult> {

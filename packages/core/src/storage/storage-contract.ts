@@ -68,6 +68,11 @@ export interface KeyRecord {
   createdAt: Date;
 }
 
+/** The fields of a key that `updateKey` may change. */
+export type KeyPatch = Partial<
+  Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt'>
+>;
+
 /** One write of `insert`: an entity together with its budget counter. */
 export type EntityInsert =
   | { type: 'team'; record: TeamRecord; budget: BudgetInit }
@@ -100,6 +105,28 @@ export interface SpendLogRecord {
   metadata: Record<string, unknown>;
 }
 
+/**
+ * How a budget admits calls:
+ * - `strict`: only if the worst case fits (`spend + reserved + amount <= max`): spend never exceeds a cap;
+ * - `shrink`: LiteLLM's behaviour, while any headroom is left counting calls in flight
+ *   (`spend + reserved < max`): overshoot is at most the last call admitted;
+ * - `soft`: on recorded spend only (`spend < max`).
+ */
+export type EnforcementMode = 'strict' | 'shrink' | 'soft';
+
+/** What a spend log needs if a reservation is never settled and is charged after its TTL. */
+export interface PendingCall {
+  requestId: string;
+  callType: string;
+  apiKeyHash: string;
+  model: string;
+  userId: string | null;
+  teamId: string | null;
+  endUser: string | null;
+  tags: string[];
+  startTime: Date;
+}
+
 export interface ReserveInput {
   /** Unique per reservation; a reused id is a `StorageConflictError`. */
   reservationId: string;
@@ -110,6 +137,10 @@ export interface ReserveInput {
   now: Date;
   /** After this the reservation counts as abandoned (see the TTL rule in DESIGN.md). */
   expiresAt: Date;
+  /** @default 'strict' */
+  mode?: EnforcementMode;
+  /** Attribution for the spend log written if the reservation expires unsettled. */
+  pending?: PendingCall;
 }
 
 export type ReserveResult =
@@ -176,6 +207,19 @@ export interface SpendStorage {
   getKey(tokenHash: string): Promise<KeyRecord | null>;
   listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]>;
   listUsers(filter: { teamId?: string }): Promise<UserRecord[]>;
+
+  /**
+   * Atomically changes a key's fields and, when `budget` is given, its budget definition (spend and
+   * reservations stay). Records a key change for `watchKeyChanges`. `null` when the key does not exist.
+   */
+  updateKey(tokenHash: string, patch: KeyPatch, budget?: Partial<BudgetInit>): Promise<KeyRecord | null>;
+  /** Deletes keys and their budget counters (their spend logs stay); records key changes. Returns how many existed. */
+  deleteKeys(tokenHashes: string[]): Promise<number>;
+  /**
+   * Optional: calls `listener` with the hash of every key changed by any process sharing this store
+   * (`null`: anything may have changed), within about a second. Returns an unsubscribe function.
+   */
+  watchKeyChanges?(listener: (tokenHash: string | null) => void): () => void;
   /** Budget counters for these scopes (missing ones are omitted), as they stand after any due reset (a backend may answer with the reset applied without writing it). */
   getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
 
@@ -190,6 +234,18 @@ export interface SpendStorage {
    * scopes, write the spend log and the daily rollups. Idempotent on `log.requestId`.
    */
   settle(input: SettleInput): Promise<SettleResult>;
+  /**
+   * Atomically drops an open reservation without charging anything (an admission that was abandoned,
+   * e.g. after a timeout). False when it was not open.
+   */
+  release(reservationId: string): Promise<boolean>;
+  /**
+   * Atomically charges every reservation whose `expiresAt <= now` at its reserved amount (spend +=
+   * amount, reserved -= amount on each of its scopes, due resets applied), writes its spend log
+   * (`expiredReservationLog`) and rollups, and deletes it; at most `limit` of them (default 1000).
+   * A later settle of the same request id finds the log and applies nothing. Returns how many expired.
+   */
+  expireReservations(now: Date, limit?: number): Promise<number>;
 
   querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]>;
   /** Spend per tag from the daily rollups, over the UTC days `fromDay..toDay` (`YYYY-MM-DD`, inclusive). */

@@ -2,19 +2,31 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { countRequestPromptTokens } from '../metering/request-body.js';
 import { countChatPromptTokens } from '../metering/token-count.js';
 
 /**
  * Usage a simulated call reports instead of the computed one; fields left out keep their computed
- * values (`cached_tokens` and `reasoning_tokens` default to 0).
+ * values (the detail counts default to 0). Counted the OpenAI chat way, whatever the wire format:
+ * `prompt_tokens` INCLUDES the cached, cache-write and audio prompt tokens, `completion_tokens` the
+ * reasoning and audio ones; each format reports them in its own shape (Anthropic's `input_tokens`
+ * exclude the cache, Gemini's `candidatesTokenCount` excludes the thoughts).
  */
 export interface SimulatedUsage {
   prompt_tokens?: number;
   completion_tokens?: number;
-  /** Reported as `usage.prompt_tokens_details.cached_tokens`. */
+  /** Prompt tokens read from the cache (OpenAI `cached_tokens`, Anthropic `cache_read_input_tokens`, Gemini `cachedContentTokenCount`). */
   cached_tokens?: number;
-  /** Reported as `usage.completion_tokens_details.reasoning_tokens`; the visible text is that much shorter. */
+  /** Prompt tokens written to the cache with the 5-minute TTL (Anthropic only). */
+  cache_write_tokens?: number;
+  /** Prompt tokens written to the cache with the 1-hour TTL (Anthropic only). */
+  cache_write_1h_tokens?: number;
+  /** Completion tokens spent reasoning (OpenAI `reasoning_tokens`, Gemini `thoughtsTokenCount`); the visible text is that much shorter. */
   reasoning_tokens?: number;
+  /** Prompt tokens that are audio (OpenAI chat `prompt_tokens_details.audio_tokens`, Gemini AUDIO modality). */
+  prompt_audio_tokens?: number;
+  /** Completion tokens that are audio (OpenAI chat `completion_tokens_details.audio_tokens`); the visible text is that much shorter. */
+  completion_audio_tokens?: number;
 }
 
 /** Options of {@link startSimulator}. */
@@ -30,37 +42,49 @@ export interface SimulatorOptions {
    */
   host?: string;
   /**
-   * Delay before the first byte of every chat completion response, in milliseconds.
+   * Delay before the first byte of every response, in milliseconds.
    * @default 0
    */
   latencyMs?: number;
   /**
-   * Delay between two SSE chunks of a streamed response, in milliseconds.
+   * Delay between two SSE events of a streamed response, in milliseconds.
    * @default 0
    */
   chunkDelayMs?: number;
   /**
-   * Completion tokens of a call that sets neither `max_completion_tokens` nor `max_tokens`.
+   * Completion tokens of a call that asks for no maximum (`max_completion_tokens`, `max_tokens`,
+   * `max_output_tokens`, `generationConfig.maxOutputTokens`).
    * @default 16
    */
   defaultCompletionTokens?: number;
 }
 
-/** A running simulated OpenAI provider. */
+/** A running simulated provider (OpenAI, Anthropic and Gemini wire formats). */
 export interface Simulator {
   /**
-   * Base URL to give an OpenAI client.
+   * Base URL to give an OpenAI client (`.../v1`); an Anthropic client takes {@link Simulator.origin}.
    * @example new OpenAI({ baseURL: simulator.url, apiKey: 'sk-test' })
    */
   readonly url: string;
+  /**
+   * The server's origin (`http://127.0.0.1:port`), for Anthropic (`/v1/messages`) and Gemini
+   * (`/v1beta/models/...`) clients.
+   * @example new Anthropic({ baseURL: simulator.origin, apiKey: 'sk-test' })
+   */
+  readonly origin: string;
   readonly port: number;
   /** HTTP requests received so far, whatever their path or outcome. */
   readonly requestCount: number;
   /**
-   * Queues a usage for the next chat completion that carries no `x-simulator-usage` header (FIFO: one
-   * queued usage per call).
+   * Queues a usage for the next call (any format) that carries no `x-simulator-usage` header (FIFO:
+   * one queued usage per call).
    */
   scriptNextUsage(usage: SimulatedUsage): void;
+  /**
+   * Queues a cut for the next streamed call that carries no `x-simulator-cut-after` header: the
+   * server sends that many SSE events, then destroys the connection (FIFO).
+   */
+  cutNextStream(afterEvents: number): void;
   /** Stops the server, dropping open connections. */
   close(): Promise<void>;
 }
@@ -86,31 +110,33 @@ class RequestError extends Error {
   }
 }
 
-interface ChatRequest {
-  model: string;
-  messages: unknown[];
-  stream: boolean;
-  includeUsage: boolean;
-  maxTokens: number | undefined;
+/** The usage of one simulated call, OpenAI-chat counted. */
+interface Counts {
+  prompt: number;
+  completion: number;
+  cached: number;
+  cacheWrite5m: number;
+  cacheWrite1h: number;
+  reasoning: number;
+  audioIn: number;
+  audioOut: number;
 }
 
-interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  prompt_tokens_details: { cached_tokens: number; audio_tokens: number };
-  completion_tokens_details: {
-    reasoning_tokens: number;
-    audio_tokens: number;
-    accepted_prediction_tokens: number;
-    rejected_prediction_tokens: number;
-  };
-}
-
-const USAGE_FIELDS = ['prompt_tokens', 'completion_tokens', 'cached_tokens', 'reasoning_tokens'] as const;
+const USAGE_FIELDS = [
+  'prompt_tokens',
+  'completion_tokens',
+  'cached_tokens',
+  'cache_write_tokens',
+  'cache_write_1h_tokens',
+  'reasoning_tokens',
+  'prompt_audio_tokens',
+  'completion_audio_tokens',
+] as const;
 const SYSTEM_FINGERPRINT = 'fp_5f1e2d3c4b';
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 const ALPHANUMERIC = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+const GEMINI_PATH = /^\/v1(?:beta|alpha)?\/models\/([^/:]+):(generateContent|streamGenerateContent)$/;
+const EMBEDDING_DIMENSIONS = 8;
 
 function randomId(length: number): string {
   let id = '';
@@ -122,14 +148,17 @@ function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
 }
 
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
 function parseSimulatedUsage(value: unknown, where: string): SimulatedUsage {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+  if (!isRecord(value)) {
     throw new TypeError(`${where} must be an object such as { "prompt_tokens": 10, "completion_tokens": 5 }`);
   }
-  const record = value as Record<string, unknown>;
   const usage: SimulatedUsage = {};
   for (const field of USAGE_FIELDS) {
-    const count = record[field];
+    const count = value[field];
     if (count === undefined) continue;
     if (!isCount(count)) throw new TypeError(`${where}.${field} must be a non-negative integer`);
     usage[field] = count;
@@ -153,7 +182,7 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-function parseChatRequest(text: string): ChatRequest {
+function parseJsonObject(text: string): Record<string, unknown> {
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -163,32 +192,38 @@ function parseChatRequest(text: string): ChatRequest {
       "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
     );
   }
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw new RequestError(400, 'The request body must be a JSON object.');
-  }
-  const record = body as Record<string, unknown>;
-  if (typeof record.model !== 'string' || record.model.length === 0) {
+  if (!isRecord(body)) throw new RequestError(400, 'The request body must be a JSON object.');
+  return body;
+}
+
+function requireModel(body: Record<string, unknown>): string {
+  if (typeof body.model !== 'string' || body.model.length === 0) {
     throw new RequestError(400, 'you must provide a model parameter');
   }
-  if (record.messages === undefined) {
+  return body.model;
+}
+
+function requireArray(body: Record<string, unknown>, param: string): unknown[] {
+  const value = body[param];
+  if (value === undefined) {
     throw new RequestError(
       400,
-      "Missing required parameter: 'messages'.",
-      'messages',
+      `Missing required parameter: '${param}'.`,
+      param,
       'missing_required_parameter',
     );
   }
-  if (!Array.isArray(record.messages)) {
-    throw new RequestError(
-      400,
-      "Invalid type for 'messages': expected an array.",
-      'messages',
-      'invalid_type',
-    );
+  if (!Array.isArray(value)) {
+    throw new RequestError(400, `Invalid type for '${param}': expected an array.`, param, 'invalid_type');
   }
-  let maxTokens: number | undefined;
-  for (const param of ['max_completion_tokens', 'max_tokens'] as const) {
-    const value = record[param];
+  return value;
+}
+
+/** The first maximum the body sets among `params`, validated. */
+function maxTokens(body: Record<string, unknown>, params: readonly string[]): number | undefined {
+  let max: number | undefined;
+  for (const param of params) {
+    const value = body[param];
     if (value === undefined || value === null) continue;
     if (!isCount(value)) {
       throw new RequestError(
@@ -198,20 +233,9 @@ function parseChatRequest(text: string): ChatRequest {
         'invalid_value',
       );
     }
-    maxTokens ??= value;
+    max ??= value;
   }
-  const streamOptions = record.stream_options;
-  const includeUsage =
-    typeof streamOptions === 'object' &&
-    streamOptions !== null &&
-    (streamOptions as Record<string, unknown>).include_usage === true;
-  return {
-    model: record.model,
-    messages: record.messages,
-    stream: record.stream === true,
-    includeUsage,
-    maxTokens,
-  };
+  return max;
 }
 
 function sendJson(
@@ -229,16 +253,47 @@ function sendJson(
   res.end(text);
 }
 
+/** One SSE event in the framing each provider uses. */
+function sse(data: unknown, event?: string, lineEnd = '\n'): string {
+  const payload = typeof data === 'string' ? data : JSON.stringify(data);
+  return `${event ? `event: ${event}${lineEnd}` : ''}data: ${payload}${lineEnd}${lineEnd}`;
+}
+
+/** What one request asked for, whatever its format. */
+interface Call {
+  model: string;
+  stream: boolean;
+  /** The maximum the request set, if any (decides `finish_reason`). */
+  max: number | undefined;
+  counts: Counts;
+  /** Whether the completion count came from a script (then the finish reason is `stop`). */
+  scriptedCompletion: boolean;
+  /** The visible completion text, in pieces of one token. */
+  pieces: string[];
+  /** SSE events to send before cutting the connection, or `null`. */
+  cutAfter: number | null;
+}
+
 /**
- * Starts a simulated OpenAI chat-completions provider on loopback: `POST /v1/chat/completions` (or
- * `/chat/completions`), JSON or SSE (`stream: true`, with a usage chunk when
- * `stream_options.include_usage`), in OpenAI's wire format.
+ * Starts a simulated LLM provider on loopback, speaking the wire formats spendguard meters, JSON and
+ * SSE alike:
+ * - OpenAI chat completions: `POST /v1/chat/completions` (or `/chat/completions`), a usage chunk when
+ *   `stream_options.include_usage` (choice-less, after the finish chunk; `usage: null` on the others);
+ * - OpenAI Responses: `POST /v1/responses` (`stream: true`: `response.created` ... `response.completed`
+ *   carrying `response.usage`);
+ * - OpenAI embeddings: `POST /v1/embeddings` (float or base64, as the openai client asks);
+ * - Anthropic messages: `POST /v1/messages` (`stream: true`: `message_start`, `content_block_start`,
+ *   `ping`, `content_block_delta`..., `content_block_stop`, `message_delta`, `message_stop`);
+ * - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (`?alt=sse`:
+ *   SSE with CRLF framing, `usageMetadata` on every chunk, the last one final; otherwise a JSON array).
  *
- * Usage is deterministic: `prompt_tokens` by OpenAI's token-counting formula, `completion_tokens` =
- * `max_completion_tokens ?? max_tokens ?? defaultCompletionTokens` (finish_reason `length` when a maximum
- * was given, `stop` otherwise), and the content is `hello hello ...`, one token per word. A request
- * header `x-simulator-usage: {"prompt_tokens":..}` or {@link Simulator.scriptNextUsage} overrides what is
- * reported (the header wins and leaves the queue alone).
+ * Usage is deterministic: prompt tokens by OpenAI's token-counting formula over the request's prompt,
+ * completion tokens = the request's maximum (`max_completion_tokens`, `max_tokens`,
+ * `max_output_tokens`, `generationConfig.maxOutputTokens`) or `defaultCompletionTokens` (finish reason
+ * `length` when a maximum was given, `stop` otherwise), and the text is `hello hello ...`, one token
+ * per word. A request header `x-simulator-usage: {"prompt_tokens":..}` or
+ * {@link Simulator.scriptNextUsage} overrides what is reported (the header wins and leaves the queue
+ * alone); `x-simulator-cut-after: N` or {@link Simulator.cutNextStream} cuts a stream after N events.
  *
  * @example
  * const simulator = await startSimulator();
@@ -265,10 +320,18 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   }
 
   const scripted: SimulatedUsage[] = [];
+  const cuts: number[] = [];
   let requestCount = 0;
 
-  const completeChat = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const request = parseChatRequest(await readBody(req));
+  /** The usage and text of a call: computed, then overridden by its script. */
+  const plan = (
+    req: IncomingMessage,
+    model: string,
+    stream: boolean,
+    max: number | undefined,
+    computedPrompt: () => number,
+    completionDefault = max ?? defaultCompletionTokens,
+  ): Call => {
     let override: SimulatedUsage | undefined;
     const header = req.headers['x-simulator-usage'];
     if (typeof header === 'string') {
@@ -280,44 +343,111 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     } else {
       override = scripted.shift();
     }
-
-    const promptTokens = override?.prompt_tokens ?? countChatPromptTokens(request.model, request.messages);
-    const completionTokens = override?.completion_tokens ?? request.maxTokens ?? defaultCompletionTokens;
-    const reasoningTokens = override?.reasoning_tokens ?? 0;
-    const usage: Usage = {
-      prompt_tokens: promptTokens,
-      completion_tokens: completionTokens,
-      total_tokens: promptTokens + completionTokens,
-      prompt_tokens_details: { cached_tokens: override?.cached_tokens ?? 0, audio_tokens: 0 },
-      completion_tokens_details: {
-        reasoning_tokens: reasoningTokens,
-        audio_tokens: 0,
-        accepted_prediction_tokens: 0,
-        rejected_prediction_tokens: 0,
-      },
+    let cutAfter: number | null = null;
+    const cutHeader = req.headers['x-simulator-cut-after'];
+    if (typeof cutHeader === 'string') {
+      const n = Number(cutHeader);
+      if (!isCount(n)) throw new RequestError(400, 'x-simulator-cut-after must be a non-negative integer');
+      cutAfter = n;
+    } else if (stream) {
+      cutAfter = cuts.shift() ?? null;
+    }
+    const counts: Counts = {
+      prompt: override?.prompt_tokens ?? computedPrompt(),
+      completion: override?.completion_tokens ?? completionDefault,
+      cached: override?.cached_tokens ?? 0,
+      cacheWrite5m: override?.cache_write_tokens ?? 0,
+      cacheWrite1h: override?.cache_write_1h_tokens ?? 0,
+      reasoning: override?.reasoning_tokens ?? 0,
+      audioIn: override?.prompt_audio_tokens ?? 0,
+      audioOut: override?.completion_audio_tokens ?? 0,
     };
-    const finishReason =
-      override?.completion_tokens === undefined && request.maxTokens !== undefined ? 'length' : 'stop';
-    const pieces = completionPieces(Math.max(0, completionTokens - reasoningTokens));
+    return {
+      model,
+      stream,
+      max,
+      counts,
+      scriptedCompletion: override?.completion_tokens !== undefined,
+      pieces: completionPieces(Math.max(0, counts.completion - counts.reasoning - counts.audioOut)),
+      cutAfter,
+    };
+  };
+
+  const finishedByLength = (call: Call) => !call.scriptedCompletion && call.max !== undefined;
+
+  /** Sends SSE events, spaced by `chunkDelayMs`, cut after `call.cutAfter` of them when asked. */
+  const stream = async (
+    res: ServerResponse,
+    call: Call,
+    events: string[],
+    headers: Record<string, string>,
+  ) => {
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      ...headers,
+    });
+    const cut = call.cutAfter;
+    const sent = cut === null ? events : events.slice(0, cut);
+    if (chunkDelayMs === 0) {
+      if (cut === null) return void res.end(sent.join(''));
+      // Flushed first, then the connection dies mid-stream, as a provider's would.
+      return void res.write(sent.join(''), () => res.destroy());
+    }
+    for (const [index, event] of sent.entries()) {
+      if (index > 0) await sleep(chunkDelayMs);
+      if (res.destroyed) return; // the client went away
+      res.write(event);
+    }
+    if (cut === null) res.end();
+    else res.write('', () => res.destroy());
+  };
+
+  const requestHeaders = () => ({
+    'x-request-id': `req_${randomId(32)}`,
+    'openai-processing-ms': String(latencyMs),
+  });
+
+  const chatUsage = (c: Counts) => ({
+    prompt_tokens: c.prompt,
+    completion_tokens: c.completion,
+    total_tokens: c.prompt + c.completion,
+    prompt_tokens_details: { cached_tokens: c.cached, audio_tokens: c.audioIn },
+    completion_tokens_details: {
+      reasoning_tokens: c.reasoning,
+      audio_tokens: c.audioOut,
+      accepted_prediction_tokens: 0,
+      rejected_prediction_tokens: 0,
+    },
+  });
+
+  const completeChat = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
+    const model = requireModel(body);
+    const messages = requireArray(body, 'messages');
+    const max = maxTokens(body, ['max_completion_tokens', 'max_tokens']);
+    const streamOptions = body.stream_options;
+    const includeUsage = isRecord(streamOptions) && streamOptions.include_usage === true;
+    const call = plan(req, model, body.stream === true, max, () => countChatPromptTokens(model, messages));
+    const usage = chatUsage(call.counts);
+    const finishReason = finishedByLength(call) ? 'length' : 'stop';
     const id = `chatcmpl-${randomId(29)}`;
     const created = Math.floor(Date.now() / 1000);
-    const headers = { 'x-request-id': `req_${randomId(32)}`, 'openai-processing-ms': String(latencyMs) };
-
+    const headers = requestHeaders();
     if (latencyMs > 0) await sleep(latencyMs);
 
-    if (!request.stream) {
-      sendJson(
+    if (!call.stream) {
+      return sendJson(
         res,
         200,
         {
           id,
           object: 'chat.completion',
           created,
-          model: request.model,
+          model,
           choices: [
             {
               index: 0,
-              message: { role: 'assistant', content: pieces.join(''), refusal: null, annotations: [] },
+              message: { role: 'assistant', content: call.pieces.join(''), refusal: null, annotations: [] },
               logprobs: null,
               finish_reason: finishReason,
             },
@@ -328,65 +458,344 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         },
         headers,
       );
-      return;
     }
-
     // With include_usage, OpenAI sends `usage: null` on every chunk and the totals on a last, choice-less one.
-    const chunk = (choices: unknown[], chunkUsage?: Usage): string =>
-      `data: ${JSON.stringify({
+    const chunk = (choices: unknown[], chunkUsage?: unknown): string =>
+      sse({
         id,
         object: 'chat.completion.chunk',
         created,
-        model: request.model,
+        model,
         service_tier: 'default',
         system_fingerprint: SYSTEM_FINGERPRINT,
         choices,
-        ...(request.includeUsage ? { usage: chunkUsage ?? null } : {}),
-      })}\n\n`;
+        ...(includeUsage ? { usage: chunkUsage ?? null } : {}),
+      });
     const delta = (value: Record<string, unknown>, finish: string | null = null) => ({
       index: 0,
       delta: value,
       logprobs: null,
       finish_reason: finish,
     });
-    const events = [
-      chunk([delta({ role: 'assistant', content: '', refusal: null })]),
-      ...pieces.map((piece) => chunk([delta({ content: piece })])),
-      chunk([delta({}, finishReason)]),
-      ...(request.includeUsage ? [chunk([], usage)] : []),
-      'data: [DONE]\n\n',
-    ];
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      ...headers,
+    await stream(
+      res,
+      call,
+      [
+        chunk([delta({ role: 'assistant', content: '', refusal: null })]),
+        ...call.pieces.map((piece) => chunk([delta({ content: piece })])),
+        chunk([delta({}, finishReason)]),
+        ...(includeUsage ? [chunk([], usage)] : []),
+        'data: [DONE]\n\n',
+      ],
+      headers,
+    );
+  };
+
+  const respond = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
+    const model = requireModel(body);
+    if (body.input === undefined) {
+      throw new RequestError(
+        400,
+        "Missing required parameter: 'input'.",
+        'input',
+        'missing_required_parameter',
+      );
+    }
+    const max = maxTokens(body, ['max_output_tokens']);
+    const call = plan(req, model, body.stream === true, max, () =>
+      countRequestPromptTokens(model, body, 'openai-responses'),
+    );
+    const c = call.counts;
+    const id = `resp_${randomId(48)}`;
+    const messageId = `msg_${randomId(48)}`;
+    const createdAt = Math.floor(Date.now() / 1000);
+    const text = call.pieces.join('');
+    const incomplete = finishedByLength(call);
+    const usage = {
+      input_tokens: c.prompt,
+      input_tokens_details: { cached_tokens: c.cached },
+      output_tokens: c.completion,
+      output_tokens_details: { reasoning_tokens: c.reasoning },
+      total_tokens: c.prompt + c.completion,
+    };
+    const part = (t: string) => ({ type: 'output_text', text: t, annotations: [], logprobs: [] });
+    const message = (status: string, content: unknown[]) => ({
+      id: messageId,
+      type: 'message',
+      status,
+      role: 'assistant',
+      content,
     });
-    if (chunkDelayMs === 0) {
-      res.end(events.join(''));
-      return;
+    const response = (status: string, output: unknown[], withUsage: boolean) => ({
+      id,
+      object: 'response',
+      created_at: createdAt,
+      status,
+      background: false,
+      error: null,
+      incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
+      instructions: typeof body.instructions === 'string' ? body.instructions : null,
+      max_output_tokens: max ?? null,
+      model,
+      output,
+      parallel_tool_calls: true,
+      previous_response_id: null,
+      reasoning: { effort: null, summary: null },
+      service_tier: 'default',
+      store: true,
+      temperature: 1,
+      text: { format: { type: 'text' }, verbosity: 'medium' },
+      tool_choice: 'auto',
+      tools: [],
+      top_p: 1,
+      truncation: 'disabled',
+      usage: withUsage ? usage : null,
+      user: null,
+      metadata: {},
+    });
+    const headers = requestHeaders();
+    if (latencyMs > 0) await sleep(latencyMs);
+    const finalStatus = incomplete ? 'incomplete' : 'completed';
+    if (!call.stream) {
+      return sendJson(res, 200, response(finalStatus, [message(finalStatus, [part(text)])], true), headers);
     }
-    for (const [index, event] of events.entries()) {
-      if (index > 0) await sleep(chunkDelayMs);
-      if (res.destroyed) return; // the client went away
-      res.write(event);
+    let sequence = 0;
+    const event = (type: string, fields: Record<string, unknown>) =>
+      sse({ type, sequence_number: sequence++, ...fields }, type);
+    const item = { item_id: messageId, output_index: 0, content_index: 0 };
+    await stream(
+      res,
+      call,
+      [
+        event('response.created', { response: response('in_progress', [], false) }),
+        event('response.in_progress', { response: response('in_progress', [], false) }),
+        event('response.output_item.added', { output_index: 0, item: message('in_progress', []) }),
+        event('response.content_part.added', { ...item, part: part('') }),
+        ...call.pieces.map((piece) =>
+          event('response.output_text.delta', { ...item, delta: piece, logprobs: [] }),
+        ),
+        event('response.output_text.done', { ...item, text, logprobs: [] }),
+        event('response.content_part.done', { ...item, part: part(text) }),
+        event('response.output_item.done', { output_index: 0, item: message(finalStatus, [part(text)]) }),
+        event(`response.${finalStatus}`, {
+          response: response(finalStatus, [message(finalStatus, [part(text)])], true),
+        }),
+      ],
+      headers,
+    );
+  };
+
+  const embed = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
+    const model = requireModel(body);
+    const input = body.input;
+    if (input === undefined) {
+      throw new RequestError(
+        400,
+        "Missing required parameter: 'input'.",
+        'input',
+        'missing_required_parameter',
+      );
     }
-    res.end();
+    const inputs =
+      typeof input === 'string' || (Array.isArray(input) && input.every(isCount)) ? [input] : input;
+    if (!Array.isArray(inputs) || inputs.length === 0) {
+      throw new RequestError(400, "Invalid 'input': expected a string or an array of strings.", 'input');
+    }
+    const call = plan(
+      req,
+      model,
+      false,
+      undefined,
+      () => countRequestPromptTokens(model, body, 'openai-embeddings'),
+      0,
+    );
+    const base64 = body.encoding_format === 'base64';
+    const data = inputs.map((_, index) => {
+      const vector = Float32Array.from({ length: EMBEDDING_DIMENSIONS }, (_v, i) => (index + 1) / (i + 2));
+      return {
+        object: 'embedding',
+        index,
+        embedding: base64 ? Buffer.from(vector.buffer).toString('base64') : Array.from(vector),
+      };
+    });
+    if (latencyMs > 0) await sleep(latencyMs);
+    sendJson(
+      res,
+      200,
+      {
+        object: 'list',
+        data,
+        model,
+        usage: { prompt_tokens: call.counts.prompt, total_tokens: call.counts.prompt },
+      },
+      requestHeaders(),
+    );
+  };
+
+  const anthropicUsage = (c: Counts, output: number) => ({
+    input_tokens: Math.max(0, c.prompt - c.cached - c.cacheWrite5m - c.cacheWrite1h),
+    cache_creation_input_tokens: c.cacheWrite5m + c.cacheWrite1h,
+    cache_read_input_tokens: c.cached,
+    cache_creation: { ephemeral_5m_input_tokens: c.cacheWrite5m, ephemeral_1h_input_tokens: c.cacheWrite1h },
+    output_tokens: output,
+    service_tier: 'standard',
+  });
+
+  const message = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
+    const model = requireModel(body);
+    requireArray(body, 'messages');
+    const max = maxTokens(body, ['max_tokens']);
+    if (max === undefined) {
+      throw new RequestError(400, 'max_tokens: Field required', 'max_tokens', 'missing_required_parameter');
+    }
+    const call = plan(req, model, body.stream === true, max, () =>
+      countRequestPromptTokens(model, body, 'anthropic-messages'),
+    );
+    const id = `msg_${randomId(24)}`;
+    const stopReason = finishedByLength(call) ? 'max_tokens' : 'end_turn';
+    const headers = { 'request-id': `req_${randomId(24)}` };
+    if (latencyMs > 0) await sleep(latencyMs);
+    const envelope = (content: unknown[], stop: string | null, usage: unknown) => ({
+      id,
+      type: 'message',
+      role: 'assistant',
+      model,
+      content,
+      stop_reason: stop,
+      stop_sequence: null,
+      usage,
+    });
+    if (!call.stream) {
+      return sendJson(
+        res,
+        200,
+        envelope(
+          [{ type: 'text', text: call.pieces.join('') }],
+          stopReason,
+          anthropicUsage(call.counts, call.counts.completion),
+        ),
+        headers,
+      );
+    }
+    const event = (type: string, fields: Record<string, unknown> = {}) => sse({ type, ...fields }, type);
+    await stream(
+      res,
+      call,
+      [
+        event('message_start', { message: envelope([], null, anthropicUsage(call.counts, 1)) }),
+        event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
+        event('ping'),
+        ...call.pieces.map((piece) =>
+          event('content_block_delta', { index: 0, delta: { type: 'text_delta', text: piece } }),
+        ),
+        event('content_block_stop', { index: 0 }),
+        event('message_delta', {
+          delta: { stop_reason: stopReason, stop_sequence: null },
+          usage: { output_tokens: call.counts.completion },
+        }),
+        event('message_stop'),
+      ],
+      headers,
+    );
+  };
+
+  const generate = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Record<string, unknown>,
+    model: string,
+    method: string,
+    query: URLSearchParams,
+  ) => {
+    requireArray(body, 'contents');
+    const generation = isRecord(body.generationConfig) ? body.generationConfig : {};
+    const max = maxTokens(generation, ['maxOutputTokens']);
+    const streaming = method === 'streamGenerateContent';
+    const call = plan(req, model, streaming, max, () => countRequestPromptTokens(model, body, 'gemini'));
+    const c = call.counts;
+    const finishReason = finishedByLength(call) ? 'MAX_TOKENS' : 'STOP';
+    const responseId = randomId(22);
+    const modelVersion = model;
+    const usageMetadata = (candidates: number, final: boolean) => ({
+      promptTokenCount: c.prompt,
+      candidatesTokenCount: candidates,
+      totalTokenCount: c.prompt + candidates + (final ? c.reasoning : 0),
+      ...(c.cached > 0 ? { cachedContentTokenCount: c.cached } : {}),
+      ...(final && c.reasoning > 0 ? { thoughtsTokenCount: c.reasoning } : {}),
+      promptTokensDetails: [
+        { modality: 'TEXT', tokenCount: c.prompt - c.audioIn },
+        ...(c.audioIn > 0 ? [{ modality: 'AUDIO', tokenCount: c.audioIn }] : []),
+      ],
+    });
+    const visible = c.completion - c.reasoning;
+    const chunk = (text: string, soFar: number, final: boolean) => ({
+      candidates: [
+        {
+          content: { parts: [{ text }], role: 'model' },
+          ...(final ? { finishReason } : {}),
+          index: 0,
+        },
+      ],
+      usageMetadata: usageMetadata(final ? visible : soFar, final),
+      modelVersion,
+      responseId,
+    });
+    if (latencyMs > 0) await sleep(latencyMs);
+    if (!streaming) return sendJson(res, 200, chunk(call.pieces.join(''), visible, true));
+    // Gemini streams a few tokens per chunk; usage so far on each, the final one on the last.
+    const chunks: unknown[] = [];
+    const per = 4;
+    for (let i = 0; i < call.pieces.length || i === 0; i += per) {
+      const last = i + per >= call.pieces.length;
+      chunks.push(chunk(call.pieces.slice(i, i + per).join(''), Math.min(i + per, call.pieces.length), last));
+    }
+    if (query.get('alt') === 'sse') {
+      return stream(
+        res,
+        call,
+        chunks.map((data) => sse(data, undefined, '\r\n')),
+        {},
+      );
+    }
+    sendJson(res, 200, chunks);
   };
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     requestCount++;
-    const path = (req.url ?? '/').split('?')[0] ?? '/';
+    const [rawPath = '/', rawQuery = ''] = (req.url ?? '/').split('?');
+    const path = rawPath;
     try {
-      if (path === '/v1/chat/completions' || path === '/chat/completions') {
-        if (req.method !== 'POST') {
-          req.resume();
-          throw new RequestError(405, `Method ${req.method} not allowed on ${path}; use POST.`);
-        }
-        await completeChat(req, res);
-        return;
+      const gemini = GEMINI_PATH.exec(path);
+      const route =
+        path === '/v1/chat/completions' || path === '/chat/completions'
+          ? completeChat
+          : path === '/v1/responses' || path === '/responses'
+            ? respond
+            : path === '/v1/embeddings' || path === '/embeddings'
+              ? embed
+              : path === '/v1/messages' || path === '/messages'
+                ? message
+                : null;
+      if (!route && !gemini) {
+        req.resume();
+        throw new RequestError(404, `Invalid URL (${req.method} ${path})`);
       }
-      req.resume();
-      throw new RequestError(404, `Invalid URL (${req.method} ${path})`);
+      if (req.method !== 'POST') {
+        req.resume();
+        throw new RequestError(405, `Method ${req.method} not allowed on ${path}; use POST.`);
+      }
+      const body = parseJsonObject(await readBody(req));
+      if (gemini) {
+        let model = gemini[1]!;
+        try {
+          model = decodeURIComponent(model);
+        } catch {
+          // keep it as sent
+        }
+        await generate(req, res, body, model, gemini[2]!, new URLSearchParams(rawQuery));
+      } else {
+        await route!(req, res, body);
+      }
     } catch (error) {
       if (res.headersSent) {
         res.destroy();
@@ -419,12 +828,19 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
 
   return {
     url: `http://${urlHost}:${address.port}/v1`,
+    origin: `http://${urlHost}:${address.port}`,
     port: address.port,
     get requestCount() {
       return requestCount;
     },
     scriptNextUsage(usage: SimulatedUsage): void {
       scripted.push(parseSimulatedUsage(usage, 'scriptNextUsage(usage)'));
+    },
+    cutNextStream(afterEvents: number): void {
+      if (!isCount(afterEvents)) {
+        throw new TypeError(`cutNextStream(afterEvents): a non-negative integer; got ${afterEvents}`);
+      }
+      cuts.push(afterEvents);
     },
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve, reject) => {

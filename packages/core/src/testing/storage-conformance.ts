@@ -24,6 +24,11 @@ export interface ConformanceOptions {
   /** A fresh, empty, initialised store per test. */
   create: () => Promise<SpendStorage>;
   raw: (storage: SpendStorage) => RawStorageReader;
+  /**
+   * Opens a second instance on the same data (another connection or process view), for the
+   * cross-instance cases; omitted where the store cannot be shared.
+   */
+  sibling?: (storage: SpendStorage) => Promise<SpendStorage>;
   /** Parallel reservations in the concurrency case (default 60). */
   concurrency?: number;
 }
@@ -317,6 +322,155 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 0, reservedNano: fits * 10_000_000 });
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: fits * 10_000_000 });
       expect(await raw(s).openReservations()).toBe(fits);
+      await s.close();
+    });
+
+    it('admits by enforcement mode: strict on the worst case, shrink on any headroom, soft on recorded spend', async () => {
+      const s = await seeded({ key: budget(1) });
+      const r = (id: string, amountNano: number, mode: 'strict' | 'shrink' | 'soft') =>
+        s.reserve({ reservationId: id, scopes: [K], amountNano, now: T0, expiresAt: T0, mode });
+      expect((await r('a', 600_000_000, 'strict')).ok).toBe(true);
+      expect((await r('b', 600_000_000, 'strict')).ok).toBe(false); // 0.6 + 0.6 > 1
+      expect((await r('c', 600_000_000, 'shrink')).ok).toBe(true); // 0.6 reserved < 1: headroom left
+      expect((await r('d', 1, 'shrink')).ok).toBe(false); // 1.2 reserved: none left
+      expect((await r('e', 5e9, 'soft')).ok).toBe(true); // nothing recorded yet
+      await s.settle({
+        reservationId: 'a',
+        scopes: [K],
+        costNano: 1e9,
+        now: T0,
+        log: log('soft-1', { spendNano: 1e9 }),
+      });
+      expect((await r('f', 1, 'soft')).ok).toBe(false); // recorded spend reached the cap
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 1e9, reservedNano: 600_000_000 + 5e9 });
+      await s.close();
+    });
+
+    it('releases an abandoned reservation without charging it', async () => {
+      const s = await seeded({ key: budget(1) });
+      await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, U],
+        amountNano: 700_000_000,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(await s.release('r1')).toBe(true);
+      expect(await s.release('r1')).toBe(false);
+      for (const scope of [K, U])
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 0, reservedNano: 0 });
+      expect(await raw(s).openReservations()).toBe(0);
+      expect(await raw(s).spendLogCount()).toBe(0);
+      await s.close();
+    });
+
+    it('charges reservations past their TTL at their estimate, flagged, once', async () => {
+      const s = await seeded({ key: budget(10) });
+      const later = new Date(T0.getTime() + 60_000);
+      const pending = {
+        requestId: 'dead-1',
+        callType: 'acompletion',
+        apiKeyHash: 'k1',
+        model: 'gpt-4o',
+        userId: 'u1',
+        teamId: 't1',
+        endUser: null,
+        tags: ['prod'],
+        startTime: T0,
+      };
+      await s.reserve({
+        reservationId: 'old',
+        scopes: [K, U, T],
+        amountNano: 300,
+        now: T0,
+        expiresAt: later,
+        pending,
+      });
+      await s.reserve({
+        reservationId: 'young',
+        scopes: [K],
+        amountNano: 50,
+        now: T0,
+        expiresAt: new Date(later.getTime() + 1),
+      });
+      expect(await s.expireReservations(new Date(later.getTime() - 1))).toBe(0);
+      expect(await s.expireReservations(later)).toBe(1);
+      for (const scope of [U, T])
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 300, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 300, reservedNano: 50 });
+      expect(await raw(s).openReservations()).toBe(1);
+      const [logged] = await s.querySpendLogs({ requestId: 'dead-1' });
+      expect(logged).toMatchObject({
+        apiKeyHash: 'k1',
+        spendNano: 300,
+        estimated: true,
+        status: 'failure',
+        model: 'gpt-4o',
+        userId: 'u1',
+        tags: ['prod'],
+        metadata: { expired_reservation: true },
+      });
+      expect(logged?.startTime.toISOString()).toBe(T0.toISOString());
+      expect(await s.spendByTag({})).toEqual([{ tag: 'prod', requests: 1, spendNano: 300 }]);
+      // The process was only slow: its late settle finds the log and charges nothing more.
+      const late = await s.settle({
+        reservationId: 'old',
+        scopes: [K, U, T],
+        costNano: 120,
+        now: later,
+        log: log('dead-1'),
+      });
+      expect(late.applied).toBe(false);
+      expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 300, reservedNano: 0 });
+      expect(await s.expireReservations(later)).toBe(0);
+      await s.close();
+    });
+
+    it('updates a key and its budget definition, keeping its spend', async () => {
+      const s = await seeded({ key: budget(1) });
+      await s.settle({ reservationId: 'x', scopes: [K], costNano: 250, now: T0, log: log('u-1') });
+      const updated = await s.updateKey(
+        'k1',
+        { blocked: true, keyAlias: 'ci', models: ['gpt-4o'] },
+        { maxBudgetNano: 2e9 },
+      );
+      expect(updated).toMatchObject({
+        tokenHash: 'k1',
+        blocked: true,
+        keyAlias: 'ci',
+        models: ['gpt-4o'],
+        userId: 'u1',
+      });
+      expect(await s.getKey('k1')).toEqual(updated);
+      const [state] = await s.getBudgets([K], T0);
+      expect(state).toMatchObject({ maxBudgetNano: 2e9, spendNano: 250 });
+      expect(await s.updateKey('nope', { blocked: true })).toBeNull();
+      await s.close();
+    });
+
+    it('deletes keys with their counters and keeps their spend logs', async () => {
+      const s = await seeded();
+      await s.settle({ reservationId: 'x', scopes: [K], costNano: 250, now: T0, log: log('d-1') });
+      expect(await s.deleteKeys(['k1', 'nope'])).toBe(1);
+      expect(await s.getKey('k1')).toBeNull();
+      expect(await raw(s).budgetCounter(K)).toBeNull();
+      expect(await s.querySpendLogs({ apiKeyHash: 'k1' })).toHaveLength(1);
+      expect(await s.deleteKeys(['k1'])).toBe(0);
+      await s.close();
+    });
+
+    it('reports key changes to watchers, across instances where the store is shared, within a second', async () => {
+      const s = await seeded();
+      if (!s.watchKeyChanges) return void (await s.close());
+      const other = options.sibling ? await options.sibling(s) : s;
+      const seen: Array<string | null> = [];
+      const stop = other.watchKeyChanges!((hash) => seen.push(hash));
+      const t0 = Date.now();
+      await s.updateKey('k1', { blocked: true });
+      while (!seen.includes('k1') && Date.now() - t0 < 1000) await new Promise((r) => setTimeout(r, 10));
+      expect(seen).toContain('k1');
+      stop();
+      if (other !== s) await other.close();
       await s.close();
     });
 

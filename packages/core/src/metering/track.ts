@@ -1,0 +1,232 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { randomUUID } from 'node:crypto';
+import type { CallInput, CallRecord, GuardedCall, SpendGuard } from '../guard.js';
+import { normalizeUsage, type TokenUsage } from '../pricing/normalize-usage.js';
+import { countRequestPromptTokens, requestStreamUsage } from './request-body.js';
+import { countTextTokens } from './token-count.js';
+import { formatFromPath, modelFromPath, type WireFormat } from './wire-formats.js';
+
+// How one guarded call is metered beyond its own response: the call's context (AsyncLocalStorage, so
+// that `guard.fetch` and `track()` find it), its child calls, and the rule that keeps them from being
+// counted twice.
+//
+// THE DOUBLE-COUNT RULE. A guarded request is charged either from its own response (the response
+// tap) or from its child calls (`guard.fetch` upstream calls and `track()` reports), never both: once
+// one child call was admitted or tracked, the request's own spend-log row is written at $0 with zero
+// tokens and `metadata.child_calls` / `metadata.metered_by`, whatever its response says, and each child
+// is its own row (`metadata.parent_request_id`) with the request's key, user, team, end-user and tags.
+// The request's own reservation is released at the first child, which reserves its own worst case.
+
+type CallState = GuardedCall['state'];
+
+const context = new AsyncLocalStorage<GuardedCall>();
+
+/** The guarded call whose route is running (inside {@link GuardedCall.run}), if any. */
+export function currentCall(): GuardedCall | undefined {
+  return context.getStore();
+}
+
+/** Options of `track()`. */
+export interface TrackOptions {
+  /**
+   * The model the usage was spent on, priced from the table.
+   * @example { model: 'gpt-4o' }
+   */
+  model: string;
+}
+
+/**
+ * Records usage the route got from a provider itself (not through `guard.fetch`), for the guarded
+ * request being handled: its own spend-log row, linked to the request, with the request's key, user,
+ * team, end-user and tags. `usage` is a provider's usage object in any shape (OpenAI chat or
+ * Responses, Anthropic, Gemini...) or a `TokenUsage`. The request's own response is then not charged
+ * (see the double-count rule). Throws outside a guarded request.
+ * @example await track(completion.usage, { model: completion.model })
+ */
+export function track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
+  const call = currentCall();
+  if (!call) {
+    throw new Error(
+      'spendguard track(): no guarded request is being handled here; call it from a route behind spendGuard(), or use the call itself (res.locals.spendguard.track(...) / c.get("spendguard").track(...))',
+    );
+  }
+  return call.track(usage, options);
+}
+
+const CALL_TYPES: Record<WireFormat, string> = {
+  'openai-chat': 'acompletion',
+  'openai-responses': 'aresponses',
+  'openai-embeddings': 'aembedding',
+  'anthropic-messages': 'anthropic_messages',
+  gemini: 'agenerate_content',
+};
+
+/** What the meter makes of a call when it is priced. */
+export interface MeteredUsage {
+  model: string;
+  usage: TokenUsage;
+  estimated: boolean;
+}
+
+/** The metering side of one {@link GuardedCall} (one per call, created with it). */
+export class CallMeter {
+  /** Reads a header of the request (the key is presented again for each child call). */
+  header: CallInput['header'] = () => undefined;
+  path = '';
+  /** The request body as the guard rewrote it (JSON), or `null` when it is unchanged. */
+  rewrittenBody: string | null = null;
+  /** For a child call: the guarded request it belongs to. */
+  parentRequestId: string | null = null;
+  private reported: { model: string; usage: TokenUsage } | null = null;
+  private upstreamCalls = 0;
+  private trackedCalls = 0;
+  private childCostNano = 0;
+  private parent: CallMeter | null = null;
+  private partial = false;
+  private released = false;
+
+  constructor(
+    private readonly call: GuardedCall,
+    private readonly guard: SpendGuard,
+    private readonly spawn: (state: CallState) => GuardedCall,
+  ) {}
+
+  /**
+   * Once admitted: remembers the request, tells the tap which format to expect, and asks a streamed
+   * chat completion for its usage (the body is rewritten in place; the route must see it).
+   */
+  prepare(input: CallInput): void {
+    this.header = input.header;
+    this.path = input.path;
+    const format = formatFromPath(input.path);
+    const hide = requestStreamUsage(format, input.body);
+    if (hide) this.rewrittenBody = JSON.stringify(input.body);
+    this.call.tap.hint({ format, hideUsageChunk: hide });
+  }
+
+  /** Runs `fn` (the route) in this call's context. */
+  run<T>(fn: () => T): T {
+    return context.run(this.call, fn);
+  }
+
+  /** Links an admitted upstream call (`guard.fetch`) to this request. */
+  adopt(child: GuardedCall): void {
+    this.upstreamCalls += 1;
+    this.link(child.meter, child.state);
+  }
+
+  /** See {@link track}. */
+  async track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
+    if (!options || typeof options.model !== 'string' || options.model === '') {
+      throw new TypeError(
+        "spendguard track(usage, { model }): `model` must be the model's name, e.g. 'gpt-4o'",
+      );
+    }
+    const state = this.call.state;
+    const child = this.spawn({
+      ...state,
+      requestId: randomUUID(),
+      startTime: this.guard.now(),
+      model: options.model,
+      body: {},
+      reservationId: null,
+      states: [],
+    });
+    child.meter.reported = { model: options.model, usage: normalizeUsage(usage) };
+    this.trackedCalls += 1;
+    this.link(child.meter, child.state);
+    await this.releaseOwnReservation();
+    return child.finish();
+  }
+
+  private link(child: CallMeter, childState: CallState): void {
+    child.parentRequestId = this.call.requestId;
+    child.parent = this;
+    childState.tags = this.call.state.tags;
+    childState.endUser = this.call.state.endUser ?? childState.endUser;
+  }
+
+  /**
+   * Drops this request's own reservation (once): a request metered by its child calls is charged $0,
+   * and each child reserves its own worst case. Called before the first child is admitted.
+   */
+  async releaseOwnReservation(): Promise<void> {
+    const id = this.call.state.reservationId;
+    if (this.released || !id) return;
+    this.released = true;
+    try {
+      await this.guard.gate.call('release', (storage) => storage.release(id));
+    } catch {
+      // Settling the request releases it anyway; only headroom is lost meanwhile.
+    }
+  }
+
+  /** Called once the call is priced: a child call adds its cost to its request's. */
+  priced(costNano: number): void {
+    if (this.parent) this.parent.childCostNano += costNano;
+  }
+
+  /** What the response cost header says: the call's own cost plus its child calls' priced so far. */
+  responseCostNano(ownNano: number): number {
+    return ownNano + this.childCostNano;
+  }
+
+  /** Usage, model and estimate flag of the call, by the double-count rule. Loads tiktoken only to estimate. */
+  resolve(): MeteredUsage {
+    const state = this.call.state;
+    if (this.reported) return { model: this.reported.model, usage: this.reported.usage, estimated: false };
+    const tap = this.call.tap;
+    const observed = tap.observe();
+    const model = observed.model ?? (state.model || modelFromPath(this.path) || '');
+    if (this.upstreamCalls + this.trackedCalls > 0) {
+      return { model, usage: { promptTokens: 0, completionTokens: 0 }, estimated: false };
+    }
+    let usage = observed.usage;
+    if (usage && !observed.usageFinal) {
+      // The input side was reported (Anthropic message_start, a Gemini chunk); count what was delivered.
+      this.partial = true;
+      const counted = countTextTokens(model || 'gpt-4o', observed.completionText);
+      return {
+        model,
+        usage: { ...usage, completionTokens: Math.max(usage.completionTokens, counted) },
+        estimated: true,
+      };
+    }
+    if (!usage && tap.status < 400 && (observed.completionText || tap.isStream)) {
+      // No usage reported: count locally and say so (the only place, with admission near a cap, that
+      // tiktoken loads).
+      const counting = model || 'gpt-4o';
+      usage = {
+        promptTokens: countRequestPromptTokens(counting, state.body, observed.format),
+        completionTokens: countTextTokens(counting, observed.completionText),
+      };
+      return { model, usage, estimated: true };
+    }
+    return { model, usage: usage ?? { promptTokens: 0, completionTokens: 0 }, estimated: false };
+  }
+
+  /** LiteLLM-style call type: `acompletion`, `aresponses`, `aembedding`, `anthropic_messages`, ... `_stream`. */
+  callType(): string {
+    if (this.reported) return 'track';
+    const format = this.call.tap.observe().format ?? formatFromPath(this.path) ?? 'openai-chat';
+    return CALL_TYPES[format] + (this.call.tap.isStream ? '_stream' : '');
+  }
+
+  /** What the spend log's metadata says about how the call was metered. */
+  metadata(): Record<string, unknown> {
+    const meta: Record<string, unknown> = {};
+    if (this.parentRequestId) meta.parent_request_id = this.parentRequestId;
+    const children = this.upstreamCalls + this.trackedCalls;
+    if (children > 0) {
+      meta.child_calls = children;
+      meta.metered_by =
+        this.upstreamCalls > 0 && this.trackedCalls > 0
+          ? 'guard.fetch+track'
+          : this.upstreamCalls > 0
+            ? 'guard.fetch'
+            : 'track';
+    }
+    if (this.partial) meta.usage_partial = true;
+    return meta;
+  }
+}

@@ -1,0 +1,87 @@
+import type { SpendGuard } from '../guard.js';
+import { meterResponse, toWebResponse } from '../web.js';
+import { currentCall } from './track.js';
+
+/**
+ * A `fetch` for the provider SDKs a guarded route uses (`new OpenAI({ fetch: guard.fetch })`,
+ * `new Anthropic({ fetch: guard.fetch })`). A call made while a guarded request is handled (inside
+ * the route, found through AsyncLocalStorage) is:
+ * - admitted first, as a call of its own presenting the request's key: the key must be allowed the
+ *   upstream model, and the upstream body's worst case must fit every budget, else it is never sent and
+ *   the SDK gets the guard's refusal (429 `budget_exceeded`, with `x-should-retry: false` so that it
+ *   does not retry);
+ * - metered from its response as the SDK reads it (JSON or SSE, every wire format), and settled as its
+ *   own spend-log row linked to the request (`metadata.parent_request_id`), whatever the route answers;
+ * - for a streamed chat completion, asked for usage, the usage chunk hidden from the SDK.
+ *
+ * The request itself is then charged $0 (see the double-count rule in `track.ts`).
+ *
+ * Outside a guarded request it is plain `fetch`, unmetered: startup and background calls keep working
+ * (a warning is logged once).
+ */
+export function createGuardFetch(guard: SpendGuard): typeof fetch {
+  let warned = false;
+  return async function guardFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+    const parent = currentCall();
+    if (!parent) {
+      if (!warned) {
+        warned = true;
+        guard.logger.warn(
+          'guard.fetch was called outside a guarded request: that call is not metered (run it from a route behind spendGuard())',
+        );
+      }
+      return fetch(input, init);
+    }
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+    const text = bodyText(init?.body);
+    let body: unknown;
+    if (text !== null) {
+      try {
+        body = JSON.parse(text);
+      } catch {
+        body = undefined; // not JSON (a file upload): admitted on its size alone
+      }
+    }
+    await parent.meter.releaseOwnReservation(); // the request itself will be charged $0
+    const outcome = await guard.admit({
+      method,
+      path: url.pathname,
+      header: parent.meter.header,
+      body,
+      bodyBytes: text === null ? undefined : Buffer.byteLength(text),
+    });
+    if (!outcome.ok) {
+      const refusal = toWebResponse(outcome.response);
+      refusal.headers.set('x-should-retry', 'false');
+      return refusal;
+    }
+    const child = outcome.call;
+    parent.meter.adopt(child);
+    const sent = child.meter.rewrittenBody;
+    let request = init;
+    if (sent !== null) {
+      const headers = new Headers(init?.headers);
+      headers.delete('content-length'); // the body grew by `stream_options`
+      request = { ...init, headers, body: sent };
+    }
+    let response: Response;
+    try {
+      response = await fetch(input, request);
+    } catch (error) {
+      child.tap.begin(502, null); // never answered: nothing to charge
+      child.finish({ aborted: true }).catch(() => {});
+      throw error;
+    }
+    return meterResponse(child, response);
+  };
+}
+
+/** The body of a fetch call as text, when it is text or bytes (what SDKs send for JSON), else `null`. */
+function bodyText(body: RequestInit['body'] | undefined): string | null {
+  if (typeof body === 'string') return body;
+  if (body instanceof ArrayBuffer) return Buffer.from(body).toString('utf8');
+  if (ArrayBuffer.isView(body))
+    return Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+  return null;
+}

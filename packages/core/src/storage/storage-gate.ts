@@ -1,0 +1,175 @@
+import type { GuardLogger } from '../config.js';
+import { SpendGuardError, StorageConflictError } from '../errors.js';
+import type { ReserveInput, ReserveResult, SettleInput, SpendStorage } from './storage-contract.js';
+
+export interface StorageGateOptions {
+  timeoutMs: number;
+  maxPendingSettlements: number;
+  logger: GuardLogger;
+}
+
+/** Counters of the storage failure path, for metrics (`guard.stats()`). */
+export interface StorageGateStats {
+  /** Storage calls that failed or timed out. */
+  storageErrors: number;
+  /** Settlements waiting to be written again (storage was down when their call finished). */
+  pendingSettlements: number;
+  /** Settlements written late, after at least one failed attempt. */
+  settlementsRecovered: number;
+  /** Settlements dropped because the pending queue was full (each also logged). */
+  settlementsDropped: number;
+}
+
+/**
+ * Everything the guard asks of storage goes through here: each call is bounded by a timeout and
+ * any failure becomes a `STORAGE_UNAVAILABLE` error (never a silent pass), a reservation that
+ * answers after its timeout is released, and a settlement that cannot be written is kept (bounded)
+ * and retried with backoff until storage answers again, so a served call's spend is not lost while
+ * the process lives.
+ */
+export class StorageGate {
+  readonly stats: StorageGateStats = {
+    storageErrors: 0,
+    pendingSettlements: 0,
+    settlementsRecovered: 0,
+    settlementsDropped: 0,
+  };
+  private readonly pending: SettleInput[] = [];
+  private retryTimer: NodeJS.Timeout | null = null;
+  private retryDelayMs = 100;
+  private draining: Promise<void> | null = null;
+
+  constructor(
+    private readonly open: () => Promise<SpendStorage>,
+    private readonly options: StorageGateOptions,
+  ) {}
+
+  /** Runs one storage call under the timeout; failures become `STORAGE_UNAVAILABLE`. */
+  async call<T>(what: string, fn: (storage: SpendStorage) => Promise<T>): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const work = this.open().then(fn);
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`storage did not answer ${what} within ${this.options.timeoutMs} ms`)),
+        this.options.timeoutMs,
+      );
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } catch (error) {
+      // The guard's own refusals and id conflicts are answers, not storage failures.
+      if (error instanceof SpendGuardError || error instanceof StorageConflictError) throw error;
+      this.stats.storageErrors++;
+      work.catch(() => {}); // it may still fail later; that is already reported
+      throw new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again', {
+        cause: error,
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A reservation under the timeout; one that lands after it was given up on is released. */
+  async reserve(input: ReserveInput): Promise<ReserveResult> {
+    let gaveUp = false;
+    const work = this.open().then((s) => s.reserve(input));
+    try {
+      return await this.call('reserve', () => work);
+    } catch (error) {
+      gaveUp = true;
+      throw error;
+    } finally {
+      if (gaveUp) {
+        work
+          .then((r) => (r.ok ? this.open().then((s) => s.release(input.reservationId)) : false))
+          .catch((e: unknown) =>
+            this.options.logger.error(`could not release abandoned reservation ${input.reservationId}`, e),
+          );
+      }
+    }
+  }
+
+  /**
+   * Writes a settlement; when storage fails it is queued and retried, and this resolves `false`
+   * (the spend is not lost, only late).
+   */
+  async settle(input: SettleInput): Promise<boolean> {
+    try {
+      await this.call('settle', (s) => s.settle(input));
+      return true;
+    } catch (error) {
+      this.enqueue(input, error);
+      return false;
+    }
+  }
+
+  private enqueue(input: SettleInput, error: unknown): void {
+    if (this.pending.length >= this.options.maxPendingSettlements) {
+      const dropped = this.pending.shift()!;
+      this.stats.settlementsDropped++;
+      this.options.logger.error(
+        `pending settlement queue full (${this.options.maxPendingSettlements}): dropped request ${dropped.log.requestId} ($${dropped.costNano / 1e9}); its reservation will be charged at its estimate after the TTL`,
+      );
+    }
+    this.pending.push(input);
+    this.stats.pendingSettlements = this.pending.length;
+    if (this.pending.length === 1) {
+      this.options.logger.error(
+        `could not record the spend of request ${input.log.requestId}; keeping it and retrying (spendguard pending settlements: 1)`,
+        (error as { cause?: unknown }).cause ?? error,
+      );
+    }
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.retryTimer || this.pending.length === 0) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.drain();
+    }, this.retryDelayMs);
+    this.retryTimer.unref();
+  }
+
+  /** Writes the pending settlements, oldest first, until one fails. */
+  drain(): Promise<void> {
+    this.draining ??= (async () => {
+      while (this.pending.length > 0) {
+        const next = this.pending[0]!;
+        try {
+          await this.call('settle', (s) => s.settle(next));
+        } catch {
+          this.retryDelayMs = Math.min(this.retryDelayMs * 2, 5_000);
+          return;
+        }
+        this.pending.shift();
+        this.stats.pendingSettlements = this.pending.length;
+        this.stats.settlementsRecovered++;
+        this.retryDelayMs = 100;
+        if (this.pending.length === 0)
+          this.options.logger.warn('storage is back: every pending settlement is written');
+      }
+    })().finally(() => {
+      this.draining = null;
+      this.scheduleRetry();
+    });
+    return this.draining;
+  }
+
+  /** On shutdown: keeps trying the pending settlements for up to `deadlineMs`. */
+  async flush(deadlineMs: number): Promise<void> {
+    const end = Date.now() + deadlineMs;
+    while (this.pending.length > 0 && Date.now() < end) {
+      await this.drain();
+      if (this.pending.length > 0)
+        await new Promise((r) => setTimeout(r, Math.min(this.retryDelayMs, end - Date.now())));
+    }
+    if (this.pending.length > 0) {
+      this.options.logger.error(
+        `shutting down with ${this.pending.length} settlements unwritten; their reservations will be charged at their estimates after the TTL`,
+      );
+    }
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+}

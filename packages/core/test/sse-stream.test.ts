@@ -1,0 +1,408 @@
+import { describe, expect, it } from 'vitest';
+import { SseTap } from '../src/metering/sse-stream.js';
+import { observeJson, type WireFormat } from '../src/metering/wire-formats.js';
+
+// The SSE tap on hand-written wire bytes: events found across any chunk split, the usage chunk the
+// guard asked for hidden byte-exactly, and every format's usage read.
+
+const chunkJson = (fields: Record<string, unknown>, usage?: unknown) =>
+  JSON.stringify({
+    id: 'chatcmpl-1',
+    object: 'chat.completion.chunk',
+    created: 1,
+    model: 'gpt-4o',
+    choices: [],
+    ...fields,
+    ...(usage === undefined ? {} : { usage }),
+  });
+
+/** A chat stream as OpenAI sends it, with or without `stream_options.include_usage`. */
+function chatStream(includeUsage: boolean, lineEnd = '\n'): string {
+  const usage = includeUsage ? null : undefined;
+  const events = [
+    chunkJson(
+      { choices: [{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }] },
+      usage,
+    ),
+    chunkJson({ choices: [{ index: 0, delta: { content: 'Hé' }, finish_reason: null }] }, usage),
+    chunkJson({ choices: [{ index: 0, delta: { content: ' llo ✓' }, finish_reason: null }] }, usage),
+    chunkJson({ choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] }, usage),
+  ];
+  if (includeUsage) {
+    events.push(
+      chunkJson(
+        { choices: [] },
+        {
+          prompt_tokens: 9,
+          completion_tokens: 3,
+          total_tokens: 12,
+          prompt_tokens_details: { cached_tokens: 4 },
+        },
+      ),
+    );
+  }
+  events.push('[DONE]');
+  return events.map((e) => `data: ${e}${lineEnd}${lineEnd}`).join('');
+}
+
+/** Feeds `bytes` in the given pieces; returns what the tap forwarded, and the tap. */
+function feed(
+  bytes: Buffer,
+  cuts: number[],
+  format: WireFormat | null,
+  hide: boolean,
+): { out: Buffer; tap: SseTap } {
+  const tap = new SseTap(format, hide);
+  const out: Buffer[] = [];
+  let from = 0;
+  for (const to of [...cuts, bytes.length]) {
+    const sent = tap.write(bytes.subarray(from, to));
+    if (sent !== null) out.push(Buffer.from(sent as Uint8Array));
+    from = to;
+  }
+  const rest = tap.end();
+  if (rest) out.push(Buffer.from(rest));
+  return { out: Buffer.concat(out), tap };
+}
+
+/** Deterministic pseudo-random split points. */
+function randomCuts(length: number, seed: number, count: number): number[] {
+  let x = seed;
+  const cuts = new Set<number>();
+  for (let i = 0; i < count; i++) {
+    x = (x * 1103515245 + 12345) % 2 ** 31;
+    cuts.add(1 + (x % (length - 1)));
+  }
+  return [...cuts].sort((a, b) => a - b);
+}
+
+describe('SSE tap: framing', () => {
+  for (const lineEnd of ['\n', '\r\n']) {
+    const label = lineEnd === '\n' ? 'LF' : 'CRLF';
+    it(`hides the usage chunk and the "usage":null fields, at every single split point (${label})`, () => {
+      const asked = Buffer.from(chatStream(true, lineEnd));
+      const expected = chatStream(false, lineEnd);
+      for (let cut = 1; cut < asked.length; cut++) {
+        const { out, tap } = feed(asked, [cut], 'openai-chat', true);
+        expect(out.toString(), `split at ${cut}`).toBe(expected);
+        expect(tap.observe().usage).toMatchObject({
+          promptTokens: 9,
+          completionTokens: 3,
+          cachedPromptTokens: 4,
+        });
+      }
+    });
+
+    it(`hides it across many random splits, down to one byte per chunk (${label})`, () => {
+      const asked = Buffer.from(chatStream(true, lineEnd));
+      const expected = chatStream(false, lineEnd);
+      for (let seed = 1; seed <= 40; seed++) {
+        const { out } = feed(asked, randomCuts(asked.length, seed, seed * 3), 'openai-chat', true);
+        expect(out.toString()).toBe(expected);
+      }
+      const everyByte = Array.from({ length: asked.length - 1 }, (_, i) => i + 1);
+      expect(feed(asked, everyByte, 'openai-chat', true).out.toString()).toBe(expected);
+    });
+
+    it(`forwards every byte unchanged when not hiding, and still reads the usage (${label})`, () => {
+      const bytes = Buffer.from(chatStream(true, lineEnd));
+      for (let seed = 1; seed <= 20; seed++) {
+        const { out, tap } = feed(bytes, randomCuts(bytes.length, seed, 7), 'openai-chat', false);
+        expect(out.equals(bytes)).toBe(true);
+        expect(tap.observe()).toMatchObject({ format: 'openai-chat', model: 'gpt-4o', usageFinal: true });
+      }
+    });
+  }
+
+  it('forwards only complete events while hiding, and the last one even without a blank line', () => {
+    const tap = new SseTap('openai-chat', true);
+    const first = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] }, null)}\n\n`;
+    expect(tap.write(first.slice(0, 20))).toBeNull(); // nothing complete yet
+    const sent = tap.write(`${first.slice(20)}data: [DO`);
+    expect(Buffer.from(sent as Uint8Array).toString()).toBe(
+      `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] })}\n\n`,
+    );
+    expect(tap.write('NE]')).toBeNull();
+    expect(Buffer.from(tap.end()!).toString()).toBe('data: [DONE]');
+  });
+
+  it('removes "usage": null however the JSON is spaced, and keeps a usage chunk that has choices', () => {
+    const spaced =
+      'data: {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [{"delta": {"content": "x"}}], "usage" : null}\n\n' +
+      'data: {"usage": null, "id": "c", "choices": [{"delta": {"content": "y"}}]}\n\n' +
+      'data: {"id": "c", "choices": [{"delta": {"content": "z"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}\n\n';
+    const { out, tap } = feed(Buffer.from(spaced), [50, 51, 130], 'openai-chat', true);
+    expect(out.toString()).toBe(
+      'data: {"id": "c", "object": "chat.completion.chunk", "model": "m", "choices": [{"delta": {"content": "x"}}]}\n\n' +
+        'data: {"id": "c", "choices": [{"delta": {"content": "y"}}]}\n\n' +
+        'data: {"id": "c", "choices": [{"delta": {"content": "z"}}], "usage": {"prompt_tokens": 1, "completion_tokens": 2}}\n\n',
+    );
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 1, completionTokens: 2 });
+  });
+
+  it('passes comments and keep-alives through, and a stream of another format untouched while hiding', () => {
+    const anthropic =
+      ': keep-alive\n\nevent: message_start\ndata: {"type":"message_start","message":{"model":"claude-x","usage":null}}\n\n';
+    const { out } = feed(Buffer.from(anthropic), [3, 40], null, true);
+    expect(out.toString()).toBe(anthropic);
+  });
+
+  it('reads a large event that comes in many pieces without a line end, copying it once', () => {
+    const text = 'x'.repeat(300_000);
+    const completed = `event: response.completed\ndata: ${JSON.stringify({
+      type: 'response.completed',
+      response: {
+        model: 'gpt-4.1',
+        output: [{ content: [{ text }] }],
+        usage: { input_tokens: 3, output_tokens: 4 },
+      },
+    })}\n\n`;
+    const bytes = Buffer.from(`event: response.created\ndata: {"type":"response.created"}\n\n${completed}`);
+    const cuts = Array.from({ length: Math.floor(bytes.length / 1000) }, (_, i) => (i + 1) * 1000);
+    for (const hide of [false, true]) {
+      const { out, tap } = feed(bytes, cuts, 'openai-responses', hide);
+      expect(out.equals(bytes)).toBe(true);
+      expect(tap.observe().usage).toMatchObject({ promptTokens: 3, completionTokens: 4 });
+    }
+  });
+
+  it('stops metering, and forwards everything, when a partial event outgrows 32 MiB', () => {
+    const piece = Buffer.alloc(1 << 20, 0x61); // no line end at all: not SSE
+    for (const hide of [false, true]) {
+      const tap = new SseTap('openai-chat', hide);
+      let forwarded = 0;
+      for (let i = 0; i < 34; i++) {
+        const sent = tap.write(i === 0 ? Buffer.from('data: {') : piece);
+        if (sent !== null) forwarded += (sent as Uint8Array).length;
+      }
+      forwarded += tap.end()?.length ?? 0;
+      expect(forwarded).toBe(7 + 33 * piece.length);
+      expect(tap.observe().usage).toBeNull();
+    }
+  });
+
+  it('keeps the text of a cut stream for an estimate, reading it only when asked', () => {
+    const full = Buffer.from(chatStream(false));
+    const cut = full.subarray(0, full.indexOf('finish_reason":"stop') - 30); // cut inside the 4th event
+    const { tap } = feed(cut, [17, 200], 'openai-chat', false);
+    expect(tap.observe()).toEqual({
+      format: 'openai-chat',
+      model: 'gpt-4o',
+      usage: null,
+      usageFinal: false,
+      completionText: 'Hé llo ✓',
+    });
+  });
+});
+
+describe('SSE tap: every wire format', () => {
+  const responses = [
+    ['response.created', { response: { model: 'gpt-4.1', usage: null, status: 'in_progress' } }],
+    ['response.output_text.delta', { delta: 'Hi' }],
+    ['response.output_text.delta', { delta: ' there' }],
+    ['response.output_text.done', { text: 'Hi there' }],
+    [
+      'response.completed',
+      {
+        response: {
+          model: 'gpt-4.1-2025-04-14',
+          service_tier: 'default',
+          usage: {
+            input_tokens: 30,
+            input_tokens_details: { cached_tokens: 10 },
+            output_tokens: 20,
+            output_tokens_details: { reasoning_tokens: 5 },
+          },
+        },
+      },
+    ],
+  ] as const;
+  const responsesBytes = responses
+    .map(([type, fields]) => `event: ${type}\ndata: ${JSON.stringify({ type, ...fields })}\n\n`)
+    .join('');
+
+  const anthropic = [
+    [
+      'message_start',
+      {
+        message: {
+          model: 'claude-sonnet-4-5',
+          usage: {
+            input_tokens: 12,
+            cache_read_input_tokens: 100,
+            cache_creation_input_tokens: 50,
+            cache_creation: { ephemeral_5m_input_tokens: 20, ephemeral_1h_input_tokens: 30 },
+            output_tokens: 1,
+          },
+        },
+      },
+    ],
+    ['content_block_start', { index: 0, content_block: { type: 'text', text: '' } }],
+    ['ping', {}],
+    ['content_block_delta', { index: 0, delta: { type: 'text_delta', text: 'Hello' } }],
+    ['content_block_delta', { index: 0, delta: { type: 'text_delta', text: ' world, what usage?' } }],
+    ['content_block_stop', { index: 0 }],
+    ['message_delta', { delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 42 } }],
+    ['message_stop', {}],
+  ] as const;
+  const anthropicBytes = anthropic
+    .map(([type, fields]) => `event: ${type}\ndata: ${JSON.stringify({ type, ...fields })}\n\n`)
+    .join('');
+
+  const gemini = [1, 2, 3].map((n) => ({
+    candidates: [
+      {
+        content: { parts: [{ text: `part${n} ` }], role: 'model' },
+        ...(n === 3 ? { finishReason: 'STOP' } : {}),
+      },
+    ],
+    usageMetadata: {
+      promptTokenCount: 40,
+      candidatesTokenCount: n * 2,
+      totalTokenCount: 40 + n * 2,
+      ...(n === 3 ? { thoughtsTokenCount: 7, cachedContentTokenCount: 8 } : {}),
+    },
+    modelVersion: 'gemini-2.5-flash',
+  }));
+  const geminiBytes = gemini.map((c) => `data: ${JSON.stringify(c)}\r\n\r\n`).join('');
+
+  it('reads the Responses API from response.completed', () => {
+    for (const hint of ['openai-responses', null] as const) {
+      const { out, tap } = feed(
+        Buffer.from(responsesBytes),
+        randomCuts(responsesBytes.length, 3, 9),
+        hint,
+        false,
+      );
+      expect(out.toString()).toBe(responsesBytes);
+      expect(tap.observe()).toMatchObject({
+        format: 'openai-responses',
+        model: 'gpt-4.1-2025-04-14',
+        usage: { promptTokens: 30, completionTokens: 20, cachedPromptTokens: 10, reasoningTokens: 5 },
+        usageFinal: true,
+      });
+    }
+  });
+
+  it('reads Anthropic from message_start (input, cache) and message_delta (output, cumulative)', () => {
+    const { tap } = feed(Buffer.from(anthropicBytes), randomCuts(anthropicBytes.length, 5, 11), null, false);
+    expect(tap.observe()).toMatchObject({
+      format: 'anthropic-messages',
+      model: 'claude-sonnet-4-5',
+      usage: {
+        promptTokens: 162,
+        completionTokens: 42,
+        cachedPromptTokens: 100,
+        cacheWriteTokens: 50,
+        cacheWrite1hTokens: 30,
+      },
+      usageFinal: true,
+    });
+  });
+
+  it('says an Anthropic stream cut before message_delta has only its input side, and keeps its text', () => {
+    const cut = anthropicBytes.slice(0, anthropicBytes.indexOf('event: content_block_stop'));
+    const { tap } = feed(Buffer.from(cut), [100], 'anthropic-messages', false);
+    expect(tap.observe()).toMatchObject({
+      usage: { promptTokens: 162, completionTokens: 1 },
+      usageFinal: false,
+      completionText: 'Hello world, what usage?',
+    });
+  });
+
+  it('reads Gemini SSE (CRLF) from its last chunk, final only with a finishReason', () => {
+    const { tap } = feed(Buffer.from(geminiBytes), randomCuts(geminiBytes.length, 9, 13), 'gemini', false);
+    expect(tap.observe()).toMatchObject({
+      format: 'gemini',
+      model: 'gemini-2.5-flash',
+      usage: { promptTokens: 40, completionTokens: 13, reasoningTokens: 7, cachedPromptTokens: 8 },
+      usageFinal: true,
+    });
+    const twoChunks = geminiBytes.slice(0, geminiBytes.indexOf('data:', 10));
+    const cut = feed(Buffer.from(twoChunks), [], null, false).tap.observe();
+    expect(cut).toMatchObject({ usage: { promptTokens: 40, completionTokens: 2 }, usageFinal: false });
+    expect(cut.completionText).toBe('part1 ');
+  });
+});
+
+describe('JSON bodies: every wire format', () => {
+  it('detects the format from the body, and reads model, usage and text', () => {
+    expect(
+      observeJson(
+        {
+          object: 'chat.completion',
+          model: 'gpt-4o',
+          choices: [{ message: { content: 'hi' } }],
+          usage: { prompt_tokens: 3, completion_tokens: 1 },
+        },
+        null,
+      ),
+    ).toMatchObject({
+      format: 'openai-chat',
+      model: 'gpt-4o',
+      usage: { promptTokens: 3, completionTokens: 1 },
+    });
+    expect(
+      observeJson(
+        {
+          object: 'list',
+          data: [{ object: 'embedding' }],
+          model: 'text-embedding-3-small',
+          usage: { prompt_tokens: 8, total_tokens: 8 },
+        },
+        null,
+      ),
+    ).toMatchObject({ format: 'openai-embeddings', usage: { promptTokens: 8, completionTokens: 0 } });
+    expect(
+      observeJson(
+        {
+          object: 'response',
+          model: 'o4-mini',
+          output: [{ type: 'message', content: [{ type: 'output_text', text: 'ok' }] }],
+          usage: { input_tokens: 5, output_tokens: 9, output_tokens_details: { reasoning_tokens: 6 } },
+        },
+        null,
+      ),
+    ).toMatchObject({
+      format: 'openai-responses',
+      usage: { promptTokens: 5, completionTokens: 9, reasoningTokens: 6 },
+      completionText: 'ok',
+    });
+    expect(
+      observeJson(
+        {
+          type: 'message',
+          model: 'claude-haiku-4-5',
+          content: [{ type: 'text', text: 'yo' }],
+          usage: { input_tokens: 5, cache_read_input_tokens: 10, output_tokens: 2 },
+        },
+        null,
+      ),
+    ).toMatchObject({
+      format: 'anthropic-messages',
+      usage: { promptTokens: 15, completionTokens: 2, cachedPromptTokens: 10 },
+      completionText: 'yo',
+    });
+    expect(
+      observeJson(
+        {
+          candidates: [{ content: { parts: [{ text: 'g' }] }, finishReason: 'STOP' }],
+          usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2, thoughtsTokenCount: 3 },
+          modelVersion: 'gemini-2.0-flash',
+        },
+        null,
+      ),
+    ).toMatchObject({
+      format: 'gemini',
+      model: 'gemini-2.0-flash',
+      usage: { promptTokens: 4, completionTokens: 5 },
+    });
+  });
+
+  it('falls back on the request path for a body that does not say (an error)', () => {
+    expect(observeJson({ error: { message: 'no' } }, 'anthropic-messages')).toMatchObject({
+      format: 'anthropic-messages',
+      usage: null,
+    });
+  });
+});

@@ -1,0 +1,3 @@
+export { type MigrateOptions, migratePg } from './migrations.js';
+export { PgStorage, type PgStorageOptions, pgStorage } from './pg-storage.js';
+export { pgRawReader } from './raw-reader.js';

@@ -1,0 +1,192 @@
+import {
+  bigint,
+  bigserial,
+  boolean,
+  date,
+  index,
+  integer,
+  jsonb,
+  type PgTableFn,
+  pgSchema,
+  pgTable,
+  primaryKey,
+  text,
+  timestamp,
+} from 'drizzle-orm/pg-core';
+
+/**
+ * The tables as drizzle sees them, for typed reads. The DDL that creates them, and the functions that
+ * do the guarded writes, live in `migrations/*.sql` (versioned, frozen SQL); a test checks that both
+ * describe the same columns.
+ *
+ * The Postgres schema is chosen at run time (`pgStorage({ schema })`), so the tables are built per
+ * store. Conventions: money is BIGINT nano-dollars (every value stays below 2^53, so `mode: 'number'`
+ * is exact), instants are timestamptz, lists text[], objects jsonb. The TypeScript property names equal
+ * the contract's record fields, so a selected row *is* a record.
+ */
+export function defineTables(schema: string) {
+  const table: PgTableFn<string | undefined> = schema === 'public' ? pgTable : pgSchema(schema).table;
+  const nano = (name: string) => bigint(name, { mode: 'number' });
+  const at = (name: string) => timestamp(name, { withTimezone: true, mode: 'date' });
+  const json = (name: string) => jsonb(name).$type<Record<string, unknown>>();
+
+  const teams = table(
+    'teams',
+    {
+      teamId: text('team_id').primaryKey(),
+      teamAlias: text('team_alias'),
+      models: text('models').array().notNull(),
+      metadata: json('metadata').notNull(),
+      blocked: boolean('blocked').notNull(),
+      createdAt: at('created_at').notNull(),
+    },
+    (t) => [index('teams_team_alias_idx').on(t.teamAlias)],
+  );
+
+  const users = table('users', {
+    userId: text('user_id').primaryKey(),
+    userEmail: text('user_email'),
+    userRole: text('user_role').notNull(),
+    teams: text('teams').array().notNull(),
+    models: text('models').array().notNull(),
+    metadata: json('metadata').notNull(),
+    createdAt: at('created_at').notNull(),
+  });
+
+  const keys = table(
+    'keys',
+    {
+      tokenHash: text('token_hash').primaryKey(),
+      keyName: text('key_name').notNull(),
+      keyAlias: text('key_alias'),
+      userId: text('user_id'),
+      teamId: text('team_id'),
+      models: text('models').array().notNull(),
+      tags: text('tags').array().notNull(),
+      metadata: json('metadata').notNull(),
+      blocked: boolean('blocked').notNull(),
+      expiresAt: at('expires_at'),
+      createdAt: at('created_at').notNull(),
+    },
+    (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
+  );
+
+  /** One counter per scope; written only by the SQL functions `spendguard_reserve` / `_settle`. */
+  const budgets = table(
+    'budgets',
+    {
+      scopeKind: text('scope_kind').notNull(),
+      scopeId: text('scope_id').notNull(),
+      /** `null`: no cap. */
+      maxBudgetNano: nano('max_budget_nano'),
+      budgetDuration: text('budget_duration'),
+      budgetResetAt: at('budget_reset_at'),
+      spendNano: nano('spend_nano').notNull(),
+      reservedNano: nano('reserved_nano').notNull(),
+    },
+    (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
+  );
+
+  /** Open reservations; a settle or release deletes its row, the TTL sweep charges expired ones. */
+  const reservations = table('reservations', {
+    id: text('id').primaryKey(),
+    scopes: jsonb('scopes').$type<{ kind: string; id: string }[]>().notNull(),
+    amountNano: nano('amount_nano').notNull(),
+    expiresAt: at('expires_at').notNull(),
+    createdAt: at('created_at').notNull(),
+    /** JSON `PendingCall` (its `startTime` an ISO string): attribution for an expired reservation's log. */
+    pending: jsonb('pending').$type<Record<string, unknown>>(),
+  });
+
+  const spendLogs = table(
+    'spend_logs',
+    {
+      requestId: text('request_id').primaryKey(),
+      callType: text('call_type').notNull(),
+      apiKeyHash: text('api_key_hash').notNull(),
+      spendNano: nano('spend_nano').notNull(),
+      promptTokens: integer('prompt_tokens').notNull(),
+      completionTokens: integer('completion_tokens').notNull(),
+      totalTokens: integer('total_tokens').notNull(),
+      startTime: at('start_time').notNull(),
+      endTime: at('end_time').notNull(),
+      model: text('model').notNull(),
+      provider: text('provider'),
+      userId: text('user_id'),
+      teamId: text('team_id'),
+      endUser: text('end_user'),
+      tags: text('tags').array().notNull(),
+      status: text('status', { enum: ['success', 'failure'] }).notNull(),
+      estimated: boolean('estimated').notNull(),
+      httpStatus: integer('http_status').notNull(),
+      metadata: json('metadata').notNull(),
+    },
+    (t) => [
+      index('spend_logs_start_time_idx').on(t.startTime),
+      index('spend_logs_api_key_hash_start_time_idx').on(t.apiKeyHash, t.startTime),
+      index('spend_logs_user_id_start_time_idx').on(t.userId, t.startTime),
+      index('spend_logs_team_id_start_time_idx').on(t.teamId, t.startTime),
+    ],
+  );
+
+  /** Spend per UTC day and tag, upserted by every settle. */
+  const dailyTagSpend = table(
+    'daily_tag_spend',
+    {
+      day: date('day', { mode: 'string' }).notNull(),
+      tag: text('tag').notNull(),
+      requests: nano('requests').notNull(),
+      spendNano: nano('spend_nano').notNull(),
+      promptTokens: nano('prompt_tokens').notNull(),
+      completionTokens: nano('completion_tokens').notNull(),
+    },
+    (t) => [primaryKey({ columns: [t.day, t.tag] })],
+  );
+
+  /** Spend per UTC day x team x user x key x model, upserted by every settle. A missing dim is `''`. */
+  const dailySpend = table(
+    'daily_spend',
+    {
+      day: date('day', { mode: 'string' }).notNull(),
+      teamId: text('team_id').notNull(),
+      userId: text('user_id').notNull(),
+      apiKeyHash: text('api_key_hash').notNull(),
+      model: text('model').notNull(),
+      requests: nano('requests').notNull(),
+      spendNano: nano('spend_nano').notNull(),
+      promptTokens: nano('prompt_tokens').notNull(),
+      completionTokens: nano('completion_tokens').notNull(),
+    },
+    (t) => [primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash, t.model] })],
+  );
+
+  /** Key changes, in order, for other instances' key caches (see `KeyChangeFeed`). */
+  const keyChanges = table('key_changes', {
+    seq: bigserial('seq', { mode: 'number' }).primaryKey(),
+    /** `null`: any key may have changed. */
+    tokenHash: text('token_hash'),
+    changedAt: at('changed_at').notNull().defaultNow(),
+  });
+
+  /** Applied schema versions (see `migrations.ts`). */
+  const migrations = table('spendguard_migrations', {
+    version: integer('version').primaryKey(),
+    name: text('name').notNull(),
+    appliedAt: at('applied_at').notNull().defaultNow(),
+  });
+
+  return {
+    teams,
+    users,
+    keys,
+    budgets,
+    reservations,
+    spendLogs,
+    dailyTagSpend,
+    dailySpend,
+    keyChanges,
+    migrations,
+  };
+}
+
+export type Tables = ReturnType<typeof defineTables>;

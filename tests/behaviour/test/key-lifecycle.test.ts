@@ -1,0 +1,92 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+
+const chat = JSON.stringify({
+  model: 'gpt-4o-mini',
+  messages: [{ role: 'user', content: 'hi' }],
+  max_tokens: 5,
+});
+
+async function call(app: TestApp, key: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: chat,
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+describe.each(ADAPTERS)('key lifecycle on $name', (framework) => {
+  const apps: TestApp[] = [];
+  afterEach(async () => {
+    await Promise.all(apps.splice(0).map((a) => a.close()));
+  });
+
+  it('blocks, unblocks, updates, lists and deletes keys; a change reaches a second instance within 1 s', async () => {
+    const a = await startTestApp(framework);
+    apps.push(a);
+    const b = await startTestApp(framework, { dbPath: a.dbPath });
+    apps.push(b);
+    await admin(a, 'POST', '/user/new', { user_id: 'dev', auto_create_key: false });
+    const key = (await admin(a, 'POST', '/key/generate', { user_id: 'dev', max_budget: 5 })).body;
+    expect((await call(a, key.key)).status).toBe(200);
+    expect((await call(b, key.key)).status).toBe(200); // b has it cached now
+
+    const blocked = await admin(a, 'POST', '/key/block', { key: key.key });
+    expect(blocked.status).toBe(200);
+    expect(blocked.body).toMatchObject({ key: key.token, blocked: true });
+    expect((await call(a, key.key)).status).toBe(401);
+    const t0 = Date.now();
+    let onB = await call(b, key.key);
+    while (onB.status === 200 && Date.now() - t0 < 2000) {
+      await new Promise((r) => setTimeout(r, 25));
+      onB = await call(b, key.key);
+    }
+    expect(onB.status).toBe(401);
+    expect(onB.body.error.message).toMatch(/blocked/);
+    expect(Date.now() - t0).toBeLessThan(1000);
+
+    expect((await admin(a, 'POST', '/key/unblock', { key: key.token })).body.blocked).toBe(false);
+    const updated = await admin(a, 'POST', '/key/update', {
+      key: key.key,
+      max_budget: 7,
+      key_alias: 'ci-bot',
+      models: ['gpt-4o-mini'],
+    });
+    expect(updated.body).toMatchObject({ key_alias: 'ci-bot', max_budget: 7, models: ['gpt-4o-mini'] });
+    expect(updated.body.spend).toBeGreaterThan(0); // spend survives an update
+    expect((await call(a, key.key)).status).toBe(200);
+    const wrongModel = await fetch(`${a.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key.key}` },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [] }),
+    });
+    expect(wrongModel.status).toBe(401);
+
+    const list = await admin(a, 'GET', '/key/list?user_id=dev');
+    expect(list.body).toMatchObject({ keys: [key.token], total_count: 1 });
+    const full = await admin(a, 'GET', '/key/list?user_id=dev&return_full_object=true');
+    expect(full.body.keys[0]).toMatchObject({ token: key.token, key_alias: 'ci-bot' });
+
+    const missing = await admin(a, 'POST', '/key/delete', { keys: [key.key, 'sk-doesnotexistdoesnotexist'] });
+    expect(missing.status).toBe(404);
+    expect((await call(a, key.key)).status).toBe(200); // nothing was deleted
+    const deleted = await admin(a, 'POST', '/key/delete', { keys: [key.key] });
+    expect(deleted.body).toEqual({ deleted_keys: [key.key] });
+    expect((await call(a, key.key)).status).toBe(401);
+    expect((await admin(a, 'GET', `/key/info?key=${key.token}`)).status).toBe(404);
+    expect((await admin(a, 'GET', `/spend/logs?api_key=${key.token}`)).body.length).toBeGreaterThan(0);
+  });
+
+  it('answers 400 and 404 to bad lifecycle requests', async () => {
+    const a = await startTestApp(framework);
+    apps.push(a);
+    expect((await admin(a, 'POST', '/key/block', {})).status).toBe(400);
+    expect((await admin(a, 'POST', '/key/block', { key: 'sk-nope-nope-nope-nope' })).status).toBe(404);
+    expect((await admin(a, 'POST', '/key/delete', { keys: [] })).status).toBe(400);
+    const key = (await admin(a, 'POST', '/key/generate', {})).body;
+    const bad = await admin(a, 'POST', '/key/update', { key: key.key, max_budget: -3 });
+    expect(bad.status).toBe(400);
+    expect((await admin(a, 'GET', `/key/info?key=${key.key}`)).body.info.max_budget).toBeNull();
+  });
+});
