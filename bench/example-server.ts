@@ -1,18 +1,23 @@
-// One example app in its own process, for the benchmark: guarded or not, on the given provider.
+// One example app in its own process, for the benchmark: guarded or not, on the given provider, on
+// Postgres when DATABASE_URL is set (several of these share it), else on its own SQLite file.
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pgStorage } from '@spendguard/storage-pg';
 import { createExampleApp } from '../examples/express/src/app.js';
 
 const unguarded = process.env.BENCH_UNGUARDED === '1';
-if (!unguarded && !process.env.SPENDGUARD_DB) {
+const databaseUrl = process.env.DATABASE_URL || undefined;
+if (!unguarded && !databaseUrl && !process.env.SPENDGUARD_DB) {
   process.env.SPENDGUARD_DB = join(mkdtempSync(join(tmpdir(), 'spendguard-bench-')), 'bench.db');
 }
-const { app } = createExampleApp({
+const { app, guard } = createExampleApp({
   providerBaseUrl: process.env.LLM_BASE_URL!,
   masterKey: 'sk-bench-master',
+  storage: databaseUrl ? pgStorage({ connectionString: databaseUrl }) : undefined,
   unguarded,
 });
+await guard?.storage(); // connected and migrated before the first measured request
 const server = app.listen(Number(process.env.PORT ?? 0), '127.0.0.1', () => {
   const address = server.address();
   process.send?.({ port: typeof address === 'object' && address ? address.port : 0 });

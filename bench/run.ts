@@ -1,10 +1,19 @@
 /**
  * `pnpm bench`: guarded vs unguarded in the same run, alternating rounds, medians and ratios.
  *
- * 1. HTTP: the Express example's own /v1/chat/completions route (which calls the simulated provider
+ * 1. `http`: the Express example's own /v1/chat/completions route (which calls the simulated provider
  *    over HTTP and streams its answer back), guarded by spendGuard() on SQLite vs the same app with
  *    no guard. autocannon, 64 connections, alternating rounds.
- * 2. Core pipeline on SQLite: identify + reserve + meter a JSON response + price + settle, in process.
+ * 2. `pg`: the same route guarded on one Postgres database, with 1 and with 4 guarded instances vs
+ *    as many unguarded instances (the 64 connections split over them); the 4 instances all spending
+ *    one key (the hottest case: every call locks the same counter rows), then a key each. Postgres: DATABASE_URL, else
+ *    postgres://postgres@127.0.0.1:5432/test, else a throwaway server (see tests/multi-instance); the
+ *    bench creates its own database there and drops it after.
+ * 3. `core`: the core pipeline on SQLite: identify + reserve + meter a JSON response + price + settle,
+ *    in process.
+ *
+ * BENCH_ONLY=http,pg,core (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores.
  */
 import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -13,10 +22,13 @@ import { join } from 'node:path';
 import { createSpendGuard } from '@spendguard/core';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
 import autocannon from 'autocannon';
+import { createDatabase, sharedPostgres } from '../tests/multi-instance/test/postgres.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
+const PARTS = new Set((process.env.BENCH_ONLY ?? 'http,pg,core').split(',').map((p) => p.trim()));
 const here = import.meta.dirname;
 const execArgv = ['--conditions=spendguard-source', '--import', 'tsx'];
 
@@ -41,16 +53,22 @@ function rss(child: ChildProcess): Promise<number> {
   });
 }
 
-async function httpBench() {
-  const sim = await start('simulator-server.ts', {});
-  const providerUrl = sim.msg.url as string;
-  const guarded = await start('example-server.ts', { LLM_BASE_URL: providerUrl });
-  const bare = await start('example-server.ts', { LLM_BASE_URL: providerUrl, BENCH_UNGUARDED: '1' });
-  const g = `http://127.0.0.1:${guarded.msg.port}`;
-  const u = `http://127.0.0.1:${bare.msg.port}`;
+const BODY = JSON.stringify({
+  model: 'gpt-4o-mini',
+  messages: [{ role: 'user', content: 'Write one short sentence about budgets.' }],
+  max_tokens: 16,
+});
 
+interface Summary {
+  rps: number;
+  p50: number;
+  p99: number;
+}
+
+/** A team, a user and a key with budgets far above what the bench spends, made through `guardedUrl`. */
+async function benchKey(guardedUrl: string, suffix = ''): Promise<string> {
   const adminPost = async (path: string, body: unknown) => {
-    const res = await fetch(`${g}${path}`, {
+    const res = await fetch(`${guardedUrl}${path}`, {
       method: 'POST',
       headers: { authorization: 'Bearer sk-bench-master' },
       body: JSON.stringify(body),
@@ -58,59 +76,127 @@ async function httpBench() {
     if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
     return res.json() as Promise<any>;
   };
-  await adminPost('/team/new', { team_id: 'bench-team', max_budget: 1_000_000 });
-  await adminPost('/user/new', { user_id: 'bench-user', team_id: 'bench-team', max_budget: 1_000_000 });
-  const { key } = await adminPost('/key/generate', { user_id: 'bench-user', max_budget: 1_000_000 });
-
-  const body = JSON.stringify({
-    model: 'gpt-4o-mini',
-    messages: [{ role: 'user', content: 'Write one short sentence about budgets.' }],
-    max_tokens: 16,
+  await adminPost('/team/new', { team_id: `bench-team${suffix}`, max_budget: 1_000_000 });
+  await adminPost('/user/new', {
+    user_id: `bench-user${suffix}`,
+    team_id: `bench-team${suffix}`,
+    max_budget: 1_000_000,
   });
-  const run = (url: string, auth: boolean) =>
-    autocannon({
-      url: `${url}/v1/chat/completions`,
-      method: 'POST',
-      connections: CONNECTIONS,
-      duration: SECONDS,
-      headers: { 'content-type': 'application/json', ...(auth ? { authorization: `Bearer ${key}` } : {}) },
-      body,
-    });
+  const { key } = await adminPost('/key/generate', { user_id: `bench-user${suffix}`, max_budget: 1_000_000 });
+  return key;
+}
 
-  // Warm both (JIT, tokenizer in the simulator, SQLite pages).
-  await run(g, true);
-  await run(u, false);
-  const results = { guarded: [] as autocannon.Result[], unguarded: [] as autocannon.Result[] };
-  for (let i = 0; i < ROUNDS; i++) {
-    const order: Array<['guarded' | 'unguarded', string, boolean]> =
-      i % 2 === 0
-        ? [
-            ['unguarded', u, false],
-            ['guarded', g, true],
-          ]
-        : [
-            ['guarded', g, true],
-            ['unguarded', u, false],
-          ];
-    for (const [name, url, auth] of order) {
-      const r = await run(url, auth);
-      if (r.non2xx > 0 || r.errors > 0) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+/**
+ * One load: CONNECTIONS connections split evenly over `urls` for SECONDS (one autocannon per
+ * instance, at once): the req/s of all instances added up; latency percentiles of the worst one.
+ * `keys`: one for all instances, one per instance, or none (unguarded).
+ */
+async function load(name: string, urls: string[], keys: string | string[] | null): Promise<Summary> {
+  const results = await Promise.all(
+    urls.map((url, i) => {
+      const key = Array.isArray(keys) ? keys[i] : keys;
+      return autocannon({
+        url: `${url}/v1/chat/completions`,
+        method: 'POST',
+        connections: Math.max(1, Math.round(CONNECTIONS / urls.length)),
+        duration: SECONDS,
+        headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+        body: BODY,
+      });
+    }),
+  );
+  for (const r of results) {
+    if (r.non2xx > 0 || r.errors > 0) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+  }
+  return {
+    rps: results.reduce((sum, r) => sum + r.requests.average, 0),
+    p50: Math.max(...results.map((r) => r.latency.p50)),
+    p99: Math.max(...results.map((r) => r.latency.p99)),
+  };
+}
+
+/** Guarded vs unguarded, alternating which goes first, after one warm-up run of each; medians. */
+async function compare(
+  label: string,
+  rounds: number,
+  guarded: string[],
+  unguarded: string[],
+  key: string | string[],
+): Promise<{ G: Summary; U: Summary }> {
+  await load('guarded warm-up', guarded, key);
+  await load('unguarded warm-up', unguarded, null);
+  const results = { guarded: [] as Summary[], unguarded: [] as Summary[] };
+  for (let i = 0; i < rounds; i++) {
+    const both: Array<['guarded' | 'unguarded', string[], string | string[] | null]> = [
+      ['unguarded', unguarded, null],
+      ['guarded', guarded, key],
+    ];
+    for (const [name, urls, auth] of i % 2 === 0 ? both : both.reverse()) {
+      const r = await load(name, urls, auth);
       results[name].push(r);
       process.stdout.write(
-        `  round ${i + 1} ${name.padEnd(9)} ${r.requests.average.toFixed(0)} req/s  p50 ${r.latency.p50} ms  p99 ${r.latency.p99} ms\n`,
+        `  ${label} round ${i + 1} ${name.padEnd(9)} ${r.rps.toFixed(0)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms\n`,
       );
     }
   }
-  const summary = (rs: autocannon.Result[]) => ({
-    rps: median(rs.map((r) => r.requests.average)),
-    p50: median(rs.map((r) => r.latency.p50)),
-    p99: median(rs.map((r) => r.latency.p99)),
+  const summary = (rs: Summary[]): Summary => ({
+    rps: median(rs.map((r) => r.rps)),
+    p50: median(rs.map((r) => r.p50)),
+    p99: median(rs.map((r) => r.p99)),
   });
-  const G = summary(results.guarded);
-  const U = summary(results.unguarded);
-  const [rssG, rssU] = [await rss(guarded.child), await rss(bare.child)];
-  for (const c of [sim.child, guarded.child, bare.child]) c.kill();
-  return { G, U, rssG, rssU };
+  return { G: summary(results.guarded), U: summary(results.unguarded) };
+}
+
+async function httpBench() {
+  const sim = await start('simulator-server.ts', {});
+  const providerUrl = sim.msg.url as string;
+  const guarded = await start('example-server.ts', { LLM_BASE_URL: providerUrl, DATABASE_URL: '' });
+  const bare = await start('example-server.ts', { LLM_BASE_URL: providerUrl, BENCH_UNGUARDED: '1' });
+  const g = `http://127.0.0.1:${guarded.msg.port}`;
+  const u = `http://127.0.0.1:${bare.msg.port}`;
+  try {
+    const key = await benchKey(g);
+    const { G, U } = await compare('sqlite', ROUNDS, [g], [u], key);
+    const [rssG, rssU] = [await rss(guarded.child), await rss(bare.child)];
+    return { G, U, rssG, rssU };
+  } finally {
+    for (const c of [sim.child, guarded.child, bare.child]) c.kill();
+  }
+}
+
+async function pgBench() {
+  const server = await sharedPostgres();
+  const db = await createDatabase(server);
+  const children: ChildProcess[] = [];
+  try {
+    const sim = await start('simulator-server.ts', {});
+    children.push(sim.child);
+    const providerUrl = sim.msg.url as string;
+    const startAll = (env: Record<string, string>) =>
+      Promise.all(
+        Array.from({ length: 4 }, async () => {
+          const p = await start('example-server.ts', { LLM_BASE_URL: providerUrl, ...env });
+          children.push(p.child);
+          return `http://127.0.0.1:${p.msg.port}`;
+        }),
+      );
+    const guarded = await startAll({ DATABASE_URL: db.url, SPENDGUARD_DB: '' });
+    const unguarded = await startAll({ BENCH_UNGUARDED: '1', DATABASE_URL: '' });
+    const key = await benchKey(guarded[0]!);
+    const one = await compare('postgres x1', PG_ROUNDS, guarded.slice(0, 1), unguarded.slice(0, 1), key);
+    const four = await compare('postgres x4', PG_ROUNDS, guarded, unguarded, key);
+    // The same with a key (and user and team) per instance: no counter row shared between instances.
+    const keys = await Promise.all(guarded.map((url, i) => benchKey(url, `-${i}`)));
+    const spread = await compare('postgres x4, key per instance', PG_ROUNDS, guarded, unguarded, keys);
+    return { one, four, spread, kind: server.kind };
+  } finally {
+    for (const c of children) c.kill();
+    await Promise.all(
+      children.map((c) => (c.exitCode === null ? new Promise((r) => c.once('exit', r)) : null)),
+    );
+    await db.drop();
+    await server.close();
+  }
 }
 
 async function pipelineBench() {
@@ -194,29 +280,36 @@ async function pipelineBench() {
 
 console.log(`spendguard bench: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
 console.log(
-  `HTTP: Express example route, autocannon c=${CONNECTIONS}, ${ROUNDS} alternating rounds of ${SECONDS}s`,
+  `HTTP: Express example route, autocannon c=${CONNECTIONS}, ${ROUNDS} (SQLite) / ${PG_ROUNDS} (Postgres) alternating rounds of ${SECONDS}s`,
 );
-const only = process.env.BENCH_ONLY; // 'http' or 'core' to run one part
-const http = only === 'core' ? null : await httpBench();
-console.log('Core pipeline on SQLite (identify, reserve, meter, price, settle):');
-const core = only === 'http' ? null : await pipelineBench();
+const http = PARTS.has('http') ? await httpBench() : null;
+const pgResult = PARTS.has('pg') ? await pgBench() : null;
+if (PARTS.has('core')) console.log('Core pipeline on SQLite (identify, reserve, meter, price, settle):');
+const core = PARTS.has('core') ? await pipelineBench() : null;
 
 console.log('\n| measure | unguarded | guarded | guarded/unguarded |');
 console.log('|---|---|---|---|');
+const rows = (label: string, r: { G: Summary; U: Summary }) => {
+  console.log(
+    `| ${label} req/s (median) | ${r.U.rps.toFixed(0)} | ${r.G.rps.toFixed(0)} | ${(r.G.rps / r.U.rps).toFixed(2)} |`,
+  );
+  console.log(
+    `| ${label} p50 latency ms | ${r.U.p50} | ${r.G.p50} | +${(r.G.p50 - r.U.p50).toFixed(1)} ms |`,
+  );
+  console.log(
+    `| ${label} p99 latency ms | ${r.U.p99} | ${r.G.p99} | +${(r.G.p99 - r.U.p99).toFixed(1)} ms |`,
+  );
+};
 if (http) {
-  const ratio = http.G.rps / http.U.rps;
-  console.log(
-    `| req/s (median) | ${http.U.rps.toFixed(0)} | ${http.G.rps.toFixed(0)} | ${ratio.toFixed(2)} |`,
-  );
-  console.log(
-    `| p50 latency ms | ${http.U.p50} | ${http.G.p50} | +${(http.G.p50 - http.U.p50).toFixed(1)} ms |`,
-  );
-  console.log(
-    `| p99 latency ms | ${http.U.p99} | ${http.G.p99} | +${(http.G.p99 - http.U.p99).toFixed(1)} ms |`,
-  );
+  rows('SQLite, 1 instance:', http);
   console.log(
     `| server RSS after run | ${(http.rssU / 2 ** 20).toFixed(0)} MiB | ${(http.rssG / 2 ** 20).toFixed(0)} MiB | +${((http.rssG - http.rssU) / 2 ** 20).toFixed(0)} MiB |`,
   );
+}
+if (pgResult) {
+  rows('Postgres, 1 instance:', pgResult.one);
+  rows('Postgres, 4 instances, one key:', pgResult.four);
+  rows('Postgres, 4 instances, a key each:', pgResult.spread);
 }
 if (core) {
   console.log(
@@ -227,7 +320,20 @@ if (core) {
   );
 }
 if (http)
-  console.log(`\nreq/s ratio guarded/unguarded: ${(http.G.rps / http.U.rps).toFixed(2)} (target >= 0.8)`);
+  console.log(
+    `\nreq/s ratio guarded/unguarded, SQLite: ${(http.G.rps / http.U.rps).toFixed(2)} (target >= 0.8)`,
+  );
+if (pgResult) {
+  for (const [label, r] of [
+    ['1 instance', pgResult.one],
+    ['4 instances, one key', pgResult.four],
+    ['4 instances, a key each', pgResult.spread],
+  ] as const) {
+    console.log(
+      `req/s ratio guarded/unguarded, Postgres (${pgResult.kind}), ${label}: ${(r.G.rps / r.U.rps).toFixed(2)} (target >= 0.6)`,
+    );
+  }
+}
 if (core)
   console.log(
     `core pipeline: ${core.concurrent.toFixed(1)} µs/request at 64 in flight, ${core.sequential.toFixed(1)} µs one at a time (target <= 50)`,

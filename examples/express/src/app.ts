@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import type { SpendGuard, SpendGuardOptions } from '@spendguard/core';
+import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { spendGuard } from '@spendguard/express';
 import express, { type Express } from 'express';
 
@@ -9,6 +9,8 @@ export interface ExampleAppOptions {
   /** Where the guard keeps its state; the SQLite default when omitted. */
   storage?: SpendGuardOptions['storage'];
   masterKey?: string;
+  /** More guard options: enforcement, onStorageError, storageTimeoutMs, reservation TTL and sweep, ... */
+  guardOptions?: Omit<AdapterOptions, 'storage' | 'masterKey'>;
   /** Build the same app without the guard (the benchmark's baseline). */
   unguarded?: boolean;
 }
@@ -21,7 +23,7 @@ export function createExampleApp(options: ExampleAppOptions): { app: Express; gu
   const app = express();
   const guard = options.unguarded
     ? null
-    : spendGuard({ storage: options.storage, masterKey: options.masterKey });
+    : spendGuard({ ...options.guardOptions, storage: options.storage, masterKey: options.masterKey });
   if (guard) {
     app.use(guard.admin); // LiteLLM's management API at the root: /team/new, /key/generate, /spend/logs, ...
     app.use('/v1', guard); // every call under /v1 needs a virtual key and fits its budgets

@@ -1,4 +1,4 @@
-import type { SpendGuard, SpendGuardOptions } from '@spendguard/core';
+import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { type SpendGuardEnv, spendGuard } from '@spendguard/hono';
 import { Hono } from 'hono';
 
@@ -8,6 +8,8 @@ export interface ExampleAppOptions {
   /** Where the guard keeps its state; the SQLite default when omitted. */
   storage?: SpendGuardOptions['storage'];
   masterKey?: string;
+  /** More guard options: enforcement, onStorageError, storageTimeoutMs, reservation TTL and sweep, ... */
+  guardOptions?: Omit<AdapterOptions, 'storage' | 'masterKey'>;
   /** Build the same app without the guard (the benchmark's baseline). */
   unguarded?: boolean;
 }
@@ -23,7 +25,7 @@ export function createExampleApp(options: ExampleAppOptions): {
   const app = new Hono<SpendGuardEnv>();
   const guard = options.unguarded
     ? null
-    : spendGuard({ storage: options.storage, masterKey: options.masterKey });
+    : spendGuard({ ...options.guardOptions, storage: options.storage, masterKey: options.masterKey });
   if (guard) {
     app.route('/', guard.admin); // LiteLLM's management API at the root: /team/new, /key/generate, /spend/logs, ...
     app.use('/v1/*', guard); // every call under /v1 needs a virtual key and fits its budgets

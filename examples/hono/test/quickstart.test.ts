@@ -29,7 +29,13 @@ describe('examples/hono: the LiteLLM quick start against the running demo', () =
     const dir = mkdtempSync(join(tmpdir(), 'spendguard-example-hono-'));
     server = spawn(process.execPath, ['--conditions=spendguard-source', '--import', 'tsx', 'src/server.ts'], {
       cwd: exampleDir,
-      env: { ...process.env, PORT: '4100', SPENDGUARD_DB: join(dir, 'demo.db'), SPENDGUARD_MASTER_KEY: '' },
+      env: {
+        ...process.env,
+        PORT: '4100',
+        SPENDGUARD_DB: join(dir, 'demo.db'),
+        SPENDGUARD_MASTER_KEY: '',
+        DATABASE_URL: '',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     server.stdout!.on('data', (d) => {

@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import type { BudgetAlertOptions } from './alerts/budget-alerts.js';
 import type { ModelPriceOverride } from './pricing/price-book.js';
 import type { EnforcementMode, SpendStorage } from './storage/storage-contract.js';
 
@@ -81,6 +82,14 @@ export interface SpendGuardOptions {
   logger?: GuardLogger;
   /** The clock; tests pass a controllable one. @default () => new Date() */
   now?: () => Date;
+  /**
+   * Budget alerts: a signed JSON webhook when a key's, user's or team's spend reaches a threshold of
+   * its `max_budget` (or its `soft_budget`), once per threshold per budget period, sent after the
+   * call is settled (never on the request's path).
+   * @default undefined (no alerts)
+   * @example alerts: { webhookUrl: 'https://hooks.example.com/spend', secret: process.env.WEBHOOK_SECRET! }
+   */
+  alerts?: BudgetAlertOptions;
 }
 
 // LiteLLM's per-model fields: every cost field is a non-negative number (the pricing module reads
@@ -133,9 +142,39 @@ const optionsSchema = z.object({
     .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
     .optional(),
   now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
+  alerts: z
+    .object({
+      webhookUrl: z
+        .string({ error: 'must be the http(s) URL alerts are POSTed to' })
+        .refine((u) => /^https?:\/\//.test(u) && URL.canParse(u), {
+          message: 'must be an http(s) URL, e.g. https://hooks.example.com/spendguard',
+        }),
+      secret: z
+        .string({ error: 'must be a string: the HMAC key that signs each delivery' })
+        .min(16, 'must be at least 16 characters (use a random secret; receivers verify with it)'),
+      thresholds: z
+        .array(
+          z
+            .number()
+            .positive('must be a percentage above 0')
+            .max(10_000, 'must be a percentage, at most 10000'),
+          { error: 'must be an array of percentages of max_budget, e.g. [50, 80, 95, 100]' },
+        )
+        .optional(),
+      retries: z.number().int().min(0).max(20, 'must be at most 20').optional(),
+      retryDelayMs: z.number().int().nonnegative().optional(),
+      timeoutMs: z.number().int().positive().optional(),
+    })
+    .optional(),
 });
 
-type OptionalOptions = 'masterKey' | 'modelPrices' | 'modelAliases' | 'priceTable' | 'priceTableRefreshMs';
+type OptionalOptions =
+  | 'masterKey'
+  | 'modelPrices'
+  | 'modelAliases'
+  | 'priceTable'
+  | 'priceTableRefreshMs'
+  | 'alerts';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
 
@@ -172,5 +211,6 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
       error: (m, e) => console.error(`[spendguard] ${m}`, e ?? ''),
     },
     now: options.now ?? (() => new Date()),
+    alerts: options.alerts,
   };
 }

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ManagementApi } from './admin/management-api.js';
+import { BudgetAlerts } from './alerts/budget-alerts.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
 import { SpendGuardError } from './errors.js';
 import { constantTimeEqual, hashVirtualKey } from './keys.js';
@@ -10,6 +11,7 @@ import { CallMeter, type TrackOptions } from './metering/track.js';
 import { createGuardFetch } from './metering/upstream-fetch.js';
 import { modelFromPath } from './metering/wire-formats.js';
 import { PriceBook, type TokenUsage } from './pricing/price-book.js';
+import { BudgetQueries, SpendQueries } from './queries.js';
 import type {
   BudgetState,
   KeyRecord,
@@ -93,6 +95,12 @@ export class SpendGuard {
    * @example const openai = new OpenAI({ fetch: guard.fetch })
    */
   readonly fetch: typeof globalThis.fetch = createGuardFetch(this);
+  /** Spend reports from the daily rollups: `guard.spend.report({ groupBy, from, to, granularity, filters })`. */
+  readonly spend: SpendQueries = new SpendQueries(this);
+  /** Budgets as they stand: `guard.budgets.remaining({ key | user | team })`. */
+  readonly budgets: BudgetQueries = new BudgetQueries(this);
+  /** Budget alert webhooks (the `alerts` option); `null` when not configured. */
+  readonly alerts: BudgetAlerts | null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private stopWatching: (() => void) | undefined;
 
@@ -122,7 +130,9 @@ export class SpendGuard {
       timeoutMs: this.options.storageTimeoutMs,
       maxPendingSettlements: this.options.maxPendingSettlements,
       logger: this.logger,
+      onSettled: (input, result) => this.alerts?.settled(input, result),
     });
+    this.alerts = this.options.alerts ? new BudgetAlerts(this, this.options.alerts) : null;
   }
 
   /** The opened storage (migrations applied). Rejects, every time it is asked, while it cannot open. */
@@ -454,6 +464,7 @@ export class SpendGuard {
     this.prices.close();
     await this.flush();
     await this.gate.flush(this.options.shutdownTimeoutMs);
+    await this.alerts?.close(this.options.shutdownTimeoutMs);
     if (this.storageValue) await this.storageValue.close();
   }
 }
@@ -631,7 +642,7 @@ function readPresentedKey(header: CallInput['header']): string {
     }
     value = m[1]!.trim();
   } else {
-    value = header('x-api-key') ?? header('api-key');
+    value = header('x-api-key') ?? header('api-key') ?? header('x-goog-api-key');
   }
   if (!value) {
     throw new SpendGuardError(

@@ -1,5 +1,11 @@
 export { type AdapterOptions, resolveAdapterOptions } from './adapter-options.js';
 export type { ManagementRequest } from './admin/management-api.js';
+export {
+  type BudgetAlertOptions,
+  type BudgetAlertPayload,
+  type BudgetAlerts,
+  signWebhookBody,
+} from './alerts/budget-alerts.js';
 export { isValidBudgetDuration, nextBudgetResetAt, parseBudgetDuration } from './budget-period.js';
 export type { GuardLogger, SpendGuardOptions } from './config.js';
 export { ERROR_STATUS, SpendGuardError, type SpendGuardErrorCode, StorageConflictError } from './errors.js';
@@ -28,11 +34,36 @@ export {
   type PriceBookOptions,
   type TokenUsage,
 } from './pricing/price-book.js';
+export type {
+  BudgetQueries,
+  BudgetRemaining,
+  BudgetScope,
+  SpendGranularity,
+  SpendGroup,
+  SpendGroupValues,
+  SpendQueries,
+  SpendReport,
+  SpendReportEntry,
+  SpendReportFilterOptions,
+  SpendReportOptions,
+  SpendTotals,
+} from './queries.js';
 export { applyDueReset, expiredReservationLog, fitsBudget } from './storage/budget-rules.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export {
+  activeFilters,
+  aggregateRollup,
+  finishSpendReport,
+  type RollupRow,
+  readsTagRollup,
+  rollupColumn,
+  rollupRowOf,
+} from './storage/spend-rollup.js';
+export {
+  type AlertClaim,
   type BudgetInit,
   type BudgetState,
+  compareSpendReportRows,
   compareTagSpend,
   type EnforcementMode,
   type EntityInsert,
@@ -45,11 +76,16 @@ export {
   type ScopeRef,
   type SettleInput,
   type SettleResult,
+  type SpendDimension,
   type SpendLogQuery,
   type SpendLogRecord,
+  type SpendReportFilters,
+  type SpendReportQuery,
+  type SpendReportRow,
   type SpendStorage,
   type StorageCapabilities,
   scopeKey,
+  spendReportField,
   type TagSpend,
   type TeamRecord,
   type UserRecord,

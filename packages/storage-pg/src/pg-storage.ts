@@ -1,30 +1,39 @@
 import { createHash } from 'node:crypto';
 import {
+  type AlertClaim,
+  activeFilters,
   type BudgetInit,
   type BudgetState,
   compareTagSpend,
   type EntityInsert,
   expiredReservationLog,
+  finishSpendReport,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
   type ReserveInput,
   type ReserveResult,
+  readsTagRollup,
+  rollupColumn,
   type ScopeKind,
   type ScopeRef,
   type SettleInput,
   type SettleResult,
   type SpendLogQuery,
   type SpendLogRecord,
+  type SpendReportQuery,
+  type SpendReportRow,
   type SpendStorage,
   type StorageCapabilities,
   StorageConflictError,
+  spendReportField,
   type TagSpend,
   type TeamRecord,
   type UserRecord,
 } from '@spendguard/core';
-import { and, arrayContains, asc, desc, eq, gte, lt, lte, type SQL, sql } from 'drizzle-orm';
+import { and, arrayContains, asc, desc, eq, gte, inArray, lt, lte, type SQL, sql } from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
+import type { PgColumn } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { int8AsNumber } from './int8-types.js';
 import { KEY_CHANGE_CHANNEL, KeyChangeFeed, recordKeyChanges } from './key-change-feed.js';
@@ -73,6 +82,8 @@ type StateRow = [
   budgetResetAt: Date | null,
   spendNano: number | null,
   reservedNano: number | null,
+  /** Last, so that the columns before keep their places (migration 2). */
+  softBudgetNano: number | null,
 ];
 
 interface Open {
@@ -95,7 +106,7 @@ export function internalsOf(storage: PgStorage): { pool: pg.Pool; schema: string
 /**
  * Postgres storage, shared by every app instance that points at the same database. Each guarded write
  * is one statement, so one round trip: `reserve` and `settle` call the plpgsql functions that the
- * migration creates (`spendguard_reserve`, `spendguard_settle`), which lock the scopes' counter rows
+ * migrations create (`spendguard_reserve_v2`, `spendguard_settle_v2`), which lock the scopes' counter rows
  * (`FOR UPDATE`, always in (kind, id) order, so overlapping requests queue instead of deadlocking),
  * apply due period resets, check and write. A statement is atomic: a failure writes nothing.
  *
@@ -262,7 +273,7 @@ export class PgStorage implements SpendStorage {
   async getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]> {
     const rows = await this.#call(
       'budget_states',
-      'SELECT NULL::text, scope_kind, scope_id, max_budget_nano, budget_duration, budget_reset_at, spend_nano, reserved_nano',
+      'SELECT NULL::text, scope_kind, scope_id, max_budget_nano, budget_duration, budget_reset_at, spend_nano, reserved_nano, soft_budget_nano',
       'spendguard_budget_states($1, $2, $3) ORDER BY ord',
       [...scopeArrays(scopes), now.toISOString()],
     );
@@ -271,9 +282,9 @@ export class PgStorage implements SpendStorage {
 
   async reserve(input: ReserveInput): Promise<ReserveResult> {
     const [head, ...states] = await this.#call(
-      'reserve',
+      'reserve_v2',
       'SELECT *',
-      'spendguard_reserve($1, $2, $3, $4, $5, $6, $7, $8)',
+      'spendguard_reserve_v2($1, $2, $3, $4, $5, $6, $7, $8)',
       [
         input.reservationId,
         ...scopeArrays(input.scopes),
@@ -290,7 +301,7 @@ export class PgStorage implements SpendStorage {
     const status = head?.[0];
     if (status === 'ok') return { ok: true, states: states.map((r) => toState(r as StateRow)) };
     if (status !== 'refused' || !states[0])
-      throw new Error(`spendguard_reserve answered '${String(status)}'`);
+      throw new Error(`spendguard_reserve_v2 answered '${String(status)}'`);
     return { ok: false, refused: toState(states[0] as StateRow) };
   }
 
@@ -332,13 +343,13 @@ export class PgStorage implements SpendStorage {
     return outcomes.filter((o) => o.status === 'applied' || o.status === 'released').length;
   }
 
-  /** `claim`: only if the reservation is still open (the TTL sweep); see `spendguard_settle`. */
+  /** `claim`: only if the reservation is still open (the TTL sweep); see `spendguard_settle_v2`. */
   async #settle(input: SettleInput, claim: boolean): Promise<{ status: string; states: BudgetState[] }> {
     const { log } = input;
     const [head, ...states] = await this.#call(
-      'settle',
+      'settle_v2',
       'SELECT *',
-      'spendguard_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)',
+      'spendguard_settle_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)',
       [
         input.reservationId,
         ...scopeArrays(input.scopes),
@@ -367,7 +378,7 @@ export class PgStorage implements SpendStorage {
       ],
     );
     const status = head?.[0];
-    if (typeof status !== 'string') throw new Error('spendguard_settle returned no header row');
+    if (typeof status !== 'string') throw new Error('spendguard_settle_v2 returned no header row');
     return { status, states: states.map((r) => toState(r as StateRow)) };
   }
 
@@ -407,6 +418,57 @@ export class PgStorage implements SpendStorage {
       .groupBy(d.tag);
     // Sorted here, not in SQL, so that ties order exactly as in core's reference implementation.
     return rows.sort(compareTagSpend);
+  }
+
+  async spendReport(query: SpendReportQuery): Promise<SpendReportRow[]> {
+    const { db, t } = this.#ready();
+    const d = readsTagRollup(query) ? t.dailyTagSpend : t.dailySpend;
+    // Both rollups have every column a report names (the tag one also `tag`, read only from it).
+    const column = (name: string) => (d as unknown as Record<string, PgColumn>)[name]!;
+    const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
+    for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
+    const groups = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    const total = (c: PgColumn) => sql<number>`sum(${c})`.mapWith(Number);
+    const fields: Record<string, SQL | PgColumn> = {
+      requests: total(d.requests),
+      failedRequests: total(d.failedRequests),
+      spendNano: total(d.spendNano),
+      promptTokens: total(d.promptTokens),
+      completionTokens: total(d.completionTokens),
+    };
+    query.groupBy.forEach((dimension, i) => {
+      fields[spendReportField(dimension)] = groups[i]!;
+    });
+    const rows = await db
+      .select(fields)
+      .from(d)
+      .where(and(...where))
+      .groupBy(...groups)
+      // Without groups, no matching rows still make one row of NULL sums: none is wanted.
+      .having(sql`count(*) > 0`);
+    return finishSpendReport(rows as unknown as SpendReportRow[], query.groupBy);
+  }
+
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    const { pool } = this.#ready();
+    const now = claim.now.toISOString();
+    // One statement: prune the claims of periods that are over, then claim (or find it taken).
+    const res = await pool.query({
+      text: `WITH pruned AS (
+          DELETE FROM ${this.#q}.alert_claims WHERE expires_at <= $5
+        )
+        INSERT INTO ${this.#q}.alert_claims (scope_kind, scope_id, period, threshold, claimed_at, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+      values: [
+        claim.scope.kind,
+        claim.scope.id,
+        claim.period,
+        claim.threshold,
+        now,
+        claim.expiresAt?.toISOString() ?? null,
+      ],
+    });
+    return res.rowCount === 1;
   }
 
   async updateKey(
@@ -537,7 +599,8 @@ function scopeArrays(scopes: ScopeRef[]): [kinds: string[], ids: string[]] {
 }
 
 function toState(row: StateRow): BudgetState {
-  const [, kind, id, maxBudgetNano, budgetDuration, budgetResetAt, spendNano, reservedNano] = row;
+  const [, kind, id, maxBudgetNano, budgetDuration, budgetResetAt, spendNano, reservedNano, softBudgetNano] =
+    row;
   return {
     scope: { kind: kind as ScopeKind, id: id as string },
     maxBudgetNano,
@@ -545,6 +608,7 @@ function toState(row: StateRow): BudgetState {
     budgetResetAt,
     spendNano: spendNano as number,
     reservedNano: reservedNano as number,
+    softBudgetNano: softBudgetNano ?? null,
   };
 }
 

@@ -71,7 +71,7 @@ export function defineTables(schema: string) {
     (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
   );
 
-  /** One counter per scope; written only by the SQL functions `spendguard_reserve` / `_settle`. */
+  /** One counter per scope; written only by the SQL functions `spendguard_reserve_v2` / `_settle_v2`. */
   const budgets = table(
     'budgets',
     {
@@ -83,6 +83,8 @@ export function defineTables(schema: string) {
       budgetResetAt: at('budget_reset_at'),
       spendNano: nano('spend_nano').notNull(),
       reservedNano: nano('reserved_nano').notNull(),
+      /** LiteLLM's `soft_budget`: alerts only (migration 2). */
+      softBudgetNano: nano('soft_budget_nano'),
     },
     (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
   );
@@ -129,21 +131,10 @@ export function defineTables(schema: string) {
     ],
   );
 
-  /** Spend per UTC day and tag, upserted by every settle. */
-  const dailyTagSpend = table(
-    'daily_tag_spend',
-    {
-      day: date('day', { mode: 'string' }).notNull(),
-      tag: text('tag').notNull(),
-      requests: nano('requests').notNull(),
-      spendNano: nano('spend_nano').notNull(),
-      promptTokens: nano('prompt_tokens').notNull(),
-      completionTokens: nano('completion_tokens').notNull(),
-    },
-    (t) => [primaryKey({ columns: [t.day, t.tag] })],
-  );
-
-  /** Spend per UTC day x team x user x key x model, upserted by every settle. A missing dim is `''`. */
+  /**
+   * Spend per UTC day x team x user x key x model x provider x end user, upserted by every settle (the
+   * shape of migration 2). A missing dimension is `''`.
+   */
   const dailySpend = table(
     'daily_spend',
     {
@@ -152,12 +143,57 @@ export function defineTables(schema: string) {
       userId: text('user_id').notNull(),
       apiKeyHash: text('api_key_hash').notNull(),
       model: text('model').notNull(),
+      provider: text('provider').notNull(),
+      endUser: text('end_user').notNull(),
       requests: nano('requests').notNull(),
+      failedRequests: nano('failed_requests').notNull(),
       spendNano: nano('spend_nano').notNull(),
       promptTokens: nano('prompt_tokens').notNull(),
       completionTokens: nano('completion_tokens').notNull(),
     },
-    (t) => [primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash, t.model] })],
+    (t) => [
+      primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash, t.model, t.provider, t.endUser] }),
+    ],
+  );
+
+  /** The same per tag: a request adds to one row per tag it carries (migration 2). */
+  const dailyTagSpend = table(
+    'daily_tag_spend',
+    {
+      day: date('day', { mode: 'string' }).notNull(),
+      tag: text('tag').notNull(),
+      teamId: text('team_id').notNull(),
+      userId: text('user_id').notNull(),
+      apiKeyHash: text('api_key_hash').notNull(),
+      model: text('model').notNull(),
+      provider: text('provider').notNull(),
+      endUser: text('end_user').notNull(),
+      requests: nano('requests').notNull(),
+      failedRequests: nano('failed_requests').notNull(),
+      spendNano: nano('spend_nano').notNull(),
+      promptTokens: nano('prompt_tokens').notNull(),
+      completionTokens: nano('completion_tokens').notNull(),
+    },
+    (t) => [
+      primaryKey({
+        columns: [t.day, t.tag, t.teamId, t.userId, t.apiKeyHash, t.model, t.provider, t.endUser],
+      }),
+    ],
+  );
+
+  /** Alerts already sent (being sent), one per scope, budget period and threshold (migration 2). */
+  const alertClaims = table(
+    'alert_claims',
+    {
+      scopeKind: text('scope_kind').notNull(),
+      scopeId: text('scope_id').notNull(),
+      period: text('period').notNull(),
+      threshold: text('threshold').notNull(),
+      claimedAt: at('claimed_at').notNull(),
+      /** After this the claim is pruned; `null`: kept (a budget that never resets). */
+      expiresAt: at('expires_at'),
+    },
+    (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId, t.period, t.threshold] })],
   );
 
   /** Key changes, in order, for other instances' key caches (see `KeyChangeFeed`). */
@@ -184,6 +220,7 @@ export function defineTables(schema: string) {
     spendLogs,
     dailyTagSpend,
     dailySpend,
+    alertClaims,
     keyChanges,
     migrations,
   };

@@ -5,7 +5,7 @@ import { getTableConfig } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type PgStorage, pgRawReader, pgStorage } from '../src/index.js';
-import { loadMigrations } from '../src/migrations.js';
+import { applyMigrations, loadMigrations } from '../src/migrations.js';
 import { defineTables } from '../src/schema.js';
 
 const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
@@ -164,5 +164,105 @@ describe('postgres backend', () => {
     await b.notifyKeyChange('hash-2');
     expect(await next()).toBe('hash-2');
     stop();
+  });
+
+  it('migration 2 keeps every rollup total, attributing old rows from the logs they still have', async () => {
+    const schema = freshSchema();
+    await applyMigrations(
+      admin,
+      schema,
+      loadMigrations().filter((m) => m.version === 1),
+    );
+    // As version 1 wrote them: two requests with their logs, and one whose log is gone.
+    const q = `"${schema}"`;
+    const at = '2026-03-01T10:00:00.000Z';
+    const insertLog = `INSERT INTO ${q}.spend_logs VALUES ($1, 'acompletion', 'k1', $2, $3, $4, $5, $6, $6, 'gpt-4o',
+      'openai', 'u1', 't1', $7, $8, $9, false, 200, '{}')`;
+    await admin.query(insertLog, ['r1', 100, 10, 5, 15, at, 'c1', ['a', 'b'], 'success']);
+    await admin.query(insertLog, ['r2', 50, 4, 2, 6, at, null, ['a'], 'failure']);
+    await admin.query(
+      `INSERT INTO ${q}.daily_spend VALUES ('2026-03-01', 't1', 'u1', 'k1', 'gpt-4o', 3, 157, 15, 8)`,
+    );
+    await admin.query(
+      `INSERT INTO ${q}.daily_tag_spend VALUES ('2026-03-01', 'a', 3, 157, 15, 8), ('2026-03-01', 'b', 1, 100, 10, 5)`,
+    );
+
+    const s = await open(schema);
+    const report = (groupBy: Parameters<PgStorage['spendReport']>[0]['groupBy']) =>
+      s.spendReport({ fromDay: '2026-03-01', toDay: '2026-03-01', groupBy });
+    const sums = (requests: number, failedRequests: number, spendNano: number, p: number, c: number) => ({
+      requests,
+      failedRequests,
+      spendNano,
+      promptTokens: p,
+      completionTokens: c,
+    });
+    expect(await report([])).toEqual([sums(3, 1, 157, 15, 8)]);
+    expect(await report(['team', 'key', 'provider', 'customer'])).toEqual([
+      { teamId: 't1', apiKeyHash: 'k1', provider: null, endUser: null, ...sums(1, 0, 7, 1, 1) },
+      { teamId: 't1', apiKeyHash: 'k1', provider: 'openai', endUser: null, ...sums(1, 1, 50, 4, 2) },
+      { teamId: 't1', apiKeyHash: 'k1', provider: 'openai', endUser: 'c1', ...sums(1, 0, 100, 10, 5) },
+    ]);
+    expect(await report(['tag', 'customer'])).toEqual([
+      { tag: 'a', endUser: null, ...sums(2, 1, 57, 5, 3) },
+      { tag: 'a', endUser: 'c1', ...sums(1, 0, 100, 10, 5) },
+      { tag: 'b', endUser: 'c1', ...sums(1, 0, 100, 10, 5) },
+    ]);
+    expect(await s.spendByTag({})).toEqual([
+      { tag: 'a', requests: 3, spendNano: 157 },
+      { tag: 'b', requests: 1, spendNano: 100 },
+    ]);
+  });
+
+  it('keeps an instance of the previous release working while migration 2 is applied', async () => {
+    const schema = freshSchema();
+    await applyMigrations(
+      admin,
+      schema,
+      loadMigrations().filter((m) => m.version === 1),
+    );
+    const q = `"${schema}"`;
+    await admin.query(`INSERT INTO ${q}.budgets VALUES ('key', 'k1', 1000000, NULL, NULL, 0, 0)`);
+    // The previous release's prepared statements, as its PgStorage sends them.
+    const old = new pg.Client({ connectionString: url });
+    await old.connect();
+    const reserve = (id: string) =>
+      old.query({
+        name: 'old_reserve',
+        text: `SELECT * FROM ${q}.spendguard_reserve($1, $2, $3, $4, $5, $6, $7, $8)`,
+        values: [id, ['key'], ['k1'], 10, T0.toISOString(), T0.toISOString(), 'strict', null],
+        rowMode: 'array',
+      });
+    const settle = (id: string) =>
+      old.query({
+        name: 'old_settle',
+        text: `SELECT * FROM ${q}.spendguard_settle(${Array.from({ length: 25 }, (_, i) => `$${i + 1}`).join(', ')})`,
+        values: [
+          ...[id, ['key'], ['k1'], 7, T0.toISOString(), false],
+          ...[`req-${id}`, 'acompletion', 'k1', 7, 1, 1, 2, T0.toISOString(), T0.toISOString(), 'gpt-4o'],
+          ...['openai', 'u1', 't1', null, ['a'], 'success', false, 200, '{}'],
+        ],
+        rowMode: 'array',
+      });
+    try {
+      await reserve('r1');
+      await settle('r1');
+      await applyMigrations(admin, schema);
+      const reserved = await reserve('r2');
+      expect(reserved.rows[0]).toEqual(['ok', null, null, null, null, null, null, null]);
+      const settled = await settle('r2');
+      expect(settled.rows.map((r) => r.length)).toEqual([8, 8]);
+      expect(settled.rows[0]?.[0]).toBe('applied');
+    } finally {
+      await old.end();
+    }
+    const s = await open(schema);
+    expect(await s.spendReport({ fromDay: '2026-03-10', toDay: '2026-03-10', groupBy: ['tag'] })).toEqual([
+      { tag: 'a', requests: 2, failedRequests: 0, spendNano: 14, promptTokens: 2, completionTokens: 2 },
+    ]);
+    expect(await pgRawReader(s).budgetCounter({ kind: 'key', id: 'k1' })).toEqual({
+      spendNano: 14,
+      reservedNano: 0,
+    });
   });
 });

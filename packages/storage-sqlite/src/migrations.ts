@@ -146,6 +146,116 @@ CREATE TABLE key_changes (
 ) STRICT;
 `,
   },
+  {
+    version: 4,
+    name: 'spend-reports-and-alerts',
+    // 1. Both daily rollups get every dimension a report groups by: provider, end user and failed
+    //    requests on daily_spend; team, user, key, model, provider and end user on daily_tag_spend
+    //    (which had only day and tag). SQLite cannot change a primary key, so each table is rebuilt:
+    //    rows are re-derived from the spend logs, and whatever the logs no longer hold is kept as a
+    //    remainder row with the new dimensions '' (unknown), so that every old total stays exact.
+    // 2. soft_budget on the budget counters, and the claims that make each alert go out once.
+    sql: `
+CREATE TABLE daily_spend_next (
+  day TEXT NOT NULL,
+  team_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  api_key_hash TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  end_user TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  failed_requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, team_id, user_id, api_key_hash, model, provider, end_user)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO daily_spend_next
+SELECT strftime('%Y-%m-%d', l.start_time / 1000, 'unixepoch'), coalesce(l.team_id, ''), coalesce(l.user_id, ''),
+  l.api_key_hash, l.model, coalesce(l.provider, ''), coalesce(l.end_user, ''),
+  count(*), sum(l.status = 'failure'), sum(l.spend_nano), sum(l.prompt_tokens), sum(l.completion_tokens)
+FROM spend_logs l
+GROUP BY 1, 2, 3, 4, 5, 6, 7;
+
+INSERT INTO daily_spend_next
+SELECT d.day, d.team_id, d.user_id, d.api_key_hash, d.model, '', '',
+  d.requests - coalesce(n.requests, 0), 0, d.spend_nano - coalesce(n.spend_nano, 0),
+  d.prompt_tokens - coalesce(n.prompt_tokens, 0), d.completion_tokens - coalesce(n.completion_tokens, 0)
+FROM daily_spend d
+LEFT JOIN (
+  SELECT day, team_id, user_id, api_key_hash, model, sum(requests) AS requests, sum(spend_nano) AS spend_nano,
+    sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens
+  FROM daily_spend_next GROUP BY 1, 2, 3, 4, 5
+) n USING (day, team_id, user_id, api_key_hash, model)
+WHERE d.requests <> coalesce(n.requests, 0) OR d.spend_nano <> coalesce(n.spend_nano, 0)
+  OR d.prompt_tokens <> coalesce(n.prompt_tokens, 0) OR d.completion_tokens <> coalesce(n.completion_tokens, 0)
+ON CONFLICT DO UPDATE SET
+  requests = requests + excluded.requests, spend_nano = spend_nano + excluded.spend_nano,
+  prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+  completion_tokens = completion_tokens + excluded.completion_tokens;
+
+DROP TABLE daily_spend;
+ALTER TABLE daily_spend_next RENAME TO daily_spend;
+
+CREATE TABLE daily_tag_spend_next (
+  day TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  team_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  api_key_hash TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  end_user TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  failed_requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, tag, team_id, user_id, api_key_hash, model, provider, end_user)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO daily_tag_spend_next
+SELECT strftime('%Y-%m-%d', l.start_time / 1000, 'unixepoch'), t.value, coalesce(l.team_id, ''),
+  coalesce(l.user_id, ''), l.api_key_hash, l.model, coalesce(l.provider, ''), coalesce(l.end_user, ''),
+  count(*), sum(l.status = 'failure'), sum(l.spend_nano), sum(l.prompt_tokens), sum(l.completion_tokens)
+FROM spend_logs l, json_each(l.tags) t
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
+
+INSERT INTO daily_tag_spend_next
+SELECT d.day, d.tag, '', '', '', '', '', '',
+  d.requests - coalesce(n.requests, 0), 0, d.spend_nano - coalesce(n.spend_nano, 0),
+  d.prompt_tokens - coalesce(n.prompt_tokens, 0), d.completion_tokens - coalesce(n.completion_tokens, 0)
+FROM daily_tag_spend d
+LEFT JOIN (
+  SELECT day, tag, sum(requests) AS requests, sum(spend_nano) AS spend_nano,
+    sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens
+  FROM daily_tag_spend_next GROUP BY 1, 2
+) n USING (day, tag)
+WHERE d.requests <> coalesce(n.requests, 0) OR d.spend_nano <> coalesce(n.spend_nano, 0)
+  OR d.prompt_tokens <> coalesce(n.prompt_tokens, 0) OR d.completion_tokens <> coalesce(n.completion_tokens, 0)
+ON CONFLICT DO UPDATE SET
+  requests = requests + excluded.requests, spend_nano = spend_nano + excluded.spend_nano,
+  prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+  completion_tokens = completion_tokens + excluded.completion_tokens;
+
+DROP TABLE daily_tag_spend;
+ALTER TABLE daily_tag_spend_next RENAME TO daily_tag_spend;
+
+ALTER TABLE budgets ADD COLUMN soft_budget_nano INTEGER;
+
+CREATE TABLE alert_claims (
+  scope_kind TEXT NOT NULL,
+  scope_id TEXT NOT NULL,
+  period TEXT NOT NULL,
+  threshold TEXT NOT NULL,
+  claimed_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  PRIMARY KEY (scope_kind, scope_id, period, threshold)
+) STRICT, WITHOUT ROWID;
+`,
+  },
 ];
 
 /**

@@ -65,6 +65,8 @@ export const budgets = sqliteTable(
     budgetResetAt: ms('budget_reset_at'),
     spendNano: nano('spend_nano').notNull(),
     reservedNano: nano('reserved_nano').notNull(),
+    /** LiteLLM's `soft_budget`: alerts only (migration 4). */
+    softBudgetNano: nano('soft_budget_nano'),
   },
   (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
 );
@@ -112,22 +114,10 @@ export const spendLogs = sqliteTable(
   ],
 );
 
-/** Spend per UTC day and tag, upserted by every settle. */
-export const dailyTagSpend = sqliteTable(
-  'daily_tag_spend',
-  {
-    /** `YYYY-MM-DD` (UTC) of the request's start time. */
-    day: text('day').notNull(),
-    tag: text('tag').notNull(),
-    requests: integer('requests').notNull(),
-    spendNano: nano('spend_nano').notNull(),
-    promptTokens: integer('prompt_tokens').notNull(),
-    completionTokens: integer('completion_tokens').notNull(),
-  },
-  (t) => [primaryKey({ columns: [t.day, t.tag] })],
-);
-
-/** Spend per UTC day x team x user x key x model, upserted by every settle. A missing dim is `''`. */
+/**
+ * Spend per UTC day x team x user x key x model x provider x end user, upserted by every settle (the
+ * shape of migration 4). A missing dimension is `''`.
+ */
 export const dailySpend = sqliteTable(
   'daily_spend',
   {
@@ -136,12 +126,62 @@ export const dailySpend = sqliteTable(
     userId: text('user_id').notNull(),
     apiKeyHash: text('api_key_hash').notNull(),
     model: text('model').notNull(),
+    provider: text('provider').notNull(),
+    endUser: text('end_user').notNull(),
     requests: integer('requests').notNull(),
+    failedRequests: integer('failed_requests').notNull(),
     spendNano: nano('spend_nano').notNull(),
     promptTokens: integer('prompt_tokens').notNull(),
     completionTokens: integer('completion_tokens').notNull(),
   },
-  (t) => [primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash, t.model] })],
+  (t) => [
+    primaryKey({
+      columns: [t.day, t.teamId, t.userId, t.apiKeyHash, t.model, t.provider, t.endUser],
+    }),
+  ],
+);
+
+/**
+ * The same per tag: a request adds to one row per tag it carries (migration 4; before it, the table
+ * had only day and tag).
+ */
+export const dailyTagSpend = sqliteTable(
+  'daily_tag_spend',
+  {
+    day: text('day').notNull(),
+    tag: text('tag').notNull(),
+    teamId: text('team_id').notNull(),
+    userId: text('user_id').notNull(),
+    apiKeyHash: text('api_key_hash').notNull(),
+    model: text('model').notNull(),
+    provider: text('provider').notNull(),
+    endUser: text('end_user').notNull(),
+    requests: integer('requests').notNull(),
+    failedRequests: integer('failed_requests').notNull(),
+    spendNano: nano('spend_nano').notNull(),
+    promptTokens: integer('prompt_tokens').notNull(),
+    completionTokens: integer('completion_tokens').notNull(),
+  },
+  (t) => [
+    primaryKey({
+      columns: [t.day, t.tag, t.teamId, t.userId, t.apiKeyHash, t.model, t.provider, t.endUser],
+    }),
+  ],
+);
+
+/** Alerts already sent (being sent), one per scope, budget period and threshold (migration 4). */
+export const alertClaims = sqliteTable(
+  'alert_claims',
+  {
+    scopeKind: text('scope_kind').notNull(),
+    scopeId: text('scope_id').notNull(),
+    period: text('period').notNull(),
+    threshold: text('threshold').notNull(),
+    claimedAt: ms('claimed_at').notNull(),
+    /** After this the claim is pruned; `null`: kept (a budget that never resets). */
+    expiresAt: ms('expires_at'),
+  },
+  (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId, t.period, t.threshold] })],
 );
 
 /** Applied schema versions (see `migrations.ts`). */

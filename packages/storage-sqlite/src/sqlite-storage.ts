@@ -1,33 +1,42 @@
 import {
+  type AlertClaim,
+  activeFilters,
   applyDueReset,
   type BudgetInit,
   type BudgetState,
   compareTagSpend,
   type EntityInsert,
   expiredReservationLog,
+  finishSpendReport,
   fitsBudget,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
   type ReserveInput,
   type ReserveResult,
+  readsTagRollup,
+  rollupColumn,
+  rollupRowOf,
   type ScopeRef,
   type SettleInput,
   type SettleResult,
   type SpendLogQuery,
   type SpendLogRecord,
+  type SpendReportQuery,
+  type SpendReportRow,
   type SpendStorage,
   type StorageCapabilities,
   StorageConflictError,
   scopeKey,
+  spendReportField,
   type TagSpend,
   type TeamRecord,
   type UserRecord,
-  utcDay,
 } from '@spendguard/core';
 import Database from 'better-sqlite3';
-import { and, asc, desc, eq, gte, lt, lte, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, inArray, lt, lte, type SQL, sql } from 'drizzle-orm';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
+import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import { GroupCommit } from './group-commit.js';
 import { applyMigrations } from './migrations.js';
 import * as schema from './schema.js';
@@ -63,6 +72,22 @@ type BudgetRow = [
   budgetResetAt: number | null,
   spendNano: number,
   reservedNano: number,
+  softBudgetNano: number | null,
+];
+
+/** A rollup upsert's parameters: the dimensions, then the sums (the request count is 1). */
+type RollupParams = [
+  day: string,
+  teamId: string,
+  userId: string,
+  apiKeyHash: string,
+  model: string,
+  provider: string,
+  endUser: string,
+  failedRequests: number,
+  spendNano: number,
+  promptTokens: number,
+  completionTokens: number,
 ];
 
 /** The spend log insert's parameters, in column order. */
@@ -366,6 +391,51 @@ export class SqliteStorage implements SpendStorage {
     return rows.sort(compareTagSpend);
   }
 
+  async spendReport(query: SpendReportQuery): Promise<SpendReportRow[]> {
+    const { orm } = this.#ready();
+    const d = readsTagRollup(query) ? schema.dailyTagSpend : schema.dailySpend;
+    // Both rollups have every column a report names (the tag one also `tag`, read only from it).
+    const column = (name: string) => (d as unknown as Record<string, SQLiteColumn>)[name]!;
+    const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
+    for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
+    const groups = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    const total = (c: SQLiteColumn) => sql<number>`sum(${c})`.mapWith(Number);
+    const fields: Record<string, SQL | SQLiteColumn> = {
+      requests: total(d.requests),
+      failedRequests: total(d.failedRequests),
+      spendNano: total(d.spendNano),
+      promptTokens: total(d.promptTokens),
+      completionTokens: total(d.completionTokens),
+    };
+    query.groupBy.forEach((dimension, i) => {
+      fields[spendReportField(dimension)] = groups[i]!;
+    });
+    const rows = orm
+      .select(fields)
+      .from(d)
+      .where(and(...where))
+      .groupBy(...groups)
+      // Without groups, no matching rows still make one row of NULL sums: none is wanted.
+      .having(sql`count(*) > 0`)
+      .all();
+    return finishSpendReport(rows as unknown as SpendReportRow[], query.groupBy);
+  }
+
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    const { s } = this.#ready();
+    const now = claim.now.getTime();
+    s.pruneAlertClaims.run(now);
+    const { changes } = s.claimAlert.run(
+      claim.scope.kind,
+      claim.scope.id,
+      claim.period,
+      claim.threshold,
+      now,
+      claim.expiresAt?.getTime() ?? null,
+    );
+    return changes === 1;
+  }
+
   #prepare(db: Database.Database): Open {
     const orm = drizzle({ client: db, schema });
     const s = prepareStatements(db, orm);
@@ -405,7 +475,7 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     // ~0.8 µs to each statement (measured here), about what a primary-key lookup itself costs.
     selectBudget: db
       .prepare<[string, string], BudgetRow>(
-        'SELECT max_budget_nano, budget_duration, budget_reset_at, spend_nano, reserved_nano FROM budgets WHERE scope_kind = ? AND scope_id = ?',
+        'SELECT max_budget_nano, budget_duration, budget_reset_at, spend_nano, reserved_nano, soft_budget_nano FROM budgets WHERE scope_kind = ? AND scope_id = ?',
       )
       .raw(),
     // Absolute values: they were computed from a row read in this same write transaction.
@@ -435,21 +505,32 @@ function prepareStatements(db: Database.Database, orm: Orm) {
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (request_id) DO NOTHING`,
     ),
-    upsertDaily: db.prepare<[string, string, string, string, string, number, number, number]>(
-      `INSERT INTO daily_spend (day, team_id, user_id, api_key_hash, model, requests, spend_nano, prompt_tokens, completion_tokens)
-       VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?)
-       ON CONFLICT (day, team_id, user_id, api_key_hash, model) DO UPDATE SET
-         requests = requests + 1, spend_nano = spend_nano + excluded.spend_nano,
+    upsertDaily: db.prepare<RollupParams>(
+      `INSERT INTO daily_spend (day, team_id, user_id, api_key_hash, model, provider, end_user, requests,
+         failed_requests, spend_nano, prompt_tokens, completion_tokens)
+       VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+       ON CONFLICT (day, team_id, user_id, api_key_hash, model, provider, end_user) DO UPDATE SET
+         requests = requests + 1, failed_requests = failed_requests + excluded.failed_requests,
+         spend_nano = spend_nano + excluded.spend_nano,
          prompt_tokens = prompt_tokens + excluded.prompt_tokens,
          completion_tokens = completion_tokens + excluded.completion_tokens`,
     ),
-    upsertTag: db.prepare<[string, string, number, number, number]>(
-      `INSERT INTO daily_tag_spend (day, tag, requests, spend_nano, prompt_tokens, completion_tokens)
-       VALUES (?, ?, 1, ?, ?, ?)
-       ON CONFLICT (day, tag) DO UPDATE SET
-         requests = requests + 1, spend_nano = spend_nano + excluded.spend_nano,
+    upsertTag: db.prepare<[tag: string, ...RollupParams]>(
+      `INSERT INTO daily_tag_spend (tag, day, team_id, user_id, api_key_hash, model, provider, end_user, requests,
+         failed_requests, spend_nano, prompt_tokens, completion_tokens)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+       ON CONFLICT (day, tag, team_id, user_id, api_key_hash, model, provider, end_user) DO UPDATE SET
+         requests = requests + 1, failed_requests = failed_requests + excluded.failed_requests,
+         spend_nano = spend_nano + excluded.spend_nano,
          prompt_tokens = prompt_tokens + excluded.prompt_tokens,
          completion_tokens = completion_tokens + excluded.completion_tokens`,
+    ),
+    claimAlert: db.prepare<[string, string, string, string, number, number | null]>(
+      `INSERT INTO alert_claims (scope_kind, scope_id, period, threshold, claimed_at, expires_at)
+       VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+    ),
+    pruneAlertClaims: db.prepare<[number]>(
+      'DELETE FROM alert_claims WHERE expires_at IS NOT NULL AND expires_at <= ?',
     ),
   };
 }
@@ -547,18 +628,22 @@ function settleReservation(s: Statements, input: SettleInput): SettleResult {
   }
   for (const scope of toRelease) if (scope) s.releaseReserved.run(released, scope.kind, scope.id);
 
-  const day = utcDay(log.startTime);
-  s.upsertDaily.run(
-    day,
-    log.teamId ?? '',
-    log.userId ?? '',
-    log.apiKeyHash,
-    log.model,
-    costNano,
-    log.promptTokens,
-    log.completionTokens,
-  );
-  for (const tag of log.tags) s.upsertTag.run(day, tag, costNano, log.promptTokens, log.completionTokens);
+  const r = rollupRowOf(log, costNano);
+  const rollup: RollupParams = [
+    r.day,
+    r.teamId,
+    r.userId,
+    r.apiKeyHash,
+    r.model,
+    r.provider,
+    r.endUser,
+    r.failedRequests,
+    r.spendNano,
+    r.promptTokens,
+    r.completionTokens,
+  ];
+  s.upsertDaily.run(...rollup);
+  for (const tag of log.tags) s.upsertTag.run(tag, ...rollup);
   return { applied: true, states };
 }
 
@@ -611,7 +696,7 @@ function writeBudget(s: Statements, state: BudgetState): void {
 }
 
 function toState(scope: ScopeRef, row: BudgetRow): BudgetState {
-  const [maxBudgetNano, budgetDuration, resetAt, spendNano, reservedNano] = row;
+  const [maxBudgetNano, budgetDuration, resetAt, spendNano, reservedNano, softBudgetNano] = row;
   return {
     scope: { kind: scope.kind, id: scope.id },
     maxBudgetNano,
@@ -619,6 +704,7 @@ function toState(scope: ScopeRef, row: BudgetRow): BudgetState {
     budgetResetAt: resetAt === null ? null : new Date(resetAt),
     spendNano,
     reservedNano,
+    softBudgetNano,
   };
 }
 

@@ -10,7 +10,7 @@ import Database from 'better-sqlite3';
 import { getTableConfig, type SQLiteTable } from 'drizzle-orm/sqlite-core';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type SqliteStorage, sqliteRawReader, sqliteStorage } from '../src/index.js';
-import { MIGRATIONS } from '../src/migrations.js';
+import { applyMigrations, MIGRATIONS } from '../src/migrations.js';
 import * as schema from '../src/schema.js';
 
 const root = mkdtempSync(join(tmpdir(), 'spendguard-sqlite-'));
@@ -160,6 +160,56 @@ describe('sqlite backend', () => {
     expect(childAdmitted).toBeGreaterThan(0);
     expect(admitted + childAdmitted).toBe(cap);
     expect(await sqliteRawReader(s).openReservations()).toBe(cap);
+    await s.close();
+  });
+
+  it('migration 4 keeps every rollup total, attributing old rows from the logs they still have', async () => {
+    const path = freshPath();
+    const db = new Database(path);
+    applyMigrations(
+      db,
+      MIGRATIONS.filter((m) => m.version <= 3),
+    );
+    // As version 3 wrote them: two requests with their logs, and one whose log is gone.
+    const at = Date.parse('2026-03-01T10:00:00.000Z');
+    const insertLog = db.prepare(
+      `INSERT INTO spend_logs VALUES (?, 'acompletion', 'k1', ?, ?, ?, ?, ?, ?, 'gpt-4o', 'openai', 'u1', 't1', ?, ?, ?, 0, 200, '{}')`,
+    );
+    insertLog.run('r1', 100, 10, 5, 15, at, at, 'c1', '["a","b"]', 'success');
+    insertLog.run('r2', 50, 4, 2, 6, at, at, null, '["a"]', 'failure');
+    db.prepare(
+      `INSERT INTO daily_spend VALUES ('2026-03-01', 't1', 'u1', 'k1', 'gpt-4o', 3, 157, 15, 8)`,
+    ).run();
+    db.prepare(
+      `INSERT INTO daily_tag_spend VALUES ('2026-03-01', 'a', 3, 157, 15, 8), ('2026-03-01', 'b', 1, 100, 10, 5)`,
+    ).run();
+    db.close();
+
+    const s = await open(path);
+    const report = (groupBy: Parameters<SqliteStorage['spendReport']>[0]['groupBy']) =>
+      s.spendReport({ fromDay: '2026-03-01', toDay: '2026-03-01', groupBy });
+    const sums = (requests: number, failedRequests: number, spendNano: number, p: number, c: number) => ({
+      requests,
+      failedRequests,
+      spendNano,
+      promptTokens: p,
+      completionTokens: c,
+    });
+    expect(await report([])).toEqual([sums(3, 1, 157, 15, 8)]);
+    expect(await report(['team', 'key', 'provider', 'customer'])).toEqual([
+      { teamId: 't1', apiKeyHash: 'k1', provider: null, endUser: null, ...sums(1, 0, 7, 1, 1) },
+      { teamId: 't1', apiKeyHash: 'k1', provider: 'openai', endUser: null, ...sums(1, 1, 50, 4, 2) },
+      { teamId: 't1', apiKeyHash: 'k1', provider: 'openai', endUser: 'c1', ...sums(1, 0, 100, 10, 5) },
+    ]);
+    expect(await report(['tag', 'customer'])).toEqual([
+      { tag: 'a', endUser: null, ...sums(2, 1, 57, 5, 3) },
+      { tag: 'a', endUser: 'c1', ...sums(1, 0, 100, 10, 5) },
+      { tag: 'b', endUser: 'c1', ...sums(1, 0, 100, 10, 5) },
+    ]);
+    expect(await s.spendByTag({})).toEqual([
+      { tag: 'a', requests: 3, spendNano: 157 },
+      { tag: 'b', requests: 1, spendNano: 100 },
+    ]);
     await s.close();
   });
 });

@@ -18,6 +18,7 @@ import type {
 } from '../storage/storage-contract.js';
 import {
   describeIssues,
+  globalSpendReportQuerySchema,
   keyDeleteSchema,
   keyGenerateSchema,
   keyListQuerySchema,
@@ -25,9 +26,12 @@ import {
   keyUpdateSchema,
   spendLogsQuerySchema,
   spendTagsQuerySchema,
+  teamDailyActivityQuerySchema,
   teamNewSchema,
+  userDailyActivityQuerySchema,
   userNewSchema,
 } from './schemas.js';
+import { globalSpendReport, teamDailyActivity, userDailyActivity } from './spend-report-routes.js';
 
 /** A management API request, in framework-neutral terms. */
 export interface ManagementRequest {
@@ -62,6 +66,24 @@ export class ManagementApi {
       'POST /key/unblock': { handler: (r, _c, s) => this.keyBlock(r, s, false) },
       'POST /key/delete': { handler: (r, _c, s) => this.keyDelete(r, s) },
       'GET /key/list': { handler: (r, _c, s) => this.keyList(r, s) },
+      'GET /global/spend/report': {
+        handler: async (r, _c, s) =>
+          ok(
+            await globalSpendReport(
+              s,
+              this.parseQuery(r, globalSpendReportQuerySchema),
+              async (ref) => (await this.resolveTeam(s, ref)).teamId,
+            ),
+          ),
+      },
+      'GET /user/daily/activity': {
+        handler: async (r, _c, s) =>
+          ok(await userDailyActivity(s, this.parseQuery(r, userDailyActivityQuerySchema))),
+      },
+      'GET /team/daily/activity': {
+        handler: async (r, _c, s) =>
+          ok(await teamDailyActivity(s, this.parseQuery(r, teamDailyActivityQuerySchema))),
+      },
     };
   }
 
@@ -148,12 +170,17 @@ export class ManagementApi {
     return parsed.data;
   }
 
-  private budgetInit(maxBudget: number | null | undefined, duration: string | null | undefined): BudgetInit {
+  private budgetInit(
+    maxBudget: number | null | undefined,
+    duration: string | null | undefined,
+    softBudget?: number | null,
+  ): BudgetInit {
     const now = this.guard.now();
     return {
       maxBudgetNano: maxBudget === undefined || maxBudget === null ? null : Math.round(maxBudget * 1e9),
       budgetDuration: duration ?? null,
       budgetResetAt: duration ? nextBudgetResetAt(duration, now) : null,
+      softBudgetNano: softBudget === undefined || softBudget === null ? null : Math.round(softBudget * 1e9),
     };
   }
 
@@ -196,7 +223,7 @@ export class ManagementApi {
       blocked: b.blocked ?? false,
       createdAt: now,
     };
-    const budget = this.budgetInit(b.max_budget, b.budget_duration);
+    const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     await storage.insert([{ type: 'team', record: team, budget }]);
     return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget)));
   }
@@ -214,7 +241,7 @@ export class ManagementApi {
       metadata: b.metadata ?? {},
       createdAt: now,
     };
-    const budget = this.budgetInit(b.max_budget, b.budget_duration);
+    const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     const writes: EntityInsert[] = [{ type: 'user', record: user, budget }];
     let secret: string | null = null;
     let keyRecord: KeyRecord | null = null;
@@ -262,7 +289,7 @@ export class ManagementApi {
       blocked: b.blocked,
       expiresAt: b.duration ? expiryFrom(b.duration, now) : null,
     });
-    const budget = this.budgetInit(b.max_budget, b.budget_duration);
+    const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     await storage.insert([{ type: 'key', record, budget }]);
     return ok({ key: secret, ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget)) });
   }
@@ -294,6 +321,9 @@ export class ManagementApi {
       patch.expiresAt = b.duration ? expiryFrom(b.duration, this.guard.now()) : null;
     const budget: Partial<BudgetInit> = {};
     if (b.max_budget !== undefined) budget.maxBudgetNano = this.budgetInit(b.max_budget, null).maxBudgetNano;
+    if (b.soft_budget !== undefined) {
+      budget.softBudgetNano = this.budgetInit(null, null, b.soft_budget).softBudgetNano;
+    }
     if (b.budget_duration !== undefined) {
       const { budgetDuration, budgetResetAt } = this.budgetInit(null, b.budget_duration);
       Object.assign(budget, { budgetDuration, budgetResetAt });
@@ -525,7 +555,7 @@ function expiryFrom(duration: string, now: Date): Date {
 }
 
 function stateOf(scope: ScopeRef, budget: BudgetInit): BudgetState {
-  return { scope, ...budget, spendNano: 0, reservedNano: 0 };
+  return { scope, ...budget, softBudgetNano: budget.softBudgetNano ?? null, spendNano: 0, reservedNano: 0 };
 }
 
 function indexStates(states: BudgetState[]): Map<string, BudgetState> {
@@ -536,6 +566,7 @@ function budgetJson(state: BudgetState | null) {
   return {
     spend: state ? state.spendNano / 1e9 : 0,
     max_budget: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,
+    soft_budget: state?.softBudgetNano == null ? null : state.softBudgetNano / 1e9,
     budget_duration: state?.budgetDuration ?? null,
     budget_reset_at: state?.budgetResetAt?.toISOString() ?? null,
   };

@@ -24,11 +24,14 @@ const id = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 
 const models = z.array(z.string(), { error: 'must be an array of model names' }).optional();
 const metadata = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' }).optional();
 const tags = z.array(z.string(), { error: 'must be an array of strings' }).optional();
+/** LiteLLM's `soft_budget`: USD at which an alert fires; never refuses a call. */
+const softBudget = maxBudget;
 
 export const teamNewSchema = z.object({
   team_id: id.optional(),
   team_alias: z.string().max(256).nullable().optional(),
   max_budget: maxBudget,
+  soft_budget: softBudget,
   budget_duration: budgetDuration,
   models,
   metadata,
@@ -41,6 +44,7 @@ export const userNewSchema = z.object({
   user_role: z.string().optional(),
   team_id: id.nullable().optional(),
   max_budget: maxBudget,
+  soft_budget: softBudget,
   budget_duration: budgetDuration,
   models,
   metadata,
@@ -59,6 +63,7 @@ export const keyGenerateSchema = z.object({
   user_id: id.nullable().optional(),
   team_id: id.nullable().optional(),
   max_budget: maxBudget,
+  soft_budget: softBudget,
   budget_duration: budgetDuration,
   duration: budgetDuration,
   models,
@@ -81,6 +86,7 @@ export const keyUpdateSchema = z.object({
   key: keyRef,
   key_alias: z.string().max(256).nullable().optional(),
   max_budget: maxBudget,
+  soft_budget: softBudget,
   budget_duration: budgetDuration,
   duration: budgetDuration,
   models,
@@ -117,6 +123,61 @@ export const spendLogsQuerySchema = z.object({
 export const spendTagsQuerySchema = z.object({
   start_date: isoDate.optional(),
   end_date: isoDate.optional(),
+});
+
+/** A UTC day, `YYYY-MM-DD` (as LiteLLM's report routes take it), required. */
+const reportDay = z.string({ error: "is required: a date 'YYYY-MM-DD'" }).refine(
+  (s) => {
+    const ms = Date.parse(`${s}T00:00:00.000Z`);
+    // Date.parse rolls 2026-02-30 over to March: a real day reads back the same.
+    return /^\d{4}-\d{2}-\d{2}$/.test(s) && !Number.isNaN(ms) && new Date(ms).toISOString().startsWith(s);
+  },
+  { message: "must be a date 'YYYY-MM-DD'" },
+);
+const page = z.coerce
+  .number({ error: 'must be a page number' })
+  .int('must be a whole number')
+  .min(1)
+  .optional();
+const pageSize = z.coerce
+  .number({ error: 'must be a number of days' })
+  .int('must be a whole number')
+  .min(1)
+  .max(1000, 'must be at most 1000')
+  .optional();
+
+export const globalSpendReportQuerySchema = z.object({
+  start_date: reportDay,
+  end_date: reportDay,
+  group_by: z
+    .enum(['team', 'customer', 'api_key'], { error: "must be 'team', 'customer' or 'api_key'" })
+    .optional(),
+  api_key: z.string().optional(),
+  internal_user_id: z.string().optional(),
+  team_id: z.string().optional(),
+  customer_id: z.string().optional(),
+});
+
+export const userDailyActivityQuerySchema = z.object({
+  start_date: reportDay,
+  end_date: reportDay,
+  user_id: z.string().optional(),
+  model: z.string().optional(),
+  api_key: z.string().optional(),
+  page,
+  page_size: pageSize,
+});
+
+export const teamDailyActivityQuerySchema = z.object({
+  start_date: reportDay,
+  end_date: reportDay,
+  /** Comma-separated. */
+  team_ids: z.string().optional(),
+  exclude_team_ids: z.string().optional(),
+  model: z.string().optional(),
+  api_key: z.string().optional(),
+  page,
+  page_size: pageSize,
 });
 
 /** Turns zod's issues into one readable sentence per field. */

@@ -53,7 +53,8 @@ export function createGuardFetch(guard: SpendGuard): typeof fetch {
     });
     if (!outcome.ok) {
       const refusal = toWebResponse(outcome.response);
-      refusal.headers.set('x-should-retry', 'false');
+      // A spent budget does not come back on retry; a storage outage may.
+      if (outcome.response.status !== 503) refusal.headers.set('x-should-retry', 'false');
       return refusal;
     }
     const child = outcome.call;

@@ -1,6 +1,8 @@
 import { StorageConflictError } from '../errors.js';
 import { applyDueReset, expiredReservationLog, fitsBudget } from './budget-rules.js';
+import { aggregateRollup, type RollupRow, readsTagRollup, rollupRowOf } from './spend-rollup.js';
 import {
+  type AlertClaim,
   type BudgetInit,
   type BudgetState,
   compareTagSpend,
@@ -15,12 +17,13 @@ import {
   type SettleResult,
   type SpendLogQuery,
   type SpendLogRecord,
+  type SpendReportQuery,
+  type SpendReportRow,
   type SpendStorage,
   scopeKey,
   type TagSpend,
   type TeamRecord,
   type UserRecord,
-  utcDay,
 } from './storage-contract.js';
 
 interface Reservation {
@@ -42,10 +45,11 @@ export class MemoryStorage implements SpendStorage {
   private readonly budgets = new Map<string, BudgetState>();
   private readonly reservations = new Map<string, Reservation>();
   private readonly logs = new Map<string, SpendLogRecord>();
-  private readonly tagDays = new Map<
-    string,
-    { day: string; tag: string; requests: number; spendNano: number }
-  >();
+  /** The daily rollups (see `RollupRow`), by their dimensions joined. */
+  private readonly daily = new Map<string, RollupRow>();
+  private readonly dailyByTag = new Map<string, RollupRow>();
+  /** Alert claims and when each may be forgotten (ms; `null`: never). */
+  private readonly alertClaims = new Map<string, number | null>();
 
   async init(): Promise<void> {}
   async close(): Promise<void> {}
@@ -62,7 +66,13 @@ export class MemoryStorage implements SpendStorage {
       const id = entityId(e);
       this.mapFor(e.type).set(id, structuredClone(e.record) as never);
       const scope: ScopeRef = { kind: e.type, id };
-      this.budgets.set(scopeKey(scope), { scope, ...e.budget, spendNano: 0, reservedNano: 0 });
+      this.budgets.set(scopeKey(scope), {
+        scope,
+        ...e.budget,
+        softBudgetNano: e.budget.softBudgetNano ?? null,
+        spendNano: 0,
+        reservedNano: 0,
+      });
     }
   }
 
@@ -109,7 +119,10 @@ export class MemoryStorage implements SpendStorage {
     const updated = { ...key, ...structuredClone(patch) };
     this.keys.set(tokenHash, updated);
     const state = this.budgets.get(`key:${tokenHash}`);
-    if (budget && state) this.budgets.set(`key:${tokenHash}`, { ...state, ...budget });
+    if (budget && state) {
+      const defined = Object.entries(budget).filter(([, v]) => v !== undefined);
+      this.budgets.set(`key:${tokenHash}`, { ...state, ...Object.fromEntries(defined) });
+    }
     this.emitKeyChange(tokenHash);
     return structuredClone(updated);
   }
@@ -215,14 +228,9 @@ export class MemoryStorage implements SpendStorage {
       states.push(structuredClone(updated));
     }
     this.logs.set(input.log.requestId, structuredClone(input.log));
-    const day = utcDay(input.log.startTime);
-    for (const tag of input.log.tags) {
-      const k = `${day}\u0000${tag}`;
-      const row = this.tagDays.get(k) ?? { day, tag, requests: 0, spendNano: 0 };
-      row.requests += 1;
-      row.spendNano += input.costNano;
-      this.tagDays.set(k, row);
-    }
+    const row = rollupRowOf(input.log, input.costNano);
+    addTo(this.daily, row);
+    for (const tag of input.log.tags) addTo(this.dailyByTag, { ...row, tag });
     return { applied: true, states };
   }
 
@@ -245,15 +253,56 @@ export class MemoryStorage implements SpendStorage {
 
   async spendByTag(query: { fromDay?: string; toDay?: string }): Promise<TagSpend[]> {
     const totals = new Map<string, TagSpend>();
-    for (const row of this.tagDays.values()) {
+    for (const row of this.dailyByTag.values()) {
       if ((query.fromDay && row.day < query.fromDay) || (query.toDay && row.day > query.toDay)) continue;
-      const t = totals.get(row.tag) ?? { tag: row.tag, requests: 0, spendNano: 0 };
+      const tag = row.tag ?? '';
+      const t = totals.get(tag) ?? { tag, requests: 0, spendNano: 0 };
       t.requests += row.requests;
       t.spendNano += row.spendNano;
-      totals.set(row.tag, t);
+      totals.set(tag, t);
     }
     return [...totals.values()].sort(compareTagSpend);
   }
+
+  async spendReport(query: SpendReportQuery): Promise<SpendReportRow[]> {
+    const rows = readsTagRollup(query) ? this.dailyByTag : this.daily;
+    return aggregateRollup(rows.values(), query);
+  }
+
+  async claimAlert(claim: AlertClaim): Promise<boolean> {
+    const now = claim.now.getTime();
+    for (const [k, expiresAt] of this.alertClaims) {
+      if (expiresAt !== null && expiresAt <= now) this.alertClaims.delete(k);
+    }
+    const k = [scopeKey(claim.scope), claim.period, claim.threshold].join('\u0000');
+    if (this.alertClaims.has(k)) return false;
+    this.alertClaims.set(k, claim.expiresAt?.getTime() ?? null);
+    return true;
+  }
+}
+
+/** Adds a request's rollup row to the row with the same dimensions. */
+function addTo(rollup: Map<string, RollupRow>, row: RollupRow): void {
+  const k = [
+    row.day,
+    row.tag ?? '',
+    row.teamId,
+    row.userId,
+    row.apiKeyHash,
+    row.model,
+    row.provider,
+    row.endUser,
+  ].join('\u0000');
+  const sum = rollup.get(k);
+  if (!sum) {
+    rollup.set(k, row);
+    return;
+  }
+  sum.requests += row.requests;
+  sum.failedRequests += row.failedRequests;
+  sum.spendNano += row.spendNano;
+  sum.promptTokens += row.promptTokens;
+  sum.completionTokens += row.completionTokens;
 }
 
 function entityId(e: EntityInsert): string {

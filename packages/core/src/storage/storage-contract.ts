@@ -23,11 +23,17 @@ export interface BudgetInit {
   budgetDuration: string | null;
   /** The first reset time, computed by core from `budgetDuration`. */
   budgetResetAt: Date | null;
+  /**
+   * LiteLLM's `soft_budget`: spend at which a `soft_budget_crossed` alert fires, once per period;
+   * never refuses a call. Absent or `null`: none.
+   */
+  softBudgetNano?: number | null;
 }
 
 /** A scope's budget counter, as stored. */
 export interface BudgetState extends BudgetInit {
   scope: ScopeRef;
+  softBudgetNano: number | null;
   spendNano: number;
   /** Sum of open reservations' estimates. */
   reservedNano: number;
@@ -186,6 +192,77 @@ export interface TagSpend {
   spendNano: number;
 }
 
+/**
+ * A dimension of the daily rollups. `key` is the key's hash, `customer` the end user (the request's
+ * `user` field), `provider` the model's provider as priced when the call settled.
+ */
+export type SpendDimension = 'day' | 'team' | 'user' | 'key' | 'model' | 'provider' | 'customer' | 'tag';
+
+/**
+ * Which rollup rows a spend report counts. Each filter keeps the rows whose value is one of those
+ * listed (an empty list keeps none); an absent filter keeps every row.
+ */
+export interface SpendReportFilters {
+  teamIds?: string[];
+  userIds?: string[];
+  apiKeyHashes?: string[];
+  models?: string[];
+  providers?: string[];
+  endUsers?: string[];
+  /**
+   * Only requests carrying one of these tags. Tag rows count a request once per tag it carries, so
+   * with several tags here a request that has two of them counts twice unless `tag` is grouped by.
+   */
+  tags?: string[];
+}
+
+export interface SpendReportQuery {
+  /** First UTC day, `YYYY-MM-DD`, inclusive. */
+  fromDay: string;
+  /** Last UTC day, `YYYY-MM-DD`, inclusive. */
+  toDay: string;
+  /**
+   * The dimensions to group by, in the order rows are sorted (none: one row of totals, or none when
+   * nothing was spent). With `tag` (or a `tags` filter) the answer comes from the tag rollup, where a
+   * request counts once under each of its tags and untagged requests do not appear.
+   */
+  groupBy: SpendDimension[];
+  filters?: SpendReportFilters;
+}
+
+/**
+ * One group of a spend report: its dimension values (only those grouped by are set; a missing team,
+ * user, provider or customer is `null`) and its sums.
+ */
+export interface SpendReportRow {
+  day?: string;
+  teamId?: string | null;
+  userId?: string | null;
+  apiKeyHash?: string;
+  model?: string;
+  provider?: string | null;
+  endUser?: string | null;
+  tag?: string;
+  requests: number;
+  /** Requests logged with status `failure`. */
+  failedRequests: number;
+  spendNano: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** One alert to send at most once: per scope, budget period and threshold. */
+export interface AlertClaim {
+  scope: ScopeRef;
+  /** The budget period, e.g. its reset time as an ISO string; `''` for a budget that never resets. */
+  period: string;
+  /** Which threshold, e.g. `'80%'` or `'soft_budget'`. */
+  threshold: string;
+  now: Date;
+  /** After this the claim may be forgotten (the period is over); `null`: keep it. */
+  expiresAt: Date | null;
+}
+
 export interface StorageCapabilities {
   /** Several processes may share this store and its budgets stay exact. */
   sharedAcrossProcesses: boolean;
@@ -250,6 +327,19 @@ export interface SpendStorage {
   querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]>;
   /** Spend per tag from the daily rollups, over the UTC days `fromDay..toDay` (`YYYY-MM-DD`, inclusive). */
   spendByTag(query: { fromDay?: string; toDay?: string }): Promise<TagSpend[]>;
+  /**
+   * Sums of the daily rollups over the UTC days `fromDay..toDay`, grouped by `groupBy`, in
+   * `compareSpendReportRows` order; never a scan of the spend logs. Groups with no requests are
+   * omitted. From the tag rollup when grouping or filtering by tag: there a request with several
+   * tags counts once per tag, and a request without tags is not counted.
+   */
+  spendReport(query: SpendReportQuery): Promise<SpendReportRow[]>;
+  /**
+   * Atomically records that this alert is being sent: true for the first claim of a scope, period
+   * and threshold, false for every later one from any process sharing this store. Claims whose
+   * `expiresAt` has passed may be dropped.
+   */
+  claimAlert(claim: AlertClaim): Promise<boolean>;
 }
 
 /** `key:abc`: the map key used for scopes in memory and in reservation records. */
@@ -260,6 +350,43 @@ export function scopeKey(scope: ScopeRef): string {
 /** The order of `spendByTag`: most spend first, ties by tag in code-unit order (locale-independent). */
 export function compareTagSpend(a: TagSpend, b: TagSpend): number {
   return b.spendNano - a.spendNano || (a.tag < b.tag ? -1 : a.tag > b.tag ? 1 : 0);
+}
+
+const REPORT_FIELDS: Record<SpendDimension, keyof SpendReportRow> = {
+  day: 'day',
+  team: 'teamId',
+  user: 'userId',
+  key: 'apiKeyHash',
+  model: 'model',
+  provider: 'provider',
+  customer: 'endUser',
+  tag: 'tag',
+};
+
+/** The row field that holds a dimension's value (`team` -> `teamId`). */
+export function spendReportField(dimension: SpendDimension): keyof SpendReportRow {
+  return REPORT_FIELDS[dimension];
+}
+
+/**
+ * The order of `spendReport`: by each grouped dimension in turn, `null` first, then in code-unit
+ * order (locale-independent, so every backend sorts alike).
+ */
+export function compareSpendReportRows(
+  groupBy: SpendDimension[],
+): (a: SpendReportRow, b: SpendReportRow) => number {
+  const fields = groupBy.map(spendReportField);
+  return (a, b) => {
+    for (const field of fields) {
+      const x = a[field] as string | null | undefined;
+      const y = b[field] as string | null | undefined;
+      if (x === y) continue;
+      if (x === null || x === undefined) return -1;
+      if (y === null || y === undefined) return 1;
+      return x < y ? -1 : 1;
+    }
+    return 0;
+  };
 }
 
 /** The day bucket of a daily rollup: `YYYY-MM-DD` in UTC. */

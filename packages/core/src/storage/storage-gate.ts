@@ -1,11 +1,22 @@
 import type { GuardLogger } from '../config.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
-import type { ReserveInput, ReserveResult, SettleInput, SpendStorage } from './storage-contract.js';
+import type {
+  ReserveInput,
+  ReserveResult,
+  SettleInput,
+  SettleResult,
+  SpendStorage,
+} from './storage-contract.js';
 
 export interface StorageGateOptions {
   timeoutMs: number;
   maxPendingSettlements: number;
   logger: GuardLogger;
+  /**
+   * Called after each settlement is written (at once or on a retry), with the counters it left:
+   * what alerts and other sinks watch. Must not block; whatever it throws is logged.
+   */
+  onSettled?: (input: SettleInput, result: SettleResult) => void;
 }
 
 /** Counters of the storage failure path, for metrics (`guard.stats()`). */
@@ -94,12 +105,23 @@ export class StorageGate {
    * (the spend is not lost, only late).
    */
   async settle(input: SettleInput): Promise<boolean> {
+    let result: SettleResult;
     try {
-      await this.call('settle', (s) => s.settle(input));
-      return true;
+      result = await this.call('settle', (s) => s.settle(input));
     } catch (error) {
       this.enqueue(input, error);
       return false;
+    }
+    this.settled(input, result);
+    return true;
+  }
+
+  private settled(input: SettleInput, result: SettleResult): void {
+    if (!result.applied || !this.options.onSettled) return;
+    try {
+      this.options.onSettled(input, result);
+    } catch (error) {
+      this.options.logger.error(`after settling request ${input.log.requestId}`, error);
     }
   }
 
@@ -137,7 +159,7 @@ export class StorageGate {
       while (this.pending.length > 0) {
         const next = this.pending[0]!;
         try {
-          await this.call('settle', (s) => s.settle(next));
+          this.settled(next, await this.call('settle', (s) => s.settle(next)));
         } catch {
           this.retryDelayMs = Math.min(this.retryDelayMs * 2, 5_000);
           return;

@@ -5,6 +5,7 @@ import type {
   KeyRecord,
   ScopeRef,
   SpendLogRecord,
+  SpendReportQuery,
   SpendStorage,
   TeamRecord,
   UserRecord,
@@ -412,6 +413,19 @@ export function runStorageConformance(options: ConformanceOptions): void {
       });
       expect(logged?.startTime.toISOString()).toBe(T0.toISOString());
       expect(await s.spendByTag({})).toEqual([{ tag: 'prod', requests: 1, spendNano: 300 }]);
+      // Charged at its estimate into the rollups too, as a failed request of no known provider.
+      const day = { fromDay: '2026-03-10', toDay: '2026-03-10' };
+      expect(await s.spendReport({ ...day, groupBy: ['key', 'provider'] })).toEqual([
+        {
+          apiKeyHash: 'k1',
+          provider: null,
+          requests: 1,
+          failedRequests: 1,
+          spendNano: 300,
+          promptTokens: 0,
+          completionTokens: 0,
+        },
+      ]);
       // The process was only slow: its late settle finds the log and charges nothing more.
       const late = await s.settle({
         reservationId: 'old',
@@ -546,6 +560,157 @@ export function runStorageConformance(options: ConformanceOptions): void {
         { tag: 'chat', requests: 1, spendNano: 100 },
         { tag: 'prod', requests: 1, spendNano: 100 },
       ]);
+      await s.close();
+    });
+
+    it('reports spend from the daily rollups by any grouping, filtered, in a fixed order', async () => {
+      const s = await seeded();
+      const day = (d: string) => new Date(`${d}T10:00:00.000Z`);
+      const big = 1_000_000_000_001;
+      const calls: Array<[string, number, Partial<SpendLogRecord>]> = [
+        ['a', 100, { startTime: day('2026-03-01'), endUser: 'cust-1', tags: ['prod', 'chat'] }],
+        [
+          'b',
+          40,
+          {
+            startTime: day('2026-03-01'),
+            userId: 'u2',
+            apiKeyHash: 'k2',
+            model: 'claude-x',
+            provider: 'anthropic',
+            tags: ['prod'],
+            status: 'failure',
+            promptTokens: 3,
+            completionTokens: 0,
+          },
+        ],
+        [
+          'c',
+          7,
+          { startTime: day('2026-03-02'), teamId: null, userId: null, apiKeyHash: 'k3', provider: null },
+        ],
+        ['d', big, { startTime: day('2026-03-02'), teamId: 't2', endUser: 'cust-1', tags: ['chat'] }],
+        ['e', 3, { startTime: day('2026-03-03') }],
+      ];
+      for (const [id, cost, over] of calls) {
+        await s.settle({
+          reservationId: id,
+          scopes: [],
+          costNano: cost,
+          now: T0,
+          log: log(id, { spendNano: cost, ...over }),
+        });
+      }
+      const report = (q: Partial<SpendReportQuery>) =>
+        s.spendReport({ fromDay: '2026-03-01', toDay: '2026-03-31', groupBy: [], ...q });
+      const sums = (requests: number, spendNano: number, promptTokens: number, completionTokens: number) => ({
+        requests,
+        failedRequests: 0,
+        spendNano,
+        promptTokens,
+        completionTokens,
+      });
+
+      expect(await report({})).toEqual([{ ...sums(5, 150 + big, 43, 20), failedRequests: 1 }]);
+      expect(await report({ fromDay: '2026-04-01', toDay: '2026-04-30' })).toEqual([]);
+      expect(await report({ groupBy: ['team'] })).toEqual([
+        { teamId: null, ...sums(1, 7, 10, 5) },
+        { teamId: 't1', ...sums(3, 143, 23, 10), failedRequests: 1 },
+        { teamId: 't2', ...sums(1, big, 10, 5) },
+      ]);
+      expect(await report({ groupBy: ['day', 'model'], toDay: '2026-03-02' })).toEqual([
+        { day: '2026-03-01', model: 'claude-x', ...sums(1, 40, 3, 0), failedRequests: 1 },
+        { day: '2026-03-01', model: 'gpt-4o', ...sums(1, 100, 10, 5) },
+        { day: '2026-03-02', model: 'gpt-4o', ...sums(2, 7 + big, 20, 10) },
+      ]);
+      expect(await report({ groupBy: ['provider', 'customer'] })).toEqual([
+        { provider: null, endUser: null, ...sums(1, 7, 10, 5) },
+        { provider: 'anthropic', endUser: null, ...sums(1, 40, 3, 0), failedRequests: 1 },
+        { provider: 'openai', endUser: null, ...sums(1, 3, 10, 5) },
+        { provider: 'openai', endUser: 'cust-1', ...sums(2, 100 + big, 20, 10) },
+      ]);
+      expect(
+        await report({ groupBy: ['user', 'key'], filters: { teamIds: ['t1'], models: ['gpt-4o'] } }),
+      ).toEqual([{ userId: 'u1', apiKeyHash: 'k1', ...sums(2, 103, 20, 10) }]);
+      expect(await report({ groupBy: ['team'], filters: { teamIds: [] } })).toEqual([]);
+      // Tag rows: a request counts once under each of its tags; untagged ones are not there.
+      expect(await report({ groupBy: ['tag'] })).toEqual([
+        { tag: 'chat', ...sums(2, 100 + big, 20, 10) },
+        { tag: 'prod', ...sums(2, 140, 13, 5), failedRequests: 1 },
+      ]);
+      expect(await report({ groupBy: ['tag', 'team'], filters: { tags: ['chat'] } })).toEqual([
+        { tag: 'chat', teamId: 't1', ...sums(1, 100, 10, 5) },
+        { tag: 'chat', teamId: 't2', ...sums(1, big, 10, 5) },
+      ]);
+      expect(await report({ groupBy: ['key'], filters: { tags: ['prod', 'chat'] } })).toEqual([
+        { apiKeyHash: 'k1', ...sums(3, 200 + big, 30, 15) },
+        { apiKeyHash: 'k2', ...sums(1, 40, 3, 0), failedRequests: 1 },
+      ]);
+      expect(
+        await report({ groupBy: ['day'], filters: { endUsers: ['cust-1'], providers: ['openai'] } }),
+      ).toEqual([
+        { day: '2026-03-01', ...sums(1, 100, 10, 5) },
+        { day: '2026-03-02', ...sums(1, big, 10, 5) },
+      ]);
+      await s.close();
+    });
+
+    it('keeps a soft budget with the counter and returns it with every state', async () => {
+      const s = await seeded({ key: { ...budget(1), softBudgetNano: 500_000_000 } });
+      const [state] = await s.getBudgets([K, U], T0);
+      expect(state).toMatchObject({ scope: K, maxBudgetNano: 1e9, softBudgetNano: 500_000_000 });
+      const reserved = await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, U],
+        amountNano: 10,
+        now: T0,
+        expiresAt: T0,
+      });
+      expect(reserved.ok && reserved.states.map((st) => st.softBudgetNano)).toEqual([500_000_000, null]);
+      const settled = await s.settle({
+        reservationId: 'r1',
+        scopes: [K, U],
+        costNano: 5,
+        now: T0,
+        log: log('s-1'),
+      });
+      expect(settled.states.map((st) => st.softBudgetNano)).toEqual([500_000_000, null]);
+      await s.updateKey('k1', {}, { softBudgetNano: 700_000_000 });
+      expect((await s.getBudgets([K], T0))[0]).toMatchObject({ softBudgetNano: 700_000_000, spendNano: 5 });
+      await s.close();
+    });
+
+    it('claims each alert once per scope, period and threshold, also across instances', async () => {
+      const s = await seeded();
+      const period = '2026-03-11T00:00:00.000Z';
+      const claim = (over: { scope?: ScopeRef; period?: string; threshold?: string } = {}) =>
+        s.claimAlert({
+          scope: K,
+          period,
+          threshold: '50%',
+          now: T0,
+          expiresAt: new Date(period),
+          ...over,
+        });
+      expect(await claim()).toBe(true);
+      expect(await claim()).toBe(false);
+      expect(await claim({ threshold: '80%' })).toBe(true);
+      expect(await claim({ period: '2026-03-12T00:00:00.000Z' })).toBe(true);
+      expect(await claim({ scope: T })).toBe(true);
+      expect(
+        await s.claimAlert({ scope: U, period: '', threshold: 'soft_budget', now: T0, expiresAt: null }),
+      ).toBe(true);
+      const other = options.sibling ? await options.sibling(s) : s;
+      expect(await other.claimAlert({ scope: K, period, threshold: '50%', now: T0, expiresAt: null })).toBe(
+        false,
+      );
+      const racing = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          (i % 2 ? s : other).claimAlert({ scope: K, period, threshold: '95%', now: T0, expiresAt: null }),
+        ),
+      );
+      expect(racing.filter(Boolean)).toHaveLength(1);
+      if (other !== s) await other.close();
       await s.close();
     });
   });

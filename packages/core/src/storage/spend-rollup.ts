@@ -1,0 +1,121 @@
+import {
+  compareSpendReportRows,
+  type SpendDimension,
+  type SpendLogRecord,
+  type SpendReportFilters,
+  type SpendReportQuery,
+  type SpendReportRow,
+  spendReportField,
+  utcDay,
+} from './storage-contract.js';
+
+/**
+ * The daily rollups every backend keeps, written once here so that their answers cannot drift: one
+ * row per UTC day x team x user x key x model x provider x end user (a missing value is `''`), and
+ * the same again per tag. A settle adds its request to one row of the first and to one row of the
+ * second per tag.
+ */
+export interface RollupRow {
+  day: string;
+  teamId: string;
+  userId: string;
+  apiKeyHash: string;
+  model: string;
+  provider: string;
+  endUser: string;
+  /** Set on tag rollup rows only. */
+  tag?: string;
+  requests: number;
+  failedRequests: number;
+  spendNano: number;
+  promptTokens: number;
+  completionTokens: number;
+}
+
+/** The rollup row (without a tag) one settled request adds, at `costNano`. */
+export function rollupRowOf(log: SpendLogRecord, costNano: number): RollupRow {
+  return {
+    day: utcDay(log.startTime),
+    teamId: log.teamId ?? '',
+    userId: log.userId ?? '',
+    apiKeyHash: log.apiKeyHash,
+    model: log.model,
+    provider: log.provider ?? '',
+    endUser: log.endUser ?? '',
+    requests: 1,
+    failedRequests: log.status === 'failure' ? 1 : 0,
+    spendNano: costNano,
+    promptTokens: log.promptTokens,
+    completionTokens: log.completionTokens,
+  };
+}
+
+const FILTERS: Array<[keyof SpendReportFilters, keyof RollupRow]> = [
+  ['teamIds', 'teamId'],
+  ['userIds', 'userId'],
+  ['apiKeyHashes', 'apiKeyHash'],
+  ['models', 'model'],
+  ['providers', 'provider'],
+  ['endUsers', 'endUser'],
+  ['tags', 'tag'],
+];
+
+/** Whether a report reads the tag rollup: when it groups or filters by tag. */
+export function readsTagRollup(query: SpendReportQuery): boolean {
+  return query.groupBy.includes('tag') || query.filters?.tags !== undefined;
+}
+
+/** The column of each filter, for SQL backends: `[filter values, rollup column]` of the filters set. */
+export function activeFilters(filters: SpendReportFilters = {}): Array<[string[], keyof RollupRow]> {
+  return FILTERS.flatMap(([name, column]) => {
+    const values = filters[name];
+    return values === undefined ? [] : [[values, column] as [string[], keyof RollupRow]];
+  });
+}
+
+/** A spend report computed in memory from rollup rows (the reference the SQL backends must match). */
+export function aggregateRollup(rows: Iterable<RollupRow>, query: SpendReportQuery): SpendReportRow[] {
+  const filters = activeFilters(query.filters);
+  const columns = query.groupBy.map(rollupColumn);
+  const groups = new Map<string, SpendReportRow>();
+  for (const row of rows) {
+    if (row.day < query.fromDay || row.day > query.toDay) continue;
+    if (!filters.every(([values, column]) => values.includes(row[column] as string))) continue;
+    const values = columns.map((column) => row[column] as string);
+    const id = values.join('\u0000');
+    let group = groups.get(id);
+    if (!group) {
+      group = { requests: 0, failedRequests: 0, spendNano: 0, promptTokens: 0, completionTokens: 0 };
+      query.groupBy.forEach((dimension, i) => {
+        (group as unknown as Record<string, unknown>)[spendReportField(dimension)] = values[i];
+      });
+      groups.set(id, group);
+    }
+    group.requests += row.requests;
+    group.failedRequests += row.failedRequests;
+    group.spendNano += row.spendNano;
+    group.promptTokens += row.promptTokens;
+    group.completionTokens += row.completionTokens;
+  }
+  return finishSpendReport([...groups.values()], query.groupBy);
+}
+
+const NULLABLE = new Set<keyof SpendReportRow>(['teamId', 'userId', 'provider', 'endUser']);
+
+/**
+ * The last step of every backend's `spendReport`: `''` (how the rollups store a missing team, user,
+ * provider or end user) becomes `null`, and rows are sorted in `compareSpendReportRows` order.
+ */
+export function finishSpendReport(rows: SpendReportRow[], groupBy: SpendDimension[]): SpendReportRow[] {
+  const fields = groupBy.map(spendReportField).filter((f) => NULLABLE.has(f));
+  for (const row of rows) {
+    for (const field of fields)
+      if (row[field] === '') (row as unknown as Record<string, unknown>)[field] = null;
+  }
+  return rows.sort(compareSpendReportRows(groupBy));
+}
+
+/** The rollup column of a dimension (`team` -> `teamId`, `customer` -> `endUser`). */
+export function rollupColumn(dimension: SpendDimension): keyof RollupRow {
+  return spendReportField(dimension) as keyof RollupRow;
+}

@@ -1,0 +1,107 @@
+/**
+ * What the instances really stored, read with plain SQL (Postgres) or the SQLite store's raw reader,
+ * none of it through the instances themselves.
+ */
+import { sqliteRawReader, sqliteStorage } from '@spendguard/storage-sqlite';
+import pg from 'pg';
+
+export interface StoredLog {
+  requestId: string;
+  apiKeyHash: string;
+  spendNano: number;
+  estimated: boolean;
+  status: string;
+  expired: boolean;
+  endUser: string | null;
+}
+
+export interface StoredState {
+  counters: Record<
+    'key' | 'user' | 'team',
+    { spendNano: number; reservedNano: number; maxBudgetNano: number | null }
+  >;
+  /** Every spend log of the key. */
+  logs: StoredLog[];
+  openReservations: number;
+}
+
+type Ids = { token: string; userId: string; teamId: string };
+
+/** Reads the key's, user's and team's counters and the key's spend logs from a Postgres database. */
+export async function readPostgres(url: string, ids: Ids): Promise<StoredState> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    const counters = await client.query(
+      `SELECT scope_kind, spend_nano::text, reserved_nano::text, max_budget_nano::text FROM budgets
+       WHERE (scope_kind, scope_id) IN (('key', $1), ('user', $2), ('team', $3))`,
+      [ids.token, ids.userId, ids.teamId],
+    );
+    const logs = await client.query(
+      `SELECT request_id, api_key_hash, spend_nano::text, estimated, status, end_user,
+         coalesce((metadata->>'expired_reservation')::boolean, false) AS expired
+       FROM spend_logs WHERE api_key_hash = $1`,
+      [ids.token],
+    );
+    const open = await client.query('SELECT count(*)::int AS n FROM reservations');
+    const byKind = Object.fromEntries(
+      counters.rows.map((r) => [
+        r.scope_kind,
+        {
+          spendNano: Number(r.spend_nano),
+          reservedNano: Number(r.reserved_nano),
+          maxBudgetNano: r.max_budget_nano === null ? null : Number(r.max_budget_nano),
+        },
+      ]),
+    ) as StoredState['counters'];
+    return {
+      counters: byKind,
+      logs: logs.rows.map((r) => ({
+        requestId: r.request_id,
+        apiKeyHash: r.api_key_hash,
+        spendNano: Number(r.spend_nano),
+        estimated: r.estimated,
+        status: r.status,
+        expired: r.expired,
+        endUser: r.end_user,
+      })),
+      openReservations: open.rows[0].n,
+    };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** The counters of a SQLite file (its spend logs are read through the management API). */
+export async function readSqliteCounters(path: string, ids: Ids): Promise<Omit<StoredState, 'logs'>> {
+  const storage = sqliteStorage({ path });
+  await storage.init();
+  try {
+    const raw = sqliteRawReader(storage);
+    const read = async (kind: 'key' | 'user' | 'team', id: string) => {
+      const c = await raw.budgetCounter({ kind, id });
+      if (!c) throw new Error(`no ${kind} counter ${id}`);
+      return { ...c, maxBudgetNano: null };
+    };
+    return {
+      counters: {
+        key: await read('key', ids.token),
+        user: await read('user', ids.userId),
+        team: await read('team', ids.teamId),
+      },
+      openReservations: await raw.openReservations(),
+    };
+  } finally {
+    await storage.close();
+  }
+}
+
+/** The request ids of the open reservations of calls attributed to `endUser` (see `endUserOf`). */
+export async function openReservationsOf(client: pg.Client, endUser: string): Promise<string[]> {
+  const { rows } = await client.query(
+    "SELECT pending->>'requestId' AS request_id FROM reservations WHERE pending->>'endUser' = $1",
+    [endUser],
+  );
+  return rows.map((r) => r.request_id);
+}
