@@ -12,7 +12,7 @@
  * 3. `core`: the core pipeline on SQLite: identify + reserve + meter a JSON response + price + settle,
  *    in process.
  *
- * BENCH_ONLY=http,pg,core (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * BENCH_ONLY=http,hono,pg,core,metering (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
  * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores.
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -28,7 +28,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
-const PARTS = new Set((process.env.BENCH_ONLY ?? 'http,pg,core').split(',').map((p) => p.trim()));
+const PARTS = new Set(
+  (process.env.BENCH_ONLY ?? 'http,hono,pg,core,metering').split(',').map((p) => p.trim()),
+);
 const here = import.meta.dirname;
 const execArgv = ['--conditions=spendguard-source', '--import', 'tsx'];
 
@@ -147,16 +149,17 @@ async function compare(
   return { G: summary(results.guarded), U: summary(results.unguarded) };
 }
 
-async function httpBench() {
+async function httpBench(framework: 'express' | 'hono' = 'express') {
   const sim = await start('simulator-server.ts', {});
   const providerUrl = sim.msg.url as string;
-  const guarded = await start('example-server.ts', { LLM_BASE_URL: providerUrl, DATABASE_URL: '' });
-  const bare = await start('example-server.ts', { LLM_BASE_URL: providerUrl, BENCH_UNGUARDED: '1' });
+  const env = { LLM_BASE_URL: providerUrl, BENCH_FRAMEWORK: framework };
+  const guarded = await start('example-server.ts', { ...env, DATABASE_URL: '' });
+  const bare = await start('example-server.ts', { ...env, BENCH_UNGUARDED: '1' });
   const g = `http://127.0.0.1:${guarded.msg.port}`;
   const u = `http://127.0.0.1:${bare.msg.port}`;
   try {
     const key = await benchKey(g);
-    const { G, U } = await compare('sqlite', ROUNDS, [g], [u], key);
+    const { G, U } = await compare(`${framework} sqlite`, ROUNDS, [g], [u], key);
     const [rssG, rssU] = [await rss(guarded.child), await rss(bare.child)];
     return { G, U, rssG, rssU };
   } finally {
@@ -282,10 +285,27 @@ console.log(`spendguard bench: ${cpus().length} x ${cpus()[0]?.model}, Node ${pr
 console.log(
   `HTTP: Express example route, autocannon c=${CONNECTIONS}, ${ROUNDS} (SQLite) / ${PG_ROUNDS} (Postgres) alternating rounds of ${SECONDS}s`,
 );
-const http = PARTS.has('http') ? await httpBench() : null;
+const http = PARTS.has('http') ? await httpBench('express') : null;
+const hono = PARTS.has('hono') ? await httpBench('hono') : null;
 const pgResult = PARTS.has('pg') ? await pgBench() : null;
 if (PARTS.has('core')) console.log('Core pipeline on SQLite (identify, reserve, meter, price, settle):');
 const core = PARTS.has('core') ? await pipelineBench() : null;
+// Metering alone (tap + parse + usage + price), per 4 KB JSON body and per SSE chunk: bench/metering.ts.
+const metering = PARTS.has('metering')
+  ? await new Promise<string>((resolve, reject) => {
+      const child = fork(join(here, 'metering.ts'), {
+        execArgv,
+        stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+      });
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+      });
+      child.once('exit', (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`metering bench exited ${code}`)),
+      );
+    })
+  : null;
 
 console.log('\n| measure | unguarded | guarded | guarded/unguarded |');
 console.log('|---|---|---|---|');
@@ -306,6 +326,7 @@ if (http) {
     `| server RSS after run | ${(http.rssU / 2 ** 20).toFixed(0)} MiB | ${(http.rssG / 2 ** 20).toFixed(0)} MiB | +${((http.rssG - http.rssU) / 2 ** 20).toFixed(0)} MiB |`,
   );
 }
+if (hono) rows('Hono, SQLite, 1 instance:', hono);
 if (pgResult) {
   rows('Postgres, 1 instance:', pgResult.one);
   rows('Postgres, 4 instances, one key:', pgResult.four);
@@ -323,6 +344,10 @@ if (http)
   console.log(
     `\nreq/s ratio guarded/unguarded, SQLite: ${(http.G.rps / http.U.rps).toFixed(2)} (target >= 0.8)`,
   );
+if (hono)
+  console.log(
+    `req/s ratio guarded/unguarded, Hono on SQLite: ${(hono.G.rps / hono.U.rps).toFixed(2)} (target >= 0.5)`,
+  );
 if (pgResult) {
   for (const [label, r] of [
     ['1 instance', pgResult.one],
@@ -338,3 +363,4 @@ if (core)
   console.log(
     `core pipeline: ${core.concurrent.toFixed(1)} µs/request at 64 in flight, ${core.sequential.toFixed(1)} µs one at a time (target <= 50)`,
   );
+if (metering) console.log(`\nMetering (bench/metering.ts):\n${metering.trim()}`);
