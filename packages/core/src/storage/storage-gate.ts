@@ -91,11 +91,20 @@ export class StorageGate {
       throw error;
     } finally {
       if (gaveUp) {
-        work
-          .then((r) => (r.ok ? this.open().then((s) => s.release(input.reservationId)) : false))
-          .catch((e: unknown) =>
-            this.options.logger.error(`could not release abandoned reservation ${input.reservationId}`, e),
-          );
+        // Only a reservation that did land late needs releasing; a failed one is already reported.
+        work.then(
+          (r) =>
+            r.ok &&
+            this.open()
+              .then((s) => s.release(input.reservationId))
+              .catch((e: unknown) =>
+                this.options.logger.error(
+                  `could not release abandoned reservation ${input.reservationId}`,
+                  e,
+                ),
+              ),
+          () => {},
+        );
       }
     }
   }
