@@ -1,122 +1,29 @@
 /**
- * The demo server. Everything it needs comes from the environment:
- *
- *   PORT                             port to listen on; 0 takes a free one (the banner shows it). Default 4000
- *   HOST                             address to listen on, e.g. 127.0.0.1. Default: every interface
- *   SPENDGUARD_MASTER_KEY            the management API's credential. Default: the demo key "sk-master" (warned)
- *   DATABASE_URL                     Postgres, e.g. postgres://app:secret@db:5432/app: one store that every
- *                                    instance of the app shares. Unset: SQLite
- *   SPENDGUARD_DB                    the SQLite file when DATABASE_URL is unset; several processes on one
- *                                    machine may share it. Default ./spendguard.db
- *   SPENDGUARD_ENFORCEMENT           strict | shrink | soft (see `enforcement`). Default strict
- *   SPENDGUARD_ON_STORAGE_ERROR      deny (answer 503) | allow (serve, record the spend when storage is
- *                                    back). Default deny
- *   SPENDGUARD_STORAGE_TIMEOUT_MS    how long one storage call may take before it counts as failed. Default 2000
- *   SPENDGUARD_RESERVATION_TTL_MS    after this a reservation never settled (its process died) is charged at
- *                                    its estimate. Default 600000
- *   SPENDGUARD_RESERVATION_SWEEP_MS  how often this instance charges such reservations; 0: never. Default 30000
- *   LLM_BASE_URL                     an OpenAI-compatible provider. Default: the built-in simulator
- *   SIM_LATENCY_MS                   the simulator's delay before each answer. Default 0
+ * The Hono demo server: the same demo as examples/express, with the same environment variables
+ * (listed in examples/express/src/demo-environment.ts).
  */
 import { serve } from '@hono/node-server';
-import type { AdapterOptions, SpendGuardOptions } from '@spendguard/core';
-import { startSimulator } from '@spendguard/core/testing';
+import { demoEnvironment } from '../../express/src/demo-environment.js';
 import { createExampleApp } from './app.js';
 
-function fail(message: string): never {
-  console.error(`[demo] ${message}`);
-  process.exit(1);
-}
-
-function envChoice<T extends string>(name: string, choices: readonly T[]): T | undefined {
-  const value = process.env[name];
-  if (!value) return undefined;
-  if (!(choices as readonly string[]).includes(value))
-    fail(`${name} must be one of ${choices.join(', ')}; got '${value}'`);
-  return value as T;
-}
-
-function envMs(name: string): number | undefined {
-  const value = process.env[name];
-  if (!value) return undefined;
-  const ms = Number(value);
-  if (!Number.isSafeInteger(ms) || ms < 0)
-    fail(`${name} must be a whole number of milliseconds; got '${value}'`);
-  return ms;
-}
-
-const port = envMs('PORT') ?? 4000;
-const host = process.env.HOST || undefined;
-let masterKey = process.env.SPENDGUARD_MASTER_KEY;
-if (!masterKey) {
-  masterKey = 'sk-master';
-  console.warn(
-    '[demo] SPENDGUARD_MASTER_KEY is not set: using the demo master key "sk-master". Never do this in production.',
-  );
-}
-const guardOptions: Omit<AdapterOptions, 'storage' | 'masterKey'> = {
-  enforcement: envChoice('SPENDGUARD_ENFORCEMENT', ['strict', 'shrink', 'soft'] as const),
-  onStorageError: envChoice('SPENDGUARD_ON_STORAGE_ERROR', ['deny', 'allow'] as const),
-  storageTimeoutMs: envMs('SPENDGUARD_STORAGE_TIMEOUT_MS'),
-  reservationTtlMs: envMs('SPENDGUARD_RESERVATION_TTL_MS'),
-  reservationSweepMs: envMs('SPENDGUARD_RESERVATION_SWEEP_MS'),
-};
-
-// Postgres when DATABASE_URL is set (every instance of the app shares it), else a SQLite file.
-const databaseUrl = process.env.DATABASE_URL || undefined;
-let storage: SpendGuardOptions['storage'];
-let storageLabel: string;
-if (databaseUrl) {
-  const { pgStorage } = await import('@spendguard/storage-pg');
-  storage = pgStorage({ connectionString: databaseUrl });
-  storageLabel = `${redactPassword(databaseUrl)} (Postgres)`;
-} else {
-  const { sqliteStorage } = await import('@spendguard/storage-sqlite');
-  const path = process.env.SPENDGUARD_DB || './spendguard.db';
-  storage = sqliteStorage({ path });
-  storageLabel = `${path} (SQLite)`;
-}
-
-// The demo's LLM provider: the built-in simulator (OpenAI wire format, streaming included), unless
-// LLM_BASE_URL points at a real OpenAI-compatible endpoint.
-const simulator = process.env.LLM_BASE_URL
-  ? null
-  : await startSimulator({ latencyMs: envMs('SIM_LATENCY_MS') ?? 0 });
-const providerBaseUrl = process.env.LLM_BASE_URL ?? simulator!.url;
-
-const { app, guard } = createExampleApp({ providerBaseUrl, masterKey, storage, guardOptions });
-// Connect and migrate now, so that a wrong DATABASE_URL shows at start rather than as a 503 later.
-await guard?.storage().catch((error: Error) => {
-  console.error(
-    `[demo] storage is not reachable yet (${error.message}): guarded calls are ${guardOptions.onStorageError === 'allow' ? 'served and recorded once it is' : 'answered 503 until it is'}`,
-  );
+const env = await demoEnvironment();
+const { app, guard } = createExampleApp({
+  providerBaseUrl: env.providerBaseUrl,
+  masterKey: env.masterKey,
+  storage: env.storage,
+  guardOptions: env.guardOptions,
 });
+await env.connect(guard);
 
-const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
-  console.log(`spendguard demo on http://${host ?? 'localhost'}:${info.port}`);
-  console.log(`  provider: ${providerBaseUrl}${simulator ? ' (built-in simulator)' : ''}`);
-  console.log(`  storage:  ${storageLabel}`);
-  console.log(
-    `  try:      curl -X POST http://localhost:${info.port}/team/new -H "Authorization: Bearer ${masterKey === 'sk-master' ? 'sk-master' : '<master key>'}" -d '{"team_alias": "frontend-team", "max_budget": 1000}'`,
-  );
-});
-
-/** The URL as it may be printed: without its password. */
-function redactPassword(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return 'DATABASE_URL';
-  }
-}
+const server = serve({ fetch: app.fetch, port: env.port, hostname: env.host }, (info) =>
+  env.announce(info.port),
+);
 
 // Stop taking requests, write the settlements still pending (guard.close() flushes them), then exit.
 async function shutdown() {
   server.close();
   await guard?.close();
-  await simulator?.close();
+  await env.simulator?.close();
   process.exit(0);
 }
 process.once('SIGINT', () => void shutdown());

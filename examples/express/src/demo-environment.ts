@@ -1,0 +1,136 @@
+/**
+ * The demo's configuration, read from the environment, shared by both example servers
+ * (examples/express and examples/hono):
+ *
+ *   PORT                             port to listen on; 0 takes a free one (the banner shows it). Default 4000
+ *   HOST                             address to listen on, e.g. 127.0.0.1. Default: every interface
+ *   SPENDGUARD_MASTER_KEY            the management API's credential. Default: the demo key "sk-master" (warned)
+ *   DATABASE_URL                     Postgres, e.g. postgres://app:secret@db:5432/app: one store that every
+ *                                    instance of the app shares. Unset: SQLite
+ *   SPENDGUARD_DB                    the SQLite file when DATABASE_URL is unset; several processes on one
+ *                                    machine may share it. Default ./spendguard.db
+ *   SPENDGUARD_ENFORCEMENT           strict | shrink | soft (see `enforcement`). Default strict
+ *   SPENDGUARD_ON_STORAGE_ERROR      deny (answer 503) | allow (serve, record the spend when storage is
+ *                                    back). Default deny
+ *   SPENDGUARD_STORAGE_TIMEOUT_MS    how long one storage call may take before it counts as failed. Default 2000
+ *   SPENDGUARD_RESERVATION_TTL_MS    after this a reservation never settled (its process died) is charged at
+ *                                    its estimate. Default 600000
+ *   SPENDGUARD_RESERVATION_SWEEP_MS  how often this instance charges such reservations; 0: never. Default 30000
+ *   LLM_BASE_URL                     an OpenAI-compatible provider. Default: the built-in simulator
+ *   SIM_LATENCY_MS                   the simulator's delay before each answer. Default 0
+ */
+import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
+import { type Simulator, startSimulator } from '@spendguard/core/testing';
+
+export interface DemoEnvironment {
+  port: number;
+  host: string | undefined;
+  masterKey: string;
+  guardOptions: Omit<AdapterOptions, 'storage' | 'masterKey'>;
+  storage: SpendGuardOptions['storage'];
+  providerBaseUrl: string;
+  simulator: Simulator | null;
+  /** Connects and migrates now, so that a wrong DATABASE_URL shows at start rather than as a 503 later. */
+  connect(guard: SpendGuard | null): Promise<void>;
+  /** The start-up banner, once listening on `port`. */
+  announce(port: number): void;
+}
+
+function fail(message: string): never {
+  console.error(`[demo] ${message}`);
+  process.exit(1);
+}
+
+function envChoice<T extends string>(name: string, choices: readonly T[]): T | undefined {
+  const value = process.env[name];
+  if (!value) return undefined;
+  if (!(choices as readonly string[]).includes(value))
+    fail(`${name} must be one of ${choices.join(', ')}; got '${value}'`);
+  return value as T;
+}
+
+function envMs(name: string): number | undefined {
+  const value = process.env[name];
+  if (!value) return undefined;
+  const ms = Number(value);
+  if (!Number.isSafeInteger(ms) || ms < 0)
+    fail(`${name} must be a whole number of milliseconds; got '${value}'`);
+  return ms;
+}
+
+/** Reads the environment (exiting with a clear message on a bad value) and starts the simulator. */
+export async function demoEnvironment(): Promise<DemoEnvironment> {
+  const port = envMs('PORT') ?? 4000;
+  const host = process.env.HOST || undefined;
+  let masterKey = process.env.SPENDGUARD_MASTER_KEY;
+  if (!masterKey) {
+    masterKey = 'sk-master';
+    console.warn(
+      '[demo] SPENDGUARD_MASTER_KEY is not set: using the demo master key "sk-master". Never do this in production.',
+    );
+  }
+  const guardOptions: Omit<AdapterOptions, 'storage' | 'masterKey'> = {
+    enforcement: envChoice('SPENDGUARD_ENFORCEMENT', ['strict', 'shrink', 'soft'] as const),
+    onStorageError: envChoice('SPENDGUARD_ON_STORAGE_ERROR', ['deny', 'allow'] as const),
+    storageTimeoutMs: envMs('SPENDGUARD_STORAGE_TIMEOUT_MS'),
+    reservationTtlMs: envMs('SPENDGUARD_RESERVATION_TTL_MS'),
+    reservationSweepMs: envMs('SPENDGUARD_RESERVATION_SWEEP_MS'),
+  };
+
+  // Postgres when DATABASE_URL is set (every instance of the app shares it), else a SQLite file.
+  const databaseUrl = process.env.DATABASE_URL || undefined;
+  let storage: SpendGuardOptions['storage'];
+  let storageLabel: string;
+  if (databaseUrl) {
+    const { pgStorage } = await import('@spendguard/storage-pg');
+    storage = pgStorage({ connectionString: databaseUrl });
+    storageLabel = `${redactPassword(databaseUrl)} (Postgres)`;
+  } else {
+    const { sqliteStorage } = await import('@spendguard/storage-sqlite');
+    const path = process.env.SPENDGUARD_DB || './spendguard.db';
+    storage = sqliteStorage({ path });
+    storageLabel = `${path} (SQLite)`;
+  }
+
+  // The demo's LLM provider: the built-in simulator (OpenAI wire format, streaming included), unless
+  // LLM_BASE_URL points at a real OpenAI-compatible endpoint.
+  const simulator = process.env.LLM_BASE_URL
+    ? null
+    : await startSimulator({ latencyMs: envMs('SIM_LATENCY_MS') ?? 0 });
+  const providerBaseUrl = process.env.LLM_BASE_URL ?? simulator!.url;
+  return {
+    port,
+    host,
+    masterKey,
+    guardOptions,
+    storage,
+    providerBaseUrl,
+    simulator,
+    async connect(guard) {
+      await guard?.storage().catch((error: Error) => {
+        console.error(
+          `[demo] storage is not reachable yet (${error.message}): guarded calls are ${guardOptions.onStorageError === 'allow' ? 'served and recorded once it is' : 'answered 503 until it is'}`,
+        );
+      });
+    },
+    announce(actualPort) {
+      console.log(`spendguard demo on http://${host ?? 'localhost'}:${actualPort}`);
+      console.log(`  provider: ${providerBaseUrl}${simulator ? ' (built-in simulator)' : ''}`);
+      console.log(`  storage:  ${storageLabel}`);
+      console.log(
+        `  try:      curl -X POST http://localhost:${actualPort}/team/new -H "Authorization: Bearer ${masterKey === 'sk-master' ? 'sk-master' : '<master key>'}" -d '{"team_alias": "frontend-team", "max_budget": 1000}'`,
+      );
+    },
+  };
+}
+
+/** The URL as it may be printed: without its password. */
+function redactPassword(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password) parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return 'DATABASE_URL';
+  }
+}
