@@ -101,11 +101,23 @@ export async function startInstance(
   };
 }
 
+/** The Postgres `application_name` instance `index` connects with: how a test finds its backends. */
+export function applicationNameOf(index: number): string {
+  return `spendguard-instance-${index}`;
+}
+
+function withApplicationName(env: Record<string, string>, index: number): Record<string, string> {
+  if (!env.DATABASE_URL) return env;
+  const url = new URL(env.DATABASE_URL);
+  url.searchParams.set('application_name', applicationNameOf(index));
+  return { ...env, DATABASE_URL: url.toString() };
+}
+
 /** Starts `count` instances at once, alternating Express and Hono, with the same environment. */
 export async function startInstances(count: number, env: Record<string, string>): Promise<Instance[]> {
   const started = await Promise.allSettled(
     Array.from({ length: count }, (_, i) =>
-      startInstance(`instance ${i}`, i % 2 === 0 ? 'express' : 'hono', env),
+      startInstance(`instance ${i}`, i % 2 === 0 ? 'express' : 'hono', withApplicationName(env, i)),
     ),
   );
   const failed = started.find((s) => s.status === 'rejected');

@@ -13,7 +13,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { checkApi, spendOneBudget } from './budget-run.js';
 import { adminCall, budgetedKey, callCosts, chat, endUserOf, eventually, runLoad } from './clients.js';
-import { startInstances, stopAllInstances } from './instances.js';
+import { applicationNameOf, startInstances, stopAllInstances } from './instances.js';
 import { createDatabase, type PostgresServer, sharedPostgres } from './postgres.js';
 import { openReservationsOf, readPostgres } from './stored.js';
 
@@ -138,6 +138,12 @@ describe('an instance killed mid-load', () => {
     await watcher.connect();
     let leftOpen: string[];
     try {
+      // The victim's backends are found by name below; make sure the name reaches Postgres.
+      const named = await watcher.query<{ n: number }>(
+        'select count(*)::int as n from pg_stat_activity where application_name = $1',
+        [applicationNameOf(victim)],
+      );
+      expect(named.rows[0]!.n).toBeGreaterThan(0);
       const deadline = Date.now() + 20_000;
       while (!killedAt) {
         if ((await openReservationsOf(watcher, endUserOf(victim))).length >= 3) {
@@ -148,6 +154,18 @@ describe('an instance killed mid-load', () => {
         }
       }
       await instances[victim]!.exited;
+      // A statement the victim sent before it died still runs to its commit: wait until Postgres has
+      // ended every backend of the victim, so that nothing it started can still open a reservation.
+      const backendsDeadline = Date.now() + 20_000;
+      for (;;) {
+        const { rows } = await watcher.query<{ n: number }>(
+          'select count(*)::int as n from pg_stat_activity where application_name = $1',
+          [applicationNameOf(victim)],
+        );
+        if (rows[0]!.n === 0) break;
+        if (Date.now() > backendsDeadline) throw new Error(`the victim still has ${rows[0]!.n} backends`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
       // What the victim left open (its TTL has not passed yet: nobody has charged it).
       leftOpen = await openReservationsOf(watcher, endUserOf(victim));
     } finally {
