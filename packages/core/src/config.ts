@@ -1,5 +1,6 @@
 import * as z from 'zod';
 import type { BudgetAlertOptions } from './alerts/budget-alerts.js';
+import { isValidBudgetDuration } from './budget-period.js';
 import type { ModelPriceOverride } from './pricing/price-book.js';
 import type { EnforcementMode, SpendStorage } from './storage/storage-contract.js';
 
@@ -90,6 +91,12 @@ export interface SpendGuardOptions {
    * @example alerts: { webhookUrl: 'https://hooks.example.com/spend', secret: process.env.WEBHOOK_SECRET! }
    */
   alerts?: BudgetAlertOptions;
+  /**
+   * One budget over every call of the deployment (LiteLLM's proxy-wide `max_budget`), in USD, applied
+   * to storage when the guard opens it; instances sharing a store share it. Calls with the master key
+   * are not counted against it.
+   */
+  globalBudget?: { maxBudget: number | null; budgetDuration?: string | null; softBudget?: number | null };
 }
 
 // LiteLLM's per-model fields: every cost field is a non-negative number (the pricing module reads
@@ -142,6 +149,19 @@ const optionsSchema = z.object({
     .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
     .optional(),
   now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
+  globalBudget: z
+    .object({
+      maxBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable(),
+      budgetDuration: z
+        .string()
+        .refine(isValidBudgetDuration, {
+          message: "is not a duration; use e.g. '1d', '7d', '1mo' or 'monthly'",
+        })
+        .nullable()
+        .optional(),
+      softBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable().optional(),
+    })
+    .optional(),
   alerts: z
     .object({
       webhookUrl: z
@@ -174,7 +194,8 @@ type OptionalOptions =
   | 'modelAliases'
   | 'priceTable'
   | 'priceTableRefreshMs'
-  | 'alerts';
+  | 'alerts'
+  | 'globalBudget';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
 
@@ -212,5 +233,6 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     },
     now: options.now ?? (() => new Date()),
     alerts: options.alerts,
+    globalBudget: options.globalBudget,
   };
 }

@@ -2,17 +2,20 @@ import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ManagementApi } from './admin/management-api.js';
 import { BudgetAlerts } from './alerts/budget-alerts.js';
+import { nextBudgetResetAt } from './budget-period.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
-import { SpendGuardError } from './errors.js';
+import { SpendGuardError, StorageConflictError } from './errors.js';
 import { constantTimeEqual, hashVirtualKey } from './keys.js';
 import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
 import { ResponseTap } from './metering/response-meter.js';
 import { CallMeter, type TrackOptions } from './metering/track.js';
 import { createGuardFetch } from './metering/upstream-fetch.js';
 import { modelFromPath } from './metering/wire-formats.js';
+import { usdToNano } from './money.js';
 import { PriceBook, type TokenUsage } from './pricing/price-book.js';
 import { BudgetQueries, SpendQueries } from './queries.js';
 import type {
+  BudgetInit,
   BudgetState,
   KeyRecord,
   ScopeRef,
@@ -21,7 +24,7 @@ import type {
   TeamRecord,
   UserRecord,
 } from './storage/storage-contract.js';
-import { scopeKey } from './storage/storage-contract.js';
+import { GLOBAL_SCOPE_ID, memberScopeId, modelScopeId, scopeKey } from './storage/storage-contract.js';
 import { StorageGate, type StorageGateStats } from './storage/storage-gate.js';
 
 /** A guarded call as the adapters describe it, in framework-neutral terms. */
@@ -141,6 +144,7 @@ export class SpendGuard {
     this.storageReady ??= Promise.resolve(this.options.storage)
       .then(async (s) => {
         await s.init();
+        if (this.options.globalBudget) await this.applyGlobalBudget(s, this.options.globalBudget);
         this.storageValue = s;
         this.startSweep();
         // Keys changed by other instances sharing this store leave this cache at once.
@@ -154,6 +158,39 @@ export class SpendGuard {
         throw error;
       });
     return this.storageReady;
+  }
+
+  /** Creates or redefines the `global` budget counter (its spend stays). */
+  private async applyGlobalBudget(
+    storage: SpendStorage,
+    budget: NonNullable<SpendGuardOptions['globalBudget']>,
+  ): Promise<void> {
+    const now = this.now();
+    const duration = budget.budgetDuration ?? null;
+    const init: BudgetInit = {
+      maxBudgetNano: budget.maxBudget === null ? null : usdToNano(budget.maxBudget),
+      budgetDuration: duration,
+      budgetResetAt: duration ? nextBudgetResetAt(duration, now) : null,
+      softBudgetNano: budget.softBudget == null ? null : usdToNano(budget.softBudget),
+    };
+    const scope: ScopeRef = { kind: 'global', id: GLOBAL_SCOPE_ID };
+    const [current] = await storage.getBudgets([scope], now);
+    if (current) {
+      // Keep the running period when the duration did not change.
+      const samePeriod = current.budgetDuration === duration;
+      await storage.updateBudget(
+        scope,
+        { ...init, budgetResetAt: samePeriod ? current.budgetResetAt : init.budgetResetAt },
+        now,
+      );
+      return;
+    }
+    try {
+      await storage.insert([{ type: 'budget', scope, budget: init }]);
+    } catch (error) {
+      if (!(error instanceof StorageConflictError)) throw error;
+      await storage.updateBudget(scope, init, now); // another instance created it first
+    }
   }
 
   now(): Date {
@@ -199,6 +236,12 @@ export class SpendGuard {
     if (team) {
       scopes.push({ kind: 'team', id: team.teamId });
       labels.set(`team:${team.teamId}`, `Team=${team.teamAlias ?? team.teamId}`);
+    }
+    if (user && team) {
+      // The user's budget within this team (`max_budget_in_team`), when one was set.
+      const member = memberScopeId(team.teamId, user.userId);
+      scopes.push({ kind: 'member', id: member });
+      labels.set(`member:${member}`, `User=${user.userId} in Team=${team.teamAlias ?? team.teamId}`);
     }
     const ctx: KeyContext = { key, user, team, scopes, labels };
     this.keyCache.set(tokenHash, ctx);
@@ -316,6 +359,7 @@ export class SpendGuard {
       );
     }
     const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
+    const callScopes = this.callScopes(ctx, model, endUser, allTags);
 
     const requestId = randomUUID();
     const reservationId = randomUUID();
@@ -323,7 +367,7 @@ export class SpendGuard {
     const reserve = (amountNano: number) =>
       this.gate.reserve({
         reservationId,
-        scopes: ctx.scopes,
+        scopes: callScopes,
         amountNano,
         now: startTime,
         expiresAt: new Date(startTime.getTime() + this.options.reservationTtlMs),
@@ -351,7 +395,7 @@ export class SpendGuard {
       }
     } catch (error) {
       if (!this.servesThrough(error)) throw error;
-      const scopes = ctx.scopes;
+      const scopes = callScopes;
       return call({
         requestId,
         tags: allTags,
@@ -369,7 +413,7 @@ export class SpendGuard {
       keyHash: tokenHash,
       ctx,
       reservationId,
-      scopes: ctx.scopes,
+      scopes: callScopes,
       states: result.states,
     });
   }
@@ -397,8 +441,22 @@ export class SpendGuard {
     return { ...this.gate.stats, settleFailures: this.settleFailures };
   }
 
+  /**
+   * Every scope a call spends against: the key's own (key, user, team, member), then the optional
+   * ones of this call (the key's budget for this model, the end user, each tag, the global budget).
+   * Optional scopes without a budget are skipped by storage.
+   */
+  private callScopes(ctx: KeyContext, model: string, endUser: string | null, tags: string[]): ScopeRef[] {
+    const scopes = [...ctx.scopes];
+    if (model) scopes.push({ kind: 'model', id: modelScopeId(ctx.key.tokenHash, model) });
+    if (endUser) scopes.push({ kind: 'customer', id: endUser });
+    for (const tag of tags) scopes.push({ kind: 'tag', id: tag });
+    scopes.push({ kind: 'global', id: GLOBAL_SCOPE_ID });
+    return scopes;
+  }
+
   private budgetExceeded(ctx: KeyContext, refused: BudgetState): SpendGuardError {
-    const label = ctx.labels.get(scopeKey(refused.scope)) ?? `${refused.scope.kind}=${refused.scope.id}`;
+    const label = ctx.labels.get(scopeKey(refused.scope)) ?? scopeLabel(ctx, refused.scope);
     const spend = pyFloat(refused.spendNano / 1e9);
     const max = pyFloat((refused.maxBudgetNano ?? 0) / 1e9);
     const headers: Record<string, string> = {};
@@ -679,6 +737,22 @@ function readTags(body: Record<string, unknown>, header: CallInput['header']): s
         .filter(Boolean),
     );
   return tags.length > 1 ? [...new Set(tags)] : tags;
+}
+
+/** How a 429 names the optional scope that refused (LiteLLM's `Team=…` style). */
+function scopeLabel(ctx: KeyContext, scope: ScopeRef): string {
+  switch (scope.kind) {
+    case 'customer':
+      return `EndUser=${scope.id}`;
+    case 'tag':
+      return `Tag=${scope.id}`;
+    case 'model':
+      return `Key=${ctx.key.keyAlias ?? ctx.key.keyName} Model=${scope.id.slice(ctx.key.tokenHash.length + 1)}`;
+    case 'global':
+      return 'Global=proxy';
+    default:
+      return `${scope.kind}=${scope.id}`;
+  }
 }
 
 function modelAllowed(model: string, keyModels: string[], teamModels: string[]): boolean {

@@ -8,7 +8,7 @@ import type {
   SpendReportFilters,
   SpendReportRow,
 } from './storage/storage-contract.js';
-import { utcDay } from './storage/storage-contract.js';
+import { GLOBAL_SCOPE_ID, memberScopeId, modelScopeId, utcDay } from './storage/storage-contract.js';
 
 /** What a spend report can group by (time is `granularity`). `key` is the key's hash, `customer` the end user. */
 export type SpendGroup = 'team' | 'user' | 'key' | 'model' | 'provider' | 'customer' | 'tag';
@@ -268,7 +268,18 @@ function compareEntries<G extends SpendGroup>(a: SpendReportEntry<G>, b: SpendRe
 }
 
 /** Which budget to read: a key (the key itself or its hash), a user id, or a team id (or its unique alias). */
-export type BudgetScope = { key: string } | { user: string } | { team: string };
+export type BudgetScope =
+  | { key: string }
+  | { user: string }
+  | { team: string }
+  /** A user's budget within a team (`max_budget_in_team`). */
+  | { member: { team: string; user: string } }
+  /** An end user (LiteLLM's customer). */
+  | { customer: string }
+  | { tag: string }
+  /** A key's budget for one model (`model_max_budget`). */
+  | { keyModel: { key: string; model: string } }
+  | { global: true };
 
 /** A scope's budget as it stands now, in USD. */
 export interface BudgetRemaining {
@@ -295,7 +306,7 @@ export interface BudgetRemaining {
 export class BudgetQueries {
   constructor(private readonly guard: SpendGuard) {}
 
-  /** The budget of one key, user or team, as it stands now; `null` when there is no such scope. */
+  /** The budget of one scope, as it stands now; `null` when there is no such scope. */
   async remaining(which: BudgetScope): Promise<BudgetRemaining | null> {
     const now = this.guard.now();
     const state = await this.guard.gate.call('budget look-up', async (storage) => {
@@ -308,7 +319,19 @@ export class BudgetQueries {
           const byAlias = await storage.findTeamsByAlias(which.team);
           if (byAlias.length === 1) scope = { kind: 'team', id: byAlias[0]!.teamId };
         }
-      } else throw badRequest('pass { key }, { user } or { team }', 'scope');
+      } else if ('member' in which) {
+        scope = { kind: 'member', id: memberScopeId(which.member.team, which.member.user) };
+      } else if ('customer' in which) scope = { kind: 'customer', id: which.customer };
+      else if ('tag' in which) scope = { kind: 'tag', id: which.tag };
+      else if ('keyModel' in which) {
+        const hash = keyHashFromKeyOrHash(which.keyModel.key);
+        scope = { kind: 'model', id: modelScopeId(hash, which.keyModel.model) };
+      } else if ('global' in which) scope = { kind: 'global', id: GLOBAL_SCOPE_ID };
+      else
+        throw badRequest(
+          'pass { key }, { user }, { team }, { member }, { customer }, { tag }, { keyModel } or { global }',
+          'scope',
+        );
       const [found] = await storage.getBudgets([scope], now);
       return found ?? null;
     });

@@ -2,12 +2,15 @@ import { createHash } from 'node:crypto';
 import {
   type AlertClaim,
   activeFilters,
+  applyDueReset,
   type BudgetInit,
   type BudgetState,
+  type CustomerRecord,
   compareTagSpend,
   type EntityInsert,
   expiredReservationLog,
   finishSpendReport,
+  isOptionalScope,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
@@ -26,7 +29,9 @@ import {
   type SpendStorage,
   type StorageCapabilities,
   StorageConflictError,
+  scopeOfInsert,
   spendReportField,
+  type TagRecord,
   type TagSpend,
   type TeamRecord,
   type UserRecord,
@@ -204,21 +209,122 @@ export class PgStorage implements SpendStorage {
     const { db, t } = this.#ready();
     await db.transaction(async (tx) => {
       for (const e of entities) {
-        const id =
-          e.type === 'team' ? e.record.teamId : e.type === 'user' ? e.record.userId : e.record.tokenHash;
+        const scope = scopeOfInsert(e);
         try {
           if (e.type === 'team') await tx.insert(t.teams).values(e.record);
           else if (e.type === 'user') await tx.insert(t.users).values(e.record);
-          else await tx.insert(t.keys).values(e.record);
+          else if (e.type === 'key') await tx.insert(t.keys).values(e.record);
+          else if (e.type === 'customer') await tx.insert(t.customers).values(e.record);
+          else if (e.type === 'tag') await tx.insert(t.tags).values(e.record);
           await tx
             .insert(t.budgets)
-            .values({ scopeKind: e.type, scopeId: id, ...e.budget, spendNano: 0, reservedNano: 0 });
+            .values({ scopeKind: scope.kind, scopeId: scope.id, ...e.budget, spendNano: 0, reservedNano: 0 });
         } catch (err) {
           // Throwing rolls the whole batch back.
-          if (isUniqueViolation(err)) throw new StorageConflictError(e.type, id);
+          if (isUniqueViolation(err)) throw new StorageConflictError(e.type, scope.id);
           throw err;
         }
       }
+    });
+  }
+
+  async getCustomer(endUserId: string): Promise<CustomerRecord | null> {
+    const { db, t } = this.#ready();
+    const [row] = await db.select().from(t.customers).where(eq(t.customers.endUserId, endUserId));
+    return row ?? null;
+  }
+
+  async getTag(name: string): Promise<TagRecord | null> {
+    const { db, t } = this.#ready();
+    const [row] = await db.select().from(t.tags).where(eq(t.tags.name, name));
+    return row ?? null;
+  }
+
+  async listTags(): Promise<TagRecord[]> {
+    const { db, t } = this.#ready();
+    return db.select().from(t.tags).orderBy(sql`${t.tags.name} COLLATE "C"`);
+  }
+
+  async updateCustomer(
+    endUserId: string,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+  ): Promise<CustomerRecord | null> {
+    const { db, t } = this.#ready();
+    const set = definedOnly(patch);
+    const where = eq(t.customers.endUserId, endUserId);
+    const [row] =
+      Object.keys(set).length > 0
+        ? await db.update(t.customers).set(set).where(where).returning()
+        : await db.select().from(t.customers).where(where);
+    return row ?? null;
+  }
+
+  async updateTag(
+    name: string,
+    patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+  ): Promise<TagRecord | null> {
+    const { db, t } = this.#ready();
+    const set = definedOnly(patch);
+    const where = eq(t.tags.name, name);
+    const [row] =
+      Object.keys(set).length > 0
+        ? await db.update(t.tags).set(set).where(where).returning()
+        : await db.select().from(t.tags).where(where);
+    return row ?? null;
+  }
+
+  async deleteScopes(scopes: ScopeRef[]): Promise<number> {
+    for (const scope of scopes) {
+      if (!isOptionalScope(scope)) throw new Error(`deleteScopes cannot delete a ${scope.kind} scope`);
+    }
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      let deleted = 0;
+      for (const scope of scopes) {
+        if (scope.kind === 'customer')
+          await tx.delete(t.customers).where(eq(t.customers.endUserId, scope.id));
+        if (scope.kind === 'tag') await tx.delete(t.tags).where(eq(t.tags.name, scope.id));
+        const gone = await tx
+          .delete(t.budgets)
+          .where(and(eq(t.budgets.scopeKind, scope.kind), eq(t.budgets.scopeId, scope.id)))
+          .returning({ id: t.budgets.scopeId });
+        deleted += gone.length;
+      }
+      return deleted;
+    });
+  }
+
+  async updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null> {
+    return this.#changeBudget(scope, now, (state) => ({ ...state, ...definedOnly(budget) }));
+  }
+
+  async resetSpend(scope: ScopeRef, toNano: number, now: Date): Promise<BudgetState | null> {
+    return this.#changeBudget(scope, now, (state) => ({ ...state, spendNano: toNano }));
+  }
+
+  /** Locks a counter, applies a due reset, changes it and writes it back, in one transaction. */
+  async #changeBudget(
+    scope: ScopeRef,
+    now: Date,
+    change: (s: BudgetState) => BudgetState,
+  ): Promise<BudgetState | null> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      const where = and(eq(t.budgets.scopeKind, scope.kind), eq(t.budgets.scopeId, scope.id));
+      const [row] = await tx.select().from(t.budgets).where(where).for('update');
+      if (!row) return null;
+      const next = change(applyDueReset({ ...row, scope, softBudgetNano: row.softBudgetNano ?? null }, now));
+      await tx
+        .update(t.budgets)
+        .set({
+          maxBudgetNano: next.maxBudgetNano,
+          budgetDuration: next.budgetDuration,
+          budgetResetAt: next.budgetResetAt,
+          softBudgetNano: next.softBudgetNano,
+          spendNano: next.spendNano,
+        })
+        .where(where);
+      return next;
     });
   }
 

@@ -71,6 +71,23 @@ export function defineTables(schema: string) {
     (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
   );
 
+  /** End users with a budget of their own (migration 3). */
+  const customers = table('customers', {
+    endUserId: text('end_user_id').primaryKey(),
+    alias: text('alias'),
+    blocked: boolean('blocked').notNull(),
+    metadata: json('metadata').notNull(),
+    createdAt: at('created_at').notNull(),
+  });
+
+  /** Tags with a budget of their own (migration 3). */
+  const tags = table('tags', {
+    name: text('name').primaryKey(),
+    description: text('description'),
+    metadata: json('metadata').notNull(),
+    createdAt: at('created_at').notNull(),
+  });
+
   /** One counter per scope; written only by the SQL functions `spendguard_reserve_v2` / `_settle_v2`. */
   const budgets = table(
     'budgets',
@@ -215,6 +232,8 @@ export function defineTables(schema: string) {
     teams,
     users,
     keys,
+    customers,
+    tags,
     budgets,
     reservations,
     spendLogs,

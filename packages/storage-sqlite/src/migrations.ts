@@ -256,6 +256,28 @@ CREATE TABLE alert_claims (
 ) STRICT, WITHOUT ROWID;
 `,
   },
+  {
+    version: 5,
+    name: 'customers-and-tags',
+    // End users and tags with budgets of their own (/customer/new, /tag/new). Their counters, like
+    // those of the member, model and global scopes, live in budgets as every other scope's do.
+    sql: `
+CREATE TABLE customers (
+  end_user_id TEXT PRIMARY KEY NOT NULL,
+  alias TEXT,
+  blocked INTEGER NOT NULL,
+  metadata TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE tags (
+  name TEXT PRIMARY KEY NOT NULL,
+  description TEXT,
+  metadata TEXT NOT NULL,
+  created_at INTEGER NOT NULL
+) STRICT;
+`,
+  },
 ];
 
 /**

@@ -53,6 +53,23 @@ export const keys = sqliteTable(
   (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
 );
 
+/** End users with a budget of their own (migration 5). */
+export const customers = sqliteTable('customers', {
+  endUserId: text('end_user_id').primaryKey(),
+  alias: text('alias'),
+  blocked: integer('blocked', { mode: 'boolean' }).notNull(),
+  metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  createdAt: ms('created_at').notNull(),
+});
+
+/** Tags with a budget of their own (migration 5). */
+export const tags = sqliteTable('tags', {
+  name: text('name').primaryKey(),
+  description: text('description'),
+  metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+  createdAt: ms('created_at').notNull(),
+});
+
 /** One counter per scope (`WITHOUT ROWID` in the DDL: small rows looked up by their key). */
 export const budgets = sqliteTable(
   'budgets',

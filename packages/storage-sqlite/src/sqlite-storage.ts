@@ -4,11 +4,13 @@ import {
   applyDueReset,
   type BudgetInit,
   type BudgetState,
+  type CustomerRecord,
   compareTagSpend,
   type EntityInsert,
   expiredReservationLog,
   finishSpendReport,
   fitsBudget,
+  isOptionalScope,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
@@ -28,7 +30,9 @@ import {
   type StorageCapabilities,
   StorageConflictError,
   scopeKey,
+  scopeOfInsert,
   spendReportField,
+  type TagRecord,
   type TagSpend,
   type TeamRecord,
   type UserRecord,
@@ -231,6 +235,96 @@ export class SqliteStorage implements SpendStorage {
 
   async getKey(tokenHash: string): Promise<KeyRecord | null> {
     return this.#ready().s.getKey.get({ id: tokenHash }) ?? null;
+  }
+
+  async getCustomer(endUserId: string): Promise<CustomerRecord | null> {
+    const { orm } = this.#ready();
+    return orm.select().from(schema.customers).where(eq(schema.customers.endUserId, endUserId)).get() ?? null;
+  }
+
+  async getTag(name: string): Promise<TagRecord | null> {
+    const { orm } = this.#ready();
+    return orm.select().from(schema.tags).where(eq(schema.tags.name, name)).get() ?? null;
+  }
+
+  async listTags(): Promise<TagRecord[]> {
+    const { orm } = this.#ready();
+    return orm.select().from(schema.tags).orderBy(asc(schema.tags.name)).all();
+  }
+
+  async updateCustomer(
+    endUserId: string,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+  ): Promise<CustomerRecord | null> {
+    const { orm } = this.#ready();
+    const c = schema.customers;
+    const set = definedOnly(patch);
+    if (Object.keys(set).length > 0) orm.update(c).set(set).where(eq(c.endUserId, endUserId)).run();
+    return orm.select().from(c).where(eq(c.endUserId, endUserId)).get() ?? null;
+  }
+
+  async updateTag(
+    name: string,
+    patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+  ): Promise<TagRecord | null> {
+    const { orm } = this.#ready();
+    const t = schema.tags;
+    const set = definedOnly(patch);
+    if (Object.keys(set).length > 0) orm.update(t).set(set).where(eq(t.name, name)).run();
+    return orm.select().from(t).where(eq(t.name, name)).get() ?? null;
+  }
+
+  async deleteScopes(scopes: ScopeRef[]): Promise<number> {
+    for (const scope of scopes) {
+      if (!isOptionalScope(scope)) throw new Error(`deleteScopes cannot delete a ${scope.kind} scope`);
+    }
+    const { orm, db } = this.#ready();
+    const run = db.transaction((): number => {
+      let deleted = 0;
+      for (const scope of scopes) {
+        if (scope.kind === 'customer')
+          orm.delete(schema.customers).where(eq(schema.customers.endUserId, scope.id)).run();
+        if (scope.kind === 'tag') orm.delete(schema.tags).where(eq(schema.tags.name, scope.id)).run();
+        const gone = orm
+          .delete(schema.budgets)
+          .where(and(eq(schema.budgets.scopeKind, scope.kind), eq(schema.budgets.scopeId, scope.id)))
+          .run();
+        deleted += gone.changes;
+      }
+      return deleted;
+    });
+    return run.immediate();
+  }
+
+  async updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null> {
+    return this.#changeBudget(scope, now, (state) => ({ ...state, ...definedOnly(budget) }));
+  }
+
+  async resetSpend(scope: ScopeRef, toNano: number, now: Date): Promise<BudgetState | null> {
+    return this.#changeBudget(scope, now, (state) => ({ ...state, spendNano: toNano }));
+  }
+
+  /** Reads a counter (due reset applied), changes it and writes it back in one write transaction. */
+  #changeBudget(scope: ScopeRef, now: Date, change: (s: BudgetState) => BudgetState): BudgetState | null {
+    const { orm, db, s } = this.#ready();
+    const run = db.transaction((): BudgetState | null => {
+      const row = s.selectBudget.get(scope.kind, scope.id);
+      if (!row) return null;
+      const next = change(applyDueReset(toState(scope, row), now));
+      orm
+        .update(schema.budgets)
+        .set({
+          maxBudgetNano: next.maxBudgetNano,
+          budgetDuration: next.budgetDuration,
+          budgetResetAt: next.budgetResetAt,
+          softBudgetNano: next.softBudgetNano,
+          spendNano: next.spendNano,
+        })
+        .where(and(eq(schema.budgets.scopeKind, scope.kind), eq(schema.budgets.scopeId, scope.id)))
+        .run();
+      return next;
+    });
+    return run.immediate();
   }
 
   async listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]> {
@@ -537,18 +631,20 @@ function prepareStatements(db: Database.Database, orm: Orm) {
 
 function insertEntities(orm: Orm, entities: EntityInsert[]): void {
   for (const e of entities) {
-    const id = e.type === 'team' ? e.record.teamId : e.type === 'user' ? e.record.userId : e.record.tokenHash;
+    const scope = scopeOfInsert(e);
     try {
       if (e.type === 'team') orm.insert(schema.teams).values(e.record).run();
       else if (e.type === 'user') orm.insert(schema.users).values(e.record).run();
-      else orm.insert(schema.keys).values(e.record).run();
+      else if (e.type === 'key') orm.insert(schema.keys).values(e.record).run();
+      else if (e.type === 'customer') orm.insert(schema.customers).values(e.record).run();
+      else if (e.type === 'tag') orm.insert(schema.tags).values(e.record).run();
       orm
         .insert(schema.budgets)
-        .values({ scopeKind: e.type, scopeId: id, ...e.budget, spendNano: 0, reservedNano: 0 })
+        .values({ scopeKind: scope.kind, scopeId: scope.id, ...e.budget, spendNano: 0, reservedNano: 0 })
         .run();
     } catch (err) {
       // Throwing rolls the whole batch back.
-      if (isKeyConflict(err)) throw new StorageConflictError(e.type, id);
+      if (isKeyConflict(err)) throw new StorageConflictError(e.type, scope.id);
       throw err;
     }
   }
@@ -558,7 +654,10 @@ function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
   const next: BudgetState[] = [];
   for (const scope of input.scopes) {
     const row = s.selectBudget.get(scope.kind, scope.id);
-    if (!row) throw new Error(`no budget counter for ${scopeKey(scope)}`);
+    if (!row) {
+      if (isOptionalScope(scope)) continue;
+      throw new Error(`no budget counter for ${scopeKey(scope)}`);
+    }
     const current = applyDueReset(toState(scope, row), input.now);
     if (!fitsBudget(current, input.amountNano, input.mode)) return { ok: false, refused: current };
     next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
@@ -567,7 +666,7 @@ function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
   try {
     s.insertReservation.run(
       input.reservationId,
-      JSON.stringify(input.scopes.map((scope) => ({ kind: scope.kind, id: scope.id }))),
+      JSON.stringify(next.map(({ scope }) => ({ kind: scope.kind, id: scope.id }))),
       input.amountNano,
       input.expiresAt.getTime(),
       input.now.getTime(),
@@ -716,4 +815,9 @@ function isKeyConflict(err: unknown): boolean {
     }
   }
   return false;
+}
+
+/** The entries whose value is not `undefined` (a patch's fields to change). */
+function definedOnly<T extends object>(patch: T): Partial<T> {
+  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -16,6 +16,7 @@ import type {
   TeamRecord,
   UserRecord,
 } from '../storage/storage-contract.js';
+import { modelScopeId } from '../storage/storage-contract.js';
 import {
   describeIssues,
   globalSpendReportQuerySchema,
@@ -31,6 +32,7 @@ import {
   userDailyActivityQuerySchema,
   userNewSchema,
 } from './schemas.js';
+import { applyModelBudgets, budgetPatch, ScopeRoutes } from './scope-routes.js';
 import { globalSpendReport, teamDailyActivity, userDailyActivity } from './spend-report-routes.js';
 
 /** A management API request, in framework-neutral terms. */
@@ -85,6 +87,13 @@ export class ManagementApi {
           ok(await teamDailyActivity(s, this.parseQuery(r, teamDailyActivityQuerySchema))),
       },
     };
+    for (const [route, handler] of Object.entries(new ScopeRoutes(this).routes())) {
+      this.routes[route] = { handler: (r, _c, s) => handler(r, s) };
+    }
+  }
+
+  now(): Date {
+    return this.guard.now();
   }
 
   /** True when `method path` is one of this API's routes (adapters fall through otherwise). */
@@ -138,7 +147,7 @@ export class ManagementApi {
     );
   }
 
-  private parseBody<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
+  parseBody<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
     let value: unknown = req.body;
     if (typeof value === 'string') {
       if (value.trim() === '') value = {};
@@ -163,14 +172,14 @@ export class ManagementApi {
     return parsed.data;
   }
 
-  private parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
+  parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
     const parsed = schema.safeParse(Object.fromEntries(req.query));
     if (!parsed.success)
       throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`);
     return parsed.data;
   }
 
-  private budgetInit(
+  budgetInit(
     maxBudget: number | null | undefined,
     duration: string | null | undefined,
     softBudget?: number | null,
@@ -290,7 +299,14 @@ export class ManagementApi {
       expiresAt: b.duration ? expiryFrom(b.duration, now) : null,
     });
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
-    await storage.insert([{ type: 'key', record, budget }]);
+    const modelBudgets = Object.entries(b.model_max_budget ?? {}).flatMap(([model, value]) => {
+      if (value === null) return [];
+      const limit = typeof value === 'number' ? value : (value.budget_limit ?? null);
+      const duration = typeof value === 'number' ? null : (value.time_period ?? null);
+      const scope: ScopeRef = { kind: 'model', id: modelScopeId(record.tokenHash, model) };
+      return [{ type: 'budget' as const, scope, budget: this.budgetInit(limit, duration) }];
+    });
+    await storage.insert([{ type: 'key', record, budget }, ...modelBudgets]);
     return ok({ key: secret, ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget)) });
   }
 
@@ -319,16 +335,11 @@ export class ManagementApi {
     if (b.blocked !== undefined) patch.blocked = b.blocked;
     if (b.duration !== undefined)
       patch.expiresAt = b.duration ? expiryFrom(b.duration, this.guard.now()) : null;
-    const budget: Partial<BudgetInit> = {};
-    if (b.max_budget !== undefined) budget.maxBudgetNano = this.budgetInit(b.max_budget, null).maxBudgetNano;
-    if (b.soft_budget !== undefined) {
-      budget.softBudgetNano = this.budgetInit(null, null, b.soft_budget).softBudgetNano;
+    const answer = await this.changeKey(storage, b.key, patch, budgetPatch(this, b));
+    if (b.model_max_budget) {
+      await applyModelBudgets(this, storage, keyHashFromKeyOrHash(b.key), b.model_max_budget, this.now());
     }
-    if (b.budget_duration !== undefined) {
-      const { budgetDuration, budgetResetAt } = this.budgetInit(null, b.budget_duration);
-      Object.assign(budget, { budgetDuration, budgetResetAt });
-    }
-    return this.changeKey(storage, b.key, patch, budget);
+    return answer;
   }
 
   private async keyBlock(
@@ -506,7 +517,7 @@ function normalizePath(path: string): string {
   return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p;
 }
 
-function ok(body: unknown): GuardResponse {
+export function ok(body: unknown): GuardResponse {
   return { status: 200, headers: {}, body };
 }
 
@@ -554,7 +565,7 @@ function expiryFrom(duration: string, now: Date): Date {
   return new Date(now.getTime() + n * unitMs[m[2]!]!);
 }
 
-function stateOf(scope: ScopeRef, budget: BudgetInit): BudgetState {
+export function stateOf(scope: ScopeRef, budget: BudgetInit): BudgetState {
   return { scope, ...budget, softBudgetNano: budget.softBudgetNano ?? null, spendNano: 0, reservedNano: 0 };
 }
 
@@ -562,7 +573,7 @@ function indexStates(states: BudgetState[]): Map<string, BudgetState> {
   return new Map(states.map((s) => [`${s.scope.kind}:${s.scope.id}`, s]));
 }
 
-function budgetJson(state: BudgetState | null) {
+export function budgetJson(state: BudgetState | null) {
   return {
     spend: state ? state.spendNano / 1e9 : 0,
     max_budget: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,

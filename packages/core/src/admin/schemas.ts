@@ -20,12 +20,40 @@ const budgetDuration = z
   })
   .nullable()
   .optional();
-const id = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters');
+export const id = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters');
 const models = z.array(z.string(), { error: 'must be an array of model names' }).optional();
-const metadata = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' }).optional();
+export const metadata = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' }).optional();
 const tags = z.array(z.string(), { error: 'must be an array of strings' }).optional();
 /** LiteLLM's `soft_budget`: USD at which an alert fires; never refuses a call. */
 const softBudget = maxBudget;
+/** The budget fields every scope takes. */
+export const budgetFields = {
+  max_budget: maxBudget,
+  soft_budget: softBudget,
+  budget_duration: budgetDuration,
+};
+
+/**
+ * LiteLLM's `model_max_budget` on a key: `{ "gpt-4o": { "budget_limit": 10, "time_period": "1d" } }`
+ * (or the older `{ "gpt-4o": 10 }`). `null` for a model removes its budget.
+ */
+export const modelMaxBudgetSchema = z
+  .record(
+    z.string().min(1).max(256),
+    z
+      .union([
+        z.number().nonnegative('must be 0 or more'),
+        z.object({
+          budget_limit: z.number().nonnegative('must be 0 or more').nullable().optional(),
+          time_period: budgetDuration,
+        }),
+      ])
+      .nullable(),
+    { error: 'must be an object of model name to budget' },
+  )
+  .optional();
+
+export type ModelMaxBudget = z.infer<typeof modelMaxBudgetSchema>;
 
 export const teamNewSchema = z.object({
   team_id: id.optional(),
@@ -70,6 +98,7 @@ export const keyGenerateSchema = z.object({
   metadata,
   tags,
   blocked: z.boolean().optional(),
+  model_max_budget: modelMaxBudgetSchema,
 });
 
 const keyRef = z.string({ error: 'must be the key (sk-...) or its hash' }).min(1, 'must not be empty');
@@ -84,6 +113,7 @@ export const keyDeleteSchema = z.object({
 
 export const keyUpdateSchema = z.object({
   key: keyRef,
+  model_max_budget: modelMaxBudgetSchema,
   key_alias: z.string().max(256).nullable().optional(),
   max_budget: maxBudget,
   soft_budget: softBudget,

@@ -5,8 +5,10 @@ import {
   type AlertClaim,
   type BudgetInit,
   type BudgetState,
+  type CustomerRecord,
   compareTagSpend,
   type EntityInsert,
+  isOptionalScope,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
@@ -21,6 +23,8 @@ import {
   type SpendReportRow,
   type SpendStorage,
   scopeKey,
+  scopeOfInsert,
+  type TagRecord,
   type TagSpend,
   type TeamRecord,
   type UserRecord,
@@ -42,6 +46,8 @@ export class MemoryStorage implements SpendStorage {
   private readonly teams = new Map<string, TeamRecord>();
   private readonly users = new Map<string, UserRecord>();
   private readonly keys = new Map<string, KeyRecord>();
+  private readonly customers = new Map<string, CustomerRecord>();
+  private readonly tags = new Map<string, TagRecord>();
   private readonly budgets = new Map<string, BudgetState>();
   private readonly reservations = new Map<string, Reservation>();
   private readonly logs = new Map<string, SpendLogRecord>();
@@ -57,15 +63,15 @@ export class MemoryStorage implements SpendStorage {
   async insert(entities: EntityInsert[]): Promise<void> {
     const seen = new Set<string>();
     for (const e of entities) {
-      const id = entityId(e);
-      const mapKey = `${e.type}:${id}`;
-      if (seen.has(mapKey) || this.mapFor(e.type).has(id)) throw new StorageConflictError(e.type, id);
-      seen.add(mapKey);
+      const scope = scopeOfInsert(e);
+      const taken =
+        e.type === 'budget' ? this.budgets.has(scopeKey(scope)) : this.mapFor(e.type).has(scope.id);
+      if (seen.has(scopeKey(scope)) || taken) throw new StorageConflictError(e.type, scope.id);
+      seen.add(scopeKey(scope));
     }
     for (const e of entities) {
-      const id = entityId(e);
-      this.mapFor(e.type).set(id, structuredClone(e.record) as never);
-      const scope: ScopeRef = { kind: e.type, id };
+      const scope = scopeOfInsert(e);
+      if (e.type !== 'budget') this.mapFor(e.type).set(scope.id, structuredClone(e.record) as never);
       this.budgets.set(scopeKey(scope), {
         scope,
         ...e.budget,
@@ -76,8 +82,72 @@ export class MemoryStorage implements SpendStorage {
     }
   }
 
-  private mapFor(type: EntityInsert['type']): Map<string, unknown> {
-    return type === 'team' ? this.teams : type === 'user' ? this.users : this.keys;
+  private mapFor(type: Exclude<EntityInsert['type'], 'budget'>): Map<string, unknown> {
+    return {
+      team: this.teams,
+      user: this.users,
+      key: this.keys,
+      customer: this.customers,
+      tag: this.tags,
+    }[type];
+  }
+
+  async getCustomer(endUserId: string): Promise<CustomerRecord | null> {
+    return cloneOrNull(this.customers.get(endUserId));
+  }
+  async getTag(name: string): Promise<TagRecord | null> {
+    return cloneOrNull(this.tags.get(name));
+  }
+  async listTags(): Promise<TagRecord[]> {
+    return [...this.tags.values()]
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((t) => structuredClone(t));
+  }
+  async updateCustomer(
+    endUserId: string,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+  ): Promise<CustomerRecord | null> {
+    const found = this.customers.get(endUserId);
+    if (!found) return null;
+    const updated = { ...found, ...structuredClone(definedOnly(patch)) };
+    this.customers.set(endUserId, updated);
+    return structuredClone(updated);
+  }
+  async updateTag(
+    name: string,
+    patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+  ): Promise<TagRecord | null> {
+    const found = this.tags.get(name);
+    if (!found) return null;
+    const updated = { ...found, ...structuredClone(definedOnly(patch)) };
+    this.tags.set(name, updated);
+    return structuredClone(updated);
+  }
+  async deleteScopes(scopes: ScopeRef[]): Promise<number> {
+    for (const scope of scopes) {
+      if (!isOptionalScope(scope)) throw new Error(`deleteScopes cannot delete a ${scope.kind} scope`);
+    }
+    let deleted = 0;
+    for (const scope of scopes) {
+      if (scope.kind === 'customer') this.customers.delete(scope.id);
+      if (scope.kind === 'tag') this.tags.delete(scope.id);
+      if (this.budgets.delete(scopeKey(scope))) deleted++;
+    }
+    return deleted;
+  }
+  async updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null> {
+    const state = this.budgets.get(scopeKey(scope));
+    if (!state) return null;
+    const updated = { ...applyDueReset(state, now), ...definedOnly(budget) };
+    this.budgets.set(scopeKey(scope), updated);
+    return structuredClone(updated);
+  }
+  async resetSpend(scope: ScopeRef, toNano: number, now: Date): Promise<BudgetState | null> {
+    const state = this.budgets.get(scopeKey(scope));
+    if (!state) return null;
+    const updated = { ...applyDueReset(state, now), spendNano: toNano };
+    this.budgets.set(scopeKey(scope), updated);
+    return structuredClone(updated);
   }
 
   async getTeam(teamId: string): Promise<TeamRecord | null> {
@@ -165,7 +235,10 @@ export class MemoryStorage implements SpendStorage {
     const next: BudgetState[] = [];
     for (const scope of input.scopes) {
       const state = this.budgets.get(scopeKey(scope));
-      if (!state) throw new Error(`no budget counter for ${scopeKey(scope)}`);
+      if (!state) {
+        if (isOptionalScope(scope)) continue;
+        throw new Error(`no budget counter for ${scopeKey(scope)}`);
+      }
       const current = applyDueReset(state, input.now);
       if (!fitsBudget(current, input.amountNano, input.mode))
         return { ok: false, refused: structuredClone(current) };
@@ -173,7 +246,7 @@ export class MemoryStorage implements SpendStorage {
     }
     for (const state of next) this.budgets.set(scopeKey(state.scope), state);
     this.reservations.set(input.reservationId, {
-      scopes: input.scopes,
+      scopes: next.map((state) => state.scope),
       amountNano: input.amountNano,
       expiresAt: input.expiresAt,
       pending: input.pending ? structuredClone(input.pending) : null,
@@ -305,8 +378,9 @@ function addTo(rollup: Map<string, RollupRow>, row: RollupRow): void {
   sum.completionTokens += row.completionTokens;
 }
 
-function entityId(e: EntityInsert): string {
-  return e.type === 'team' ? e.record.teamId : e.type === 'user' ? e.record.userId : e.record.tokenHash;
+/** The entries whose value is not `undefined` (a patch's fields to change). */
+function definedOnly<T extends object>(patch: T): Partial<T> {
+  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function cloneOrNull<T>(value: T | undefined): T | null {

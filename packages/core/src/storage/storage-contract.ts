@@ -6,8 +6,38 @@
  * counter and writes it back. Money is always integer nano-dollars (1e-9 USD).
  */
 
-/** The kinds of scope a call can spend against. */
-export type ScopeKind = 'key' | 'user' | 'team';
+/**
+ * The kinds of scope a call can spend against:
+ * - `key`, `user`, `team`: the key's own entities; their counters exist whenever the entity does;
+ * - `member`: a user within a team (`${teamId}:${userId}`, LiteLLM's `max_budget_in_team`);
+ * - `customer`: the end user (the body's `user` field or `x-litellm-end-user-id`);
+ * - `tag`: one tag of the request;
+ * - `model`: one model on one key (`${keyHash}:${model}`, LiteLLM's `model_max_budget`);
+ * - `global`: the whole deployment (id `global`).
+ * The last five are optional (`isOptionalScope`): a call names them whether or not a budget was set,
+ * and one without a counter is skipped by reserve and settle (no budget, nothing to count there).
+ */
+export type ScopeKind = 'key' | 'user' | 'team' | 'member' | 'customer' | 'tag' | 'model' | 'global';
+
+const OPTIONAL_KINDS: ReadonlySet<ScopeKind> = new Set(['member', 'customer', 'tag', 'model', 'global']);
+
+/** True for the kinds whose counter may be missing (see `ScopeKind`). */
+export function isOptionalScope(scope: ScopeRef): boolean {
+  return OPTIONAL_KINDS.has(scope.kind);
+}
+
+/** The id of the `global` scope. */
+export const GLOBAL_SCOPE_ID = 'global';
+
+/** The id of a user's `member` scope in a team. */
+export function memberScopeId(teamId: string, userId: string): string {
+  return `${teamId}:${userId}`;
+}
+
+/** The id of a key's `model` scope (its `model_max_budget` for one model). */
+export function modelScopeId(tokenHash: string, model: string): string {
+  return `${tokenHash}:${model}`;
+}
 
 export interface ScopeRef {
   kind: ScopeKind;
@@ -74,6 +104,23 @@ export interface KeyRecord {
   createdAt: Date;
 }
 
+/** An end user with a budget (LiteLLM's customer, `/customer/new`). */
+export interface CustomerRecord {
+  endUserId: string;
+  alias: string | null;
+  blocked: boolean;
+  metadata: Record<string, unknown>;
+  createdAt: Date;
+}
+
+/** A tag with a budget (`/tag/new`). */
+export interface TagRecord {
+  name: string;
+  description: string | null;
+  metadata: Record<string, unknown>;
+  createdAt: Date;
+}
+
 /** The fields of a key that `updateKey` may change. */
 export type KeyPatch = Partial<
   Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt'>
@@ -83,7 +130,29 @@ export type KeyPatch = Partial<
 export type EntityInsert =
   | { type: 'team'; record: TeamRecord; budget: BudgetInit }
   | { type: 'user'; record: UserRecord; budget: BudgetInit }
-  | { type: 'key'; record: KeyRecord; budget: BudgetInit };
+  | { type: 'key'; record: KeyRecord; budget: BudgetInit }
+  | { type: 'customer'; record: CustomerRecord; budget: BudgetInit }
+  | { type: 'tag'; record: TagRecord; budget: BudgetInit }
+  /** A counter alone, for the kinds without a record of their own (`member`, `model`, `global`). */
+  | { type: 'budget'; scope: ScopeRef; budget: BudgetInit };
+
+/** The scope an `EntityInsert` creates a counter for. */
+export function scopeOfInsert(e: EntityInsert): ScopeRef {
+  switch (e.type) {
+    case 'team':
+      return { kind: 'team', id: e.record.teamId };
+    case 'user':
+      return { kind: 'user', id: e.record.userId };
+    case 'key':
+      return { kind: 'key', id: e.record.tokenHash };
+    case 'customer':
+      return { kind: 'customer', id: e.record.endUserId };
+    case 'tag':
+      return { kind: 'tag', id: e.record.name };
+    case 'budget':
+      return e.scope;
+  }
+}
 
 export interface SpendLogRecord {
   requestId: string;
@@ -297,13 +366,43 @@ export interface SpendStorage {
    * (`null`: anything may have changed), within about a second. Returns an unsubscribe function.
    */
   watchKeyChanges?(listener: (tokenHash: string | null) => void): () => void;
+  getCustomer(endUserId: string): Promise<CustomerRecord | null>;
+  getTag(name: string): Promise<TagRecord | null>;
+  /** Every tag created with a budget, by name. */
+  listTags(): Promise<TagRecord[]>;
+  /** Changes a customer's fields; `null` when it does not exist. */
+  updateCustomer(
+    endUserId: string,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+  ): Promise<CustomerRecord | null>;
+  /** Changes a tag's fields; `null` when it does not exist. */
+  updateTag(
+    name: string,
+    patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+  ): Promise<TagRecord | null>;
+  /**
+   * Deletes scopes with their records (customers, tags) and counters; spend logs and rollups stay.
+   * Only for the optional kinds (`isOptionalScope`). Returns how many counters existed.
+   */
+  deleteScopes(scopes: ScopeRef[]): Promise<number>;
+  /**
+   * Atomically changes a counter's budget definition (spend and reservations stay). `null` when the
+   * scope has no counter.
+   */
+  updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null>;
+  /**
+   * Atomically sets a counter's recorded spend to `toNano` (a manual reset; reservations stay and
+   * later settles add to it). `null` when the scope has no counter.
+   */
+  resetSpend(scope: ScopeRef, toNano: number, now: Date): Promise<BudgetState | null>;
   /** Budget counters for these scopes (missing ones are omitted), as they stand after any due reset (a backend may answer with the reset applied without writing it). */
   getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
 
   /**
    * Atomically, on every scope or none: apply due period resets, then check
    * `spend + reserved + amount <= max` where a max is set, then add `amount` to `reserved`
-   * and record the reservation. A scope without a counter row refuses with an error.
+   * and record the reservation. A `key`, `user` or `team` scope without a counter row is an error;
+   * an optional one (`isOptionalScope`) without a counter is skipped, and left out of `states`.
    */
   reserve(input: ReserveInput): Promise<ReserveResult>;
   /**

@@ -2,11 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { StorageConflictError } from '../errors.js';
 import type {
   BudgetInit,
+  CustomerRecord,
   KeyRecord,
   ScopeRef,
   SpendLogRecord,
   SpendReportQuery,
   SpendStorage,
+  TagRecord,
   TeamRecord,
   UserRecord,
 } from '../storage/storage-contract.js';
@@ -72,6 +74,12 @@ export function key(hash: string, userId: string | null, teamId: string | null):
     expiresAt: null,
     createdAt: T0,
   };
+}
+export function customerRecord(id: string): CustomerRecord {
+  return { endUserId: id, alias: null, blocked: false, metadata: { plan: 'pro' }, createdAt: T0 };
+}
+export function tagRecord(name: string): TagRecord {
+  return { name, description: null, metadata: {}, createdAt: T0 };
 }
 function budget(
   maxUsd: number | null,
@@ -158,6 +166,168 @@ export function runStorageConformance(options: ConformanceOptions): void {
       ).rejects.toBeInstanceOf(StorageConflictError);
       expect(await s.getTeam('t2')).toBeNull();
       expect(await raw(s).budgetCounter({ kind: 'team', id: 't2' })).toBeNull();
+      await s.close();
+    });
+
+    it('skips optional scopes without a counter, and reserves and charges those with one', async () => {
+      const s = await seeded();
+      const tagA: ScopeRef = { kind: 'tag', id: 'feature:a' };
+      const tagB: ScopeRef = { kind: 'tag', id: 'feature:b' };
+      const customer: ScopeRef = { kind: 'customer', id: 'acme' };
+      const global: ScopeRef = { kind: 'global', id: 'global' };
+      await s.insert([
+        { type: 'tag', record: tagRecord('feature:a'), budget: budget(1) },
+        { type: 'customer', record: customerRecord('acme'), budget: budget(2) },
+      ]);
+      const scopes = [K, U, T, tagA, tagB, customer, global];
+      const reserved = await s.reserve({
+        reservationId: 'r1',
+        scopes,
+        amountNano: 300_000_000,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(reserved.ok).toBe(true);
+      if (!reserved.ok) return;
+      // Only the scopes with a counter are in the answer, and only they hold the reservation.
+      expect(reserved.states.map((st) => st.scope)).toEqual([K, U, T, tagA, customer]);
+      expect(await raw(s).budgetCounter(tagA)).toEqual({ spendNano: 0, reservedNano: 300_000_000 });
+      expect(await raw(s).budgetCounter(tagB)).toBeNull();
+      const settled = await s.settle({
+        reservationId: 'r1',
+        scopes,
+        costNano: 200_000_000,
+        now: T0,
+        log: log('q1', { spendNano: 200_000_000, tags: ['feature:a', 'feature:b'], endUser: 'acme' }),
+      });
+      expect(settled.states.map((st) => [st.scope.id, st.spendNano, st.reservedNano])).toEqual([
+        ['k1', 200_000_000, 0],
+        ['u1', 200_000_000, 0],
+        ['t1', 200_000_000, 0],
+        ['feature:a', 200_000_000, 0],
+        ['acme', 200_000_000, 0],
+      ]);
+      // The tag's cap refuses, naming the tag.
+      const refused = await s.reserve({
+        reservationId: 'r2',
+        scopes,
+        amountNano: 900_000_000,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(refused.ok).toBe(false);
+      if (!refused.ok) expect(refused.refused.scope).toEqual(tagA);
+      // A key, user or team without a counter is still an error.
+      await expect(
+        s.reserve({
+          reservationId: 'r3',
+          scopes: [{ kind: 'key', id: 'nope' }],
+          amountNano: 1,
+          now: T0,
+          expiresAt: new Date(T0.getTime() + 60_000),
+        }),
+      ).rejects.toThrow(/no budget counter/);
+      expect(await raw(s).openReservations()).toBe(0);
+      await s.close();
+    });
+
+    it('charges an expired reservation only on the optional scopes that had a counter', async () => {
+      const s = await seeded();
+      const tagA: ScopeRef = { kind: 'tag', id: 'feature:a' };
+      await s.insert([{ type: 'tag', record: tagRecord('feature:a'), budget: budget(1) }]);
+      await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, tagA, { kind: 'customer', id: 'nobody' }],
+        amountNano: 100,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 1_000),
+      });
+      expect(await s.expireReservations(new Date(T0.getTime() + 2_000))).toBe(1);
+      expect(await raw(s).budgetCounter(tagA)).toEqual({ spendNano: 100, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 100, reservedNano: 0 });
+      await s.close();
+    });
+
+    it('stores customers and tags, changes and deletes them with their counters', async () => {
+      const s = await create();
+      await s.insert([
+        {
+          type: 'customer',
+          record: customerRecord('acme'),
+          budget: budget(2, '1d', new Date('2026-03-11T00:00:00Z')),
+        },
+        { type: 'tag', record: tagRecord('env:prod'), budget: budget(null) },
+        { type: 'tag', record: tagRecord('env:dev'), budget: budget(3) },
+        { type: 'budget', scope: { kind: 'model', id: 'k1:gpt-4o' }, budget: budget(1) },
+      ]);
+      expect(await s.getCustomer('acme')).toEqual(customerRecord('acme'));
+      expect(await s.getCustomer('nope')).toBeNull();
+      expect(await s.getTag('env:prod')).toEqual(tagRecord('env:prod'));
+      expect((await s.listTags()).map((t) => t.name)).toEqual(['env:dev', 'env:prod']);
+      await expect(
+        s.insert([{ type: 'tag', record: tagRecord('env:prod'), budget: budget(null) }]),
+      ).rejects.toBeInstanceOf(StorageConflictError);
+      await expect(
+        s.insert([{ type: 'budget', scope: { kind: 'model', id: 'k1:gpt-4o' }, budget: budget(1) }]),
+      ).rejects.toBeInstanceOf(StorageConflictError);
+
+      expect(await s.updateCustomer('acme', { alias: 'Acme Inc', metadata: { tier: 'gold' } })).toEqual({
+        ...customerRecord('acme'),
+        alias: 'Acme Inc',
+        metadata: { tier: 'gold' },
+      });
+      expect(await s.updateCustomer('nope', { alias: 'x' })).toBeNull();
+      expect(await s.updateTag('env:dev', { description: 'dev traffic' })).toMatchObject({
+        name: 'env:dev',
+        description: 'dev traffic',
+      });
+      expect(await s.updateTag('nope', { description: 'x' })).toBeNull();
+
+      const changed = await s.updateBudget({ kind: 'tag', id: 'env:dev' }, { maxBudgetNano: 7e9 }, T0);
+      expect(changed).toMatchObject({ maxBudgetNano: 7e9, spendNano: 0 });
+      expect(await s.updateBudget({ kind: 'tag', id: 'nope' }, { maxBudgetNano: 1 }, T0)).toBeNull();
+
+      expect(
+        await s.deleteScopes([
+          { kind: 'customer', id: 'acme' },
+          { kind: 'customer', id: 'nope' },
+        ]),
+      ).toBe(1);
+      expect(await s.getCustomer('acme')).toBeNull();
+      expect(await raw(s).budgetCounter({ kind: 'customer', id: 'acme' })).toBeNull();
+      expect(await s.deleteScopes([{ kind: 'model', id: 'k1:gpt-4o' }])).toBe(1);
+      await expect(s.deleteScopes([K])).rejects.toThrow(/cannot delete/);
+      await s.close();
+    });
+
+    it('resets a spend by hand, keeping its reservations', async () => {
+      const s = await seeded({ key: budget(1) });
+      await s.reserve({
+        reservationId: 'r1',
+        scopes: [K],
+        amountNano: 400_000_000,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      await s.settle({
+        reservationId: 'r1',
+        scopes: [K],
+        costNano: 400_000_000,
+        now: T0,
+        log: log('q1', { spendNano: 400_000_000 }),
+      });
+      await s.reserve({
+        reservationId: 'r2',
+        scopes: [K],
+        amountNano: 100,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(await s.resetSpend(K, 0, T0)).toMatchObject({ spendNano: 0, reservedNano: 100 });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: 100 });
+      expect(await s.resetSpend({ kind: 'tag', id: 'nope' }, 0, T0)).toBeNull();
+      // The spend log stays: a reset changes the budget period's count, not the history.
+      expect(await raw(s).spendLogCount()).toBe(1);
       await s.close();
     });
 

@@ -1,0 +1,309 @@
+import * as z from 'zod';
+import { SpendGuardError } from '../errors.js';
+import type { GuardResponse } from '../guard.js';
+import { keyHashFromKeyOrHash } from '../keys.js';
+import {
+  type BudgetInit,
+  type BudgetState,
+  type CustomerRecord,
+  GLOBAL_SCOPE_ID,
+  memberScopeId,
+  modelScopeId,
+  type ScopeKind,
+  type ScopeRef,
+  type SpendStorage,
+  type TagRecord,
+} from '../storage/storage-contract.js';
+import { budgetJson, type ManagementApi, type ManagementRequest, ok, stateOf } from './management-api.js';
+import { budgetFields, id, type ModelMaxBudget, metadata } from './schemas.js';
+
+/**
+ * The routes of the scopes beyond keys, users and teams: customers (end users), tags, a key's
+ * per-model budgets, and a manual spend reset for any scope. LiteLLM's routes and field names.
+ */
+
+const customerNewSchema = z.object({
+  user_id: id,
+  alias: z.string().max(256).nullable().optional(),
+  ...budgetFields,
+  metadata,
+});
+const customerUpdateSchema = customerNewSchema;
+const customerInfoQuerySchema = z.object({ end_user_id: id });
+const customerDeleteSchema = z.object({
+  user_ids: z.array(id, { error: 'must be an array of end user ids' }).min(1, 'must name at least one'),
+});
+
+const tagName = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters');
+const tagNewSchema = z.object({
+  name: tagName,
+  description: z.string().max(2048).nullable().optional(),
+  ...budgetFields,
+  metadata,
+});
+const tagUpdateSchema = tagNewSchema;
+const tagInfoSchema = z.object({
+  names: z.array(tagName, { error: 'must be an array of tag names' }).min(1, 'must name at least one tag'),
+});
+const tagDeleteSchema = z.object({ name: tagName });
+
+const SCOPE_KINDS = ['key', 'user', 'team', 'member', 'customer', 'tag', 'model', 'global'] as const;
+const budgetResetSchema = z.object({
+  scope: z.enum(SCOPE_KINDS, { error: `must be one of ${SCOPE_KINDS.join(', ')}` }),
+  /** key: the key or its hash; member: `{team_id}:{user_id}` or use team_id + user_id; model: with key + model. */
+  id: z.string().min(1).max(512).optional(),
+  key: z.string().min(1).optional(),
+  team_id: id.optional(),
+  user_id: id.optional(),
+  model: z.string().min(1).max(256).optional(),
+  reset_to: z.number().nonnegative('must be 0 or more').max(9_000_000).optional(),
+});
+
+export class ScopeRoutes {
+  constructor(private readonly api: ManagementApi) {}
+
+  /** The routes, to merge into the management API's table (admin only). */
+  routes(): Record<string, (req: ManagementRequest, storage: SpendStorage) => Promise<GuardResponse>> {
+    return {
+      'POST /customer/new': (r, s) => this.customerNew(r, s),
+      'GET /customer/info': (r, s) => this.customerInfo(r, s),
+      'POST /customer/update': (r, s) => this.customerUpdate(r, s),
+      'POST /customer/delete': (r, s) => this.customerDelete(r, s),
+      'POST /tag/new': (r, s) => this.tagNew(r, s),
+      'POST /tag/info': (r, s) => this.tagInfo(r, s),
+      'GET /tag/list': (_r, s) => this.tagList(s),
+      'POST /tag/update': (r, s) => this.tagUpdate(r, s),
+      'POST /tag/delete': (r, s) => this.tagDelete(r, s),
+      'POST /budget/reset': (r, s) => this.budgetReset(r, s),
+    };
+  }
+
+  private now(): Date {
+    return this.api.now();
+  }
+
+  private async customerNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, customerNewSchema);
+    const record: CustomerRecord = {
+      endUserId: b.user_id,
+      alias: b.alias ?? null,
+      blocked: false,
+      metadata: b.metadata ?? {},
+      createdAt: this.now(),
+    };
+    const budget = this.api.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
+    await storage.insert([{ type: 'customer', record, budget }]);
+    return ok(customerJson(record, stateOf({ kind: 'customer', id: record.endUserId }, budget)));
+  }
+
+  private async customerInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const q = this.api.parseQuery(req, customerInfoQuerySchema);
+    const record = await storage.getCustomer(q.end_user_id);
+    if (!record) throw notFound(`End user not found: end_user_id '${q.end_user_id}'`, 'end_user_id');
+    const [state] = await storage.getBudgets([{ kind: 'customer', id: record.endUserId }], this.now());
+    return ok(customerJson(record, state ?? null));
+  }
+
+  private async customerUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, customerUpdateSchema);
+    const record = await storage.updateCustomer(b.user_id, { alias: b.alias, metadata: b.metadata });
+    if (!record) throw notFound(`End user not found: user_id '${b.user_id}'`, 'user_id');
+    const state = await this.changeBudget(storage, { kind: 'customer', id: b.user_id }, b);
+    return ok(customerJson(record, state));
+  }
+
+  private async customerDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, customerDeleteSchema);
+    const deleted = await storage.deleteScopes(b.user_ids.map((u) => ({ kind: 'customer' as const, id: u })));
+    return ok({ deleted_customers: deleted });
+  }
+
+  private async tagNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, tagNewSchema);
+    const record: TagRecord = {
+      name: b.name,
+      description: b.description ?? null,
+      metadata: b.metadata ?? {},
+      createdAt: this.now(),
+    };
+    const budget = this.api.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
+    await storage.insert([{ type: 'tag', record, budget }]);
+    return ok(tagJson(record, stateOf({ kind: 'tag', id: record.name }, budget)));
+  }
+
+  /** LiteLLM's `/tag/info`: `{ names: [...] }` in, `{ name: info }` out; unknown names are a 404. */
+  private async tagInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, tagInfoSchema);
+    const records = await Promise.all(b.names.map((n) => storage.getTag(n)));
+    const missing = b.names.filter((_, i) => !records[i]);
+    if (missing.length > 0) throw notFound(`Tags not found: ${missing.join(', ')}`, 'names');
+    const states = await storage.getBudgets(
+      b.names.map((n) => ({ kind: 'tag' as const, id: n })),
+      this.now(),
+    );
+    const byName = new Map(states.map((st) => [st.scope.id, st]));
+    return ok(Object.fromEntries(records.map((t) => [t!.name, tagJson(t!, byName.get(t!.name) ?? null)])));
+  }
+
+  private async tagList(storage: SpendStorage): Promise<GuardResponse> {
+    const tags = await storage.listTags();
+    const states = await storage.getBudgets(
+      tags.map((t) => ({ kind: 'tag' as const, id: t.name })),
+      this.now(),
+    );
+    const byName = new Map(states.map((st) => [st.scope.id, st]));
+    return ok(tags.map((t) => tagJson(t, byName.get(t.name) ?? null)));
+  }
+
+  private async tagUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, tagUpdateSchema);
+    const record = await storage.updateTag(b.name, { description: b.description, metadata: b.metadata });
+    if (!record) throw notFound(`Tag not found: name '${b.name}'`, 'name');
+    const state = await this.changeBudget(storage, { kind: 'tag', id: b.name }, b);
+    return ok(tagJson(record, state));
+  }
+
+  private async tagDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, tagDeleteSchema);
+    const deleted = await storage.deleteScopes([{ kind: 'tag', id: b.name }]);
+    if (deleted === 0) throw notFound(`Tag not found: name '${b.name}'`, 'name');
+    return ok({ deleted: b.name });
+  }
+
+  /** Sets a scope's spend in the current period (default 0): a manual budget reset. */
+  private async budgetReset(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, budgetResetSchema);
+    const scope = resetScope(b);
+    const toNano = Math.round((b.reset_to ?? 0) * 1e9);
+    const state = await storage.resetSpend(scope, toNano, this.now());
+    if (!state) throw notFound(`No budget for ${scope.kind} '${scope.id}'`, 'id');
+    return ok({ scope: scope.kind, id: scope.id, ...budgetJson(state) });
+  }
+
+  /** Applies the budget fields of an update body to a scope's counter; creates none. */
+  private async changeBudget(
+    storage: SpendStorage,
+    scope: ScopeRef,
+    b: { max_budget?: number | null; budget_duration?: string | null; soft_budget?: number | null },
+  ): Promise<BudgetState | null> {
+    const patch = budgetPatch(this.api, b);
+    if (Object.keys(patch).length === 0) {
+      const [state] = await storage.getBudgets([scope], this.now());
+      return state ?? null;
+    }
+    return storage.updateBudget(scope, patch, this.now());
+  }
+}
+
+/** The budget fields present in an update body, as a counter patch. */
+export function budgetPatch(
+  api: Pick<ManagementApi, 'budgetInit'>,
+  b: { max_budget?: number | null; budget_duration?: string | null; soft_budget?: number | null },
+): Partial<BudgetInit> {
+  const patch: Partial<BudgetInit> = {};
+  if (b.max_budget !== undefined) patch.maxBudgetNano = api.budgetInit(b.max_budget, null).maxBudgetNano;
+  if (b.soft_budget !== undefined)
+    patch.softBudgetNano = api.budgetInit(null, null, b.soft_budget).softBudgetNano;
+  if (b.budget_duration !== undefined) {
+    const { budgetDuration, budgetResetAt } = api.budgetInit(null, b.budget_duration);
+    Object.assign(patch, { budgetDuration, budgetResetAt });
+  }
+  return patch;
+}
+
+/**
+ * The writes that make a key's `model_max_budget` true: a counter per model with a budget (created,
+ * or its definition changed), and the models set to `null` deleted.
+ */
+export async function applyModelBudgets(
+  api: Pick<ManagementApi, 'budgetInit'>,
+  storage: SpendStorage,
+  tokenHash: string,
+  budgets: NonNullable<ModelMaxBudget>,
+  now: Date,
+): Promise<void> {
+  for (const [model, value] of Object.entries(budgets)) {
+    const scope: ScopeRef = { kind: 'model', id: modelScopeId(tokenHash, model) };
+    if (value === null) {
+      await storage.deleteScopes([scope]);
+      continue;
+    }
+    const limit = typeof value === 'number' ? value : (value.budget_limit ?? null);
+    const duration = typeof value === 'number' ? null : (value.time_period ?? null);
+    const init = api.budgetInit(limit, duration);
+    const changed = await storage.updateBudget(
+      scope,
+      {
+        maxBudgetNano: init.maxBudgetNano,
+        budgetDuration: init.budgetDuration,
+        budgetResetAt: init.budgetResetAt,
+      },
+      now,
+    );
+    if (!changed) await storage.insert([{ type: 'budget', scope, budget: init }]);
+  }
+}
+
+function resetScope(b: z.infer<typeof budgetResetSchema>): ScopeRef {
+  const need = (value: string | undefined, param: string): string => {
+    if (value) return value;
+    throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${param}: required for scope '${b.scope}'`, {
+      param,
+    });
+  };
+  const kind: ScopeKind = b.scope;
+  switch (kind) {
+    case 'key':
+      return { kind, id: keyHashFromKeyOrHash(b.key ?? need(b.id, 'key')) };
+    case 'member':
+      return {
+        kind,
+        id: b.id ?? memberScopeId(need(b.team_id, 'team_id'), need(b.user_id, 'user_id')),
+      };
+    case 'model':
+      return {
+        kind,
+        id: b.id ?? modelScopeId(keyHashFromKeyOrHash(need(b.key, 'key')), need(b.model, 'model')),
+      };
+    case 'global':
+      return { kind, id: GLOBAL_SCOPE_ID };
+    case 'user':
+      return { kind, id: b.user_id ?? need(b.id, 'id') };
+    case 'team':
+      return { kind, id: b.team_id ?? need(b.id, 'id') };
+    default:
+      return { kind, id: need(b.id, 'id') };
+  }
+}
+
+function notFound(message: string, param: string): SpendGuardError {
+  return new SpendGuardError('NOT_FOUND', message, { param });
+}
+
+function customerJson(c: CustomerRecord, state: BudgetState | null) {
+  const budget = budgetJson(state);
+  return {
+    user_id: c.endUserId,
+    alias: c.alias,
+    blocked: c.blocked,
+    metadata: c.metadata,
+    litellm_budget_table: {
+      max_budget: budget.max_budget,
+      soft_budget: budget.soft_budget,
+      budget_duration: budget.budget_duration,
+      budget_reset_at: budget.budget_reset_at,
+    },
+    ...budget,
+    created_at: c.createdAt.toISOString(),
+  };
+}
+
+function tagJson(t: TagRecord, state: BudgetState | null) {
+  return {
+    name: t.name,
+    description: t.description,
+    metadata: t.metadata,
+    ...budgetJson(state),
+    created_at: t.createdAt.toISOString(),
+  };
+}
