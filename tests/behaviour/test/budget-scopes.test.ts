@@ -1,0 +1,317 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+
+/**
+ * One scenario per optional scope (end user, tag, a key's model, the global budget): spend accrues on
+ * exactly the scopes that apply, the scope that refuses is named in LiteLLM's 429, and its period
+ * reset re-opens it. The clock is the guard's, moved by the test: nothing sleeps.
+ */
+
+const DAY = 86_400_000;
+// A budget that takes a few small calls: each gpt-4o call below costs about $0.0002 and reserves more.
+const SMALL = 0.0006;
+
+interface Scenario {
+  name: string;
+  /** What the 429 names. */
+  label: RegExp;
+  /** Creates the scope's budget (and anything else), through the management API. */
+  setup: (app: TestApp, key: string) => Promise<void>;
+  /** The call's own part: body fields and headers that make the scope apply. */
+  call: { body?: Record<string, unknown>; headers?: Record<string, string>; model?: string };
+  /** The same call with the scope not applying (another end user, tag, model...). */
+  otherCall: { body?: Record<string, unknown>; headers?: Record<string, string>; model?: string };
+  /** Reads the scope's spend (USD) through the typed API. */
+  spend: (app: TestApp, key: string) => Promise<number | null>;
+  guardOptions?: Record<string, unknown>;
+}
+
+const SCENARIOS: Scenario[] = [
+  {
+    name: 'end user from the body',
+    label: /EndUser=acme/,
+    setup: async (app) => {
+      const r = await admin(app, 'POST', '/customer/new', {
+        user_id: 'acme',
+        max_budget: SMALL,
+        budget_duration: '1d',
+      });
+      expect(r.status).toBe(200);
+    },
+    call: { body: { user: 'acme' } },
+    otherCall: { body: { user: 'globex' } },
+    spend: async (app) => (await app.guard.budgets.remaining({ customer: 'acme' }))?.spend ?? null,
+  },
+  {
+    name: 'end user from x-litellm-end-user-id',
+    label: /EndUser=acme/,
+    setup: async (app) => {
+      await admin(app, 'POST', '/customer/new', {
+        user_id: 'acme',
+        max_budget: SMALL,
+        budget_duration: '1d',
+      });
+    },
+    call: { headers: { 'x-litellm-end-user-id': 'acme' } },
+    otherCall: { headers: { 'x-litellm-end-user-id': 'initech' } },
+    spend: async (app) => (await app.guard.budgets.remaining({ customer: 'acme' }))?.spend ?? null,
+  },
+  {
+    name: 'tag from the body',
+    label: /Tag=feature:search/,
+    setup: async (app) => {
+      const r = await admin(app, 'POST', '/tag/new', {
+        name: 'feature:search',
+        max_budget: SMALL,
+        budget_duration: '1d',
+      });
+      expect(r.status).toBe(200);
+    },
+    call: { body: { tags: ['feature:search', 'env:test'] } },
+    otherCall: { body: { tags: ['feature:chat'] } },
+    spend: async (app) => (await app.guard.budgets.remaining({ tag: 'feature:search' }))?.spend ?? null,
+  },
+  {
+    name: 'tag from metadata.tags',
+    label: /Tag=feature:search/,
+    setup: async (app) => {
+      await admin(app, 'POST', '/tag/new', {
+        name: 'feature:search',
+        max_budget: SMALL,
+        budget_duration: '1d',
+      });
+    },
+    call: { body: { metadata: { tags: ['feature:search'] } } },
+    otherCall: { body: { metadata: { tags: ['feature:chat'] } } },
+    spend: async (app) => (await app.guard.budgets.remaining({ tag: 'feature:search' }))?.spend ?? null,
+  },
+  {
+    name: 'tag from the x-litellm-tags header',
+    label: /Tag=feature:search/,
+    setup: async (app) => {
+      await admin(app, 'POST', '/tag/new', {
+        name: 'feature:search',
+        max_budget: SMALL,
+        budget_duration: '1d',
+      });
+    },
+    call: { headers: { 'x-litellm-tags': 'feature:search,env:test' } },
+    otherCall: { headers: { 'x-litellm-tags': 'feature:chat' } },
+    spend: async (app) => (await app.guard.budgets.remaining({ tag: 'feature:search' }))?.spend ?? null,
+  },
+  {
+    name: "a key's budget for one model (model_max_budget)",
+    label: /Model=gpt-4o\b/,
+    setup: async (app, key) => {
+      const r = await admin(app, 'POST', '/key/update', {
+        key,
+        model_max_budget: { 'gpt-4o': { budget_limit: SMALL, time_period: '1d' } },
+      });
+      expect(r.status).toBe(200);
+    },
+    call: { model: 'gpt-4o' },
+    otherCall: { model: 'gpt-4o-mini' },
+    spend: async (app, key) =>
+      (await app.guard.budgets.remaining({ keyModel: { key, model: 'gpt-4o' } }))?.spend ?? null,
+  },
+];
+
+describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  async function start(clock: { now: number }, guardOptions: Record<string, unknown> = {}) {
+    app = await startTestApp(framework, { now: () => new Date(clock.now), guardOptions });
+    await admin(app, 'POST', '/team/new', { team_id: 'frontend', max_budget: 1000 });
+    await admin(app, 'POST', '/user/new', { user_id: 'alice', team_id: 'frontend' });
+    const key = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 100 })).body.key;
+    return { app, key: key as string };
+  }
+
+  async function chat(
+    a: TestApp,
+    key: string,
+    part: { body?: Record<string, unknown>; headers?: Record<string, string>; model?: string },
+  ) {
+    const res = await fetch(`${a.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...part.headers },
+      body: JSON.stringify({
+        model: part.model ?? 'gpt-4o',
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 10,
+        ...part.body,
+      }),
+    });
+    const body = (await res.json()) as { error?: { message: string; type: string; code: string } };
+    await a.guard.flush();
+    return { status: res.status, body, headers: res.headers };
+  }
+
+  for (const s of SCENARIOS) {
+    it(`${s.name}: accrues where it applies, refuses by name, re-opens at its reset`, async () => {
+      const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+      const { app, key } = await start(clock, s.guardOptions);
+      await s.setup(app, key);
+
+      // A call the scope does not apply to leaves it at zero; its spend lands on the key.
+      const other = await chat(app, key, s.otherCall);
+      expect(other.status).toBe(200);
+      expect(await s.spend(app, key)).toBe(0);
+      const keySpendAfterOther = (await app.guard.budgets.remaining({ key }))!.spend;
+      expect(keySpendAfterOther).toBeGreaterThan(0);
+
+      // Calls it applies to accrue on it (and on the key, user and team), until it refuses.
+      let served = 0;
+      let refused: Awaited<ReturnType<typeof chat>> | null = null;
+      for (let i = 0; i < 20 && !refused; i++) {
+        const r = await chat(app, key, s.call);
+        if (r.status === 200) served++;
+        else refused = r;
+      }
+      expect(served).toBeGreaterThan(0);
+      expect(refused?.status).toBe(429);
+      expect(refused!.body.error!.message).toMatch(/^Budget has been exceeded! /);
+      expect(refused!.body.error!.message).toMatch(s.label);
+      expect(refused!.headers.get('retry-after')).not.toBeNull();
+      const scopeSpend = (await s.spend(app, key))!;
+      expect(scopeSpend).toBeGreaterThan(0);
+      expect(scopeSpend).toBeLessThanOrEqual(SMALL);
+      const keySpend = (await app.guard.budgets.remaining({ key }))!.spend;
+      expect(keySpend).toBeCloseTo(keySpendAfterOther + scopeSpend, 9);
+      expect((await app.guard.budgets.remaining({ team: 'frontend' }))!.spend).toBeCloseTo(keySpend, 9);
+
+      // The scope refuses; a call it does not apply to is still served.
+      expect((await chat(app, key, s.otherCall)).status).toBe(200);
+
+      // Its daily period ends: it is open again, with its spend back at zero.
+      clock.now += DAY;
+      expect(await s.spend(app, key)).toBe(0);
+      expect((await chat(app, key, s.call)).status).toBe(200);
+      expect(await s.spend(app, key)).toBeGreaterThan(0);
+    });
+  }
+
+  it('the global budget counts every key, refuses as Global, and resets', async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    const { app, key } = await start(clock, { globalBudget: { maxBudget: SMALL, budgetDuration: '1d' } });
+    const second = (await admin(app, 'POST', '/key/generate', { max_budget: 100 })).body.key as string;
+    let refused: Awaited<ReturnType<typeof chat>> | null = null;
+    const served = { first: 0, second: 0 };
+    for (let i = 0; i < 20 && !refused; i++) {
+      const which = i % 2 === 0 ? 'first' : 'second';
+      const r = await chat(app, which === 'first' ? key : second, {});
+      if (r.status === 200) served[which]++;
+      else refused = r;
+    }
+    expect(served.first).toBeGreaterThan(0);
+    expect(served.second).toBeGreaterThan(0);
+    expect(refused?.status).toBe(429);
+    expect(refused!.body.error!.message).toMatch(/Global=proxy/);
+    const global = (await app.guard.budgets.remaining({ global: true }))!;
+    const keys =
+      (await app.guard.budgets.remaining({ key }))!.spend +
+      (await app.guard.budgets.remaining({ key: second }))!.spend;
+    expect(global.spend).toBeCloseTo(keys, 9);
+    expect(global.spend).toBeLessThanOrEqual(SMALL);
+    clock.now += DAY;
+    expect((await chat(app, key, {})).status).toBe(200);
+  });
+
+  it('a manual reset re-opens a spent budget at once', async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    const { app, key } = await start(clock);
+    await admin(app, 'POST', '/tag/new', { name: 'batch', max_budget: SMALL });
+    let status = 200;
+    for (let i = 0; i < 20 && status === 200; i++)
+      status = (await chat(app, key, { body: { tags: ['batch'] } })).status;
+    expect(status).toBe(429);
+    const reset = await admin(app, 'POST', '/budget/reset', { scope: 'tag', id: 'batch' });
+    expect(reset.status).toBe(200);
+    expect(reset.body).toMatchObject({ scope: 'tag', id: 'batch', spend: 0, max_budget: SMALL });
+    expect((await chat(app, key, { body: { tags: ['batch'] } })).status).toBe(200);
+    // The history stays: the tag's spend report still counts every call.
+    const tags = await admin(app, 'GET', '/spend/tags');
+    expect(
+      tags.body.find((t: { individual_request_tag: string }) => t.individual_request_tag === 'batch')
+        .log_count,
+    ).toBeGreaterThan(1);
+  });
+
+  it('answers the customer and tag routes in LiteLLM shapes, and refuses bad input with 4xx JSON', async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    const { app } = await start(clock);
+    const created = await admin(app, 'POST', '/customer/new', {
+      user_id: 'acme',
+      alias: 'Acme',
+      max_budget: 5,
+    });
+    expect(created.body).toMatchObject({
+      user_id: 'acme',
+      alias: 'Acme',
+      spend: 0,
+      litellm_budget_table: { max_budget: 5 },
+    });
+    expect((await admin(app, 'POST', '/customer/new', { user_id: 'acme' })).status).toBe(409);
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=acme')).body).toMatchObject({
+      user_id: 'acme',
+      max_budget: 5,
+    });
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=nobody')).status).toBe(404);
+    const updated = await admin(app, 'POST', '/customer/update', {
+      user_id: 'acme',
+      max_budget: 9,
+      budget_duration: '7d',
+    });
+    expect(updated.body).toMatchObject({ max_budget: 9, budget_duration: '7d' });
+    expect((await admin(app, 'POST', '/customer/delete', { user_ids: ['acme'] })).body).toEqual({
+      deleted_customers: 1,
+    });
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=acme')).status).toBe(404);
+
+    await admin(app, 'POST', '/tag/new', { name: 'env:prod', description: 'production', max_budget: 2 });
+    await admin(app, 'POST', '/tag/new', { name: 'env:dev' });
+    const info = await admin(app, 'POST', '/tag/info', { names: ['env:prod'] });
+    expect(info.body).toEqual({
+      'env:prod': expect.objectContaining({
+        name: 'env:prod',
+        description: 'production',
+        max_budget: 2,
+        spend: 0,
+      }),
+    });
+    expect((await admin(app, 'POST', '/tag/info', { names: ['env:prod', 'nope'] })).status).toBe(404);
+    expect((await admin(app, 'GET', '/tag/list')).body.map((t: { name: string }) => t.name)).toEqual([
+      'env:dev',
+      'env:prod',
+    ]);
+    expect((await admin(app, 'POST', '/tag/update', { name: 'env:dev', max_budget: 1 })).body).toMatchObject({
+      max_budget: 1,
+    });
+    expect((await admin(app, 'POST', '/tag/delete', { name: 'env:dev' })).status).toBe(200);
+    expect((await admin(app, 'POST', '/tag/delete', { name: 'env:dev' })).status).toBe(404);
+
+    for (const [path, body] of [
+      ['/customer/new', {}],
+      ['/customer/new', { user_id: 'x', max_budget: -1 }],
+      ['/tag/new', { name: '' }],
+      ['/tag/new', { name: 't', budget_duration: 'sometimes' }],
+      ['/budget/reset', { scope: 'planet', id: 'x' }],
+      ['/budget/reset', { scope: 'tag' }],
+      ['/key/generate', { model_max_budget: { 'gpt-4o': -3 } }],
+    ] as const) {
+      const r = await admin(app, 'POST', path, body);
+      expect(r.status, `${path} ${JSON.stringify(body)}`).toBe(400);
+      expect(r.body.error.message).toMatch(/Invalid request/);
+    }
+    // Not for keys: the routes are the master key's.
+    const key = (await admin(app, 'POST', '/key/generate', {})).body.key;
+    expect((await admin(app, 'POST', '/tag/new', { name: 'mine' }, key)).status).toBe(401);
+    expect((await admin(app, 'GET', '/tag/list')).body.map((t: { name: string }) => t.name)).toEqual([
+      'env:prod',
+    ]);
+  });
+});
