@@ -24,7 +24,13 @@ import type {
   TeamRecord,
   UserRecord,
 } from './storage/storage-contract.js';
-import { GLOBAL_SCOPE_ID, memberScopeId, modelScopeId, scopeKey } from './storage/storage-contract.js';
+import {
+  GLOBAL_SCOPE_ID,
+  isWindowOf,
+  memberScopeId,
+  modelScopeId,
+  scopeKey,
+} from './storage/storage-contract.js';
 import { StorageGate, type StorageGateStats } from './storage/storage-gate.js';
 
 /** A guarded call as the adapters describe it, in framework-neutral terms. */
@@ -219,14 +225,18 @@ export class SpendGuard {
     const loaded = await this.gate.call('key lookup', async (storage) => {
       const key = await storage.getKey(tokenHash);
       if (!key) return null;
-      const [user, team] = await Promise.all([
+      const owners: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
+      if (key.userId) owners.push({ kind: 'user', id: key.userId });
+      if (key.teamId) owners.push({ kind: 'team', id: key.teamId });
+      const [user, team, windows] = await Promise.all([
         key.userId ? storage.getUser(key.userId) : null,
         key.teamId ? storage.getTeam(key.teamId) : null,
+        storage.listWindows(owners, this.now()),
       ]);
-      return { key, user, team };
+      return { key, user, team, windows };
     });
     if (!loaded) return null;
-    const { key, user, team } = loaded;
+    const { key, user, team, windows } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
@@ -242,6 +252,14 @@ export class SpendGuard {
       const member = memberScopeId(team.teamId, user.userId);
       scopes.push({ kind: 'member', id: member });
       labels.set(`member:${member}`, `User=${user.userId} in Team=${team.teamAlias ?? team.teamId}`);
+    }
+    // Each owner's extra budget windows (`budget_limits`), right after the owners.
+    for (const w of windows) {
+      const owner = scopes.find((o) => isWindowOf(w.scope.id, o));
+      if (!owner) continue;
+      scopes.push(w.scope);
+      const ownerLabel = labels.get(scopeKey(owner)) ?? `${owner.kind}=${owner.id}`;
+      labels.set(scopeKey(w.scope), `${ownerLabel} (${w.budgetDuration} window)`);
     }
     const ctx: KeyContext = { key, user, team, scopes, labels };
     this.keyCache.set(tokenHash, ctx);

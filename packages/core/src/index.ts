@@ -70,6 +70,7 @@ export {
   type EntityInsert,
   GLOBAL_SCOPE_ID,
   isOptionalScope,
+  isWindowOf,
   type KeyPatch,
   type KeyRecord,
   memberScopeId,
@@ -97,6 +98,7 @@ export {
   type TeamRecord,
   type UserRecord,
   utcDay,
+  windowScopeId,
 } from './storage/storage-contract.js';
 export { meterResponse, parseJsonBody, readBodyText, toWebResponse } from './web.js';
 

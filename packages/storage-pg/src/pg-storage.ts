@@ -11,6 +11,7 @@ import {
   expiredReservationLog,
   finishSpendReport,
   isOptionalScope,
+  isWindowOf,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
@@ -35,8 +36,9 @@ import {
   type TagSpend,
   type TeamRecord,
   type UserRecord,
+  windowScopeId,
 } from '@spendguard/core';
-import { and, arrayContains, asc, desc, eq, gte, inArray, lt, lte, type SQL, sql } from 'drizzle-orm';
+import { and, arrayContains, asc, desc, eq, gte, inArray, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import pg from 'pg';
@@ -292,6 +294,31 @@ export class PgStorage implements SpendStorage {
       }
       return deleted;
     });
+  }
+
+  async listWindows(owners: ScopeRef[], now: Date): Promise<BudgetState[]> {
+    if (owners.length === 0) return [];
+    const { db, t } = this.#ready();
+    const b = t.budgets;
+    const ranges = owners.map((owner) => {
+      const prefix = windowScopeId(owner, '');
+      // A range on the primary key (in "C" order, '@' + 1 is 'A').
+      return and(
+        sql`${b.scopeId} COLLATE "C" >= ${prefix}`,
+        sql`${b.scopeId} COLLATE "C" < ${`${prefix.slice(0, -1)}A`}`,
+      );
+    });
+    const rows = await db
+      .select({ id: b.scopeId })
+      .from(b)
+      .where(and(eq(b.scopeKind, 'window'), or(...ranges)))
+      .orderBy(sql`${b.scopeId} COLLATE "C"`);
+    return this.getBudgets(
+      rows
+        .filter((r) => owners.some((o) => isWindowOf(r.id, o)))
+        .map((r) => ({ kind: 'window' as const, id: r.id })),
+      now,
+    );
   }
 
   async updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null> {

@@ -11,6 +11,7 @@ import {
   finishSpendReport,
   fitsBudget,
   isOptionalScope,
+  isWindowOf,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
@@ -36,6 +37,7 @@ import {
   type TagSpend,
   type TeamRecord,
   type UserRecord,
+  windowScopeId,
 } from '@spendguard/core';
 import Database from 'better-sqlite3';
 import { and, asc, desc, eq, gte, inArray, lt, lte, type SQL, sql } from 'drizzle-orm';
@@ -294,6 +296,26 @@ export class SqliteStorage implements SpendStorage {
       return deleted;
     });
     return run.immediate();
+  }
+
+  async listWindows(owners: ScopeRef[], now: Date): Promise<BudgetState[]> {
+    const { orm } = this.#ready();
+    const b = schema.budgets;
+    const scopes: ScopeRef[] = [];
+    for (const owner of owners) {
+      const prefix = windowScopeId(owner, '');
+      // A range on the primary key: ids that start with the prefix ('@' + 1 is 'A').
+      const rows = orm
+        .select({ id: b.scopeId })
+        .from(b)
+        .where(
+          and(eq(b.scopeKind, 'window'), gte(b.scopeId, prefix), lt(b.scopeId, `${prefix.slice(0, -1)}A`)),
+        )
+        .orderBy(asc(b.scopeId))
+        .all();
+      for (const row of rows) if (isWindowOf(row.id, owner)) scopes.push({ kind: 'window', id: row.id });
+    }
+    return this.getBudgets(scopes, now);
   }
 
   async updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null> {

@@ -315,3 +315,79 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     ]);
   });
 });
+
+describe.each(ADAPTERS)('budget windows on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it('a daily window beside the monthly budget refuses by its name, resets each day, and can be replaced', async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    app = await startTestApp(framework, { now: () => new Date(clock.now) });
+    const created = await admin(app, 'POST', '/key/generate', {
+      key_alias: 'batch-job',
+      max_budget: 100,
+      budget_duration: '30d',
+      budget_limits: [{ budget_duration: '1d', max_budget: 0.0006 }],
+    });
+    expect(created.status).toBe(200);
+    const key = created.body.key as string;
+    const call = async () => {
+      const res = await fetch(`${app!.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'gpt-4o',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 10,
+        }),
+      });
+      const body = (await res.json()) as { error?: { message: string } };
+      await app!.guard.flush();
+      return { status: res.status, body };
+    };
+    let last = await call();
+    let served = 0;
+    while (last.status === 200 && served < 20) {
+      served++;
+      last = await call();
+    }
+    expect(served).toBeGreaterThan(0);
+    expect(last.status).toBe(429);
+    expect(last.body.error!.message).toMatch(/Key=batch-job \(1d window\)/);
+    const info = await admin(app, 'GET', `/key/info?key=${key}`);
+    expect(info.body.info.budget_limits).toEqual([
+      expect.objectContaining({
+        budget_duration: '1d',
+        max_budget: 0.0006,
+        budget_reset_at: '2026-05-05T00:00:00.000Z',
+      }),
+    ]);
+    // The monthly counter saw the same spend as the window.
+    expect(info.body.info.spend).toBeCloseTo(info.body.info.budget_limits[0].spend, 9);
+
+    clock.now += 86_400_000;
+    expect((await call()).status).toBe(200);
+
+    // Replaced by a weekly window with room: the daily one is gone.
+    const updated = await admin(app, 'POST', '/key/update', {
+      key,
+      budget_limits: [{ budget_duration: '7d', max_budget: 1 }],
+    });
+    expect(updated.status).toBe(200);
+    expect(updated.body.budget_limits.map((w: { budget_duration: string }) => w.budget_duration)).toEqual([
+      '7d',
+    ]);
+    for (let i = 0; i < 5; i++) expect((await call()).status).toBe(200);
+    const bad = await admin(app, 'POST', '/key/update', {
+      key,
+      budget_limits: [
+        { budget_duration: '1d', max_budget: 1 },
+        { budget_duration: '1d', max_budget: 2 },
+      ],
+    });
+    expect(bad.status).toBe(400);
+  });
+});

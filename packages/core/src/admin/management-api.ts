@@ -32,7 +32,14 @@ import {
   userDailyActivityQuerySchema,
   userNewSchema,
 } from './schemas.js';
-import { applyModelBudgets, budgetPatch, ScopeRoutes } from './scope-routes.js';
+import {
+  applyModelBudgets,
+  applyWindows,
+  budgetPatch,
+  ScopeRoutes,
+  windowInserts,
+  windowsJson,
+} from './scope-routes.js';
 import { globalSpendReport, teamDailyActivity, userDailyActivity } from './spend-report-routes.js';
 
 /** A management API request, in framework-neutral terms. */
@@ -233,7 +240,10 @@ export class ManagementApi {
       createdAt: now,
     };
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
-    await storage.insert([{ type: 'team', record: team, budget }]);
+    await storage.insert([
+      { type: 'team', record: team, budget },
+      ...windowInserts(this, { kind: 'team', id: team.teamId }, b.budget_limits),
+    ]);
     return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget)));
   }
 
@@ -251,7 +261,10 @@ export class ManagementApi {
       createdAt: now,
     };
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
-    const writes: EntityInsert[] = [{ type: 'user', record: user, budget }];
+    const writes: EntityInsert[] = [
+      { type: 'user', record: user, budget },
+      ...windowInserts(this, { kind: 'user', id: user.userId }, b.budget_limits),
+    ];
     let secret: string | null = null;
     let keyRecord: KeyRecord | null = null;
     if (b.auto_create_key !== false) {
@@ -306,7 +319,11 @@ export class ManagementApi {
       const scope: ScopeRef = { kind: 'model', id: modelScopeId(record.tokenHash, model) };
       return [{ type: 'budget' as const, scope, budget: this.budgetInit(limit, duration) }];
     });
-    await storage.insert([{ type: 'key', record, budget }, ...modelBudgets]);
+    await storage.insert([
+      { type: 'key', record, budget },
+      ...modelBudgets,
+      ...windowInserts(this, { kind: 'key', id: record.tokenHash }, b.budget_limits),
+    ]);
     return ok({ key: secret, ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget)) });
   }
 
@@ -336,8 +353,12 @@ export class ManagementApi {
     if (b.duration !== undefined)
       patch.expiresAt = b.duration ? expiryFrom(b.duration, this.guard.now()) : null;
     const answer = await this.changeKey(storage, b.key, patch, budgetPatch(this, b));
-    if (b.model_max_budget) {
-      await applyModelBudgets(this, storage, keyHashFromKeyOrHash(b.key), b.model_max_budget, this.now());
+    const hash = keyHashFromKeyOrHash(b.key);
+    if (b.model_max_budget) await applyModelBudgets(this, storage, hash, b.model_max_budget, this.now());
+    if (b.budget_limits !== undefined) {
+      await applyWindows(this, storage, { kind: 'key', id: hash }, b.budget_limits, this.now());
+      this.guard.invalidateKey(hash);
+      return ok({ key: hash, ...(await this.keyInfoJson(storage, hash, b.key)) });
     }
     return answer;
   }
@@ -411,10 +432,20 @@ export class ManagementApi {
         'Authentication Error, a key may only read its own info.',
       );
     }
+    return ok({ key: hash, info: await this.keyInfoJson(storage, hash, asked ?? hash) });
+  }
+
+  /** A key's JSON with its budget windows; 404 when it does not exist. */
+  private async keyInfoJson(storage: SpendStorage, hash: string, ref: string) {
     const key = await storage.getKey(hash);
-    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${asked ?? hash}`, { param: 'key' });
-    const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.guard.now());
-    return ok({ key: hash, info: keyJson(key, state ?? null) });
+    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
+    const now = this.guard.now();
+    const scope: ScopeRef = { kind: 'key', id: hash };
+    const [[state], windows] = await Promise.all([
+      storage.getBudgets([scope], now),
+      storage.listWindows([scope], now),
+    ]);
+    return { ...keyJson(key, state ?? null), budget_limits: windowsJson(windows) };
   }
 
   private async teamInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {

@@ -55,8 +55,30 @@ export const modelMaxBudgetSchema = z
 
 export type ModelMaxBudget = z.infer<typeof modelMaxBudgetSchema>;
 
+/**
+ * More budget windows beside `max_budget` / `budget_duration`, each with its own cap and reset, e.g.
+ * `[{ "budget_duration": "1d", "max_budget": 10 }, { "budget_duration": "30d", "max_budget": 200 }]`.
+ */
+export const budgetLimitsSchema = z
+  .array(
+    z.object({
+      budget_duration: budgetDuration.unwrap().unwrap(),
+      max_budget: maxBudget.unwrap(),
+    }),
+    { error: 'must be an array of { budget_duration, max_budget }' },
+  )
+  .max(8, 'must have at most 8 windows')
+  .refine((l) => new Set(l.map((w) => w.budget_duration)).size === l.length, {
+    message: 'must not name a budget_duration twice',
+  })
+  .nullable()
+  .optional();
+
+export type BudgetLimits = z.infer<typeof budgetLimitsSchema>;
+
 export const teamNewSchema = z.object({
   team_id: id.optional(),
+  budget_limits: budgetLimitsSchema,
   team_alias: z.string().max(256).nullable().optional(),
   max_budget: maxBudget,
   soft_budget: softBudget,
@@ -68,6 +90,7 @@ export const teamNewSchema = z.object({
 
 export const userNewSchema = z.object({
   user_id: id.optional(),
+  budget_limits: budgetLimitsSchema,
   user_email: z.string().nullable().optional(),
   user_role: z.string().optional(),
   team_id: id.nullable().optional(),
@@ -99,6 +122,7 @@ export const keyGenerateSchema = z.object({
   tags,
   blocked: z.boolean().optional(),
   model_max_budget: modelMaxBudgetSchema,
+  budget_limits: budgetLimitsSchema,
 });
 
 const keyRef = z.string({ error: 'must be the key (sk-...) or its hash' }).min(1, 'must not be empty');
@@ -113,6 +137,7 @@ export const keyDeleteSchema = z.object({
 
 export const keyUpdateSchema = z.object({
   key: keyRef,
+  budget_limits: budgetLimitsSchema,
   model_max_budget: modelMaxBudgetSchema,
   key_alias: z.string().max(256).nullable().optional(),
   max_budget: maxBudget,

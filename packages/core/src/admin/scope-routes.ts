@@ -6,6 +6,7 @@ import {
   type BudgetInit,
   type BudgetState,
   type CustomerRecord,
+  type EntityInsert,
   GLOBAL_SCOPE_ID,
   memberScopeId,
   modelScopeId,
@@ -13,9 +14,10 @@ import {
   type ScopeRef,
   type SpendStorage,
   type TagRecord,
+  windowScopeId,
 } from '../storage/storage-contract.js';
 import { budgetJson, type ManagementApi, type ManagementRequest, ok, stateOf } from './management-api.js';
-import { budgetFields, id, type ModelMaxBudget, metadata } from './schemas.js';
+import { type BudgetLimits, budgetFields, id, type ModelMaxBudget, metadata } from './schemas.js';
 
 /**
  * The routes of the scopes beyond keys, users and teams: customers (end users), tags, a key's
@@ -242,6 +244,56 @@ export async function applyModelBudgets(
     );
     if (!changed) await storage.insert([{ type: 'budget', scope, budget: init }]);
   }
+}
+
+/** The counter inserts of a new entity's `budget_limits`, to write in the entity's own batch. */
+export function windowInserts(
+  api: Pick<ManagementApi, 'budgetInit'>,
+  owner: ScopeRef,
+  limits: BudgetLimits,
+): EntityInsert[] {
+  return (limits ?? []).map((w) => ({
+    type: 'budget' as const,
+    scope: { kind: 'window' as const, id: windowScopeId(owner, w.budget_duration) },
+    budget: api.budgetInit(w.max_budget, w.budget_duration),
+  }));
+}
+
+/**
+ * Makes an existing entity's windows exactly `limits` (`null` or `[]`: none): a window whose
+ * duration stays keeps its spend and period, a new one starts at zero, one no longer listed goes.
+ */
+export async function applyWindows(
+  api: Pick<ManagementApi, 'budgetInit'>,
+  storage: SpendStorage,
+  owner: ScopeRef,
+  limits: BudgetLimits,
+  now: Date,
+): Promise<void> {
+  const wanted = new Map((limits ?? []).map((w) => [windowScopeId(owner, w.budget_duration), w]));
+  const current = await storage.listWindows([owner], now);
+  const gone = current.filter((st) => !wanted.has(st.scope.id)).map((st) => st.scope);
+  if (gone.length > 0) await storage.deleteScopes(gone);
+  const kept = new Set(current.map((st) => st.scope.id));
+  const added: EntityInsert[] = [];
+  for (const [scopeId, w] of wanted) {
+    const scope: ScopeRef = { kind: 'window', id: scopeId };
+    if (kept.has(scopeId)) {
+      await storage.updateBudget(
+        scope,
+        { maxBudgetNano: api.budgetInit(w.max_budget, null).maxBudgetNano },
+        now,
+      );
+    } else {
+      added.push({ type: 'budget', scope, budget: api.budgetInit(w.max_budget, w.budget_duration) });
+    }
+  }
+  if (added.length > 0) await storage.insert(added);
+}
+
+/** LiteLLM-style JSON of an entity's windows. */
+export function windowsJson(states: BudgetState[]) {
+  return states.map((st) => budgetJson(st));
 }
 
 function resetScope(b: z.infer<typeof budgetResetSchema>): ScopeRef {

@@ -9,6 +9,7 @@ import {
   compareTagSpend,
   type EntityInsert,
   isOptionalScope,
+  isWindowOf,
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
@@ -215,6 +216,14 @@ export class MemoryStorage implements SpendStorage {
 
   private emitKeyChange(tokenHash: string): void {
     for (const listener of this.keyWatchers) queueMicrotask(() => listener(tokenHash));
+  }
+
+  async listWindows(owners: ScopeRef[], now: Date): Promise<BudgetState[]> {
+    const ids = [...this.budgets.values()]
+      .filter((b) => b.scope.kind === 'window' && owners.some((o) => isWindowOf(b.scope.id, o)))
+      .map((b) => b.scope)
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return this.getBudgets(ids, now);
   }
 
   async getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]> {

@@ -13,13 +13,31 @@
  * - `customer`: the end user (the body's `user` field or `x-litellm-end-user-id`);
  * - `tag`: one tag of the request;
  * - `model`: one model on one key (`${keyHash}:${model}`, LiteLLM's `model_max_budget`);
- * - `global`: the whole deployment (id `global`).
+ * - `global`: the whole deployment (id `global`);
+ * - `window`: one more budget window of a key, user or team (`budget_limits`, e.g. a daily cap beside
+ *   the monthly `max_budget`), id `${kind}:${id}@${duration}` (`windowScopeId`).
  * The last five are optional (`isOptionalScope`): a call names them whether or not a budget was set,
  * and one without a counter is skipped by reserve and settle (no budget, nothing to count there).
  */
-export type ScopeKind = 'key' | 'user' | 'team' | 'member' | 'customer' | 'tag' | 'model' | 'global';
+export type ScopeKind =
+  | 'key'
+  | 'user'
+  | 'team'
+  | 'member'
+  | 'customer'
+  | 'tag'
+  | 'model'
+  | 'global'
+  | 'window';
 
-const OPTIONAL_KINDS: ReadonlySet<ScopeKind> = new Set(['member', 'customer', 'tag', 'model', 'global']);
+const OPTIONAL_KINDS: ReadonlySet<ScopeKind> = new Set([
+  'member',
+  'customer',
+  'tag',
+  'model',
+  'global',
+  'window',
+]);
 
 /** True for the kinds whose counter may be missing (see `ScopeKind`). */
 export function isOptionalScope(scope: ScopeRef): boolean {
@@ -32,6 +50,16 @@ export const GLOBAL_SCOPE_ID = 'global';
 /** The id of a user's `member` scope in a team. */
 export function memberScopeId(teamId: string, userId: string): string {
   return `${teamId}:${userId}`;
+}
+
+/** The id of one extra budget window (`budget_limits`) of a key, user or team. */
+export function windowScopeId(owner: ScopeRef, duration: string): string {
+  return `${owner.kind}:${owner.id}@${duration}`;
+}
+
+/** True when `windowId` is one of `owner`'s windows (an id like `user:a@b@1d` is user `a@b`'s). */
+export function isWindowOf(windowId: string, owner: ScopeRef): boolean {
+  return windowId.slice(0, windowId.lastIndexOf('@')) === `${owner.kind}:${owner.id}`;
 }
 
 /** The id of a key's `model` scope (its `model_max_budget` for one model). */
@@ -395,6 +423,11 @@ export interface SpendStorage {
    * later settles add to it). `null` when the scope has no counter.
    */
   resetSpend(scope: ScopeRef, toNano: number, now: Date): Promise<BudgetState | null>;
+  /**
+   * The `window` counters of these owners (`windowScopeId(owner, …)` for any duration), due resets
+   * applied as `getBudgets` does, in id order.
+   */
+  listWindows(owners: ScopeRef[], now: Date): Promise<BudgetState[]>;
   /** Budget counters for these scopes (missing ones are omitted), as they stand after any due reset (a backend may answer with the reset applied without writing it). */
   getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
 

@@ -300,6 +300,49 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it("lists an owner's budget windows, and only its own", async () => {
+      const s = await seeded();
+      const window = (owner: ScopeRef, d: string): ScopeRef => ({
+        kind: 'window',
+        id: `${owner.kind}:${owner.id}@${d}`,
+      });
+      const lookalike: ScopeRef = { kind: 'user', id: 'u1@x' };
+      await s.insert([
+        { type: 'budget', scope: window(K, '1d'), budget: budget(1, '1d', new Date('2026-03-11T00:00:00Z')) },
+        { type: 'budget', scope: window(K, '30d'), budget: budget(5) },
+        { type: 'budget', scope: window(U, '7d'), budget: budget(2) },
+        { type: 'budget', scope: window(lookalike, '1d'), budget: budget(2) },
+      ]);
+      expect((await s.listWindows([K], T0)).map((w) => w.scope.id)).toEqual(['key:k1@1d', 'key:k1@30d']);
+      expect((await s.listWindows([U], T0)).map((w) => w.scope.id)).toEqual(['user:u1@7d']);
+      expect((await s.listWindows([K, U, T], T0)).map((w) => w.scope.id)).toEqual([
+        'key:k1@1d',
+        'key:k1@30d',
+        'user:u1@7d',
+      ]);
+      expect(await s.listWindows([T], T0)).toEqual([]);
+      expect(await s.listWindows([], T0)).toEqual([]);
+      // Windows are reserved with their owner like any optional scope, and reset on their own period.
+      const r = await s.reserve({
+        reservationId: 'r1',
+        scopes: [K, window(K, '1d'), window(K, '30d')],
+        amountNano: 600_000_000,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(r.ok).toBe(true);
+      const next = await s.reserve({
+        reservationId: 'r2',
+        scopes: [K, window(K, '1d'), window(K, '30d')],
+        amountNano: 600_000_000,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(next.ok).toBe(false);
+      if (!next.ok) expect(next.refused.scope).toEqual(window(K, '1d'));
+      await s.close();
+    });
+
     it('resets a spend by hand, keeping its reservations', async () => {
       const s = await seeded({ key: budget(1) });
       await s.reserve({
