@@ -365,7 +365,7 @@ export class SpendGuard {
   /** Gives back the call's parallel slots (its admission failed after the rate limits let it in). */
   private releaseRateLimits(rate: RateAdmission): void {
     if (!rate.buckets.some((b) => b.metric === 'parallel')) return;
-    this.track(
+    void this.track(
       this.gate
         .call('rate release', (s) =>
           s.settleRate({
@@ -376,7 +376,10 @@ export class SpendGuard {
             windowMs: RATE_WINDOW_MS,
           }),
         )
-        .catch(() => {}), // counted and logged by the gate; the leases expire after the TTL
+        // Never silent; the leases come back after the TTL anyway.
+        .catch((error: unknown) =>
+          this.logger.error("could not release a refused call's parallel slots", error),
+        ),
     );
   }
 
