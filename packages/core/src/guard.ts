@@ -189,15 +189,19 @@ export class SpendGuard {
     const loaded = await this.gate.call('key lookup', async (storage) => {
       const key = await storage.getKey(tokenHash);
       if (!key) return null;
-      const [user, team] = await Promise.all([
+      const named: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
+      if (key.userId) named.push({ kind: 'user', id: key.userId });
+      if (key.teamId) named.push({ kind: 'team', id: key.teamId });
+      // Limits are read with the key, in parallel, and cached with it: a call pays no read for them.
+      const [user, team, limits] = await Promise.all([
         key.userId ? storage.getUser(key.userId) : null,
         key.teamId ? storage.getTeam(key.teamId) : null,
+        storage.getRateLimits(named),
       ]);
-      const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
-      if (user) scopes.push({ kind: 'user', id: user.userId });
-      if (team) scopes.push({ kind: 'team', id: team.teamId });
-      // Read with the key and cached with it: a call pays no extra read for its limits.
-      const rateLimits = (await storage.getRateLimits(scopes)).filter((r) => hasRateLimits(r.limits));
+      const scopes = named.filter((s) => s.kind === 'key' || (s.kind === 'user' ? user : team));
+      const rateLimits = limits.filter(
+        (r) => hasRateLimits(r.limits) && scopes.some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
+      );
       return { key, user, team, scopes, rateLimits };
     });
     if (!loaded) return null;
