@@ -17,6 +17,7 @@ export const ERROR_STATUS = {
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
   BUDGET_EXCEEDED: 429,
+  RATE_LIMITED: 429,
   INTERNAL: 500,
   STORAGE_UNAVAILABLE: 503,
 } as const;
@@ -26,6 +27,7 @@ export type SpendGuardErrorCode = keyof typeof ERROR_STATUS;
 /** LiteLLM's `error.type` strings for the codes where LiteLLM has one. */
 const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
   BUDGET_EXCEEDED: 'budget_exceeded',
+  RATE_LIMITED: 'rate_limit_error',
   MISSING_KEY: 'auth_error',
   INVALID_KEY: 'auth_error',
   EXPIRED_KEY: 'auth_error',

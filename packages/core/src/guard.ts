@@ -14,10 +14,13 @@ import { modelFromPath } from './metering/wire-formats.js';
 import { usdToNano } from './money.js';
 import { PriceBook, type TokenUsage } from './pricing/price-book.js';
 import { BudgetQueries, SpendQueries } from './queries.js';
+import { type RateAdmission, rateLimitedError, rateLimitHeaders } from './rate-limits.js';
+import { hasRateLimits, rateBucketsFor } from './storage/rate-limit-rules.js';
 import type {
   BudgetInit,
   BudgetState,
   KeyRecord,
+  RateLimits,
   ScopeRef,
   SpendLogRecord,
   SpendStorage,
@@ -61,6 +64,8 @@ export interface KeyContext {
   scopes: ScopeRef[];
   /** `Key=sk-...abcd`, `User=alice`, `Team=frontend-team`: how a 429 names each scope. */
   labels: Map<string, string>;
+  /** The rate limits of the scopes that have any (of any scope kind), checked at every admission. */
+  rateLimits: Array<{ scope: ScopeRef; limits: RateLimits }>;
 }
 
 /** The finished record of one guarded call (also what the spend log stores). */
@@ -79,6 +84,8 @@ export interface CallRecord {
 export type AdmitOutcome = { ok: true; call: GuardedCall } | { ok: false; response: GuardResponse };
 
 const MASTER_KEY_HASH_SCOPES: ScopeRef[] = [];
+/** LiteLLM's rate-limit window: rpm and tpm count per minute. */
+const RATE_WINDOW_MS = 60_000;
 
 /**
  * The framework-neutral guard: resolves keys, admits calls against budgets, meters what the route
@@ -228,15 +235,19 @@ export class SpendGuard {
       const owners: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
       if (key.userId) owners.push({ kind: 'user', id: key.userId });
       if (key.teamId) owners.push({ kind: 'team', id: key.teamId });
-      const [user, team, windows] = await Promise.all([
+      if (key.userId && key.teamId)
+        owners.push({ kind: 'member', id: memberScopeId(key.teamId, key.userId) });
+      // Windows and rate limits are read with the key, in parallel, and cached with it.
+      const [user, team, windows, limits] = await Promise.all([
         key.userId ? storage.getUser(key.userId) : null,
         key.teamId ? storage.getTeam(key.teamId) : null,
         storage.listWindows(owners, this.now()),
+        storage.getRateLimits(owners),
       ]);
-      return { key, user, team, windows };
+      return { key, user, team, windows, limits };
     });
     if (!loaded) return null;
-    const { key, user, team, windows } = loaded;
+    const { key, user, team, windows, limits } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
@@ -261,7 +272,10 @@ export class SpendGuard {
       const ownerLabel = labels.get(scopeKey(owner)) ?? `${owner.kind}=${owner.id}`;
       labels.set(scopeKey(w.scope), `${ownerLabel} (${w.budgetDuration} window)`);
     }
-    const ctx: KeyContext = { key, user, team, scopes, labels };
+    const rateLimits = limits.filter(
+      (r) => hasRateLimits(r.limits) && scopes.some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
+    );
+    const ctx: KeyContext = { key, user, team, scopes, labels, rateLimits };
     this.keyCache.set(tokenHash, ctx);
     return ctx;
   }
@@ -334,6 +348,7 @@ export class SpendGuard {
         reservationId: null,
         scopes: MASTER_KEY_HASH_SCOPES,
         states: [],
+        rate: null,
       });
     }
     const tokenHash = hashVirtualKey(presented!);
@@ -353,6 +368,7 @@ export class SpendGuard {
         reservationId: null,
         scopes,
         states: [],
+        rate: null,
       });
     }
     if (!ctx)
@@ -377,8 +393,105 @@ export class SpendGuard {
       );
     }
     const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
-    const callScopes = this.callScopes(ctx, model, endUser, allTags);
 
+    // Rate limits before the budget: a call refused here reserves nothing and costs nothing.
+    const rate = await this.acquireRateLimits(ctx, model, startTime);
+    try {
+      return await this.reserveBudget(input, ctx, { startTime, model, endUser, body, tags: allTags, rate });
+    } catch (error) {
+      if (rate) this.releaseRateLimits(rate);
+      throw error;
+    }
+  }
+
+  /**
+   * Checks and counts the call on the rate limits of every scope that has any (one guarded write,
+   * none when no scope has limits). `null`: nothing to count (or storage is down under 'allow').
+   */
+  private async acquireRateLimits(ctx: KeyContext, model: string, now: Date): Promise<RateAdmission | null> {
+    if (ctx.rateLimits.length === 0) return null;
+    const buckets = rateBucketsFor(ctx.rateLimits, model);
+    if (buckets.length === 0) return null;
+    const leaseId = randomUUID();
+    let result: Awaited<ReturnType<SpendStorage['acquireRate']>>;
+    try {
+      result = await this.gate.call('rate limit', (s) =>
+        s.acquireRate({
+          leaseId,
+          buckets,
+          now,
+          windowMs: RATE_WINDOW_MS,
+          leaseExpiresAt: new Date(now.getTime() + this.options.reservationTtlMs),
+        }),
+      );
+    } catch (error) {
+      if (!this.servesThrough(error)) throw error;
+      return null;
+    }
+    if (!result.ok) throw rateLimitedError(ctx.labels, result.refused, now);
+    return { leaseId, buckets, states: result.states };
+  }
+
+  /** Gives back the call's parallel slots (its admission failed after the rate limits let it in). */
+  private releaseRateLimits(rate: RateAdmission): void {
+    if (!rate.buckets.some((b) => b.metric === 'parallel')) return;
+    void this.track(
+      this.gate
+        .call('rate release', (s) =>
+          s.settleRate({
+            leaseId: rate.leaseId,
+            buckets: [],
+            tokens: 0,
+            now: this.now(),
+            windowMs: RATE_WINDOW_MS,
+          }),
+        )
+        // Never silent; the leases come back after the TTL anyway.
+        .catch((error: unknown) =>
+          this.logger.error("could not release a refused call's parallel slots", error),
+        ),
+    );
+  }
+
+  /** Adds a settled call's tokens to its tpm buckets and releases its parallel slots. */
+  async settleRateLimits(rate: RateAdmission, tokens: number): Promise<void> {
+    const tpm = rate.buckets.filter((b) => b.metric === 'tpm');
+    if (tpm.length === 0 && !rate.buckets.some((b) => b.metric === 'parallel')) return;
+    try {
+      await this.gate.call('rate settle', (s) =>
+        s.settleRate({
+          leaseId: rate.leaseId,
+          buckets: tpm,
+          tokens,
+          now: this.now(),
+          windowMs: RATE_WINDOW_MS,
+        }),
+      );
+    } catch (error) {
+      // Not money: tokens not counted for one window, leases back after the TTL. Never silent.
+      this.logger.error('could not record a call on its rate limits', error);
+    }
+  }
+
+  private async reserveBudget(
+    input: CallInput,
+    ctx: KeyContext,
+    o: {
+      startTime: Date;
+      model: string;
+      endUser: string | null;
+      body: Record<string, unknown>;
+      tags: string[];
+      rate: RateAdmission | null;
+    },
+  ): Promise<GuardedCall> {
+    const { startTime, model, endUser, body, rate } = o;
+    const { key } = ctx;
+    const tokenHash = key.tokenHash;
+    const allTags = o.tags;
+    const callScopes = this.callScopes(ctx, model, endUser, allTags);
+    const call = (state: Omit<CallState, 'startTime' | 'model' | 'endUser' | 'body' | 'rate'>) =>
+      new GuardedCall(this, { ...state, startTime, model, endUser, body, rate });
     const requestId = randomUUID();
     const reservationId = randomUUID();
     const mode = this.options.enforcement;
@@ -557,6 +670,8 @@ interface CallState {
   reservationId: string | null;
   scopes: ScopeRef[];
   states: BudgetState[];
+  /** The rate-limit buckets the call was counted on, `null` when none applies. */
+  rate: RateAdmission | null;
 }
 
 /**
@@ -595,6 +710,7 @@ export class GuardedCall {
     }
     if (tightest !== null)
       this.responseHeaders['x-spendguard-budget-remaining'] = String(Math.max(0, tightest) / 1e9);
+    if (state.rate) Object.assign(this.responseHeaders, rateLimitHeaders(state.rate.states, state.startTime));
   }
 
   get requestId(): string {
@@ -701,6 +817,12 @@ export class GuardedCall {
       log,
     });
     if (!written) this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
+    if (this.state.rate) {
+      await this.guard.settleRateLimits(
+        this.state.rate,
+        record.usage.promptTokens + record.usage.completionTokens,
+      );
+    }
     return { ...record, status, httpStatus };
   }
 }

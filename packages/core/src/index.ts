@@ -51,6 +51,13 @@ export type {
 export { applyDueReset, expiredReservationLog, fitsBudget } from './storage/budget-rules.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export {
+  addRateTokens,
+  decideRateBucket,
+  hasRateLimits,
+  type RateWindow,
+  rateBucketKey,
+} from './storage/rate-limit-rules.js';
+export {
   activeFilters,
   aggregateRollup,
   finishSpendReport,
@@ -76,6 +83,13 @@ export {
   memberScopeId,
   modelScopeId,
   type PendingCall,
+  type RateAcquireInput,
+  type RateAcquireResult,
+  type RateBucket,
+  type RateBucketState,
+  type RateLimits,
+  type RateMetric,
+  type RateSettleInput,
   type ReserveInput,
   type ReserveResult,
   type ScopeKind,

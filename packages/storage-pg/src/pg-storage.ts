@@ -15,6 +15,11 @@ import {
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
+  type RateAcquireInput,
+  type RateAcquireResult,
+  type RateBucketState,
+  type RateLimits,
+  type RateSettleInput,
   type ReserveInput,
   type ReserveResult,
   readsTagRollup,
@@ -221,6 +226,11 @@ export class PgStorage implements SpendStorage {
           await tx
             .insert(t.budgets)
             .values({ scopeKind: scope.kind, scopeId: scope.id, ...e.budget, spendNano: 0, reservedNano: 0 });
+          if (e.type !== 'budget' && e.rateLimits) {
+            await tx.execute(
+              sql`INSERT INTO ${sql.raw(this.#q)}.rate_limits (scope_kind, scope_id, limits) VALUES (${scope.kind}, ${scope.id}, ${JSON.stringify(e.rateLimits)}::jsonb)`,
+            );
+          }
         } catch (err) {
           // Throwing rolls the whole batch back.
           if (isUniqueViolation(err)) throw new StorageConflictError(e.type, scope.id);
@@ -639,6 +649,8 @@ export class PgStorage implements SpendStorage {
           DELETE FROM ${q}.keys WHERE token_hash = ANY($1::text[]) RETURNING token_hash
         ), counters AS (
           DELETE FROM ${q}.budgets b USING gone WHERE b.scope_kind = 'key' AND b.scope_id = gone.token_hash
+        ), limits AS (
+          DELETE FROM ${q}.rate_limits r USING gone WHERE r.scope_kind = 'key' AND r.scope_id = gone.token_hash
         ), changes AS (
           INSERT INTO ${q}.key_changes (token_hash) SELECT token_hash FROM gone RETURNING seq, token_hash
         )
@@ -696,6 +708,82 @@ export class PgStorage implements SpendStorage {
   async notifyKeyChange(tokenHash: string | null): Promise<void> {
     const { db } = this.#ready();
     await db.execute(recordKeyChanges(this.#q, this.#schema, [tokenHash]));
+  }
+
+  async setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void> {
+    const { pool } = this.#ready();
+    if (limits) {
+      await pool.query({
+        text: `INSERT INTO ${this.#q}.rate_limits (scope_kind, scope_id, limits) VALUES ($1, $2, $3::jsonb)
+          ON CONFLICT (scope_kind, scope_id) DO UPDATE SET limits = excluded.limits`,
+        values: [scope.kind, scope.id, JSON.stringify(limits)],
+      });
+    } else {
+      await pool.query({
+        text: `DELETE FROM ${this.#q}.rate_limits WHERE scope_kind = $1 AND scope_id = $2`,
+        values: [scope.kind, scope.id],
+      });
+    }
+  }
+
+  async getRateLimits(scopes: ScopeRef[]): Promise<Array<{ scope: ScopeRef; limits: RateLimits }>> {
+    if (scopes.length === 0) return [];
+    const { pool } = this.#ready();
+    const res = await pool.query<{ ord: number; limits: RateLimits }>({
+      name: this.#ready().statement('rate_limits'),
+      text: `SELECT s.ord::int AS ord, r.limits FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS s (kind, id, ord)
+        JOIN ${this.#q}.rate_limits r ON r.scope_kind = s.kind AND r.scope_id = s.id ORDER BY s.ord`,
+      values: scopeArrays(scopes),
+    });
+    return res.rows.map((row) => {
+      const scope = scopes[row.ord - 1]!;
+      return { scope: { kind: scope.kind, id: scope.id }, limits: row.limits };
+    });
+  }
+
+  async acquireRate(input: RateAcquireInput): Promise<RateAcquireResult> {
+    const b = input.buckets;
+    if (b.length === 0) return { ok: true, states: [] };
+    const rows = (await this.#call(
+      'rate_acquire',
+      'SELECT *',
+      'spendguard_rate_acquire($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+      [
+        input.leaseId,
+        ...scopeArrays(b.map((x) => x.scope)),
+        b.map((x) => x.metric),
+        b.map((x) => x.model),
+        b.map((x) => x.limit),
+        input.now.getTime(),
+        input.windowMs,
+        input.leaseExpiresAt.getTime(),
+      ],
+    )) as Array<[ok: boolean, idx: number, used: number, reset: number | null]>;
+    const states = rows.map(([, idx, used, reset]): RateBucketState => {
+      const bucket = b[idx - 1]!;
+      return {
+        scope: { kind: bucket.scope.kind, id: bucket.scope.id },
+        metric: bucket.metric,
+        model: bucket.model,
+        limit: bucket.limit,
+        used,
+        resetAt: reset === null ? null : new Date(reset),
+      };
+    });
+    if (rows[0]?.[0] === false) return { ok: false, refused: states[0]! };
+    return { ok: true, states };
+  }
+
+  async settleRate(input: RateSettleInput): Promise<void> {
+    const tpm = input.buckets.filter((x) => x.metric === 'tpm');
+    await this.#call('rate_settle', 'SELECT', 'spendguard_rate_settle($1, $2, $3, $4, $5, $6, $7)', [
+      input.leaseId,
+      ...scopeArrays(tpm.map((x) => x.scope)),
+      tpm.map((x) => x.model),
+      input.tokens,
+      input.now.getTime(),
+      input.windowMs,
+    ]);
   }
 
   /** One statement, prepared once per connection, rows as arrays with BIGINT parsed to numbers. */

@@ -35,6 +35,17 @@ export function pgRawReader(storage: SpendStorage): RawStorageReader {
       const [row] = await query('SELECT count(*) AS n FROM $schema.reservations');
       return row?.n as number;
     },
+    async rateCounter(bucket) {
+      const [row] = await query(
+        'SELECT used FROM $schema.rate_windows WHERE scope_kind = $1 AND scope_id = $2 AND metric = $3 AND model = $4',
+        [bucket.scope.kind, bucket.scope.id, bucket.metric, bucket.model],
+      );
+      return row ? (row.used as number) : null;
+    },
+    async rateLeases() {
+      const [row] = await query('SELECT count(*) AS n FROM $schema.rate_leases');
+      return row?.n as number;
+    },
     async dumpText() {
       const { schema } = internalsOf(storage);
       const tables = await query(

@@ -278,6 +278,40 @@ CREATE TABLE tags (
 ) STRICT;
 `,
   },
+  {
+    version: 7,
+    name: 'rate-limits',
+    // Rate limits per scope (any kind), their one-minute windows, and the leases of calls in flight
+    // for max_parallel_requests (each with an expiry, so a dead process's slots come back).
+    sql: `
+CREATE TABLE rate_limits (
+  scope_kind TEXT NOT NULL,
+  scope_id TEXT NOT NULL,
+  limits TEXT NOT NULL,
+  PRIMARY KEY (scope_kind, scope_id)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE rate_windows (
+  scope_kind TEXT NOT NULL,
+  scope_id TEXT NOT NULL,
+  metric TEXT NOT NULL,
+  model TEXT NOT NULL,
+  window_start INTEGER NOT NULL,
+  used INTEGER NOT NULL,
+  PRIMARY KEY (scope_kind, scope_id, metric, model)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE rate_leases (
+  scope_kind TEXT NOT NULL,
+  scope_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  lease_id TEXT NOT NULL,
+  expires_at INTEGER NOT NULL,
+  PRIMARY KEY (scope_kind, scope_id, model, lease_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX rate_leases_lease_id_idx ON rate_leases (lease_id);
+`,
+  },
 ];
 
 /**

@@ -22,6 +22,18 @@ export function sqliteRawReader(storage: SpendStorage): RawStorageReader {
     async openReservations() {
       return db().prepare('SELECT count(*) FROM reservations').pluck().get() as number;
     },
+    async rateCounter(bucket) {
+      const used = db()
+        .prepare(
+          'SELECT used FROM rate_windows WHERE scope_kind = ? AND scope_id = ? AND metric = ? AND model = ?',
+        )
+        .pluck()
+        .get(bucket.scope.kind, bucket.scope.id, bucket.metric, bucket.model) as number | undefined;
+      return used ?? null;
+    },
+    async rateLeases() {
+      return db().prepare('SELECT count(*) FROM rate_leases').pluck().get() as number;
+    },
     async dumpText() {
       const tables = db()
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")

@@ -1,11 +1,13 @@
 import {
   type AlertClaim,
   activeFilters,
+  addRateTokens,
   applyDueReset,
   type BudgetInit,
   type BudgetState,
   type CustomerRecord,
   compareTagSpend,
+  decideRateBucket,
   type EntityInsert,
   expiredReservationLog,
   finishSpendReport,
@@ -15,6 +17,10 @@ import {
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
+  type RateAcquireInput,
+  type RateAcquireResult,
+  type RateLimits,
+  type RateSettleInput,
   type ReserveInput,
   type ReserveResult,
   readsTagRollup,
@@ -132,6 +138,8 @@ interface Open {
   settle: (input: SettleInput) => Promise<SettleResult>;
   release: (reservationId: string) => Promise<boolean>;
   expire: (now: Date, limit: number) => Promise<number>;
+  acquireRate: (input: RateAcquireInput) => Promise<RateAcquireResult>;
+  settleRate: (input: RateSettleInput) => Promise<void>;
   readBudgets: (scopes: ScopeRef[], now: Date) => BudgetState[];
 }
 
@@ -389,7 +397,7 @@ export class SqliteStorage implements SpendStorage {
   }
 
   async deleteKeys(tokenHashes: string[]): Promise<number> {
-    const { orm, db } = this.#ready();
+    const { orm, db, s } = this.#ready();
     const run = db.transaction((): number => {
       let deleted = 0;
       for (const tokenHash of tokenHashes) {
@@ -400,6 +408,7 @@ export class SqliteStorage implements SpendStorage {
           .delete(schema.budgets)
           .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
           .run();
+        s.deleteRateLimits.run('key', tokenHash);
         orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
       }
       return deleted;
@@ -552,6 +561,31 @@ export class SqliteStorage implements SpendStorage {
     return changes === 1;
   }
 
+  async setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void> {
+    const { s } = this.#ready();
+    if (limits) s.upsertRateLimits.run(scope.kind, scope.id, JSON.stringify(limits));
+    else s.deleteRateLimits.run(scope.kind, scope.id);
+  }
+
+  async getRateLimits(scopes: ScopeRef[]): Promise<Array<{ scope: ScopeRef; limits: RateLimits }>> {
+    const { s } = this.#ready();
+    const out: Array<{ scope: ScopeRef; limits: RateLimits }> = [];
+    for (const scope of scopes) {
+      const json = s.selectRateLimits.get(scope.kind, scope.id);
+      if (json !== undefined)
+        out.push({ scope: { kind: scope.kind, id: scope.id }, limits: JSON.parse(json) });
+    }
+    return out;
+  }
+
+  async acquireRate(input: RateAcquireInput): Promise<RateAcquireResult> {
+    return this.#ready().acquireRate(input);
+  }
+
+  async settleRate(input: RateSettleInput): Promise<void> {
+    return this.#ready().settleRate(input);
+  }
+
   #prepare(db: Database.Database): Open {
     const orm = drizzle({ client: db, schema });
     const s = prepareStatements(db, orm);
@@ -560,11 +594,13 @@ export class SqliteStorage implements SpendStorage {
       db,
       orm,
       s,
-      insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, entities)).immediate,
+      insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, s, entities)).immediate,
       reserve: (input: ReserveInput) => group.submit(() => reserveBudgets(s, input)),
       settle: (input: SettleInput) => group.submit(() => settleReservation(s, input)),
       release: (reservationId: string) => group.submit(() => releaseReservation(s, reservationId)),
       expire: (now: Date, limit: number) => group.submit(() => expireReservations(s, now, limit)),
+      acquireRate: (input: RateAcquireInput) => group.submit(() => acquireRate(s, input)),
+      settleRate: (input: RateSettleInput) => group.submit(() => settleRate(s, input)),
       // A read transaction, so that every counter comes from one snapshot.
       readBudgets: db.transaction((scopes: ScopeRef[], now: Date) => readBudgets(s, scopes, now)).deferred,
     };
@@ -645,13 +681,47 @@ function prepareStatements(db: Database.Database, orm: Orm) {
       `INSERT INTO alert_claims (scope_kind, scope_id, period, threshold, claimed_at, expires_at)
        VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
     ),
+    selectRateLimits: db
+      .prepare<[string, string], string>(
+        'SELECT limits FROM rate_limits WHERE scope_kind = ? AND scope_id = ?',
+      )
+      .pluck(),
+    upsertRateLimits: db.prepare<[string, string, string]>(
+      `INSERT INTO rate_limits (scope_kind, scope_id, limits) VALUES (?, ?, ?)
+       ON CONFLICT (scope_kind, scope_id) DO UPDATE SET limits = excluded.limits`,
+    ),
+    deleteRateLimits: db.prepare<[string, string]>(
+      'DELETE FROM rate_limits WHERE scope_kind = ? AND scope_id = ?',
+    ),
+    selectRateWindow: db
+      .prepare<[string, string, string, string], [number, number]>(
+        'SELECT window_start, used FROM rate_windows WHERE scope_kind = ? AND scope_id = ? AND metric = ? AND model = ?',
+      )
+      .raw(),
+    writeRateWindow: db.prepare<[string, string, string, string, number, number]>(
+      `INSERT INTO rate_windows (scope_kind, scope_id, metric, model, window_start, used) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (scope_kind, scope_id, metric, model) DO UPDATE SET
+         window_start = excluded.window_start, used = excluded.used`,
+    ),
+    pruneRateLeases: db.prepare<[string, string, string, number]>(
+      'DELETE FROM rate_leases WHERE scope_kind = ? AND scope_id = ? AND model = ? AND expires_at <= ?',
+    ),
+    countRateLeases: db
+      .prepare<[string, string, string], number>(
+        'SELECT count(*) FROM rate_leases WHERE scope_kind = ? AND scope_id = ? AND model = ?',
+      )
+      .pluck(),
+    insertRateLease: db.prepare<[string, string, string, string, number]>(
+      'INSERT INTO rate_leases (scope_kind, scope_id, model, lease_id, expires_at) VALUES (?, ?, ?, ?, ?)',
+    ),
+    releaseRateLeases: db.prepare<[string]>('DELETE FROM rate_leases WHERE lease_id = ?'),
     pruneAlertClaims: db.prepare<[number]>(
       'DELETE FROM alert_claims WHERE expires_at IS NOT NULL AND expires_at <= ?',
     ),
   };
 }
 
-function insertEntities(orm: Orm, entities: EntityInsert[]): void {
+function insertEntities(orm: Orm, s: Statements, entities: EntityInsert[]): void {
   for (const e of entities) {
     const scope = scopeOfInsert(e);
     try {
@@ -664,6 +734,8 @@ function insertEntities(orm: Orm, entities: EntityInsert[]): void {
         .insert(schema.budgets)
         .values({ scopeKind: scope.kind, scopeId: scope.id, ...e.budget, spendNano: 0, reservedNano: 0 })
         .run();
+      if (e.type !== 'budget' && e.rateLimits)
+        s.upsertRateLimits.run(scope.kind, scope.id, JSON.stringify(e.rateLimits));
     } catch (err) {
       // Throwing rolls the whole batch back.
       if (isKeyConflict(err)) throw new StorageConflictError(e.type, scope.id);
@@ -766,6 +838,52 @@ function settleReservation(s: Statements, input: SettleInput): SettleResult {
   s.upsertDaily.run(...rollup);
   for (const tag of log.tags) s.upsertTag.run(tag, ...rollup);
   return { applied: true, states };
+}
+
+/** Decides every bucket from the rows read under the write lock, then writes all of them or none. */
+function acquireRate(s: Statements, input: RateAcquireInput): RateAcquireResult {
+  const nowMs = input.now.getTime();
+  const decided = input.buckets.map((bucket) => {
+    const { kind, id } = bucket.scope;
+    let current: { windowStartMs: number; used: number } | null = null;
+    if (bucket.metric === 'parallel') {
+      s.pruneRateLeases.run(kind, id, bucket.model, nowMs);
+      current = { windowStartMs: nowMs, used: s.countRateLeases.get(kind, id, bucket.model) ?? 0 };
+    } else {
+      const row = s.selectRateWindow.get(kind, id, bucket.metric, bucket.model);
+      current = row ? { windowStartMs: row[0], used: row[1] } : null;
+    }
+    return { bucket, ...decideRateBucket(bucket, current, nowMs, input.windowMs) };
+  });
+  const refused = decided.find((d) => !d.ok);
+  // Refused: throwing would roll back the pruned leases too; they are expired, so keeping the prune is harmless.
+  if (refused) return { ok: false, refused: refused.state };
+  for (const { bucket, next } of decided) {
+    const { kind, id } = bucket.scope;
+    if (bucket.metric === 'parallel') {
+      s.insertRateLease.run(kind, id, bucket.model, input.leaseId, input.leaseExpiresAt.getTime());
+    } else if (bucket.metric === 'rpm') {
+      s.writeRateWindow.run(kind, id, bucket.metric, bucket.model, next.windowStartMs, next.used);
+    }
+  }
+  return { ok: true, states: decided.map((d) => d.state) };
+}
+
+function settleRate(s: Statements, input: RateSettleInput): void {
+  const nowMs = input.now.getTime();
+  for (const bucket of input.buckets) {
+    if (bucket.metric !== 'tpm') continue;
+    const { kind, id } = bucket.scope;
+    const row = s.selectRateWindow.get(kind, id, 'tpm', bucket.model);
+    const next = addRateTokens(
+      row ? { windowStartMs: row[0], used: row[1] } : null,
+      input.tokens,
+      nowMs,
+      input.windowMs,
+    );
+    s.writeRateWindow.run(kind, id, 'tpm', bucket.model, next.windowStartMs, next.used);
+  }
+  s.releaseRateLeases.run(input.leaseId);
 }
 
 function releaseReservation(s: Statements, reservationId: string): boolean {

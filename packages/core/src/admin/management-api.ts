@@ -4,12 +4,14 @@ import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
+import { hasRateLimits } from '../storage/rate-limit-rules.js';
 import type {
   BudgetInit,
   BudgetState,
   EntityInsert,
   KeyPatch,
   KeyRecord,
+  RateLimits,
   ScopeRef,
   SpendLogRecord,
   SpendStorage,
@@ -228,6 +230,12 @@ export class ManagementApi {
     );
   }
 
+  /** The rate limits of these scopes, by `scopeKey`. */
+  private async limitsOf(storage: SpendStorage, scopes: ScopeRef[]): Promise<Map<string, RateLimits>> {
+    const found = await storage.getRateLimits(scopes);
+    return new Map(found.map((r) => [`${r.scope.kind}:${r.scope.id}`, r.limits]));
+  }
+
   private async teamNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.parseBody(req, teamNewSchema);
     const now = this.guard.now();
@@ -240,11 +248,12 @@ export class ManagementApi {
       createdAt: now,
     };
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
+    const rateLimits = rateLimitsFrom(b);
     await storage.insert([
-      { type: 'team', record: team, budget },
+      { type: 'team', record: team, budget, rateLimits },
       ...windowInserts(this, { kind: 'team', id: team.teamId }, b.budget_limits),
     ]);
-    return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget)));
+    return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget), [], rateLimits));
   }
 
   private async userNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -261,8 +270,9 @@ export class ManagementApi {
       createdAt: now,
     };
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
+    const rateLimits = rateLimitsFrom(b);
     const writes: EntityInsert[] = [
-      { type: 'user', record: user, budget },
+      { type: 'user', record: user, budget, rateLimits },
       ...windowInserts(this, { kind: 'user', id: user.userId }, b.budget_limits),
     ];
     let secret: string | null = null;
@@ -274,7 +284,7 @@ export class ManagementApi {
     }
     await storage.insert(writes);
     return ok({
-      ...userJson(user, stateOf({ kind: 'user', id: user.userId }, budget)),
+      ...userJson(user, stateOf({ kind: 'user', id: user.userId }, budget), rateLimits),
       key: secret,
       token: keyRecord?.tokenHash ?? null,
       key_name: keyRecord?.keyName ?? null,
@@ -319,12 +329,16 @@ export class ManagementApi {
       const scope: ScopeRef = { kind: 'model', id: modelScopeId(record.tokenHash, model) };
       return [{ type: 'budget' as const, scope, budget: this.budgetInit(limit, duration) }];
     });
+    const rateLimits = rateLimitsFrom(b);
     await storage.insert([
-      { type: 'key', record, budget },
+      { type: 'key', record, budget, rateLimits },
       ...modelBudgets,
       ...windowInserts(this, { kind: 'key', id: record.tokenHash }, b.budget_limits),
     ]);
-    return ok({ key: secret, ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget)) });
+    return ok({
+      key: secret,
+      ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget), rateLimits),
+    });
   }
 
   /** Applies a change to one key, drops it from this guard's cache (other instances hear of it). */
@@ -339,7 +353,8 @@ export class ManagementApi {
     this.guard.invalidateKey(hash);
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
     const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.guard.now());
-    return ok({ key: hash, ...keyJson(key, state ?? null) });
+    const [limits] = await storage.getRateLimits([{ kind: 'key', id: hash }]);
+    return ok({ key: hash, ...keyJson(key, state ?? null, limits?.limits ?? null) });
   }
 
   private async keyUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -352,8 +367,16 @@ export class ManagementApi {
     if (b.blocked !== undefined) patch.blocked = b.blocked;
     if (b.duration !== undefined)
       patch.expiresAt = b.duration ? expiryFrom(b.duration, this.guard.now()) : null;
-    const answer = await this.changeKey(storage, b.key, patch, budgetPatch(this, b));
     const hash = keyHashFromKeyOrHash(b.key);
+    if (RATE_LIMIT_FIELDS.some((f) => b[f] !== undefined)) {
+      if (!(await storage.getKey(hash)))
+        throw new SpendGuardError('NOT_FOUND', `Key not found: ${b.key}`, { param: 'key' });
+      const scope: ScopeRef = { kind: 'key', id: hash };
+      const [current] = await storage.getRateLimits([scope]);
+      // Written before the key, whose change record makes every instance reload both.
+      await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
+    }
+    const answer = await this.changeKey(storage, b.key, patch, budgetPatch(this, b));
     if (b.model_max_budget) await applyModelBudgets(this, storage, hash, b.model_max_budget, this.now());
     if (b.budget_limits !== undefined) {
       await applyWindows(this, storage, { kind: 'key', id: hash }, b.budget_limits, this.now());
@@ -405,8 +428,14 @@ export class ManagementApi {
         this.guard.now(),
       ),
     );
+    const limits = await this.limitsOf(
+      storage,
+      keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+    );
     return ok({
-      keys: keys.map((k) => keyJson(k, states.get(`key:${k.tokenHash}`) ?? null)),
+      keys: keys.map((k) =>
+        keyJson(k, states.get(`key:${k.tokenHash}`) ?? null, limits.get(`key:${k.tokenHash}`)),
+      ),
       total_count: keys.length,
       current_page: 1,
       total_pages: 1,
@@ -441,11 +470,12 @@ export class ManagementApi {
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
     const now = this.guard.now();
     const scope: ScopeRef = { kind: 'key', id: hash };
-    const [[state], windows] = await Promise.all([
+    const [[state], windows, [limits]] = await Promise.all([
       storage.getBudgets([scope], now),
       storage.listWindows([scope], now),
+      storage.getRateLimits([scope]),
     ]);
-    return { ...keyJson(key, state ?? null), budget_limits: windowsJson(windows) };
+    return { ...keyJson(key, state ?? null, limits?.limits ?? null), budget_limits: windowsJson(windows) };
   }
 
   private async teamInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -466,10 +496,21 @@ export class ManagementApi {
       this.guard.now(),
     );
     const byScope = indexStates(states);
+    const limits = await this.limitsOf(storage, [
+      { kind: 'team', id: team.teamId },
+      ...keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+    ]);
     return ok({
       team_id: team.teamId,
-      team_info: teamJson(team, byScope.get(`team:${team.teamId}`) ?? null, members),
-      keys: keys.map((k) => keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null)),
+      team_info: teamJson(
+        team,
+        byScope.get(`team:${team.teamId}`) ?? null,
+        members,
+        limits.get(`team:${team.teamId}`),
+      ),
+      keys: keys.map((k) =>
+        keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null, limits.get(`key:${k.tokenHash}`)),
+      ),
       team_memberships: members.map((u) => ({ user_id: u.userId, team_id: team.teamId })),
     });
   }
@@ -488,10 +529,16 @@ export class ManagementApi {
       this.guard.now(),
     );
     const byScope = indexStates(states);
+    const limits = await this.limitsOf(storage, [
+      { kind: 'user', id: userId },
+      ...keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+    ]);
     return ok({
       user_id: userId,
-      user_info: userJson(user, byScope.get(`user:${userId}`) ?? null),
-      keys: keys.map((k) => keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null)),
+      user_info: userJson(user, byScope.get(`user:${userId}`) ?? null, limits.get(`user:${userId}`)),
+      keys: keys.map((k) =>
+        keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null, limits.get(`key:${k.tokenHash}`)),
+      ),
       teams: teams.map((t) => teamJson(t, null)),
     });
   }
@@ -614,11 +661,57 @@ export function budgetJson(state: BudgetState | null) {
   };
 }
 
-function teamJson(team: TeamRecord, state: BudgetState | null, members: UserRecord[] = []) {
+const RATE_LIMIT_FIELDS = [
+  'rpm_limit',
+  'tpm_limit',
+  'max_parallel_requests',
+  'model_rpm_limit',
+  'model_tpm_limit',
+] as const;
+
+/** A request's LiteLLM rate-limit fields over `base` (absent: unchanged, `null`: removed); `null` when nothing is limited. */
+function rateLimitsFrom(
+  b: {
+    rpm_limit?: number | null;
+    tpm_limit?: number | null;
+    max_parallel_requests?: number | null;
+    model_rpm_limit?: Record<string, number> | null;
+    model_tpm_limit?: Record<string, number> | null;
+  },
+  base: RateLimits | null = null,
+): RateLimits | null {
+  const pick = <T>(given: T | null | undefined, old: T | null, none: T | null): T | null =>
+    given === undefined ? old : (given ?? none);
+  const limits: RateLimits = {
+    rpmLimit: pick(b.rpm_limit, base?.rpmLimit ?? null, null),
+    tpmLimit: pick(b.tpm_limit, base?.tpmLimit ?? null, null),
+    maxParallelRequests: pick(b.max_parallel_requests, base?.maxParallelRequests ?? null, null),
+    modelRpmLimit: pick(b.model_rpm_limit, base?.modelRpmLimit ?? {}, {}) ?? {},
+    modelTpmLimit: pick(b.model_tpm_limit, base?.modelTpmLimit ?? {}, {}) ?? {},
+  };
+  return hasRateLimits(limits) ? limits : null;
+}
+
+/** LiteLLM's rate-limit fields of an entity (`null`: no limit). */
+function rateJson(limits: RateLimits | null | undefined) {
+  return {
+    rpm_limit: limits?.rpmLimit ?? null,
+    tpm_limit: limits?.tpmLimit ?? null,
+    max_parallel_requests: limits?.maxParallelRequests ?? null,
+  };
+}
+
+function teamJson(
+  team: TeamRecord,
+  state: BudgetState | null,
+  members: UserRecord[] = [],
+  limits: RateLimits | null = null,
+) {
   return {
     team_id: team.teamId,
     team_alias: team.teamAlias,
     ...budgetJson(state),
+    ...rateJson(limits),
     models: team.models,
     metadata: team.metadata,
     blocked: team.blocked,
@@ -627,20 +720,21 @@ function teamJson(team: TeamRecord, state: BudgetState | null, members: UserReco
   };
 }
 
-function userJson(user: UserRecord, state: BudgetState | null) {
+function userJson(user: UserRecord, state: BudgetState | null, limits: RateLimits | null = null) {
   return {
     user_id: user.userId,
     user_email: user.userEmail,
     user_role: user.userRole,
     teams: user.teams,
     ...budgetJson(state),
+    ...rateJson(limits),
     models: user.models,
     metadata: user.metadata,
     created_at: user.createdAt.toISOString(),
   };
 }
 
-function keyJson(key: KeyRecord, state: BudgetState | null) {
+function keyJson(key: KeyRecord, state: BudgetState | null, limits: RateLimits | null = null) {
   return {
     token: key.tokenHash,
     key_name: key.keyName,
@@ -648,6 +742,9 @@ function keyJson(key: KeyRecord, state: BudgetState | null) {
     user_id: key.userId,
     team_id: key.teamId,
     ...budgetJson(state),
+    ...rateJson(limits),
+    model_rpm_limit: limits?.modelRpmLimit ?? {},
+    model_tpm_limit: limits?.modelTpmLimit ?? {},
     models: key.models,
     tags: key.tags,
     metadata: key.metadata,

@@ -75,6 +75,36 @@ export const budgetLimitsSchema = z
   .optional();
 
 export type BudgetLimits = z.infer<typeof budgetLimitsSchema>;
+const rateLimit = z
+  .number({ error: 'must be a whole number, e.g. 60' })
+  .int('must be a whole number')
+  .nonnegative('must be 0 or more')
+  .max(Number.MAX_SAFE_INTEGER, 'is too large')
+  .nullable()
+  .optional();
+const modelRateLimit = z
+  .record(
+    z.string().min(1, 'model names must not be empty'),
+    z
+      .number({ error: 'must map model names to whole numbers, e.g. { "gpt-4o": 10 }' })
+      .int('must map model names to whole numbers')
+      .nonnegative('must be 0 or more')
+      .max(Number.MAX_SAFE_INTEGER, 'is too large'),
+    { error: 'must be an object of model name to limit, e.g. { "gpt-4o": 10 }' },
+  )
+  .nullable()
+  .optional();
+/** LiteLLM's rate-limit fields, on keys, users and teams. */
+const rateLimitFields = {
+  rpm_limit: rateLimit,
+  tpm_limit: rateLimit,
+  max_parallel_requests: rateLimit,
+};
+/** Per-model limits, on keys. */
+const modelRateLimitFields = {
+  model_rpm_limit: modelRateLimit,
+  model_tpm_limit: modelRateLimit,
+};
 
 export const teamNewSchema = z.object({
   team_id: id.optional(),
@@ -86,6 +116,7 @@ export const teamNewSchema = z.object({
   models,
   metadata,
   blocked: z.boolean().optional(),
+  ...rateLimitFields,
 });
 
 export const userNewSchema = z.object({
@@ -100,6 +131,7 @@ export const userNewSchema = z.object({
   models,
   metadata,
   auto_create_key: z.boolean().optional(),
+  ...rateLimitFields,
 });
 
 export const keyGenerateSchema = z.object({
@@ -123,6 +155,8 @@ export const keyGenerateSchema = z.object({
   blocked: z.boolean().optional(),
   model_max_budget: modelMaxBudgetSchema,
   budget_limits: budgetLimitsSchema,
+  ...rateLimitFields,
+  ...modelRateLimitFields,
 });
 
 const keyRef = z.string({ error: 'must be the key (sk-...) or its hash' }).min(1, 'must not be empty');
@@ -148,6 +182,8 @@ export const keyUpdateSchema = z.object({
   metadata,
   tags,
   blocked: z.boolean().optional(),
+  ...rateLimitFields,
+  ...modelRateLimitFields,
 });
 
 export const keyListQuerySchema = z.object({

@@ -131,6 +131,7 @@ export class CallMeter {
       body: {},
       reservationId: null,
       states: [],
+      rate: null,
     });
     child.meter.reported = { model: options.model, usage: normalizeUsage(usage) };
     this.trackedCalls += 1;

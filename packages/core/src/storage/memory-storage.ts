@@ -1,5 +1,6 @@
 import { StorageConflictError } from '../errors.js';
 import { applyDueReset, expiredReservationLog, fitsBudget } from './budget-rules.js';
+import { addRateTokens, decideRateBucket, type RateWindow, rateBucketKey } from './rate-limit-rules.js';
 import { aggregateRollup, type RollupRow, readsTagRollup, rollupRowOf } from './spend-rollup.js';
 import {
   type AlertClaim,
@@ -13,6 +14,11 @@ import {
   type KeyPatch,
   type KeyRecord,
   type PendingCall,
+  type RateAcquireInput,
+  type RateAcquireResult,
+  type RateBucketState,
+  type RateLimits,
+  type RateSettleInput,
   type ReserveInput,
   type ReserveResult,
   type ScopeRef,
@@ -57,6 +63,11 @@ export class MemoryStorage implements SpendStorage {
   private readonly dailyByTag = new Map<string, RollupRow>();
   /** Alert claims and when each may be forgotten (ms; `null`: never). */
   private readonly alertClaims = new Map<string, number | null>();
+  private readonly rateLimits = new Map<string, RateLimits>();
+  /** Rate windows by `rateBucketKey`. */
+  private readonly rateWindows = new Map<string, RateWindow>();
+  /** Parallel leases: bucket key -> lease id -> expiry (ms). */
+  private readonly rateLeases = new Map<string, Map<string, number>>();
 
   async init(): Promise<void> {}
   async close(): Promise<void> {}
@@ -72,7 +83,10 @@ export class MemoryStorage implements SpendStorage {
     }
     for (const e of entities) {
       const scope = scopeOfInsert(e);
-      if (e.type !== 'budget') this.mapFor(e.type).set(scope.id, structuredClone(e.record) as never);
+      if (e.type !== 'budget') {
+        this.mapFor(e.type).set(scope.id, structuredClone(e.record) as never);
+        if (e.rateLimits) this.rateLimits.set(scopeKey(scope), structuredClone(e.rateLimits));
+      }
       this.budgets.set(scopeKey(scope), {
         scope,
         ...e.budget,
@@ -203,6 +217,7 @@ export class MemoryStorage implements SpendStorage {
     for (const hash of tokenHashes) {
       if (!this.keys.delete(hash)) continue;
       this.budgets.delete(`key:${hash}`);
+      this.rateLimits.delete(`key:${hash}`);
       deleted++;
       this.emitKeyChange(hash);
     }
@@ -360,6 +375,57 @@ export class MemoryStorage implements SpendStorage {
     if (this.alertClaims.has(k)) return false;
     this.alertClaims.set(k, claim.expiresAt?.getTime() ?? null);
     return true;
+  }
+
+  async setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void> {
+    if (limits) this.rateLimits.set(scopeKey(scope), structuredClone(limits));
+    else this.rateLimits.delete(scopeKey(scope));
+  }
+
+  async getRateLimits(scopes: ScopeRef[]): Promise<Array<{ scope: ScopeRef; limits: RateLimits }>> {
+    const out: Array<{ scope: ScopeRef; limits: RateLimits }> = [];
+    for (const scope of scopes) {
+      const limits = this.rateLimits.get(scopeKey(scope));
+      if (limits) out.push({ scope: { ...scope }, limits: structuredClone(limits) });
+    }
+    return out;
+  }
+
+  async acquireRate(input: RateAcquireInput): Promise<RateAcquireResult> {
+    const nowMs = input.now.getTime();
+    const decided = input.buckets.map((bucket) => {
+      const k = rateBucketKey(bucket);
+      let current = this.rateWindows.get(k) ?? null;
+      if (bucket.metric === 'parallel') {
+        const leases = this.rateLeases.get(k);
+        for (const [id, expires] of leases ?? []) if (expires <= nowMs) leases!.delete(id);
+        current = { windowStartMs: nowMs, used: leases?.size ?? 0 };
+      }
+      return { k, bucket, ...decideRateBucket(bucket, current, nowMs, input.windowMs) };
+    });
+    const refused = decided.find((d) => !d.ok);
+    if (refused) return { ok: false, refused: structuredClone(refused.state) };
+    for (const d of decided) {
+      if (d.bucket.metric === 'parallel') {
+        const leases = this.rateLeases.get(d.k) ?? new Map<string, number>();
+        leases.set(input.leaseId, input.leaseExpiresAt.getTime());
+        this.rateLeases.set(d.k, leases);
+      } else this.rateWindows.set(d.k, d.next);
+    }
+    return { ok: true, states: decided.map((d): RateBucketState => structuredClone(d.state)) };
+  }
+
+  async settleRate(input: RateSettleInput): Promise<void> {
+    const nowMs = input.now.getTime();
+    for (const bucket of input.buckets) {
+      if (bucket.metric !== 'tpm') continue;
+      const k = rateBucketKey(bucket);
+      this.rateWindows.set(
+        k,
+        addRateTokens(this.rateWindows.get(k) ?? null, input.tokens, nowMs, input.windowMs),
+      );
+    }
+    for (const leases of this.rateLeases.values()) leases.delete(input.leaseId);
   }
 }
 

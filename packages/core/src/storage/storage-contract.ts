@@ -154,13 +154,13 @@ export type KeyPatch = Partial<
   Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt'>
 >;
 
-/** One write of `insert`: an entity together with its budget counter. */
+/** One write of `insert`: an entity together with its budget counter (and rate limits, when it has any). */
 export type EntityInsert =
-  | { type: 'team'; record: TeamRecord; budget: BudgetInit }
-  | { type: 'user'; record: UserRecord; budget: BudgetInit }
-  | { type: 'key'; record: KeyRecord; budget: BudgetInit }
-  | { type: 'customer'; record: CustomerRecord; budget: BudgetInit }
-  | { type: 'tag'; record: TagRecord; budget: BudgetInit }
+  | { type: 'team'; record: TeamRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
+  | { type: 'user'; record: UserRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
+  | { type: 'key'; record: KeyRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
+  | { type: 'customer'; record: CustomerRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
+  | { type: 'tag'; record: TagRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
   /** A counter alone, for the kinds without a record of their own (`member`, `model`, `global`). */
   | { type: 'budget'; scope: ScopeRef; budget: BudgetInit };
 
@@ -180,6 +180,75 @@ export function scopeOfInsert(e: EntityInsert): ScopeRef {
     case 'budget':
       return e.scope;
   }
+}
+
+/**
+ * A scope's rate limits, with LiteLLM's meaning: `rpm_limit`, `tpm_limit`, `max_parallel_requests`,
+ * and the per-model `model_rpm_limit` / `model_tpm_limit` (`{ "gpt-4o": 10 }`). `null`: no limit.
+ * Stored per scope (kind + id), so any scope kind can have them.
+ */
+export interface RateLimits {
+  rpmLimit: number | null;
+  tpmLimit: number | null;
+  maxParallelRequests: number | null;
+  modelRpmLimit: Record<string, number>;
+  modelTpmLimit: Record<string, number>;
+}
+
+/**
+ * What a bucket counts: `rpm` requests admitted in the window, `tpm` tokens used in the window (the
+ * calls' actual usage, added when they settle), `parallel` calls in flight (leases).
+ */
+export type RateMetric = 'rpm' | 'tpm' | 'parallel';
+
+/** One counter a call is checked against. */
+export interface RateBucket {
+  scope: ScopeRef;
+  metric: RateMetric;
+  /** `''` for the scope's own limit; a model name for a per-model limit. */
+  model: string;
+  limit: number;
+}
+
+/** A bucket as it stands after an acquire (or the refusal). */
+export interface RateBucketState extends RateBucket {
+  /** Requests or tokens counted in the current window, or leases held; the admitted call included. */
+  used: number;
+  /** When the current window ends (`rpm`, `tpm`); `null` for `parallel`. */
+  resetAt: Date | null;
+}
+
+export interface RateAcquireInput {
+  /** Names the call's parallel leases, released by `settleRate`. */
+  leaseId: string;
+  /** Distinct buckets (core never passes one twice). */
+  buckets: RateBucket[];
+  now: Date;
+  /**
+   * Window length. A window starts at the first request after the previous one ended and lasts this
+   * long (LiteLLM's fixed window).
+   */
+  windowMs: number;
+  /** When the leases come back if never released (the process died mid-call). */
+  leaseExpiresAt: Date;
+}
+
+export type RateAcquireResult =
+  | { ok: true; states: RateBucketState[] }
+  | {
+      ok: false;
+      /** The first bucket (in the order given) that refused; nothing was counted anywhere. */
+      refused: RateBucketState;
+    };
+
+export interface RateSettleInput {
+  /** The call's leases to release (none held: nothing happens). */
+  leaseId: string;
+  /** `tpm` buckets to add `tokens` to, in their current window (a new one if it ended). */
+  buckets: RateBucket[];
+  tokens: number;
+  now: Date;
+  windowMs: number;
 }
 
 export interface SpendLogRecord {
@@ -472,6 +541,21 @@ export interface SpendStorage {
    * `expiresAt` has passed may be dropped.
    */
   claimAlert(claim: AlertClaim): Promise<boolean>;
+
+  /** Sets (replaces) a scope's rate limits; `null` removes them. */
+  setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void>;
+  /** The rate limits of these scopes, in the order given; scopes without any are omitted. */
+  getRateLimits(scopes: ScopeRef[]): Promise<Array<{ scope: ScopeRef; limits: RateLimits }>>;
+  /**
+   * Atomically, on every bucket or none: start a new window where the current one ended, drop
+   * expired leases, then admit iff every `rpm` bucket has `used + 1 <= limit`, every `tpm` bucket
+   * `used < limit` and every `parallel` bucket fewer than `limit` live leases; if so count the
+   * request on each `rpm` bucket and take a lease (until `leaseExpiresAt`) on each `parallel` one.
+   * The decision is `decideRateBucket`'s (core), so every backend agrees.
+   */
+  acquireRate(input: RateAcquireInput): Promise<RateAcquireResult>;
+  /** Atomically: adds the call's tokens to its `tpm` buckets and releases its leases. */
+  settleRate(input: RateSettleInput): Promise<void>;
 }
 
 /** `key:abc`: the map key used for scopes in memory and in reservation records. */

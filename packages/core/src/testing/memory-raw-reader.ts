@@ -1,4 +1,5 @@
 import { MemoryStorage } from '../storage/memory-storage.js';
+import { rateBucketKey } from '../storage/rate-limit-rules.js';
 import type { SpendStorage } from '../storage/storage-contract.js';
 import type { RawStorageReader } from './storage-conformance.js';
 
@@ -17,6 +18,14 @@ export function memoryRawReader(storage: SpendStorage): RawStorageReader {
     },
     async openReservations() {
       return inner.reservations.size;
+    },
+    async rateCounter(bucket) {
+      return inner.rateWindows.get(rateBucketKey(bucket))?.used ?? null;
+    },
+    async rateLeases() {
+      let n = 0;
+      for (const leases of inner.rateLeases.values()) n += leases.size;
+      return n;
     },
     async dumpText() {
       return JSON.stringify([...inner.keys.values(), ...inner.teams.values(), ...inner.users.values()]);

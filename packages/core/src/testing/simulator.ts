@@ -75,6 +75,8 @@ export interface Simulator {
   readonly port: number;
   /** HTTP requests received so far, whatever their path or outcome. */
   readonly requestCount: number;
+  /** The most requests this server was answering at once (until each one's response finished or closed). */
+  readonly peakConcurrency: number;
   /**
    * Queues a usage for the next call (any format) that carries no `x-simulator-usage` header (FIFO:
    * one queued usage per call).
@@ -322,6 +324,8 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   const scripted: SimulatedUsage[] = [];
   const cuts: number[] = [];
   let requestCount = 0;
+  let inFlight = 0;
+  let peakConcurrency = 0;
 
   /** The usage and text of a call: computed, then overridden by its script. */
   const plan = (
@@ -762,6 +766,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     requestCount++;
+    inFlight++;
+    peakConcurrency = Math.max(peakConcurrency, inFlight);
+    res.once('close', () => inFlight--);
     const [rawPath = '/', rawQuery = ''] = (req.url ?? '/').split('?');
     const path = rawPath;
     try {
@@ -832,6 +839,9 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     port: address.port,
     get requestCount() {
       return requestCount;
+    },
+    get peakConcurrency() {
+      return peakConcurrency;
     },
     scriptNextUsage(usage: SimulatedUsage): void {
       scripted.push(parseSimulatedUsage(usage, 'scriptNextUsage(usage)'));

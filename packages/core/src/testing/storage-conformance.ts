@@ -4,6 +4,8 @@ import type {
   BudgetInit,
   CustomerRecord,
   KeyRecord,
+  RateBucket,
+  RateLimits,
   ScopeRef,
   SpendLogRecord,
   SpendReportQuery,
@@ -18,6 +20,10 @@ export interface RawStorageReader {
   budgetCounter(scope: ScopeRef): Promise<{ spendNano: number; reservedNano: number } | null>;
   spendLogCount(): Promise<number>;
   openReservations(): Promise<number>;
+  /** What a rate bucket's stored window counted (whether or not that window has ended); `null`: no row. */
+  rateCounter(bucket: Pick<RateBucket, 'scope' | 'metric' | 'model'>): Promise<number | null>;
+  /** Parallel-request leases stored (expired ones not yet pruned included). */
+  rateLeases(): Promise<number>;
   /** Every stored value as text, to prove a plaintext key is never persisted. */
   dumpText(): Promise<string>;
 }
@@ -890,6 +896,164 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect(settled.states.map((st) => st.softBudgetNano)).toEqual([500_000_000, null]);
       await s.updateKey('k1', {}, { softBudgetNano: 700_000_000 });
       expect((await s.getBudgets([K], T0))[0]).toMatchObject({ softBudgetNano: 700_000_000, spendNano: 5 });
+      await s.close();
+    });
+
+    it('stores rate limits per scope with the entity, and sets, replaces and removes them', async () => {
+      const s = await create();
+      const limits: RateLimits = {
+        rpmLimit: 10,
+        tpmLimit: null,
+        maxParallelRequests: 2,
+        modelRpmLimit: { 'gpt-4o': 3 },
+        modelTpmLimit: {},
+      };
+      await s.insert([
+        { type: 'team', record: team('t1'), budget: NO_BUDGET, rateLimits: { ...limits, rpmLimit: 100 } },
+        { type: 'user', record: user('u1', ['t1']), budget: NO_BUDGET },
+        { type: 'key', record: key('k1', 'u1', 't1'), budget: NO_BUDGET, rateLimits: limits },
+      ]);
+      expect(await s.getRateLimits([T, U, K])).toEqual([
+        { scope: T, limits: { ...limits, rpmLimit: 100 } },
+        { scope: K, limits },
+      ]);
+      // A failed batch writes no limits either.
+      await expect(
+        s.insert([
+          { type: 'team', record: team('t2'), budget: NO_BUDGET, rateLimits: limits },
+          { type: 'key', record: key('k1', null, null), budget: NO_BUDGET },
+        ]),
+      ).rejects.toBeInstanceOf(StorageConflictError);
+      expect(await s.getRateLimits([{ kind: 'team', id: 't2' }])).toEqual([]);
+      // Any scope kind can have limits.
+      const member = { kind: 'member', id: 't1:u1' } as unknown as ScopeRef;
+      await s.setRateLimits(member, { ...limits, tpmLimit: 500 });
+      await s.setRateLimits(U, { ...limits, maxParallelRequests: null });
+      await s.setRateLimits(T, null);
+      expect(await s.getRateLimits([K, U, T, member])).toEqual([
+        { scope: K, limits },
+        { scope: U, limits: { ...limits, maxParallelRequests: null } },
+        { scope: member, limits: { ...limits, tpmLimit: 500 } },
+      ]);
+      await s.deleteKeys(['k1']);
+      expect(await s.getRateLimits([K])).toEqual([]);
+      await s.close();
+    });
+
+    it('counts requests per window on every bucket or none, and a new window re-opens them', async () => {
+      const s = await seeded();
+      const window = 60_000;
+      const keyRpm = { scope: K, metric: 'rpm' as const, model: '', limit: 3 };
+      const modelRpm = { scope: K, metric: 'rpm' as const, model: 'gpt-4o', limit: 2 };
+      const acquire = (buckets: RateBucket[], at: Date, lease = `l-${Math.random()}`) =>
+        s.acquireRate({ leaseId: lease, buckets, now: at, windowMs: window, leaseExpiresAt: at });
+      const first = await acquire([keyRpm, modelRpm], T0);
+      expect(first).toEqual({
+        ok: true,
+        states: [
+          { ...keyRpm, used: 1, resetAt: new Date(T0.getTime() + window) },
+          { ...modelRpm, used: 1, resetAt: new Date(T0.getTime() + window) },
+        ],
+      });
+      const later = new Date(T0.getTime() + 10_000);
+      expect((await acquire([keyRpm, modelRpm], later)).ok).toBe(true);
+      // The model's bucket is full: the key's is not counted either.
+      const refused = await acquire([keyRpm, modelRpm], later);
+      expect(refused).toEqual({
+        ok: false,
+        refused: { ...modelRpm, used: 2, resetAt: new Date(T0.getTime() + window) },
+      });
+      expect(await raw(s).rateCounter(keyRpm)).toBe(2);
+      expect(await raw(s).rateCounter(modelRpm)).toBe(2);
+      // Another model is not limited by gpt-4o's bucket.
+      expect((await acquire([keyRpm], later)).ok).toBe(true);
+      expect((await acquire([keyRpm], later)).ok).toBe(false);
+      expect(await raw(s).rateCounter(keyRpm)).toBe(3);
+      // The window that started at T0 ends at T0 + 60 s: the next one starts with the next request.
+      const next = new Date(T0.getTime() + window);
+      const reopened = await acquire([keyRpm, modelRpm], next);
+      expect(reopened.ok && reopened.states.map((st) => [st.used, st.resetAt?.getTime()])).toEqual([
+        [1, next.getTime() + window],
+        [1, next.getTime() + window],
+      ]);
+      await s.close();
+    });
+
+    it('checks tokens against what settled calls used in the window', async () => {
+      const s = await seeded();
+      const window = 60_000;
+      const tpm = { scope: U, metric: 'tpm' as const, model: '', limit: 100 };
+      const acquire = (at: Date) =>
+        s.acquireRate({ leaseId: 'l', buckets: [tpm], now: at, windowMs: window, leaseExpiresAt: at });
+      const admitted = await acquire(T0);
+      expect(admitted.ok && admitted.states[0]).toMatchObject({ used: 0 });
+      expect((await raw(s).rateCounter(tpm)) ?? 0).toBe(0);
+      await s.settleRate({ leaseId: 'l', buckets: [tpm], tokens: 60, now: T0, windowMs: window });
+      await s.settleRate({ leaseId: 'l', buckets: [tpm], tokens: 39, now: T0, windowMs: window });
+      expect(await raw(s).rateCounter(tpm)).toBe(99);
+      expect((await acquire(T0)).ok).toBe(true);
+      await s.settleRate({ leaseId: 'l', buckets: [tpm], tokens: 5, now: T0, windowMs: window });
+      const refused = await acquire(new Date(T0.getTime() + 59_999));
+      expect(refused).toEqual({
+        ok: false,
+        refused: { ...tpm, used: 104, resetAt: new Date(T0.getTime() + window) },
+      });
+      const next = new Date(T0.getTime() + window);
+      expect((await acquire(next)).ok).toBe(true);
+      await s.settleRate({ leaseId: 'l', buckets: [tpm], tokens: 7, now: next, windowMs: window });
+      expect(await raw(s).rateCounter(tpm)).toBe(7);
+      await s.close();
+    });
+
+    it('holds parallel leases until released or expired', async () => {
+      const s = await seeded();
+      const parallel = { scope: T, metric: 'parallel' as const, model: '', limit: 2 };
+      const expires = new Date(T0.getTime() + 600_000);
+      const acquire = (lease: string, at = T0) =>
+        s.acquireRate({
+          leaseId: lease,
+          buckets: [parallel],
+          now: at,
+          windowMs: 60_000,
+          leaseExpiresAt: expires,
+        });
+      expect(await acquire('a')).toEqual({ ok: true, states: [{ ...parallel, used: 1, resetAt: null }] });
+      expect((await acquire('b')).ok).toBe(true);
+      expect(await acquire('c')).toEqual({ ok: false, refused: { ...parallel, used: 2, resetAt: null } });
+      expect(await raw(s).rateLeases()).toBe(2);
+      await s.settleRate({ leaseId: 'a', buckets: [], tokens: 0, now: T0, windowMs: 60_000 });
+      expect(await raw(s).rateLeases()).toBe(1);
+      expect((await acquire('c')).ok).toBe(true);
+      expect((await acquire('d')).ok).toBe(false);
+      // Leases whose holder never released them (a dead process) come back when they expire.
+      const after = await acquire('e', expires);
+      expect(after.ok && after.states[0]?.used).toBe(1);
+      expect(await raw(s).rateLeases()).toBe(1);
+      await s.close();
+    });
+
+    it('admits exactly the limit among concurrent acquires, also across instances', async () => {
+      const s = await seeded();
+      const other = options.sibling ? await options.sibling(s) : s;
+      const rpm = { scope: K, metric: 'rpm' as const, model: '', limit: 7 };
+      const parallel = { scope: T, metric: 'parallel' as const, model: '', limit: 5 };
+      const n = Math.min(options.concurrency ?? 60, 40);
+      const results = await Promise.all(
+        Array.from({ length: n }, (_, i) =>
+          (i % 2 ? s : other).acquireRate({
+            leaseId: `p-${i}`,
+            buckets: i < n / 2 ? [rpm] : [parallel],
+            now: T0,
+            windowMs: 60_000,
+            leaseExpiresAt: new Date(T0.getTime() + 60_000),
+          }),
+        ),
+      );
+      expect(results.slice(0, n / 2).filter((r) => r.ok)).toHaveLength(7);
+      expect(results.slice(n / 2).filter((r) => r.ok)).toHaveLength(5);
+      expect(await raw(s).rateCounter(rpm)).toBe(7);
+      expect(await raw(s).rateLeases()).toBe(5);
+      if (other !== s) await other.close();
       await s.close();
     });
 
