@@ -62,7 +62,10 @@ export {
 export {
   type AlertClaim,
   type BudgetInit,
+  type BudgetListQuery,
   type BudgetState,
+  budgetUsedFraction,
+  compareBudgetUse,
   compareSpendReportRows,
   compareTagSpend,
   type EnforcementMode,
