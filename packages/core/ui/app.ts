@@ -60,8 +60,13 @@ async function api<T = Json>(path: string, body?: unknown): Promise<T> {
   return data as T;
 }
 
-const usd = (n: number) =>
-  n >= 100 ? `$${n.toLocaleString('en-US', { maximumFractionDigits: 0 })}` : `$${n.toFixed(n >= 1 ? 2 : 4)}`;
+function usd(n: number): string {
+  if (n === 0) return '$0';
+  if (Math.abs(n) >= 100) return `$${n.toLocaleString('en-US', { maximumFractionDigits: 0 })}`;
+  if (Math.abs(n) >= 0.01) return `$${n.toFixed(2)}`;
+  // Sub-cent amounts (one call of a small model) keep three significant digits.
+  return `$${n.toFixed(Math.min(9, 2 - Math.floor(Math.log10(Math.abs(n)))))}`;
+}
 const num = (n: number) => n.toLocaleString('en-US');
 const pct = (f: number) => (Number.isFinite(f) ? `${(f * 100).toFixed(f < 0.1 ? 1 : 0)}%` : '∞');
 const when = (iso: string | null) => (iso ? new Date(iso).toISOString().replace('T', ' ').slice(0, 19) : '—');
@@ -90,7 +95,14 @@ function bar(fraction: number): HTMLElement {
   const cls = f >= 1 ? 'over' : f >= 0.8 ? 'near' : 'ok';
   return h(
     'div',
-    { class: `bar ${cls}`, role: 'meter', 'aria-valuemin': 0, 'aria-valuemax': 100, 'aria-valuenow': Math.round(f * 100), 'aria-label': `${pct(fraction)} of budget used` },
+    {
+      class: `bar ${cls}`,
+      role: 'meter',
+      'aria-valuemin': 0,
+      'aria-valuemax': 100,
+      'aria-valuenow': Math.round(f * 100),
+      'aria-label': `${pct(fraction)} of budget used`,
+    },
     h('span', { style: `width:${Math.min(100, f * 100)}%` }),
   );
 }
@@ -103,12 +115,26 @@ function table(headers: string[], rows: Child[][], caption?: string): HTMLElemen
       'table',
       {},
       caption ? h('caption', {}, caption) : null,
-      h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          headers.map((x) => h('th', { scope: 'col' }, x)),
+        ),
+      ),
       h(
         'tbody',
         {},
         rows.length
-          ? rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))
+          ? rows.map((r) =>
+              h(
+                'tr',
+                {},
+                r.map((c) => h('td', {}, c)),
+              ),
+            )
           : h('tr', {}, h('td', { colSpan: headers.length, class: 'empty' }, 'Nothing to show.')),
       ),
     ),
@@ -125,7 +151,17 @@ function formValues(form: HTMLFormElement): Record<string, string> {
 
 // ---- Spend ----------------------------------------------------------------------------------
 
-const PALETTE = ['#2f5bd3', '#e0702b', '#2a9d6f', '#b8398f', '#7a5cd6', '#c9a227', '#2396b5', '#d2453b', '#6b7a8f'];
+const PALETTE = [
+  '#2f5bd3',
+  '#e0702b',
+  '#2a9d6f',
+  '#b8398f',
+  '#7a5cd6',
+  '#c9a227',
+  '#2396b5',
+  '#d2453b',
+  '#6b7a8f',
+];
 
 async function spendPage(params: URLSearchParams): Promise<void> {
   const today = new Date();
@@ -133,14 +169,40 @@ async function spendPage(params: URLSearchParams): Promise<void> {
   const form = h(
     'form',
     { class: 'filters', 'aria-label': 'Spend filters' },
-    field('From', h('input', { type: 'date', name: 'from', value: v('from', day(new Date(today.getTime() - 29 * 864e5))) })),
+    field(
+      'From',
+      h('input', {
+        type: 'date',
+        name: 'from',
+        value: v('from', day(new Date(today.getTime() - 29 * 864e5))),
+      }),
+    ),
     field('To', h('input', { type: 'date', name: 'to', value: v('to', day(today)) })),
-    field('Buckets', select('granularity', [['day', 'Day'], ['week', 'Week'], ['month', 'Month']], v('granularity', 'day'))),
+    field(
+      'Buckets',
+      select(
+        'granularity',
+        [
+          ['day', 'Day'],
+          ['week', 'Week'],
+          ['month', 'Month'],
+        ],
+        v('granularity', 'day'),
+      ),
+    ),
     field(
       'Group by',
       select(
         'groupBy',
-        [['none', 'Nothing'], ['team', 'Team'], ['user', 'User'], ['key', 'Key'], ['model', 'Model'], ['provider', 'Provider'], ['tag', 'Tag']],
+        [
+          ['none', 'Nothing'],
+          ['team', 'Team'],
+          ['user', 'User'],
+          ['key', 'Key'],
+          ['model', 'Model'],
+          ['provider', 'Provider'],
+          ['tag', 'Tag'],
+        ],
         v('groupBy', 'team'),
       ),
     ),
@@ -149,7 +211,10 @@ async function spendPage(params: URLSearchParams): Promise<void> {
     field('Key', h('input', { name: 'key', value: v('key'), placeholder: 'sk-… or hash' })),
     field('Model', h('input', { name: 'model', value: v('model') })),
     field('Provider', h('input', { name: 'provider', value: v('provider') })),
-    field('Tags', h('input', { name: 'tags', value: v('tags'), placeholder: 'a:b AND c:d, or a,b (any)', size: 28 })),
+    field(
+      'Tags',
+      h('input', { name: 'tags', value: v('tags'), placeholder: 'a:b AND c:d, or a,b (any)', size: 28 }),
+    ),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply')),
   );
   form.addEventListener('submit', (e) => {
@@ -171,8 +236,17 @@ async function spendPage(params: URLSearchParams): Promise<void> {
       card('Failed', num(r.totals.failedRequests)),
       card('Tokens', num(r.totals.totalTokens)),
     );
-    const chartBox = h('div', { class: 'chart', id: 'spend-chart', role: 'img', 'aria-label': 'Spend over time chart' });
-    const csv = h('a', { class: 'button secondary', href: `api/spend.csv?${query}`, download: '' }, 'Export CSV');
+    const chartBox = h('div', {
+      class: 'chart',
+      id: 'spend-chart',
+      role: 'img',
+      'aria-label': 'Spend over time chart',
+    });
+    const csv = h(
+      'a',
+      { class: 'button secondary', href: `api/spend.csv?${query}`, download: '' },
+      'Export CSV',
+    );
     const rows = r.rows.map((row) => [
       row.period,
       ...(g ? [label((row as unknown as Json)[g] as string | null)] : []),
@@ -187,7 +261,18 @@ async function spendPage(params: URLSearchParams): Promise<void> {
       r.note ? h('p', { class: r.truncated ? 'warning' : 'note' }, r.note) : '',
       chartBox,
       h('div', { class: 'row-between' }, h('h2', {}, 'Breakdown'), csv),
-      table(['Period', ...(g ? [g[0]!.toUpperCase() + g.slice(1)] : []), 'Requests', 'Failed', 'Spend', 'Prompt tokens', 'Completion tokens'], rows),
+      table(
+        [
+          'Period',
+          ...(g ? [g[0]!.toUpperCase() + g.slice(1)] : []),
+          'Requests',
+          'Failed',
+          'Spend',
+          'Prompt tokens',
+          'Completion tokens',
+        ],
+        rows,
+      ),
     );
     drawSpendChart(chartBox, r, g, label);
   } catch (e) {
@@ -207,6 +292,7 @@ interface SpendRow {
 interface SpendView {
   from: string;
   to: string;
+  granularity: string;
   groupBy: string[];
   rows: SpendRow[];
   totals: SpendRow;
@@ -216,17 +302,27 @@ interface SpendView {
 }
 
 function card(title: string, value: string): HTMLElement {
-  return h('div', { class: 'card' }, h('div', { class: 'card-title' }, title), h('div', { class: 'card-value' }, value));
+  return h(
+    'div',
+    { class: 'card' },
+    h('div', { class: 'card-title' }, title),
+    h('div', { class: 'card-value' }, value),
+  );
 }
 
 /** One line per group (the 8 largest; the rest summed as "other"), one point per time bucket. */
-function drawSpendChart(box: HTMLElement, r: SpendView, g: string | undefined, label: (v: string | null) => string) {
+function drawSpendChart(
+  box: HTMLElement,
+  r: SpendView,
+  g: string | undefined,
+  label: (v: string | null) => string,
+) {
   chart?.destroy();
-  const periods = [...new Set(r.rows.map((x) => x.period))].sort();
-  if (periods.length === 0) {
+  if (r.rows.length === 0) {
     box.append(h('p', { class: 'empty' }, 'No spend in this range.'));
     return;
   }
+  const periods = bucketsOf(r.from, r.to, r.granularity);
   const byGroup = new Map<string, Map<string, number>>();
   const sums = new Map<string, number>();
   for (const row of r.rows) {
@@ -268,14 +364,52 @@ function drawSpendChart(box: HTMLElement, r: SpendView, g: string | undefined, l
   );
 }
 
+/** Every bucket of the range (days, Monday weeks or months), so that the chart spans the whole range. */
+function bucketsOf(from: string, to: string, granularity: string): string[] {
+  const start = new Date(`${from}T00:00:00Z`);
+  if (granularity === 'week') start.setUTCDate(start.getUTCDate() - ((start.getUTCDay() + 6) % 7));
+  if (granularity === 'month') start.setUTCDate(1);
+  const out: string[] = [];
+  for (const d = start; day(d) <= to && out.length < 1000; ) {
+    out.push(day(d));
+    if (granularity === 'month') d.setUTCMonth(d.getUTCMonth() + 1);
+    else d.setUTCDate(d.getUTCDate() + (granularity === 'week' ? 7 : 1));
+  }
+  return out;
+}
+
 // ---- Budgets --------------------------------------------------------------------------------
 
 async function budgetsPage(params: URLSearchParams): Promise<void> {
   const form = h(
     'form',
     { class: 'filters', 'aria-label': 'Budget filters' },
-    field('Used at least', select('min', [['0', 'any'], ['0.5', '50%'], ['0.8', '80%'], ['1', '100% (over)']], params.get('min') ?? '0.8')),
-    field('Scope', select('kind', [['', 'all'], ['team', 'Teams'], ['user', 'Users'], ['key', 'Keys']], params.get('kind') ?? '')),
+    field(
+      'Used at least',
+      select(
+        'min',
+        [
+          ['0', 'any'],
+          ['0.5', '50%'],
+          ['0.8', '80%'],
+          ['1', '100% (over)'],
+        ],
+        params.get('min') ?? '0.8',
+      ),
+    ),
+    field(
+      'Scope',
+      select(
+        'kind',
+        [
+          ['', 'all'],
+          ['team', 'Teams'],
+          ['user', 'Users'],
+          ['key', 'Keys'],
+        ],
+        params.get('kind') ?? '',
+      ),
+    ),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply')),
   );
   form.addEventListener('submit', (e) => {
@@ -289,7 +423,11 @@ async function budgetsPage(params: URLSearchParams): Promise<void> {
     if (!q.has('min')) q.set('min', '0');
     const r = await api<{ from: string; to: string; entries: Json[] }>(`budgets?${q}`);
     out.replaceChildren(
-      h('p', { class: 'note' }, `Burn rate: average daily spend ${r.from} to ${r.to} (today so far included), from the daily rollups.`),
+      h(
+        'p',
+        { class: 'note' },
+        `Burn rate: average daily spend ${r.from} to ${r.to} (today so far included), from the daily rollups.`,
+      ),
       table(
         ['Scope', 'Name', 'Used', '', 'Spend / cap', 'Burn per day', 'Runs out', 'Resets'],
         r.entries.map((e) => {
@@ -298,11 +436,21 @@ async function budgetsPage(params: URLSearchParams): Promise<void> {
           return [
             `${scope.kind} ${scope.kind === 'key' ? `${scope.id.slice(0, 10)}…` : scope.id}`,
             (e.name as string | null) ?? '—',
-            h('span', { class: `status ${e.status}` }, e.status === 'over' ? 'over' : e.status === 'near' ? 'near' : 'ok'),
+            h(
+              'span',
+              { class: `status ${e.status}` },
+              e.status === 'over' ? 'over' : e.status === 'near' ? 'near' : 'ok',
+            ),
             bar(e.usedFraction as number),
             `${usd(e.spend as number)} / ${usd(e.maxBudget as number)}`,
             usd(e.burnRatePerDay as number),
-            e.status === 'over' ? 'spent' : runOut ? when(runOut).slice(0, 10) : e.resetsFirst ? 'resets first' : 'not at this rate',
+            e.status === 'over'
+              ? 'spent'
+              : runOut
+                ? when(runOut).slice(0, 10)
+                : e.resetsFirst
+                  ? 'resets first'
+                  : 'not at this rate',
             e.resetAt ? when(e.resetAt as string).slice(0, 16) : 'never',
           ];
         }),
@@ -324,7 +472,20 @@ async function keysPage(): Promise<void> {
     field('User id', h('input', { name: 'user_id' })),
     field('Team id', h('input', { name: 'team_id' })),
     field('Max budget (USD)', h('input', { name: 'max_budget', type: 'number', min: '0', step: 'any' })),
-    field('Budget period', select('budget_duration', [['', 'never resets'], ['1d', 'daily'], ['7d', 'weekly'], ['30d', '30 days'], ['1mo', 'monthly']], '')),
+    field(
+      'Budget period',
+      select(
+        'budget_duration',
+        [
+          ['', 'never resets'],
+          ['1d', 'daily'],
+          ['7d', 'weekly'],
+          ['30d', '30 days'],
+          ['1mo', 'monthly'],
+        ],
+        '',
+      ),
+    ),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Generate key')),
   );
   gen.addEventListener('submit', async (e) => {
@@ -342,7 +503,14 @@ async function keysPage(): Promise<void> {
     }
   });
   const list = h('section', {}, h('p', {}, 'Loading…'));
-  main.replaceChildren(h('h1', {}, 'Keys'), h('h2', {}, 'Generate'), gen, notice, h('h2', {}, 'All keys'), list);
+  main.replaceChildren(
+    h('h1', {}, 'Keys'),
+    h('h2', {}, 'Generate'),
+    gen,
+    notice,
+    h('h2', {}, 'All keys'),
+    list,
+  );
   await renderKeys(list, notice);
 }
 
@@ -354,7 +522,11 @@ function showSecret(box: HTMLElement, message: string, secret: string): void {
       { class: 'secret-box', role: 'status' },
       h('p', {}, message),
       code,
-      h('button', { type: 'button', class: 'secondary', onclick: () => void navigator.clipboard?.writeText(secret) }, 'Copy'),
+      h(
+        'button',
+        { type: 'button', class: 'secondary', onclick: () => void navigator.clipboard?.writeText(secret) },
+        'Copy',
+      ),
       h('button', { type: 'button', class: 'secondary', onclick: () => box.replaceChildren() }, 'Done'),
     ),
   );
@@ -396,16 +568,37 @@ async function renderKeys(list: HTMLElement, notice: HTMLElement): Promise<void>
             h('span', { title: token }, name),
             (k.user_id as string | null) ?? '—',
             (k.team_id as string | null) ?? '—',
-            max === null ? 'no cap' : h('div', { class: 'budget-cell' }, bar(max > 0 ? spend / max : Number.POSITIVE_INFINITY), usd(max)),
+            max === null
+              ? 'no cap'
+              : h(
+                  'div',
+                  { class: 'budget-cell' },
+                  bar(max > 0 ? spend / max : Number.POSITIVE_INFINITY),
+                  usd(max),
+                ),
             usd(spend),
             when(k.last_used as string | null),
-            k.blocked ? h('span', { class: 'status over' }, 'blocked') : h('span', { class: 'status ok' }, 'active'),
+            k.blocked
+              ? h('span', { class: 'status over' }, 'blocked')
+              : h('span', { class: 'status ok' }, 'active'),
             h(
               'div',
               { class: 'row-actions', 'aria-label': `Actions for ${name}` },
-              k.blocked ? act('Unblock', 'keys/unblock', { key: token }) : act('Block', 'keys/block', { key: token }),
-              act('Rotate', 'keys/regenerate', { key: token, grace_period: '24h' }, `Rotate ${name}? The old key keeps working for 24 h.`),
-              act('Delete', 'keys/delete', { keys: [token] }, `Delete ${name}? Calls with it will be refused.`),
+              k.blocked
+                ? act('Unblock', 'keys/unblock', { key: token })
+                : act('Block', 'keys/block', { key: token }),
+              act(
+                'Rotate',
+                'keys/regenerate',
+                { key: token, grace_period: '24h' },
+                `Rotate ${name}? The old key keeps working for 24 h.`,
+              ),
+              act(
+                'Delete',
+                'keys/delete',
+                { keys: [token] },
+                `Delete ${name}? Calls with it will be refused.`,
+              ),
             ),
           ];
         }),
@@ -422,7 +615,14 @@ async function modelsPage(): Promise<void> {
   const out = h('section', {}, h('p', {}, 'Loading…'));
   main.replaceChildren(h('h1', {}, 'Models'), out);
   try {
-    const r = await api<{ days: number; recent_window_minutes: number; recent_sample: number; recent_sample_capped: boolean; limits_note: string; models: Json[] }>('models');
+    const r = await api<{
+      days: number;
+      recent_window_minutes: number;
+      recent_sample: number;
+      recent_sample_capped: boolean;
+      limits_note: string;
+      models: Json[];
+    }>('models');
     const ms = (v: unknown) => (v === null ? '—' : `${num(v as number)} ms`);
     out.replaceChildren(
       h(
@@ -431,10 +631,28 @@ async function modelsPage(): Promise<void> {
         `Requests, errors and tokens: the last ${r.days} days (daily rollups). Latency, health, RPM and TPM: the ${num(r.recent_sample)} most recent calls of the last ${r.recent_window_minutes} minutes${r.recent_sample_capped ? ' (capped)' : ''}. ${r.limits_note}`,
       ),
       table(
-        ['Model', 'Health', 'Requests', 'Error rate', 'p50', 'p95', 'Prompt tokens', 'Completion tokens', 'Spend', 'RPM', 'TPM'],
+        [
+          'Model',
+          'Health',
+          'Requests',
+          'Error rate',
+          'p50',
+          'p95',
+          'Prompt tokens',
+          'Completion tokens',
+          'Spend',
+          'RPM',
+          'TPM',
+        ],
         r.models.map((m) => [
           m.model as string,
-          h('span', { class: `status ${m.health === 'healthy' ? 'ok' : m.health === 'idle' ? 'idle' : m.health === 'degraded' ? 'near' : 'over'}` }, m.health as string),
+          h(
+            'span',
+            {
+              class: `status ${m.health === 'healthy' ? 'ok' : m.health === 'idle' ? 'idle' : m.health === 'degraded' ? 'near' : 'over'}`,
+            },
+            m.health as string,
+          ),
           num(m.requests as number),
           pct(m.error_rate as number),
           ms(m.latency_p50_ms),
@@ -464,7 +682,18 @@ async function logsPage(params: URLSearchParams): Promise<void> {
     field('User', h('input', { name: 'user', value: v('user') })),
     field('Model', h('input', { name: 'model', value: v('model') })),
     field('Tag', h('input', { name: 'tag', value: v('tag'), placeholder: 'a:b AND c:d' })),
-    field('Status', select('status', [['', 'any'], ['success', 'success'], ['failure', 'failure']], v('status'))),
+    field(
+      'Status',
+      select(
+        'status',
+        [
+          ['', 'any'],
+          ['success', 'success'],
+          ['failure', 'failure'],
+        ],
+        v('status'),
+      ),
+    ),
     field('From', h('input', { type: 'date', name: 'from', value: v('from') })),
     field('To', h('input', { type: 'date', name: 'to', value: v('to') })),
     h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply')),
@@ -490,7 +719,21 @@ async function logsPage(params: URLSearchParams): Promise<void> {
           (l.request_tags as string[]).join(', ') || '—',
           h('span', { class: `status ${l.status === 'success' ? 'ok' : 'over'}` }, l.status as string),
           num(l.total_tokens as number),
-          h('span', {}, usd(l.spend as number), l.estimated ? h('abbr', { class: 'est', title: 'estimated: the provider reported no usage, tokens were counted locally' }, ' est.') : null),
+          h(
+            'span',
+            {},
+            usd(l.spend as number),
+            l.estimated
+              ? h(
+                  'abbr',
+                  {
+                    class: 'est',
+                    title: 'estimated: the provider reported no usage, tokens were counted locally',
+                  },
+                  ' est.',
+                )
+              : null,
+          ),
           `${num(l.latency_ms as number)} ms`,
           h('a', { href: `#/logs/${encodeURIComponent(l.request_id as string)}` }, 'Details'),
         ]),
@@ -525,13 +768,20 @@ async function logDetailPage(id: string): Promise<void> {
       ['Status', `${l.status as string} (HTTP ${md.http_status as number})`],
       ['Started', when(l.startTime as string)],
       ['Latency', `${num(l.latency_ms as number)} ms`],
-      ['Tokens', `${num(l.prompt_tokens as number)} prompt + ${num(l.completion_tokens as number)} completion`],
+      [
+        'Tokens',
+        `${num(l.prompt_tokens as number)} prompt + ${num(l.completion_tokens as number)} completion`,
+      ],
       ['Cost', `${usd(l.spend as number)}${l.estimated ? ' (estimated: tokens counted locally)' : ''}`],
     ];
     main.replaceChildren(
       h('p', {}, h('a', { href: '#/logs' }, '← All logs')),
       h('h1', {}, 'Call ', h('code', {}, l.request_id as string)),
-      h('dl', { class: 'detail' }, rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+      h(
+        'dl',
+        { class: 'detail' },
+        rows.flatMap(([k, v]) => [h('dt', {}, k), h('dd', {}, v)]),
+      ),
       h('h2', {}, 'Prompt and response'),
       h('p', { class: 'note' }, l.bodies_note as string),
     );

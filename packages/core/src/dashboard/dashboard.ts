@@ -292,7 +292,8 @@ export class Dashboard {
       header: () => null,
       body: '',
     });
-    if (!answer || answer.status !== 200) return json(answer?.status ?? 500, answer?.body ?? null);
+    if (!answer) throw new Error('the management API has no /key/list route');
+    if (answer.status !== 200) return json(answer.status, answer.body);
     const keys = (answer.body as { keys: { token: string }[] }).keys;
     // One indexed read per key (api_key_hash, start_time): the newest log.
     const lastUsed = await Promise.all(
