@@ -356,7 +356,7 @@ function drawSpendChart(
           value: (_u: uPlot, v: number | null) => (v === null ? '—' : usd(v)),
         })),
       ],
-      axes: [{}, { values: (_u, vals) => vals.map((x) => usd(x)), size: 70 }],
+      axes: [{}, { values: (_u, vals) => vals.map((x) => usd(x)), size: 100 }],
       legend: { live: true },
     },
     [xs, ...series.map(([, ys]) => ys)],
@@ -447,7 +447,9 @@ async function budgetsPage(params: URLSearchParams): Promise<void> {
             e.status === 'over'
               ? 'spent'
               : runOut
-                ? when(runOut).slice(0, 10)
+                ? Date.parse(runOut) - Date.now() > 3650 * 864e5
+                  ? 'in over 10 years'
+                  : when(runOut).slice(0, 10)
                 : e.resetsFirst
                   ? 'resets first'
                   : 'not at this rate',
