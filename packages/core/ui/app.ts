@@ -811,8 +811,13 @@ async function route(): Promise<void> {
   else if (section === 'logs' && id) await logDetailPage(decodeURIComponent(id));
   else if (section === 'logs') await logsPage(params);
   else await spendPage(params);
+  // A new section: keyboard and screen-reader users continue from its content, not the nav link.
+  if (lastSection !== null && lastSection !== section) main.focus({ preventScroll: true });
+  lastSection = section;
   document.body.dataset.ready = section;
 }
+
+let lastSection: string | null = null;
 
 window.addEventListener('hashchange', () => void route());
 void route();
