@@ -18,6 +18,7 @@
  *   SPENDGUARD_RESERVATION_SWEEP_MS  how often this instance charges such reservations; 0: never. Default 30000
  *   LLM_BASE_URL                     an OpenAI-compatible provider. Default: the built-in simulator
  *   SIM_LATENCY_MS                   the simulator's delay before each answer. Default 0
+ *   UI_USERNAME, UI_PASSWORD         the dashboard's login (at /ui). Default: admin and the master key
  */
 import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { type Simulator, startSimulator } from '@spendguard/core/testing';
@@ -75,6 +76,10 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
     storageTimeoutMs: envMs('SPENDGUARD_STORAGE_TIMEOUT_MS'),
     reservationTtlMs: envMs('SPENDGUARD_RESERVATION_TTL_MS'),
     reservationSweepMs: envMs('SPENDGUARD_RESERVATION_SWEEP_MS'),
+    dashboard: {
+      username: process.env.UI_USERNAME || undefined,
+      password: process.env.UI_PASSWORD || undefined,
+    },
   };
 
   // Postgres when DATABASE_URL is set (every instance of the app shares it), else a SQLite file.
@@ -117,6 +122,9 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
       console.log(`spendguard demo on http://${host ?? 'localhost'}:${actualPort}`);
       console.log(`  provider: ${providerBaseUrl}${simulator ? ' (built-in simulator)' : ''}`);
       console.log(`  storage:  ${storageLabel}`);
+      console.log(
+        `  dashboard: http://localhost:${actualPort}/ui (user ${process.env.UI_USERNAME || 'admin'}, password ${process.env.UI_PASSWORD ? 'from UI_PASSWORD' : 'the master key'})`,
+      );
       console.log(
         `  try:      curl -X POST http://localhost:${actualPort}/team/new -H "Authorization: Bearer ${masterKey === 'sk-master' ? 'sk-master' : '<master key>'}" -d '{"team_alias": "frontend-team", "max_budget": 1000}'`,
       );

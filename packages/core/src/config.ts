@@ -97,6 +97,22 @@ export interface SpendGuardOptions {
    * are not counted against it.
    */
   globalBudget?: { maxBudget: number | null; budgetDuration?: string | null; softBudget?: number | null };
+  /**
+   * The dashboard served by the management router at `ui/` (see the README's "Dashboard"): who may
+   * log in, and for how long. It needs a password: this one, or else the master key.
+   * @default { username: 'admin', password: masterKey, sessionTtlMs: 43200000 }
+   * @example dashboard: { username: process.env.UI_USERNAME, password: process.env.UI_PASSWORD }
+   */
+  dashboard?: DashboardOptions;
+}
+
+export interface DashboardOptions {
+  /** @default 'admin' */
+  username?: string;
+  /** @default the master key */
+  password?: string;
+  /** How long a login lasts. @default 43200000 (12 h) */
+  sessionTtlMs?: number;
 }
 
 // LiteLLM's per-model fields: every cost field is a non-negative number (the pricing module reads
@@ -186,6 +202,16 @@ const optionsSchema = z.object({
       timeoutMs: z.number().int().positive().optional(),
     })
     .optional(),
+  dashboard: z
+    .object({
+      username: z.string().min(1, 'must not be empty').optional(),
+      password: z
+        .string()
+        .min(8, 'must be at least 8 characters (it guards every key and budget)')
+        .optional(),
+      sessionTtlMs: z.number().int().positive().optional(),
+    })
+    .optional(),
 });
 
 type OptionalOptions =
@@ -195,7 +221,8 @@ type OptionalOptions =
   | 'priceTable'
   | 'priceTableRefreshMs'
   | 'alerts'
-  | 'globalBudget';
+  | 'globalBudget'
+  | 'dashboard';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
 
@@ -234,5 +261,6 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     now: options.now ?? (() => new Date()),
     alerts: options.alerts,
     globalBudget: options.globalBudget,
+    dashboard: options.dashboard,
   };
 }

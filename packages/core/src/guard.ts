@@ -4,6 +4,7 @@ import { ManagementApi } from './admin/management-api.js';
 import { BudgetAlerts } from './alerts/budget-alerts.js';
 import { nextBudgetResetAt } from './budget-period.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
+import { Dashboard } from './dashboard/dashboard.js';
 import { SpendGuardError, StorageConflictError } from './errors.js';
 import { constantTimeEqual, hashVirtualKey } from './keys.js';
 import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
@@ -111,6 +112,8 @@ export class SpendGuard {
    * @example const openai = new OpenAI({ fetch: guard.fetch })
    */
   readonly fetch: typeof globalThis.fetch = createGuardFetch(this);
+  /** The dashboard at `ui/` of the management router (login, pages, its JSON endpoints). */
+  readonly dashboard: Dashboard;
   /** Spend reports from the daily rollups: `guard.spend.report({ groupBy, from, to, granularity, filters })`. */
   readonly spend: SpendQueries = new SpendQueries(this);
   /** Budgets as they stand: `guard.budgets.remaining({ key | user | team })`. */
@@ -142,6 +145,7 @@ export class SpendGuard {
       noDeleteOnStaleGet: true,
     });
     this.management = new ManagementApi(this);
+    this.dashboard = new Dashboard(this);
     this.gate = new StorageGate(() => this.storage(), {
       timeoutMs: this.options.storageTimeoutMs,
       maxPendingSettlements: this.options.maxPendingSettlements,

@@ -7,7 +7,8 @@ export {
   signWebhookBody,
 } from './alerts/budget-alerts.js';
 export { isValidBudgetDuration, nextBudgetResetAt, parseBudgetDuration } from './budget-period.js';
-export type { GuardLogger, SpendGuardOptions } from './config.js';
+export type { DashboardOptions, GuardLogger, SpendGuardOptions } from './config.js';
+export type { Dashboard, DashboardRequest, DashboardResponse } from './dashboard/dashboard.js';
 export { ERROR_STATUS, SpendGuardError, type SpendGuardErrorCode, StorageConflictError } from './errors.js';
 export {
   type AdmitOutcome,
@@ -35,6 +36,9 @@ export {
   type TokenUsage,
 } from './pricing/price-book.js';
 export type {
+  BudgetOverview,
+  BudgetOverviewEntry,
+  BudgetOverviewOptions,
   BudgetQueries,
   BudgetRemaining,
   BudgetScope,
@@ -69,8 +73,11 @@ export {
 export {
   type AlertClaim,
   type BudgetInit,
+  type BudgetListQuery,
   type BudgetState,
+  budgetUsedFraction,
   type CustomerRecord,
+  compareBudgetUse,
   compareSpendReportRows,
   compareTagSpend,
   type EnforcementMode,

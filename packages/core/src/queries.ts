@@ -3,6 +3,7 @@ import type { SpendGuard } from './guard.js';
 import { keyHashFromKeyOrHash } from './keys.js';
 import { nanoToUsd } from './money.js';
 import type {
+  ScopeKind,
   ScopeRef,
   SpendDimension,
   SpendReportFilters,
@@ -348,4 +349,143 @@ export class BudgetQueries {
       resetAt: state.budgetResetAt,
     };
   }
+
+  /**
+   * Every capped scope near or over its cap, with its burn rate (from the daily rollups) and the date
+   * it runs out at that rate.
+   * @example const { entries } = await guard.budgets.overview({ minUsedFraction: 0.8 })
+   */
+  overview(options: BudgetOverviewOptions = {}): Promise<BudgetOverview> {
+    return budgetOverview(this.guard, options);
+  }
+}
+
+/** Options of `guard.budgets.overview`. */
+export interface BudgetOverviewOptions {
+  /**
+   * Only scopes that have spent at least this fraction of their cap (0.8: 80 % and over).
+   * @default 0.8
+   */
+  minUsedFraction?: number;
+  /** Only these kinds of scope. @default ['team', 'user', 'key'] */
+  kinds?: ScopeKind[];
+  /** At most this many scopes, most used first. @default 100 */
+  limit?: number;
+  /**
+   * The burn rate is the average daily spend over this many UTC days up to now (today counts as the
+   * part of it that has passed), read from the daily rollups.
+   * @default 7
+   */
+  burnDays?: number;
+}
+
+/** One scope of the budgets overview, in USD. */
+export interface BudgetOverviewEntry extends BudgetRemaining {
+  /** A team's alias, a key's alias or masked name; `null` where there is none. */
+  name: string | null;
+  /** `spend / maxBudget` (1 and more: at or over the cap). */
+  usedFraction: number;
+  status: 'over' | 'near' | 'ok';
+  /** Average spend per day over the burn window, USD. */
+  burnRatePerDay: number;
+  /**
+   * When the remaining budget runs out at that rate: `now` when already spent, `null` when nothing is
+   * being spent or the period resets first (see `resetsFirst`).
+   */
+  projectedRunOut: Date | null;
+  /** The budget period resets before it would run out. */
+  resetsFirst: boolean;
+}
+
+export interface BudgetOverview {
+  /** Burn window, UTC days, inclusive. */
+  from: string;
+  to: string;
+  entries: BudgetOverviewEntry[];
+}
+
+/** Budget overview: scopes near or over their caps, their burn rate and projected run-out. */
+export async function budgetOverview(
+  guard: SpendGuard,
+  options: BudgetOverviewOptions = {},
+): Promise<BudgetOverview> {
+  const now = guard.now();
+  const min = options.minUsedFraction ?? 0.8;
+  const burnDays = options.burnDays ?? 7;
+  if (!(min >= 0) || !Number.isFinite(min))
+    throw badRequest('minUsedFraction must be a number >= 0', 'minUsedFraction');
+  if (!Number.isSafeInteger(burnDays) || burnDays < 1 || burnDays > 366) {
+    throw badRequest('burnDays must be a whole number of days, 1 to 366', 'burnDays');
+  }
+  const to = utcDay(now);
+  const from = utcDay(new Date(now.getTime() - (burnDays - 1) * DAY_MS));
+  // Days in the window: the full days before today plus the elapsed part of today.
+  const elapsedDays = burnDays - 1 + (now.getTime() - Date.parse(`${to}T00:00:00.000Z`)) / DAY_MS;
+  const { states, names, burn } = await guard.gate.call('budgets overview', async (storage) => {
+    const states = await storage.listBudgets(
+      { minUsedFraction: min, kinds: options.kinds, limit: options.limit },
+      now,
+    );
+    const ids = (kind: ScopeKind) => states.filter((s) => s.scope.kind === kind).map((s) => s.scope.id);
+    const burn = new Map<string, number>();
+    const dims: [ScopeKind, SpendDimension, keyof SpendReportFilters, keyof SpendReportRow][] = [
+      ['team', 'team', 'teamIds', 'teamId'],
+      ['user', 'user', 'userIds', 'userId'],
+      ['key', 'key', 'apiKeyHashes', 'apiKeyHash'],
+    ];
+    // One rollup query per kind of scope listed: O(days x scopes), never the logs.
+    for (const [kind, dim, filter, field] of dims) {
+      const list = ids(kind);
+      if (list.length === 0) continue;
+      const rows = await storage.spendReport({
+        fromDay: from,
+        toDay: to,
+        groupBy: [dim],
+        filters: { [filter]: list },
+      });
+      for (const r of rows) burn.set(`${kind}:${r[field] as string}`, r.spendNano);
+    }
+    const names = new Map<string, string | null>();
+    for (const s of states) {
+      if (s.scope.kind === 'team')
+        names.set(`team:${s.scope.id}`, (await storage.getTeam(s.scope.id))?.teamAlias ?? null);
+      if (s.scope.kind === 'key') {
+        const k = await storage.getKey(s.scope.id);
+        names.set(`key:${s.scope.id}`, k ? (k.keyAlias ?? k.keyName) : null);
+      }
+    }
+    return { states, names, burn };
+  });
+  const entries = states.map((state): BudgetOverviewEntry => {
+    const id = `${state.scope.kind}:${state.scope.id}`;
+    const max = state.maxBudgetNano ?? 0;
+    const usedFraction = max > 0 ? state.spendNano / max : Number.POSITIVE_INFINITY;
+    const burnNanoPerDay = (burn.get(id) ?? 0) / elapsedDays;
+    const left = max - state.spendNano - state.reservedNano;
+    let projectedRunOut: Date | null = null;
+    let resetsFirst = false;
+    if (left <= 0) projectedRunOut = now;
+    else if (burnNanoPerDay > 0) {
+      const at = new Date(now.getTime() + (left / burnNanoPerDay) * DAY_MS);
+      if (state.budgetResetAt && state.budgetResetAt.getTime() <= at.getTime()) resetsFirst = true;
+      else projectedRunOut = at;
+    }
+    return {
+      scope: state.scope,
+      name: names.get(id) ?? null,
+      maxBudget: nanoToUsd(max),
+      softBudget: state.softBudgetNano === null ? null : nanoToUsd(state.softBudgetNano),
+      spend: nanoToUsd(state.spendNano),
+      reserved: nanoToUsd(state.reservedNano),
+      remaining: nanoToUsd(Math.max(0, left)),
+      budgetDuration: state.budgetDuration,
+      resetAt: state.budgetResetAt,
+      usedFraction,
+      status: state.spendNano >= max ? 'over' : usedFraction >= 0.8 ? 'near' : 'ok',
+      burnRatePerDay: nanoToUsd(Math.round(burnNanoPerDay)),
+      projectedRunOut,
+      resetsFirst,
+    };
+  });
+  return { from, to, entries };
 }

@@ -87,10 +87,22 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
   };
 
   const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {
-    if (!guard.management.handles(req.method, req.path)) return next();
+    const dashboard = guard.dashboard.handles(req.path);
+    if (!dashboard && !guard.management.handles(req.method, req.path)) return next();
     try {
       const { body } = await readJsonBody(req, limit, false);
       const query = new URLSearchParams(req.originalUrl.split('?')[1] ?? '');
+      if (dashboard) {
+        const page = await guard.dashboard.handle({
+          method: req.method,
+          path: req.path,
+          query,
+          header: (n) => req.get(n),
+          body,
+          tls: req.secure,
+        });
+        if (page) return void res.status(page.status).set(page.headers).end(page.body);
+      }
       const answer = await guard.management.handle({
         method: req.method,
         path: req.path,

@@ -77,8 +77,21 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
   const admin = new Hono().use(async function spendGuardAdmin(c, next) {
     const base = basePath(c).replace(/\/$/, '');
     const path = c.req.path.slice(base.length) || '/';
-    if (!guard.management.handles(c.req.method, path)) return next();
+    const dashboard = guard.dashboard.handles(path);
+    if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
     try {
+      if (dashboard) {
+        const url = new URL(c.req.url);
+        const page = await guard.dashboard.handle({
+          method: c.req.method,
+          path,
+          query: url.searchParams,
+          header: (n) => c.req.header(n),
+          body: (await readBody(c, limit)).text,
+          tls: url.protocol === 'https:',
+        });
+        if (page) return new Response(page.body as BodyInit, { status: page.status, headers: page.headers });
+      }
       const answer = await guard.management.handle({
         method: c.req.method,
         path,

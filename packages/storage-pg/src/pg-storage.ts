@@ -4,8 +4,10 @@ import {
   activeFilters,
   applyDueReset,
   type BudgetInit,
+  type BudgetListQuery,
   type BudgetState,
   type CustomerRecord,
+  compareBudgetUse,
   compareTagSpend,
   type EntityInsert,
   expiredReservationLog,
@@ -423,6 +425,42 @@ export class PgStorage implements SpendStorage {
     return rows.map((row) => toState(row as StateRow));
   }
 
+  async listBudgets(query: BudgetListQuery, now: Date): Promise<BudgetState[]> {
+    const { db, t } = this.#ready();
+    const b = t.budgets;
+    // A counter whose period is over counts as spent 0 (the reset is applied in the answer only).
+    const spend = sql`CASE WHEN ${b.budgetDuration} IS NOT NULL AND ${b.budgetResetAt} <= ${now.toISOString()}::timestamptz THEN 0 ELSE ${b.spendNano} END`;
+    const used = sql`CASE WHEN ${b.maxBudgetNano} > 0 THEN (${spend})::float8 / ${b.maxBudgetNano}::float8 ELSE 'Infinity'::float8 END`;
+    const where: SQL[] = [
+      sql`${b.maxBudgetNano} IS NOT NULL`,
+      sql`${used} >= ${query.minUsedFraction ?? 0}::float8`,
+    ];
+    if (query.kinds !== undefined) where.push(inArray(b.scopeKind, query.kinds));
+    const limit = Math.max(0, Math.floor(Math.min(query.limit ?? 100, 1000)));
+    const rows = await db
+      .select()
+      .from(b)
+      .where(and(...where))
+      .orderBy(sql`${used} DESC`, sql`${b.scopeKind} COLLATE "C"`, sql`${b.scopeId} COLLATE "C"`)
+      .limit(limit);
+    return rows
+      .map((r) =>
+        applyDueReset(
+          {
+            scope: { kind: r.scopeKind as ScopeKind, id: r.scopeId },
+            maxBudgetNano: r.maxBudgetNano,
+            budgetDuration: r.budgetDuration,
+            budgetResetAt: r.budgetResetAt,
+            spendNano: r.spendNano,
+            reservedNano: r.reservedNano,
+            softBudgetNano: r.softBudgetNano,
+          },
+          now,
+        ),
+      )
+      .sort(compareBudgetUse);
+  }
+
   async reserve(input: ReserveInput): Promise<ReserveResult> {
     const [head, ...states] = await this.#call(
       'reserve_v2',
@@ -535,6 +573,15 @@ export class PgStorage implements SpendStorage {
     if (query.requestId !== undefined) where.push(eq(l.requestId, query.requestId));
     if (query.startTime !== undefined) where.push(gte(l.startTime, query.startTime));
     if (query.endTime !== undefined) where.push(lt(l.startTime, query.endTime));
+    if (query.model !== undefined) where.push(eq(l.model, query.model));
+    if (query.status !== undefined) where.push(eq(l.status, query.status));
+    if (query.tags !== undefined && query.tags.length > 0) where.push(arrayContains(l.tags, query.tags));
+    if (query.before !== undefined) {
+      const { startTime, requestId } = query.before;
+      where.push(
+        or(lt(l.startTime, startTime), and(eq(l.startTime, startTime), lt(l.requestId, requestId)))!,
+      );
+    }
     const limit = Math.max(0, Math.floor(Math.min(query.limit ?? 100, 1000)));
     return db
       .select()

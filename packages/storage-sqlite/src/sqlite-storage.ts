@@ -4,8 +4,10 @@ import {
   addRateTokens,
   applyDueReset,
   type BudgetInit,
+  type BudgetListQuery,
   type BudgetState,
   type CustomerRecord,
+  compareBudgetUse,
   compareTagSpend,
   decideRateBucket,
   type EntityInsert,
@@ -26,6 +28,7 @@ import {
   readsTagRollup,
   rollupColumn,
   rollupRowOf,
+  type ScopeKind,
   type ScopeRef,
   type SettleInput,
   type SettleResult,
@@ -46,7 +49,7 @@ import {
   windowScopeId,
 } from '@spendguard/core';
 import Database from 'better-sqlite3';
-import { and, asc, desc, eq, gte, inArray, lt, lte, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, inArray, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import { GroupCommit } from './group-commit.js';
@@ -460,6 +463,40 @@ export class SqliteStorage implements SpendStorage {
     return this.#ready().readBudgets(scopes, now);
   }
 
+  async listBudgets(query: BudgetListQuery, now: Date): Promise<BudgetState[]> {
+    const { orm } = this.#ready();
+    const b = schema.budgets;
+    // A counter whose period is over counts as spent 0 (the reset is applied in the answer only).
+    const spend = sql`CASE WHEN ${b.budgetDuration} IS NOT NULL AND ${b.budgetResetAt} <= ${now.getTime()} THEN 0 ELSE ${b.spendNano} END`;
+    const used = sql`CASE WHEN ${b.maxBudgetNano} > 0 THEN CAST(${spend} AS REAL) / ${b.maxBudgetNano} ELSE 9e999 END`;
+    const where: SQL[] = [sql`${b.maxBudgetNano} IS NOT NULL`, sql`${used} >= ${query.minUsedFraction ?? 0}`];
+    if (query.kinds !== undefined) where.push(inArray(b.scopeKind, query.kinds));
+    const limit = Math.max(0, Math.floor(Math.min(query.limit ?? 100, 1000)));
+    const rows = orm
+      .select()
+      .from(b)
+      .where(and(...where))
+      .orderBy(sql`${used} DESC`, asc(b.scopeKind), asc(b.scopeId))
+      .limit(limit)
+      .all();
+    return rows
+      .map((r) =>
+        applyDueReset(
+          {
+            scope: { kind: r.scopeKind as ScopeKind, id: r.scopeId },
+            maxBudgetNano: r.maxBudgetNano,
+            budgetDuration: r.budgetDuration,
+            budgetResetAt: r.budgetResetAt,
+            spendNano: r.spendNano,
+            reservedNano: r.reservedNano,
+            softBudgetNano: r.softBudgetNano,
+          },
+          now,
+        ),
+      )
+      .sort(compareBudgetUse);
+  }
+
   async reserve(input: ReserveInput): Promise<ReserveResult> {
     return this.#ready().reserve(input);
   }
@@ -486,6 +523,17 @@ export class SqliteStorage implements SpendStorage {
     if (query.requestId !== undefined) where.push(eq(l.requestId, query.requestId));
     if (query.startTime !== undefined) where.push(gte(l.startTime, query.startTime));
     if (query.endTime !== undefined) where.push(lt(l.startTime, query.endTime));
+    if (query.model !== undefined) where.push(eq(l.model, query.model));
+    if (query.status !== undefined) where.push(eq(l.status, query.status));
+    for (const tag of query.tags ?? []) {
+      where.push(sql`EXISTS (SELECT 1 FROM json_each(${l.tags}) WHERE value = ${tag})`);
+    }
+    if (query.before !== undefined) {
+      const { startTime, requestId } = query.before;
+      where.push(
+        or(lt(l.startTime, startTime), and(eq(l.startTime, startTime), lt(l.requestId, requestId)))!,
+      );
+    }
     const limit = Math.max(0, Math.floor(Math.min(query.limit ?? 100, 1000)));
     return orm
       .select()

@@ -5,8 +5,11 @@ import { aggregateRollup, type RollupRow, readsTagRollup, rollupRowOf } from './
 import {
   type AlertClaim,
   type BudgetInit,
+  type BudgetListQuery,
   type BudgetState,
+  budgetUsedFraction,
   type CustomerRecord,
+  compareBudgetUse,
   compareTagSpend,
   type EntityInsert,
   isOptionalScope,
@@ -253,6 +256,18 @@ export class MemoryStorage implements SpendStorage {
     return out;
   }
 
+  async listBudgets(query: BudgetListQuery, now: Date): Promise<BudgetState[]> {
+    const min = query.minUsedFraction ?? 0;
+    const limit = Math.max(0, Math.floor(Math.min(query.limit ?? 100, 1000)));
+    return [...this.budgets.values()]
+      .filter((s) => s.maxBudgetNano !== null && (!query.kinds || query.kinds.includes(s.scope.kind)))
+      .map((s) => applyDueReset(s, now))
+      .filter((s) => budgetUsedFraction(s) >= min)
+      .sort(compareBudgetUse)
+      .slice(0, limit)
+      .map((s) => structuredClone(s));
+  }
+
   async reserve(input: ReserveInput): Promise<ReserveResult> {
     if (this.reservations.has(input.reservationId))
       throw new StorageConflictError('reservation', input.reservationId);
@@ -341,7 +356,14 @@ export class MemoryStorage implements SpendStorage {
           (query.teamId === undefined || l.teamId === query.teamId) &&
           (query.requestId === undefined || l.requestId === query.requestId) &&
           (query.startTime === undefined || l.startTime >= query.startTime) &&
-          (query.endTime === undefined || l.startTime < query.endTime),
+          (query.endTime === undefined || l.startTime < query.endTime) &&
+          (query.model === undefined || l.model === query.model) &&
+          (query.status === undefined || l.status === query.status) &&
+          (query.tags === undefined || query.tags.every((t) => l.tags.includes(t))) &&
+          (query.before === undefined ||
+            l.startTime.getTime() < query.before.startTime.getTime() ||
+            (l.startTime.getTime() === query.before.startTime.getTime() &&
+              l.requestId < query.before.requestId)),
       )
       .sort((a, b) => b.startTime.getTime() - a.startTime.getTime() || (a.requestId < b.requestId ? 1 : -1))
       .slice(0, limit)

@@ -348,7 +348,30 @@ export interface SpendLogQuery {
   startTime?: Date;
   /** Exclusive. */
   endTime?: Date;
-  /** Newest first; default 100, at most 1000. */
+  model?: string;
+  status?: 'success' | 'failure';
+  /** Only logs carrying every one of these tags. */
+  tags?: string[];
+  /**
+   * Keyset paging: only logs after this one in the newest-first order (older `startTime`, or the same
+   * `startTime` and a smaller `requestId`).
+   */
+  before?: { startTime: Date; requestId: string };
+  /** Newest first (ties by `requestId`, descending); default 100, at most 1000. */
+  limit?: number;
+}
+
+/** Which budgets `listBudgets` returns: capped scopes whose spend is at least a fraction of their cap. */
+export interface BudgetListQuery {
+  /**
+   * Only scopes whose spend (after any due reset) is at least this fraction of `maxBudgetNano`;
+   * `0` lists every capped scope.
+   * @default 0
+   */
+  minUsedFraction?: number;
+  /** Only these kinds; absent: all. */
+  kinds?: ScopeKind[];
+  /** At most this many, default 100, at most 1000. */
   limit?: number;
 }
 
@@ -501,6 +524,13 @@ export interface SpendStorage {
   getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
 
   /**
+   * Capped budget counters (a `maxBudgetNano` is set) matching `query`, as they stand after any due
+   * reset (applied in the answer, not necessarily written), in `compareBudgetUse` order: the most
+   * used fraction of its cap first. A scan of the budget counters, never of the spend logs.
+   */
+  listBudgets(query: BudgetListQuery, now: Date): Promise<BudgetState[]>;
+
+  /**
    * Atomically, on every scope or none: apply due period resets, then check
    * `spend + reserved + amount <= max` where a max is set, then add `amount` to `reserved`
    * and record the reservation. A `key`, `user` or `team` scope without a counter row is an error;
@@ -561,6 +591,24 @@ export interface SpendStorage {
 /** `key:abc`: the map key used for scopes in memory and in reservation records. */
 export function scopeKey(scope: ScopeRef): string {
   return `${scope.kind}:${scope.id}`;
+}
+
+/**
+ * The used fraction of a capped budget, `spend / max` (a cap of 0 counts as fully used whatever the
+ * spend: `Infinity`). Backends compute the same IEEE division in SQL.
+ */
+export function budgetUsedFraction(state: Pick<BudgetState, 'spendNano' | 'maxBudgetNano'>): number {
+  const max = state.maxBudgetNano ?? 0;
+  return max > 0 ? state.spendNano / max : Number.POSITIVE_INFINITY;
+}
+
+/** The order of `listBudgets`: most used first, ties by kind then id in code-unit order. */
+export function compareBudgetUse(a: BudgetState, b: BudgetState): number {
+  const fa = budgetUsedFraction(a);
+  const fb = budgetUsedFraction(b);
+  if (fa !== fb) return fb > fa ? 1 : -1;
+  if (a.scope.kind !== b.scope.kind) return a.scope.kind < b.scope.kind ? -1 : 1;
+  return a.scope.id === b.scope.id ? 0 : a.scope.id < b.scope.id ? -1 : 1;
 }
 
 /** The order of `spendByTag`: most spend first, ties by tag in code-unit order (locale-independent). */

@@ -743,6 +743,73 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('filters spend logs by model, status and every listed tag, and pages them by keyset', async () => {
+      const s = await seeded();
+      const at = (m: number) => new Date(T0.getTime() + m * 60_000);
+      const rows: [string, Partial<SpendLogRecord>][] = [
+        ['m1', { startTime: at(1), model: 'gpt-4o', tags: ['feature:onboarding', 'env:prod'] }],
+        ['m2', { startTime: at(2), model: 'claude-3', tags: ['feature:onboarding'], status: 'failure' }],
+        ['m3a', { startTime: at(3), model: 'gpt-4o', tags: ['env:prod'] }],
+        ['m3b', { startTime: at(3), model: 'gpt-4o', tags: ['env:prod', 'feature:onboarding', 'x'] }],
+      ];
+      for (const [id, over] of rows) {
+        await s.settle({ reservationId: id, scopes: [K], costNano: 1, now: T0, log: log(id, over) });
+      }
+      const ids = async (q: Parameters<SpendStorage['querySpendLogs']>[0]) =>
+        (await s.querySpendLogs(q)).map((l) => l.requestId);
+      expect(await ids({ model: 'gpt-4o' })).toEqual(['m3b', 'm3a', 'm1']);
+      expect(await ids({ status: 'failure' })).toEqual(['m2']);
+      expect(await ids({ tags: ['feature:onboarding'] })).toEqual(['m3b', 'm2', 'm1']);
+      expect(await ids({ tags: ['feature:onboarding', 'env:prod'] })).toEqual(['m3b', 'm1']);
+      expect(await ids({ tags: ['nope'] })).toEqual([]);
+      // Keyset paging walks the newest-first order without gaps or repeats, ties included.
+      const page1 = await s.querySpendLogs({ limit: 1 });
+      expect(page1.map((l) => l.requestId)).toEqual(['m3b']);
+      const before = { startTime: page1[0]!.startTime, requestId: page1[0]!.requestId };
+      expect(await ids({ before, limit: 2 })).toEqual(['m3a', 'm2']);
+      expect(await ids({ before: { startTime: at(2), requestId: 'm2' } })).toEqual(['m1']);
+      await s.close();
+    });
+
+    it('lists capped budgets by used fraction, with due resets applied, filtered by kind', async () => {
+      const s = await create();
+      const resetAt = new Date(T0.getTime() + 3_600_000);
+      await s.insert([
+        { type: 'team', record: team('ta'), budget: budget(10) },
+        { type: 'team', record: team('tb'), budget: budget(10) },
+        { type: 'team', record: team('tc'), budget: NO_BUDGET },
+        { type: 'user', record: user('ua'), budget: budget(1, '1d', resetAt) },
+        { type: 'key', record: key('ka', null, null), budget: budget(0) },
+      ]);
+      const charge = async (scope: ScopeRef, usd: number, id: string) =>
+        s.settle({
+          reservationId: id,
+          scopes: [scope],
+          costNano: Math.round(usd * 1e9),
+          now: T0,
+          log: log(id),
+        });
+      await charge({ kind: 'team', id: 'ta' }, 9, 'c1'); // 90 %
+      await charge({ kind: 'team', id: 'tb' }, 5, 'c2'); // 50 %
+      await charge({ kind: 'team', id: 'tc' }, 100, 'c3'); // no cap: never listed
+      await charge({ kind: 'user', id: 'ua' }, 0.95, 'c4'); // 95 % until its reset
+      const ids = (states: { scope: ScopeRef }[]) => states.map((b) => `${b.scope.kind}:${b.scope.id}`);
+      expect(ids(await s.listBudgets({}, T0))).toEqual(['key:ka', 'user:ua', 'team:ta', 'team:tb']);
+      const near = await s.listBudgets({ minUsedFraction: 0.8 }, T0);
+      expect(ids(near)).toEqual(['key:ka', 'user:ua', 'team:ta']);
+      expect(near[2]).toMatchObject({ spendNano: 9e9, maxBudgetNano: 10e9, reservedNano: 0 });
+      expect(ids(await s.listBudgets({ minUsedFraction: 0.8, kinds: ['team'] }, T0))).toEqual(['team:ta']);
+      expect(ids(await s.listBudgets({ limit: 2 }, T0))).toEqual(['key:ka', 'user:ua']);
+      // After the user's reset time its spend counts as 0, in the answer.
+      const later = new Date(resetAt.getTime() + 1000);
+      const afterReset = await s.listBudgets({}, later);
+      expect(ids(afterReset)).toEqual(['key:ka', 'team:ta', 'team:tb', 'user:ua']);
+      expect(afterReset[3]).toMatchObject({ spendNano: 0 });
+      expect(afterReset[3]!.budgetResetAt!.getTime()).toBeGreaterThan(later.getTime());
+      expect(ids(await s.listBudgets({ minUsedFraction: 0.8 }, later))).toEqual(['key:ka', 'team:ta']);
+      await s.close();
+    });
+
     it('rolls spend up by tag and day', async () => {
       const s = await seeded();
       const d1 = new Date('2026-03-01T10:00:00.000Z');
