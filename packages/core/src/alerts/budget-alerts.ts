@@ -4,7 +4,7 @@ import { LRUCache } from 'lru-cache';
 import type { GuardLogger } from '../config.js';
 import type { SpendGuard } from '../guard.js';
 import { nanoToUsd } from '../money.js';
-import type { BudgetState, SettleInput, SettleResult } from '../storage/storage-contract.js';
+import type { BudgetState, ScopeKind, SettleInput, SettleResult } from '../storage/storage-contract.js';
 import { scopeKey } from '../storage/storage-contract.js';
 
 /** Budget alerts by webhook (the `alerts` option of the guard). */
@@ -53,9 +53,9 @@ export interface BudgetAlertPayload {
   event_id: string;
   /** `threshold_crossed` below 100 %, `budget_crossed` at 100 % or more, `soft_budget_crossed`. */
   event: 'threshold_crossed' | 'budget_crossed' | 'soft_budget_crossed';
-  event_group: 'key' | 'user' | 'team';
+  event_group: ScopeKind;
   event_message: string;
-  scope: { kind: 'key' | 'user' | 'team'; id: string; alias: string | null };
+  scope: { kind: ScopeKind; id: string; alias: string | null };
   /** The percentage of `max_budget` reached; `null` for the soft budget. */
   threshold: number | null;
   /** The spend (USD) at which the threshold lies. */
