@@ -52,6 +52,8 @@ export interface KeyContext {
   scopes: ScopeRef[];
   /** `Key=sk-...abcd`, `User=alice`, `Team=frontend-team`: how a 429 names each scope. */
   labels: Map<string, string>;
+  /** Set when the secret presented was replaced by `/key/regenerate`: it works until then. */
+  secretValidUntil: Date | null;
 }
 
 /** The finished record of one guarded call (also what the spend log stores). */
@@ -165,9 +167,17 @@ export class SpendGuard {
     return !!presented && !!this.options.masterKey && constantTimeEqual(presented, this.options.masterKey);
   }
 
-  /** Drops a key from the in-process cache (after it was changed). */
+  /**
+   * Drops a key from the in-process cache (after it was changed): the entry for that hash and every
+   * entry cached under another secret of the same key (a regenerated key's current or grace secret).
+   */
   invalidateKey(tokenHash: string): void {
     this.keyCache.delete(tokenHash);
+    for (const secret of [...this.keyCache.keys()]) {
+      if (this.keyCache.peek(secret, { allowStale: true })?.key.tokenHash === tokenHash) {
+        this.keyCache.delete(secret);
+      }
+    }
   }
 
   /** Drops every cached key (after a team or user change). */
@@ -175,21 +185,25 @@ export class SpendGuard {
     this.keyCache.clear();
   }
 
-  /** Resolves a key and the scopes it spends against. `null` when no such key exists. */
-  async resolveKey(tokenHash: string): Promise<KeyContext | null> {
-    const cached = this.keyCache.get(tokenHash);
+  /**
+   * Resolves the key a presented secret (by its hash) opens, and the scopes it spends against. `null`
+   * when no key opens with it (a regenerated key's old secret after its grace period included).
+   */
+  async resolveKey(secretHash: string): Promise<KeyContext | null> {
+    const cached = this.keyCache.get(secretHash);
     if (cached) return cached;
     const loaded = await this.gate.call('key lookup', async (storage) => {
-      const key = await storage.getKey(tokenHash);
-      if (!key) return null;
+      const found = await storage.findKeyBySecret(secretHash, this.now());
+      if (!found) return null;
+      const { key } = found;
       const [user, team] = await Promise.all([
         key.userId ? storage.getUser(key.userId) : null,
         key.teamId ? storage.getTeam(key.teamId) : null,
       ]);
-      return { key, user, team };
+      return { key, user, team, secretValidUntil: found.secretValidUntil };
     });
     if (!loaded) return null;
-    const { key, user, team } = loaded;
+    const { key, user, team, secretValidUntil } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
@@ -200,9 +214,35 @@ export class SpendGuard {
       scopes.push({ kind: 'team', id: team.teamId });
       labels.set(`team:${team.teamId}`, `Team=${team.teamAlias ?? team.teamId}`);
     }
-    const ctx: KeyContext = { key, user, team, scopes, labels };
-    this.keyCache.set(tokenHash, ctx);
+    const ctx: KeyContext = { key, user, team, scopes, labels, secretValidUntil };
+    this.keyCache.set(secretHash, ctx);
     return ctx;
+  }
+
+  /**
+   * Refuses (401) a key that may not be used at `now`: blocked (or its team), expired, or a replaced
+   * secret past its grace period. The guarded routes and the management API both check keys with it.
+   */
+  assertKeyUsable(ctx: KeyContext, now: Date): void {
+    const { key } = ctx;
+    if (key.blocked || ctx.team?.blocked) {
+      throw new SpendGuardError(
+        'BLOCKED_KEY',
+        'Authentication Error, this key is blocked. Unblock it with /key/unblock.',
+      );
+    }
+    if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) {
+      throw new SpendGuardError(
+        'EXPIRED_KEY',
+        `Authentication Error - Expired Key. Key Expiry time ${key.expiresAt.toISOString()} and current time ${now.toISOString()}`,
+      );
+    }
+    if (ctx.secretValidUntil && ctx.secretValidUntil.getTime() <= now.getTime()) {
+      throw new SpendGuardError(
+        'EXPIRED_KEY',
+        `Authentication Error - this key was regenerated and its grace period ended at ${ctx.secretValidUntil.toISOString()}. Use the new key.`,
+      );
+    }
   }
 
   /**
@@ -287,7 +327,7 @@ export class SpendGuard {
       return call({
         requestId: randomUUID(),
         tags,
-        keyHash: tokenHash,
+        keyHash: ctx?.key.tokenHash ?? tokenHash,
         ctx,
         reservationId: null,
         scopes,
@@ -297,18 +337,9 @@ export class SpendGuard {
     if (!ctx)
       throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
     const { key } = ctx;
-    if (key.blocked || ctx.team?.blocked) {
-      throw new SpendGuardError(
-        'BLOCKED_KEY',
-        'Authentication Error, this key is blocked. Unblock it with /key/unblock.',
-      );
-    }
-    if (key.expiresAt && key.expiresAt.getTime() <= startTime.getTime()) {
-      throw new SpendGuardError(
-        'EXPIRED_KEY',
-        `Authentication Error - Expired Key. Key Expiry time ${key.expiresAt.toISOString()} and current time ${startTime.toISOString()}`,
-      );
-    }
+    this.assertKeyUsable(ctx, startTime);
+    // Spend is logged under the key's id, whichever of its secrets (new or in grace) was presented.
+    const keyHash = key.tokenHash;
     if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [])) {
       throw new SpendGuardError(
         'INVALID_KEY',
@@ -331,7 +362,7 @@ export class SpendGuard {
         pending: {
           requestId,
           callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
-          apiKeyHash: tokenHash,
+          apiKeyHash: keyHash,
           model,
           userId: ctx.user?.userId ?? key.userId,
           teamId: ctx.team?.teamId ?? key.teamId,
@@ -355,7 +386,7 @@ export class SpendGuard {
       return call({
         requestId,
         tags: allTags,
-        keyHash: tokenHash,
+        keyHash,
         ctx,
         reservationId: null,
         scopes,
@@ -366,7 +397,7 @@ export class SpendGuard {
     return call({
       requestId,
       tags: allTags,
-      keyHash: tokenHash,
+      keyHash,
       ctx,
       reservationId,
       scopes: ctx.scopes,
