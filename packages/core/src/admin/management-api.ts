@@ -17,7 +17,7 @@ import type {
   UserRecord,
 } from '../storage/storage-contract.js';
 import { memberScopeId } from '../storage/storage-contract.js';
-import { assertManagesTeam, admits, type Caller, forbidden, type RouteAccess } from './caller.js';
+import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } from './caller.js';
 import {
   describeIssues,
   globalSpendReportQuerySchema,
@@ -62,7 +62,8 @@ export class ManagementApi {
   private readonly teamsAndUsers: TeamUserRoutes;
 
   constructor(private readonly guard: SpendGuard) {
-    const t = (this.teamsAndUsers = new TeamUserRoutes(this));
+    this.teamsAndUsers = new TeamUserRoutes(this);
+    const t = this.teamsAndUsers;
     this.routes = {
       'POST /team/new': { handler: (r, _c, s) => this.teamNew(r, s), access: 'admin' },
       'POST /user/new': { handler: (r, _c, s) => this.userNew(r, s), access: 'admin' },

@@ -14,10 +14,10 @@ import {
 } from '../storage/storage-contract.js';
 import { assertManagesTeam, type Caller } from './caller.js';
 import {
+  indexStates,
   type ManagementApi,
   type ManagementRequest,
   type MemberJson,
-  indexStates,
   ok,
   teamJson,
   userJson,
