@@ -638,6 +638,8 @@ export class ManagementApi {
     // A key reads its own logs; a team admin also those of its teams.
     const teamAdminOfIt = caller.role === 'team_admin' && !!teamId && caller.teamIds.includes(teamId);
     if (caller.role !== 'proxy_admin' && !teamAdminOfIt) {
+      if (teamId)
+        throw forbidden(`only the master key or an admin of team '${teamId}' can read its spend logs.`);
       if (apiKeyHash && apiKeyHash !== caller.tokenHash) {
         throw forbidden('a key may only read its own spend logs.');
       }
