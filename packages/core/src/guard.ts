@@ -220,6 +220,24 @@ export class SpendGuard {
   }
 
   /**
+   * A key and its user and team by the key's id (the `apiKeyHash` of its spend logs), for
+   * attribution only: also a regenerated key, whose id no longer opens it. `null` when deleted.
+   */
+  async describeKey(tokenHash: string): Promise<Pick<KeyContext, 'key' | 'user' | 'team'> | null> {
+    const cached = await this.resolveKey(tokenHash);
+    if (cached?.key.tokenHash === tokenHash) return cached;
+    return this.gate.call('key lookup', async (storage) => {
+      const key = await storage.getKey(tokenHash);
+      if (!key) return null;
+      const [user, team] = await Promise.all([
+        key.userId ? storage.getUser(key.userId) : null,
+        key.teamId ? storage.getTeam(key.teamId) : null,
+      ]);
+      return { key, user, team };
+    });
+  }
+
+  /**
    * Refuses (401) a key that may not be used at `now`: blocked (or its team), expired, or a replaced
    * secret past its grace period. The guarded routes and the management API both check keys with it.
    */

@@ -13,15 +13,8 @@ import {
   type UserRecord,
 } from '../storage/storage-contract.js';
 import { assertManagesTeam, type Caller } from './caller.js';
-import {
-  indexStates,
-  type ManagementApi,
-  type ManagementRequest,
-  type MemberJson,
-  ok,
-  teamJson,
-  userJson,
-} from './management-api.js';
+import { indexStates, type MemberJson, ok, teamJson, userJson } from './entity-json.js';
+import type { ManagementApi, ManagementRequest } from './management-api.js';
 import {
   memberAddSchema,
   memberDeleteSchema,
