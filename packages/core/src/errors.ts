@@ -13,6 +13,7 @@ export const ERROR_STATUS = {
   EXPIRED_KEY: 401,
   BLOCKED_KEY: 401,
   INVALID_MASTER_KEY: 401,
+  FORBIDDEN: 403,
   NOT_FOUND: 404,
   CONFLICT: 409,
   PAYLOAD_TOO_LARGE: 413,
@@ -33,6 +34,7 @@ const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
   EXPIRED_KEY: 'auth_error',
   BLOCKED_KEY: 'auth_error',
   INVALID_MASTER_KEY: 'auth_error',
+  FORBIDDEN: 'auth_error',
   STORAGE_UNAVAILABLE: 'service_unavailable',
   NOT_FOUND: 'not_found',
 };

@@ -67,6 +67,8 @@ export interface KeyContext {
   labels: Map<string, string>;
   /** The rate limits of the scopes that have any (of any scope kind), checked at every admission. */
   rateLimits: Array<{ scope: ScopeRef; limits: RateLimits }>;
+  /** Set when the secret presented was replaced by `/key/regenerate`: it works until then. */
+  secretValidUntil: Date | null;
 }
 
 /** The finished record of one guarded call (also what the spend log stores). */
@@ -219,9 +221,17 @@ export class SpendGuard {
     return !!presented && !!this.options.masterKey && constantTimeEqual(presented, this.options.masterKey);
   }
 
-  /** Drops a key from the in-process cache (after it was changed). */
+  /**
+   * Drops a key from the in-process cache (after it was changed): the entry for that hash and every
+   * entry cached under another secret of the same key (a regenerated key's current or grace secret).
+   */
   invalidateKey(tokenHash: string): void {
     this.keyCache.delete(tokenHash);
+    for (const secret of [...this.keyCache.keys()]) {
+      if (this.keyCache.peek(secret, { allowStale: true })?.key.tokenHash === tokenHash) {
+        this.keyCache.delete(secret);
+      }
+    }
   }
 
   /** Drops every cached key (after a team or user change). */
@@ -229,13 +239,17 @@ export class SpendGuard {
     this.keyCache.clear();
   }
 
-  /** Resolves a key and the scopes it spends against. `null` when no such key exists. */
-  async resolveKey(tokenHash: string): Promise<KeyContext | null> {
-    const cached = this.keyCache.get(tokenHash);
+  /**
+   * Resolves the key a presented secret (by its hash) opens, and the scopes it spends against. `null`
+   * when no key opens with it (a regenerated key's old secret after its grace period included).
+   */
+  async resolveKey(secretHash: string): Promise<KeyContext | null> {
+    const cached = this.keyCache.get(secretHash);
     if (cached) return cached;
     const loaded = await this.gate.call('key lookup', async (storage) => {
-      const key = await storage.getKey(tokenHash);
-      if (!key) return null;
+      const found = await storage.findKeyBySecret(secretHash, this.now());
+      if (!found) return null;
+      const { key } = found;
       const owners: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
       if (key.userId) owners.push({ kind: 'user', id: key.userId });
       if (key.teamId) owners.push({ kind: 'team', id: key.teamId });
@@ -248,10 +262,10 @@ export class SpendGuard {
         storage.listWindows(owners, this.now()),
         storage.getRateLimits(owners),
       ]);
-      return { key, user, team, windows, limits };
+      return { key, user, team, windows, limits, secretValidUntil: found.secretValidUntil };
     });
     if (!loaded) return null;
-    const { key, user, team, windows, limits } = loaded;
+    const { key, user, team, windows, limits, secretValidUntil } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
@@ -279,9 +293,53 @@ export class SpendGuard {
     const rateLimits = limits.filter(
       (r) => hasRateLimits(r.limits) && scopes.some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
     );
-    const ctx: KeyContext = { key, user, team, scopes, labels, rateLimits };
-    this.keyCache.set(tokenHash, ctx);
+    const ctx: KeyContext = { key, user, team, scopes, labels, rateLimits, secretValidUntil };
+    this.keyCache.set(secretHash, ctx);
     return ctx;
+  }
+
+  /**
+   * A key and its user and team by the key's id (the `apiKeyHash` of its spend logs), for
+   * attribution only: also a regenerated key, whose id no longer opens it. `null` when deleted.
+   */
+  async describeKey(tokenHash: string): Promise<Pick<KeyContext, 'key' | 'user' | 'team'> | null> {
+    const cached = await this.resolveKey(tokenHash);
+    if (cached?.key.tokenHash === tokenHash) return cached;
+    return this.gate.call('key lookup', async (storage) => {
+      const key = await storage.getKey(tokenHash);
+      if (!key) return null;
+      const [user, team] = await Promise.all([
+        key.userId ? storage.getUser(key.userId) : null,
+        key.teamId ? storage.getTeam(key.teamId) : null,
+      ]);
+      return { key, user, team };
+    });
+  }
+
+  /**
+   * Refuses (401) a key that may not be used at `now`: blocked (or its team), expired, or a replaced
+   * secret past its grace period. The guarded routes and the management API both check keys with it.
+   */
+  assertKeyUsable(ctx: KeyContext, now: Date): void {
+    const { key } = ctx;
+    if (key.blocked || ctx.team?.blocked) {
+      throw new SpendGuardError(
+        'BLOCKED_KEY',
+        'Authentication Error, this key is blocked. Unblock it with /key/unblock.',
+      );
+    }
+    if (key.expiresAt && key.expiresAt.getTime() <= now.getTime()) {
+      throw new SpendGuardError(
+        'EXPIRED_KEY',
+        `Authentication Error - Expired Key. Key Expiry time ${key.expiresAt.toISOString()} and current time ${now.toISOString()}`,
+      );
+    }
+    if (ctx.secretValidUntil && ctx.secretValidUntil.getTime() <= now.getTime()) {
+      throw new SpendGuardError(
+        'EXPIRED_KEY',
+        `Authentication Error - this key was regenerated and its grace period ended at ${ctx.secretValidUntil.toISOString()}. Use the new key.`,
+      );
+    }
   }
 
   /**
@@ -367,7 +425,7 @@ export class SpendGuard {
       return call({
         requestId: randomUUID(),
         tags,
-        keyHash: tokenHash,
+        keyHash: ctx?.key.tokenHash ?? tokenHash,
         ctx,
         reservationId: null,
         scopes,
@@ -378,18 +436,7 @@ export class SpendGuard {
     if (!ctx)
       throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
     const { key } = ctx;
-    if (key.blocked || ctx.team?.blocked) {
-      throw new SpendGuardError(
-        'BLOCKED_KEY',
-        'Authentication Error, this key is blocked. Unblock it with /key/unblock.',
-      );
-    }
-    if (key.expiresAt && key.expiresAt.getTime() <= startTime.getTime()) {
-      throw new SpendGuardError(
-        'EXPIRED_KEY',
-        `Authentication Error - Expired Key. Key Expiry time ${key.expiresAt.toISOString()} and current time ${startTime.toISOString()}`,
-      );
-    }
+    this.assertKeyUsable(ctx, startTime);
     if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [])) {
       throw new SpendGuardError(
         'INVALID_KEY',
@@ -491,6 +538,7 @@ export class SpendGuard {
   ): Promise<GuardedCall> {
     const { startTime, model, endUser, body, rate } = o;
     const { key } = ctx;
+    // Spend is logged under the key's id, whichever of its secrets (new or in grace) was presented.
     const tokenHash = key.tokenHash;
     const allTags = o.tags;
     const callScopes = this.callScopes(ctx, model, endUser, allTags);

@@ -9,19 +9,25 @@ import {
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
+  type DeletedEntity,
   type EntityInsert,
   expiredReservationLog,
   finishSpendReport,
   isOptionalScope,
   isWindowOf,
+  type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type MemberRecord,
+  type MemberRole,
+  memberScopeId,
   type PendingCall,
   type RateAcquireInput,
   type RateAcquireResult,
   type RateBucketState,
   type RateLimits,
   type RateSettleInput,
+  type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
   readsTagRollup,
@@ -41,11 +47,27 @@ import {
   spendReportField,
   type TagRecord,
   type TagSpend,
+  type TeamPatch,
   type TeamRecord,
+  type UserPatch,
   type UserRecord,
   windowScopeId,
 } from '@spendguard/core';
-import { and, arrayContains, asc, desc, eq, gte, inArray, lt, lte, or, type SQL, sql } from 'drizzle-orm';
+import {
+  and,
+  arrayContains,
+  asc,
+  desc,
+  eq,
+  gte,
+  inArray,
+  isNull,
+  lt,
+  lte,
+  or,
+  type SQL,
+  sql,
+} from 'drizzle-orm';
 import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import pg from 'pg';
@@ -223,6 +245,7 @@ export class PgStorage implements SpendStorage {
           if (e.type === 'team') await tx.insert(t.teams).values(e.record);
           else if (e.type === 'user') await tx.insert(t.users).values(e.record);
           else if (e.type === 'key') await tx.insert(t.keys).values(e.record);
+          else if (e.type === 'member') await this.#insertMember(tx, e.record);
           else if (e.type === 'customer') await tx.insert(t.customers).values(e.record);
           else if (e.type === 'tag') await tx.insert(t.tags).values(e.record);
           await tx
@@ -698,6 +721,8 @@ export class PgStorage implements SpendStorage {
           DELETE FROM ${q}.budgets b USING gone WHERE b.scope_kind = 'key' AND b.scope_id = gone.token_hash
         ), limits AS (
           DELETE FROM ${q}.rate_limits r USING gone WHERE r.scope_kind = 'key' AND r.scope_id = gone.token_hash
+        ), secrets AS (
+          DELETE FROM ${q}.key_secrets s USING gone WHERE s.token_hash = gone.token_hash
         ), changes AS (
           INSERT INTO ${q}.key_changes (token_hash) SELECT token_hash FROM gone RETURNING seq, token_hash
         )
@@ -707,6 +732,267 @@ export class PgStorage implements SpendStorage {
       types: int8AsNumber,
     });
     return res.rowCount ?? 0;
+  }
+
+  async findKeyBySecret(secretHash: string, now: Date): Promise<KeyBySecret | null> {
+    const { db, t } = this.#ready();
+    const ks = t.keySecrets;
+    // One round trip: the key by a secret row, or by its own hash when it has no current secret row.
+    const rows = await db
+      .select({
+        key: t.keys,
+        validUntil: ks.validUntil,
+        viaSecret: sql<boolean>`${ks.secretHash} IS NOT NULL`,
+      })
+      .from(t.keys)
+      .leftJoin(ks, eq(ks.secretHash, secretHash))
+      .where(
+        sql`(${ks.secretHash} IS NOT NULL AND ${t.keys.tokenHash} = ${ks.tokenHash})
+          OR (${ks.secretHash} IS NULL AND ${t.keys.tokenHash} = ${secretHash} AND NOT EXISTS (
+            SELECT 1 FROM ${ks} c WHERE c.token_hash = ${secretHash} AND c.valid_until IS NULL))`,
+      );
+    const row = rows[0];
+    if (!row) return null;
+    if (row.validUntil && row.validUntil.getTime() <= now.getTime()) return null;
+    return { key: row.key, secretValidUntil: row.validUntil };
+  }
+
+  async regenerateKey(input: RegenerateKeyInput): Promise<KeyRecord | null> {
+    const { db, t } = this.#ready();
+    const ks = t.keySecrets;
+    try {
+      return await db.transaction(async (tx) => {
+        const [key] = await tx
+          .update(t.keys)
+          .set({ keyName: input.newKeyName })
+          .where(eq(t.keys.tokenHash, input.tokenHash))
+          .returning();
+        if (!key) return null;
+        const [current] = await tx
+          .delete(ks)
+          .where(and(eq(ks.tokenHash, input.tokenHash), isNull(ks.validUntil)))
+          .returning();
+        const previous = current?.secretHash ?? input.tokenHash;
+        // Grace secrets whose time is over are dropped here rather than by a sweep.
+        await tx.delete(ks).where(and(eq(ks.tokenHash, input.tokenHash), lte(ks.validUntil, input.now)));
+        const grace = input.previousValidUntil;
+        if (grace && grace.getTime() > input.now.getTime()) {
+          await tx
+            .insert(ks)
+            .values({ secretHash: previous, tokenHash: input.tokenHash, validUntil: grace })
+            .onConflictDoUpdate({ target: ks.secretHash, set: { validUntil: grace } });
+        }
+        await tx
+          .insert(ks)
+          .values({ secretHash: input.newSecretHash, tokenHash: input.tokenHash, validUntil: null });
+        const changed = previous === input.tokenHash ? [input.tokenHash] : [input.tokenHash, previous];
+        await tx.execute(recordKeyChanges(this.#q, this.#schema, changed));
+        return key;
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new StorageConflictError('key', input.newSecretHash);
+      throw err;
+    }
+  }
+
+  async updateTeam(
+    teamId: string,
+    patch: TeamPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<TeamRecord | null> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      const fields = definedOnly(patch);
+      const byId = eq(t.teams.teamId, teamId);
+      const [team] =
+        Object.keys(fields).length > 0
+          ? await tx.update(t.teams).set(fields).where(byId).returning()
+          : await tx.select().from(t.teams).where(byId).for('update');
+      if (!team) return null;
+      await this.#patchBudget(tx, 'team', teamId, budget);
+      await tx.execute(recordKeyChanges(this.#q, this.#schema, [null]));
+      return team;
+    });
+  }
+
+  async deleteTeam(teamId: string): Promise<DeletedEntity | null> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      const gone = await tx
+        .delete(t.teams)
+        .where(eq(t.teams.teamId, teamId))
+        .returning({ id: t.teams.teamId });
+      if (gone.length === 0) return null;
+      await this.#deleteCounter(tx, 'team', teamId);
+      const members = await tx.select().from(t.teamMembers).where(eq(t.teamMembers.teamId, teamId));
+      for (const m of members) await this.#dropMember(tx, m);
+      const deletedKeys = await this.#deleteKeysWhere(tx, eq(t.keys.teamId, teamId));
+      return { deletedKeys };
+    });
+  }
+
+  async listTeams(filter: { userId?: string }): Promise<TeamRecord[]> {
+    const { db, t } = this.#ready();
+    const tm = t.teamMembers;
+    return db
+      .select()
+      .from(t.teams)
+      .where(
+        filter.userId === undefined
+          ? undefined
+          : sql`EXISTS (SELECT 1 FROM ${tm} WHERE ${tm.teamId} = ${t.teams.teamId} AND ${tm.userId} = ${filter.userId})`,
+      )
+      .orderBy(asc(t.teams.createdAt), asc(t.teams.teamId));
+  }
+
+  async updateUser(
+    userId: string,
+    patch: UserPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<UserRecord | null> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      const fields = definedOnly(patch);
+      const byId = eq(t.users.userId, userId);
+      const [user] =
+        Object.keys(fields).length > 0
+          ? await tx.update(t.users).set(fields).where(byId).returning()
+          : await tx.select().from(t.users).where(byId).for('update');
+      if (!user) return null;
+      await this.#patchBudget(tx, 'user', userId, budget);
+      await tx.execute(recordKeyChanges(this.#q, this.#schema, [null]));
+      return user;
+    });
+  }
+
+  async deleteUser(userId: string): Promise<DeletedEntity | null> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      const gone = await tx
+        .delete(t.users)
+        .where(eq(t.users.userId, userId))
+        .returning({ id: t.users.userId });
+      if (gone.length === 0) return null;
+      await this.#deleteCounter(tx, 'user', userId);
+      const members = await tx.select().from(t.teamMembers).where(eq(t.teamMembers.userId, userId));
+      for (const m of members) await this.#dropMember(tx, m);
+      const deletedKeys = await this.#deleteKeysWhere(tx, eq(t.keys.userId, userId));
+      return { deletedKeys };
+    });
+  }
+
+  async listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]> {
+    const { db, t } = this.#ready();
+    const tm = t.teamMembers;
+    const where: SQL[] = [];
+    if (filter.teamId !== undefined) where.push(eq(tm.teamId, filter.teamId));
+    if (filter.userId !== undefined) where.push(eq(tm.userId, filter.userId));
+    return db
+      .select()
+      .from(tm)
+      .where(and(...where))
+      .orderBy(asc(tm.createdAt), asc(tm.teamId), asc(tm.userId));
+  }
+
+  async updateMember(
+    teamId: string,
+    userId: string,
+    patch: { role?: MemberRole },
+    budget?: Partial<BudgetInit>,
+  ): Promise<MemberRecord | null> {
+    const { db, t } = this.#ready();
+    const tm = t.teamMembers;
+    return db.transaction(async (tx) => {
+      const which = and(eq(tm.teamId, teamId), eq(tm.userId, userId));
+      const [member] =
+        patch.role !== undefined
+          ? await tx.update(tm).set({ role: patch.role }).where(which).returning()
+          : await tx.select().from(tm).where(which).for('update');
+      if (!member) return null;
+      await this.#patchBudget(tx, 'member', memberScopeId(teamId, userId), budget);
+      return member;
+    });
+  }
+
+  async deleteMember(teamId: string, userId: string): Promise<DeletedEntity | null> {
+    const { db, t } = this.#ready();
+    const tm = t.teamMembers;
+    return db.transaction(async (tx) => {
+      const [member] = await tx
+        .select()
+        .from(tm)
+        .where(and(eq(tm.teamId, teamId), eq(tm.userId, userId)))
+        .for('update');
+      if (!member) return null;
+      await this.#dropMember(tx, member);
+      const deletedKeys = await this.#deleteKeysWhere(
+        tx,
+        and(eq(t.keys.teamId, teamId), eq(t.keys.userId, userId))!,
+      );
+      return { deletedKeys };
+    });
+  }
+
+  async #insertMember(tx: Tx, m: MemberRecord): Promise<void> {
+    const { t } = this.#ready();
+    await tx.insert(t.teamMembers).values(m);
+    const [user] = await tx
+      .update(t.users)
+      .set({
+        teams: sql`CASE WHEN ${m.teamId} = ANY(${t.users.teams}) THEN ${t.users.teams} ELSE array_append(${t.users.teams}, ${m.teamId}::text) END`,
+      })
+      .where(eq(t.users.userId, m.userId))
+      .returning({ id: t.users.userId });
+    if (!user) throw new Error(`no user '${m.userId}' to add to a team`);
+    const [team] = await tx.select({ id: t.teams.teamId }).from(t.teams).where(eq(t.teams.teamId, m.teamId));
+    if (!team) throw new Error(`no team '${m.teamId}' to add a member to`);
+  }
+
+  /** Removes a membership, its counter, and the team from the user's `teams`. */
+  async #dropMember(tx: Tx, m: MemberRecord): Promise<void> {
+    const { t } = this.#ready();
+    const tm = t.teamMembers;
+    await tx.delete(tm).where(and(eq(tm.teamId, m.teamId), eq(tm.userId, m.userId)));
+    await this.#deleteCounter(tx, 'member', memberScopeId(m.teamId, m.userId));
+    await tx
+      .update(t.users)
+      .set({ teams: sql`array_remove(${t.users.teams}, ${m.teamId}::text)` })
+      .where(eq(t.users.userId, m.userId));
+  }
+
+  async #patchBudget(
+    tx: Tx,
+    kind: string,
+    id: string,
+    budget: Partial<BudgetInit> | undefined,
+  ): Promise<void> {
+    const { t } = this.#ready();
+    const limits = definedOnly(budget ?? {});
+    if (Object.keys(limits).length === 0) return;
+    await tx
+      .update(t.budgets)
+      .set(limits)
+      .where(and(eq(t.budgets.scopeKind, kind), eq(t.budgets.scopeId, id)));
+  }
+
+  async #deleteCounter(tx: Tx, kind: string, id: string): Promise<void> {
+    const { t } = this.#ready();
+    await tx.delete(t.budgets).where(and(eq(t.budgets.scopeKind, kind), eq(t.budgets.scopeId, id)));
+  }
+
+  /** Deletes the keys matching `where`, their counters and secrets, and records every change. */
+  async #deleteKeysWhere(tx: Tx, where: SQL): Promise<string[]> {
+    const { t } = this.#ready();
+    const gone = await tx.delete(t.keys).where(where).returning({ h: t.keys.tokenHash });
+    const hashes = gone.map((r) => r.h);
+    if (hashes.length > 0) {
+      await tx
+        .delete(t.budgets)
+        .where(and(eq(t.budgets.scopeKind, 'key'), inArray(t.budgets.scopeId, hashes)));
+      await tx.delete(t.keySecrets).where(inArray(t.keySecrets.tokenHash, hashes));
+    }
+    await tx.execute(recordKeyChanges(this.#q, this.#schema, [...hashes, null]));
+    return hashes;
   }
 
   /**
@@ -858,6 +1144,9 @@ export function pgStorage(options: PgStorageOptions = {}): PgStorage {
 }
 
 /** The entries of a patch that are set: `undefined` means "leave as is". */
+/** The transaction handle drizzle passes to `db.transaction`. */
+type Tx = Parameters<Parameters<NodePgDatabase['transaction']>[0]>[0];
+
 function definedOnly<T extends object>(patch: T): Partial<T> {
   return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

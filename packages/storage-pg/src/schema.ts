@@ -221,6 +221,29 @@ export function defineTables(schema: string) {
     changedAt: at('changed_at').notNull().defaultNow(),
   });
 
+  /** Secrets of regenerated keys: the current one (`validUntil` null) and replaced ones in grace (0004). */
+  const keySecrets = table(
+    'key_secrets',
+    {
+      secretHash: text('secret_hash').primaryKey(),
+      tokenHash: text('token_hash').notNull(),
+      validUntil: at('valid_until'),
+    },
+    (t) => [index('key_secrets_token_hash_idx').on(t.tokenHash)],
+  );
+
+  /** Team memberships with their role; each has a `member` budget counter (0004). */
+  const teamMembers = table(
+    'team_members',
+    {
+      teamId: text('team_id').notNull(),
+      userId: text('user_id').notNull(),
+      role: text('role').$type<'admin' | 'user'>().notNull(),
+      createdAt: at('created_at').notNull(),
+    },
+    (t) => [primaryKey({ columns: [t.teamId, t.userId] }), index('team_members_user_id_idx').on(t.userId)],
+  );
+
   /** Applied schema versions (see `migrations.ts`). */
   const migrations = table('spendguard_migrations', {
     version: integer('version').primaryKey(),
@@ -241,6 +264,8 @@ export function defineTables(schema: string) {
     dailySpend,
     alertClaims,
     keyChanges,
+    keySecrets,
+    teamMembers,
     migrations,
   };
 }

@@ -166,6 +166,34 @@ describe('postgres backend', () => {
     stop();
   });
 
+  it('migration 4 makes users already in teams members, each with an uncapped member counter', async () => {
+    const schema = freshSchema();
+    await applyMigrations(
+      admin,
+      schema,
+      loadMigrations().filter((m) => m.version < 4),
+    );
+    const q = `"${schema}"`;
+    const at = '2026-03-01T10:00:00.000Z';
+    await admin.query(
+      `INSERT INTO ${q}.teams VALUES ('t1', NULL, '{}', '{}', false, $1), ('t2', NULL, '{}', '{}', false, $1)`,
+      [at],
+    );
+    await admin.query(
+      `INSERT INTO ${q}.users VALUES ('u1', NULL, 'internal_user', '{t1,t2,gone}', '{}', '{}', $1),
+        ('u2', NULL, 'internal_user', '{}', '{}', '{}', $1)`,
+      [at],
+    );
+    const s = await open(schema);
+    expect(await s.listMembers({ userId: 'u1' })).toEqual([
+      { teamId: 't1', userId: 'u1', role: 'user', createdAt: new Date(at) },
+      { teamId: 't2', userId: 'u1', role: 'user', createdAt: new Date(at) },
+    ]);
+    expect(await s.listMembers({ userId: 'u2' })).toEqual([]);
+    const [counter] = await s.getBudgets([{ kind: 'member', id: 't1:u1' }], new Date(at));
+    expect(counter).toMatchObject({ maxBudgetNano: null, spendNano: 0, reservedNano: 0 });
+  });
+
   it('migration 2 keeps every rollup total, attributing old rows from the logs they still have', async () => {
     const schema = freshSchema();
     await applyMigrations(

@@ -279,6 +279,39 @@ CREATE TABLE tags (
 `,
   },
   {
+    version: 6,
+    name: 'key-secrets-and-team-members',
+    // 1. Regenerated keys: the key record (and its budget counter) keeps its id; its current secret
+    //    (valid_until NULL) and replaced secrets in their grace period live here. A key without rows
+    //    here opens with its own token_hash.
+    // 2. Team memberships with a role; each has a budget counter of kind 'member' (max_budget_in_team).
+    //    Users already in teams become members with role 'user' and an uncapped counter.
+    sql: `
+CREATE TABLE key_secrets (
+  secret_hash TEXT PRIMARY KEY NOT NULL,
+  token_hash TEXT NOT NULL,
+  valid_until INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX key_secrets_token_hash_idx ON key_secrets (token_hash);
+
+CREATE TABLE team_members (
+  team_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  role TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (team_id, user_id)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX team_members_user_id_idx ON team_members (user_id);
+
+INSERT OR IGNORE INTO team_members (team_id, user_id, role, created_at)
+SELECT j.value, u.user_id, 'user', u.created_at FROM users u, json_each(u.teams) j
+WHERE EXISTS (SELECT 1 FROM teams t WHERE t.team_id = j.value);
+
+INSERT OR IGNORE INTO budgets (scope_kind, scope_id, spend_nano, reserved_nano)
+SELECT 'member', team_id || ':' || user_id, 0, 0 FROM team_members;
+`,
+  },
+  {
     version: 7,
     name: 'rate-limits',
     // Rate limits per scope (any kind), their one-minute windows, and the leases of calls in flight

@@ -214,3 +214,26 @@ export const keyChanges = sqliteTable('key_changes', {
   tokenHash: text('token_hash').notNull(),
   changedAt: ms('changed_at').notNull(),
 });
+
+/** Secrets of regenerated keys: the current one (`validUntil` null) and replaced ones in grace (migration 6). */
+export const keySecrets = sqliteTable(
+  'key_secrets',
+  {
+    secretHash: text('secret_hash').primaryKey(),
+    tokenHash: text('token_hash').notNull(),
+    validUntil: ms('valid_until'),
+  },
+  (t) => [index('key_secrets_token_hash_idx').on(t.tokenHash)],
+);
+
+/** Team memberships with their role; each has a `member` budget counter (migration 6). */
+export const teamMembers = sqliteTable(
+  'team_members',
+  {
+    teamId: text('team_id').notNull(),
+    userId: text('user_id').notNull(),
+    role: text('role', { enum: ['admin', 'user'] }).notNull(),
+    createdAt: ms('created_at').notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.teamId, t.userId] }), index('team_members_user_id_idx').on(t.userId)],
+);

@@ -9,6 +9,7 @@ import {
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
+  type DeletedEntity,
   decideRateBucket,
   type EntityInsert,
   expiredReservationLog,
@@ -16,13 +17,18 @@ import {
   fitsBudget,
   isOptionalScope,
   isWindowOf,
+  type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type MemberRecord,
+  type MemberRole,
+  memberScopeId,
   type PendingCall,
   type RateAcquireInput,
   type RateAcquireResult,
   type RateLimits,
   type RateSettleInput,
+  type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
   readsTagRollup,
@@ -44,12 +50,14 @@ import {
   spendReportField,
   type TagRecord,
   type TagSpend,
+  type TeamPatch,
   type TeamRecord,
+  type UserPatch,
   type UserRecord,
   windowScopeId,
 } from '@spendguard/core';
 import Database from 'better-sqlite3';
-import { and, asc, desc, eq, gte, inArray, lt, lte, or, type SQL, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, inArray, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';
 import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import { GroupCommit } from './group-commit.js';
@@ -412,9 +420,228 @@ export class SqliteStorage implements SpendStorage {
           .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
           .run();
         s.deleteRateLimits.run('key', tokenHash);
+        orm.delete(schema.keySecrets).where(eq(schema.keySecrets.tokenHash, tokenHash)).run();
         orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
       }
       return deleted;
+    });
+    return run.immediate();
+  }
+
+  async findKeyBySecret(secretHash: string, now: Date): Promise<KeyBySecret | null> {
+    const { orm } = this.#ready();
+    const ks = schema.keySecrets;
+    const row = orm.select().from(ks).where(eq(ks.secretHash, secretHash)).get();
+    if (row) {
+      if (row.validUntil && row.validUntil.getTime() <= now.getTime()) return null;
+      const key = await this.getKey(row.tokenHash);
+      return key ? { key, secretValidUntil: row.validUntil } : null;
+    }
+    // A key's own hash opens it only while it has never been given another secret.
+    const key = await this.getKey(secretHash);
+    if (!key) return null;
+    const replaced = orm
+      .select({ h: ks.secretHash })
+      .from(ks)
+      .where(and(eq(ks.tokenHash, secretHash), isNull(ks.validUntil)))
+      .get();
+    return replaced ? null : { key, secretValidUntil: null };
+  }
+
+  async regenerateKey(input: RegenerateKeyInput): Promise<KeyRecord | null> {
+    const { orm, db } = this.#ready();
+    const ks = schema.keySecrets;
+    const run = db.transaction((): KeyRecord | null => {
+      const k = schema.keys;
+      const key = orm
+        .update(k)
+        .set({ keyName: input.newKeyName })
+        .where(eq(k.tokenHash, input.tokenHash))
+        .returning()
+        .get();
+      if (!key) return null;
+      const current = orm
+        .delete(ks)
+        .where(and(eq(ks.tokenHash, input.tokenHash), isNull(ks.validUntil)))
+        .returning()
+        .get();
+      const previous = current?.secretHash ?? input.tokenHash;
+      // Grace secrets whose time is over are dropped here rather than by a sweep.
+      orm
+        .delete(ks)
+        .where(and(eq(ks.tokenHash, input.tokenHash), lte(ks.validUntil, input.now)))
+        .run();
+      const grace = input.previousValidUntil;
+      if (grace && grace.getTime() > input.now.getTime()) {
+        orm
+          .insert(ks)
+          .values({ secretHash: previous, tokenHash: input.tokenHash, validUntil: grace })
+          .onConflictDoUpdate({ target: ks.secretHash, set: { validUntil: grace } })
+          .run();
+      }
+      orm
+        .insert(ks)
+        .values({ secretHash: input.newSecretHash, tokenHash: input.tokenHash, validUntil: null })
+        .run();
+      const changedAt = new Date();
+      orm.insert(schema.keyChanges).values({ tokenHash: input.tokenHash, changedAt }).run();
+      if (previous !== input.tokenHash)
+        orm.insert(schema.keyChanges).values({ tokenHash: previous, changedAt }).run();
+      return key;
+    });
+    try {
+      return run.immediate();
+    } catch (err) {
+      if (isKeyConflict(err)) throw new StorageConflictError('key', input.newSecretHash);
+      throw err;
+    }
+  }
+
+  async updateTeam(
+    teamId: string,
+    patch: TeamPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<TeamRecord | null> {
+    const { orm, db } = this.#ready();
+    const t = schema.teams;
+    const run = db.transaction((): TeamRecord | null => {
+      const fields = definedOnly(patch);
+      if (Object.keys(fields).length > 0) orm.update(t).set(fields).where(eq(t.teamId, teamId)).run();
+      const team = orm.select().from(t).where(eq(t.teamId, teamId)).get();
+      if (!team) return null;
+      patchBudget(orm, 'team', teamId, budget);
+      recordAnyKeyChange(orm);
+      return team;
+    });
+    return run.immediate();
+  }
+
+  async deleteTeam(teamId: string): Promise<DeletedEntity | null> {
+    const { orm, db } = this.#ready();
+    const run = db.transaction((): DeletedEntity | null => {
+      const gone = orm.delete(schema.teams).where(eq(schema.teams.teamId, teamId)).run();
+      if (gone.changes === 0) return null;
+      deleteCounter(orm, 'team', teamId);
+      const tm = schema.teamMembers;
+      for (const m of orm.select().from(tm).where(eq(tm.teamId, teamId)).all()) dropMember(orm, m);
+      const keys = orm
+        .select({ h: schema.keys.tokenHash })
+        .from(schema.keys)
+        .where(eq(schema.keys.teamId, teamId))
+        .all()
+        .map((r) => r.h);
+      deleteKeysIn(orm, keys);
+      recordAnyKeyChange(orm);
+      return { deletedKeys: keys };
+    });
+    return run.immediate();
+  }
+
+  async listTeams(filter: { userId?: string }): Promise<TeamRecord[]> {
+    const { orm } = this.#ready();
+    const t = schema.teams;
+    const tm = schema.teamMembers;
+    const member =
+      filter.userId === undefined
+        ? undefined
+        : sql`exists (select 1 from ${tm} where ${tm.teamId} = ${t.teamId} and ${tm.userId} = ${filter.userId})`;
+    return orm.select().from(t).where(member).orderBy(asc(t.createdAt), asc(t.teamId)).all();
+  }
+
+  async updateUser(
+    userId: string,
+    patch: UserPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<UserRecord | null> {
+    const { orm, db } = this.#ready();
+    const u = schema.users;
+    const run = db.transaction((): UserRecord | null => {
+      const fields = definedOnly(patch);
+      if (Object.keys(fields).length > 0) orm.update(u).set(fields).where(eq(u.userId, userId)).run();
+      const user = orm.select().from(u).where(eq(u.userId, userId)).get();
+      if (!user) return null;
+      patchBudget(orm, 'user', userId, budget);
+      recordAnyKeyChange(orm);
+      return user;
+    });
+    return run.immediate();
+  }
+
+  async deleteUser(userId: string): Promise<DeletedEntity | null> {
+    const { orm, db } = this.#ready();
+    const run = db.transaction((): DeletedEntity | null => {
+      const gone = orm.delete(schema.users).where(eq(schema.users.userId, userId)).run();
+      if (gone.changes === 0) return null;
+      deleteCounter(orm, 'user', userId);
+      const tm = schema.teamMembers;
+      for (const m of orm.select().from(tm).where(eq(tm.userId, userId)).all()) dropMember(orm, m);
+      const keys = orm
+        .select({ h: schema.keys.tokenHash })
+        .from(schema.keys)
+        .where(eq(schema.keys.userId, userId))
+        .all()
+        .map((r) => r.h);
+      deleteKeysIn(orm, keys);
+      recordAnyKeyChange(orm);
+      return { deletedKeys: keys };
+    });
+    return run.immediate();
+  }
+
+  async listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]> {
+    const { orm } = this.#ready();
+    const tm = schema.teamMembers;
+    const where: SQL[] = [];
+    if (filter.teamId !== undefined) where.push(eq(tm.teamId, filter.teamId));
+    if (filter.userId !== undefined) where.push(eq(tm.userId, filter.userId));
+    return orm
+      .select()
+      .from(tm)
+      .where(and(...where))
+      .orderBy(asc(tm.createdAt), asc(tm.teamId), asc(tm.userId))
+      .all();
+  }
+
+  async updateMember(
+    teamId: string,
+    userId: string,
+    patch: { role?: MemberRole },
+    budget?: Partial<BudgetInit>,
+  ): Promise<MemberRecord | null> {
+    const { orm, db } = this.#ready();
+    const tm = schema.teamMembers;
+    const run = db.transaction((): MemberRecord | null => {
+      const which = and(eq(tm.teamId, teamId), eq(tm.userId, userId));
+      if (patch.role !== undefined) orm.update(tm).set({ role: patch.role }).where(which).run();
+      const member = orm.select().from(tm).where(which).get();
+      if (!member) return null;
+      patchBudget(orm, 'member', memberScopeId(teamId, userId), budget);
+      return member;
+    });
+    return run.immediate();
+  }
+
+  async deleteMember(teamId: string, userId: string): Promise<DeletedEntity | null> {
+    const { orm, db } = this.#ready();
+    const tm = schema.teamMembers;
+    const run = db.transaction((): DeletedEntity | null => {
+      const member = orm
+        .select()
+        .from(tm)
+        .where(and(eq(tm.teamId, teamId), eq(tm.userId, userId)))
+        .get();
+      if (!member) return null;
+      dropMember(orm, member);
+      const k = schema.keys;
+      const keys = orm
+        .select({ h: k.tokenHash })
+        .from(k)
+        .where(and(eq(k.teamId, teamId), eq(k.userId, userId)))
+        .all()
+        .map((r) => r.h);
+      deleteKeysIn(orm, keys);
+      recordAnyKeyChange(orm);
+      return { deletedKeys: keys };
     });
     return run.immediate();
   }
@@ -436,7 +663,7 @@ export class SqliteStorage implements SpendStorage {
       try {
         for (const row of since.all(last)) {
           last = row.seq;
-          listener(row.token_hash);
+          listener(row.token_hash === ANY_KEY ? null : row.token_hash);
         }
         // Changes older than an hour have been seen by every live watcher.
         if (++polls % 1000 === 0)
@@ -776,6 +1003,7 @@ function insertEntities(orm: Orm, s: Statements, entities: EntityInsert[]): void
       if (e.type === 'team') orm.insert(schema.teams).values(e.record).run();
       else if (e.type === 'user') orm.insert(schema.users).values(e.record).run();
       else if (e.type === 'key') orm.insert(schema.keys).values(e.record).run();
+      else if (e.type === 'member') insertMember(orm, e.record);
       else if (e.type === 'customer') orm.insert(schema.customers).values(e.record).run();
       else if (e.type === 'tag') orm.insert(schema.tags).values(e.record).run();
       orm
@@ -789,6 +1017,85 @@ function insertEntities(orm: Orm, s: Statements, entities: EntityInsert[]): void
       if (isKeyConflict(err)) throw new StorageConflictError(e.type, scope.id);
       throw err;
     }
+  }
+}
+
+/** `key_changes.token_hash` for "any key may have changed" (the column is NOT NULL). */
+const ANY_KEY = '*';
+
+function recordAnyKeyChange(orm: Orm): void {
+  orm.insert(schema.keyChanges).values({ tokenHash: ANY_KEY, changedAt: new Date() }).run();
+}
+
+function definedOnly<T extends object>(patch: T): Partial<T> {
+  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+function patchBudget(orm: Orm, kind: string, id: string, budget: Partial<BudgetInit> | undefined): void {
+  const limits = definedOnly(budget ?? {});
+  if (Object.keys(limits).length === 0) return;
+  const b = schema.budgets;
+  orm
+    .update(b)
+    .set(limits)
+    .where(and(eq(b.scopeKind, kind), eq(b.scopeId, id)))
+    .run();
+}
+
+function deleteCounter(orm: Orm, kind: string, id: string): void {
+  const b = schema.budgets;
+  orm
+    .delete(b)
+    .where(and(eq(b.scopeKind, kind), eq(b.scopeId, id)))
+    .run();
+}
+
+/** Inside a transaction: keys, their counters and secrets, with a change record each. */
+function deleteKeysIn(orm: Orm, tokenHashes: string[]): void {
+  for (const tokenHash of tokenHashes) {
+    orm.delete(schema.keys).where(eq(schema.keys.tokenHash, tokenHash)).run();
+    deleteCounter(orm, 'key', tokenHash);
+    orm.delete(schema.keySecrets).where(eq(schema.keySecrets.tokenHash, tokenHash)).run();
+    orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
+  }
+}
+
+/** Inserts a membership; the user must exist and gains the team in its `teams`. */
+function insertMember(orm: Orm, m: MemberRecord): void {
+  const u = schema.users;
+  const user = orm.select({ teams: u.teams }).from(u).where(eq(u.userId, m.userId)).get();
+  if (!user) throw new Error(`no user '${m.userId}' to add to a team`);
+  if (
+    !orm.select({ id: schema.teams.teamId }).from(schema.teams).where(eq(schema.teams.teamId, m.teamId)).get()
+  ) {
+    throw new Error(`no team '${m.teamId}' to add a member to`);
+  }
+  orm.insert(schema.teamMembers).values(m).run();
+  if (!user.teams.includes(m.teamId)) {
+    orm
+      .update(u)
+      .set({ teams: [...user.teams, m.teamId] })
+      .where(eq(u.userId, m.userId))
+      .run();
+  }
+}
+
+/** Removes a membership, its counter, and the team from the user's `teams`. */
+function dropMember(orm: Orm, m: MemberRecord): void {
+  const tm = schema.teamMembers;
+  orm
+    .delete(tm)
+    .where(and(eq(tm.teamId, m.teamId), eq(tm.userId, m.userId)))
+    .run();
+  deleteCounter(orm, 'member', memberScopeId(m.teamId, m.userId));
+  const u = schema.users;
+  const user = orm.select({ teams: u.teams }).from(u).where(eq(u.userId, m.userId)).get();
+  if (user?.teams.includes(m.teamId)) {
+    orm
+      .update(u)
+      .set({ teams: user.teams.filter((t) => t !== m.teamId) })
+      .where(eq(u.userId, m.userId))
+      .run();
   }
 }
 
@@ -1003,9 +1310,4 @@ function isKeyConflict(err: unknown): boolean {
     }
   }
   return false;
-}
-
-/** The entries whose value is not `undefined` (a patch's fields to change). */
-function definedOnly<T extends object>(patch: T): Partial<T> {
-  return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -214,4 +214,29 @@ describe('sqlite backend', () => {
     ]);
     await s.close();
   });
+  it('migration 6 makes users already in teams members, each with an uncapped member counter', async () => {
+    const path = freshPath();
+    const db = new Database(path);
+    applyMigrations(
+      db,
+      MIGRATIONS.filter((m) => m.version < 6),
+    );
+    db.prepare(
+      `INSERT INTO teams VALUES ('t1', NULL, '[]', '{}', 0, 1), ('t2', NULL, '[]', '{}', 0, 1)`,
+    ).run();
+    db.prepare(
+      `INSERT INTO users VALUES ('u1', NULL, 'internal_user', '["t1","t2","gone"]', '[]', '{}', 5), ('u2', NULL, 'internal_user', '[]', '[]', '{}', 5)`,
+    ).run();
+    db.close();
+
+    const s = await open(path);
+    expect(await s.listMembers({ userId: 'u1' })).toEqual([
+      { teamId: 't1', userId: 'u1', role: 'user', createdAt: new Date(5) },
+      { teamId: 't2', userId: 'u1', role: 'user', createdAt: new Date(5) },
+    ]);
+    expect(await s.listMembers({ userId: 'u2' })).toEqual([]);
+    const [counter] = await s.getBudgets([{ kind: 'member', id: 't1:u1' }], new Date(10));
+    expect(counter).toMatchObject({ maxBudgetNano: null, spendNano: 0, reservedNano: 0 });
+    await s.close();
+  });
 });

@@ -309,7 +309,7 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     }
     // Not for keys: the routes are the master key's.
     const key = (await admin(app, 'POST', '/key/generate', {})).body.key;
-    expect((await admin(app, 'POST', '/tag/new', { name: 'mine' }, key)).status).toBe(401);
+    expect((await admin(app, 'POST', '/tag/new', { name: 'mine' }, key)).status).toBe(403);
     expect((await admin(app, 'GET', '/tag/list')).body.map((t: { name: string }) => t.name)).toEqual([
       'env:prod',
     ]);

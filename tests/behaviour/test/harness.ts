@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { serve } from '@hono/node-server';
-import type { AdapterOptions, SpendGuard } from '@spendguard/core';
+import type { AdapterOptions, SpendGuard, SpendStorage } from '@spendguard/core';
 import { type Simulator, type SimulatorOptions, startSimulator } from '@spendguard/core/testing';
 import { spendGuard as expressSpendGuard } from '@spendguard/express';
 import { spendGuard as honoSpendGuard, type SpendGuardEnv } from '@spendguard/hono';
@@ -112,6 +112,8 @@ export interface TestAppOptions {
   busyTimeoutMs?: number;
   /** Share another app's SQLite file (a second instance of the same service). */
   dbPath?: string;
+  /** Another store instead of the SQLite file (e.g. Postgres); `dbPath` is then unused. */
+  storage?: SpendStorage;
 }
 
 /** A real app on loopback, on a fresh SQLite file, proxying a fresh simulator. */
@@ -120,7 +122,7 @@ export async function startTestApp(framework: Framework, options: TestAppOptions
   const dbPath = options.dbPath ?? join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-')), 'spend.db');
   const { server, guard } = framework.listen(
     {
-      storage: sqliteStorage({ path: dbPath, busyTimeoutMs: options.busyTimeoutMs }),
+      storage: options.storage ?? sqliteStorage({ path: dbPath, busyTimeoutMs: options.busyTimeoutMs }),
       masterKey: MASTER,
       now: options.now,
       bodyLimitBytes: options.bodyLimitBytes,

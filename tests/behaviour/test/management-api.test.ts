@@ -65,7 +65,7 @@ describe.each(ADAPTERS)('management API on $name', (framework) => {
     expect(own.status).toBe(200);
     expect(own.body.key).toBe(key.body.token);
     const other = await admin(app, 'GET', `/key/info?key=${user.body.token}`, undefined, key.body.key);
-    expect(other.status).toBe(401);
+    expect(other.status).toBe(403);
 
     const teamInfo = await admin(app, 'GET', '/team/info?team_id=frontend-team');
     expect(teamInfo.status).toBe(200);
@@ -120,7 +120,7 @@ describe.each(ADAPTERS)('management API on $name', (framework) => {
     },
   );
 
-  it('answers 401 without the master key, with a wrong one, and to a virtual key on admin routes', async () => {
+  it('answers 401 without the master key or with a wrong one, 403 to a virtual key on admin routes', async () => {
     const noAuth = await admin(app, 'POST', '/team/new', { team_alias: 'x' }, null);
     expect(noAuth.status).toBe(401);
     expect(noAuth.body.error.type).toBe('auth_error');
@@ -128,7 +128,8 @@ describe.each(ADAPTERS)('management API on $name', (framework) => {
     expect(wrong.status).toBe(401);
     const key = await admin(app, 'POST', '/key/generate', {});
     const asKey = await admin(app, 'POST', '/team/new', { team_alias: 'x' }, key.body.key);
-    expect(asKey.status).toBe(401);
+    expect(asKey.status).toBe(403);
+    expect(asKey.body.error).toMatchObject({ type: 'auth_error', code: '403' });
     expect((await admin(app, 'GET', '/team/info?team_id=x')).status).toBe(404);
   });
 

@@ -222,7 +222,7 @@ describe('every adapter answers the same script identically', () => {
       'malformed admin JSON': 400,
       'negative budget': 400,
       'admin without key': 401,
-      'admin with a virtual key': 401,
+      'admin with a virtual key': 403,
       'unknown key info': 404,
       'bad spend/logs date': 400,
       'JSON call': 200,

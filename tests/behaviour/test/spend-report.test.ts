@@ -394,11 +394,11 @@ describe.each(ADAPTERS)('spend reports on $name', (framework) => {
     expect(res.body.error.message).toMatch(message);
   });
 
-  it('refuses the report routes without the master key', async () => {
+  it('refuses the report routes without the master key (401) and to a virtual key (403)', async () => {
     for (const path of ['/global/spend/report', '/user/daily/activity', '/team/daily/activity']) {
       const q = `?start_date=${FROM}&end_date=${TO}`;
       expect((await admin(app, 'GET', path + q, undefined, null)).status).toBe(401);
-      expect((await admin(app, 'GET', path + q, undefined, key.carol)).status).toBe(401);
+      expect((await admin(app, 'GET', path + q, undefined, key.carol)).status).toBe(403); // a key, not the master key
     }
     await expect(app.guard.spend.report({ from: '2026-03-05', to: '2026-03-01' })).rejects.toThrow(/after/);
   });

@@ -7,18 +7,18 @@ import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKe
 import { hasRateLimits } from '../storage/rate-limit-rules.js';
 import type {
   BudgetInit,
-  BudgetState,
   EntityInsert,
   KeyPatch,
   KeyRecord,
   RateLimits,
   ScopeRef,
-  SpendLogRecord,
   SpendStorage,
   TeamRecord,
   UserRecord,
 } from '../storage/storage-contract.js';
-import { modelScopeId } from '../storage/storage-contract.js';
+import { memberScopeId, modelScopeId } from '../storage/storage-contract.js';
+import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } from './caller.js';
+import { indexStates, keyJson, ok, spendLogJson, stateOf, teamJson, userJson } from './entity-json.js';
 import {
   describeIssues,
   globalSpendReportQuerySchema,
@@ -26,6 +26,7 @@ import {
   keyGenerateSchema,
   keyListQuerySchema,
   keyRefSchema,
+  keyRegenerateSchema,
   keyUpdateSchema,
   spendLogsQuerySchema,
   spendTagsQuerySchema,
@@ -43,6 +44,7 @@ import {
   windowsJson,
 } from './scope-routes.js';
 import { globalSpendReport, teamDailyActivity, userDailyActivity } from './spend-report-routes.js';
+import { TeamUserRoutes } from './team-user-routes.js';
 
 /** A management API request, in framework-neutral terms. */
 export interface ManagementRequest {
@@ -55,29 +57,48 @@ export interface ManagementRequest {
   body: string | unknown;
 }
 
-type Caller = { role: 'admin' } | { role: 'key'; tokenHash: string };
-type Handler = (req: ManagementRequest, caller: Caller, storage: SpendStorage) => Promise<GuardResponse>;
+type Handler = (
+  req: ManagementRequest,
+  caller: Caller,
+  storage: SpendStorage,
+  /** The `{key}` of `/key/{key}/regenerate`. */
+  pathKey?: string,
+) => Promise<GuardResponse>;
 
 /** LiteLLM's management API over the guard's storage. */
 export class ManagementApi {
-  private readonly routes: Record<string, { handler: Handler; keyMayCall?: boolean }>;
+  private readonly routes: Record<string, { handler: Handler; access: RouteAccess }>;
+  private readonly teamsAndUsers: TeamUserRoutes;
 
   constructor(private readonly guard: SpendGuard) {
+    this.teamsAndUsers = new TeamUserRoutes(this);
+    const t = this.teamsAndUsers;
     this.routes = {
-      'POST /team/new': { handler: (r, _c, s) => this.teamNew(r, s) },
-      'POST /user/new': { handler: (r, _c, s) => this.userNew(r, s) },
-      'POST /key/generate': { handler: (r, _c, s) => this.keyGenerate(r, s) },
-      'GET /key/info': { handler: (r, c, s) => this.keyInfo(r, c, s), keyMayCall: true },
-      'GET /team/info': { handler: (r, _c, s) => this.teamInfo(r, s) },
-      'GET /user/info': { handler: (r, _c, s) => this.userInfo(r, s) },
-      'GET /spend/logs': { handler: (r, c, s) => this.spendLogs(r, c, s), keyMayCall: true },
-      'GET /spend/tags': { handler: (r, _c, s) => this.spendTags(r, s) },
-      'POST /key/update': { handler: (r, _c, s) => this.keyUpdate(r, s) },
-      'POST /key/block': { handler: (r, _c, s) => this.keyBlock(r, s, true) },
-      'POST /key/unblock': { handler: (r, _c, s) => this.keyBlock(r, s, false) },
-      'POST /key/delete': { handler: (r, _c, s) => this.keyDelete(r, s) },
-      'GET /key/list': { handler: (r, _c, s) => this.keyList(r, s) },
+      'POST /team/new': { handler: (r, _c, s) => this.teamNew(r, s), access: 'admin' },
+      'POST /user/new': { handler: (r, _c, s) => this.userNew(r, s), access: 'admin' },
+      'POST /key/generate': { handler: (r, c, s) => this.keyGenerate(r, c, s), access: 'team' },
+      'GET /key/info': { handler: (r, c, s) => this.keyInfo(r, c, s), access: 'self' },
+      'GET /team/info': { handler: (r, c, s) => this.teamInfo(r, c, s), access: 'team' },
+      'GET /user/info': { handler: (r, _c, s) => this.userInfo(r, s), access: 'admin' },
+      'GET /spend/logs': { handler: (r, c, s) => this.spendLogs(r, c, s), access: 'self' },
+      'GET /spend/tags': { handler: (r, _c, s) => this.spendTags(r, s), access: 'admin' },
+      'POST /key/update': { handler: (r, c, s) => this.keyUpdate(r, c, s), access: 'team' },
+      'POST /key/block': { handler: (r, c, s) => this.keyBlock(r, c, s, true), access: 'team' },
+      'POST /key/unblock': { handler: (r, c, s) => this.keyBlock(r, c, s, false), access: 'team' },
+      'POST /key/delete': { handler: (r, c, s) => this.keyDelete(r, c, s), access: 'team' },
+      'POST /key/regenerate': { handler: (r, c, s, k) => this.keyRegenerate(r, c, s, k), access: 'team' },
+      'GET /key/list': { handler: (r, c, s) => this.keyList(r, c, s), access: 'team' },
+      'POST /team/update': { handler: (r, c, s) => t.teamUpdate(r, c, s), access: 'team' },
+      'POST /team/delete': { handler: (r, _c, s) => t.teamDelete(r, s), access: 'admin' },
+      'GET /team/list': { handler: (r, _c, s) => t.teamList(r, s), access: 'admin' },
+      'POST /team/member_add': { handler: (r, c, s) => t.memberAdd(r, c, s), access: 'team' },
+      'POST /team/member_update': { handler: (r, c, s) => t.memberUpdate(r, c, s), access: 'team' },
+      'POST /team/member_delete': { handler: (r, c, s) => t.memberDelete(r, c, s), access: 'team' },
+      'POST /user/update': { handler: (r, _c, s) => t.userUpdate(r, s), access: 'admin' },
+      'POST /user/delete': { handler: (r, _c, s) => t.userDelete(r, s), access: 'admin' },
+      'GET /user/list': { handler: (r, _c, s) => t.userList(r, s), access: 'admin' },
       'GET /global/spend/report': {
+        access: 'admin',
         handler: async (r, _c, s) =>
           ok(
             await globalSpendReport(
@@ -88,16 +109,18 @@ export class ManagementApi {
           ),
       },
       'GET /user/daily/activity': {
+        access: 'admin',
         handler: async (r, _c, s) =>
           ok(await userDailyActivity(s, this.parseQuery(r, userDailyActivityQuerySchema))),
       },
       'GET /team/daily/activity': {
+        access: 'admin',
         handler: async (r, _c, s) =>
           ok(await teamDailyActivity(s, this.parseQuery(r, teamDailyActivityQuerySchema))),
       },
     };
     for (const [route, handler] of Object.entries(new ScopeRoutes(this).routes())) {
-      this.routes[route] = { handler: (r, _c, s) => handler(r, s) };
+      this.routes[route] = { handler: (r, _c, st) => handler(r, st), access: 'admin' };
     }
   }
 
@@ -107,7 +130,16 @@ export class ManagementApi {
 
   /** True when `method path` is one of this API's routes (adapters fall through otherwise). */
   handles(method: string, path: string): boolean {
-    return `${method.toUpperCase()} ${normalizePath(path)}` in this.routes;
+    return this.route(method, path) !== null;
+  }
+
+  private route(method: string, path: string) {
+    const p = normalizePath(path);
+    // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path.
+    const m = /^\/key\/([^/]+)\/regenerate$/.exec(p);
+    const pathKey = m ? decodeURIComponent(m[1]!) : undefined;
+    const route = this.routes[`${method.toUpperCase()} ${pathKey ? '/key/regenerate' : p}`];
+    return route ? { ...route, pathKey } : null;
   }
 
   /** Answers a management request; `null` when the path is not a management route. */
@@ -124,14 +156,12 @@ export class ManagementApi {
   }
 
   private async answer(req: ManagementRequest, trusted: boolean): Promise<GuardResponse | null> {
-    const route = this.routes[`${req.method.toUpperCase()} ${normalizePath(req.path)}`];
+    const route = this.route(req.method, req.path);
     if (!route) return null;
     try {
-      const caller: Caller = trusted
-        ? { role: 'admin' }
-        : await this.authorize(req, route.keyMayCall ?? false);
+      const caller: Caller = trusted ? { role: 'proxy_admin' } : await this.authorize(req, route.access);
       return await this.guard.gate.call(`${req.method} ${req.path}`, (storage) =>
-        route.handler(req, caller, storage),
+        route.handler(req, caller, storage, route.pathKey),
       );
     } catch (error) {
       if (error instanceof StorageConflictError) {
@@ -143,7 +173,7 @@ export class ManagementApi {
     }
   }
 
-  private async authorize(req: ManagementRequest, keyMayCall: boolean): Promise<Caller> {
+  private async authorize(req: ManagementRequest, access: RouteAccess): Promise<Caller> {
     const auth = req.header('authorization') ?? '';
     const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
     const presented = m?.[1]?.trim() ?? req.header('x-api-key') ?? null;
@@ -159,17 +189,35 @@ export class ManagementApi {
         'Authentication Error, no master key is configured: set SPENDGUARD_MASTER_KEY (or the masterKey option).',
       );
     }
-    if (this.guard.isMasterKey(presented)) return { role: 'admin' };
-    if (keyMayCall && presented.startsWith('sk-')) {
-      const ctx = await this.guard.resolveKey(hashVirtualKey(presented));
-      if (ctx && !ctx.key.blocked) return { role: 'key', tokenHash: ctx.key.tokenHash };
+    if (this.guard.isMasterKey(presented)) return { role: 'proxy_admin' };
+    const ctx = presented.startsWith('sk-') ? await this.guard.resolveKey(hashVirtualKey(presented)) : null;
+    if (!ctx) {
+      throw new SpendGuardError(
+        'INVALID_MASTER_KEY',
+        'Authentication Error, invalid master key or virtual key.',
+      );
     }
-    throw new SpendGuardError(
-      'INVALID_MASTER_KEY',
-      'Authentication Error, invalid master key or not allowed to call this route.',
-    );
+    this.guard.assertKeyUsable(ctx, this.guard.now());
+    const { tokenHash, userId } = ctx.key;
+    // Roles are read at each call (not cached), so a demoted team admin loses its rights at once.
+    const teamIds = userId
+      ? (await this.guard.gate.call('member lookup', (s) => s.listMembers({ userId })))
+          .filter((m) => m.role === 'admin')
+          .map((m) => m.teamId)
+      : [];
+    const caller: Caller =
+      userId && teamIds.length > 0
+        ? { role: 'team_admin', tokenHash, userId, teamIds }
+        : { role: 'key', tokenHash, userId };
+    if (!admits(access, caller)) {
+      throw forbidden(
+        `this route needs ${access === 'admin' ? 'the master key' : 'the master key or a team admin key'}; a ${caller.role === 'key' ? 'virtual key' : 'team admin key'} may not call ${req.method.toUpperCase()} ${normalizePath(req.path)}.`,
+      );
+    }
+    return caller;
   }
 
+  /** @internal */
   parseBody<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
     let value: unknown = req.body;
     if (typeof value === 'string') {
@@ -195,6 +243,7 @@ export class ManagementApi {
     return parsed.data;
   }
 
+  /** @internal */
   parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
     const parsed = schema.safeParse(Object.fromEntries(req.query));
     if (!parsed.success)
@@ -202,6 +251,7 @@ export class ManagementApi {
     return parsed.data;
   }
 
+  /** @internal */
   budgetInit(
     maxBudget: number | null | undefined,
     duration: string | null | undefined,
@@ -216,12 +266,13 @@ export class ManagementApi {
     };
   }
 
-  /** A team by id or, when exactly one team has it, by alias. */
-  private async resolveTeam(
-    storage: SpendStorage,
-    idOrAlias: string,
-    param = 'team_id',
-  ): Promise<TeamRecord> {
+  /** @internal */
+  get guardInstance(): SpendGuard {
+    return this.guard;
+  }
+
+  /** A team by id or, when exactly one team has it, by alias. @internal */
+  async resolveTeam(storage: SpendStorage, idOrAlias: string, param = 'team_id'): Promise<TeamRecord> {
     const byId = await storage.getTeam(idOrAlias);
     if (byId) return byId;
     const byAlias = await storage.findTeamsByAlias(idOrAlias);
@@ -242,12 +293,6 @@ export class ManagementApi {
         param,
       },
     );
-  }
-
-  /** The rate limits of these scopes, by `scopeKey`. */
-  private async limitsOf(storage: SpendStorage, scopes: ScopeRef[]): Promise<Map<string, RateLimits>> {
-    const found = await storage.getRateLimits(scopes);
-    return new Map(found.map((r) => [`${r.scope.kind}:${r.scope.id}`, r.limits]));
   }
 
   private async teamNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -289,6 +334,13 @@ export class ManagementApi {
       { type: 'user', record: user, budget, rateLimits },
       ...windowInserts(this, { kind: 'user', id: user.userId }, b.budget_limits),
     ];
+    if (team) {
+      writes.push({
+        type: 'member',
+        record: { teamId: team.teamId, userId: user.userId, role: 'user', createdAt: now },
+        budget: this.budgetInit(null, null),
+      });
+    }
     let secret: string | null = null;
     let keyRecord: KeyRecord | null = null;
     if (b.auto_create_key !== false) {
@@ -307,7 +359,11 @@ export class ManagementApi {
     });
   }
 
-  private async keyGenerate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+  private async keyGenerate(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
     const b = this.parseBody(req, keyGenerateSchema);
     const user = b.user_id ? await storage.getUser(b.user_id) : null;
     if (b.user_id && !user) {
@@ -322,6 +378,10 @@ export class ManagementApi {
     // A key for a user who belongs to exactly one team spends against that team too, unless told otherwise.
     const teamRef = b.team_id ?? (user && user.teams.length === 1 ? user.teams[0]! : null);
     const team = teamRef ? await this.resolveTeam(storage, teamRef) : null;
+    assertManagesTeam(caller, team?.teamId ?? null, 'generate keys');
+    if (caller.role === 'team_admin' && user && !user.teams.includes(team!.teamId)) {
+      throw forbidden(`user '${user.userId}' is not a member of team '${team!.teamId}'.`);
+    }
     const now = this.guard.now();
     const secret = b.key ?? generateVirtualKey();
     const record = newKeyRecord(secret, {
@@ -355,24 +415,52 @@ export class ManagementApi {
     });
   }
 
+  /**
+   * The key a management call names (by a secret, current or in grace, or by its id), checked against
+   * what the caller may manage: the master key any, a team admin those of its teams.
+   */
+  private async keyFor(storage: SpendStorage, caller: Caller, ref: string, what: string): Promise<KeyRecord> {
+    const key = await findKeyByRef(storage, ref, this.guard.now());
+    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
+    assertManagesTeam(caller, key.teamId, what);
+    return key;
+  }
+
   /** Applies a change to one key, drops it from this guard's cache (other instances hear of it). */
   private async changeKey(
     storage: SpendStorage,
+    caller: Caller,
     ref: string,
     patch: KeyPatch,
     budget?: Partial<BudgetInit>,
   ): Promise<GuardResponse> {
-    const hash = keyHashFromKeyOrHash(ref);
+    const { tokenHash: hash } = await this.keyFor(storage, caller, ref, 'change this key');
     const key = await storage.updateKey(hash, patch, budget);
     this.guard.invalidateKey(hash);
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
-    const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.guard.now());
-    const [limits] = await storage.getRateLimits([{ kind: 'key', id: hash }]);
-    return ok({ key: hash, ...keyJson(key, state ?? null, limits?.limits ?? null) });
+    return ok({ key: hash, ...(await this.keyInfoJson(storage, key)) });
   }
 
-  private async keyUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
-    const b = this.parseBody(req, keyUpdateSchema);
+  /** A key's JSON with its budget, rate limits and budget windows. */
+  private async keyInfoJson(storage: SpendStorage, key: KeyRecord) {
+    const now = this.guard.now();
+    const scope: ScopeRef = { kind: 'key', id: key.tokenHash };
+    const [[state], windows, [limits]] = await Promise.all([
+      storage.getBudgets([scope], now),
+      storage.listWindows([scope], now),
+      storage.getRateLimits([scope]),
+    ]);
+    return { ...keyJson(key, state ?? null, limits?.limits ?? null), budget_limits: windowsJson(windows) };
+  }
+
+  /** The rate limits of these scopes, by `scopeKey`. */
+  private async limitsOf(storage: SpendStorage, scopes: ScopeRef[]): Promise<Map<string, RateLimits>> {
+    const found = await storage.getRateLimits(scopes);
+    return new Map(found.map((r) => [`${r.scope.kind}:${r.scope.id}`, r.limits]));
+  }
+
+  /** The key fields and budget definition an update (or a regenerate) sets. */
+  private keyChanges(b: z.infer<typeof keyUpdateSchema> | z.infer<typeof keyRegenerateSchema>) {
     const patch: KeyPatch = {};
     if (b.key_alias !== undefined) patch.keyAlias = b.key_alias;
     if (b.models !== undefined) patch.models = b.models;
@@ -381,78 +469,147 @@ export class ManagementApi {
     if (b.blocked !== undefined) patch.blocked = b.blocked;
     if (b.duration !== undefined)
       patch.expiresAt = b.duration ? expiryFrom(b.duration, this.guard.now()) : null;
-    const hash = keyHashFromKeyOrHash(b.key);
+    const budget = budgetPatch(this, b);
+    return { patch, budget };
+  }
+
+  private async keyUpdate(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
+    const b = this.parseBody(req, keyUpdateSchema);
+    const { patch, budget } = this.keyChanges(b);
+    const { tokenHash: hash } = await this.keyFor(storage, caller, b.key, 'change this key');
     if (RATE_LIMIT_FIELDS.some((f) => b[f] !== undefined)) {
-      if (!(await storage.getKey(hash)))
-        throw new SpendGuardError('NOT_FOUND', `Key not found: ${b.key}`, { param: 'key' });
       const scope: ScopeRef = { kind: 'key', id: hash };
       const [current] = await storage.getRateLimits([scope]);
       // Written before the key, whose change record makes every instance reload both.
       await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
     }
-    const answer = await this.changeKey(storage, b.key, patch, budgetPatch(this, b));
     if (b.model_max_budget) await applyModelBudgets(this, storage, hash, b.model_max_budget, this.now());
     if (b.budget_limits !== undefined) {
       await applyWindows(this, storage, { kind: 'key', id: hash }, b.budget_limits, this.now());
-      this.guard.invalidateKey(hash);
-      return ok({ key: hash, ...(await this.keyInfoJson(storage, hash, b.key)) });
     }
-    return answer;
+    // Last: its key change record makes every instance reload the key with all of the above.
+    return this.changeKey(storage, caller, b.key, patch, budget);
   }
 
   private async keyBlock(
     req: ManagementRequest,
+    caller: Caller,
     storage: SpendStorage,
     blocked: boolean,
   ): Promise<GuardResponse> {
     const b = this.parseBody(req, keyRefSchema);
-    return this.changeKey(storage, b.key, { blocked });
+    return this.changeKey(storage, caller, b.key, { blocked });
   }
 
-  private async keyDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+  /**
+   * LiteLLM's `/key/regenerate`: a new secret for the same key record (its id, budget counter,
+   * spend, team, user and settings stay), shown once. With `grace_period` the replaced secret keeps
+   * working until it ends; calls made with it spend on the same counter and log under the key's id.
+   */
+  private async keyRegenerate(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+    pathKey: string | undefined,
+  ): Promise<GuardResponse> {
+    const b = this.parseBody(req, keyRegenerateSchema);
+    const ref = pathKey ?? b.key;
+    if (!ref) {
+      throw new SpendGuardError('BAD_REQUEST', 'Pass the key to regenerate: {"key": "sk-..."}', {
+        param: 'key',
+      });
+    }
+    const key = await this.keyFor(storage, caller, ref, 'regenerate this key');
+    const now = this.guard.now();
+    const secret = b.new_key ?? generateVirtualKey();
+    const { patch, budget } = this.keyChanges(b);
+    const regenerated = await storage.regenerateKey({
+      tokenHash: key.tokenHash,
+      newSecretHash: hashVirtualKey(secret),
+      newKeyName: maskVirtualKey(secret),
+      previousValidUntil: b.grace_period ? expiryFrom(b.grace_period, now) : null,
+      now,
+    });
+    this.guard.invalidateKey(key.tokenHash);
+    if (!regenerated) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
+    let record = regenerated;
+    if (Object.keys(patch).length > 0 || Object.keys(budget).length > 0) {
+      record = (await storage.updateKey(key.tokenHash, patch, budget)) ?? record;
+      this.guard.invalidateKey(key.tokenHash);
+    }
+    const [state] = await storage.getBudgets([{ kind: 'key', id: key.tokenHash }], now);
+    return ok({
+      key: secret,
+      ...keyJson(record, state ?? null),
+      grace_period: b.grace_period ?? null,
+      previous_key_valid_until: b.grace_period ? expiryFrom(b.grace_period, now).toISOString() : null,
+    });
+  }
+
+  private async keyDelete(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
     const b = this.parseBody(req, keyDeleteSchema);
-    const hashes = b.keys.map(keyHashFromKeyOrHash);
-    const missing = [];
-    for (const [i, hash] of hashes.entries()) if (!(await storage.getKey(hash))) missing.push(b.keys[i]);
+    const now = this.guard.now();
+    const found = await Promise.all(b.keys.map((ref) => findKeyByRef(storage, ref, now)));
+    const missing = b.keys.filter((_, i) => !found[i]);
     if (missing.length > 0) {
       throw new SpendGuardError('NOT_FOUND', `Keys not found: ${missing.join(', ')}; nothing was deleted`, {
         param: 'keys',
       });
     }
+    for (const key of found) assertManagesTeam(caller, key!.teamId, 'delete this key');
+    const hashes = found.map((k) => k!.tokenHash);
     await storage.deleteKeys(hashes);
     for (const hash of hashes) this.guard.invalidateKey(hash);
     return ok({ deleted_keys: b.keys });
   }
 
-  private async keyList(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+  /** LiteLLM's `/key/list`: filters, then pages (`page` from 1, `size` default 10, at most 100). */
+  private async keyList(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
     const q = this.parseQuery(req, keyListQuerySchema);
     const teamId = q.team_id ? (await this.resolveTeam(storage, q.team_id)).teamId : undefined;
-    const keys = await storage.listKeys({ userId: q.user_id, teamId });
-    if (q.return_full_object !== 'true') {
-      return ok({
-        keys: keys.map((k) => k.tokenHash),
-        total_count: keys.length,
-        current_page: 1,
-        total_pages: 1,
-      });
+    let keys: KeyRecord[];
+    if (caller.role === 'team_admin') {
+      // A team admin lists the keys of its teams only.
+      if (teamId !== undefined) assertManagesTeam(caller, teamId, 'list its keys');
+      const teams = teamId !== undefined ? [teamId] : caller.teamIds;
+      keys = (await Promise.all(teams.map((t) => storage.listKeys({ userId: q.user_id, teamId: t })))).flat();
+    } else {
+      keys = await storage.listKeys({ userId: q.user_id, teamId });
     }
+    if (q.key_alias !== undefined) keys = keys.filter((k) => k.keyAlias === q.key_alias);
+    const size = q.size ?? 10;
+    const page = q.page ?? 1;
+    const totalPages = Math.ceil(keys.length / size);
+    const pageKeys = keys.slice((page - 1) * size, page * size);
+    const paging = { total_count: keys.length, current_page: page, total_pages: totalPages };
+    if (q.return_full_object !== 'true') return ok({ keys: pageKeys.map((k) => k.tokenHash), ...paging });
     const states = indexStates(
       await storage.getBudgets(
-        keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+        pageKeys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
         this.guard.now(),
       ),
     );
     const limits = await this.limitsOf(
       storage,
-      keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+      pageKeys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
     );
     return ok({
-      keys: keys.map((k) =>
+      keys: pageKeys.map((k) =>
         keyJson(k, states.get(`key:${k.tokenHash}`) ?? null, limits.get(`key:${k.tokenHash}`)),
       ),
-      total_count: keys.length,
-      current_page: 1,
-      total_pages: 1,
+      ...paging,
     });
   }
 
@@ -462,51 +619,48 @@ export class ManagementApi {
     storage: SpendStorage,
   ): Promise<GuardResponse> {
     const asked = req.query.get('key');
-    let hash: string;
-    if (asked) hash = keyHashFromKeyOrHash(asked);
-    else if (caller.role === 'key') hash = caller.tokenHash;
+    let key: KeyRecord | null;
+    if (asked) key = await findKeyByRef(storage, asked, this.guard.now());
+    else if (caller.role !== 'proxy_admin') key = await storage.getKey(caller.tokenHash);
     else
       throw new SpendGuardError('BAD_REQUEST', 'Pass the key to look up: /key/info?key=sk-...', {
         param: 'key',
       });
-    if (caller.role === 'key' && caller.tokenHash !== hash) {
-      throw new SpendGuardError(
-        'INVALID_MASTER_KEY',
-        'Authentication Error, a key may only read its own info.',
-      );
+    if (caller.role !== 'proxy_admin' && key?.tokenHash !== caller.tokenHash) {
+      const ownTeam = caller.role === 'team_admin' && key?.teamId && caller.teamIds.includes(key.teamId);
+      if (!ownTeam) throw forbidden("a key may only read its own info (or a team admin its team's keys).");
     }
-    return ok({ key: hash, info: await this.keyInfoJson(storage, hash, asked ?? hash) });
+    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${asked}`, { param: 'key' });
+    return ok({ key: key.tokenHash, info: await this.keyInfoJson(storage, key) });
   }
 
-  /** A key's JSON with its budget windows; 404 when it does not exist. */
-  private async keyInfoJson(storage: SpendStorage, hash: string, ref: string) {
-    const key = await storage.getKey(hash);
-    if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
-    const now = this.guard.now();
-    const scope: ScopeRef = { kind: 'key', id: hash };
-    const [[state], windows, [limits]] = await Promise.all([
-      storage.getBudgets([scope], now),
-      storage.listWindows([scope], now),
-      storage.getRateLimits([scope]),
-    ]);
-    return { ...keyJson(key, state ?? null, limits?.limits ?? null), budget_limits: windowsJson(windows) };
-  }
-
-  private async teamInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+  private async teamInfo(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
     const ref = req.query.get('team_id');
     if (!ref)
       throw new SpendGuardError('BAD_REQUEST', 'Pass the team: /team/info?team_id=...', { param: 'team_id' });
     const team = await this.resolveTeam(storage, ref).catch((e: unknown) => {
-      if (e instanceof SpendGuardError && e.code === 'UNKNOWN_TEAM')
+      if (e instanceof SpendGuardError && e.code === 'UNKNOWN_TEAM') {
+        // A team admin learns nothing about teams that are not its own, not even whether they exist.
+        if (caller.role !== 'proxy_admin') assertManagesTeam(caller, ref, 'read this team');
         throw new SpendGuardError('NOT_FOUND', e.message);
+      }
       throw e;
     });
+    assertManagesTeam(caller, team.teamId, 'read this team');
     const [keys, members] = await Promise.all([
       storage.listKeys({ teamId: team.teamId }),
-      storage.listUsers({ teamId: team.teamId }),
+      this.teamsAndUsers.membersOf(storage, team.teamId),
     ]);
     const states = await storage.getBudgets(
-      [{ kind: 'team', id: team.teamId }, ...keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash }))],
+      [
+        { kind: 'team', id: team.teamId },
+        ...keys.map((k): ScopeRef => ({ kind: 'key', id: k.tokenHash })),
+        ...members.map((m): ScopeRef => ({ kind: 'member', id: memberScopeId(team.teamId, m.user_id) })),
+      ],
       this.guard.now(),
     );
     const byScope = indexStates(states);
@@ -525,7 +679,16 @@ export class ManagementApi {
       keys: keys.map((k) =>
         keyJson(k, byScope.get(`key:${k.tokenHash}`) ?? null, limits.get(`key:${k.tokenHash}`)),
       ),
-      team_memberships: members.map((u) => ({ user_id: u.userId, team_id: team.teamId })),
+      team_memberships: members.map((m) => {
+        const state = byScope.get(`member:${memberScopeId(team.teamId, m.user_id)}`) ?? null;
+        return {
+          user_id: m.user_id,
+          team_id: team.teamId,
+          role: m.role,
+          spend: state ? state.spendNano / 1e9 : 0,
+          max_budget_in_team: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,
+        };
+      }),
     });
   }
 
@@ -563,18 +726,22 @@ export class ManagementApi {
     storage: SpendStorage,
   ): Promise<GuardResponse> {
     const q = this.parseQuery(req, spendLogsQuerySchema);
-    let apiKeyHash = q.api_key ? keyHashFromKeyOrHash(q.api_key) : undefined;
-    if (caller.role === 'key') {
+    let apiKeyHash = q.api_key
+      ? ((await findKeyByRef(storage, q.api_key, this.guard.now()))?.tokenHash ??
+        keyHashFromKeyOrHash(q.api_key))
+      : undefined;
+    let teamId = q.team_id;
+    if (teamId) teamId = (await this.resolveTeam(storage, teamId)).teamId;
+    // A key reads its own logs; a team admin also those of its teams.
+    const teamAdminOfIt = caller.role === 'team_admin' && !!teamId && caller.teamIds.includes(teamId);
+    if (caller.role !== 'proxy_admin' && !teamAdminOfIt) {
+      if (teamId)
+        throw forbidden(`only the master key or an admin of team '${teamId}' can read its spend logs.`);
       if (apiKeyHash && apiKeyHash !== caller.tokenHash) {
-        throw new SpendGuardError(
-          'INVALID_MASTER_KEY',
-          'Authentication Error, a key may only read its own spend logs.',
-        );
+        throw forbidden('a key may only read its own spend logs.');
       }
       apiKeyHash = caller.tokenHash;
     }
-    let teamId = q.team_id;
-    if (teamId) teamId = (await this.resolveTeam(storage, teamId)).teamId;
     const logs = await storage.querySpendLogs({
       apiKeyHash,
       userId: q.user_id,
@@ -609,10 +776,6 @@ function normalizePath(path: string): string {
   return p.length > 1 && p.endsWith('/') ? p.slice(0, -1) : p;
 }
 
-export function ok(body: unknown): GuardResponse {
-  return { status: 200, headers: {}, body };
-}
-
 function newKeyRecord(
   secret: string,
   o: {
@@ -642,8 +805,19 @@ function newKeyRecord(
   };
 }
 
+/**
+ * A key named by a management call: by a secret (current, or replaced and still in its grace
+ * period) or by its id (the `token` the API returns).
+ */
+async function findKeyByRef(storage: SpendStorage, ref: string, now: Date): Promise<KeyRecord | null> {
+  const hash = keyHashFromKeyOrHash(ref);
+  // A secret opens only what it opens when presented: a replaced one past its grace names nothing.
+  if (ref !== hash) return (await storage.findKeyBySecret(hash, now))?.key ?? null;
+  return storage.getKey(hash);
+}
+
 /** Key expiry from LiteLLM's `duration` (`30d`, `1h`, ...): plain elapsed time, not calendar-aligned. */
-function expiryFrom(duration: string, now: Date): Date {
+export function expiryFrom(duration: string, now: Date): Date {
   const m = /^(\d+)(mo|s|m|h|d|w)$/.exec(
     { daily: '1d', weekly: '7d', monthly: '1mo' }[duration] ?? duration,
   )!;
@@ -657,22 +831,13 @@ function expiryFrom(duration: string, now: Date): Date {
   return new Date(now.getTime() + n * unitMs[m[2]!]!);
 }
 
-export function stateOf(scope: ScopeRef, budget: BudgetInit): BudgetState {
-  return { scope, ...budget, softBudgetNano: budget.softBudgetNano ?? null, spendNano: 0, reservedNano: 0 };
+function startOf(value: string): Date {
+  return new Date(value.length === 10 ? `${value}T00:00:00.000Z` : value);
 }
 
-function indexStates(states: BudgetState[]): Map<string, BudgetState> {
-  return new Map(states.map((s) => [`${s.scope.kind}:${s.scope.id}`, s]));
-}
-
-export function budgetJson(state: BudgetState | null) {
-  return {
-    spend: state ? state.spendNano / 1e9 : 0,
-    max_budget: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,
-    soft_budget: state?.softBudgetNano == null ? null : state.softBudgetNano / 1e9,
-    budget_duration: state?.budgetDuration ?? null,
-    budget_reset_at: state?.budgetResetAt?.toISOString() ?? null,
-  };
+/** A date-only end is inclusive of that whole day; a time is taken as given. */
+function endOf(value: string): Date {
+  return value.length === 10 ? new Date(Date.parse(`${value}T00:00:00.000Z`) + 86_400_000) : new Date(value);
 }
 
 const RATE_LIMIT_FIELDS = [
@@ -704,98 +869,4 @@ function rateLimitsFrom(
     modelTpmLimit: pick(b.model_tpm_limit, base?.modelTpmLimit ?? {}, {}) ?? {},
   };
   return hasRateLimits(limits) ? limits : null;
-}
-
-/** LiteLLM's rate-limit fields of an entity (`null`: no limit). */
-function rateJson(limits: RateLimits | null | undefined) {
-  return {
-    rpm_limit: limits?.rpmLimit ?? null,
-    tpm_limit: limits?.tpmLimit ?? null,
-    max_parallel_requests: limits?.maxParallelRequests ?? null,
-  };
-}
-
-function teamJson(
-  team: TeamRecord,
-  state: BudgetState | null,
-  members: UserRecord[] = [],
-  limits: RateLimits | null = null,
-) {
-  return {
-    team_id: team.teamId,
-    team_alias: team.teamAlias,
-    ...budgetJson(state),
-    ...rateJson(limits),
-    models: team.models,
-    metadata: team.metadata,
-    blocked: team.blocked,
-    members_with_roles: members.map((u) => ({ user_id: u.userId, user_email: u.userEmail, role: 'user' })),
-    created_at: team.createdAt.toISOString(),
-  };
-}
-
-function userJson(user: UserRecord, state: BudgetState | null, limits: RateLimits | null = null) {
-  return {
-    user_id: user.userId,
-    user_email: user.userEmail,
-    user_role: user.userRole,
-    teams: user.teams,
-    ...budgetJson(state),
-    ...rateJson(limits),
-    models: user.models,
-    metadata: user.metadata,
-    created_at: user.createdAt.toISOString(),
-  };
-}
-
-function keyJson(key: KeyRecord, state: BudgetState | null, limits: RateLimits | null = null) {
-  return {
-    token: key.tokenHash,
-    key_name: key.keyName,
-    key_alias: key.keyAlias,
-    user_id: key.userId,
-    team_id: key.teamId,
-    ...budgetJson(state),
-    ...rateJson(limits),
-    model_rpm_limit: limits?.modelRpmLimit ?? {},
-    model_tpm_limit: limits?.modelTpmLimit ?? {},
-    models: key.models,
-    tags: key.tags,
-    metadata: key.metadata,
-    blocked: key.blocked,
-    expires: key.expiresAt?.toISOString() ?? null,
-    created_at: key.createdAt.toISOString(),
-  };
-}
-
-/** A spend log with LiteLLM's SpendLogs field names. */
-export function spendLogJson(log: SpendLogRecord) {
-  return {
-    request_id: log.requestId,
-    call_type: log.callType,
-    api_key: log.apiKeyHash,
-    spend: log.spendNano / 1e9,
-    total_tokens: log.totalTokens,
-    prompt_tokens: log.promptTokens,
-    completion_tokens: log.completionTokens,
-    startTime: log.startTime.toISOString(),
-    endTime: log.endTime.toISOString(),
-    model: log.model,
-    custom_llm_provider: log.provider,
-    user: log.userId,
-    team_id: log.teamId,
-    end_user: log.endUser,
-    request_tags: log.tags,
-    status: log.status,
-    metadata: { ...log.metadata, estimated: log.estimated, http_status: log.httpStatus },
-  };
-}
-
-function startOf(value: string): Date {
-  return new Date(value.length === 10 ? `${value}T00:00:00.000Z` : value);
-}
-
-/** A date-only end is inclusive of that whole day; a time is taken as given. */
-function endOf(value: string): Date {
-  return value.length === 10 ? new Date(Date.parse(`${value}T00:00:00.000Z`) + 86_400_000) : new Date(value);
 }

@@ -189,7 +189,95 @@ export const keyUpdateSchema = z.object({
 export const keyListQuerySchema = z.object({
   user_id: z.string().optional(),
   team_id: z.string().optional(),
+  key_alias: z.string().optional(),
   return_full_object: z.enum(['true', 'false']).optional(),
+  page: z.coerce.number({ error: 'must be a page number' }).int('must be a whole number').min(1).optional(),
+  size: z.coerce
+    .number({ error: 'must be a page size' })
+    .int('must be a whole number')
+    .min(1)
+    .max(100, 'must be at most 100')
+    .optional(),
+});
+
+/** LiteLLM's `/key/regenerate` (also `/key/{key}/regenerate`, where the key comes from the path). */
+export const keyRegenerateSchema = keyUpdateSchema.extend({
+  key: keyRef.optional(),
+  new_key: keyGenerateSchema.shape.key,
+  /** How long the replaced key keeps working, e.g. `24h`; absent: it stops at once. */
+  grace_period: budgetDuration,
+});
+
+const memberRole = z.enum(['admin', 'user'], { error: "must be 'admin' or 'user'" });
+
+/** A team member as LiteLLM's `Member`: a user id or email, and a role. */
+const memberSchema = z
+  .object({
+    user_id: id.nullable().optional(),
+    user_email: z.string().min(1).nullable().optional(),
+    role: memberRole.optional(),
+  })
+  .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
+
+export const teamUpdateSchema = teamNewSchema.extend({ team_id: id });
+
+export const teamDeleteSchema = z.object({
+  team_ids: z.array(id, { error: 'must be an array of team ids' }).min(1, 'must name at least one team'),
+});
+
+export const teamListQuerySchema = z.object({ user_id: z.string().optional() });
+
+export const memberAddSchema = z.object({
+  team_id: id,
+  member: z.union([memberSchema, z.array(memberSchema).min(1, 'must name at least one member')], {
+    error: 'must be a member {user_id | user_email, role} or an array of them',
+  }),
+  max_budget_in_team: maxBudget,
+});
+
+export const memberUpdateSchema = z
+  .object({
+    team_id: id,
+    user_id: id.optional(),
+    user_email: z.string().min(1).optional(),
+    role: memberRole.optional(),
+    max_budget_in_team: maxBudget,
+  })
+  .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
+
+export const memberDeleteSchema = z
+  .object({ team_id: id, user_id: id.optional(), user_email: z.string().min(1).optional() })
+  .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
+
+export const userUpdateSchema = z
+  .object({
+    user_id: id.optional(),
+    user_email: z.string().nullable().optional(),
+    user_role: z.string().optional(),
+    max_budget: maxBudget,
+    soft_budget: softBudget,
+    budget_duration: budgetDuration,
+    models,
+    metadata,
+  })
+  .refine((u) => u.user_id || u.user_email, { message: 'needs a user_id or a user_email' });
+
+export const userDeleteSchema = z.object({
+  user_ids: z.array(id, { error: 'must be an array of user ids' }).min(1, 'must name at least one user'),
+});
+
+export const userListQuerySchema = z.object({
+  /** Comma-separated. */
+  user_ids: z.string().optional(),
+  role: z.string().optional(),
+  team: z.string().optional(),
+  page: z.coerce.number({ error: 'must be a page number' }).int('must be a whole number').min(1).optional(),
+  page_size: z.coerce
+    .number({ error: 'must be a page size' })
+    .int('must be a whole number')
+    .min(1)
+    .max(100, 'must be at most 100')
+    .optional(),
 });
 
 const isoDate = z

@@ -16,7 +16,8 @@ import {
   type TagRecord,
   windowScopeId,
 } from '../storage/storage-contract.js';
-import { budgetJson, type ManagementApi, type ManagementRequest, ok, stateOf } from './management-api.js';
+import { budgetJson, ok, stateOf } from './entity-json.js';
+import type { ManagementApi, ManagementRequest } from './management-api.js';
 import { type BudgetLimits, budgetFields, id, type ModelMaxBudget, metadata } from './schemas.js';
 
 /**

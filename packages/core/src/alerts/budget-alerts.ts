@@ -208,7 +208,7 @@ export class BudgetAlerts {
   /** Aliases for the payload, from the guard's key cache (a storage read at most). */
   private async attribution(state: BudgetState, input: SettleInput) {
     const log = input.log;
-    const ctx = await this.guard.resolveKey(log.apiKeyHash).catch(() => null);
+    const ctx = await this.guard.describeKey(log.apiKeyHash).catch(() => null);
     const team = ctx?.team ?? null;
     const user = ctx?.user ?? null;
     const alias =

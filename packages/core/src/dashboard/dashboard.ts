@@ -1,4 +1,4 @@
-import { spendLogJson } from '../admin/management-api.js';
+import { spendLogJson } from '../admin/entity-json.js';
 import { SpendGuardError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { keyHashFromKeyOrHash } from '../keys.js';

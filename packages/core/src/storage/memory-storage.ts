@@ -11,17 +11,23 @@ import {
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
+  type DeletedEntity,
   type EntityInsert,
   isOptionalScope,
   isWindowOf,
+  type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type MemberRecord,
+  type MemberRole,
+  memberScopeId,
   type PendingCall,
   type RateAcquireInput,
   type RateAcquireResult,
   type RateBucketState,
   type RateLimits,
   type RateSettleInput,
+  type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
   type ScopeRef,
@@ -36,7 +42,9 @@ import {
   scopeOfInsert,
   type TagRecord,
   type TagSpend,
+  type TeamPatch,
   type TeamRecord,
+  type UserPatch,
   type UserRecord,
 } from './storage-contract.js';
 
@@ -58,6 +66,12 @@ export class MemoryStorage implements SpendStorage {
   private readonly keys = new Map<string, KeyRecord>();
   private readonly customers = new Map<string, CustomerRecord>();
   private readonly tags = new Map<string, TagRecord>();
+  /** The current secret of each regenerated key (by key id); absent: the key's own hash. */
+  private readonly secrets = new Map<string, string>();
+  /** Replaced secrets in their grace period: secret hash -> key id and until when. */
+  private readonly graceSecrets = new Map<string, { tokenHash: string; validUntil: Date }>();
+  /** Memberships by `memberScopeId`. */
+  private readonly members = new Map<string, MemberRecord>();
   private readonly budgets = new Map<string, BudgetState>();
   private readonly reservations = new Map<string, Reservation>();
   private readonly logs = new Map<string, SpendLogRecord>();
@@ -82,6 +96,14 @@ export class MemoryStorage implements SpendStorage {
       const taken =
         e.type === 'budget' ? this.budgets.has(scopeKey(scope)) : this.mapFor(e.type).has(scope.id);
       if (seen.has(scopeKey(scope)) || taken) throw new StorageConflictError(e.type, scope.id);
+      if (e.type === 'member') {
+        const { userId, teamId } = e.record;
+        const userInBatch = entities.some((o) => o.type === 'user' && o.record.userId === userId);
+        const teamInBatch = entities.some((o) => o.type === 'team' && o.record.teamId === teamId);
+        if (!userInBatch && !this.users.has(userId)) throw new Error(`no user '${userId}' to add to a team`);
+        if (!teamInBatch && !this.teams.has(teamId))
+          throw new Error(`no team '${teamId}' to add a member to`);
+      }
       seen.add(scopeKey(scope));
     }
     for (const e of entities) {
@@ -89,6 +111,10 @@ export class MemoryStorage implements SpendStorage {
       if (e.type !== 'budget') {
         this.mapFor(e.type).set(scope.id, structuredClone(e.record) as never);
         if (e.rateLimits) this.rateLimits.set(scopeKey(scope), structuredClone(e.rateLimits));
+      }
+      if (e.type === 'member') {
+        const user = this.users.get(e.record.userId)!;
+        if (!user.teams.includes(e.record.teamId)) user.teams = [...user.teams, e.record.teamId];
       }
       this.budgets.set(scopeKey(scope), {
         scope,
@@ -107,6 +133,7 @@ export class MemoryStorage implements SpendStorage {
       key: this.keys,
       customer: this.customers,
       tag: this.tags,
+      member: this.members,
     }[type];
   }
 
@@ -221,10 +248,146 @@ export class MemoryStorage implements SpendStorage {
       if (!this.keys.delete(hash)) continue;
       this.budgets.delete(`key:${hash}`);
       this.rateLimits.delete(`key:${hash}`);
+      this.secrets.delete(hash);
+      for (const [secret, g] of this.graceSecrets) if (g.tokenHash === hash) this.graceSecrets.delete(secret);
       deleted++;
       this.emitKeyChange(hash);
     }
     return deleted;
+  }
+
+  async findKeyBySecret(secretHash: string, now: Date): Promise<KeyBySecret | null> {
+    const own = this.keys.get(secretHash);
+    if (own && (this.secrets.get(secretHash) ?? secretHash) === secretHash) {
+      return { key: structuredClone(own), secretValidUntil: null };
+    }
+    for (const [id, secret] of this.secrets) {
+      if (secret === secretHash) return { key: structuredClone(this.keys.get(id)!), secretValidUntil: null };
+    }
+    const grace = this.graceSecrets.get(secretHash);
+    const key =
+      grace && grace.validUntil.getTime() > now.getTime() ? this.keys.get(grace.tokenHash) : undefined;
+    return key ? { key: structuredClone(key), secretValidUntil: new Date(grace!.validUntil) } : null;
+  }
+
+  async regenerateKey(input: RegenerateKeyInput): Promise<KeyRecord | null> {
+    const key = this.keys.get(input.tokenHash);
+    if (!key) return null;
+    const previous = this.secrets.get(input.tokenHash) ?? input.tokenHash;
+    if (input.previousValidUntil && input.previousValidUntil.getTime() > input.now.getTime()) {
+      this.graceSecrets.set(previous, {
+        tokenHash: input.tokenHash,
+        validUntil: new Date(input.previousValidUntil),
+      });
+    }
+    this.secrets.set(input.tokenHash, input.newSecretHash);
+    key.keyName = input.newKeyName;
+    this.emitKeyChange(input.tokenHash);
+    if (previous !== input.tokenHash) this.emitKeyChange(previous);
+    return structuredClone(key);
+  }
+
+  async updateTeam(
+    teamId: string,
+    patch: TeamPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<TeamRecord | null> {
+    const team = this.teams.get(teamId);
+    if (!team) return null;
+    Object.assign(team, structuredClone(definedOnly(patch)));
+    this.patchBudget({ kind: 'team', id: teamId }, budget);
+    this.emitAnyKeyChange();
+    return structuredClone(team);
+  }
+
+  async deleteTeam(teamId: string): Promise<DeletedEntity | null> {
+    if (!this.teams.delete(teamId)) return null;
+    this.budgets.delete(`team:${teamId}`);
+    for (const m of [...this.members.values()]) if (m.teamId === teamId) this.dropMember(m);
+    const deletedKeys = [...this.keys.values()].filter((k) => k.teamId === teamId).map((k) => k.tokenHash);
+    await this.deleteKeys(deletedKeys);
+    this.emitAnyKeyChange();
+    return { deletedKeys };
+  }
+
+  async listTeams(filter: { userId?: string }): Promise<TeamRecord[]> {
+    return [...this.teams.values()]
+      .filter((t) => filter.userId === undefined || this.members.has(memberScopeId(t.teamId, filter.userId)))
+      .sort(byCreated((t) => t.teamId))
+      .map((t) => structuredClone(t));
+  }
+
+  async updateUser(
+    userId: string,
+    patch: UserPatch,
+    budget?: Partial<BudgetInit>,
+  ): Promise<UserRecord | null> {
+    const user = this.users.get(userId);
+    if (!user) return null;
+    Object.assign(user, structuredClone(definedOnly(patch)));
+    this.patchBudget({ kind: 'user', id: userId }, budget);
+    this.emitAnyKeyChange();
+    return structuredClone(user);
+  }
+
+  async deleteUser(userId: string): Promise<DeletedEntity | null> {
+    if (!this.users.delete(userId)) return null;
+    this.budgets.delete(`user:${userId}`);
+    for (const m of [...this.members.values()]) if (m.userId === userId) this.dropMember(m);
+    const deletedKeys = [...this.keys.values()].filter((k) => k.userId === userId).map((k) => k.tokenHash);
+    await this.deleteKeys(deletedKeys);
+    this.emitAnyKeyChange();
+    return { deletedKeys };
+  }
+
+  async listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]> {
+    return [...this.members.values()]
+      .filter(
+        (m) =>
+          (filter.teamId === undefined || m.teamId === filter.teamId) &&
+          (filter.userId === undefined || m.userId === filter.userId),
+      )
+      .sort(byCreated((m) => memberScopeId(m.teamId, m.userId)))
+      .map((m) => structuredClone(m));
+  }
+
+  async updateMember(
+    teamId: string,
+    userId: string,
+    patch: { role?: MemberRole },
+    budget?: Partial<BudgetInit>,
+  ): Promise<MemberRecord | null> {
+    const member = this.members.get(memberScopeId(teamId, userId));
+    if (!member) return null;
+    if (patch.role !== undefined) member.role = patch.role;
+    this.patchBudget({ kind: 'member', id: memberScopeId(teamId, userId) }, budget);
+    return structuredClone(member);
+  }
+
+  async deleteMember(teamId: string, userId: string): Promise<DeletedEntity | null> {
+    const member = this.members.get(memberScopeId(teamId, userId));
+    if (!member) return null;
+    this.dropMember(member);
+    const deletedKeys = [...this.keys.values()]
+      .filter((k) => k.teamId === teamId && k.userId === userId)
+      .map((k) => k.tokenHash);
+    await this.deleteKeys(deletedKeys);
+    this.emitAnyKeyChange();
+    return { deletedKeys };
+  }
+
+  /** Removes a membership, its counter, and the team from the user's `teams`. */
+  private dropMember(m: MemberRecord): void {
+    const id = memberScopeId(m.teamId, m.userId);
+    this.members.delete(id);
+    this.budgets.delete(`member:${id}`);
+    const user = this.users.get(m.userId);
+    if (user) user.teams = user.teams.filter((t) => t !== m.teamId);
+  }
+
+  private patchBudget(scope: ScopeRef, budget: Partial<BudgetInit> | undefined): void {
+    const state = this.budgets.get(scopeKey(scope));
+    if (budget && state) this.budgets.set(scopeKey(scope), { ...state, ...definedOnly(budget) });
   }
 
   watchKeyChanges(listener: (tokenHash: string | null) => void): () => void {
@@ -242,6 +405,11 @@ export class MemoryStorage implements SpendStorage {
       .map((b) => b.scope)
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     return this.getBudgets(ids, now);
+  }
+
+  /** A team or user changed: any cached key may now resolve differently. */
+  private emitAnyKeyChange(): void {
+    for (const listener of this.keyWatchers) queueMicrotask(() => listener(null));
   }
 
   async getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]> {
@@ -478,6 +646,12 @@ function addTo(rollup: Map<string, RollupRow>, row: RollupRow): void {
 /** The entries whose value is not `undefined` (a patch's fields to change). */
 function definedOnly<T extends object>(patch: T): Partial<T> {
   return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Oldest first, ties by id: the order every backend lists teams and members in. */
+function byCreated<T extends { createdAt: Date }>(id: (x: T) => string): (a: T, b: T) => number {
+  return (a, b) =>
+    a.createdAt.getTime() - b.createdAt.getTime() || (id(a) < id(b) ? -1 : id(a) > id(b) ? 1 : 0);
 }
 
 function cloneOrNull<T>(value: T | undefined): T | null {

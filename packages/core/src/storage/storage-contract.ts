@@ -149,6 +149,51 @@ export interface TagRecord {
   createdAt: Date;
 }
 
+/** A team membership (LiteLLM's `members_with_roles`); its budget counter is scope `member`. */
+export interface MemberRecord {
+  teamId: string;
+  userId: string;
+  /** `admin` manages the team (its info, members and keys); `user` only uses it. */
+  role: MemberRole;
+  createdAt: Date;
+}
+
+export type MemberRole = 'admin' | 'user';
+
+/** The fields of a team that `updateTeam` may change. */
+export type TeamPatch = Partial<Pick<TeamRecord, 'teamAlias' | 'models' | 'metadata' | 'blocked'>>;
+
+/** The fields of a user that `updateUser` may change. */
+export type UserPatch = Partial<Pick<UserRecord, 'userEmail' | 'userRole' | 'models' | 'metadata'>>;
+
+/** What `deleteTeam` / `deleteUser` removed along with the entity (spend logs always stay). */
+export interface DeletedEntity {
+  /** Hashes of the keys deleted with it (LiteLLM deletes a team's or user's keys with it). */
+  deletedKeys: string[];
+}
+
+/** `regenerateKey`'s input: a new secret for the same key record (same counter, team, user, settings). */
+export interface RegenerateKeyInput {
+  /** The key record (its id, which stays). */
+  tokenHash: string;
+  /** SHA-256 of the new secret. */
+  newSecretHash: string;
+  /** The new display form, `sk-...abcd`. */
+  newKeyName: string;
+  /**
+   * Until when the secret being replaced keeps working; `null` or not after `now`: it stops at once.
+   */
+  previousValidUntil: Date | null;
+  now: Date;
+}
+
+/** A key found by the secret presented, and until when that secret works (`null`: no grace limit). */
+export interface KeyBySecret {
+  key: KeyRecord;
+  /** Set when the secret was replaced by `regenerateKey` and is in its grace period. */
+  secretValidUntil: Date | null;
+}
+
 /** The fields of a key that `updateKey` may change. */
 export type KeyPatch = Partial<
   Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt'>
@@ -161,6 +206,8 @@ export type EntityInsert =
   | { type: 'key'; record: KeyRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
   | { type: 'customer'; record: CustomerRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
   | { type: 'tag'; record: TagRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
+  /** Also adds the team to the user's `teams` (when absent); counter id `memberScopeId(teamId, userId)`. */
+  | { type: 'member'; record: MemberRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
   /** A counter alone, for the kinds without a record of their own (`member`, `model`, `global`). */
   | { type: 'budget'; scope: ScopeRef; budget: BudgetInit };
 
@@ -177,6 +224,8 @@ export function scopeOfInsert(e: EntityInsert): ScopeRef {
       return { kind: 'customer', id: e.record.endUserId };
     case 'tag':
       return { kind: 'tag', id: e.record.name };
+    case 'member':
+      return { kind: 'member', id: memberScopeId(e.record.teamId, e.record.userId) };
     case 'budget':
       return e.scope;
   }
@@ -520,6 +569,51 @@ export interface SpendStorage {
    * applied as `getBudgets` does, in id order.
    */
   listWindows(owners: ScopeRef[], now: Date): Promise<BudgetState[]>;
+  /**
+   * The key a presented secret opens: the key whose current secret it is (a key never regenerated:
+   * its own `tokenHash`), or a key whose previous secret it is while that secret's grace period runs
+   * (`validUntil > now`). `null` otherwise.
+   */
+  findKeyBySecret(secretHash: string, now: Date): Promise<KeyBySecret | null>;
+  /**
+   * Atomically gives a key a new secret: the record, its id and its budget counter stay, the secret
+   * replaced keeps working until `previousValidUntil` (earlier grace secrets keep theirs). Records key
+   * changes for the key and the replaced secret. `null` when the key does not exist.
+   */
+  regenerateKey(input: RegenerateKeyInput): Promise<KeyRecord | null>;
+
+  /** Atomically changes a team's fields and budget definition; records an "any key" change. `null`: no such team. */
+  updateTeam(teamId: string, patch: TeamPatch, budget?: Partial<BudgetInit>): Promise<TeamRecord | null>;
+  /**
+   * Atomically deletes a team, its counter, its memberships and their counters, its keys and their
+   * counters, and removes it from its users' `teams`; records key changes. Spend logs and rollups
+   * stay. `null`: no such team.
+   */
+  deleteTeam(teamId: string): Promise<DeletedEntity | null>;
+  /** Every team (oldest first), or those `userId` is a member of. */
+  listTeams(filter: { userId?: string }): Promise<TeamRecord[]>;
+  /** Atomically changes a user's fields and budget definition; records an "any key" change. `null`: no such user. */
+  updateUser(userId: string, patch: UserPatch, budget?: Partial<BudgetInit>): Promise<UserRecord | null>;
+  /**
+   * Atomically deletes a user, its counter, its memberships and their counters, its keys and their
+   * counters; records key changes. Spend logs and rollups stay. `null`: no such user.
+   */
+  deleteUser(userId: string): Promise<DeletedEntity | null>;
+  /** Memberships (oldest first) of a team, of a user, or both. */
+  listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]>;
+  /** Atomically changes a member's role and its member budget definition. `null`: not a member. */
+  updateMember(
+    teamId: string,
+    userId: string,
+    patch: { role?: MemberRole },
+    budget?: Partial<BudgetInit>,
+  ): Promise<MemberRecord | null>;
+  /**
+   * Atomically removes a membership and its counter, removes the team from the user's `teams`, and
+   * deletes the user's keys in that team (as LiteLLM does); records key changes. `null`: not a member.
+   */
+  deleteMember(teamId: string, userId: string): Promise<DeletedEntity | null>;
+
   /** Budget counters for these scopes (missing ones are omitted), as they stand after any due reset (a backend may answer with the reset applied without writing it). */
   getBudgets(scopes: ScopeRef[], now: Date): Promise<BudgetState[]>;
 

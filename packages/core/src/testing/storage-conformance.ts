@@ -1,18 +1,20 @@
 import { describe, expect, it } from 'vitest';
 import { StorageConflictError } from '../errors.js';
-import type {
-  BudgetInit,
-  CustomerRecord,
-  KeyRecord,
-  RateBucket,
-  RateLimits,
-  ScopeRef,
-  SpendLogRecord,
-  SpendReportQuery,
-  SpendStorage,
-  TagRecord,
-  TeamRecord,
-  UserRecord,
+import {
+  type BudgetInit,
+  type CustomerRecord,
+  type KeyRecord,
+  type MemberRecord,
+  memberScopeId,
+  type RateBucket,
+  type RateLimits,
+  type ScopeRef,
+  type SpendLogRecord,
+  type SpendReportQuery,
+  type SpendStorage,
+  type TagRecord,
+  type TeamRecord,
+  type UserRecord,
 } from '../storage/storage-contract.js';
 
 /** Reads what a backend really stored, bypassing its public methods. */
@@ -1157,5 +1159,160 @@ export function runStorageConformance(options: ConformanceOptions): void {
       if (other !== s) await other.close();
       await s.close();
     });
+    it('regenerates a key: same record and counter, the old secret works only during its grace period', async () => {
+      const s = await seeded({ key: budget(5) });
+      await s.settle({ reservationId: 'x', scopes: [K], costNano: 300, now: T0, log: log('r-1') });
+      expect(await s.findKeyBySecret('k1', T0)).toEqual({
+        key: key('k1', 'u1', 't1'),
+        secretValidUntil: null,
+      });
+      const graceEnd = new Date(T0.getTime() + 3_600_000);
+      const regenerated = await s.regenerateKey({
+        tokenHash: 'k1',
+        newSecretHash: 'k1-v2',
+        newKeyName: 'sk-...v2v2',
+        previousValidUntil: graceEnd,
+        now: T0,
+      });
+      expect(regenerated).toEqual({ ...key('k1', 'u1', 't1'), keyName: 'sk-...v2v2' });
+      expect(await s.getKey('k1')).toEqual(regenerated);
+      expect(await s.findKeyBySecret('k1-v2', T0)).toEqual({ key: regenerated, secretValidUntil: null });
+      expect(await s.findKeyBySecret('k1', T0)).toEqual({ key: regenerated, secretValidUntil: graceEnd });
+      const after = new Date(graceEnd.getTime() + 1);
+      expect(await s.findKeyBySecret('k1', graceEnd)).toBeNull();
+      expect(await s.findKeyBySecret('k1', after)).toBeNull();
+      expect(await s.findKeyBySecret('k1-v2', after)).toMatchObject({ key: { tokenHash: 'k1' } });
+      // Spend and budget stay on the one counter, whatever secret the calls came with.
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 300, reservedNano: 0 });
+      // Regenerating again without grace: the v2 secret stops at once, the v1 grace is unaffected.
+      await s.regenerateKey({
+        tokenHash: 'k1',
+        newSecretHash: 'k1-v3',
+        newKeyName: 'sk-...v3v3',
+        previousValidUntil: null,
+        now: T0,
+      });
+      expect(await s.findKeyBySecret('k1-v2', T0)).toBeNull();
+      expect(await s.findKeyBySecret('k1', T0)).toMatchObject({ secretValidUntil: graceEnd });
+      expect(await s.findKeyBySecret('k1-v3', T0)).toMatchObject({ key: { keyName: 'sk-...v3v3' } });
+      expect(await s.findKeyBySecret('nope', T0)).toBeNull();
+      expect(
+        await s.regenerateKey({
+          tokenHash: 'nope',
+          newSecretHash: 'n2',
+          newKeyName: 'x',
+          previousValidUntil: null,
+          now: T0,
+        }),
+      ).toBeNull();
+      await s.deleteKeys(['k1']);
+      expect(await s.findKeyBySecret('k1-v3', T0)).toBeNull();
+      expect(await s.findKeyBySecret('k1', T0)).toBeNull();
+      await s.close();
+    });
+
+    it('updates, lists and deletes teams and users with their keys, counters and memberships; logs stay', async () => {
+      const s = await seeded({ team: budget(10) });
+      await s.insert([
+        { type: 'team', record: { ...team('t2'), createdAt: new Date(T0.getTime() + 1) }, budget: NO_BUDGET },
+        { type: 'member', record: member('t1', 'u1', 'admin'), budget: budget(3) },
+        { type: 'key', record: key('k2', 'u1', 't2'), budget: NO_BUDGET },
+      ]);
+      await s.settle({ reservationId: 'x', scopes: [K, T], costNano: 400, now: T0, log: log('t-1') });
+      const updated = await s.updateTeam(
+        't1',
+        { teamAlias: 'web', blocked: true, models: ['gpt-4o'] },
+        { maxBudgetNano: 20e9 },
+      );
+      expect(updated).toEqual({ ...team('t1', 'web'), blocked: true, models: ['gpt-4o'] });
+      expect(await s.getTeam('t1')).toEqual(updated);
+      expect(await s.getBudgets([T], T0)).toMatchObject([{ maxBudgetNano: 20e9, spendNano: 400 }]);
+      expect(await s.updateTeam('nope', { blocked: true })).toBeNull();
+      expect((await s.listTeams({})).map((t) => t.teamId)).toEqual(['t1', 't2']);
+      expect((await s.listTeams({ userId: 'u1' })).map((t) => t.teamId)).toEqual(['t1']);
+
+      const u = await s.updateUser(
+        'u1',
+        { userEmail: 'a@x.io', userRole: 'proxy_admin' },
+        { maxBudgetNano: 1e9 },
+      );
+      expect(u).toEqual({ ...user('u1', ['t1']), userEmail: 'a@x.io', userRole: 'proxy_admin' });
+      expect(await s.getBudgets([U], T0)).toMatchObject([{ maxBudgetNano: 1e9 }]);
+      expect(await s.updateUser('nope', {})).toBeNull();
+
+      expect(await s.deleteTeam('t1')).toEqual({ deletedKeys: ['k1'] });
+      expect(await s.getTeam('t1')).toBeNull();
+      expect(await s.getKey('k1')).toBeNull();
+      expect(await s.getKey('k2')).not.toBeNull();
+      expect(await raw(s).budgetCounter(T)).toBeNull();
+      expect(await raw(s).budgetCounter(K)).toBeNull();
+      expect(await raw(s).budgetCounter({ kind: 'member', id: memberScopeId('t1', 'u1') })).toBeNull();
+      expect(await s.listMembers({ teamId: 't1' })).toEqual([]);
+      expect((await s.getUser('u1'))?.teams).toEqual([]);
+      expect(await s.querySpendLogs({ teamId: 't1' })).toHaveLength(1);
+      expect(await s.deleteTeam('t1')).toBeNull();
+
+      expect(await s.deleteUser('u1')).toEqual({ deletedKeys: ['k2'] });
+      expect(await s.getUser('u1')).toBeNull();
+      expect(await s.getKey('k2')).toBeNull();
+      expect(await raw(s).budgetCounter(U)).toBeNull();
+      expect(await s.deleteUser('u1')).toBeNull();
+      expect(await s.querySpendLogs({ userId: 'u1' })).toHaveLength(1);
+      await s.close();
+    });
+
+    it('adds, updates and removes team members with their member budget counters', async () => {
+      const s = await seeded();
+      await s.insert([
+        { type: 'team', record: team('t2'), budget: NO_BUDGET },
+        { type: 'user', record: user('u2'), budget: NO_BUDGET },
+        { type: 'member', record: member('t1', 'u1', 'user'), budget: NO_BUDGET },
+        { type: 'member', record: member('t2', 'u2', 'admin'), budget: budget(2) },
+        { type: 'key', record: key('k2', 'u2', 't2'), budget: NO_BUDGET },
+        { type: 'key', record: key('k3', 'u2', null), budget: NO_BUDGET },
+      ]);
+      const M2: ScopeRef = { kind: 'member', id: memberScopeId('t2', 'u2') };
+      expect((await s.getUser('u2'))?.teams).toEqual(['t2']);
+      expect((await s.getUser('u1'))?.teams).toEqual(['t1']);
+      expect(await s.listMembers({ teamId: 't2' })).toEqual([member('t2', 'u2', 'admin')]);
+      expect((await s.listMembers({ userId: 'u1' })).map((m) => m.teamId)).toEqual(['t1']);
+      expect((await s.listUsers({ teamId: 't2' })).map((u) => u.userId)).toEqual(['u2']);
+      expect(await s.getBudgets([M2], T0)).toMatchObject([{ scope: M2, maxBudgetNano: 2e9, spendNano: 0 }]);
+      // A member budget is a counter like any other: it reserves and settles.
+      const r = await s.reserve({
+        reservationId: 'm',
+        scopes: [M2],
+        amountNano: 1e9,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 6e4),
+      });
+      expect(r.ok).toBe(true);
+      await s.settle({ reservationId: 'm', scopes: [M2], costNano: 5e8, now: T0, log: log('m-1') });
+      await expect(
+        s.insert([{ type: 'member', record: member('t2', 'u2', 'user'), budget: NO_BUDGET }]),
+      ).rejects.toBeInstanceOf(StorageConflictError);
+      await expect(
+        s.insert([{ type: 'member', record: member('t2', 'ghost', 'user'), budget: NO_BUDGET }]),
+      ).rejects.toThrow();
+      expect(await s.listMembers({ userId: 'ghost' })).toEqual([]);
+
+      expect(await s.updateMember('t2', 'u2', { role: 'user' }, { maxBudgetNano: 4e9 })).toEqual(
+        member('t2', 'u2', 'user'),
+      );
+      expect(await s.getBudgets([M2], T0)).toMatchObject([{ maxBudgetNano: 4e9, spendNano: 5e8 }]);
+      expect(await s.updateMember('t1', 'u2', { role: 'admin' })).toBeNull();
+
+      expect(await s.deleteMember('t2', 'u2')).toEqual({ deletedKeys: ['k2'] });
+      expect(await s.getKey('k2')).toBeNull();
+      expect(await s.getKey('k3')).not.toBeNull();
+      expect(await raw(s).budgetCounter(M2)).toBeNull();
+      expect((await s.getUser('u2'))?.teams).toEqual([]);
+      expect(await s.deleteMember('t2', 'u2')).toBeNull();
+      await s.close();
+    });
   });
+}
+
+function member(teamId: string, userId: string, role: MemberRecord['role']): MemberRecord {
+  return { teamId, userId, role, createdAt: T0 };
 }

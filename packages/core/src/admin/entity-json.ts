@@ -1,0 +1,127 @@
+import type { GuardResponse } from '../guard.js';
+import type {
+  BudgetInit,
+  BudgetState,
+  KeyRecord,
+  RateLimits,
+  ScopeRef,
+  SpendLogRecord,
+  TeamRecord,
+  UserRecord,
+} from '../storage/storage-contract.js';
+
+/** The management API's answers: records in LiteLLM's JSON field names, money in USD. */
+
+export function ok(body: unknown): GuardResponse {
+  return { status: 200, headers: {}, body };
+}
+
+export function stateOf(scope: ScopeRef, budget: BudgetInit): BudgetState {
+  return { scope, ...budget, softBudgetNano: budget.softBudgetNano ?? null, spendNano: 0, reservedNano: 0 };
+}
+
+export function indexStates(states: BudgetState[]): Map<string, BudgetState> {
+  return new Map(states.map((s) => [`${s.scope.kind}:${s.scope.id}`, s]));
+}
+
+export function budgetJson(state: BudgetState | null) {
+  return {
+    spend: state ? state.spendNano / 1e9 : 0,
+    max_budget: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,
+    soft_budget: state?.softBudgetNano == null ? null : state.softBudgetNano / 1e9,
+    budget_duration: state?.budgetDuration ?? null,
+    budget_reset_at: state?.budgetResetAt?.toISOString() ?? null,
+  };
+}
+
+/** A member as LiteLLM's `members_with_roles` lists it. */
+export interface MemberJson {
+  user_id: string;
+  user_email: string | null;
+  role: 'admin' | 'user';
+}
+
+/** LiteLLM's rate-limit fields of an entity (`null`: no limit). */
+export function rateJson(limits: RateLimits | null | undefined) {
+  return {
+    rpm_limit: limits?.rpmLimit ?? null,
+    tpm_limit: limits?.tpmLimit ?? null,
+    max_parallel_requests: limits?.maxParallelRequests ?? null,
+  };
+}
+
+export function teamJson(
+  team: TeamRecord,
+  state: BudgetState | null,
+  members: MemberJson[] = [],
+  limits: RateLimits | null = null,
+) {
+  return {
+    team_id: team.teamId,
+    team_alias: team.teamAlias,
+    ...budgetJson(state),
+    ...rateJson(limits),
+    models: team.models,
+    metadata: team.metadata,
+    blocked: team.blocked,
+    members_with_roles: members,
+    created_at: team.createdAt.toISOString(),
+  };
+}
+
+export function userJson(user: UserRecord, state: BudgetState | null, limits: RateLimits | null = null) {
+  return {
+    user_id: user.userId,
+    user_email: user.userEmail,
+    user_role: user.userRole,
+    teams: user.teams,
+    ...budgetJson(state),
+    ...rateJson(limits),
+    models: user.models,
+    metadata: user.metadata,
+    created_at: user.createdAt.toISOString(),
+  };
+}
+
+export function keyJson(key: KeyRecord, state: BudgetState | null, limits: RateLimits | null = null) {
+  return {
+    token: key.tokenHash,
+    key_name: key.keyName,
+    key_alias: key.keyAlias,
+    user_id: key.userId,
+    team_id: key.teamId,
+    ...budgetJson(state),
+    ...rateJson(limits),
+    model_rpm_limit: limits?.modelRpmLimit ?? {},
+    model_tpm_limit: limits?.modelTpmLimit ?? {},
+    models: key.models,
+    tags: key.tags,
+    metadata: key.metadata,
+    blocked: key.blocked,
+    expires: key.expiresAt?.toISOString() ?? null,
+    created_at: key.createdAt.toISOString(),
+  };
+}
+
+/** A spend log with LiteLLM's SpendLogs field names. */
+export function spendLogJson(log: SpendLogRecord) {
+  return {
+    request_id: log.requestId,
+    call_type: log.callType,
+    api_key: log.apiKeyHash,
+    spend: log.spendNano / 1e9,
+    total_tokens: log.totalTokens,
+    prompt_tokens: log.promptTokens,
+    completion_tokens: log.completionTokens,
+    startTime: log.startTime.toISOString(),
+    endTime: log.endTime.toISOString(),
+    model: log.model,
+    custom_llm_provider: log.provider,
+    user: log.userId,
+    team_id: log.teamId,
+    end_user: log.endUser,
+    request_tags: log.tags,
+    status: log.status,
+    metadata: { ...log.metadata, estimated: log.estimated, http_status: log.httpStatus },
+  };
+}

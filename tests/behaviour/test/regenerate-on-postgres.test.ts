@@ -1,0 +1,95 @@
+/**
+ * Key regeneration with a grace period on two instances sharing one Postgres schema: the replaced
+ * secret reaches the other instance's key cache through LISTEN/NOTIFY, and the grace deadline is
+ * checked against each instance's (controllable) clock at every call.
+ */
+import { randomBytes } from 'node:crypto';
+import { pgStorage } from '@spendguard/storage-pg';
+import pg from 'pg';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+
+const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const pool = new pg.Pool({ connectionString: url, max: 2 });
+// Fail, never skip, without a server.
+await pool.query('SELECT 1').catch((err: Error) => {
+  throw new Error(`these tests need Postgres at ${url} (${err.message}); set DATABASE_URL`);
+});
+const schemas: string[] = [];
+afterAll(() => pool.end());
+
+async function call(app: TestApp, key: string): Promise<number> {
+  const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 5,
+    }),
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+/** Retries while the call still succeeds (a change travelling to another instance), up to 2 s. */
+async function eventuallyRefused(attempt: () => Promise<number>): Promise<number> {
+  let status = await attempt();
+  for (let i = 0; i < 80 && status === 200; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    status = await attempt();
+  }
+  return status;
+}
+
+describe.each(ADAPTERS)('key regeneration on Postgres, two instances, on $name', (framework) => {
+  const apps: TestApp[] = [];
+  afterEach(async () => {
+    await Promise.all(apps.splice(0).map((a) => a.close()));
+    for (const name of schemas.splice(0)) await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
+  });
+
+  it('serves both secrets during the grace period on both instances, on one budget; only the new one after', async () => {
+    const schema = `sg_regen_${randomBytes(6).toString('hex')}`;
+    schemas.push(schema);
+    let now = new Date('2026-05-01T08:00:00.000Z');
+    const start = async () => {
+      const app = await startTestApp(framework, {
+        now: () => now,
+        storage: pgStorage({ connectionString: url, schema }),
+      });
+      apps.push(app);
+      return app;
+    };
+    const a = await start();
+    const b = await start();
+    await admin(a, 'POST', '/team/new', { team_id: 'ops', max_budget: 50 });
+    const old = (await admin(a, 'POST', '/key/generate', { team_id: 'ops', max_budget: 5 })).body;
+    expect(await call(a, old.key)).toBe(200);
+    expect(await call(b, old.key)).toBe(200); // cached on b
+
+    const fresh = (await admin(a, 'POST', '/key/regenerate', { key: old.token, grace_period: '1h' })).body;
+    expect(fresh.token).toBe(old.token);
+    for (const app of [a, b]) {
+      expect(await call(app, old.key)).toBe(200);
+      expect(await call(app, fresh.key)).toBe(200);
+    }
+    // Settlements are written after each response: wait for all six (log and counter go together).
+    let logs = (await admin(b, 'GET', `/spend/logs?api_key=${old.token}`)).body;
+    for (let i = 0; i < 80 && logs.length < 6; i++) {
+      await new Promise((r) => setTimeout(r, 25));
+      logs = (await admin(b, 'GET', `/spend/logs?api_key=${old.token}`)).body;
+    }
+    expect(logs).toHaveLength(6);
+    const info = (await admin(b, 'GET', `/key/info?key=${old.token}`)).body.info;
+    // One counter for every call, whichever secret it came with.
+    const logged = logs.reduce((sum: number, l: any) => sum + Math.round(l.spend * 1e9), 0);
+    expect(Math.round(info.spend * 1e9)).toBe(logged);
+
+    now = new Date('2026-05-01T09:00:00.000Z');
+    expect(await call(a, old.key)).toBe(401);
+    expect(await eventuallyRefused(() => call(b, old.key))).toBe(401);
+    expect(await call(a, fresh.key)).toBe(200);
+    expect(await call(b, fresh.key)).toBe(200);
+  });
+});
