@@ -138,7 +138,15 @@ export async function seedSqlite(
     for (const batch of generateCalls(plan)) load(batch);
     for (const index of indexes) db.exec(index.sql);
 
+    // The narrow rollups' triggers (storage migration 9) would add each full rollup row to them one by
+    // one; they are filled with one GROUP BY each instead, then the triggers come back.
+    const triggers = db
+      .prepare(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN ('daily_spend', 'daily_tag_spend')",
+      )
+      .all() as Array<{ name: string; sql: string }>;
     db.transaction(() => {
+      for (const trigger of triggers) db.exec(`DROP TRIGGER "${trigger.name}"`);
       // The same derivation as the storage's migration 4, over every log: one row per group.
       db.exec(`
 DELETE FROM daily_spend;
@@ -157,7 +165,28 @@ SELECT strftime('%Y-%m-%d', l.start_time / 1000, 'unixepoch'), t.value, coalesce
   count(*), sum(l.status = 'failure'), sum(l.spend_nano), sum(l.prompt_tokens), sum(l.completion_tokens)
 FROM spend_logs l, json_each(l.tags) t
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8;
+
+-- The narrow rollups, as their migration backfills them (their triggers are off during the load).
+DELETE FROM daily_team_spend;
+INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens,
+  completion_tokens)
+SELECT day, team_id, model, provider, sum(requests), sum(failed_requests), sum(spend_nano), sum(prompt_tokens),
+  sum(completion_tokens)
+FROM daily_spend GROUP BY day, team_id, model, provider;
+DELETE FROM daily_key_spend;
+INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano,
+  prompt_tokens, completion_tokens)
+SELECT day, team_id, user_id, api_key_hash, sum(requests), sum(failed_requests), sum(spend_nano), sum(prompt_tokens),
+  sum(completion_tokens)
+FROM daily_spend GROUP BY day, team_id, user_id, api_key_hash;
+DELETE FROM daily_team_tag_spend;
+INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano,
+  prompt_tokens, completion_tokens)
+SELECT day, tag, team_id, model, provider, sum(requests), sum(failed_requests), sum(spend_nano), sum(prompt_tokens),
+  sum(completion_tokens)
+FROM daily_tag_spend GROUP BY day, tag, team_id, model, provider;
 `);
+      for (const trigger of triggers) db.exec(trigger.sql);
     })();
 
     const updates = await counterUpdates(plan, async (kind, sinceMs) => {

@@ -13,8 +13,8 @@ import {
   type PendingCall,
   type ReserveInput,
   type ReserveResult,
-  readsTagRollup,
   rollupColumn,
+  rollupTableFor,
   type ScopeKind,
   type ScopeRef,
   type SettleInput,
@@ -422,8 +422,14 @@ export class PgStorage implements SpendStorage {
 
   async spendReport(query: SpendReportQuery): Promise<SpendReportRow[]> {
     const { db, t } = this.#ready();
-    const d = readsTagRollup(query) ? t.dailyTagSpend : t.dailySpend;
-    // Both rollups have every column a report names (the tag one also `tag`, read only from it).
+    // The narrowest rollup with every column the report names (see rollupTableFor).
+    const d = {
+      team: t.dailyTeamSpend,
+      team_tag: t.dailyTeamTagSpend,
+      key: t.dailyKeySpend,
+      spend: t.dailySpend,
+      tag: t.dailyTagSpend,
+    }[rollupTableFor(query)];
     const column = (name: string) => (d as unknown as Record<string, PgColumn>)[name]!;
     const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
     for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));

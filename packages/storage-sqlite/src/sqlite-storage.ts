@@ -14,9 +14,10 @@ import {
   type PendingCall,
   type ReserveInput,
   type ReserveResult,
-  readsTagRollup,
+  type RollupTable,
   rollupColumn,
   rollupRowOf,
+  rollupTableFor,
   type ScopeRef,
   type SettleInput,
   type SettleResult,
@@ -130,6 +131,14 @@ interface Open {
 }
 
 const handles = new WeakMap<SqliteStorage, Database.Database>();
+
+const ROLLUP_TABLES = {
+  team: schema.dailyTeamSpend,
+  team_tag: schema.dailyTeamTagSpend,
+  key: schema.dailyKeySpend,
+  spend: schema.dailySpend,
+  tag: schema.dailyTagSpend,
+} satisfies Record<RollupTable, unknown>;
 
 /** The open handle of a store, for this package's raw reader. Not exported from the package. */
 export function databaseOf(storage: SqliteStorage): Database.Database {
@@ -393,8 +402,8 @@ export class SqliteStorage implements SpendStorage {
 
   async spendReport(query: SpendReportQuery): Promise<SpendReportRow[]> {
     const { orm } = this.#ready();
-    const d = readsTagRollup(query) ? schema.dailyTagSpend : schema.dailySpend;
-    // Both rollups have every column a report names (the tag one also `tag`, read only from it).
+    // The narrowest rollup with every column the report names (see rollupTableFor).
+    const d = ROLLUP_TABLES[rollupTableFor(query)];
     const column = (name: string) => (d as unknown as Record<string, SQLiteColumn>)[name]!;
     const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
     for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
