@@ -416,8 +416,8 @@ export class SqliteStorage implements SpendStorage {
       promptTokens: total(d.promptTokens),
       completionTokens: total(d.completionTokens),
     };
-    query.groupBy.forEach((dimension, i) => {
-      fields[`g${i}`] = groups[i]!;
+    groups.forEach((group, i) => {
+      fields[`g${i}`] = group;
     });
     const { sql: text, params } = orm
       .select(fields)
