@@ -13,34 +13,32 @@ import { seedPg } from './seed-pg.js';
 import { seedSqlite } from './seed-sqlite.js';
 
 function fail(message: string): never {
-  console.error(`seed: ${message}`);
+  console.error(message.startsWith('seed: ') ? message : `seed: ${message}`);
   process.exit(2);
 }
 
-let parsed: ReturnType<typeof parse>;
 function parse() {
-  return parseArgs({
-    options: {
-      calls: { type: 'string' },
-      days: { type: 'string' },
-      seed: { type: 'string' },
-      end: { type: 'string' },
-      db: { type: 'string' },
-      'database-url': { type: 'string' },
-      schema: { type: 'string' },
-      replace: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
-    },
-    // `pnpm seed -- --calls 10` passes the `--` through.
-    args: process.argv.slice(2).filter((a) => a !== '--'),
-  });
+  try {
+    return parseArgs({
+      options: {
+        calls: { type: 'string' },
+        days: { type: 'string' },
+        seed: { type: 'string' },
+        end: { type: 'string' },
+        db: { type: 'string' },
+        'database-url': { type: 'string' },
+        schema: { type: 'string' },
+        replace: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      // `pnpm seed -- --calls 10` passes the `--` through.
+      args: process.argv.slice(2).filter((a) => a !== '--'),
+    });
+  } catch (error) {
+    return fail((error as Error).message);
+  }
 }
-try {
-  parsed = parse();
-} catch (error) {
-  fail((error as Error).message);
-}
-const { values } = parsed;
+const { values } = parse();
 if (values.help) {
   console.log(
     'pnpm seed [--calls N] [--days N] [--seed N] [--end ISO] [--db FILE | --database-url URL [--schema S]] [--replace]',

@@ -260,7 +260,7 @@ const FIRST_NAMES = [
   'yara',
   'yusuf',
   'zoe',
-]; // prettier-ignore
+];
 const LAST_NAMES = [
   'adams',
   'baker',
@@ -285,7 +285,7 @@ const LAST_NAMES = [
   'walsh',
   'young',
   'zhang',
-]; // prettier-ignore
+];
 
 const DAY_MS = 86_400_000;
 /** Share of a day's calls in each UTC hour: a working-day curve with a long tail at night. */
