@@ -12,7 +12,10 @@
  * 3. `core`: the core pipeline on SQLite: identify + reserve + meter a JSON response + price + settle,
  *    in process.
  *
- * BENCH_ONLY=http,hono,pg,core,metering (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * 4. `dashboard` (bench/dashboard.ts): the dashboard's Spend and Budgets queries over 1,000,000 seeded
+ *    calls on SQLite and Postgres, median and p95 against 100 ms. Seeds once (a few minutes), then reuses.
+ *
+ * BENCH_ONLY=http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
  * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores.
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -23,13 +26,14 @@ import { createSpendGuard } from '@spendguard/core';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
 import autocannon from 'autocannon';
 import { createDatabase, sharedPostgres } from '../tests/multi-instance/test/postgres.js';
+import { dashboardBench, dashboardTable } from './dashboard.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
 const PARTS = new Set(
-  (process.env.BENCH_ONLY ?? 'http,hono,pg,core,metering').split(',').map((p) => p.trim()),
+  (process.env.BENCH_ONLY ?? 'http,hono,pg,core,metering,dashboard').split(',').map((p) => p.trim()),
 );
 const here = import.meta.dirname;
 const execArgv = ['--conditions=spendguard-source', '--import', 'tsx'];
@@ -306,6 +310,7 @@ const metering = PARTS.has('metering')
       );
     })
   : null;
+const dashboard = PARTS.has('dashboard') ? await dashboardBench() : null;
 
 console.log('\n| measure | unguarded | guarded | guarded/unguarded |');
 console.log('|---|---|---|---|');
@@ -364,3 +369,4 @@ if (core)
     `core pipeline: ${core.concurrent.toFixed(1)} µs/request at 64 in flight, ${core.sequential.toFixed(1)} µs one at a time (target <= 50)`,
   );
 if (metering) console.log(`\nMetering (bench/metering.ts):\n${metering.trim()}`);
+if (dashboard) console.log(`\nDashboard queries (bench/dashboard.ts):\n${dashboardTable(dashboard)}`);

@@ -19,6 +19,11 @@
  *   LLM_BASE_URL                     an OpenAI-compatible provider. Default: the built-in simulator
  *   SIM_LATENCY_MS                   the simulator's delay before each answer. Default 0
  *   UI_USERNAME, UI_PASSWORD         the dashboard's login (at /ui). Default: admin and the master key
+ *   SPENDGUARD_SEED_CALLS            how many calls `--seed` writes. Default 100000
+ *
+ * Command line: `--seed` (or `--seed=N`) fills the store with a realistic data set first (20 teams, 200
+ * users, their keys and budgets, N calls over the last 90 days; packages/seed), unless it holds data
+ * already. `pnpm demo --seed`.
  */
 import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { type Simulator, startSimulator } from '@spendguard/core/testing';
@@ -97,6 +102,10 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
     storageLabel = `${path} (SQLite)`;
   }
 
+  const seedCalls = seedRequest();
+  if (seedCalls !== null)
+    await seedDemo(seedCalls, databaseUrl, process.env.SPENDGUARD_DB || './spendguard.db');
+
   // The demo's LLM provider: the built-in simulator (OpenAI wire format, streaming included), unless
   // LLM_BASE_URL points at a real OpenAI-compatible endpoint.
   const simulator = process.env.LLM_BASE_URL
@@ -130,6 +139,48 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
       );
     },
   };
+}
+
+/** `--seed`, `--seed=N` or `--seed N` on the command line: how many calls to seed; `null` without. */
+function seedRequest(): number | null {
+  const args = process.argv.slice(2);
+  const at = args.findIndex((a) => a === '--seed' || a.startsWith('--seed='));
+  if (at < 0) return null;
+  const arg = args[at]!;
+  const given = arg.includes('=')
+    ? arg.slice(arg.indexOf('=') + 1)
+    : /^\d[\d_]*$/.test(args[at + 1] ?? '')
+      ? args[at + 1]
+      : undefined;
+  const value = given ?? process.env.SPENDGUARD_SEED_CALLS ?? '100000';
+  const calls = Number(value.replaceAll('_', ''));
+  if (!Number.isSafeInteger(calls) || calls < 0)
+    fail(`--seed takes a number of calls, e.g. --seed=100000; got '${value}'`);
+  return calls;
+}
+
+/** Seeds the demo's store, ending now; a store that holds data already is left as it is. */
+async function seedDemo(calls: number, databaseUrl: string | undefined, sqlitePath: string): Promise<void> {
+  const { buildSeedPlan, seedPg, seedSqlite } = await import('@spendguard/seed');
+  const options = { calls, days: 90, end: new Date() };
+  console.log(`[demo] seeding ${calls} calls over the last 90 days...`);
+  const result = databaseUrl
+    ? await seedPg({ connectionString: databaseUrl }, options, { ifNotEmpty: 'skip' })
+    : await seedSqlite(sqlitePath, options, { ifNotEmpty: 'skip' });
+  if (result.reused) {
+    console.log(
+      '[demo] the store holds data already: not seeded (delete it, or run `pnpm seed --replace`, to re-seed)',
+    );
+    return;
+  }
+  const plan = buildSeedPlan(options);
+  // A key to try that no budget on its chain refuses (some seeded scopes are over their cap).
+  const roomy = (id: string | null) =>
+    id === null || plan.budgets.some((b) => b.scope.id === id && (b.usedShare === null || b.usedShare < 0.8));
+  const key = plan.keys.find((k) => roomy(k.tokenHash) && roomy(k.userId) && roomy(k.teamId));
+  console.log(
+    `[demo] seeded ${calls} calls, ${plan.teams.length} teams, 200 users and ${plan.keys.length} keys in ${(result.ms / 1000).toFixed(1)} s${key ? `; a seeded key to call with: ${key.key}` : ''}`,
+  );
 }
 
 /** The URL as it may be printed: without its password. */

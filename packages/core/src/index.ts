@@ -66,9 +66,11 @@ export {
   aggregateRollup,
   finishSpendReport,
   type RollupRow,
+  type RollupTable,
   readsTagRollup,
   rollupColumn,
   rollupRowOf,
+  rollupTableFor,
 } from './storage/spend-rollup.js';
 export {
   type AlertClaim,

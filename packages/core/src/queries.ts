@@ -230,23 +230,26 @@ export class SpendQueries {
       s.spendReport({ fromDay: from, toDay: to, groupBy: dimensions, filters }),
     );
 
-    // Days are re-bucketed here: rows arrive sorted by day first, so buckets stay in order.
+    // Days are re-bucketed here: rows arrive sorted by day first, so buckets stay in order. By day or
+    // in total every stored row is a bucket of its own; only weeks and months merge rows.
+    const merge = granularity === 'week' || granularity === 'month';
     const rows = new Map<string, SpendReportEntry<G>>();
+    const sorted: SpendReportEntry<G>[] = [];
     const totals = emptyTotals();
     for (const row of stored) {
       const period = bucketStart(row.day ?? from, granularity, from);
       const values = groupBy.map((g) => row[ROW_FIELDS[g]] as string | null);
-      const id = JSON.stringify([period, ...values]);
-      let entry = rows.get(id);
+      const id = merge ? JSON.stringify([period, ...values]) : '';
+      let entry = merge ? rows.get(id) : undefined;
       if (!entry) {
         const group = Object.fromEntries(groupBy.map((g, i) => [g, values[i]]));
         entry = { period, ...group, ...emptyTotals() } as SpendReportEntry<G>;
-        rows.set(id, entry);
+        if (merge) rows.set(id, entry);
+        sorted.push(entry);
       }
       addTo(entry, row);
       addTo(totals, row);
     }
-    const sorted = [...rows.values()];
     if (granularity === 'week' || granularity === 'month') {
       // A week or month mixes days, so the storage order by day is not the order by group: sort again.
       sorted.sort((a, b) => compareEntries(a, b, groupBy));

@@ -198,6 +198,55 @@ export function defineTables(schema: string) {
     ],
   );
 
+  /**
+   * Narrow rollups (migration 7), each the exact sum of its full rollup, kept so by triggers: reports
+   * that need no other dimension read these (see `rollupTableFor` in core).
+   */
+  const rollupSums = () => ({
+    requests: nano('requests').notNull(),
+    failedRequests: nano('failed_requests').notNull(),
+    spendNano: nano('spend_nano').notNull(),
+    promptTokens: nano('prompt_tokens').notNull(),
+    completionTokens: nano('completion_tokens').notNull(),
+  });
+  /** Day x team x model x provider. */
+  const dailyTeamSpend = table(
+    'daily_team_spend',
+    {
+      day: date('day', { mode: 'string' }).notNull(),
+      teamId: text('team_id').notNull(),
+      model: text('model').notNull(),
+      provider: text('provider').notNull(),
+      ...rollupSums(),
+    },
+    (t) => [primaryKey({ columns: [t.day, t.teamId, t.model, t.provider] })],
+  );
+  /** Day x tag x team x model x provider. */
+  const dailyTeamTagSpend = table(
+    'daily_team_tag_spend',
+    {
+      day: date('day', { mode: 'string' }).notNull(),
+      tag: text('tag').notNull(),
+      teamId: text('team_id').notNull(),
+      model: text('model').notNull(),
+      provider: text('provider').notNull(),
+      ...rollupSums(),
+    },
+    (t) => [primaryKey({ columns: [t.day, t.tag, t.teamId, t.model, t.provider] })],
+  );
+  /** Day x team x user x key. */
+  const dailyKeySpend = table(
+    'daily_key_spend',
+    {
+      day: date('day', { mode: 'string' }).notNull(),
+      teamId: text('team_id').notNull(),
+      userId: text('user_id').notNull(),
+      apiKeyHash: text('api_key_hash').notNull(),
+      ...rollupSums(),
+    },
+    (t) => [primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash] })],
+  );
+
   /** Alerts already sent (being sent), one per scope, budget period and threshold (migration 2). */
   const alertClaims = table(
     'alert_claims',
@@ -262,6 +311,9 @@ export function defineTables(schema: string) {
     spendLogs,
     dailyTagSpend,
     dailySpend,
+    dailyTeamSpend,
+    dailyTeamTagSpend,
+    dailyKeySpend,
     alertClaims,
     keyChanges,
     keySecrets,

@@ -345,6 +345,138 @@ CREATE TABLE rate_leases (
 CREATE INDEX rate_leases_lease_id_idx ON rate_leases (lease_id);
 `,
   },
+  {
+    version: 9,
+    name: 'narrow-rollups',
+    // Narrow rollups for the dashboard: day x team x model x provider (and the same per tag), and
+    // day x team x user x key. Over a busy 90 days the full rollups hold ~10x more rows, because keys,
+    // users and end users multiply the groups; a report that needs none of those reads a narrow table
+    // (rollupTableFor in core). Triggers keep each one the exact sum of its full rollup on every
+    // write (settle, TTL expiry, bulk loads): an update adds its difference, one upsert per narrow row.
+    sql: `
+CREATE TABLE daily_team_spend (
+  day TEXT NOT NULL,
+  team_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  failed_requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, team_id, model, provider)
+) STRICT, WITHOUT ROWID;
+INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+SELECT day, team_id, model, provider, sum(requests), sum(failed_requests), sum(spend_nano), sum(prompt_tokens), sum(completion_tokens)
+FROM daily_spend GROUP BY day, team_id, model, provider;
+CREATE TABLE daily_team_tag_spend (
+  day TEXT NOT NULL,
+  tag TEXT NOT NULL,
+  team_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  failed_requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, tag, team_id, model, provider)
+) STRICT, WITHOUT ROWID;
+INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+SELECT day, tag, team_id, model, provider, sum(requests), sum(failed_requests), sum(spend_nano), sum(prompt_tokens), sum(completion_tokens)
+FROM daily_tag_spend GROUP BY day, tag, team_id, model, provider;
+CREATE TABLE daily_key_spend (
+  day TEXT NOT NULL,
+  team_id TEXT NOT NULL,
+  user_id TEXT NOT NULL,
+  api_key_hash TEXT NOT NULL,
+  requests INTEGER NOT NULL,
+  failed_requests INTEGER NOT NULL,
+  spend_nano INTEGER NOT NULL,
+  prompt_tokens INTEGER NOT NULL,
+  completion_tokens INTEGER NOT NULL,
+  PRIMARY KEY (day, team_id, user_id, api_key_hash)
+) STRICT, WITHOUT ROWID;
+INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+SELECT day, team_id, user_id, api_key_hash, sum(requests), sum(failed_requests), sum(spend_nano), sum(prompt_tokens), sum(completion_tokens)
+FROM daily_spend GROUP BY day, team_id, user_id, api_key_hash;
+CREATE TRIGGER daily_spend_team_insert AFTER INSERT ON daily_spend BEGIN
+  INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.team_id, NEW.model, NEW.provider, NEW.requests, NEW.failed_requests, NEW.spend_nano, NEW.prompt_tokens, NEW.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_spend_team_update AFTER UPDATE ON daily_spend WHEN NEW.day = OLD.day AND NEW.team_id = OLD.team_id AND NEW.model = OLD.model AND NEW.provider = OLD.provider BEGIN
+  INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.team_id, NEW.model, NEW.provider, NEW.requests - OLD.requests, NEW.failed_requests - OLD.failed_requests, NEW.spend_nano - OLD.spend_nano, NEW.prompt_tokens - OLD.prompt_tokens, NEW.completion_tokens - OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_spend_team_rekey AFTER UPDATE ON daily_spend WHEN NOT (NEW.day = OLD.day AND NEW.team_id = OLD.team_id AND NEW.model = OLD.model AND NEW.provider = OLD.provider) BEGIN
+  INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (OLD.day, OLD.team_id, OLD.model, OLD.provider, -OLD.requests, -OLD.failed_requests, -OLD.spend_nano, -OLD.prompt_tokens, -OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+  DELETE FROM daily_team_spend WHERE day = OLD.day AND team_id = OLD.team_id AND model = OLD.model AND provider = OLD.provider AND requests = 0 AND failed_requests = 0 AND spend_nano = 0 AND prompt_tokens = 0 AND completion_tokens = 0;
+  INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.team_id, NEW.model, NEW.provider, NEW.requests, NEW.failed_requests, NEW.spend_nano, NEW.prompt_tokens, NEW.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_spend_team_delete AFTER DELETE ON daily_spend BEGIN
+  INSERT INTO daily_team_spend (day, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (OLD.day, OLD.team_id, OLD.model, OLD.provider, -OLD.requests, -OLD.failed_requests, -OLD.spend_nano, -OLD.prompt_tokens, -OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+  DELETE FROM daily_team_spend WHERE day = OLD.day AND team_id = OLD.team_id AND model = OLD.model AND provider = OLD.provider AND requests = 0 AND failed_requests = 0 AND spend_nano = 0 AND prompt_tokens = 0 AND completion_tokens = 0;
+END;
+CREATE TRIGGER daily_spend_key_insert AFTER INSERT ON daily_spend BEGIN
+  INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.team_id, NEW.user_id, NEW.api_key_hash, NEW.requests, NEW.failed_requests, NEW.spend_nano, NEW.prompt_tokens, NEW.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_spend_key_update AFTER UPDATE ON daily_spend WHEN NEW.day = OLD.day AND NEW.team_id = OLD.team_id AND NEW.user_id = OLD.user_id AND NEW.api_key_hash = OLD.api_key_hash BEGIN
+  INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.team_id, NEW.user_id, NEW.api_key_hash, NEW.requests - OLD.requests, NEW.failed_requests - OLD.failed_requests, NEW.spend_nano - OLD.spend_nano, NEW.prompt_tokens - OLD.prompt_tokens, NEW.completion_tokens - OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_spend_key_rekey AFTER UPDATE ON daily_spend WHEN NOT (NEW.day = OLD.day AND NEW.team_id = OLD.team_id AND NEW.user_id = OLD.user_id AND NEW.api_key_hash = OLD.api_key_hash) BEGIN
+  INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (OLD.day, OLD.team_id, OLD.user_id, OLD.api_key_hash, -OLD.requests, -OLD.failed_requests, -OLD.spend_nano, -OLD.prompt_tokens, -OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+  DELETE FROM daily_key_spend WHERE day = OLD.day AND team_id = OLD.team_id AND user_id = OLD.user_id AND api_key_hash = OLD.api_key_hash AND requests = 0 AND failed_requests = 0 AND spend_nano = 0 AND prompt_tokens = 0 AND completion_tokens = 0;
+  INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.team_id, NEW.user_id, NEW.api_key_hash, NEW.requests, NEW.failed_requests, NEW.spend_nano, NEW.prompt_tokens, NEW.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_spend_key_delete AFTER DELETE ON daily_spend BEGIN
+  INSERT INTO daily_key_spend (day, team_id, user_id, api_key_hash, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (OLD.day, OLD.team_id, OLD.user_id, OLD.api_key_hash, -OLD.requests, -OLD.failed_requests, -OLD.spend_nano, -OLD.prompt_tokens, -OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+  DELETE FROM daily_key_spend WHERE day = OLD.day AND team_id = OLD.team_id AND user_id = OLD.user_id AND api_key_hash = OLD.api_key_hash AND requests = 0 AND failed_requests = 0 AND spend_nano = 0 AND prompt_tokens = 0 AND completion_tokens = 0;
+END;
+CREATE TRIGGER daily_tag_spend_team_insert AFTER INSERT ON daily_tag_spend BEGIN
+  INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.tag, NEW.team_id, NEW.model, NEW.provider, NEW.requests, NEW.failed_requests, NEW.spend_nano, NEW.prompt_tokens, NEW.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_tag_spend_team_update AFTER UPDATE ON daily_tag_spend WHEN NEW.day = OLD.day AND NEW.tag = OLD.tag AND NEW.team_id = OLD.team_id AND NEW.model = OLD.model AND NEW.provider = OLD.provider BEGIN
+  INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.tag, NEW.team_id, NEW.model, NEW.provider, NEW.requests - OLD.requests, NEW.failed_requests - OLD.failed_requests, NEW.spend_nano - OLD.spend_nano, NEW.prompt_tokens - OLD.prompt_tokens, NEW.completion_tokens - OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_tag_spend_team_rekey AFTER UPDATE ON daily_tag_spend WHEN NOT (NEW.day = OLD.day AND NEW.tag = OLD.tag AND NEW.team_id = OLD.team_id AND NEW.model = OLD.model AND NEW.provider = OLD.provider) BEGIN
+  INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (OLD.day, OLD.tag, OLD.team_id, OLD.model, OLD.provider, -OLD.requests, -OLD.failed_requests, -OLD.spend_nano, -OLD.prompt_tokens, -OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+  DELETE FROM daily_team_tag_spend WHERE day = OLD.day AND tag = OLD.tag AND team_id = OLD.team_id AND model = OLD.model AND provider = OLD.provider AND requests = 0 AND failed_requests = 0 AND spend_nano = 0 AND prompt_tokens = 0 AND completion_tokens = 0;
+  INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (NEW.day, NEW.tag, NEW.team_id, NEW.model, NEW.provider, NEW.requests, NEW.failed_requests, NEW.spend_nano, NEW.prompt_tokens, NEW.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+END;
+CREATE TRIGGER daily_tag_spend_team_delete AFTER DELETE ON daily_tag_spend BEGIN
+  INSERT INTO daily_team_tag_spend (day, tag, team_id, model, provider, requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+  VALUES (OLD.day, OLD.tag, OLD.team_id, OLD.model, OLD.provider, -OLD.requests, -OLD.failed_requests, -OLD.spend_nano, -OLD.prompt_tokens, -OLD.completion_tokens)
+  ON CONFLICT DO UPDATE SET requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests, spend_nano = spend_nano + excluded.spend_nano, prompt_tokens = prompt_tokens + excluded.prompt_tokens, completion_tokens = completion_tokens + excluded.completion_tokens;
+  DELETE FROM daily_team_tag_spend WHERE day = OLD.day AND tag = OLD.tag AND team_id = OLD.team_id AND model = OLD.model AND provider = OLD.provider AND requests = 0 AND failed_requests = 0 AND spend_nano = 0 AND prompt_tokens = 0 AND completion_tokens = 0;
+END;
+`,
+  },
 ];
 
 /**

@@ -186,6 +186,58 @@ export const dailyTagSpend = sqliteTable(
   ],
 );
 
+/**
+ * Narrow rollups (migration 9), each the exact sum of its full rollup, kept so by triggers: reports
+ * that need no other dimension read these (see `rollupTableFor` in core).
+ */
+const rollupSums = () => ({
+  requests: integer('requests').notNull(),
+  failedRequests: integer('failed_requests').notNull(),
+  spendNano: nano('spend_nano').notNull(),
+  promptTokens: integer('prompt_tokens').notNull(),
+  completionTokens: integer('completion_tokens').notNull(),
+});
+
+/** Day x team x model x provider. */
+export const dailyTeamSpend = sqliteTable(
+  'daily_team_spend',
+  {
+    day: text('day').notNull(),
+    teamId: text('team_id').notNull(),
+    model: text('model').notNull(),
+    provider: text('provider').notNull(),
+    ...rollupSums(),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.teamId, t.model, t.provider] })],
+);
+
+/** Day x tag x team x model x provider. */
+export const dailyTeamTagSpend = sqliteTable(
+  'daily_team_tag_spend',
+  {
+    day: text('day').notNull(),
+    tag: text('tag').notNull(),
+    teamId: text('team_id').notNull(),
+    model: text('model').notNull(),
+    provider: text('provider').notNull(),
+    ...rollupSums(),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.tag, t.teamId, t.model, t.provider] })],
+);
+
+/** Day x team x user x key. */
+export const dailyKeySpend = sqliteTable(
+  'daily_key_spend',
+  {
+    day: text('day').notNull(),
+    teamId: text('team_id').notNull(),
+    userId: text('user_id').notNull(),
+    apiKeyHash: text('api_key_hash').notNull(),
+    ...rollupSums(),
+  },
+  (t) => [primaryKey({ columns: [t.day, t.teamId, t.userId, t.apiKeyHash] })],
+);
+
 /** Alerts already sent (being sent), one per scope, budget period and threshold (migration 4). */
 export const alertClaims = sqliteTable(
   'alert_claims',

@@ -65,6 +65,44 @@ export function readsTagRollup(query: SpendReportQuery): boolean {
   return query.groupBy.includes('tag') || query.filters?.tags !== undefined;
 }
 
+/**
+ * The rollup tables a SQL backend keeps, from the narrowest a report can read to the widest:
+ * - `team`: day x team x model x provider; `team_tag`: the same per tag (about 10x fewer rows than
+ *   the full rollups over a busy 90 days, where keys, users and end users multiply the groups);
+ * - `key`: day x team x user x key;
+ * - `spend` and `tag`: every dimension (day x team x user x key x model x provider x end user).
+ * The narrow ones are sums of the wide ones (kept so by the database on every rollup write), so any
+ * table with the dimensions a report needs gives the same answer.
+ */
+export type RollupTable = 'team' | 'team_tag' | 'key' | 'spend' | 'tag';
+
+const FILTER_DIMENSIONS: Record<keyof SpendReportFilters, SpendDimension> = {
+  teamIds: 'team',
+  userIds: 'user',
+  apiKeyHashes: 'key',
+  models: 'model',
+  providers: 'provider',
+  endUsers: 'customer',
+  tags: 'tag',
+};
+const TEAM_DIMENSIONS = new Set<SpendDimension>(['day', 'team', 'model', 'provider']);
+const KEY_DIMENSIONS = new Set<SpendDimension>(['day', 'team', 'user', 'key']);
+
+/** The narrowest rollup table that has every dimension a report groups or filters by. */
+export function rollupTableFor(query: SpendReportQuery): RollupTable {
+  const used = new Set<SpendDimension>(query.groupBy);
+  for (const [name, values] of Object.entries(query.filters ?? {})) {
+    if (values !== undefined) used.add(FILTER_DIMENSIONS[name as keyof SpendReportFilters]);
+  }
+  const within = (allowed: Set<SpendDimension>) => [...used].every((d) => allowed.has(d));
+  if (used.has('tag')) {
+    used.delete('tag');
+    return within(TEAM_DIMENSIONS) ? 'team_tag' : 'tag';
+  }
+  if (within(TEAM_DIMENSIONS)) return 'team';
+  return within(KEY_DIMENSIONS) ? 'key' : 'spend';
+}
+
 /** The column of each filter, for SQL backends: `[filter values, rollup column]` of the filters set. */
 export function activeFilters(filters: SpendReportFilters = {}): Array<[string[], keyof RollupRow]> {
   return FILTERS.flatMap(([name, column]) => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { StorageConflictError } from '../errors.js';
+import { aggregateRollup, readsTagRollup, rollupRowOf } from '../storage/spend-rollup.js';
 import {
   type BudgetInit,
   type CustomerRecord,
@@ -9,7 +10,9 @@ import {
   type RateBucket,
   type RateLimits,
   type ScopeRef,
+  type SpendDimension,
   type SpendLogRecord,
+  type SpendReportFilters,
   type SpendReportQuery,
   type SpendStorage,
   type TagRecord,
@@ -940,6 +943,59 @@ export function runStorageConformance(options: ConformanceOptions): void {
         { day: '2026-03-01', ...sums(1, 100, 10, 5) },
         { day: '2026-03-02', ...sums(1, big, 10, 5) },
       ]);
+
+      // Whichever rollup a backend reads for a report (narrow or full, see rollupTableFor), the answer
+      // is core's reference over the logs; also after a settle that adds to existing rollup rows.
+      const dimensions: SpendDimension[][] = [
+        [],
+        ['day'],
+        ['day', 'team'],
+        ['day', 'model', 'provider'],
+        ['team', 'model'],
+        ['day', 'user'],
+        ['day', 'key'],
+        ['team', 'user', 'key'],
+        ['model', 'customer'],
+        ['day', 'tag'],
+        ['tag', 'team', 'model', 'provider'],
+        ['tag', 'user'],
+        ['tag', 'key', 'customer'],
+      ];
+      const filters: SpendReportFilters[] = [
+        {},
+        { teamIds: ['t1'] },
+        { models: ['gpt-4o'], providers: ['openai'] },
+        { userIds: ['u1', 'u2'] },
+        { apiKeyHashes: ['k2'] },
+        { tags: ['prod'] },
+        { tags: ['chat'], teamIds: ['t2'] },
+        { tags: ['prod'], apiKeyHashes: ['k1'] },
+      ];
+      const matchesReference = async () => {
+        const logs = calls.map(([id, cost, over]) => [log(id, { spendNano: cost, ...over }), cost] as const);
+        const rows = logs.map(([l, cost]) => rollupRowOf(l, cost));
+        const tagged = logs.flatMap(([l, cost]) => l.tags.map((tag) => ({ ...rollupRowOf(l, cost), tag })));
+        for (const groupBy of dimensions) {
+          for (const f of filters) {
+            const query = { fromDay: '2026-03-01', toDay: '2026-03-02', groupBy, filters: f };
+            const reference = readsTagRollup(query) ? tagged : rows;
+            expect(await s.spendReport(query), JSON.stringify(query)).toEqual(
+              aggregateRollup(reference, query),
+            );
+          }
+        }
+      };
+      await matchesReference();
+      const repeat: Partial<SpendLogRecord> = { ...calls[0]![2], status: 'failure' };
+      calls.push(['f', 11, repeat]);
+      await s.settle({
+        reservationId: 'f',
+        scopes: [],
+        costNano: 11,
+        now: T0,
+        log: log('f', { spendNano: 11, ...repeat }),
+      });
+      await matchesReference();
       await s.close();
     });
 
