@@ -5,6 +5,7 @@ import { BudgetAlerts } from './alerts/budget-alerts.js';
 import { nextBudgetResetAt } from './budget-period.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
 import { Dashboard } from './dashboard/dashboard.js';
+import { KeyQueries, TeamQueries, UserQueries } from './entity-queries.js';
 import { SpendGuardError, StorageConflictError } from './errors.js';
 import { constantTimeEqual, hashVirtualKey } from './keys.js';
 import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
@@ -120,6 +121,12 @@ export class SpendGuard {
   readonly spend: SpendQueries = new SpendQueries(this);
   /** Budgets as they stand: `guard.budgets.remaining({ key | user | team })`. */
   readonly budgets: BudgetQueries = new BudgetQueries(this);
+  /** Keys with their budgets: `await guard.keys.list({ teamId })`, `guard.keys.get(key)`. */
+  readonly keys: KeyQueries = new KeyQueries(this);
+  /** Teams with their budgets: `guard.teams.list()`, `guard.teams.get(idOrAlias)`. */
+  readonly teams: TeamQueries = new TeamQueries(this);
+  /** Users with their budgets: `guard.users.list({ teamId })`, `guard.users.get(userId)`. */
+  readonly users: UserQueries = new UserQueries(this);
   /** Budget alert webhooks (the `alerts` option); `null` when not configured. */
   readonly alerts: BudgetAlerts | null;
   private sweepTimer: NodeJS.Timeout | null = null;

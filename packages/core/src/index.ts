@@ -9,6 +9,7 @@ export {
 export { isValidBudgetDuration, nextBudgetResetAt, parseBudgetDuration } from './budget-period.js';
 export type { DashboardOptions, GuardLogger, SpendGuardOptions } from './config.js';
 export type { Dashboard, DashboardRequest, DashboardResponse } from './dashboard/dashboard.js';
+export { KeyQueries, TeamQueries, UserQueries, type WithBudget } from './entity-queries.js';
 export { ERROR_STATUS, SpendGuardError, type SpendGuardErrorCode, StorageConflictError } from './errors.js';
 export {
   type AdmitOutcome,

@@ -3,6 +3,7 @@ import type { SpendGuard } from './guard.js';
 import { keyHashFromKeyOrHash } from './keys.js';
 import { nanoToUsd } from './money.js';
 import type {
+  BudgetState,
   ScopeKind,
   ScopeRef,
   SpendDimension,
@@ -302,6 +303,21 @@ export interface BudgetRemaining {
   resetAt: Date | null;
 }
 
+/** A budget counter in USD, as the typed queries answer it. */
+export function toBudgetRemaining(state: BudgetState): BudgetRemaining {
+  const max = state.maxBudgetNano;
+  return {
+    scope: state.scope,
+    maxBudget: max === null ? null : nanoToUsd(max),
+    softBudget: state.softBudgetNano === null ? null : nanoToUsd(state.softBudgetNano),
+    spend: nanoToUsd(state.spendNano),
+    reserved: nanoToUsd(state.reservedNano),
+    remaining: max === null ? null : nanoToUsd(Math.max(0, max - state.spendNano - state.reservedNano)),
+    budgetDuration: state.budgetDuration,
+    resetAt: state.budgetResetAt,
+  };
+}
+
 /**
  * Budget look-ups: `guard.budgets`.
  * @example
@@ -339,18 +355,7 @@ export class BudgetQueries {
       const [found] = await storage.getBudgets([scope], now);
       return found ?? null;
     });
-    if (!state) return null;
-    const max = state.maxBudgetNano;
-    return {
-      scope: state.scope,
-      maxBudget: max === null ? null : nanoToUsd(max),
-      softBudget: state.softBudgetNano === null ? null : nanoToUsd(state.softBudgetNano),
-      spend: nanoToUsd(state.spendNano),
-      reserved: nanoToUsd(state.reservedNano),
-      remaining: max === null ? null : nanoToUsd(Math.max(0, max - state.spendNano - state.reservedNano)),
-      budgetDuration: state.budgetDuration,
-      resetAt: state.budgetResetAt,
-    };
+    return state ? toBudgetRemaining(state) : null;
   }
 
   /**
