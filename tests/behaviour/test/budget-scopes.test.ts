@@ -435,3 +435,56 @@ describe.each(ADAPTERS)('budget windows on $name', (framework) => {
     expect(bad.status).toBe(400);
   });
 });
+
+describe.each(ADAPTERS)('team member rate limits on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it("a member's rpm_limit in the team refuses that member only, with LiteLLM's headers", async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    app = await startTestApp(framework, { now: () => new Date(clock.now) });
+    await admin(app, 'POST', '/team/new', { team_id: 'frontend' });
+    const added = await admin(app, 'POST', '/team/member_add', {
+      team_id: 'frontend',
+      member: [{ user_id: 'alice' }, { user_id: 'bob' }],
+    });
+    expect(added.status).toBe(200);
+    const limited = await admin(app, 'POST', '/team/member_update', {
+      team_id: 'frontend',
+      user_id: 'alice',
+      rpm_limit: 2,
+    });
+    expect(limited.status).toBe(200);
+    expect(limited.body).toMatchObject({ user_id: 'alice', rpm_limit: 2 });
+    const keyOf = async (user: string) =>
+      (await admin(app!, 'POST', '/key/generate', { user_id: user, team_id: 'frontend' })).body.key as string;
+    const alice = await keyOf('alice');
+    const bob = await keyOf('bob');
+    const call = async (key: string) => {
+      const res = await fetch(`${app!.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+      });
+      const body = (await res.json()) as { error?: { message: string } };
+      await app!.guard.flush();
+      return { status: res.status, body, headers: res.headers };
+    };
+    expect((await call(alice)).status).toBe(200);
+    const second = await call(alice);
+    expect(second.status).toBe(200);
+    expect(second.headers.get('x-ratelimit-remaining-requests')).toBe('0');
+    const third = await call(alice);
+    expect(third.status).toBe(429);
+    expect(third.body.error!.message).toMatch(/User=alice in Team=frontend/);
+    expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+    // bob, in the same team, has no limit of his own.
+    for (let i = 0; i < 3; i++) expect((await call(bob)).status).toBe(200);
+    // The next minute's window re-opens alice's.
+    clock.now += 61_000;
+    expect((await call(alice)).status).toBe(200);
+  });
+});

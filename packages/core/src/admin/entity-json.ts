@@ -1,4 +1,5 @@
 import type { GuardResponse } from '../guard.js';
+import { hasRateLimits } from '../storage/rate-limit-rules.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -124,4 +125,35 @@ export function spendLogJson(log: SpendLogRecord) {
     status: log.status,
     metadata: { ...log.metadata, estimated: log.estimated, http_status: log.httpStatus },
   };
+}
+
+export const RATE_LIMIT_FIELDS = [
+  'rpm_limit',
+  'tpm_limit',
+  'max_parallel_requests',
+  'model_rpm_limit',
+  'model_tpm_limit',
+] as const;
+
+/** A request's LiteLLM rate-limit fields over `base` (absent: unchanged, `null`: removed); `null` when nothing is limited. */
+export function rateLimitsFrom(
+  b: {
+    rpm_limit?: number | null;
+    tpm_limit?: number | null;
+    max_parallel_requests?: number | null;
+    model_rpm_limit?: Record<string, number> | null;
+    model_tpm_limit?: Record<string, number> | null;
+  },
+  base: RateLimits | null = null,
+): RateLimits | null {
+  const pick = <T>(given: T | null | undefined, old: T | null, none: T | null): T | null =>
+    given === undefined ? old : (given ?? none);
+  const limits: RateLimits = {
+    rpmLimit: pick(b.rpm_limit, base?.rpmLimit ?? null, null),
+    tpmLimit: pick(b.tpm_limit, base?.tpmLimit ?? null, null),
+    maxParallelRequests: pick(b.max_parallel_requests, base?.maxParallelRequests ?? null, null),
+    modelRpmLimit: pick(b.model_rpm_limit, base?.modelRpmLimit ?? {}, {}) ?? {},
+    modelTpmLimit: pick(b.model_tpm_limit, base?.modelTpmLimit ?? {}, {}) ?? {},
+  };
+  return hasRateLimits(limits) ? limits : null;
 }

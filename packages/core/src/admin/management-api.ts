@@ -18,7 +18,17 @@ import type {
 } from '../storage/storage-contract.js';
 import { memberScopeId, modelScopeId } from '../storage/storage-contract.js';
 import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } from './caller.js';
-import { indexStates, keyJson, ok, spendLogJson, stateOf, teamJson, userJson } from './entity-json.js';
+import {
+  indexStates,
+  keyJson,
+  ok,
+  RATE_LIMIT_FIELDS,
+  rateLimitsFrom,
+  spendLogJson,
+  stateOf,
+  teamJson,
+  userJson,
+} from './entity-json.js';
 import {
   describeIssues,
   globalSpendReportQuerySchema,
@@ -838,35 +848,4 @@ function startOf(value: string): Date {
 /** A date-only end is inclusive of that whole day; a time is taken as given. */
 function endOf(value: string): Date {
   return value.length === 10 ? new Date(Date.parse(`${value}T00:00:00.000Z`) + 86_400_000) : new Date(value);
-}
-
-const RATE_LIMIT_FIELDS = [
-  'rpm_limit',
-  'tpm_limit',
-  'max_parallel_requests',
-  'model_rpm_limit',
-  'model_tpm_limit',
-] as const;
-
-/** A request's LiteLLM rate-limit fields over `base` (absent: unchanged, `null`: removed); `null` when nothing is limited. */
-function rateLimitsFrom(
-  b: {
-    rpm_limit?: number | null;
-    tpm_limit?: number | null;
-    max_parallel_requests?: number | null;
-    model_rpm_limit?: Record<string, number> | null;
-    model_tpm_limit?: Record<string, number> | null;
-  },
-  base: RateLimits | null = null,
-): RateLimits | null {
-  const pick = <T>(given: T | null | undefined, old: T | null, none: T | null): T | null =>
-    given === undefined ? old : (given ?? none);
-  const limits: RateLimits = {
-    rpmLimit: pick(b.rpm_limit, base?.rpmLimit ?? null, null),
-    tpmLimit: pick(b.tpm_limit, base?.tpmLimit ?? null, null),
-    maxParallelRequests: pick(b.max_parallel_requests, base?.maxParallelRequests ?? null, null),
-    modelRpmLimit: pick(b.model_rpm_limit, base?.modelRpmLimit ?? {}, {}) ?? {},
-    modelTpmLimit: pick(b.model_tpm_limit, base?.modelTpmLimit ?? {}, {}) ?? {},
-  };
-  return hasRateLimits(limits) ? limits : null;
 }

@@ -233,6 +233,7 @@ export const memberAddSchema = z.object({
     error: 'must be a member {user_id | user_email, role} or an array of them',
   }),
   max_budget_in_team: maxBudget,
+  ...rateLimitFields,
 });
 
 export const memberUpdateSchema = z
@@ -242,6 +243,7 @@ export const memberUpdateSchema = z
     user_email: z.string().min(1).optional(),
     role: memberRole.optional(),
     max_budget_in_team: maxBudget,
+    ...rateLimitFields,
   })
   .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
 

@@ -13,7 +13,16 @@ import {
   type UserRecord,
 } from '../storage/storage-contract.js';
 import { assertManagesTeam, type Caller } from './caller.js';
-import { indexStates, type MemberJson, ok, teamJson, userJson } from './entity-json.js';
+import {
+  indexStates,
+  type MemberJson,
+  ok,
+  RATE_LIMIT_FIELDS,
+  rateJson,
+  rateLimitsFrom,
+  teamJson,
+  userJson,
+} from './entity-json.js';
 import type { ManagementApi, ManagementRequest } from './management-api.js';
 import {
   memberAddSchema,
@@ -149,6 +158,8 @@ export class TeamUserRoutes {
     const writes: EntityInsert[] = [];
     const users: UserRecord[] = [];
     const budget = this.api.budgetInit(b.max_budget_in_team, null);
+    // A member's own rate limits in this team (rpm_limit, tpm_limit, max_parallel_requests).
+    const rateLimits = rateLimitsFrom(b);
     for (const m of Array.isArray(b.member) ? b.member : [b.member]) {
       let user = await this.userByRef(storage, m);
       if (!user) {
@@ -177,6 +188,7 @@ export class TeamUserRoutes {
         type: 'member',
         record: { teamId: team.teamId, userId: user.userId, role: m.role ?? 'user', createdAt: now },
         budget,
+        rateLimits,
       });
     }
     await storage.insert(writes);
@@ -190,6 +202,7 @@ export class TeamUserRoutes {
         team_id: team.teamId,
         user_id: u.userId,
         max_budget_in_team: maxInTeam,
+        ...rateJson(rateLimits),
       })),
     });
   }
@@ -225,10 +238,19 @@ export class TeamUserRoutes {
       b.max_budget_in_team === undefined
         ? {}
         : { maxBudgetNano: this.api.budgetInit(b.max_budget_in_team, null).maxBudgetNano };
+    const scope: ScopeRef = { kind: 'member', id: memberScopeId(team.teamId, user.userId) };
+    if (RATE_LIMIT_FIELDS.some((f) => f in b && (b as Record<string, unknown>)[f] !== undefined)) {
+      const [current] = await storage.getRateLimits([scope]);
+      await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
+    }
+    // Last: it records the change that makes every instance reload its keys (and their limits).
     const member = await storage.updateMember(team.teamId, user.userId, patch, budget);
     if (!member) throw new SpendGuardError('NOT_FOUND', `User '${user.userId}' left team '${team.teamId}'`);
-    const scope: ScopeRef = { kind: 'member', id: memberScopeId(team.teamId, user.userId) };
-    const [state] = await storage.getBudgets([scope], this.guard.now());
+    this.guard.invalidateAllKeys();
+    const [[state], [limits]] = await Promise.all([
+      storage.getBudgets([scope], this.guard.now()),
+      storage.getRateLimits([scope]),
+    ]);
     return ok({
       team_id: team.teamId,
       user_id: user.userId,
@@ -236,6 +258,7 @@ export class TeamUserRoutes {
       role: member.role,
       max_budget_in_team: state?.maxBudgetNano == null ? null : state.maxBudgetNano / 1e9,
       spend: state ? state.spendNano / 1e9 : 0,
+      ...rateJson(limits?.limits ?? null),
     });
   }
 
