@@ -4,7 +4,6 @@ import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
-import { hasRateLimits } from '../storage/rate-limit-rules.js';
 import type {
   BudgetInit,
   EntityInsert,
