@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it, vi } from 'vitest';
 import { nanoToUsd, usdToNano } from '../src/money.js';
 import { PriceBook } from '../src/pricing/price-book.js';
