@@ -37,6 +37,7 @@ import {
   scopeKey,
 } from './storage/storage-contract.js';
 import { StorageGate, type StorageGateStats } from './storage/storage-gate.js';
+import { type TempIncrease, tempIncreaseOf, withoutTempIncrease } from './temp-budget.js';
 
 /** A guarded call as the adapters describe it, in framework-neutral terms. */
 export interface CallInput {
@@ -184,6 +185,24 @@ export class SpendGuard {
         throw error;
       });
     return this.storageReady;
+  }
+
+  /**
+   * The first call after a key's temporary budget increase expired puts its cap back (absolute
+   * values, so instances doing it at once agree), then resolves the key again.
+   */
+  private async endTempIncrease(
+    ctx: KeyContext,
+    increase: TempIncrease,
+    secretHash: string,
+  ): Promise<KeyContext> {
+    const hash = ctx.key.tokenHash;
+    const base = increase.baseMaxBudget === null ? null : Math.round(increase.baseMaxBudget * 1e9);
+    await this.gate.call('temporary budget end', (s) =>
+      s.updateKey(hash, { metadata: withoutTempIncrease(ctx.key.metadata) }, { maxBudgetNano: base }),
+    );
+    this.invalidateKey(hash);
+    return (await this.resolveKey(secretHash)) ?? ctx;
   }
 
   /** Creates or redefines the `global` budget counter (its spend stays). */
@@ -442,8 +461,11 @@ export class SpendGuard {
     }
     if (!ctx)
       throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
-    const { key } = ctx;
     this.assertKeyUsable(ctx, startTime);
+    const increase = tempIncreaseOf(ctx.key);
+    if (increase && increase.expiresAt <= startTime)
+      ctx = await this.endTempIncrease(ctx, increase, tokenHash);
+    const { key } = ctx;
     if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [])) {
       throw new SpendGuardError(
         'INVALID_KEY',

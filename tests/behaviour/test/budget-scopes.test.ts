@@ -488,3 +488,69 @@ describe.each(ADAPTERS)('team member rate limits on $name', (framework) => {
     expect((await call(alice)).status).toBe(200);
   });
 });
+
+describe.each(ADAPTERS)('temporary budget increase on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it('raises a spent key until its expiry, then the first call after it finds the old cap back', async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    app = await startTestApp(framework, { now: () => new Date(clock.now) });
+    const key = (await admin(app, 'POST', '/key/generate', { max_budget: 0.0006 })).body.key as string;
+    const call = async () => {
+      const res = await fetch(`${app!.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'gpt-4o',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 10,
+        }),
+      });
+      const body = (await res.json()) as { error?: { message: string } };
+      await app!.guard.flush();
+      return { status: res.status, body };
+    };
+    let status = 200;
+    for (let i = 0; i < 20 && status === 200; i++) status = (await call()).status;
+    expect(status).toBe(429);
+
+    // Bad input changes nothing.
+    for (const body of [
+      { key, temp_budget_increase: 1 },
+      { key, temp_budget_increase: 1, temp_budget_expiry: '2026-05-04T09:00:00Z' },
+      { key, temp_budget_increase: -1, temp_budget_expiry: '2026-05-04T11:00:00Z' },
+      { key, temp_budget_increase: 1, temp_budget_expiry: 'tomorrow' },
+    ]) {
+      const r = await admin(app, 'POST', '/key/update', body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+    }
+    expect((await admin(app, 'GET', `/key/info?key=${key}`)).body.info.max_budget).toBe(0.0006);
+
+    const raised = await admin(app, 'POST', '/key/update', {
+      key,
+      temp_budget_increase: 0.001,
+      temp_budget_expiry: '2026-05-04T11:00:00Z',
+    });
+    expect(raised.status).toBe(200);
+    expect(raised.body).toMatchObject({
+      max_budget: 0.0016,
+      metadata: { temp_budget_increase: 0.001, temp_budget_expiry: '2026-05-04T11:00:00.000Z' },
+    });
+    let served = 0;
+    while (served < 20 && (await call()).status === 200) served++;
+    expect(served).toBeGreaterThan(0);
+
+    // Past the expiry: the first call finds the cap back at 0.0006 (spent), and is refused.
+    clock.now = Date.parse('2026-05-04T11:00:01Z');
+    const after = await call();
+    expect(after.status).toBe(429);
+    expect(after.body.error!.message).toMatch(/Max budget: 0\.0006/);
+    const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
+    expect(info.max_budget).toBe(0.0006);
+    expect(info.metadata).not.toHaveProperty('temp_budget_increase');
+  });
+});

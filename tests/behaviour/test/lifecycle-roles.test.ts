@@ -181,6 +181,9 @@ describe.each(ADAPTERS)('key, team and user lifecycle and roles on $name', (fram
       team_id: 't2',
       user_id: 'u2',
       max_budget_in_team: 3,
+      rpm_limit: null,
+      tpm_limit: null,
+      max_parallel_requests: null,
     });
     expect(added.body.members_with_roles).toEqual(
       expect.arrayContaining([

@@ -6,6 +6,7 @@ import type { GuardResponse, SpendGuard } from '../guard.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
 import type {
   BudgetInit,
+  BudgetState,
   EntityInsert,
   KeyPatch,
   KeyRecord,
@@ -16,6 +17,14 @@ import type {
   UserRecord,
 } from '../storage/storage-contract.js';
 import { memberScopeId, modelScopeId } from '../storage/storage-contract.js';
+import {
+  baseMaxNano,
+  TEMP_BASE,
+  TEMP_EXPIRY,
+  TEMP_INCREASE,
+  tempIncreaseOf,
+  withoutTempIncrease,
+} from '../temp-budget.js';
 import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } from './caller.js';
 import {
   indexStates,
@@ -489,7 +498,15 @@ export class ManagementApi {
   ): Promise<GuardResponse> {
     const b = this.parseBody(req, keyUpdateSchema);
     const { patch, budget } = this.keyChanges(b);
-    const { tokenHash: hash } = await this.keyFor(storage, caller, b.key, 'change this key');
+    const found = await this.keyFor(storage, caller, b.key, 'change this key');
+    const hash = found.tokenHash;
+    this.applyTempIncrease(
+      b,
+      found,
+      patch,
+      budget,
+      (await storage.getBudgets([{ kind: 'key', id: hash }], this.now()))[0] ?? null,
+    );
     if (RATE_LIMIT_FIELDS.some((f) => b[f] !== undefined)) {
       const scope: ScopeRef = { kind: 'key', id: hash };
       const [current] = await storage.getRateLimits([scope]);
@@ -502,6 +519,69 @@ export class ManagementApi {
     }
     // Last: its key change record makes every instance reload the key with all of the above.
     return this.changeKey(storage, caller, b.key, patch, budget);
+  }
+
+  /**
+   * `temp_budget_increase` + `temp_budget_expiry` (LiteLLM's): the cap rises by the increase until the
+   * expiry, kept in the key's metadata (see temp-budget.ts). A `max_budget` given with a running
+   * increase changes the base under it; `temp_budget_increase: null` ends it now.
+   */
+  private applyTempIncrease(
+    b: {
+      temp_budget_increase?: number | null;
+      temp_budget_expiry?: string | null;
+      max_budget?: number | null;
+    },
+    key: KeyRecord,
+    patch: KeyPatch,
+    budget: Partial<BudgetInit>,
+    state: BudgetState | null,
+  ): void {
+    const now = this.now();
+    const current = tempIncreaseOf(key);
+    const running = current && current.expiresAt > now ? current : null;
+    const base = budget.maxBudgetNano !== undefined ? budget.maxBudgetNano : baseMaxNano(state, current);
+    const metadata = withoutTempIncrease(patch.metadata ?? key.metadata);
+    if (b.temp_budget_increase === undefined && b.temp_budget_expiry === undefined) {
+      if (!running) return;
+      // A new max_budget (or metadata) while an increase runs: keep it on top of the new base.
+      patch.metadata = {
+        ...metadata,
+        [TEMP_INCREASE]: running.increase,
+        [TEMP_EXPIRY]: running.expiresAt.toISOString(),
+        [TEMP_BASE]: base === null ? null : base / 1e9,
+      };
+      budget.maxBudgetNano = base === null ? null : base + Math.round(running.increase * 1e9);
+      return;
+    }
+    if (b.temp_budget_increase === null || b.temp_budget_expiry === null) {
+      patch.metadata = metadata;
+      budget.maxBudgetNano = base;
+      return;
+    }
+    if (b.temp_budget_increase === undefined || b.temp_budget_expiry === undefined) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        'Invalid request: temp_budget_increase and temp_budget_expiry go together',
+        { param: b.temp_budget_increase === undefined ? 'temp_budget_increase' : 'temp_budget_expiry' },
+      );
+    }
+    const expiresAt = new Date(b.temp_budget_expiry);
+    if (expiresAt <= now)
+      throw new SpendGuardError('BAD_REQUEST', 'Invalid request: temp_budget_expiry must be in the future', {
+        param: 'temp_budget_expiry',
+      });
+    if (base === null)
+      throw new SpendGuardError('BAD_REQUEST', 'Invalid request: the key has no max_budget to increase', {
+        param: 'temp_budget_increase',
+      });
+    patch.metadata = {
+      ...metadata,
+      [TEMP_INCREASE]: b.temp_budget_increase,
+      [TEMP_EXPIRY]: expiresAt.toISOString(),
+      [TEMP_BASE]: base / 1e9,
+    };
+    budget.maxBudgetNano = base + Math.round(b.temp_budget_increase * 1e9);
   }
 
   private async keyBlock(

@@ -171,6 +171,13 @@ export const keyDeleteSchema = z.object({
 
 export const keyUpdateSchema = z.object({
   key: keyRef,
+  /** LiteLLM's temporary budget increase, USD, with `temp_budget_expiry` (both or neither). */
+  temp_budget_increase: z.number().positive('must be more than 0').max(9_000_000).nullable().optional(),
+  temp_budget_expiry: z
+    .string()
+    .refine((v) => !Number.isNaN(Date.parse(v)), { message: 'must be an ISO 8601 time' })
+    .nullable()
+    .optional(),
   budget_limits: budgetLimitsSchema,
   model_max_budget: modelMaxBudgetSchema,
   key_alias: z.string().max(256).nullable().optional(),
