@@ -103,6 +103,11 @@ export class SpendGuard {
   private storageReady: Promise<SpendStorage> | null = null;
   private storageValue: SpendStorage | null = null;
   private readonly keyCache: LRUCache<string, KeyContext>;
+  /**
+   * End users' rate limits (`false`: none), cached like keys: a call with an end user reads them once
+   * per `keyCacheTtlMs`, and `/customer/update` on this instance drops the entry at once.
+   */
+  private readonly customerLimits: LRUCache<string, RateLimits | false>;
   private readonly pending = new Set<Promise<unknown>>();
   /** Settlements that could not be written at once (each logged, kept and retried): never silent. */
   settleFailures = 0;
@@ -153,6 +158,10 @@ export class SpendGuard {
       max: this.options.keyCacheSize,
       ttl: this.options.keyCacheTtlMs || 1,
       noDeleteOnStaleGet: true,
+    });
+    this.customerLimits = new LRUCache({
+      max: this.options.keyCacheSize,
+      ttl: this.options.keyCacheTtlMs || 1,
     });
     this.management = new ManagementApi(this);
     this.dashboard = new Dashboard(this);
@@ -475,7 +484,7 @@ export class SpendGuard {
     const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
 
     // Rate limits before the budget: a call refused here reserves nothing and costs nothing.
-    const rate = await this.acquireRateLimits(ctx, model, startTime);
+    const rate = await this.acquireRateLimits(ctx, model, startTime, endUser);
     try {
       return await this.reserveBudget(input, ctx, { startTime, model, endUser, body, tags: allTags, rate });
     } catch (error) {
@@ -488,9 +497,42 @@ export class SpendGuard {
    * Checks and counts the call on the rate limits of every scope that has any (one guarded write,
    * none when no scope has limits). `null`: nothing to count (or storage is down under 'allow').
    */
-  private async acquireRateLimits(ctx: KeyContext, model: string, now: Date): Promise<RateAdmission | null> {
-    if (ctx.rateLimits.length === 0) return null;
-    const buckets = rateBucketsFor(ctx.rateLimits, model);
+  /** Drops an end user's cached rate limits (after `/customer/update`). */
+  invalidateCustomer(endUserId: string): void {
+    this.customerLimits.delete(endUserId);
+  }
+
+  private async customerRateLimits(endUser: string): Promise<RateLimits | null> {
+    const cached = this.customerLimits.get(endUser);
+    if (cached !== undefined) return cached || null;
+    const [found] = await this.gate.call('end-user limits', (s) =>
+      s.getRateLimits([{ kind: 'customer', id: endUser }]),
+    );
+    const limits = found && hasRateLimits(found.limits) ? found.limits : null;
+    this.customerLimits.set(endUser, limits ?? false);
+    return limits;
+  }
+
+  private async acquireRateLimits(
+    ctx: KeyContext,
+    model: string,
+    now: Date,
+    endUser: string | null,
+  ): Promise<RateAdmission | null> {
+    let scoped = ctx.rateLimits;
+    let labels = ctx.labels;
+    if (endUser) {
+      const limits = await this.customerRateLimits(endUser).catch((error: unknown) => {
+        if (!this.servesThrough(error)) throw error;
+        return null;
+      });
+      if (limits) {
+        scoped = [...scoped, { scope: { kind: 'customer', id: endUser }, limits }];
+        labels = new Map(labels).set(`customer:${endUser}`, `EndUser=${endUser}`);
+      }
+    }
+    if (scoped.length === 0) return null;
+    const buckets = rateBucketsFor(scoped, model);
     if (buckets.length === 0) return null;
     const leaseId = randomUUID();
     let result: Awaited<ReturnType<SpendStorage['acquireRate']>>;
@@ -508,7 +550,7 @@ export class SpendGuard {
       if (!this.servesThrough(error)) throw error;
       return null;
     }
-    if (!result.ok) throw rateLimitedError(ctx.labels, result.refused, now);
+    if (!result.ok) throw rateLimitedError(labels, result.refused, now);
     return { leaseId, buckets, states: result.states };
   }
 

@@ -554,3 +554,50 @@ describe.each(ADAPTERS)('temporary budget increase on $name', (framework) => {
     expect(info.metadata).not.toHaveProperty('temp_budget_increase');
   });
 });
+
+describe.each(ADAPTERS)('end-user rate limits on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it("an end user's rpm_limit refuses that end user only, from any key, and a window later re-opens", async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    app = await startTestApp(framework, { now: () => new Date(clock.now) });
+    const created = await admin(app, 'POST', '/customer/new', { user_id: 'acme', rpm_limit: 2 });
+    expect(created.status).toBe(200);
+    expect(created.body).toMatchObject({ user_id: 'acme', rpm_limit: 2, tpm_limit: null });
+    const k1 = (await admin(app, 'POST', '/key/generate', {})).body.key as string;
+    const k2 = (await admin(app, 'POST', '/key/generate', {})).body.key as string;
+    const call = async (key: string, user: string) => {
+      const res = await fetch(`${app!.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'gpt-4o',
+          user,
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 5,
+        }),
+      });
+      const body = (await res.json()) as { error?: { message: string } };
+      await app!.guard.flush();
+      return { status: res.status, body };
+    };
+    expect((await call(k1, 'acme')).status).toBe(200);
+    expect((await call(k2, 'acme')).status).toBe(200);
+    const third = await call(k1, 'acme');
+    expect(third.status).toBe(429);
+    expect(third.body.error!.message).toMatch(/EndUser=acme/);
+    expect((await call(k1, 'globex')).status).toBe(200);
+    // Raised through /customer/update: this instance sees it at once.
+    const raised = await admin(app, 'POST', '/customer/update', { user_id: 'acme', rpm_limit: 3 });
+    expect(raised.body).toMatchObject({ rpm_limit: 3 });
+    expect((await call(k2, 'acme')).status).toBe(200);
+    expect((await call(k2, 'acme')).status).toBe(429);
+    clock.now += 61_000;
+    expect((await call(k2, 'acme')).status).toBe(200);
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=acme')).body).toMatchObject({ rpm_limit: 3 });
+  });
+});

@@ -146,6 +146,11 @@ export class ManagementApi {
     return this.guard.now();
   }
 
+  /** Drops an end user's cached rate limits on this instance (others re-read within the key TTL). */
+  forgetCustomer(endUserId: string): void {
+    this.guard.invalidateCustomer(endUserId);
+  }
+
   /** True when `method path` is one of this API's routes (adapters fall through otherwise). */
   handles(method: string, path: string): boolean {
     return this.route(method, path) !== null;

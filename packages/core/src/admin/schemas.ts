@@ -95,7 +95,7 @@ const modelRateLimit = z
   .nullable()
   .optional();
 /** LiteLLM's rate-limit fields, on keys, users and teams. */
-const rateLimitFields = {
+export const rateLimitFields = {
   rpm_limit: rateLimit,
   tpm_limit: rateLimit,
   max_parallel_requests: rateLimit,

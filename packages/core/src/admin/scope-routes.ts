@@ -10,15 +10,23 @@ import {
   GLOBAL_SCOPE_ID,
   memberScopeId,
   modelScopeId,
+  type RateLimits,
   type ScopeKind,
   type ScopeRef,
   type SpendStorage,
   type TagRecord,
   windowScopeId,
 } from '../storage/storage-contract.js';
-import { budgetJson, ok, stateOf } from './entity-json.js';
+import { budgetJson, ok, RATE_LIMIT_FIELDS, rateJson, rateLimitsFrom, stateOf } from './entity-json.js';
 import type { ManagementApi, ManagementRequest } from './management-api.js';
-import { type BudgetLimits, budgetFields, id, type ModelMaxBudget, metadata } from './schemas.js';
+import {
+  type BudgetLimits,
+  budgetFields,
+  id,
+  type ModelMaxBudget,
+  metadata,
+  rateLimitFields,
+} from './schemas.js';
 
 /**
  * The routes of the scopes beyond keys, users and teams: customers (end users), tags, a key's
@@ -29,6 +37,7 @@ const customerNewSchema = z.object({
   user_id: id,
   alias: z.string().max(256).nullable().optional(),
   ...budgetFields,
+  ...rateLimitFields,
   metadata,
 });
 const customerUpdateSchema = customerNewSchema;
@@ -95,29 +104,47 @@ export class ScopeRoutes {
       createdAt: this.now(),
     };
     const budget = this.api.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
-    await storage.insert([{ type: 'customer', record, budget }]);
-    return ok(customerJson(record, stateOf({ kind: 'customer', id: record.endUserId }, budget)));
+    const rateLimits = rateLimitsFrom(b);
+    await storage.insert([{ type: 'customer', record, budget, rateLimits }]);
+    this.api.forgetCustomer(record.endUserId);
+    return ok(customerJson(record, stateOf({ kind: 'customer', id: record.endUserId }, budget), rateLimits));
   }
 
   private async customerInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const q = this.api.parseQuery(req, customerInfoQuerySchema);
     const record = await storage.getCustomer(q.end_user_id);
     if (!record) throw notFound(`End user not found: end_user_id '${q.end_user_id}'`, 'end_user_id');
-    const [state] = await storage.getBudgets([{ kind: 'customer', id: record.endUserId }], this.now());
-    return ok(customerJson(record, state ?? null));
+    const scope: ScopeRef = { kind: 'customer', id: record.endUserId };
+    const [[state], [limits]] = await Promise.all([
+      storage.getBudgets([scope], this.now()),
+      storage.getRateLimits([scope]),
+    ]);
+    return ok(customerJson(record, state ?? null, limits?.limits ?? null));
   }
 
   private async customerUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerUpdateSchema);
     const record = await storage.updateCustomer(b.user_id, { alias: b.alias, metadata: b.metadata });
     if (!record) throw notFound(`End user not found: user_id '${b.user_id}'`, 'user_id');
-    const state = await this.changeBudget(storage, { kind: 'customer', id: b.user_id }, b);
-    return ok(customerJson(record, state));
+    const scope: ScopeRef = { kind: 'customer', id: b.user_id };
+    if (RATE_LIMIT_FIELDS.some((f) => f in b && (b as Record<string, unknown>)[f] !== undefined)) {
+      const [current] = await storage.getRateLimits([scope]);
+      await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
+      this.api.forgetCustomer(b.user_id);
+    }
+    const state = await this.changeBudget(storage, scope, b);
+    const [limits] = await storage.getRateLimits([scope]);
+    return ok(customerJson(record, state, limits?.limits ?? null));
   }
 
   private async customerDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerDeleteSchema);
-    const deleted = await storage.deleteScopes(b.user_ids.map((u) => ({ kind: 'customer' as const, id: u })));
+    const scopes = b.user_ids.map((u) => ({ kind: 'customer' as const, id: u }));
+    for (const scope of scopes) {
+      await storage.setRateLimits(scope, null);
+      this.api.forgetCustomer(scope.id);
+    }
+    const deleted = await storage.deleteScopes(scopes);
     return ok({ deleted_customers: deleted });
   }
 
@@ -333,7 +360,7 @@ function notFound(message: string, param: string): SpendGuardError {
   return new SpendGuardError('NOT_FOUND', message, { param });
 }
 
-function customerJson(c: CustomerRecord, state: BudgetState | null) {
+function customerJson(c: CustomerRecord, state: BudgetState | null, limits: RateLimits | null = null) {
   const budget = budgetJson(state);
   return {
     user_id: c.endUserId,
@@ -347,6 +374,7 @@ function customerJson(c: CustomerRecord, state: BudgetState | null) {
       budget_reset_at: budget.budget_reset_at,
     },
     ...budget,
+    ...rateJson(limits),
     created_at: c.createdAt.toISOString(),
   };
 }
