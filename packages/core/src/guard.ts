@@ -475,7 +475,7 @@ export class SpendGuard {
     if (increase && increase.expiresAt <= startTime)
       ctx = await this.endTempIncrease(ctx, increase, tokenHash);
     const { key } = ctx;
-    if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [])) {
+    if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [], this.options.modelAliases)) {
       throw new SpendGuardError(
         'INVALID_KEY',
         `Authentication Error, key not allowed to access model. This key can only access models=${JSON.stringify(key.models.length ? key.models : ctx.team?.models)}. Tried to access ${model}`,
@@ -1018,16 +1018,27 @@ function scopeLabel(ctx: KeyContext, scope: ScopeRef): string {
   }
 }
 
-function modelAllowed(model: string, keyModels: string[], teamModels: string[]): boolean {
+/**
+ * LiteLLM's model access: the key's `models` (else its team's; none: every model), with `*`,
+ * `all-proxy-models` and provider wildcards (`openai/*`). A name in the list also admits what the
+ * `modelAliases` option maps it to, and a requested alias is admitted by its target's name.
+ */
+function modelAllowed(
+  model: string,
+  keyModels: string[],
+  teamModels: string[],
+  aliases: Record<string, string> = {},
+): boolean {
   const list = keyModels.length > 0 ? keyModels : teamModels;
   if (list.length === 0) return true;
-  return list.some(
-    (m) =>
-      m === model ||
-      m === '*' ||
-      m === 'all-proxy-models' ||
-      (m.endsWith('/*') && model.startsWith(m.slice(0, -1))),
-  );
+  const asked = Object.hasOwn(aliases, model) ? [model, aliases[model]!] : [model];
+  return list.some((m) => {
+    if (m === '*' || m === 'all-proxy-models') return true;
+    const names = Object.hasOwn(aliases, m) ? [m, aliases[m]!] : [m];
+    return asked.some((a) =>
+      names.some((n) => n === a || (n.endsWith('/*') && a.startsWith(n.slice(0, -1)))),
+    );
+  });
 }
 
 function firstPositiveInt(...values: unknown[]): number | undefined {

@@ -601,3 +601,49 @@ describe.each(ADAPTERS)('end-user rate limits on $name', (framework) => {
     expect((await admin(app, 'GET', '/customer/info?end_user_id=acme')).body).toMatchObject({ rpm_limit: 3 });
   });
 });
+
+describe.each(ADAPTERS)('model access on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  it('admits the models of the key (else its team), wildcards and aliases; refuses others with 401 before reserving', async () => {
+    app = await startTestApp(framework, {
+      guardOptions: { modelAliases: { 'prod-fast': 'gpt-4o-mini' } },
+    });
+    await admin(app, 'POST', '/team/new', { team_id: 'anthropic-only', models: ['anthropic/*'] });
+    const own = (
+      await admin(app, 'POST', '/key/generate', { models: ['gpt-4o', 'prod-fast'], max_budget: 1 })
+    ).body.key as string;
+    const teams = (await admin(app, 'POST', '/key/generate', { team_id: 'anthropic-only' })).body
+      .key as string;
+    const call = async (key: string, model: string) => {
+      const res = await fetch(`${app!.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+      });
+      const body = (await res.json()) as { error?: { message: string; type: string } };
+      await app!.guard.flush();
+      return { status: res.status, body };
+    };
+    expect((await call(own, 'gpt-4o')).status).toBe(200);
+    // The alias in the list admits its target, and the alias itself.
+    expect((await call(own, 'gpt-4o-mini')).status).toBe(200);
+    expect((await call(own, 'prod-fast')).status).toBe(200);
+    const spent = (await app.guard.budgets.remaining({ key: own }))!;
+    const refused = await call(own, 'o3');
+    expect(refused.status).toBe(401);
+    expect(refused.body.error!.message).toMatch(/key not allowed to access model.*Tried to access o3/);
+    // Refused before any cost was reserved or charged.
+    expect(await app.guard.budgets.remaining({ key: own })).toMatchObject({
+      spend: spent.spend,
+      reserved: 0,
+    });
+    // The team's list, with a provider wildcard, applies to a key without its own.
+    expect((await call(teams, 'anthropic/claude-3-5-haiku-20241022')).status).toBe(200);
+    expect((await call(teams, 'gpt-4o')).status).toBe(401);
+  });
+});
