@@ -47,6 +47,10 @@ export type SpendReportEntry<G extends SpendGroup = SpendGroup> = {
    * `total`). A bucket only counts the days between `from` and `to`.
    */
   period: string;
+  /**
+   * Only in a `top` report: this row sums the groups outside the top n (its group value is `null`).
+   */
+  other?: true;
 } & Pick<SpendGroupValues, G> &
   SpendTotals;
 
@@ -81,6 +85,15 @@ export interface SpendReportOptions<G extends SpendGroup = never> {
    * @example filters: { team: 'team-id', tags: ['prod'] }
    */
   filters?: SpendReportFilterOptions;
+  /**
+   * Keep only the `n` groups with the most spend over the whole range, and sum every other group into
+   * rows marked `other: true` (one per time bucket), so a chart of a dimension with many groups (users,
+   * keys, customers, tags) draws n lines plus "other" while the totals stay exact. Answered by the
+   * storage in one ranked query. Needs exactly one `groupBy` dimension.
+   * @default undefined (every group)
+   * @example top: { by: 'spend', n: 10 }
+   */
+  top?: { by?: 'spend'; n: number };
 }
 
 export interface SpendReportFilterOptions {
@@ -100,7 +113,10 @@ export interface SpendReport<G extends SpendGroup = SpendGroup> {
   to: string;
   granularity: SpendGranularity;
   groupBy: G[];
-  /** Sorted by period, then by each dimension in `groupBy` order (`null` first). */
+  /**
+   * Sorted by period, then by each dimension in `groupBy` order (`null` first); in a `top` report a
+   * period's `other` row comes last.
+   */
   rows: SpendReportEntry<G>[];
   /** The sum of `rows` (so, when grouped or filtered by tag, a request counts once per tag). */
   totals: SpendTotals;
@@ -212,6 +228,16 @@ export class SpendQueries {
         throw badRequest(`groupBy: unknown dimension ${JSON.stringify(g)}`, 'groupBy');
       }
     }
+    const top = options.top;
+    if (top !== undefined) {
+      if (top === null || typeof top !== 'object' || (top.by !== undefined && top.by !== 'spend')) {
+        throw badRequest("top must be { by: 'spend', n }", 'top');
+      }
+      if (!Number.isSafeInteger(top.n) || top.n < 1 || top.n > 1000) {
+        throw badRequest('top.n must be a whole number from 1 to 1000', 'top');
+      }
+      if (groupBy.length !== 1) throw badRequest('top needs exactly one groupBy dimension', 'top');
+    }
     const f = options.filters ?? {};
     const filters: SpendReportFilters = {
       teamIds: list(f.team),
@@ -227,7 +253,13 @@ export class SpendQueries {
       ...groupBy.map((g) => GROUP_DIMENSIONS[g]),
     ];
     const stored = await this.guard.gate.call('spend report', (s) =>
-      s.spendReport({ fromDay: from, toDay: to, groupBy: dimensions, filters }),
+      s.spendReport({
+        fromDay: from,
+        toDay: to,
+        groupBy: dimensions,
+        filters,
+        ...(top ? { top: { n: top.n } } : {}),
+      }),
     );
 
     // Days are re-bucketed here: rows arrive sorted by day first, so buckets stay in order. By day or
@@ -239,11 +271,16 @@ export class SpendQueries {
     for (const row of stored) {
       const period = bucketStart(row.day ?? from, granularity, from);
       const values = groupBy.map((g) => row[ROW_FIELDS[g]] as string | null);
-      const id = merge ? JSON.stringify([period, ...values]) : '';
+      const id = merge ? JSON.stringify([period, row.other ?? false, ...values]) : '';
       let entry = merge ? rows.get(id) : undefined;
       if (!entry) {
         const group = Object.fromEntries(groupBy.map((g, i) => [g, values[i]]));
-        entry = { period, ...group, ...emptyTotals() } as SpendReportEntry<G>;
+        entry = {
+          period,
+          ...group,
+          ...(row.other ? { other: true } : {}),
+          ...emptyTotals(),
+        } as SpendReportEntry<G>;
         if (merge) rows.set(id, entry);
         sorted.push(entry);
       }
@@ -260,6 +297,7 @@ export class SpendQueries {
 
 function compareEntries<G extends SpendGroup>(a: SpendReportEntry<G>, b: SpendReportEntry<G>, groupBy: G[]) {
   if (a.period !== b.period) return a.period < b.period ? -1 : 1;
+  if (a.other !== b.other) return a.other ? 1 : -1;
   for (const g of groupBy) {
     const x = (a as Record<string, unknown>)[g] as string | null;
     const y = (b as Record<string, unknown>)[g] as string | null;

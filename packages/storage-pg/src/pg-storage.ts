@@ -30,6 +30,7 @@ import {
   type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
+  rankedDimension,
   rollupColumn,
   rollupTableFor,
   type ScopeKind,
@@ -646,10 +647,27 @@ export class PgStorage implements SpendStorage {
     const column = (name: string) => (d as unknown as Record<string, PgColumn>)[name]!;
     const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
     for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
-    const groups = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    const groups: Array<SQL | PgColumn> = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    const selected: Array<SQL | PgColumn | SQL.Aliased> = [...groups];
+    if (query.top) {
+      // One statement, so the top n and "other" come from the same snapshot: the ranked column keeps
+      // its value inside the top n groups over the whole range and is NULL (never stored: a missing
+      // value is '') for the rest, which then sum into one "other" group per day.
+      const i = query.groupBy.indexOf(rankedDimension(query));
+      const ranked = groups[i] as PgColumn;
+      const top = db
+        .select({ value: ranked })
+        .from(d)
+        .where(and(...where))
+        .groupBy(ranked)
+        .orderBy(sql`sum(${d.spendNano}) DESC`, sql`${ranked} COLLATE "C"`)
+        .limit(query.top.n);
+      selected[i] = sql`CASE WHEN ${inArray(ranked, top)} THEN ${ranked} END`.as('top_group');
+      groups[i] = sql`${sql.identifier('top_group')}`;
+    }
     // Sums as text, read exactly (a sum past 2^53 fails instead of rounding); days as text.
     const total = (c: PgColumn) => sql<string>`sum(${c})::text`;
-    const fields: Record<string, SQL | PgColumn> = {
+    const fields: Record<string, SQL | PgColumn | SQL.Aliased> = {
       requests: total(d.requests),
       failedRequests: total(d.failedRequests),
       spendNano: total(d.spendNano),
@@ -657,7 +675,7 @@ export class PgStorage implements SpendStorage {
       completionTokens: total(d.completionTokens),
     };
     query.groupBy.forEach((dimension, i) => {
-      fields[`g${i}`] = dimension === 'day' ? sql<string>`${groups[i]!}::text` : groups[i]!;
+      fields[`g${i}`] = dimension === 'day' ? sql<string>`${groups[i]!}::text` : selected[i]!;
     });
     const built = db
       .select(fields)
@@ -687,7 +705,7 @@ export class PgStorage implements SpendStorage {
         (row as unknown as Record<string, unknown>)[names[i]!] = r[5 + i];
       return row;
     });
-    return finishSpendReport(rows, query.groupBy);
+    return finishSpendReport(rows, query.groupBy, query.top);
   }
 
   async claimAlert(claim: AlertClaim): Promise<boolean> {

@@ -32,6 +32,7 @@ import {
   type ReserveInput,
   type ReserveResult,
   type RollupTable,
+  rankedDimension,
   rollupColumn,
   rollupRowOf,
   rollupTableFor,
@@ -807,17 +808,36 @@ export class SqliteStorage implements SpendStorage {
     const column = (name: string) => (d as unknown as Record<string, SQLiteColumn>)[name]!;
     const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
     for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
-    const groups = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    const groups: Array<SQL | SQLiteColumn> = query.groupBy.map((dimension) =>
+      column(rollupColumn(dimension)),
+    );
+    const selected: Array<SQL | SQLiteColumn | SQL.Aliased> = [...groups];
+    if (query.top) {
+      // One statement, so the top n and "other" come from the same snapshot: the ranked column keeps
+      // its value inside the top n groups over the whole range and is NULL (never stored: a missing
+      // value is '') for the rest, which then sum into one "other" group per day.
+      const i = query.groupBy.indexOf(rankedDimension(query));
+      const ranked = groups[i] as SQLiteColumn;
+      const top = orm
+        .select({ value: ranked })
+        .from(d)
+        .where(and(...where))
+        .groupBy(ranked)
+        .orderBy(sql`sum(${d.spendNano}) DESC`, sql`${ranked}`)
+        .limit(query.top.n);
+      selected[i] = sql`CASE WHEN ${inArray(ranked, top)} THEN ${ranked} END`.as('top_group');
+      groups[i] = sql`${sql.identifier('top_group')}`;
+    }
     const total = (c: SQLiteColumn) => sql<number>`sum(${c})`;
-    const fields: Record<string, SQL | SQLiteColumn> = {
+    const fields: Record<string, SQL | SQLiteColumn | SQL.Aliased> = {
       requests: total(d.requests),
       failedRequests: total(d.failedRequests),
       spendNano: total(d.spendNano),
       promptTokens: total(d.promptTokens),
       completionTokens: total(d.completionTokens),
     };
-    groups.forEach((group, i) => {
-      fields[`g${i}`] = group;
+    selected.forEach((field, i) => {
+      fields[`g${i}`] = field;
     });
     const { sql: text, params } = orm
       .select(fields)
@@ -847,7 +867,7 @@ export class SqliteStorage implements SpendStorage {
         (row as unknown as Record<string, unknown>)[names[i]!] = r[5 + i];
       return row;
     });
-    return finishSpendReport(rows, query.groupBy);
+    return finishSpendReport(rows, query.groupBy, query.top);
   }
 
   async claimAlert(claim: AlertClaim): Promise<boolean> {
