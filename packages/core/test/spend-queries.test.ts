@@ -120,7 +120,12 @@ describe('guard.spend.report', () => {
       { from: '2026-03-01', to: '2026-03-02', granularity: 'hour' as never },
       { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const], top: { n: 0 } },
       { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const], top: { n: 2.5 } },
-      { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const], top: { by: 'requests' as never, n: 2 } },
+      {
+        from: '2026-03-01',
+        to: '2026-03-02',
+        groupBy: ['team' as const],
+        top: { by: 'requests' as never, n: 2 },
+      },
       { from: '2026-03-01', to: '2026-03-02', top: { n: 2 } },
       { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const, 'model' as const], top: { n: 2 } },
     ]) {
