@@ -72,6 +72,7 @@ export {
   rollupColumn,
   rollupRowOf,
   rollupTableFor,
+  topReportPlan,
 } from './storage/spend-rollup.js';
 export {
   type AlertClaim,
