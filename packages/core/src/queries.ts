@@ -474,10 +474,12 @@ export async function budgetOverview(
       ['user', 'user', 'userIds', 'userId'],
       ['key', 'key', 'apiKeyHashes', 'apiKeyHash'],
     ];
-    // One rollup query per kind of scope listed: O(days x scopes), never the logs.
-    for (const [kind, dim, filter, field] of dims) {
+    // One rollup query per kind of scope listed: O(days x scopes), never the logs. These reads and
+    // the name look-ups below are independent, so they are issued together (a pool serves them in
+    // parallel, instead of one round trip after another).
+    const burnReads = dims.map(async ([kind, dim, filter, field]) => {
       const list = ids(kind);
-      if (list.length === 0) continue;
+      if (list.length === 0) return;
       const rows = await storage.spendReport({
         fromDay: from,
         toDay: to,
@@ -485,16 +487,17 @@ export async function budgetOverview(
         filters: { [filter]: list },
       });
       for (const r of rows) burn.set(`${kind}:${r[field] as string}`, r.spendNano);
-    }
+    });
     const names = new Map<string, string | null>();
-    for (const s of states) {
+    const nameReads = states.map(async (s) => {
       if (s.scope.kind === 'team')
         names.set(`team:${s.scope.id}`, (await storage.getTeam(s.scope.id))?.teamAlias ?? null);
       if (s.scope.kind === 'key') {
         const k = await storage.getKey(s.scope.id);
         names.set(`key:${s.scope.id}`, k ? (k.keyAlias ?? k.keyName) : null);
       }
-    }
+    });
+    await Promise.all([...burnReads, ...nameReads]);
     return { states, names, burn };
   });
   const entries = states.map((state): BudgetOverviewEntry => {

@@ -201,7 +201,6 @@ async function spendPage(params: URLSearchParams): Promise<void> {
           ['key', 'Key'],
           ['model', 'Model'],
           ['provider', 'Provider'],
-          ['customer', 'Customer'],
           ['tag', 'Tag'],
         ],
         v('groupBy', 'team'),

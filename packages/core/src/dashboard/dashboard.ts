@@ -593,16 +593,19 @@ async function labelsFor(storage: SpendStorage, report: SpendView): Promise<Reco
   const g = report.groupBy[0];
   if (g !== 'team' && g !== 'key') return labels;
   const ids = new Set(report.rows.map((r) => (r as unknown as Record<string, unknown>)[g] as string | null));
-  for (const id of ids) {
-    if (!id) continue;
-    if (g === 'team') {
-      const team = await storage.getTeam(id);
-      if (team?.teamAlias) labels[id] = team.teamAlias;
-    } else {
-      const key = await storage.getKey(id);
-      if (key) labels[id] = key.keyAlias ?? key.keyName;
-    }
-  }
+  // Independent look-ups, issued together (a pool serves them in parallel).
+  await Promise.all(
+    [...ids].map(async (id) => {
+      if (!id) return;
+      if (g === 'team') {
+        const team = await storage.getTeam(id);
+        if (team?.teamAlias) labels[id] = team.teamAlias;
+      } else {
+        const key = await storage.getKey(id);
+        if (key) labels[id] = key.keyAlias ?? key.keyName;
+      }
+    }),
+  );
   return labels;
 }
 
