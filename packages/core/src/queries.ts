@@ -3,6 +3,7 @@ import type { SpendGuard } from './guard.js';
 import { keyHashFromKeyOrHash } from './keys.js';
 import { nanoToUsd } from './money.js';
 import type {
+  KeyRecord,
   ScopeKind,
   ScopeRef,
   SpendDimension,
@@ -445,6 +446,9 @@ export interface BudgetOverview {
   entries: BudgetOverviewEntry[];
 }
 
+/** Above this many keys in the budgets overview, their names come from one read of the key list. */
+const KEY_LOOKUPS_MAX = 25;
+
 /** Budget overview: scopes near or over their caps, their burn rate and projected run-out. */
 export async function budgetOverview(
   guard: SpendGuard,
@@ -489,15 +493,24 @@ export async function budgetOverview(
       for (const r of rows) burn.set(`${kind}:${r[field] as string}`, r.spendNano);
     });
     const names = new Map<string, string | null>();
+    const keyName = (k: KeyRecord | null | undefined) => (k ? (k.keyAlias ?? k.keyName) : null);
+    const keyIds = ids('key');
+    // Many keys: one read of the key list beats a look-up per key (132 keys: ~200 ms of Postgres
+    // round trips on a busy 2-core machine, against ~10 ms for the list of 353).
+    const manyKeys = keyIds.length > KEY_LOOKUPS_MAX;
     const nameReads = states.map(async (s) => {
       if (s.scope.kind === 'team')
         names.set(`team:${s.scope.id}`, (await storage.getTeam(s.scope.id))?.teamAlias ?? null);
-      if (s.scope.kind === 'key') {
-        const k = await storage.getKey(s.scope.id);
-        names.set(`key:${s.scope.id}`, k ? (k.keyAlias ?? k.keyName) : null);
-      }
+      if (s.scope.kind === 'key' && !manyKeys)
+        names.set(`key:${s.scope.id}`, keyName(await storage.getKey(s.scope.id)));
     });
-    await Promise.all([...burnReads, ...nameReads]);
+    const keyList = manyKeys
+      ? storage.listKeys({}).then((keys) => {
+          const wanted = new Set(keyIds);
+          for (const k of keys) if (wanted.has(k.tokenHash)) names.set(`key:${k.tokenHash}`, keyName(k));
+        })
+      : undefined;
+    await Promise.all([...burnReads, ...nameReads, keyList]);
     return { states, names, burn };
   });
   const entries = states.map((state): BudgetOverviewEntry => {
