@@ -12,7 +12,7 @@
  * 3. `core`: the core pipeline on SQLite: identify + reserve + meter a JSON response + price + settle,
  *    in process.
  *
- * 4. `dashboard` (bench/dashboard.ts): the dashboard's Spend and Budgets queries over 1,000,000 seeded
+ * 4. `dashboard` (bench/dashboard.ts): the dashboard's Spend, Budgets and Keys requests over 1,000,000 seeded
  *    calls on SQLite and Postgres, median and p95 against 100 ms. Seeds once (a few minutes), then reuses.
  *
  * BENCH_ONLY=http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,

@@ -68,10 +68,12 @@ export {
   finishSpendReport,
   type RollupRow,
   type RollupTable,
+  rankedDimension,
   readsTagRollup,
   rollupColumn,
   rollupRowOf,
   rollupTableFor,
+  topReportPlan,
 } from './storage/spend-rollup.js';
 export {
   type AlertClaim,
@@ -117,6 +119,7 @@ export {
   type SpendReportFilters,
   type SpendReportQuery,
   type SpendReportRow,
+  type SpendReportTop,
   type SpendStorage,
   type StorageCapabilities,
   scopeKey,

@@ -29,6 +29,33 @@ function log(requestId: string, at: Date, spendNano: number, teamId: string): Sp
 }
 
 describe('budgets overview', () => {
+  it('names every listed key, looked up one by one or, for many keys, from one read of the key list', async () => {
+    for (const count of [3, 30]) {
+      const guard = createSpendGuard({
+        storage: new MemoryStorage(),
+        masterKey: 'sk-master-test',
+        now: () => NOW,
+        reservationSweepMs: 0,
+        logger: { warn() {}, error() {} },
+      });
+      for (let i = 0; i < count; i++) {
+        const answer = await guard.management.handleAsAdmin({
+          method: 'POST',
+          path: '/key/generate',
+          query: new URLSearchParams(),
+          header: (n) => (n.toLowerCase() === 'content-type' ? 'application/json' : null),
+          body: JSON.stringify({ key_alias: `alias-${i}`, max_budget: 1 }),
+        });
+        expect(answer?.status).toBe(200);
+      }
+      const { entries } = await guard.budgets.overview({ minUsedFraction: 0, kinds: ['key'] });
+      expect(entries.map((e) => e.name).sort()).toEqual(
+        Array.from({ length: count }, (_, i) => `alias-${i}`).sort(),
+      );
+      await guard.close();
+    }
+  });
+
   it('lists scopes near their cap with the burn rate from the rollups and the projected run-out', async () => {
     const storage = new MemoryStorage();
     const guard = createSpendGuard({

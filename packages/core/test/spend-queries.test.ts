@@ -90,6 +90,26 @@ describe('guard.spend.report', () => {
     expect(total.totals).toEqual(sums);
   });
 
+  it('keeps the top n groups by spend and sums the rest into "other" rows per bucket, totals exact', async () => {
+    const guard = await seeded();
+    const range = { from: '2026-02-01', to: '2026-03-31', groupBy: ['team'] as const };
+    // Over the range: null 4000, t1 301, t2 20. Top 1 is the calls without a team.
+    const week = await guard.spend.report({ ...range, granularity: 'week', top: { by: 'spend', n: 1 } });
+    expect(week.rows.map((r) => [r.period, r.team, r.other ?? false, r.spendNano])).toEqual([
+      ['2026-02-23', null, true, 21],
+      ['2026-03-02', null, true, 300],
+      ['2026-03-30', null, false, 4000],
+    ]);
+    const all = await guard.spend.report({ ...range, granularity: 'week' });
+    expect(week.totals).toEqual(all.totals);
+    const two = await guard.spend.report({ ...range, granularity: 'total', top: { n: 2 } });
+    expect(two.rows.map((r) => [r.team, r.other ?? false, r.spendNano])).toEqual([
+      [null, false, 4000],
+      ['t1', false, 301],
+      [null, true, 20],
+    ]);
+  });
+
   it('refuses bad bounds and unknown groupings with a 400-mapped error', async () => {
     const guard = await seeded();
     for (const bad of [
@@ -98,6 +118,16 @@ describe('guard.spend.report', () => {
       { from: '2026-03-02', to: '2026-03-01' },
       { from: '2026-03-01', to: '2026-03-02', groupBy: ['region'] as never },
       { from: '2026-03-01', to: '2026-03-02', granularity: 'hour' as never },
+      { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const], top: { n: 0 } },
+      { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const], top: { n: 2.5 } },
+      {
+        from: '2026-03-01',
+        to: '2026-03-02',
+        groupBy: ['team' as const],
+        top: { by: 'requests' as never, n: 2 },
+      },
+      { from: '2026-03-01', to: '2026-03-02', top: { n: 2 } },
+      { from: '2026-03-01', to: '2026-03-02', groupBy: ['team' as const, 'model' as const], top: { n: 2 } },
     ]) {
       await expect(guard.spend.report(bad)).rejects.toMatchObject({ code: 'BAD_REQUEST', status: 400 });
     }

@@ -228,6 +228,8 @@ async function spendPage(params: URLSearchParams): Promise<void> {
     const r = await api<SpendView>(`spend?${query}`);
     const g = r.groupBy[0];
     const label = (value: string | null) => (value === null ? '(none)' : (r.labels[value] ?? value));
+    const groupLabel = (row: SpendRow) =>
+      row.other ? OTHER : label(g ? ((row as unknown as Json)[g] as string | null) : null);
     const totals = h(
       'div',
       { class: 'cards' },
@@ -249,7 +251,7 @@ async function spendPage(params: URLSearchParams): Promise<void> {
     );
     const rows = r.rows.map((row) => [
       row.period,
-      ...(g ? [label((row as unknown as Json)[g] as string | null)] : []),
+      ...(g ? [groupLabel(row)] : []),
       num(row.requests),
       num(row.failedRequests),
       usd(row.spend),
@@ -274,7 +276,7 @@ async function spendPage(params: URLSearchParams): Promise<void> {
         rows,
       ),
     );
-    drawSpendChart(chartBox, r, g, label);
+    drawSpendChart(chartBox, r, g ? groupLabel : null);
   } catch (e) {
     out.replaceChildren(errorBox(e));
   }
@@ -282,6 +284,8 @@ async function spendPage(params: URLSearchParams): Promise<void> {
 
 interface SpendRow {
   period: string;
+  /** Sums the groups outside a ranked report's top n. */
+  other?: true;
   requests: number;
   failedRequests: number;
   spend: number;
@@ -299,7 +303,12 @@ interface SpendView {
   labels: Record<string, string>;
   note: string | null;
   truncated: boolean;
+  top: number | null;
 }
+
+const OTHER = '(other)';
+/** Lines a chart draws before the rest is summed as "other" (the server ranks as many). */
+const CHART_LINES = 10;
 
 function card(title: string, value: string): HTMLElement {
   return h(
@@ -310,13 +319,11 @@ function card(title: string, value: string): HTMLElement {
   );
 }
 
-/** One line per group (the 8 largest; the rest summed as "other"), one point per time bucket. */
-function drawSpendChart(
-  box: HTMLElement,
-  r: SpendView,
-  g: string | undefined,
-  label: (v: string | null) => string,
-) {
+/**
+ * One line per group (the CHART_LINES largest; the rest, and a ranked report's "other" rows, summed
+ * as "other"), one point per time bucket.
+ */
+function drawSpendChart(box: HTMLElement, r: SpendView, groupLabel: ((row: SpendRow) => string) | null) {
   chart?.destroy();
   if (r.rows.length === 0) {
     box.append(h('p', { class: 'empty' }, 'No spend in this range.'));
@@ -326,18 +333,21 @@ function drawSpendChart(
   const byGroup = new Map<string, Map<string, number>>();
   const sums = new Map<string, number>();
   for (const row of r.rows) {
-    const key = g ? label((row as unknown as Json)[g] as string | null) : 'Spend';
+    const key = groupLabel ? groupLabel(row) : 'Spend';
     const m = byGroup.get(key) ?? new Map<string, number>();
     m.set(row.period, (m.get(row.period) ?? 0) + row.spend);
     byGroup.set(key, m);
     sums.set(key, (sums.get(key) ?? 0) + row.spend);
   }
-  const ranked = [...sums.entries()].sort((a, b) => b[1] - a[1]).map(([k]) => k);
-  const top = ranked.slice(0, 8);
+  const ranked = [...sums.entries()]
+    .filter(([k]) => k !== OTHER)
+    .sort((a, b) => b[1] - a[1])
+    .map(([k]) => k);
+  const top = ranked.slice(0, CHART_LINES);
   const series: [string, number[]][] = top.map((k) => [k, periods.map((p) => byGroup.get(k)?.get(p) ?? 0)]);
-  if (ranked.length > 8) {
-    const rest = ranked.slice(8);
-    series.push(['other', periods.map((p) => rest.reduce((s, k) => s + (byGroup.get(k)?.get(p) ?? 0), 0))]);
+  const rest = [...ranked.slice(CHART_LINES), ...(sums.has(OTHER) ? [OTHER] : [])];
+  if (rest.length > 0) {
+    series.push([OTHER, periods.map((p) => rest.reduce((s, k) => s + (byGroup.get(k)?.get(p) ?? 0), 0))]);
   }
   const xs = periods.map((p) => Date.parse(`${p}T00:00:00Z`) / 1000);
   const width = Math.max(320, box.clientWidth || 900);

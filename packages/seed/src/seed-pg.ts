@@ -211,9 +211,11 @@ export async function seedPg(
     } finally {
       client.release(failed);
     }
-    // Fresh statistics, as autovacuum would gather soon after such a load.
+    // Fresh statistics, as autovacuum would gather soon after such a load (where it runs at all),
+    // for every table the dashboard reads: the narrow rollups too, which the triggers filled. Without
+    // them the planner guesses a 90-day range of daily_key_spend holds 145 rows, not 26,000.
     await pool.query(
-      `ANALYZE ${q}.spend_logs, ${q}.daily_spend, ${q}.daily_tag_spend, ${q}.budgets, ${q}.keys`,
+      `ANALYZE ${q}.spend_logs, ${q}.daily_spend, ${q}.daily_tag_spend, ${q}.daily_team_spend, ${q}.daily_team_tag_spend, ${q}.daily_key_spend, ${q}.budgets, ${q}.keys, ${q}.teams, ${q}.users, ${q}.team_members`,
     );
   } finally {
     await storage.close();

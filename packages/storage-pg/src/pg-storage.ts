@@ -30,6 +30,7 @@ import {
   type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
+  rankedDimension,
   rollupColumn,
   rollupTableFor,
   type ScopeKind,
@@ -49,6 +50,7 @@ import {
   type TagSpend,
   type TeamPatch,
   type TeamRecord,
+  topReportPlan,
   type UserPatch,
   type UserRecord,
   windowScopeId,
@@ -646,10 +648,30 @@ export class PgStorage implements SpendStorage {
     const column = (name: string) => (d as unknown as Record<string, PgColumn>)[name]!;
     const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
     for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
-    const groups = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
-    // Sums as text, read exactly (a sum past 2^53 fails instead of rounding); days as text.
-    const total = (c: PgColumn) => sql<string>`sum(${c})::text`;
-    const fields: Record<string, SQL | PgColumn> = {
+    const groups: Array<SQL | PgColumn> = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    // A top report, planned rank-first (see topReportPlan): the ranked column keeps its value inside
+    // the top n over the range and is NULL (never stored: a missing value is '') for the rest, which
+    // then sum into one "other" group per day; one statement, so one snapshot.
+    const rankFirst = query.top !== undefined && topReportPlan(query) === 'rank-first';
+    const selected: Array<SQL | PgColumn | SQL.Aliased> = [...groups];
+    if (query.top && rankFirst) {
+      const i = query.groupBy.indexOf(rankedDimension(query));
+      const ranked = groups[i] as PgColumn;
+      const top = db
+        .select({ value: ranked })
+        .from(d)
+        .where(and(...where))
+        .groupBy(ranked)
+        .orderBy(sql`sum(${d.spendNano}) DESC`, sql`${ranked} COLLATE "C"`)
+        .limit(query.top.n);
+      selected[i] = sql`CASE WHEN ${inArray(ranked, top)} THEN ${ranked} END`.as('top_group');
+      groups[i] = sql`${sql.identifier('top_group')}`;
+    }
+    const groupFirst = query.top !== undefined && !rankFirst;
+    // Sums as text, read exactly (a sum past 2^53 fails instead of rounding); days as text. A top
+    // report sums the sums again, so its inner query keeps them numeric and the outer one casts.
+    const total = (c: PgColumn) => (groupFirst ? sql`sum(${c})` : sql<string>`sum(${c})::text`);
+    const fields: Record<string, SQL | PgColumn | SQL.Aliased> = {
       requests: total(d.requests),
       failedRequests: total(d.failedRequests),
       spendNano: total(d.spendNano),
@@ -657,8 +679,14 @@ export class PgStorage implements SpendStorage {
       completionTokens: total(d.completionTokens),
     };
     query.groupBy.forEach((dimension, i) => {
-      fields[`g${i}`] = dimension === 'day' ? sql<string>`${groups[i]!}::text` : groups[i]!;
+      const group = dimension === 'day' ? sql<string>`${groups[i]!}::text` : selected[i]!;
+      fields[`g${i}`] = groupFirst ? sql`${group}`.as(`g${i}`) : group;
     });
+    if (groupFirst) {
+      for (const name of ['requests', 'failedRequests', 'spendNano', 'promptTokens', 'completionTokens']) {
+        fields[name] = sql`${fields[name]}`.as(name);
+      }
+    }
     const built = db
       .select(fields)
       .from(d)
@@ -667,11 +695,14 @@ export class PgStorage implements SpendStorage {
       // Without groups, no matching rows still make one row of NULL sums: none is wanted.
       .having(sql`count(*) > 0`)
       .toSQL();
+    const { text, params } = groupFirst
+      ? topReportSql(built.sql, built.params, query)
+      : { text: built.sql, params: built.params };
     // Rows in array form, mapped here: drizzle's per-cell mapping cost as much as the query itself
     // on reports of tens of thousands of groups.
     const res = await this.#ready().pool.query<unknown[]>({
-      text: built.sql,
-      values: built.params,
+      text,
+      values: params,
       rowMode: 'array',
     });
     const names = query.groupBy.map(spendReportField);
@@ -687,7 +718,7 @@ export class PgStorage implements SpendStorage {
         (row as unknown as Record<string, unknown>)[names[i]!] = r[5 + i];
       return row;
     });
-    return finishSpendReport(rows, query.groupBy);
+    return finishSpendReport(rows, query.groupBy, query.top);
   }
 
   async claimAlert(claim: AlertClaim): Promise<boolean> {
@@ -1210,4 +1241,27 @@ function exactNumber(text: string): number {
   const n = Number(text);
   if (!Number.isSafeInteger(n)) throw new RangeError(`sum ${text} is beyond 2^53 and cannot be exact`);
   return n;
+}
+
+/**
+ * A `top` report in one statement (one snapshot, so the top n and "other" sum to the exact total):
+ * the plain report's groups are computed once (`per`), ranked by spend over the whole range (`top`),
+ * and summed again with the ranked column NULL outside the top n (never stored: a missing value is
+ * ''), which makes one "other" group per remaining combination (per day). Reading the rollup once,
+ * not once to rank and once to sum, is what keeps a 90-day report by key or tag fast.
+ */
+function topReportSql(
+  inner: string,
+  params: unknown[],
+  query: SpendReportQuery,
+): { text: string; params: unknown[] } {
+  const ranked = `g${query.groupBy.indexOf(rankedDimension(query))}`;
+  const keys = query.groupBy.map((_, i) =>
+    `g${i}` === ranked ? `CASE WHEN ${ranked} IN (SELECT v FROM top) THEN ${ranked} END` : `g${i}`,
+  );
+  const text = `WITH per AS MATERIALIZED (${inner}),
+    top AS (SELECT ${ranked} AS v FROM per GROUP BY ${ranked} ORDER BY sum("spendNano") DESC, ${ranked} COLLATE "C" LIMIT $${params.length + 1})
+    SELECT sum("requests")::text, sum("failedRequests")::text, sum("spendNano")::text, sum("promptTokens")::text, sum("completionTokens")::text, ${keys.join(', ')}
+    FROM per GROUP BY ${keys.map((_, i) => i + 6).join(', ')}`;
+  return { text, params: [...params, query.top!.n] };
 }

@@ -32,6 +32,7 @@ import {
   type ReserveInput,
   type ReserveResult,
   type RollupTable,
+  rankedDimension,
   rollupColumn,
   rollupRowOf,
   rollupTableFor,
@@ -53,6 +54,7 @@ import {
   type TagSpend,
   type TeamPatch,
   type TeamRecord,
+  topReportPlan,
   type UserPatch,
   type UserRecord,
   windowScopeId,
@@ -807,19 +809,45 @@ export class SqliteStorage implements SpendStorage {
     const column = (name: string) => (d as unknown as Record<string, SQLiteColumn>)[name]!;
     const where: SQL[] = [gte(d.day, query.fromDay), lte(d.day, query.toDay)];
     for (const [values, name] of activeFilters(query.filters)) where.push(inArray(column(name), values));
-    const groups = query.groupBy.map((dimension) => column(rollupColumn(dimension)));
+    const groups: Array<SQL | SQLiteColumn> = query.groupBy.map((dimension) =>
+      column(rollupColumn(dimension)),
+    );
+    // A top report, planned rank-first (see topReportPlan): the ranked column keeps its value inside
+    // the top n over the range and is NULL (never stored: a missing value is '') for the rest, which
+    // then sum into one "other" group per day; one statement, so one snapshot.
+    const rankFirst = query.top !== undefined && topReportPlan(query) === 'rank-first';
+    const selected: Array<SQL | SQLiteColumn | SQL.Aliased> = [...groups];
+    if (query.top && rankFirst) {
+      const i = query.groupBy.indexOf(rankedDimension(query));
+      const ranked = groups[i] as SQLiteColumn;
+      const top = orm
+        .select({ value: ranked })
+        .from(d)
+        .where(and(...where))
+        .groupBy(ranked)
+        .orderBy(sql`sum(${d.spendNano}) DESC`, sql`${ranked}`)
+        .limit(query.top.n);
+      selected[i] = sql`CASE WHEN ${inArray(ranked, top)} THEN ${ranked} END`.as('top_group');
+      groups[i] = sql`${sql.identifier('top_group')}`;
+    }
+    const groupFirst = query.top !== undefined && !rankFirst;
     const total = (c: SQLiteColumn) => sql<number>`sum(${c})`;
-    const fields: Record<string, SQL | SQLiteColumn> = {
+    const fields: Record<string, SQL | SQLiteColumn | SQL.Aliased> = {
       requests: total(d.requests),
       failedRequests: total(d.failedRequests),
       spendNano: total(d.spendNano),
       promptTokens: total(d.promptTokens),
       completionTokens: total(d.completionTokens),
     };
-    groups.forEach((group, i) => {
-      fields[`g${i}`] = group;
+    selected.forEach((field, i) => {
+      fields[`g${i}`] = groupFirst ? sql`${field}`.as(`g${i}`) : field;
     });
-    const { sql: text, params } = orm
+    if (groupFirst) {
+      for (const name of ['requests', 'failedRequests', 'spendNano', 'promptTokens', 'completionTokens']) {
+        fields[name] = sql`${fields[name]}`.as(name);
+      }
+    }
+    let { sql: text, params } = orm
       .select(fields)
       .from(d)
       .where(and(...where))
@@ -827,6 +855,9 @@ export class SqliteStorage implements SpendStorage {
       // Without groups, no matching rows still make one row of NULL sums: none is wanted.
       .having(sql`count(*) > 0`)
       .toSQL();
+    if (groupFirst) {
+      ({ text, params } = topReportSql(text, params, query));
+    }
     // Rows in array form, mapped here: drizzle's per-cell mapping cost as much as the query itself
     // on reports of tens of thousands of groups.
     const names = query.groupBy.map(spendReportField);
@@ -847,7 +878,7 @@ export class SqliteStorage implements SpendStorage {
         (row as unknown as Record<string, unknown>)[names[i]!] = r[5 + i];
       return row;
     });
-    return finishSpendReport(rows, query.groupBy);
+    return finishSpendReport(rows, query.groupBy, query.top);
   }
 
   async claimAlert(claim: AlertClaim): Promise<boolean> {
@@ -1339,4 +1370,27 @@ function isKeyConflict(err: unknown): boolean {
     }
   }
   return false;
+}
+
+/**
+ * A `top` report in one statement (one snapshot, so the top n and "other" sum to the exact total):
+ * the plain report's groups are computed once (`per`), ranked by spend over the whole range (`top`),
+ * and summed again with the ranked column NULL outside the top n (never stored: a missing value is
+ * ''), which makes one "other" group per remaining combination (per day). Reading the rollup once,
+ * not once to rank and once to sum, is what keeps a 90-day report by key or tag fast.
+ */
+function topReportSql(
+  inner: string,
+  params: unknown[],
+  query: SpendReportQuery,
+): { text: string; params: unknown[] } {
+  const ranked = `g${query.groupBy.indexOf(rankedDimension(query))}`;
+  const keys = query.groupBy.map((_, i) =>
+    `g${i}` === ranked ? `CASE WHEN ${ranked} IN (SELECT v FROM top) THEN ${ranked} END` : `g${i}`,
+  );
+  const text = `WITH per AS MATERIALIZED (${inner}),
+    top AS (SELECT ${ranked} AS v FROM per GROUP BY ${ranked} ORDER BY sum("spendNano") DESC, ${ranked} LIMIT ?)
+    SELECT sum("requests"), sum("failedRequests"), sum("spendNano"), sum("promptTokens"), sum("completionTokens"), ${keys.join(', ')}
+    FROM per GROUP BY ${keys.map((_, i) => i + 6).join(', ')}`;
+  return { text, params: [...params, query.top!.n] };
 }

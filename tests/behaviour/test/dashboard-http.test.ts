@@ -283,4 +283,57 @@ describe.each(ADAPTERS)('dashboard over HTTP on $name', (framework) => {
     expect(models.body.models[0]).toMatchObject({ requests: 4, recent_requests: 4, health: 'healthy' });
     expect(models.body.models[0].latency_p95_ms).toBeGreaterThanOrEqual(models.body.models[0].latency_p50_ms);
   });
+
+  it('charts a grouping with many groups as its top 10 by spend plus "other", totals exact; the CSV lists all', async () => {
+    const app = await start();
+    const { cookie } = await login(app);
+    const key = (await admin(app, 'POST', '/key/generate', {})).body.key;
+    // 12 customers (the body's `user`), customer i asking for i + 1 completion tokens: each spends more.
+    for (let i = 0; i < 12; i++) {
+      const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'gpt-4o-mini',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: i + 1,
+          user: `cust-${String(i).padStart(2, '0')}`,
+        }),
+      });
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    for (let i = 0; (await admin(app, 'GET', '/spend/logs')).body.length < 12; i++) {
+      if (i > 200) throw new Error('the calls were never settled');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const logs: any[] = (await admin(app, 'GET', '/spend/logs')).body;
+    const byCustomer = await send(app, 'GET', '/ui/api/spend?groupBy=customer&granularity=total', { cookie });
+    expect(byCustomer.status).toBe(200);
+    expect(byCustomer.body.top).toBe(10);
+    const rows: any[] = byCustomer.body.rows;
+    expect(rows).toHaveLength(11);
+    // The two smallest spenders are summed as the last row, "other".
+    expect(rows.filter((r) => !r.other).map((r) => r.customer)).toEqual(
+      Array.from({ length: 10 }, (_, i) => `cust-${String(i + 2).padStart(2, '0')}`),
+    );
+    const other = rows.at(-1);
+    expect(other).toMatchObject({ other: true, customer: null, requests: 2, completionTokens: 1 + 2 });
+    const spendOf = (id: string) => logs.find((l) => l.end_user === id).spend;
+    expect(other.spend).toBeCloseTo(spendOf('cust-00') + spendOf('cust-01'), 12);
+    expect(byCustomer.body.totals.requests).toBe(12);
+    expect(byCustomer.body.totals.spend).toBeCloseTo(
+      logs.reduce((n, l) => n + l.spend, 0),
+      12,
+    );
+    expect(byCustomer.body.note).toMatch(/The 10 customers with the most spend/);
+    // Few groups: no "other", no note.
+    const byModel = await send(app, 'GET', '/ui/api/spend?groupBy=model&granularity=total', { cookie });
+    expect(byModel.body).toMatchObject({ top: null, note: null });
+    expect(byModel.body.rows).toHaveLength(1);
+    const csv = await send(app, 'GET', '/ui/api/spend.csv?groupBy=customer&granularity=total', { cookie });
+    const lines = csv.body.trim().split('\r\n');
+    expect(lines).toHaveLength(1 + 12);
+    expect(lines.some((l: string) => l.includes(',cust-00,'))).toBe(true);
+  });
 });

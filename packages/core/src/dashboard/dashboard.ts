@@ -37,6 +37,13 @@ export interface DashboardResponse {
 
 const DAY_MS = 86_400_000;
 const GROUPS: SpendGroup[] = ['team', 'user', 'key', 'model', 'provider', 'customer', 'tag'];
+/**
+ * Groupings that can have hundreds or thousands of groups: the Spend page shows their top
+ * CHART_TOP_N by spend over the range plus one "other" series (a chart cannot show 200 lines, and a
+ * report of one row per user per day is what made the page slow), ranked by the storage.
+ */
+const RANKED_GROUPS = new Set<SpendGroup>(['user', 'key', 'customer', 'tag']);
+const CHART_TOP_N = 10;
 /** Most logs an AND-of-tags spend query reads (the rollups cannot answer it, see `spendFromLogs`). */
 const AND_TAGS_LOG_CAP = 50_000;
 /** The recent window of spend logs the Models page reads latency and current load from. */
@@ -71,8 +78,9 @@ export class Dashboard {
     this.sessions = password ? new DashboardSessions(o.username ?? 'admin', password, this.ttlMs) : null;
     this.api = {
       'GET /session': async (_r, s) => json(200, { username: s.username, csrf_token: s.csrfToken }),
-      'GET /spend': async (r, _s, st) => json(200, await this.spend(r, st)),
-      'GET /spend.csv': async (r, _s, st) => spendCsv(await this.spend(r, st)),
+      'GET /spend': async (r, _s, st) => json(200, await this.spend(r, st, { everyGroup: false })),
+      // The export lists every group, not the chart's top n.
+      'GET /spend.csv': async (r, _s, st) => spendCsv(await this.spend(r, st, { everyGroup: true })),
       'GET /budgets': async (r) => json(200, await this.budgets(r)),
       'GET /keys': async (_r, _s, st) => this.keys(st),
       'POST /keys/generate': (r) => this.manage(r, '/key/generate'),
@@ -207,8 +215,11 @@ export class Dashboard {
     return json(answer.status, answer.body, answer.headers);
   }
 
-  /** The Spend page: a report from the rollups, or from the logs for an AND of tags. */
-  private async spend(req: DashboardRequest, storage: SpendStorage) {
+  /**
+   * The Spend page: a report from the rollups (for a grouping with many groups, its top n and
+   * "other", unless `everyGroup`), or from the logs for an AND of tags.
+   */
+  private async spend(req: DashboardRequest, storage: SpendStorage, o: { everyGroup: boolean }) {
     const q = req.query;
     const now = this.guard.now();
     const to = toReportDay(q.get('to') || utcDay(now), 'to');
@@ -247,21 +258,29 @@ export class Dashboard {
             .map((t) => t.trim())
             .filter(Boolean)
         : undefined;
+      const top = groupBy[0] && RANKED_GROUPS.has(groupBy[0]) && !o.everyGroup ? CHART_TOP_N : null;
       const r = await this.guard.spend.report({
         from,
         to,
         granularity,
         groupBy,
         filters: { ...filters, tags: anyTags },
+        ...(top ? { top: { by: 'spend' as const, n: top } } : {}),
       });
+      const notes = [
+        top && r.rows.some((row) => row.other)
+          ? `The ${top} ${groupBy[0]}s with the most spend from ${from} to ${to}; every other ${groupBy[0]} is summed as "other" (Export CSV lists them all).`
+          : null,
+        groupBy[0] === 'tag' || anyTags
+          ? 'From the daily tag rollups: a request counts once under each tag it carries; untagged requests are not shown.'
+          : null,
+      ].filter(Boolean);
       report = {
         ...r,
         source: 'rollups',
         truncated: false,
-        note:
-          groupBy[0] === 'tag' || anyTags
-            ? 'From the daily tag rollups: a request counts once under each tag it carries; untagged requests are not shown.'
-            : null,
+        top,
+        note: notes.length ? notes.join(' ') : null,
       };
     }
     return { ...report, labels: await labelsFor(storage, report) };
@@ -423,6 +442,8 @@ export class Dashboard {
 type SpendView = Awaited<ReturnType<SpendGuard['spend']['report']>> & {
   source: 'rollups' | 'logs';
   truncated: boolean;
+  /** The chart's top n, when the report ranks its groups; `null`: every group. */
+  top: number | null;
   note: string | null;
 };
 
@@ -518,6 +539,7 @@ async function spendFromLogs(
     totals,
     source: 'logs',
     truncated,
+    top: null,
     note: `The daily rollups keep spend per single tag, so they cannot tell which requests carried ${o.allTags.join(' AND ')} together: these sums are counted from the spend logs (${read} read${truncated ? `; stopped at ${AND_TAGS_LOG_CAP}, so older requests in the range are missing` : ''}).`,
   };
 }
@@ -571,16 +593,19 @@ async function labelsFor(storage: SpendStorage, report: SpendView): Promise<Reco
   const g = report.groupBy[0];
   if (g !== 'team' && g !== 'key') return labels;
   const ids = new Set(report.rows.map((r) => (r as unknown as Record<string, unknown>)[g] as string | null));
-  for (const id of ids) {
-    if (!id) continue;
-    if (g === 'team') {
-      const team = await storage.getTeam(id);
-      if (team?.teamAlias) labels[id] = team.teamAlias;
-    } else {
-      const key = await storage.getKey(id);
-      if (key) labels[id] = key.keyAlias ?? key.keyName;
-    }
-  }
+  // Independent look-ups, issued together (a pool serves them in parallel).
+  await Promise.all(
+    [...ids].map(async (id) => {
+      if (!id) return;
+      if (g === 'team') {
+        const team = await storage.getTeam(id);
+        if (team?.teamAlias) labels[id] = team.teamAlias;
+      } else {
+        const key = await storage.getKey(id);
+        if (key) labels[id] = key.keyAlias ?? key.keyName;
+      }
+    }),
+  );
   return labels;
 }
 

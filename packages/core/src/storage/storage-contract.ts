@@ -466,6 +466,19 @@ export interface SpendReportQuery {
    */
   groupBy: SpendDimension[];
   filters?: SpendReportFilters;
+  /**
+   * Keep only the `n` groups with the most spend over the whole range (ties: the smaller value in
+   * code-unit order, a missing one first) and sum every other group into rows marked `other`, one per
+   * remaining combination of the other dimensions (per day, say). The rows still sum to the report's
+   * exact totals. Needs exactly one grouped dimension besides `day`: that is the one ranked.
+   */
+  top?: SpendReportTop;
+}
+
+/** The ranked form of a spend report: see `SpendReportQuery.top`. */
+export interface SpendReportTop {
+  /** How many groups to keep apart, 1 or more. */
+  n: number;
 }
 
 /**
@@ -481,6 +494,11 @@ export interface SpendReportRow {
   provider?: string | null;
   endUser?: string | null;
   tag?: string;
+  /**
+   * Set (true) on the rows of a `top` report that sum every group outside the top `n`; the ranked
+   * dimension is `null` there.
+   */
+  other?: true;
   requests: number;
   /** Requests logged with status `failure`. */
   failedRequests: number;
@@ -728,7 +746,8 @@ export function spendReportField(dimension: SpendDimension): keyof SpendReportRo
 
 /**
  * The order of `spendReport`: by each grouped dimension in turn, `null` first, then in code-unit
- * order (locale-independent, so every backend sorts alike).
+ * order (locale-independent, so every backend sorts alike); a `top` report's `other` rows come after
+ * the ranked groups of their day.
  */
 export function compareSpendReportRows(
   groupBy: SpendDimension[],
@@ -736,6 +755,7 @@ export function compareSpendReportRows(
   const fields = groupBy.map(spendReportField);
   return (a, b) => {
     for (const field of fields) {
+      if (field !== 'day' && a.other !== b.other) return a.other ? 1 : -1;
       const x = a[field] as string | null | undefined;
       const y = b[field] as string | null | undefined;
       if (x === y) continue;

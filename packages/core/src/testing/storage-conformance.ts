@@ -14,7 +14,9 @@ import {
   type SpendLogRecord,
   type SpendReportFilters,
   type SpendReportQuery,
+  type SpendReportRow,
   type SpendStorage,
+  spendReportField,
   type TagRecord,
   type TeamRecord,
   type UserRecord,
@@ -996,6 +998,133 @@ export function runStorageConformance(options: ConformanceOptions): void {
         log: log('f', { spendNano: 11, ...repeat }),
       });
       await matchesReference();
+      await s.close();
+    });
+
+    it('ranks the top n groups of a report and sums the rest into exact "other" rows', async () => {
+      const s = await seeded();
+      const day = (d: string) => new Date(`${d}T10:00:00.000Z`);
+      // Users by spend over 03-01..03-03: u3 90, (none) 60, u1 50, u2 50 (a tie: u1 first), u4 5.
+      const calls: Array<[string, number, Partial<SpendLogRecord>]> = [
+        ['a', 40, { startTime: day('2026-03-01'), userId: 'u3', apiKeyHash: 'k3', tags: ['prod'] }],
+        ['b', 50, { startTime: day('2026-03-02'), userId: 'u3', apiKeyHash: 'k3', endUser: 'c1' }],
+        ['c', 60, { startTime: day('2026-03-01'), userId: null, apiKeyHash: 'k9', tags: ['prod', 'chat'] }],
+        ['d', 20, { startTime: day('2026-03-01'), userId: 'u1', tags: ['chat'], status: 'failure' }],
+        ['e', 30, { startTime: day('2026-03-03'), userId: 'u1', endUser: 'c2', tags: ['beta'] }],
+        ['f', 50, { startTime: day('2026-03-02'), userId: 'u2', apiKeyHash: 'k2', teamId: 't2' }],
+        ['g', 5, { startTime: day('2026-03-03'), userId: 'u4', apiKeyHash: 'k4', tags: ['beta'] }],
+        ['h', 1, { startTime: day('2026-04-01'), userId: 'u4', apiKeyHash: 'k4' }],
+      ];
+      const settleAll = async (list: typeof calls) => {
+        for (const [id, cost, over] of list) {
+          await s.settle({
+            reservationId: id,
+            scopes: [],
+            costNano: cost,
+            now: T0,
+            log: log(id, { spendNano: cost, promptTokens: 1, completionTokens: 2, ...over }),
+          });
+        }
+      };
+      await settleAll(calls);
+      const range = { fromDay: '2026-03-01', toDay: '2026-03-03' };
+      const sums = (requests: number, spendNano: number, failedRequests = 0) => ({
+        requests,
+        failedRequests,
+        spendNano,
+        promptTokens: requests,
+        completionTokens: 2 * requests,
+      });
+      expect(await s.spendReport({ ...range, groupBy: ['user'], top: { n: 2 } })).toEqual([
+        { userId: null, ...sums(1, 60) },
+        { userId: 'u3', ...sums(2, 90) },
+        { userId: null, other: true, ...sums(4, 105, 1) },
+      ]);
+      expect(await s.spendReport({ ...range, groupBy: ['day', 'user'], top: { n: 3 } })).toEqual([
+        { day: '2026-03-01', userId: null, ...sums(1, 60) },
+        { day: '2026-03-01', userId: 'u1', ...sums(1, 20, 1) },
+        { day: '2026-03-01', userId: 'u3', ...sums(1, 40) },
+        { day: '2026-03-02', userId: 'u3', ...sums(1, 50) },
+        { day: '2026-03-02', userId: null, other: true, ...sums(1, 50) },
+        { day: '2026-03-03', userId: 'u1', ...sums(1, 30) },
+        { day: '2026-03-03', userId: null, other: true, ...sums(1, 5) },
+      ]);
+      // Every group fits: no "other" row.
+      expect(await s.spendReport({ ...range, groupBy: ['key'], top: { n: 10 } })).toEqual(
+        await s.spendReport({ ...range, groupBy: ['key'] }),
+      );
+
+      // Against the reference over the logs, and against the backend's own full report: the ranked
+      // rows are the full report's rows of the n groups with the most spend, and every day's rows
+      // (ranked and "other") sum to that day's total.
+      const groupings: SpendDimension[][] = [
+        ['user'],
+        ['day', 'user'],
+        ['day', 'key'],
+        ['day', 'team'],
+        ['day', 'model'],
+        ['day', 'customer'],
+        ['tag'],
+        ['day', 'tag'],
+      ];
+      const filters: SpendReportFilters[] = [
+        {},
+        { teamIds: ['t1'] },
+        { tags: ['prod', 'beta'] },
+        { userIds: [] },
+      ];
+      const check = async () => {
+        const logs = calls.map(
+          ([id, cost, over]) =>
+            [log(id, { spendNano: cost, promptTokens: 1, completionTokens: 2, ...over }), cost] as const,
+        );
+        const rows = logs.map(([l, cost]) => rollupRowOf(l, cost));
+        const tagged = logs.flatMap(([l, cost]) => l.tags.map((tag) => ({ ...rollupRowOf(l, cost), tag })));
+        for (const groupBy of groupings) {
+          const ranked = spendReportField(groupBy.find((d) => d !== 'day')!);
+          for (const f of filters) {
+            for (const n of [1, 2, 3, 50]) {
+              const query: SpendReportQuery = { ...range, groupBy, filters: f, top: { n } };
+              const label = JSON.stringify(query);
+              const got = await s.spendReport(query);
+              expect(got, label).toEqual(aggregateRollup(readsTagRollup(query) ? tagged : rows, query));
+              const full = await s.spendReport({ ...query, top: undefined });
+              const totalOf = new Map<SpendReportRow[keyof SpendReportRow], number>();
+              for (const r of full) totalOf.set(r[ranked], (totalOf.get(r[ranked]) ?? 0) + r.spendNano);
+              const kept = new Set(got.filter((r) => !r.other).map((r) => r[ranked]));
+              expect(kept.size, label).toBe(Math.min(n, totalOf.size));
+              const lowestKept = Math.min(...[...kept].map((v) => totalOf.get(v)!));
+              for (const [value, spend] of totalOf)
+                if (!kept.has(value)) expect(spend, label).toBeLessThanOrEqual(lowestKept);
+              expect(
+                got.filter((r) => !r.other),
+                label,
+              ).toEqual(full.filter((r) => kept.has(r[ranked])));
+              const perDay = (list: typeof got) => {
+                const out = new Map<string | undefined, number[]>();
+                for (const r of list) {
+                  const t = out.get(r.day) ?? [0, 0, 0, 0, 0];
+                  const add = [r.requests, r.failedRequests, r.spendNano, r.promptTokens, r.completionTokens];
+                  out.set(
+                    r.day,
+                    t.map((x, i) => x + add[i]!),
+                  );
+                }
+                return out;
+              };
+              expect(perDay(got), label).toEqual(perDay(full));
+            }
+          }
+        }
+      };
+      await check();
+      // After a settle that reorders the ranking (u4 overtakes everyone) and adds to existing rows.
+      const more: typeof calls = [
+        ['i', 500, { startTime: day('2026-03-01'), userId: 'u4', apiKeyHash: 'k4', tags: ['prod'] }],
+      ];
+      calls.push(...more);
+      await settleAll(more);
+      await check();
       await s.close();
     });
 
