@@ -127,13 +127,18 @@ export function spendLogJson(log: SpendLogRecord) {
   };
 }
 
-export const RATE_LIMIT_FIELDS = [
+const RATE_LIMIT_FIELDS = [
   'rpm_limit',
   'tpm_limit',
   'max_parallel_requests',
   'model_rpm_limit',
   'model_tpm_limit',
 ] as const;
+
+/** True when a request body sets (or clears) any rate-limit field. */
+export function setsRateLimits(b: object): boolean {
+  return RATE_LIMIT_FIELDS.some((f) => (b as Record<string, unknown>)[f] !== undefined);
+}
 
 /** A request's LiteLLM rate-limit fields over `base` (absent: unchanged, `null`: removed); `null` when nothing is limited. */
 export function rateLimitsFrom(

@@ -30,8 +30,8 @@ import {
   indexStates,
   keyJson,
   ok,
-  RATE_LIMIT_FIELDS,
   rateLimitsFrom,
+  setsRateLimits,
   spendLogJson,
   stateOf,
   teamJson,
@@ -57,6 +57,7 @@ import {
   applyModelBudgets,
   applyWindows,
   budgetPatch,
+  modelBudgetInit,
   ScopeRoutes,
   windowInserts,
   windowsJson,
@@ -421,10 +422,8 @@ export class ManagementApi {
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     const modelBudgets = Object.entries(b.model_max_budget ?? {}).flatMap(([model, value]) => {
       if (value === null) return [];
-      const limit = typeof value === 'number' ? value : (value.budget_limit ?? null);
-      const duration = typeof value === 'number' ? null : (value.time_period ?? null);
       const scope: ScopeRef = { kind: 'model', id: modelScopeId(record.tokenHash, model) };
-      return [{ type: 'budget' as const, scope, budget: this.budgetInit(limit, duration) }];
+      return [{ type: 'budget' as const, scope, budget: modelBudgetInit(this, value) }];
     });
     const rateLimits = rateLimitsFrom(b);
     await storage.insert([
@@ -512,7 +511,7 @@ export class ManagementApi {
       budget,
       (await storage.getBudgets([{ kind: 'key', id: hash }], this.now()))[0] ?? null,
     );
-    if (RATE_LIMIT_FIELDS.some((f) => b[f] !== undefined)) {
+    if (setsRateLimits(b)) {
       const scope: ScopeRef = { kind: 'key', id: hash };
       const [current] = await storage.getRateLimits([scope]);
       // Written before the key, whose change record makes every instance reload both.

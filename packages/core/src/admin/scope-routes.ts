@@ -17,7 +17,7 @@ import {
   type TagRecord,
   windowScopeId,
 } from '../storage/storage-contract.js';
-import { budgetJson, ok, RATE_LIMIT_FIELDS, rateJson, rateLimitsFrom, stateOf } from './entity-json.js';
+import { budgetJson, ok, rateJson, rateLimitsFrom, setsRateLimits, stateOf } from './entity-json.js';
 import type { ManagementApi, ManagementRequest } from './management-api.js';
 import {
   type BudgetLimits,
@@ -127,7 +127,7 @@ export class ScopeRoutes {
     const record = await storage.updateCustomer(b.user_id, { alias: b.alias, metadata: b.metadata });
     if (!record) throw notFound(`End user not found: user_id '${b.user_id}'`, 'user_id');
     const scope: ScopeRef = { kind: 'customer', id: b.user_id };
-    if (RATE_LIMIT_FIELDS.some((f) => f in b && (b as Record<string, unknown>)[f] !== undefined)) {
+    if (setsRateLimits(b)) {
       const [current] = await storage.getRateLimits([scope]);
       await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
       this.api.forgetCustomer(b.user_id);
@@ -241,6 +241,15 @@ export function budgetPatch(
   return patch;
 }
 
+/** One `model_max_budget` entry (`10`, or `{ budget_limit, time_period }`) as a counter definition. */
+export function modelBudgetInit(
+  api: Pick<ManagementApi, 'budgetInit'>,
+  value: NonNullable<NonNullable<ModelMaxBudget>[string]>,
+): BudgetInit {
+  if (typeof value === 'number') return api.budgetInit(value, null);
+  return api.budgetInit(value.budget_limit ?? null, value.time_period ?? null);
+}
+
 /**
  * The writes that make a key's `model_max_budget` true: a counter per model with a budget (created,
  * or its definition changed), and the models set to `null` deleted.
@@ -258,9 +267,7 @@ export async function applyModelBudgets(
       await storage.deleteScopes([scope]);
       continue;
     }
-    const limit = typeof value === 'number' ? value : (value.budget_limit ?? null);
-    const duration = typeof value === 'number' ? null : (value.time_period ?? null);
-    const init = api.budgetInit(limit, duration);
+    const init = modelBudgetInit(api, value);
     const changed = await storage.updateBudget(
       scope,
       {

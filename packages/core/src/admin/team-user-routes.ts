@@ -17,9 +17,9 @@ import {
   indexStates,
   type MemberJson,
   ok,
-  RATE_LIMIT_FIELDS,
   rateJson,
   rateLimitsFrom,
+  setsRateLimits,
   teamJson,
   userJson,
 } from './entity-json.js';
@@ -239,7 +239,7 @@ export class TeamUserRoutes {
         ? {}
         : { maxBudgetNano: this.api.budgetInit(b.max_budget_in_team, null).maxBudgetNano };
     const scope: ScopeRef = { kind: 'member', id: memberScopeId(team.teamId, user.userId) };
-    if (RATE_LIMIT_FIELDS.some((f) => f in b && (b as Record<string, unknown>)[f] !== undefined)) {
+    if (setsRateLimits(b)) {
       const [current] = await storage.getRateLimits([scope]);
       await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
     }
