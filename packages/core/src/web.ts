@@ -12,7 +12,7 @@ import type { GuardedCall, GuardResponse } from './guard.js';
 export async function readBodyText(
   source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null | undefined,
   limitBytes: number,
-): Promise<{ text: string; bytes: number }> {
+): Promise<{ text: string; bytes: number; raw: Buffer }> {
   const chunks: Uint8Array[] = [];
   let bytes = 0;
   if (source) {
@@ -33,7 +33,8 @@ export async function readBodyText(
       reader?.releaseLock();
     }
   }
-  return { text: Buffer.concat(chunks).toString('utf8'), bytes };
+  const raw = chunks.length === 1 && Buffer.isBuffer(chunks[0]) ? chunks[0] : Buffer.concat(chunks);
+  return { text: raw.toString('utf8'), bytes, raw };
 }
 
 /**

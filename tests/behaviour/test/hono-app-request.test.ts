@@ -1,8 +1,10 @@
 // The Hono adapter with no server at all: requests go through `app.request()` (Hono's fetch), as on
 // an edge runtime. The rest of this suite runs it on @hono/node-server, next to Express.
 import { mkdtempSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { serve } from '@hono/node-server';
 import { createSpendGuard, type SpendGuard } from '@spendguard/core';
 import { type Simulator, startSimulator } from '@spendguard/core/testing';
 import { type SpendGuardEnv, spendGuard } from '@spendguard/hono';
@@ -66,6 +68,8 @@ function buildApp(mw: ReturnType<typeof spendGuard>, provider: Simulator, appPar
     return new Response(body, { headers: { 'content-type': 'application/json' } });
   });
   app.post('/v1/raw', async (c) => c.json({ raw: await c.req.raw.json() }));
+  app.post('/v1/raw-stream', async (c) => new Response(c.req.raw.body)); // a proxy route piping the body on
+  app.post('/v1/raw-copy', async (c) => c.json({ copy: await new Request(c.req.raw).json() }));
   app.post('/v1/clone', async (c) => {
     await c.req.text();
     return c.json({ cloned: await (await cloneRawRequest(c.req)).json() });
@@ -197,6 +201,31 @@ describe('the Hono adapter under app.request(), no server', () => {
       cloned: payload,
     });
     await mw.guard.close();
+  });
+
+  it('leaves the body readable by the route on @hono/node-server too (which serves it from the bytes the guard read)', async () => {
+    const { mw, app, auth } = await setUp();
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+    await new Promise((resolve) => server.once('listening', resolve));
+    const { port } = server.address() as AddressInfo;
+    const post = (path: string, body: string) =>
+      fetch(`http://127.0.0.1:${port}${path}`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body,
+      });
+    const payload = { model: 'gpt-4o', messages: [{ role: 'user', content: 'é ✓ '.repeat(5000) }] };
+    const text = JSON.stringify(payload);
+    try {
+      expect((await (await post('/v1/whoami', text)).json()).body).toEqual(payload);
+      expect(await (await post('/v1/raw', text)).json()).toEqual({ raw: payload });
+      expect(await (await post('/v1/raw-stream', text)).text()).toBe(text);
+      expect(await (await post('/v1/raw-copy', text)).json()).toEqual({ copy: payload });
+      expect(await (await post('/v1/clone', text)).json()).toEqual({ cloned: payload });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await mw.guard.close();
+    }
   });
 
   it('reads a body the app parsed first from Hono’s cache', async () => {
