@@ -139,6 +139,7 @@ interface NodeIncoming extends AsyncIterable<Uint8Array> {
 function untouchedNodeRequest(c: Context): NodeIncoming | null {
   const incoming = (c.env as { incoming?: Partial<NodeIncoming> } | undefined)?.incoming;
   if (!incoming || typeof incoming[Symbol.asyncIterator] !== 'function') return null;
-  if (incoming.rawBody !== undefined || incoming.readableDidRead || incoming.readableFlowing != null) return null;
+  if (incoming.rawBody !== undefined || incoming.readableDidRead || incoming.readableFlowing != null)
+    return null;
   return incoming as NodeIncoming;
 }
