@@ -75,6 +75,13 @@ export interface SpendGuardOptions {
   storageTimeoutMs?: number;
   /** Settlements kept for retry while storage is down (oldest dropped, and logged, beyond). @default 100000 */
   maxPendingSettlements?: number;
+  /**
+   * How long a finished call's settlement may wait to be written together with the others that finish
+   * meanwhile (one transaction, counters and rollups summed): a settlement is off the request's path,
+   * its reservation holds the call's worst case until then, and `flush()`/`close()` write at once.
+   * 0 writes each one in the next event-loop turn. @default 5
+   */
+  settleBatchMs?: number;
   /** How often unsettled reservations past their TTL are charged; 0 disables the sweep. @default 30000 */
   reservationSweepMs?: number;
   /** How long `close()` keeps retrying pending settlements. @default 5000 */
@@ -159,6 +166,7 @@ const optionsSchema = z.object({
   onStorageError: z.enum(['deny', 'allow'], { error: "must be 'deny' or 'allow'" }).optional(),
   storageTimeoutMs: z.number().int().positive().optional(),
   maxPendingSettlements: z.number().int().positive().optional(),
+  settleBatchMs: z.number().int().nonnegative().max(1000, 'must be at most 1000 ms').optional(),
   reservationSweepMs: z.number().int().nonnegative().optional(),
   shutdownTimeoutMs: z.number().int().nonnegative().optional(),
   logger: z
@@ -252,6 +260,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     onStorageError: options.onStorageError ?? 'deny',
     storageTimeoutMs: options.storageTimeoutMs ?? 2_000,
     maxPendingSettlements: options.maxPendingSettlements ?? 100_000,
+    settleBatchMs: options.settleBatchMs ?? 5,
     reservationSweepMs: options.reservationSweepMs ?? 30_000,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
     logger: options.logger ?? {

@@ -168,6 +168,7 @@ export class SpendGuard {
     this.gate = new StorageGate(() => this.storage(), {
       timeoutMs: this.options.storageTimeoutMs,
       maxPendingSettlements: this.options.maxPendingSettlements,
+      settleBatchMs: this.options.settleBatchMs,
       logger: this.logger,
       onSettled: (input, result) => this.alerts?.settled(input, result),
     });
@@ -765,7 +766,10 @@ export class SpendGuard {
 
   /** Waits until every settlement in flight is written (or has failed and been logged). */
   async flush(): Promise<void> {
-    while (this.pending.size > 0) await Promise.allSettled([...this.pending]);
+    while (this.pending.size > 0) {
+      this.gate.writeBatch();
+      await Promise.allSettled([...this.pending]);
+    }
   }
 
   /** Waits for in-flight settlements, retries pending ones (up to `shutdownTimeoutMs`), then closes storage. */

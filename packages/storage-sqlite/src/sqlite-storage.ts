@@ -66,6 +66,7 @@ import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import { GroupCommit } from './group-commit.js';
 import { applyMigrations } from './migrations.js';
 import * as schema from './schema.js';
+import { type BudgetRow, type RollupParams, toState, WriteBatch } from './write-batch.js';
 
 export interface SqliteStorageOptions {
   /**
@@ -90,31 +91,6 @@ export interface SqliteStorageOptions {
    */
   database?: Database.Database;
 }
-
-/** A budget row in raw (array) mode: cheaper than an object on the hot path. */
-type BudgetRow = [
-  maxBudgetNano: number | null,
-  budgetDuration: string | null,
-  budgetResetAt: number | null,
-  spendNano: number,
-  reservedNano: number,
-  softBudgetNano: number | null,
-];
-
-/** A rollup upsert's parameters: the dimensions, then the sums (the request count is 1). */
-type RollupParams = [
-  day: string,
-  teamId: string,
-  userId: string,
-  apiKeyHash: string,
-  model: string,
-  provider: string,
-  endUser: string,
-  failedRequests: number,
-  spendNano: number,
-  promptTokens: number,
-  completionTokens: number,
-];
 
 /** The spend log insert's parameters, in column order. */
 type SpendLogParams = [
@@ -924,20 +900,23 @@ export class SqliteStorage implements SpendStorage {
   #prepare(db: Database.Database): Open {
     const orm = drizzle({ client: db, schema });
     const s = prepareStatements(db, orm);
-    const group = new GroupCommit(db);
+    const group = new GroupCommit(db, () => new WriteBatch(s));
     return {
       db,
       orm,
       s,
       insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, s, entities)).immediate,
-      reserve: (input: ReserveInput) => group.submit(() => reserveBudgets(s, input)),
-      settle: (input: SettleInput) => group.submit(() => settleReservation(s, input)),
-      release: (reservationId: string) => group.submit(() => releaseReservation(s, reservationId)),
-      expire: (now: Date, limit: number) => group.submit(() => expireReservations(s, now, limit)),
+      reserve: (input: ReserveInput) => group.submit((b) => reserveBudgets(s, b, input)),
+      settle: (input: SettleInput) => group.submit((b) => settleReservation(s, b, input)),
+      release: (reservationId: string) =>
+        group.submit((b) => releaseReservation(s, b, reservationId, new Date())),
+      expire: (now: Date, limit: number) => group.submit((b) => expireReservations(s, b, now, limit)),
       acquireRate: (input: RateAcquireInput) => group.submit(() => acquireRate(s, input)),
       settleRate: (input: RateSettleInput) => group.submit(() => settleRate(s, input)),
       // A read transaction, so that every counter comes from one snapshot.
-      readBudgets: db.transaction((scopes: ScopeRef[], now: Date) => readBudgets(s, scopes, now)).deferred,
+      readBudgets: db.transaction((scopes: ScopeRef[], now: Date) =>
+        readBudgets(new WriteBatch(s), scopes, now),
+      ).deferred,
     };
   }
 }
@@ -969,9 +948,6 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     writeBudget: db.prepare<[number, number, number | null, string, string]>(
       'UPDATE budgets SET spend_nano = ?, reserved_nano = ?, budget_reset_at = ? WHERE scope_kind = ? AND scope_id = ?',
     ),
-    releaseReserved: db.prepare<[number, string, string]>(
-      'UPDATE budgets SET reserved_nano = reserved_nano - ? WHERE scope_kind = ? AND scope_id = ?',
-    ),
     insertReservation: db.prepare<[string, string, number, number, number, string | null]>(
       'INSERT INTO reservations (id, scopes, amount_nano, expires_at, created_at, pending) VALUES (?, ?, ?, ?, ?, ?)',
     ),
@@ -995,9 +971,9 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     upsertDaily: db.prepare<RollupParams>(
       `INSERT INTO daily_spend (day, team_id, user_id, api_key_hash, model, provider, end_user, requests,
          failed_requests, spend_nano, prompt_tokens, completion_tokens)
-       VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (day, team_id, user_id, api_key_hash, model, provider, end_user) DO UPDATE SET
-         requests = requests + 1, failed_requests = failed_requests + excluded.failed_requests,
+         requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests,
          spend_nano = spend_nano + excluded.spend_nano,
          prompt_tokens = prompt_tokens + excluded.prompt_tokens,
          completion_tokens = completion_tokens + excluded.completion_tokens`,
@@ -1005,9 +981,9 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     upsertTag: db.prepare<[tag: string, ...RollupParams]>(
       `INSERT INTO daily_tag_spend (tag, day, team_id, user_id, api_key_hash, model, provider, end_user, requests,
          failed_requests, spend_nano, prompt_tokens, completion_tokens)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, ?)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (day, tag, team_id, user_id, api_key_hash, model, provider, end_user) DO UPDATE SET
-         requests = requests + 1, failed_requests = failed_requests + excluded.failed_requests,
+         requests = requests + excluded.requests, failed_requests = failed_requests + excluded.failed_requests,
          spend_nano = spend_nano + excluded.spend_nano,
          prompt_tokens = prompt_tokens + excluded.prompt_tokens,
          completion_tokens = completion_tokens + excluded.completion_tokens`,
@@ -1159,19 +1135,17 @@ function dropMember(orm: Orm, m: MemberRecord): void {
   }
 }
 
-function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
+function reserveBudgets(s: Statements, b: WriteBatch, input: ReserveInput): ReserveResult {
   const next: BudgetState[] = [];
   for (const scope of input.scopes) {
-    const row = s.selectBudget.get(scope.kind, scope.id);
-    if (!row) {
+    const current = b.read(scope, input.now);
+    if (!current) {
       if (isOptionalScope(scope)) continue;
       throw new Error(`no budget counter for ${scopeKey(scope)}`);
     }
-    const current = applyDueReset(toState(scope, row), input.now);
     if (!fitsBudget(current, input.amountNano, input.mode)) return { ok: false, refused: current };
     next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
   }
-  for (const state of next) writeBudget(s, state);
   try {
     s.insertReservation.run(
       input.reservationId,
@@ -1185,10 +1159,11 @@ function reserveBudgets(s: Statements, input: ReserveInput): ReserveResult {
     if (isKeyConflict(err)) throw new StorageConflictError('reservation', input.reservationId);
     throw err;
   }
+  b.write(next);
   return { ok: true, states: next };
 }
 
-function settleReservation(s: Statements, input: SettleInput): SettleResult {
+function settleReservation(s: Statements, b: WriteBatch, input: SettleInput): SettleResult {
   const { log, costNano, now } = input;
   const logged = s.insertLog.run(
     log.requestId,
@@ -1212,7 +1187,7 @@ function settleReservation(s: Statements, input: SettleInput): SettleResult {
     JSON.stringify(log.metadata),
   );
   // Already settled: nothing was written, so committing this transaction changes nothing.
-  if (logged.changes === 0) return { applied: false, states: readBudgets(s, input.scopes, now) };
+  if (logged.changes === 0) return { applied: false, states: readBudgets(b, input.scopes, now) };
 
   // Release the reservation and charge the cost in one write per scope where the two coincide (the
   // usual case); a reserved scope that is not charged is released on its own.
@@ -1223,35 +1198,22 @@ function settleReservation(s: Statements, input: SettleInput): SettleResult {
   for (const scope of input.scopes) {
     const at = toRelease.findIndex((r) => r !== null && r.kind === scope.kind && r.id === scope.id);
     if (at >= 0) toRelease[at] = null;
-    const row = s.selectBudget.get(scope.kind, scope.id);
-    if (!row) continue;
-    const current = applyDueReset(toState(scope, row), now);
-    const updated = {
+    const current = b.read(scope, now);
+    if (!current) continue;
+    states.push({
       ...current,
       spendNano: current.spendNano + costNano,
       reservedNano: at >= 0 ? current.reservedNano - released : current.reservedNano,
-    };
-    writeBudget(s, updated);
-    states.push(updated);
+    });
   }
-  for (const scope of toRelease) if (scope) s.releaseReserved.run(released, scope.kind, scope.id);
-
-  const r = rollupRowOf(log, costNano);
-  const rollup: RollupParams = [
-    r.day,
-    r.teamId,
-    r.userId,
-    r.apiKeyHash,
-    r.model,
-    r.provider,
-    r.endUser,
-    r.failedRequests,
-    r.spendNano,
-    r.promptTokens,
-    r.completionTokens,
-  ];
-  s.upsertDaily.run(...rollup);
-  for (const tag of log.tags) s.upsertTag.run(tag, ...rollup);
+  const releasedOnly: BudgetState[] = [];
+  for (const scope of toRelease) {
+    const current = scope && b.read(scope, now);
+    if (current) releasedOnly.push({ ...current, reservedNano: current.reservedNano - released });
+  }
+  b.write(states);
+  b.write(releasedOnly);
+  b.rollup(rollupRowOf(log, costNano), log.tags);
   return { applied: true, states };
 }
 
@@ -1301,65 +1263,45 @@ function settleRate(s: Statements, input: RateSettleInput): void {
   s.releaseRateLeases.run(input.leaseId);
 }
 
-function releaseReservation(s: Statements, reservationId: string): boolean {
+function releaseReservation(s: Statements, b: WriteBatch, reservationId: string, now: Date): boolean {
   const reservation = s.takeReservation.get(reservationId);
   if (!reservation) return false;
+  const released: BudgetState[] = [];
   for (const scope of JSON.parse(reservation.scopes) as ScopeRef[]) {
-    s.releaseReserved.run(reservation.amount_nano, scope.kind, scope.id);
+    const current = b.read(scope, now);
+    if (current) released.push({ ...current, reservedNano: current.reservedNano - reservation.amount_nano });
   }
+  b.write(released);
   return true;
 }
 
-function expireReservations(s: Statements, now: Date, limit: number): number {
+function expireReservations(s: Statements, b: WriteBatch, now: Date, limit: number): number {
   const rows = s.expiredReservations.all(now.getTime(), limit);
   for (const row of rows) {
     const raw = row.pending ? (JSON.parse(row.pending) as PendingCall & { startTime: string }) : null;
     const pending = raw ? { ...raw, startTime: new Date(raw.startTime) } : null;
     const log = expiredReservationLog(row.id, row.amount_nano, pending, now);
     // settle() releases the reservation and charges its amount, as the contract says.
-    settleReservation(s, {
+    settleReservation(s, b, {
       reservationId: row.id,
       scopes: JSON.parse(row.scopes),
       costNano: row.amount_nano,
       now,
       log,
     });
-    releaseReservation(s, row.id); // only left if that request id was already logged: release it
+    releaseReservation(s, b, row.id, now); // only left if that request id was already logged: release it
   }
   return rows.length;
 }
 
 /** Counters with due resets applied in the answer only; the next guarded write persists them. */
-function readBudgets(s: Statements, scopes: ScopeRef[], now: Date): BudgetState[] {
+function readBudgets(b: WriteBatch, scopes: ScopeRef[], now: Date): BudgetState[] {
   const out: BudgetState[] = [];
   for (const scope of scopes) {
-    const row = s.selectBudget.get(scope.kind, scope.id);
-    if (row) out.push(applyDueReset(toState(scope, row), now));
+    const state = b.read(scope, now);
+    if (state) out.push(state);
   }
   return out;
-}
-
-function writeBudget(s: Statements, state: BudgetState): void {
-  s.writeBudget.run(
-    state.spendNano,
-    state.reservedNano,
-    state.budgetResetAt?.getTime() ?? null,
-    state.scope.kind,
-    state.scope.id,
-  );
-}
-
-function toState(scope: ScopeRef, row: BudgetRow): BudgetState {
-  const [maxBudgetNano, budgetDuration, resetAt, spendNano, reservedNano, softBudgetNano] = row;
-  return {
-    scope: { kind: scope.kind, id: scope.id },
-    maxBudgetNano,
-    budgetDuration,
-    budgetResetAt: resetAt === null ? null : new Date(resetAt),
-    spendNano,
-    reservedNano,
-    softBudgetNano,
-  };
 }
 
 /** A primary-key collision, raised by better-sqlite3 directly or wrapped by drizzle (`cause`). */

@@ -101,6 +101,7 @@ export class Dashboard {
   async handle(req: DashboardRequest): Promise<DashboardResponse | null> {
     if (!this.handles(req.path)) return null;
     try {
+      await this.guard.flush(); // its figures include the calls already answered
       return await this.route(req);
     } catch (error) {
       const answer: GuardResponse = this.guard.errorResponse(error);

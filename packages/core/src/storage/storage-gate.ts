@@ -11,6 +11,8 @@ import type {
 export interface StorageGateOptions {
   timeoutMs: number;
   maxPendingSettlements: number;
+  /** How long a settlement waits for others to be written with (see `settleBatchMs`). */
+  settleBatchMs: number;
   logger: GuardLogger;
   /**
    * Called after each settlement is written (at once or on a retry), with the counters it left:
@@ -31,6 +33,9 @@ export interface StorageGateStats {
   settlementsDropped: number;
 }
 
+/** Settlements handed to storage together at most (one transaction on SQLite). */
+const MAX_SETTLE_BATCH = 256;
+
 /**
  * Everything the guard asks of storage goes through here: each call is bounded by a timeout and
  * any failure becomes a `STORAGE_UNAVAILABLE` error (never a silent pass), a reservation that
@@ -49,6 +54,8 @@ export class StorageGate {
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelayMs = 100;
   private draining: Promise<void> | null = null;
+  private batch: Array<{ input: SettleInput; resolve: (written: boolean) => void }> = [];
+  private batchTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly open: () => Promise<SpendStorage>,
@@ -82,6 +89,9 @@ export class StorageGate {
 
   /** A reservation under the timeout; one that lands after it was given up on is released. */
   async reserve(input: ReserveInput): Promise<ReserveResult> {
+    // The settlements waiting go first, in the same turn (so in the same transaction on SQLite): a call
+    // is never judged against a finished call's worst case when its actual cost is known.
+    this.writeBatch();
     let gaveUp = false;
     const work = this.open().then((s) => s.reserve(input));
     try {
@@ -110,10 +120,29 @@ export class StorageGate {
   }
 
   /**
-   * Writes a settlement; when storage fails it is queued and retried, and this resolves `false`
-   * (the spend is not lost, only late).
+   * Writes a settlement, with the others that finish within `settleBatchMs` (all handed to storage in
+   * one event-loop turn, which writes them in one transaction); when storage fails it is queued and
+   * retried, and this resolves `false` (the spend is not lost, only late).
    */
-  async settle(input: SettleInput): Promise<boolean> {
+  settle(input: SettleInput): Promise<boolean> {
+    if (this.options.settleBatchMs <= 0) return this.write(input);
+    return new Promise((resolve) => {
+      this.batch.push({ input, resolve });
+      if (this.batch.length >= MAX_SETTLE_BATCH) this.writeBatch();
+      else this.batchTimer ??= setTimeout(() => this.writeBatch(), this.options.settleBatchMs);
+    });
+  }
+
+  /** Hands every waiting settlement to storage now (`flush()`, `close()`, a full batch, the timer). */
+  writeBatch(): void {
+    if (this.batchTimer) clearTimeout(this.batchTimer);
+    this.batchTimer = null;
+    const batch = this.batch;
+    this.batch = [];
+    for (const { input, resolve } of batch) void this.write(input).then(resolve);
+  }
+
+  private async write(input: SettleInput): Promise<boolean> {
     let result: SettleResult;
     try {
       result = await this.call('settle', (s) => s.settle(input));
@@ -189,6 +218,7 @@ export class StorageGate {
 
   /** On shutdown: keeps trying the pending settlements for up to `deadlineMs`. */
   async flush(deadlineMs: number): Promise<void> {
+    this.writeBatch();
     const end = Date.now() + deadlineMs;
     while (this.pending.length > 0 && Date.now() < end) {
       await this.drain();

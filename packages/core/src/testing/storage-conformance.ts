@@ -552,6 +552,99 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('releases the reserved scopes that a settle does not charge', async () => {
+      const s = await seeded();
+      await s.reserve({ reservationId: 'r1', scopes: [K, U, T], amountNano: 500, now: T0, expiresAt: T0 });
+      await s.reserve({ reservationId: 'r2', scopes: [K, U, T], amountNano: 70, now: T0, expiresAt: T0 });
+      await Promise.all([
+        s.settle({ reservationId: 'r1', scopes: [K], costNano: 300, now: T0, log: log('q1') }),
+        s.settle({ reservationId: 'r2', scopes: [U], costNano: 20, now: T0, log: log('q2') }),
+      ]);
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 300, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(U)).toEqual({ spendNano: 20, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 0, reservedNano: 0 });
+      await s.close();
+    });
+
+    it('applies concurrent reserves and settles as if one after another; a failing one fails alone', async () => {
+      // Backends may write concurrent calls together (one transaction, summed counter and rollup
+      // writes): the outcome must be what the same calls would leave one at a time.
+      const n = options.concurrency ?? 60;
+      const s = await seeded({ key: budget(1) });
+      await s.reserve({ reservationId: 'taken', scopes: [K], amountNano: 1, now: T0, expiresAt: T0 });
+      const reserves = await Promise.allSettled(
+        Array.from({ length: n }, (_, i) =>
+          s.reserve({
+            reservationId: i === 7 ? 'taken' : `m${i}`,
+            scopes: [K, U, T],
+            amountNano: 30_000_000, // 33 of them fit the key's $1 (after the 1 nano taken)
+            now: T0,
+            expiresAt: T0,
+          }),
+        ),
+      );
+      expect(reserves[7]?.status).toBe('rejected');
+      const admitted = reserves.flatMap((r, i) => (r.status === 'fulfilled' && r.value.ok ? [i] : []));
+      expect(admitted).toHaveLength(Math.min(33, n - 1));
+      expect(await raw(s).budgetCounter(K)).toEqual({
+        spendNano: 0,
+        reservedNano: 1 + admitted.length * 30_000_000,
+      });
+
+      const day = (i: number) => new Date(Date.UTC(2026, 2, 1 + (i % 3), 10));
+      const cost = (i: number) => 1_000 + i;
+      const settles = await Promise.all(
+        [...admitted, admitted[0]!].map((i, at) =>
+          s.settle({
+            reservationId: `m${i}`,
+            scopes: [K, U, T],
+            costNano: cost(i),
+            now: T0,
+            log: log(at === admitted.length ? `m${i}` : `m${i}`, {
+              spendNano: cost(i),
+              startTime: day(i),
+              model: i % 2 ? 'gpt-4o' : 'gpt-4o-mini',
+              tags: i % 4 === 0 ? ['even', 'four'] : i % 2 === 0 ? ['even'] : [],
+            }),
+          }),
+        ),
+      );
+      expect(settles.filter((r) => r.applied)).toHaveLength(admitted.length); // the repeat applies once
+      const total = admitted.reduce((sum, i) => sum + cost(i), 0);
+      for (const scope of [K, U, T]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({
+          spendNano: total,
+          reservedNano: scope === K ? 1 : 0,
+        });
+      }
+      expect(await raw(s).openReservations()).toBe(1);
+      expect(await raw(s).spendLogCount()).toBe(admitted.length);
+      const expected = new Map<string, { requests: number; spendNano: number }>();
+      for (const i of admitted) {
+        const k = `${day(i).toISOString().slice(0, 10)} ${i % 2 ? 'gpt-4o' : 'gpt-4o-mini'}`;
+        const e = expected.get(k) ?? { requests: 0, spendNano: 0 };
+        expected.set(k, { requests: e.requests + 1, spendNano: e.spendNano + cost(i) });
+      }
+      const report = await s.spendReport({
+        fromDay: '2026-03-01',
+        toDay: '2026-03-31',
+        groupBy: ['day', 'model'],
+      });
+      expect(
+        new Map(report.map((r) => [`${r.day} ${r.model}`, { requests: r.requests, spendNano: r.spendNano }])),
+      ).toEqual(expected);
+      const tagged = (tag: string, pick: (i: number) => boolean) => {
+        const rows = admitted.filter(pick);
+        return { tag, requests: rows.length, spendNano: rows.reduce((sum, i) => sum + cost(i), 0) };
+      };
+      expect(await s.spendByTag({})).toEqual(
+        [tagged('even', (i) => i % 2 === 0), tagged('four', (i) => i % 4 === 0)].sort(
+          (a, b) => b.spendNano - a.spendNano,
+        ),
+      );
+      await s.close();
+    });
+
     it('admits by enforcement mode: strict on the worst case, shrink on any headroom, soft on recorded spend', async () => {
       const s = await seeded({ key: budget(1) });
       const r = (id: string, amountNano: number, mode: 'strict' | 'shrink' | 'soft') =>
