@@ -41,7 +41,7 @@ export class KeyQueries {
 
   /** One key by the key (`sk-...`) or its hash; `null` when there is none. */
   async get(keyOrHash: string): Promise<WithBudget<KeyRecord> | null> {
-    return this.guard.gate.call('key query', async (storage) => {
+    return this.guard.read('key query', async (storage) => {
       const key = await storage.getKey(keyHashFromKeyOrHash(keyOrHash));
       return key ? ((await withBudgets(this.guard, storage, [key], keyScope))[0] ?? null) : null;
     });
@@ -49,7 +49,7 @@ export class KeyQueries {
 
   /** Every key, or those of a user and/or a team, oldest first. */
   async list(filter: { userId?: string; teamId?: string } = {}): Promise<WithBudget<KeyRecord>[]> {
-    return this.guard.gate.call('key query', async (storage) =>
+    return this.guard.read('key query', async (storage) =>
       withBudgets(this.guard, storage, await storage.listKeys(filter), keyScope),
     );
   }
@@ -61,7 +61,7 @@ export class TeamQueries {
 
   /** One team by id or, when exactly one team has it, by alias; `null` when there is none. */
   async get(idOrAlias: string): Promise<WithBudget<TeamRecord> | null> {
-    return this.guard.gate.call('team query', async (storage) => {
+    return this.guard.read('team query', async (storage) => {
       let team = await storage.getTeam(idOrAlias);
       if (!team) {
         const byAlias = await storage.findTeamsByAlias(idOrAlias);
@@ -73,7 +73,7 @@ export class TeamQueries {
 
   /** Every team, or those a user is a member of, oldest first. */
   async list(filter: { userId?: string } = {}): Promise<WithBudget<TeamRecord>[]> {
-    return this.guard.gate.call('team query', async (storage) =>
+    return this.guard.read('team query', async (storage) =>
       withBudgets(this.guard, storage, await storage.listTeams(filter), teamScope),
     );
   }
@@ -84,7 +84,7 @@ export class UserQueries {
   constructor(private readonly guard: SpendGuard) {}
 
   async get(userId: string): Promise<WithBudget<UserRecord> | null> {
-    return this.guard.gate.call('user query', async (storage) => {
+    return this.guard.read('user query', async (storage) => {
       const user = await storage.getUser(userId);
       return user ? ((await withBudgets(this.guard, storage, [user], userScope))[0] ?? null) : null;
     });
@@ -92,7 +92,7 @@ export class UserQueries {
 
   /** Every user, or the members of a team. */
   async list(filter: { teamId?: string } = {}): Promise<WithBudget<UserRecord>[]> {
-    return this.guard.gate.call('user query', async (storage) =>
+    return this.guard.read('user query', async (storage) =>
       withBudgets(this.guard, storage, await storage.listUsers(filter), userScope),
     );
   }

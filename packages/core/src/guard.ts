@@ -764,6 +764,12 @@ export class SpendGuard {
     return p;
   }
 
+  /** A storage read for the typed queries, after the settlements of the calls already finished. */
+  async read<T>(what: string, fn: (storage: SpendStorage) => Promise<T>): Promise<T> {
+    await this.flush();
+    return this.gate.call(what, fn);
+  }
+
   /** Waits until every settlement in flight is written (or has failed and been logged). */
   async flush(): Promise<void> {
     while (this.pending.size > 0) {

@@ -254,7 +254,7 @@ export class SpendQueries {
       ...(granularity === 'total' ? [] : (['day'] as const)),
       ...groupBy.map((g) => GROUP_DIMENSIONS[g]),
     ];
-    const stored = await this.guard.gate.call('spend report', (s) =>
+    const stored = await this.guard.read('spend report', (s) =>
       s.spendReport({
         fromDay: from,
         toDay: to,
@@ -368,7 +368,7 @@ export class BudgetQueries {
   /** The budget of one scope, as it stands now; `null` when there is no such scope. */
   async remaining(which: BudgetScope): Promise<BudgetRemaining | null> {
     const now = this.guard.now();
-    const state = await this.guard.gate.call('budget look-up', async (storage) => {
+    const state = await this.guard.read('budget look-up', async (storage) => {
       let scope: ScopeRef;
       if ('key' in which) scope = { kind: 'key', id: keyHashFromKeyOrHash(which.key) };
       else if ('user' in which) scope = { kind: 'user', id: which.user };
@@ -471,7 +471,7 @@ export async function budgetOverview(
   const from = utcDay(new Date(now.getTime() - (burnDays - 1) * DAY_MS));
   // Days in the window: the full days before today plus the elapsed part of today.
   const elapsedDays = burnDays - 1 + (now.getTime() - Date.parse(`${to}T00:00:00.000Z`)) / DAY_MS;
-  const { states, names, burn } = await guard.gate.call('budgets overview', async (storage) => {
+  const { states, names, burn } = await guard.read('budgets overview', async (storage) => {
     const states = await storage.listBudgets(
       { minUsedFraction: min, kinds: options.kinds, limit: options.limit },
       now,
