@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ManagementApi } from './admin/management-api.js';
 import { BudgetAlerts } from './alerts/budget-alerts.js';
@@ -109,6 +109,8 @@ export class SpendGuard {
    */
   private readonly customerLimits: LRUCache<string, RateLimits | false>;
   private readonly pending = new Set<Promise<unknown>>();
+  /** The master key's SHA-256 hex, as bytes: compared in constant time with each call's key hash. */
+  private readonly masterKeyHash: Buffer | null;
   /** Settlements that could not be written at once (each logged, kept and retried): never silent. */
   settleFailures = 0;
   /** LiteLLM's management API (`/team/new`, `/key/generate`, `/spend/logs`, ...). */
@@ -140,6 +142,9 @@ export class SpendGuard {
 
   constructor(options: SpendGuardOptions) {
     this.options = resolveOptions(options);
+    this.masterKeyHash = this.options.masterKey
+      ? Buffer.from(hashVirtualKey(this.options.masterKey), 'latin1')
+      : null;
     this.logger = this.options.logger;
     this.prices = new PriceBook({
       overrides: this.options.modelPrices,
@@ -255,6 +260,12 @@ export class SpendGuard {
   /** Compares a presented credential with the master key in constant time. */
   isMasterKey(presented: string | null): boolean {
     return !!presented && !!this.options.masterKey && constantTimeEqual(presented, this.options.masterKey);
+  }
+
+  /** `isMasterKey` for a key already hashed (SHA-256 hex, as `hashVirtualKey`): one hash per call. */
+  private isMasterKeyHash(tokenHash: string): boolean {
+    if (!this.masterKeyHash) return false;
+    return timingSafeEqual(Buffer.from(tokenHash, 'latin1'), this.masterKeyHash);
   }
 
   /**
@@ -436,12 +447,13 @@ export class SpendGuard {
     const call = (state: Omit<CallState, 'startTime' | 'model' | 'endUser' | 'body'>) =>
       new GuardedCall(this, { ...state, startTime, model, endUser, body });
 
-    if (this.isMasterKey(presented)) {
+    const tokenHash = hashVirtualKey(presented);
+    if (this.isMasterKeyHash(tokenHash)) {
       // The master key may call guarded routes; its spend is logged but it has no budget.
       return call({
         requestId: randomUUID(),
         tags,
-        keyHash: hashVirtualKey(presented!),
+        keyHash: tokenHash,
         ctx: null,
         reservationId: null,
         scopes: MASTER_KEY_HASH_SCOPES,
@@ -449,7 +461,6 @@ export class SpendGuard {
         rate: null,
       });
     }
-    const tokenHash = hashVirtualKey(presented!);
     let ctx: KeyContext | null;
     try {
       ctx = await this.resolveKey(tokenHash);
