@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,6 +71,59 @@ describe('sqlite backend', () => {
       );
     }
     db.close();
+  });
+
+  it('checkpoints the WAL into the database file from its own thread, and leaves it to SQLite when told', async () => {
+    // The main file alone (copied without its -wal) holds only what a checkpoint moved there: SQLite's
+    // own checkpoint waits for 1,000 WAL pages (65,536 with the background thread), far above these writes.
+    const logsInMainFile = async (checkpointIntervalMs: number) => {
+      const path = freshPath();
+      const s = sqliteStorage({ path, checkpointIntervalMs });
+      await s.init();
+      await teamWithCap(s, 1e12);
+      const settle = (i: number) =>
+        s.settle({
+          reservationId: `r${i}`,
+          scopes: [{ kind: 'team', id: 't1' }],
+          costNano: 1,
+          now: T0,
+          log: {
+            requestId: `q${i}`,
+            callType: 'acompletion',
+            apiKeyHash: 'k',
+            spendNano: 1,
+            promptTokens: 1,
+            completionTokens: 1,
+            totalTokens: 2,
+            startTime: T0,
+            endTime: T0,
+            model: 'gpt-4o',
+            provider: 'openai',
+            userId: null,
+            teamId: 't1',
+            endUser: null,
+            tags: [],
+            status: 'success',
+            estimated: false,
+            httpStatus: 200,
+            metadata: {},
+          },
+        });
+      for (let i = 0; i < 20; i++) await settle(i);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const copy = join(mkdtempSync(join(root, 'copy-')), 'main-only.db');
+      copyFileSync(path, copy);
+      const db = new Database(copy, { readonly: true });
+      const tables = db.prepare("SELECT name FROM sqlite_master WHERE name = 'spend_logs'").all();
+      const count = tables.length
+        ? (db.prepare('SELECT count(*) AS n FROM spend_logs').get() as { n: number }).n
+        : 0;
+      db.close();
+      await s.close();
+      return count;
+    };
+    expect(await logsInMainFile(50)).toBe(20);
+    expect(await logsInMainFile(0)).toBe(0);
   });
 
   it('applies migrations once and keeps the data when the file is reopened', async () => {
