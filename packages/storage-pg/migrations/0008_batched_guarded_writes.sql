@@ -410,13 +410,17 @@ BEGIN
 
   -- 4. Every counter written (charged, or released from a closed reservation) or read, once, locked
   -- in (kind, id) order and read as locked.
-  SELECT coalesce(array_agg(x.kind ORDER BY r.pos, x.kind, x.id), '{}'),
-    coalesce(array_agg(x.id ORDER BY r.pos, x.kind, x.id), '{}'),
-    coalesce(array_agg(r.pos::integer ORDER BY r.pos, x.kind, x.id), '{}')
+  SELECT coalesce(array_agg(x.kind ORDER BY x.pos, x.kind, x.id), '{}'),
+    coalesce(array_agg(x.id ORDER BY x.pos, x.kind, x.id), '{}'),
+    coalesce(array_agg(x.pos ORDER BY x.pos, x.kind, x.id), '{}')
   INTO hs_kinds, hs_ids, hs_h
-  FROM unnest(h_scopes, h_open) WITH ORDINALITY AS r (scopes, still_open, pos)
-  CROSS JOIN LATERAL jsonb_to_recordset(r.scopes) AS x (kind text, id text)
-  WHERE NOT r.still_open;
+  FROM (
+    -- Each scope once, as spendguard_release's UPDATE releases it.
+    SELECT DISTINCT r.pos::integer AS pos, j.kind, j.id
+    FROM unnest(h_scopes, h_open) WITH ORDINALITY AS r (scopes, still_open, pos)
+    CROSS JOIN LATERAL jsonb_to_recordset(r.scopes) AS j (kind text, id text)
+    WHERE NOT r.still_open
+  ) x;
   hs_from := array_fill(1, ARRAY[cardinality(h_ids)]);
   hs_to := array_fill(0, ARRAY[cardinality(h_ids)]);
   FOR v_j IN 1..cardinality(hs_h) LOOP
