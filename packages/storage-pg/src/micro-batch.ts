@@ -12,6 +12,8 @@ export interface BatchStats {
   batches: number;
   ops: number;
   largest: number;
+  /** Ops waiting for a batch. */
+  queued: number;
 }
 
 /**
@@ -24,7 +26,7 @@ export interface BatchStats {
  * batch fails with its error. At most `maxInFlight` batches are sent at a time.
  */
 export class MicroBatcher<I, O> {
-  readonly stats: BatchStats = { batches: 0, ops: 0, largest: 0 };
+  readonly stats: BatchStats = { batches: 0, ops: 0, largest: 0, queued: 0 };
   #queue: Array<Queued<I, O>> = [];
   #inFlight = 0;
   #scheduled = false;
@@ -39,6 +41,7 @@ export class MicroBatcher<I, O> {
   submit(input: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.#queue.push({ input, resolve, reject });
+      this.stats.queued = this.#queue.length;
       if (!this.#scheduled && this.#inFlight < this.maxInFlight) {
         this.#scheduled = true;
         queueMicrotask(() => {
@@ -58,6 +61,7 @@ export class MicroBatcher<I, O> {
   #pump(): void {
     while (this.#inFlight < this.maxInFlight && this.#queue.length > 0) {
       const batch = this.#queue.splice(0, this.maxBatch);
+      this.stats.queued = this.#queue.length;
       this.#inFlight++;
       this.stats.batches++;
       this.stats.ops += batch.length;
