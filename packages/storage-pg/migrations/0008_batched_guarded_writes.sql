@@ -24,10 +24,14 @@
 -- then its states, as spendguard_reserve_v2 does:
 --   'ok'          then the state of every scope it reserved on, in the order given;
 --   'refused'     then the first refusing scope's state; nothing written for this op;
---   'conflict'    the reservation id is taken (spendguard_reserve_v2's unique_violation);
+--   'conflict'    the reservation id was taken, before the batch or by an earlier op of it
+--                 (spendguard_reserve_v2's unique_violation);
 --   'no_counter'  a key, user or team without a counter (its no_data_found), r_detail the message;
 --   'bad_mode'    an unknown enforcement mode (its invalid_parameter_value), r_detail the message.
--- The last three write nothing for their op and do not affect the others.
+-- The last three write nothing for their op and do not affect the others. Taken ids are looked up
+-- once, before the ops are decided; should a concurrent statement insert one of the batch's ids after
+-- that, this one fails with unique_violation, having written nothing (the caller can send the batch
+-- again: the id is then found taken).
 CREATE FUNCTION @schema@.spendguard_reserve_batch(
   p_reservation_ids text[], p_amounts bigint[], p_nows timestamptz[], p_expires_at timestamptz[],
   p_modes text[], p_pendings jsonb, p_scope_counts integer[], p_kinds text[], p_ids text[]
@@ -52,6 +56,16 @@ DECLARE
   c_written boolean[];
   -- For every scope the ops name (p_kinds / p_ids), its counter's index, NULL when it has none.
   s_counter integer[];
+  -- Per op: its first scope; its reservation id was taken before the batch; the first op with its
+  -- id; admitted.
+  o_scope integer[];
+  o_taken boolean[];
+  o_first integer[];
+  o_admitted boolean[];
+  -- Per first op of a reservation id: an op with that id was admitted.
+  g_admitted boolean[];
+  v_admitted integer := 0;
+  v_inserted integer;
   v_op integer;
   v_first integer := 1;
   v_last integer;
@@ -91,7 +105,19 @@ BEGIN
   FROM unnest(p_kinds, p_ids) WITH ORDINALITY AS s (kind, id, ord)
   LEFT JOIN unnest(c_kinds, c_ids) WITH ORDINALITY AS c (kind, id, pos) ON c.kind = s.kind AND c.id = s.id;
 
+  SELECT coalesce(array_agg(o.taken ORDER BY o.ord), '{}'), coalesce(array_agg(o.first_op ORDER BY o.ord), '{}')
+  INTO o_taken, o_first
+  FROM (
+    SELECT u.ord, (min(u.ord) OVER (PARTITION BY u.id))::integer AS first_op,
+      EXISTS (SELECT 1 FROM @schema@.reservations r WHERE r.id = u.id) AS taken
+    FROM unnest(p_reservation_ids) WITH ORDINALITY AS u (id, ord)
+  ) o;
+  o_scope := array_fill(0, ARRAY[v_n]);
+  o_admitted := array_fill(false, ARRAY[v_n]);
+  g_admitted := array_fill(false, ARRAY[v_n]);
+
   FOR v_op IN 1..v_n LOOP
+    o_scope[v_op] := v_first;
     v_last := v_first + p_scope_counts[v_op] - 1;
     v_now := p_nows[v_op];
     v_amount := p_amounts[v_op];
@@ -159,20 +185,15 @@ BEGIN
         EXIT op;
       END IF;
 
-      -- Records only the scopes that have a counter. A taken id answers 'conflict' for this op alone
-      -- (it also waits for, then yields to, a concurrent insert of the same id).
-      INSERT INTO @schema@.reservations (id, scopes, amount_nano, expires_at, created_at, pending)
-      SELECT p_reservation_ids[v_op],
-        coalesce(jsonb_agg(jsonb_build_object('kind', p_kinds[g.pos], 'id', p_ids[g.pos]) ORDER BY g.pos)
-          FILTER (WHERE s_counter[g.pos] IS NOT NULL), '[]'),
-        v_amount, p_expires_at[v_op], v_now, nullif(p_pendings -> (v_op - 1), 'null'::jsonb)
-      FROM generate_series(v_first, v_last) AS g (pos)
-      ON CONFLICT (id) DO NOTHING;
-      IF NOT FOUND THEN
+      -- A taken id answers 'conflict' for this op alone.
+      IF o_taken[v_op] OR g_admitted[o_first[v_op]] THEN
         r_status := 'conflict';
         RETURN NEXT;
         EXIT op;
       END IF;
+      g_admitted[o_first[v_op]] := true;
+      o_admitted[v_op] := true;
+      v_admitted := v_admitted + 1;
 
       r_status := 'ok';
       RETURN NEXT;
@@ -200,6 +221,27 @@ BEGIN
     END op;
     v_first := v_last + 1;
   END LOOP;
+
+  -- The admitted reservations, recording only the scopes that have a counter, in id order.
+  IF v_admitted > 0 THEN
+    INSERT INTO @schema@.reservations (id, scopes, amount_nano, expires_at, created_at, pending)
+    SELECT p_reservation_ids[o.ord],
+      coalesce((
+        SELECT jsonb_agg(jsonb_build_object('kind', p_kinds[g.pos], 'id', p_ids[g.pos]) ORDER BY g.pos)
+        FROM generate_series(o_scope[o.ord], o_scope[o.ord] + p_scope_counts[o.ord] - 1) AS g (pos)
+        WHERE s_counter[g.pos] IS NOT NULL
+      ), '[]'),
+      p_amounts[o.ord], p_expires_at[o.ord], p_nows[o.ord], nullif(p_pendings -> (o.ord - 1), 'null'::jsonb)
+    FROM generate_series(1, v_n) AS o (ord)
+    WHERE o_admitted[o.ord]
+    ORDER BY p_reservation_ids[o.ord] COLLATE "C"
+    ON CONFLICT (id) DO NOTHING;
+    GET DIAGNOSTICS v_inserted = ROW_COUNT;
+    IF v_inserted < v_admitted THEN
+      RAISE EXCEPTION 'spendguard_reserve_batch: a reservation id of this batch was taken while it ran'
+        USING ERRCODE = 'unique_violation';
+    END IF;
+  END IF;
 
   -- Each counter written once, with what every op of the batch did to it.
   UPDATE @schema@.budgets b

@@ -527,24 +527,34 @@ export class PgStorage implements SpendStorage {
     return this.#reserves.submit(input);
   }
 
-  /** One `spendguard_reserve_batch` statement for these reservations, answered op by op. */
+  /**
+   * One `spendguard_reserve_batch` statement for these reservations, answered op by op. It fails with
+   * unique_violation, writing nothing, only when a concurrent statement took one of its reservation
+   * ids while it ran; sent again, it finds the id taken and fails that op alone.
+   */
   async #reserveBatch(inputs: ReserveInput[]): Promise<Array<OpOutcome<ReserveResult>>> {
     const scopes = inputs.flatMap((i) => i.scopes);
-    const rows = await this.#call(
-      'reserve_batch',
-      'SELECT *',
-      'spendguard_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)',
-      [
-        inputs.map((i) => i.reservationId),
-        inputs.map((i) => i.amountNano),
-        inputs.map((i) => i.now.toISOString()),
-        inputs.map((i) => i.expiresAt.toISOString()),
-        inputs.map((i) => i.mode ?? 'strict'),
-        JSON.stringify(inputs.map((i) => i.pending ?? null)),
-        inputs.map((i) => i.scopes.length),
-        ...scopeArrays(scopes),
-      ],
-    );
+    const values = [
+      inputs.map((i) => i.reservationId),
+      inputs.map((i) => i.amountNano),
+      inputs.map((i) => i.now.toISOString()),
+      inputs.map((i) => i.expiresAt.toISOString()),
+      inputs.map((i) => i.mode ?? 'strict'),
+      JSON.stringify(inputs.map((i) => i.pending ?? null)),
+      inputs.map((i) => i.scopes.length),
+      ...scopeArrays(scopes),
+    ];
+    const send = () =>
+      this.#call(
+        'reserve_batch',
+        'SELECT *',
+        'spendguard_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+        values,
+      );
+    const rows = await send().catch((err: unknown) => {
+      if (isUniqueViolation(err)) return send();
+      throw err;
+    });
     return answersByOp(rows, inputs.length).map(({ status, detail, states }, i): OpOutcome<ReserveResult> => {
       const input = inputs[i]!;
       if (status === 'ok') return { ok: true, value: { ok: true, states } };

@@ -224,6 +224,39 @@ describe('postgres batched guarded writes', () => {
     expect(await pgRawReader(s).openReservations()).toBe(3);
   });
 
+  it('fails only the op whose reservation id a concurrent statement takes while its batch runs', async () => {
+    const s = await open();
+    await seed(s);
+    const { schema } = internalsOf(s);
+    const other = await admin.connect();
+    try {
+      // Another writer inserts 'dup' and has not committed: the batch cannot see it, decides 'dup' is
+      // free, and then waits on that insert at its own.
+      await other.query('BEGIN');
+      await other.query(
+        `INSERT INTO "${schema}".reservations (id, scopes, amount_nano, expires_at, created_at) VALUES ('dup', '[]', 0, $1, $1)`,
+        [T0.toISOString()],
+      );
+      const results = Promise.allSettled([s.reserve(reserve('dup', 10)), s.reserve(reserve('fine', 10))]);
+      let waiting = 0;
+      for (let i = 0; i < 2000 && waiting === 0; i++) {
+        const { rows: found } = await admin.query(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'transactionid' AND query LIKE '%spendguard_reserve_batch%'",
+        );
+        waiting = found[0].n;
+      }
+      expect(waiting).toBe(1);
+      await other.query('COMMIT');
+      const [dup, fine] = await results;
+      expect(dup?.status === 'rejected' && dup.reason).toBeInstanceOf(StorageConflictError);
+      expect(fine?.status === 'fulfilled' && fine.value.ok).toBe(true);
+    } finally {
+      other.release();
+    }
+    expect(await pgRawReader(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: 10 });
+    expect(await pgRawReader(s).openReservations()).toBe(2);
+  });
+
   it('fails only the op naming a key without a counter or an unknown mode', async () => {
     const s = await open();
     await seed(s);
