@@ -41,6 +41,7 @@ RETURNS TABLE (
   r_spend bigint, r_reserved bigint, r_soft bigint, r_detail text
 )
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_n integer := coalesce(cardinality(p_reservation_ids), 0);
@@ -81,43 +82,56 @@ BEGIN
   IF cardinality(p_amounts) IS DISTINCT FROM v_n OR cardinality(p_nows) IS DISTINCT FROM v_n
     OR cardinality(p_expires_at) IS DISTINCT FROM v_n OR cardinality(p_modes) IS DISTINCT FROM v_n
     OR cardinality(p_scope_counts) IS DISTINCT FROM v_n OR jsonb_array_length(p_pendings) IS DISTINCT FROM v_n
-    OR cardinality(p_kinds) IS DISTINCT FROM cardinality(p_ids)
-    OR (SELECT coalesce(sum(x), 0) FROM unnest(p_scope_counts) AS x) IS DISTINCT FROM cardinality(p_kinds) THEN
+    OR cardinality(p_kinds) IS DISTINCT FROM cardinality(p_ids) THEN
     RAISE EXCEPTION 'spendguard_reserve_batch: the argument arrays do not match' USING ERRCODE = 'invalid_parameter_value';
   END IF;
+  o_scope := array_fill(0, ARRAY[v_n]);
+  FOR v_op IN 1..v_n LOOP
+    o_scope[v_op] := v_first;
+    v_first := v_first + p_scope_counts[v_op];
+  END LOOP;
+  IF v_first - 1 IS DISTINCT FROM cardinality(p_kinds) THEN
+    RAISE EXCEPTION 'spendguard_reserve_batch: p_scope_counts does not add up to p_kinds' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
 
-  -- Every counter once, locked in (kind, id) order and read as locked (the latest committed values).
-  SELECT coalesce(array_agg(b.scope_kind), '{}'), coalesce(array_agg(b.scope_id), '{}'),
-    coalesce(array_agg(b.max_budget_nano), '{}'), coalesce(array_agg(b.budget_duration), '{}'),
-    coalesce(array_agg(b.budget_reset_at), '{}'), coalesce(array_agg(b.spend_nano), '{}'),
-    coalesce(array_agg(b.reserved_nano), '{}'), coalesce(array_agg(b.soft_budget_nano), '{}')
-  INTO c_kinds, c_ids, c_max, c_duration, c_reset_at, c_spend, c_reserved, c_soft
-  FROM (
+  -- In one statement: every counter once, locked in (kind, id) order and read as locked (the latest
+  -- committed values); each named scope's counter; and the reservation ids taken already.
+  WITH locked AS MATERIALIZED (
     SELECT b.scope_kind, b.scope_id, b.max_budget_nano, b.budget_duration, b.budget_reset_at, b.spend_nano,
       b.reserved_nano, b.soft_budget_nano
     FROM @schema@.budgets b
     WHERE (b.scope_kind, b.scope_id) IN (SELECT * FROM unnest(p_kinds, p_ids))
     ORDER BY b.scope_kind COLLATE "C", b.scope_id COLLATE "C"
     FOR UPDATE
-  ) b;
-  c_written := array_fill(false, ARRAY[cardinality(c_kinds)]);
-  SELECT coalesce(array_agg(c.pos::integer ORDER BY s.ord), '{}') INTO s_counter
-  FROM unnest(p_kinds, p_ids) WITH ORDINALITY AS s (kind, id, ord)
-  LEFT JOIN unnest(c_kinds, c_ids) WITH ORDINALITY AS c (kind, id, pos) ON c.kind = s.kind AND c.id = s.id;
-
-  SELECT coalesce(array_agg(o.taken ORDER BY o.ord), '{}'), coalesce(array_agg(o.first_op ORDER BY o.ord), '{}')
-  INTO o_taken, o_first
+  ), counters AS MATERIALIZED (
+    SELECT l.*, (row_number() OVER ())::integer AS pos FROM locked l
+  )
+  SELECT c.*, m.*, t.*
+  INTO c_kinds, c_ids, c_max, c_duration, c_reset_at, c_spend, c_reserved, c_soft, s_counter, o_taken, o_first
   FROM (
-    SELECT u.ord, (min(u.ord) OVER (PARTITION BY u.id))::integer AS first_op,
-      EXISTS (SELECT 1 FROM @schema@.reservations r WHERE r.id = u.id) AS taken
-    FROM unnest(p_reservation_ids) WITH ORDINALITY AS u (id, ord)
-  ) o;
-  o_scope := array_fill(0, ARRAY[v_n]);
+    SELECT coalesce(array_agg(x.scope_kind ORDER BY x.pos), '{}'), coalesce(array_agg(x.scope_id ORDER BY x.pos), '{}'),
+      coalesce(array_agg(x.max_budget_nano ORDER BY x.pos), '{}'), coalesce(array_agg(x.budget_duration ORDER BY x.pos), '{}'),
+      coalesce(array_agg(x.budget_reset_at ORDER BY x.pos), '{}'), coalesce(array_agg(x.spend_nano ORDER BY x.pos), '{}'),
+      coalesce(array_agg(x.reserved_nano ORDER BY x.pos), '{}'), coalesce(array_agg(x.soft_budget_nano ORDER BY x.pos), '{}')
+    FROM counters x
+  ) c, (
+    SELECT coalesce(array_agg(x.pos ORDER BY u.ord), '{}')
+    FROM unnest(p_kinds, p_ids) WITH ORDINALITY AS u (kind, id, ord)
+    LEFT JOIN counters x ON x.scope_kind = u.kind AND x.scope_id = u.id
+  ) m, (
+    SELECT coalesce(array_agg(o.taken ORDER BY o.ord), '{}'), coalesce(array_agg(o.first_op ORDER BY o.ord), '{}')
+    FROM (
+      SELECT u.ord, (min(u.ord) OVER (PARTITION BY u.id))::integer AS first_op,
+        EXISTS (SELECT 1 FROM @schema@.reservations r WHERE r.id = u.id) AS taken
+      FROM unnest(p_reservation_ids) WITH ORDINALITY AS u (id, ord)
+    ) o
+  ) t;
+  c_written := array_fill(false, ARRAY[cardinality(c_kinds)]);
   o_admitted := array_fill(false, ARRAY[v_n]);
   g_admitted := array_fill(false, ARRAY[v_n]);
 
   FOR v_op IN 1..v_n LOOP
-    o_scope[v_op] := v_first;
+    v_first := o_scope[v_op];
     v_last := v_first + p_scope_counts[v_op] - 1;
     v_now := p_nows[v_op];
     v_amount := p_amounts[v_op];
@@ -219,7 +233,6 @@ BEGIN
         RETURN NEXT;
       END LOOP;
     END op;
-    v_first := v_last + 1;
   END LOOP;
 
   -- The admitted reservations, recording only the scopes that have a counter, in id order.
@@ -274,6 +287,7 @@ RETURNS TABLE (
   r_spend bigint, r_reserved bigint, r_soft bigint
 )
 LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
   v_n integer := coalesce(cardinality(p_reservation_ids), 0);
@@ -282,10 +296,9 @@ DECLARE
   o_tag integer[] := '{}';
   -- The open reservations the batch names (index v_h), locked; h_open: not closed by an earlier op.
   h_ids text[];
-  h_scopes jsonb[];
   h_amounts bigint[];
   h_open boolean[];
-  -- Their scopes, flattened by reservation: reservation v_h's are hs_from[v_h] .. hs_to[v_h].
+  -- Their scopes, each once, flattened by reservation: reservation v_h's are hs_from[v_h] .. hs_to[v_h].
   hs_kinds text[];
   hs_ids text[];
   hs_h integer[];
@@ -336,9 +349,7 @@ BEGIN
     OR cardinality(p_tag_counts) IS DISTINCT FROM v_n OR cardinality(p_statuses) IS DISTINCT FROM v_n
     OR cardinality(p_estimated) IS DISTINCT FROM v_n OR cardinality(p_http_statuses) IS DISTINCT FROM v_n
     OR jsonb_array_length(p_metadata) IS DISTINCT FROM v_n
-    OR cardinality(p_kinds) IS DISTINCT FROM cardinality(p_ids)
-    OR (SELECT coalesce(sum(x), 0) FROM unnest(p_scope_counts) AS x) IS DISTINCT FROM cardinality(p_kinds)
-    OR (SELECT coalesce(sum(x), 0) FROM unnest(p_tag_counts) AS x) IS DISTINCT FROM cardinality(p_tags) THEN
+    OR cardinality(p_kinds) IS DISTINCT FROM cardinality(p_ids) THEN
     RAISE EXCEPTION 'spendguard_settle_batch: the argument arrays do not match' USING ERRCODE = 'invalid_parameter_value';
   END IF;
   v_from := 1;
@@ -349,17 +360,43 @@ BEGIN
     v_from := v_from + p_scope_counts[v_op];
     v_to := v_to + p_tag_counts[v_op];
   END LOOP;
+  IF v_from - 1 IS DISTINCT FROM cardinality(p_kinds) OR v_to - 1 IS DISTINCT FROM cardinality(p_tags) THEN
+    RAISE EXCEPTION 'spendguard_settle_batch: p_scope_counts or p_tag_counts does not add up' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
 
-  -- 1. The reservations, locked in id order.
-  SELECT coalesce(array_agg(r.id), '{}'), coalesce(array_agg(r.scopes), '{}'), coalesce(array_agg(r.amount_nano), '{}')
-  INTO h_ids, h_scopes, h_amounts
-  FROM (
+  -- 1. The reservations, locked in id order, and their scopes.
+  WITH locked AS MATERIALIZED (
     SELECT r.id, r.scopes, r.amount_nano FROM @schema@.reservations r
     WHERE r.id = ANY (p_reservation_ids)
     ORDER BY r.id COLLATE "C"
     FOR UPDATE
-  ) r;
+  ), held AS MATERIALIZED (
+    SELECT l.*, (row_number() OVER ())::integer AS pos FROM locked l
+  )
+  SELECT h.*, x.*
+  INTO h_ids, h_amounts, hs_kinds, hs_ids, hs_h
+  FROM (
+    SELECT coalesce(array_agg(y.id ORDER BY y.pos), '{}'), coalesce(array_agg(y.amount_nano ORDER BY y.pos), '{}')
+    FROM held y
+  ) h, (
+    -- Each scope once, as spendguard_release's UPDATE releases it.
+    SELECT coalesce(array_agg(z.kind ORDER BY z.pos, z.kind, z.id), '{}'),
+      coalesce(array_agg(z.id ORDER BY z.pos, z.kind, z.id), '{}'),
+      coalesce(array_agg(z.pos ORDER BY z.pos, z.kind, z.id), '{}')
+    FROM (
+      SELECT DISTINCT y.pos, j.kind, j.id
+      FROM held y CROSS JOIN LATERAL jsonb_to_recordset(y.scopes) AS j (kind text, id text)
+    ) z
+  ) x;
   h_open := array_fill(true, ARRAY[cardinality(h_ids)]);
+  hs_from := array_fill(1, ARRAY[cardinality(h_ids)]);
+  hs_to := array_fill(0, ARRAY[cardinality(h_ids)]);
+  FOR v_j IN 1..cardinality(hs_h) LOOP
+    IF v_j = 1 OR hs_h[v_j] <> hs_h[v_j - 1] THEN
+      hs_from[hs_h[v_j]] := v_j;
+    END IF;
+    hs_to[hs_h[v_j]] := v_j;
+  END LOOP;
 
   -- 2. The spend logs, the idempotency keys, inserted in request id order: for each request id the
   -- log of the first op that may write one (a claim whose reservation is not open never does). A
@@ -450,45 +487,33 @@ BEGIN
   USING unnest(h_ids, h_open) AS x (id, still_open)
   WHERE NOT x.still_open AND r.id = x.id;
 
-  -- 4. Every counter written (charged, or released from a closed reservation) or read, once, locked
-  -- in (kind, id) order and read as locked.
-  SELECT coalesce(array_agg(x.kind ORDER BY x.pos, x.kind, x.id), '{}'),
-    coalesce(array_agg(x.id ORDER BY x.pos, x.kind, x.id), '{}'),
-    coalesce(array_agg(x.pos ORDER BY x.pos, x.kind, x.id), '{}')
-  INTO hs_kinds, hs_ids, hs_h
-  FROM (
-    -- Each scope once, as spendguard_release's UPDATE releases it.
-    SELECT DISTINCT r.pos::integer AS pos, j.kind, j.id
-    FROM unnest(h_scopes, h_open) WITH ORDINALITY AS r (scopes, still_open, pos)
-    CROSS JOIN LATERAL jsonb_to_recordset(r.scopes) AS j (kind text, id text)
-    WHERE NOT r.still_open
-  ) x;
-  hs_from := array_fill(1, ARRAY[cardinality(h_ids)]);
-  hs_to := array_fill(0, ARRAY[cardinality(h_ids)]);
-  FOR v_j IN 1..cardinality(hs_h) LOOP
-    IF v_j = 1 OR hs_h[v_j] <> hs_h[v_j - 1] THEN
-      hs_from[hs_h[v_j]] := v_j;
-    END IF;
-    hs_to[hs_h[v_j]] := v_j;
-  END LOOP;
-
-  SELECT coalesce(array_agg(b.scope_kind), '{}'), coalesce(array_agg(b.scope_id), '{}'),
-    coalesce(array_agg(b.max_budget_nano), '{}'), coalesce(array_agg(b.budget_duration), '{}'),
-    coalesce(array_agg(b.budget_reset_at), '{}'), coalesce(array_agg(b.spend_nano), '{}'),
-    coalesce(array_agg(b.reserved_nano), '{}'), coalesce(array_agg(b.soft_budget_nano), '{}')
-  INTO c_kinds, c_ids, c_max, c_duration, c_reset_at, c_spend, c_reserved, c_soft
-  FROM (
+  -- 4. Every counter the batch writes (charged, or released from a closed reservation) or reads, once,
+  -- locked in (kind, id) order and read as locked; and the counter of each op scope (then each held
+  -- scope). (The scopes of reservations left open are locked too: harmless, and rare.)
+  WITH locked AS MATERIALIZED (
     SELECT b.scope_kind, b.scope_id, b.max_budget_nano, b.budget_duration, b.budget_reset_at, b.spend_nano,
       b.reserved_nano, b.soft_budget_nano
     FROM @schema@.budgets b
     WHERE (b.scope_kind, b.scope_id) IN (SELECT * FROM unnest(p_kinds || hs_kinds, p_ids || hs_ids))
     ORDER BY b.scope_kind COLLATE "C", b.scope_id COLLATE "C"
     FOR UPDATE
-  ) b;
+  ), counters AS MATERIALIZED (
+    SELECT l.*, (row_number() OVER ())::integer AS pos FROM locked l
+  )
+  SELECT c.*, m.*
+  INTO c_kinds, c_ids, c_max, c_duration, c_reset_at, c_spend, c_reserved, c_soft, s_counter
+  FROM (
+    SELECT coalesce(array_agg(x.scope_kind ORDER BY x.pos), '{}'), coalesce(array_agg(x.scope_id ORDER BY x.pos), '{}'),
+      coalesce(array_agg(x.max_budget_nano ORDER BY x.pos), '{}'), coalesce(array_agg(x.budget_duration ORDER BY x.pos), '{}'),
+      coalesce(array_agg(x.budget_reset_at ORDER BY x.pos), '{}'), coalesce(array_agg(x.spend_nano ORDER BY x.pos), '{}'),
+      coalesce(array_agg(x.reserved_nano ORDER BY x.pos), '{}'), coalesce(array_agg(x.soft_budget_nano ORDER BY x.pos), '{}')
+    FROM counters x
+  ) c, (
+    SELECT coalesce(array_agg(x.pos ORDER BY u.ord), '{}')
+    FROM unnest(p_kinds || hs_kinds, p_ids || hs_ids) WITH ORDINALITY AS u (kind, id, ord)
+    LEFT JOIN counters x ON x.scope_kind = u.kind AND x.scope_id = u.id
+  ) m;
   c_written := array_fill(false, ARRAY[cardinality(c_kinds)]);
-  SELECT coalesce(array_agg(c.pos::integer ORDER BY s.ord), '{}') INTO s_counter
-  FROM unnest(p_kinds || hs_kinds, p_ids || hs_ids) WITH ORDINALITY AS s (kind, id, ord)
-  LEFT JOIN unnest(c_kinds, c_ids) WITH ORDINALITY AS c (kind, id, pos) ON c.kind = s.kind AND c.id = s.id;
 
   -- 5. The counters, op by op in order, and the answers.
   FOR v_op IN 1..v_n LOOP
@@ -577,27 +602,29 @@ BEGIN
     prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
     completion_tokens = d.completion_tokens + excluded.completion_tokens;
 
-  INSERT INTO @schema@.daily_tag_spend AS d (day, tag, team_id, user_id, api_key_hash, model, provider, end_user,
-    requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
-  SELECT g.* FROM (
-    SELECT (p_start_times[o.ord] AT TIME ZONE 'UTC')::date AS day, t.tag,
-      coalesce(p_team_ids[o.ord], '') AS team_id, coalesce(p_user_ids[o.ord], '') AS user_id,
-      p_api_key_hashes[o.ord] AS api_key_hash, p_models[o.ord] AS model,
-      coalesce(p_providers[o.ord], '') AS provider, coalesce(p_end_users[o.ord], '') AS end_user,
-      count(*) AS requests, count(*) FILTER (WHERE p_statuses[o.ord] = 'failure') AS failed_requests,
-      sum(p_costs[o.ord])::bigint AS spend_nano, sum(p_prompt_tokens[o.ord])::bigint AS prompt_tokens,
-      sum(p_completion_tokens[o.ord])::bigint AS completion_tokens
-    FROM generate_series(1, v_n) AS o (ord)
-    CROSS JOIN LATERAL unnest(p_tags[o_tag[o.ord]:o_tag[o.ord] + p_tag_counts[o.ord] - 1]) AS t (tag)
-    WHERE o_status[o.ord] = 'applied'
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
-  ) g
-  ORDER BY g.day, g.tag COLLATE "C", g.team_id COLLATE "C", g.model COLLATE "C", g.provider COLLATE "C",
-    g.user_id COLLATE "C", g.api_key_hash COLLATE "C", g.end_user COLLATE "C"
-  ON CONFLICT (day, tag, team_id, user_id, api_key_hash, model, provider, end_user) DO UPDATE SET
-    requests = d.requests + excluded.requests, failed_requests = d.failed_requests + excluded.failed_requests,
-    spend_nano = d.spend_nano + excluded.spend_nano,
-    prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
-    completion_tokens = d.completion_tokens + excluded.completion_tokens;
+  IF cardinality(p_tags) > 0 THEN
+    INSERT INTO @schema@.daily_tag_spend AS d (day, tag, team_id, user_id, api_key_hash, model, provider, end_user,
+      requests, failed_requests, spend_nano, prompt_tokens, completion_tokens)
+    SELECT g.* FROM (
+      SELECT (p_start_times[o.ord] AT TIME ZONE 'UTC')::date AS day, t.tag,
+        coalesce(p_team_ids[o.ord], '') AS team_id, coalesce(p_user_ids[o.ord], '') AS user_id,
+        p_api_key_hashes[o.ord] AS api_key_hash, p_models[o.ord] AS model,
+        coalesce(p_providers[o.ord], '') AS provider, coalesce(p_end_users[o.ord], '') AS end_user,
+        count(*) AS requests, count(*) FILTER (WHERE p_statuses[o.ord] = 'failure') AS failed_requests,
+        sum(p_costs[o.ord])::bigint AS spend_nano, sum(p_prompt_tokens[o.ord])::bigint AS prompt_tokens,
+        sum(p_completion_tokens[o.ord])::bigint AS completion_tokens
+      FROM generate_series(1, v_n) AS o (ord)
+      CROSS JOIN LATERAL unnest(p_tags[o_tag[o.ord]:o_tag[o.ord] + p_tag_counts[o.ord] - 1]) AS t (tag)
+      WHERE o_status[o.ord] = 'applied'
+      GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+    ) g
+    ORDER BY g.day, g.tag COLLATE "C", g.team_id COLLATE "C", g.model COLLATE "C", g.provider COLLATE "C",
+      g.user_id COLLATE "C", g.api_key_hash COLLATE "C", g.end_user COLLATE "C"
+    ON CONFLICT (day, tag, team_id, user_id, api_key_hash, model, provider, end_user) DO UPDATE SET
+      requests = d.requests + excluded.requests, failed_requests = d.failed_requests + excluded.failed_requests,
+      spend_nano = d.spend_nano + excluded.spend_nano,
+      prompt_tokens = d.prompt_tokens + excluded.prompt_tokens,
+      completion_tokens = d.completion_tokens + excluded.completion_tokens;
+  END IF;
 END;
 $$;
