@@ -1,6 +1,5 @@
 -- spendguard schema, version 8: batched guarded writes. A released migration is never edited: change
--- the schema by adding a file with the next number. (There is no version 6: the number went to a
--- SQLite-only change.)
+-- the schema by adding a file with the next number.
 --
 -- spendguard_reserve_batch and spendguard_settle_batch do in one statement (one transaction, one
 -- commit) what N calls of spendguard_reserve_v2 (migration 3) or spendguard_settle_v2 (migration 2)
@@ -15,6 +14,11 @@
 -- provider, ...; then daily_tag_spend by day, tag, team, model, provider, ...), each set in one sorted
 -- statement, so batches of different instances queue instead of deadlocking. A failure of the
 -- statement writes nothing for any op of the batch.
+--
+-- Both run with plan_cache_mode = force_generic_plan: their statements take the batch as arrays, and
+-- Postgres would otherwise plan them afresh on every call (a custom plan, which knows the arrays'
+-- lengths, always looks cheaper); the generic plans look rows up by primary key. (Migration 1 avoids
+-- SET clauses so that SQL functions stay inlinable; plpgsql functions never are.)
 --
 -- Nothing existing changes: instances of the previous release keep calling the single-op functions.
 
