@@ -75,6 +75,7 @@ import type { PgColumn } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { int8AsNumber } from './int8-types.js';
 import { KEY_CHANGE_CHANNEL, KeyChangeFeed, recordKeyChanges } from './key-change-feed.js';
+import { type BatchStats, MicroBatcher, type OpOutcome } from './micro-batch.js';
 import { applyMigrations, assertMigrated, quoteIdent } from './migrations.js';
 import { defineTables, type Tables } from './schema.js';
 
@@ -109,6 +110,13 @@ export interface PgStorageOptions {
   migrate?: boolean;
 }
 
+/**
+ * The most reservations (or settlements) one statement carries. Under load a batch holds the calls
+ * that arrived while the previous one was in flight, so this only bounds bursts (and the statement's
+ * size and lock time).
+ */
+const MAX_BATCH = 128;
+
 /** A budget row as the SQL functions return it, in array mode. */
 type StateRow = [
   /** Set on the header row only (see the functions in migrations/0001_init.sql). */
@@ -132,21 +140,35 @@ interface Open {
   statement: (name: string) => string;
 }
 
-const internals = new WeakMap<PgStorage, { pool: pg.Pool; schema: string }>();
+interface Internals {
+  pool: pg.Pool;
+  schema: string;
+  /** How the guarded writes were batched (see `MicroBatcher`). */
+  batches: { reserve: BatchStats; settle: BatchStats };
+}
 
-/** The open pool and schema of a store, for this package's raw reader. Not exported from the package. */
-export function internalsOf(storage: PgStorage): { pool: pg.Pool; schema: string } {
+const internals = new WeakMap<PgStorage, Internals>();
+
+/**
+ * The open pool and schema of a store, for this package's raw reader and tests. Not exported from the
+ * package.
+ */
+export function internalsOf(storage: PgStorage): Internals {
   const open = internals.get(storage);
   if (!open) throw new Error('this PgStorage is not open: call init() first');
   return open;
 }
 
 /**
- * Postgres storage, shared by every app instance that points at the same database. Each guarded write
- * is one statement, so one round trip: `reserve` and `settle` call the plpgsql functions that the
- * migrations create (`spendguard_reserve_v2`, `spendguard_settle_v2`), which lock the scopes' counter rows
- * (`FOR UPDATE`, always in (kind, id) order, so overlapping requests queue instead of deadlocking),
- * apply due period resets, check and write. A statement is atomic: a failure writes nothing.
+ * Postgres storage, shared by every app instance that points at the same database. Guarded writes are
+ * batched: `reserve` calls, and `settle` calls (the TTL sweep's included), that arrive while one of
+ * their kind is in flight go together as the next batch, one statement (one round trip, one commit)
+ * calling the plpgsql functions of migration 8 (`spendguard_reserve_batch`, `spendguard_settle_batch`).
+ * A batch locks each counter row it touches once (`FOR UPDATE`, always in (kind, id) order, so
+ * instances queue instead of deadlocking), decides its ops in the order they were submitted, exactly
+ * as one call each would, and writes each counter and rollup row once. A lone call is sent at once.
+ * Each op answers on its own (a taken reservation id fails that op alone); a failure of the statement
+ * fails every op of its batch and writes nothing.
  *
  * Expects Postgres's default READ COMMITTED isolation: under REPEATABLE READ or SERIALIZABLE as a
  * session default, contending reservations fail with a serialization error (never a wrong admission).
@@ -163,6 +185,14 @@ export class PgStorage implements SpendStorage {
   #feed: KeyChangeFeed | null = null;
   /** The newest `key_changes` row when this instance opened: a watcher replays what came after. */
   #keyChangeSeq = 0;
+  readonly #reserves = new MicroBatcher<ReserveInput, ReserveResult>(
+    (inputs) => this.#reserveBatch(inputs),
+    MAX_BATCH,
+  );
+  readonly #settles = new MicroBatcher<{ input: SettleInput; claim: boolean }, SettleOutcome>(
+    (ops) => this.#settleBatch(ops),
+    MAX_BATCH,
+  );
 
   constructor(options: PgStorageOptions = {}) {
     const { pool, schema = 'public', migrate = true } = options;
@@ -219,11 +249,17 @@ export class PgStorage implements SpendStorage {
       t: defineTables(this.#schema),
       statement: (name) => `spendguard_${name}_${tag}`,
     };
-    internals.set(this, { pool, schema: this.#schema });
+    internals.set(this, {
+      pool,
+      schema: this.#schema,
+      batches: { reserve: this.#reserves.stats, settle: this.#settles.stats },
+    });
   }
 
   async close(): Promise<void> {
     await this.#opening?.catch(() => {});
+    // Writes already submitted are sent (or fail) before the pool goes.
+    await Promise.all([this.#reserves.idle(), this.#settles.idle()]);
     this.#feed?.stop();
     this.#feed = null;
     const open = this.#open;
@@ -487,28 +523,52 @@ export class PgStorage implements SpendStorage {
   }
 
   async reserve(input: ReserveInput): Promise<ReserveResult> {
-    const [head, ...states] = await this.#call(
-      'reserve_v2',
-      'SELECT *',
-      'spendguard_reserve_v2($1, $2, $3, $4, $5, $6, $7, $8)',
-      [
-        input.reservationId,
-        ...scopeArrays(input.scopes),
-        input.amountNano,
-        input.now.toISOString(),
-        input.expiresAt.toISOString(),
-        input.mode ?? 'strict',
-        input.pending ? JSON.stringify(input.pending) : null,
-      ],
-    ).catch((err: unknown) => {
-      if (isUniqueViolation(err)) throw new StorageConflictError('reservation', input.reservationId);
+    this.#ready();
+    return this.#reserves.submit(input);
+  }
+
+  /**
+   * One `spendguard_reserve_batch` statement for these reservations, answered op by op. It fails with
+   * unique_violation, writing nothing, only when a concurrent statement took one of its reservation
+   * ids while it ran; sent again, it finds the id taken and fails that op alone.
+   */
+  async #reserveBatch(inputs: ReserveInput[]): Promise<Array<OpOutcome<ReserveResult>>> {
+    const scopes = inputs.flatMap((i) => i.scopes);
+    const values = [
+      inputs.map((i) => i.reservationId),
+      inputs.map((i) => i.amountNano),
+      inputs.map((i) => i.now.toISOString()),
+      inputs.map((i) => i.expiresAt.toISOString()),
+      inputs.map((i) => i.mode ?? 'strict'),
+      JSON.stringify(inputs.map((i) => i.pending ?? null)),
+      inputs.map((i) => i.scopes.length),
+      ...scopeArrays(scopes),
+    ];
+    const send = () =>
+      this.#call(
+        'reserve_batch',
+        'SELECT *',
+        'spendguard_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)',
+        values,
+      );
+    const rows = await send().catch((err: unknown) => {
+      if (isUniqueViolation(err)) return send();
       throw err;
     });
-    const status = head?.[0];
-    if (status === 'ok') return { ok: true, states: states.map((r) => toState(r as StateRow)) };
-    if (status !== 'refused' || !states[0])
-      throw new Error(`spendguard_reserve_v2 answered '${String(status)}'`);
-    return { ok: false, refused: toState(states[0] as StateRow) };
+    return answersByOp(rows, inputs.length).map(({ status, detail, states }, i): OpOutcome<ReserveResult> => {
+      const input = inputs[i]!;
+      if (status === 'ok') return { ok: true, value: { ok: true, states } };
+      if (status === 'refused' && states[0]) return { ok: true, value: { ok: false, refused: states[0] } };
+      if (status === 'conflict') {
+        return { ok: false, error: new StorageConflictError('reservation', input.reservationId) };
+      }
+      // As the single-op function raised them: no_data_found, invalid_parameter_value.
+      if (status === 'no_counter' || status === 'bad_mode') {
+        const code = status === 'no_counter' ? 'P0002' : '22023';
+        return { ok: false, error: Object.assign(new Error(detail ?? status), { code }) };
+      }
+      return { ok: false, error: new Error(`spendguard_reserve_batch answered '${String(status)}'`) };
+    });
   }
 
   async settle(input: SettleInput): Promise<SettleResult> {
@@ -522,9 +582,10 @@ export class PgStorage implements SpendStorage {
   }
 
   /**
-   * Charges reservations past their TTL. Each one is claimed and charged by its own statement (with
-   * the spend log from core's `expiredReservationLog`), so instances sweeping at the same time never
-   * charge one twice, and a settle racing the sweep either wins or finds the log.
+   * Charges reservations past their TTL. Each one is a claiming settle (with the spend log from core's
+   * `expiredReservationLog`), batched like any settle: it charges only a reservation still open, so
+   * instances sweeping at the same time never charge one twice, and a settle racing the sweep either
+   * wins or finds the log.
    */
   async expireReservations(now: Date, limit = 1000): Promise<number> {
     const { pool } = this.#ready();
@@ -550,42 +611,57 @@ export class PgStorage implements SpendStorage {
   }
 
   /** `claim`: only if the reservation is still open (the TTL sweep); see `spendguard_settle_v2`. */
-  async #settle(input: SettleInput, claim: boolean): Promise<{ status: string; states: BudgetState[] }> {
-    const { log } = input;
-    const [head, ...states] = await this.#call(
-      'settle_v2',
+  #settle(input: SettleInput, claim: boolean): Promise<SettleOutcome> {
+    this.#ready();
+    return this.#settles.submit({ input, claim });
+  }
+
+  /** One `spendguard_settle_batch` statement for these settlements, answered op by op. */
+  async #settleBatch(
+    ops: Array<{ input: SettleInput; claim: boolean }>,
+  ): Promise<Array<OpOutcome<SettleOutcome>>> {
+    const inputs = ops.map((o) => o.input);
+    const logs = inputs.map((i) => i.log);
+    const scopes = inputs.flatMap((i) => i.scopes);
+    const rows = await this.#call(
+      'settle_batch',
       'SELECT *',
-      'spendguard_settle_v2($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)',
+      `spendguard_settle_batch(${Array.from({ length: 27 }, (_, i) => `$${i + 1}`).join(', ')})`,
       [
-        input.reservationId,
-        ...scopeArrays(input.scopes),
-        input.costNano,
-        input.now.toISOString(),
-        claim,
-        log.requestId,
-        log.callType,
-        log.apiKeyHash,
-        log.spendNano,
-        log.promptTokens,
-        log.completionTokens,
-        log.totalTokens,
-        log.startTime.toISOString(),
-        log.endTime.toISOString(),
-        log.model,
-        log.provider,
-        log.userId,
-        log.teamId,
-        log.endUser,
-        log.tags,
-        log.status,
-        log.estimated,
-        log.httpStatus,
-        JSON.stringify(log.metadata),
+        inputs.map((i) => i.reservationId),
+        inputs.map((i) => i.costNano),
+        inputs.map((i) => i.now.toISOString()),
+        ops.map((o) => o.claim),
+        inputs.map((i) => i.scopes.length),
+        ...scopeArrays(scopes),
+        logs.map((l) => l.requestId),
+        logs.map((l) => l.callType),
+        logs.map((l) => l.apiKeyHash),
+        logs.map((l) => l.spendNano),
+        logs.map((l) => l.promptTokens),
+        logs.map((l) => l.completionTokens),
+        logs.map((l) => l.totalTokens),
+        logs.map((l) => l.startTime.toISOString()),
+        logs.map((l) => l.endTime.toISOString()),
+        logs.map((l) => l.model),
+        logs.map((l) => l.provider),
+        logs.map((l) => l.userId),
+        logs.map((l) => l.teamId),
+        logs.map((l) => l.endUser),
+        logs.map((l) => l.tags.length),
+        logs.flatMap((l) => l.tags),
+        logs.map((l) => l.status),
+        logs.map((l) => l.estimated),
+        logs.map((l) => l.httpStatus),
+        JSON.stringify(logs.map((l) => l.metadata)),
       ],
     );
-    const status = head?.[0];
-    if (typeof status !== 'string') throw new Error('spendguard_settle_v2 returned no header row');
-    return { status, states: states.map((r) => toState(r as StateRow)) };
+    return answersByOp(rows, ops.length).map(({ status, states }): OpOutcome<SettleOutcome> => {
+      if (typeof status !== 'string') {
+        return { ok: false, error: new Error('spendguard_settle_batch returned no header row for an op') };
+      }
+      return { ok: true, value: { status, states } };
+    });
   }
 
   async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
@@ -1202,10 +1278,43 @@ export function pgStorage(options: PgStorageOptions = {}): PgStorage {
   return new PgStorage(options);
 }
 
-/** The entries of a patch that are set: `undefined` means "leave as is". */
 /** The transaction handle drizzle passes to `db.transaction`. */
 type Tx = Parameters<Parameters<NodePgDatabase['transaction']>[0]>[0];
 
+/** What `spendguard_settle_batch` answered for one op: its status and the states it returned. */
+interface SettleOutcome {
+  status: string;
+  states: BudgetState[];
+}
+
+/**
+ * The rows of a batch function (`r_op`, then a state row's columns, then any extra), split by op: each
+ * op's header row gives its status (and `r_detail`, when the function has it), the rows after it are
+ * its states.
+ */
+function answersByOp(
+  rows: unknown[][],
+  count: number,
+): Array<{ status: string | null; detail: string | null; states: BudgetState[] }> {
+  const answers = Array.from({ length: count }, () => ({
+    status: null as string | null,
+    detail: null as string | null,
+    states: [] as BudgetState[],
+  }));
+  for (const row of rows) {
+    const answer = answers[(row[0] as number) - 1];
+    if (!answer) throw new Error(`a batch function answered for op ${String(row[0])} of ${count}`);
+    if (row[1] !== null) {
+      answer.status = row[1] as string;
+      answer.detail = (row[10] as string | null | undefined) ?? null;
+    } else {
+      answer.states.push(toState(row.slice(1, 10) as StateRow));
+    }
+  }
+  return answers;
+}
+
+/** The entries of a patch that are set: `undefined` means "leave as is". */
 function definedOnly<T extends object>(patch: T): Partial<T> {
   return Object.fromEntries(Object.entries(patch).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
