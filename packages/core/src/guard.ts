@@ -109,6 +109,9 @@ export class SpendGuard {
    */
   private readonly customerLimits: LRUCache<string, RateLimits | false>;
   private readonly pending = new Set<Promise<unknown>>();
+  /** Key loads in flight, by secret hash; `keyGeneration` counts invalidations. */
+  private readonly keyLoads = new Map<string, Promise<KeyContext | null>>();
+  private keyGeneration = 0;
   /** The master key's SHA-256 hex, as bytes: compared in constant time with each call's key hash. */
   private readonly masterKeyHash: Buffer | null;
   /** Settlements that could not be written at once (each logged, kept and retried): never silent. */
@@ -273,6 +276,8 @@ export class SpendGuard {
    * entry cached under another secret of the same key (a regenerated key's current or grace secret).
    */
   invalidateKey(tokenHash: string): void {
+    this.keyGeneration += 1; // a load already in flight may have read the old key: it is not cached
+    this.keyLoads.clear();
     this.keyCache.delete(tokenHash);
     for (const secret of [...this.keyCache.keys()]) {
       if (this.keyCache.peek(secret, { allowStale: true })?.key.tokenHash === tokenHash) {
@@ -283,6 +288,8 @@ export class SpendGuard {
 
   /** Drops every cached key (after a team or user change). */
   invalidateAllKeys(): void {
+    this.keyGeneration += 1;
+    this.keyLoads.clear();
     this.keyCache.clear();
   }
 
@@ -290,9 +297,22 @@ export class SpendGuard {
    * Resolves the key a presented secret (by its hash) opens, and the scopes it spends against. `null`
    * when no key opens with it (a regenerated key's old secret after its grace period included).
    */
-  async resolveKey(secretHash: string): Promise<KeyContext | null> {
+  resolveKey(secretHash: string): Promise<KeyContext | null> {
     const cached = this.keyCache.get(secretHash);
-    if (cached) return cached;
+    if (cached) return Promise.resolve(cached);
+    // Concurrent misses on one key (its cache entry just expired, under load) share one load.
+    let load = this.keyLoads.get(secretHash);
+    if (!load) {
+      const generation = this.keyGeneration;
+      load = this.loadKey(secretHash, generation).finally(() => {
+        if (this.keyLoads.get(secretHash) === load) this.keyLoads.delete(secretHash);
+      });
+      this.keyLoads.set(secretHash, load);
+    }
+    return load;
+  }
+
+  private async loadKey(secretHash: string, generation: number): Promise<KeyContext | null> {
     const loaded = await this.gate.call('key lookup', async (storage) => {
       const found = await storage.findKeyBySecret(secretHash, this.now());
       if (!found) return null;
@@ -341,7 +361,7 @@ export class SpendGuard {
       (r) => hasRateLimits(r.limits) && scopes.some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
     );
     const ctx: KeyContext = { key, user, team, scopes, labels, rateLimits, secretValidUntil };
-    this.keyCache.set(secretHash, ctx);
+    if (generation === this.keyGeneration) this.keyCache.set(secretHash, ctx);
     return ctx;
   }
 
