@@ -54,8 +54,8 @@ export async function readBodyText(
 }
 
 interface NodeReadable {
-  on(event: string, listener: (...args: any[]) => void): NodeReadable;
-  off(event: string, listener: (...args: any[]) => void): NodeReadable;
+  on(event: string, listener: (...args: never[]) => void): NodeReadable;
+  off(event: string, listener: (...args: never[]) => void): NodeReadable;
   readableEncoding: string | null;
 }
 
