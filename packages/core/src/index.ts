@@ -134,7 +134,14 @@ export {
   utcDay,
   windowScopeId,
 } from './storage/storage-contract.js';
-export { meterResponse, parseJsonBody, readBodyText, toWebResponse } from './web.js';
+export {
+  isUnreadNodeStream,
+  meterResponse,
+  type NodeReadable,
+  parseJsonBody,
+  readBodyText,
+  toWebResponse,
+} from './web.js';
 
 import type { SpendGuardOptions } from './config.js';
 import { SpendGuard } from './guard.js';

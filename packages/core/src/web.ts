@@ -18,7 +18,7 @@ export async function readBodyText(
   let bytes = 0;
   const tooLarge = () =>
     new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
-  if (source && isNodeReadable(source)) {
+  if (source && isUnreadNodeStream(source)) {
     await new Promise<void>((resolve, reject) => {
       const done = (error?: unknown) => {
         source.off('data', onData).off('end', done).off('error', done);
@@ -53,17 +53,20 @@ export async function readBodyText(
   return { text: raw.toString('utf8'), bytes, raw };
 }
 
-interface NodeReadable {
+/** What `readBodyText` uses of a Node stream. */
+export interface NodeReadable {
   on(event: string, listener: (...args: never[]) => void): NodeReadable;
   off(event: string, listener: (...args: never[]) => void): NodeReadable;
   readableEncoding: string | null;
 }
 
-/** A Node stream not yet read (nor set to text), whose 'data' events are its bytes. */
-function isNodeReadable(source: object): source is NodeReadable {
-  const s = source as Partial<NodeReadable> & { readableFlowing?: boolean | null; readableDidRead?: boolean };
+/** A Node stream (an `IncomingMessage`, say) that nobody has read from, nor set to text. */
+export function isUnreadNodeStream(source: unknown): source is NodeReadable & AsyncIterable<Uint8Array> {
+  const s = source as
+    | (Partial<NodeReadable> & { readableFlowing?: boolean | null; readableDidRead?: boolean })
+    | null;
   return (
-    typeof s.on === 'function' &&
+    typeof s?.on === 'function' &&
     typeof s.off === 'function' &&
     s.readableEncoding === null &&
     s.readableFlowing === null &&

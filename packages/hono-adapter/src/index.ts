@@ -1,6 +1,7 @@
 import {
   type AdapterOptions,
   type GuardedCall,
+  isUnreadNodeStream,
   meterResponse,
   parseJsonBody,
   readBodyText,
@@ -115,31 +116,16 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
  */
 async function readBody(c: Context, limit: number): Promise<{ text: string; bytes: number | undefined }> {
   if (c.req.raw.bodyUsed) return { text: await c.req.text(), bytes: undefined };
-  const incoming = untouchedNodeRequest(c);
-  if (incoming) {
+  // @hono/node-server passes the Node request as c.env.incoming, and serves a request's body from
+  // its `rawBody` when it carries one (as on Cloud Functions): the route's c.req.json() and
+  // c.req.raw.body read the bytes read here, and no web Request is built for them.
+  const incoming = (c.env as { incoming?: { rawBody?: Buffer } } | undefined)?.incoming;
+  if (isUnreadNodeStream(incoming) && incoming.rawBody === undefined) {
     const read = await readBodyText(incoming, limit);
-    // @hono/node-server serves a request's body from `rawBody` when the Node request carries one (as
-    // on Cloud Functions): the route's c.req.json() and c.req.raw.body read these bytes, and no web
-    // Request is built for them.
     incoming.rawBody = read.raw;
     return read;
   }
   const read = await readBodyText(c.req.raw.body, limit);
   if (c.req.raw.body) c.req.raw = new Request(c.req.raw, { body: read.text });
   return read;
-}
-
-/** A Node request as @hono/node-server passes it (`c.env.incoming`), its body not yet read by anyone. */
-interface NodeIncoming extends AsyncIterable<Uint8Array> {
-  rawBody?: Buffer;
-  readableFlowing: boolean | null;
-  readableDidRead: boolean;
-}
-
-function untouchedNodeRequest(c: Context): NodeIncoming | null {
-  const incoming = (c.env as { incoming?: Partial<NodeIncoming> } | undefined)?.incoming;
-  if (!incoming || typeof incoming[Symbol.asyncIterator] !== 'function') return null;
-  if (incoming.rawBody !== undefined || incoming.readableDidRead || incoming.readableFlowing != null)
-    return null;
-  return incoming as NodeIncoming;
 }
