@@ -2,6 +2,7 @@
 // is not cached.
 import { describe, expect, it } from 'vitest';
 import { createSpendGuard, MemoryStorage } from '../src/index.js';
+import { manage } from './management-call.js';
 
 const MASTER = 'sk-master-key-cache';
 
@@ -14,14 +15,7 @@ async function setUp() {
     return find(...args);
   };
   const guard = createSpendGuard({ storage, masterKey: MASTER });
-  const admin = async (path: string, json: unknown) =>
-    (await guard.management.handle({
-      method: 'POST',
-      path,
-      query: new URLSearchParams(),
-      header: (n) => (n === 'authorization' ? `Bearer ${MASTER}` : undefined),
-      body: JSON.stringify(json),
-    }))!;
+  const admin = (path: string, json: unknown) => manage(guard, MASTER, 'POST', path, json);
   const { key } = (await admin('/key/generate', { max_budget: 10 })).body as { key: string };
   const admit = () =>
     guard.admit({

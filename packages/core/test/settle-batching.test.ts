@@ -2,6 +2,7 @@
 // writes them first, so no call is judged, and no query answers, without the calls already finished.
 import { describe, expect, it } from 'vitest';
 import { createSpendGuard, MemoryStorage, type SpendStorage } from '../src/index.js';
+import { manage } from './management-call.js';
 
 /** MemoryStorage that records the order of its reserve and settle calls, and the turns they came in. */
 function recording() {
@@ -35,15 +36,7 @@ const response = Buffer.from(
 async function setUp(settleBatchMs: number) {
   const { storage, calls } = recording();
   const guard = createSpendGuard({ storage, masterKey: MASTER, settleBatchMs });
-  const admin = async (path: string, json: unknown) =>
-    (await guard.management.handle({
-      method: 'POST',
-      path,
-      query: new URLSearchParams(),
-      header: (n) => (n === 'authorization' ? `Bearer ${MASTER}` : undefined),
-      body: JSON.stringify(json),
-    }))!.body as any;
-  const { key } = await admin('/key/generate', { max_budget: 10 });
+  const { key } = (await manage(guard, MASTER, 'POST', '/key/generate', { max_budget: 10 })).body;
   const call = async () => {
     const out = await guard.admit({
       method: 'POST',
@@ -58,14 +51,7 @@ async function setUp(settleBatchMs: number) {
     void out.call.finish();
     return out.call.requestId;
   };
-  const info = async () =>
-    (await guard.management.handle({
-      method: 'GET',
-      path: '/key/info',
-      query: new URLSearchParams({ key }),
-      header: (n) => (n === 'authorization' ? `Bearer ${MASTER}` : undefined),
-      body: '',
-    }))!.body as any;
+  const info = async () => (await manage(guard, MASTER, 'GET', `/key/info?key=${key}`)).body;
   calls.length = 0;
   return { guard, calls, call, info };
 }

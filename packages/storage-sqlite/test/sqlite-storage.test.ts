@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReserveInput } from '@spendguard/core';
-import { runStorageConformance } from '@spendguard/core/testing';
+import { runStorageConformance, spendLogFixture } from '@spendguard/core/testing';
 import Database from 'better-sqlite3';
 import { getTableConfig, type SQLiteTable } from 'drizzle-orm/sqlite-core';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -87,27 +87,7 @@ describe('sqlite backend', () => {
           scopes: [{ kind: 'team', id: 't1' }],
           costNano: 1,
           now: T0,
-          log: {
-            requestId: `q${i}`,
-            callType: 'acompletion',
-            apiKeyHash: 'k',
-            spendNano: 1,
-            promptTokens: 1,
-            completionTokens: 1,
-            totalTokens: 2,
-            startTime: T0,
-            endTime: T0,
-            model: 'gpt-4o',
-            provider: 'openai',
-            userId: null,
-            teamId: 't1',
-            endUser: null,
-            tags: [],
-            status: 'success',
-            estimated: false,
-            httpStatus: 200,
-            metadata: {},
-          },
+          log: spendLogFixture(`q${i}`, { spendNano: 1, apiKeyHash: 'k', userId: null }),
         });
       for (let i = 0; i < 20; i++) await settle(i);
       await new Promise((resolve) => setTimeout(resolve, 400));

@@ -105,7 +105,8 @@ function budget(
     budgetResetAt: resetAt,
   };
 }
-function log(requestId: string, over: Partial<SpendLogRecord> = {}): SpendLogRecord {
+/** A spend log of one gpt-4o call by key k1 of user u1 in team t1, for storage tests; `over` changes any field. */
+export function spendLogFixture(requestId: string, over: Partial<SpendLogRecord> = {}): SpendLogRecord {
   return {
     requestId,
     callType: 'acompletion',
@@ -211,7 +212,11 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes,
         costNano: 200_000_000,
         now: T0,
-        log: log('q1', { spendNano: 200_000_000, tags: ['feature:a', 'feature:b'], endUser: 'acme' }),
+        log: spendLogFixture('q1', {
+          spendNano: 200_000_000,
+          tags: ['feature:a', 'feature:b'],
+          endUser: 'acme',
+        }),
       });
       expect(settled.states.map((st) => [st.scope.id, st.spendNano, st.reservedNano])).toEqual([
         ['k1', 200_000_000, 0],
@@ -370,7 +375,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K],
         costNano: 400_000_000,
         now: T0,
-        log: log('q1', { spendNano: 400_000_000 }),
+        log: spendLogFixture('q1', { spendNano: 400_000_000 }),
       });
       await s.reserve({
         reservationId: 'r2',
@@ -465,7 +470,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K, U, T],
         costNano: 123_456_789,
         now: T0,
-        log: log('req-1', { spendNano: 123_456_789, tags: ['a', 'b'] }),
+        log: spendLogFixture('req-1', { spendNano: 123_456_789, tags: ['a', 'b'] }),
       });
       expect(first.applied).toBe(true);
       expect(first.states.map((st) => st.spendNano)).toEqual([123_456_789, 123_456_789, 123_456_789]);
@@ -477,14 +482,14 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K, U, T],
         costNano: 123_456_789,
         now: T0,
-        log: log('req-1'),
+        log: spendLogFixture('req-1'),
       });
       expect(again.applied).toBe(false);
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 123_456_789, reservedNano: 0 });
       expect(await raw(s).spendLogCount()).toBe(1);
       expect(await raw(s).openReservations()).toBe(0);
       const [stored] = await s.querySpendLogs({ requestId: 'req-1' });
-      expect(stored).toEqual(log('req-1', { spendNano: 123_456_789, tags: ['a', 'b'] }));
+      expect(stored).toEqual(spendLogFixture('req-1', { spendNano: 123_456_789, tags: ['a', 'b'] }));
       await s.close();
     });
 
@@ -495,7 +500,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [T],
         costNano: 8_999_999_999_999_999,
         now: T0,
-        log: log('big'),
+        log: spendLogFixture('big'),
       });
       expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 8_999_999_999_999_999, reservedNano: 0 });
       await s.close();
@@ -504,7 +509,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
     it('resets a period budget lazily at its first use after the reset time', async () => {
       const resetAt = new Date('2026-03-11T00:00:00.000Z');
       const s = await seeded({ key: budget(1, '1d', resetAt) });
-      await s.settle({ reservationId: 'x', scopes: [K], costNano: 900_000_000, now: T0, log: log('r-a') });
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K],
+        costNano: 900_000_000,
+        now: T0,
+        log: spendLogFixture('r-a'),
+      });
       const before = await s.reserve({
         reservationId: 'r1',
         scopes: [K],
@@ -557,8 +568,8 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.reserve({ reservationId: 'r1', scopes: [K, U, T], amountNano: 500, now: T0, expiresAt: T0 });
       await s.reserve({ reservationId: 'r2', scopes: [K, U, T], amountNano: 70, now: T0, expiresAt: T0 });
       await Promise.all([
-        s.settle({ reservationId: 'r1', scopes: [K], costNano: 300, now: T0, log: log('q1') }),
-        s.settle({ reservationId: 'r2', scopes: [U], costNano: 20, now: T0, log: log('q2') }),
+        s.settle({ reservationId: 'r1', scopes: [K], costNano: 300, now: T0, log: spendLogFixture('q1') }),
+        s.settle({ reservationId: 'r2', scopes: [U], costNano: 20, now: T0, log: spendLogFixture('q2') }),
       ]);
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 300, reservedNano: 0 });
       expect(await raw(s).budgetCounter(U)).toEqual({ spendNano: 20, reservedNano: 0 });
@@ -600,7 +611,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
             scopes: [K, U, T],
             costNano: cost(i),
             now: T0,
-            log: log(at === admitted.length ? `m${i}` : `m${i}`, {
+            log: spendLogFixture(at === admitted.length ? `m${i}` : `m${i}`, {
               spendNano: cost(i),
               startTime: day(i),
               model: i % 2 ? 'gpt-4o' : 'gpt-4o-mini',
@@ -659,7 +670,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K],
         costNano: 1e9,
         now: T0,
-        log: log('soft-1', { spendNano: 1e9 }),
+        log: spendLogFixture('soft-1', { spendNano: 1e9 }),
       });
       expect((await r('f', 1, 'soft')).ok).toBe(false); // recorded spend reached the cap
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 1e9, reservedNano: 600_000_000 + 5e9 });
@@ -751,7 +762,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K, U, T],
         costNano: 120,
         now: later,
-        log: log('dead-1'),
+        log: spendLogFixture('dead-1'),
       });
       expect(late.applied).toBe(false);
       expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 300, reservedNano: 0 });
@@ -761,7 +772,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
 
     it('updates a key and its budget definition, keeping its spend', async () => {
       const s = await seeded({ key: budget(1) });
-      await s.settle({ reservationId: 'x', scopes: [K], costNano: 250, now: T0, log: log('u-1') });
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K],
+        costNano: 250,
+        now: T0,
+        log: spendLogFixture('u-1'),
+      });
       const updated = await s.updateKey(
         'k1',
         { blocked: true, keyAlias: 'ci', models: ['gpt-4o'] },
@@ -783,7 +800,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
 
     it('deletes keys with their counters and keeps their spend logs', async () => {
       const s = await seeded();
-      await s.settle({ reservationId: 'x', scopes: [K], costNano: 250, now: T0, log: log('d-1') });
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K],
+        costNano: 250,
+        now: T0,
+        log: spendLogFixture('d-1'),
+      });
       expect(await s.deleteKeys(['k1', 'nope'])).toBe(1);
       expect(await s.getKey('k1')).toBeNull();
       expect(await raw(s).budgetCounter(K)).toBeNull();
@@ -815,21 +838,21 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K],
         costNano: 1,
         now: T0,
-        log: log('l1', { startTime: at(1) }),
+        log: spendLogFixture('l1', { startTime: at(1) }),
       });
       await s.settle({
         reservationId: 'b',
         scopes: [K],
         costNano: 2,
         now: T0,
-        log: log('l2', { startTime: at(2), userId: 'u2' }),
+        log: spendLogFixture('l2', { startTime: at(2), userId: 'u2' }),
       });
       await s.settle({
         reservationId: 'c',
         scopes: [K],
         costNano: 3,
         now: T0,
-        log: log('l3', { startTime: at(3), apiKeyHash: 'k2', teamId: 't2' }),
+        log: spendLogFixture('l3', { startTime: at(3), apiKeyHash: 'k2', teamId: 't2' }),
       });
       const ids = async (q: Parameters<SpendStorage['querySpendLogs']>[0]) =>
         (await s.querySpendLogs(q)).map((l) => l.requestId);
@@ -853,7 +876,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
         ['m3b', { startTime: at(3), model: 'gpt-4o', tags: ['env:prod', 'feature:onboarding', 'x'] }],
       ];
       for (const [id, over] of rows) {
-        await s.settle({ reservationId: id, scopes: [K], costNano: 1, now: T0, log: log(id, over) });
+        await s.settle({
+          reservationId: id,
+          scopes: [K],
+          costNano: 1,
+          now: T0,
+          log: spendLogFixture(id, over),
+        });
       }
       const ids = async (q: Parameters<SpendStorage['querySpendLogs']>[0]) =>
         (await s.querySpendLogs(q)).map((l) => l.requestId);
@@ -887,7 +916,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
           scopes: [scope],
           costNano: Math.round(usd * 1e9),
           now: T0,
-          log: log(id),
+          log: spendLogFixture(id),
         });
       await charge({ kind: 'team', id: 'ta' }, 9, 'c1'); // 90 %
       await charge({ kind: 'team', id: 'tb' }, 5, 'c2'); // 50 %
@@ -919,21 +948,21 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K],
         costNano: 100,
         now: d1,
-        log: log('t1', { startTime: d1, tags: ['prod', 'chat'] }),
+        log: spendLogFixture('t1', { startTime: d1, tags: ['prod', 'chat'] }),
       });
       await s.settle({
         reservationId: 'b',
         scopes: [K],
         costNano: 50,
         now: d2,
-        log: log('t2', { startTime: d2, tags: ['prod'] }),
+        log: spendLogFixture('t2', { startTime: d2, tags: ['prod'] }),
       });
       await s.settle({
         reservationId: 'c',
         scopes: [K],
         costNano: 7,
         now: d2,
-        log: log('t3', { startTime: d2 }),
+        log: spendLogFixture('t3', { startTime: d2 }),
       });
       expect(await s.spendByTag({})).toEqual([
         { tag: 'prod', requests: 2, spendNano: 150 },
@@ -984,7 +1013,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
           scopes: [],
           costNano: cost,
           now: T0,
-          log: log(id, { spendNano: cost, ...over }),
+          log: spendLogFixture(id, { spendNano: cost, ...over }),
         });
       }
       const report = (q: Partial<SpendReportQuery>) =>
@@ -1067,7 +1096,9 @@ export function runStorageConformance(options: ConformanceOptions): void {
         { tags: ['prod'], apiKeyHashes: ['k1'] },
       ];
       const matchesReference = async () => {
-        const logs = calls.map(([id, cost, over]) => [log(id, { spendNano: cost, ...over }), cost] as const);
+        const logs = calls.map(
+          ([id, cost, over]) => [spendLogFixture(id, { spendNano: cost, ...over }), cost] as const,
+        );
         const rows = logs.map(([l, cost]) => rollupRowOf(l, cost));
         const tagged = logs.flatMap(([l, cost]) => l.tags.map((tag) => ({ ...rollupRowOf(l, cost), tag })));
         for (const groupBy of dimensions) {
@@ -1088,7 +1119,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [],
         costNano: 11,
         now: T0,
-        log: log('f', { spendNano: 11, ...repeat }),
+        log: spendLogFixture('f', { spendNano: 11, ...repeat }),
       });
       await matchesReference();
       await s.close();
@@ -1115,7 +1146,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
             scopes: [],
             costNano: cost,
             now: T0,
-            log: log(id, { spendNano: cost, promptTokens: 1, completionTokens: 2, ...over }),
+            log: spendLogFixture(id, { spendNano: cost, promptTokens: 1, completionTokens: 2, ...over }),
           });
         }
       };
@@ -1169,7 +1200,10 @@ export function runStorageConformance(options: ConformanceOptions): void {
       const check = async () => {
         const logs = calls.map(
           ([id, cost, over]) =>
-            [log(id, { spendNano: cost, promptTokens: 1, completionTokens: 2, ...over }), cost] as const,
+            [
+              spendLogFixture(id, { spendNano: cost, promptTokens: 1, completionTokens: 2, ...over }),
+              cost,
+            ] as const,
         );
         const rows = logs.map(([l, cost]) => rollupRowOf(l, cost));
         const tagged = logs.flatMap(([l, cost]) => l.tags.map((tag) => ({ ...rollupRowOf(l, cost), tag })));
@@ -1238,7 +1272,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         scopes: [K, U],
         costNano: 5,
         now: T0,
-        log: log('s-1'),
+        log: spendLogFixture('s-1'),
       });
       expect(settled.states.map((st) => st.softBudgetNano)).toEqual([500_000_000, null]);
       await s.updateKey('k1', {}, { softBudgetNano: 700_000_000 });
@@ -1439,7 +1473,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
     });
     it('regenerates a key: same record and counter, the old secret works only during its grace period', async () => {
       const s = await seeded({ key: budget(5) });
-      await s.settle({ reservationId: 'x', scopes: [K], costNano: 300, now: T0, log: log('r-1') });
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K],
+        costNano: 300,
+        now: T0,
+        log: spendLogFixture('r-1'),
+      });
       expect(await s.findKeyBySecret('k1', T0)).toEqual({
         key: key('k1', 'u1', 't1'),
         secretValidUntil: null,
@@ -1496,7 +1536,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
         { type: 'member', record: member('t1', 'u1', 'admin'), budget: budget(3) },
         { type: 'key', record: key('k2', 'u1', 't2'), budget: NO_BUDGET },
       ]);
-      await s.settle({ reservationId: 'x', scopes: [K, T], costNano: 400, now: T0, log: log('t-1') });
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K, T],
+        costNano: 400,
+        now: T0,
+        log: spendLogFixture('t-1'),
+      });
       const updated = await s.updateTeam(
         't1',
         { teamAlias: 'web', blocked: true, models: ['gpt-4o'] },
@@ -1565,7 +1611,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
         expiresAt: new Date(T0.getTime() + 6e4),
       });
       expect(r.ok).toBe(true);
-      await s.settle({ reservationId: 'm', scopes: [M2], costNano: 5e8, now: T0, log: log('m-1') });
+      await s.settle({
+        reservationId: 'm',
+        scopes: [M2],
+        costNano: 5e8,
+        now: T0,
+        log: spendLogFixture('m-1'),
+      });
       await expect(
         s.insert([{ type: 'member', record: member('t2', 'u2', 'user'), budget: NO_BUDGET }]),
       ).rejects.toBeInstanceOf(StorageConflictError);
