@@ -413,8 +413,10 @@ describe('postgres batched guarded writes', () => {
       await new Promise((r) => setImmediate(r)); // sent
       const settledA = s.settle({ ...settle('res-a', 'req-a', 30), now: later });
       const swept = s.expireReservations(later);
-      for (let i = 0; i < 1000 && internalsOf(s).batches.settle.queued < 4; i++) {
-        await new Promise((r) => setImmediate(r));
+      // The sweep first reads the expired reservations (a round trip of its own): wait for its claims
+      // to queue, by a deadline rather than a count of turns, which a loaded machine outruns.
+      for (const end = Date.now() + 10_000; internalsOf(s).batches.settle.queued < 4 && Date.now() < end; ) {
+        await new Promise((r) => setTimeout(r, 5));
       }
       expect(internalsOf(s).batches.settle.queued).toBe(4);
       const settledC = s.settle({ ...settle('res-c', 'req-c', 40), now: later });
