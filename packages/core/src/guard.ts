@@ -7,7 +7,7 @@ import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuard
 import { Dashboard } from './dashboard/dashboard.js';
 import { KeyQueries, TeamQueries, UserQueries } from './entity-queries.js';
 import { SpendGuardError, StorageConflictError } from './errors.js';
-import { constantTimeEqual, hashVirtualKey } from './keys.js';
+import { hashVirtualKey } from './keys.js';
 import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
 import { ResponseTap } from './metering/response-meter.js';
 import { CallMeter, type TrackOptions } from './metering/track.js';
@@ -262,7 +262,7 @@ export class SpendGuard {
 
   /** Compares a presented credential with the master key in constant time. */
   isMasterKey(presented: string | null): boolean {
-    return !!presented && !!this.options.masterKey && constantTimeEqual(presented, this.options.masterKey);
+    return !!presented && this.isMasterKeyHash(hashVirtualKey(presented));
   }
 
   /** `isMasterKey` for a key already hashed (SHA-256 hex, as `hashVirtualKey`): one hash per call. */
@@ -795,7 +795,10 @@ export class SpendGuard {
     return p;
   }
 
-  /** A storage read for the typed queries, after the settlements of the calls already finished. */
+  /**
+   * A storage call of the management API, the dashboard or a typed query: run after the settlements
+   * of the calls already finished are written, so that it sees them (read your writes).
+   */
   async read<T>(what: string, fn: (storage: SpendStorage) => Promise<T>): Promise<T> {
     await this.flush();
     return this.gate.call(what, fn);

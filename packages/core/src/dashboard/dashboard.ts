@@ -101,7 +101,6 @@ export class Dashboard {
   async handle(req: DashboardRequest): Promise<DashboardResponse | null> {
     if (!this.handles(req.path)) return null;
     try {
-      await this.guard.flush(); // its figures include the calls already answered
       return await this.route(req);
     } catch (error) {
       const answer: GuardResponse = this.guard.errorResponse(error);
@@ -167,11 +166,10 @@ export class Dashboard {
       const rest = sub.slice('/api'.length);
       if (method === 'GET' && rest.startsWith('/logs/')) {
         const id = decodeURIComponent(rest.slice('/logs/'.length));
-        return this.guard.gate.call('dashboard log detail', (st) => this.logDetail(id, st));
+        return this.guard.read('dashboard log detail', (st) => this.logDetail(id, st));
       }
       const handler = this.api[`${method} ${rest}`];
-      if (handler)
-        return this.guard.gate.call(`dashboard ${method} ${rest}`, (st) => handler(req, session, st));
+      if (handler) return this.guard.read(`dashboard ${method} ${rest}`, (st) => handler(req, session, st));
     }
     return json(404, new SpendGuardError('NOT_FOUND', `No dashboard route ${method} ${req.path}`).toJSON());
   }
