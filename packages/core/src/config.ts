@@ -82,6 +82,16 @@ export interface SpendGuardOptions {
    * 0 writes each one in the next event-loop turn. @default 5
    */
   settleBatchMs?: number;
+  /**
+   * Run each guarded route in its call's AsyncLocalStorage context from the start, which the module's
+   * `track()` and `guard.fetch` need to find the request they belong to. Without it the context is
+   * turned on by the first read of `guard.fetch` (so `new OpenAI({ fetch: guard.fetch })` at start-up is
+   * enough), and stays off for apps that use neither: on Node 20 AsyncLocalStorage turns on promise
+   * hooks for the whole process, about 200 µs of CPU per request on the example route.
+   * `res.locals.spendguard.track()` (Hono: `c.get('spendguard').track()`) needs no context.
+   * @default false (on once guard.fetch is read)
+   */
+  callContext?: boolean;
   /** How often unsettled reservations past their TTL are charged; 0 disables the sweep. @default 30000 */
   reservationSweepMs?: number;
   /** How long `close()` keeps retrying pending settlements. @default 5000 */
@@ -167,6 +177,7 @@ const optionsSchema = z.object({
   storageTimeoutMs: z.number().int().positive().optional(),
   maxPendingSettlements: z.number().int().positive().optional(),
   settleBatchMs: z.number().int().nonnegative().max(1000, 'must be at most 1000 ms').optional(),
+  callContext: z.boolean().optional(),
   reservationSweepMs: z.number().int().nonnegative().optional(),
   shutdownTimeoutMs: z.number().int().nonnegative().optional(),
   logger: z
@@ -261,6 +272,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     storageTimeoutMs: options.storageTimeoutMs ?? 2_000,
     maxPendingSettlements: options.maxPendingSettlements ?? 100_000,
     settleBatchMs: options.settleBatchMs ?? 5,
+    callContext: options.callContext ?? false,
     reservationSweepMs: options.reservationSweepMs ?? 30_000,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
     logger: options.logger ?? {

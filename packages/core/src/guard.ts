@@ -10,7 +10,7 @@ import { SpendGuardError, StorageConflictError } from './errors.js';
 import { hashVirtualKey } from './keys.js';
 import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
 import { ResponseTap } from './metering/response-meter.js';
-import { CallMeter, type TrackOptions } from './metering/track.js';
+import { CallMeter, type TrackOptions, useCallContext } from './metering/track.js';
 import { createGuardFetch } from './metering/upstream-fetch.js';
 import { modelFromPath } from './metering/wire-formats.js';
 import { usdToNano } from './money.js';
@@ -123,9 +123,14 @@ export class SpendGuard {
   /**
    * A `fetch` to give the provider SDKs a guarded route uses: each upstream call is admitted against
    * the budgets before it is sent and metered as its own row of the request. See `createGuardFetch`.
+   * Reading it turns the call context on (see the `callContext` option): read it at start-up, as here.
    * @example const openai = new OpenAI({ fetch: guard.fetch })
    */
-  readonly fetch: typeof globalThis.fetch = createGuardFetch(this);
+  get fetch(): typeof globalThis.fetch {
+    useCallContext();
+    return this.guardFetch;
+  }
+  private readonly guardFetch: typeof globalThis.fetch = createGuardFetch(this);
   /** The dashboard at `ui/` of the management router (login, pages, its JSON endpoints). */
   readonly dashboard: Dashboard;
   /** Spend reports from the daily rollups: `guard.spend.report({ groupBy, from, to, granularity, filters })`. */
@@ -149,6 +154,7 @@ export class SpendGuard {
       ? Buffer.from(hashVirtualKey(this.options.masterKey), 'latin1')
       : null;
     this.logger = this.options.logger;
+    if (this.options.callContext) useCallContext();
     this.prices = new PriceBook({
       overrides: this.options.modelPrices,
       aliases: this.options.modelAliases,

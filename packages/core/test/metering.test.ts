@@ -24,7 +24,12 @@ let guard: SpendGuard;
 beforeAll(async () => {
   simulator = await startSimulator();
   storage = new MemoryStorage();
-  guard = createSpendGuard({ storage, masterKey: MASTER, logger: { warn: () => {}, error: () => {} } });
+  guard = createSpendGuard({
+    storage,
+    masterKey: MASTER,
+    callContext: true,
+    logger: { warn: () => {}, error: () => {} },
+  });
 });
 afterAll(async () => {
   await guard.close();

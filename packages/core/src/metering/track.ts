@@ -21,9 +21,30 @@ type CallState = GuardedCall['state'];
 
 const context = new AsyncLocalStorage<GuardedCall>();
 
+/**
+ * Whether routes run in their call's AsyncLocalStorage context (which `guard.fetch` and `track()` need).
+ * Off until something needs it (`guard.fetch` is read, or the `callContext` option): on Node 20 an
+ * AsyncLocalStorage in use turns on promise hooks for every promise of the process, which cost the
+ * example route about 200 µs of CPU per request (`pnpm bench`), paid by apps that never use it.
+ * On for one guard, on for the process (the context is the module's).
+ */
+let contextOn = false;
+
+/** Turns the call context on, from the next guarded request on. */
+export function useCallContext(): void {
+  contextOn = true;
+}
+
 /** The guarded call whose route is running (inside {@link GuardedCall.run}), if any. */
 export function currentCall(): GuardedCall | undefined {
-  return context.getStore();
+  return contextOn ? context.getStore() : undefined;
+}
+
+/** Why no guarded call was found here: for `track()`'s error and `guard.fetch`'s warning. */
+export function noCallHint(): string {
+  return contextOn
+    ? 'run it from a route behind spendGuard(); a route that was already running when the call context was turned on, by the first read of guard.fetch, runs without it'
+    : 'the call context is off: pass `callContext: true` to spendGuard(), or read guard.fetch before serving (e.g. `new OpenAI({ fetch: guard.fetch })` at start-up)';
 }
 
 /** Options of `track()`. */
@@ -47,7 +68,7 @@ export function track(usage: unknown, options: TrackOptions): Promise<CallRecord
   const call = currentCall();
   if (!call) {
     throw new Error(
-      'spendguard track(): no guarded request is being handled here; call it from a route behind spendGuard(), or use the call itself (res.locals.spendguard.track(...) / c.get("spendguard").track(...))',
+      `spendguard track(): no guarded request is being handled here (${noCallHint()}); or use the call itself: res.locals.spendguard.track(...) / c.get("spendguard").track(...)`,
     );
   }
   return call.track(usage, options);
@@ -104,9 +125,9 @@ export class CallMeter {
     this.call.tap.hint({ format, hideUsageChunk: hide });
   }
 
-  /** Runs `fn` (the route) in this call's context. */
+  /** Runs `fn` (the route) in this call's context, when the context is on (see `useCallContext`). */
   run<T>(fn: () => T): T {
-    return context.run(this.call, fn);
+    return contextOn ? context.run(this.call, fn) : fn();
   }
 
   /** Links an admitted upstream call (`guard.fetch`) to this request. */

@@ -1,6 +1,6 @@
 import type { SpendGuard } from '../guard.js';
 import { meterResponse, toWebResponse } from '../web.js';
-import { currentCall } from './track.js';
+import { currentCall, noCallHint } from './track.js';
 
 /**
  * A `fetch` for the provider SDKs a guarded route uses (`new OpenAI({ fetch: guard.fetch })`,
@@ -27,7 +27,7 @@ export function createGuardFetch(guard: SpendGuard): typeof fetch {
       if (!warned) {
         warned = true;
         guard.logger.warn(
-          'guard.fetch was called outside a guarded request: that call is not metered (run it from a route behind spendGuard())',
+          `guard.fetch was called outside a guarded request: that call is not metered (${noCallHint()})`,
         );
       }
       return fetch(input, init);

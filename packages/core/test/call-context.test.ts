@@ -1,0 +1,68 @@
+import { createSpendGuard, MemoryStorage, type SpendGuard, track } from '@spendguard/core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+// The call context (AsyncLocalStorage) is off until something needs it: routes of an app that uses
+// neither `guard.fetch` nor the module's `track()` run without it (no process-wide promise hooks on
+// Node 20). This file runs in its own process, so the context starts off here; `callContext: true` is
+// covered by metering.test.ts, whose guard turns it on from the start.
+
+const MASTER = 'sk-master-call-context-test';
+let storage: MemoryStorage;
+let guard: SpendGuard;
+const warnings: string[] = [];
+
+beforeAll(() => {
+  storage = new MemoryStorage();
+  guard = createSpendGuard({
+    storage,
+    masterKey: MASTER,
+    logger: { warn: (m) => warnings.push(m), error: () => {} },
+  });
+});
+afterAll(() => guard.close());
+
+async function admit() {
+  const outcome = await guard.admit({
+    method: 'POST',
+    path: '/agent',
+    header: (n) => (n === 'authorization' ? `Bearer ${MASTER}` : undefined),
+    body: { question: 'x' },
+  });
+  if (!outcome.ok) throw new Error('refused');
+  return outcome.call;
+}
+
+describe('the call context', () => {
+  it('is off until guard.fetch is read: a route then runs outside it, and track() says how to turn it on', async () => {
+    const call = await admit();
+    await call.run(async () => {
+      await Promise.resolve();
+      expect(() => track({ input_tokens: 10, output_tokens: 1 }, { model: 'gpt-4o' })).toThrow(
+        /call context is off: pass `callContext: true`/,
+      );
+    });
+    // The call itself still works without the context.
+    const record = await call.track({ input_tokens: 10, output_tokens: 1 }, { model: 'gpt-4o' });
+    expect(record.costNano).toBeGreaterThan(0);
+    call.tap.drain();
+    await call.finish();
+  });
+
+  it('is on from the first read of guard.fetch, for the calls admitted after it', async () => {
+    const fetch = guard.fetch; // as `new OpenAI({ fetch: guard.fetch })` at start-up does
+    expect(typeof fetch).toBe('function');
+    expect(guard.fetch).toBe(fetch); // one function, whatever the number of reads
+    const call = await admit();
+    const tracked = await call.run(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1)); // across a timer and an await
+      return track({ input_tokens: 1000, output_tokens: 100 }, { model: 'gpt-4o' });
+    });
+    call.tap.drain();
+    const own = await call.finish();
+    expect(own.costNano).toBe(0); // charged through its child (the double-count rule)
+    const [child] = await storage.querySpendLogs({ requestId: tracked.requestId });
+    expect(child).toMatchObject({ callType: 'track', metadata: { parent_request_id: call.requestId } });
+    // Outside any guarded request: still none found, with the plain reason.
+    expect(() => track({}, { model: 'gpt-4o' })).toThrow(/run it from a route behind spendGuard\(\)/);
+  });
+});
