@@ -6,37 +6,45 @@ interface Pending<C> {
   reject: (error: unknown) => void;
 }
 
+type Commit<C> = (batch: Pending<C>[]) => Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
+
 /**
  * Group commit: guarded writes submitted in the same event-loop turn share one `BEGIN IMMEDIATE`
- * transaction, each inside its own savepoint, and one batch context (`newBatch()`, see WriteBatch)
- * whose `flush()` writes what they decided just before the commit. Each write stays atomic (a write
- * that throws rolls back its savepoint alone and rejects alone), writes apply in submission order under
- * the one write lock, and a failed flush or commit rejects every write of the batch, having written
- * none of them. Under concurrent load this turns N commits (a dozen page writes each) into one.
+ * transaction and one batch context (`newBatch()`, see WriteBatch) whose `flush()` writes what they
+ * decided just before the commit. Each write stays atomic: when one throws, the transaction is rolled
+ * back and the batch run again with each write in its own savepoint, so that the failing write rolls
+ * back alone and rejects alone (a write may therefore run twice: it must depend on the database and its
+ * input only). Writes apply in submission order under the one write lock, and a failed flush or commit
+ * rejects every write of the batch, having written none of them. Under concurrent load this turns N
+ * commits (a dozen page writes each) into one.
  */
 export class GroupCommit<C extends { flush(): void }> {
   private queue: Pending<C>[] = [];
   private scheduled = false;
   private readonly savepoint: (run: () => unknown) => unknown;
-  private readonly commit: (
-    batch: Pending<C>[],
-  ) => Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
+  private readonly commitAll: Commit<C>;
+  private readonly commitEach: Commit<C>;
 
   constructor(db: Database.Database, newBatch: () => C) {
     this.savepoint = db.transaction((run: () => unknown) => run());
-    this.commit = db.transaction((ops: Pending<C>[]) => {
+    // The common case first: every write of the batch succeeds, so none needs a savepoint of its own
+    // (two statements more per write). A write that throws rolls the whole transaction back, and the
+    // batch is then run again with a savepoint around each write (below).
+    this.commitAll = db.transaction((ops: Pending<C>[]) => {
       const context = newBatch();
-      // A lone write needs no savepoint: if it throws, the whole transaction rolls back with it.
-      const results =
-        ops.length === 1
-          ? [{ ok: true as const, value: ops[0]!.run(context) }]
-          : ops.map((op) => {
-              try {
-                return { ok: true as const, value: this.savepoint(() => op.run(context)) };
-              } catch (error) {
-                return { ok: false as const, error };
-              }
-            });
+      const results = ops.map((op) => ({ ok: true as const, value: op.run(context) }));
+      context.flush();
+      return results;
+    }).immediate;
+    this.commitEach = db.transaction((ops: Pending<C>[]) => {
+      const context = newBatch();
+      const results = ops.map((op) => {
+        try {
+          return { ok: true as const, value: this.savepoint(() => op.run(context)) };
+        } catch (error) {
+          return { ok: false as const, error };
+        }
+      });
       context.flush();
       return results;
     }).immediate;
@@ -56,12 +64,17 @@ export class GroupCommit<C extends { flush(): void }> {
     this.scheduled = false;
     const batch = this.queue;
     this.queue = [];
-    let results: ReturnType<typeof this.commit>;
+    let results: ReturnType<Commit<C>>;
     try {
-      results = this.commit(batch);
+      results = this.commitAll(batch);
     } catch (error) {
-      for (const op of batch) op.reject(error);
-      return;
+      if (batch.length === 1) return void batch[0]!.reject(error);
+      try {
+        results = this.commitEach(batch);
+      } catch (again) {
+        for (const op of batch) op.reject(again);
+        return;
+      }
     }
     batch.forEach((op, i) => {
       const r = results[i]!;
