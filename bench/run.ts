@@ -19,7 +19,7 @@
  * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores.
  */
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSpendGuard } from '@spendguard/core';
@@ -69,6 +69,18 @@ interface Summary {
   rps: number;
   p50: number;
   p99: number;
+  /** CPU time the servers' main threads spent per request, µs (Linux: /proc), else NaN. */
+  cpu: number;
+}
+
+/** CPU time (user + system) a process's main thread has used so far, µs; NaN where /proc is missing. */
+function mainThreadCpuUs(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks at USER_HZ = 100
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** A team, a user and a key with budgets far above what the bench spends, made through `guardedUrl`. */
@@ -97,7 +109,13 @@ async function benchKey(guardedUrl: string, suffix = ''): Promise<string> {
  * instance, at once): the req/s of all instances added up; latency percentiles of the worst one.
  * `keys`: one for all instances, one per instance, or none (unguarded).
  */
-async function load(name: string, urls: string[], keys: string | string[] | null): Promise<Summary> {
+async function load(
+  name: string,
+  urls: string[],
+  keys: string | string[] | null,
+  pids: number[] = [],
+): Promise<Summary> {
+  const cpuBefore = pids.map(mainThreadCpuUs);
   const results = await Promise.all(
     urls.map((url, i) => {
       const key = Array.isArray(keys) ? keys[i] : keys;
@@ -114,10 +132,13 @@ async function load(name: string, urls: string[], keys: string | string[] | null
   for (const r of results) {
     if (r.non2xx > 0 || r.errors > 0) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
   }
+  const cpuUs = pids.reduce((sum, pid, i) => sum + mainThreadCpuUs(pid) - cpuBefore[i]!, 0);
+  const requests = results.reduce((sum, r) => sum + r.requests.total, 0);
   return {
     rps: results.reduce((sum, r) => sum + r.requests.average, 0),
     p50: Math.max(...results.map((r) => r.latency.p50)),
     p99: Math.max(...results.map((r) => r.latency.p99)),
+    cpu: pids.length > 0 ? cpuUs / requests : Number.NaN,
   };
 }
 
@@ -128,6 +149,7 @@ async function compare(
   guarded: string[],
   unguarded: string[],
   key: string | string[],
+  pids: { guarded: number[]; unguarded: number[] } = { guarded: [], unguarded: [] },
 ): Promise<{ G: Summary; U: Summary }> {
   await load('guarded warm-up', guarded, key);
   await load('unguarded warm-up', unguarded, null);
@@ -138,10 +160,11 @@ async function compare(
       ['guarded', guarded, key],
     ];
     for (const [name, urls, auth] of i % 2 === 0 ? both : both.reverse()) {
-      const r = await load(name, urls, auth);
+      const r = await load(name, urls, auth, pids[name]);
       results[name].push(r);
+      const cpu = Number.isNaN(r.cpu) ? '' : `  main thread ${r.cpu.toFixed(0)} µs/req`;
       process.stdout.write(
-        `  ${label} round ${i + 1} ${name.padEnd(9)} ${r.rps.toFixed(0)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms\n`,
+        `  ${label} round ${i + 1} ${name.padEnd(9)} ${r.rps.toFixed(0)} req/s  p50 ${r.p50} ms  p99 ${r.p99} ms${cpu}\n`,
       );
     }
   }
@@ -149,6 +172,7 @@ async function compare(
     rps: median(rs.map((r) => r.rps)),
     p50: median(rs.map((r) => r.p50)),
     p99: median(rs.map((r) => r.p99)),
+    cpu: median(rs.map((r) => r.cpu)),
   });
   return { G: summary(results.guarded), U: summary(results.unguarded) };
 }
@@ -163,7 +187,10 @@ async function httpBench(framework: 'express' | 'hono' = 'express') {
   const u = `http://127.0.0.1:${bare.msg.port}`;
   try {
     const key = await benchKey(g);
-    const { G, U } = await compare(`${framework} sqlite`, ROUNDS, [g], [u], key);
+    const { G, U } = await compare(`${framework} sqlite`, ROUNDS, [g], [u], key, {
+      guarded: [guarded.child.pid!],
+      unguarded: [bare.child.pid!],
+    });
     const [rssG, rssU] = [await rss(guarded.child), await rss(bare.child)];
     return { G, U, rssG, rssU };
   } finally {
@@ -328,6 +355,10 @@ const rows = (label: string, r: { G: Summary; U: Summary }) => {
   console.log(
     `| ${label} p99 latency ms | ${r.U.p99} | ${r.G.p99} | +${(r.G.p99 - r.U.p99).toFixed(1)} ms |`,
   );
+  if (!Number.isNaN(r.G.cpu))
+    console.log(
+      `| ${label} server main-thread CPU µs/request | ${r.U.cpu.toFixed(0)} | ${r.G.cpu.toFixed(0)} | +${(r.G.cpu - r.U.cpu).toFixed(0)} µs (x${(r.U.cpu / r.G.cpu).toFixed(2)}) |`,
+    );
 };
 if (http) {
   rows('SQLite, 1 instance:', http);
