@@ -62,7 +62,11 @@ describe('the call context', () => {
     expect(own.costNano).toBe(0); // charged through its child (the double-count rule)
     const [child] = await storage.querySpendLogs({ requestId: tracked.requestId });
     expect(child).toMatchObject({ callType: 'track', metadata: { parent_request_id: call.requestId } });
-    // Outside any guarded request: still none found, with the plain reason.
+    // Outside any guarded request: still none found, with the plain reason; guard.fetch is plain fetch.
     expect(() => track({}, { model: 'gpt-4o' })).toThrow(/run it from a route behind spendGuard\(\)/);
+    expect(await (await fetch('data:text/plain,plain')).text()).toBe('plain');
+    expect(warnings).toEqual([
+      expect.stringMatching(/not metered \(run it from a route behind spendGuard\(\)/),
+    ]);
   });
 });
