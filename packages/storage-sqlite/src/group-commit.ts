@@ -29,16 +29,11 @@ export class GroupCommit<C extends { flush(): void }> {
     this.savepoint = db.transaction((run: () => unknown) => run());
     // The common case first: every write of the batch succeeds, so none needs a savepoint of its own
     // (two statements more per write). A write that throws rolls the whole transaction back, and the
-    // batch is then run again with a savepoint around each write (below).
-    this.commitAll = db.transaction((ops: Pending<C>[]) => {
-      const context = newBatch();
-      const results = ops.map((op) => ({ ok: true as const, value: op.run(context) }));
-      context.flush();
-      return results;
-    }).immediate;
-    this.commitEach = db.transaction((ops: Pending<C>[]) => {
+    // batch is then run again with a savepoint around each write.
+    const commit = (ops: Pending<C>[], savepoints: boolean) => {
       const context = newBatch();
       const results = ops.map((op) => {
+        if (!savepoints) return { ok: true as const, value: op.run(context) };
         try {
           return { ok: true as const, value: this.savepoint(() => op.run(context)) };
         } catch (error) {
@@ -47,7 +42,9 @@ export class GroupCommit<C extends { flush(): void }> {
       });
       context.flush();
       return results;
-    }).immediate;
+    };
+    this.commitAll = db.transaction((ops: Pending<C>[]) => commit(ops, false)).immediate;
+    this.commitEach = db.transaction((ops: Pending<C>[]) => commit(ops, true)).immediate;
   }
 
   submit<T>(run: (batch: C) => T): Promise<T> {
