@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import {
   type ReserveInput,
   type ScopeRef,
@@ -6,39 +5,14 @@ import {
   type SettleResult,
   StorageConflictError,
 } from '@spendguard/core';
-import pg from 'pg';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type PgStorage, pgRawReader, pgStorage } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { type PgStorage, pgRawReader } from '../src/index.js';
 import { int8AsNumber } from '../src/int8-types.js';
 import { applyMigrations } from '../src/migrations.js';
 import { internalsOf } from '../src/pg-storage.js';
+import { admin, freshSchema, open } from './test-schemas.js';
 
 // Batched guarded writes (migration 8, PgStorage's micro-batcher), against the real Postgres.
-
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const admin = new pg.Pool({ connectionString: url, max: 4 });
-await admin.query('SELECT 1').catch((err: Error) => {
-  throw new Error(`storage-pg tests need Postgres at ${url} (${err.message}); or set DATABASE_URL.`);
-});
-
-const schemas: string[] = [];
-const stores: PgStorage[] = [];
-const freshSchema = () => {
-  const name = `sg_batch_${randomBytes(6).toString('hex')}`;
-  schemas.push(name);
-  return name;
-};
-const open = async (schema = freshSchema()) => {
-  const s = pgStorage({ connectionString: url, schema });
-  stores.push(s);
-  await s.init();
-  return s;
-};
-afterEach(async () => {
-  await Promise.all(stores.splice(0).map((s) => s.close()));
-  for (const name of schemas.splice(0)) await admin.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
-});
-afterAll(() => admin.end());
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');
 const K: ScopeRef = { kind: 'key', id: 'k1' };

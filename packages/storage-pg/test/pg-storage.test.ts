@@ -1,50 +1,18 @@
-import { randomBytes } from 'node:crypto';
 import { nextBudgetResetAt, type ReserveInput } from '@spendguard/core';
 import { runStorageConformance } from '@spendguard/core/testing';
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import pg from 'pg';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { type PgStorage, pgRawReader, pgStorage } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
+import { type PgStorage, pgRawReader } from '../src/index.js';
 import { applyMigrations, loadMigrations } from '../src/migrations.js';
 import { defineTables } from '../src/schema.js';
-
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
-const admin = new pg.Pool({ connectionString: url, max: 2 });
-// Fail, never skip, without a server: CI must not pass by testing nothing.
-await admin.query('SELECT 1').catch((err: Error) => {
-  throw new Error(
-    `storage-pg tests need Postgres at ${url} (${err.message}). Start it with ` +
-      '`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set DATABASE_URL.',
-  );
-});
-
-// Each test gets its own schema, dropped after it.
-const schemas: string[] = [];
-const stores: PgStorage[] = [];
-const schemaOf = new WeakMap<PgStorage, string>();
-const freshSchema = () => {
-  const name = `sg_test_${randomBytes(6).toString('hex')}`;
-  schemas.push(name);
-  return name;
-};
-const open = async (schema: string, pool?: pg.Pool) => {
-  const s = pgStorage(pool ? { pool, schema } : { connectionString: url, schema });
-  stores.push(s);
-  schemaOf.set(s, schema);
-  await s.init();
-  return s;
-};
-afterEach(async () => {
-  await Promise.all(stores.splice(0).map((s) => s.close()));
-  for (const name of schemas.splice(0)) await admin.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
-});
-afterAll(() => admin.end());
+import { admin, freshSchema, open, schemaOfStore, url } from './test-schemas.js';
 
 runStorageConformance({
   name: 'postgres',
   create: () => open(freshSchema()),
   raw: pgRawReader,
-  sibling: (s) => open(schemaOf.get(s as PgStorage) ?? ''),
+  sibling: (s) => open(schemaOfStore(s as PgStorage)),
 });
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');
