@@ -7,6 +7,7 @@ import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuard
 import { Dashboard } from './dashboard/dashboard.js';
 import { KeyQueries, TeamQueries, UserQueries } from './entity-queries.js';
 import { SpendGuardError, StorageConflictError } from './errors.js';
+import { timeOrderedId } from './ids.js';
 import { hashVirtualKey } from './keys.js';
 import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
 import { ResponseTap } from './metering/response-meter.js';
@@ -179,13 +180,17 @@ export class SpendGuard {
     });
     this.management = new ManagementApi(this);
     this.dashboard = new Dashboard(this);
-    this.gate = new StorageGate(() => this.storage(), {
-      timeoutMs: this.options.storageTimeoutMs,
-      maxPendingSettlements: this.options.maxPendingSettlements,
-      settleBatchMs: this.options.settleBatchMs,
-      logger: this.logger,
-      onSettled: (input, result) => this.alerts?.settled(input, result),
-    });
+    this.gate = new StorageGate(
+      () => this.storage(),
+      {
+        timeoutMs: this.options.storageTimeoutMs,
+        maxPendingSettlements: this.options.maxPendingSettlements,
+        settleBatchMs: this.options.settleBatchMs,
+        logger: this.logger,
+        onSettled: (input, result) => this.alerts?.settled(input, result),
+      },
+      () => this.storageValue,
+    );
     this.alerts = this.options.alerts ? new BudgetAlerts(this, this.options.alerts) : null;
   }
 
@@ -477,7 +482,7 @@ export class SpendGuard {
     if (this.isMasterKeyHash(tokenHash)) {
       // The master key may call guarded routes; its spend is logged but it has no budget.
       return call({
-        requestId: randomUUID(),
+        requestId: timeOrderedId(),
         tags,
         keyHash: tokenHash,
         ctx: null,
@@ -496,7 +501,7 @@ export class SpendGuard {
       ctx = this.keyCache.get(tokenHash, { allowStale: true }) ?? null;
       const scopes = ctx?.scopes ?? [{ kind: 'key' as const, id: tokenHash }];
       return call({
-        requestId: randomUUID(),
+        requestId: timeOrderedId(),
         tags,
         keyHash: ctx?.key.tokenHash ?? tokenHash,
         ctx,
@@ -653,8 +658,9 @@ export class SpendGuard {
     const callScopes = this.callScopes(ctx, model, endUser, allTags);
     const call = (state: Omit<CallState, 'startTime' | 'model' | 'endUser' | 'body' | 'rate'>) =>
       new GuardedCall(this, { ...state, startTime, model, endUser, body, rate });
-    const requestId = randomUUID();
-    const reservationId = randomUUID();
+    // The reservation is the request's own (one per call): its id is the request id.
+    const requestId = timeOrderedId();
+    const reservationId = requestId;
     const mode = this.options.enforcement;
     const reserve = (amountNano: number) =>
       this.gate.reserve({

@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { randomUUID } from 'node:crypto';
 import type { CallInput, CallRecord, GuardedCall, SpendGuard } from '../guard.js';
+import { timeOrderedId } from '../ids.js';
 import { normalizeUsage, type TokenUsage } from '../pricing/normalize-usage.js';
 import { countRequestPromptTokens, requestStreamUsage } from './request-body.js';
 import { countTextTokens } from './token-count.js';
@@ -146,7 +146,7 @@ export class CallMeter {
     const state = this.call.state;
     const child = this.spawn({
       ...state,
-      requestId: randomUUID(),
+      requestId: timeOrderedId(),
       startTime: this.guard.now(),
       model: options.model,
       body: {},

@@ -57,23 +57,25 @@ export class StorageGate {
   private batch: Array<{ input: SettleInput; resolve: (written: boolean) => void }> = [];
   private batchTimer: NodeJS.Timeout | null = null;
 
+  /** Calls in flight, oldest first: each call's deadline, watched by one timer for them all. */
+  private readonly watched = new DeadlineList();
+  private watchTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * @param open the opened storage (it rejects while storage cannot open)
+   * @param opened the storage once it is open, so that a call does not wait a promise turn for it
+   */
   constructor(
     private readonly open: () => Promise<SpendStorage>,
     private readonly options: StorageGateOptions,
+    private readonly opened: () => SpendStorage | null = () => null,
   ) {}
 
   /** Runs one storage call under the timeout; failures become `STORAGE_UNAVAILABLE`. */
   async call<T>(what: string, fn: (storage: SpendStorage) => Promise<T>): Promise<T> {
-    let timer: NodeJS.Timeout | undefined;
-    const work = this.open().then(fn);
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`storage did not answer ${what} within ${this.options.timeoutMs} ms`)),
-        this.options.timeoutMs,
-      );
-    });
+    const work = this.start(fn);
     try {
-      return await Promise.race([work, timeout]);
+      return await this.within(what, work);
     } catch (error) {
       // The guard's own refusals and id conflicts are answers, not storage failures.
       if (error instanceof SpendGuardError || error instanceof StorageConflictError) throw error;
@@ -82,9 +84,66 @@ export class StorageGate {
       throw new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again', {
         cause: error,
       });
-    } finally {
-      clearTimeout(timer);
     }
+  }
+
+  private start<T>(fn: (storage: SpendStorage) => Promise<T>): Promise<T> {
+    const storage = this.opened();
+    if (!storage) return this.open().then(fn);
+    try {
+      return fn(storage);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * `work`, or a rejection once `timeoutMs` has passed without its answer. Every call has the same
+   * timeout, so deadlines come in the order calls start: one timer, set for the oldest call in
+   * flight, watches them all (a timer per call cost more than the rest of the call's bookkeeping).
+   */
+  private within<T>(what: string, work: Promise<T>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const entry = this.watched.push(Date.now() + this.options.timeoutMs, () =>
+        reject(new Error(`storage did not answer ${what} within ${this.options.timeoutMs} ms`)),
+      );
+      this.watchTimer ??= this.armWatch();
+      work.then(
+        (value) => {
+          this.unwatch(entry);
+          resolve(value);
+        },
+        (error: unknown) => {
+          this.unwatch(entry);
+          reject(error);
+        },
+      );
+    });
+  }
+
+  private unwatch(entry: Deadline): void {
+    this.watched.remove(entry);
+    if (this.watched.empty && this.watchTimer) {
+      clearTimeout(this.watchTimer);
+      this.watchTimer = null;
+    }
+  }
+
+  private armWatch(): NodeJS.Timeout | null {
+    const first = this.watched.first;
+    if (!first) return null;
+    return setTimeout(
+      () => {
+        this.watchTimer = null;
+        const now = Date.now();
+        for (let due = this.watched.first; due && due.at <= now; due = this.watched.first) {
+          this.watched.remove(due);
+          due.expire();
+        }
+        this.watchTimer = this.armWatch();
+      },
+      Math.max(0, first.at - Date.now()),
+    );
   }
 
   /** A reservation under the timeout; one that lands after it was given up on is released. */
@@ -93,7 +152,7 @@ export class StorageGate {
     // is never judged against a finished call's worst case when its actual cost is known.
     this.writeBatch();
     let gaveUp = false;
-    const work = this.open().then((s) => s.reserve(input));
+    const work = this.start((s) => s.reserve(input));
     try {
       return await this.call('reserve', () => work);
     } catch (error) {
@@ -232,5 +291,40 @@ export class StorageGate {
     }
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+  }
+}
+
+interface Deadline {
+  at: number;
+  expire: () => void;
+  prev: Deadline | null;
+  next: Deadline | null;
+}
+
+/** A doubly linked list of deadlines in the order they were added: O(1) to add, remove and peek. */
+class DeadlineList {
+  first: Deadline | null = null;
+  private last: Deadline | null = null;
+
+  get empty(): boolean {
+    return this.first === null;
+  }
+
+  push(at: number, expire: () => void): Deadline {
+    const entry: Deadline = { at, expire, prev: this.last, next: null };
+    if (this.last) this.last.next = entry;
+    else this.first = entry;
+    this.last = entry;
+    return entry;
+  }
+
+  /** Removes an entry; removing one already removed does nothing. */
+  remove(entry: Deadline): void {
+    if (entry.prev) entry.prev.next = entry.next;
+    else if (this.first === entry) this.first = entry.next;
+    else return; // not in the list
+    if (entry.next) entry.next.prev = entry.prev;
+    else this.last = entry.prev;
+    entry.prev = entry.next = null;
   }
 }

@@ -1,0 +1,130 @@
+// The storage gate bounds every storage call by `timeoutMs` with one timer for all the calls in flight:
+// each call still times out on its own deadline, and calls that answer are untouched by the others.
+import { describe, expect, it } from 'vitest';
+import { SpendGuardError } from '../src/errors.js';
+import { MemoryStorage } from '../src/index.js';
+import type { SpendStorage } from '../src/storage/storage-contract.js';
+import { StorageGate } from '../src/storage/storage-gate.js';
+
+const silent = { warn() {}, error() {} };
+const TIMEOUT = 60;
+
+function gate(storage: SpendStorage, opened = true) {
+  return new StorageGate(
+    () => Promise.resolve(storage),
+    { timeoutMs: TIMEOUT, maxPendingSettlements: 10, settleBatchMs: 0, logger: silent as any },
+    () => (opened ? storage : null),
+  );
+}
+
+/** A promise and its resolver, to answer a storage call when the test says so. */
+function deferred<T>() {
+  let resolve!: (v: T) => void;
+  const promise = new Promise<T>((r) => {
+    resolve = r;
+  });
+  return { promise, resolve };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('StorageGate', () => {
+  it('fails a call that does not answer within the timeout, and only that call', async () => {
+    const g = gate(new MemoryStorage());
+    const never = new Promise<number>(() => {});
+    const slow = deferred<number>();
+    const started = Date.now();
+    const hung = g.call('hung', () => never).catch((e: unknown) => e);
+    const answered = g.call('answered', () => slow.promise);
+    const quick = await g.call('quick', async () => 7);
+    expect(quick).toBe(7);
+    slow.resolve(3);
+    expect(await answered).toBe(3);
+    const error = await hung;
+    expect(error).toBeInstanceOf(SpendGuardError);
+    expect((error as SpendGuardError).code).toBe('STORAGE_UNAVAILABLE');
+    expect(String((error as Error).cause)).toContain('did not answer hung within 60 ms');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(TIMEOUT - 5); // not before its deadline
+    expect(g.stats.storageErrors).toBe(1);
+  });
+
+  it('times each hung call out on its own deadline, started at different times', async () => {
+    const g = gate(new MemoryStorage());
+    const never = () => new Promise<number>(() => {});
+    const outcomes: string[] = [];
+    const first = g.call('first', never).catch(() => outcomes.push('first'));
+    await sleep(TIMEOUT / 2);
+    const second = g.call('second', never).catch(() => outcomes.push('second'));
+    await first;
+    // The first deadline has passed; the second, started later, has not.
+    expect(outcomes).toEqual(['first']);
+    await second;
+    expect(outcomes).toEqual(['first', 'second']);
+    // The gate goes on working after its timer emptied.
+    expect(await g.call('after', async () => 'ok')).toBe('ok');
+  });
+
+  it('turns a synchronous throw into a storage failure, and passes conflicts and refusals through', async () => {
+    const g = gate(new MemoryStorage());
+    const thrown = await g
+      .call('throws', () => {
+        throw new Error('boom');
+      })
+      .catch((e: unknown) => e);
+    expect((thrown as SpendGuardError).code).toBe('STORAGE_UNAVAILABLE');
+    const refused = new SpendGuardError('BUDGET_EXCEEDED', 'no');
+    expect(await g.call('refuses', async () => Promise.reject(refused)).catch((e: unknown) => e)).toBe(
+      refused,
+    );
+  });
+
+  it('waits for storage to open when it is not open yet', async () => {
+    const storage = new MemoryStorage();
+    const g = gate(storage, false);
+    expect(await g.call('open first', async (s) => s === storage)).toBe(true);
+  });
+
+  it('releases a reservation that lands after its call timed out', async () => {
+    const storage = new MemoryStorage();
+    await storage.insert([
+      {
+        type: 'budget',
+        scope: { kind: 'global', id: 'proxy' },
+        budget: { maxBudgetNano: 1_000, budgetDuration: null, budgetResetAt: null, softBudgetNano: null },
+      } as any,
+    ]);
+    const late = deferred<void>();
+    const reserve = storage.reserve.bind(storage);
+    let landed = false;
+    storage.reserve = async (input) => {
+      await late.promise;
+      const result = await reserve(input);
+      landed = true;
+      return result;
+    };
+    const g = gate(storage);
+    const scopes = [{ kind: 'global', id: 'proxy' }] as const;
+    const now = new Date();
+    const error = await g
+      .reserve({
+        reservationId: 'r1',
+        scopes: [...scopes],
+        amountNano: 400,
+        now,
+        expiresAt: new Date(now.getTime() + 60_000),
+      })
+      .catch((e: unknown) => e);
+    expect((error as SpendGuardError).code).toBe('STORAGE_UNAVAILABLE');
+    late.resolve();
+    // The reservation lands now, and the gate releases it: nothing stays reserved.
+    for (let i = 0; i < 100; i++) {
+      const [state] = await storage.getBudgets([...scopes], new Date());
+      if (landed && state?.reservedNano === 0) break;
+      await sleep(10);
+    }
+    expect(landed).toBe(true);
+    const [state] = await storage.getBudgets([...scopes], new Date());
+    expect(state?.reservedNano).toBe(0);
+    expect(await storage.release('r1')).toBe(false); // already released by the gate
+  });
+});
