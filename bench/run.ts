@@ -10,7 +10,7 @@
  *    postgres://postgres@127.0.0.1:5432/test, else a throwaway server (see tests/multi-instance); the
  *    bench creates its own database there and drops it after.
  * 3. `core`: the core pipeline on SQLite: identify + reserve + meter a JSON response + price + settle,
- *    in process.
+ *    in process; BENCH_CORE_DB=<file> runs it on an existing store (e.g. one `pnpm seed` filled).
  *
  * 4. `dashboard` (bench/dashboard.ts): the dashboard's Spend, Budgets and Keys requests over 1,000,000 seeded
  *    calls on SQLite and Postgres, median and p95 against 100 ms. Seeds once (a few minutes), then reuses.
@@ -233,12 +233,22 @@ async function pgBench() {
   }
 }
 
+/** Bytes this process has handed to write(2) so far (Linux: /proc/self/io `wchar`), else NaN. */
+function bytesWritten(): number {
+  try {
+    return Number(/wchar: (\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
 async function pipelineBench() {
-  const dir = mkdtempSync(join(tmpdir(), 'spendguard-bench-core-'));
-  const guard = createSpendGuard({
-    storage: sqliteStorage({ path: join(dir, 'core.db') }),
-    masterKey: 'sk-bench-master',
-  });
+  // BENCH_CORE_DB: an existing store (e.g. one `pnpm seed` filled with 1,000,000 calls) instead of an
+  // empty file; the bench adds its own team, user and key to it.
+  const path =
+    process.env.BENCH_CORE_DB ?? join(mkdtempSync(join(tmpdir(), 'spendguard-bench-core-')), 'core.db');
+  const guard = createSpendGuard({ storage: sqliteStorage({ path }), masterKey: 'sk-bench-master' });
+  const run = `bench-${Date.now()}`;
   const adminCall = async (path: string, body: unknown) => {
     const r = await guard.management.handle({
       method: 'POST',
@@ -249,9 +259,9 @@ async function pipelineBench() {
     });
     return r!.body as any;
   };
-  await adminCall('/team/new', { team_id: 't', max_budget: 1_000_000 });
-  await adminCall('/user/new', { user_id: 'u', team_id: 't', max_budget: 1_000_000 });
-  const { key } = await adminCall('/key/generate', { user_id: 'u', max_budget: 1_000_000 });
+  await adminCall('/team/new', { team_id: run, max_budget: 1_000_000 });
+  await adminCall('/user/new', { user_id: run, team_id: run, max_budget: 1_000_000 });
+  const { key } = await adminCall('/key/generate', { user_id: run, max_budget: 1_000_000 });
   const reqBody = {
     model: 'gpt-4o-mini',
     messages: [{ role: 'user', content: 'Hello there' }],
@@ -304,16 +314,25 @@ async function pipelineBench() {
     await guard.flush();
     sequential.push(Number(process.hrtime.bigint() - t0) / 1000 / 300);
   }
-  // 64 requests in flight, as under the HTTP load: the CPU time each request costs the server.
+  // 64 requests in flight, as under the HTTP load: the CPU time each request costs the server. The
+  // bytes written (the WAL, and the checkpoint thread copying it into the database) move far less
+  // from run to run than time does.
   const concurrent: number[] = [];
+  const written0 = bytesWritten();
   for (let b = 0; b < 20; b++) {
     const t0 = process.hrtime.bigint();
     for (let w = 0; w < 5; w++) await Promise.all(Array.from({ length: 64 }, once));
     await guard.flush();
     concurrent.push(Number(process.hrtime.bigint() - t0) / 1000 / 320);
   }
+  const writtenPerRequest = (bytesWritten() - written0) / (20 * 320);
   await guard.close();
-  return { sequential: median(sequential), concurrent: median(concurrent), jsonBytes: response.byteLength };
+  return {
+    sequential: median(sequential),
+    concurrent: median(concurrent),
+    writtenPerRequest,
+    jsonBytes: response.byteLength,
+  };
 }
 
 console.log(`spendguard bench: ${cpus().length} x ${cpus()[0]?.model}, Node ${process.version}`);
@@ -378,6 +397,9 @@ if (core) {
   );
   console.log(
     `| core pipeline on SQLite, ${core.jsonBytes} B JSON response, 64 in flight | | ${core.concurrent.toFixed(1)} µs/request | |`,
+  );
+  console.log(
+    `| the same, bytes written per request (WAL and checkpoints, /proc/self/io) | | ${core.writtenPerRequest.toFixed(0)} B | |`,
   );
 }
 if (http)
