@@ -53,7 +53,7 @@ export type {
   SpendReportOptions,
   SpendTotals,
 } from './queries.js';
-export { applyDueReset, expiredReservationLog, fitsBudget } from './storage/budget-rules.js';
+export { applyDueReset, expiredReservationLog, fitsBudget, withCounters } from './storage/budget-rules.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export {
   addRateTokens,

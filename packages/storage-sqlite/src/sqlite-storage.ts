@@ -58,6 +58,7 @@ import {
   type UserPatch,
   type UserRecord,
   windowScopeId,
+  withCounters,
 } from '@spendguard/core';
 import Database from 'better-sqlite3';
 import { and, asc, desc, eq, gte, inArray, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
@@ -1178,7 +1179,7 @@ function reserveBudgets(s: Statements, b: WriteBatch, input: ReserveInput): Rese
       throw new Error(`no budget counter for ${scopeKey(scope)}`);
     }
     if (!fitsBudget(current, input.amountNano, input.mode)) return { ok: false, refused: current };
-    next.push({ ...current, reservedNano: current.reservedNano + input.amountNano });
+    next.push(withCounters(current, current.spendNano, current.reservedNano + input.amountNano));
   }
   try {
     s.insertReservation.run(
@@ -1234,16 +1235,18 @@ function settleReservation(s: Statements, b: WriteBatch, input: SettleInput): Se
     if (at >= 0) toRelease[at] = null;
     const current = b.read(scope, now);
     if (!current) continue;
-    states.push({
-      ...current,
-      spendNano: current.spendNano + costNano,
-      reservedNano: at >= 0 ? current.reservedNano - released : current.reservedNano,
-    });
+    states.push(
+      withCounters(
+        current,
+        current.spendNano + costNano,
+        at >= 0 ? current.reservedNano - released : current.reservedNano,
+      ),
+    );
   }
   const releasedOnly: BudgetState[] = [];
   for (const scope of toRelease) {
     const current = scope && b.read(scope, now);
-    if (current) releasedOnly.push({ ...current, reservedNano: current.reservedNano - released });
+    if (current) releasedOnly.push(withCounters(current, current.spendNano, current.reservedNano - released));
   }
   b.write(states);
   b.write(releasedOnly);
@@ -1303,7 +1306,8 @@ function releaseReservation(s: Statements, b: WriteBatch, reservationId: string,
   const released: BudgetState[] = [];
   for (const scope of JSON.parse(reservation.scopes) as ScopeRef[]) {
     const current = b.read(scope, now);
-    if (current) released.push({ ...current, reservedNano: current.reservedNano - reservation.amount_nano });
+    if (current)
+      released.push(withCounters(current, current.spendNano, current.reservedNano - reservation.amount_nano));
   }
   b.write(released);
   return true;

@@ -49,8 +49,9 @@ export interface BatchStatements {
  */
 export class WriteBatch {
   readonly #s: BatchStatements;
-  readonly #budgets = new Map<string, BudgetState | null>();
-  readonly #dirty = new Set<string>();
+  /** Counter rows by scope kind, then id (no key string to build and hash per read). */
+  readonly #budgets = new Map<string, Map<string, Counter>>();
+  readonly #dirty: Counter[] = [];
   readonly #daily = new Map<string, RollupParams>();
   readonly #tags = new Map<string, [string, ...RollupParams]>();
 
@@ -58,24 +59,36 @@ export class WriteBatch {
     this.#s = s;
   }
 
+  #counter(scope: ScopeRef): Counter {
+    let ofKind = this.#budgets.get(scope.kind);
+    if (!ofKind) {
+      ofKind = new Map();
+      this.#budgets.set(scope.kind, ofKind);
+    }
+    let counter = ofKind.get(scope.id);
+    if (!counter) {
+      const row = this.#s.selectBudget.get(scope.kind, scope.id);
+      counter = { state: row ? toState(scope, row) : null, dirty: false };
+      ofKind.set(scope.id, counter);
+    }
+    return counter;
+  }
+
   /** A scope's counter as of `now` (a due period reset applied), or null when it has no counter row. */
   read(scope: ScopeRef, now: Date): BudgetState | null {
-    const key = `${scope.kind}\u0000${scope.id}`;
-    let state = this.#budgets.get(key);
-    if (state === undefined) {
-      const row = this.#s.selectBudget.get(scope.kind, scope.id);
-      state = row ? toState(scope, row) : null;
-      this.#budgets.set(key, state);
-    }
+    const { state } = this.#counter(scope);
     return state && applyDueReset(state, now);
   }
 
   /** Counter states that operations decided; written by `flush()`. */
   write(states: readonly BudgetState[]): void {
     for (const state of states) {
-      const key = `${state.scope.kind}\u0000${state.scope.id}`;
-      this.#budgets.set(key, state);
-      this.#dirty.add(key);
+      const counter = this.#counter(state.scope);
+      counter.state = state;
+      if (!counter.dirty) {
+        counter.dirty = true;
+        this.#dirty.push(counter);
+      }
     }
   }
 
@@ -89,8 +102,8 @@ export class WriteBatch {
 
   /** Writes every changed counter row and every rollup sum, then forgets them. */
   flush(): void {
-    for (const key of this.#dirty) {
-      const state = this.#budgets.get(key)!;
+    for (const { state } of this.#dirty) {
+      if (!state) continue;
       this.#s.writeBudget.run(
         state.spendNano,
         state.reservedNano,
@@ -102,10 +115,16 @@ export class WriteBatch {
     for (const params of this.#daily.values()) this.#s.upsertDaily.run(...params);
     for (const [tag, ...params] of this.#tags.values()) this.#s.upsertTag.run(tag, ...params);
     this.#budgets.clear();
-    this.#dirty.clear();
+    this.#dirty.length = 0;
     this.#daily.clear();
     this.#tags.clear();
   }
+}
+
+/** A counter row as the batch last read or decided it; `dirty` once it must be written. */
+interface Counter {
+  state: BudgetState | null;
+  dirty: boolean;
 }
 
 function add<P extends unknown[]>(sums: Map<string, P>, key: string, init: () => P, r: RollupRow): void {

@@ -14,6 +14,22 @@ export function applyDueReset(state: BudgetState, now: Date): BudgetState {
   return { ...state, spendNano: 0, budgetResetAt: nextBudgetResetAt(state.budgetDuration, now) };
 }
 
+/**
+ * `state` with new counters: what a reserve or settle decides. A plain literal of BudgetState's fields
+ * (storage backends build one per scope per call, where an object spread costs more).
+ */
+export function withCounters(state: BudgetState, spendNano: number, reservedNano: number): BudgetState {
+  return {
+    scope: state.scope,
+    maxBudgetNano: state.maxBudgetNano,
+    budgetDuration: state.budgetDuration,
+    budgetResetAt: state.budgetResetAt,
+    softBudgetNano: state.softBudgetNano,
+    spendNano,
+    reservedNano,
+  };
+}
+
 /** Whether a scope admits a call reserving `amountNano`, by enforcement mode (see `EnforcementMode`). */
 export function fitsBudget(
   state: BudgetState,

@@ -769,5 +769,13 @@ export function compareSpendReportRows(
 
 /** The day bucket of a daily rollup: `YYYY-MM-DD` in UTC. */
 export function utcDay(date: Date): string {
-  return date.toISOString().slice(0, 10);
+  const ms = date.getTime();
+  if (ms >= lastDay.startMs && ms < lastDay.startMs + DAY_MS) return lastDay.text;
+  const text = date.toISOString().slice(0, 10); // throws on an invalid date, as it always did
+  lastDay = { startMs: ms - (((ms % DAY_MS) + DAY_MS) % DAY_MS), text };
+  return text;
 }
+
+const DAY_MS = 86_400_000;
+/** The last day `utcDay` formatted: every settle asks for the same one, all day long. */
+let lastDay = { startMs: Number.NaN, text: '' };
