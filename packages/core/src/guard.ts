@@ -524,7 +524,10 @@ export class SpendGuard {
     const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
 
     // Rate limits before the budget: a call refused here reserves nothing and costs nothing.
-    const rate = await this.acquireRateLimits(ctx, model, startTime, endUser);
+    const rate =
+      ctx.rateLimits.length > 0 || endUser
+        ? await this.acquireRateLimits(ctx, model, startTime, endUser)
+        : null; // nothing can limit this call: no storage call, no promise
     try {
       return await this.reserveBudget(input, ctx, { startTime, model, endUser, body, tags: allTags, rate });
     } catch (error) {
@@ -867,7 +870,7 @@ export class GuardedCall {
     readonly state: CallState,
   ) {
     this.tap = new ResponseTap(guard.options.maxMeteredBodyBytes);
-    this.meter = new CallMeter(this, guard, (child) => new GuardedCall(guard, child));
+    this.meter = new CallMeter(this, guard, spawnChildCall);
     this.responseHeaders = { 'x-litellm-call-id': state.requestId };
     const keyState = state.states.find((s) => s.scope.kind === 'key');
     if (keyState) {
@@ -1009,6 +1012,11 @@ export class GuardedCall {
       tags: record.tags,
     };
   }
+}
+
+/** A child call (`guard.fetch`, `track()`) of a guarded call: one function for every call. */
+function spawnChildCall(this: void, state: CallState, guard: SpendGuard): GuardedCall {
+  return new GuardedCall(guard, state);
 }
 
 function readPresentedKey(header: CallInput['header']): string {

@@ -1,4 +1,8 @@
+import * as crypto from 'node:crypto';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** `crypto.hash` (Node 20.12+): a one-shot digest, without a Hash object per call. */
+const oneShotHash = (crypto as { hash?: (algorithm: string, data: string, encoding: 'hex') => string }).hash;
 
 /** A new virtual key: `sk-` + 192 random bits, base64url. Shown once; only its hash is stored. */
 export function generateVirtualKey(): string {
@@ -7,7 +11,7 @@ export function generateVirtualKey(): string {
 
 /** SHA-256 hex of a key: the only form in which keys are stored or logged. */
 export function hashVirtualKey(key: string): string {
-  return createHash('sha256').update(key).digest('hex');
+  return oneShotHash ? oneShotHash('sha256', key, 'hex') : createHash('sha256').update(key).digest('hex');
 }
 
 /** LiteLLM's display form of a key: `sk-...abcd`. */

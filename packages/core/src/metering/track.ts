@@ -21,6 +21,8 @@ type CallState = GuardedCall['state'];
 
 const context = new AsyncLocalStorage<GuardedCall>();
 
+const noHeader: CallInput['header'] = () => undefined;
+
 /**
  * Whether routes run in their call's AsyncLocalStorage context (which `guard.fetch` and `track()` need).
  * Off until something needs it (`guard.fetch` is read, or the `callContext` option): on Node 20 an
@@ -92,7 +94,7 @@ export interface MeteredUsage {
 /** The metering side of one {@link GuardedCall} (one per call, created with it). */
 export class CallMeter {
   /** Reads a header of the request (the key is presented again for each child call). */
-  header: CallInput['header'] = () => undefined;
+  header: CallInput['header'] = noHeader;
   path = '';
   /** The request body as the guard rewrote it (JSON), or `null` when it is unchanged. */
   rewrittenBody: string | null = null;
@@ -109,7 +111,7 @@ export class CallMeter {
   constructor(
     private readonly call: GuardedCall,
     private readonly guard: SpendGuard,
-    private readonly spawn: (state: CallState) => GuardedCall,
+    private readonly spawn: (state: CallState, guard: SpendGuard) => GuardedCall,
   ) {}
 
   /**
@@ -144,16 +146,19 @@ export class CallMeter {
       );
     }
     const state = this.call.state;
-    const child = this.spawn({
-      ...state,
-      requestId: timeOrderedId(),
-      startTime: this.guard.now(),
-      model: options.model,
-      body: {},
-      reservationId: null,
-      states: [],
-      rate: null,
-    });
+    const child = this.spawn(
+      {
+        ...state,
+        requestId: timeOrderedId(),
+        startTime: this.guard.now(),
+        model: options.model,
+        body: {},
+        reservationId: null,
+        states: [],
+        rate: null,
+      },
+      this.guard,
+    );
     child.meter.reported = { model: options.model, usage: normalizeUsage(usage) };
     this.trackedCalls += 1;
     this.link(child.meter, child.state);
