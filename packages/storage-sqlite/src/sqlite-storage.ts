@@ -255,7 +255,7 @@ export class SqliteStorage implements SpendStorage {
 
   #ready(): Open {
     if (this.#open) return this.#open;
-    throw new Error('SqliteStorage is not open: call `await storage.init()` first.');
+    throw notOpenError();
   }
 
   async insert(entities: EntityInsert[]): Promise<void> {
@@ -746,12 +746,14 @@ export class SqliteStorage implements SpendStorage {
       .sort(compareBudgetUse);
   }
 
-  async reserve(input: ReserveInput): Promise<ReserveResult> {
-    return this.#ready().reserve(input);
+  // The guarded path's two calls hand back the group commit's own promise (an async method returning
+  // a promise would add a promise and two microtask turns to every call).
+  reserve(input: ReserveInput): Promise<ReserveResult> {
+    return this.#open ? this.#open.reserve(input) : Promise.reject(notOpenError());
   }
 
-  async settle(input: SettleInput): Promise<SettleResult> {
-    return this.#ready().settle(input);
+  settle(input: SettleInput): Promise<SettleResult> {
+    return this.#open ? this.#open.settle(input) : Promise.reject(notOpenError());
   }
 
   async release(reservationId: string): Promise<boolean> {
@@ -954,6 +956,10 @@ export class SqliteStorage implements SpendStorage {
       ).deferred,
     };
   }
+}
+
+function notOpenError(): Error {
+  return new Error('SqliteStorage is not open: call `await storage.init()` first.');
 }
 
 /**
