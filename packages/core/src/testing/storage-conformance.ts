@@ -695,6 +695,48 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it("logs an expired reservation with its call's attribution, whatever it shares with the reservation", async () => {
+      const s = await seeded({ key: budget(10) });
+      const later = new Date(T0.getTime() + 60_000);
+      const started = new Date(T0.getTime() - 1_500);
+      // The request id is the reservation's (as the guard makes them), the key hash is not the key
+      // scope's, and the call started before the reservation was made.
+      await s.reserve({
+        reservationId: 'same-id',
+        scopes: [K, U, T],
+        amountNano: 40,
+        now: T0,
+        expiresAt: later,
+        pending: {
+          requestId: 'same-id',
+          callType: 'acompletion_stream',
+          apiKeyHash: 'another-key',
+          model: 'gpt-4o-mini',
+          userId: null,
+          teamId: 't1',
+          endUser: 'end-7',
+          tags: [],
+          startTime: started,
+        },
+      });
+      expect(await s.expireReservations(later)).toBe(1);
+      const [logged] = await s.querySpendLogs({ requestId: 'same-id' });
+      expect(logged).toMatchObject({
+        requestId: 'same-id',
+        callType: 'acompletion_stream',
+        apiKeyHash: 'another-key',
+        model: 'gpt-4o-mini',
+        userId: null,
+        teamId: 't1',
+        endUser: 'end-7',
+        tags: [],
+        spendNano: 40,
+      });
+      expect(logged?.startTime.toISOString()).toBe(started.toISOString());
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 40, reservedNano: 0 });
+      await s.close();
+    });
+
     it('charges reservations past their TTL at their estimate, flagged, once', async () => {
       const s = await seeded({ key: budget(10) });
       const later = new Date(T0.getTime() + 60_000);
