@@ -1,3 +1,4 @@
+import { skimJsonObject } from './json-skim.js';
 import { SseTap } from './sse-stream.js';
 import { type ObservedResponse, observeJson, type WireFormat } from './wire-formats.js';
 
@@ -96,15 +97,23 @@ export class ResponseTap {
     if (this.kind === 'sse') {
       this.result = this.sse!.observe();
     } else if (this.kind === 'json' && !this.overflow && this.chunks.length > 0) {
-      // Parsed once here; the bytes stay held for drain().
-      let parsed: unknown = null;
-      try {
-        const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-        parsed = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8'));
-      } catch {
-        parsed = null;
+      // Read once here; the bytes stay held for drain(). First without the generated text (which only
+      // a body without its final usage needs, to count it), else whole.
+      const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      const format = this.hints.format ?? null;
+      const skimmed = skimJsonObject(buf);
+      const quick = skimmed ? observeJson(skimmed, format) : null;
+      if (quick?.usage && quick.usageFinal) {
+        this.result = quick;
+      } else {
+        let parsed: unknown = null;
+        try {
+          parsed = JSON.parse(Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).toString('utf8'));
+        } catch {
+          parsed = null;
+        }
+        this.result = observeJson(parsed, format);
       }
-      this.result = observeJson(parsed, this.hints.format ?? null);
       this.held = this.chunks;
     } else {
       this.result = {
