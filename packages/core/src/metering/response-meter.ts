@@ -114,7 +114,7 @@ export class ResponseTap {
         }
         this.result = observeJson(parsed, format);
       }
-      this.held = this.chunks;
+      this.held = [buf]; // concatenated once, for drain() too
     } else {
       this.result = {
         format: this.hints.format ?? null,
