@@ -108,7 +108,8 @@ export class SpendGuard {
    * End users' rate limits (`false`: none), cached like keys: a call with an end user reads them once
    * per `keyCacheTtlMs`, and `/customer/update` on this instance drops the entry at once.
    */
-  private readonly customerLimits: LRUCache<string, RateLimits | false>;
+  /** End users' blocked flag and rate limits, for admission (an end user without a record: neither). */
+  private readonly customers: LRUCache<string, EndUserGate>;
   private readonly pending = new Set<Promise<unknown>>();
   /** Key loads in flight, by secret hash; `keyGeneration` counts invalidations. */
   private readonly keyLoads = new Map<string, Promise<KeyContext | null>>();
@@ -174,7 +175,7 @@ export class SpendGuard {
       ttl: this.options.keyCacheTtlMs || 1,
       noDeleteOnStaleGet: true,
     });
-    this.customerLimits = new LRUCache({
+    this.customers = new LRUCache({
       max: this.options.keyCacheSize,
       ttl: this.options.keyCacheTtlMs || 1,
     });
@@ -523,10 +524,21 @@ export class SpendGuard {
     }
     const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
 
+    // A blocked end user (`/customer/block`) is refused as LiteLLM does, before anything is counted.
+    const endUserGate = endUser
+      ? await this.endUserGate(endUser).catch((error: unknown) => {
+          if (!this.servesThrough(error)) throw error;
+          return null; // storage is down under 'allow': served, as an end user not known
+        })
+      : null;
+    if (endUserGate?.blocked) {
+      throw new SpendGuardError('BAD_REQUEST', `User blocked from making LLM API Calls. User=${endUser}`);
+    }
     // Rate limits before the budget: a call refused here reserves nothing and costs nothing.
+    const endUserLimits = endUserGate?.limits ?? null;
     const rate =
-      ctx.rateLimits.length > 0 || endUser
-        ? await this.acquireRateLimits(ctx, model, startTime, endUser)
+      ctx.rateLimits.length > 0 || endUserLimits
+        ? await this.acquireRateLimits(ctx, model, startTime, endUser, endUserLimits)
         : null; // nothing can limit this call: no storage call, no promise
     try {
       return await this.reserveBudget(input, ctx, { startTime, model, endUser, body, tags: allTags, rate });
@@ -536,43 +548,42 @@ export class SpendGuard {
     }
   }
 
+  /** Drops an end user's cached blocked flag and rate limits (after `/customer/update`, `/customer/block`). */
+  invalidateCustomer(endUserId: string): void {
+    this.customers.delete(endUserId);
+  }
+
+  /** An end user's blocked flag and rate limits (cached for `keyCacheTtlMs`). */
+  private async endUserGate(endUser: string): Promise<EndUserGate> {
+    const cached = this.customers.get(endUser);
+    if (cached) return cached;
+    const [[found], record] = await this.gate.call('end-user lookup', (s) =>
+      Promise.all([s.getRateLimits([{ kind: 'customer', id: endUser }]), s.getCustomer(endUser)]),
+    );
+    const gate: EndUserGate = {
+      blocked: record?.blocked === true,
+      limits: found && hasRateLimits(found.limits) ? found.limits : null,
+    };
+    this.customers.set(endUser, gate);
+    return gate;
+  }
+
   /**
    * Checks and counts the call on the rate limits of every scope that has any (one guarded write,
    * none when no scope has limits). `null`: nothing to count (or storage is down under 'allow').
    */
-  /** Drops an end user's cached rate limits (after `/customer/update`). */
-  invalidateCustomer(endUserId: string): void {
-    this.customerLimits.delete(endUserId);
-  }
-
-  private async customerRateLimits(endUser: string): Promise<RateLimits | null> {
-    const cached = this.customerLimits.get(endUser);
-    if (cached !== undefined) return cached || null;
-    const [found] = await this.gate.call('end-user limits', (s) =>
-      s.getRateLimits([{ kind: 'customer', id: endUser }]),
-    );
-    const limits = found && hasRateLimits(found.limits) ? found.limits : null;
-    this.customerLimits.set(endUser, limits ?? false);
-    return limits;
-  }
-
   private async acquireRateLimits(
     ctx: KeyContext,
     model: string,
     now: Date,
     endUser: string | null,
+    endUserLimits: RateLimits | null,
   ): Promise<RateAdmission | null> {
     let scoped = ctx.rateLimits;
     let labels = ctx.labels;
-    if (endUser) {
-      const limits = await this.customerRateLimits(endUser).catch((error: unknown) => {
-        if (!this.servesThrough(error)) throw error;
-        return null;
-      });
-      if (limits) {
-        scoped = [...scoped, { scope: { kind: 'customer', id: endUser }, limits }];
-        labels = new Map(labels).set(`customer:${endUser}`, `EndUser=${endUser}`);
-      }
+    if (endUser && endUserLimits) {
+      scoped = [...scoped, { scope: { kind: 'customer', id: endUser }, limits: endUserLimits }];
+      labels = new Map(labels).set(`customer:${endUser}`, `EndUser=${endUser}`);
     }
     if (scoped.length === 0) return null;
     const buckets = rateBucketsFor(scoped, model);
@@ -833,6 +844,12 @@ export class SpendGuard {
     await this.alerts?.close(this.options.shutdownTimeoutMs);
     if (this.storageValue) await this.storageValue.close();
   }
+}
+
+/** What admission needs of an end user: `/customer/block`'s flag and the end user's rate limits. */
+interface EndUserGate {
+  blocked: boolean;
+  limits: RateLimits | null;
 }
 
 interface CallState {

@@ -285,6 +285,56 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     ).toBeGreaterThan(1);
   });
 
+  it('refuses a blocked end user with 400 before anything is counted, and serves it again once unblocked', async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    const { app, key } = await start(clock);
+    await admin(app, 'POST', '/customer/new', { user_id: 'acme', max_budget: 5 });
+    expect((await chat(app, key, { body: { user: 'acme' } })).status).toBe(200);
+    const spentBefore = (await app.guard.budgets.remaining({ key }))!.spend;
+    const logsBefore = (await admin(app, 'GET', '/spend/logs')).body.length;
+
+    // 'globex' is not known yet: blocking it creates it, blocked and uncapped (as LiteLLM does).
+    const blocked = await admin(app, 'POST', '/customer/block', { user_ids: ['acme', 'globex'] });
+    expect(blocked).toEqual({ status: 200, body: { blocked_users: ['acme', 'globex'] } });
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=globex')).body).toMatchObject({
+      user_id: 'globex',
+      blocked: true,
+      max_budget: null,
+    });
+    for (const part of [{ body: { user: 'acme' } }, { headers: { 'x-litellm-end-user-id': 'globex' } }]) {
+      const r = await chat(app, key, part);
+      const who = part.body?.user ?? part.headers?.['x-litellm-end-user-id'];
+      expect(r.status).toBe(400);
+      expect(r.body).toEqual({
+        error: {
+          message: `User blocked from making LLM API Calls. User=${who}`,
+          type: 'invalid_request_error',
+          param: null,
+          code: '400',
+        },
+      });
+    }
+    // Nothing was reserved, charged or logged for them; other end users and calls without one are served.
+    expect(await app.guard.budgets.remaining({ key })).toMatchObject({ spend: spentBefore, reserved: 0 });
+    expect((await admin(app, 'GET', '/spend/logs')).body.length).toBe(logsBefore);
+    expect((await chat(app, key, { body: { user: 'initech' } })).status).toBe(200);
+    expect((await chat(app, key, {})).status).toBe(200);
+
+    const unblocked = await admin(app, 'POST', '/customer/unblock', { user_ids: ['acme', 'nobody'] });
+    expect(unblocked).toEqual({ status: 200, body: { unblocked_users: ['acme', 'nobody'] } });
+    expect((await chat(app, key, { body: { user: 'acme' } })).status).toBe(200);
+    expect((await chat(app, key, { body: { user: 'globex' } })).status).toBe(400);
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=nobody')).status).toBe(404);
+
+    for (const body of [{}, { user_ids: [] }, { user_ids: 'acme' }, { user_ids: [''] }]) {
+      const r = await admin(app, 'POST', '/customer/block', body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.body.error.message).toMatch(/Invalid request/);
+    }
+    expect((await admin(app, 'POST', '/customer/block', { user_ids: ['acme'] }, key)).status).toBe(403);
+    expect((await chat(app, key, { body: { user: 'acme' } })).status).toBe(200);
+  });
+
   it('answers the customer and tag routes in LiteLLM shapes, and refuses bad input with 4xx JSON', async () => {
     const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
     const { app } = await start(clock);

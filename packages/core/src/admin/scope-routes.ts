@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { SpendGuardError } from '../errors.js';
+import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse } from '../guard.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import {
@@ -42,7 +42,8 @@ const customerNewSchema = z.object({
 });
 const customerUpdateSchema = customerNewSchema;
 const customerInfoQuerySchema = z.object({ end_user_id: id });
-const customerDeleteSchema = z.object({
+/** `/customer/delete`, `/customer/block` and `/customer/unblock`: end users by id. */
+const customerIdsSchema = z.object({
   user_ids: z.array(id, { error: 'must be an array of end user ids' }).min(1, 'must name at least one'),
 });
 
@@ -81,6 +82,8 @@ export class ScopeRoutes {
       'GET /customer/info': (r, s) => this.customerInfo(r, s),
       'POST /customer/update': (r, s) => this.customerUpdate(r, s),
       'POST /customer/delete': (r, s) => this.customerDelete(r, s),
+      'POST /customer/block': (r, s) => this.customerBlock(r, s, true),
+      'POST /customer/unblock': (r, s) => this.customerBlock(r, s, false),
       'POST /tag/new': (r, s) => this.tagNew(r, s),
       'POST /tag/info': (r, s) => this.tagInfo(r, s),
       'GET /tag/list': (_r, s) => this.tagList(s),
@@ -138,7 +141,7 @@ export class ScopeRoutes {
   }
 
   private async customerDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
-    const b = this.api.parseBody(req, customerDeleteSchema);
+    const b = this.api.parseBody(req, customerIdsSchema);
     const scopes = b.user_ids.map((u) => ({ kind: 'customer' as const, id: u }));
     for (const scope of scopes) {
       await storage.setRateLimits(scope, null);
@@ -146,6 +149,40 @@ export class ScopeRoutes {
     }
     const deleted = await storage.deleteScopes(scopes);
     return ok({ deleted_customers: deleted });
+  }
+
+  /**
+   * LiteLLM's `/customer/block` and `/customer/unblock`: a blocked end user's calls are refused (400)
+   * before anything is reserved. Blocking an end user not known yet creates it, uncapped, as LiteLLM
+   * does; unblocking one not known does nothing. Other instances see the change once their cached
+   * copy expires (`keyCacheTtlMs`).
+   */
+  private async customerBlock(
+    req: ManagementRequest,
+    storage: SpendStorage,
+    blocked: boolean,
+  ): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, customerIdsSchema);
+    for (const endUserId of new Set(b.user_ids)) {
+      if (!(await storage.updateCustomer(endUserId, { blocked })) && blocked) {
+        const record: CustomerRecord = {
+          endUserId,
+          alias: null,
+          blocked,
+          metadata: {},
+          createdAt: this.now(),
+        };
+        try {
+          await storage.insert([{ type: 'customer', record, budget: this.api.budgetInit(null, null) }]);
+        } catch (error) {
+          // Created meanwhile (another request or instance): block that one.
+          if (!(error instanceof StorageConflictError)) throw error;
+          await storage.updateCustomer(endUserId, { blocked });
+        }
+      }
+      this.api.forgetCustomer(endUserId);
+    }
+    return ok(blocked ? { blocked_users: b.user_ids } : { unblocked_users: b.user_ids });
   }
 
   private async tagNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {

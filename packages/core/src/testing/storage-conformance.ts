@@ -295,6 +295,13 @@ export function runStorageConformance(options: ConformanceOptions): void {
         metadata: { tier: 'gold' },
       });
       expect(await s.updateCustomer('nope', { alias: 'x' })).toBeNull();
+      // `/customer/block`: the flag alone changes, and reads back.
+      expect(await s.updateCustomer('acme', { blocked: true })).toMatchObject({
+        blocked: true,
+        alias: 'Acme Inc',
+      });
+      expect((await s.getCustomer('acme'))?.blocked).toBe(true);
+      expect((await s.updateCustomer('acme', { blocked: false }))?.blocked).toBe(false);
       expect(await s.updateTag('env:dev', { description: 'dev traffic' })).toMatchObject({
         name: 'env:dev',
         description: 'dev traffic',
