@@ -169,6 +169,61 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     expect(error.message).toContain('Rate limit exceeded for Team=search-team. Limit type: requests.');
   });
 
+  it('changes team and user limits with /team/update and /user/update, for keys already in use', async () => {
+    clock = T0;
+    app = await startTestApp(framework, { now: () => clock });
+    await admin(app, 'POST', '/team/new', { team_id: 'ops', tpm_limit: 5000 });
+    await admin(app, 'POST', '/user/new', { user_id: 'carol', team_id: 'ops', auto_create_key: false });
+    const client = clientFor(app, await keyWith(app, { user_id: 'carol', team_id: 'ops' }));
+    expect((await ask(client)).response.headers?.get('x-ratelimit-limit-requests')).toBeNull();
+
+    // The team gets an rpm limit (its tpm limit stays); the key, cached since its first call, follows.
+    const team = await admin(app, 'POST', '/team/update', { team_id: 'ops', rpm_limit: 2 });
+    expect(team.status).toBe(200);
+    expect(team.body.data).toMatchObject({ rpm_limit: 2, tpm_limit: 5000 });
+    expect((await admin(app, 'GET', '/team/info?team_id=ops')).body.team_info).toMatchObject({
+      rpm_limit: 2,
+      tpm_limit: 5000,
+    });
+    // (The call before the update was under no rpm limit, so not counted in one.)
+    expect((await ask(client)).response.headers?.get('x-ratelimit-remaining-requests')).toBe('1');
+    expect((await ask(client)).response.headers?.get('x-ratelimit-remaining-requests')).toBe('0');
+    expect((await refusal(ask(client))).message).toContain('Rate limit exceeded for Team=ops.');
+
+    // null removes it; the user's own limit then applies.
+    expect(
+      (await admin(app, 'POST', '/team/update', { team_id: 'ops', rpm_limit: null })).body.data,
+    ).toMatchObject({
+      rpm_limit: null,
+      tpm_limit: 5000,
+    });
+    const user = await admin(app, 'POST', '/user/update', { user_id: 'carol', rpm_limit: 1 });
+    expect(user.status).toBe(200);
+    expect(user.body).toMatchObject({ user_id: 'carol', rpm_limit: 1 });
+    expect((await admin(app, 'GET', '/user/info?user_id=carol')).body.user_info.rpm_limit).toBe(1);
+    clock = at(61); // a new minute: the team's window is spent, the user's is not yet used
+    expect((await ask(client)).response.status).toBe(200);
+    expect((await refusal(ask(client))).message).toContain('Rate limit exceeded for User=carol.');
+    // An update that sets no limit leaves them; a bad one is a 400 that changes nothing.
+    expect(
+      (await admin(app, 'POST', '/user/update', { user_id: 'carol', max_budget: 3 })).body,
+    ).toMatchObject({
+      rpm_limit: 1,
+      max_budget: 3,
+    });
+    for (const [path, body] of [
+      ['/team/update', { team_id: 'ops', tpm_limit: -1 }],
+      ['/user/update', { user_id: 'carol', max_parallel_requests: 'two' }],
+    ] as const) {
+      const res = await admin(app, 'POST', path, body);
+      expect(res.status, path).toBe(400);
+    }
+    expect((await admin(app, 'GET', '/team/info?team_id=ops')).body.team_info.tpm_limit).toBe(5000);
+    expect(
+      (await admin(app, 'GET', '/user/info?user_id=carol')).body.user_info.max_parallel_requests,
+    ).toBeNull();
+  });
+
   it('changes limits with /key/update at once, and refuses bad limits with a 400 writing nothing', async () => {
     clock = T0;
     app = await startTestApp(framework, { now: () => clock });

@@ -268,6 +268,7 @@ export const userUpdateSchema = z
     budget_duration: budgetDuration,
     models,
     metadata,
+    ...rateLimitFields,
   })
   .refine((u) => u.user_id || u.user_email, { message: 'needs a user_id or a user_email' });
 

@@ -6,6 +6,7 @@ import {
   type EntityInsert,
   type MemberRole,
   memberScopeId,
+  type RateLimits,
   type ScopeRef,
   type SpendStorage,
   type TeamPatch,
@@ -87,14 +88,16 @@ export class TeamUserRoutes {
     if (b.models !== undefined) patch.models = b.models;
     if (b.metadata !== undefined) patch.metadata = b.metadata;
     if (b.blocked !== undefined) patch.blocked = b.blocked;
+    const scope: ScopeRef = { kind: 'team', id: team.teamId };
+    const limits = await this.updateRateLimits(storage, scope, b);
     const updated = await storage.updateTeam(team.teamId, patch, this.budgetPatch(b));
-    this.guard.invalidateAllKeys(); // cached keys carry their team (models, blocked)
+    this.guard.invalidateAllKeys(); // cached keys carry their team (models, blocked, rate limits)
     if (!updated)
       throw new SpendGuardError('NOT_FOUND', `Team not found: ${b.team_id}`, { param: 'team_id' });
-    const [state] = await storage.getBudgets([{ kind: 'team', id: team.teamId }], this.guard.now());
+    const [state] = await storage.getBudgets([scope], this.guard.now());
     return ok({
       team_id: team.teamId,
-      data: teamJson(updated, state ?? null, await this.membersOf(storage, team.teamId)),
+      data: teamJson(updated, state ?? null, await this.membersOf(storage, team.teamId), limits),
     });
   }
 
@@ -285,12 +288,31 @@ export class TeamUserRoutes {
     if (b.user_role !== undefined) patch.userRole = b.user_role;
     if (b.models !== undefined) patch.models = b.models;
     if (b.metadata !== undefined) patch.metadata = b.metadata;
+    const scope: ScopeRef = { kind: 'user', id: user.userId };
+    const limits = await this.updateRateLimits(storage, scope, b);
     const updated = await storage.updateUser(user.userId, patch, this.budgetPatch(b));
     this.guard.invalidateAllKeys();
     if (!updated)
       throw new SpendGuardError('NOT_FOUND', `User not found: ${user.userId}`, { param: 'user_id' });
-    const [state] = await storage.getBudgets([{ kind: 'user', id: user.userId }], this.guard.now());
-    return ok(userJson(updated, state ?? null));
+    const [state] = await storage.getBudgets([scope], this.guard.now());
+    return ok(userJson(updated, state ?? null, limits));
+  }
+
+  /**
+   * The rate limits a team or user update sets (`rpm_limit`, `tpm_limit`, `max_parallel_requests`; a
+   * limit left out stays, `null` removes it), written before the record, whose change record makes
+   * every instance reload its cached keys. Returns the scope's limits after the update.
+   */
+  private async updateRateLimits(
+    storage: SpendStorage,
+    scope: ScopeRef,
+    b: Parameters<typeof setsRateLimits>[0],
+  ): Promise<RateLimits | null> {
+    const [current] = await storage.getRateLimits([scope]);
+    if (!setsRateLimits(b)) return current?.limits ?? null;
+    const limits = rateLimitsFrom(b, current?.limits ?? null);
+    await storage.setRateLimits(scope, limits);
+    return limits;
   }
 
   async userDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
