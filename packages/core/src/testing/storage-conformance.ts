@@ -708,27 +708,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
       const started = new Date(T0.getTime() - 1_500);
       // The request id is the reservation's (as the guard makes them), the key hash is not the key
       // scope's, and the call started before the reservation was made.
-      await s.reserve({
-        reservationId: 'same-id',
-        scopes: [K, U, T],
-        amountNano: 40,
-        now: T0,
-        expiresAt: later,
-        pending: {
-          requestId: 'same-id',
-          callType: 'acompletion_stream',
-          apiKeyHash: 'another-key',
-          model: 'gpt-4o-mini',
-          userId: null,
-          teamId: 't1',
-          endUser: 'end-7',
-          tags: [],
-          startTime: started,
-        },
-      });
-      expect(await s.expireReservations(later)).toBe(1);
-      const [logged] = await s.querySpendLogs({ requestId: 'same-id' });
-      expect(logged).toMatchObject({
+      const pending = {
         requestId: 'same-id',
         callType: 'acompletion_stream',
         apiKeyHash: 'another-key',
@@ -737,9 +717,21 @@ export function runStorageConformance(options: ConformanceOptions): void {
         teamId: 't1',
         endUser: 'end-7',
         tags: [],
-        spendNano: 40,
+        startTime: started,
+      };
+      await s.reserve({
+        reservationId: 'same-id',
+        scopes: [K, U, T],
+        amountNano: 40,
+        now: T0,
+        expiresAt: later,
+        pending,
       });
-      expect(logged?.startTime.toISOString()).toBe(started.toISOString());
+      expect(await s.expireReservations(later)).toBe(1);
+      const [logged] = await s.querySpendLogs({ requestId: 'same-id' });
+      const { startTime, ...attribution } = pending;
+      expect(logged).toMatchObject({ ...attribution, spendNano: 40 });
+      expect(logged?.startTime.toISOString()).toBe(startTime.toISOString());
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 40, reservedNano: 0 });
       await s.close();
     });
