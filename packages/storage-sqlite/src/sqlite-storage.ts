@@ -68,6 +68,7 @@ import { BackgroundCheckpointer } from './checkpointer.js';
 import { GroupCommit } from './group-commit.js';
 import { applyMigrations } from './migrations.js';
 import * as schema from './schema.js';
+import { parseScopes, scopesJson } from './scope-lists.js';
 import { type BudgetRow, type RollupParams, toState, WriteBatch } from './write-batch.js';
 
 export interface SqliteStorageOptions {
@@ -1190,7 +1191,7 @@ function reserveBudgets(s: Statements, b: WriteBatch, input: ReserveInput): Rese
   try {
     s.insertReservation.run(
       input.reservationId,
-      JSON.stringify(next.map(({ scope }) => ({ kind: scope.kind, id: scope.id }))),
+      scopesJson(next),
       input.amountNano,
       input.expiresAt.getTime(),
       input.now.getTime(),
@@ -1233,7 +1234,7 @@ function settleReservation(s: Statements, b: WriteBatch, input: SettleInput): Se
   // Release the reservation and charge the cost in one write per scope where the two coincide (the
   // usual case); a reserved scope that is not charged is released on its own.
   const reservation = s.takeReservation.get(input.reservationId);
-  const toRelease: (ScopeRef | null)[] = reservation ? JSON.parse(reservation.scopes) : [];
+  const toRelease: (ScopeRef | null)[] = reservation ? parseScopes(reservation.scopes) : [];
   const released = reservation?.amount_nano ?? 0;
   const states: BudgetState[] = [];
   for (const scope of input.scopes) {
@@ -1310,7 +1311,7 @@ function releaseReservation(s: Statements, b: WriteBatch, reservationId: string,
   const reservation = s.takeReservation.get(reservationId);
   if (!reservation) return false;
   const released: BudgetState[] = [];
-  for (const scope of JSON.parse(reservation.scopes) as ScopeRef[]) {
+  for (const scope of parseScopes(reservation.scopes)) {
     const current = b.read(scope, now);
     if (current)
       released.push(withCounters(current, current.spendNano, current.reservedNano - reservation.amount_nano));
@@ -1328,7 +1329,7 @@ function expireReservations(s: Statements, b: WriteBatch, now: Date, limit: numb
     // settle() releases the reservation and charges its amount, as the contract says.
     settleReservation(s, b, {
       reservationId: row.id,
-      scopes: JSON.parse(row.scopes),
+      scopes: parseScopes(row.scopes),
       costNano: row.amount_nano,
       now,
       log,
