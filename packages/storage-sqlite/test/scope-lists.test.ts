@@ -23,10 +23,19 @@ describe('reservation scope lists', () => {
     expect(scopesJson([state('user', 'u1'), state('key', 'k1'), state('team', 't1')])).toBe(
       '[{"kind":"user","id":"u1"},{"kind":"key","id":"k1"},{"kind":"team","id":"t1"}]',
     );
-    // Ids that would run together without separators stay apart.
-    expect(scopesJson([state('key', 'ab'), state('user', 'c')])).not.toBe(
-      scopesJson([state('key', 'a'), state('user', 'bc')]),
+    // Ids that would run together stay apart, whatever characters they hold.
+    expect(scopesJson([state('key', 'ab'), state('user', 'c')])).toBe(
+      '[{"kind":"key","id":"ab"},{"kind":"user","id":"c"}]',
     );
+    expect(scopesJson([state('key', 'a'), state('user', 'bc')])).toBe(
+      '[{"kind":"key","id":"a"},{"kind":"user","id":"bc"}]',
+    );
+    expect(scopesJson([state('key', 'a'), state('user', 'x')])).toBe(
+      '[{"kind":"key","id":"a"},{"kind":"user","id":"x"}]',
+    );
+    for (const id of ['a\u0000user\u0000x\u0001', 'a\u0001user\u0000x', 'a 1 user 1 x', 'a user 1 x']) {
+      expect(JSON.parse(scopesJson([state('key', id)]))).toEqual([{ kind: 'key', id }]);
+    }
   });
 
   it('reads a list back as a fresh array each time, whose scope refs cannot be changed', () => {
