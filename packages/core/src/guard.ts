@@ -489,6 +489,7 @@ export class SpendGuard {
         keyHash,
         ctx,
         reservationId: null,
+        reservedNano: 0,
         scopes,
         states: [],
         rate: null,
@@ -672,7 +673,7 @@ export class SpendGuard {
     const reservationId = requestId;
     // Built field by field, in CallState's order (an object spread here cost more than the rest of
     // the call's construction).
-    const call = (reserved: string | null, states: BudgetState[]) =>
+    const call = (reserved: string | null, reservedNano: number, states: BudgetState[]) =>
       new GuardedCall(this, {
         requestId,
         startTime,
@@ -683,6 +684,7 @@ export class SpendGuard {
         keyHash: tokenHash,
         ctx,
         reservationId: reserved,
+        reservedNano,
         scopes: callScopes,
         states,
         rate,
@@ -708,21 +710,24 @@ export class SpendGuard {
           startTime,
         },
       });
-    const cheap = this.estimateNano(model, body, input.bodyBytes, false);
+    let amountNano = this.estimateNano(model, body, input.bodyBytes, false);
     let result: Awaited<ReturnType<typeof reserve>>;
     try {
-      result = await reserve(cheap);
+      result = await reserve(amountNano);
       if (!result.ok && model && mode === 'strict') {
         // The byte bound is loose; count the prompt exactly before refusing (only near a cap).
         const precise = this.estimateNano(model, body, input.bodyBytes, true);
-        if (precise < cheap) result = await reserve(precise);
+        if (precise < amountNano) {
+          amountNano = precise;
+          result = await reserve(precise);
+        }
       }
     } catch (error) {
       if (!this.servesThrough(error)) throw error;
-      return call(null, []);
+      return call(null, 0, []);
     }
     if (!result.ok) throw this.budgetExceeded(ctx, result.refused);
-    return call(reservationId, result.states);
+    return call(reservationId, amountNano, result.states);
   }
 
   /** Charges unsettled reservations past their TTL at their estimate (also run on a timer). */
@@ -862,6 +867,8 @@ interface CallState {
   keyHash: string;
   ctx: KeyContext | null;
   reservationId: string | null;
+  /** What the reservation holds (0 without one). */
+  reservedNano: number;
   scopes: ScopeRef[];
   states: BudgetState[];
   /** The rate-limit buckets the call was counted on, `null` when none applies. */
@@ -1003,13 +1010,20 @@ export class GuardedCall {
       httpStatus,
       metadata: aborted ? { ...this.meter.metadata(), stream_cut: true } : this.meter.metadata(),
     };
-    const written = await this.guard.gate.settle({
-      reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
-      scopes: this.state.scopes,
-      costNano: record.costNano,
-      now: endTime,
-      log,
-    });
+    // Costing at most what it holds, on the scopes it reserved, the settlement can only lower what the
+    // next reservation is judged against, which then need not wait for it (see StorageGate.reserve).
+    const held =
+      this.state.reservationId === null || this.meter.reservationReleased ? 0 : this.state.reservedNano;
+    const written = await this.guard.gate.settle(
+      {
+        reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
+        scopes: this.state.scopes,
+        costNano: record.costNano,
+        now: endTime,
+        log,
+      },
+      record.costNano > held,
+    );
     if (!written) this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
     if (this.state.rate) {
       await this.guard.settleRateLimits(

@@ -1,5 +1,6 @@
-// Settlements wait up to `settleBatchMs` to be written together; anything that reads or reserves
-// writes them first, so no call is judged, and no query answers, without the calls already finished.
+// Settlements wait up to `settleBatchMs` to be written together. No call is judged, and no query
+// answers, without the calls already finished: reads write them first; a reservation goes ahead of
+// those that can only lower what it is judged against, and is judged again after them if refused.
 import { describe, expect, it } from 'vitest';
 import { createSpendGuard, MemoryStorage, type SpendStorage } from '../src/index.js';
 import { manage } from './management-call.js';
@@ -25,36 +26,46 @@ function recording() {
 
 const MASTER = 'sk-master-batching';
 const body = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 };
-const response = Buffer.from(
-  JSON.stringify({
-    object: 'chat.completion',
-    model: 'gpt-4o-mini',
-    usage: { prompt_tokens: 5, completion_tokens: 8 },
-  }),
-);
+const response = (completionTokens = 8) =>
+  Buffer.from(
+    JSON.stringify({
+      object: 'chat.completion',
+      model: 'gpt-4o-mini',
+      usage: { prompt_tokens: 5, completion_tokens: completionTokens },
+    }),
+  );
 
-async function setUp(settleBatchMs: number) {
+async function setUp(
+  settleBatchMs: number,
+  o: { maxBudget?: number; enforcement?: 'strict' | 'shrink' | 'soft' } = {},
+) {
   const { storage, calls } = recording();
-  const guard = createSpendGuard({ storage, masterKey: MASTER, settleBatchMs });
-  const { key } = (await manage(guard, MASTER, 'POST', '/key/generate', { max_budget: 10 })).body;
-  const call = async () => {
-    const out = await guard.admit({
+  const guard = createSpendGuard({ storage, masterKey: MASTER, settleBatchMs, enforcement: o.enforcement });
+  const generate = { max_budget: o.maxBudget ?? 10 };
+  const { key } = (await manage(guard, MASTER, 'POST', '/key/generate', generate)).body;
+  const admit = (requestBody: Record<string, unknown> = body) =>
+    guard.admit({
       method: 'POST',
       path: '/chat/completions',
       header: (n) => (n === 'authorization' ? `Bearer ${key}` : undefined),
-      body,
+      body: requestBody,
     });
+  /** One call, answered with `completionTokens` of usage (8 is what it reserved for). */
+  const call = async (completionTokens = 8) => {
+    const out = await admit();
     if (!out.ok) throw new Error('refused');
     out.call.tap.begin(200, 'application/json');
-    out.call.tap.write(response);
+    out.call.tap.write(response(completionTokens));
     out.call.tap.drain();
     void out.call.finish();
     return out.call.requestId;
   };
   const info = async () => (await manage(guard, MASTER, 'GET', `/key/info?key=${key}`)).body;
   calls.length = 0;
-  return { guard, calls, call, info };
+  return { guard, calls, call, admit, info, key };
 }
+
+const turnOf = (c: string | undefined) => c!.split('@')[1];
 
 describe('settlement batching', () => {
   it('writes the settlements that finish within the window in one turn, after it', async () => {
@@ -68,15 +79,88 @@ describe('settlement batching', () => {
     await guard.close();
   });
 
-  it('writes waiting settlements before the next reservation, in the same turn', async () => {
+  it('lets the next reservation go ahead of a waiting settlement that cost at most what it reserved', async () => {
     const { guard, calls, call } = await setUp(1000);
-    await call();
-    await call();
+    const first = await call();
+    const second = await call();
+    expect(calls).toEqual([
+      expect.stringMatching(`^reserve:${first}@`),
+      expect.stringMatching(`^reserve:${second}@`),
+    ]);
+    await guard.flush();
+    expect(calls.filter((c) => c.startsWith('settle'))).toHaveLength(2);
+    await guard.close();
+  });
+
+  it('writes a waiting settlement that cost more than it reserved before the next reservation, in the same turn', async () => {
+    const { guard, calls, call } = await setUp(1000);
+    const first = await call(5000); // the provider reported far more than max_tokens
+    const second = await call();
     const [r1, s1, r2] = calls;
-    expect(r1).toMatch(/^reserve:/);
-    expect(s1).toMatch(/^settle:/);
+    expect(r1).toMatch(`reserve:${first}@`);
+    expect(s1).toMatch(`settle:${first}@`);
+    expect(r2).toMatch(`reserve:${second}@`);
+    expect(turnOf(s1)).toBe(turnOf(r2));
+    await guard.close();
+  });
+
+  it("in 'soft' mode (spend alone is judged) writes every waiting settlement before the next reservation", async () => {
+    const { guard, calls, call } = await setUp(1000, { enforcement: 'soft' });
+    const first = await call();
+    await call();
+    const [, s1, r2] = calls;
+    expect(s1).toMatch(`settle:${first}@`);
     expect(r2).toMatch(/^reserve:/);
-    expect(s1!.split('@')[1]).toBe(r2!.split('@')[1]);
+    expect(turnOf(s1)).toBe(turnOf(r2));
+    await guard.close();
+  });
+
+  it('judges a refused reservation again once the waiting settlements are written, and admits it', async () => {
+    // What one call reserves (its worst case), learnt from a probe call that stays in flight.
+    const probe = await setUp(1000);
+    const held = await probe.admit();
+    if (!held.ok) throw new Error('probe refused');
+    const reservedUsd = (await probe.guard.budgets.remaining({ key: probe.key }))!.reserved;
+    expect(reservedUsd).toBeGreaterThan(0);
+    await probe.guard.close();
+
+    // Room for one and a half worst cases: the second call fits only once the first call's actual cost
+    // (1 completion token, far below its worst case) has replaced that worst case.
+    const { guard, calls, call, key } = await setUp(1000, { maxBudget: reservedUsd * 1.5 });
+    const first = await call(1);
+    const second = await call(1); // admitted: without the retry this would be a 429
+    expect(calls).toEqual([
+      expect.stringMatching(`^reserve:${first}@`),
+      expect.stringMatching(`^reserve:${second}@`), // refused against the counters as written
+      expect.stringMatching(`^settle:${first}@`),
+      expect.stringMatching(`^reserve:${second}@`), // judged again after it: fits
+    ]);
+    const left = (await guard.budgets.remaining({ key }))!; // a read: both settlements written first
+    expect(left.reserved).toBe(0);
+    expect(left.spend).toBeGreaterThan(0);
+    expect(left.spend).toBeLessThanOrEqual(reservedUsd * 1.5);
+    await guard.close();
+  });
+
+  it('refuses, after writing the waiting settlements, a reservation that does not fit even then', async () => {
+    const probe = await setUp(1000);
+    const held = await probe.admit();
+    if (!held.ok) throw new Error('probe refused');
+    const reservedUsd = (await probe.guard.budgets.remaining({ key: probe.key }))!.reserved;
+    await probe.guard.close();
+
+    const { guard, calls, call, admit } = await setUp(1000, { maxBudget: reservedUsd * 1.05 });
+    const first = await call(8);
+    // Its worst case (1,000 output tokens) fits neither before nor after the first call's settlement.
+    const out = await admit({ ...body, max_tokens: 1000 });
+    expect(out.ok).toBe(false);
+    if (!out.ok) expect(out.response.status).toBe(429);
+    expect(calls.slice(0, 3)).toEqual([
+      expect.stringMatching(`^reserve:${first}@`),
+      expect.stringMatching(/^reserve:/),
+      expect.stringMatching(`^settle:${first}@`),
+    ]);
+    expect(calls.slice(3).every((c) => c.startsWith('reserve:'))).toBe(true); // judged again, refused
     await guard.close();
   });
 

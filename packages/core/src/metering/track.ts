@@ -154,6 +154,7 @@ export class CallMeter {
         model: options.model,
         body: {},
         reservationId: null,
+        reservedNano: 0,
         states: [],
         rate: null,
       },
@@ -186,6 +187,11 @@ export class CallMeter {
     } catch {
       // Settling the request releases it anyway; only headroom is lost meanwhile.
     }
+  }
+
+  /** Whether this request's own reservation was dropped (at its first child call). */
+  get reservationReleased(): boolean {
+    return this.released;
   }
 
   /** Called once the call is priced: a child call adds its cost to its request's. */

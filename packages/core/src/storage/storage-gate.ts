@@ -56,6 +56,10 @@ export class StorageGate {
   private draining: Promise<void> | null = null;
   private batch: Array<{ input: SettleInput; resolve: (written: boolean) => void }> = [];
   private batchTimer: NodeJS.Timeout | null = null;
+  /** Whether a settlement waiting in `batch` may raise what a reservation is judged against. */
+  private batchMayRaise = false;
+  /** Settlements handed to storage and not yet answered. */
+  private readonly writing = new Set<Promise<boolean>>();
 
   /** Calls in flight, oldest first: each call's deadline, watched by one timer for them all. */
   private readonly watched = new DeadlineList();
@@ -146,11 +150,28 @@ export class StorageGate {
     );
   }
 
-  /** A reservation under the timeout; one that lands after it was given up on is released. */
+  /**
+   * A reservation under the timeout; one that lands after it was given up on is released.
+   *
+   * No call is judged without the calls already finished, yet a reservation does not wait for them to
+   * be written: a finished call's settlement that costs at most what it reserved, on the scopes it
+   * reserved, can only lower what a `strict` or `shrink` judgement counts (spend + reserved), so a
+   * reservation that fits against the counters as written fits after those settlements too, and one
+   * that does not fit is judged again once they are written. A settlement that may raise the count
+   * (it costs more than it reserved, or reserved nothing), and every settlement in `soft` mode (which
+   * counts spend alone), is written first, in the same turn (so in the same transaction on SQLite).
+   * One at a time on SQLite this takes the spend log's pages out of every admission's commit.
+   */
   async reserve(input: ReserveInput): Promise<ReserveResult> {
-    // The settlements waiting go first, in the same turn (so in the same transaction on SQLite): a call
-    // is never judged against a finished call's worst case when its actual cost is known.
-    this.writeBatch();
+    if (this.batch.length > 0 && (this.batchMayRaise || input.mode === 'soft')) this.writeBatch();
+    const unwritten = this.batch.length > 0 || this.writing.size > 0;
+    const result = await this.reserveNow(input);
+    if (result.ok || !unwritten) return result;
+    await this.written();
+    return this.reserveNow(input);
+  }
+
+  private async reserveNow(input: ReserveInput): Promise<ReserveResult> {
     let gaveUp = false;
     const work = this.start((s) => s.reserve(input));
     try {
@@ -181,12 +202,14 @@ export class StorageGate {
   /**
    * Writes a settlement, with the others that finish within `settleBatchMs` (all handed to storage in
    * one event-loop turn, which writes them in one transaction); when storage fails it is queued and
-   * retried, and this resolves `false` (the spend is not lost, only late).
+   * retried, and this resolves `false` (the spend is not lost, only late). `mayRaise`: false only when
+   * the settlement costs at most what its call reserved, on the scopes it reserved (see `reserve`).
    */
-  settle(input: SettleInput): Promise<boolean> {
+  settle(input: SettleInput, mayRaise = true): Promise<boolean> {
     if (this.options.settleBatchMs <= 0) return this.write(input);
     return new Promise((resolve) => {
       this.batch.push({ input, resolve });
+      if (mayRaise) this.batchMayRaise = true;
       if (this.batch.length >= MAX_SETTLE_BATCH) this.writeBatch();
       else this.batchTimer ??= setTimeout(() => this.writeBatch(), this.options.settleBatchMs);
     });
@@ -197,8 +220,23 @@ export class StorageGate {
     if (this.batchTimer) clearTimeout(this.batchTimer);
     this.batchTimer = null;
     const batch = this.batch;
+    if (batch.length === 0) return;
     this.batch = [];
-    for (const { input, resolve } of batch) void this.write(input).then(resolve);
+    this.batchMayRaise = false;
+    for (const { input, resolve } of batch) {
+      const writing = this.write(input);
+      this.writing.add(writing);
+      void writing.then((written) => {
+        this.writing.delete(writing);
+        resolve(written);
+      });
+    }
+  }
+
+  /** Resolves once every settlement handed to this gate so far has been written (or queued to retry). */
+  private async written(): Promise<void> {
+    this.writeBatch();
+    await Promise.all([...this.writing]);
   }
 
   private async write(input: SettleInput): Promise<boolean> {
