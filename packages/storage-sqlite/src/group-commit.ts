@@ -6,6 +6,12 @@ interface Pending<C> {
   reject: (error: unknown) => void;
 }
 
+/** Told how each transaction ended (what it wrote may be cached only once it committed). */
+export interface CommitOutcome {
+  committed(): void;
+  rolledBack(): void;
+}
+
 type Commit<C> = (batch: Pending<C>[]) => Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
 
 /**
@@ -25,7 +31,11 @@ export class GroupCommit<C extends { flush(): void }> {
   private readonly commitAll: Commit<C>;
   private readonly commitEach: Commit<C>;
 
-  constructor(db: Database.Database, newBatch: () => C) {
+  constructor(
+    db: Database.Database,
+    newBatch: () => C,
+    private readonly outcome: CommitOutcome = { committed() {}, rolledBack() {} },
+  ) {
     this.savepoint = db.transaction((run: () => unknown) => run());
     // The common case first: every write of the batch succeeds, so none needs a savepoint of its own
     // (two statements more per write). A write that throws rolls the whole transaction back, and the
@@ -64,11 +74,15 @@ export class GroupCommit<C extends { flush(): void }> {
     let results: ReturnType<Commit<C>>;
     try {
       results = this.commitAll(batch);
+      this.outcome.committed();
     } catch (error) {
+      this.outcome.rolledBack();
       if (batch.length === 1) return void batch[0]!.reject(error);
       try {
         results = this.commitEach(batch);
+        this.outcome.committed();
       } catch (again) {
+        this.outcome.rolledBack();
         for (const op of batch) op.reject(again);
         return;
       }

@@ -88,16 +88,30 @@ export const budgets = sqliteTable(
   (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId] })],
 );
 
+/**
+ * What a key's calls share in their reservations (migration 10): `[scopes, call]` as JSON, where call
+ * is `{ callType, apiKeyHash, model, userId, teamId }` or null. Written once, pointed to by id.
+ */
+export const reservationProfiles = sqliteTable('reservation_profiles', {
+  id: integer('id').primaryKey(),
+  body: text('body').notNull().unique(),
+});
+
 /** Open reservations; a settle deletes its row, the TTL sweep charges and deletes expired ones. */
 export const reservations = sqliteTable('reservations', {
   id: text('id').primaryKey(),
-  /** JSON `ScopeRef[]`. */
-  scopes: text('scopes', { mode: 'json' }).$type<{ kind: string; id: string }[]>().notNull(),
+  /** `reservation_profiles.id`: the scopes held and who the call is for (migration 10). */
+  profileId: integer('profile_id').notNull(),
   amountNano: nano('amount_nano').notNull(),
   expiresAt: ms('expires_at').notNull(),
   createdAt: ms('created_at').notNull(),
-  /** JSON `PendingCall`: attribution for the log written if the reservation expires (migration 2). */
-  pending: text('pending'),
+  /** The call's own attribution, for the log written if the reservation expires (null: no call). */
+  startTime: ms('start_time'),
+  /** The call's request id when it is not the reservation's id. */
+  requestId: text('request_id'),
+  endUser: text('end_user'),
+  /** JSON `string[]`; null when the call has no tags. */
+  tags: text('tags'),
 });
 
 export const spendLogs = sqliteTable(

@@ -67,8 +67,8 @@ import type { SQLiteColumn } from 'drizzle-orm/sqlite-core';
 import { BackgroundCheckpointer } from './checkpointer.js';
 import { GroupCommit } from './group-commit.js';
 import { applyMigrations } from './migrations.js';
+import { ReservationProfiles } from './reservation-profiles.js';
 import * as schema from './schema.js';
-import { parseScopes, scopesJson } from './scope-lists.js';
 import { type BudgetRow, type RollupParams, toState, WriteBatch } from './write-batch.js';
 
 export interface SqliteStorageOptions {
@@ -938,17 +938,18 @@ export class SqliteStorage implements SpendStorage {
   #prepare(db: Database.Database): Open {
     const orm = drizzle({ client: db, schema });
     const s = prepareStatements(db, orm);
-    const group = new GroupCommit(db, () => new WriteBatch(s));
+    const p = new ReservationProfiles(s);
+    const group = new GroupCommit(db, () => new WriteBatch(s), p);
     return {
       db,
       orm,
       s,
       insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, s, entities)).immediate,
-      reserve: (input: ReserveInput) => group.submit((b) => reserveBudgets(s, b, input)),
-      settle: (input: SettleInput) => group.submit((b) => settleReservation(s, b, input)),
+      reserve: (input: ReserveInput) => group.submit((b) => reserveBudgets(s, p, b, input)),
+      settle: (input: SettleInput) => group.submit((b) => settleReservation(s, p, b, input)),
       release: (reservationId: string) =>
-        group.submit((b) => releaseReservation(s, b, reservationId, new Date())),
-      expire: (now: Date, limit: number) => group.submit((b) => expireReservations(s, b, now, limit)),
+        group.submit((b) => releaseReservation(s, p, b, reservationId, new Date())),
+      expire: (now: Date, limit: number) => group.submit((b) => expireReservations(s, p, b, now, limit)),
       acquireRate: (input: RateAcquireInput) => group.submit(() => acquireRate(s, input)),
       settleRate: (input: RateSettleInput) => group.submit(() => settleRate(s, input)),
       // A read transaction, so that every counter comes from one snapshot.
@@ -990,17 +991,26 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     writeBudget: db.prepare<[number, number, number | null, string, string]>(
       'UPDATE budgets SET spend_nano = ?, reserved_nano = ?, budget_reset_at = ? WHERE scope_kind = ? AND scope_id = ?',
     ),
-    insertReservation: db.prepare<[string, string, number, number, number, string | null]>(
-      'INSERT INTO reservations (id, scopes, amount_nano, expires_at, created_at, pending) VALUES (?, ?, ?, ?, ?, ?)',
+    // A reservation row points to its profile (migration 10): what a key's calls share, written once.
+    insertProfile: db.prepare<[string], { id: number }>(
+      'INSERT INTO reservation_profiles (body) VALUES (?) ON CONFLICT (body) DO NOTHING RETURNING id',
     ),
-    expiredReservations: db.prepare<
-      [number, number],
-      { id: string; scopes: string; amount_nano: number; pending: string | null }
+    selectProfileId: db.prepare<[string], { id: number }>(
+      'SELECT id FROM reservation_profiles WHERE body = ?',
+    ),
+    selectProfile: db.prepare<[number], { body: string }>(
+      'SELECT body FROM reservation_profiles WHERE id = ?',
+    ),
+    insertReservation: db.prepare<
+      [string, number, number, number, number, number | null, string | null, string | null, string | null]
     >(
-      'SELECT id, scopes, amount_nano, pending FROM reservations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
+      'INSERT INTO reservations (id, profile_id, amount_nano, expires_at, created_at, start_time, request_id, end_user, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     ),
-    takeReservation: db.prepare<[string], { scopes: string; amount_nano: number }>(
-      'DELETE FROM reservations WHERE id = ? RETURNING scopes, amount_nano',
+    expiredReservations: db.prepare<[number, number], ReservationRow>(
+      'SELECT id, profile_id, amount_nano, start_time, request_id, end_user, tags FROM reservations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
+    ),
+    takeReservation: db.prepare<[string], { profile_id: number; amount_nano: number }>(
+      'DELETE FROM reservations WHERE id = ? RETURNING profile_id, amount_nano',
     ),
     // Only a taken request id is ignored; any other constraint still fails the settle.
     insertLog: db.prepare<SpendLogParams>(
@@ -1177,7 +1187,12 @@ function dropMember(orm: Orm, m: MemberRecord): void {
   }
 }
 
-function reserveBudgets(s: Statements, b: WriteBatch, input: ReserveInput): ReserveResult {
+function reserveBudgets(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  input: ReserveInput,
+): ReserveResult {
   const next: BudgetState[] = [];
   for (const scope of input.scopes) {
     const current = b.read(scope, input.now);
@@ -1188,24 +1203,35 @@ function reserveBudgets(s: Statements, b: WriteBatch, input: ReserveInput): Rese
     if (!fitsBudget(current, input.amountNano, input.mode)) return { ok: false, refused: current };
     next.push(withCounters(current, current.spendNano, current.reservedNano + input.amountNano));
   }
+  const { pending } = input;
+  const profile = p.idFor(next, pending);
   try {
     s.insertReservation.run(
       input.reservationId,
-      scopesJson(next),
+      profile.id,
       input.amountNano,
       input.expiresAt.getTime(),
       input.now.getTime(),
-      input.pending ? JSON.stringify(input.pending) : null,
+      pending ? pending.startTime.getTime() : null,
+      pending && pending.requestId !== input.reservationId ? pending.requestId : null,
+      pending?.endUser ?? null,
+      pending && pending.tags.length > 0 ? JSON.stringify(pending.tags) : null,
     );
   } catch (err) {
     if (isKeyConflict(err)) throw new StorageConflictError('reservation', input.reservationId);
     throw err;
   }
+  p.written(profile.key, profile.id);
   b.write(next);
   return { ok: true, states: next };
 }
 
-function settleReservation(s: Statements, b: WriteBatch, input: SettleInput): SettleResult {
+function settleReservation(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  input: SettleInput,
+): SettleResult {
   const { log, costNano, now } = input;
   const logged = s.insertLog.run(
     log.requestId,
@@ -1234,7 +1260,7 @@ function settleReservation(s: Statements, b: WriteBatch, input: SettleInput): Se
   // Release the reservation and charge the cost in one write per scope where the two coincide (the
   // usual case); a reserved scope that is not charged is released on its own.
   const reservation = s.takeReservation.get(input.reservationId);
-  const toRelease: (ScopeRef | null)[] = reservation ? parseScopes(reservation.scopes) : [];
+  const toRelease: (ScopeRef | null)[] = reservation ? p.get(reservation.profile_id).scopes.slice() : [];
   const released = reservation?.amount_nano ?? 0;
   const states: BudgetState[] = [];
   for (const scope of input.scopes) {
@@ -1307,11 +1333,17 @@ function settleRate(s: Statements, input: RateSettleInput): void {
   s.releaseRateLeases.run(input.leaseId);
 }
 
-function releaseReservation(s: Statements, b: WriteBatch, reservationId: string, now: Date): boolean {
+function releaseReservation(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  reservationId: string,
+  now: Date,
+): boolean {
   const reservation = s.takeReservation.get(reservationId);
   if (!reservation) return false;
   const released: BudgetState[] = [];
-  for (const scope of parseScopes(reservation.scopes)) {
+  for (const scope of p.get(reservation.profile_id).scopes) {
     const current = b.read(scope, now);
     if (current)
       released.push(withCounters(current, current.spendNano, current.reservedNano - reservation.amount_nano));
@@ -1320,21 +1352,44 @@ function releaseReservation(s: Statements, b: WriteBatch, reservationId: string,
   return true;
 }
 
-function expireReservations(s: Statements, b: WriteBatch, now: Date, limit: number): number {
+/** An open reservation as the sweep reads it (migration 10). */
+interface ReservationRow {
+  id: string;
+  profile_id: number;
+  amount_nano: number;
+  start_time: number | null;
+  request_id: string | null;
+  end_user: string | null;
+  tags: string | null;
+}
+
+function expireReservations(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  now: Date,
+  limit: number,
+): number {
   const rows = s.expiredReservations.all(now.getTime(), limit);
   for (const row of rows) {
-    const raw = row.pending ? (JSON.parse(row.pending) as PendingCall & { startTime: string }) : null;
-    const pending = raw ? { ...raw, startTime: new Date(raw.startTime) } : null;
+    const profile = p.get(row.profile_id);
+    const pending: PendingCall | null = profile.call && {
+      requestId: row.request_id ?? row.id,
+      ...profile.call,
+      endUser: row.end_user,
+      tags: row.tags === null ? [] : (JSON.parse(row.tags) as string[]),
+      startTime: new Date(row.start_time ?? now.getTime()),
+    };
     const log = expiredReservationLog(row.id, row.amount_nano, pending, now);
     // settle() releases the reservation and charges its amount, as the contract says.
-    settleReservation(s, b, {
+    settleReservation(s, p, b, {
       reservationId: row.id,
-      scopes: parseScopes(row.scopes),
+      scopes: profile.scopes.slice(),
       costNano: row.amount_nano,
       now,
       log,
     });
-    releaseReservation(s, b, row.id, now); // only left if that request id was already logged: release it
+    releaseReservation(s, p, b, row.id, now); // only left if that request id was already logged: release it
   }
   return rows.length;
 }

@@ -1,26 +1,19 @@
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ReserveInput } from '@spendguard/core';
 import { runStorageConformance, spendLogFixture } from '@spendguard/core/testing';
 import Database from 'better-sqlite3';
 import { getTableConfig, type SQLiteTable } from 'drizzle-orm/sqlite-core';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { type SqliteStorage, sqliteRawReader, sqliteStorage } from '../src/index.js';
 import { applyMigrations, MIGRATIONS } from '../src/migrations.js';
 import * as schema from '../src/schema.js';
+import { tempStores } from './temp-stores.js';
 
-const root = mkdtempSync(join(tmpdir(), 'spendguard-sqlite-'));
-afterAll(() => rmSync(root, { recursive: true, force: true }));
-const freshPath = () => join(mkdtempSync(join(root, 'db-')), 'spend.db');
-const open = async (path: string) => {
-  const s = sqliteStorage({ path });
-  await s.init();
-  return s;
-};
+const { root, freshPath, open } = tempStores('spendguard-sqlite-');
 
 const paths = new WeakMap<object, string>();
 runStorageConformance({
@@ -274,6 +267,86 @@ describe('sqlite backend', () => {
     expect(await s.listMembers({ userId: 'u2' })).toEqual([]);
     const [counter] = await s.getBudgets([{ kind: 'member', id: 't1:u1' }], new Date(10));
     expect(counter).toMatchObject({ maxBudgetNano: null, spendNano: 0, reservedNano: 0 });
+    await s.close();
+  });
+
+  it('migration 10 carries open reservations over: each is settled or charged with its attribution', async () => {
+    const path = freshPath();
+    const db = new Database(path);
+    applyMigrations(
+      db,
+      MIGRATIONS.filter((m) => m.version < 10),
+    );
+    const counter = db.prepare(
+      'INSERT INTO budgets (scope_kind, scope_id, max_budget_nano, budget_duration, budget_reset_at, spend_nano, reserved_nano) VALUES (?, ?, NULL, NULL, NULL, 0, ?)',
+    );
+    counter.run('key', 'kh', 700);
+    counter.run('team', 't1', 700);
+    counter.run('user', 'u1', 500);
+    const old = db.prepare(
+      'INSERT INTO reservations (id, scopes, amount_nano, expires_at, created_at, pending) VALUES (?, ?, ?, ?, ?, ?)',
+    );
+    const scopes = (...list: Array<[string, string]>) =>
+      JSON.stringify(list.map(([kind, id]) => ({ kind, id })));
+    const pending = {
+      requestId: 'req-a',
+      callType: 'acompletion',
+      apiKeyHash: 'kh',
+      model: 'gpt-4o-mini',
+      userId: 'u1',
+      teamId: 't1',
+      endUser: 'eu-1',
+      tags: ['prod', 'a b'],
+      startTime: '2026-03-10T11:59:58.123Z',
+    };
+    old.run(
+      'res-a',
+      scopes(['key', 'kh'], ['user', 'u1'], ['team', 't1']),
+      500,
+      T0.getTime(),
+      1,
+      JSON.stringify(pending),
+    );
+    old.run('res-b', scopes(['key', 'kh'], ['team', 't1']), 200, T0.getTime() + 60_000, 1, null);
+    db.close();
+
+    const s = await open(path);
+    // res-a expires: charged at its amount on its three scopes, logged with all its attribution.
+    expect(await s.expireReservations(T0)).toBe(1);
+    const [log] = await s.querySpendLogs({ requestId: 'req-a' });
+    expect(log).toMatchObject({
+      requestId: 'req-a',
+      callType: 'acompletion',
+      apiKeyHash: 'kh',
+      spendNano: 500,
+      model: 'gpt-4o-mini',
+      userId: 'u1',
+      teamId: 't1',
+      endUser: 'eu-1',
+      tags: ['prod', 'a b'],
+      startTime: new Date('2026-03-10T11:59:58.123Z'),
+      estimated: true,
+    });
+    // res-b (no attribution) is settled by its request: released on its two scopes.
+    const settled = await s.settle({
+      reservationId: 'res-b',
+      scopes: [
+        { kind: 'key', id: 'kh' },
+        { kind: 'team', id: 't1' },
+      ],
+      costNano: 150,
+      now: T0,
+      log: spendLogFixture('req-b', { apiKeyHash: 'kh', spendNano: 150 }),
+    });
+    expect(settled.applied).toBe(true);
+    const state = async (kind: string, id: string) => {
+      const [b] = await s.getBudgets([{ kind, id } as never], T0);
+      return { spend: b!.spendNano, reserved: b!.reservedNano };
+    };
+    expect(await state('key', 'kh')).toEqual({ spend: 650, reserved: 0 });
+    expect(await state('team', 't1')).toEqual({ spend: 650, reserved: 0 });
+    expect(await state('user', 'u1')).toEqual({ spend: 500, reserved: 0 });
+    expect(await sqliteRawReader(s).openReservations()).toBe(0);
     await s.close();
   });
 });
