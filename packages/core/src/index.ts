@@ -77,6 +77,7 @@ export {
 } from './storage/spend-rollup.js';
 export {
   type AlertClaim,
+  assertChangeableScopes,
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
@@ -109,6 +110,7 @@ export {
   type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
+  type ScopeChanges,
   type ScopeKind,
   type ScopeRef,
   type SettleInput,

@@ -3,6 +3,7 @@ import {
   type AlertClaim,
   activeFilters,
   applyDueReset,
+  assertChangeableScopes,
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
@@ -33,6 +34,7 @@ import {
   rankedDimension,
   rollupColumn,
   rollupTableFor,
+  type ScopeChanges,
   type ScopeKind,
   type ScopeRef,
   type SettleInput,
@@ -408,24 +410,59 @@ export class PgStorage implements SpendStorage {
     now: Date,
     change: (s: BudgetState) => BudgetState,
   ): Promise<BudgetState | null> {
-    const { db, t } = this.#ready();
-    return db.transaction(async (tx) => {
-      const where = and(eq(t.budgets.scopeKind, scope.kind), eq(t.budgets.scopeId, scope.id));
-      const [row] = await tx.select().from(t.budgets).where(where).for('update');
-      if (!row) return null;
-      const next = change(applyDueReset({ ...row, scope, softBudgetNano: row.softBudgetNano ?? null }, now));
-      await tx
-        .update(t.budgets)
-        .set({
-          maxBudgetNano: next.maxBudgetNano,
-          budgetDuration: next.budgetDuration,
-          budgetResetAt: next.budgetResetAt,
-          softBudgetNano: next.softBudgetNano,
-          spendNano: next.spendNano,
-        })
-        .where(where);
-      return next;
-    });
+    return this.#ready().db.transaction((tx) => this.#changeCounterIn(tx, scope, now, change));
+  }
+
+  /** Inside `tx`: a counter locked, its due reset applied, changed and written back; null if missing. */
+  async #changeCounterIn(
+    tx: Tx,
+    scope: ScopeRef,
+    now: Date,
+    change: (s: BudgetState) => BudgetState,
+  ): Promise<BudgetState | null> {
+    const { t } = this.#ready();
+    const where = and(eq(t.budgets.scopeKind, scope.kind), eq(t.budgets.scopeId, scope.id));
+    const [row] = await tx.select().from(t.budgets).where(where).for('update');
+    if (!row) return null;
+    const next = change(applyDueReset({ ...row, scope, softBudgetNano: row.softBudgetNano ?? null }, now));
+    await tx
+      .update(t.budgets)
+      .set({
+        maxBudgetNano: next.maxBudgetNano,
+        budgetDuration: next.budgetDuration,
+        budgetResetAt: next.budgetResetAt,
+        softBudgetNano: next.softBudgetNano,
+        spendNano: next.spendNano,
+      })
+      .where(where);
+    return next;
+  }
+
+  /** Inside an entity update's transaction, once the entity is found: the `ScopeChanges` it carries. */
+  async #applyScopeChanges(tx: Tx, also: ScopeChanges | undefined): Promise<void> {
+    if (!also) return;
+    const { t } = this.#ready();
+    if (also.rateLimits) {
+      const { scope, limits } = also.rateLimits;
+      await tx.execute(
+        limits
+          ? sql`INSERT INTO ${sql.raw(this.#q)}.rate_limits (scope_kind, scope_id, limits) VALUES (${scope.kind}, ${scope.id}, ${JSON.stringify(limits)}::jsonb)
+              ON CONFLICT (scope_kind, scope_id) DO UPDATE SET limits = excluded.limits`
+          : sql`DELETE FROM ${sql.raw(this.#q)}.rate_limits WHERE scope_kind = ${scope.kind} AND scope_id = ${scope.id}`,
+      );
+    }
+    for (const scope of also.deleteScopes ?? []) await this.#deleteCounter(tx, scope.kind, scope.id);
+    for (const { scope, set, insert } of also.upsertBudgets ?? []) {
+      const changed = await this.#changeCounterIn(tx, scope, also.now, (state) => ({
+        ...state,
+        ...definedOnly(set),
+      }));
+      if (!changed) {
+        await tx
+          .insert(t.budgets)
+          .values({ scopeKind: scope.kind, scopeId: scope.id, ...insert, spendNano: 0, reservedNano: 0 });
+      }
+    }
   }
 
   async getTeam(teamId: string): Promise<TeamRecord | null> {
@@ -823,7 +860,9 @@ export class PgStorage implements SpendStorage {
     tokenHash: string,
     patch: KeyPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<KeyRecord | null> {
+    assertChangeableScopes(also);
     const { db, t } = this.#ready();
     const fields = definedOnly(patch);
     const limits = definedOnly(budget ?? {});
@@ -834,6 +873,7 @@ export class PgStorage implements SpendStorage {
           ? await tx.update(t.keys).set(fields).where(byHash).returning()
           : await tx.select().from(t.keys).where(byHash).for('update');
       if (!key) return null;
+      await this.#applyScopeChanges(tx, also);
       if (Object.keys(limits).length > 0) {
         await tx
           .update(t.budgets)
@@ -934,7 +974,9 @@ export class PgStorage implements SpendStorage {
     teamId: string,
     patch: TeamPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<TeamRecord | null> {
+    assertChangeableScopes(also);
     const { db, t } = this.#ready();
     return db.transaction(async (tx) => {
       const fields = definedOnly(patch);
@@ -944,6 +986,7 @@ export class PgStorage implements SpendStorage {
           ? await tx.update(t.teams).set(fields).where(byId).returning()
           : await tx.select().from(t.teams).where(byId).for('update');
       if (!team) return null;
+      await this.#applyScopeChanges(tx, also);
       await this.#patchBudget(tx, 'team', teamId, budget);
       await tx.execute(recordKeyChanges(this.#q, this.#schema, [null]));
       return team;
@@ -984,7 +1027,9 @@ export class PgStorage implements SpendStorage {
     userId: string,
     patch: UserPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<UserRecord | null> {
+    assertChangeableScopes(also);
     const { db, t } = this.#ready();
     return db.transaction(async (tx) => {
       const fields = definedOnly(patch);
@@ -994,6 +1039,7 @@ export class PgStorage implements SpendStorage {
           ? await tx.update(t.users).set(fields).where(byId).returning()
           : await tx.select().from(t.users).where(byId).for('update');
       if (!user) return null;
+      await this.#applyScopeChanges(tx, also);
       await this.#patchBudget(tx, 'user', userId, budget);
       await tx.execute(recordKeyChanges(this.#q, this.#schema, [null]));
       return user;

@@ -13,6 +13,7 @@ runStorageConformance({
   create: () => open(freshSchema()),
   raw: pgRawReader,
   sibling: (s) => open(schemaOfStore(s as PgStorage)),
+  refusesFractionalNano: true,
 });
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');

@@ -3,6 +3,7 @@ import {
   activeFilters,
   addRateTokens,
   applyDueReset,
+  assertChangeableScopes,
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
@@ -36,6 +37,7 @@ import {
   rollupColumn,
   rollupRowOf,
   rollupTableFor,
+  type ScopeChanges,
   type ScopeKind,
   type ScopeRef,
   type SettleInput,
@@ -371,24 +373,7 @@ export class SqliteStorage implements SpendStorage {
   /** Reads a counter (due reset applied), changes it and writes it back in one write transaction. */
   #changeBudget(scope: ScopeRef, now: Date, change: (s: BudgetState) => BudgetState): BudgetState | null {
     const { orm, db, s } = this.#ready();
-    const run = db.transaction((): BudgetState | null => {
-      const row = s.selectBudget.get(scope.kind, scope.id);
-      if (!row) return null;
-      const next = change(applyDueReset(toState(scope, row), now));
-      orm
-        .update(schema.budgets)
-        .set({
-          maxBudgetNano: next.maxBudgetNano,
-          budgetDuration: next.budgetDuration,
-          budgetResetAt: next.budgetResetAt,
-          softBudgetNano: next.softBudgetNano,
-          spendNano: next.spendNano,
-        })
-        .where(and(eq(schema.budgets.scopeKind, scope.kind), eq(schema.budgets.scopeId, scope.id)))
-        .run();
-      return next;
-    });
-    return run.immediate();
+    return db.transaction(() => changeCounter(orm, s, scope, now, change)).immediate();
   }
 
   async listKeys(filter: { userId?: string; teamId?: string }): Promise<KeyRecord[]> {
@@ -409,14 +394,17 @@ export class SqliteStorage implements SpendStorage {
     tokenHash: string,
     patch: KeyPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<KeyRecord | null> {
-    const { orm, db } = this.#ready();
+    assertChangeableScopes(also);
+    const { orm, db, s } = this.#ready();
     const run = db.transaction((): KeyRecord | null => {
       if (Object.keys(patch).length > 0) {
         orm.update(schema.keys).set(patch).where(eq(schema.keys.tokenHash, tokenHash)).run();
       }
       const key = orm.select().from(schema.keys).where(eq(schema.keys.tokenHash, tokenHash)).get();
       if (!key) return null;
+      applyScopeChanges(orm, s, also);
       if (budget && Object.keys(budget).length > 0) {
         orm
           .update(schema.budgets)
@@ -524,14 +512,17 @@ export class SqliteStorage implements SpendStorage {
     teamId: string,
     patch: TeamPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<TeamRecord | null> {
-    const { orm, db } = this.#ready();
+    assertChangeableScopes(also);
+    const { orm, db, s } = this.#ready();
     const t = schema.teams;
     const run = db.transaction((): TeamRecord | null => {
       const fields = definedOnly(patch);
       if (Object.keys(fields).length > 0) orm.update(t).set(fields).where(eq(t.teamId, teamId)).run();
       const team = orm.select().from(t).where(eq(t.teamId, teamId)).get();
       if (!team) return null;
+      applyScopeChanges(orm, s, also);
       patchBudget(orm, 'team', teamId, budget);
       recordAnyKeyChange(orm);
       return team;
@@ -575,14 +566,17 @@ export class SqliteStorage implements SpendStorage {
     userId: string,
     patch: UserPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<UserRecord | null> {
-    const { orm, db } = this.#ready();
+    assertChangeableScopes(also);
+    const { orm, db, s } = this.#ready();
     const u = schema.users;
     const run = db.transaction((): UserRecord | null => {
       const fields = definedOnly(patch);
       if (Object.keys(fields).length > 0) orm.update(u).set(fields).where(eq(u.userId, userId)).run();
       const user = orm.select().from(u).where(eq(u.userId, userId)).get();
       if (!user) return null;
+      applyScopeChanges(orm, s, also);
       patchBudget(orm, 'user', userId, budget);
       recordAnyKeyChange(orm);
       return user;
@@ -1128,6 +1122,51 @@ function patchBudget(orm: Orm, kind: string, id: string, budget: Partial<BudgetI
     .set(limits)
     .where(and(eq(b.scopeKind, kind), eq(b.scopeId, id)))
     .run();
+}
+
+/** Inside a write transaction: a counter read (due reset applied), changed and written back; null if missing. */
+function changeCounter(
+  orm: Orm,
+  s: Statements,
+  scope: ScopeRef,
+  now: Date,
+  change: (state: BudgetState) => BudgetState,
+): BudgetState | null {
+  const row = s.selectBudget.get(scope.kind, scope.id);
+  if (!row) return null;
+  const next = change(applyDueReset(toState(scope, row), now));
+  orm
+    .update(schema.budgets)
+    .set({
+      maxBudgetNano: next.maxBudgetNano,
+      budgetDuration: next.budgetDuration,
+      budgetResetAt: next.budgetResetAt,
+      softBudgetNano: next.softBudgetNano,
+      spendNano: next.spendNano,
+    })
+    .where(and(eq(schema.budgets.scopeKind, scope.kind), eq(schema.budgets.scopeId, scope.id)))
+    .run();
+  return next;
+}
+
+/** Inside an entity update's transaction, once the entity is found: the `ScopeChanges` it carries. */
+function applyScopeChanges(orm: Orm, s: Statements, also: ScopeChanges | undefined): void {
+  if (!also) return;
+  if (also.rateLimits) {
+    const { scope, limits } = also.rateLimits;
+    if (limits) s.upsertRateLimits.run(scope.kind, scope.id, JSON.stringify(limits));
+    else s.deleteRateLimits.run(scope.kind, scope.id);
+  }
+  for (const scope of also.deleteScopes ?? []) deleteCounter(orm, scope.kind, scope.id);
+  for (const { scope, set, insert } of also.upsertBudgets ?? []) {
+    const changed = changeCounter(orm, s, scope, also.now, (state) => ({ ...state, ...definedOnly(set) }));
+    if (!changed) {
+      orm
+        .insert(schema.budgets)
+        .values({ scopeKind: scope.kind, scopeId: scope.id, ...insert, spendNano: 0, reservedNano: 0 })
+        .run();
+    }
+  }
 }
 
 function deleteCounter(orm: Orm, kind: string, id: string): void {

@@ -27,6 +27,7 @@ runStorageConformance({
   raw: sqliteRawReader,
   // A second connection on the same file, as another process would have.
   sibling: (s) => open(paths.get(s)!),
+  refusesFractionalNano: true,
 });
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');

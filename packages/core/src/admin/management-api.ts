@@ -11,6 +11,7 @@ import type {
   KeyPatch,
   KeyRecord,
   RateLimits,
+  ScopeChanges,
   ScopeRef,
   SpendStorage,
   TeamRecord,
@@ -54,11 +55,11 @@ import {
   userNewSchema,
 } from './schemas.js';
 import {
-  applyModelBudgets,
-  applyWindows,
   budgetPatch,
+  modelBudgetChanges,
   modelBudgetInit,
   ScopeRoutes,
+  windowChanges,
   windowInserts,
   windowsJson,
 } from './scope-routes.js';
@@ -456,9 +457,10 @@ export class ManagementApi {
     ref: string,
     patch: KeyPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<GuardResponse> {
     const { tokenHash: hash } = await this.keyFor(storage, caller, ref, 'change this key');
-    const key = await storage.updateKey(hash, patch, budget);
+    const key = await storage.updateKey(hash, patch, budget, also);
     this.guard.invalidateKey(hash);
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
     return ok({ key: hash, ...(await this.keyInfoJson(storage, key)) });
@@ -512,18 +514,26 @@ export class ManagementApi {
       budget,
       (await storage.getBudgets([{ kind: 'key', id: hash }], this.now()))[0] ?? null,
     );
+    // Rate limits, per-model budgets and budget windows are written in the key's own transaction,
+    // whose key change record makes every instance reload the key with all of them: all or nothing.
+    const scope: ScopeRef = { kind: 'key', id: hash };
+    const also: ScopeChanges = { now: this.now(), deleteScopes: [], upsertBudgets: [] };
     if (setsRateLimits(b)) {
-      const scope: ScopeRef = { kind: 'key', id: hash };
       const [current] = await storage.getRateLimits([scope]);
-      // Written before the key, whose change record makes every instance reload both.
-      await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
+      also.rateLimits = { scope, limits: rateLimitsFrom(b, current?.limits ?? null) };
     }
-    if (b.model_max_budget) await applyModelBudgets(this, storage, hash, b.model_max_budget, this.now());
-    if (b.budget_limits !== undefined) {
-      await applyWindows(this, storage, { kind: 'key', id: hash }, b.budget_limits, this.now());
+    const counters = [
+      b.model_max_budget ? modelBudgetChanges(this, hash, b.model_max_budget) : null,
+      b.budget_limits !== undefined
+        ? await windowChanges(this, storage, scope, b.budget_limits, this.now())
+        : null,
+    ];
+    for (const c of counters) {
+      if (!c) continue;
+      also.deleteScopes!.push(...c.deleteScopes);
+      also.upsertBudgets!.push(...c.upsertBudgets);
     }
-    // Last: its key change record makes every instance reload the key with all of the above.
-    return this.changeKey(storage, caller, b.key, patch, budget);
+    return this.changeKey(storage, caller, b.key, patch, budget, also);
   }
 
   /**

@@ -11,6 +11,7 @@ import {
   memberScopeId,
   modelScopeId,
   type RateLimits,
+  type ScopeChanges,
   type ScopeKind,
   type ScopeRef,
   type SpendStorage,
@@ -287,35 +288,34 @@ export function modelBudgetInit(
   return api.budgetInit(value.budget_limit ?? null, value.time_period ?? null);
 }
 
+/** The counter changes of a key update, written in the key's own transaction (`ScopeChanges`). */
+export type CounterChanges = Required<Pick<ScopeChanges, 'deleteScopes' | 'upsertBudgets'>>;
+
 /**
- * The writes that make a key's `model_max_budget` true: a counter per model with a budget (created,
- * or its definition changed), and the models set to `null` deleted.
+ * What makes a key's `model_max_budget` true: a counter per model with a budget (created, or its
+ * definition changed, its spend kept), and the models set to `null` deleted.
  */
-export async function applyModelBudgets(
+export function modelBudgetChanges(
   api: Pick<ManagementApi, 'budgetInit'>,
-  storage: SpendStorage,
   tokenHash: string,
   budgets: NonNullable<ModelMaxBudget>,
-  now: Date,
-): Promise<void> {
+): CounterChanges {
+  const changes: CounterChanges = { deleteScopes: [], upsertBudgets: [] };
   for (const [model, value] of Object.entries(budgets)) {
     const scope: ScopeRef = { kind: 'model', id: modelScopeId(tokenHash, model) };
     if (value === null) {
-      await storage.deleteScopes([scope]);
+      changes.deleteScopes.push(scope);
       continue;
     }
     const init = modelBudgetInit(api, value);
-    const changed = await storage.updateBudget(
-      scope,
-      {
-        maxBudgetNano: init.maxBudgetNano,
-        budgetDuration: init.budgetDuration,
-        budgetResetAt: init.budgetResetAt,
-      },
-      now,
-    );
-    if (!changed) await storage.insert([{ type: 'budget', scope, budget: init }]);
+    const set = {
+      maxBudgetNano: init.maxBudgetNano,
+      budgetDuration: init.budgetDuration,
+      budgetResetAt: init.budgetResetAt,
+    };
+    changes.upsertBudgets.push({ scope, set, insert: init });
   }
+  return changes;
 }
 
 /** The counter inserts of a new entity's `budget_limits`, to write in the entity's own batch. */
@@ -332,35 +332,26 @@ export function windowInserts(
 }
 
 /**
- * Makes an existing entity's windows exactly `limits` (`null` or `[]`: none): a window whose
+ * What makes an existing entity's windows exactly `limits` (`null` or `[]`: none): a window whose
  * duration stays keeps its spend and period, a new one starts at zero, one no longer listed goes.
  */
-export async function applyWindows(
+export async function windowChanges(
   api: Pick<ManagementApi, 'budgetInit'>,
   storage: SpendStorage,
   owner: ScopeRef,
   limits: BudgetLimits,
   now: Date,
-): Promise<void> {
+): Promise<CounterChanges> {
   const wanted = new Map((limits ?? []).map((w) => [windowScopeId(owner, w.budget_duration), w]));
   const current = await storage.listWindows([owner], now);
-  const gone = current.filter((st) => !wanted.has(st.scope.id)).map((st) => st.scope);
-  if (gone.length > 0) await storage.deleteScopes(gone);
-  const kept = new Set(current.map((st) => st.scope.id));
-  const added: EntityInsert[] = [];
-  for (const [scopeId, w] of wanted) {
-    const scope: ScopeRef = { kind: 'window', id: scopeId };
-    if (kept.has(scopeId)) {
-      await storage.updateBudget(
-        scope,
-        { maxBudgetNano: api.budgetInit(w.max_budget, null).maxBudgetNano },
-        now,
-      );
-    } else {
-      added.push({ type: 'budget', scope, budget: api.budgetInit(w.max_budget, w.budget_duration) });
-    }
-  }
-  if (added.length > 0) await storage.insert(added);
+  return {
+    deleteScopes: current.filter((st) => !wanted.has(st.scope.id)).map((st) => st.scope),
+    upsertBudgets: [...wanted].map(([id, w]) => ({
+      scope: { kind: 'window' as const, id },
+      set: { maxBudgetNano: api.budgetInit(w.max_budget, null).maxBudgetNano },
+      insert: api.budgetInit(w.max_budget, w.budget_duration),
+    })),
+  };
 }
 
 /** LiteLLM-style JSON of an entity's windows. */

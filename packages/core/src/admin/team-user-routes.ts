@@ -7,6 +7,7 @@ import {
   type MemberRole,
   memberScopeId,
   type RateLimits,
+  type ScopeChanges,
   type ScopeRef,
   type SpendStorage,
   type TeamPatch,
@@ -89,8 +90,8 @@ export class TeamUserRoutes {
     if (b.metadata !== undefined) patch.metadata = b.metadata;
     if (b.blocked !== undefined) patch.blocked = b.blocked;
     const scope: ScopeRef = { kind: 'team', id: team.teamId };
-    const limits = await this.updateRateLimits(storage, scope, b);
-    const updated = await storage.updateTeam(team.teamId, patch, this.budgetPatch(b));
+    const { limits, also } = await this.rateLimitChanges(storage, scope, b);
+    const updated = await storage.updateTeam(team.teamId, patch, this.budgetPatch(b), also);
     this.guard.invalidateAllKeys(); // cached keys carry their team (models, blocked, rate limits)
     if (!updated)
       throw new SpendGuardError('NOT_FOUND', `Team not found: ${b.team_id}`, { param: 'team_id' });
@@ -289,8 +290,8 @@ export class TeamUserRoutes {
     if (b.models !== undefined) patch.models = b.models;
     if (b.metadata !== undefined) patch.metadata = b.metadata;
     const scope: ScopeRef = { kind: 'user', id: user.userId };
-    const limits = await this.updateRateLimits(storage, scope, b);
-    const updated = await storage.updateUser(user.userId, patch, this.budgetPatch(b));
+    const { limits, also } = await this.rateLimitChanges(storage, scope, b);
+    const updated = await storage.updateUser(user.userId, patch, this.budgetPatch(b), also);
     this.guard.invalidateAllKeys();
     if (!updated)
       throw new SpendGuardError('NOT_FOUND', `User not found: ${user.userId}`, { param: 'user_id' });
@@ -300,19 +301,18 @@ export class TeamUserRoutes {
 
   /**
    * The rate limits a team or user update sets (`rpm_limit`, `tpm_limit`, `max_parallel_requests`; a
-   * limit left out stays, `null` removes it), written before the record, whose change record makes
-   * every instance reload its cached keys. Returns the scope's limits after the update.
+   * limit left out stays, `null` removes it), as changes written in the record's own transaction, whose
+   * change record makes every instance reload its cached keys. `limits`: the scope's after the update.
    */
-  private async updateRateLimits(
+  private async rateLimitChanges(
     storage: SpendStorage,
     scope: ScopeRef,
     b: Parameters<typeof setsRateLimits>[0],
-  ): Promise<RateLimits | null> {
+  ): Promise<{ limits: RateLimits | null; also: ScopeChanges | undefined }> {
     const [current] = await storage.getRateLimits([scope]);
-    if (!setsRateLimits(b)) return current?.limits ?? null;
+    if (!setsRateLimits(b)) return { limits: current?.limits ?? null, also: undefined };
     const limits = rateLimitsFrom(b, current?.limits ?? null);
-    await storage.setRateLimits(scope, limits);
-    return limits;
+    return { limits, also: { now: this.guard.now(), rateLimits: { scope, limits } } };
   }
 
   async userDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {

@@ -4,6 +4,7 @@ import { addRateTokens, decideRateBucket, type RateWindow, rateBucketKey } from 
 import { aggregateRollup, type RollupRow, readsTagRollup, rollupRowOf } from './spend-rollup.js';
 import {
   type AlertClaim,
+  assertChangeableScopes,
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
@@ -30,6 +31,7 @@ import {
   type RegenerateKeyInput,
   type ReserveInput,
   type ReserveResult,
+  type ScopeChanges,
   type ScopeRef,
   type SettleInput,
   type SettleResult,
@@ -224,13 +226,42 @@ export class MemoryStorage implements SpendStorage {
 
   private readonly keyWatchers = new Set<(tokenHash: string | null) => void>();
 
+  /** An entity update's `ScopeChanges` (checked by `assertChangeableScopes` before anything is written). */
+  private applyChanges(also: ScopeChanges | undefined): void {
+    if (!also) return;
+    if (also.rateLimits) {
+      const { scope, limits } = also.rateLimits;
+      if (limits) this.rateLimits.set(scopeKey(scope), structuredClone(limits));
+      else this.rateLimits.delete(scopeKey(scope));
+    }
+    for (const scope of also.deleteScopes ?? []) this.budgets.delete(scopeKey(scope));
+    for (const { scope, set, insert } of also.upsertBudgets ?? []) {
+      const state = this.budgets.get(scopeKey(scope));
+      this.budgets.set(
+        scopeKey(scope),
+        state
+          ? { ...applyDueReset(state, also.now), ...definedOnly(set) }
+          : {
+              scope: { kind: scope.kind, id: scope.id },
+              ...insert,
+              softBudgetNano: insert.softBudgetNano ?? null,
+              spendNano: 0,
+              reservedNano: 0,
+            },
+      );
+    }
+  }
+
   async updateKey(
     tokenHash: string,
     patch: KeyPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<KeyRecord | null> {
+    assertChangeableScopes(also);
     const key = this.keys.get(tokenHash);
     if (!key) return null;
+    this.applyChanges(also);
     const updated = { ...key, ...structuredClone(patch) };
     this.keys.set(tokenHash, updated);
     const state = this.budgets.get(`key:${tokenHash}`);
@@ -291,9 +322,12 @@ export class MemoryStorage implements SpendStorage {
     teamId: string,
     patch: TeamPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<TeamRecord | null> {
+    assertChangeableScopes(also);
     const team = this.teams.get(teamId);
     if (!team) return null;
+    this.applyChanges(also);
     Object.assign(team, structuredClone(definedOnly(patch)));
     this.patchBudget({ kind: 'team', id: teamId }, budget);
     this.emitAnyKeyChange();
@@ -321,9 +355,12 @@ export class MemoryStorage implements SpendStorage {
     userId: string,
     patch: UserPatch,
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<UserRecord | null> {
+    assertChangeableScopes(also);
     const user = this.users.get(userId);
     if (!user) return null;
+    this.applyChanges(also);
     Object.assign(user, structuredClone(definedOnly(patch)));
     this.patchBudget({ kind: 'user', id: userId }, budget);
     this.emitAnyKeyChange();

@@ -335,6 +335,35 @@ export interface SpendLogRecord {
  */
 export type EnforcementMode = 'strict' | 'shrink' | 'soft';
 
+/**
+ * What an entity update (`updateKey`, `updateTeam`, `updateUser`) also writes, in its transaction: all
+ * of it with the entity's own change, or none of it. Applied only when the entity exists.
+ */
+export interface ScopeChanges {
+  /** For the due period reset of the counters changed. */
+  now: Date;
+  /** Rate limits to set on a scope (`null` removes them). */
+  rateLimits?: { scope: ScopeRef; limits: RateLimits | null };
+  /** `model` and `window` counters to delete (any other kind is refused, and nothing is written). */
+  deleteScopes?: ScopeRef[];
+  /**
+   * `model` and `window` counters to define: an existing one gets `set` (after its due reset; spend
+   * and reservations stay), a missing one is created from `insert`.
+   */
+  upsertBudgets?: Array<{ scope: ScopeRef; set: Partial<BudgetInit>; insert: BudgetInit }>;
+}
+
+/** The kinds a `ScopeChanges` may delete or define. */
+export function assertChangeableScopes(changes: ScopeChanges | undefined): void {
+  if (!changes) return;
+  const scopes = [...(changes.deleteScopes ?? []), ...(changes.upsertBudgets ?? []).map((u) => u.scope)];
+  for (const scope of scopes) {
+    if (scope.kind !== 'model' && scope.kind !== 'window') {
+      throw new Error(`an entity update cannot delete or define a ${scope.kind} counter`);
+    }
+  }
+}
+
 /** What a spend log needs if a reservation is never settled and is charged after its TTL. */
 export interface PendingCall {
   requestId: string;
@@ -543,9 +572,15 @@ export interface SpendStorage {
 
   /**
    * Atomically changes a key's fields and, when `budget` is given, its budget definition (spend and
-   * reservations stay). Records a key change for `watchKeyChanges`. `null` when the key does not exist.
+   * reservations stay), and applies `also` in the same transaction. Records a key change for
+   * `watchKeyChanges`. `null` when the key does not exist, and then nothing is written.
    */
-  updateKey(tokenHash: string, patch: KeyPatch, budget?: Partial<BudgetInit>): Promise<KeyRecord | null>;
+  updateKey(
+    tokenHash: string,
+    patch: KeyPatch,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
+  ): Promise<KeyRecord | null>;
   /** Deletes keys and their budget counters (their spend logs stay); records key changes. Returns how many existed. */
   deleteKeys(tokenHashes: string[]): Promise<number>;
   /**
@@ -600,8 +635,16 @@ export interface SpendStorage {
    */
   regenerateKey(input: RegenerateKeyInput): Promise<KeyRecord | null>;
 
-  /** Atomically changes a team's fields and budget definition; records an "any key" change. `null`: no such team. */
-  updateTeam(teamId: string, patch: TeamPatch, budget?: Partial<BudgetInit>): Promise<TeamRecord | null>;
+  /**
+   * Atomically changes a team's fields and budget definition, with `also`; records an "any key"
+   * change. `null`: no such team, and nothing written.
+   */
+  updateTeam(
+    teamId: string,
+    patch: TeamPatch,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
+  ): Promise<TeamRecord | null>;
   /**
    * Atomically deletes a team, its counter, its memberships and their counters, its keys and their
    * counters, and removes it from its users' `teams`; records key changes. Spend logs and rollups
@@ -610,8 +653,16 @@ export interface SpendStorage {
   deleteTeam(teamId: string): Promise<DeletedEntity | null>;
   /** Every team (oldest first), or those `userId` is a member of. */
   listTeams(filter: { userId?: string }): Promise<TeamRecord[]>;
-  /** Atomically changes a user's fields and budget definition; records an "any key" change. `null`: no such user. */
-  updateUser(userId: string, patch: UserPatch, budget?: Partial<BudgetInit>): Promise<UserRecord | null>;
+  /**
+   * Atomically changes a user's fields and budget definition, with `also`; records an "any key"
+   * change. `null`: no such user, and nothing written.
+   */
+  updateUser(
+    userId: string,
+    patch: UserPatch,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
+  ): Promise<UserRecord | null>;
   /**
    * Atomically deletes a user, its counter, its memberships and their counters, its keys and their
    * counters; records key changes. Spend logs and rollups stay. `null`: no such user.

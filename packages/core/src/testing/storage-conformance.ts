@@ -7,6 +7,7 @@ import {
   type KeyRecord,
   type MemberRecord,
   memberScopeId,
+  modelScopeId,
   type RateBucket,
   type RateLimits,
   type ScopeRef,
@@ -20,6 +21,7 @@ import {
   type TagRecord,
   type TeamRecord,
   type UserRecord,
+  windowScopeId,
 } from '../storage/storage-contract.js';
 
 /** Reads what a backend really stored, bypassing its public methods. */
@@ -47,6 +49,11 @@ export interface ConformanceOptions {
   sibling?: (storage: SpendStorage) => Promise<SpendStorage>;
   /** Parallel reservations in the concurrency case (default 60). */
   concurrency?: number;
+  /**
+   * The store refuses a fractional nano-dollar amount (an INTEGER or BIGINT column): the cases that
+   * need a write to fail midway use one.
+   */
+  refusesFractionalNano?: boolean;
 }
 
 const NO_BUDGET: BudgetInit = { maxBudgetNano: null, budgetDuration: null, budgetResetAt: null };
@@ -836,6 +843,139 @@ export function runStorageConformance(options: ConformanceOptions): void {
       const [state] = await s.getBudgets([K], T0);
       expect(state).toMatchObject({ maxBudgetNano: 2e9, spendNano: 250 });
       expect(await s.updateKey('nope', { blocked: true })).toBeNull();
+      await s.close();
+    });
+
+    it('updates a key with its rate limits and its model and window counters in one transaction, or writes none of it', async () => {
+      const s = await seeded({ key: budget(1) });
+      const model = (m: string): ScopeRef => ({ kind: 'model', id: modelScopeId('k1', m) });
+      const day: ScopeRef = { kind: 'window', id: windowScopeId(K, '1d') };
+      await s.insert([
+        { type: 'budget', scope: model('gpt-4o'), budget: budget(1) },
+        { type: 'budget', scope: day, budget: budget(1, '1d', new Date('2026-03-11T00:00:00.000Z')) },
+      ]);
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K, model('gpt-4o')],
+        costNano: 250,
+        now: T0,
+        log: spendLogFixture('m-1'),
+      });
+      const limits: RateLimits = {
+        rpmLimit: 10,
+        tpmLimit: null,
+        maxParallelRequests: null,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      const updated = await s.updateKey(
+        'k1',
+        { keyAlias: 'changed' },
+        { maxBudgetNano: 3e9 },
+        {
+          now: T0,
+          rateLimits: { scope: K, limits },
+          deleteScopes: [day],
+          upsertBudgets: [
+            { scope: model('gpt-4o'), set: { maxBudgetNano: 5e9 }, insert: budget(5) },
+            { scope: model('o1'), set: { maxBudgetNano: 2e9 }, insert: budget(2, '1d', T0) },
+          ],
+        },
+      );
+      expect(updated?.keyAlias).toBe('changed');
+      expect(await s.getRateLimits([K])).toEqual([{ scope: K, limits }]);
+      const [k, old, added] = await s.getBudgets([K, model('gpt-4o'), model('o1')], T0);
+      expect(k).toMatchObject({ maxBudgetNano: 3e9, spendNano: 250 });
+      expect(old).toMatchObject({ maxBudgetNano: 5e9, spendNano: 250 }); // its spend stays
+      expect(added).toMatchObject({ maxBudgetNano: 2e9, budgetDuration: '1d', spendNano: 0 });
+      expect(await s.getBudgets([day], T0)).toEqual([]);
+
+      // No such key: none of its changes is written.
+      const ghost: ScopeRef = { kind: 'key', id: 'nope' };
+      const none = await s.updateKey('nope', { blocked: true }, undefined, {
+        now: T0,
+        rateLimits: { scope: ghost, limits },
+        upsertBudgets: [{ scope: model('ghost'), set: {}, insert: budget(1) }],
+      });
+      expect(none).toBeNull();
+      expect(await s.getRateLimits([ghost])).toEqual([]);
+      expect(await s.getBudgets([model('ghost')], T0)).toEqual([]);
+
+      // A change an entity update may not make (another entity's counter): refused, nothing written.
+      await expect(
+        s.updateKey('k1', { keyAlias: 'refused' }, undefined, {
+          now: T0,
+          rateLimits: { scope: K, limits: null },
+          deleteScopes: [U],
+        }),
+      ).rejects.toThrow(/cannot delete or define a user counter/);
+      expect((await s.getKey('k1'))?.keyAlias).toBe('changed');
+      expect(await s.getRateLimits([K])).toEqual([{ scope: K, limits }]);
+      expect(await s.getBudgets([U], T0)).toHaveLength(1);
+      await s.close();
+    });
+
+    if (options.refusesFractionalNano) {
+      it('rolls an entity update back whole when one of its changes fails midway', async () => {
+        const s = await seeded({ team: budget(10) });
+        const limits: RateLimits = {
+          rpmLimit: 5,
+          tpmLimit: null,
+          maxParallelRequests: null,
+          modelRpmLimit: {},
+          modelTpmLimit: {},
+        };
+        const window = (d: string): ScopeRef => ({ kind: 'window', id: windowScopeId(T, d) });
+        // The rate limits and the first window are written before the second window's fractional
+        // nano-dollars fail: the whole update must be undone, the team's own change included.
+        await expect(
+          s.updateTeam(
+            't1',
+            { teamAlias: 'half-written?' },
+            { maxBudgetNano: 20e9 },
+            {
+              now: T0,
+              rateLimits: { scope: T, limits },
+              upsertBudgets: [
+                { scope: window('1d'), set: {}, insert: budget(5, '1d', T0) },
+                { scope: window('7d'), set: {}, insert: { ...budget(5, '7d', T0), maxBudgetNano: 0.5 } },
+              ],
+            },
+          ),
+        ).rejects.toThrow();
+        expect((await s.getTeam('t1'))?.teamAlias).toBe('frontend');
+        expect(await s.getRateLimits([T])).toEqual([]);
+        expect(await s.getBudgets([window('1d'), window('7d')], T0)).toEqual([]);
+        expect((await s.getBudgets([T], T0))[0]?.maxBudgetNano).toBe(10e9);
+        await s.close();
+      });
+    }
+
+    it('updates a team and a user with their rate limits in the same transaction', async () => {
+      const s = await seeded();
+      const limits: RateLimits = {
+        rpmLimit: null,
+        tpmLimit: 1000,
+        maxParallelRequests: 2,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      await s.updateTeam('t1', { teamAlias: 'renamed' }, undefined, {
+        now: T0,
+        rateLimits: { scope: T, limits },
+      });
+      await s.updateUser('u1', {}, undefined, { now: T0, rateLimits: { scope: U, limits } });
+      expect(await s.getRateLimits([T, U])).toEqual([
+        { scope: T, limits },
+        { scope: U, limits },
+      ]);
+      await s.updateTeam('t1', {}, undefined, { now: T0, rateLimits: { scope: T, limits: null } });
+      expect(await s.getRateLimits([T])).toEqual([]);
+      const ghost: ScopeRef = { kind: 'team', id: 'nope' };
+      expect(
+        await s.updateTeam('nope', {}, undefined, { now: T0, rateLimits: { scope: ghost, limits } }),
+      ).toBeNull();
+      expect(await s.getRateLimits([ghost])).toEqual([]);
       await s.close();
     });
 
