@@ -325,29 +325,42 @@ export class PgStorage implements SpendStorage {
   async updateCustomer(
     endUserId: string,
     patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
+    assertChangeableScopes(also);
     const { db, t } = this.#ready();
     const set = definedOnly(patch);
     const where = eq(t.customers.endUserId, endUserId);
-    const [row] =
-      Object.keys(set).length > 0
-        ? await db.update(t.customers).set(set).where(where).returning()
-        : await db.select().from(t.customers).where(where);
-    return row ?? null;
+    return db.transaction(async (tx) => {
+      const [row] =
+        Object.keys(set).length > 0
+          ? await tx.update(t.customers).set(set).where(where).returning()
+          : await tx.select().from(t.customers).where(where).for('update');
+      if (!row) return null;
+      await this.#applyScopeChanges(tx, also);
+      await this.#patchBudget(tx, 'customer', endUserId, budget);
+      return row;
+    });
   }
 
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
   ): Promise<TagRecord | null> {
     const { db, t } = this.#ready();
     const set = definedOnly(patch);
     const where = eq(t.tags.name, name);
-    const [row] =
-      Object.keys(set).length > 0
-        ? await db.update(t.tags).set(set).where(where).returning()
-        : await db.select().from(t.tags).where(where);
-    return row ?? null;
+    return db.transaction(async (tx) => {
+      const [row] =
+        Object.keys(set).length > 0
+          ? await tx.update(t.tags).set(set).where(where).returning()
+          : await tx.select().from(t.tags).where(where).for('update');
+      if (!row) return null;
+      await this.#patchBudget(tx, 'tag', name, budget);
+      return row;
+    });
   }
 
   async deleteScopes(scopes: ScopeRef[]): Promise<number> {
@@ -361,6 +374,9 @@ export class PgStorage implements SpendStorage {
         if (scope.kind === 'customer')
           await tx.delete(t.customers).where(eq(t.customers.endUserId, scope.id));
         if (scope.kind === 'tag') await tx.delete(t.tags).where(eq(t.tags.name, scope.id));
+        await tx.execute(
+          sql`DELETE FROM ${sql.raw(this.#q)}.rate_limits WHERE scope_kind = ${scope.kind} AND scope_id = ${scope.id}`,
+        );
         const gone = await tx
           .delete(t.budgets)
           .where(and(eq(t.budgets.scopeKind, scope.kind), eq(t.budgets.scopeId, scope.id)))
@@ -1080,7 +1096,9 @@ export class PgStorage implements SpendStorage {
     userId: string,
     patch: { role?: MemberRole },
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<MemberRecord | null> {
+    assertChangeableScopes(also);
     const { db, t } = this.#ready();
     const tm = t.teamMembers;
     return db.transaction(async (tx) => {
@@ -1090,6 +1108,7 @@ export class PgStorage implements SpendStorage {
           ? await tx.update(tm).set({ role: patch.role }).where(which).returning()
           : await tx.select().from(tm).where(which).for('update');
       if (!member) return null;
+      await this.#applyScopeChanges(tx, also);
       await this.#patchBudget(tx, 'member', memberScopeId(teamId, userId), budget);
       return member;
     });

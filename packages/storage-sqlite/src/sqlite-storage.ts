@@ -301,36 +301,54 @@ export class SqliteStorage implements SpendStorage {
   async updateCustomer(
     endUserId: string,
     patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
-    const { orm } = this.#ready();
+    assertChangeableScopes(also);
+    const { orm, db, s } = this.#ready();
     const c = schema.customers;
-    const set = definedOnly(patch);
-    if (Object.keys(set).length > 0) orm.update(c).set(set).where(eq(c.endUserId, endUserId)).run();
-    return orm.select().from(c).where(eq(c.endUserId, endUserId)).get() ?? null;
+    const run = db.transaction((): CustomerRecord | null => {
+      const set = definedOnly(patch);
+      if (Object.keys(set).length > 0) orm.update(c).set(set).where(eq(c.endUserId, endUserId)).run();
+      const customer = orm.select().from(c).where(eq(c.endUserId, endUserId)).get();
+      if (!customer) return null;
+      applyScopeChanges(orm, s, also);
+      patchBudget(orm, 'customer', endUserId, budget);
+      return customer;
+    });
+    return run.immediate();
   }
 
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
   ): Promise<TagRecord | null> {
-    const { orm } = this.#ready();
+    const { orm, db } = this.#ready();
     const t = schema.tags;
-    const set = definedOnly(patch);
-    if (Object.keys(set).length > 0) orm.update(t).set(set).where(eq(t.name, name)).run();
-    return orm.select().from(t).where(eq(t.name, name)).get() ?? null;
+    const run = db.transaction((): TagRecord | null => {
+      const set = definedOnly(patch);
+      if (Object.keys(set).length > 0) orm.update(t).set(set).where(eq(t.name, name)).run();
+      const tag = orm.select().from(t).where(eq(t.name, name)).get();
+      if (!tag) return null;
+      patchBudget(orm, 'tag', name, budget);
+      return tag;
+    });
+    return run.immediate();
   }
 
   async deleteScopes(scopes: ScopeRef[]): Promise<number> {
     for (const scope of scopes) {
       if (!isOptionalScope(scope)) throw new Error(`deleteScopes cannot delete a ${scope.kind} scope`);
     }
-    const { orm, db } = this.#ready();
+    const { orm, db, s } = this.#ready();
     const run = db.transaction((): number => {
       let deleted = 0;
       for (const scope of scopes) {
         if (scope.kind === 'customer')
           orm.delete(schema.customers).where(eq(schema.customers.endUserId, scope.id)).run();
         if (scope.kind === 'tag') orm.delete(schema.tags).where(eq(schema.tags.name, scope.id)).run();
+        s.deleteRateLimits.run(scope.kind, scope.id);
         const gone = orm
           .delete(schema.budgets)
           .where(and(eq(schema.budgets.scopeKind, scope.kind), eq(schema.budgets.scopeId, scope.id)))
@@ -624,14 +642,17 @@ export class SqliteStorage implements SpendStorage {
     userId: string,
     patch: { role?: MemberRole },
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<MemberRecord | null> {
-    const { orm, db } = this.#ready();
+    assertChangeableScopes(also);
+    const { orm, db, s } = this.#ready();
     const tm = schema.teamMembers;
     const run = db.transaction((): MemberRecord | null => {
       const which = and(eq(tm.teamId, teamId), eq(tm.userId, userId));
       if (patch.role !== undefined) orm.update(tm).set({ role: patch.role }).where(which).run();
       const member = orm.select().from(tm).where(which).get();
       if (!member) return null;
+      applyScopeChanges(orm, s, also);
       patchBudget(orm, 'member', memberScopeId(teamId, userId), budget);
       return member;
     });

@@ -128,27 +128,32 @@ export class ScopeRoutes {
 
   private async customerUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerUpdateSchema);
-    const record = await storage.updateCustomer(b.user_id, { alias: b.alias, metadata: b.metadata });
-    if (!record) throw notFound(`End user not found: user_id '${b.user_id}'`, 'user_id');
     const scope: ScopeRef = { kind: 'customer', id: b.user_id };
-    if (setsRateLimits(b)) {
-      const [current] = await storage.getRateLimits([scope]);
-      await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
-      this.api.forgetCustomer(b.user_id);
-    }
-    const state = await this.changeBudget(storage, scope, b);
-    const [limits] = await storage.getRateLimits([scope]);
-    return ok(customerJson(record, state, limits?.limits ?? null));
+    // The record, its budget and its rate limits in one transaction: all or nothing.
+    const [current] = setsRateLimits(b) ? await storage.getRateLimits([scope]) : [];
+    const record = await storage.updateCustomer(
+      b.user_id,
+      { alias: b.alias, metadata: b.metadata },
+      budgetPatch(this.api, b),
+      setsRateLimits(b)
+        ? { now: this.now(), rateLimits: { scope, limits: rateLimitsFrom(b, current?.limits ?? null) } }
+        : undefined,
+    );
+    if (!record) throw notFound(`End user not found: user_id '${b.user_id}'`, 'user_id');
+    this.api.forgetCustomer(b.user_id);
+    const [[state], [limits]] = await Promise.all([
+      storage.getBudgets([scope], this.now()),
+      storage.getRateLimits([scope]),
+    ]);
+    return ok(customerJson(record, state ?? null, limits?.limits ?? null));
   }
 
   private async customerDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerIdsSchema);
     const scopes = b.user_ids.map((u) => ({ kind: 'customer' as const, id: u }));
-    for (const scope of scopes) {
-      await storage.setRateLimits(scope, null);
-      this.api.forgetCustomer(scope.id);
-    }
+    // Records, counters and rate limits together, all or nothing.
     const deleted = await storage.deleteScopes(scopes);
+    for (const scope of scopes) this.api.forgetCustomer(scope.id);
     return ok({ deleted_customers: deleted });
   }
 
@@ -225,10 +230,15 @@ export class ScopeRoutes {
 
   private async tagUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, tagUpdateSchema);
-    const record = await storage.updateTag(b.name, { description: b.description, metadata: b.metadata });
+    // The record and its budget in one transaction: all or nothing.
+    const record = await storage.updateTag(
+      b.name,
+      { description: b.description, metadata: b.metadata },
+      budgetPatch(this.api, b),
+    );
     if (!record) throw notFound(`Tag not found: name '${b.name}'`, 'name');
-    const state = await this.changeBudget(storage, { kind: 'tag', id: b.name }, b);
-    return ok(tagJson(record, state));
+    const [state] = await storage.getBudgets([{ kind: 'tag', id: b.name }], this.now());
+    return ok(tagJson(record, state ?? null));
   }
 
   private async tagDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -246,20 +256,6 @@ export class ScopeRoutes {
     const state = await storage.resetSpend(scope, toNano, this.now());
     if (!state) throw notFound(`No budget for ${scope.kind} '${scope.id}'`, 'id');
     return ok({ scope: scope.kind, id: scope.id, ...budgetJson(state) });
-  }
-
-  /** Applies the budget fields of an update body to a scope's counter; creates none. */
-  private async changeBudget(
-    storage: SpendStorage,
-    scope: ScopeRef,
-    b: { max_budget?: number | null; budget_duration?: string | null; soft_budget?: number | null },
-  ): Promise<BudgetState | null> {
-    const patch = budgetPatch(this.api, b);
-    if (Object.keys(patch).length === 0) {
-      const [state] = await storage.getBudgets([scope], this.now());
-      return state ?? null;
-    }
-    return storage.updateBudget(scope, patch, this.now());
   }
 }
 

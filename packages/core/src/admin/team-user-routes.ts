@@ -243,12 +243,9 @@ export class TeamUserRoutes {
         ? {}
         : { maxBudgetNano: this.api.budgetInit(b.max_budget_in_team, null).maxBudgetNano };
     const scope: ScopeRef = { kind: 'member', id: memberScopeId(team.teamId, user.userId) };
-    if (setsRateLimits(b)) {
-      const [current] = await storage.getRateLimits([scope]);
-      await storage.setRateLimits(scope, rateLimitsFrom(b, current?.limits ?? null));
-    }
-    // Last: it records the change that makes every instance reload its keys (and their limits).
-    const member = await storage.updateMember(team.teamId, user.userId, patch, budget);
+    // The rate limits go in the membership's own transaction, all or nothing with it.
+    const { also } = await this.rateLimitChanges(storage, scope, b);
+    const member = await storage.updateMember(team.teamId, user.userId, patch, budget, also);
     if (!member) throw new SpendGuardError('NOT_FOUND', `User '${user.userId}' left team '${team.teamId}'`);
     this.guard.invalidateAllKeys();
     const [[state], [limits]] = await Promise.all([

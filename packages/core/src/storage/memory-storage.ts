@@ -153,9 +153,14 @@ export class MemoryStorage implements SpendStorage {
   async updateCustomer(
     endUserId: string,
     patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
+    assertChangeableScopes(also);
     const found = this.customers.get(endUserId);
     if (!found) return null;
+    this.applyChanges(also);
+    this.patchBudget({ kind: 'customer', id: endUserId }, budget);
     const updated = { ...found, ...structuredClone(definedOnly(patch)) };
     this.customers.set(endUserId, updated);
     return structuredClone(updated);
@@ -163,9 +168,11 @@ export class MemoryStorage implements SpendStorage {
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
   ): Promise<TagRecord | null> {
     const found = this.tags.get(name);
     if (!found) return null;
+    this.patchBudget({ kind: 'tag', id: name }, budget);
     const updated = { ...found, ...structuredClone(definedOnly(patch)) };
     this.tags.set(name, updated);
     return structuredClone(updated);
@@ -178,6 +185,7 @@ export class MemoryStorage implements SpendStorage {
     for (const scope of scopes) {
       if (scope.kind === 'customer') this.customers.delete(scope.id);
       if (scope.kind === 'tag') this.tags.delete(scope.id);
+      this.rateLimits.delete(scopeKey(scope));
       if (this.budgets.delete(scopeKey(scope))) deleted++;
     }
     return deleted;
@@ -393,9 +401,12 @@ export class MemoryStorage implements SpendStorage {
     userId: string,
     patch: { role?: MemberRole },
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<MemberRecord | null> {
+    assertChangeableScopes(also);
     const member = this.members.get(memberScopeId(teamId, userId));
     if (!member) return null;
+    this.applyChanges(also);
     if (patch.role !== undefined) member.role = patch.role;
     this.patchBudget({ kind: 'member', id: memberScopeId(teamId, userId) }, budget);
     return structuredClone(member);

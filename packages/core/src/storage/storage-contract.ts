@@ -592,19 +592,26 @@ export interface SpendStorage {
   getTag(name: string): Promise<TagRecord | null>;
   /** Every tag created with a budget, by name. */
   listTags(): Promise<TagRecord[]>;
-  /** Changes a customer's fields; `null` when it does not exist. */
+  /**
+   * Atomically changes a customer's fields and its budget definition, with `also`; `null` when it does
+   * not exist, and nothing written.
+   */
   updateCustomer(
     endUserId: string,
     patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<CustomerRecord | null>;
-  /** Changes a tag's fields; `null` when it does not exist. */
+  /** Atomically changes a tag's fields and its budget definition; `null` when it does not exist. */
   updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
+    budget?: Partial<BudgetInit>,
   ): Promise<TagRecord | null>;
   /**
-   * Deletes scopes with their records (customers, tags) and counters; spend logs and rollups stay.
-   * Only for the optional kinds (`isOptionalScope`). Returns how many counters existed.
+   * Atomically deletes scopes with their records (customers, tags), counters and rate limits; spend
+   * logs and rollups stay. Only for the optional kinds (`isOptionalScope`). Returns how many counters
+   * existed.
    */
   deleteScopes(scopes: ScopeRef[]): Promise<number>;
   /**
@@ -670,12 +677,16 @@ export interface SpendStorage {
   deleteUser(userId: string): Promise<DeletedEntity | null>;
   /** Memberships (oldest first) of a team, of a user, or both. */
   listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]>;
-  /** Atomically changes a member's role and its member budget definition. `null`: not a member. */
+  /**
+   * Atomically changes a member's role and its member budget definition, with `also`. `null`: not a
+   * member, and nothing written.
+   */
   updateMember(
     teamId: string,
     userId: string,
     patch: { role?: MemberRole },
     budget?: Partial<BudgetInit>,
+    also?: ScopeChanges,
   ): Promise<MemberRecord | null>;
   /**
    * Atomically removes a membership and its counter, removes the team from the user's `teams`, and

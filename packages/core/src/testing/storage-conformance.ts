@@ -332,6 +332,75 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('updates customers, tags and members with their budgets and rate limits in one transaction; deletes rate limits with their scopes', async () => {
+      const s = await seeded();
+      const acme: ScopeRef = { kind: 'customer', id: 'acme' };
+      const dev: ScopeRef = { kind: 'tag', id: 'env:dev' };
+      const member: ScopeRef = { kind: 'member', id: memberScopeId('t1', 'u1') };
+      await s.insert([
+        { type: 'customer', record: customerRecord('acme'), budget: budget(1) },
+        { type: 'tag', record: tagRecord('env:dev'), budget: budget(3) },
+      ]);
+      const limits: RateLimits = {
+        rpmLimit: 3,
+        tpmLimit: null,
+        maxParallelRequests: null,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      const updated = await s.updateCustomer(
+        'acme',
+        { alias: 'Acme' },
+        { maxBudgetNano: 4e9 },
+        { now: T0, rateLimits: { scope: acme, limits } },
+      );
+      expect(updated?.alias).toBe('Acme');
+      expect((await s.getBudgets([acme], T0))[0]?.maxBudgetNano).toBe(4e9);
+      expect(await s.getRateLimits([acme])).toEqual([{ scope: acme, limits }]);
+      // No such customer: its budget and rate limits are not written either.
+      const ghost: ScopeRef = { kind: 'customer', id: 'ghost' };
+      expect(
+        await s.updateCustomer(
+          'ghost',
+          {},
+          { maxBudgetNano: 1 },
+          { now: T0, rateLimits: { scope: ghost, limits } },
+        ),
+      ).toBeNull();
+      expect(await s.getRateLimits([ghost])).toEqual([]);
+
+      expect(
+        (await s.updateTag('env:dev', { description: 'dev' }, { maxBudgetNano: 9e9 }))?.description,
+      ).toBe('dev');
+      expect((await s.getBudgets([dev], T0))[0]?.maxBudgetNano).toBe(9e9);
+
+      await s.insert([
+        {
+          type: 'member',
+          record: { teamId: 't1', userId: 'u1', role: 'user', createdAt: T0 },
+          budget: budget(null),
+        },
+      ]);
+      const m = await s.updateMember(
+        't1',
+        'u1',
+        { role: 'admin' },
+        { maxBudgetNano: 2e9 },
+        {
+          now: T0,
+          rateLimits: { scope: member, limits },
+        },
+      );
+      expect(m?.role).toBe('admin');
+      expect(await s.getRateLimits([member])).toEqual([{ scope: member, limits }]);
+      expect((await s.getBudgets([member], T0))[0]?.maxBudgetNano).toBe(2e9);
+
+      // Deleting a scope takes its rate limits with it.
+      expect(await s.deleteScopes([acme])).toBe(1);
+      expect(await s.getRateLimits([acme])).toEqual([]);
+      await s.close();
+    });
+
     it("lists an owner's budget windows, and only its own", async () => {
       const s = await seeded();
       const window = (owner: ScopeRef, d: string): ScopeRef => ({
