@@ -344,6 +344,37 @@ export class PgStorage implements SpendStorage {
     });
   }
 
+  async blockCustomers(
+    endUserIds: string[],
+    blocked: boolean,
+    created: { createdAt: Date; budget: BudgetInit },
+  ): Promise<void> {
+    const { db, t } = this.#ready();
+    await db.transaction(async (tx) => {
+      for (const endUserId of endUserIds) {
+        if (!blocked) {
+          await tx.update(t.customers).set({ blocked }).where(eq(t.customers.endUserId, endUserId));
+          continue;
+        }
+        // Created here unless it exists (or another instance creates it first): blocked either way.
+        await tx
+          .insert(t.customers)
+          .values({ endUserId, alias: null, blocked, metadata: {}, createdAt: created.createdAt })
+          .onConflictDoUpdate({ target: t.customers.endUserId, set: { blocked } });
+        await tx
+          .insert(t.budgets)
+          .values({
+            scopeKind: 'customer',
+            scopeId: endUserId,
+            ...created.budget,
+            spendNano: 0,
+            reservedNano: 0,
+          })
+          .onConflictDoNothing();
+      }
+    });
+  }
+
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,

@@ -319,6 +319,24 @@ export class SqliteStorage implements SpendStorage {
     return run.immediate();
   }
 
+  async blockCustomers(
+    endUserIds: string[],
+    blocked: boolean,
+    created: { createdAt: Date; budget: BudgetInit },
+  ): Promise<void> {
+    const { orm, db, s } = this.#ready();
+    const c = schema.customers;
+    const run = db.transaction((): void => {
+      for (const endUserId of endUserIds) {
+        const changed = orm.update(c).set({ blocked }).where(eq(c.endUserId, endUserId)).run();
+        if (changed.changes > 0 || !blocked) continue;
+        const record = { endUserId, alias: null, blocked, metadata: {}, createdAt: created.createdAt };
+        insertEntities(orm, s, [{ type: 'customer', record, budget: created.budget }]);
+      }
+    });
+    run.immediate();
+  }
+
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,

@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { SpendGuardError, StorageConflictError } from '../errors.js';
+import { SpendGuardError } from '../errors.js';
 import type { GuardResponse } from '../guard.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import {
@@ -169,25 +169,13 @@ export class ScopeRoutes {
     blocked: boolean,
   ): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerIdsSchema);
-    for (const endUserId of new Set(b.user_ids)) {
-      if (!(await storage.updateCustomer(endUserId, { blocked })) && blocked) {
-        const record: CustomerRecord = {
-          endUserId,
-          alias: null,
-          blocked,
-          metadata: {},
-          createdAt: this.now(),
-        };
-        try {
-          await storage.insert([{ type: 'customer', record, budget: this.api.budgetInit(null, null) }]);
-        } catch (error) {
-          // Created meanwhile (another request or instance): block that one.
-          if (!(error instanceof StorageConflictError)) throw error;
-          await storage.updateCustomer(endUserId, { blocked });
-        }
-      }
-      this.api.forgetCustomer(endUserId);
-    }
+    const ids = [...new Set(b.user_ids)];
+    // Every id in one transaction: all of them change, or none.
+    await storage.blockCustomers(ids, blocked, {
+      createdAt: this.now(),
+      budget: this.api.budgetInit(null, null),
+    });
+    for (const endUserId of ids) this.api.forgetCustomer(endUserId);
     return ok(blocked ? { blocked_users: b.user_ids } : { unblocked_users: b.user_ids });
   }
 

@@ -165,6 +165,26 @@ export class MemoryStorage implements SpendStorage {
     this.customers.set(endUserId, updated);
     return structuredClone(updated);
   }
+  async blockCustomers(
+    endUserIds: string[],
+    blocked: boolean,
+    created: { createdAt: Date; budget: BudgetInit },
+  ): Promise<void> {
+    for (const endUserId of endUserIds) {
+      const found = this.customers.get(endUserId);
+      if (found) this.customers.set(endUserId, { ...found, blocked });
+      else if (blocked) {
+        const record: CustomerRecord = {
+          endUserId,
+          alias: null,
+          blocked,
+          metadata: {},
+          createdAt: created.createdAt,
+        };
+        await this.insert([{ type: 'customer', record, budget: created.budget }]);
+      }
+    }
+  }
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,

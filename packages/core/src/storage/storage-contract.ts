@@ -602,6 +602,15 @@ export interface SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<CustomerRecord | null>;
+  /**
+   * Atomically sets `blocked` on every one of these customers; blocking one not stored creates it
+   * (no alias, no metadata, with `created`'s counter), as LiteLLM's `/customer/block` does.
+   */
+  blockCustomers(
+    endUserIds: string[],
+    blocked: boolean,
+    created: { createdAt: Date; budget: BudgetInit },
+  ): Promise<void>;
   /** Atomically changes a tag's fields and its budget definition; `null` when it does not exist. */
   updateTag(
     name: string,

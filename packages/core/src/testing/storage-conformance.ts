@@ -401,6 +401,42 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('blocks and unblocks customers together, creating the ones blocking names first', async () => {
+      const s = await seeded();
+      await s.insert([{ type: 'customer', record: customerRecord('acme'), budget: budget(1) }]);
+      const created = { createdAt: T0, budget: budget(null) };
+      await s.blockCustomers(['acme', 'newco'], true, created);
+      expect((await s.getCustomer('acme'))?.blocked).toBe(true);
+      expect(await s.getCustomer('newco')).toEqual({
+        endUserId: 'newco',
+        alias: null,
+        blocked: true,
+        metadata: {},
+        createdAt: T0,
+      });
+      expect(await raw(s).budgetCounter({ kind: 'customer', id: 'newco' })).toEqual({
+        spendNano: 0,
+        reservedNano: 0,
+      });
+      // Unblocking one not stored creates nothing.
+      await s.blockCustomers(['acme', 'newco', 'unknown'], false, created);
+      expect((await s.getCustomer('acme'))?.blocked).toBe(false);
+      expect((await s.getCustomer('newco'))?.blocked).toBe(false);
+      expect(await s.getCustomer('unknown')).toBeNull();
+      if (options.refusesFractionalNano) {
+        // A creation that fails midway (its counter refused) leaves the ids before it unchanged.
+        await expect(
+          s.blockCustomers(['acme', 'broken'], true, {
+            createdAt: T0,
+            budget: { ...budget(1), maxBudgetNano: 0.5 },
+          }),
+        ).rejects.toThrow();
+        expect((await s.getCustomer('acme'))?.blocked).toBe(false);
+        expect(await s.getCustomer('broken')).toBeNull();
+      }
+      await s.close();
+    });
+
     it("lists an owner's budget windows, and only its own", async () => {
       const s = await seeded();
       const window = (owner: ScopeRef, d: string): ScopeRef => ({
