@@ -1040,20 +1040,25 @@ export class PgStorage implements SpendStorage {
     });
   }
 
-  async deleteTeam(teamId: string): Promise<DeletedEntity | null> {
+  async deleteTeams(teamIds: string[]): Promise<DeletedEntity | null> {
     const { db, t } = this.#ready();
-    return db.transaction(async (tx) => {
-      const gone = await tx
-        .delete(t.teams)
-        .where(eq(t.teams.teamId, teamId))
-        .returning({ id: t.teams.teamId });
-      if (gone.length === 0) return null;
-      await this.#deleteCounter(tx, 'team', teamId);
-      const members = await tx.select().from(t.teamMembers).where(eq(t.teamMembers.teamId, teamId));
-      for (const m of members) await this.#dropMember(tx, m);
-      const deletedKeys = await this.#deleteKeysWhere(tx, eq(t.keys.teamId, teamId));
-      return { deletedKeys };
-    });
+    return allOrNone(() =>
+      db.transaction(async (tx) => {
+        const deletedKeys: string[] = [];
+        for (const teamId of new Set(teamIds)) {
+          const gone = await tx
+            .delete(t.teams)
+            .where(eq(t.teams.teamId, teamId))
+            .returning({ id: t.teams.teamId });
+          if (gone.length === 0) throw MISSING;
+          await this.#deleteCounter(tx, 'team', teamId);
+          const members = await tx.select().from(t.teamMembers).where(eq(t.teamMembers.teamId, teamId));
+          for (const m of members) await this.#dropMember(tx, m);
+          deletedKeys.push(...(await this.#deleteKeysWhere(tx, eq(t.keys.teamId, teamId))));
+        }
+        return { deletedKeys };
+      }),
+    );
   }
 
   async listTeams(filter: { userId?: string }): Promise<TeamRecord[]> {
@@ -1093,20 +1098,25 @@ export class PgStorage implements SpendStorage {
     });
   }
 
-  async deleteUser(userId: string): Promise<DeletedEntity | null> {
+  async deleteUsers(userIds: string[]): Promise<DeletedEntity | null> {
     const { db, t } = this.#ready();
-    return db.transaction(async (tx) => {
-      const gone = await tx
-        .delete(t.users)
-        .where(eq(t.users.userId, userId))
-        .returning({ id: t.users.userId });
-      if (gone.length === 0) return null;
-      await this.#deleteCounter(tx, 'user', userId);
-      const members = await tx.select().from(t.teamMembers).where(eq(t.teamMembers.userId, userId));
-      for (const m of members) await this.#dropMember(tx, m);
-      const deletedKeys = await this.#deleteKeysWhere(tx, eq(t.keys.userId, userId));
-      return { deletedKeys };
-    });
+    return allOrNone(() =>
+      db.transaction(async (tx) => {
+        const deletedKeys: string[] = [];
+        for (const userId of new Set(userIds)) {
+          const gone = await tx
+            .delete(t.users)
+            .where(eq(t.users.userId, userId))
+            .returning({ id: t.users.userId });
+          if (gone.length === 0) throw MISSING;
+          await this.#deleteCounter(tx, 'user', userId);
+          const members = await tx.select().from(t.teamMembers).where(eq(t.teamMembers.userId, userId));
+          for (const m of members) await this.#dropMember(tx, m);
+          deletedKeys.push(...(await this.#deleteKeysWhere(tx, eq(t.keys.userId, userId))));
+        }
+        return { deletedKeys };
+      }),
+    );
   }
 
   async listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]> {
@@ -1375,6 +1385,19 @@ export function pgStorage(options: PgStorageOptions = {}): PgStorage {
 }
 
 /** The transaction handle drizzle passes to `db.transaction`. */
+/** Thrown inside `allOrNone` when a record to delete is missing: the transaction rolls back. */
+const MISSING = Symbol('missing');
+
+/** `run` (one transaction); `null`, with nothing written, when it throws `MISSING`. */
+async function allOrNone<T>(run: () => Promise<T>): Promise<T | null> {
+  try {
+    return await run();
+  } catch (error) {
+    if (error === MISSING) return null;
+    throw error;
+  }
+}
+
 type Tx = Parameters<Parameters<NodePgDatabase['transaction']>[0]>[0];
 
 /** What `spendguard_settle_batch` answered for one op: its status and the states it returned. */

@@ -566,25 +566,28 @@ export class SqliteStorage implements SpendStorage {
     return run.immediate();
   }
 
-  async deleteTeam(teamId: string): Promise<DeletedEntity | null> {
+  async deleteTeams(teamIds: string[]): Promise<DeletedEntity | null> {
     const { orm, db } = this.#ready();
-    const run = db.transaction((): DeletedEntity | null => {
-      const gone = orm.delete(schema.teams).where(eq(schema.teams.teamId, teamId)).run();
-      if (gone.changes === 0) return null;
-      deleteCounter(orm, 'team', teamId);
-      const tm = schema.teamMembers;
-      for (const m of orm.select().from(tm).where(eq(tm.teamId, teamId)).all()) dropMember(orm, m);
-      const keys = orm
-        .select({ h: schema.keys.tokenHash })
-        .from(schema.keys)
-        .where(eq(schema.keys.teamId, teamId))
-        .all()
-        .map((r) => r.h);
-      deleteKeysIn(orm, keys);
+    const tm = schema.teamMembers;
+    return allOrNone(db, () => {
+      const deletedKeys: string[] = [];
+      for (const teamId of new Set(teamIds)) {
+        const gone = orm.delete(schema.teams).where(eq(schema.teams.teamId, teamId)).run();
+        if (gone.changes === 0) throw MISSING;
+        deleteCounter(orm, 'team', teamId);
+        for (const m of orm.select().from(tm).where(eq(tm.teamId, teamId)).all()) dropMember(orm, m);
+        const keys = orm
+          .select({ h: schema.keys.tokenHash })
+          .from(schema.keys)
+          .where(eq(schema.keys.teamId, teamId))
+          .all()
+          .map((r) => r.h);
+        deleteKeysIn(orm, keys);
+        deletedKeys.push(...keys);
+      }
       recordAnyKeyChange(orm);
-      return { deletedKeys: keys };
+      return { deletedKeys };
     });
-    return run.immediate();
   }
 
   async listTeams(filter: { userId?: string }): Promise<TeamRecord[]> {
@@ -620,25 +623,28 @@ export class SqliteStorage implements SpendStorage {
     return run.immediate();
   }
 
-  async deleteUser(userId: string): Promise<DeletedEntity | null> {
+  async deleteUsers(userIds: string[]): Promise<DeletedEntity | null> {
     const { orm, db } = this.#ready();
-    const run = db.transaction((): DeletedEntity | null => {
-      const gone = orm.delete(schema.users).where(eq(schema.users.userId, userId)).run();
-      if (gone.changes === 0) return null;
-      deleteCounter(orm, 'user', userId);
-      const tm = schema.teamMembers;
-      for (const m of orm.select().from(tm).where(eq(tm.userId, userId)).all()) dropMember(orm, m);
-      const keys = orm
-        .select({ h: schema.keys.tokenHash })
-        .from(schema.keys)
-        .where(eq(schema.keys.userId, userId))
-        .all()
-        .map((r) => r.h);
-      deleteKeysIn(orm, keys);
+    const tm = schema.teamMembers;
+    return allOrNone(db, () => {
+      const deletedKeys: string[] = [];
+      for (const userId of new Set(userIds)) {
+        const gone = orm.delete(schema.users).where(eq(schema.users.userId, userId)).run();
+        if (gone.changes === 0) throw MISSING;
+        deleteCounter(orm, 'user', userId);
+        for (const m of orm.select().from(tm).where(eq(tm.userId, userId)).all()) dropMember(orm, m);
+        const keys = orm
+          .select({ h: schema.keys.tokenHash })
+          .from(schema.keys)
+          .where(eq(schema.keys.userId, userId))
+          .all()
+          .map((r) => r.h);
+        deleteKeysIn(orm, keys);
+        deletedKeys.push(...keys);
+      }
       recordAnyKeyChange(orm);
-      return { deletedKeys: keys };
+      return { deletedKeys };
     });
-    return run.immediate();
   }
 
   async listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]> {
@@ -1138,6 +1144,19 @@ function insertEntities(orm: Orm, s: Statements, entities: EntityInsert[]): void
       if (isKeyConflict(err)) throw new StorageConflictError(e.type, scope.id);
       throw err;
     }
+  }
+}
+
+/** Thrown inside `allOrNone` when a record to delete is missing: the transaction rolls back. */
+const MISSING = Symbol('missing');
+
+/** `run` in one write transaction; `null`, with nothing written, when it throws `MISSING`. */
+function allOrNone<T>(db: Database.Database, run: () => T): T | null {
+  try {
+    return db.transaction(run).immediate();
+  } catch (error) {
+    if (error === MISSING) return null;
+    throw error;
   }
 }
 

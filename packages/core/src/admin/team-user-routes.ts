@@ -111,10 +111,11 @@ export class TeamUserRoutes {
         param: 'team_ids',
       });
     }
-    const deletedKeys: string[] = [];
-    for (const id of b.team_ids) deletedKeys.push(...((await storage.deleteTeam(id))?.deletedKeys ?? []));
+    // All of them in one transaction, or none (one deleted meanwhile: nothing was deleted).
+    const deleted = await storage.deleteTeams(b.team_ids);
     this.guard.invalidateAllKeys();
-    return ok({ deleted_teams: b.team_ids, deleted_keys: deletedKeys });
+    if (!deleted) throw new SpendGuardError('NOT_FOUND', 'A team was deleted meanwhile; nothing was deleted');
+    return ok({ deleted_teams: b.team_ids, deleted_keys: deleted.deletedKeys });
   }
 
   async teamList(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -321,10 +322,11 @@ export class TeamUserRoutes {
         param: 'user_ids',
       });
     }
-    const deletedKeys: string[] = [];
-    for (const id of b.user_ids) deletedKeys.push(...((await storage.deleteUser(id))?.deletedKeys ?? []));
+    // All of them in one transaction, or none (one deleted meanwhile: nothing was deleted).
+    const deleted = await storage.deleteUsers(b.user_ids);
     this.guard.invalidateAllKeys();
-    return ok({ deleted_users: b.user_ids, deleted_keys: deletedKeys });
+    if (!deleted) throw new SpendGuardError('NOT_FOUND', 'A user was deleted meanwhile; nothing was deleted');
+    return ok({ deleted_users: b.user_ids, deleted_keys: deleted.deletedKeys });
   }
 
   /** LiteLLM's `/user/list`: `{ users, total, page, page_size, total_pages }`, `page_size` default 25. */

@@ -362,12 +362,17 @@ export class MemoryStorage implements SpendStorage {
     return structuredClone(team);
   }
 
-  async deleteTeam(teamId: string): Promise<DeletedEntity | null> {
-    if (!this.teams.delete(teamId)) return null;
-    this.budgets.delete(`team:${teamId}`);
-    for (const m of [...this.members.values()]) if (m.teamId === teamId) this.dropMember(m);
-    const deletedKeys = [...this.keys.values()].filter((k) => k.teamId === teamId).map((k) => k.tokenHash);
-    await this.deleteKeys(deletedKeys);
+  async deleteTeams(teamIds: string[]): Promise<DeletedEntity | null> {
+    if (!teamIds.every((id) => this.teams.has(id))) return null;
+    const deletedKeys: string[] = [];
+    for (const teamId of new Set(teamIds)) {
+      this.teams.delete(teamId);
+      this.budgets.delete(`team:${teamId}`);
+      for (const m of [...this.members.values()]) if (m.teamId === teamId) this.dropMember(m);
+      const keys = [...this.keys.values()].filter((k) => k.teamId === teamId).map((k) => k.tokenHash);
+      await this.deleteKeys(keys);
+      deletedKeys.push(...keys);
+    }
     this.emitAnyKeyChange();
     return { deletedKeys };
   }
@@ -395,12 +400,17 @@ export class MemoryStorage implements SpendStorage {
     return structuredClone(user);
   }
 
-  async deleteUser(userId: string): Promise<DeletedEntity | null> {
-    if (!this.users.delete(userId)) return null;
-    this.budgets.delete(`user:${userId}`);
-    for (const m of [...this.members.values()]) if (m.userId === userId) this.dropMember(m);
-    const deletedKeys = [...this.keys.values()].filter((k) => k.userId === userId).map((k) => k.tokenHash);
-    await this.deleteKeys(deletedKeys);
+  async deleteUsers(userIds: string[]): Promise<DeletedEntity | null> {
+    if (!userIds.every((id) => this.users.has(id))) return null;
+    const deletedKeys: string[] = [];
+    for (const userId of new Set(userIds)) {
+      this.users.delete(userId);
+      this.budgets.delete(`user:${userId}`);
+      for (const m of [...this.members.values()]) if (m.userId === userId) this.dropMember(m);
+      const keys = [...this.keys.values()].filter((k) => k.userId === userId).map((k) => k.tokenHash);
+      await this.deleteKeys(keys);
+      deletedKeys.push(...keys);
+    }
     this.emitAnyKeyChange();
     return { deletedKeys };
   }

@@ -662,11 +662,11 @@ export interface SpendStorage {
     also?: ScopeChanges,
   ): Promise<TeamRecord | null>;
   /**
-   * Atomically deletes a team, its counter, its memberships and their counters, its keys and their
-   * counters, and removes it from its users' `teams`; records key changes. Spend logs and rollups
-   * stay. `null`: no such team.
+   * Atomically deletes teams, each with its counter, its memberships and their counters, its keys and
+   * their counters, and removes it from its users' `teams`; records key changes. Spend logs and
+   * rollups stay. `null` when one of them does not exist, and then none is deleted.
    */
-  deleteTeam(teamId: string): Promise<DeletedEntity | null>;
+  deleteTeams(teamIds: string[]): Promise<DeletedEntity | null>;
   /** Every team (oldest first), or those `userId` is a member of. */
   listTeams(filter: { userId?: string }): Promise<TeamRecord[]>;
   /**
@@ -680,10 +680,11 @@ export interface SpendStorage {
     also?: ScopeChanges,
   ): Promise<UserRecord | null>;
   /**
-   * Atomically deletes a user, its counter, its memberships and their counters, its keys and their
-   * counters; records key changes. Spend logs and rollups stay. `null`: no such user.
+   * Atomically deletes users, each with its counter, its memberships and their counters, its keys and
+   * their counters; records key changes. Spend logs and rollups stay. `null` when one of them does
+   * not exist, and then none is deleted.
    */
-  deleteUser(userId: string): Promise<DeletedEntity | null>;
+  deleteUsers(userIds: string[]): Promise<DeletedEntity | null>;
   /** Memberships (oldest first) of a team, of a user, or both. */
   listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]>;
   /**

@@ -1850,7 +1850,11 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect(await s.getBudgets([U], T0)).toMatchObject([{ maxBudgetNano: 1e9 }]);
       expect(await s.updateUser('nope', {})).toBeNull();
 
-      expect(await s.deleteTeam('t1')).toEqual({ deletedKeys: ['k1'] });
+      // One missing among them: none is deleted.
+      expect(await s.deleteTeams(['t1', 'nope'])).toBeNull();
+      expect(await s.getTeam('t1')).not.toBeNull();
+      expect(await s.getKey('k1')).not.toBeNull();
+      expect(await s.deleteTeams(['t1'])).toEqual({ deletedKeys: ['k1'] });
       expect(await s.getTeam('t1')).toBeNull();
       expect(await s.getKey('k1')).toBeNull();
       expect(await s.getKey('k2')).not.toBeNull();
@@ -1860,13 +1864,16 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect(await s.listMembers({ teamId: 't1' })).toEqual([]);
       expect((await s.getUser('u1'))?.teams).toEqual([]);
       expect(await s.querySpendLogs({ teamId: 't1' })).toHaveLength(1);
-      expect(await s.deleteTeam('t1')).toBeNull();
+      expect(await s.deleteTeams(['t1'])).toBeNull();
 
-      expect(await s.deleteUser('u1')).toEqual({ deletedKeys: ['k2'] });
+      expect(await s.deleteUsers(['u1', 'nope'])).toBeNull();
+      expect(await s.getUser('u1')).not.toBeNull();
+      expect(await s.getKey('k2')).not.toBeNull();
+      expect(await s.deleteUsers(['u1'])).toEqual({ deletedKeys: ['k2'] });
       expect(await s.getUser('u1')).toBeNull();
       expect(await s.getKey('k2')).toBeNull();
       expect(await raw(s).budgetCounter(U)).toBeNull();
-      expect(await s.deleteUser('u1')).toBeNull();
+      expect(await s.deleteUsers(['u1'])).toBeNull();
       expect(await s.querySpendLogs({ userId: 'u1' })).toHaveLength(1);
       await s.close();
     });
