@@ -18,6 +18,13 @@ export interface ProfileStatements {
   selectProfile: { get(id: number): { body: string } | undefined };
 }
 
+/** A profile's id as `idFor` found it; `profile` is set when it was not cached (new to this connection). */
+export interface ProfileRef {
+  id: number;
+  key: string;
+  profile: ReservationProfile | null;
+}
+
 /** How many profiles each cache keeps before it starts over (a miss costs one indexed read). */
 const LIMIT = 4096;
 
@@ -41,33 +48,33 @@ export class ReservationProfiles {
 
   /**
    * The id of the profile for these counters' scopes and this call, writing it when it is new. Inside a
-   * write transaction; remember it with `written()` once the reservation that points to it is written.
+   * write transaction; hand the answer to `written()` once the reservation that points to it is written.
    */
-  idFor(states: readonly BudgetState[], call: PendingCall | undefined): { id: number; key: string } {
+  idFor(states: readonly BudgetState[], call: PendingCall | undefined): ProfileRef {
     const key = lookupKey(states, call);
     const id = this.#ids.get(key) ?? this.#fresh.get(key)?.id;
-    if (id !== undefined) return { id, key };
-    const body = JSON.stringify([
-      states.map(({ scope }) => ({ kind: scope.kind, id: scope.id })),
-      call
-        ? {
+    if (id !== undefined) return { id, key, profile: null };
+    const profile: ReservationProfile = Object.freeze({
+      scopes: Object.freeze(states.map(({ scope }) => Object.freeze({ kind: scope.kind, id: scope.id }))),
+      call: call
+        ? Object.freeze({
             callType: call.callType,
             apiKeyHash: call.apiKeyHash,
             model: call.model,
             userId: call.userId,
             teamId: call.teamId,
-          }
+          })
         : null,
-    ]);
+    });
+    const body = JSON.stringify([profile.scopes, profile.call]);
     const row = this.#s.insertProfile.get(body) ?? this.#s.selectProfileId.get(body);
     if (!row) throw new Error('reservation profile neither inserted nor found');
-    return { id: row.id, key };
+    return { id: row.id, key, profile };
   }
 
-  /** After the reservation row is written: its profile is remembered until the transaction ends. */
-  written(key: string, id: number): void {
-    if (this.#ids.has(key) || this.#fresh.has(key)) return;
-    this.#fresh.set(key, { id, profile: this.#read(id) });
+  /** After the reservation row is written: a profile new to this cache is kept until the transaction ends. */
+  written(ref: ProfileRef): void {
+    if (ref.profile) this.#fresh.set(ref.key, { id: ref.id, profile: ref.profile });
   }
 
   /** A profile by id: a reservation row's. */

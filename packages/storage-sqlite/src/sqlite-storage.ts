@@ -1318,7 +1318,7 @@ function reserveBudgets(
     if (isKeyConflict(err)) throw new StorageConflictError('reservation', input.reservationId);
     throw err;
   }
-  p.written(profile.key, profile.id);
+  p.written(profile);
   b.write(next);
   return { ok: true, states: next };
 }

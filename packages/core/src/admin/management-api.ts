@@ -517,22 +517,21 @@ export class ManagementApi {
     // Rate limits, per-model budgets and budget windows are written in the key's own transaction,
     // whose key change record makes every instance reload the key with all of them: all or nothing.
     const scope: ScopeRef = { kind: 'key', id: hash };
-    const also: ScopeChanges = { now: this.now(), deleteScopes: [], upsertBudgets: [] };
-    if (setsRateLimits(b)) {
-      const [current] = await storage.getRateLimits([scope]);
-      also.rateLimits = { scope, limits: rateLimitsFrom(b, current?.limits ?? null) };
-    }
-    const counters = [
-      b.model_max_budget ? modelBudgetChanges(this, hash, b.model_max_budget) : null,
+    const none = { deleteScopes: [], upsertBudgets: [] };
+    const models = b.model_max_budget ? modelBudgetChanges(this, hash, b.model_max_budget) : none;
+    const windows =
       b.budget_limits !== undefined
         ? await windowChanges(this, storage, scope, b.budget_limits, this.now())
-        : null,
-    ];
-    for (const c of counters) {
-      if (!c) continue;
-      also.deleteScopes!.push(...c.deleteScopes);
-      also.upsertBudgets!.push(...c.upsertBudgets);
-    }
+        : none;
+    const [current] = setsRateLimits(b) ? await storage.getRateLimits([scope]) : [];
+    const also: ScopeChanges = {
+      now: this.now(),
+      rateLimits: setsRateLimits(b)
+        ? { scope, limits: rateLimitsFrom(b, current?.limits ?? null) }
+        : undefined,
+      deleteScopes: [...models.deleteScopes, ...windows.deleteScopes],
+      upsertBudgets: [...models.upsertBudgets, ...windows.upsertBudgets],
+    };
     return this.changeKey(storage, caller, b.key, patch, budget, also);
   }
 
