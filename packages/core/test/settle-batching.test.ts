@@ -67,6 +67,17 @@ async function setUp(
 
 const turnOf = (c: string | undefined) => c!.split('@')[1];
 
+/** What one call reserves (its worst case), in USD: learnt from a probe call left in flight. */
+async function reservedPerCall(): Promise<number> {
+  const probe = await setUp(1000);
+  const held = await probe.admit();
+  if (!held.ok) throw new Error('probe refused');
+  const reserved = (await probe.guard.budgets.remaining({ key: probe.key }))!.reserved;
+  await probe.guard.close();
+  expect(reserved).toBeGreaterThan(0);
+  return reserved;
+}
+
 describe('settlement batching', () => {
   it('writes the settlements that finish within the window in one turn, after it', async () => {
     const { guard, calls, call } = await setUp(20);
@@ -116,14 +127,7 @@ describe('settlement batching', () => {
   });
 
   it('judges a refused reservation again once the waiting settlements are written, and admits it', async () => {
-    // What one call reserves (its worst case), learnt from a probe call that stays in flight.
-    const probe = await setUp(1000);
-    const held = await probe.admit();
-    if (!held.ok) throw new Error('probe refused');
-    const reservedUsd = (await probe.guard.budgets.remaining({ key: probe.key }))!.reserved;
-    expect(reservedUsd).toBeGreaterThan(0);
-    await probe.guard.close();
-
+    const reservedUsd = await reservedPerCall();
     // Room for one and a half worst cases: the second call fits only once the first call's actual cost
     // (1 completion token, far below its worst case) has replaced that worst case.
     const { guard, calls, call, key } = await setUp(1000, { maxBudget: reservedUsd * 1.5 });
@@ -143,11 +147,7 @@ describe('settlement batching', () => {
   });
 
   it('refuses, after writing the waiting settlements, a reservation that does not fit even then', async () => {
-    const probe = await setUp(1000);
-    const held = await probe.admit();
-    if (!held.ok) throw new Error('probe refused');
-    const reservedUsd = (await probe.guard.budgets.remaining({ key: probe.key }))!.reserved;
-    await probe.guard.close();
+    const reservedUsd = await reservedPerCall();
 
     const { guard, calls, call, admit } = await setUp(1000, { maxBudget: reservedUsd * 1.05 });
     const first = await call(8);
