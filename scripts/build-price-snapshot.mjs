@@ -7,7 +7,7 @@
 // Default input: ../shared/data/model_prices_and_context_window.json relative to the repo root.
 //
 // The snapshot keeps every entry that carries any price (any field whose name contains `cost`, or a
-// `tiered_pricing` list), with every such field, plus `litellm_provider`, `mode` and `max_output_tokens`.
+// `tiered_pricing` list), with every such field, plus `litellm_provider`, `mode`, `max_output_tokens` and `max_input_tokens`.
 // Everything else (capabilities, context sizes, sources) is dropped. The loader turns a row back into the
 // LiteLLM entry it came from, so the snapshot and a user-supplied LiteLLM table go through the same code.
 //
@@ -83,10 +83,13 @@ const KNOWN_SPARSE_FIELDS = [
   'input_cost_per_token_above_272k_tokens_priority',
   'output_cost_per_token_above_272k_tokens_priority',
   'cache_read_input_token_cost_above_272k_tokens_priority',
+  // Not a price: the context window bounds what a file the guard cannot read may cost.
+  'max_input_tokens',
 ];
 
 const isCostField = (field) => field.includes('cost') || field === 'tiered_pricing';
-const isKeptField = (field) => isCostField(field) || COLUMNS.includes(field);
+const isKeptField = (field) =>
+  isCostField(field) || COLUMNS.includes(field) || field === 'max_input_tokens';
 
 let source;
 try {

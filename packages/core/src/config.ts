@@ -47,6 +47,27 @@ export interface SpendGuardOptions {
    * @default 4096
    */
   defaultMaxOutputTokens?: number;
+  /**
+   * In `strict` mode, how long a call whose worst case would fit a budget once the calls in flight
+   * settle may wait for them (then it is judged again), instead of being refused. 0 refuses at once.
+   * @default 30000
+   */
+  budgetWaitMs?: number;
+  /**
+   * In `strict` mode, the least output a call's cap (`max_tokens`, `max_completion_tokens`,
+   * `max_output_tokens`, Gemini `maxOutputTokens`) may be lowered to so that its worst case fits what
+   * a budget has left (the response then carries `x-spendguard-output-tokens-lowered`). Below it the
+   * call is refused. A call that asks for less than this is never lowered.
+   * @default 256
+   */
+  minOutputTokens?: number;
+  /**
+   * A call to a model the price table does not know: `refuse` answers 400 naming the model (price it
+   * with `modelPrices`, where 0 is allowed); `allow` serves it, records it at $0 flagged `unpriced`,
+   * and sends no cost header.
+   * @default 'refuse' in `strict` mode, 'allow' otherwise
+   */
+  unpricedModels?: 'refuse' | 'allow';
   /** How many resolved keys the in-process LRU cache holds. @default 10000 */
   keyCacheSize?: number;
   /**
@@ -111,7 +132,7 @@ export interface SpendGuardOptions {
   /**
    * One budget over every call of the deployment (LiteLLM's proxy-wide `max_budget`), in USD, applied
    * to storage when the guard opens it; instances sharing a store share it. Calls with the master key
-   * are not counted against it.
+   * count against it too.
    */
   globalBudget?: { maxBudget: number | null; budgetDuration?: string | null; softBudget?: number | null };
   /**
@@ -166,6 +187,9 @@ const optionsSchema = z.object({
     .optional(),
   priceTableRefreshMs: z.number().int().positive().optional(),
   defaultMaxOutputTokens: z.number().int().positive().optional(),
+  budgetWaitMs: z.number().int().nonnegative().max(600_000, 'must be at most 600000 ms').optional(),
+  minOutputTokens: z.number().int().positive().optional(),
+  unpricedModels: z.enum(['refuse', 'allow'], { error: "must be 'refuse' or 'allow'" }).optional(),
   keyCacheSize: z.number().int().positive().optional(),
   keyCacheTtlMs: z.number().int().nonnegative().optional(),
   reservationTtlMs: z.number().int().positive().optional(),
@@ -263,6 +287,10 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     priceTable: options.priceTable,
     priceTableRefreshMs: options.priceTableRefreshMs,
     defaultMaxOutputTokens: options.defaultMaxOutputTokens ?? 4096,
+    budgetWaitMs: options.budgetWaitMs ?? 30_000,
+    minOutputTokens: options.minOutputTokens ?? 256,
+    unpricedModels:
+      options.unpricedModels ?? ((options.enforcement ?? 'strict') === 'strict' ? 'refuse' : 'allow'),
     keyCacheSize: options.keyCacheSize ?? 10_000,
     keyCacheTtlMs: options.keyCacheTtlMs ?? 5_000,
     reservationTtlMs: options.reservationTtlMs ?? 600_000,

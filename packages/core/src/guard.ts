@@ -1,6 +1,15 @@
 import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ManagementApi } from './admin/management-api.js';
+import { CapacityWaiters } from './admission/capacity-waiters.js';
+import {
+  boundCall,
+  boundNano,
+  type CallBound,
+  type OutputField,
+  outputTokensFitting,
+  setOutputCap,
+} from './admission/worst-case.js';
 import { BudgetAlerts } from './alerts/budget-alerts.js';
 import { nextBudgetResetAt } from './budget-period.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
@@ -9,13 +18,12 @@ import { KeyQueries, TeamQueries, UserQueries } from './entity-queries.js';
 import { SpendGuardError, StorageConflictError } from './errors.js';
 import { timeOrderedId } from './ids.js';
 import { hashVirtualKey } from './keys.js';
-import { countRequestPromptTokens, requestedOutputTokens } from './metering/request-body.js';
 import { ResponseTap } from './metering/response-meter.js';
 import { CallMeter, type TrackOptions, useCallContext } from './metering/track.js';
 import { createGuardFetch } from './metering/upstream-fetch.js';
-import { modelFromPath } from './metering/wire-formats.js';
+import { formatFromPath, modelFromPath, type WireFormat } from './metering/wire-formats.js';
 import { usdToNano } from './money.js';
-import { PriceBook, type TokenUsage } from './pricing/price-book.js';
+import { PriceBook, type TokenUsage, type WorstCaseRates } from './pricing/price-book.js';
 import { BudgetQueries, SpendQueries } from './queries.js';
 import { type RateAdmission, rateLimitedError, rateLimitHeaders } from './rate-limits.js';
 import { hasRateLimits, rateBucketsFor } from './storage/rate-limit-rules.js';
@@ -166,7 +174,9 @@ export class SpendGuard {
         this.logger.error('could not load the price table; keeping the last good one', error),
       onUnpriced: (model) =>
         this.logger.warn(
-          `no price for model '${model}': its calls are recorded at $0 (add it to modelPrices)`,
+          this.options.unpricedModels === 'refuse'
+            ? `no price for model '${model}': its calls are refused (price it with modelPrices)`
+            : `no price for model '${model}': its calls are recorded at $0, flagged unpriced (price it with modelPrices)`,
         ),
     });
     // Stale entries stay (not served) so that `onStorageError: 'allow'` can still recognise a key.
@@ -476,54 +486,47 @@ export class SpendGuard {
     const tags = readTags(body, input.header);
     const endUser =
       typeof body.user === 'string' ? body.user : (input.header('x-litellm-end-user-id') ?? null);
-    // A call admitted without a reservation (the master key; storage down under 'allow'). Every
-    // CallState is built with its fields in one order (one object shape for them all).
-    const unreserved = (keyHash: string, ctx: KeyContext | null, scopes: ScopeRef[]) =>
-      new GuardedCall(this, {
-        requestId: timeOrderedId(),
-        startTime,
-        model,
-        tags,
-        endUser,
-        body,
-        keyHash,
-        ctx,
-        reservationId: null,
-        reservedNano: 0,
-        scopes,
-        states: [],
-        rate: null,
-      });
 
     const tokenHash = hashVirtualKey(presented);
-    if (this.isMasterKeyHash(tokenHash)) {
-      // The master key may call guarded routes; its spend is logged but it has no budget.
-      return unreserved(tokenHash, null, MASTER_KEY_HASH_SCOPES);
-    }
     let ctx: KeyContext | null;
-    try {
-      ctx = await this.resolveKey(tokenHash);
-    } catch (error) {
-      if (!this.servesThrough(error)) throw error;
-      // Storage is down and the policy is 'allow': a key seen before keeps its attribution.
-      ctx = this.keyCache.get(tokenHash, { allowStale: true }) ?? null;
-      const scopes = ctx?.scopes ?? [{ kind: 'key' as const, id: tokenHash }];
-      return unreserved(ctx?.key.tokenHash ?? tokenHash, ctx, scopes);
+    if (this.isMasterKeyHash(tokenHash)) {
+      // The master key has no budget of its own, but its calls are attributed to and enforced against
+      // every scope that applies to them: the end user, the tags, the global budget.
+      ctx = this.masterContext(tokenHash);
+    } else {
+      try {
+        ctx = await this.resolveKey(tokenHash);
+      } catch (error) {
+        if (!this.servesThrough(error)) throw error;
+        // Storage is down and the policy is 'allow': only a key this process resolved before, usable
+        // and within its budgets when last seen, is served (unreserved); any other gets the 503.
+        ctx = this.keyCache.get(tokenHash, { allowStale: true }) ?? null;
+        if (!ctx || !this.servableWhileDown(ctx, startTime)) throw error;
+        return this.unreservedCall(ctx, { startTime, model, endUser, body, tags: withKeyTags(tags, ctx) });
+      }
+      if (!ctx)
+        throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
+      this.assertKeyUsable(ctx, startTime);
+      const increase = tempIncreaseOf(ctx.key);
+      if (increase && increase.expiresAt <= startTime)
+        ctx = await this.endTempIncrease(ctx, increase, tokenHash);
+      const { key } = ctx;
+      if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [], this.options.modelAliases)) {
+        throw new SpendGuardError(
+          'INVALID_KEY',
+          `Authentication Error, key not allowed to access model. This key can only access models=${JSON.stringify(key.models.length ? key.models : ctx.team?.models)}. Tried to access ${model}`,
+        );
+      }
     }
-    if (!ctx)
-      throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
-    this.assertKeyUsable(ctx, startTime);
-    const increase = tempIncreaseOf(ctx.key);
-    if (increase && increase.expiresAt <= startTime)
-      ctx = await this.endTempIncrease(ctx, increase, tokenHash);
-    const { key } = ctx;
-    if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [], this.options.modelAliases)) {
+    const allTags = withKeyTags(tags, ctx);
+    const price = model ? this.prices.resolve(model) : undefined;
+    if (model && !price && this.options.unpricedModels === 'refuse') {
       throw new SpendGuardError(
-        'INVALID_KEY',
-        `Authentication Error, key not allowed to access model. This key can only access models=${JSON.stringify(key.models.length ? key.models : ctx.team?.models)}. Tried to access ${model}`,
+        'UNPRICED_MODEL',
+        `Model '${model}' has no price in the price table, so no budget could bound this call. Price it with the modelPrices option (e.g. modelPrices: { '${model}': { input_cost_per_token: 3e-6, output_cost_per_token: 1.5e-5 } }; 0 is allowed), map it with modelAliases, or set unpricedModels: 'allow' to serve it unpriced.`,
+        { param: 'model' },
       );
     }
-    const allTags = key.tags.length > 0 ? [...new Set([...tags, ...key.tags])] : tags;
 
     // A blocked end user (`/customer/block`) is refused as LiteLLM does, before anything is counted.
     const endUserGate = endUser
@@ -548,6 +551,85 @@ export class SpendGuard {
       throw error;
     }
   }
+
+  /** The master key's context: no key, user or team budget; end user, tags, model and global apply. */
+  private masterContext(tokenHash: string): KeyContext {
+    if (this.masterCtx?.key.tokenHash === tokenHash) return this.masterCtx;
+    const key: KeyRecord = {
+      tokenHash,
+      keyName: 'master key',
+      keyAlias: 'master key',
+      userId: null,
+      teamId: null,
+      models: [],
+      tags: [],
+      metadata: {},
+      blocked: false,
+      expiresAt: null,
+      createdAt: new Date(0),
+    };
+    this.masterCtx = {
+      key,
+      user: null,
+      team: null,
+      scopes: [],
+      labels: new Map([[`key:${tokenHash}`, 'Key=master key']]),
+      rateLimits: [],
+      secretValidUntil: null,
+    };
+    return this.masterCtx;
+  }
+  private masterCtx: KeyContext | null = null;
+
+  /**
+   * Under `onStorageError: 'allow'`, whether a key seen before may be served while storage is down:
+   * usable now (not blocked, not expired), and every budget it spends against had room when its last
+   * call was admitted.
+   */
+  private servableWhileDown(ctx: KeyContext, now: Date): boolean {
+    try {
+      this.assertKeyUsable(ctx, now);
+    } catch {
+      return false;
+    }
+    const seen = this.lastSeenStates.get(ctx.key.tokenHash);
+    if (!seen) return false;
+    return seen.every((s) => s.maxBudgetNano === null || s.spendNano < s.maxBudgetNano);
+  }
+
+  /** A call served without a reservation (storage down under 'allow'), attributed as well as known. */
+  private unreservedCall(
+    ctx: KeyContext,
+    o: {
+      startTime: Date;
+      model: string;
+      endUser: string | null;
+      body: Record<string, unknown>;
+      tags: string[];
+    },
+  ): GuardedCall {
+    const requestId = timeOrderedId();
+    return new GuardedCall(this, {
+      requestId,
+      startTime: o.startTime,
+      model: o.model,
+      tags: o.tags,
+      endUser: o.endUser,
+      body: o.body,
+      keyHash: ctx.key.tokenHash,
+      ctx,
+      reservationId: null,
+      reservedNano: 0,
+      scopes: this.callScopes(ctx, o.model, o.endUser, o.tags),
+      states: [],
+      rate: null,
+      outputLowered: null,
+      unpriced: o.model !== '' && !this.prices.resolve(o.model),
+    });
+  }
+
+  /** What each key's budgets stood at when its last call was admitted (for 'allow' during an outage). */
+  private readonly lastSeenStates = new LRUCache<string, BudgetState[]>({ max: 10_000 });
 
   /** Drops an end user's cached blocked flag and rate limits (after `/customer/update`, `/customer/block`). */
   invalidateCustomer(endUserId: string): void {
@@ -671,9 +753,15 @@ export class SpendGuard {
     // The reservation is the request's own (one per call): its id is the request id.
     const requestId = timeOrderedId();
     const reservationId = requestId;
+    const unpriced = model !== '' && !this.prices.resolve(model);
     // Built field by field, in CallState's order (an object spread here cost more than the rest of
     // the call's construction).
-    const call = (reserved: string | null, reservedNano: number, states: BudgetState[]) =>
+    const call = (
+      reserved: string | null,
+      reservedNano: number,
+      states: BudgetState[],
+      outputLowered: number | null,
+    ) =>
       new GuardedCall(this, {
         requestId,
         startTime,
@@ -688,6 +776,8 @@ export class SpendGuard {
         scopes: callScopes,
         states,
         rate,
+        outputLowered,
+        unpriced,
       });
     const mode = this.options.enforcement;
     const reserve = (amountNano: number) =>
@@ -710,25 +800,132 @@ export class SpendGuard {
           startTime,
         },
       });
-    let amountNano = this.estimateNano(model, body, input.bodyBytes, false);
+    const format = formatFromPath(input.path);
+    let estimate = this.worstCase(model, format, body, input.bodyBytes, false);
+    let amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
+    let lowered: number | null = null;
     let result: Awaited<ReturnType<typeof reserve>>;
     try {
       result = await reserve(amountNano);
-      if (!result.ok && model && mode === 'strict') {
-        // The byte bound is loose; count the prompt exactly before refusing (only near a cap).
-        const precise = this.estimateNano(model, body, input.bodyBytes, true);
-        if (precise < amountNano) {
-          amountNano = precise;
-          result = await reserve(precise);
+      if (!result.ok && estimate && mode === 'strict') {
+        // Near a cap: count exactly, then wait for calls in flight or lower the output cap, and
+        // refuse only what cannot fit at all.
+        const precise = this.worstCase(model, format, body, input.bodyBytes, true)!;
+        estimate = precise;
+        const fitted = await this.fitToBudget(precise, result.refused, reserve);
+        result = fitted.result;
+        amountNano = fitted.amountNano;
+        if (fitted.outputTokens !== null && result.ok) {
+          lowered = fitted.outputTokens;
+          setOutputCap(body, precise.bound.outputField!, lowered);
         }
+        if (!result.ok) throw this.budgetExceeded(ctx, result.refused, fitted.refusal);
       }
     } catch (error) {
       if (!this.servesThrough(error)) throw error;
-      return call(null, 0, []);
+      if (!this.servableWhileDown(ctx, startTime)) throw error;
+      return call(null, 0, [], null);
     }
-    if (!result.ok) throw this.budgetExceeded(ctx, result.refused);
-    return call(reservationId, amountNano, result.states);
+    if (!result.ok) throw this.budgetExceeded(ctx, result.refused, null);
+    if (this.options.onStorageError === 'allow') this.lastSeenStates.set(tokenHash, result.states);
+    return call(reservationId, amountNano, result.states, lowered);
   }
+
+  /**
+   * A call's worst case, or `null` for a call without a priced model (then 1 nano-dollar is reserved,
+   * so that a spent budget still refuses it).
+   */
+  private worstCase(
+    model: string,
+    format: WireFormat | null,
+    body: Record<string, unknown>,
+    bodyBytes: number | undefined,
+    precise: boolean,
+  ): { bound: CallBound; rates: WorstCaseRates } | null {
+    const price = model ? this.prices.resolve(model) : undefined;
+    if (!price) return null;
+    const bound = boundCall(model, format, body, price, {
+      defaultMaxOutputTokens: this.options.defaultMaxOutputTokens,
+      precise,
+      bodyBytes,
+    });
+    const rates = this.prices.worstCaseRates(model, {
+      promptTokens: bound.inputTokens + bound.audioTokens,
+      serviceTier: bound.serviceTier,
+      cacheWrites: bound.cacheWrites,
+      audioOutput: bound.audioOutput,
+    })!;
+    return { bound, rates };
+  }
+
+  /**
+   * Strict mode, after a refusal: reserves the precise worst case if it fits; else, while it would fit
+   * once the calls in flight settle, waits for them (up to `budgetWaitMs`); else lowers the output cap
+   * to what fits (not below `minOutputTokens`). What comes back refused cannot fit.
+   */
+  private async fitToBudget(
+    estimate: { bound: CallBound; rates: WorstCaseRates },
+    refused: BudgetState,
+    reserve: (amountNano: number) => ReturnType<StorageGate['reserve']>,
+  ): Promise<{
+    result: Awaited<ReturnType<StorageGate['reserve']>>;
+    amountNano: number;
+    outputTokens: number | null;
+    refusal: RefusalDetail | null;
+  }> {
+    const { bound, rates } = estimate;
+    const full = boundNano(bound, rates);
+    const floor = this.options.minOutputTokens;
+    const canLower = bound.outputField !== null && bound.outputTokens > floor;
+    const started = performance.now();
+    const deadline = started + this.options.budgetWaitMs;
+    let result = await reserve(full);
+    let amountNano = full;
+    // The output cap only ever comes down (another scope may refuse what the first one took).
+    let tokens = bound.outputTokens;
+    let waits = 0;
+    let misses = 0;
+    while (!result.ok && misses < 16) {
+      const state = result.refused;
+      if (state.maxBudgetNano === null) break;
+      const roomIfSettled = state.maxBudgetNano - state.spendNano;
+      const roomNow = roomIfSettled - state.reservedNano;
+      if (boundNano(bound, rates, tokens) > roomIfSettled) {
+        // It can never fit this budget at this cap: lower the cap to what the budget has left.
+        if (!canLower) break;
+        const fitsSettled = Math.min(tokens, outputTokensFitting(bound, rates, roomIfSettled));
+        if (fitsSettled < floor) break;
+        const fitsNow = Math.min(tokens, outputTokensFitting(bound, rates, roomNow));
+        tokens = fitsNow >= floor ? fitsNow : fitsSettled;
+      }
+      const want = boundNano(bound, rates, tokens);
+      if (want > roomNow) {
+        // It fits once calls in flight settle: wait for them (a settlement here wakes it at once;
+        // other instances' are polled), then try again.
+        if (performance.now() >= deadline) break;
+        await this.capacity.wait(scopeKey(state.scope), want - roomNow, waits++, deadline);
+      } else {
+        misses += 1; // it should have fitted: raced by another call, or another scope refused
+      }
+      amountNano = want;
+      result = await reserve(want);
+    }
+    const outputTokens = result.ok && tokens < bound.outputTokens ? tokens : null;
+    if (result.ok) return { result, amountNano, outputTokens, refusal: null };
+    return {
+      result,
+      amountNano,
+      outputTokens: null,
+      refusal: {
+        worstNano: full,
+        floorNano: canLower ? boundNano(bound, rates, floor) : null,
+        waitedMs: waits > 0 ? Math.round(performance.now() - started) : 0,
+      },
+    };
+  }
+
+  /** Calls waiting for capacity on a budget (see `budgetWaitMs`). */
+  readonly capacity = new CapacityWaiters();
 
   /** Charges unsettled reservations past their TTL at their estimate (also run on a timer). */
   async sweepExpiredReservations(): Promise<number> {
@@ -767,51 +964,55 @@ export class SpendGuard {
     return scopes;
   }
 
-  private budgetExceeded(ctx: KeyContext, refused: BudgetState): SpendGuardError {
+  /**
+   * The 429 for a budget that cannot take a call: LiteLLM's message first (its clients match on it),
+   * then the truth of it: what is in flight, what this call could cost, and what to do.
+   */
+  private budgetExceeded(
+    ctx: KeyContext,
+    refused: BudgetState,
+    detail: RefusalDetail | null,
+  ): SpendGuardError {
     const label = ctx.labels.get(scopeKey(refused.scope)) ?? scopeLabel(ctx, refused.scope);
     const spend = pyFloat(refused.spendNano / 1e9);
     const max = pyFloat((refused.maxBudgetNano ?? 0) / 1e9);
     const headers: Record<string, string> = {};
     if (refused.budgetResetAt) {
       headers['retry-after'] = String(
-        Math.max(1, Math.ceil((refused.budgetResetAt.getTime() - Date.now()) / 1000)),
+        Math.max(1, Math.ceil((refused.budgetResetAt.getTime() - this.now().getTime()) / 1000)),
       );
     }
-    return new SpendGuardError(
-      'BUDGET_EXCEEDED',
-      `Budget has been exceeded! ${label} Current cost: ${spend}, Max budget: ${max}`,
-      {
-        headers,
-      },
-    );
+    let message = `Budget has been exceeded! ${label} Current cost: ${spend}, Max budget: ${max}`;
+    if (detail) {
+      const left = Math.max(0, (refused.maxBudgetNano ?? 0) - refused.spendNano);
+      message +=
+        `. In flight: ${pyFloat(refused.reservedNano / 1e9)}; this call's worst case: ${pyFloat(detail.worstNano / 1e9)}` +
+        (detail.floorNano !== null
+          ? ` (${pyFloat(detail.floorNano / 1e9)} with its output cut to the minimum)`
+          : '') +
+        `; left once the calls in flight settle: ${pyFloat(left / 1e9)}` +
+        (detail.waitedMs > 0 ? `; waited ${detail.waitedMs} ms for calls in flight` : '') +
+        '. Lower max_tokens or shorten the prompt, wait for the budget to reset, or raise max_budget.';
+      headers['x-spendguard-call-worst-case'] = String(detail.worstNano / 1e9);
+      headers['x-spendguard-budget-in-flight'] = String(refused.reservedNano / 1e9);
+    }
+    return new SpendGuardError('BUDGET_EXCEEDED', message, { headers });
   }
 
   /**
-   * Upper bound of a call's cost, in nano-dollars, never below 1 (so that a spent budget refuses
-   * even calls it cannot price). The cheap form bounds prompt tokens by the body's byte size (a
-   * token is at least one byte, and the JSON around each message outweighs its token overhead);
-   * the precise form counts them with the model's tokenizer.
+   * Upper bound of a call's cost in nano-dollars, as admission computes it (never below 1): `precise`
+   * counts text with the tokenizer and reads media sizes; otherwise text is bounded by bytes. `path`
+   * selects the wire format's rules (e.g. `/v1/messages`).
    */
   estimateNano(
     model: string,
     body: Record<string, unknown>,
     bodyBytes: number | undefined,
     precise: boolean,
+    path?: string,
   ): number {
-    const price = model ? this.prices.resolve(model) : undefined;
-    if (!price) return 1;
-    const promptTokens = precise
-      ? countRequestPromptTokens(model, body)
-      : (bodyBytes ?? Buffer.byteLength(JSON.stringify(body)));
-    const requested = requestedOutputTokens(body);
-    const choices = firstPositiveInt(body.n) ?? 1;
-    const outputTokens =
-      (requested ?? price.maxOutputTokens ?? this.options.defaultMaxOutputTokens) * choices;
-    // The dearest rate any token could be billed at (tiers, service tiers, cache writes, reasoning,
-    // audio), so that the bound holds whatever the provider reports.
-    const pico =
-      promptTokens * price.maxInputPico + outputTokens * price.maxOutputPico + (price.requestPico ?? 0);
-    return Math.max(1, Math.ceil(pico / 1000));
+    const estimate = this.worstCase(model, formatFromPath(path), body, bodyBytes, precise);
+    return estimate ? boundNano(estimate.bound, estimate.rates) : 1;
   }
 
   /** Keeps a settlement promise alive until `close()` so shutdown never drops spend. */
@@ -851,6 +1052,16 @@ export class SpendGuard {
   }
 }
 
+/** Why a budget refused a call in strict mode, for the 429's message. */
+interface RefusalDetail {
+  /** The call's precise worst case at the output cap it asked for. */
+  worstNano: number;
+  /** Its worst case at `minOutputTokens`, when its output cap could be lowered. */
+  floorNano: number | null;
+  /** How long it waited for calls in flight. */
+  waitedMs: number;
+}
+
 /** What admission needs of an end user: `/customer/block`'s flag and the end user's rate limits. */
 interface EndUserGate {
   blocked: boolean;
@@ -873,6 +1084,10 @@ interface CallState {
   states: BudgetState[];
   /** The rate-limit buckets the call was counted on, `null` when none applies. */
   rate: RateAdmission | null;
+  /** The output cap admission lowered the request to, so that its worst case fits; `null`: not lowered. */
+  outputLowered: number | null;
+  /** The model has no price (served under `unpricedModels: 'allow'`): recorded at $0, flagged. */
+  unpriced: boolean;
 }
 
 /**
@@ -912,6 +1127,10 @@ export class GuardedCall {
     if (tightest !== null)
       this.responseHeaders['x-spendguard-budget-remaining'] = String(Math.max(0, tightest) / 1e9);
     if (state.rate) Object.assign(this.responseHeaders, rateLimitHeaders(state.rate.states, state.startTime));
+    if (state.outputLowered !== null) {
+      this.responseHeaders['x-spendguard-output-tokens-lowered'] = String(state.outputLowered);
+    }
+    if (state.unpriced) this.responseHeaders['x-spendguard-unpriced-model'] = state.model;
   }
 
   get requestId(): string {
@@ -968,6 +1187,7 @@ export class GuardedCall {
    * call's own cost, plus that of its child calls (`guard.fetch`, `track()`) priced so far.
    */
   costHeaders(): Record<string, string> {
+    if (this.state.unpriced) return {}; // no price: no cost to claim
     return {
       'x-litellm-response-cost': String(this.meter.responseCostNano(this.price().record.costNano) / 1e9),
     };
@@ -981,6 +1201,15 @@ export class GuardedCall {
   finish(options: { aborted?: boolean } = {}): Promise<CallRecord> {
     this.finished ??= this.guard.track(this.settle(options.aborted ?? false));
     return this.finished;
+  }
+
+  /** The spend log's metadata: how the call was metered, and what admission did to it. */
+  private logMetadata(aborted: boolean): Record<string, unknown> {
+    const meta = this.meter.metadata();
+    if (aborted) meta.stream_cut = true;
+    if (this.state.outputLowered !== null) meta.output_tokens_lowered = this.state.outputLowered;
+    if (this.state.unpriced) meta.unpriced = true;
+    return meta;
   }
 
   private async settle(aborted: boolean): Promise<CallRecord> {
@@ -1008,7 +1237,7 @@ export class GuardedCall {
       status,
       estimated: record.estimated,
       httpStatus,
-      metadata: aborted ? { ...this.meter.metadata(), stream_cut: true } : this.meter.metadata(),
+      metadata: this.logMetadata(aborted),
     };
     // Costing at most what it holds, on the scopes it reserved, the settlement can only lower what the
     // next reservation is judged against, which then need not wait for it (see StorageGate.reserve).
@@ -1024,7 +1253,12 @@ export class GuardedCall {
       },
       record.costNano > held,
     );
-    if (!written) this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
+    if (!written)
+      this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
+    else if (held > record.costNano) {
+      // What the reservation held beyond the cost is free again: calls waiting for it may go.
+      this.guard.capacity.freedOn(this.state.scopes.map(scopeKey), held - record.costNano);
+    }
     if (this.state.rate) {
       await this.guard.settleRateLimits(
         this.state.rate,
@@ -1078,6 +1312,11 @@ function readPresentedKey(header: CallInput['header']): string {
     );
   }
   return value;
+}
+
+/** The call's tags with its key's own (LiteLLM applies a key's tags to every call it makes). */
+function withKeyTags(tags: string[], ctx: KeyContext): string[] {
+  return ctx.key.tags.length > 0 ? [...new Set([...tags, ...ctx.key.tags])] : tags;
 }
 
 function readTags(body: Record<string, unknown>, header: CallInput['header']): string[] {

@@ -202,6 +202,7 @@ describe('PriceBook.resolve', () => {
       outputPico: 10_000_000,
       cacheReadPico: 1_250_000,
       maxOutputTokens: 16_384,
+      maxInputTokens: 128_000,
       // the dearest prompt and completion token: priority input 4.25e-6, priority output 1.7e-5
       maxInputPico: 4_250_000,
       maxOutputPico: 17_000_000,

@@ -693,7 +693,7 @@ describe.each(ADAPTERS)('model access on $name', (framework) => {
       reserved: 0,
     });
     // The team's list, with a provider wildcard, applies to a key without its own.
-    expect((await call(teams, 'anthropic/claude-3-5-haiku-20241022')).status).toBe(200);
+    expect((await call(teams, 'anthropic/claude-haiku-4-5')).status).toBe(200);
     expect((await call(teams, 'gpt-4o')).status).toBe(401);
   });
 });

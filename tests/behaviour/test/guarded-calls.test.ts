@@ -158,49 +158,48 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         });
       });
 
-      it('serves until the worst case no longer fits, then answers 429 and never overspends', async () => {
-        // o1 at 20k output tokens costs ~$1.20 a call: a $5 key takes about four.
+      it('serves while the worst case fits, then lowers the output cap to what is left, then answers 429; never overspends', async () => {
+        // o1: $15 / M input, $60 / M output. At 20k output tokens a call costs ~$1.20: a $5 key takes
+        // four whole, then one more with its cap lowered to what is left, then nothing.
         const tight = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 5 })).body
           .key;
         const c = new OpenAI({ apiKey: tight, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
-        let served = 0;
+        const ask = (max_tokens: number) =>
+          c.chat.completions
+            .create({ model: 'o1', messages: [{ role: 'user', content: 'think' }], max_tokens })
+            .withResponse();
+        const lowered: Array<string | null> = [];
+        const completions: number[] = [];
         let refused: InstanceType<typeof OpenAI.APIError> | null = null;
         for (let i = 0; i < 10 && !refused; i++) {
           try {
-            await c.chat.completions.create({
-              model: 'o1',
-              messages: [{ role: 'user', content: 'think' }],
-              max_tokens: 20_000,
-            });
-            served++;
-            await new Promise((r) => setTimeout(r, 20)); // let the settlement land
+            const { data, response } = await ask(20_000);
+            lowered.push(response.headers.get('x-spendguard-output-tokens-lowered'));
+            completions.push(data.usage!.completion_tokens);
+            await app.guard.flush(); // the next call is judged against this one's settlement
           } catch (e) {
             refused = e as InstanceType<typeof OpenAI.APIError>;
           }
         }
-        expect(served).toBe(4);
+        expect(lowered.slice(0, 4)).toEqual([null, null, null, null]);
+        expect(completions.slice(0, 4)).toEqual([20_000, 20_000, 20_000, 20_000]);
+        // The fifth: its cap lowered to what the last $0.1995 pays for (3,325 output tokens at most).
+        expect(lowered).toHaveLength(5);
+        const cap = Number(lowered[4]);
+        expect(cap).toBe(completions[4]);
+        expect(cap).toBeGreaterThan(3_250);
+        expect(cap).toBeLessThanOrEqual(3_325);
         expect(refused?.status).toBe(429);
         expect(refused?.error).toMatchObject({ type: 'budget_exceeded', param: null, code: '429' });
         expect((refused!.error as { message: string }).message).toMatch(
-          /^Budget has been exceeded! Key=sk-\.\.\.[\w-]{4} Current cost: 4\.8\d+, Max budget: 5\.0$/,
+          /^Budget has been exceeded! Key=sk-\.\.\.[\w-]{4} Current cost: 4\.99\d+, Max budget: 5\.0\. In flight: 0\.0; this call's worst case: 1\.2\d+ \(0\.01\d+ with its output cut to the minimum\); left once the calls in flight settle: 0\.00\d+\. Lower max_tokens/,
         );
-        await expect(
-          c.chat.completions.create({
-            model: 'o1',
-            messages: [{ role: 'user', content: 'x' }],
-            max_tokens: 20_000,
-          }),
-        ).rejects.toMatchObject({ status: 429 });
-        // A smaller worst case still fits in what is left.
-        const small = await c.chat.completions.create({
-          model: 'o1',
-          messages: [{ role: 'user', content: 'x' }],
-          max_tokens: 100,
-        });
-        expect(small.usage?.completion_tokens).toBe(100);
+        // A call that asks for less than the minimum cap is never lowered: refused when it cannot fit.
+        await expect(ask(100)).rejects.toMatchObject({ status: 429 });
         await app.guard.flush();
         const info = await admin(app, 'GET', `/key/info?key=${tight}`);
         expect(info.body.info.spend).toBeLessThanOrEqual(5);
+        expect(info.body.info.spend).toBeGreaterThan(4.99);
         const logs = (await admin(app, 'GET', `/spend/logs?api_key=${tight}`)).body as Array<{
           spend: number;
         }>;

@@ -130,7 +130,8 @@ async function runScript(app: TestApp): Promise<Entry[]> {
     'POST',
     '/v1/chat/completions',
     KEY,
-    chat({ model: 'o1', max_tokens: 1e9 }),
+    // 1,000 choices of o1: even at the 256-token minimum cap they cost $15, over the $5 key.
+    chat({ model: 'o1', max_tokens: 20_000, n: 1000 }),
   );
   const huge = chat({ messages: [{ role: 'user', content: 'x'.repeat(BODY_LIMIT) }] });
   await send('body over the limit', 'POST', '/v1/chat/completions', KEY, huge);
@@ -154,7 +155,8 @@ async function runScript(app: TestApp): Promise<Entry[]> {
   await new Promise((r) => setTimeout(r, 200));
   await settle();
 
-  // Spend a $5 budget with o1 (a worst case of ~$1.20 a call) until the guard refuses.
+  // Spend a $5 budget with o1 (a worst case of ~$1.20 a call): four whole calls, a fifth with its
+  // output cap lowered to what is left, then refusals.
   for (let i = 0; i < 6; i++) {
     await send(`o1 call ${i + 1}`, 'POST', '/v1/chat/completions', TIGHT_KEY, {
       model: 'o1',
@@ -162,7 +164,7 @@ async function runScript(app: TestApp): Promise<Entry[]> {
       max_tokens: 20_000,
     });
   }
-  await send('a smaller call still fits', 'POST', '/v1/chat/completions', TIGHT_KEY, {
+  await send('a call under the minimum cap', 'POST', '/v1/chat/completions', TIGHT_KEY, {
     model: 'o1',
     messages: [{ role: 'user', content: 'x' }],
     max_tokens: 100,
@@ -242,9 +244,9 @@ describe('every adapter answers the same script identically', () => {
       'o1 call 2': 200,
       'o1 call 3': 200,
       'o1 call 4': 200,
-      'o1 call 5': 429,
+      'o1 call 5': 200,
       'o1 call 6': 429,
-      'a smaller call still fits': 200,
+      'a call under the minimum cap': 429,
       'spend logs': 200,
       'tight spend logs': 200,
       'key info': 200,
@@ -265,7 +267,8 @@ describe('every adapter answers the same script identically', () => {
       'x-spendguard-budget-remaining',
     ]);
     expect(entry('stream with usage').headers['x-litellm-response-cost']).toBeUndefined();
-    expect(entry('o1 call 5').body).toMatchObject({ error: { type: 'budget_exceeded', code: '429' } });
+    expect(entry('o1 call 5').headers['x-spendguard-output-tokens-lowered']).toMatch(/^3\d{3}$/);
+    expect(entry('o1 call 6').body).toMatchObject({ error: { type: 'budget_exceeded', code: '429' } });
     expect(entry('body over the limit').body).toEqual({
       error: {
         message: `Request body is larger than ${BODY_LIMIT} bytes.`,

@@ -464,16 +464,10 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
     });
 
     it('refuses the upstream call that no longer fits, before it is sent', async () => {
-      // A budget that fits the first call's cost plus the second's worst case, but not two costs plus a
-      // third worst case (each call: gpt-4o, 1,000 output tokens).
-      const body = {
-        model: 'gpt-4o',
-        messages: [{ role: 'user', content: 'step 1 of a task' }],
-        max_tokens: 1000,
-      };
-      const worst = app.guard.estimateNano('gpt-4o', body, undefined, false);
-      const cost = calculateCost('gpt-4o', { prompt_tokens: 14, completion_tokens: 1000 }).totalNano;
-      const budget = (cost + worst + cost / 2) / 1e9;
+      // Each step: gpt-4o, 14 prompt tokens and 1,000 output tokens = 14 x $2.5e-6 + 1000 x $1e-5 =
+      // $0.010035. The budget takes two steps and $0.001 more: less than a third step's worst case even
+      // with its output cut to the 256-token minimum ($0.00256 and more), so the third is refused.
+      const budget = 2 * 0.010035 + 0.001;
       const key = await newKey({ max_budget: budget });
       const before = app.simulator.requestCount;
       const answer = await ask(key, { steps: 3, max_tokens: 1000 }, '/app/agent');

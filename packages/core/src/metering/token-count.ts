@@ -21,7 +21,10 @@ function encodingFor(model: string): TiktokenEncoding {
 }
 
 function encoderFor(model: string): Tiktoken {
-  const encoding = encodingFor(model);
+  return encoderOf(encodingFor(model));
+}
+
+function encoderOf(encoding: TiktokenEncoding): Tiktoken {
   let encoder = encoders.get(encoding);
   if (!encoder) {
     tiktoken ??= createRequire(import.meta.url)('tiktoken') as TiktokenModule;
@@ -29,6 +32,12 @@ function encoderFor(model: string): Tiktoken {
     encoders.set(encoding, encoder);
   }
   return encoder;
+}
+
+/** Tokens of `text` in cl100k_base: the stand-in count for models whose own tokenizer is not public. */
+export function countCl100kTokens(text: string): number {
+  if (text.length === 0) return 0;
+  return encoderOf('cl100k_base').encode_ordinary(text).length;
 }
 
 /**

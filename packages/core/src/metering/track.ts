@@ -2,6 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { CallInput, CallRecord, GuardedCall, SpendGuard } from '../guard.js';
 import { timeOrderedId } from '../ids.js';
 import { normalizeUsage, type TokenUsage } from '../pricing/normalize-usage.js';
+import { scopeKey } from '../storage/storage-contract.js';
 import { countRequestPromptTokens, requestStreamUsage } from './request-body.js';
 import { countTextTokens } from './token-count.js';
 import { formatFromPath, modelFromPath, type WireFormat } from './wire-formats.js';
@@ -123,7 +124,8 @@ export class CallMeter {
     this.path = input.path;
     const format = formatFromPath(input.path);
     const hide = requestStreamUsage(format, input.body);
-    if (hide) this.rewrittenBody = JSON.stringify(input.body);
+    // A streamed chat completion asked for its usage, or an output cap lowered to fit a budget.
+    if (hide || this.call.state.outputLowered !== null) this.rewrittenBody = JSON.stringify(input.body);
     this.call.tap.hint({ format, hideUsageChunk: hide });
   }
 
@@ -157,6 +159,8 @@ export class CallMeter {
         reservedNano: 0,
         states: [],
         rate: null,
+        outputLowered: null,
+        unpriced: !this.guard.prices.resolve(options.model),
       },
       this.guard,
     );
@@ -183,7 +187,10 @@ export class CallMeter {
     if (this.released || !id) return;
     this.released = true;
     try {
-      await this.guard.gate.call('release', (storage) => storage.release(id));
+      const state = this.call.state;
+      if (await this.guard.gate.call('release', (storage) => storage.release(id))) {
+        this.guard.capacity.freedOn(state.scopes.map(scopeKey), state.reservedNano);
+      }
     } catch {
       // Settling the request releases it anyway; only headroom is lost meanwhile.
     }

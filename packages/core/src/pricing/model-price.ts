@@ -35,6 +35,8 @@ export interface ModelPrice {
   requestPico?: number;
   /** Largest completion the model can produce, from the table's `max_output_tokens`. */
   maxOutputTokens?: number;
+  /** Largest prompt the model takes (a larger one is refused by the provider, unbilled), from `max_input_tokens`. */
+  maxInputTokens?: number;
   /**
    * The most a prompt token can cost on this model: over every prompt-size tier, service tier, cache
    * write and modality. With {@link ModelPrice.maxOutputPico}, what an upper-bound estimate should use.
@@ -360,6 +362,10 @@ export function compilePrice(model: string, entry: LiteLLMEntry): CompiledPrice 
   if (typeof maxOutputTokens === 'number' && maxOutputTokens > 0 && Number.isFinite(maxOutputTokens)) {
     price.maxOutputTokens = maxOutputTokens;
   }
+  const maxInputTokens = entry.max_input_tokens;
+  if (typeof maxInputTokens === 'number' && maxInputTokens > 0 && Number.isFinite(maxInputTokens)) {
+    price.maxInputTokens = maxInputTokens;
+  }
 
   return {
     price: Object.freeze(price),
@@ -541,5 +547,70 @@ function bigPriceLines(): CostBreakdownNano {
     webSearchNano: bigPicoToNano(bigLine(SEARCH)),
     totalNano: bigPicoToNano(bigLine(...all)),
     priced: true,
+  };
+}
+
+/** What a request says about how it can be billed, for {@link worstCaseRates}. */
+export interface BillingShape {
+  /** An upper bound of the prompt's tokens (picks the prompt-size tiers that can apply). */
+  promptTokens: number;
+  /** The service tier the request names (`service_tier`); none: the standard prices. */
+  serviceTier?: string | undefined;
+  /** The request marks content for caching (Anthropic `cache_control`): cache-write prices can apply. */
+  cacheWrites: boolean;
+  /** The request asks for audio output (`modalities` with `audio`). */
+  audioOutput: boolean;
+}
+
+/** The dearest pico-dollar rates a call of this shape can be billed at, per token of each kind. */
+export interface WorstCaseRates {
+  /** A text, image or file prompt token. */
+  input: number;
+  /** An audio prompt token. */
+  audioInput: number;
+  /** A completion token (reasoning included). */
+  output: number;
+  /** The per-call price (`input_cost_per_request`). */
+  request: number;
+  /** One web search at the dearest search-context size, 0 when the model has no search price. */
+  webSearch: number;
+}
+
+/**
+ * The dearest rates a request can be billed at, from what the request itself says: the prompt-size tiers
+ * its prompt bound can reach (the whole call is priced at one tier, so every tier up to the bound
+ * counts), the service tier it names (`priority`, `flex`; the standard prices otherwise), cache writes
+ * only when it marks content for caching, audio output only when it asks for it. Reasoning tokens are
+ * completion tokens and count at the dearer of the two prices.
+ */
+export function worstCaseRates(compiled: CompiledPrice, shape: BillingShape): WorstCaseRates {
+  const cards =
+    shape.serviceTier === 'priority'
+      ? compiled.priority
+      : shape.serviceTier === 'flex'
+        ? compiled.flex
+        : compiled.standard;
+  let input = 0;
+  let audioInput = 0;
+  let output = 0;
+  for (let i = 0; i < cards.length; i++) {
+    const card = cards[i]!;
+    if (i > 0 && !(shape.promptTokens > card.above)) break;
+    const r = card.rates;
+    let cardInput = Math.max(r.input, r.cacheRead, r.imageInput);
+    if (shape.cacheWrites) cardInput = Math.max(cardInput, r.cacheWrite, r.cacheWrite1h);
+    input = Math.max(input, cardInput);
+    audioInput = Math.max(audioInput, cardInput, r.audioInput);
+    let cardOutput = Math.max(r.output, r.reasoning, r.imageOutput);
+    if (shape.audioOutput) cardOutput = Math.max(cardOutput, r.audioOutput);
+    output = Math.max(output, cardOutput);
+  }
+  const search = compiled.webSearch;
+  return {
+    input,
+    audioInput,
+    output,
+    request: compiled.request,
+    webSearch: search ? Math.max(search.low, search.medium, search.high) : 0,
   };
 }

@@ -1,5 +1,6 @@
 import { candidateNames } from './model-names.js';
 import {
+  type BillingShape,
   type CompiledPrice,
   type CostBreakdownNano,
   type CostOptions,
@@ -7,6 +8,8 @@ import {
   type ModelPrice,
   priceUsage,
   unpricedCost,
+  type WorstCaseRates,
+  worstCaseRates,
 } from './model-price.js';
 import { normalizeUsage, type TokenUsage } from './normalize-usage.js';
 import {
@@ -24,7 +27,13 @@ import {
   validateTable,
 } from './price-table.js';
 
-export type { CostBreakdownNano, CostOptions, ModelPrice } from './model-price.js';
+export type {
+  BillingShape,
+  CostBreakdownNano,
+  CostOptions,
+  ModelPrice,
+  WorstCaseRates,
+} from './model-price.js';
 export type { TokenUsage } from './normalize-usage.js';
 
 /** LiteLLM's web-search prices by search context size, USD per search. */
@@ -371,6 +380,15 @@ export class PriceBook {
    */
   resolve(model: string): ModelPrice | undefined {
     return this.#compiled(model)?.price;
+  }
+
+  /**
+   * The dearest rates a call of this shape can be billed at on `model` (see `worstCaseRates`), or
+   * `undefined` when the model has no price.
+   */
+  worstCaseRates(model: string, shape: BillingShape): WorstCaseRates | undefined {
+    const compiled = this.#compiled(model);
+    return compiled ? worstCaseRates(compiled, shape) : undefined;
   }
 
   /**

@@ -1,0 +1,602 @@
+// The most a call can cost, from its request body alone, by each provider's own billing rules. Every
+// part a provider bills is bounded: text, images, audio, files, tool definitions, schemas, per-call fees,
+// web searches. docs/worst-case.md gives each rule and its source.
+//
+// Two strengths. The cheap bound walks the body's structure but never tokenizes: text is bounded by the
+// body's bytes (a token is at least one byte). The precise bound counts text with tiktoken and reads image
+// sizes, WAV durations and PDF page counts from the bytes. The guard uses the cheap one unless it would
+// change the decision (near a cap), then the precise one.
+
+import { countCl100kTokens, countTextTokens } from '../metering/token-count.js';
+import { isObject, type WireFormat } from '../metering/wire-formats.js';
+import type { ModelPrice, WorstCaseRates } from '../pricing/model-price.js';
+import {
+  base64DecodedBytes,
+  imageSize,
+  type PixelSize,
+  parseDataUrl,
+  pdfPages,
+  wavSeconds,
+} from './media-size.js';
+
+type Obj = Record<string, unknown>;
+
+/** Whose rules bill a part: the wire format's provider and the model's may differ; both are applied. */
+type Family = 'openai' | 'anthropic' | 'gemini';
+
+/** What bounds a call's cost, before prices. */
+export interface CallBound {
+  /** Prompt tokens billed at an input price: text, images, files, tool definitions, schemas. */
+  inputTokens: number;
+  /** Prompt tokens billed at the audio input price. */
+  audioTokens: number;
+  /** Web searches the call may run (each at the model's price per search). */
+  webSearches: number;
+  /** Completion tokens per choice: the request's output cap, else the model's maximum. */
+  outputTokens: number;
+  /** Choices generated (`n`, Gemini `candidateCount`). */
+  choices: number;
+  /** Where the request sets its output cap (`null`: it has none, or the format has no output). */
+  outputField: OutputField | null;
+  /** Whether the request names its output cap; when not, lowering it sets one. */
+  outputRequested: boolean;
+  /** The service tier the request names. */
+  serviceTier: string | undefined;
+  /** The request marks content for caching (Anthropic `cache_control`). */
+  cacheWrites: boolean;
+  /** The request asks for audio output. */
+  audioOutput: boolean;
+  /** True when a precise count could give a smaller bound (some text or media was bounded loosely). */
+  loose: boolean;
+}
+
+/** The request field that caps the output, per wire format. */
+export type OutputField =
+  | 'max_completion_tokens'
+  | 'max_tokens'
+  | 'max_output_tokens'
+  | 'generationConfig.maxOutputTokens';
+
+export interface BoundOptions {
+  /** Completion tokens assumed when neither the request nor the price table caps the output. */
+  defaultMaxOutputTokens: number;
+  /** Count text with tiktoken and read media headers (slow); else bound by bytes. */
+  precise: boolean;
+  /** Size of the raw body in bytes, when the adapter read it. */
+  bodyBytes?: number | undefined;
+}
+
+/** Context window assumed when the price table gives none (a file of unknown size is bounded by it). */
+export const DEFAULT_CONTEXT_TOKENS = 2_000_000;
+/** Searches bounded per call when an Anthropic web-search tool sets no `max_uses`. */
+export const DEFAULT_MAX_WEB_SEARCHES = 10;
+/** Prompt tokens bounded per web search for the results it adds to the context. */
+export const WEB_SEARCH_RESULT_TOKENS = 10_000;
+/** Anthropic's largest tool-use system prompt (Claude 3 Opus, `tool_choice` auto). */
+const ANTHROPIC_TOOL_PROMPT = 530;
+/** Factor over cl100k_base for models whose tokenizer is not public (Anthropic says up to 1.35x). */
+const NON_OPENAI_FACTOR = 1.35;
+
+const OPENAI_MODEL = /^(?:gpt-|chatgpt-|o\d|ft:gpt-|text-embedding-|davinci|babbage|computer-use)/;
+
+function baseName(model: string): string {
+  const slash = model.lastIndexOf('/');
+  return (slash < 0 ? model : model.slice(slash + 1)).toLowerCase();
+}
+
+function modelFamily(model: string, price: ModelPrice | undefined): Family {
+  const provider = price?.provider ?? '';
+  if (provider === 'anthropic' || provider.startsWith('bedrock') || /claude/.test(model)) return 'anthropic';
+  if (provider.startsWith('gemini') || provider.startsWith('vertex') || /gemini|gemma/.test(model))
+    return 'gemini';
+  return 'openai';
+}
+
+function formatFamily(format: WireFormat | null): Family | null {
+  if (format === 'anthropic-messages') return 'anthropic';
+  if (format === 'gemini') return 'gemini';
+  if (format === null) return null;
+  return 'openai';
+}
+
+/** Media and text counting for one call: the families whose rules apply, and the model. */
+interface Counter {
+  model: string;
+  families: Family[];
+  /** Text is counted by OpenAI's own tokenizer (exact): both the format and the model are OpenAI's. */
+  openaiText: boolean;
+  precise: boolean;
+  contextTokens: number;
+  /** Running totals. */
+  text: number;
+  media: number;
+  audio: number;
+  /** Characters of base64 media inside the body (not text: taken off the byte bound). */
+  mediaChars: number;
+  messages: number;
+  loose: boolean;
+  cacheWrites: boolean;
+}
+
+/**
+ * An upper bound of everything a call can be billed for, by the rules of the provider of its wire
+ * format and of its model (the dearer of the two for each part).
+ */
+export function boundCall(
+  model: string,
+  format: WireFormat | null,
+  body: Obj,
+  price: ModelPrice | undefined,
+  options: BoundOptions,
+): CallBound {
+  const fromFormat = formatFamily(format ?? guessFormat(body));
+  const fromModel = modelFamily(baseName(model), price);
+  const families: Family[] = fromFormat && fromFormat !== fromModel ? [fromFormat, fromModel] : [fromModel];
+  const c: Counter = {
+    model,
+    families,
+    openaiText: families.length === 1 && families[0] === 'openai',
+    precise: options.precise,
+    contextTokens: price?.maxInputTokens ?? DEFAULT_CONTEXT_TOKENS,
+    text: 0,
+    media: 0,
+    audio: 0,
+    mediaChars: 0,
+    messages: 0,
+    loose: false,
+    cacheWrites: false,
+  };
+
+  const embeddings = format === 'openai-embeddings' || (format === null && price?.mode === 'embedding');
+  for (const field of PROMPT_FIELDS) {
+    const value = body[field];
+    if (value === undefined) continue;
+    if (field === 'messages' || field === 'input' || field === 'contents') {
+      c.messages += Array.isArray(value) ? value.length : 1;
+    }
+    walk(c, value, 0);
+  }
+  if (body.system !== undefined || body.instructions !== undefined || body.systemInstruction !== undefined) {
+    c.messages += 1;
+  }
+  const tools = boundTools(c, body);
+  let schema = 0;
+  const format0 = body.response_format;
+  if (isObject(format0) && format0.json_schema !== undefined) schema += boundJson(c, format0.json_schema) + 8;
+  const text = isObject(body.text) ? body.text.format : undefined; // Responses `text.format`
+  if (isObject(text) && text.schema !== undefined) schema += boundJson(c, text) + 8;
+  const generation = isObject(body.generationConfig) ? body.generationConfig : undefined;
+  if (generation?.responseSchema !== undefined) schema += boundJson(c, generation.responseSchema) + 8;
+
+  let textTokens: number;
+  if (c.precise) {
+    // Counted string by string; per message: OpenAI's 3 (+1 per name, counted as text here) and
+    // Anthropic's/Gemini's 4, plus the reply priming and a system prompt's framing.
+    textTokens = c.text + 4 * c.messages + 16 + schema + tools.tokens;
+  } else {
+    // Every string of the body is in its bytes (with two quote bytes each, which pay for the per-string
+    // slack of the precise count and for the message framing).
+    const bytes = Math.max(0, (options.bodyBytes ?? Buffer.byteLength(JSON.stringify(body))) - c.mediaChars);
+    textTokens = (c.openaiText ? bytes : Math.ceil(bytes * NON_OPENAI_FACTOR)) + 4 * c.messages + 16;
+    textTokens += tools.fixed;
+    c.loose = true;
+  }
+
+  const output = outputBound(format, body, price, options.defaultMaxOutputTokens, embeddings);
+  return {
+    inputTokens: textTokens + c.media + tools.searches * WEB_SEARCH_RESULT_TOKENS,
+    audioTokens: c.audio,
+    webSearches: tools.searches,
+    outputTokens: output.tokens,
+    choices: output.choices,
+    outputField: output.field,
+    outputRequested: output.requested,
+    serviceTier: typeof body.service_tier === 'string' ? body.service_tier : undefined,
+    cacheWrites: c.cacheWrites,
+    audioOutput: Array.isArray(body.modalities) && body.modalities.includes('audio'),
+    loose: c.loose,
+  };
+}
+
+/** For a route the guard does not know by its path: Gemini's body is recognisable; the others look alike. */
+function guessFormat(body: Obj): WireFormat | null {
+  return Array.isArray(body.contents) ? 'gemini' : null;
+}
+
+/** The body fields that carry the prompt, in every supported format. */
+const PROMPT_FIELDS = [
+  'messages',
+  'input',
+  'system',
+  'instructions',
+  'contents',
+  'systemInstruction',
+  'system_instruction',
+  'prompt',
+] as const;
+
+const MAX_DEPTH = 64;
+
+/** Counts text (precise mode) and bounds every media part of a prompt value. */
+function walk(c: Counter, value: unknown, depth: number): void {
+  if (depth > MAX_DEPTH) return;
+  if (typeof value === 'string') {
+    if (value.startsWith('data:')) {
+      const inline = parseDataUrl(value);
+      if (inline) {
+        c.mediaChars += value.length;
+        addInline(c, inline.mimeType, inline.base64);
+        return;
+      }
+    }
+    if (c.precise) c.text += textTokens(c, value);
+    return;
+  }
+  if (typeof value === 'number' || typeof value === 'boolean') {
+    if (c.precise) c.text += textTokens(c, String(value));
+    return;
+  }
+  if (Array.isArray(value)) {
+    for (const item of value) walk(c, item, depth + 1);
+    return;
+  }
+  if (!isObject(value)) return;
+  if (mediaPart(c, value)) return;
+  if (value.cache_control !== undefined) c.cacheWrites = true;
+  for (const key in value) {
+    if (key === 'cache_control') continue;
+    walk(c, value[key], depth + 1);
+  }
+}
+
+/** Tokens of one string of the prompt: exact for OpenAI, a documented bound for the others. */
+function textTokens(c: Counter, text: string): number {
+  if (text.length === 0) return 0;
+  if (c.openaiText) return countTextTokens(c.model, text);
+  return Math.max(Math.ceil(NON_OPENAI_FACTOR * countCl100kTokens(text)), Math.ceil(text.length / 3));
+}
+
+/** Bounds a media part by the rules of every family that applies; false when it is not one. */
+function mediaPart(c: Counter, part: Obj): boolean {
+  const type = part.type;
+  // OpenAI chat image, Responses image, computer-use screenshot.
+  if (type === 'image_url' || type === 'input_image' || type === 'computer_screenshot') {
+    const ref = isObject(part.image_url) ? part.image_url.url : part.image_url;
+    const detail = isObject(part.image_url) ? part.image_url.detail : part.detail;
+    addImage(c, typeof ref === 'string' ? ref : null, detail === 'low' ? 'low' : 'high');
+    return true;
+  }
+  // Anthropic image and document blocks.
+  if ((type === 'image' || type === 'document') && isObject(part.source)) {
+    if (part.cache_control !== undefined) c.cacheWrites = true;
+    const source = part.source;
+    if (source.type === 'text' || source.type === 'content') return false; // plain text: walked as text
+    const data = source.type === 'base64' && typeof source.data === 'string' ? source.data : null;
+    if (data !== null) c.mediaChars += data.length;
+    const mime =
+      typeof source.media_type === 'string'
+        ? source.media_type
+        : type === 'image'
+          ? 'image/*'
+          : 'application/pdf';
+    if (data !== null) addInline(c, mime, data);
+    else if (type === 'image') addImage(c, null, 'high');
+    else addUnknownFile(c);
+    return true;
+  }
+  if (type === 'input_audio' && isObject(part.input_audio)) {
+    const data = part.input_audio.data;
+    if (typeof data === 'string') {
+      c.mediaChars += data.length;
+      addInline(c, `audio/${String(part.input_audio.format ?? '')}`, data);
+    } else addUnknownFile(c);
+    return true;
+  }
+  // OpenAI chat file and Responses file.
+  if (type === 'file' || type === 'input_file') {
+    const file = isObject(part.file) ? part.file : part;
+    const data = typeof file.file_data === 'string' ? file.file_data : null;
+    if (data !== null) {
+      c.mediaChars += data.length;
+      const inline = parseDataUrl(data);
+      addInline(c, inline?.mimeType ?? 'application/pdf', inline ? inline.base64 : data);
+    } else addUnknownFile(c);
+    return true;
+  }
+  // Gemini parts.
+  const inline = isObject(part.inlineData)
+    ? part.inlineData
+    : isObject(part.inline_data)
+      ? part.inline_data
+      : null;
+  if (inline) {
+    const data = typeof inline.data === 'string' ? inline.data : '';
+    c.mediaChars += data.length;
+    const mime =
+      typeof inline.mimeType === 'string'
+        ? inline.mimeType
+        : typeof inline.mime_type === 'string'
+          ? inline.mime_type
+          : null;
+    addInline(c, mime, data);
+    return true;
+  }
+  const fileData = isObject(part.fileData) ? part.fileData : isObject(part.file_data) ? part.file_data : null;
+  if (fileData) {
+    const mime = typeof fileData.mimeType === 'string' ? fileData.mimeType : '';
+    if (mime.startsWith('image/')) addImage(c, null, 'high');
+    else addUnknownFile(c);
+    return true;
+  }
+  return false;
+}
+
+/** A base64 payload by its MIME type: image, audio, PDF; anything else takes the context window. */
+function addInline(c: Counter, mime: string | null, base64: string): void {
+  const type = (mime ?? '').toLowerCase();
+  if (type.startsWith('image/')) {
+    addImage(c, null, 'high', base64);
+    return;
+  }
+  if (type.startsWith('audio/')) {
+    addAudio(c, base64, type);
+    return;
+  }
+  if (type === 'application/pdf' || type === '') {
+    addPdf(c, base64);
+    return;
+  }
+  addUnknownFile(c); // video and other files: bounded by the context window
+}
+
+/** Images: the dearest family's rule, at the decoded size (precise) or the provider's largest. */
+function addImage(c: Counter, url: string | null, detail: 'low' | 'high', base64?: string): void {
+  let data = base64 ?? null;
+  if (data === null && url !== null) {
+    const inline = parseDataUrl(url);
+    if (inline) {
+      c.mediaChars += url.length;
+      data = inline.base64;
+    }
+  }
+  let size: PixelSize | null = null;
+  if (data !== null) {
+    if (c.precise) size = imageSize(data);
+    else c.loose = true;
+  }
+  let tokens = 0;
+  for (const family of c.families) tokens = Math.max(tokens, imageTokens(family, c.model, size, detail));
+  c.media += tokens;
+}
+
+/** OpenAI's image prices per model (vision guide, "Calculating costs"): tiles or patches. */
+function openaiImageTokens(model: string, size: PixelSize | null, detail: 'low' | 'high'): number {
+  const name = baseName(model);
+  const tile = /^gpt-4o-mini(?:$|-)/.test(name) ? { base: 2833, tile: 5667 } : { base: 85, tile: 170 };
+  let tokens = detail === 'low' ? tile.base : tile.base + tile.tile * tiles(size);
+  const multiplier = PATCH_MODELS.find(([pattern]) => pattern.test(name))?.[1];
+  if (multiplier !== undefined) tokens = Math.max(tokens, Math.ceil(patches(size) * multiplier));
+  return tokens;
+}
+
+const PATCH_MODELS: ReadonlyArray<readonly [RegExp, number]> = [
+  [/^gpt-4\.1-mini(?:$|-)/, 1.62],
+  [/^gpt-4\.1-nano(?:$|-)/, 2.46],
+  [/^o4-mini(?:$|-)/, 1.72],
+  [/^gpt-5(?:\.\d+)?-mini(?:$|-)/, 1.62],
+  [/^gpt-5(?:\.\d+)?-nano(?:$|-)/, 2.46],
+];
+
+/** 512-px tiles after fitting 2048x2048 and a 768-px shortest side; 8 (the most) when the size is unknown. */
+function tiles(size: PixelSize | null): number {
+  if (!size) return 8;
+  let { width: w, height: h } = size;
+  const fit = Math.min(1, 2048 / Math.max(w, h));
+  w *= fit;
+  h *= fit;
+  const short = Math.min(w, h);
+  if (short > 768) {
+    w *= 768 / short;
+    h *= 768 / short;
+  }
+  return Math.ceil(Math.floor(w) / 512) * Math.ceil(Math.floor(h) / 512);
+}
+
+/** 32-px patches, at most 1536 (a larger image is scaled down to fit). */
+function patches(size: PixelSize | null): number {
+  if (!size) return 1536;
+  return Math.min(1536, Math.ceil(size.width / 32) * Math.ceil(size.height / 32));
+}
+
+function imageTokens(family: Family, model: string, size: PixelSize | null, detail: 'low' | 'high'): number {
+  if (family === 'openai') return openaiImageTokens(model, size, detail);
+  if (family === 'anthropic') {
+    // Anthropic vision docs: w*h/750 after fitting a 1568-px long edge; about 1,600 at most.
+    if (!size) return 1600;
+    const fit = Math.min(1, 1568 / Math.max(size.width, size.height));
+    return Math.min(1600, Math.ceil((size.width * fit * (size.height * fit)) / 750));
+  }
+  // Gemini: 258 per image up to 384x384, else 258 per 768-px tile (after fitting 3072x3072).
+  if (!size) return 258 * 16;
+  if (size.width <= 384 && size.height <= 384) return 258;
+  const fit = Math.min(1, 3072 / Math.max(size.width, size.height));
+  return 258 * Math.ceil((size.width * fit) / 768) * Math.ceil((size.height * fit) / 768);
+}
+
+/** Audio tokens per second: OpenAI 10 (input audio), Gemini 32. */
+const AUDIO_TOKENS_PER_SECOND: Readonly<Record<Family, number>> = { openai: 10, anthropic: 0, gemini: 32 };
+/** The lowest bit rate assumed for compressed audio whose duration the header does not give (8 kbit/s). */
+const MIN_AUDIO_BYTES_PER_SECOND = 1000;
+
+function addAudio(c: Counter, base64: string, mime: string): void {
+  let seconds: number | null = null;
+  if (c.precise && (mime.includes('wav') || mime === 'audio/')) seconds = wavSeconds(base64);
+  if (seconds === null) {
+    seconds = base64DecodedBytes(base64) / MIN_AUDIO_BYTES_PER_SECOND;
+    if (!c.precise) c.loose = true;
+  }
+  let rate = 0;
+  for (const family of c.families) rate = Math.max(rate, AUDIO_TOKENS_PER_SECOND[family]);
+  if (rate === 0) rate = AUDIO_TOKENS_PER_SECOND.gemini; // a family with no audio rule: the dearest known
+  c.audio += Math.ceil(seconds * rate);
+}
+
+/** Per page: OpenAI an image (the most tiles) and the text; Anthropic ~3,000 text + a page image; Gemini 1,120. */
+const PDF_PAGE_TOKENS: Readonly<Record<Family, number>> = { openai: 1445, anthropic: 4600, gemini: 1120 };
+
+function addPdf(c: Counter, base64: string): void {
+  if (!c.precise) {
+    c.loose = true;
+    addUnknownFile(c);
+    return;
+  }
+  const pages = pdfPages(base64);
+  if (pages === null) {
+    addUnknownFile(c);
+    return;
+  }
+  let perPage = 0;
+  for (const family of c.families) perPage = Math.max(perPage, PDF_PAGE_TOKENS[family]);
+  // OpenAI also bills the extracted text: at most one token per byte of the file.
+  const tokens = pages * perPage + base64DecodedBytes(base64);
+  c.media += Math.min(tokens, c.contextTokens);
+}
+
+/** A file the guard cannot read (an id, a URL, a format it does not parse): the model's whole context. */
+function addUnknownFile(c: Counter): void {
+  c.media += c.contextTokens;
+}
+
+/** Tool definitions and built-in tools: the fixed framing (cheap) or the precise count, and web searches. */
+function boundTools(c: Counter, body: Obj): { tokens: number; fixed: number; searches: number } {
+  const lists = [body.tools, body.functions].filter(Array.isArray) as unknown[][];
+  let count = 0;
+  let searches = 0;
+  let tokens = 0;
+  for (const list of lists) {
+    for (const tool of list) {
+      count += 1;
+      if (isObject(tool) && typeof tool.type === 'string' && tool.type.startsWith('web_search_')) {
+        // Anthropic's server-side web search: billed per search, its results as input.
+        const max = tool.max_uses;
+        searches +=
+          typeof max === 'number' && Number.isInteger(max) && max > 0 ? max : DEFAULT_MAX_WEB_SEARCHES;
+      }
+      if (c.precise) tokens += boundJson(c, tool);
+    }
+  }
+  if (count === 0) return { tokens: 0, fixed: 0, searches };
+  // OpenAI's framing (cookbook: 7-10 per function, 12 at the end), Anthropic's tool-use system prompt.
+  const anthropic = c.families.includes('anthropic') ? ANTHROPIC_TOOL_PROMPT : 0;
+  const fixed = 32 * count + 16 + anthropic;
+  return { tokens: tokens + fixed, fixed, searches };
+}
+
+/**
+ * A JSON value the provider renders into the prompt (a tool definition, a schema): OpenAI by its strings
+ * (keys and values) counted one by one with two tokens of slack each; the others by the whole JSON text
+ * at the non-OpenAI bound.
+ */
+function boundJson(c: Counter, value: unknown): number {
+  if (!c.precise) return 0; // the body's bytes cover it
+  if (!c.openaiText) {
+    const json = JSON.stringify(value) ?? '';
+    return textTokens(c, json) + 16;
+  }
+  let tokens = 0;
+  const visit = (v: unknown, depth: number): void => {
+    if (depth > MAX_DEPTH) return;
+    if (typeof v === 'string') tokens += countTextTokens(c.model, v) + 2;
+    else if (typeof v === 'number' || typeof v === 'boolean')
+      tokens += countTextTokens(c.model, String(v)) + 2;
+    else if (Array.isArray(v)) for (const item of v) visit(item, depth + 1);
+    else if (isObject(v)) {
+      for (const key in v) {
+        tokens += countTextTokens(c.model, key) + 2;
+        visit(v[key], depth + 1);
+      }
+    }
+  };
+  visit(value, 0);
+  return tokens;
+}
+
+function positiveInt(value: unknown): number | undefined {
+  return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
+}
+
+/** The output bound: what the request caps, else the model's maximum, times the choices. */
+function outputBound(
+  format: WireFormat | null,
+  body: Obj,
+  price: ModelPrice | undefined,
+  defaultMax: number,
+  embeddings: boolean,
+): { tokens: number; choices: number; field: OutputField | null; requested: boolean } {
+  if (embeddings) return { tokens: 0, choices: 1, field: null, requested: false };
+  const generation = isObject(body.generationConfig) ? body.generationConfig : undefined;
+  const fields: Array<[OutputField, unknown]> = [
+    ['max_completion_tokens', body.max_completion_tokens],
+    ['max_tokens', body.max_tokens],
+    ['max_output_tokens', body.max_output_tokens],
+    ['generationConfig.maxOutputTokens', generation?.maxOutputTokens],
+  ];
+  const choices = positiveInt(body.n) ?? positiveInt(generation?.candidateCount) ?? 1;
+  const model = price?.maxOutputTokens ?? defaultMax;
+  for (const [field, value] of fields) {
+    const requested = positiveInt(value);
+    if (requested !== undefined) return { tokens: requested, choices, field, requested: true };
+  }
+  return { tokens: model, choices, field: defaultOutputField(format, body), requested: false };
+}
+
+/** The field a request of this format caps its output with, when it names none. */
+function defaultOutputField(format: WireFormat | null, body: Obj): OutputField | null {
+  switch (format) {
+    case 'openai-chat':
+      return 'max_completion_tokens';
+    case 'openai-responses':
+      return 'max_output_tokens';
+    case 'anthropic-messages':
+      return 'max_tokens';
+    case 'gemini':
+      return 'generationConfig.maxOutputTokens';
+    default:
+      return Array.isArray(body.contents) ? 'generationConfig.maxOutputTokens' : null;
+  }
+}
+
+/** Sets a request's output cap in place (the route, or the upstream call, then sends this body). */
+export function setOutputCap(body: Obj, field: OutputField, tokens: number): void {
+  if (field === 'generationConfig.maxOutputTokens') {
+    const generation = isObject(body.generationConfig) ? body.generationConfig : {};
+    body.generationConfig = { ...generation, maxOutputTokens: tokens };
+    return;
+  }
+  body[field] = tokens;
+}
+
+/**
+ * A bound in nano-dollars at these rates, with `outputTokens` per choice (the bound's own by default);
+ * never below 1, so that a spent budget refuses even a call it prices at nothing.
+ */
+export function boundNano(
+  bound: CallBound,
+  rates: WorstCaseRates,
+  outputTokens = bound.outputTokens,
+): number {
+  const pico =
+    bound.inputTokens * rates.input +
+    bound.audioTokens * rates.audioInput +
+    outputTokens * bound.choices * rates.output +
+    rates.request +
+    bound.webSearches * rates.webSearch;
+  return Math.max(1, Math.ceil(pico / 1000));
+}
+
+/** The most output tokens per choice whose bound fits in `roomNano` (negative when even none does). */
+export function outputTokensFitting(bound: CallBound, rates: WorstCaseRates, roomNano: number): number {
+  const fixed = boundNano(bound, rates, 0);
+  if (rates.output === 0) return roomNano >= fixed ? bound.outputTokens : -1;
+  return Math.floor(((roomNano - fixed) * 1000) / (bound.choices * rates.output));
+}
