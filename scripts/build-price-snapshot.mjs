@@ -88,8 +88,7 @@ const KNOWN_SPARSE_FIELDS = [
 ];
 
 const isCostField = (field) => field.includes('cost') || field === 'tiered_pricing';
-const isKeptField = (field) =>
-  isCostField(field) || COLUMNS.includes(field) || field === 'max_input_tokens';
+const isKeptField = (field) => isCostField(field) || COLUMNS.includes(field) || field === 'max_input_tokens';
 
 let source;
 try {

@@ -592,9 +592,9 @@ export class SpendGuard {
     } catch {
       return false;
     }
-    const seen = this.lastSeenStates.get(ctx.key.tokenHash);
-    if (!seen) return false;
-    return seen.every((s) => s.maxBudgetNano === null || s.spendNano < s.maxBudgetNano);
+    const seen = this.lastSeen.get(ctx.key.tokenHash);
+    if (!seen?.admitted) return false;
+    return seen.states.every((s) => s.maxBudgetNano === null || s.spendNano < s.maxBudgetNano);
   }
 
   /** A call served without a reservation (storage down under 'allow'), attributed as well as known. */
@@ -628,8 +628,13 @@ export class SpendGuard {
     });
   }
 
-  /** What each key's budgets stood at when its last call was admitted (for 'allow' during an outage). */
-  private readonly lastSeenStates = new LRUCache<string, BudgetState[]>({ max: 10_000 });
+  /**
+   * How each key's last admission went and what its budgets stood at then (kept under 'allow' only):
+   * during an outage only a key last admitted with room is served.
+   */
+  private readonly lastSeen = new LRUCache<string, { admitted: boolean; states: BudgetState[] }>({
+    max: 10_000,
+  });
 
   /** Drops an end user's cached blocked flag and rate limits (after `/customer/update`, `/customer/block`). */
   invalidateCustomer(endUserId: string): void {
@@ -804,6 +809,7 @@ export class SpendGuard {
     let estimate = this.worstCase(model, format, body, input.bodyBytes, false);
     let amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
     let lowered: number | null = null;
+    let refusal: RefusalDetail | null = null;
     let result: Awaited<ReturnType<typeof reserve>>;
     try {
       result = await reserve(amountNano);
@@ -815,19 +821,23 @@ export class SpendGuard {
         const fitted = await this.fitToBudget(precise, result.refused, reserve);
         result = fitted.result;
         amountNano = fitted.amountNano;
+        refusal = fitted.refusal;
         if (fitted.outputTokens !== null && result.ok) {
           lowered = fitted.outputTokens;
           setOutputCap(body, precise.bound.outputField!, lowered);
         }
-        if (!result.ok) throw this.budgetExceeded(ctx, result.refused, fitted.refusal);
       }
     } catch (error) {
       if (!this.servesThrough(error)) throw error;
       if (!this.servableWhileDown(ctx, startTime)) throw error;
       return call(null, 0, [], null);
     }
-    if (!result.ok) throw this.budgetExceeded(ctx, result.refused, null);
-    if (this.options.onStorageError === 'allow') this.lastSeenStates.set(tokenHash, result.states);
+    const allow = this.options.onStorageError === 'allow';
+    if (!result.ok) {
+      if (allow) this.lastSeen.set(tokenHash, { admitted: false, states: [result.refused] });
+      throw this.budgetExceeded(ctx, result.refused, refusal);
+    }
+    if (allow) this.lastSeen.set(tokenHash, { admitted: true, states: result.states });
     return call(reservationId, amountNano, result.states, lowered);
   }
 
