@@ -8,11 +8,11 @@ import { MASTER } from './instances.js';
 
 /**
  * The call every test makes. The simulator's usage is deterministic (prompt tokens by OpenAI's
- * formula, completion tokens = max_tokens), so every call costs the same, and the model's price table
- * has no dearer tier, so the worst-case estimate is only a few percent above that cost.
+ * formula, completion tokens = max_tokens), so every whole call costs the same; near a cap the guard
+ * lowers the last calls' max_tokens, and those cost what their cost header says.
  */
 export const CHAT = {
-  model: 'gpt-3.5-turbo',
+  model: 'gpt-4o',
   messages: [{ role: 'user', content: 'hi' }],
   max_tokens: 1000,
 };

@@ -16,7 +16,7 @@ afterEach(async () => {
 });
 
 describe('one budget, 2 instances on one SQLite file', () => {
-  it('strict: never over the budget, and at least 95% of it used', async () => {
+  it('strict: never over the budget, and at least 97% of it used', async () => {
     const path = join(mkdtempSync(join(tmpdir(), 'spendguard-multi-')), 'shared.db');
     const instances = await startInstances(2, {
       SPENDGUARD_STORAGE_TIMEOUT_MS: '10000', // about budgets, not timeouts: no 503 on a busy machine
@@ -34,9 +34,9 @@ describe('one budget, 2 instances on one SQLite file', () => {
     for (const kind of ['key', 'user', 'team'] as const) {
       const c = stored.counters[kind];
       expect(c.spendNano, `${kind} spend <= budget`).toBeLessThanOrEqual(run.budgetNano);
-      expect(c.spendNano, `${kind} spend >= 95% of the budget`).toBeGreaterThanOrEqual(0.95 * run.budgetNano);
+      expect(c.spendNano, `${kind} spend >= 97% of the budget`).toBeGreaterThanOrEqual(0.97 * run.budgetNano);
       expect(c.reservedNano, kind).toBe(0);
-      expect(c.spendNano, `${kind} spend = the served calls`).toBe(run.served.length * run.costs.actualNano);
+      expect(c.spendNano, `${kind} spend = the served calls`).toBe(run.servedNano);
     }
     for (const i of instances.keys())
       expect(run.served.filter((o) => o.instance === i).length).toBeGreaterThan(0);

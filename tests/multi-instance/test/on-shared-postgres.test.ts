@@ -11,7 +11,7 @@
  */
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { checkApi, spendOneBudget } from './budget-run.js';
+import { checkApi, costNano, spendOneBudget } from './budget-run.js';
 import { adminCall, budgetedKey, callCosts, chat, endUserOf, eventually, runLoad } from './clients.js';
 import { applicationNameOf, startInstances, stopAllInstances } from './instances.js';
 import { createDatabase, type PostgresServer, sharedPostgres } from './postgres.js';
@@ -36,40 +36,46 @@ afterAll(async () => {
   await server?.close();
 });
 
-describe('one budget, 4 instances on one Postgres', () => {
-  it('strict: never over the budget of the key, its user or its team, and at least 95% of it used', async () => {
-    const db = await createDatabase(server);
-    drops.push(db.drop);
-    const instances = await startInstances(4, {
-      ...PATIENT,
-      DATABASE_URL: db.url,
-      SPENDGUARD_ENFORCEMENT: 'strict',
-      SIM_LATENCY_MS: '50',
-    });
-    const run = await spendOneBudget(instances);
-    await eventually(
-      async () => (await readPostgres(db.url, run.ids)).openReservations === 0,
-      10_000,
-      'every settlement',
-    );
-    const stored = await readPostgres(db.url, run.ids);
-    for (const kind of ['key', 'user', 'team'] as const) {
-      const c = stored.counters[kind];
-      expect(c.maxBudgetNano, kind).toBe(run.budgetNano);
-      expect(c.spendNano, `${kind} spend <= budget`).toBeLessThanOrEqual(run.budgetNano);
-      expect(c.spendNano, `${kind} spend >= 95% of the budget`).toBeGreaterThanOrEqual(0.95 * run.budgetNano);
-      expect(c.reservedNano, kind).toBe(0);
-      expect(c.spendNano, `${kind} spend = the served calls`).toBe(run.served.length * run.costs.actualNano);
-    }
-    expect(stored.logs.map((l) => l.requestId).sort()).toEqual(run.served.map((o) => o.callId).sort());
-    expect(stored.logs.reduce((s, l) => s + l.spendNano, 0)).toBe(stored.counters.key.spendNano);
-    // Every instance served some of them: the budget was shared, not spent by one.
-    for (const i of instances.keys())
-      expect(run.served.filter((o) => o.instance === i).length).toBeGreaterThan(0);
-    await checkApi(instances, run, stored.counters.key.spendNano);
-  }, 120_000);
+describe('one budget, several instances on one Postgres', () => {
+  it.each([2, 4])(
+    'strict, %i instances: never over the budget of the key, its user or its team, and at least 97% of it used',
+    async (count) => {
+      const db = await createDatabase(server);
+      drops.push(db.drop);
+      const instances = await startInstances(count, {
+        ...PATIENT,
+        DATABASE_URL: db.url,
+        SPENDGUARD_ENFORCEMENT: 'strict',
+        SIM_LATENCY_MS: '50',
+      });
+      const run = await spendOneBudget(instances);
+      await eventually(
+        async () => (await readPostgres(db.url, run.ids)).openReservations === 0,
+        10_000,
+        'every settlement',
+      );
+      const stored = await readPostgres(db.url, run.ids);
+      for (const kind of ['key', 'user', 'team'] as const) {
+        const c = stored.counters[kind];
+        expect(c.maxBudgetNano, kind).toBe(run.budgetNano);
+        expect(c.spendNano, `${kind} spend <= budget`).toBeLessThanOrEqual(run.budgetNano);
+        expect(c.spendNano, `${kind} spend >= 97% of the budget`).toBeGreaterThanOrEqual(
+          0.97 * run.budgetNano,
+        );
+        expect(c.reservedNano, kind).toBe(0);
+        expect(c.spendNano, `${kind} spend = the served calls`).toBe(run.servedNano);
+      }
+      expect(stored.logs.map((l) => l.requestId).sort()).toEqual(run.served.map((o) => o.callId).sort());
+      expect(stored.logs.reduce((s, l) => s + l.spendNano, 0)).toBe(stored.counters.key.spendNano);
+      // Every instance served some of them: the budget was shared, not spent by one.
+      for (const i of instances.keys())
+        expect(run.served.filter((o) => o.instance === i).length).toBeGreaterThan(0);
+      await checkApi(instances, run, stored.counters.key.spendNano);
+    },
+    120_000,
+  );
 
-  it('shrink: over the budget by at most one call per instance', async () => {
+  it('shrink, 4 instances: over the budget by at most one call per instance', async () => {
     const db = await createDatabase(server);
     drops.push(db.drop);
     const instances = await startInstances(4, {
@@ -90,9 +96,9 @@ describe('one budget, 4 instances on one Postgres', () => {
       expect(c.spendNano, `${kind} overshoot`).toBeLessThanOrEqual(
         run.budgetNano + instances.length * run.costs.actualNano,
       );
-      expect(c.spendNano, `${kind} spend >= 95% of the budget`).toBeGreaterThanOrEqual(0.95 * run.budgetNano);
+      expect(c.spendNano, `${kind} spend >= 95% of the budget`).toBeGreaterThanOrEqual(0.97 * run.budgetNano);
       expect(c.reservedNano, kind).toBe(0);
-      expect(c.spendNano, `${kind} spend = the served calls`).toBe(run.served.length * run.costs.actualNano);
+      expect(c.spendNano, `${kind} spend = the served calls`).toBe(run.servedNano);
     }
     expect(stored.logs.map((l) => l.requestId).sort()).toEqual(run.served.map((o) => o.callId).sort());
     await checkApi(instances, run, stored.counters.key.spendNano);
@@ -199,14 +205,16 @@ describe('an instance killed mid-load', () => {
     expect(answered.filter((o) => !logged.has(o.callId!)).map((o) => o.callId)).toEqual([]);
     // Completed calls are charged their actual cost; the expired ones their estimate, flagged.
     for (const o of answered.filter((o) => o.completed && o.instance !== victim)) {
-      expect(logged.get(o.callId!)).toMatchObject({ spendNano: costs.actualNano, expired: false });
+      expect(logged.get(o.callId!)).toMatchObject({ spendNano: costNano(o), expired: false });
     }
     // Exactly what the victim left open was charged as expired, each at its reserved estimate.
     const expired = stored.logs.filter((l) => l.expired);
     expect(expired.map((l) => l.requestId).sort()).toEqual([...leftOpen].sort());
     for (const l of expired) {
       expect(l).toMatchObject({ estimated: true, status: 'failure', apiKeyHash: ids.token });
-      expect([costs.worstCaseNano, costs.preciseNano]).toContain(l.spendNano);
+      // at its reservation: the cheap or precise bound, or a bound at a lowered output cap
+      expect(l.spendNano).toBeGreaterThan(0);
+      expect(l.spendNano).toBeLessThanOrEqual(costs.worstCaseNano);
     }
     // Only the victim's calls expired: nothing a survivor answered was charged at its estimate.
     expect(expired.filter((l) => l.endUser !== endUserOf(victim))).toEqual([]);
