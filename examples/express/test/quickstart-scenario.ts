@@ -119,8 +119,10 @@ export function describeQuickstart(name: string, port: number): void {
       expect(onboarding.log_count).toBe(2);
       expect(onboarding.total_spend).toBeCloseTo(jsonCost + streamCost, 9);
 
-      // Spend the $50: o1 at 100k output tokens has a worst case of ~$6 a call.
+      // Spend the $50: o1 at 100k output tokens has a worst case of ~$6 a call: eight whole calls, then
+      // one with its output cap lowered to what is left, then refusals.
       let served = 0;
+      let lowered: string | null = null;
       let refusal: any = null;
       for (let i = 0; i < 20 && !refusal; i++) {
         const res = await fetch(`${BASE}/v1/chat/completions`, {
@@ -135,16 +137,19 @@ export function describeQuickstart(name: string, port: number): void {
         if (res.status === 200) {
           await res.arrayBuffer();
           served++;
+          lowered = res.headers.get('x-spendguard-output-tokens-lowered');
           await new Promise((r) => setTimeout(r, 20));
         } else {
           expect(res.status).toBe(429);
           refusal = await res.json();
         }
       }
-      expect(served).toBe(8);
+      expect(served).toBe(9);
+      expect(Number(lowered)).toBeGreaterThan(256);
+      expect(Number(lowered)).toBeLessThan(100_000);
       expect(refusal).toMatchObject({ error: { type: 'budget_exceeded', param: null, code: '429' } });
       expect(refusal.error.message).toMatch(
-        /^Budget has been exceeded! (Key=sk-\.\.\.[\w-]{4}|User=alice@acme\.com) Current cost: 48\.\d+, Max budget: 50\.0$/,
+        /^Budget has been exceeded! (Key=sk-\.\.\.[\w-]{4}|User=alice@acme\.com) Current cost: 49\.9\d+, Max budget: 50\.0\. In flight: /,
       );
       const again = await fetch(`${BASE}/v1/chat/completions`, {
         method: 'POST',
@@ -158,12 +163,12 @@ export function describeQuickstart(name: string, port: number): void {
       expect(again.status).toBe(429);
 
       const info = await get(`/key/info?key=${key.key}`);
-      expect(info.info.spend).toBeGreaterThan(45);
+      expect(info.info.spend).toBeGreaterThan(49.9);
       expect(info.info.spend).toBeLessThanOrEqual(50);
       const userInfo = await get('/user/info?user_id=alice@acme.com');
       expect(userInfo.user_info.spend).toBeLessThanOrEqual(50);
       const allLogs = await get(`/spend/logs?api_key=${key.token}`);
-      expect(allLogs).toHaveLength(10);
+      expect(allLogs).toHaveLength(11);
       expect(allLogs.reduce((s: number, l: { spend: number }) => s + l.spend, 0)).toBeCloseTo(
         info.info.spend,
         9,
