@@ -6,7 +6,6 @@ import {
   boundCall,
   boundNano,
   type CallBound,
-  type OutputField,
   outputTokensFitting,
   setOutputCap,
 } from './admission/worst-case.js';
@@ -97,7 +96,6 @@ export interface CallRecord {
 
 export type AdmitOutcome = { ok: true; call: GuardedCall } | { ok: false; response: GuardResponse };
 
-const MASTER_KEY_HASH_SCOPES: ScopeRef[] = [];
 /** LiteLLM's rate-limit window: rpm and tpm count per minute. */
 const RATE_WINDOW_MS = 60_000;
 
@@ -818,7 +816,7 @@ export class SpendGuard {
         // refuse only what cannot fit at all.
         const precise = this.worstCase(model, format, body, input.bodyBytes, true)!;
         estimate = precise;
-        const fitted = await this.fitToBudget(precise, result.refused, reserve);
+        const fitted = await this.fitToBudget(precise, reserve);
         result = fitted.result;
         amountNano = fitted.amountNano;
         refusal = fitted.refusal;
@@ -875,7 +873,6 @@ export class SpendGuard {
    */
   private async fitToBudget(
     estimate: { bound: CallBound; rates: WorstCaseRates },
-    refused: BudgetState,
     reserve: (amountNano: number) => ReturnType<StorageGate['reserve']>,
   ): Promise<{
     result: Awaited<ReturnType<StorageGate['reserve']>>;
@@ -1388,11 +1385,6 @@ function modelAllowed(
       names.some((n) => n === a || (n.endsWith('/*') && a.startsWith(n.slice(0, -1)))),
     );
   });
-}
-
-function firstPositiveInt(...values: unknown[]): number | undefined {
-  for (const v of values) if (typeof v === 'number' && Number.isInteger(v) && v > 0) return v;
-  return undefined;
 }
 
 export function isPlainObject(v: unknown): v is Record<string, unknown> {

@@ -84,6 +84,12 @@ function baseName(model: string): string {
   return (slash < 0 ? model : model.slice(slash + 1)).toLowerCase();
 }
 
+/** A model whose tokenizer tiktoken has: OpenAI's own (on OpenAI or Azure). Others are not counted exactly. */
+function isOpenAIModel(model: string, price: ModelPrice | undefined): boolean {
+  const provider = price?.provider ?? '';
+  return provider === 'openai' || provider === 'azure' || OPENAI_MODEL.test(baseName(model));
+}
+
 function modelFamily(model: string, price: ModelPrice | undefined): Family {
   const provider = price?.provider ?? '';
   if (provider === 'anthropic' || provider.startsWith('bedrock') || /claude/.test(model)) return 'anthropic';
@@ -135,7 +141,7 @@ export function boundCall(
   const c: Counter = {
     model,
     families,
-    openaiText: families.length === 1 && families[0] === 'openai',
+    openaiText: families.length === 1 && families[0] === 'openai' && isOpenAIModel(model, price),
     precise: options.precise,
     contextTokens: price?.maxInputTokens ?? DEFAULT_CONTEXT_TOKENS,
     text: 0,
