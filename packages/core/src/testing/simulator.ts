@@ -2,8 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { countRequestPromptTokens } from '../metering/request-body.js';
-import { countChatPromptTokens } from '../metering/token-count.js';
+import {
+  type BillingFormat,
+  type BillingRules,
+  countWebSearches,
+  DEFAULT_BILLING_RULES,
+  type ImageSize,
+  providerPromptUsage,
+} from './provider-billing.js';
 
 /**
  * Usage a simulated call reports instead of the computed one; fields left out keep their computed
@@ -27,6 +33,25 @@ export interface SimulatedUsage {
   prompt_audio_tokens?: number;
   /** Completion tokens that are audio (OpenAI chat `completion_tokens_details.audio_tokens`); the visible text is that much shorter. */
   completion_audio_tokens?: number;
+  /** Web searches the call ran (Anthropic `usage.server_tool_use.web_search_requests`). */
+  web_search_requests?: number;
+}
+
+/**
+ * Which parts of a prompt the simulator bills, as the providers do (`false`: that part bills 0 tokens,
+ * to simulate a provider that does not bill it, or a guard test that needs text only).
+ */
+export interface SimulatorBilling {
+  /** Image parts (OpenAI, Anthropic and Gemini sizing rules). @default true */
+  images?: boolean;
+  /** Audio parts (OpenAI chat `input_audio`, Gemini `audio/*`). @default true */
+  audio?: boolean;
+  /** PDF parts (OpenAI `file` / `input_file`, Anthropic `document`, Gemini `application/pdf`). @default true */
+  files?: boolean;
+  /** Tool and function definitions, and OpenAI `response_format` JSON schemas. @default true */
+  tools?: boolean;
+  /** Anthropic server web search: one search per call that offers the tool. @default true */
+  webSearch?: boolean;
 }
 
 /** Options of {@link startSimulator}. */
@@ -57,6 +82,29 @@ export interface SimulatorOptions {
    * @default 16
    */
   defaultCompletionTokens?: number;
+  /**
+   * Which prompt parts are billed; each defaults to `true`, as the providers bill them. See
+   * docs/simulator.md, "How the simulator bills".
+   * @default { images: true, audio: true, files: true, tools: true, webSearch: true }
+   * @example startSimulator({ billing: { images: false } }) // image parts bill 0 tokens
+   */
+  billing?: SimulatorBilling;
+  /**
+   * The size assumed for an image given by http(s) URL or file id (the simulator fetches nothing), or
+   * whose bytes are not a PNG, JPEG, GIF or WebP it can read.
+   * @default { width: 1024, height: 1024 }
+   */
+  remoteImageSize?: ImageSize;
+  /**
+   * The page count assumed for a file given by id or URL.
+   * @default 1
+   */
+  remoteFilePages?: number;
+  /**
+   * The duration, in seconds, assumed for audio given by URI (Gemini `fileData`).
+   * @default 60
+   */
+  remoteAudioSeconds?: number;
 }
 
 /** A running simulated provider (OpenAI, Anthropic and Gemini wire formats). */
@@ -112,7 +160,7 @@ class RequestError extends Error {
   }
 }
 
-/** The usage of one simulated call, OpenAI-chat counted. */
+/** The usage of one simulated call, OpenAI-chat counted (plus the web searches it ran). */
 interface Counts {
   prompt: number;
   completion: number;
@@ -122,6 +170,7 @@ interface Counts {
   reasoning: number;
   audioIn: number;
   audioOut: number;
+  webSearches: number;
 }
 
 const USAGE_FIELDS = [
@@ -133,7 +182,9 @@ const USAGE_FIELDS = [
   'reasoning_tokens',
   'prompt_audio_tokens',
   'completion_audio_tokens',
+  'web_search_requests',
 ] as const;
+const BILLING_PARTS = ['images', 'audio', 'files', 'tools', 'webSearch'] as const;
 const SYSTEM_FINGERPRINT = 'fp_5f1e2d3c4b';
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
 const ALPHANUMERIC = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
@@ -166,6 +217,46 @@ function parseSimulatedUsage(value: unknown, where: string): SimulatedUsage {
     usage[field] = count;
   }
   return usage;
+}
+
+/** The simulator's billing options, validated, as {@link BillingRules}. */
+function billingRules(options: SimulatorOptions): BillingRules {
+  const rules: BillingRules = { ...DEFAULT_BILLING_RULES };
+  const { billing, remoteImageSize, remoteFilePages, remoteAudioSeconds } = options;
+  if (billing !== undefined) {
+    if (!isRecord(billing)) {
+      throw new TypeError('startSimulator: billing must be an object such as { images: false }');
+    }
+    for (const [part, value] of Object.entries(billing)) {
+      if (!(BILLING_PARTS as readonly string[]).includes(part)) {
+        throw new TypeError(
+          `startSimulator: billing.${part} is not a billed part; use ${BILLING_PARTS.join(', ')}`,
+        );
+      }
+      if (value === undefined) continue;
+      if (typeof value !== 'boolean') {
+        throw new TypeError(`startSimulator: billing.${part} must be true or false; got ${value}`);
+      }
+      rules[part as (typeof BILLING_PARTS)[number]] = value;
+    }
+  }
+  if (remoteImageSize !== undefined) {
+    const { width, height } = isRecord(remoteImageSize) ? remoteImageSize : { width: NaN, height: NaN };
+    if (!isCount(width) || !isCount(height) || width === 0 || height === 0) {
+      throw new TypeError(
+        'startSimulator: remoteImageSize must be { width, height } in positive whole pixels, such as { width: 1024, height: 1024 }',
+      );
+    }
+    rules.remoteImageSize = { width, height };
+  }
+  for (const [name, value] of Object.entries({ remoteFilePages, remoteAudioSeconds })) {
+    if (value === undefined) continue;
+    if (!isCount(value) || value === 0) {
+      throw new TypeError(`startSimulator: ${name} must be a positive integer; got ${value}`);
+    }
+    rules[name as 'remoteFilePages' | 'remoteAudioSeconds'] = value;
+  }
+  return rules;
 }
 
 /** The completion text: `hello hello ...`, exactly `tokens` tokens in both cl100k_base and o200k_base. */
@@ -289,8 +380,9 @@ interface Call {
  * - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent` (`?alt=sse`:
  *   SSE with CRLF framing, `usageMetadata` on every chunk, the last one final; otherwise a JSON array).
  *
- * Usage is deterministic: prompt tokens by OpenAI's token-counting formula over the request's prompt,
- * completion tokens = the request's maximum (`max_completion_tokens`, `max_tokens`,
+ * Usage is deterministic: prompt tokens as the provider of the wire format bills them (text, images,
+ * audio, files and tool definitions; see {@link SimulatorOptions.billing} and docs/simulator.md, "How
+ * the simulator bills"), completion tokens = the request's maximum (`max_completion_tokens`, `max_tokens`,
  * `max_output_tokens`, `generationConfig.maxOutputTokens`) or `defaultCompletionTokens` (finish reason
  * `length` when a maximum was given, `stop` otherwise), and the text is `hello hello ...`, one token
  * per word. A request header `x-simulator-usage: {"prompt_tokens":..}` or
@@ -320,6 +412,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     if (!isCount(value))
       throw new TypeError(`startSimulator: ${name} must be a non-negative integer; got ${value}`);
   }
+  const rules = billingRules(options);
 
   const scripted: SimulatedUsage[] = [];
   const cuts: number[] = [];
@@ -333,7 +426,8 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     model: string,
     stream: boolean,
     max: number | undefined,
-    computedPrompt: () => number,
+    body: Record<string, unknown>,
+    format: BillingFormat,
     completionDefault = max ?? defaultCompletionTokens,
   ): Call => {
     let override: SimulatedUsage | undefined;
@@ -356,15 +450,21 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     } else if (stream) {
       cutAfter = cuts.shift() ?? null;
     }
+    // A scripted prompt replaces the whole computed prompt side (its audio share then defaults to 0);
+    // searches are billed apart from tokens, so they stay computed unless scripted themselves.
+    const computed =
+      override?.prompt_tokens === undefined ? providerPromptUsage(body, format, model, rules) : undefined;
     const counts: Counts = {
-      prompt: override?.prompt_tokens ?? computedPrompt(),
+      prompt: override?.prompt_tokens ?? computed?.prompt ?? 0,
       completion: override?.completion_tokens ?? completionDefault,
       cached: override?.cached_tokens ?? 0,
       cacheWrite5m: override?.cache_write_tokens ?? 0,
       cacheWrite1h: override?.cache_write_1h_tokens ?? 0,
       reasoning: override?.reasoning_tokens ?? 0,
-      audioIn: override?.prompt_audio_tokens ?? 0,
+      audioIn: override?.prompt_audio_tokens ?? computed?.audioIn ?? 0,
       audioOut: override?.completion_audio_tokens ?? 0,
+      webSearches:
+        override?.web_search_requests ?? computed?.webSearches ?? countWebSearches(body, format, rules),
     };
     return {
       model,
@@ -427,11 +527,11 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
 
   const completeChat = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
     const model = requireModel(body);
-    const messages = requireArray(body, 'messages');
+    requireArray(body, 'messages');
     const max = maxTokens(body, ['max_completion_tokens', 'max_tokens']);
     const streamOptions = body.stream_options;
     const includeUsage = isRecord(streamOptions) && streamOptions.include_usage === true;
-    const call = plan(req, model, body.stream === true, max, () => countChatPromptTokens(model, messages));
+    const call = plan(req, model, body.stream === true, max, body, 'openai-chat');
     const usage = chatUsage(call.counts);
     const finishReason = finishedByLength(call) ? 'length' : 'stop';
     const id = `chatcmpl-${randomId(29)}`;
@@ -506,9 +606,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       );
     }
     const max = maxTokens(body, ['max_output_tokens']);
-    const call = plan(req, model, body.stream === true, max, () =>
-      countRequestPromptTokens(model, body, 'openai-responses'),
-    );
+    const call = plan(req, model, body.stream === true, max, body, 'openai-responses');
     const c = call.counts;
     const id = `resp_${randomId(48)}`;
     const messageId = `msg_${randomId(48)}`;
@@ -605,14 +703,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     if (!Array.isArray(inputs) || inputs.length === 0) {
       throw new RequestError(400, "Invalid 'input': expected a string or an array of strings.", 'input');
     }
-    const call = plan(
-      req,
-      model,
-      false,
-      undefined,
-      () => countRequestPromptTokens(model, body, 'openai-embeddings'),
-      0,
-    );
+    const call = plan(req, model, false, undefined, body, 'openai-embeddings', 0);
     const base64 = body.encoding_format === 'base64';
     const data = inputs.map((_, index) => {
       const vector = Float32Array.from({ length: EMBEDDING_DIMENSIONS }, (_v, i) => (index + 1) / (i + 2));
@@ -636,13 +727,15 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     );
   };
 
-  const anthropicUsage = (c: Counts, output: number) => ({
+  // Searches run while the answer is generated: a stream's message_start reports none yet.
+  const anthropicUsage = (c: Counts, output: number, searched = true) => ({
     input_tokens: Math.max(0, c.prompt - c.cached - c.cacheWrite5m - c.cacheWrite1h),
     cache_creation_input_tokens: c.cacheWrite5m + c.cacheWrite1h,
     cache_read_input_tokens: c.cached,
     cache_creation: { ephemeral_5m_input_tokens: c.cacheWrite5m, ephemeral_1h_input_tokens: c.cacheWrite1h },
     output_tokens: output,
     service_tier: 'standard',
+    ...(searched && c.webSearches > 0 ? { server_tool_use: { web_search_requests: c.webSearches } } : {}),
   });
 
   const message = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
@@ -652,9 +745,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     if (max === undefined) {
       throw new RequestError(400, 'max_tokens: Field required', 'max_tokens', 'missing_required_parameter');
     }
-    const call = plan(req, model, body.stream === true, max, () =>
-      countRequestPromptTokens(model, body, 'anthropic-messages'),
-    );
+    const call = plan(req, model, body.stream === true, max, body, 'anthropic-messages');
     const id = `msg_${randomId(24)}`;
     const stopReason = finishedByLength(call) ? 'max_tokens' : 'end_turn';
     const headers = { 'request-id': `req_${randomId(24)}` };
@@ -686,7 +777,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       res,
       call,
       [
-        event('message_start', { message: envelope([], null, anthropicUsage(call.counts, 1)) }),
+        event('message_start', { message: envelope([], null, anthropicUsage(call.counts, 1, false)) }),
         event('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
         event('ping'),
         ...call.pieces.map((piece) =>
@@ -695,7 +786,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         event('content_block_stop', { index: 0 }),
         event('message_delta', {
           delta: { stop_reason: stopReason, stop_sequence: null },
-          usage: { output_tokens: call.counts.completion },
+          usage: {
+            output_tokens: call.counts.completion,
+            ...(call.counts.webSearches > 0
+              ? { server_tool_use: { web_search_requests: call.counts.webSearches } }
+              : {}),
+          },
         }),
         event('message_stop'),
       ],
@@ -715,7 +811,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const generation = isRecord(body.generationConfig) ? body.generationConfig : {};
     const max = maxTokens(generation, ['maxOutputTokens']);
     const streaming = method === 'streamGenerateContent';
-    const call = plan(req, model, streaming, max, () => countRequestPromptTokens(model, body, 'gemini'));
+    const call = plan(req, model, streaming, max, body, 'gemini');
     const c = call.counts;
     const finishReason = finishedByLength(call) ? 'MAX_TOKENS' : 'STOP';
     const responseId = randomId(22);
