@@ -168,14 +168,15 @@ function jpegSize(b: Uint8Array): ImageSize | null {
 function webpSize(b: Uint8Array): ImageSize | null {
   switch (ascii(b, 12, 4)) {
     case 'VP8 ': // lossy: a key frame's start code, then 14-bit width and height
-      if (b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) return null;
+      if (b.length < 30 || b[23] !== 0x9d || b[24] !== 0x01 || b[25] !== 0x2a) return null;
       return { width: le16(b, 26) & 0x3fff, height: le16(b, 28) & 0x3fff };
     case 'VP8L': {
-      if (b[20] !== 0x2f) return null;
+      if (b.length < 25 || b[20] !== 0x2f) return null;
       const bits = le32(b, 21);
       return { width: (bits & 0x3fff) + 1, height: (Math.floor(bits / 0x4000) & 0x3fff) + 1 };
     }
     case 'VP8X':
+      if (b.length < 30) return null;
       return { width: le24(b, 24) + 1, height: le24(b, 27) + 1 };
     default:
       return null;
@@ -194,7 +195,7 @@ export function decodeImageSize(b: Uint8Array): ImageSize | null {
     size = { width: le16(b, 6), height: le16(b, 8) };
   } else if (b.length >= 4 && b[0] === 0xff && b[1] === 0xd8) {
     size = jpegSize(b);
-  } else if (b.length >= 30 && ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 4) === 'WEBP') {
+  } else if (b.length >= 16 && ascii(b, 0, 4) === 'RIFF' && ascii(b, 8, 4) === 'WEBP') {
     size = webpSize(b);
   }
   return size && size.width > 0 && size.height > 0 ? size : null;
@@ -525,8 +526,8 @@ function embeddingsPrompt(body: Obj): number {
 // ---------------------------------------------------------------------------------------------------
 // Anthropic messages.
 
-// Claude's tokenizer is not public: cl100k_base plus 20% stands in for it (6n/5 in integers, since
-// 1.2 x n in floating point can land above a whole number and round up one token too many).
+// Claude's tokenizer is not public: cl100k_base plus 20% stands in for it (as 6n/5, in integers, so a
+// whole result is never nudged up a token by floating point).
 function anthropicText(text: string): number {
   return Math.ceil((tokens('cl100k_base', text) * 6) / 5);
 }
