@@ -13,7 +13,8 @@ import {
 
 /**
  * Usage a simulated call reports instead of the computed one; fields left out keep their computed
- * values (the detail counts default to 0). Counted the OpenAI chat way, whatever the wire format:
+ * values (the detail counts default to 0, except the prompt's audio share and the web searches, which
+ * are computed too; a scripted `prompt_tokens` sets the audio share to 0 unless it is scripted). Counted the OpenAI chat way, whatever the wire format:
  * `prompt_tokens` INCLUDES the cached, cache-write and audio prompt tokens, `completion_tokens` the
  * reasoning and audio ones; each format reports them in its own shape (Anthropic's `input_tokens`
  * exclude the cache, Gemini's `candidatesTokenCount` excludes the thoughts).
