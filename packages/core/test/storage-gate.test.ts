@@ -3,8 +3,9 @@
 import { describe, expect, it } from 'vitest';
 import { SpendGuardError } from '../src/errors.js';
 import { MemoryStorage } from '../src/index.js';
-import type { SpendStorage } from '../src/storage/storage-contract.js';
+import type { SettleInput, SpendStorage } from '../src/storage/storage-contract.js';
 import { StorageGate } from '../src/storage/storage-gate.js';
+import { spendLogFixture } from '../src/testing/storage-conformance.js';
 
 const silent = { warn() {}, error() {} };
 const TIMEOUT = 60;
@@ -127,4 +128,57 @@ describe('StorageGate', () => {
     expect(state?.reservedNano).toBe(0);
     expect(await storage.release('r1')).toBe(false); // already released by the gate
   });
+
+  it('answers a value the store refuses as a 400, never as a storage error, and never retries its settlement', async () => {
+    class Poison extends Error {}
+    const storage = Object.assign(new MemoryStorage(), { isInputError: (e: unknown) => e instanceof Poison });
+    const settle = storage.settle.bind(storage);
+    storage.settle = (input) =>
+      input.log.requestId === 'poison' ? Promise.reject(new Poison('NUL')) : settle(input);
+    const g = gate(storage);
+    const refused = await g
+      .call('refused', () => Promise.reject(new Poison('0x00 in a tag')))
+      .catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'BAD_REQUEST', status: 400 });
+    expect((refused as Error).message).toContain('0x00 in a tag');
+    expect(await g.settle(settleInput('poison'))).toBe(false);
+    expect(await g.settle(settleInput('fine'))).toBe(true);
+    expect(g.stats).toEqual({
+      storageErrors: 0,
+      pendingSettlements: 0,
+      settlementsRecovered: 0,
+      settlementsDropped: 0,
+      settlementsRefused: 1,
+    });
+    expect((await storage.querySpendLogs({ limit: 10 })).map((l) => l.requestId)).toEqual(['fine']);
+  });
+
+  it('never lets a pending settlement that keeps failing block those behind it', async () => {
+    const storage = new MemoryStorage();
+    let down = true;
+    const settle = storage.settle.bind(storage);
+    storage.settle = (input) =>
+      down || input.log.requestId === 'stuck' ? Promise.reject(new Error('unavailable')) : settle(input);
+    const g = gate(storage);
+    for (const id of ['stuck', 'a', 'b']) expect(await g.settle(settleInput(id))).toBe(false);
+    expect(g.stats.pendingSettlements).toBe(3);
+    down = false;
+    // The first round finds 'stuck' still failing and puts it last; the next writes 'a' and 'b'.
+    await g.drain();
+    await g.drain();
+    expect(g.stats).toMatchObject({ pendingSettlements: 1, settlementsRecovered: 2 });
+    const logged = (await storage.querySpendLogs({ limit: 10 })).map((l) => l.requestId).sort();
+    expect(logged).toEqual(['a', 'b']);
+  });
 });
+
+/** A settlement of a call that reserved nothing, on no scope: only its spend log is written. */
+function settleInput(requestId: string): SettleInput {
+  return {
+    reservationId: `none-${requestId}`,
+    scopes: [],
+    costNano: 5,
+    now: new Date(),
+    log: spendLogFixture(requestId),
+  };
+}

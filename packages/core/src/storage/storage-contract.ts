@@ -560,6 +560,14 @@ export interface SpendStorage {
   /** Opens the store and applies migrations. Idempotent. */
   init(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * Optional: true when `error`, thrown by one of this store's operations, means that the store answered
+   * and refused a value the operation carries (a NUL character Postgres cannot hold, a number outside a
+   * column's range, a fractional nano-dollar a STRICT table refuses): the input's fault, not an outage.
+   * The guard answers such a call 400, never counts it as a storage error and never retries it (it could
+   * never succeed). A backend that writes several calls in one statement fails such a call alone.
+   */
+  isInputError?(error: unknown): boolean;
 
   /** Inserts every entity and its budget counter, or none (`StorageConflictError` on a taken id). */
   insert(entities: EntityInsert[]): Promise<void>;

@@ -31,6 +31,11 @@ export interface StorageGateStats {
   settlementsRecovered: number;
   /** Settlements dropped because the pending queue was full (each also logged). */
   settlementsDropped: number;
+  /**
+   * Settlements the store refused for a value they carry (`SpendStorage.isInputError`), each logged and
+   * never retried (it could never succeed): its reservation is charged at its estimate after the TTL.
+   */
+  settlementsRefused: number;
 }
 
 /** Settlements handed to storage together at most (one transaction on SQLite). */
@@ -49,8 +54,9 @@ export class StorageGate {
     pendingSettlements: 0,
     settlementsRecovered: 0,
     settlementsDropped: 0,
+    settlementsRefused: 0,
   };
-  private readonly pending: SettleInput[] = [];
+  private pending: SettleInput[] = [];
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelayMs = 100;
   private draining: Promise<void> | null = null;
@@ -83,6 +89,8 @@ export class StorageGate {
     } catch (error) {
       // The guard's own refusals and id conflicts are answers, not storage failures.
       if (error instanceof SpendGuardError || error instanceof StorageConflictError) throw error;
+      // So is a value the store refused: the caller's fault, a 400, never an outage.
+      if (this.opened()?.isInputError?.(error)) throw inputRefused(error);
       this.stats.storageErrors++;
       work.catch(() => {}); // it may still fail later; that is already reported
       throw new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again', {
@@ -244,11 +252,21 @@ export class StorageGate {
     try {
       result = await this.call('settle', (s) => s.settle(input));
     } catch (error) {
-      this.enqueue(input, error);
+      if (isInputRefusal(error)) this.refused(input, error);
+      else this.enqueue(input, error);
       return false;
     }
     this.settled(input, result);
     return true;
+  }
+
+  /** A settlement the store refused for a value it carries: logged, counted, never retried. */
+  private refused(input: SettleInput, error: SpendGuardError): void {
+    this.stats.settlementsRefused++;
+    this.options.logger.error(
+      `the store refused the spend of request ${input.log.requestId} ($${input.costNano / 1e9}) for a value it carries; not retried: its reservation will be charged at its estimate after the TTL`,
+      error.cause ?? error,
+    );
   }
 
   private settled(input: SettleInput, result: SettleResult): void {
@@ -288,29 +306,63 @@ export class StorageGate {
     this.retryTimer.unref();
   }
 
-  /** Writes the pending settlements, oldest first, until one fails. */
+  /**
+   * Writes the pending settlements. The oldest goes first, alone, so that while storage is down one
+   * call finds that out, not every pending one; if it fails it goes to the back of the queue, so that a
+   * settlement that keeps failing never blocks those behind it. Once it is written, the others follow,
+   * a batch at a time (the store writes a batch together, and each settlement fails alone).
+   */
   drain(): Promise<void> {
     this.draining ??= (async () => {
-      while (this.pending.length > 0) {
-        const next = this.pending[0]!;
-        try {
-          this.settled(next, await this.call('settle', (s) => s.settle(next)));
-        } catch {
-          this.retryDelayMs = Math.min(this.retryDelayMs * 2, 5_000);
-          return;
-        }
-        this.pending.shift();
-        this.stats.pendingSettlements = this.pending.length;
-        this.stats.settlementsRecovered++;
-        this.retryDelayMs = 100;
-        if (this.pending.length === 0)
-          this.options.logger.warn('storage is back: every pending settlement is written');
+      const head = this.pending[0];
+      if (!head) return;
+      if (!(await this.retry(head))) {
+        this.pending = [...this.pending.filter((p) => p !== head), head];
+        this.backOff();
+        return;
       }
+      this.forget(new Set([head]));
+      let allWritten = true;
+      for (let from = 0; from < this.pending.length; ) {
+        const batch = this.pending.slice(from, from + MAX_SETTLE_BATCH);
+        const answered = await Promise.all(batch.map((p) => this.retry(p)));
+        const done = new Set(batch.filter((_, i) => answered[i]));
+        this.forget(done);
+        from += batch.length - done.size;
+        if (done.size < batch.length) allWritten = false;
+        if (done.size === 0) break; // storage went away again: wait for the next round
+      }
+      if (allWritten) this.retryDelayMs = 100;
+      else this.backOff();
+      if (this.pending.length === 0)
+        this.options.logger.warn('storage is back: every pending settlement is written');
     })().finally(() => {
       this.draining = null;
       this.scheduleRetry();
     });
     return this.draining;
+  }
+
+  /** One pending settlement again: true when storage answered it (written, or refused for its data). */
+  private async retry(input: SettleInput): Promise<boolean> {
+    try {
+      this.settled(input, await this.call('settle', (s) => s.settle(input)));
+      this.stats.settlementsRecovered++;
+    } catch (error) {
+      if (!isInputRefusal(error)) return false;
+      this.refused(input, error);
+    }
+    return true;
+  }
+
+  private forget(done: ReadonlySet<SettleInput>): void {
+    if (done.size === 0) return;
+    this.pending = this.pending.filter((p) => !done.has(p));
+    this.stats.pendingSettlements = this.pending.length;
+  }
+
+  private backOff(): void {
+    this.retryDelayMs = Math.min(this.retryDelayMs * 2, 5_000);
   }
 
   /** On shutdown: keeps trying the pending settlements for up to `deadlineMs`. */
@@ -330,6 +382,22 @@ export class StorageGate {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
   }
+}
+
+/** The 400 for a call whose value the store refused; the store's own words, for whoever reads it. */
+function inputRefused(error: unknown): SpendGuardError {
+  let root = error;
+  while (root instanceof Error && root.cause instanceof Error) root = root.cause;
+  const detail = (root instanceof Error ? root.message : String(root)).split('\n')[0]!.slice(0, 200);
+  return new SpendGuardError(
+    'BAD_REQUEST',
+    `Invalid request: storage refused a value of this request (${detail})`,
+    { cause: error },
+  );
+}
+
+function isInputRefusal(error: unknown): error is SpendGuardError {
+  return error instanceof SpendGuardError && error.code === 'BAD_REQUEST';
 }
 
 interface Deadline {
