@@ -14,6 +14,8 @@ export interface BatchStats {
   largest: number;
   /** Ops waiting for a batch. */
   queued: number;
+  /** Halves sent again because their batch failed on one op's value (see `isolate`). */
+  resent: number;
 }
 
 /**
@@ -22,11 +24,14 @@ export interface BatchStats {
  * it (the send waits one microtask, never a timer). So a lone call is sent at once, and under load one
  * round trip carries every call that arrived during the previous one, at most `maxBatch` of them.
  *
- * `send` answers each op on its own (an op can fail alone); if `send` itself fails, every op of that
- * batch fails with its error. At most `maxInFlight` batches are sent at a time.
+ * `send` answers each op on its own (an op can fail alone). If `send` itself fails with an error that
+ * `isolate` says one op's value may have caused (Postgres refuses the whole statement for a NUL in one
+ * op's text), the batch is sent again in halves, down to that op alone, so that only it fails and the
+ * others are written; with any other error (the database is unreachable) every op of the batch fails
+ * with it. At most `maxInFlight` batches are sent at a time.
  */
 export class MicroBatcher<I, O> {
-  readonly stats: BatchStats = { batches: 0, ops: 0, largest: 0, queued: 0 };
+  readonly stats: BatchStats = { batches: 0, ops: 0, largest: 0, queued: 0, resent: 0 };
   #queue: Array<Queued<I, O>> = [];
   #inFlight = 0;
   #scheduled = false;
@@ -36,6 +41,7 @@ export class MicroBatcher<I, O> {
     private readonly send: (inputs: I[]) => Promise<Array<OpOutcome<O>>>,
     private readonly maxBatch: number,
     private readonly maxInFlight = 1,
+    private readonly isolate: (error: unknown) => boolean = () => false,
   ) {}
 
   submit(input: I): Promise<O> {
@@ -85,6 +91,14 @@ export class MicroBatcher<I, O> {
         throw new Error(`a batch of ${batch.length} ops got ${outcomes.length} answers`);
       }
     } catch (error) {
+      if (batch.length > 1 && this.isolate(error)) {
+        // In order, first half first: each op still applies after those submitted before it.
+        const half = Math.ceil(batch.length / 2);
+        this.stats.resent += 2;
+        await this.#run(batch.slice(0, half));
+        await this.#run(batch.slice(half));
+        return;
+      }
       for (const q of batch) q.reject(error);
       return;
     }

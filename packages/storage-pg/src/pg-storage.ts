@@ -190,10 +190,14 @@ export class PgStorage implements SpendStorage {
   readonly #reserves = new MicroBatcher<ReserveInput, ReserveResult>(
     (inputs) => this.#reserveBatch(inputs),
     MAX_BATCH,
+    1,
+    refusedByPostgres,
   );
   readonly #settles = new MicroBatcher<{ input: SettleInput; claim: boolean }, SettleOutcome>(
     (ops) => this.#settleBatch(ops),
     MAX_BATCH,
+    1,
+    refusedByPostgres,
   );
 
   constructor(options: PgStorageOptions = {}) {
@@ -217,6 +221,11 @@ export class PgStorage implements SpendStorage {
     this.#migrate = migrate;
     this.#connectionString = connectionString;
     this.#userPool = pool;
+  }
+
+  /** See `SpendStorage.isInputError`: a value Postgres refused (`refusedByPostgres`). */
+  isInputError(error: unknown): boolean {
+    return refusedByPostgres(error);
   }
 
   async init(): Promise<void> {
@@ -1454,6 +1463,20 @@ function toState(row: StateRow): BudgetState {
     reservedNano: reservedNano as number,
     softBudgetNano: softBudgetNano ?? null,
   };
+}
+
+/**
+ * A value Postgres refused, raised by pg directly or wrapped by drizzle (`cause`): a data exception
+ * (SQLSTATE class 22: a NUL in text or JSON, a lone surrogate escaped in JSON, a number or date out of
+ * range), an integrity violation other than a taken key (class 23), or a program limit (class 54: an
+ * index row too large). The same statement sent again fails again: it is the input's fault.
+ */
+function refusedByPostgres(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(22|54)[0-9A-Z]{3}$|^23(?!505)[0-9A-Z]{3}$/.test(code)) return true;
+  }
+  return false;
 }
 
 /** A unique-key collision, raised by pg directly or wrapped by drizzle (`cause`). */

@@ -250,24 +250,76 @@ describe('postgres batched guarded writes', () => {
     expect(await pgRawReader(s).budgetCounter(U)).toEqual({ spendNano: 0, reservedNano: 20 });
   });
 
-  it('rejects every op of a batch whose statement fails, and writes none of them', async () => {
+  it('fails only the op whose value Postgres refuses, and writes the rest of its batch', async () => {
     const s = await open();
     await seed(s);
     await s.reserve(reserve('r1', 5));
+    await s.reserve(reserve('r2', 7));
     const before = batches(s).settle;
-    // A cost beyond BIGINT fails the whole statement.
+    // A cost beyond BIGINT (22003) or a NUL in a model name (22021) fails the whole statement.
     const results = await Promise.allSettled([
       s.settle(settle('r1', 'q1', 5)),
       s.settle(settle('none', 'q2', 2 ** 64)),
+      s.settle(settle('none', 'q3', 1, { model: 'gpt\u00004o' })),
+      s.settle(settle('r2', 'q4', 7)),
     ]);
+    const after = batches(s).settle;
+    expect(after.batches - before.batches).toBe(1); // they were one batch
+    expect(after.resent - before.resent).toBeGreaterThan(0);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'rejected', 'fulfilled']);
+    for (const r of [results[1], results[2]]) {
+      expect(r?.status === 'rejected' && s.isInputError(r.reason)).toBe(true);
+    }
+    const raw = pgRawReader(s);
+    expect(await raw.budgetCounter(K)).toEqual({ spendNano: 12, reservedNano: 0 });
+    expect(await raw.spendLogCount()).toBe(2);
+    expect(await raw.openReservations()).toBe(0);
+  });
+
+  it('fails every op of a batch whose statement fails for another reason, and writes none of them', async () => {
+    const s = await open();
+    await seed(s);
+    await s.reserve(reserve('r1', 5));
+    const { schema } = internalsOf(s);
+    await admin.query(`ALTER TABLE "${schema}".spend_logs RENAME TO spend_logs_away`);
+    const before = batches(s).settle;
+    const results = await Promise.allSettled([
+      s.settle(settle('r1', 'q1', 5)),
+      s.settle(settle('none', 'q2', 1)),
+    ]);
+    await admin.query(`ALTER TABLE "${schema}".spend_logs_away RENAME TO spend_logs`);
     expect(batches(s).settle.batches - before.batches).toBe(1);
+    expect(batches(s).settle.resent).toBe(before.resent); // not blamed on a value: not split
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+    expect(results[0]?.status === 'rejected' && s.isInputError(results[0].reason)).toBe(false);
     const raw = pgRawReader(s);
     expect(await raw.budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: 5 });
     expect(await raw.spendLogCount()).toBe(0);
     expect(await raw.openReservations()).toBe(1);
-    // The same op alone then goes through.
+    // The same op then goes through.
     expect((await s.settle(settle('r1', 'q1', 5))).applied).toBe(true);
+  });
+
+  it('fails only the reservation whose scope id Postgres refuses, in a batch of many', async () => {
+    const s = await open();
+    await seed(s, { key: 100 });
+    const before = batches(s).reserve;
+    const poisoned: ScopeRef = { kind: 'tag', id: 'bad\u0000tag' };
+    const results = await Promise.allSettled(
+      Array.from({ length: 9 }, (_, i) =>
+        s.reserve(reserve(`p${i}`, 10, i === 4 ? [K, U, T, poisoned] : [K, U, T])),
+      ),
+    );
+    expect(batches(s).reserve.batches - before.batches).toBe(1);
+    expect(results.map((r) => r.status)).toEqual(
+      Array.from({ length: 9 }, (_, i) => (i === 4 ? 'rejected' : 'fulfilled')),
+    );
+    expect(results[4]?.status === 'rejected' && s.isInputError(results[4].reason)).toBe(true);
+    // Submission order kept: the 8 admitted saw 10 more reserved each, the last one 80 in all.
+    const last = results[8];
+    expect(last?.status === 'fulfilled' && last.value.ok && last.value.states[0]?.reservedNano).toBe(80);
+    expect(await pgRawReader(s).budgetCounter(K)).toEqual({ spendNano: 0, reservedNano: 80 });
+    expect(await pgRawReader(s).openReservations()).toBe(8);
   });
 
   it('applies a request id settled twice in one batch once', async () => {
