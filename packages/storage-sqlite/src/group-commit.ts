@@ -20,9 +20,11 @@ type Commit<C> = (batch: Pending<C>[]) => Array<{ ok: true; value: unknown } | {
  * decided just before the commit. Each write stays atomic: when one throws, the transaction is rolled
  * back and the batch run again with each write in its own savepoint, so that the failing write rolls
  * back alone and rejects alone (a write may therefore run twice: it must depend on the database and its
- * input only). Writes apply in submission order under the one write lock, and a failed flush or commit
- * rejects every write of the batch, having written none of them. Under concurrent load this turns N
- * commits (a dozen page writes each) into one.
+ * input only). Writes apply in submission order under the one write lock. Should the batch still fail
+ * as a whole with an error `isolate` blames on a value (its flush writes a sum one write contributed),
+ * each write is run once more in a transaction of its own, so that only the write at fault fails; with
+ * any other error (the database is locked, the disk full) every write of the batch fails with it,
+ * having written nothing. Under concurrent load this turns N commits (a dozen page writes each) into one.
  */
 export class GroupCommit<C extends { flush(): void }> {
   private queue: Pending<C>[] = [];
@@ -35,6 +37,7 @@ export class GroupCommit<C extends { flush(): void }> {
     db: Database.Database,
     newBatch: () => C,
     private readonly outcome: CommitOutcome = { committed() {}, rolledBack() {} },
+    private readonly isolate: (error: unknown) => boolean = () => false,
   ) {
     this.savepoint = db.transaction((run: () => unknown) => run());
     // The common case first: every write of the batch succeeds, so none needs a savepoint of its own
@@ -55,6 +58,18 @@ export class GroupCommit<C extends { flush(): void }> {
     };
     this.commitAll = db.transaction((ops: Pending<C>[]) => commit(ops, false)).immediate;
     this.commitEach = db.transaction((ops: Pending<C>[]) => commit(ops, true)).immediate;
+  }
+
+  /** One write in a transaction of its own (the last resort of a batch that failed as a whole). */
+  private commitAlone(op: Pending<C>): { ok: true; value: unknown } | { ok: false; error: unknown } {
+    try {
+      const [result] = this.commitAll([op]);
+      this.outcome.committed();
+      return result!;
+    } catch (error) {
+      this.outcome.rolledBack();
+      return { ok: false, error };
+    }
   }
 
   submit<T>(run: (batch: C) => T): Promise<T> {
@@ -83,8 +98,11 @@ export class GroupCommit<C extends { flush(): void }> {
         this.outcome.committed();
       } catch (again) {
         this.outcome.rolledBack();
-        for (const op of batch) op.reject(again);
-        return;
+        if (!this.isolate(again)) {
+          for (const op of batch) op.reject(again);
+          return;
+        }
+        results = batch.map((op) => this.commitAlone(op));
       }
     }
     batch.forEach((op, i) => {

@@ -208,6 +208,11 @@ export class SqliteStorage implements SpendStorage {
     this.capabilities = { sharedAcrossProcesses: !inMemory, name: 'sqlite' };
   }
 
+  /** See `SpendStorage.isInputError`: a value SQLite refused (`refusedBySqlite`). */
+  isInputError(error: unknown): boolean {
+    return refusedBySqlite(error);
+  }
+
   async init(): Promise<void> {
     if (this.#open) return;
     const db = this.#userDatabase ?? new Database(this.#path);
@@ -978,7 +983,7 @@ export class SqliteStorage implements SpendStorage {
     const orm = drizzle({ client: db, schema });
     const s = prepareStatements(db, orm);
     const p = new ReservationProfiles(s);
-    const group = new GroupCommit(db, () => new WriteBatch(s), p);
+    const group = new GroupCommit(db, () => new WriteBatch(s), p, refusedBySqlite);
     return {
       db,
       orm,
@@ -1502,6 +1507,26 @@ function readBudgets(b: WriteBatch, scopes: ScopeRef[], now: Date): BudgetState[
 }
 
 /** A primary-key collision, raised by better-sqlite3 directly or wrapped by drizzle (`cause`). */
+/**
+ * Codes of a value SQLite refused: a type a STRICT column cannot hold (a fractional nano-dollar), a
+ * CHECK or NOT NULL constraint, a string or blob past SQLite's size limit, a datatype mismatch. The same
+ * write fails again whenever it is tried: it is the input's fault.
+ */
+const INPUT_ERRORS = new Set([
+  'SQLITE_CONSTRAINT_DATATYPE',
+  'SQLITE_CONSTRAINT_CHECK',
+  'SQLITE_CONSTRAINT_NOTNULL',
+  'SQLITE_TOOBIG',
+  'SQLITE_MISMATCH',
+]);
+
+function refusedBySqlite(err: unknown): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) {
+    if (e instanceof Database.SqliteError) return INPUT_ERRORS.has(e.code);
+  }
+  return false;
+}
+
 function isKeyConflict(err: unknown): boolean {
   for (let e: unknown = err; e instanceof Error; e = e.cause) {
     if (e instanceof Database.SqliteError) {
