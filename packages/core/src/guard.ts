@@ -16,6 +16,7 @@ import { Dashboard } from './dashboard/dashboard.js';
 import { KeyQueries, TeamQueries, UserQueries } from './entity-queries.js';
 import { SpendGuardError, StorageConflictError } from './errors.js';
 import { timeOrderedId } from './ids.js';
+import { assertTagCount, assertText, INPUT_LIMITS } from './input-hygiene.js';
 import { hashVirtualKey } from './keys.js';
 import { ResponseTap } from './metering/response-meter.js';
 import { CallMeter, type TrackOptions, useCallContext } from './metering/track.js';
@@ -484,6 +485,9 @@ export class SpendGuard {
     const tags = readTags(body, input.header);
     const endUser =
       typeof body.user === 'string' ? body.user : (input.header('x-litellm-end-user-id') ?? null);
+    // Both reach storage (a scope id, a spend-log field): refused here if no store can keep them as given.
+    if (model) assertText(model, 'model', INPUT_LIMITS.nameLength);
+    if (endUser) assertText(endUser, typeof body.user === 'string' ? 'user' : 'x-litellm-end-user-id');
 
     const tokenHash = hashVirtualKey(presented);
     let ctx: KeyContext | null;
@@ -1333,19 +1337,23 @@ function readTags(body: Record<string, unknown>, header: CallInput['header']): s
     if (!Array.isArray(value) || value.some((t) => typeof t !== 'string')) {
       throw new SpendGuardError('BAD_REQUEST', `${where} must be an array of strings`, { param: where });
     }
+    for (const tag of value as string[]) assertText(tag, where, INPUT_LIMITS.nameLength);
     tags.push(...(value as string[]));
   };
   add(body.tags, 'tags');
   if (isPlainObject(body.metadata)) add(body.metadata.tags, 'metadata.tags');
   const h = header('x-litellm-tags');
   if (h)
-    tags.push(
-      ...h
+    add(
+      h
         .split(',')
         .map((t) => t.trim())
         .filter(Boolean),
+      'x-litellm-tags',
     );
-  return tags.length > 1 ? [...new Set(tags)] : tags;
+  const unique = tags.length > 1 ? [...new Set(tags)] : tags;
+  assertTagCount(unique.length, 'tags');
+  return unique;
 }
 
 /** How a 429 names the optional scope that refused (LiteLLM's `Team=…` style). */

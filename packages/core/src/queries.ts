@@ -1,5 +1,6 @@
 import { SpendGuardError } from './errors.js';
 import type { SpendGuard } from './guard.js';
+import { assertDate } from './input-hygiene.js';
 import { keyHashFromKeyOrHash } from './keys.js';
 import { nanoToUsd } from './money.js';
 import type {
@@ -149,11 +150,13 @@ const DAY_MS = 86_400_000;
 export function toReportDay(value: Date | string, name: string): string {
   if (value instanceof Date) {
     if (Number.isNaN(value.getTime())) throw badRequest(`${name} is an invalid Date`, name);
+    assertDate(value, name);
     return utcDay(value);
   }
   if (typeof value !== 'string' || !DAY_RE.test(value) || utcDayOrNull(value) !== value) {
     throw badRequest(`${name} must be a date 'YYYY-MM-DD' (or a Date), got ${JSON.stringify(value)}`, name);
   }
+  assertDate(new Date(`${value}T00:00:00.000Z`), name);
   return value;
 }
 

@@ -3,6 +3,7 @@ import type * as z from 'zod';
 import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
+import { assertQuery, assertText, INPUT_LIMITS } from '../input-hygiene.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
 import type {
   BudgetInit,
@@ -40,6 +41,7 @@ import {
 } from './entity-json.js';
 import {
   describeIssues,
+  firstField,
   globalSpendReportQuerySchema,
   keyDeleteSchema,
   keyGenerateSchema,
@@ -185,6 +187,9 @@ export class ManagementApi {
     if (!route) return null;
     try {
       const caller: Caller = trusted ? { role: 'proxy_admin' } : await this.authorize(req, route.access);
+      // Query values and the path's key reach storage as lookups: checked here, once, for every route.
+      assertQuery(req.query);
+      if (route.pathKey !== undefined) assertText(route.pathKey, 'key', INPUT_LIMITS.keyRefLength);
       // guard.read: the settlements of calls already answered are written before this runs.
       return await this.guard.read(`${req.method} ${req.path}`, (storage) =>
         route.handler(req, caller, storage, route.pathKey),
@@ -265,7 +270,9 @@ export class ManagementApi {
     }
     const parsed = schema.safeParse(value);
     if (!parsed.success)
-      throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`);
+      throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`, {
+        param: firstField(parsed.error),
+      });
     return parsed.data;
   }
 
@@ -273,7 +280,9 @@ export class ManagementApi {
   parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
     const parsed = schema.safeParse(Object.fromEntries(req.query));
     if (!parsed.success)
-      throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`);
+      throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`, {
+        param: firstField(parsed.error),
+      });
     return parsed.data;
   }
 
@@ -559,6 +568,12 @@ export class ManagementApi {
     if (b.temp_budget_increase === undefined && b.temp_budget_expiry === undefined) {
       if (!running) return;
       // A new max_budget (or metadata) while an increase runs: keep it on top of the new base.
+      if (base !== null && base + Math.round(running.increase * 1e9) > INPUT_LIMITS.maxUsd * 1e9)
+        throw new SpendGuardError(
+          'BAD_REQUEST',
+          `Invalid request: max_budget plus the running temp_budget_increase would pass ${INPUT_LIMITS.maxUsd} USD`,
+          { param: 'max_budget' },
+        );
       patch.metadata = {
         ...metadata,
         [TEMP_INCREASE]: running.increase,
@@ -589,6 +604,12 @@ export class ManagementApi {
       throw new SpendGuardError('BAD_REQUEST', 'Invalid request: the key has no max_budget to increase', {
         param: 'temp_budget_increase',
       });
+    if (base + Math.round(b.temp_budget_increase * 1e9) > INPUT_LIMITS.maxUsd * 1e9)
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        `Invalid request: temp_budget_increase would raise the key's budget past ${INPUT_LIMITS.maxUsd} USD`,
+        { param: 'temp_budget_increase' },
+      );
     patch.metadata = {
       ...metadata,
       [TEMP_INCREASE]: b.temp_budget_increase,

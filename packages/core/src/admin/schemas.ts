@@ -1,29 +1,37 @@
 import * as z from 'zod';
-import { isValidBudgetDuration } from '../budget-period.js';
+import {
+  dateOrTimeText,
+  dayText,
+  durationText,
+  INPUT_LIMITS,
+  storableId,
+  storableMetadata,
+  storableName,
+  storableTags,
+  storableText,
+  usdAmount,
+} from '../input-hygiene.js';
 
-/** Request bodies of the management API, with LiteLLM's field names. Unknown fields are ignored. */
+/**
+ * Request bodies of the management API, with LiteLLM's field names. Unknown fields are ignored. Every
+ * id, name, tag, metadata value, amount, duration and date is checked by input-hygiene.ts, so that a
+ * value no store can keep as given is a 400 naming the field, never a storage error.
+ */
 
-const maxBudget = z
-  .number({ error: 'must be a number of USD, e.g. 50 or 12.5' })
-  .nonnegative('must be 0 or more')
-  .max(9_000_000, 'must be at most 9000000 USD')
-  .nullable()
-  .optional();
-const budgetDuration = z
-  .string({
-    error:
-      "must be a string like '30s', '10m', '1h', '1d', '7d', '30d', '1mo', 'daily', 'weekly' or 'monthly'",
-  })
-  .refine(isValidBudgetDuration, {
-    message:
-      "is not a duration; use e.g. '30s', '10m', '1h', '1d', '7d', '30d', '1mo', 'daily', 'weekly' or 'monthly'",
-  })
-  .nullable()
-  .optional();
-export const id = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters');
-const models = z.array(z.string(), { error: 'must be an array of model names' }).optional();
-export const metadata = z.record(z.string(), z.unknown(), { error: 'must be a JSON object' }).optional();
-const tags = z.array(z.string(), { error: 'must be an array of strings' }).optional();
+const maxBudget = usdAmount.nullable().optional();
+const budgetDuration = durationText.nullable().optional();
+export const id = storableId;
+const models = z.array(storableName, { error: 'must be an array of model names' }).optional();
+export const metadata = storableMetadata.optional();
+const tags = storableTags.optional();
+const alias = storableName.nullable().optional();
+/** A key named by a management call: the key (`sk-...`) or its hash. */
+const keyRef = storableText(INPUT_LIMITS.keyRefLength, 'must be the key (sk-...) or its hash').min(
+  1,
+  'must not be empty',
+);
+/** A comma-separated list in a query string. */
+const queryList = storableText(INPUT_LIMITS.queryValueLength);
 /** LiteLLM's `soft_budget`: USD at which an alert fires; never refuses a call. */
 const softBudget = maxBudget;
 /** The budget fields every scope takes. */
@@ -39,12 +47,12 @@ export const budgetFields = {
  */
 export const modelMaxBudgetSchema = z
   .record(
-    z.string().min(1).max(256),
+    storableName.min(1, 'model names must not be empty'),
     z
       .union([
-        z.number().nonnegative('must be 0 or more'),
+        usdAmount,
         z.object({
-          budget_limit: z.number().nonnegative('must be 0 or more').nullable().optional(),
+          budget_limit: usdAmount.nullable().optional(),
           time_period: budgetDuration,
         }),
       ])
@@ -84,7 +92,7 @@ const rateLimit = z
   .optional();
 const modelRateLimit = z
   .record(
-    z.string().min(1, 'model names must not be empty'),
+    storableName.min(1, 'model names must not be empty'),
     z
       .number({ error: 'must map model names to whole numbers, e.g. { "gpt-4o": 10 }' })
       .int('must map model names to whole numbers')
@@ -109,7 +117,7 @@ const modelRateLimitFields = {
 export const teamNewSchema = z.object({
   team_id: id.optional(),
   budget_limits: budgetLimitsSchema,
-  team_alias: z.string().max(256).nullable().optional(),
+  team_alias: alias,
   max_budget: maxBudget,
   soft_budget: softBudget,
   budget_duration: budgetDuration,
@@ -122,8 +130,8 @@ export const teamNewSchema = z.object({
 export const userNewSchema = z.object({
   user_id: id.optional(),
   budget_limits: budgetLimitsSchema,
-  user_email: z.string().nullable().optional(),
-  user_role: z.string().optional(),
+  user_email: alias,
+  user_role: storableName.optional(),
   team_id: id.nullable().optional(),
   max_budget: maxBudget,
   soft_budget: softBudget,
@@ -142,7 +150,7 @@ export const keyGenerateSchema = z.object({
       "must start with 'sk-' followed by at least 16 letters, digits, '-' or '_'",
     )
     .optional(),
-  key_alias: z.string().max(256).nullable().optional(),
+  key_alias: alias,
   user_id: id.nullable().optional(),
   team_id: id.nullable().optional(),
   max_budget: maxBudget,
@@ -159,8 +167,6 @@ export const keyGenerateSchema = z.object({
   ...modelRateLimitFields,
 });
 
-const keyRef = z.string({ error: 'must be the key (sk-...) or its hash' }).min(1, 'must not be empty');
-
 export const keyRefSchema = z.object({ key: keyRef });
 
 export const keyDeleteSchema = z.object({
@@ -172,15 +178,11 @@ export const keyDeleteSchema = z.object({
 export const keyUpdateSchema = z.object({
   key: keyRef,
   /** LiteLLM's temporary budget increase, USD, with `temp_budget_expiry` (both or neither). */
-  temp_budget_increase: z.number().positive('must be more than 0').max(9_000_000).nullable().optional(),
-  temp_budget_expiry: z
-    .string()
-    .refine((v) => !Number.isNaN(Date.parse(v)), { message: 'must be an ISO 8601 time' })
-    .nullable()
-    .optional(),
+  temp_budget_increase: usdAmount.positive('must be more than 0').nullable().optional(),
+  temp_budget_expiry: dateOrTimeText.nullable().optional(),
   budget_limits: budgetLimitsSchema,
   model_max_budget: modelMaxBudgetSchema,
-  key_alias: z.string().max(256).nullable().optional(),
+  key_alias: alias,
   max_budget: maxBudget,
   soft_budget: softBudget,
   budget_duration: budgetDuration,
@@ -194,9 +196,9 @@ export const keyUpdateSchema = z.object({
 });
 
 export const keyListQuerySchema = z.object({
-  user_id: z.string().optional(),
-  team_id: z.string().optional(),
-  key_alias: z.string().optional(),
+  user_id: id.optional(),
+  team_id: id.optional(),
+  key_alias: storableName.optional(),
   return_full_object: z.enum(['true', 'false']).optional(),
   page: z.coerce.number({ error: 'must be a page number' }).int('must be a whole number').min(1).optional(),
   size: z.coerce
@@ -221,7 +223,7 @@ const memberRole = z.enum(['admin', 'user'], { error: "must be 'admin' or 'user'
 const memberSchema = z
   .object({
     user_id: id.nullable().optional(),
-    user_email: z.string().min(1).nullable().optional(),
+    user_email: storableName.min(1, 'must not be empty').nullable().optional(),
     role: memberRole.optional(),
   })
   .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
@@ -232,7 +234,7 @@ export const teamDeleteSchema = z.object({
   team_ids: z.array(id, { error: 'must be an array of team ids' }).min(1, 'must name at least one team'),
 });
 
-export const teamListQuerySchema = z.object({ user_id: z.string().optional() });
+export const teamListQuerySchema = z.object({ user_id: id.optional() });
 
 export const memberAddSchema = z.object({
   team_id: id,
@@ -247,7 +249,7 @@ export const memberUpdateSchema = z
   .object({
     team_id: id,
     user_id: id.optional(),
-    user_email: z.string().min(1).optional(),
+    user_email: storableName.min(1, 'must not be empty').optional(),
     role: memberRole.optional(),
     max_budget_in_team: maxBudget,
     ...rateLimitFields,
@@ -255,14 +257,18 @@ export const memberUpdateSchema = z
   .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
 
 export const memberDeleteSchema = z
-  .object({ team_id: id, user_id: id.optional(), user_email: z.string().min(1).optional() })
+  .object({
+    team_id: id,
+    user_id: id.optional(),
+    user_email: storableName.min(1, 'must not be empty').optional(),
+  })
   .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
 
 export const userUpdateSchema = z
   .object({
     user_id: id.optional(),
-    user_email: z.string().nullable().optional(),
-    user_role: z.string().optional(),
+    user_email: alias,
+    user_role: storableName.optional(),
     max_budget: maxBudget,
     soft_budget: softBudget,
     budget_duration: budgetDuration,
@@ -278,9 +284,9 @@ export const userDeleteSchema = z.object({
 
 export const userListQuerySchema = z.object({
   /** Comma-separated. */
-  user_ids: z.string().optional(),
-  role: z.string().optional(),
-  team: z.string().optional(),
+  user_ids: queryList.optional(),
+  role: storableName.optional(),
+  team: id.optional(),
   page: z.coerce.number({ error: 'must be a page number' }).int('must be a whole number').min(1).optional(),
   page_size: z.coerce
     .number({ error: 'must be a page size' })
@@ -290,20 +296,13 @@ export const userListQuerySchema = z.object({
     .optional(),
 });
 
-const isoDate = z
-  .string()
-  .refine(
-    (s) => /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(s) && !Number.isNaN(Date.parse(s)),
-    {
-      message: "must be a date 'YYYY-MM-DD' or an ISO 8601 time",
-    },
-  );
+const isoDate = dateOrTimeText;
 
 export const spendLogsQuerySchema = z.object({
-  api_key: z.string().optional(),
-  user_id: z.string().optional(),
-  team_id: z.string().optional(),
-  request_id: z.string().optional(),
+  api_key: keyRef.optional(),
+  user_id: id.optional(),
+  team_id: id.optional(),
+  request_id: storableName.optional(),
   start_date: isoDate.optional(),
   end_date: isoDate.optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
@@ -315,14 +314,7 @@ export const spendTagsQuerySchema = z.object({
 });
 
 /** A UTC day, `YYYY-MM-DD` (as LiteLLM's report routes take it), required. */
-const reportDay = z.string({ error: "is required: a date 'YYYY-MM-DD'" }).refine(
-  (s) => {
-    const ms = Date.parse(`${s}T00:00:00.000Z`);
-    // Date.parse rolls 2026-02-30 over to March: a real day reads back the same.
-    return /^\d{4}-\d{2}-\d{2}$/.test(s) && !Number.isNaN(ms) && new Date(ms).toISOString().startsWith(s);
-  },
-  { message: "must be a date 'YYYY-MM-DD'" },
-);
+const reportDay = dayText;
 const page = z.coerce
   .number({ error: 'must be a page number' })
   .int('must be a whole number')
@@ -341,18 +333,18 @@ export const globalSpendReportQuerySchema = z.object({
   group_by: z
     .enum(['team', 'customer', 'api_key'], { error: "must be 'team', 'customer' or 'api_key'" })
     .optional(),
-  api_key: z.string().optional(),
-  internal_user_id: z.string().optional(),
-  team_id: z.string().optional(),
-  customer_id: z.string().optional(),
+  api_key: keyRef.optional(),
+  internal_user_id: id.optional(),
+  team_id: id.optional(),
+  customer_id: id.optional(),
 });
 
 export const userDailyActivityQuerySchema = z.object({
   start_date: reportDay,
   end_date: reportDay,
-  user_id: z.string().optional(),
-  model: z.string().optional(),
-  api_key: z.string().optional(),
+  user_id: id.optional(),
+  model: storableName.optional(),
+  api_key: keyRef.optional(),
   page,
   page_size: pageSize,
 });
@@ -361,10 +353,10 @@ export const teamDailyActivityQuerySchema = z.object({
   start_date: reportDay,
   end_date: reportDay,
   /** Comma-separated. */
-  team_ids: z.string().optional(),
-  exclude_team_ids: z.string().optional(),
-  model: z.string().optional(),
-  api_key: z.string().optional(),
+  team_ids: queryList.optional(),
+  exclude_team_ids: queryList.optional(),
+  model: storableName.optional(),
+  api_key: keyRef.optional(),
   page,
   page_size: pageSize,
 });
@@ -377,4 +369,10 @@ export function describeIssues(error: z.ZodError): string {
       return field ? `${field} ${i.message}` : i.message;
     })
     .join('; ');
+}
+
+/** The field the first issue names (`model_max_budget.gpt-4o`), for the error's `param`; null for the body. */
+export function firstField(error: z.ZodError): string | null {
+  const path = error.issues[0]?.path ?? [];
+  return path.length > 0 ? path.map(String).join('.') : null;
 }

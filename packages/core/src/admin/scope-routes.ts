@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
 import type { GuardResponse } from '../guard.js';
+import { INPUT_LIMITS, storableName, storableText, usdAmount } from '../input-hygiene.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import {
   type BudgetInit,
@@ -36,7 +37,7 @@ import {
 
 const customerNewSchema = z.object({
   user_id: id,
-  alias: z.string().max(256).nullable().optional(),
+  alias: storableName.nullable().optional(),
   ...budgetFields,
   ...rateLimitFields,
   metadata,
@@ -48,10 +49,10 @@ const customerIdsSchema = z.object({
   user_ids: z.array(id, { error: 'must be an array of end user ids' }).min(1, 'must name at least one'),
 });
 
-const tagName = z.string().min(1, 'must not be empty').max(256, 'must be at most 256 characters');
+const tagName = storableName.min(1, 'must not be empty');
 const tagNewSchema = z.object({
   name: tagName,
-  description: z.string().max(2048).nullable().optional(),
+  description: storableText(INPUT_LIMITS.descriptionLength).nullable().optional(),
   ...budgetFields,
   metadata,
 });
@@ -65,12 +66,12 @@ const SCOPE_KINDS = ['key', 'user', 'team', 'member', 'customer', 'tag', 'model'
 const budgetResetSchema = z.object({
   scope: z.enum(SCOPE_KINDS, { error: `must be one of ${SCOPE_KINDS.join(', ')}` }),
   /** key: the key or its hash; member: `{team_id}:{user_id}` or use team_id + user_id; model: with key + model. */
-  id: z.string().min(1).max(512).optional(),
-  key: z.string().min(1).optional(),
+  id: storableText(INPUT_LIMITS.keyRefLength).min(1, 'must not be empty').optional(),
+  key: storableText(INPUT_LIMITS.keyRefLength).min(1, 'must not be empty').optional(),
   team_id: id.optional(),
   user_id: id.optional(),
-  model: z.string().min(1).max(256).optional(),
-  reset_to: z.number().nonnegative('must be 0 or more').max(9_000_000).optional(),
+  model: storableName.min(1, 'must not be empty').optional(),
+  reset_to: usdAmount.optional(),
 });
 
 export class ScopeRoutes {

@@ -1,6 +1,7 @@
 import { spendLogJson } from '../admin/entity-json.js';
 import { SpendGuardError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
+import { assertQuery, assertText, dateInRange, INPUT_LIMITS } from '../input-hygiene.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { nanoToUsd } from '../money.js';
 import { bucketStart, type SpendGranularity, type SpendGroup, toReportDay } from '../queries.js';
@@ -164,8 +165,10 @@ export class Dashboard {
     }
     if (sub.startsWith('/api/')) {
       const rest = sub.slice('/api'.length);
+      assertQuery(req.query); // its values reach storage as filters
       if (method === 'GET' && rest.startsWith('/logs/')) {
         const id = decodeURIComponent(rest.slice('/logs/'.length));
+        assertText(id, 'id', INPUT_LIMITS.nameLength);
         return this.guard.read('dashboard log detail', (st) => this.logDetail(id, st));
       }
       const handler = this.api[`${method} ${rest}`];
@@ -411,7 +414,7 @@ export class Dashboard {
     if (before) {
       const bar = before.indexOf('|');
       const startTime = new Date(before.slice(0, bar));
-      if (bar === -1 || Number.isNaN(startTime.getTime()))
+      if (bar === -1 || !dateInRange(startTime.getTime()))
         throw badRequest('before must be a cursor from a previous page', 'before');
       query.before = { startTime, requestId: before.slice(bar + 1) };
     }
