@@ -80,6 +80,7 @@ import { KEY_CHANGE_CHANNEL, KeyChangeFeed, recordKeyChanges } from './key-chang
 import { type BatchStats, MicroBatcher, type OpOutcome } from './micro-batch.js';
 import { applyMigrations, assertMigrated, quoteIdent } from './migrations.js';
 import { defineTables, type Tables } from './schema.js';
+import { reserveProblem, settleProblem } from './storable.js';
 
 export interface PgStorageOptions {
   /**
@@ -617,6 +618,8 @@ export class PgStorage implements SpendStorage {
 
   async reserve(input: ReserveInput): Promise<ReserveResult> {
     this.#ready();
+    const problem = reserveProblem(input);
+    if (problem) throw problem; // alone, before it could fail a whole batch
     return this.#reserves.submit(input);
   }
 
@@ -706,6 +709,8 @@ export class PgStorage implements SpendStorage {
   /** `claim`: only if the reservation is still open (the TTL sweep); see `spendguard_settle_v2`. */
   #settle(input: SettleInput, claim: boolean): Promise<SettleOutcome> {
     this.#ready();
+    const problem = settleProblem(input);
+    if (problem) return Promise.reject(problem); // alone, before it could fail a whole batch
     return this.#settles.submit({ input, claim });
   }
 

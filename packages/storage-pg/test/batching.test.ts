@@ -256,11 +256,16 @@ describe('postgres batched guarded writes', () => {
     await s.reserve(reserve('r1', 5));
     await s.reserve(reserve('r2', 7));
     const before = batches(s).settle;
-    // A cost beyond BIGINT (22003) or a NUL in a model name (22021) fails the whole statement.
+    // A NUL in a scope kind (nothing screens kinds: core never makes such a one) fails the whole
+    // statement with 22021; the batch is sent again in halves until each fails alone.
+    const poisoned = (id: string) => ({
+      ...settle('none', id, 1),
+      scopes: [{ kind: 'ta\u0000g' as never, id: 'x' }],
+    });
     const results = await Promise.allSettled([
       s.settle(settle('r1', 'q1', 5)),
-      s.settle(settle('none', 'q2', 2 ** 64)),
-      s.settle(settle('none', 'q3', 1, { model: 'gpt\u00004o' })),
+      s.settle(poisoned('q2')),
+      s.settle(poisoned('q3')),
       s.settle(settle('r2', 'q4', 7)),
     ]);
     const after = batches(s).settle;
@@ -274,6 +279,36 @@ describe('postgres batched guarded writes', () => {
     expect(await raw.budgetCounter(K)).toEqual({ spendNano: 12, reservedNano: 0 });
     expect(await raw.spendLogCount()).toBe(2);
     expect(await raw.openReservations()).toBe(0);
+  });
+
+  it('fails an op whose value Postgres cannot store at once, without sending it in a batch', async () => {
+    const s = await open();
+    await seed(s);
+    await s.reserve(reserve('r1', 5));
+    const before = batches(s);
+    const pending = {
+      requestId: 'p',
+      callType: 'acompletion',
+      apiKeyHash: 'k1',
+      model: 'gpt-4o',
+      userId: 'u1',
+      teamId: 't1',
+      endUser: null,
+      startTime: T0,
+    };
+    const refused = await Promise.allSettled([
+      s.reserve(reserve('a', 1, [K, U, T, { kind: 'tag', id: 'bad\u0000' }])),
+      s.reserve({ ...reserve('b', 1), pending: { ...pending, tags: ['\ud800'] } }),
+      s.reserve(reserve('c', 0.5)),
+      s.settle(settle('none', 'q1', 1, { model: 'gpt\u00004o' })),
+      s.settle(settle('none', 'q2', 2 ** 64)),
+      s.settle({ ...settle('none', 'q3', 1), log: { ...settle('none', 'q3', 1).log, promptTokens: 3e9 } }),
+      s.settle({ ...settle('none', 'q4', 1), now: new Date(Number.NaN) }),
+    ]);
+    for (const r of refused) expect(r.status === 'rejected' && s.isInputError(r.reason)).toBe(true);
+    expect(batches(s)).toEqual(before); // none of them reached a batch
+    expect((await s.settle(settle('r1', 'q5', 5))).applied).toBe(true);
+    expect(await pgRawReader(s).spendLogCount()).toBe(1);
   });
 
   it('fails every op of a batch whose statement fails for another reason, and writes none of them', async () => {
@@ -300,11 +335,11 @@ describe('postgres batched guarded writes', () => {
     expect((await s.settle(settle('r1', 'q1', 5))).applied).toBe(true);
   });
 
-  it('fails only the reservation whose scope id Postgres refuses, in a batch of many', async () => {
+  it('fails only the reservation whose scope Postgres refuses, in a batch of many', async () => {
     const s = await open();
     await seed(s, { key: 100 });
     const before = batches(s).reserve;
-    const poisoned: ScopeRef = { kind: 'tag', id: 'bad\u0000tag' };
+    const poisoned = { kind: 'ta\u0000g' as never, id: 'x' } as ScopeRef;
     const results = await Promise.allSettled(
       Array.from({ length: 9 }, (_, i) =>
         s.reserve(reserve(`p${i}`, 10, i === 4 ? [K, U, T, poisoned] : [K, U, T])),
