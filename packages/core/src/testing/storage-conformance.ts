@@ -1021,6 +1021,47 @@ export function runStorageConformance(options: ConformanceOptions): void {
     });
 
     if (options.refusesFractionalNano) {
+      it("says that a value it refuses is the input's fault (isInputError), and writes nothing of it", async () => {
+        const s = await seeded({ key: budget(10) });
+        const refusal = (p: Promise<unknown>) =>
+          p.then(
+            () => 'written',
+            (e: unknown) => e,
+          );
+        const errors = [
+          await refusal(
+            s.insert([{ type: 'team', record: team('t2'), budget: { ...budget(1), maxBudgetNano: 0.5 } }]),
+          ),
+          await refusal(
+            s.reserve({
+              reservationId: 'r1',
+              scopes: [K],
+              amountNano: 0.5,
+              now: T0,
+              expiresAt: new Date(T0.getTime() + 60_000),
+            }),
+          ),
+          await refusal(
+            s.settle({
+              reservationId: 'none-q1',
+              scopes: [K],
+              costNano: 0.5,
+              now: T0,
+              log: spendLogFixture('q1', { spendNano: 0.5 }),
+            }),
+          ),
+        ];
+        for (const error of errors) {
+          expect(error).toBeInstanceOf(Error);
+          expect(s.isInputError?.(error)).toBe(true);
+        }
+        expect(s.isInputError?.(new Error('connect ECONNREFUSED 127.0.0.1:5432'))).toBe(false);
+        expect(await s.getTeam('t2')).toBeNull();
+        expect(await s.getBudgets([K], T0)).toMatchObject([{ spendNano: 0, reservedNano: 0 }]);
+        expect(await s.querySpendLogs({ limit: 10 })).toEqual([]);
+        await s.close();
+      });
+
       it('rolls an entity update back whole when one of its changes fails midway', async () => {
         const s = await seeded({ team: budget(10) });
         const limits: RateLimits = {
