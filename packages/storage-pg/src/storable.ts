@@ -12,6 +12,8 @@ import type { ReserveInput, SettleInput } from '@spendguard/core';
  * The error carries the SQLSTATE Postgres would have raised, so `isInputError` treats both alike.
  */
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters refused
+const SUSPECT = /[\u0000\ud800-\udfff]/; // cheap, and false for nearly every string
 const UNSTORABLE_TEXT =
   // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is one of the characters refused
   /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
@@ -27,7 +29,7 @@ class Check {
   constructor(private readonly what: string) {}
 
   text(field: string, value: string | null | undefined): this {
-    if (this.problem || value == null || !UNSTORABLE_TEXT.test(value)) return this;
+    if (this.problem || value == null || !SUSPECT.test(value) || !UNSTORABLE_TEXT.test(value)) return this;
     this.problem = refused(this.what, field, 'it holds a NUL character or a lone surrogate', '22021');
     return this;
   }
@@ -69,13 +71,14 @@ class Check {
     while (!this.problem && stack.length > 0) {
       const v = stack.pop();
       if (typeof v === 'string') this.text(field, v);
-      else if (typeof v === 'number' && !Number.isFinite(v))
-        this.problem = refused(this.what, field, `${v} is not a JSON number`, '22P02');
-      else if (v !== null && typeof v === 'object' && !seen.has(v)) {
+      else if (typeof v === 'number') {
+        if (!Number.isFinite(v))
+          this.problem = refused(this.what, field, `${v} is not a JSON number`, '22P02');
+      } else if (v !== null && typeof v === 'object' && !seen.has(v)) {
         seen.add(v);
-        for (const [k, child] of Object.entries(v)) {
+        for (const k in v) {
           this.text(field, k);
-          stack.push(child);
+          stack.push((v as Record<string, unknown>)[k]);
         }
       }
     }
@@ -92,7 +95,11 @@ export function reserveProblem(input: ReserveInput): Error | null {
   for (const s of input.scopes) c.text('scope id', s.id);
   const p = input.pending;
   if (p) {
-    c.texts('attribution', [p.requestId, p.callType, p.apiKeyHash, p.model, ...p.tags])
+    c.text('attribution', p.requestId)
+      .text('attribution', p.callType)
+      .text('attribution', p.apiKeyHash)
+      .text('attribution', p.model)
+      .texts('attribution', p.tags)
       .text('attribution', p.userId)
       .text('attribution', p.teamId)
       .text('attribution', p.endUser)
@@ -109,7 +116,12 @@ export function settleProblem(input: SettleInput): Error | null {
     .date('time', input.now);
   for (const s of input.scopes) c.text('scope id', s.id);
   return c
-    .texts('spend log', [l.requestId, l.callType, l.apiKeyHash, l.model, l.status, ...l.tags])
+    .text('spend log', l.requestId)
+    .text('spend log', l.callType)
+    .text('spend log', l.apiKeyHash)
+    .text('spend log', l.model)
+    .text('spend log', l.status)
+    .texts('spend log', l.tags)
     .text('spend log', l.provider)
     .text('spend log', l.userId)
     .text('spend log', l.teamId)
