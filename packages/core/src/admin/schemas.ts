@@ -32,6 +32,9 @@ const keyRef = storableText(INPUT_LIMITS.keyRefLength, 'must be the key (sk-...)
 );
 /** A comma-separated list in a query string. */
 const queryList = storableText(INPUT_LIMITS.queryValueLength);
+// Query-string filters: as their body counterparts, but an empty one is taken as before (no minimum).
+const idFilter = storableText(INPUT_LIMITS.idLength);
+const keyFilter = storableText(INPUT_LIMITS.keyRefLength);
 /** LiteLLM's `soft_budget`: USD at which an alert fires; never refuses a call. */
 const softBudget = maxBudget;
 /** The budget fields every scope takes. */
@@ -196,8 +199,8 @@ export const keyUpdateSchema = z.object({
 });
 
 export const keyListQuerySchema = z.object({
-  user_id: id.optional(),
-  team_id: id.optional(),
+  user_id: idFilter.optional(),
+  team_id: idFilter.optional(),
   key_alias: storableName.optional(),
   return_full_object: z.enum(['true', 'false']).optional(),
   page: z.coerce.number({ error: 'must be a page number' }).int('must be a whole number').min(1).optional(),
@@ -234,7 +237,7 @@ export const teamDeleteSchema = z.object({
   team_ids: z.array(id, { error: 'must be an array of team ids' }).min(1, 'must name at least one team'),
 });
 
-export const teamListQuerySchema = z.object({ user_id: id.optional() });
+export const teamListQuerySchema = z.object({ user_id: idFilter.optional() });
 
 export const memberAddSchema = z.object({
   team_id: id,
@@ -286,7 +289,7 @@ export const userListQuerySchema = z.object({
   /** Comma-separated. */
   user_ids: queryList.optional(),
   role: storableName.optional(),
-  team: id.optional(),
+  team: idFilter.optional(),
   page: z.coerce.number({ error: 'must be a page number' }).int('must be a whole number').min(1).optional(),
   page_size: z.coerce
     .number({ error: 'must be a page size' })
@@ -299,9 +302,9 @@ export const userListQuerySchema = z.object({
 const isoDate = dateOrTimeText;
 
 export const spendLogsQuerySchema = z.object({
-  api_key: keyRef.optional(),
-  user_id: id.optional(),
-  team_id: id.optional(),
+  api_key: keyFilter.optional(),
+  user_id: idFilter.optional(),
+  team_id: idFilter.optional(),
   request_id: storableName.optional(),
   start_date: isoDate.optional(),
   end_date: isoDate.optional(),
@@ -333,18 +336,18 @@ export const globalSpendReportQuerySchema = z.object({
   group_by: z
     .enum(['team', 'customer', 'api_key'], { error: "must be 'team', 'customer' or 'api_key'" })
     .optional(),
-  api_key: keyRef.optional(),
-  internal_user_id: id.optional(),
-  team_id: id.optional(),
-  customer_id: id.optional(),
+  api_key: keyFilter.optional(),
+  internal_user_id: idFilter.optional(),
+  team_id: idFilter.optional(),
+  customer_id: idFilter.optional(),
 });
 
 export const userDailyActivityQuerySchema = z.object({
   start_date: reportDay,
   end_date: reportDay,
-  user_id: id.optional(),
+  user_id: idFilter.optional(),
   model: storableName.optional(),
-  api_key: keyRef.optional(),
+  api_key: keyFilter.optional(),
   page,
   page_size: pageSize,
 });
@@ -356,7 +359,7 @@ export const teamDailyActivityQuerySchema = z.object({
   team_ids: queryList.optional(),
   exclude_team_ids: queryList.optional(),
   model: storableName.optional(),
-  api_key: keyRef.optional(),
+  api_key: keyFilter.optional(),
   page,
   page_size: pageSize,
 });
