@@ -86,8 +86,8 @@ describe.each(ADAPTERS)('NUL and poison on Postgres, on $name', (framework) => {
       app = await startTestApp(framework, {
         storage: poisoning(pgStorage({ connectionString: url, schema })),
         // What is shown is which calls fail, not how fast: on a loaded machine 200 calls at once may wait
-      // past the default 2 s storage timeout, which would be a 503 for reasons of its own.
-      guardOptions: { onStorageError, storageTimeoutMs: 30_000 },
+        // past the default 2 s storage timeout, which would be a 503 for reasons of its own.
+        guardOptions: { onStorageError, storageTimeoutMs: 30_000 },
       });
       const unrelated = (await admin(app, 'POST', '/key/generate', { max_budget: 100 })).body.key as string;
       const sender = (await admin(app, 'POST', '/key/generate', { max_budget: 100 })).body.key as string;
