@@ -403,6 +403,11 @@ export class SpendGuard {
     });
   }
 
+  /** Whether a team's model allow-list (aliases and wildcards as at admission) grants `model`. */
+  teamAllowsModel(model: string, teamModels: string[]): boolean {
+    return modelAllowed(model, [], teamModels, this.options.modelAliases);
+  }
+
   /**
    * Refuses (401) a key that may not be used at `now`: blocked (or its team), expired, or a replaced
    * secret past its grace period. The guarded routes and the management API both check keys with it.
