@@ -969,16 +969,27 @@ export class SpendGuard {
   /**
    * Beats every quarter of `heartbeatGraceMs`, then charges what processes silent for longer left
    * open. Each beat is written before the sweep reads the others', so this process is never stale to
-   * itself; a tick starts only once the previous one is done.
+   * itself; a tick starts only once the previous one is done. A process sweeps only once it has itself
+   * beaten without a failure for a whole grace period: after an outage of the store every live process
+   * has had that long to beat again before anyone takes its silence for a death.
    */
   private startHeartbeat(storage: SpendStorage): void {
     if (!this.beatsHeartbeat(storage) || this.heartbeatTimer) return;
     const grace = this.options.heartbeatGraceMs;
+    let beatingSince: number | null = Date.now(); // the first beat was written as the store opened
     const tick = async () => {
       try {
         const at = new Date();
-        await this.gate.call('heartbeat', (s) => s.heartbeat(this.processId, at));
-        await this.settleDeadProcesses(new Date(at.getTime() - grace));
+        try {
+          await this.gate.call('heartbeat', (s) => s.heartbeat(this.processId, at));
+        } catch (error) {
+          beatingSince = null;
+          throw error;
+        }
+        beatingSince ??= at.getTime();
+        if (at.getTime() - beatingSince >= grace) {
+          await this.settleDeadProcesses(new Date(at.getTime() - grace));
+        }
       } catch (error) {
         if (error instanceof SpendGuardError && error.code === 'STORAGE_UNAVAILABLE')
           this.logStorageError(error);
