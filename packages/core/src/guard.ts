@@ -691,7 +691,8 @@ export class SpendGuard {
     if (scoped.length === 0) return null;
     const buckets = rateBucketsFor(scoped, model);
     if (buckets.length === 0) return null;
-    const leaseId = randomUUID();
+    // Named after this process, so that its leases are freed within seconds should it die.
+    const leaseId = `${this.processId}:${randomUUID()}`;
     let result: Awaited<ReturnType<SpendStorage['acquireRate']>>;
     try {
       result = await this.gate.call('rate limit', (s) =>

@@ -738,6 +738,12 @@ export class PgStorage implements SpendStorage {
       types: int8AsNumber,
     });
     const charged = await this.#chargeAtEstimate(rows, now, true);
+    // Their parallel-request leases (lease ids `<processId>:…`, see acquireRate) go with them.
+    await pool.query(
+      `DELETE FROM ${this.#q}.rate_leases l USING ${this.#q}.processes p
+       WHERE p.heartbeat_at <= $1 AND starts_with(l.lease_id, p.id || ':')`,
+      [staleBefore.toISOString()],
+    );
     if (rows.length < max) {
       await pool.query(
         `DELETE FROM ${this.#q}.processes p WHERE p.heartbeat_at <= $1

@@ -1085,6 +1085,10 @@ function prepareStatements(db: Database.Database, orm: Orm) {
       `SELECT r.id, r.profile_id, r.amount_nano, r.start_time, r.request_id, r.end_user, r.tags, p.name AS process
        FROM reservations r JOIN processes p ON p.id = r.holder WHERE p.heartbeat_at <= ? LIMIT ?`,
     ),
+    freeDeadLeases: db.prepare<[number]>(
+      `DELETE FROM rate_leases WHERE EXISTS (SELECT 1 FROM processes p WHERE p.heartbeat_at <= ?
+         AND substr(rate_leases.lease_id, 1, length(p.name) + 1) = p.name || ':')`,
+    ),
     forgetDead: db.prepare<[number]>(
       'DELETE FROM processes WHERE heartbeat_at <= ? AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.holder = processes.id)',
     ),
@@ -1528,6 +1532,7 @@ function settleDeadProcesses(
 ): number {
   const rows = s.deadReservations.all(staleBefore.getTime(), limit);
   for (const row of rows) chargeAtEstimate(s, p, b, row, now, row.process);
+  s.freeDeadLeases.run(staleBefore.getTime());
   if (rows.length < limit) s.forgetDead.run(staleBefore.getTime());
   return rows.length;
 }

@@ -587,6 +587,12 @@ export class MemoryStorage implements SpendStorage {
       await this.release(id); // only left if that request id was already logged
       charged++;
     }
+    const deadPrefixes = [...this.heartbeats.keys()].filter(dead).map((id) => `${id}:`);
+    for (const leases of this.rateLeases.values()) {
+      for (const lease of [...leases.keys()]) {
+        if (deadPrefixes.some((prefix) => lease.startsWith(prefix))) leases.delete(lease);
+      }
+    }
     const holding = new Set([...this.reservations.values()].map((r) => r.processId));
     for (const id of [...this.heartbeats.keys()])
       if (dead(id) && !holding.has(id)) this.heartbeats.delete(id);

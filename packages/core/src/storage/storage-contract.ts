@@ -268,7 +268,10 @@ export interface RateBucketState extends RateBucket {
 }
 
 export interface RateAcquireInput {
-  /** Names the call's parallel leases, released by `settleRate`. */
+  /**
+   * Names the call's parallel leases, released by `settleRate`. `<processId>:<unique>` for a process
+   * that beats (see `heartbeat`): `settleDeadProcesses` then frees the leases of a dead one.
+   */
   leaseId: string;
   /** Distinct buckets (core never passes one twice). */
   buckets: RateBucket[];
@@ -758,8 +761,9 @@ export interface SpendStorage {
   /**
    * Atomically charges, as `expireReservations` does (spend log from `expiredReservationLog` with the
    * dead process named), every open reservation whose `processId` last beat at or before
-   * `staleBefore`, at most `limit` of them (default 1000), due resets as of `now`; then forgets the
-   * processes stale before then that hold nothing. A reservation without a process, or of one that
+   * `staleBefore`, at most `limit` of them (default 1000), due resets as of `now`; deletes the
+   * parallel-request leases of those processes (`leaseId` `<processId>:…`); then forgets the processes
+   * stale before then that hold nothing. A reservation without a process, or of one that
    * never beat, is left to the TTL. Instances sweeping at once charge each reservation once; a later
    * settle of the same request id applies nothing. Returns how many were charged.
    */

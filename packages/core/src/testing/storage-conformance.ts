@@ -963,6 +963,16 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await reserve('rb', [K], 50, 'proc-b');
       await reserve('rn', [K], 20); // no process: the TTL's
       await reserve('rx', [K], 10, 'proc-never-beat'); // the TTL's too
+      // A parallel slot each (leases named after their process), and one of a process that never beat.
+      const slot = (scope: ScopeRef) => ({ scope, metric: 'parallel' as const, model: '', limit: 1 });
+      for (const [leaseId, scope] of [
+        ['proc-a:1', K],
+        ['proc-b:1', U],
+        ['proc-never-beat:1', T],
+      ] as const) {
+        const lease = { leaseId, buckets: [slot(scope)], now: T0, windowMs: 60_000, leaseExpiresAt: ttl };
+        expect((await s.acquireRate(lease)).ok).toBe(true);
+      }
       await s.heartbeat('proc-b', at(5_000));
 
       // Nothing has beaten at or before a second before T0; proc-a alone at or before T0 + 1 s.
@@ -972,6 +982,19 @@ export function runStorageConformance(options: ConformanceOptions): void {
         expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 300, reservedNano: 0 });
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 307, reservedNano: 80 });
       expect(await raw(s).openReservations()).toBe(3);
+      // proc-a's parallel slot is free again; the others' are still held.
+      expect(await raw(s).rateLeases()).toBe(2);
+      const again = (leaseId: string, scope: ScopeRef) =>
+        s.acquireRate({
+          leaseId,
+          buckets: [slot(scope)],
+          now: at(5_000),
+          windowMs: 60_000,
+          leaseExpiresAt: ttl,
+        });
+      expect((await again('proc-c:1', K)).ok).toBe(true);
+      expect((await again('proc-c:2', U)).ok).toBe(false);
+      expect((await again('proc-c:3', T)).ok).toBe(false);
       const [logged] = await s.querySpendLogs({ requestId: 'call-a' });
       const { startTime, ...attribution } = pending;
       expect(logged).toMatchObject({
