@@ -73,7 +73,11 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
+      body: JSON.stringify({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 5,
+      }),
     });
     const id = res.headers.get('x-litellm-call-id');
     await res.text();
