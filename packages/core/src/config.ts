@@ -115,6 +115,25 @@ export interface SpendGuardOptions {
   callContext?: boolean;
   /** How often unsettled reservations past their TTL are charged; 0 disables the sweep. @default 30000 */
   reservationSweepMs?: number;
+  /**
+   * Crash recovery on a store shared by several processes: each process beats in the store every
+   * quarter of this, and once a process has not beaten for this long, any live one (or the process
+   * restarted) charges its open reservations at their estimate, flagged `process_died` in the spend
+   * log, instead of waiting for `reservationTtlMs`. Heartbeats use the system clock (not `now`):
+   * hosts sharing a store need clocks within this of each other. 0 turns heartbeats off (the TTL alone
+   * then settles what a dead process left open). See docs/crash-recovery.md.
+   * @default 10000
+   * @example heartbeatGraceMs: 5_000
+   */
+  heartbeatGraceMs?: number;
+  /**
+   * Commit each call's settlement before its response's last byte leaves, so that a call the client
+   * received whole is charged its real cost even if this process dies right after. On by default where
+   * a commit is this process's own and takes microseconds (`commitsInProcess`: SQLite); on Postgres it
+   * adds a round trip and a commit to the end of every response (docs/crash-recovery.md).
+   * @default storage.capabilities.commitsInProcess
+   */
+  settleBeforeLastByte?: boolean;
   /** How long `close()` keeps retrying pending settlements. @default 5000 */
   shutdownTimeoutMs?: number;
   /** @default console */
@@ -203,6 +222,14 @@ const optionsSchema = z.object({
   settleBatchMs: z.number().int().nonnegative().max(1000, 'must be at most 1000 ms').optional(),
   callContext: z.boolean().optional(),
   reservationSweepMs: z.number().int().nonnegative().optional(),
+  heartbeatGraceMs: z
+    .number()
+    .int()
+    .refine((ms) => ms === 0 || ms >= 1000, {
+      message: 'must be 0 (off) or at least 1000 ms, e.g. 10000: a process beats every quarter of it',
+    })
+    .optional(),
+  settleBeforeLastByte: z.boolean().optional(),
   shutdownTimeoutMs: z.number().int().nonnegative().optional(),
   logger: z
     .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
@@ -265,7 +292,8 @@ type OptionalOptions =
   | 'priceTableRefreshMs'
   | 'alerts'
   | 'globalBudget'
-  | 'dashboard';
+  | 'dashboard'
+  | 'settleBeforeLastByte';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
 
@@ -302,6 +330,8 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     settleBatchMs: options.settleBatchMs ?? 5,
     callContext: options.callContext ?? false,
     reservationSweepMs: options.reservationSweepMs ?? 30_000,
+    heartbeatGraceMs: options.heartbeatGraceMs ?? 10_000,
+    settleBeforeLastByte: options.settleBeforeLastByte,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
     logger: options.logger ?? {
       warn: (m) => console.warn(`[spendguard] ${m}`),

@@ -156,6 +156,14 @@ export class SpendGuard {
   readonly alerts: BudgetAlerts | null;
   private sweepTimer: NodeJS.Timeout | null = null;
   private stopWatching: (() => void) | undefined;
+  /**
+   * This process's id in the store's heartbeats: its reservations carry it, and once it stops beating
+   * another process charges them (see `heartbeatGraceMs`). New at every start.
+   */
+  readonly processId: string = randomUUID();
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  /** Whether calls commit their settlement before their last byte (see `settleBeforeLastByte`). */
+  private settlesFirst = false;
 
   constructor(options: SpendGuardOptions) {
     this.options = resolveOptions(options);
@@ -211,8 +219,12 @@ export class SpendGuard {
       .then(async (s) => {
         await s.init();
         if (this.options.globalBudget) await this.applyGlobalBudget(s, this.options.globalBudget);
+        // The first beat before the first reservation: none names a process the store has not seen.
+        if (this.beatsHeartbeat(s)) await s.heartbeat(this.processId, new Date());
+        this.settlesFirst = this.options.settleBeforeLastByte ?? s.capabilities.commitsInProcess === true;
         this.storageValue = s;
         this.startSweep();
+        this.startHeartbeat(s);
         // Keys changed by other instances sharing this store leave this cache at once.
         this.stopWatching = s.watchKeyChanges?.((hash) =>
           hash ? this.invalidateKey(hash) : this.invalidateAllKeys(),
@@ -402,6 +414,11 @@ export class SpendGuard {
       ]);
       return { key, user, team };
     });
+  }
+
+  /** Whether a team's model allow-list (aliases and wildcards as at admission) grants `model`. */
+  teamAllowsModel(model: string, teamModels: string[]): boolean {
+    return modelAllowed(model, [], teamModels, this.options.modelAliases);
   }
 
   /**
@@ -678,7 +695,8 @@ export class SpendGuard {
     if (scoped.length === 0) return null;
     const buckets = rateBucketsFor(scoped, model);
     if (buckets.length === 0) return null;
-    const leaseId = randomUUID();
+    // Named after this process, so that its leases are freed within seconds should it die.
+    const leaseId = `${this.processId}:${randomUUID()}`;
     let result: Awaited<ReturnType<SpendStorage['acquireRate']>>;
     try {
       result = await this.gate.call('rate limit', (s) =>
@@ -795,6 +813,7 @@ export class SpendGuard {
         now: startTime,
         expiresAt: new Date(startTime.getTime() + this.options.reservationTtlMs),
         mode,
+        processId: this.processId,
         pending: {
           requestId,
           callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
@@ -947,6 +966,71 @@ export class SpendGuard {
     return expired;
   }
 
+  /** Heartbeats matter where other processes share the store (an in-memory one dies with us). */
+  private beatsHeartbeat(storage: SpendStorage): boolean {
+    return this.options.heartbeatGraceMs > 0 && storage.capabilities.sharedAcrossProcesses;
+  }
+
+  /**
+   * Beats every quarter of `heartbeatGraceMs`, then charges what processes silent for longer left
+   * open. Each beat is written before the sweep reads the others', so this process is never stale to
+   * itself; a tick starts only once the previous one is done. A process sweeps only once it has itself
+   * beaten without a failure for a whole grace period: after an outage of the store every live process
+   * has had that long to beat again before anyone takes its silence for a death.
+   */
+  private startHeartbeat(storage: SpendStorage): void {
+    if (!this.beatsHeartbeat(storage) || this.heartbeatTimer) return;
+    const grace = this.options.heartbeatGraceMs;
+    let beatingSince: number | null = Date.now(); // the first beat was written as the store opened
+    const tick = async () => {
+      try {
+        const at = new Date();
+        try {
+          await this.gate.call('heartbeat', (s) => s.heartbeat(this.processId, at));
+        } catch (error) {
+          beatingSince = null;
+          throw error;
+        }
+        beatingSince ??= at.getTime();
+        if (at.getTime() - beatingSince >= grace) {
+          await this.settleDeadProcesses(new Date(at.getTime() - grace));
+        }
+      } catch (error) {
+        if (error instanceof SpendGuardError && error.code === 'STORAGE_UNAVAILABLE')
+          this.logStorageError(error);
+        else this.logger.error('heartbeat or dead-process sweep failed', error);
+      }
+      if (this.heartbeatTimer) this.heartbeatTimer = schedule();
+    };
+    const schedule = () => {
+      const timer = setTimeout(() => void tick(), Math.max(250, Math.floor(grace / 4)));
+      timer.unref();
+      return timer;
+    };
+    this.heartbeatTimer = schedule();
+  }
+
+  /**
+   * Charges, at their estimate, the open reservations of every process that last beat at or before
+   * `staleBefore` (the heartbeat timer runs this; a test or an operator may too).
+   */
+  async settleDeadProcesses(staleBefore: Date): Promise<number> {
+    const settled = await this.gate.call('dead-process sweep', (s) =>
+      s.settleDeadProcesses(staleBefore, this.now()),
+    );
+    if (settled > 0) {
+      this.logger.warn(
+        `charged ${settled} reservations of processes whose heartbeat stopped at their estimates`,
+      );
+    }
+    return settled;
+  }
+
+  /** True when calls commit their settlement before their response's last byte (`settleBeforeLastByte`). */
+  get settlesBeforeLastByte(): boolean {
+    return this.settlesFirst;
+  }
+
   private startSweep(): void {
     const every = this.options.reservationSweepMs;
     if (every === 0 || this.sweepTimer) return;
@@ -1054,6 +1138,9 @@ export class SpendGuard {
   async close(): Promise<void> {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.sweepTimer = null;
+    // No more beats: what this process still holds after the flush is charged by the others.
+    if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
     this.stopWatching?.();
     this.prices.close();
     await this.flush();
@@ -1209,8 +1296,8 @@ export class GuardedCall {
    * reservation, write the spend log). Idempotent; the adapter calls it when the response finished
    * or the connection closed.
    */
-  finish(options: { aborted?: boolean } = {}): Promise<CallRecord> {
-    this.finished ??= this.guard.track(this.settle(options.aborted ?? false));
+  finish(options: { aborted?: boolean; urgent?: boolean } = {}): Promise<CallRecord> {
+    this.finished ??= this.guard.track(this.settle(options.aborted ?? false, options.urgent ?? false));
     return this.finished;
   }
 
@@ -1223,7 +1310,25 @@ export class GuardedCall {
     return meta;
   }
 
-  private async settle(aborted: boolean): Promise<CallRecord> {
+  /**
+   * For the adapter, once the body is complete and before its last bytes are sent: where calls commit
+   * their settlement first (`settleBeforeLastByte`), finishes the call at once (no batching delay) and
+   * resolves when its spend, and that of what it `track()`ed, is written (or kept for retry); else
+   * `null`, and the adapter sends the last bytes and calls `finish()` as usual.
+   */
+  beforeLastByte(): Promise<void> | null {
+    if (!this.guard.settlesBeforeLastByte) return null;
+    void this.finish({ urgent: true }).catch(() => {});
+    return Promise.all([this.spendWritten, this.meter.trackedSettled()]).then(
+      () => {},
+      () => {},
+    );
+  }
+
+  /** The spend write of `settle()`, set as soon as it is handed to storage. */
+  private spendWritten: Promise<boolean> | null = null;
+
+  private async settle(aborted: boolean, urgent: boolean): Promise<CallRecord> {
     const { record } = this.price();
     const httpStatus = this.tap.status;
     const status: CallRecord['status'] = httpStatus >= 400 ? 'failure' : 'success';
@@ -1254,7 +1359,7 @@ export class GuardedCall {
     // next reservation is judged against, which then need not wait for it (see StorageGate.reserve).
     const held =
       this.state.reservationId === null || this.meter.reservationReleased ? 0 : this.state.reservedNano;
-    const written = await this.guard.gate.settle(
+    this.spendWritten = this.guard.gate.settle(
       {
         reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
         scopes: this.state.scopes,
@@ -1263,7 +1368,9 @@ export class GuardedCall {
         log,
       },
       record.costNano > held,
+      urgent,
     );
+    const written = await this.spendWritten;
     if (!written)
       this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
     else if (held > record.costNano) {

@@ -97,7 +97,7 @@ export function toWebResponse(answer: GuardResponse): Response {
 /**
  * Meters the `Response` a guarded route returned and gives back the one to send, with the call's
  * headers. SSE streams pass through chunk by chunk, never buffered, and the call is settled at their
- * end, or as cut when the client cancels. A JSON body is held (up to `maxMeteredBodyBytes`) so that
+ * end (before the stream closes where settlements commit first), or as cut when the client cancels. A JSON body is held (up to `maxMeteredBodyBytes`) so that
  * its cost goes into `x-litellm-response-cost`; anything else, or past the cap, streams on.
  * @example return meterResponse(call, await route(request))
  */
@@ -121,7 +121,7 @@ export async function meterResponse(call: GuardedCall, response: Response): Prom
   }
   for (const [name, value] of Object.entries(call.costHeaders())) headers.set(name, value);
   const body = call.tap.drain() as Uint8Array<ArrayBuffer> | null;
-  settle(call, false);
+  await settleBeforeLastByte(call);
   return new Response(body, init);
 }
 
@@ -148,9 +148,9 @@ function meteredStream(
           }
           if (chunk.done) {
             const rest = call.tap.drain();
+            await settleBeforeLastByte(call);
             if (rest) out.enqueue(rest);
             out.close();
-            settle(call, false);
             return;
           }
           const pass = call.tap.write(chunk.value);
@@ -173,4 +173,14 @@ function bytesOf(chunk: Uint8Array | string): Uint8Array {
 /** Settlement failures are logged and counted by the guard; the response has gone out already. */
 function settle(call: GuardedCall, aborted: boolean): void {
   call.finish({ aborted }).catch(() => {});
+}
+
+/**
+ * A complete body's settlement: written before its last bytes go where settlements commit first
+ * (SQLite: a call answered whole survives this process's crash with its real cost), else after.
+ */
+async function settleBeforeLastByte(call: GuardedCall): Promise<void> {
+  const settled = call.beforeLastByte();
+  if (settled) await settled;
+  else settle(call, false);
 }

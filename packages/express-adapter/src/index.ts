@@ -75,7 +75,12 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
       if (!res.headersSent && !call.tap.isStream) res.set(call.costHeaders());
       const held = call.tap.drain(); // a held JSON body, or a stream's last event: sent last
       if (held && out) write(out);
-      return end((held && out ? held : (out ?? held)) ?? undefined, callback);
+      const last = (held && out ? held : (out ?? held)) ?? undefined;
+      // Where settlements commit first (SQLite), the last bytes wait for the call's.
+      const settled = call.beforeLastByte();
+      if (!settled) return end(last, callback);
+      void settled.then(() => end(last, callback));
+      return res;
     }) as Response['end'];
     res.once('finish', () => void call.finish().catch(() => {}));
     res.once('close', () => {

@@ -176,6 +176,14 @@ export function internalsOf(storage: PgStorage): Internals {
  * Expects Postgres's default READ COMMITTED isolation: under REPEATABLE READ or SERIALIZABLE as a
  * session default, contending reservations fail with a serialization error (never a wrong admission).
  */
+/** An open reservation as the sweeps read it; `pending` also holds the holding process (migration 9). */
+interface OpenReservationRow {
+  id: string;
+  scopes: ScopeRef[];
+  amount_nano: number;
+  pending: (Partial<Omit<PendingCall, 'startTime'>> & { startTime: string; holder?: string }) | null;
+}
+
 export class PgStorage implements SpendStorage {
   readonly capabilities: StorageCapabilities = { sharedAcrossProcesses: true, name: 'postgres' };
   readonly #schema: string;
@@ -636,7 +644,12 @@ export class PgStorage implements SpendStorage {
       inputs.map((i) => i.now.toISOString()),
       inputs.map((i) => i.expiresAt.toISOString()),
       inputs.map((i) => i.mode ?? 'strict'),
-      JSON.stringify(inputs.map((i) => i.pending ?? null)),
+      // The holding process rides in the attribution (migration 9): `pending->>'holder'`.
+      JSON.stringify(
+        inputs.map((i) =>
+          i.processId === undefined ? (i.pending ?? null) : { ...i.pending, holder: i.processId },
+        ),
+      ),
       inputs.map((i) => i.scopes.length),
       ...scopeArrays(scopes),
     ];
@@ -685,25 +698,72 @@ export class PgStorage implements SpendStorage {
    */
   async expireReservations(now: Date, limit = 1000): Promise<number> {
     const { pool } = this.#ready();
-    const { rows } = await pool.query<{
-      id: string;
-      scopes: ScopeRef[];
-      amount_nano: number;
-      pending: (Omit<PendingCall, 'startTime'> & { startTime: string }) | null;
-    }>({
+    const { rows } = await pool.query<OpenReservationRow>({
       text: `SELECT id, scopes, amount_nano, pending FROM ${this.#q}.reservations
              WHERE expires_at <= $1 ORDER BY expires_at, id LIMIT $2`,
       values: [now.toISOString(), Math.max(0, Math.floor(limit))],
       types: int8AsNumber,
     });
+    return this.#chargeAtEstimate(rows, now);
+  }
+
+  /** Claiming settles of these open reservations at their amount (see `expireReservations`). */
+  async #chargeAtEstimate(rows: OpenReservationRow[], now: Date, deadProcesses = false): Promise<number> {
     const outcomes = await Promise.all(
       rows.map(({ id, scopes, amount_nano: amountNano, pending }) => {
-        const attribution = pending ? { ...pending, startTime: new Date(pending.startTime) } : null;
-        const log = expiredReservationLog(id, amountNano, attribution, now);
+        // A reservation made without a call holds only its process (`holder`) here.
+        const attribution = pending?.requestId
+          ? ({ ...pending, startTime: new Date(pending.startTime) } as PendingCall)
+          : null;
+        const dead = deadProcesses ? pending?.holder : undefined;
+        const log = expiredReservationLog(id, amountNano, attribution, now, dead);
         return this.#settle({ reservationId: id, scopes, costNano: amountNano, now, log }, true);
       }),
     );
     return outcomes.filter((o) => o.status === 'applied' || o.status === 'released').length;
+  }
+
+  async heartbeat(processId: string, at: Date): Promise<void> {
+    const { pool } = this.#ready();
+    await pool.query(
+      `INSERT INTO ${this.#q}.processes (id, heartbeat_at) VALUES ($1, $2)
+       ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at`,
+      [processId, at.toISOString()],
+    );
+  }
+
+  /**
+   * Charges the open reservations of processes whose beat is at or before `staleBefore`, each by a
+   * claiming settle as the TTL sweep does (a sweep racing another, or the call's own late settle,
+   * finds it taken). A process forgotten while it still lives (it stalled) is registered again by its
+   * next beat, and its reservations, which name it by id, are its own again.
+   */
+  async settleDeadProcesses(staleBefore: Date, now: Date, limit = 1000): Promise<number> {
+    const { pool } = this.#ready();
+    const max = Math.max(0, Math.floor(limit));
+    const { rows } = await pool.query<OpenReservationRow>({
+      // Open reservations are the calls in flight: a scan of them, no index to keep per reservation.
+      text: `SELECT r.id, r.scopes, r.amount_nano, r.pending FROM ${this.#q}.reservations r
+             JOIN ${this.#q}.processes p ON p.id = r.pending->>'holder'
+             WHERE p.heartbeat_at <= $1 ORDER BY r.id LIMIT $2`,
+      values: [staleBefore.toISOString(), max],
+      types: int8AsNumber,
+    });
+    const charged = await this.#chargeAtEstimate(rows, now, true);
+    // Their parallel-request leases (lease ids `<processId>:…`, see acquireRate) go with them.
+    await pool.query(
+      `DELETE FROM ${this.#q}.rate_leases l USING ${this.#q}.processes p
+       WHERE p.heartbeat_at <= $1 AND starts_with(l.lease_id, p.id || ':')`,
+      [staleBefore.toISOString()],
+    );
+    if (rows.length < max) {
+      await pool.query(
+        `DELETE FROM ${this.#q}.processes p WHERE p.heartbeat_at <= $1
+         AND NOT EXISTS (SELECT 1 FROM ${this.#q}.reservations r WHERE r.pending->>'holder' = p.id)`,
+        [staleBefore.toISOString()],
+      );
+    }
+    return charged;
   }
 
   /** `claim`: only if the reservation is still open (the TTL sweep); see `spendguard_settle_v2`. */

@@ -522,6 +522,22 @@ DROP TABLE reservations;
 ALTER TABLE reservations_compact RENAME TO reservations;
 `,
   },
+  {
+    version: 11,
+    name: 'process-heartbeats',
+    // Each process sharing the file beats here every few seconds; a reservation names its process by
+    // this table's integer id (a byte or two per row, not a 36-character id), and the reservations of
+    // a process whose beat stopped are charged by the others (settleDeadProcesses). AUTOINCREMENT: an
+    // id is never handed out again, so a reservation never names a process it was not made by.
+    sql: `
+CREATE TABLE processes (
+  id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+  name TEXT NOT NULL UNIQUE,
+  heartbeat_at INTEGER NOT NULL
+) STRICT;
+ALTER TABLE reservations ADD COLUMN holder INTEGER;
+`,
+  },
 ];
 
 /**

@@ -112,6 +112,15 @@ export const reservations = sqliteTable('reservations', {
   endUser: text('end_user'),
   /** JSON `string[]`; null when the call has no tags. */
   tags: text('tags'),
+  /** `processes.id` of the process holding it (migration 11); null: only the TTL settles it. */
+  holder: integer('holder'),
+});
+
+/** Each process's last heartbeat (migration 11), ms; `name` is the guard's process id. */
+export const processes = sqliteTable('processes', {
+  id: integer('id').primaryKey({ autoIncrement: true }),
+  name: text('name').notNull().unique(),
+  heartbeatAt: ms('heartbeat_at').notNull(),
 });
 
 export const spendLogs = sqliteTable(

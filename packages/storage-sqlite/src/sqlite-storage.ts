@@ -140,6 +140,8 @@ interface Open {
   settle: (input: SettleInput) => Promise<SettleResult>;
   release: (reservationId: string) => Promise<boolean>;
   expire: (now: Date, limit: number) => Promise<number>;
+  heartbeat: (processId: string, at: Date) => Promise<void>;
+  settleDead: (staleBefore: Date, now: Date, limit: number) => Promise<number>;
   acquireRate: (input: RateAcquireInput) => Promise<RateAcquireResult>;
   settleRate: (input: RateSettleInput) => Promise<void>;
   readBudgets: (scopes: ScopeRef[], now: Date) => BudgetState[];
@@ -205,7 +207,9 @@ export class SqliteStorage implements SpendStorage {
     this.#checkpointMs = checkpointIntervalMs;
     this.#userDatabase = database;
     const inMemory = database ? database.memory : path === ':memory:';
-    this.capabilities = { sharedAcrossProcesses: !inMemory, name: 'sqlite' };
+    // A commit is this process's own write to the WAL, in microseconds, and in the OS's page cache
+    // once it returns: it survives this process's crash (synchronous = NORMAL: not a power loss).
+    this.capabilities = { sharedAcrossProcesses: !inMemory, name: 'sqlite', commitsInProcess: true };
   }
 
   /** See `SpendStorage.isInputError`: a value SQLite refused (`refusedBySqlite`). */
@@ -809,6 +813,14 @@ export class SqliteStorage implements SpendStorage {
     return this.#ready().expire(now, limit);
   }
 
+  async heartbeat(processId: string, at: Date): Promise<void> {
+    return this.#ready().heartbeat(processId, at);
+  }
+
+  async settleDeadProcesses(staleBefore: Date, now: Date, limit = 1000): Promise<number> {
+    return this.#ready().settleDead(staleBefore, now, limit);
+  }
+
   async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
     const { orm } = this.#ready();
     const l = schema.spendLogs;
@@ -984,16 +996,23 @@ export class SqliteStorage implements SpendStorage {
     const s = prepareStatements(db, orm);
     const p = new ReservationProfiles(s);
     const group = new GroupCommit(db, () => new WriteBatch(s), p, refusedBySqlite);
+    const holders = new ProcessIds(s);
     return {
       db,
       orm,
       s,
       insert: db.transaction((entities: EntityInsert[]) => insertEntities(orm, s, entities)).immediate,
-      reserve: (input: ReserveInput) => group.submit((b) => reserveBudgets(s, p, b, input)),
+      reserve: (input: ReserveInput) => group.submit((b) => reserveBudgets(s, p, b, input, holders)),
       settle: (input: SettleInput) => group.submit((b) => settleReservation(s, p, b, input)),
       release: (reservationId: string) =>
         group.submit((b) => releaseReservation(s, p, b, reservationId, new Date())),
       expire: (now: Date, limit: number) => group.submit((b) => expireReservations(s, p, b, now, limit)),
+      heartbeat: async (processId: string, at: Date) => {
+        const id = await group.submit(() => s.beat.get(processId, at.getTime())!.id);
+        holders.committed(processId, id); // the row is committed: its id may name reservations
+      },
+      settleDead: (staleBefore: Date, now: Date, limit: number) =>
+        group.submit((b) => settleDeadProcesses(s, p, b, staleBefore, now, limit)),
       acquireRate: (input: RateAcquireInput) => group.submit(() => acquireRate(s, input)),
       settleRate: (input: RateSettleInput) => group.submit(() => settleRate(s, input)),
       // A read transaction, so that every counter comes from one snapshot.
@@ -1046,9 +1065,37 @@ function prepareStatements(db: Database.Database, orm: Orm) {
       'SELECT body FROM reservation_profiles WHERE id = ?',
     ),
     insertReservation: db.prepare<
-      [string, number, number, number, number, number | null, string | null, string | null, string | null]
+      [
+        string,
+        number,
+        number,
+        number,
+        number,
+        number | null,
+        string | null,
+        string | null,
+        string | null,
+        number | null,
+      ]
     >(
-      'INSERT INTO reservations (id, profile_id, amount_nano, expires_at, created_at, start_time, request_id, end_user, tags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO reservations (id, profile_id, amount_nano, expires_at, created_at, start_time, request_id, end_user, tags, holder) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+    ),
+    beat: db.prepare<[string, number], { id: number }>(
+      `INSERT INTO processes (name, heartbeat_at) VALUES (?, ?)
+       ON CONFLICT (name) DO UPDATE SET heartbeat_at = excluded.heartbeat_at RETURNING id`,
+    ),
+    processId: db.prepare<[string], { id: number }>('SELECT id FROM processes WHERE name = ?'),
+    // Open reservations are the calls in flight (hundreds at most): a scan, no index to keep per write.
+    deadReservations: db.prepare<[number, number], ReservationRow & { process: string }>(
+      `SELECT r.id, r.profile_id, r.amount_nano, r.start_time, r.request_id, r.end_user, r.tags, p.name AS process
+       FROM reservations r JOIN processes p ON p.id = r.holder WHERE p.heartbeat_at <= ? LIMIT ?`,
+    ),
+    freeDeadLeases: db.prepare<[number]>(
+      `DELETE FROM rate_leases WHERE EXISTS (SELECT 1 FROM processes p WHERE p.heartbeat_at <= ?
+         AND substr(rate_leases.lease_id, 1, length(p.name) + 1) = p.name || ':')`,
+    ),
+    forgetDead: db.prepare<[number]>(
+      'DELETE FROM processes WHERE heartbeat_at <= ? AND NOT EXISTS (SELECT 1 FROM reservations r WHERE r.holder = processes.id)',
     ),
     expiredReservations: db.prepare<[number, number], ReservationRow>(
       'SELECT id, profile_id, amount_nano, start_time, request_id, end_user, tags FROM reservations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
@@ -1294,6 +1341,7 @@ function reserveBudgets(
   p: ReservationProfiles,
   b: WriteBatch,
   input: ReserveInput,
+  holders: ProcessIds,
 ): ReserveResult {
   const next: BudgetState[] = [];
   for (const scope of input.scopes) {
@@ -1318,6 +1366,7 @@ function reserveBudgets(
       pending && pending.requestId !== input.reservationId ? pending.requestId : null,
       pending?.endUser ?? null,
       pending && pending.tags.length > 0 ? JSON.stringify(pending.tags) : null,
+      input.processId === undefined ? null : holders.idOf(input.processId),
     );
   } catch (err) {
     if (isKeyConflict(err)) throw new StorageConflictError('reservation', input.reservationId);
@@ -1473,27 +1522,76 @@ function expireReservations(
   limit: number,
 ): number {
   const rows = s.expiredReservations.all(now.getTime(), limit);
-  for (const row of rows) {
-    const profile = p.get(row.profile_id);
-    const pending: PendingCall | null = profile.call && {
-      requestId: row.request_id ?? row.id,
-      ...profile.call,
-      endUser: row.end_user,
-      tags: row.tags === null ? [] : (JSON.parse(row.tags) as string[]),
-      startTime: new Date(row.start_time ?? now.getTime()),
-    };
-    const log = expiredReservationLog(row.id, row.amount_nano, pending, now);
-    // settle() releases the reservation and charges its amount, as the contract says.
-    settleReservation(s, p, b, {
-      reservationId: row.id,
-      scopes: profile.scopes.slice(),
-      costNano: row.amount_nano,
-      now,
-      log,
-    });
-    releaseReservation(s, p, b, row.id, now); // only left if that request id was already logged: release it
-  }
+  for (const row of rows) chargeAtEstimate(s, p, b, row, now);
   return rows.length;
+}
+
+/** Charges the open reservations of the processes whose last beat is at or before `staleBefore`. */
+function settleDeadProcesses(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  staleBefore: Date,
+  now: Date,
+  limit: number,
+): number {
+  const rows = s.deadReservations.all(staleBefore.getTime(), limit);
+  for (const row of rows) chargeAtEstimate(s, p, b, row, now, row.process);
+  s.freeDeadLeases.run(staleBefore.getTime());
+  if (rows.length < limit) s.forgetDead.run(staleBefore.getTime());
+  return rows.length;
+}
+
+/** Charges one open reservation at its amount, with its call's attribution (see `expiredReservationLog`). */
+function chargeAtEstimate(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  row: ReservationRow,
+  now: Date,
+  deadProcess?: string,
+): void {
+  const profile = p.get(row.profile_id);
+  const pending: PendingCall | null = profile.call && {
+    requestId: row.request_id ?? row.id,
+    ...profile.call,
+    endUser: row.end_user,
+    tags: row.tags === null ? [] : (JSON.parse(row.tags) as string[]),
+    startTime: new Date(row.start_time ?? now.getTime()),
+  };
+  const log = expiredReservationLog(row.id, row.amount_nano, pending, now, deadProcess);
+  // settle() releases the reservation and charges its amount, as the contract says.
+  settleReservation(s, p, b, {
+    reservationId: row.id,
+    scopes: profile.scopes.slice(),
+    costNano: row.amount_nano,
+    now,
+    log,
+  });
+  releaseReservation(s, p, b, row.id, now); // only left if that request id was already logged: release it
+}
+
+/**
+ * The `processes.id` of each process id, as a reservation row names it. Learned from the heartbeat's
+ * own write once it committed; a process not known here (it never beat) is looked up, and one never
+ * registered names no process (its reservations are left to the TTL).
+ */
+class ProcessIds {
+  readonly #s: Statements;
+  readonly #ids = new Map<string, number>();
+
+  constructor(s: Statements) {
+    this.#s = s;
+  }
+
+  idOf(processId: string): number | null {
+    return this.#ids.get(processId) ?? this.#s.processId.get(processId)?.id ?? null;
+  }
+
+  /** A heartbeat committed: its row's id (a new one when the row had been forgotten meanwhile). */
+  committed(processId: string, id: number): void {
+    this.#ids.set(processId, id);
+  }
 }
 
 /** Counters with due resets applied in the answer only; the next guarded write persists them. */

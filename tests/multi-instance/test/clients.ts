@@ -107,6 +107,8 @@ export async function chat(
 /** A running load: its outcomes when done, and what is in flight meanwhile. */
 export interface LoadRun {
   done: Promise<CallOutcome[]>;
+  /** The outcomes so far, in the order the calls ended. */
+  outcomes: readonly CallOutcome[];
   /** Start times of the calls still waiting for their response headers, per instance. */
   waiting: Map<number, Set<number>>;
 }
@@ -142,7 +144,7 @@ export function runLoad(options: {
     }
   };
   const done = Promise.all(Array.from({ length: concurrency }, worker)).then(() => outcomes);
-  return { done, waiting };
+  return { done, outcomes, waiting };
 }
 
 /** Known costs of {@link CHAT}, in nano-dollars. */

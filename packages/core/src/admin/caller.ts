@@ -18,9 +18,9 @@ export type Caller =
  */
 export type RouteAccess = 'admin' | 'team' | 'self';
 
-/** 403 (authenticated, not allowed) in LiteLLM's error shape. */
-export function forbidden(message: string): SpendGuardError {
-  return new SpendGuardError('FORBIDDEN', `Authentication Error, ${message}`);
+/** 403 (authenticated, not allowed) in LiteLLM's error shape; `param` names the field refused. */
+export function forbidden(message: string, param?: string): SpendGuardError {
+  return new SpendGuardError('FORBIDDEN', `Authentication Error, ${message}`, { param });
 }
 
 /** Refuses a caller that is neither the master key nor an admin of `teamId`. */

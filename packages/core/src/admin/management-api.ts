@@ -66,6 +66,19 @@ import {
   windowsJson,
 } from './scope-routes.js';
 import { globalSpendReport, teamDailyActivity, userDailyActivity } from './spend-report-routes.js';
+import {
+  assertBudgetsWithin,
+  assertCapWithin,
+  assertMayUnblock,
+  assertModelsWithin,
+  assertRateLimitsWithin,
+  assertServerMetadataKept,
+  BLOCKED_BY,
+  blockerOf,
+  isBound,
+  type TeamBounds,
+  teamBounds,
+} from './team-bounds.js';
 import { TeamUserRoutes } from './team-user-routes.js';
 
 /** A management API request, in framework-neutral terms. */
@@ -148,6 +161,11 @@ export class ManagementApi {
 
   now(): Date {
     return this.guard.now();
+  }
+
+  /** Every route and who may call it (the role x route table of docs/access-control.md). @internal */
+  routeAccess(): Array<[route: string, access: RouteAccess]> {
+    return Object.entries(this.routes).map(([route, r]) => [route, r.access]);
   }
 
   /** Drops an end user's cached rate limits on this instance (others re-read within the key TTL). */
@@ -415,9 +433,11 @@ export class ManagementApi {
     const team = teamRef ? await this.resolveTeam(storage, teamRef) : null;
     assertManagesTeam(caller, team?.teamId ?? null, 'generate keys');
     if (caller.role === 'team_admin' && user && !user.teams.includes(team!.teamId)) {
-      throw forbidden(`user '${user.userId}' is not a member of team '${team!.teamId}'.`);
+      throw forbidden(`user '${user.userId}' is not a member of team '${team!.teamId}'.`, 'user_id');
     }
     const now = this.guard.now();
+    assertServerMetadataKept(b.metadata, null);
+    if (isBound(caller)) await this.assertKeyWithinTeam(storage, team!, b);
     const secret = b.key ?? generateVirtualKey();
     const record = newKeyRecord(secret, {
       userId: user?.userId ?? null,
@@ -426,7 +446,7 @@ export class ManagementApi {
       alias: b.key_alias ?? null,
       models: b.models,
       tags: b.tags,
-      metadata: b.metadata,
+      metadata: b.blocked ? { ...b.metadata, [BLOCKED_BY]: blockerOf(caller) } : b.metadata,
       blocked: b.blocked,
       expiresAt: b.duration ? expiryFrom(b.duration, now) : null,
     });
@@ -449,6 +469,23 @@ export class ManagementApi {
   }
 
   /**
+   * A team admin's key body within its team's bounds (`team-bounds.ts`): budgets under the team's cap,
+   * rate limits under the team's, models among the team's.
+   */
+  private async assertKeyWithinTeam(
+    storage: SpendStorage,
+    team: TeamRecord,
+    b: Parameters<typeof assertBudgetsWithin>[1] &
+      Parameters<typeof assertRateLimitsWithin>[1] & { models?: string[] },
+  ): Promise<TeamBounds> {
+    const bounds = await teamBounds(storage, team, this.now());
+    assertBudgetsWithin(bounds, b);
+    assertRateLimitsWithin(bounds, b);
+    assertModelsWithin(bounds, b.models, (m, teamModels) => this.guard.teamAllowsModel(m, teamModels));
+    return bounds;
+  }
+
+  /**
    * The key a management call names (by a secret, current or in grace, or by its id), checked against
    * what the caller may manage: the master key any, a team admin those of its teams.
    */
@@ -459,16 +496,21 @@ export class ManagementApi {
     return key;
   }
 
-  /** Applies a change to one key, drops it from this guard's cache (other instances hear of it). */
+  /**
+   * Applies a change to one key (found by `keyFor`), drops it from this guard's cache (other
+   * instances hear of it). A change of `blocked` records who blocked it (`BLOCKED_BY`).
+   */
   private async changeKey(
     storage: SpendStorage,
     caller: Caller,
+    found: KeyRecord,
     ref: string,
     patch: KeyPatch,
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<GuardResponse> {
-    const { tokenHash: hash } = await this.keyFor(storage, caller, ref, 'change this key');
+    const hash = found.tokenHash;
+    markBlocker(caller, found, patch);
     const key = await storage.updateKey(hash, patch, budget, also);
     this.guard.invalidateKey(hash);
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
@@ -516,13 +558,19 @@ export class ManagementApi {
     const { patch, budget } = this.keyChanges(b);
     const found = await this.keyFor(storage, caller, b.key, 'change this key');
     const hash = found.tokenHash;
-    this.applyTempIncrease(
-      b,
-      found,
-      patch,
-      budget,
-      (await storage.getBudgets([{ kind: 'key', id: hash }], this.now()))[0] ?? null,
-    );
+    assertServerMetadataKept(b.metadata, found.metadata);
+    const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.now());
+    this.applyTempIncrease(b, found, patch, budget, state ?? null);
+    if (isBound(caller)) {
+      const bounds = await this.boundsOfKey(storage, found, { ...b, max_budget: undefined });
+      // The cap the key ends with (a new max_budget, a temporary increase on top): checked when it
+      // changes, so that sending back a cap the master key set stays possible.
+      const was = state?.maxBudgetNano ?? null;
+      const next = budget.maxBudgetNano;
+      if (next != null && next !== was && !(was !== null && next < was)) {
+        assertCapWithin(bounds, b.temp_budget_increase != null ? 'temp_budget_increase' : 'max_budget', next);
+      }
+    }
     // Rate limits, per-model budgets and budget windows are written in the key's own transaction,
     // whose key change record makes every instance reload the key with all of them: all or nothing.
     const scope: ScopeRef = { kind: 'key', id: hash };
@@ -541,7 +589,18 @@ export class ManagementApi {
       deleteScopes: [...models.deleteScopes, ...windows.deleteScopes],
       upsertBudgets: [...models.upsertBudgets, ...windows.upsertBudgets],
     };
-    return this.changeKey(storage, caller, b.key, patch, budget, also);
+    return this.changeKey(storage, caller, found, b.key, patch, budget, also);
+  }
+
+  /** A team admin's change to a key of its team: within the team's bounds (see `assertKeyWithinTeam`). */
+  private async boundsOfKey(
+    storage: SpendStorage,
+    key: KeyRecord,
+    b: Parameters<ManagementApi['assertKeyWithinTeam']>[2],
+  ): Promise<TeamBounds> {
+    const team = key.teamId ? await storage.getTeam(key.teamId) : null;
+    if (!team) throw forbidden(`key '${key.tokenHash}' is in no team this key administers.`);
+    return this.assertKeyWithinTeam(storage, team, b);
   }
 
   /**
@@ -566,7 +625,14 @@ export class ManagementApi {
     const base = budget.maxBudgetNano !== undefined ? budget.maxBudgetNano : baseMaxNano(state, current);
     const metadata = withoutTempIncrease(patch.metadata ?? key.metadata);
     if (b.temp_budget_increase === undefined && b.temp_budget_expiry === undefined) {
-      if (!running) return;
+      if (!running) {
+        // An increase over but not yet ended by a call: new metadata without it must put the cap back.
+        if (current && patch.metadata !== undefined && !(TEMP_BASE in patch.metadata)) {
+          patch.metadata = metadata;
+          budget.maxBudgetNano = base;
+        }
+        return;
+      }
       // A new max_budget (or metadata) while an increase runs: keep it on top of the new base.
       if (base !== null && base + Math.round(running.increase * 1e9) > INPUT_LIMITS.maxUsd * 1e9)
         throw new SpendGuardError(
@@ -626,7 +692,8 @@ export class ManagementApi {
     blocked: boolean,
   ): Promise<GuardResponse> {
     const b = this.parseBody(req, keyRefSchema);
-    return this.changeKey(storage, caller, b.key, { blocked });
+    const found = await this.keyFor(storage, caller, b.key, 'change this key');
+    return this.changeKey(storage, caller, found, b.key, { blocked });
   }
 
   /**
@@ -651,6 +718,9 @@ export class ManagementApi {
     const now = this.guard.now();
     const secret = b.new_key ?? generateVirtualKey();
     const { patch, budget } = this.keyChanges(b);
+    assertServerMetadataKept(b.metadata, key.metadata);
+    if (isBound(caller)) await this.boundsOfKey(storage, key, b);
+    if (patch.blocked !== undefined) markBlocker(caller, key, patch);
     const regenerated = await storage.regenerateKey({
       tokenHash: key.tokenHash,
       newSecretHash: hashVirtualKey(secret),
@@ -892,6 +962,21 @@ export class ManagementApi {
       })),
     );
   }
+}
+
+/**
+ * Records who blocks a key in its metadata (`BLOCKED_BY`), drops it when the key is unblocked, and
+ * keeps it through a metadata change; refuses a team admin unblocking what the master key blocked.
+ */
+function markBlocker(caller: Caller, key: KeyRecord, patch: KeyPatch): void {
+  if (patch.blocked === false) assertMayUnblock(caller, key);
+  const was = key.blocked ? key.metadata[BLOCKED_BY] : undefined;
+  let by = was;
+  if (patch.blocked === false) by = undefined;
+  else if (patch.blocked === true && was !== 'proxy_admin') by = blockerOf(caller);
+  if (patch.metadata === undefined && by === key.metadata[BLOCKED_BY]) return;
+  const { [BLOCKED_BY]: _, ...rest } = patch.metadata ?? key.metadata;
+  patch.metadata = by === undefined ? rest : { ...rest, [BLOCKED_BY]: by };
 }
 
 function normalizePath(path: string): string {

@@ -11,6 +11,7 @@ import {
   type ScopeRef,
   type SpendStorage,
   type TeamPatch,
+  type TeamRecord,
   type UserPatch,
   type UserRecord,
 } from '../storage/storage-contract.js';
@@ -37,6 +38,14 @@ import {
   userListQuerySchema,
   userUpdateSchema,
 } from './schemas.js';
+import {
+  assertBudgetsWithin,
+  assertMayTakeIn,
+  assertRateLimitsWithin,
+  assertTeamSettingsUnchanged,
+  isBound,
+  teamBounds,
+} from './team-bounds.js';
 
 /**
  * LiteLLM's team, member and user lifecycle routes (`/team/update|delete|list`,
@@ -84,6 +93,20 @@ export class TeamUserRoutes {
     const b = this.api.parseBody(req, teamUpdateSchema);
     const team = await this.api.resolveTeam(storage, b.team_id);
     assertManagesTeam(caller, team.teamId, 'update this team');
+    if (isBound(caller)) {
+      const bounds = await teamBounds(storage, team, this.guard.now());
+      const [state] = await storage.getBudgets([{ kind: 'team', id: team.teamId }], this.guard.now());
+      assertTeamSettingsUnchanged(
+        {
+          ...bounds,
+          maxNano: state?.maxBudgetNano ?? null,
+          softNano: state?.softBudgetNano ?? null,
+          duration: state?.budgetDuration ?? null,
+        },
+        team,
+        b,
+      );
+    }
     const patch: TeamPatch = {};
     if (b.team_alias !== undefined) patch.teamAlias = b.team_alias;
     if (b.models !== undefined) patch.models = b.models;
@@ -160,6 +183,7 @@ export class TeamUserRoutes {
     const team = await this.api.resolveTeam(storage, b.team_id);
     assertManagesTeam(caller, team.teamId, 'add members to this team');
     const now = this.guard.now();
+    if (isBound(caller)) await this.assertMemberWithinTeam(storage, team, b);
     const writes: EntityInsert[] = [];
     const users: UserRecord[] = [];
     const budget = this.api.budgetInit(b.max_budget_in_team, null);
@@ -167,6 +191,7 @@ export class TeamUserRoutes {
     const rateLimits = rateLimitsFrom(b);
     for (const m of Array.isArray(b.member) ? b.member : [b.member]) {
       let user = await this.userByRef(storage, m);
+      if (isBound(caller)) assertMayTakeIn(caller, m, user);
       if (!user) {
         user = {
           userId: m.user_id ?? randomUUID(),
@@ -212,6 +237,17 @@ export class TeamUserRoutes {
     });
   }
 
+  /** A team admin's member budget and rate limits within the team's own (see `team-bounds.ts`). */
+  private async assertMemberWithinTeam(
+    storage: SpendStorage,
+    team: TeamRecord,
+    b: Parameters<typeof assertBudgetsWithin>[1] & Parameters<typeof assertRateLimitsWithin>[1],
+  ): Promise<void> {
+    const bounds = await teamBounds(storage, team, this.guard.now());
+    assertBudgetsWithin(bounds, b);
+    assertRateLimitsWithin(bounds, b);
+  }
+
   /** The member a body names, in a team the caller manages. */
   private async memberOf(
     storage: SpendStorage,
@@ -238,6 +274,7 @@ export class TeamUserRoutes {
   async memberUpdate(req: ManagementRequest, caller: Caller, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, memberUpdateSchema);
     const { team, user } = await this.memberOf(storage, caller, b, 'change members of this team');
+    if (isBound(caller)) await this.assertMemberWithinTeam(storage, team, b);
     const patch: { role?: MemberRole } = b.role === undefined ? {} : { role: b.role };
     const budget: Partial<BudgetInit> =
       b.max_budget_in_team === undefined

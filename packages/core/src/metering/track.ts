@@ -140,8 +140,22 @@ export class CallMeter {
     this.link(child.meter, child.state);
   }
 
+  /** The settlements of what the route `track()`ed, for `GuardedCall.beforeLastByte`. */
+  private tracked: Promise<unknown>[] = [];
+
+  /** Resolves once every `track()` so far is settled (written, or kept for retry). */
+  trackedSettled(): Promise<unknown> {
+    return Promise.allSettled(this.tracked);
+  }
+
   /** See {@link track}. */
-  async track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
+  track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
+    const done = this.trackNow(usage, options);
+    this.tracked.push(done);
+    return done;
+  }
+
+  private async trackNow(usage: unknown, options: TrackOptions): Promise<CallRecord> {
     if (!options || typeof options.model !== 'string' || options.model === '') {
       throw new TypeError(
         "spendguard track(usage, { model }): `model` must be the model's name, e.g. 'gpt-4o'",
@@ -168,7 +182,8 @@ export class CallMeter {
     this.trackedCalls += 1;
     this.link(child.meter, child.state);
     await this.releaseOwnReservation();
-    return child.finish();
+    // Where responses wait for their settlements, this one is written at once too.
+    return child.finish({ urgent: this.guard.settlesBeforeLastByte });
   }
 
   private link(child: CallMeter, childState: CallState): void {

@@ -44,13 +44,15 @@ export function fitsBudget(
 
 /**
  * The spend log of a reservation that expired unsettled (its process died mid-call): charged at the
- * reserved worst case and flagged, so spend is never under-counted.
+ * reserved worst case and flagged, so spend is never under-counted. `deadProcess`: charged because
+ * that process's heartbeat stopped (`settleDeadProcesses`), not for its TTL.
  */
 export function expiredReservationLog(
   reservationId: string,
   amountNano: number,
   pending: PendingCall | null,
   now: Date,
+  deadProcess?: string,
 ): SpendLogRecord {
   return {
     requestId: pending?.requestId ?? reservationId,
@@ -71,6 +73,9 @@ export function expiredReservationLog(
     status: 'failure',
     estimated: true,
     httpStatus: 0,
-    metadata: { expired_reservation: true, reservation_id: reservationId },
+    metadata:
+      deadProcess === undefined
+        ? { expired_reservation: true, reservation_id: reservationId }
+        : { expired_reservation: true, reservation_id: reservationId, process_died: deadProcess },
   };
 }

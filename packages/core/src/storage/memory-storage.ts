@@ -55,6 +55,7 @@ interface Reservation {
   amountNano: number;
   expiresAt: Date;
   pending: PendingCall | null;
+  processId: string | null;
 }
 
 /**
@@ -76,6 +77,8 @@ export class MemoryStorage implements SpendStorage {
   private readonly members = new Map<string, MemberRecord>();
   private readonly budgets = new Map<string, BudgetState>();
   private readonly reservations = new Map<string, Reservation>();
+  /** Each process's last heartbeat (ms). */
+  private readonly heartbeats = new Map<string, number>();
   private readonly logs = new Map<string, SpendLogRecord>();
   /** The daily rollups (see `RollupRow`), by their dimensions joined. */
   private readonly daily = new Map<string, RollupRow>();
@@ -535,6 +538,7 @@ export class MemoryStorage implements SpendStorage {
       amountNano: input.amountNano,
       expiresAt: input.expiresAt,
       pending: input.pending ? structuredClone(input.pending) : null,
+      processId: input.processId ?? null,
     });
     return { ok: true, states: structuredClone(next) };
   }
@@ -562,6 +566,37 @@ export class MemoryStorage implements SpendStorage {
       expired++;
     }
     return expired;
+  }
+
+  async heartbeat(processId: string, at: Date): Promise<void> {
+    this.heartbeats.set(processId, at.getTime());
+  }
+
+  async settleDeadProcesses(staleBefore: Date, now: Date, limit = 1000): Promise<number> {
+    const dead = (id: string | null) => {
+      const beat = id === null ? undefined : this.heartbeats.get(id);
+      return beat !== undefined && beat <= staleBefore.getTime();
+    };
+    let charged = 0;
+    for (const [id, r] of [...this.reservations]) {
+      if (charged >= limit) break;
+      // Another sweep (or the call's own settle) may have taken it since the loop began.
+      if (!dead(r.processId) || !this.reservations.has(id)) continue;
+      const log = expiredReservationLog(id, r.amountNano, r.pending, now, r.processId!);
+      await this.settle({ reservationId: id, scopes: r.scopes, costNano: r.amountNano, now, log });
+      await this.release(id); // only left if that request id was already logged
+      charged++;
+    }
+    const deadPrefixes = [...this.heartbeats.keys()].filter(dead).map((id) => `${id}:`);
+    for (const leases of this.rateLeases.values()) {
+      for (const lease of [...leases.keys()]) {
+        if (deadPrefixes.some((prefix) => lease.startsWith(prefix))) leases.delete(lease);
+      }
+    }
+    const holding = new Set([...this.reservations.values()].map((r) => r.processId));
+    for (const id of [...this.heartbeats.keys()])
+      if (dead(id) && !holding.has(id)) this.heartbeats.delete(id);
+    return charged;
   }
 
   async settle(input: SettleInput): Promise<SettleResult> {

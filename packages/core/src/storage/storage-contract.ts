@@ -268,7 +268,10 @@ export interface RateBucketState extends RateBucket {
 }
 
 export interface RateAcquireInput {
-  /** Names the call's parallel leases, released by `settleRate`. */
+  /**
+   * Names the call's parallel leases, released by `settleRate`. `<processId>:<unique>` for a process
+   * that beats (see `heartbeat`): `settleDeadProcesses` then frees the leases of a dead one.
+   */
   leaseId: string;
   /** Distinct buckets (core never passes one twice). */
   buckets: RateBucket[];
@@ -391,6 +394,11 @@ export interface ReserveInput {
   mode?: EnforcementMode;
   /** Attribution for the spend log written if the reservation expires unsettled. */
   pending?: PendingCall;
+  /**
+   * The process holding the reservation (see `heartbeat`): once that process's heartbeat is stale,
+   * `settleDeadProcesses` charges it. Absent, or a process that never beat: only the TTL does.
+   */
+  processId?: string;
 }
 
 export type ReserveResult =
@@ -551,6 +559,13 @@ export interface AlertClaim {
 export interface StorageCapabilities {
   /** Several processes may share this store and its budgets stay exact. */
   sharedAcrossProcesses: boolean;
+  /**
+   * A commit is made by this process itself, in microseconds, and survives the process's crash once
+   * it returns (an embedded database such as SQLite in WAL mode), rather than by a server a network
+   * round trip away. The guard then commits each call's settlement before the response's last byte
+   * leaves (see `settleBeforeLastByte`). Absent: false.
+   */
+  commitsInProcess?: boolean;
   /** Human-readable backend name for logs and /health. */
   name: string;
 }
@@ -746,6 +761,21 @@ export interface SpendStorage {
    * A later settle of the same request id finds the log and applies nothing. Returns how many expired.
    */
   expireReservations(now: Date, limit?: number): Promise<number>;
+  /**
+   * Records that process `processId` is alive at `at` (its first beat registers it). Every process
+   * sharing the store beats every few seconds; `settleDeadProcesses` reads the beats.
+   */
+  heartbeat(processId: string, at: Date): Promise<void>;
+  /**
+   * Atomically charges, as `expireReservations` does (spend log from `expiredReservationLog` with the
+   * dead process named), every open reservation whose `processId` last beat at or before
+   * `staleBefore`, at most `limit` of them (default 1000), due resets as of `now`; deletes the
+   * parallel-request leases of those processes (`leaseId` `<processId>:…`); then forgets the processes
+   * stale before then that hold nothing. A reservation without a process, or of one that
+   * never beat, is left to the TTL. Instances sweeping at once charge each reservation once; a later
+   * settle of the same request id applies nothing. Returns how many were charged.
+   */
+  settleDeadProcesses(staleBefore: Date, now: Date, limit?: number): Promise<number>;
 
   querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]>;
   /** Spend per tag from the daily rollups, over the UTC days `fromDay..toDay` (`YYYY-MM-DD`, inclusive). */

@@ -212,13 +212,15 @@ export class StorageGate {
    * one event-loop turn, which writes them in one transaction); when storage fails it is queued and
    * retried, and this resolves `false` (the spend is not lost, only late). `mayRaise`: false only when
    * the settlement costs at most what its call reserved, on the scopes it reserved (see `reserve`).
+   * `urgent`: a response waits for it, so it and the settlements waiting are handed to storage now.
    */
-  settle(input: SettleInput, mayRaise = true): Promise<boolean> {
+  settle(input: SettleInput, mayRaise = true, urgent = false): Promise<boolean> {
     if (this.options.settleBatchMs <= 0) return this.write(input);
     return new Promise((resolve) => {
       this.batch.push({ input, resolve });
       if (mayRaise) this.batchMayRaise = true;
-      if (this.batch.length >= MAX_SETTLE_BATCH) this.writeBatch();
+      // Urgent (a response waits on it): now, with whatever else waits (one transaction on SQLite).
+      if (urgent || this.batch.length >= MAX_SETTLE_BATCH) this.writeBatch();
       else this.batchTimer ??= setTimeout(() => this.writeBatch(), this.options.settleBatchMs);
     });
   }

@@ -923,6 +923,146 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it("charges the reservations of a process whose heartbeat stopped, flagged, once, and no one else's", async () => {
+      const s = await seeded({ key: budget(10) });
+      const ttl = new Date(T0.getTime() + 600_000);
+      const at = (ms: number) => new Date(T0.getTime() + ms);
+      const pending = {
+        requestId: 'call-a',
+        callType: 'acompletion',
+        apiKeyHash: 'k1',
+        model: 'gpt-4o',
+        userId: 'u1',
+        teamId: 't1',
+        endUser: 'end-a',
+        tags: ['prod'],
+        startTime: T0,
+      };
+      const reserve = (reservationId: string, scopes: ScopeRef[], amountNano: number, processId?: string) =>
+        s.reserve({
+          reservationId,
+          scopes,
+          amountNano,
+          now: T0,
+          expiresAt: ttl,
+          processId,
+          pending: undefined,
+        });
+      await s.heartbeat('proc-a', T0);
+      await s.heartbeat('proc-b', T0);
+      await s.reserve({
+        reservationId: 'call-a',
+        scopes: [K, U, T],
+        amountNano: 300,
+        now: T0,
+        expiresAt: ttl,
+        pending,
+        processId: 'proc-a',
+      });
+      await reserve('ra-2', [K], 7, 'proc-a');
+      await reserve('rb', [K], 50, 'proc-b');
+      await reserve('rn', [K], 20); // no process: the TTL's
+      await reserve('rx', [K], 10, 'proc-never-beat'); // the TTL's too
+      // A parallel slot each (leases named after their process), and one of a process that never beat.
+      const slot = (scope: ScopeRef) => ({ scope, metric: 'parallel' as const, model: '', limit: 1 });
+      for (const [leaseId, scope] of [
+        ['proc-a:1', K],
+        ['proc-b:1', U],
+        ['proc-never-beat:1', T],
+      ] as const) {
+        const lease = { leaseId, buckets: [slot(scope)], now: T0, windowMs: 60_000, leaseExpiresAt: ttl };
+        expect((await s.acquireRate(lease)).ok).toBe(true);
+      }
+      await s.heartbeat('proc-b', at(5_000));
+
+      // Nothing has beaten at or before a second before T0; proc-a alone at or before T0 + 1 s.
+      expect(await s.settleDeadProcesses(at(-1), at(5_000))).toBe(0);
+      expect(await s.settleDeadProcesses(at(1_000), at(5_000))).toBe(2);
+      for (const scope of [U, T])
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 300, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 307, reservedNano: 80 });
+      expect(await raw(s).openReservations()).toBe(3);
+      // proc-a's parallel slot is free again; the others' are still held.
+      expect(await raw(s).rateLeases()).toBe(2);
+      const again = (leaseId: string, scope: ScopeRef) =>
+        s.acquireRate({
+          leaseId,
+          buckets: [slot(scope)],
+          now: at(5_000),
+          windowMs: 60_000,
+          leaseExpiresAt: ttl,
+        });
+      expect((await again('proc-c:1', K)).ok).toBe(true);
+      expect((await again('proc-c:2', U)).ok).toBe(false);
+      expect((await again('proc-c:3', T)).ok).toBe(false);
+      const [logged] = await s.querySpendLogs({ requestId: 'call-a' });
+      const { startTime, ...attribution } = pending;
+      expect(logged).toMatchObject({
+        ...attribution,
+        spendNano: 300,
+        estimated: true,
+        status: 'failure',
+        metadata: { expired_reservation: true, process_died: 'proc-a' },
+      });
+      expect(logged?.startTime.toISOString()).toBe(startTime.toISOString());
+      expect(logged?.endTime.toISOString()).toBe(at(5_000).toISOString());
+      const [unattributed] = await s.querySpendLogs({ requestId: 'ra-2' });
+      expect(unattributed).toMatchObject({ spendNano: 7, metadata: { process_died: 'proc-a' } });
+      expect(await s.spendByTag({})).toEqual([{ tag: 'prod', requests: 1, spendNano: 300 }]);
+
+      // Once: a second sweep charges nothing, and the process's late settle applies nothing.
+      expect(await s.settleDeadProcesses(at(1_000), at(6_000))).toBe(0);
+      const late = await s.settle({
+        reservationId: 'call-a',
+        scopes: [K, U, T],
+        costNano: 120,
+        now: at(6_000),
+        log: spendLogFixture('call-a'),
+      });
+      expect(late.applied).toBe(false);
+      expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 300, reservedNano: 0 });
+      // A process that beats again after it was given up on holds its new reservations again.
+      await s.heartbeat('proc-a', at(7_000));
+      await reserve('ra-3', [K], 5, 'proc-a');
+      expect(await s.settleDeadProcesses(at(4_000), at(8_000))).toBe(0);
+      // Both stop beating: their reservations go; the unowned ones stay for the TTL.
+      expect(await s.settleDeadProcesses(at(7_500), at(9_000))).toBe(2);
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 362, reservedNano: 30 });
+      expect(await raw(s).openReservations()).toBe(2);
+      expect(await s.expireReservations(ttl)).toBe(2);
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 392, reservedNano: 0 });
+      await s.close();
+    });
+
+    it("charges a dead process's reservations once when several instances sweep at the same time", async () => {
+      const s = await seeded();
+      const other = options.sibling ? await options.sibling(s) : s;
+      const n = 12;
+      await s.heartbeat('gone', T0);
+      for (let i = 0; i < n; i++) {
+        await s.reserve({
+          reservationId: `g-${i}`,
+          scopes: [K, T],
+          amountNano: 100 + i,
+          now: T0,
+          expiresAt: new Date(T0.getTime() + 600_000),
+          processId: 'gone',
+        });
+      }
+      const later = new Date(T0.getTime() + 20_000);
+      const swept = await Promise.all(
+        [s, other, s, other].map((store, i) => store.settleDeadProcesses(T0, later, i < 2 ? 5 : 1000)),
+      );
+      expect(swept.reduce((a, b) => a + b, 0)).toBe(n);
+      const total = Array.from({ length: n }, (_, i) => 100 + i).reduce((a, b) => a + b, 0);
+      for (const scope of [K, T])
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: total, reservedNano: 0 });
+      expect(await raw(s).openReservations()).toBe(0);
+      expect(await raw(s).spendLogCount()).toBe(n);
+      if (other !== s) await other.close();
+      await s.close();
+    });
+
     it('updates a key and its budget definition, keeping its spend', async () => {
       const s = await seeded({ key: budget(1) });
       await s.settle({

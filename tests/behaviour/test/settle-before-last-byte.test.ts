@@ -1,0 +1,89 @@
+/**
+ * On SQLite a call's settlement is committed before its response's last byte leaves, so a call the
+ * client received whole is in the store with its real cost even if the process dies the next instant
+ * (docs/crash-recovery.md). Checked by order of events on every adapter, JSON and streamed: the store
+ * is made slow to commit, and the client must never have the whole response before the commit.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { SettleInput } from '@spendguard/core';
+import { sqliteStorage } from '@spendguard/storage-sqlite';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+
+/** A real SQLite store whose settlements commit 30 ms late, each noting when it committed. */
+function slowToCommit(events: string[]) {
+  const storage = sqliteStorage({ path: join(mkdtempSync(join(tmpdir(), 'spendguard-last-byte-')), 's.db') });
+  const settle = storage.settle.bind(storage);
+  storage.settle = async (input: SettleInput) => {
+    // Only makes an answer sent before its commit show up first; nothing waits on this delay.
+    await new Promise((r) => setTimeout(r, 30));
+    const result = await settle(input);
+    events.push(`committed ${input.log.requestId}`);
+    return result;
+  };
+  return storage;
+}
+
+describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework) => {
+  let app: TestApp | undefined;
+  afterEach(async () => {
+    await app?.close();
+    app = undefined;
+  });
+
+  for (const stream of [false, true]) {
+    it(`${stream ? 'streamed' : 'JSON'}: the client has the whole response only after its spend is committed`, async () => {
+      const events: string[] = [];
+      app = await startTestApp(framework, { storage: slowToCommit(events) });
+      const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 10 })).body;
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model: 'gpt-4o-mini',
+            messages: [{ role: 'user', content: 'hi' }],
+            max_tokens: 5,
+            stream,
+          }),
+        });
+        expect(res.status).toBe(200);
+        const id = res.headers.get('x-litellm-call-id');
+        await res.text();
+        events.push(`received ${id}`);
+        expect(events.slice(-2)).toEqual([`committed ${id}`, `received ${id}`]);
+      }
+      // And it is there, at its real cost (not an estimate), as soon as the client has it.
+      const logs = (await admin(app, 'GET', '/spend/logs')).body;
+      expect(logs).toHaveLength(3);
+      for (const log of logs) expect(log.metadata).not.toHaveProperty('expired_reservation');
+      expect(app.guard.settlesBeforeLastByte).toBe(true);
+    });
+  }
+
+  it('off when asked (settleBeforeLastByte: false): the response does not wait for the commit', async () => {
+    const events: string[] = [];
+    app = await startTestApp(framework, {
+      storage: slowToCommit(events),
+      guardOptions: { settleBeforeLastByte: false },
+    });
+    const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 10 })).body;
+    const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: 'gpt-4o-mini',
+        messages: [{ role: 'user', content: 'hi' }],
+        max_tokens: 5,
+      }),
+    });
+    const id = res.headers.get('x-litellm-call-id');
+    await res.text();
+    events.push(`received ${id}`);
+    expect(app.guard.settlesBeforeLastByte).toBe(false);
+    await app.guard.flush();
+    expect(events).toEqual([`received ${id}`, `committed ${id}`]);
+  });
+});
