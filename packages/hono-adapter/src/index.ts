@@ -48,7 +48,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
     // The guard reads the body only once the key in the headers is known to be good.
     const outcome = await guard.admit({
       method: c.req.method,
-      path: c.req.path,
+      path: rawPath(c.req.url),
       header: (n) => c.req.header(n),
       readBody: async () => {
         const read = await readBody(c, guard);
@@ -72,7 +72,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
   const admin = new Hono().use(async function spendGuardAdmin(c, next) {
     try {
       const base = basePath(c).replace(/\/$/, '');
-      const path = c.req.path.slice(base.length) || '/';
+      const path = rawPath(c.req.url).slice(base.length) || '/';
       const dashboard = guard.dashboard.handles(path);
       if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
       const url = new URL(c.req.url);
@@ -104,6 +104,17 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
   });
 
   return Object.assign(middleware, { guard, admin });
+}
+
+/**
+ * The path as sent, escapes and all (as Express's `req.path`): `c.req.path` has some escapes decoded
+ * (`%5C` to `\`), and the core must see the same path whichever adapter it runs behind.
+ */
+function rawPath(url: string): string {
+  const start = url.indexOf('/', url.indexOf('//') + 2);
+  if (start === -1) return '/';
+  const end = url.indexOf('?', start);
+  return end === -1 ? url.slice(start) : url.slice(start, end);
 }
 
 /**

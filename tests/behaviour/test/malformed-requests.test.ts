@@ -79,6 +79,29 @@ describe.each(ADAPTERS)('malformed paths, queries and headers on $name', (framew
       param: 'key',
     },
     {
+      what: 'a NUL in the key',
+      method: 'POST',
+      path: '/key/sk-a%00b/regenerate',
+      headers: () => master,
+      status: 400,
+      param: 'key',
+    },
+    {
+      what: 'an escaped backslash in the key',
+      method: 'POST',
+      path: '/key/a%5Cb/regenerate',
+      headers: () => master,
+      status: 404,
+    },
+    {
+      what: 'a NUL in a log id',
+      method: 'GET',
+      path: '/ui/api/logs/a%00',
+      headers: () => ({ cookie: session.cookie }),
+      status: 400,
+      param: 'request_id',
+    },
+    {
       what: 'an unknown key in the path',
       method: 'POST',
       path: '/key/sk-nope%20x/regenerate',
@@ -197,6 +220,22 @@ describe.each(ADAPTERS)('malformed paths, queries and headers on $name', (framew
       expect(body.error.message).not.toMatch(/ at .*\.(ts|js):\d+/); // no stack trace
       if (c.param) expect(body.error.param).toBe(c.param);
     }
+  });
+
+  it('routes dot segments as Hono sees them, on every adapter: /key/../regenerate is no management route', async () => {
+    for (const path of ['/key/../regenerate', '/key/%2e%2e/regenerate', '/key/%2E./regenerate']) {
+      const res = await raw(app, 'POST', path, master, '{}');
+      expect([path, res.status]).toEqual([path, 404]);
+      expect(res.body).not.toContain('"error"'); // the app's own 404: the management API did not answer
+    }
+    // Resolved into a route, it is that route.
+    const regenerate = await raw(app, 'POST', '/key/./x/../regenerate', master, '{}');
+    expect([regenerate.status, JSON.parse(regenerate.body).error.code]).toEqual([400, '400']);
+    const listed = await raw(app, 'GET', '/team/x/../list', master);
+    expect([listed.status, listed.type]).toEqual([200, 'application/json; charset=utf-8']);
+    expect(JSON.parse(listed.body)).toEqual([]);
+    const ui = await raw(app, 'GET', '/x/../ui/api/session', { cookie: session.cookie });
+    expect(ui.status).toBe(200);
   });
 
   it('wrote nothing for any of them', async () => {

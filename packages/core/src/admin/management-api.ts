@@ -4,6 +4,7 @@ import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
+import { canonicalPath } from '../request-path.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -164,7 +165,7 @@ export class ManagementApi {
   }
 
   private route(method: string, path: string) {
-    const p = normalizePath(path);
+    const p = normalizePath(canonicalPath(path));
     // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path, decoded once the
     // caller is known (a malformed one is then a 400, never an exception out of `handles`).
     const m = /^\/key\/([^/]+)\/regenerate$/.exec(p);
@@ -884,8 +885,9 @@ export class ManagementApi {
 
 /** The `{key}` of `/key/{key}/regenerate`, percent-decoded; a malformed escape is the caller's 400. */
 function decodePathKey(raw: string): string {
+  let key: string;
   try {
-    return decodeURIComponent(raw);
+    key = decodeURIComponent(raw);
   } catch {
     throw new SpendGuardError(
       'BAD_REQUEST',
@@ -893,6 +895,17 @@ function decodePathKey(raw: string): string {
       { param: 'key' },
     );
   }
+  // No key holds a control character, and a store may refuse one (Postgres text cannot hold NUL).
+  if (/[\u0000-\u001f\u007f]/.test(key)) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      'The key in /key/{key}/regenerate must not hold control characters.',
+      {
+        param: 'key',
+      },
+    );
+  }
+  return key;
 }
 
 function normalizePath(path: string): string {

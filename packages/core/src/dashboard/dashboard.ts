@@ -4,6 +4,7 @@ import type { GuardResponse, SpendGuard } from '../guard.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { nanoToUsd } from '../money.js';
 import { bucketStart, type SpendGranularity, type SpendGroup, toReportDay } from '../queries.js';
+import { canonicalPath } from '../request-path.js';
 import type { ScopeKind, SpendLogQuery, SpendLogRecord, SpendStorage } from '../storage/storage-contract.js';
 import { utcDay } from '../storage/storage-contract.js';
 import { loadDashboardAssets } from './dashboard-assets.js';
@@ -121,11 +122,13 @@ export class Dashboard {
 
   /** True for `ui` and everything below it. */
   handles(path: string): boolean {
-    return path === '/ui' || path.startsWith('/ui/');
+    const p = canonicalPath(path);
+    return p === '/ui' || p.startsWith('/ui/');
   }
 
   async handle(req: DashboardRequest): Promise<DashboardResponse | null> {
     if (!this.handles(req.path)) return null;
+    req = { ...req, path: canonicalPath(req.path) };
     try {
       return await this.route(req);
     } catch (error) {
@@ -735,13 +738,18 @@ function originHost(origin: string): string | null {
   return URL.canParse(origin) ? new URL(origin).host : null;
 }
 
-/** A percent-encoded path segment, decoded; a malformed escape is the caller's 400. */
+/** A percent-encoded path segment, decoded; a malformed escape or a control character is the caller's 400. */
 function decodeParam(raw: string, param: string): string {
+  let value: string;
   try {
-    return decodeURIComponent(raw);
+    value = decodeURIComponent(raw);
   } catch {
     throw badRequest(`${param} in the path is not valid percent-encoding (e.g. %ZZ)`, param);
   }
+  // No id holds a control character, and a store may refuse one (Postgres text cannot hold NUL).
+  if (/[\u0000-\u001f\u007f]/.test(value))
+    throw badRequest(`${param} must not hold control characters`, param);
+  return value;
 }
 
 /**
