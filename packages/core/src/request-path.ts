@@ -11,3 +11,15 @@ export function canonicalPath(path: string): string {
   // Parsed after a fixed origin, so that a path starting `//` stays a path, never a host.
   return URL.canParse(`http://h${p}`) ? new URL(`http://h${p}`).pathname : p;
 }
+
+/**
+ * True when `value` holds a C0 control character or DEL: no id in a path holds one, and a store may
+ * refuse one (Postgres text cannot hold NUL), which must be the caller's 400, never a storage error.
+ */
+export function hasControlCharacter(value: string): boolean {
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x7f) return true;
+  }
+  return false;
+}

@@ -4,7 +4,7 @@ import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
-import { canonicalPath } from '../request-path.js';
+import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -895,8 +895,7 @@ function decodePathKey(raw: string): string {
       { param: 'key' },
     );
   }
-  // No key holds a control character, and a store may refuse one (Postgres text cannot hold NUL).
-  if (/[\u0000-\u001f\u007f]/.test(key)) {
+  if (hasControlCharacter(key)) {
     throw new SpendGuardError(
       'BAD_REQUEST',
       'The key in /key/{key}/regenerate must not hold control characters.',

@@ -4,7 +4,7 @@ import type { GuardResponse, SpendGuard } from '../guard.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { nanoToUsd } from '../money.js';
 import { bucketStart, type SpendGranularity, type SpendGroup, toReportDay } from '../queries.js';
-import { canonicalPath } from '../request-path.js';
+import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type { ScopeKind, SpendLogQuery, SpendLogRecord, SpendStorage } from '../storage/storage-contract.js';
 import { utcDay } from '../storage/storage-contract.js';
 import { loadDashboardAssets } from './dashboard-assets.js';
@@ -746,9 +746,7 @@ function decodeParam(raw: string, param: string): string {
   } catch {
     throw badRequest(`${param} in the path is not valid percent-encoding (e.g. %ZZ)`, param);
   }
-  // No id holds a control character, and a store may refuse one (Postgres text cannot hold NUL).
-  if (/[\u0000-\u001f\u007f]/.test(value))
-    throw badRequest(`${param} must not hold control characters`, param);
+  if (hasControlCharacter(value)) throw badRequest(`${param} must not hold control characters`, param);
   return value;
 }
 
