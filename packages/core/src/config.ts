@@ -81,6 +81,23 @@ export interface SpendGuardOptions {
   /** Largest JSON response the meter buffers to read usage from. @default 8 MiB */
   maxMeteredBodyBytes?: number;
   /**
+   * Largest request body the guard reads, in bytes: a larger one is refused with a 413 (at once when
+   * its `Content-Length` says so, without reading it). Bodies are read only once the caller's
+   * credential is checked.
+   * @default 10485760 (10 MiB)
+   * @example bodyLimitBytes: 2 * 1024 * 1024
+   */
+  bodyLimitBytes?: number;
+  /**
+   * Most request-body bytes this guard reads at once, over every request in progress (guarded routes,
+   * the management API, the dashboard): a request whose body would pass it is refused with a 503 and
+   * `Retry-After`, so that many large bodies at once cannot exhaust the process's memory. A body with a
+   * `Content-Length` holds its whole length from the start of its read; one without holds what has come.
+   * @default 134217728 (128 MiB)
+   * @example maxBodyBytesInFlight: 64 * 1024 * 1024
+   */
+  maxBodyBytesInFlight?: number;
+  /**
    * How budgets admit calls: `strict` (only if the worst case fits: spend never exceeds a cap),
    * `shrink` (LiteLLM's: while any headroom is left, counting calls in flight), `soft` (recorded spend only).
    * @default 'strict'
@@ -170,7 +187,29 @@ export interface DashboardOptions {
   password?: string;
   /** How long a login lasts. @default 43200000 (12 h) */
   sessionTtlMs?: number;
+  /**
+   * Failed sign-ins one client address may make within `loginWindowMs`; past it that client's sign-ins
+   * are refused with a 429 and `Retry-After` until its oldest failure leaves the window.
+   * @default 5
+   */
+  maxLoginFailuresPerClient?: number;
+  /**
+   * Failed sign-ins from all clients together within `loginWindowMs` (against guessing from many
+   * addresses); past it every sign-in is refused with a 429 until the oldest failure leaves the window.
+   * @default 50
+   */
+  maxLoginFailures?: number;
+  /** The sliding window failed sign-ins are counted over. @default 900000 (15 min) */
+  loginWindowMs?: number;
 }
+
+const DEFAULT_BODY_LIMIT = 10 * 1024 * 1024;
+
+const bytesOption = z
+  .number({ error: 'must be a positive whole number of bytes, e.g. 10 * 1024 * 1024' })
+  .refine((n) => Number.isSafeInteger(n) && n > 0, {
+    message: 'must be a positive whole number of bytes, e.g. 10 * 1024 * 1024',
+  });
 
 // LiteLLM's per-model fields: every cost field is a non-negative number (the pricing module reads
 // the ones it knows, e.g. `*_above_200k_tokens`, `*_priority`, `tiered_pricing`).
@@ -182,107 +221,131 @@ const priceOverride = z.record(z.string(), z.unknown()).superRefine((entry, ctx)
   }
 });
 
-const optionsSchema = z.object({
-  storage: z.custom<SpendStorage | Promise<SpendStorage>>(
-    (v) =>
-      typeof v === 'object' &&
-      v !== null &&
-      ('reserve' in v || typeof (v as Promise<unknown>).then === 'function'),
-    {
-      message:
-        'must be a SpendStorage (e.g. sqliteStorage() from @spendguard/storage-sqlite) or a promise of one',
-    },
-  ),
-  masterKey: z
-    .string()
-    .min(8, 'must be at least 8 characters; LiteLLM users usually start it with "sk-"')
-    .optional(),
-  modelPrices: z.record(z.string(), priceOverride).optional(),
-  modelAliases: z.record(z.string(), z.string()).optional(),
-  priceTable: z
-    .union([z.record(z.string(), z.unknown()), z.string().min(1), z.instanceof(URL)], {
-      error: 'must be a LiteLLM price table object, a file path or a URL',
-    })
-    .optional(),
-  priceTableRefreshMs: z.number().int().positive().optional(),
-  defaultMaxOutputTokens: z.number().int().positive().optional(),
-  budgetWaitMs: z.number().int().nonnegative().max(600_000, 'must be at most 600000 ms').optional(),
-  minOutputTokens: z.number().int().positive().optional(),
-  unpricedModels: z.enum(['refuse', 'allow'], { error: "must be 'refuse' or 'allow'" }).optional(),
-  keyCacheSize: z.number().int().positive().optional(),
-  keyCacheTtlMs: z.number().int().nonnegative().optional(),
-  reservationTtlMs: z.number().int().positive().optional(),
-  maxMeteredBodyBytes: z.number().int().positive().optional(),
-  enforcement: z
-    .enum(['strict', 'shrink', 'soft'], { error: "must be 'strict', 'shrink' or 'soft'" })
-    .optional(),
-  onStorageError: z.enum(['deny', 'allow'], { error: "must be 'deny' or 'allow'" }).optional(),
-  storageTimeoutMs: z.number().int().positive().optional(),
-  maxPendingSettlements: z.number().int().positive().optional(),
-  settleBatchMs: z.number().int().nonnegative().max(1000, 'must be at most 1000 ms').optional(),
-  callContext: z.boolean().optional(),
-  reservationSweepMs: z.number().int().nonnegative().optional(),
-  heartbeatGraceMs: z
-    .number()
-    .int()
-    .refine((ms) => ms === 0 || ms >= 1000, {
-      message: 'must be 0 (off) or at least 1000 ms, e.g. 10000: a process beats every quarter of it',
-    })
-    .optional(),
-  settleBeforeLastByte: z.boolean().optional(),
-  shutdownTimeoutMs: z.number().int().nonnegative().optional(),
-  logger: z
-    .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
-    .optional(),
-  now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
-  globalBudget: z
-    .object({
-      maxBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable(),
-      budgetDuration: z
-        .string()
-        .refine(isValidBudgetDuration, {
-          message: "is not a duration; use e.g. '1d', '7d', '1mo' or 'monthly'",
-        })
-        .nullable()
-        .optional(),
-      softBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable().optional(),
-    })
-    .optional(),
-  alerts: z
-    .object({
-      webhookUrl: z
-        .string({ error: 'must be the http(s) URL alerts are POSTed to' })
-        .refine((u) => /^https?:\/\//.test(u) && URL.canParse(u), {
-          message: 'must be an http(s) URL, e.g. https://hooks.example.com/spendguard',
-        }),
-      secret: z
-        .string({ error: 'must be a string: the HMAC key that signs each delivery' })
-        .min(16, 'must be at least 16 characters (use a random secret; receivers verify with it)'),
-      thresholds: z
-        .array(
-          z
-            .number()
-            .positive('must be a percentage above 0')
-            .max(10_000, 'must be a percentage, at most 10000'),
-          { error: 'must be an array of percentages of max_budget, e.g. [50, 80, 95, 100]' },
-        )
-        .optional(),
-      retries: z.number().int().min(0).max(20, 'must be at most 20').optional(),
-      retryDelayMs: z.number().int().nonnegative().optional(),
-      timeoutMs: z.number().int().positive().optional(),
-    })
-    .optional(),
-  dashboard: z
-    .object({
-      username: z.string().min(1, 'must not be empty').optional(),
-      password: z
-        .string()
-        .min(8, 'must be at least 8 characters (it guards every key and budget)')
-        .optional(),
-      sessionTtlMs: z.number().int().positive().optional(),
-    })
-    .optional(),
-});
+const optionsSchema = z
+  .object({
+    storage: z.custom<SpendStorage | Promise<SpendStorage>>(
+      (v) =>
+        typeof v === 'object' &&
+        v !== null &&
+        ('reserve' in v || typeof (v as Promise<unknown>).then === 'function'),
+      {
+        message:
+          'must be a SpendStorage (e.g. sqliteStorage() from @spendguard/storage-sqlite) or a promise of one',
+      },
+    ),
+    masterKey: z
+      .string()
+      .min(8, 'must be at least 8 characters; LiteLLM users usually start it with "sk-"')
+      .optional(),
+    modelPrices: z.record(z.string(), priceOverride).optional(),
+    modelAliases: z.record(z.string(), z.string()).optional(),
+    priceTable: z
+      .union([z.record(z.string(), z.unknown()), z.string().min(1), z.instanceof(URL)], {
+        error: 'must be a LiteLLM price table object, a file path or a URL',
+      })
+      .optional(),
+    priceTableRefreshMs: z.number().int().positive().optional(),
+    defaultMaxOutputTokens: z.number().int().positive().optional(),
+    budgetWaitMs: z.number().int().nonnegative().max(600_000, 'must be at most 600000 ms').optional(),
+    minOutputTokens: z.number().int().positive().optional(),
+    unpricedModels: z.enum(['refuse', 'allow'], { error: "must be 'refuse' or 'allow'" }).optional(),
+    keyCacheSize: z.number().int().positive().optional(),
+    keyCacheTtlMs: z.number().int().nonnegative().optional(),
+    reservationTtlMs: z.number().int().positive().optional(),
+    maxMeteredBodyBytes: z.number().int().positive().optional(),
+    bodyLimitBytes: bytesOption.optional(),
+    maxBodyBytesInFlight: bytesOption.optional(),
+    enforcement: z
+      .enum(['strict', 'shrink', 'soft'], { error: "must be 'strict', 'shrink' or 'soft'" })
+      .optional(),
+    onStorageError: z.enum(['deny', 'allow'], { error: "must be 'deny' or 'allow'" }).optional(),
+    storageTimeoutMs: z.number().int().positive().optional(),
+    maxPendingSettlements: z.number().int().positive().optional(),
+    settleBatchMs: z.number().int().nonnegative().max(1000, 'must be at most 1000 ms').optional(),
+    callContext: z.boolean().optional(),
+    reservationSweepMs: z.number().int().nonnegative().optional(),
+    heartbeatGraceMs: z
+      .number()
+      .int()
+      .refine((ms) => ms === 0 || ms >= 1000, {
+        message: 'must be 0 (off) or at least 1000 ms, e.g. 10000: a process beats every quarter of it',
+      })
+      .optional(),
+    settleBeforeLastByte: z.boolean().optional(),
+    shutdownTimeoutMs: z.number().int().nonnegative().optional(),
+    logger: z
+      .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
+      .optional(),
+    now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
+    globalBudget: z
+      .object({
+        maxBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable(),
+        budgetDuration: z
+          .string()
+          .refine(isValidBudgetDuration, {
+            message: "is not a duration; use e.g. '1d', '7d', '1mo' or 'monthly'",
+          })
+          .nullable()
+          .optional(),
+        softBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable().optional(),
+      })
+      .optional(),
+    alerts: z
+      .object({
+        webhookUrl: z
+          .string({ error: 'must be the http(s) URL alerts are POSTed to' })
+          .refine((u) => /^https?:\/\//.test(u) && URL.canParse(u), {
+            message: 'must be an http(s) URL, e.g. https://hooks.example.com/spendguard',
+          }),
+        secret: z
+          .string({ error: 'must be a string: the HMAC key that signs each delivery' })
+          .min(16, 'must be at least 16 characters (use a random secret; receivers verify with it)'),
+        thresholds: z
+          .array(
+            z
+              .number()
+              .positive('must be a percentage above 0')
+              .max(10_000, 'must be a percentage, at most 10000'),
+            { error: 'must be an array of percentages of max_budget, e.g. [50, 80, 95, 100]' },
+          )
+          .optional(),
+        retries: z.number().int().min(0).max(20, 'must be at most 20').optional(),
+        retryDelayMs: z.number().int().nonnegative().optional(),
+        timeoutMs: z.number().int().positive().optional(),
+      })
+      .optional(),
+    dashboard: z
+      .object({
+        username: z.string().min(1, 'must not be empty').optional(),
+        password: z
+          .string()
+          .min(8, 'must be at least 8 characters (it guards every key and budget)')
+          .optional(),
+        sessionTtlMs: z.number().int().positive().optional(),
+        maxLoginFailuresPerClient: z
+          .number()
+          .int()
+          .positive('must be a whole number of failed sign-ins, 1 or more')
+          .optional(),
+        maxLoginFailures: z
+          .number()
+          .int()
+          .positive('must be a whole number of failed sign-ins, 1 or more')
+          .optional(),
+        loginWindowMs: z.number().int().positive('must be a whole number of milliseconds').optional(),
+      })
+      .optional(),
+  })
+  .superRefine((o, ctx) => {
+    const limit = o.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
+    if (o.maxBodyBytesInFlight !== undefined && o.maxBodyBytesInFlight < limit) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['maxBodyBytesInFlight'],
+        message: `must be at least bodyLimitBytes (${limit}), or no body of the largest size allowed could ever be read`,
+      });
+    }
+  });
 
 type OptionalOptions =
   | 'masterKey'
@@ -296,6 +359,12 @@ type OptionalOptions =
   | 'settleBeforeLastByte';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
+
+/** The default logger: one object, so that a warning said once per logger is said once per process. */
+const CONSOLE_LOGGER: GuardLogger = {
+  warn: (m) => console.warn(`[spendguard] ${m}`),
+  error: (m, e) => console.error(`[spendguard] ${m}`, e ?? ''),
+};
 
 /** Validates once, at creation, with messages that say how to fix the option. */
 export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
@@ -323,6 +392,8 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     keyCacheTtlMs: options.keyCacheTtlMs ?? 5_000,
     reservationTtlMs: options.reservationTtlMs ?? 600_000,
     maxMeteredBodyBytes: options.maxMeteredBodyBytes ?? 8 * 1024 * 1024,
+    bodyLimitBytes: options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT,
+    maxBodyBytesInFlight: options.maxBodyBytesInFlight ?? 128 * 1024 * 1024,
     enforcement: options.enforcement ?? 'strict',
     onStorageError: options.onStorageError ?? 'deny',
     storageTimeoutMs: options.storageTimeoutMs ?? 2_000,
@@ -333,10 +404,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     heartbeatGraceMs: options.heartbeatGraceMs ?? 10_000,
     settleBeforeLastByte: options.settleBeforeLastByte,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
-    logger: options.logger ?? {
-      warn: (m) => console.warn(`[spendguard] ${m}`),
-      error: (m, e) => console.error(`[spendguard] ${m}`, e ?? ''),
-    },
+    logger: options.logger ?? CONSOLE_LOGGER,
     now: options.now ?? (() => new Date()),
     alerts: options.alerts,
     globalBudget: options.globalBudget,

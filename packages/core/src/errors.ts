@@ -22,6 +22,7 @@ export const ERROR_STATUS = {
   RATE_LIMITED: 429,
   INTERNAL: 500,
   STORAGE_UNAVAILABLE: 503,
+  OVERLOADED: 503,
 } as const;
 
 export type SpendGuardErrorCode = keyof typeof ERROR_STATUS;
@@ -37,6 +38,7 @@ const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
   INVALID_MASTER_KEY: 'auth_error',
   FORBIDDEN: 'auth_error',
   STORAGE_UNAVAILABLE: 'service_unavailable',
+  OVERLOADED: 'service_unavailable',
   NOT_FOUND: 'not_found',
 };
 

@@ -10,6 +10,7 @@ import {
   setOutputCap,
 } from './admission/worst-case.js';
 import { BudgetAlerts } from './alerts/budget-alerts.js';
+import { BodyReader } from './body-reader.js';
 import { nextBudgetResetAt } from './budget-period.js';
 import { type GuardLogger, type ResolvedOptions, resolveOptions, type SpendGuardOptions } from './config.js';
 import { Dashboard } from './dashboard/dashboard.js';
@@ -54,11 +55,23 @@ export interface CallInput {
   path: string;
   /** Reads a request header (case-insensitive). */
   header: (name: string) => string | null | undefined;
-  /** The parsed JSON body, or `undefined` when the request had none. */
-  body: unknown;
+  /** The parsed JSON body, or `undefined` when the request had none (unused when `readBody` is given). */
+  body?: unknown;
   /** Size of the raw body in bytes, when the adapter read it (saves re-serialising). */
   bodyBytes?: number;
+  /**
+   * Reads and parses the body; called only once the key in the headers is known to be usable, so
+   * that an unauthenticated body is never read (see `guard.bodies`).
+   */
+  readBody?: () => Promise<{ body: unknown; bytes?: number }>;
 }
+
+/** Who a guarded call's headers say is calling, found before its body is read. */
+type Identity =
+  | { kind: 'master'; tokenHash: string }
+  | { kind: 'key'; tokenHash: string; ctx: KeyContext }
+  /** Storage is down under `onStorageError: 'allow'`, and this key was seen good: served unreserved. */
+  | { kind: 'unresolved'; tokenHash: string; ctx: KeyContext };
 
 /** A response the guard answers itself (a refusal), in framework-neutral terms. */
 export interface GuardResponse {
@@ -130,6 +143,11 @@ export class SpendGuard {
   /** Timeouts, failure policy and the settlement retry queue around every storage call. */
   readonly gate: StorageGate;
   /**
+   * Every request body the adapters read goes through it: `bodyLimitBytes` per body (413) and
+   * `maxBodyBytesInFlight` over all of them at once (503 with `Retry-After`).
+   */
+  readonly bodies: BodyReader;
+  /**
    * A `fetch` to give the provider SDKs a guarded route uses: each upstream call is admitted against
    * the budgets before it is sent and metered as its own row of the request. See `createGuardFetch`.
    * Reading it turns the call context on (see the `callContext` option): read it at start-up, as here.
@@ -171,6 +189,7 @@ export class SpendGuard {
       ? Buffer.from(hashVirtualKey(this.options.masterKey), 'latin1')
       : null;
     this.logger = this.options.logger;
+    this.bodies = new BodyReader(this.options.bodyLimitBytes, this.options.maxBodyBytesInFlight);
     if (this.options.callContext) useCallContext();
     this.prices = new PriceBook({
       overrides: this.options.modelPrices,
@@ -453,7 +472,13 @@ export class SpendGuard {
    */
   async admit(input: CallInput): Promise<AdmitOutcome> {
     try {
-      const call = await this.admitOrThrow(input);
+      // The key first, from the headers: an unauthenticated body is refused unread.
+      const identity = await this.identify(input.header, this.now());
+      if (input.readBody) {
+        const read = await input.readBody();
+        input = { ...input, body: read.body, bodyBytes: read.bytes };
+      }
+      const call = await this.admitOrThrow(input, identity);
       call.meter.prepare(input);
       return { ok: true, call };
     } catch (error) {
@@ -494,9 +519,32 @@ export class SpendGuard {
     return allow;
   }
 
-  private async admitOrThrow(input: CallInput): Promise<GuardedCall> {
+  /**
+   * Step 1 from the headers alone: the key presented, resolved and checked usable (401 otherwise),
+   * before anything reads the body.
+   */
+  private async identify(header: CallInput['header'], now: Date): Promise<Identity> {
+    const tokenHash = hashVirtualKey(readPresentedKey(header));
+    if (this.isMasterKeyHash(tokenHash)) return { kind: 'master', tokenHash };
+    let ctx: KeyContext | null;
+    try {
+      ctx = await this.resolveKey(tokenHash);
+    } catch (error) {
+      if (!this.servesThrough(error)) throw error;
+      // Storage is down and the policy is 'allow': only a key this process resolved before, usable
+      // and within its budgets when last seen, is served (unreserved); any other gets the 503.
+      const seen = this.keyCache.get(tokenHash, { allowStale: true }) ?? null;
+      if (!seen || !this.servableWhileDown(seen, now)) throw error;
+      return { kind: 'unresolved', tokenHash, ctx: seen };
+    }
+    if (!ctx)
+      throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
+    this.assertKeyUsable(ctx, now);
+    return { kind: 'key', tokenHash, ctx };
+  }
+
+  private async admitOrThrow(input: CallInput, identity: Identity): Promise<GuardedCall> {
     const startTime = this.now();
-    const presented = readPresentedKey(input.header);
     const body = isPlainObject(input.body) ? input.body : {};
     const model = typeof body.model === 'string' ? body.model : (modelFromPath(input.path) ?? '');
     const tags = readTags(body, input.header);
@@ -506,26 +554,17 @@ export class SpendGuard {
     if (model) assertText(model, 'model', INPUT_LIMITS.nameLength);
     if (endUser) assertText(endUser, typeof body.user === 'string' ? 'user' : 'x-litellm-end-user-id');
 
-    const tokenHash = hashVirtualKey(presented);
-    let ctx: KeyContext | null;
-    if (this.isMasterKeyHash(tokenHash)) {
+    const { tokenHash } = identity;
+    let ctx: KeyContext;
+    if (identity.kind === 'master') {
       // The master key has no budget of its own, but its calls are attributed to and enforced against
       // every scope that applies to them: the end user, the tags, the global budget.
       ctx = this.masterContext(tokenHash);
+    } else if (identity.kind === 'unresolved') {
+      ctx = identity.ctx;
+      return this.unreservedCall(ctx, { startTime, model, endUser, body, tags: withKeyTags(tags, ctx) });
     } else {
-      try {
-        ctx = await this.resolveKey(tokenHash);
-      } catch (error) {
-        if (!this.servesThrough(error)) throw error;
-        // Storage is down and the policy is 'allow': only a key this process resolved before, usable
-        // and within its budgets when last seen, is served (unreserved); any other gets the 503.
-        ctx = this.keyCache.get(tokenHash, { allowStale: true }) ?? null;
-        if (!ctx || !this.servableWhileDown(ctx, startTime)) throw error;
-        return this.unreservedCall(ctx, { startTime, model, endUser, body, tags: withKeyTags(tags, ctx) });
-      }
-      if (!ctx)
-        throw new SpendGuardError('INVALID_KEY', 'Authentication Error, Invalid proxy server token passed.');
-      this.assertKeyUsable(ctx, startTime);
+      ctx = identity.ctx;
       const increase = tempIncreaseOf(ctx.key);
       if (increase && increase.expiresAt <= startTime)
         ctx = await this.endTempIncrease(ctx, increase, tokenHash);

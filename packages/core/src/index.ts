@@ -86,6 +86,7 @@ export {
   compareBudgetUse,
   compareSpendReportRows,
   compareTagSpend,
+  type DashboardSessionRecord,
   type DeletedEntity,
   type EnforcementMode,
   type EntityInsert,

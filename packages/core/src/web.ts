@@ -13,11 +13,17 @@ import type { GuardedCall, GuardResponse } from './guard.js';
 export async function readBodyText(
   source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null | undefined,
   limitBytes: number,
+  /** Told the bytes read so far before each chunk is kept; throwing stops the read with that error. */
+  onBytes?: (bytesSoFar: number) => void,
 ): Promise<{ text: string; bytes: number; raw: Buffer }> {
   const chunks: Uint8Array[] = [];
   let bytes = 0;
   const tooLarge = () =>
     new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
+  const check = () => {
+    if (bytes > limitBytes) throw tooLarge();
+    onBytes?.(bytes);
+  };
   if (source && isUnreadNodeStream(source)) {
     await new Promise<void>((resolve, reject) => {
       const done = (error?: unknown) => {
@@ -28,8 +34,12 @@ export async function readBodyText(
       const onData = (chunk: Buffer) => {
         bytes += chunk.byteLength;
         // Stop keeping the body but never destroy the request: it drains, and the 413 reaches the client.
-        if (bytes > limitBytes) done(tooLarge());
-        else chunks.push(chunk);
+        try {
+          check();
+        } catch (error) {
+          return done(error);
+        }
+        chunks.push(chunk);
       };
       source.on('data', onData).on('end', done).on('error', done);
     });
@@ -42,7 +52,7 @@ export async function readBodyText(
         if (chunk.done) break;
         bytes += chunk.value.byteLength;
         // Stop reading but never destroy the request: the server drains it, and the 413 reaches the client.
-        if (bytes > limitBytes) throw tooLarge();
+        check();
         chunks.push(chunk.value);
       }
     } finally {

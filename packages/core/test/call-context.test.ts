@@ -16,6 +16,7 @@ beforeAll(() => {
   guard = createSpendGuard({
     storage,
     masterKey: MASTER,
+    dashboard: { password: 'a-dashboard-password' }, // not the master key: no warning about it
     logger: { warn: (m) => warnings.push(m), error: () => {} },
   });
 });

@@ -2,7 +2,6 @@ import {
   type AdapterOptions,
   type GuardResponse,
   parseJsonBody,
-  readBodyText,
   resolveAdapterOptions,
   type SpendGuard,
 } from '@spendguard/core';
@@ -29,7 +28,7 @@ type BodyRequest = Request & { _body?: boolean };
  * @example app.use('/v1', spendGuard())
  */
 export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(options, () =>
+  const { guard } = resolveAdapterOptions(options, () =>
     import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
   );
 
@@ -38,19 +37,12 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     res: Response,
     next: NextFunction,
   ) {
-    let body: unknown;
-    let bodyBytes: number | undefined;
-    try {
-      ({ body, bytes: bodyBytes } = await readJsonBody(req, limit, true));
-    } catch (error) {
-      return send(res, guard.errorResponse(error));
-    }
+    // The guard reads the body only once the key in the headers is known to be good.
     const outcome = await guard.admit({
       method: req.method,
       path: req.path,
       header: (n) => req.get(n),
-      body,
-      bodyBytes,
+      readBody: () => readJsonBody(req, guard, true),
     });
     if (!outcome.ok) return send(res, outcome.response);
     const call = outcome.call;
@@ -92,19 +84,21 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
   };
 
   const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {
-    const dashboard = guard.dashboard.handles(req.path);
-    if (!dashboard && !guard.management.handles(req.method, req.path)) return next();
     try {
-      const { body } = await readJsonBody(req, limit, false);
+      const dashboard = guard.dashboard.handles(req.path);
+      if (!dashboard && !guard.management.handles(req.method, req.path)) return next();
       const query = new URLSearchParams(req.originalUrl.split('?')[1] ?? '');
+      // Read only after the core has checked the credential (or, for a sign-in, its throttle).
+      const readBody = async (limit?: number) => (await readJsonBody(req, guard, false, limit)).body;
       if (dashboard) {
         const page = await guard.dashboard.handle({
           method: req.method,
           path: req.path,
           query,
           header: (n) => req.get(n),
-          body,
+          readBody,
           tls: req.secure,
+          clientIp: req.ip ?? req.socket.remoteAddress,
         });
         if (page) return void res.status(page.status).set(page.headers).end(page.body);
       }
@@ -113,12 +107,14 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
         path: req.path,
         query,
         header: (n) => req.get(n),
-        body,
+        readBody,
       });
       if (answer) send(res, answer);
       else next();
     } catch (error) {
+      // Never Express's HTML error page: whatever failed, the answer is JSON.
       if (!res.headersSent) send(res, guard.errorResponse(error));
+      else res.destroy();
     }
   };
 
@@ -146,11 +142,12 @@ function send(res: Response, answer: GuardResponse): void {
  */
 async function readJsonBody(
   req: BodyRequest,
-  limit: number,
+  guard: SpendGuard,
   parse: boolean,
+  limitBytes?: number,
 ): Promise<{ body: unknown; bytes: number | undefined }> {
   if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
-  const { text, bytes } = await readBodyText(req, limit);
+  const { text, bytes } = await guard.bodies.read(req, req.get('content-length'), limitBytes);
   req.body = parse ? parseJsonBody(text) : text;
   req._body = true;
   return { body: req.body, bytes };

@@ -1,10 +1,10 @@
+import type { IncomingMessage } from 'node:http';
 import {
   type AdapterOptions,
   type GuardedCall,
   isUnreadNodeStream,
   meterResponse,
   parseJsonBody,
-  readBodyText,
   resolveAdapterOptions,
   type SpendGuard,
   toWebResponse,
@@ -40,26 +40,20 @@ export interface SpendGuardMiddleware extends MiddlewareHandler<SpendGuardEnv> {
  * @example app.use('/v1/*', spendGuard())
  */
 export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(options, () =>
+  const { guard } = resolveAdapterOptions(options, () =>
     import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
   );
 
   const middleware: MiddlewareHandler<SpendGuardEnv> = async function spendGuard(c, next) {
-    let body: unknown;
-    let bodyBytes: number | undefined;
-    try {
-      const read = await readBody(c, limit);
-      body = parseJsonBody(read.text);
-      bodyBytes = read.bytes;
-    } catch (error) {
-      return toWebResponse(guard.errorResponse(error));
-    }
+    // The guard reads the body only once the key in the headers is known to be good.
     const outcome = await guard.admit({
       method: c.req.method,
-      path: c.req.path,
+      path: rawPath(c.req.url),
       header: (n) => c.req.header(n),
-      body,
-      bodyBytes,
+      readBody: async () => {
+        const read = await readBody(c, guard);
+        return { body: parseJsonBody(read.text), bytes: read.bytes };
+      },
     });
     if (!outcome.ok) return toWebResponse(outcome.response);
     const call = outcome.call;
@@ -76,29 +70,32 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
   };
 
   const admin = new Hono().use(async function spendGuardAdmin(c, next) {
-    const base = basePath(c).replace(/\/$/, '');
-    const path = c.req.path.slice(base.length) || '/';
-    const dashboard = guard.dashboard.handles(path);
-    if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
     try {
+      const base = basePath(c).replace(/\/$/, '');
+      const path = rawPath(c.req.url).slice(base.length) || '/';
+      const dashboard = guard.dashboard.handles(path);
+      if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
+      const url = new URL(c.req.url);
+      // Read only after the core has checked the credential (or, for a sign-in, its throttle).
+      const readBodyText = async (limit?: number) => (await readBody(c, guard, limit)).text;
       if (dashboard) {
-        const url = new URL(c.req.url);
         const page = await guard.dashboard.handle({
           method: c.req.method,
           path,
           query: url.searchParams,
           header: (n) => c.req.header(n),
-          body: (await readBody(c, limit)).text,
+          readBody: readBodyText,
           tls: url.protocol === 'https:',
+          clientIp: (c.env as { incoming?: IncomingMessage } | undefined)?.incoming?.socket?.remoteAddress,
         });
         if (page) return new Response(page.body as BodyInit, { status: page.status, headers: page.headers });
       }
       const answer = await guard.management.handle({
         method: c.req.method,
         path,
-        query: new URL(c.req.url).searchParams,
+        query: url.searchParams,
         header: (n) => c.req.header(n),
-        body: (await readBody(c, limit)).text,
+        readBody: readBodyText,
       });
       return answer ? toWebResponse(answer) : next();
     } catch (error) {
@@ -110,22 +107,38 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
 }
 
 /**
+ * The path as sent, escapes and all (as Express's `req.path`): `c.req.path` has some escapes decoded
+ * (`%5C` to `\`), and the core must see the same path whichever adapter it runs behind.
+ */
+function rawPath(url: string): string {
+  const start = url.indexOf('/', url.indexOf('//') + 2);
+  if (start === -1) return '/';
+  const end = url.indexOf('?', start);
+  return end === -1 ? url.slice(start) : url.slice(start, end);
+}
+
+/**
  * The body as text, read here up to the limit and put back for the route (as Hono's own bodyLimit
  * does), so that `c.req.json()` and `c.req.raw` still work there. One the app read first comes
  * from Hono's body cache.
  */
-async function readBody(c: Context, limit: number): Promise<{ text: string; bytes: number | undefined }> {
+async function readBody(
+  c: Context,
+  guard: SpendGuard,
+  limitBytes?: number,
+): Promise<{ text: string; bytes: number | undefined }> {
   if (c.req.raw.bodyUsed) return { text: await c.req.text(), bytes: undefined };
+  const contentLength = c.req.header('content-length');
   // @hono/node-server passes the Node request as c.env.incoming, and serves a request's body from
   // its `rawBody` when it carries one (as on Cloud Functions): the route's c.req.json() and
   // c.req.raw.body read the bytes read here, and no web Request is built for them.
   const incoming = (c.env as { incoming?: { rawBody?: Buffer } } | undefined)?.incoming;
   if (isUnreadNodeStream(incoming) && incoming.rawBody === undefined) {
-    const read = await readBodyText(incoming, limit);
+    const read = await guard.bodies.read(incoming, contentLength, limitBytes);
     incoming.rawBody = read.raw;
     return read;
   }
-  const read = await readBodyText(c.req.raw.body, limit);
+  const read = await guard.bodies.read(c.req.raw.body, contentLength, limitBytes);
   if (c.req.raw.body) c.req.raw = new Request(c.req.raw, { body: read.text });
   return read;
 }

@@ -10,6 +10,7 @@ import {
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
+  type DashboardSessionRecord,
   type DeletedEntity,
   type EntityInsert,
   expiredReservationLog,
@@ -973,6 +974,63 @@ export class PgStorage implements SpendStorage {
         now,
         claim.expiresAt?.toISOString() ?? null,
       ],
+    });
+    return res.rowCount === 1;
+  }
+
+  async createDashboardSession(session: DashboardSessionRecord, now: Date): Promise<void> {
+    const { pool } = this.#ready();
+    try {
+      // One statement: delete the expired sessions, then store this one.
+      await pool.query({
+        text: `WITH pruned AS (
+            DELETE FROM ${this.#q}.dashboard_sessions WHERE expires_at <= $6
+          )
+          INSERT INTO ${this.#q}.dashboard_sessions (id_hash, username, credential_mac, created_at, expires_at)
+          VALUES ($1, $2, $3, $4, $5)`,
+        values: [
+          session.idHash,
+          session.username,
+          session.credentialMac,
+          session.createdAt.toISOString(),
+          session.expiresAt.toISOString(),
+          now.toISOString(),
+        ],
+      });
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new StorageConflictError('dashboard session', session.idHash);
+      throw err;
+    }
+  }
+
+  async getDashboardSession(idHash: string, now: Date): Promise<DashboardSessionRecord | null> {
+    const { pool } = this.#ready();
+    const res = await pool.query<{
+      username: string;
+      credential_mac: string;
+      created_at: Date;
+      expires_at: Date;
+    }>({
+      text: `SELECT username, credential_mac, created_at, expires_at FROM ${this.#q}.dashboard_sessions
+        WHERE id_hash = $1 AND expires_at > $2`,
+      values: [idHash, now.toISOString()],
+    });
+    const row = res.rows[0];
+    if (!row) return null;
+    return {
+      idHash,
+      username: row.username,
+      credentialMac: row.credential_mac,
+      createdAt: new Date(row.created_at),
+      expiresAt: new Date(row.expires_at),
+    };
+  }
+
+  async deleteDashboardSession(idHash: string): Promise<boolean> {
+    const { pool } = this.#ready();
+    const res = await pool.query({
+      text: `DELETE FROM ${this.#q}.dashboard_sessions WHERE id_hash = $1`,
+      values: [idHash],
     });
     return res.rowCount === 1;
   }

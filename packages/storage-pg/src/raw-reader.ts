@@ -46,6 +46,10 @@ export function pgRawReader(storage: SpendStorage): RawStorageReader {
       const [row] = await query('SELECT count(*) AS n FROM $schema.rate_leases');
       return row?.n as number;
     },
+    async dashboardSessions() {
+      const [row] = await query('SELECT count(*) AS n FROM $schema.dashboard_sessions');
+      return Number(row?.n);
+    },
     async dumpText() {
       const { schema } = internalsOf(storage);
       const tables = await query(

@@ -293,6 +293,19 @@ export function defineTables(schema: string) {
     (t) => [primaryKey({ columns: [t.teamId, t.userId] }), index('team_members_user_id_idx').on(t.userId)],
   );
 
+  /** Dashboard sign-ins by the hash of the cookie's id (0010). */
+  const dashboardSessions = table(
+    'dashboard_sessions',
+    {
+      idHash: text('id_hash').primaryKey(),
+      username: text('username').notNull(),
+      credentialMac: text('credential_mac').notNull(),
+      createdAt: at('created_at').notNull(),
+      expiresAt: at('expires_at').notNull(),
+    },
+    (t) => [index('dashboard_sessions_expires_at_idx').on(t.expiresAt)],
+  );
+
   /** Applied schema versions (see `migrations.ts`). */
   const migrations = table('spendguard_migrations', {
     version: integer('version').primaryKey(),
@@ -318,6 +331,7 @@ export function defineTables(schema: string) {
     keyChanges,
     keySecrets,
     teamMembers,
+    dashboardSessions,
     migrations,
   };
 }

@@ -538,6 +538,22 @@ CREATE TABLE processes (
 ALTER TABLE reservations ADD COLUMN holder INTEGER;
 `,
   },
+  {
+    version: 12,
+    name: 'dashboard-sessions',
+    // Dashboard sign-ins, so that logout and expiry hold on every process sharing the file and across
+    // restarts. Keyed by the SHA-256 of the cookie's random id: the id itself is never stored.
+    sql: `
+CREATE TABLE dashboard_sessions (
+  id_hash TEXT PRIMARY KEY NOT NULL,
+  username TEXT NOT NULL,
+  credential_mac TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX dashboard_sessions_expires_at_idx ON dashboard_sessions (expires_at);
+`,
+  },
 ];
 
 /**

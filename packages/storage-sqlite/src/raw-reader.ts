@@ -34,6 +34,9 @@ export function sqliteRawReader(storage: SpendStorage): RawStorageReader {
     async rateLeases() {
       return db().prepare('SELECT count(*) FROM rate_leases').pluck().get() as number;
     },
+    async dashboardSessions() {
+      return db().prepare('SELECT count(*) FROM dashboard_sessions').pluck().get() as number;
+    },
     async dumpText() {
       const tables = db()
         .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")

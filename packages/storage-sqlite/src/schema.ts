@@ -276,6 +276,19 @@ export const alertClaims = sqliteTable(
   (t) => [primaryKey({ columns: [t.scopeKind, t.scopeId, t.period, t.threshold] })],
 );
 
+/** Dashboard sign-ins by the hash of the cookie's id (migration 12). */
+export const dashboardSessions = sqliteTable(
+  'dashboard_sessions',
+  {
+    idHash: text('id_hash').primaryKey(),
+    username: text('username').notNull(),
+    credentialMac: text('credential_mac').notNull(),
+    createdAt: ms('created_at').notNull(),
+    expiresAt: ms('expires_at').notNull(),
+  },
+  (t) => [index('dashboard_sessions_expires_at_idx').on(t.expiresAt)],
+);
+
 /** Applied schema versions (see `migrations.ts`). */
 export const migrationsTable = sqliteTable('spendguard_migrations', {
   version: integer('version').primaryKey(),

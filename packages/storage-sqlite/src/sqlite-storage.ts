@@ -10,6 +10,7 @@ import {
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
+  type DashboardSessionRecord,
   type DeletedEntity,
   decideRateBucket,
   type EntityInsert,
@@ -966,6 +967,41 @@ export class SqliteStorage implements SpendStorage {
     return changes === 1;
   }
 
+  async createDashboardSession(session: DashboardSessionRecord, now: Date): Promise<void> {
+    const { s } = this.#ready();
+    s.pruneDashboardSessions.run(now.getTime());
+    try {
+      s.insertDashboardSession.run(
+        session.idHash,
+        session.username,
+        session.credentialMac,
+        session.createdAt.getTime(),
+        session.expiresAt.getTime(),
+      );
+    } catch (error) {
+      if (isKeyConflict(error)) throw new StorageConflictError('dashboard session', session.idHash);
+      throw error;
+    }
+  }
+
+  async getDashboardSession(idHash: string, now: Date): Promise<DashboardSessionRecord | null> {
+    const { s } = this.#ready();
+    const row = s.selectDashboardSession.get(idHash, now.getTime());
+    if (!row) return null;
+    const [username, credentialMac, createdAt, expiresAt] = row;
+    return {
+      idHash,
+      username,
+      credentialMac,
+      createdAt: new Date(createdAt),
+      expiresAt: new Date(expiresAt),
+    };
+  }
+
+  async deleteDashboardSession(idHash: string): Promise<boolean> {
+    return this.#ready().s.deleteDashboardSession.run(idHash).changes === 1;
+  }
+
   async setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void> {
     const { s } = this.#ready();
     if (limits) s.upsertRateLimits.run(scope.kind, scope.id, JSON.stringify(limits));
@@ -1172,6 +1208,16 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     pruneAlertClaims: db.prepare<[number]>(
       'DELETE FROM alert_claims WHERE expires_at IS NOT NULL AND expires_at <= ?',
     ),
+    insertDashboardSession: db.prepare<[string, string, string, number, number]>(
+      'INSERT INTO dashboard_sessions (id_hash, username, credential_mac, created_at, expires_at) VALUES (?, ?, ?, ?, ?)',
+    ),
+    selectDashboardSession: db
+      .prepare<[string, number], [string, string, number, number]>(
+        'SELECT username, credential_mac, created_at, expires_at FROM dashboard_sessions WHERE id_hash = ? AND expires_at > ?',
+      )
+      .raw(),
+    deleteDashboardSession: db.prepare<[string]>('DELETE FROM dashboard_sessions WHERE id_hash = ?'),
+    pruneDashboardSessions: db.prepare<[number]>('DELETE FROM dashboard_sessions WHERE expires_at <= ?'),
   };
 }
 

@@ -72,15 +72,20 @@ export const FRAMEWORKS: Framework[] = [
 export interface DashboardApp {
   baseUrl: string;
   guard: SpendGuard;
+  /** The SQLite file: another instance (or a restart) opens it with `startDashboardApp(f, { dbPath })`. */
+  dbPath: string;
   admin(method: string, path: string, body?: unknown): Promise<any>;
   close(): Promise<void>;
 }
 
-export async function startDashboardApp(framework: Framework): Promise<DashboardApp> {
+export async function startDashboardApp(
+  framework: Framework,
+  o: { dbPath?: string; guardOptions?: Partial<AdapterOptions> } = {},
+): Promise<DashboardApp> {
   const simulator: Simulator = await startSimulator();
-  const dir = mkdtempSync(join(tmpdir(), 'spendguard-dashboard-'));
+  const dbPath = o.dbPath ?? join(mkdtempSync(join(tmpdir(), 'spendguard-dashboard-')), 'spend.db');
   const { server, guard } = framework.listen(
-    { storage: sqliteStorage({ path: join(dir, 'spend.db') }), masterKey: MASTER },
+    { storage: sqliteStorage({ path: dbPath }), masterKey: MASTER, ...o.guardOptions },
     simulator.url,
   );
   if (!server.listening) await new Promise((r) => server.once('listening', r));
@@ -88,6 +93,7 @@ export async function startDashboardApp(framework: Framework): Promise<Dashboard
   return {
     baseUrl,
     guard,
+    dbPath,
     async admin(method, path, body) {
       const res = await fetch(`${baseUrl}/admin${path}`, {
         method,

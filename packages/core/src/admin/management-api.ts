@@ -5,6 +5,7 @@ import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { assertQuery, assertText, INPUT_LIMITS } from '../input-hygiene.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
+import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -88,8 +89,13 @@ export interface ManagementRequest {
   path: string;
   query: URLSearchParams;
   header: (name: string) => string | null | undefined;
-  /** The raw body text (read as JSON whatever the Content-Type), or a body the app already parsed. */
-  body: string | unknown;
+  /**
+   * The raw body text (read as JSON whatever the Content-Type), or a body the app already parsed;
+   * unused when `readBody` is given.
+   */
+  body?: string | unknown;
+  /** Reads the body (as `body` above); called only once the caller's credential is checked. */
+  readBody?: () => Promise<string | unknown>;
 }
 
 type Handler = (
@@ -179,12 +185,13 @@ export class ManagementApi {
   }
 
   private route(method: string, path: string) {
-    const p = normalizePath(path);
-    // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path.
+    const p = normalizePath(canonicalPath(path));
+    // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path, decoded once the
+    // caller is known (a malformed one is then a 400, never an exception out of `handles`).
     const m = /^\/key\/([^/]+)\/regenerate$/.exec(p);
-    const pathKey = m ? decodeURIComponent(m[1]!) : undefined;
-    const route = this.routes[`${method.toUpperCase()} ${pathKey ? '/key/regenerate' : p}`];
-    return route ? { ...route, pathKey } : null;
+    const rawPathKey = m ? m[1]! : undefined;
+    const route = this.routes[`${method.toUpperCase()} ${rawPathKey ? '/key/regenerate' : p}`];
+    return route ? { ...route, rawPathKey } : null;
   }
 
   /** Answers a management request; `null` when the path is not a management route. */
@@ -204,13 +211,16 @@ export class ManagementApi {
     const route = this.route(req.method, req.path);
     if (!route) return null;
     try {
+      // The credential first, from the headers: an unauthenticated body is refused unread.
       const caller: Caller = trusted ? { role: 'proxy_admin' } : await this.authorize(req, route.access);
       // Query values and the path's key reach storage as lookups: checked here, once, for every route.
       assertQuery(req.query);
-      if (route.pathKey !== undefined) assertText(route.pathKey, 'key', INPUT_LIMITS.keyRefLength);
+      const pathKey = route.rawPathKey === undefined ? undefined : decodePathKey(route.rawPathKey);
+      if (pathKey !== undefined) assertText(pathKey, 'key', INPUT_LIMITS.keyRefLength);
+      if (req.readBody) req = { ...req, body: await req.readBody() };
       // guard.read: the settlements of calls already answered are written before this runs.
       return await this.guard.read(`${req.method} ${req.path}`, (storage) =>
-        route.handler(req, caller, storage, route.pathKey),
+        route.handler(req, caller, storage, pathKey),
       );
     } catch (error) {
       if (error instanceof StorageConflictError) {
@@ -977,6 +987,30 @@ function markBlocker(caller: Caller, key: KeyRecord, patch: KeyPatch): void {
   if (patch.metadata === undefined && by === key.metadata[BLOCKED_BY]) return;
   const { [BLOCKED_BY]: _, ...rest } = patch.metadata ?? key.metadata;
   patch.metadata = by === undefined ? rest : { ...rest, [BLOCKED_BY]: by };
+}
+
+/** The `{key}` of `/key/{key}/regenerate`, percent-decoded; a malformed escape is the caller's 400. */
+function decodePathKey(raw: string): string {
+  let key: string;
+  try {
+    key = decodeURIComponent(raw);
+  } catch {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      'The key in /key/{key}/regenerate is not valid percent-encoding (e.g. %ZZ); encode it with encodeURIComponent.',
+      { param: 'key' },
+    );
+  }
+  if (hasControlCharacter(key)) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      'The key in /key/{key}/regenerate must not hold control characters.',
+      {
+        param: 'key',
+      },
+    );
+  }
+  return key;
 }
 
 function normalizePath(path: string): string {

@@ -5,6 +5,7 @@ import { assertQuery, assertText, dateInRange, INPUT_LIMITS } from '../input-hyg
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { nanoToUsd } from '../money.js';
 import { bucketStart, type SpendGranularity, type SpendGroup, toReportDay } from '../queries.js';
+import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type { ScopeKind, SpendLogQuery, SpendLogRecord, SpendStorage } from '../storage/storage-contract.js';
 import { utcDay } from '../storage/storage-contract.js';
 import { loadDashboardAssets } from './dashboard-assets.js';
@@ -16,6 +17,7 @@ import {
   type Session,
   sessionCookie,
 } from './dashboard-session.js';
+import { LoginThrottle } from './login-throttle.js';
 
 /** A request below the management router's mount, e.g. `GET /ui/api/spend`. */
 export interface DashboardRequest {
@@ -23,10 +25,20 @@ export interface DashboardRequest {
   path: string;
   query: URLSearchParams;
   header: (name: string) => string | null | undefined;
-  /** The raw body text, or a body the app's own parser already made (JSON or a form). */
-  body: string | unknown;
+  /**
+   * The raw body text, or a body the app's own parser already made (JSON or a form); unused when
+   * `readBody` is given.
+   */
+  body?: string | unknown;
+  /**
+   * Reads the body (as `body` above), at most `limitBytes` when given; called only once the session
+   * (or, for a sign-in, the throttle) let the request in.
+   */
+  readBody?: (limitBytes?: number) => Promise<string | unknown>;
   /** The connection itself is TLS (an `x-forwarded-proto: https` header counts too). */
   tls: boolean;
+  /** The client's address, for sign-in throttling (Express: `req.ip`, so its `trust proxy` applies). */
+  clientIp?: string;
 }
 
 /** What the adapter sends: any body (HTML, CSS, JS, JSON, CSV), with its headers. */
@@ -37,6 +49,9 @@ export interface DashboardResponse {
 }
 
 const DAY_MS = 86_400_000;
+const warnedOfMasterPassword = new WeakSet<object>();
+/** A sign-in form is a username and a password: its body is read up to this, never the general limit. */
+const LOGIN_BODY_LIMIT = 16 * 1024;
 const GROUPS: SpendGroup[] = ['team', 'user', 'key', 'model', 'provider', 'customer', 'tag'];
 /**
  * Groupings that can have hundreds or thousands of groups: the Spend page shows their top
@@ -69,6 +84,7 @@ type Handler = (req: DashboardRequest, session: Session, storage: SpendStorage) 
  */
 export class Dashboard {
   private readonly sessions: DashboardSessions | null;
+  private readonly throttle: LoginThrottle;
   private readonly ttlMs: number;
   private readonly api: Record<string, Handler>;
 
@@ -77,6 +93,17 @@ export class Dashboard {
     this.ttlMs = o.sessionTtlMs ?? 12 * 3_600_000;
     const password = o.password ?? guard.options.masterKey;
     this.sessions = password ? new DashboardSessions(o.username ?? 'admin', password, this.ttlMs) : null;
+    if (password && password === guard.options.masterKey && !warnedOfMasterPassword.has(guard.logger)) {
+      warnedOfMasterPassword.add(guard.logger); // once per logger: once per process with the default one
+      guard.logger.warn(
+        'the dashboard password is the master key: whoever guesses it at ui/login also holds the management API. Set dashboard.password (UI_PASSWORD in the demo) to a password of its own.',
+      );
+    }
+    this.throttle = new LoginThrottle({
+      perClient: o.maxLoginFailuresPerClient ?? 5,
+      overall: o.maxLoginFailures ?? 50,
+      windowMs: o.loginWindowMs ?? 15 * 60_000,
+    });
     this.api = {
       'GET /session': async (_r, s) => json(200, { username: s.username, csrf_token: s.csrfToken }),
       'GET /spend': async (r, _s, st) => json(200, await this.spend(r, st, { everyGroup: false })),
@@ -96,11 +123,13 @@ export class Dashboard {
 
   /** True for `ui` and everything below it. */
   handles(path: string): boolean {
-    return path === '/ui' || path.startsWith('/ui/');
+    const p = canonicalPath(path);
+    return p === '/ui' || p.startsWith('/ui/');
   }
 
   async handle(req: DashboardRequest): Promise<DashboardResponse | null> {
     if (!this.handles(req.path)) return null;
+    req = { ...req, path: canonicalPath(req.path) };
     try {
       return await this.route(req);
     } catch (error) {
@@ -123,13 +152,18 @@ export class Dashboard {
         ).toJSON(),
       );
     }
-    const nowMs = this.guard.now().getTime();
-    const session = this.sessions.verify(readCookie(req.header('cookie'), SESSION_COOKIE), nowMs);
+    const now = this.guard.now();
+    const sessions = this.sessions;
+    const cookie = readCookie(req.header('cookie'), SESSION_COOKIE);
+    // From the cookie alone, before any body is read: storage errors answer 503, never "signed out".
+    const session = cookie
+      ? await this.guard.gate.call('dashboard session', (st) => sessions.verify(st, cookie, now))
+      : null;
     const secure = req.tls || (req.header('x-forwarded-proto') ?? '').split(',')[0]?.trim() === 'https';
 
     if (sub === '/login') {
       if (method === 'GET') return session ? redirect('./') : html(200, loginPage(null));
-      if (method === 'POST') return this.login(req, secure, nowMs);
+      if (method === 'POST') return this.login(req, secure, now);
     }
     if (!session) {
       // Pages send the browser to the login; everything else answers 401 JSON.
@@ -137,6 +171,7 @@ export class Dashboard {
       return json(401, unauthorized().toJSON());
     }
     if (method !== 'GET' && method !== 'HEAD') {
+      if (req.readBody) req = { ...req, body: await req.readBody() };
       const form = method === 'POST' ? formOf(req) : {};
       const token =
         req.header('x-csrf-token') ?? (typeof form.csrf_token === 'string' ? form.csrf_token : null);
@@ -153,7 +188,7 @@ export class Dashboard {
       }
     }
     if (sub === '/logout' && method === 'POST') {
-      this.sessions.revoke(session, nowMs);
+      await this.guard.gate.call('dashboard logout', (st) => sessions.revoke(st, session));
       return redirect('login', { 'set-cookie': sessionCookie('', 0, secure) });
     }
     if (sub === '/' && method === 'GET') return html(200, appPage(session.username, session.csrfToken));
@@ -167,8 +202,8 @@ export class Dashboard {
       const rest = sub.slice('/api'.length);
       assertQuery(req.query); // its values reach storage as filters
       if (method === 'GET' && rest.startsWith('/logs/')) {
-        const id = decodeURIComponent(rest.slice('/logs/'.length));
-        assertText(id, 'id', INPUT_LIMITS.nameLength);
+        const id = decodeParam(rest.slice('/logs/'.length), 'request_id');
+        assertText(id, 'request_id', INPUT_LIMITS.nameLength);
         return this.guard.read('dashboard log detail', (st) => this.logDetail(id, st));
       }
       const handler = this.api[`${method} ${rest}`];
@@ -177,20 +212,32 @@ export class Dashboard {
     return json(404, new SpendGuardError('NOT_FOUND', `No dashboard route ${method} ${req.path}`).toJSON());
   }
 
-  private async login(req: DashboardRequest, secure: boolean, nowMs: number): Promise<DashboardResponse> {
+  private async login(req: DashboardRequest, secure: boolean, now: Date): Promise<DashboardResponse> {
     // Login has no session yet to bind a token to; refuse a form posted from another origin instead.
     const origin = req.header('origin');
     const host = req.header('x-forwarded-host') ?? req.header('host');
-    if (origin && origin !== 'null' && host && new URL(origin).host !== host) {
-      return html(403, loginPage('This sign-in form was posted from another site.'));
+    if (origin && origin !== 'null' && host && originHost(origin) !== host) {
+      return signInRefused(req, 'FORBIDDEN', 'This sign-in form was posted from another site.');
     }
+    // Throttled before the body is read or the password looked at: a refused guess costs nothing.
+    const client = req.clientIp || 'unknown';
+    const nowMs = now.getTime();
+    const retryAfter = this.throttle.begin(client, nowMs);
+    if (retryAfter > 0) {
+      return signInRefused(req, 'RATE_LIMITED', `Too many failed sign-ins; try again in ${retryAfter} s.`, {
+        'retry-after': String(retryAfter),
+      });
+    }
+    if (req.readBody) req = { ...req, body: await req.readBody(LOGIN_BODY_LIMIT) };
     const form = formOf(req);
     const username = typeof form.username === 'string' ? form.username : '';
     const password = typeof form.password === 'string' ? form.password : '';
     if (!this.sessions!.checkCredentials(username, password)) {
-      return html(401, loginPage('Wrong username or password.'));
+      return signInRefused(req, 'INVALID_MASTER_KEY', 'Wrong username or password.');
     }
-    const { cookieValue } = this.sessions!.create(nowMs);
+    this.throttle.succeeded(client, nowMs);
+    const sessions = this.sessions!;
+    const { cookieValue } = await this.guard.gate.call('dashboard sign-in', (st) => sessions.create(st, now));
     return redirect('./', {
       'set-cookie': sessionCookie(cookieValue, Math.floor(this.ttlMs / 1000), secure),
     });
@@ -687,6 +734,39 @@ function formOf(req: DashboardRequest): Record<string, unknown> {
     }
   }
   return Object.fromEntries(new URLSearchParams(body));
+}
+
+/** The host of an `Origin` header; `null` when it is not a URL (then it matches no host). */
+function originHost(origin: string): string | null {
+  return URL.canParse(origin) ? new URL(origin).host : null;
+}
+
+/** A percent-encoded path segment, decoded; a malformed escape or a control character is the caller's 400. */
+function decodeParam(raw: string, param: string): string {
+  let value: string;
+  try {
+    value = decodeURIComponent(raw);
+  } catch {
+    throw badRequest(`${param} in the path is not valid percent-encoding (e.g. %ZZ)`, param);
+  }
+  if (hasControlCharacter(value)) throw badRequest(`${param} must not hold control characters`, param);
+  return value;
+}
+
+/**
+ * A refused sign-in (401, 403, 429): the sign-in page with the message for a browser's form (it
+ * accepts HTML), LiteLLM's JSON error for any other client.
+ */
+function signInRefused(
+  req: DashboardRequest,
+  code: 'INVALID_MASTER_KEY' | 'FORBIDDEN' | 'RATE_LIMITED',
+  message: string,
+  headers: Record<string, string> = {},
+): DashboardResponse {
+  const error = new SpendGuardError(code, message, { headers });
+  if (!(req.header('accept') ?? '').includes('text/html')) return json(error.status, error.toJSON(), headers);
+  const page = html(error.status, loginPage(message));
+  return { ...page, headers: { ...page.headers, ...headers } };
 }
 
 function unauthorized(): SpendGuardError {

@@ -12,6 +12,7 @@ import {
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
+  type DashboardSessionRecord,
   type DeletedEntity,
   type EntityInsert,
   isOptionalScope,
@@ -90,6 +91,7 @@ export class MemoryStorage implements SpendStorage {
   private readonly rateWindows = new Map<string, RateWindow>();
   /** Parallel leases: bucket key -> lease id -> expiry (ms). */
   private readonly rateLeases = new Map<string, Map<string, number>>();
+  private readonly dashboardSessions = new Map<string, DashboardSessionRecord>();
 
   async init(): Promise<void> {}
   async close(): Promise<void> {}
@@ -678,6 +680,24 @@ export class MemoryStorage implements SpendStorage {
     if (this.alertClaims.has(k)) return false;
     this.alertClaims.set(k, claim.expiresAt?.getTime() ?? null);
     return true;
+  }
+
+  async createDashboardSession(session: DashboardSessionRecord, now: Date): Promise<void> {
+    for (const [id, s] of this.dashboardSessions) {
+      if (s.expiresAt.getTime() <= now.getTime()) this.dashboardSessions.delete(id);
+    }
+    if (this.dashboardSessions.has(session.idHash))
+      throw new StorageConflictError('dashboard session', session.idHash);
+    this.dashboardSessions.set(session.idHash, structuredClone(session));
+  }
+
+  async getDashboardSession(idHash: string, now: Date): Promise<DashboardSessionRecord | null> {
+    const s = this.dashboardSessions.get(idHash);
+    return s && s.expiresAt.getTime() > now.getTime() ? structuredClone(s) : null;
+  }
+
+  async deleteDashboardSession(idHash: string): Promise<boolean> {
+    return this.dashboardSessions.delete(idHash);
   }
 
   async setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void> {

@@ -556,6 +556,23 @@ export interface AlertClaim {
   expiresAt: Date | null;
 }
 
+/**
+ * A dashboard sign-in, kept in the guard's store so that logout and expiry hold on every instance
+ * sharing it and across restarts.
+ */
+export interface DashboardSessionRecord {
+  /** SHA-256 (hex) of the random session id the cookie carries: the id itself is never stored. */
+  idHash: string;
+  username: string;
+  /**
+   * Binds the session to the credentials it was opened with (an HMAC keyed by the session id, so
+   * worthless without the cookie): a changed username or password ends it.
+   */
+  credentialMac: string;
+  createdAt: Date;
+  expiresAt: Date;
+}
+
 export interface StorageCapabilities {
   /** Several processes may share this store and its budgets stay exact. */
   sharedAcrossProcesses: boolean;
@@ -793,6 +810,13 @@ export interface SpendStorage {
    * `expiresAt` has passed may be dropped.
    */
   claimAlert(claim: AlertClaim): Promise<boolean>;
+
+  /** Stores a new dashboard session, and deletes the sessions expired at `now`. */
+  createDashboardSession(session: DashboardSessionRecord, now: Date): Promise<void>;
+  /** A dashboard session by its id's hash; `null` when there is none or it has expired at `now`. */
+  getDashboardSession(idHash: string, now: Date): Promise<DashboardSessionRecord | null>;
+  /** Ends a dashboard session (logout); `false` when there was none. */
+  deleteDashboardSession(idHash: string): Promise<boolean>;
 
   /** Sets (replaces) a scope's rate limits; `null` removes them. */
   setRateLimits(scope: ScopeRef, limits: RateLimits | null): Promise<void>;

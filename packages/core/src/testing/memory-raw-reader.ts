@@ -27,6 +27,9 @@ export function memoryRawReader(storage: SpendStorage): RawStorageReader {
       for (const leases of inner.rateLeases.values()) n += leases.size;
       return n;
     },
+    async dashboardSessions() {
+      return inner.dashboardSessions.size;
+    },
     async dumpText() {
       return JSON.stringify([...inner.keys.values(), ...inner.teams.values(), ...inner.users.values()]);
     },

@@ -33,6 +33,8 @@ export interface RawStorageReader {
   rateCounter(bucket: Pick<RateBucket, 'scope' | 'metric' | 'model'>): Promise<number | null>;
   /** Parallel-request leases stored (expired ones not yet pruned included). */
   rateLeases(): Promise<number>;
+  /** Dashboard sessions stored (expired ones not yet deleted included). */
+  dashboardSessions(): Promise<number>;
   /** Every stored value as text, to prove a plaintext key is never persisted. */
   dumpText(): Promise<string>;
 }
@@ -1938,6 +1940,40 @@ export function runStorageConformance(options: ConformanceOptions): void {
       if (other !== s) await other.close();
       await s.close();
     });
+    it('keeps dashboard sessions: found until they expire, gone once deleted, on every instance', async () => {
+      const s = await create();
+      const at = (minutes: number) => new Date(T0.getTime() + minutes * 60_000);
+      const session = (idHash: string, expiresAt: Date) => ({
+        idHash,
+        username: 'admin',
+        credentialMac: `mac-of-${idHash}`,
+        createdAt: T0,
+        expiresAt,
+      });
+      await s.createDashboardSession(session('sess-a', at(60)), T0);
+      await s.createDashboardSession(session('sess-b', at(10)), T0);
+      await expect(s.createDashboardSession(session('sess-a', at(90)), T0)).rejects.toBeInstanceOf(
+        StorageConflictError,
+      );
+      expect(await s.getDashboardSession('sess-a', at(1))).toEqual(session('sess-a', at(60)));
+      expect(await s.getDashboardSession('nope', at(1))).toBeNull();
+      // Expired at its expiry instant, and deleted by the next sign-in after it.
+      expect(await s.getDashboardSession('sess-b', at(10))).toBeNull();
+      expect(await raw(s).dashboardSessions()).toBe(2);
+      await s.createDashboardSession(session('sess-c', at(120)), at(11));
+      expect(await raw(s).dashboardSessions()).toBe(2);
+      // Logout on another instance (or after a restart) ends the session here too.
+      const other = options.sibling ? await options.sibling(s) : s;
+      expect(await other.getDashboardSession('sess-a', at(1))).toEqual(session('sess-a', at(60)));
+      expect(await other.deleteDashboardSession('sess-a')).toBe(true);
+      expect(await other.deleteDashboardSession('sess-a')).toBe(false);
+      expect(await s.getDashboardSession('sess-a', at(1))).toBeNull();
+      expect(await s.getDashboardSession('sess-c', at(1))).toEqual(session('sess-c', at(120)));
+      expect(await raw(s).dashboardSessions()).toBe(1);
+      if (other !== s) await other.close();
+      await s.close();
+    });
+
     it('regenerates a key: same record and counter, the old secret works only during its grace period', async () => {
       const s = await seeded({ key: budget(5) });
       await s.settle({
