@@ -524,6 +524,8 @@ describe.each(FRAMEWORKS)('fuzzing the edge on $name', (framework) => {
         now: () => T0,
         guardOptions: {
           reservationSweepMs: 0,
+          // Heartbeats write on a timer, not per request: off, so that the raw dumps compare requests only.
+          heartbeatGraceMs: 0,
           dashboard: {
             password: DASHBOARD_PASSWORD,
             maxLoginFailuresPerClient: 1000,

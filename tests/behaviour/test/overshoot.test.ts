@@ -253,7 +253,12 @@ describe.each(ADAPTERS)('no overshoot on $name', (framework) => {
   it.each(CASES)(
     '$name: one instance on SQLite',
     async (c) => {
-      apps.push(await startTestApp(framework, { simulator: { latencyMs: 20 } }));
+      apps.push(
+        await startTestApp(framework, {
+          simulator: { latencyMs: 20 },
+          guardOptions: { storageTimeoutMs: 10_000 },
+        }),
+      );
       await spend(apps, c);
     },
     60_000,
