@@ -98,6 +98,13 @@ export interface TestApp {
   dbPath: string;
   simulator: Simulator;
   guard: SpendGuard;
+  /**
+   * Resolves once every response the server has begun so far is closed (finished, or cut by either
+   * side) and the guard has written what those calls spent. The adapters settle a call when its
+   * response ends (Express on the response's 'finish', which can trail what the client received), so
+   * this is what a test waits on after a call, never a sleep.
+   */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -132,12 +139,23 @@ export async function startTestApp(framework: Framework, options: TestAppOptions
     options.appParsesBody ?? false,
   );
   if (!server.listening) await new Promise((r) => server.once('listening', r));
+  const open = new Set<Promise<void>>();
+  server.on('request', (_req, res) => {
+    const closed = new Promise<void>((resolve) => res.once('close', resolve));
+    open.add(closed);
+    void closed.then(() => open.delete(closed));
+  });
   const { port } = server.address() as AddressInfo;
   return {
     baseUrl: `http://127.0.0.1:${port}`,
     dbPath,
     simulator,
     guard,
+    async settled() {
+      // 'close' comes after the adapter's own 'finish' listener ran: the settlements are in flight.
+      while (open.size > 0) await Promise.all([...open]);
+      await guard.flush();
+    },
     async close() {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));

@@ -75,8 +75,7 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
     (await admin(app, 'POST', '/key/generate', { user_id: 'meter-alice', max_budget: 50, ...extra })).body
       .key as string;
   const logsOf = async (key: string): Promise<Log[]> => {
-    await new Promise((r) => setTimeout(r, 20)); // Express settles on 'finish', which may trail the client
-    await app.guard.flush();
+    await app.settled();
     return (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
   };
   const onlyLog = async (key: string) => {
@@ -247,8 +246,7 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
     });
     const slowKey = async () => (await admin(slow, 'POST', '/key/generate', {})).body.key as string;
     const slowLog = async (key: string) => {
-      await new Promise((r) => setTimeout(r, 50));
-      await slow.guard.flush();
+      await slow.settled();
       const logs = (await admin(slow, 'GET', `/spend/logs?api_key=${key}`)).body as Log[];
       expect(logs).toHaveLength(1);
       return logs[0]!;
@@ -324,8 +322,7 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
         );
         await res.body!.getReader().read();
         ac.abort();
-        await new Promise((r) => setTimeout(r, 200));
-        await slow.guard.flush();
+        await slow.settled();
         const [log] = (await admin(slow, 'GET', `/spend/logs?api_key=${key}`)).body as Log[];
         expect(log).toMatchObject({ prompt_tokens: 777, metadata: { estimated: true, stream_cut: true } });
         expect(log!.completion_tokens).toBeGreaterThan(0);
