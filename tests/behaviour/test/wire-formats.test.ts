@@ -470,7 +470,11 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
         if (provider === 'openai' && stream) expect(answer.body.usage).toBeUndefined();
         else if (provider === 'anthropic') expect(answer.body.usage).toMatchObject({ output_tokens: 150 });
         else expect(answer.body.usage).toMatchObject({ total_tokens: 2550 });
-        const expected = { 'gpt-4o': GPT_4O_RICH_NANO, 'gpt-4.1': GPT_41_RICH_NANO }[model] ?? SONNET_RICH_NANO;
+        const expected = {
+          'gpt-4o': GPT_4O_RICH_NANO,
+          'gpt-4.1': GPT_41_RICH_NANO,
+          'claude-sonnet-4-5': SONNET_RICH_NANO,
+        }[model];
         expect(nano(child!.spend)).toBe(expected);
       });
     }
