@@ -16,6 +16,8 @@
  *   SPENDGUARD_RESERVATION_TTL_MS    after this a reservation never settled (its process died) is charged at
  *                                    its estimate. Default 600000
  *   SPENDGUARD_RESERVATION_SWEEP_MS  how often this instance charges such reservations; 0: never. Default 30000
+ *   SPENDGUARD_KEY_CACHE_TTL_MS      how long a key is trusted from the cache when no change feed says
+ *                                    otherwise (see `keyCacheTtlMs`). Default 5000
  *   LLM_BASE_URL                     an OpenAI-compatible provider. Default: the built-in simulator
  *   SIM_LATENCY_MS                   the simulator's delay before each answer. Default 0
  *   UI_USERNAME, UI_PASSWORD         the dashboard's login (at /ui). Default: admin and the master key
@@ -81,6 +83,7 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
     storageTimeoutMs: envMs('SPENDGUARD_STORAGE_TIMEOUT_MS'),
     reservationTtlMs: envMs('SPENDGUARD_RESERVATION_TTL_MS'),
     reservationSweepMs: envMs('SPENDGUARD_RESERVATION_SWEEP_MS'),
+    keyCacheTtlMs: envMs('SPENDGUARD_KEY_CACHE_TTL_MS'),
     dashboard: {
       username: process.env.UI_USERNAME || undefined,
       password: process.env.UI_PASSWORD || undefined,
