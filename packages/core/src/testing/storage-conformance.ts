@@ -50,10 +50,12 @@ export interface ConformanceOptions {
   /** Parallel reservations in the concurrency case (default 60). */
   concurrency?: number;
   /**
-   * The store refuses a fractional nano-dollar amount (an INTEGER or BIGINT column): the cases that
-   * need a write to fail midway use one.
+   * Makes every later write (insert or update) of this scope's budget counter fail inside whatever
+   * transaction makes it, as a database failing midway would: a trigger on a SQL backend, a hook on
+   * MemoryStorage's map. The cases that need a write to fail midway inject their failure with it, so
+   * they run on every backend.
    */
-  refusesFractionalNano?: boolean;
+  failCounterWrites: (storage: SpendStorage, scope: ScopeRef) => Promise<void>;
 }
 
 const NO_BUDGET: BudgetInit = { maxBudgetNano: null, budgetDuration: null, budgetResetAt: null };
@@ -423,17 +425,11 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect((await s.getCustomer('acme'))?.blocked).toBe(false);
       expect((await s.getCustomer('newco'))?.blocked).toBe(false);
       expect(await s.getCustomer('unknown')).toBeNull();
-      if (options.refusesFractionalNano) {
-        // A creation that fails midway (its counter refused) leaves the ids before it unchanged.
-        await expect(
-          s.blockCustomers(['acme', 'broken'], true, {
-            createdAt: T0,
-            budget: { ...budget(1), maxBudgetNano: 0.5 },
-          }),
-        ).rejects.toThrow();
-        expect((await s.getCustomer('acme'))?.blocked).toBe(false);
-        expect(await s.getCustomer('broken')).toBeNull();
-      }
+      // A creation that fails midway (its counter's write fails) leaves the ids before it unchanged.
+      await options.failCounterWrites(s, { kind: 'customer', id: 'broken' });
+      await expect(s.blockCustomers(['acme', 'broken'], true, created)).rejects.toThrow();
+      expect((await s.getCustomer('acme'))?.blocked).toBe(false);
+      expect(await s.getCustomer('broken')).toBeNull();
       await s.close();
     });
 
@@ -1020,41 +1016,63 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
-    if (options.refusesFractionalNano) {
-      it('rolls an entity update back whole when one of its changes fails midway', async () => {
-        const s = await seeded({ team: budget(10) });
-        const limits: RateLimits = {
-          rpmLimit: 5,
-          tpmLimit: null,
-          maxParallelRequests: null,
-          modelRpmLimit: {},
-          modelTpmLimit: {},
-        };
-        const window = (d: string): ScopeRef => ({ kind: 'window', id: windowScopeId(T, d) });
-        // The rate limits and the first window are written before the second window's fractional
-        // nano-dollars fail: the whole update must be undone, the team's own change included.
-        await expect(
-          s.updateTeam(
-            't1',
-            { teamAlias: 'half-written?' },
-            { maxBudgetNano: 20e9 },
-            {
-              now: T0,
-              rateLimits: { scope: T, limits },
-              upsertBudgets: [
-                { scope: window('1d'), set: {}, insert: budget(5, '1d', T0) },
-                { scope: window('7d'), set: {}, insert: { ...budget(5, '7d', T0), maxBudgetNano: 0.5 } },
-              ],
-            },
-          ),
-        ).rejects.toThrow();
-        expect((await s.getTeam('t1'))?.teamAlias).toBe('frontend');
-        expect(await s.getRateLimits([T])).toEqual([]);
-        expect(await s.getBudgets([window('1d'), window('7d')], T0)).toEqual([]);
-        expect((await s.getBudgets([T], T0))[0]?.maxBudgetNano).toBe(10e9);
-        await s.close();
-      });
-    }
+    it('rolls an entity update back whole when one of its changes fails midway', async () => {
+      const s = await seeded({ team: budget(10) });
+      const limits: RateLimits = {
+        rpmLimit: 5,
+        tpmLimit: null,
+        maxParallelRequests: null,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      const window = (d: string): ScopeRef => ({ kind: 'window', id: windowScopeId(T, d) });
+      // The rate limits and the first window are written before the second window's counter fails:
+      // the whole update must be undone, the team's own change included.
+      await options.failCounterWrites(s, window('7d'));
+      await expect(
+        s.updateTeam(
+          't1',
+          { teamAlias: 'half-written?' },
+          { maxBudgetNano: 20e9 },
+          {
+            now: T0,
+            rateLimits: { scope: T, limits },
+            upsertBudgets: [
+              { scope: window('1d'), set: {}, insert: budget(5, '1d', T0) },
+              { scope: window('7d'), set: {}, insert: budget(5, '7d', T0) },
+            ],
+          },
+        ),
+      ).rejects.toThrow();
+      expect((await s.getTeam('t1'))?.teamAlias).toBe('frontend');
+      expect(await s.getRateLimits([T])).toEqual([]);
+      expect(await s.getBudgets([window('1d'), window('7d')], T0)).toEqual([]);
+      expect((await s.getBudgets([T], T0))[0]?.maxBudgetNano).toBe(10e9);
+
+      // The same for a key: its alias, rate limits and first model budget before the second one fails.
+      const model = (m: string): ScopeRef => ({ kind: 'model', id: modelScopeId('k1', m) });
+      await options.failCounterWrites(s, model('o1'));
+      await expect(
+        s.updateKey(
+          'k1',
+          { keyAlias: 'half-written?' },
+          { maxBudgetNano: 3e9 },
+          {
+            now: T0,
+            rateLimits: { scope: K, limits },
+            upsertBudgets: [
+              { scope: model('gpt-4o'), set: {}, insert: budget(5) },
+              { scope: model('o1'), set: {}, insert: budget(2) },
+            ],
+          },
+        ),
+      ).rejects.toThrow();
+      expect((await s.getKey('k1'))?.keyAlias).toBeNull();
+      expect(await s.getRateLimits([K])).toEqual([]);
+      expect(await s.getBudgets([model('gpt-4o'), model('o1')], T0)).toEqual([]);
+      expect((await s.getBudgets([K], T0))[0]?.maxBudgetNano).toBeNull();
+      await s.close();
+    });
 
     it('updates a team and a user with their rate limits in the same transaction', async () => {
       const s = await seeded();
