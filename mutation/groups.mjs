@@ -10,6 +10,7 @@ export const GROUPS = {
       'packages/core/test/pricing-table.test.ts',
       'packages/core/test/pricing-names.test.ts',
       'packages/core/test/price-book.test.ts',
+      'packages/core/test/pricing-edges.test.ts',
     ],
   },
   rules: {

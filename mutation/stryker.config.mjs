@@ -24,7 +24,8 @@ export default {
   coverageAnalysis: 'perTest',
   // Two shared cores: one test process, so that a run does not starve the machine's other work.
   concurrency: Number(process.env.STRYKER_CONCURRENCY ?? 1),
-  timeoutMS: 10_000,
+  // A mutant that loops forever is given up on after its tests' own time x 2.5 + 3 s.
+  timeoutMS: 3_000,
   timeoutFactor: 2.5,
   tempDirName: '.test-artifacts/stryker-tmp',
   reporters: ['clear-text', 'progress-append-only', 'html', 'json'],
