@@ -14,6 +14,7 @@ import express5 from 'express';
 import express4 from 'express4';
 import { Hono } from 'hono';
 import { validator } from 'hono/validator';
+import { vi } from 'vitest';
 import { addExpressMeteringRoutes, addHonoMeteringRoutes, EXTRA_GUARDED } from './metering-routes.js';
 
 export const MASTER = 'sk-master-test-key';
@@ -179,4 +180,19 @@ export async function admin(
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
+}
+
+/**
+ * Asks again until the answer is no longer a 200: a change travelling to another instance through the
+ * store's change feed (polled every 250 ms on SQLite). No time is asserted; the wait ends at 20 s.
+ */
+export async function untilRefused<T extends { status: number }>(attempt: () => Promise<T>): Promise<T> {
+  return vi.waitFor(
+    async () => {
+      const answer = await attempt();
+      if (answer.status === 200) throw new Error('still served');
+      return answer;
+    },
+    { timeout: 20_000, interval: 25 },
+  );
 }
