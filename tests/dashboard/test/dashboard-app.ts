@@ -73,6 +73,8 @@ export interface DashboardApp {
   baseUrl: string;
   guard: SpendGuard;
   admin(method: string, path: string, body?: unknown): Promise<any>;
+  /** Resolves once every response begun so far is closed and the guard has written their spend. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -84,6 +86,12 @@ export async function startDashboardApp(framework: Framework): Promise<Dashboard
     simulator.url,
   );
   if (!server.listening) await new Promise((r) => server.once('listening', r));
+  const open = new Set<Promise<void>>();
+  server.on('request', (_req, res) => {
+    const closed = new Promise<void>((resolve) => res.once('close', resolve));
+    open.add(closed);
+    void closed.then(() => open.delete(closed));
+  });
   const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     baseUrl,
@@ -97,6 +105,11 @@ export async function startDashboardApp(framework: Framework): Promise<Dashboard
       const json = await res.json();
       if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
       return json;
+    },
+    async settled() {
+      // 'close' comes after the adapter's own 'finish' listener ran: the settlements are in flight.
+      while (open.size > 0) await Promise.all([...open]);
+      await guard.flush();
     },
     async close() {
       server.closeAllConnections();
