@@ -1,6 +1,9 @@
 // The module groups `pnpm test:mutation` mutates, each with the small set of test files that exercise
 // it: Stryker's dry run runs a group's whole test set once (to learn which test covers which mutant), so
 // the set is what bounds a run on these shared 2-core machines. Paths are relative to the repository root.
+// `isolate: false` lets a group's test files share their imports (each mutant then costs its tests'
+// time, not a fresh import of the price table per file); metering keeps isolation, as its tests check
+// whether tiktoken was loaded in their own process.
 export const GROUPS = {
   pricing: {
     mutate: ['packages/core/src/pricing/model-price.ts', 'packages/core/src/pricing/normalize-usage.ts'],
@@ -30,6 +33,7 @@ export const GROUPS = {
     ],
   },
   metering: {
+    isolate: true,
     mutate: [
       'packages/core/src/metering/sse-stream.ts',
       'packages/core/src/metering/json-skim.ts',

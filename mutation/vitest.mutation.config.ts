@@ -21,6 +21,7 @@ export default defineConfig({
   test: {
     root,
     include: group.tests,
+    isolate: 'isolate' in group ? group.isolate : false,
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },
