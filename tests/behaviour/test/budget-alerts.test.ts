@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { BudgetAlertPayload } from '@spendguard/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
 const SECRET = 'whsec-test-0123456789abcdef';
@@ -66,6 +66,10 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
   const receivers: Receiver[] = [];
   let clock = new Date('2026-03-02T10:00:00.000Z');
   const errors: string[] = [];
+  // Every test starts from the same time, whichever ran before it (one moves the clock a day on).
+  beforeEach(() => {
+    clock = new Date('2026-03-02T10:00:00.000Z');
+  });
   afterEach(async () => {
     for (const app of apps.splice(0)) await app.close();
     for (const r of receivers.splice(0)) await r.close();
@@ -226,7 +230,6 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
   });
 
   it('fires the thresholds again in the next budget period (controllable clock)', async () => {
-    clock = new Date('2026-03-02T10:00:00.000Z');
     const hooks = await receiver();
     const app = await setup(hooks, { thresholds: [50, 100] });
     const key = (await admin(app, 'POST', '/key/generate', { max_budget: 0.01, budget_duration: '1d' })).body
