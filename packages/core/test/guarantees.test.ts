@@ -1,8 +1,9 @@
 // Guarantees the README makes, each held by a test that fails when the guarantee is broken. Expected
 // amounts are worked out by hand from ../shared/data/model_prices_and_context_window.json (2026-07-24)
-// and the estimator's documented rule (prompt tokens bounded by the body's bytes, completion tokens by
-// max_tokens x n, each at the dearest rate the model can bill). The clock is the guard's, moved by the
-// test; storage failures are injected into a real MemoryStorage.
+// and the worst case's documented rule (docs/worst-case.md): far from a cap, the prompt bounded by the
+// body's bytes + 4 per message + 16; near one, its strings counted + 4 per message + 16; the output by
+// max_tokens x n; at the standard rates when the request names no service tier. The clock is the
+// guard's, moved by the test; storage failures are injected into a real MemoryStorage.
 import { describe, expect, it } from 'vitest';
 import { createSpendGuard, MemoryStorage, type SpendGuard, type SpendGuardOptions } from '../src/index.js';
 import type { ScopeRef } from '../src/storage/storage-contract.js';
@@ -14,10 +15,11 @@ const T0 = Date.parse('2026-05-04T10:00:00.000Z');
 /** gpt-4o-mini, 8 output tokens: 82 bytes of JSON. */
 const MINI = { model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'hi' }], max_tokens: 8 };
 /**
- * What a MINI call reserves, in nano-dollars: gpt-4o-mini's dearest rates are the priority tier's,
- * 2.5e-7 per input token and 1e-6 per output token: 82 x 2.5e-7 + 8 x 1e-6 = 0.0000285 USD.
+ * What a MINI call reserves far from a cap, in nano-dollars: (82 bytes + 4 + 16) x 1.5e-7 + 8 x 6e-7
+ * = 0.0000201 USD (gpt-4o-mini's standard rates).
  */
-const MINI_RESERVED_NANO = 28_500;
+const MINI_RESERVED_NANO = 20_100;
+// Near a cap, its prompt counted: ('user' 1 + 'hi' 1 + 4 + 16) x 1.5e-7 + 8 x 6e-7 = 0.0000081 USD.
 
 interface Harness {
   guard: SpendGuard;
@@ -89,17 +91,18 @@ describe('the worst case reserved for a call', () => {
       const [state] = await h.storage.getBudgets([keyScope(token)], new Date(h.clock.now));
       return state!.reservedNano;
     };
-    // gpt-4o's dearest rates are its priority tier's: 4.25e-6 per input token, 1.7e-5 per output token.
-    // n = 1, 79 bytes: 79 x 4.25e-6 + 100 x 1.7e-5 = 0.00203575 USD.
-    expect(await reservedFor(body)).toBe(2_035_750);
-    // n = 3, 85 bytes, on top of the first (still in flight): 85 x 4.25e-6 + 300 x 1.7e-5 = 0.00546125.
-    expect(await reservedFor({ ...body, n: 3 })).toBe(2_035_750 + 5_461_250);
+    // gpt-4o's standard rates: 2.5e-6 per input token, 1e-5 per output token.
+    // n = 1, 79 bytes: (79 + 4 + 16) x 2.5e-6 + 100 x 1e-5 = 0.0012475 USD.
+    expect(await reservedFor(body)).toBe(1_247_500);
+    // n = 3, 85 bytes, on top of the first (still in flight): (85 + 20) x 2.5e-6 + 300 x 1e-5 = 0.0032625.
+    expect(await reservedFor({ ...body, n: 3 })).toBe(1_247_500 + 3_262_500);
   });
 
   it('refuses in strict mode an n > 1 call whose worst case does not fit, and admits the n = 1 one', async () => {
     const h = harness();
-    // $0.004 fits one choice's worst case ($0.00203575) but not three ($0.00546125).
-    const { key } = (await h.manage('POST', '/key/generate', { max_budget: 0.004 })).body;
+    // $0.002 fits one choice's worst case ($0.0012475) but not three, even counted precisely:
+    // 22 x 2.5e-6 + 300 x 1e-5 = $0.003055 (100 output tokens are under the minimum a cap is lowered to).
+    const { key } = (await h.manage('POST', '/key/generate', { max_budget: 0.002 })).body;
     const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], max_tokens: 100 };
     const three = await h.admit(key, { ...body, n: 3 });
     expect(three.ok).toBe(false);
@@ -112,7 +115,7 @@ describe('a budget 429', () => {
   it("says in retry-after when the refusing scope's period resets, on the guard's clock", async () => {
     const h = harness();
     const { key } =
-      // Below even the precise worst case (8 prompt tokens counted: 8 x 2.5e-7 + 8 x 1e-6 = $0.00001).
+      // Below even the precise worst case ($0.0000081).
       (await h.manage('POST', '/key/generate', { max_budget: 0.000005, budget_duration: '1d' })).body;
     // 10:00 UTC: the daily budget resets at midnight, 14 h away.
     const first = await h.admit(key);
@@ -130,24 +133,23 @@ describe('a budget 429', () => {
 
   it("names the team when the team's cap refuses, and the key's own budget still has room", async () => {
     const h = harness();
-    await h.manage('POST', '/team/new', { team_id: 'web', team_alias: 'web-team', max_budget: 0.00003 });
+    await h.manage('POST', '/team/new', { team_id: 'web', team_alias: 'web-team', max_budget: 0.00001 });
     await h.manage('POST', '/user/new', { user_id: 'ann', team_id: 'web', auto_create_key: false });
     const { key } = (await h.manage('POST', '/key/generate', { user_id: 'ann', max_budget: 10 })).body;
-    // $0.00003 fits one reservation of $0.0000285, and not a second one even counted precisely ($0.00001).
-    const held = await h.admit(key);
-    expect(held.ok).toBe(true);
+    // $0.00001 takes one call counted precisely ($0.0000081), which costs $0.0000063; a second one's
+    // worst case does not fit in what is left, and nothing is in flight to wait for.
+    const first = await answer(await h.admit(key));
+    expect(first.costNano).toBe(6_300); // 10 x 1.5e-7 + 8 x 6e-7
     const refused = await h.admit(key);
     expect(refused.ok).toBe(false);
     if (!refused.ok) {
       expect(refused.response.status).toBe(429);
-      expect(refused.response.body).toEqual({
-        error: {
-          message: 'Budget has been exceeded! Team=web-team Current cost: 0.0, Max budget: 0.00003',
-          type: 'budget_exceeded',
-          param: null,
-          code: '429',
-        },
+      expect(refused.response.body).toMatchObject({
+        error: { type: 'budget_exceeded', param: null, code: '429' },
       });
+      expect((refused.response.body as { error: { message: string } }).error.message).toMatch(
+        /^Budget has been exceeded! Team=web-team Current cost: 0\.0000063, Max budget: 0\.00001\. /,
+      );
       expect(refused.response.headers['retry-after']).toBeUndefined(); // a budget without a period
     }
   });
@@ -169,12 +171,12 @@ describe('x-spendguard-budget-remaining', () => {
     await h.manage('POST', '/tag/new', { name: 'search', max_budget: 1 });
     const out = await h.admit(key, MINI, { 'x-litellm-tags': 'search' });
     if (!out.ok) throw new Error('refused');
-    // $1 - $0.0000285
-    expect(out.call.responseHeaders['x-spendguard-budget-remaining']).toBe('0.9999715');
-    // Without the tag the team is the tightest: $2 - $0.0000285 - the first call's $0.0000285.
+    // $1 - $0.0000201
+    expect(out.call.responseHeaders['x-spendguard-budget-remaining']).toBe('0.9999799');
+    // Without the tag the team is the tightest: $2 - $0.0000201 - the first call's $0.0000201.
     const untagged = await h.admit(key);
     if (!untagged.ok) throw new Error('refused');
-    expect(untagged.call.responseHeaders['x-spendguard-budget-remaining']).toBe('1.999943');
+    expect(untagged.call.responseHeaders['x-spendguard-budget-remaining']).toBe('1.9999598');
   });
 });
 

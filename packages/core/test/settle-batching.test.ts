@@ -78,10 +78,11 @@ async function setUp(
 const turnOf = (c: string | undefined) => c!.split('@')[1];
 
 /**
- * What one call reserves (its worst case), in USD: its 82 bytes of JSON and 8 output tokens at
- * gpt-4o-mini's dearest rates (priority: 2.5e-7 in, 1e-6 out): 82 x 2.5e-7 + 8 x 1e-6.
+ * What one call reserves far from a cap (its cheap worst case, docs/worst-case.md), in USD: its 82 bytes
+ * of JSON + 4 for its message + 16, and 8 output tokens, at gpt-4o-mini's standard rates (1.5e-7 in,
+ * 6e-7 out): 102 x 1.5e-7 + 8 x 6e-7.
  */
-const RESERVED_USD = 0.0000285;
+const RESERVED_USD = 0.0000201;
 /** What one call answered with 1 completion token costs: 5 x 1.5e-7 + 1 x 6e-7. */
 const ONE_TOKEN_CALL_USD = 0.00000135;
 

@@ -289,7 +289,7 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     expect(refused?.status).toBe(429);
     expect(refused!.body.error).toMatchObject({ type: 'budget_exceeded', code: '429' });
     expect(refused!.body.error!.message).toMatch(
-      /^Budget has been exceeded! Team=frontend-team Current cost: [\d.e-]+, Max budget: 0\.0006$/,
+      /^Budget has been exceeded! Team=frontend-team Current cost: [\d.e-]+, Max budget: 0\.0006\. In flight: /,
     );
     expect(refused!.headers.get('retry-after')).toBe('50400');
     const team = (await app.guard.budgets.remaining({ team: 'frontend' }))!;

@@ -152,20 +152,25 @@ export interface CallCosts {
   worstCaseNano: number;
   /** The precise estimate (prompt counted with the tokenizer), tried near a cap in strict mode. */
   preciseNano: number;
+  /** The least a call can reserve: the precise prompt with the output cut to the 256-token minimum. */
+  floorNano: number;
 }
 
 /**
  * {@link CHAT}'s costs, worked out by hand from the price table (gpt-3.5-turbo: 5e-7 per input token,
- * 1.5e-6 per output token, no dearer tier) and the estimator's documented rule, never with its code:
+ * 1.5e-6 per output token, no dearer tier) and the worst case's documented rule (docs/worst-case.md),
+ * never with the guard's code:
  * - actual: 8 prompt tokens (OpenAI's rule: 3 per message + 'user' + 'hi' + 3 priming the reply) and
  *   1000 completion tokens: 8 x 5e-7 + 1000 x 1.5e-6 = $0.001504;
- * - worst case: the prompt bounded by the body's 87 bytes: 87 x 5e-7 + 1000 x 1.5e-6 = $0.0015435;
- * - precise: the prompt counted, 8 tokens: the actual cost.
+ * - worst case: the body's 87 bytes + 4 per message + 16: 107 x 5e-7 + 1000 x 1.5e-6 = $0.0015535;
+ * - precise: 'user' + 'hi' counted (2) + 4 + 16 = 22 tokens: 22 x 5e-7 + 1000 x 1.5e-6 = $0.001511;
+ * - floor: 22 x 5e-7 + 256 x 1.5e-6 = $0.000395.
  */
 export const CHAT_COSTS: CallCosts = {
   actualNano: 1_504_000,
-  worstCaseNano: 1_543_500,
-  preciseNano: 1_504_000,
+  worstCaseNano: 1_553_500,
+  preciseNano: 1_511_000,
+  floorNano: 395_000,
 };
 
 /**
