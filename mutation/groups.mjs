@@ -43,7 +43,7 @@ export const GROUPS = {
       'packages/core/test/sse-stream.test.ts',
       'packages/core/test/json-skim.test.ts',
       'packages/core/test/metering.test.ts',
-      'packages/core/test/wire-formats.test.ts',
+      'packages/core/test/metering-estimated.test.ts',
     ],
   },
 };
