@@ -19,6 +19,8 @@
  *   SPENDGUARD_HEARTBEAT_GRACE_MS    after this long without a heartbeat, another instance (or this one
  *                                    restarted) charges what a dead instance left reserved; 0: off.
  *                                    Default 10000 (docs/crash-recovery.md)
+ *   SPENDGUARD_KEY_CACHE_TTL_MS      how long a key is trusted from the cache when no change feed says
+ *                                    otherwise (see `keyCacheTtlMs`). Default 5000
  *   LLM_BASE_URL                     an OpenAI-compatible provider. Default: the built-in simulator
  *   SIM_LATENCY_MS                   the simulator's delay before each answer. Default 0
  *   UI_USERNAME, UI_PASSWORD         the dashboard's login (at /ui). Default: admin and the master key
@@ -85,6 +87,7 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
     reservationTtlMs: envMs('SPENDGUARD_RESERVATION_TTL_MS'),
     reservationSweepMs: envMs('SPENDGUARD_RESERVATION_SWEEP_MS'),
     heartbeatGraceMs: envMs('SPENDGUARD_HEARTBEAT_GRACE_MS'),
+    keyCacheTtlMs: envMs('SPENDGUARD_KEY_CACHE_TTL_MS'),
     dashboard: {
       username: process.env.UI_USERNAME || undefined,
       password: process.env.UI_PASSWORD || undefined,

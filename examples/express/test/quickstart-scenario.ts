@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 
 // LiteLLM's cost-tracking quick start, verbatim (for another port, only the port changes).
 const QUICKSTART = [
@@ -14,12 +14,24 @@ const QUICKSTART = [
 
 /**
  * The quick-start scenario against an example server started as its own process, as a newcomer
- * would: `name` is the example's folder under examples/, `port` where it listens.
+ * would: `name` is the example's folder under examples/. It listens on a free port (`PORT=0`), which
+ * its banner names; the snippets are run against that port.
  */
-export function describeQuickstart(name: string, port: number): void {
+export function describeQuickstart(name: string): void {
   const exampleDir = join(import.meta.dirname, '..', '..', name);
-  const BASE = `http://localhost:${port}`;
-  const quickstart = QUICKSTART.map((cmd) => cmd.replaceAll('localhost:4000', `localhost:${port}`));
+  let BASE = '';
+  let quickstart: string[] = [];
+  /** The key's spend logs, once `n` of them are written (each call settles after its response). */
+  async function logsOnce(key: string, n: number): Promise<any[]> {
+    return vi.waitFor(
+      async () => {
+        const logs = await get(`/spend/logs?api_key=${key}`);
+        expect(logs).toHaveLength(n);
+        return logs;
+      },
+      { timeout: 20_000, interval: 20 },
+    );
+  }
   async function get(path: string): Promise<any> {
     const res = await fetch(`${BASE}${path}`, { headers: { authorization: 'Bearer sk-master' } });
     expect(res.status).toBe(200);
@@ -39,7 +51,7 @@ export function describeQuickstart(name: string, port: number): void {
           cwd: exampleDir,
           env: {
             ...process.env,
-            PORT: String(port),
+            PORT: '0',
             SPENDGUARD_DB: join(dir, 'demo.db'),
             SPENDGUARD_MASTER_KEY: '',
             DATABASE_URL: '',
@@ -47,18 +59,19 @@ export function describeQuickstart(name: string, port: number): void {
           stdio: ['ignore', 'pipe', 'pipe'],
         },
       );
-      server.stdout!.on('data', (d) => {
-        output += d;
+      // Started once its banner, which names the port it took, is printed.
+      const port = await new Promise<string>((resolve, reject) => {
+        const read = (d: Buffer) => {
+          output += d;
+          const listening = /spendguard demo on http:\/\/[^\s:]+:(\d+)/.exec(output);
+          if (listening) resolve(listening[1]!);
+        };
+        server.stdout!.on('data', read);
+        server.stderr!.on('data', read);
+        server.once('exit', () => reject(new Error(`demo exited: ${output}`)));
       });
-      server.stderr!.on('data', (d) => {
-        output += d;
-      });
-      const deadline = Date.now() + 30_000;
-      while (!output.includes('spendguard demo on')) {
-        if (server.exitCode !== null) throw new Error(`demo exited: ${output}`);
-        if (Date.now() > deadline) throw new Error(`demo did not start: ${output}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      BASE = `http://localhost:${port}`;
+      quickstart = QUICKSTART.map((cmd) => cmd.replaceAll('localhost:4000', `localhost:${port}`));
     });
 
     afterAll(async () => {
@@ -103,15 +116,13 @@ export function describeQuickstart(name: string, port: number): void {
       let streamUsage: OpenAI.CompletionUsage | undefined;
       for await (const chunk of stream) if (chunk.usage) streamUsage = chunk.usage;
       const streamCost = Math.round((streamUsage!.prompt_tokens * 2.5e-6 + 20 * 1e-5) * 1e9) / 1e9;
-      await new Promise((r) => setTimeout(r, 100));
 
-      const logs = await get(`/spend/logs?api_key=${key.key}`);
+      const logs = await logsOnce(key.key, 2);
       expect(logs.map((l: { spend: number }) => l.spend).sort()).toEqual([jsonCost, streamCost].sort());
-      expect(
-        logs.every(
-          (l: { user: string; team_id: string }) => l.user === 'alice@acme.com' && l.team_id === team.team_id,
-        ),
-      ).toBe(true);
+      expect(logs.map((l: { user: string; team_id: string }) => [l.user, l.team_id])).toEqual([
+        ['alice@acme.com', team.team_id],
+        ['alice@acme.com', team.team_id],
+      ]);
       const tags = await get('/spend/tags');
       const onboarding = tags.find(
         (t: { individual_request_tag: string }) => t.individual_request_tag === 'feature:onboarding',
@@ -138,7 +149,7 @@ export function describeQuickstart(name: string, port: number): void {
           await res.arrayBuffer();
           served++;
           lowered = res.headers.get('x-spendguard-output-tokens-lowered');
-          await new Promise((r) => setTimeout(r, 20));
+          await logsOnce(key.key, 2 + served); // settled before the next call is judged
         } else {
           expect(res.status).toBe(429);
           refusal = await res.json();

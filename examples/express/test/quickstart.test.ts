@@ -1,3 +1,3 @@
 import { describeQuickstart } from './quickstart-scenario.js';
 
-describeQuickstart('express', 4000);
+describeQuickstart('express');

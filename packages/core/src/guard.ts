@@ -206,14 +206,21 @@ export class SpendGuard {
         ),
     });
     // Stale entries stay (not served) so that `onStorageError: 'allow'` can still recognise a key.
+    // Both caches age on the guard's clock, so that `keyCacheTtlMs` follows an injected one too; read
+    // at every check (ttlResolution 0), as a clock a test moves must not be seen a millisecond late.
+    const perf = { now: () => this.now().getTime() };
     this.keyCache = new LRUCache({
       max: this.options.keyCacheSize,
       ttl: this.options.keyCacheTtlMs || 1,
+      ttlResolution: 0,
       noDeleteOnStaleGet: true,
+      perf,
     });
     this.customers = new LRUCache({
       max: this.options.keyCacheSize,
       ttl: this.options.keyCacheTtlMs || 1,
+      ttlResolution: 0,
+      perf,
     });
     this.management = new ManagementApi(this);
     this.dashboard = new Dashboard(this);

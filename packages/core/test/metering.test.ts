@@ -1,153 +1,100 @@
-import { calculateCost, createSpendGuard, MemoryStorage, type SpendGuard, track } from '@spendguard/core';
-import { type Simulator, startSimulator } from '@spendguard/core/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { track } from '@spendguard/core';
+import { describe, expect, it } from 'vitest';
 import { isTokenizerLoaded } from '../src/metering/token-count.js';
+import { MASTER, meteringBench, meterThrough } from './metered-call.js';
 
 // The guard's metering of every wire format, on the simulator's real bytes fed through a call's tap
 // as an adapter would. Every scripted usage names its prompt tokens, so that nothing here needs
-// tiktoken until the one test whose record must be estimated (this file runs in its own process).
+// tiktoken: each metered call checks that it is still not loaded (this file runs in its own process;
+// the estimated records are in metering-estimated.test.ts). Each test checks only its own records,
+// so the tests hold in any order.
+//
+// Expected costs are worked out by hand from ../shared/data/model_prices_and_context_window.json
+// (2026-07-24) with the providers' rules (cached prompt tokens at the cache-read price, Anthropic's
+// input_tokens without its cache reads and writes, reasoning at the output or reasoning price); the
+// comment beside each literal shows the arithmetic in USD, for USAGE below.
 
-const MASTER = 'sk-master-metering-test';
-const USAGE = {
-  prompt_tokens: 1200,
-  completion_tokens: 90,
-  cached_tokens: 300,
-  cache_write_tokens: 200,
-  cache_write_1h_tokens: 100,
-  reasoning_tokens: 40,
-};
+const bench = meteringBench();
 
-let simulator: Simulator;
-let storage: MemoryStorage;
-let guard: SpendGuard;
-
-beforeAll(async () => {
-  simulator = await startSimulator();
-  storage = new MemoryStorage();
-  guard = createSpendGuard({
-    storage,
-    masterKey: MASTER,
-    callContext: true,
-    logger: { warn: () => {}, error: () => {} },
-  });
-});
-afterAll(async () => {
-  await guard.close();
-  await simulator.close();
-});
-
-/** Sends `body` to the simulator and meters its answer through a guarded call, chunk by chunk. */
+/** One call metered, and tiktoken still not loaded after it. */
 async function meter(path: string, body: Record<string, unknown>, headers: Record<string, string> = {}) {
-  const outcome = await guard.admit({
-    method: 'POST',
-    path: path.split('?')[0]!,
-    header: (n) => (n === 'authorization' ? `Bearer ${MASTER}` : undefined),
-    body,
-  });
-  if (!outcome.ok) throw new Error('refused');
-  const call = outcome.call;
-  const response = await fetch(`${simulator.origin}${path}`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', 'x-simulator-usage': JSON.stringify(USAGE), ...headers },
-    body: call.rewrittenBody ?? JSON.stringify(body),
-  });
-  call.tap.begin(response.status, response.headers.get('content-type'));
-  const sent: Buffer[] = [];
-  let cut = false;
-  try {
-    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-      // Split further, so that events straddle chunks.
-      for (let i = 0; i < chunk.length; i += 97) {
-        const out = call.tap.write(chunk.subarray(i, i + 97));
-        if (out !== null) sent.push(Buffer.from(out as Uint8Array));
-      }
-    }
-  } catch {
-    cut = true;
-  }
-  const rest = call.tap.drain();
-  if (rest) sent.push(Buffer.from(rest));
-  const record = await call.finish({ aborted: cut });
-  return { record, text: Buffer.concat(sent).toString(), call };
+  const metered = await meterThrough(bench, path, body, headers);
+  expect(isTokenizerLoaded(), 'metered without counting tokens').toBe(false);
+  return metered;
 }
 
-/** The raw usage in a JSON body, or in the last SSE event that carries one. */
-function reportedUsage(text: string): unknown {
-  if (!text.startsWith('data:') && !text.startsWith('event:')) return JSON.parse(text);
-  let last: unknown;
-  for (const event of text.split(/\r?\n\r?\n/)) {
-    const data = event.split(/\r?\n/).find((l) => l.startsWith('data: '));
-    if (!data || data === 'data: [DONE]') continue;
-    const payload = JSON.parse(data.slice(6));
-    if (payload.usage || payload.usageMetadata || payload.response?.usage || payload.message?.usage)
-      last = payload;
-  }
-  return last;
-}
-
-const FORMATS: Array<[string, string, Record<string, unknown>, string]> = [
+/** Name, path, body, model, expected cost (nano-dollars), call type when JSON (`_stream` appended when streamed). */
+const FORMATS: Array<[string, string, Record<string, unknown>, string, number, string]> = [
   [
     'OpenAI chat',
     '/v1/chat/completions',
     { model: 'o4-mini', messages: [{ role: 'user', content: 'hi' }] },
     'o4-mini',
+    // 900 x 1.1e-6 + 300 cached x 2.75e-7 + 90 (40 reasoning) x 4.4e-6 = 0.00099 + 0.0000825 + 0.000396
+    1_468_500,
+    'acompletion',
   ],
-  ['OpenAI Responses', '/v1/responses', { model: 'gpt-4.1', input: 'hi' }, 'gpt-4.1'],
+  [
+    'OpenAI Responses',
+    '/v1/responses',
+    { model: 'gpt-4.1', input: 'hi' },
+    'gpt-4.1',
+    // 900 x 2e-6 + 300 cached x 5e-7 + 90 x 8e-6 = 0.0018 + 0.00015 + 0.00072
+    2_670_000,
+    'aresponses',
+  ],
   [
     'Anthropic messages',
     '/v1/messages',
     { model: 'claude-sonnet-4-5', max_tokens: 500, messages: [] },
     'claude-sonnet-4-5',
+    // input_tokens 1200 - 300 - 200 - 100 = 600: 600 x 3e-6 + 300 read x 3e-7 + 200 5m-writes x 3.75e-6
+    // + 100 1h-writes x 6e-6 + 90 x 1.5e-5 = 0.0018 + 0.00009 + 0.00075 + 0.0006 + 0.00135
+    4_590_000,
+    'anthropic_messages',
   ],
 ];
 
 describe('metering every wire format, priced as the pricing prices the reported usage', () => {
-  for (const [name, path, body, model] of FORMATS) {
+  for (const [name, path, body, model, costNano, callType] of FORMATS) {
     for (const stream of [false, true]) {
       it(`${name}, ${stream ? 'streamed' : 'JSON'}`, async () => {
         // A chat client that streams asks for usage here (the case where it does not is below).
         const streamed = path.endsWith('/chat/completions')
           ? { stream: true, stream_options: { include_usage: true } }
           : { stream: true };
-        const { record, text } = await meter(path, { ...body, ...(stream ? streamed : {}) });
-        let raw = reportedUsage(text) as Record<string, any>;
-        if (name === 'Anthropic messages' && stream) {
-          // message_start carries the input side, message_delta the output: the usage is both.
-          raw = { ...USAGE_ANTHROPIC, output_tokens: USAGE.completion_tokens };
-        }
-        const expected = calculateCost(model, raw).totalNano;
-        expect(expected).toBeGreaterThan(0);
-        expect(record).toMatchObject({ model, costNano: expected, estimated: false });
+        const { record, log } = await meter(path, { ...body, ...(stream ? streamed : {}) });
+        expect(record).toMatchObject({ model, costNano, estimated: false });
+        expect(record.usage).toMatchObject({ promptTokens: 1200, completionTokens: 90 });
+        expect(log).toMatchObject({
+          callType: stream ? `${callType}_stream` : callType,
+          spendNano: costNano,
+        });
       });
     }
   }
 
   it('OpenAI chat streamed without include_usage: asks for it, hides it, prices it exactly', async () => {
     const body = { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], stream: true };
-    const { record, text, call } = await meter('/v1/chat/completions', body);
+    const { record, text, call, log } = await meter('/v1/chat/completions', body);
     expect(body).toMatchObject({ stream_options: { include_usage: true } }); // rewritten in place
     expect(JSON.parse(call.rewrittenBody!)).toEqual(body);
     expect(text).not.toContain('"usage"');
     expect(text).toContain('data: [DONE]');
-    const usage = { ...USAGE, prompt_tokens_details: { cached_tokens: 300 } };
-    expect(record.costNano).toBe(
-      calculateCost('gpt-4o', {
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-        prompt_tokens_details: { cached_tokens: 300, audio_tokens: 0 },
-        completion_tokens_details: { reasoning_tokens: 40, audio_tokens: 0 },
-      }).totalNano,
-    );
+    // 900 x 2.5e-6 + 300 cached x 1.25e-6 + 90 x 1e-5 = 0.00225 + 0.000375 + 0.0009
+    expect(record.costNano).toBe(3_525_000);
     expect(record.estimated).toBe(false);
+    expect(log.callType).toBe('acompletion_stream');
   });
 
   it('embeddings: prompt tokens only', async () => {
-    const { record, text } = await meter('/v1/embeddings', {
+    const { record, log } = await meter('/v1/embeddings', {
       model: 'text-embedding-3-small',
       input: ['a', 'b'],
     });
     expect(record.usage).toMatchObject({ promptTokens: 1200, completionTokens: 0 });
-    expect(record.costNano).toBe(calculateCost('text-embedding-3-small', JSON.parse(text)).totalNano);
+    expect(record.costNano).toBe(24_000); // 1200 x 2e-8
+    expect(log.callType).toBe('aembedding');
   });
 
   for (const [suffix, label] of [
@@ -156,36 +103,22 @@ describe('metering every wire format, priced as the pricing prices the reported 
     [':streamGenerateContent', 'JSON array'],
   ] as const) {
     it(`Gemini ${label}: model from the URL or modelVersion`, async () => {
-      const { record, text } = await meter(`/v1beta/models/gemini-2.5-flash${suffix}`, {
+      const { record, log } = await meter(`/v1beta/models/gemini-2.5-flash${suffix}`, {
         contents: [{ role: 'user', parts: [{ text: 'hi' }] }],
       });
-      const raw =
-        label === 'JSON' ? JSON.parse(text) : label === 'SSE' ? reportedUsage(text) : JSON.parse(text).at(-1);
       expect(record).toMatchObject({ model: 'gemini-2.5-flash', estimated: false });
-      expect(record.costNano).toBe(calculateCost('gemini-2.5-flash', raw).totalNano);
+      // 900 x 3e-7 + 300 cached x 3e-8 + 50 x 2.5e-6 + 40 thoughts x 2.5e-6
+      // = 0.00027 + 0.000009 + 0.000125 + 0.0001
+      expect(record.costNano).toBe(504_000);
       expect(record.usage).toMatchObject({ promptTokens: 1200, completionTokens: 90, reasoningTokens: 40 });
+      // The call type follows the answer's framing: the JSON array of streamGenerateContent without
+      // alt=sse is read as one JSON body.
+      expect(log.callType).toBe(label === 'SSE' ? 'agenerate_content_stream' : 'agenerate_content');
     });
   }
 
-  it('writes each format its call type', async () => {
-    const logs = await storage.querySpendLogs({ limit: 1000 });
-    expect(new Set(logs.map((l) => l.callType))).toEqual(
-      new Set([
-        'acompletion',
-        'acompletion_stream',
-        'aresponses',
-        'aresponses_stream',
-        'anthropic_messages',
-        'anthropic_messages_stream',
-        'aembedding',
-        'agenerate_content',
-        'agenerate_content_stream',
-      ]),
-    );
-  });
-
   it('charges a tracked usage as its own row and the request itself $0 (the double-count rule)', async () => {
-    const outcome = await guard.admit({
+    const outcome = await bench.guard.admit({
       method: 'POST',
       path: '/agent',
       header: (n) => (n === 'authorization' ? `Bearer ${MASTER}` : undefined),
@@ -197,9 +130,7 @@ describe('metering every wire format, priced as the pricing prices the reported 
       await Promise.resolve();
       return track({ input_tokens: 1000, output_tokens: 100 }, { model: 'claude-haiku-4-5' });
     });
-    expect(tracked.costNano).toBe(
-      calculateCost('claude-haiku-4-5', { input_tokens: 1000, output_tokens: 100 }).totalNano,
-    );
+    expect(tracked.costNano).toBe(1_500_000); // 1000 x 1e-6 + 100 x 5e-6
     // The route then answers with usage of its own: not charged again.
     call.tap.begin(200, 'application/json');
     call.tap.write(
@@ -212,8 +143,8 @@ describe('metering every wire format, priced as the pricing prices the reported 
     call.tap.drain();
     const own = await call.finish();
     expect(own.costNano).toBe(0);
-    const [child] = await storage.querySpendLogs({ requestId: tracked.requestId });
-    const [parent] = await storage.querySpendLogs({ requestId: call.requestId });
+    const [child] = await bench.storage.querySpendLogs({ requestId: tracked.requestId });
+    const [parent] = await bench.storage.querySpendLogs({ requestId: call.requestId });
     expect(child).toMatchObject({
       callType: 'track',
       tags: ['agent'],
@@ -222,49 +153,4 @@ describe('metering every wire format, priced as the pricing prices the reported 
     expect(parent).toMatchObject({ spendNano: 0, metadata: { child_calls: 1, metered_by: 'track' } });
     expect(() => track({}, { model: 'gpt-4o' })).toThrow(/no guarded request/);
   });
-
-  it('has not loaded tiktoken for any of that', () => {
-    expect(isTokenizerLoaded()).toBe(false);
-  });
-
-  it('estimates a stream cut before any usage, and only then loads tiktoken', async () => {
-    const { record } = await meter(
-      '/v1/responses',
-      { model: 'gpt-4.1', input: 'hello there', stream: true },
-      { 'x-simulator-cut-after': '6' },
-    );
-    expect(isTokenizerLoaded()).toBe(true);
-    expect(record).toMatchObject({ model: 'gpt-4.1', estimated: true });
-    expect(record.usage.completionTokens).toBe(2); // two deltas delivered: "hello", " hello"
-    expect(record.usage.promptTokens).toBeGreaterThan(0);
-  });
-
-  it('keeps the input Anthropic reported for a stream cut before message_delta, estimating the output', async () => {
-    const { record } = await meter(
-      '/v1/messages',
-      { model: 'claude-sonnet-4-5', max_tokens: 500, messages: [], stream: true },
-      { 'x-simulator-cut-after': '8' },
-    );
-    expect(record.estimated).toBe(true);
-    expect(record.usage).toMatchObject({
-      promptTokens: 1200,
-      cachedPromptTokens: 300,
-      cacheWriteTokens: 300,
-      completionTokens: 5,
-    });
-    const [log] = await storage.querySpendLogs({ requestId: record.requestId });
-    expect(log!.metadata).toMatchObject({ usage_partial: true, stream_cut: true });
-  });
 });
-
-const USAGE_ANTHROPIC = {
-  input_tokens:
-    USAGE.prompt_tokens - USAGE.cached_tokens - USAGE.cache_write_tokens - USAGE.cache_write_1h_tokens,
-  cache_read_input_tokens: USAGE.cached_tokens,
-  cache_creation_input_tokens: USAGE.cache_write_tokens + USAGE.cache_write_1h_tokens,
-  cache_creation: {
-    ephemeral_5m_input_tokens: USAGE.cache_write_tokens,
-    ephemeral_1h_input_tokens: USAGE.cache_write_1h_tokens,
-  },
-  service_tier: 'standard',
-};

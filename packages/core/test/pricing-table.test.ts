@@ -8,6 +8,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { PriceBook } from '../src/pricing/price-book.js';
 
+/** `pnpm test:mutation` runs these tests once per mutant: it leaves out the slow whole-process ones. */
+const IN_MUTATION_RUN = process.env.STRYKER_GROUP !== undefined;
+
 const usage = { promptTokens: 1000, completionTokens: 1000 };
 const tableV1 = {
   sample_spec: { input_cost_per_token: 0, output_cost_per_token: 0 },
@@ -198,7 +201,8 @@ function runNode(code: string): Promise<{ code: number | null; stdout: string; m
 }
 
 describe('process behaviour', () => {
-  it('the refresh timer never keeps the process alive', async () => {
+  // Left out of `pnpm test:mutation` (STRYKER_GROUP set): seconds for every mutant it would cover.
+  it.skipIf(IN_MUTATION_RUN)('the refresh timer never keeps the process alive', async () => {
     const result = await runNode(`
       import { PriceBook } from './packages/core/src/pricing/price-book.ts';
       new PriceBook({ table: 'http://127.0.0.1:9/prices.json', refreshIntervalMs: 60_000, onError: () => {} });
@@ -208,7 +212,8 @@ describe('process behaviour', () => {
     expect(result.code).toBe(0);
   });
 
-  it('the snapshot loads on first use, not at import', async () => {
+  // Left out of `pnpm test:mutation` (STRYKER_GROUP set): seconds for every mutant it would cover.
+  it.skipIf(IN_MUTATION_RUN)('the snapshot loads on first use, not at import', async () => {
     const result = await runNode(`
       import fs from 'node:fs';
       import { syncBuiltinESMExports } from 'node:module';

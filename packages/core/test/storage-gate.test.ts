@@ -1,6 +1,7 @@
 // The storage gate bounds every storage call by `timeoutMs` with one timer for all the calls in flight:
 // each call still times out on its own deadline, and calls that answer are untouched by the others.
-import { describe, expect, it } from 'vitest';
+// Time is vitest's fake clock, moved by the tests: a deadline is checked to the millisecond.
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SpendGuardError } from '../src/errors.js';
 import { MemoryStorage } from '../src/index.js';
 import type { SettleInput, SpendStorage } from '../src/storage/storage-contract.js';
@@ -27,25 +28,32 @@ function deferred<T>() {
   return { promise, resolve };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 describe('StorageGate', () => {
+  beforeEach(() => {
+    vi.useFakeTimers();
+  });
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
   it('fails a call that does not answer within the timeout, and only that call', async () => {
     const g = gate(new MemoryStorage());
     const never = new Promise<number>(() => {});
     const slow = deferred<number>();
-    const started = Date.now();
-    const hung = g.call('hung', () => never).catch((e: unknown) => e);
+    let error: unknown = null;
+    const hung = g.call('hung', () => never).catch((e: unknown) => (error = e));
     const answered = g.call('answered', () => slow.promise);
     const quick = await g.call('quick', async () => 7);
     expect(quick).toBe(7);
     slow.resolve(3);
     expect(await answered).toBe(3);
-    const error = await hung;
+    await vi.advanceTimersByTimeAsync(TIMEOUT - 1);
+    expect(error).toBeNull(); // not before its deadline
+    await vi.advanceTimersByTimeAsync(1);
+    await hung;
     expect(error).toBeInstanceOf(SpendGuardError);
     expect((error as SpendGuardError).code).toBe('STORAGE_UNAVAILABLE');
     expect(String((error as Error).cause)).toContain('did not answer hung within 60 ms');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(TIMEOUT - 5); // not before its deadline
     expect(g.stats.storageErrors).toBe(1);
   });
 
@@ -54,11 +62,15 @@ describe('StorageGate', () => {
     const never = () => new Promise<number>(() => {});
     const outcomes: string[] = [];
     const first = g.call('first', never).catch(() => outcomes.push('first'));
-    await sleep(TIMEOUT / 2);
+    await vi.advanceTimersByTimeAsync(TIMEOUT / 2);
     const second = g.call('second', never).catch(() => outcomes.push('second'));
+    await vi.advanceTimersByTimeAsync(TIMEOUT / 2);
     await first;
     // The first deadline has passed; the second, started later, has not.
     expect(outcomes).toEqual(['first']);
+    await vi.advanceTimersByTimeAsync(TIMEOUT / 2 - 1);
+    expect(outcomes).toEqual(['first']);
+    await vi.advanceTimersByTimeAsync(1);
     await second;
     expect(outcomes).toEqual(['first', 'second']);
     // The gate goes on working after its timer emptied.
@@ -103,10 +115,17 @@ describe('StorageGate', () => {
       landed = true;
       return result;
     };
+    const release = storage.release.bind(storage);
+    const released = deferred<boolean>();
+    storage.release = async (id) => {
+      const done = await release(id);
+      released.resolve(done);
+      return done;
+    };
     const g = gate(storage);
     const scopes = [{ kind: 'global', id: 'proxy' }] as const;
     const now = new Date();
-    const error = await g
+    const failed = g
       .reserve({
         reservationId: 'r1',
         scopes: [...scopes],
@@ -115,14 +134,11 @@ describe('StorageGate', () => {
         expiresAt: new Date(now.getTime() + 60_000),
       })
       .catch((e: unknown) => e);
-    expect((error as SpendGuardError).code).toBe('STORAGE_UNAVAILABLE');
+    await vi.advanceTimersByTimeAsync(TIMEOUT);
+    expect(((await failed) as SpendGuardError).code).toBe('STORAGE_UNAVAILABLE');
     late.resolve();
     // The reservation lands now, and the gate releases it: nothing stays reserved.
-    for (let i = 0; i < 100; i++) {
-      const [state] = await storage.getBudgets([...scopes], new Date());
-      if (landed && state?.reservedNano === 0) break;
-      await sleep(10);
-    }
+    expect(await released.promise).toBe(true);
     expect(landed).toBe(true);
     const [state] = await storage.getBudgets([...scopes], new Date());
     expect(state?.reservedNano).toBe(0);

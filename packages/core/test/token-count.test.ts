@@ -1,18 +1,11 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { countChatPromptTokens, countTextTokens, isTokenizerLoaded } from '../src/metering/token-count.js';
+import { countChatPromptTokens, countTextTokens } from '../src/metering/token-count.js';
 
-// The order matters: the first test proves that nothing so far has loaded tiktoken in this file's process.
+// That tiktoken loads only when a count needs it is checked in token-count-lazy.test.ts, a process of
+// its own, so that these tests hold in any order.
 describe('token counting', () => {
-  it('does not load tiktoken until a count needs it', () => {
-    expect(isTokenizerLoaded()).toBe(false);
-    expect(countTextTokens('gpt-4o', '')).toBe(0);
-    expect(isTokenizerLoaded()).toBe(false);
-    expect(countTextTokens('gpt-4o', 'hello world')).toBe(2);
-    expect(isTokenizerLoaded()).toBe(true);
-  });
-
   it('uses o200k_base for the gpt-4o, gpt-4.1, gpt-5, o1, o3 and o4 families and cl100k_base otherwise', () => {
     const text = 'こんにちは世界、元気ですか'; // 7 tokens in o200k_base, 9 in cl100k_base
     for (const model of [

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { nextBudgetResetAt, type ReserveInput } from '@spendguard/core';
 import { runStorageConformance } from '@spendguard/core/testing';
 import { getTableConfig } from 'drizzle-orm/pg-core';
@@ -13,7 +14,25 @@ runStorageConformance({
   create: () => open(freshSchema()),
   raw: pgRawReader,
   sibling: (s) => open(schemaOfStore(s as PgStorage)),
+  // A trigger in the store's schema: the write of that counter raises, inside the transaction.
   refusesFractionalNano: true,
+  failCounterWrites: async (s, scope) => {
+    const schema = `"${schemaOfStore(s as PgStorage)}"`;
+    const literal = (v: string) => `'${v.replaceAll("'", "''")}'`;
+    await admin.query(
+      `CREATE OR REPLACE FUNCTION ${schema}.fail_counter_write() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.scope_kind = TG_ARGV[0] AND NEW.scope_id = TG_ARGV[1] THEN
+           RAISE EXCEPTION 'injected: the write of counter %:% failed', TG_ARGV[0], TG_ARGV[1];
+         END IF;
+         RETURN NEW;
+       END $$`,
+    );
+    await admin.query(
+      `CREATE TRIGGER fail_${randomBytes(6).toString('hex')} BEFORE INSERT OR UPDATE ON ${schema}.budgets
+       FOR EACH ROW EXECUTE FUNCTION ${schema}.fail_counter_write(${literal(scope.kind)}, ${literal(scope.id)})`,
+    );
+  },
 });
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');

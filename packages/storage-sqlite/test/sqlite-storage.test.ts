@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { copyFileSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { type SqliteStorage, sqliteRawReader, sqliteStorage } from '../src/index.js';
 import { applyMigrations, MIGRATIONS } from '../src/migrations.js';
 import * as schema from '../src/schema.js';
+import { databaseOf } from '../src/sqlite-storage.js';
 import { tempStores } from './temp-stores.js';
 
 const { root, freshPath, open } = tempStores('spendguard-sqlite-');
@@ -27,7 +29,18 @@ runStorageConformance({
   raw: sqliteRawReader,
   // A second connection on the same file, as another process would have.
   sibling: (s) => open(paths.get(s)!),
+  // Triggers on the store's own connection: the write of that counter aborts, inside the transaction.
   refusesFractionalNano: true,
+  failCounterWrites: async (s, scope) => {
+    const quote = (v: string) => `'${v.replaceAll("'", "''")}'`;
+    const when = `NEW.scope_kind = ${quote(scope.kind)} AND NEW.scope_id = ${quote(scope.id)}`;
+    const name = `fail_${randomBytes(6).toString('hex')}`;
+    for (const op of ['INSERT', 'UPDATE']) {
+      databaseOf(s as SqliteStorage).exec(
+        `CREATE TEMP TRIGGER ${name}_${op} BEFORE ${op} ON budgets WHEN ${when} BEGIN SELECT RAISE(ABORT, 'injected: the write of this counter failed'); END`,
+      );
+    }
+  },
 });
 
 const T0 = new Date('2026-03-10T12:00:00.000Z');

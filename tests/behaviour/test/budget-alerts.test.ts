@@ -2,7 +2,7 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { BudgetAlertPayload } from '@spendguard/core';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
 const SECRET = 'whsec-test-0123456789abcdef';
@@ -18,6 +18,7 @@ interface Delivery {
 /** A real webhook receiver on loopback; `respond` picks the status of each delivery (1-based count). */
 async function startReceiver(respond: (d: Delivery, n: number) => number | Promise<number> = () => 200) {
   const deliveries: Delivery[] = [];
+  const waiting: Array<{ n: number; resolve: () => void }> = [];
   const server = createServer((req, res) => {
     let raw = '';
     req.setEncoding('utf8');
@@ -25,6 +26,10 @@ async function startReceiver(respond: (d: Delivery, n: number) => number | Promi
     req.on('end', async () => {
       const d: Delivery = { at: Date.now(), headers: req.headers, raw, body: JSON.parse(raw), status: 0 };
       deliveries.push(d);
+      for (const w of waiting.filter((w) => deliveries.length >= w.n)) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve();
+      }
       d.status = await respond(d, deliveries.length);
       res.writeHead(d.status).end();
     });
@@ -33,6 +38,12 @@ async function startReceiver(respond: (d: Delivery, n: number) => number | Promi
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/spend`,
     deliveries,
+    /** Resolves once `n` deliveries have arrived (whatever the receiver answers them). */
+    received: (n: number) =>
+      new Promise<void>((resolve) => {
+        if (deliveries.length >= n) resolve();
+        else waiting.push({ n, resolve });
+      }),
     /** Deliveries the receiver accepted. */
     accepted: () => deliveries.filter((d) => d.status >= 200 && d.status < 300),
     close: () => {
@@ -55,13 +66,20 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
   const receivers: Receiver[] = [];
   let clock = new Date('2026-03-02T10:00:00.000Z');
   const errors: string[] = [];
+  // Every test starts from the same time, whichever ran before it (one moves the clock a day on).
+  beforeEach(() => {
+    clock = new Date('2026-03-02T10:00:00.000Z');
+  });
   afterEach(async () => {
     for (const app of apps.splice(0)) await app.close();
     for (const r of receivers.splice(0)) await r.close();
     errors.length = 0;
   });
 
-  async function setup(receiver: Receiver, options: { dbPath?: string; thresholds?: number[] } = {}) {
+  async function setup(
+    receiver: Receiver,
+    options: { dbPath?: string; thresholds?: number[]; guardOptions?: Record<string, unknown> } = {},
+  ) {
     const app = await startTestApp(framework, {
       now: () => clock,
       dbPath: options.dbPath,
@@ -76,6 +94,7 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
           ...(options.thresholds ? { thresholds: options.thresholds } : {}),
         },
         logger: { warn: () => {}, error: (m) => errors.push(m) },
+        ...options.guardOptions,
       },
     });
     apps.push(app);
@@ -102,7 +121,7 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
     });
     expect(res.status).toBe(200);
     await res.arrayBuffer();
-    await app.guard.flush();
+    await app.settled();
     await app.guard.alerts!.flush();
   }
   const thresholdsOf = (ds: Delivery[]) => ds.map((d) => d.body.threshold);
@@ -172,7 +191,6 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
     const key = (await admin(app, 'POST', '/key/generate', { max_budget: 0.01 })).body.key;
 
     app.simulator.scriptNextUsage({ prompt_tokens: 0, completion_tokens: 600 });
-    const started = Date.now();
     const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
@@ -180,10 +198,11 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
     });
     expect(res.status).toBe(200);
     await res.arrayBuffer();
-    await app.guard.flush();
-    // The call is answered and settled while the alert is still being delivered.
-    while (hooks.deliveries.length < 3) await new Promise((r) => setTimeout(r, 5));
-    expect(Date.now() - started).toBeLessThan(5_000);
+    await app.settled();
+    // The call is answered and settled while the alert is still being delivered: the third attempt is
+    // held by the receiver until now.
+    await hooks.received(3);
+    expect(hooks.accepted()).toHaveLength(0);
     release();
     await app.guard.alerts!.flush();
 
@@ -211,7 +230,6 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
   });
 
   it('fires the thresholds again in the next budget period (controllable clock)', async () => {
-    clock = new Date('2026-03-02T10:00:00.000Z');
     const hooks = await receiver();
     const app = await setup(hooks, { thresholds: [50, 100] });
     const key = (await admin(app, 'POST', '/key/generate', { max_budget: 0.01, budget_duration: '1d' })).body
@@ -269,6 +287,58 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
     expect(hooks.deliveries.every(signatureValid)).toBe(true);
   });
 
+  it('alerts on member, end-user, tag, model, global and window budgets, each naming its scope', async () => {
+    const hooks = await receiver();
+    const app = await setup(hooks, {
+      thresholds: [50],
+      guardOptions: { globalBudget: { maxBudget: 0.01, budgetDuration: '1d' } },
+    });
+    await admin(app, 'POST', '/team/new', { team_id: 'web' });
+    await admin(app, 'POST', '/user/new', { user_id: 'ann', team_id: 'web', auto_create_key: false });
+    await admin(app, 'POST', '/team/member_update', {
+      team_id: 'web',
+      user_id: 'ann',
+      max_budget_in_team: 0.01,
+    });
+    await admin(app, 'POST', '/customer/new', { user_id: 'acme', max_budget: 0.01 });
+    await admin(app, 'POST', '/tag/new', { name: 'feature:x', max_budget: 0.01 });
+    const created = await admin(app, 'POST', '/key/generate', {
+      user_id: 'ann',
+      team_id: 'web',
+      max_budget: 10,
+      model_max_budget: { 'gpt-4o': 0.01 },
+      budget_limits: [{ budget_duration: '1d', max_budget: 0.01 }],
+    });
+    expect(created.status).toBe(200);
+    const token = created.body.token as string;
+    // $0.006: 60 % of each $0.01 budget, 0.06 % of the key's own $10.
+    await spend(app, created.body.key, 600, { user: 'acme', tags: ['feature:x'] });
+    const byGroup = Object.fromEntries(hooks.deliveries.map((d) => [d.body.event_group, d.body]));
+    expect(Object.keys(byGroup).sort()).toEqual(['customer', 'global', 'member', 'model', 'tag', 'window']);
+    expect(hooks.deliveries).toHaveLength(6);
+    const expected = {
+      member: 'web:ann',
+      customer: 'acme',
+      tag: 'feature:x',
+      model: `${token}:gpt-4o`,
+      global: 'global',
+      window: `key:${token}@1d`,
+    };
+    for (const [kind, id] of Object.entries(expected)) {
+      expect(byGroup[kind], kind).toMatchObject({
+        event: 'threshold_crossed',
+        scope: { kind, id },
+        threshold: 50,
+        threshold_spend: 0.005,
+        spend: 0.006,
+        max_budget: 0.01,
+        token,
+        customer_id: 'acme',
+      });
+    }
+    expect(hooks.deliveries.every(signatureValid)).toBe(true);
+  });
+
   it('sends each alert once when two instances share the store and cross thresholds concurrently', async () => {
     const hooks = await receiver();
     const thresholds = [10, 25, 50];
@@ -287,7 +357,7 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
         }).then((r) => r.arrayBuffer()),
       ),
     );
-    for (const app of [a, b]) await app.guard.flush();
+    for (const app of [a, b]) await app.settled();
     // Both instances now see every threshold as due; a settle on each asks again.
     for (const app of [a, b]) await spend(app, key, 1);
     for (const app of [a, b]) await app.guard.alerts!.flush();

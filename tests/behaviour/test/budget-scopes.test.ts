@@ -182,7 +182,7 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
       }),
     });
     const body = (await res.json()) as { error?: { message: string; type: string; code: string } };
-    await a.guard.flush();
+    await a.settled();
     return { status: res.status, body, headers: res.headers };
   }
 
@@ -212,9 +212,9 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
       expect(refused?.status).toBe(429);
       expect(refused!.body.error!.message).toMatch(/^Budget has been exceeded! /);
       expect(refused!.body.error!.message).toMatch(s.label);
-      // retry-after tells when a period budget re-opens; a budget without a period has none.
-      if (s.reopen) expect(refused!.headers.get('retry-after')).toBeNull();
-      else expect(Number(refused!.headers.get('retry-after'))).toBeGreaterThan(0);
+      // retry-after tells when a period budget re-opens (its daily reset, 14 h after 10:00 UTC on the
+      // guard's clock); a budget without a period has none.
+      expect(refused!.headers.get('retry-after')).toBe(s.reopen ? null : '50400');
       const scopeSpend = (await s.spend(app, key))!;
       expect(scopeSpend).toBeGreaterThan(0);
       expect(scopeSpend).toBeLessThanOrEqual(SMALL);
@@ -263,6 +263,44 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     expect(global.spend).toBeLessThanOrEqual(SMALL);
     clock.now += DAY;
     expect((await chat(app, key, {})).status).toBe(200);
+  });
+
+  it("a team's cap refuses every member's keys by the team's name, while their own budgets have room", async () => {
+    const clock = { now: Date.parse('2026-05-04T10:00:00Z') };
+    const { app, key } = await start(clock);
+    await admin(app, 'POST', '/team/update', {
+      team_id: 'frontend',
+      team_alias: 'frontend-team',
+      max_budget: SMALL,
+      budget_duration: '1d',
+    });
+    await admin(app, 'POST', '/user/new', { user_id: 'bob', team_id: 'frontend', auto_create_key: false });
+    const bob = (await admin(app, 'POST', '/key/generate', { user_id: 'bob', max_budget: 100 })).body.key;
+    let refused: Awaited<ReturnType<typeof chat>> | null = null;
+    const served = { alice: 0, bob: 0 };
+    for (let i = 0; i < 20 && !refused; i++) {
+      const who = i % 2 === 0 ? 'alice' : 'bob';
+      const r = await chat(app, who === 'alice' ? key : bob, {});
+      if (r.status === 200) served[who]++;
+      else refused = r;
+    }
+    expect(served.alice).toBeGreaterThan(0);
+    expect(served.bob).toBeGreaterThan(0);
+    expect(refused?.status).toBe(429);
+    expect(refused!.body.error).toMatchObject({ type: 'budget_exceeded', code: '429' });
+    expect(refused!.body.error!.message).toMatch(
+      /^Budget has been exceeded! Team=frontend-team Current cost: [\d.e-]+, Max budget: 0\.0006\. In flight: /,
+    );
+    expect(refused!.headers.get('retry-after')).toBe('50400');
+    const team = (await app.guard.budgets.remaining({ team: 'frontend' }))!;
+    const keys = [key, bob].map(async (k) => (await app.guard.budgets.remaining({ key: k }))!.spend);
+    const [aliceSpend, bobSpend] = await Promise.all(keys);
+    expect(team.spend).toBeCloseTo(aliceSpend! + bobSpend!, 9);
+    expect(team.spend).toBeLessThanOrEqual(SMALL);
+    expect(aliceSpend).toBeLessThan(1); // the keys' own budgets ($100) were never near
+    // The team's daily period ends: both keys are served again.
+    clock.now += DAY;
+    expect((await chat(app, bob, {})).status).toBe(200);
   });
 
   it('a manual reset re-opens a spent budget at once', async () => {
@@ -439,7 +477,7 @@ describe.each(ADAPTERS)('budget windows on $name', (framework) => {
         }),
       });
       const body = (await res.json()) as { error?: { message: string } };
-      await app!.guard.flush();
+      await app!.settled();
       return { status: res.status, body };
     };
     let last = await call();
@@ -520,7 +558,7 @@ describe.each(ADAPTERS)('team member rate limits on $name', (framework) => {
         body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
       });
       const body = (await res.json()) as { error?: { message: string } };
-      await app!.guard.flush();
+      await app!.settled();
       return { status: res.status, body, headers: res.headers };
     };
     expect((await call(alice)).status).toBe(200);
@@ -530,7 +568,8 @@ describe.each(ADAPTERS)('team member rate limits on $name', (framework) => {
     const third = await call(alice);
     expect(third.status).toBe(429);
     expect(third.body.error!.message).toMatch(/User=alice in Team=frontend/);
-    expect(Number(third.headers.get('retry-after'))).toBeGreaterThan(0);
+    // The window began with alice's first call, on a clock that has not moved: 60 s left.
+    expect(third.headers.get('retry-after')).toBe('60');
     // bob, in the same team, has no limit of his own.
     for (let i = 0; i < 3; i++) expect((await call(bob)).status).toBe(200);
     // The next minute's window re-opens alice's.
@@ -561,7 +600,7 @@ describe.each(ADAPTERS)('temporary budget increase on $name', (framework) => {
         }),
       });
       const body = (await res.json()) as { error?: { message: string } };
-      await app!.guard.flush();
+      await app!.settled();
       return { status: res.status, body };
     };
     let status = 200;
@@ -632,7 +671,7 @@ describe.each(ADAPTERS)('end-user rate limits on $name', (framework) => {
         }),
       });
       const body = (await res.json()) as { error?: { message: string } };
-      await app!.guard.flush();
+      await app!.settled();
       return { status: res.status, body };
     };
     expect((await call(k1, 'acme')).status).toBe(200);
@@ -676,7 +715,7 @@ describe.each(ADAPTERS)('model access on $name', (framework) => {
         body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }),
       });
       const body = (await res.json()) as { error?: { message: string; type: string } };
-      await app!.guard.flush();
+      await app!.settled();
       return { status: res.status, body };
     };
     expect((await call(own, 'gpt-4o')).status).toBe(200);

@@ -42,7 +42,7 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         expect(response.headers.get('x-litellm-key-max-budget')).toBe('5');
         const requestId = response.headers.get('x-litellm-call-id');
 
-        await app.guard.flush(); // waits for the settlement in flight
+        await app.settled(); // waits for the settlement in flight
         const logs = await admin(app, 'GET', `/spend/logs?api_key=${key}`);
         expect(logs.status).toBe(200);
         expect(logs.body).toHaveLength(1);
@@ -85,7 +85,7 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         }
         expect(text.length).toBeGreaterThan(0);
         expect(usage?.completion_tokens).toBe(25);
-        await app.guard.flush();
+        await app.settled();
         const logs = await admin(app, 'GET', `/spend/logs?api_key=${key}`);
         expect(logs.body).toHaveLength(1);
         expect(logs.body[0]).toMatchObject({
@@ -106,7 +106,7 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
           expect(chunk.choices).toHaveLength(1); // no choice-less usage chunk
           expect(chunk.usage).toBeUndefined();
         }
-        await app.guard.flush();
+        await app.settled();
         const [log] = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
         expect(log.metadata.estimated).toBe(false);
         expect(log.completion_tokens).toBe(12);
@@ -176,7 +176,7 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
             const { data, response } = await ask(20_000);
             lowered.push(response.headers.get('x-spendguard-output-tokens-lowered'));
             completions.push(data.usage!.completion_tokens);
-            await app.guard.flush(); // the next call is judged against this one's settlement
+            await app.settled(); // the next call is judged against this one's settlement
           } catch (e) {
             refused = e as InstanceType<typeof OpenAI.APIError>;
           }
@@ -196,7 +196,7 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         );
         // A call that asks for less than the minimum cap is never lowered: refused when it cannot fit.
         await expect(ask(100)).rejects.toMatchObject({ status: 429 });
-        await app.guard.flush();
+        await app.settled();
         const info = await admin(app, 'GET', `/key/info?key=${tight}`);
         expect(info.body.info.spend).toBeLessThanOrEqual(5);
         expect(info.body.info.spend).toBeGreaterThan(4.99);
@@ -226,8 +226,7 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         const reader = res.body!.getReader();
         await reader.read();
         ac.abort();
-        await new Promise((r) => setTimeout(r, 200));
-        await app.guard.flush();
+        await app.settled();
         const [log] = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
         expect(log.metadata.stream_cut).toBe(true);
         expect(log.metadata.estimated).toBe(true);

@@ -14,6 +14,7 @@ import express5 from 'express';
 import express4 from 'express4';
 import { Hono } from 'hono';
 import { validator } from 'hono/validator';
+import { vi } from 'vitest';
 import { addExpressMeteringRoutes, addHonoMeteringRoutes, EXTRA_GUARDED } from './metering-routes.js';
 
 export const MASTER = 'sk-master-test-key';
@@ -98,6 +99,13 @@ export interface TestApp {
   dbPath: string;
   simulator: Simulator;
   guard: SpendGuard;
+  /**
+   * Resolves once every response the server has begun so far is closed (finished, or cut by either
+   * side) and the guard has written what those calls spent. The adapters settle a call when its
+   * response ends (Express on the response's 'finish', which can trail what the client received), so
+   * this is what a test waits on after a call, never a sleep.
+   */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -132,12 +140,23 @@ export async function startTestApp(framework: Framework, options: TestAppOptions
     options.appParsesBody ?? false,
   );
   if (!server.listening) await new Promise((r) => server.once('listening', r));
+  const open = new Set<Promise<void>>();
+  server.on('request', (_req, res) => {
+    const closed = new Promise<void>((resolve) => res.once('close', resolve));
+    open.add(closed);
+    void closed.then(() => open.delete(closed));
+  });
   const { port } = server.address() as AddressInfo;
   return {
     baseUrl: `http://127.0.0.1:${port}`,
     dbPath,
     simulator,
     guard,
+    async settled() {
+      // 'close' comes after the adapter's own 'finish' listener ran: the settlements are in flight.
+      while (open.size > 0) await Promise.all([...open]);
+      await guard.flush();
+    },
     async close() {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
@@ -161,4 +180,19 @@ export async function admin(
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
+}
+
+/**
+ * Asks again until the answer is no longer a 200: a change travelling to another instance through the
+ * store's change feed (polled every 250 ms on SQLite). No time is asserted; the wait ends at 20 s.
+ */
+export async function untilRefused<T extends { status: number }>(attempt: () => Promise<T>): Promise<T> {
+  return vi.waitFor(
+    async () => {
+      const answer = await attempt();
+      if (answer.status === 200) throw new Error('still served');
+      return answer;
+    },
+    { timeout: 20_000, interval: 25 },
+  );
 }

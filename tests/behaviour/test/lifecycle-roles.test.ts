@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+import { ADAPTERS, admin, startTestApp, type TestApp, untilRefused } from './harness.js';
 
 const chat = JSON.stringify({
   model: 'gpt-4o-mini',
@@ -14,18 +14,6 @@ async function call(app: TestApp, key: string): Promise<{ status: number; body: 
     body: chat,
   });
   return { status: res.status, body: await res.json() };
-}
-
-/** Retries a call while it still succeeds (a change travelling to another instance), up to 2 s. */
-async function eventually(
-  attempt: () => Promise<{ status: number; body: any }>,
-): Promise<{ status: number; body: any }> {
-  let res = await attempt();
-  for (let i = 0; i < 80 && res.status === 200; i++) {
-    await new Promise((r) => setTimeout(r, 25));
-    res = await attempt();
-  }
-  return res;
 }
 
 /** Every refusal is LiteLLM's JSON error with this status. */
@@ -82,12 +70,8 @@ describe.each(ADAPTERS)('key, team and user lifecycle and roles on $name', (fram
       expect((await call(app, fresh.key)).status).toBe(200);
     }
     // Calls made with either secret spend on the one counter and are logged under the key's id.
-    // Settlements are written after each response: wait for all six (log and counter go together).
-    let logs = (await admin(a, 'GET', `/spend/logs?api_key=${old.token}`)).body;
-    for (let i = 0; i < 80 && logs.length < 6; i++) {
-      await new Promise((r) => setTimeout(r, 25));
-      logs = (await admin(a, 'GET', `/spend/logs?api_key=${old.token}`)).body;
-    }
+    for (const app of [a, b]) await app.settled();
+    const logs = (await admin(a, 'GET', `/spend/logs?api_key=${old.token}`)).body;
     expect(logs).toHaveLength(6);
     expect(new Set(logs.map((l: any) => l.api_key))).toEqual(new Set([old.token]));
     const info = await admin(a, 'GET', `/key/info?key=${encodeURIComponent(fresh.key)}`);
@@ -102,7 +86,7 @@ describe.each(ADAPTERS)('key, team and user lifecycle and roles on $name', (fram
     // a changed the key itself; b may have served the old secret from a cache entry made before the
     // regeneration until the change reaches it (SQLite: polled every 250 ms).
     expectRefused(await call(a, old.key), 401);
-    expectRefused(await eventually(() => call(b, old.key)), 401);
+    expectRefused(await untilRefused(() => call(b, old.key)), 401);
     for (const app of [a, b]) expect((await call(app, fresh.key)).status).toBe(200);
     expect((await admin(a, 'GET', `/key/info?key=${encodeURIComponent(old.key)}`)).status).toBe(404);
     expectRefused(await admin(a, 'GET', '/key/info', undefined, old.key), 401);
@@ -112,7 +96,7 @@ describe.each(ADAPTERS)('key, team and user lifecycle and roles on $name', (fram
     expect(third.status).toBe(200);
     expect(third.body.token).toBe(old.token);
     expectRefused(await call(a, fresh.key), 401);
-    expectRefused(await eventually(() => call(b, fresh.key)), 401);
+    expectRefused(await untilRefused(() => call(b, fresh.key)), 401);
     expect((await call(b, third.body.key)).status).toBe(200);
   });
 

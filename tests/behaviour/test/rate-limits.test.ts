@@ -64,7 +64,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
       expect(response.headers?.get('x-ratelimit-remaining-tokens')).toBe(String(100_000 - tokens));
       expect(response.headers?.get('x-ratelimit-reset-tokens')).toBe('60');
       tokens += data.usage!.total_tokens;
-      await app.guard.flush();
+      await app.settled();
     }
 
     clock = at(30);
@@ -92,7 +92,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     });
 
     // Refused calls cost nothing and were never sent to the provider.
-    await app.guard.flush();
+    await app.settled();
     expect(app.simulator.requestCount).toBe(3);
     const logs = await admin(app, 'GET', `/spend/logs?api_key=${key}`);
     expect(logs.body).toHaveLength(3);
@@ -116,7 +116,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     const client = clientFor(app, key);
     const { data } = await ask(client, 'gpt-4o', 40);
     expect(data.usage!.total_tokens).toBeGreaterThan(45);
-    await app.guard.flush();
+    await app.settled();
     const error = await refusal(ask(client));
     expect(error.message).toContain('Limit type: tokens. Current limit: 45');
     expect(error.headers?.get('x-ratelimit-limit-tokens')).toBe('45');
@@ -292,7 +292,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     }
     expect(refused.length).toBeGreaterThan(0);
     // Every slot came back: five at once are admitted again.
-    await app.guard.flush();
+    await app.settled();
     const again = await Promise.all(Array.from({ length: 5 }, () => ask(client)));
     expect(again.every((r) => r.response.status === 200)).toBe(true);
   });
@@ -323,7 +323,7 @@ describe('rate limits shared by two instances on one SQLite file', () => {
       'Rate limit exceeded for Key=shared. Limit type: max_parallel_requests.',
     );
     await Promise.all(inFlight);
-    await a.guard.flush();
+    await a.settled();
 
     // Two requests counted on A; the refused one counted nowhere (a refusal is all or none).
     expect((await ask(onB)).response.headers?.get('x-ratelimit-remaining-requests')).toBe('1');

@@ -62,8 +62,7 @@ async function readBody(res: Response): Promise<unknown> {
 async function runScript(app: TestApp): Promise<Entry[]> {
   const transcript: Entry[] = [];
   const settle = async () => {
-    await new Promise((r) => setTimeout(r, 20)); // Express settles on 'finish', which may trail the client
-    await app.guard.flush();
+    await app.settled();
   };
   const send = async (step: string, method: string, path: string, auth: string | null, body?: unknown) => {
     const res = await fetch(`${app.baseUrl}${path}`, {
@@ -152,7 +151,6 @@ async function runScript(app: TestApp): Promise<Entry[]> {
     headers: guardHeaders(cut.headers),
     body: null,
   });
-  await new Promise((r) => setTimeout(r, 200));
   await settle();
 
   // Spend a $5 budget with o1 (a worst case of ~$1.20 a call): four whole calls, a fifth with its

@@ -124,7 +124,7 @@ describe.each(ADAPTERS)('spend reports on $name', (framework) => {
         }),
       });
       await res.arrayBuffer();
-      await app.guard.flush();
+      await app.settled();
     }
     const all = await admin(app, 'GET', `/spend/logs?start_date=${FROM}&end_date=${TO}&limit=1000`);
     logs = all.body;

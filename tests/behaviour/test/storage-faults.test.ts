@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
 import OpenAI from 'openai';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
 const betterSqlite = createRequire(import.meta.resolve('@spendguard/storage-sqlite')).resolve(
@@ -50,7 +50,7 @@ describe.each(ADAPTERS)('storage faults on $name', (framework) => {
     const key = (await admin(app, 'POST', '/key/generate', { max_budget: 10 })).body.key as string;
     const client = new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
     await client.chat.completions.create(chat); // the key is now known (and cached)
-    await app.guard.flush();
+    await app.settled();
     return { key, client };
   }
 
@@ -58,14 +58,13 @@ describe.each(ADAPTERS)('storage faults on $name', (framework) => {
     const { client } = await setup('deny');
     const before = app.simulator.requestCount;
     const lock = await holdWriteLock(app.dbPath);
-    const t0 = Date.now();
     const refused = await client.chat.completions.create(chat).catch((e) => e);
-    expect(Date.now() - t0).toBeLessThan(1500);
     expect(refused).toBeInstanceOf(OpenAI.APIError);
     expect(refused.status).toBe(503);
     expect(refused.error).toMatchObject({ type: 'service_unavailable', code: '503' });
     expect(app.simulator.requestCount).toBe(before); // the route never ran
-    expect(app.guard.stats().storageErrors).toBeGreaterThan(0);
+    // The key was cached: the one storage call that failed is the reservation.
+    expect(app.guard.stats().storageErrors).toBe(1);
     await lock.release();
     const ok = await client.chat.completions.create(chat);
     expect(ok.usage?.completion_tokens).toBe(10);
@@ -76,24 +75,30 @@ describe.each(ADAPTERS)('storage faults on $name', (framework) => {
     const lock = await holdWriteLock(app.dbPath);
     const served = await client.chat.completions.create(chat);
     expect(served.usage?.completion_tokens).toBe(10);
-    await app.guard.flush();
+    await app.settled();
     expect(app.guard.stats().pendingSettlements).toBe(1);
     await lock.release();
-    const deadline = Date.now() + 5000;
-    while (app.guard.stats().pendingSettlements > 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 50));
+    // The gate retries on its own backoff timer (100 ms, doubling while storage fails): wait for it.
+    await vi.waitFor(() => expect(app.guard.stats().pendingSettlements).toBe(0), {
+      timeout: 20_000,
+      interval: 20,
+    });
     expect(app.guard.stats()).toMatchObject({
       pendingSettlements: 0,
       settlementsRecovered: 1,
       settlementsDropped: 0,
     });
     const logs = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body as Array<{
+      prompt_tokens: number;
       completion_tokens: number;
       spend: number;
     }>;
     expect(logs).toHaveLength(2);
     const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
-    expect(info.spend).toBeCloseTo(logs[0]!.spend + logs[1]!.spend, 9);
-    expect(info.spend).toBeGreaterThan(0);
+    // Each call as the simulator reported it, at gpt-4o-mini's 1.5e-7 per input and 6e-7 per output token.
+    const nano = (usd: number) => Math.round(usd * 1e9);
+    const priced = logs.map((l) => l.prompt_tokens * 150 + l.completion_tokens * 600);
+    expect(logs.map((l) => nano(l.spend))).toEqual(priced);
+    expect(nano(info.spend)).toBe(priced[0]! + priced[1]!);
   });
 });

@@ -29,7 +29,7 @@ describe.each(ADAPTERS)('typed queries on $name', (framework) => {
     });
     expect(res.status).toBe(200);
     await res.text();
-    await app.guard.flush();
+    await app.settled();
 
     const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
     const byKey = await app.guard.keys.get(key);

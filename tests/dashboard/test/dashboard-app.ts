@@ -75,6 +75,8 @@ export interface DashboardApp {
   /** The SQLite file: another instance (or a restart) opens it with `startDashboardApp(f, { dbPath })`. */
   dbPath: string;
   admin(method: string, path: string, body?: unknown): Promise<any>;
+  /** Resolves once every response begun so far is closed and the guard has written their spend. */
+  settled(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -89,6 +91,12 @@ export async function startDashboardApp(
     simulator.url,
   );
   if (!server.listening) await new Promise((r) => server.once('listening', r));
+  const open = new Set<Promise<void>>();
+  server.on('request', (_req, res) => {
+    const closed = new Promise<void>((resolve) => res.once('close', resolve));
+    open.add(closed);
+    void closed.then(() => open.delete(closed));
+  });
   const baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     baseUrl,
@@ -103,6 +111,11 @@ export async function startDashboardApp(
       const json = await res.json();
       if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
       return json;
+    },
+    async settled() {
+      // 'close' comes after the adapter's own 'finish' listener ran: the settlements are in flight.
+      while (open.size > 0) await Promise.all([...open]);
+      await guard.flush();
     },
     async close() {
       server.closeAllConnections();

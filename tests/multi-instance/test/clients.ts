@@ -3,7 +3,6 @@
  * load spread round-robin over the instances.
  */
 import { randomBytes } from 'node:crypto';
-import { createSpendGuard, MemoryStorage } from '@spendguard/core';
 import { MASTER } from './instances.js';
 
 /**
@@ -155,12 +154,30 @@ export interface CallCosts {
   worstCaseNano: number;
   /** The precise estimate (prompt counted with the tokenizer), tried near a cap in strict mode. */
   preciseNano: number;
+  /** The least a call can reserve: the precise prompt with the output cut to the 256-token minimum. */
+  floorNano: number;
 }
 
 /**
- * One call through each instance on a key with no budget (and no user or team) gives the actual cost
- * (`x-litellm-response-cost`) and warms the instances up (the simulator loads its tokenizer on its
- * first call); the estimates come from core's own estimator over the same body.
+ * {@link CHAT}'s costs, worked out by hand from the price table (gpt-3.5-turbo: 5e-7 per input token,
+ * 1.5e-6 per output token, no dearer tier) and the worst case's documented rule (docs/worst-case.md),
+ * never with the guard's code:
+ * - actual: 8 prompt tokens (OpenAI's rule: 3 per message + 'user' + 'hi' + 3 priming the reply) and
+ *   1000 completion tokens: 8 x 5e-7 + 1000 x 1.5e-6 = $0.001504;
+ * - worst case: the body's 87 bytes + 4 per message + 16: 107 x 5e-7 + 1000 x 1.5e-6 = $0.0015535;
+ * - precise: 'user' + 'hi' counted (2) + 4 + 16 = 22 tokens: 22 x 5e-7 + 1000 x 1.5e-6 = $0.001511;
+ * - floor: 22 x 5e-7 + 256 x 1.5e-6 = $0.000395.
+ */
+export const CHAT_COSTS: CallCosts = {
+  actualNano: 1_504_000,
+  worstCaseNano: 1_553_500,
+  preciseNano: 1_511_000,
+  floorNano: 395_000,
+};
+
+/**
+ * One call through each instance on a key with no budget (and no user or team) warms the instances up
+ * (the simulator loads its tokenizer on its first call) and checks that each charges {@link CHAT_COSTS}.
  */
 export async function callCosts(urls: string[]): Promise<CallCosts> {
   const { key } = await adminCall(urls[0]!, 'POST', '/key/generate', { key_alias: 'calibration' });
@@ -169,23 +186,13 @@ export async function callCosts(urls: string[]): Promise<CallCosts> {
   if (outcomes.some((o) => o.status !== 200) || headers.size !== 1 || headers.has(null)) {
     throw new Error(`calibration calls failed or disagree: ${JSON.stringify(outcomes)}`);
   }
-  const estimator = createSpendGuard({ storage: new MemoryStorage() });
-  const bytes = Buffer.byteLength(CHAT_BODY);
-  const costs = {
-    actualNano: Math.round(Number(outcomes[0]!.costHeader) * 1e9),
-    worstCaseNano: estimator.estimateNano(CHAT.model, CHAT, bytes, false),
-    preciseNano: estimator.estimateNano(CHAT.model, CHAT, bytes, true),
-  };
-  await estimator.close();
-  if (
-    !(
-      costs.actualNano > 0 &&
-      costs.actualNano <= costs.preciseNano &&
-      costs.preciseNano <= costs.worstCaseNano
-    )
-  )
-    throw new Error(`unexpected call costs: ${JSON.stringify(costs)}`);
-  return costs;
+  const charged = Math.round(Number(outcomes[0]!.costHeader) * 1e9);
+  if (Buffer.byteLength(CHAT_BODY) !== 87 || charged !== CHAT_COSTS.actualNano) {
+    throw new Error(
+      `CHAT is ${Buffer.byteLength(CHAT_BODY)} bytes, charged ${charged} nano: ${JSON.stringify(CHAT_COSTS)}`,
+    );
+  }
+  return CHAT_COSTS;
 }
 
 /** A team, a user in it and a key of that user, each with a budget of `budgetUsd`. */

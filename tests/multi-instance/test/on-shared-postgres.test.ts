@@ -7,7 +7,8 @@
  *   team) yet uses at least 95% of it, shrink exceeds it by at most one call per instance;
  * - an instance killed mid-load loses nothing: served calls are logged and counted, and what it left
  *   reserved is charged at its estimate by the survivors after the TTL;
- * - a key blocked through one instance is refused by every instance within 1 s (LISTEN/NOTIFY).
+ * - a key blocked through one instance is refused by every instance, told by LISTEN/NOTIFY (their key
+ *   caches would trust it for 10 minutes).
  */
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -213,7 +214,7 @@ describe('an instance killed mid-load', () => {
     for (const l of expired) {
       expect(l).toMatchObject({ estimated: true, status: 'failure', apiKeyHash: ids.token });
       // at its reservation: the cheap or precise bound, or a bound at a lowered output cap
-      expect(l.spendNano).toBeGreaterThan(0);
+      expect(l.spendNano).toBeGreaterThanOrEqual(costs.floorNano);
       expect(l.spendNano).toBeLessThanOrEqual(costs.worstCaseNano);
     }
     // Only the victim's calls expired: nothing a survivor answered was charged at its estimate.
@@ -228,28 +229,26 @@ describe('an instance killed mid-load', () => {
   }, 120_000);
 });
 
-/** How long after `since` each instance takes to answer `status` to the key (polling every 20 ms). */
-async function timeUntil(urls: string[], key: string, status: number, since: number): Promise<number[]> {
-  return Promise.all(
+/** Resolves once every instance answers `status` to the key (each asked again until it does). */
+async function untilEvery(urls: string[], key: string, status: number): Promise<void> {
+  await Promise.all(
     urls.map(async (url) => {
-      for (;;) {
-        const outcome = await chat(url, key);
-        const elapsed = Date.now() - since;
-        if (outcome.status === status) return elapsed;
-        if (elapsed > 5_000) return elapsed; // the assertion below reports it
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      while ((await chat(url, key)).status !== status);
     }),
   );
 }
 
 describe('key revocation across instances', () => {
-  it('a key blocked (and unblocked) through one instance is refused (and served) by every instance within 1 s', async () => {
+  it('a key blocked (and unblocked) through one instance is refused (and served) by every instance, told by the notification', async () => {
     const db = await createDatabase(server);
     drops.push(db.drop);
-    // Each instance trusts a cached key for 5 s (keyCacheTtlMs) unless told otherwise: only the
-    // notification can make the others refuse it within the second.
-    const instances = await startInstances(4, { ...PATIENT, DATABASE_URL: db.url });
+    // Each instance trusts a cached key for 10 minutes (keyCacheTtlMs) unless told otherwise, far
+    // longer than this test may run: only the notification can make the others refuse it.
+    const instances = await startInstances(4, {
+      ...PATIENT,
+      DATABASE_URL: db.url,
+      SPENDGUARD_KEY_CACHE_TTL_MS: '600000',
+    });
     const urls = instances.map((i) => i.url);
     const { key, token } = await adminCall(urls[0]!, 'POST', '/key/generate', { max_budget: 100 });
     // Every instance has now resolved (and cached) the key.
@@ -257,18 +256,10 @@ describe('key revocation across instances', () => {
 
     const blocked = await adminCall(urls[1]!, 'POST', '/key/block', { key });
     expect(blocked).toMatchObject({ key: token, blocked: true });
-    const refusedAfter = await timeUntil(urls, key, 401, Date.now());
-    expect(
-      refusedAfter.every((ms) => ms < 1000),
-      `ms until 401 per instance: ${refusedAfter}`,
-    ).toBe(true);
+    await untilEvery(urls, key, 401);
 
     const unblocked = await adminCall(urls[2]!, 'POST', '/key/unblock', { key });
     expect(unblocked).toMatchObject({ key: token, blocked: false });
-    const servedAfter = await timeUntil(urls, key, 200, Date.now());
-    expect(
-      servedAfter.every((ms) => ms < 1000),
-      `ms until 200 per instance: ${servedAfter}`,
-    ).toBe(true);
+    await untilEvery(urls, key, 200);
   }, 60_000);
 });

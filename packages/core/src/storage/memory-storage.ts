@@ -93,10 +93,49 @@ export class MemoryStorage implements SpendStorage {
   private readonly rateLeases = new Map<string, Map<string, number>>();
   private readonly dashboardSessions = new Map<string, DashboardSessionRecord>();
 
+  /**
+   * Runs one entity write all or nothing, as the SQL backends' transactions do: the maps an entity
+   * write may change are copied first (deeply: some records are changed in place) and put back whole
+   * if the write throws midway. Only management writes pay for it, never a reservation or settlement.
+   */
+  private atomically<T>(write: () => T): T {
+    const maps = this.entityMaps();
+    const saved = maps.map((m) => structuredClone(m));
+    try {
+      return write();
+    } catch (error) {
+      maps.forEach((map, i) => {
+        map.clear();
+        // Map.prototype.set: the state comes back as it was, beneath anything that wraps this map.
+        for (const [k, v] of saved[i]!) Map.prototype.set.call(map, k, v);
+      });
+      throw error;
+    }
+  }
+
+  private entityMaps(): Array<Map<string, unknown>> {
+    return [
+      this.teams,
+      this.users,
+      this.keys,
+      this.customers,
+      this.tags,
+      this.secrets,
+      this.graceSecrets,
+      this.members,
+      this.budgets,
+      this.rateLimits,
+    ];
+  }
+
   async init(): Promise<void> {}
   async close(): Promise<void> {}
 
   async insert(entities: EntityInsert[]): Promise<void> {
+    return this.atomically(() => this.insertNow(entities));
+  }
+
+  private insertNow(entities: EntityInsert[]): void {
     const seen = new Set<string>();
     for (const e of entities) {
       const scope = scopeOfInsert(e);
@@ -161,59 +200,67 @@ export class MemoryStorage implements SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
-    assertChangeableScopes(also);
-    const found = this.customers.get(endUserId);
-    if (!found) return null;
-    this.applyChanges(also);
-    this.patchBudget({ kind: 'customer', id: endUserId }, budget);
-    const updated = { ...found, ...structuredClone(definedOnly(patch)) };
-    this.customers.set(endUserId, updated);
-    return structuredClone(updated);
+    return this.atomically(() => {
+      assertChangeableScopes(also);
+      const found = this.customers.get(endUserId);
+      if (!found) return null;
+      this.applyChanges(also);
+      this.patchBudget({ kind: 'customer', id: endUserId }, budget);
+      const updated = { ...found, ...structuredClone(definedOnly(patch)) };
+      this.customers.set(endUserId, updated);
+      return structuredClone(updated);
+    });
   }
   async blockCustomers(
     endUserIds: string[],
     blocked: boolean,
     created: { createdAt: Date; budget: BudgetInit },
   ): Promise<void> {
-    for (const endUserId of endUserIds) {
-      const found = this.customers.get(endUserId);
-      if (found) this.customers.set(endUserId, { ...found, blocked });
-      else if (blocked) {
-        const record: CustomerRecord = {
-          endUserId,
-          alias: null,
-          blocked,
-          metadata: {},
-          createdAt: created.createdAt,
-        };
-        await this.insert([{ type: 'customer', record, budget: created.budget }]);
+    return this.atomically(() => {
+      for (const endUserId of endUserIds) {
+        const found = this.customers.get(endUserId);
+        if (found) this.customers.set(endUserId, { ...found, blocked });
+        else if (blocked) {
+          const record: CustomerRecord = {
+            endUserId,
+            alias: null,
+            blocked,
+            metadata: {},
+            createdAt: created.createdAt,
+          };
+          this.insertNow([{ type: 'customer', record, budget: created.budget }]);
+        }
       }
-    }
+    });
   }
   async updateTag(
     name: string,
     patch: Partial<Pick<TagRecord, 'description' | 'metadata'>>,
     budget?: Partial<BudgetInit>,
   ): Promise<TagRecord | null> {
-    const found = this.tags.get(name);
-    if (!found) return null;
-    this.patchBudget({ kind: 'tag', id: name }, budget);
-    const updated = { ...found, ...structuredClone(definedOnly(patch)) };
-    this.tags.set(name, updated);
-    return structuredClone(updated);
+    return this.atomically(() => {
+      const found = this.tags.get(name);
+      if (!found) return null;
+      this.patchBudget({ kind: 'tag', id: name }, budget);
+      const updated = { ...found, ...structuredClone(definedOnly(patch)) };
+      this.tags.set(name, updated);
+      return structuredClone(updated);
+    });
   }
   async deleteScopes(scopes: ScopeRef[]): Promise<number> {
-    for (const scope of scopes) {
-      if (!isOptionalScope(scope)) throw new Error(`deleteScopes cannot delete a ${scope.kind} scope`);
-    }
-    let deleted = 0;
-    for (const scope of scopes) {
-      if (scope.kind === 'customer') this.customers.delete(scope.id);
-      if (scope.kind === 'tag') this.tags.delete(scope.id);
-      this.rateLimits.delete(scopeKey(scope));
-      if (this.budgets.delete(scopeKey(scope))) deleted++;
-    }
-    return deleted;
+    return this.atomically(() => {
+      for (const scope of scopes) {
+        if (!isOptionalScope(scope)) throw new Error(`deleteScopes cannot delete a ${scope.kind} scope`);
+      }
+      let deleted = 0;
+      for (const scope of scopes) {
+        if (scope.kind === 'customer') this.customers.delete(scope.id);
+        if (scope.kind === 'tag') this.tags.delete(scope.id);
+        this.rateLimits.delete(scopeKey(scope));
+        if (this.budgets.delete(scopeKey(scope))) deleted++;
+      }
+      return deleted;
+    });
   }
   async updateBudget(scope: ScopeRef, budget: Partial<BudgetInit>, now: Date): Promise<BudgetState | null> {
     const state = this.budgets.get(scopeKey(scope));
@@ -291,22 +338,28 @@ export class MemoryStorage implements SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<KeyRecord | null> {
-    assertChangeableScopes(also);
-    const key = this.keys.get(tokenHash);
-    if (!key) return null;
-    this.applyChanges(also);
-    const updated = { ...key, ...structuredClone(patch) };
-    this.keys.set(tokenHash, updated);
-    const state = this.budgets.get(`key:${tokenHash}`);
-    if (budget && state) {
-      const defined = Object.entries(budget).filter(([, v]) => v !== undefined);
-      this.budgets.set(`key:${tokenHash}`, { ...state, ...Object.fromEntries(defined) });
-    }
-    this.emitKeyChange(tokenHash);
-    return structuredClone(updated);
+    return this.atomically(() => {
+      assertChangeableScopes(also);
+      const key = this.keys.get(tokenHash);
+      if (!key) return null;
+      this.applyChanges(also);
+      const updated = { ...key, ...structuredClone(patch) };
+      this.keys.set(tokenHash, updated);
+      const state = this.budgets.get(`key:${tokenHash}`);
+      if (budget && state) {
+        const defined = Object.entries(budget).filter(([, v]) => v !== undefined);
+        this.budgets.set(`key:${tokenHash}`, { ...state, ...Object.fromEntries(defined) });
+      }
+      this.emitKeyChange(tokenHash);
+      return structuredClone(updated);
+    });
   }
 
   async deleteKeys(tokenHashes: string[]): Promise<number> {
+    return this.atomically(() => this.deleteKeysNow(tokenHashes));
+  }
+
+  private deleteKeysNow(tokenHashes: string[]): number {
     let deleted = 0;
     for (const hash of tokenHashes) {
       if (!this.keys.delete(hash)) continue;
@@ -335,20 +388,22 @@ export class MemoryStorage implements SpendStorage {
   }
 
   async regenerateKey(input: RegenerateKeyInput): Promise<KeyRecord | null> {
-    const key = this.keys.get(input.tokenHash);
-    if (!key) return null;
-    const previous = this.secrets.get(input.tokenHash) ?? input.tokenHash;
-    if (input.previousValidUntil && input.previousValidUntil.getTime() > input.now.getTime()) {
-      this.graceSecrets.set(previous, {
-        tokenHash: input.tokenHash,
-        validUntil: new Date(input.previousValidUntil),
-      });
-    }
-    this.secrets.set(input.tokenHash, input.newSecretHash);
-    key.keyName = input.newKeyName;
-    this.emitKeyChange(input.tokenHash);
-    if (previous !== input.tokenHash) this.emitKeyChange(previous);
-    return structuredClone(key);
+    return this.atomically(() => {
+      const key = this.keys.get(input.tokenHash);
+      if (!key) return null;
+      const previous = this.secrets.get(input.tokenHash) ?? input.tokenHash;
+      if (input.previousValidUntil && input.previousValidUntil.getTime() > input.now.getTime()) {
+        this.graceSecrets.set(previous, {
+          tokenHash: input.tokenHash,
+          validUntil: new Date(input.previousValidUntil),
+        });
+      }
+      this.secrets.set(input.tokenHash, input.newSecretHash);
+      key.keyName = input.newKeyName;
+      this.emitKeyChange(input.tokenHash);
+      if (previous !== input.tokenHash) this.emitKeyChange(previous);
+      return structuredClone(key);
+    });
   }
 
   async updateTeam(
@@ -357,29 +412,33 @@ export class MemoryStorage implements SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<TeamRecord | null> {
-    assertChangeableScopes(also);
-    const team = this.teams.get(teamId);
-    if (!team) return null;
-    this.applyChanges(also);
-    Object.assign(team, structuredClone(definedOnly(patch)));
-    this.patchBudget({ kind: 'team', id: teamId }, budget);
-    this.emitAnyKeyChange();
-    return structuredClone(team);
+    return this.atomically(() => {
+      assertChangeableScopes(also);
+      const team = this.teams.get(teamId);
+      if (!team) return null;
+      this.applyChanges(also);
+      Object.assign(team, structuredClone(definedOnly(patch)));
+      this.patchBudget({ kind: 'team', id: teamId }, budget);
+      this.emitAnyKeyChange();
+      return structuredClone(team);
+    });
   }
 
   async deleteTeams(teamIds: string[]): Promise<DeletedEntity | null> {
-    if (!teamIds.every((id) => this.teams.has(id))) return null;
-    const deletedKeys: string[] = [];
-    for (const teamId of new Set(teamIds)) {
-      this.teams.delete(teamId);
-      this.budgets.delete(`team:${teamId}`);
-      for (const m of [...this.members.values()]) if (m.teamId === teamId) this.dropMember(m);
-      const keys = [...this.keys.values()].filter((k) => k.teamId === teamId).map((k) => k.tokenHash);
-      await this.deleteKeys(keys);
-      deletedKeys.push(...keys);
-    }
-    this.emitAnyKeyChange();
-    return { deletedKeys };
+    return this.atomically(() => {
+      if (!teamIds.every((id) => this.teams.has(id))) return null;
+      const deletedKeys: string[] = [];
+      for (const teamId of new Set(teamIds)) {
+        this.teams.delete(teamId);
+        this.budgets.delete(`team:${teamId}`);
+        for (const m of [...this.members.values()]) if (m.teamId === teamId) this.dropMember(m);
+        const keys = [...this.keys.values()].filter((k) => k.teamId === teamId).map((k) => k.tokenHash);
+        this.deleteKeysNow(keys);
+        deletedKeys.push(...keys);
+      }
+      this.emitAnyKeyChange();
+      return { deletedKeys };
+    });
   }
 
   async listTeams(filter: { userId?: string }): Promise<TeamRecord[]> {
@@ -395,29 +454,33 @@ export class MemoryStorage implements SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<UserRecord | null> {
-    assertChangeableScopes(also);
-    const user = this.users.get(userId);
-    if (!user) return null;
-    this.applyChanges(also);
-    Object.assign(user, structuredClone(definedOnly(patch)));
-    this.patchBudget({ kind: 'user', id: userId }, budget);
-    this.emitAnyKeyChange();
-    return structuredClone(user);
+    return this.atomically(() => {
+      assertChangeableScopes(also);
+      const user = this.users.get(userId);
+      if (!user) return null;
+      this.applyChanges(also);
+      Object.assign(user, structuredClone(definedOnly(patch)));
+      this.patchBudget({ kind: 'user', id: userId }, budget);
+      this.emitAnyKeyChange();
+      return structuredClone(user);
+    });
   }
 
   async deleteUsers(userIds: string[]): Promise<DeletedEntity | null> {
-    if (!userIds.every((id) => this.users.has(id))) return null;
-    const deletedKeys: string[] = [];
-    for (const userId of new Set(userIds)) {
-      this.users.delete(userId);
-      this.budgets.delete(`user:${userId}`);
-      for (const m of [...this.members.values()]) if (m.userId === userId) this.dropMember(m);
-      const keys = [...this.keys.values()].filter((k) => k.userId === userId).map((k) => k.tokenHash);
-      await this.deleteKeys(keys);
-      deletedKeys.push(...keys);
-    }
-    this.emitAnyKeyChange();
-    return { deletedKeys };
+    return this.atomically(() => {
+      if (!userIds.every((id) => this.users.has(id))) return null;
+      const deletedKeys: string[] = [];
+      for (const userId of new Set(userIds)) {
+        this.users.delete(userId);
+        this.budgets.delete(`user:${userId}`);
+        for (const m of [...this.members.values()]) if (m.userId === userId) this.dropMember(m);
+        const keys = [...this.keys.values()].filter((k) => k.userId === userId).map((k) => k.tokenHash);
+        this.deleteKeysNow(keys);
+        deletedKeys.push(...keys);
+      }
+      this.emitAnyKeyChange();
+      return { deletedKeys };
+    });
   }
 
   async listMembers(filter: { teamId?: string; userId?: string }): Promise<MemberRecord[]> {
@@ -438,25 +501,29 @@ export class MemoryStorage implements SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<MemberRecord | null> {
-    assertChangeableScopes(also);
-    const member = this.members.get(memberScopeId(teamId, userId));
-    if (!member) return null;
-    this.applyChanges(also);
-    if (patch.role !== undefined) member.role = patch.role;
-    this.patchBudget({ kind: 'member', id: memberScopeId(teamId, userId) }, budget);
-    return structuredClone(member);
+    return this.atomically(() => {
+      assertChangeableScopes(also);
+      const member = this.members.get(memberScopeId(teamId, userId));
+      if (!member) return null;
+      this.applyChanges(also);
+      if (patch.role !== undefined) member.role = patch.role;
+      this.patchBudget({ kind: 'member', id: memberScopeId(teamId, userId) }, budget);
+      return structuredClone(member);
+    });
   }
 
   async deleteMember(teamId: string, userId: string): Promise<DeletedEntity | null> {
-    const member = this.members.get(memberScopeId(teamId, userId));
-    if (!member) return null;
-    this.dropMember(member);
-    const deletedKeys = [...this.keys.values()]
-      .filter((k) => k.teamId === teamId && k.userId === userId)
-      .map((k) => k.tokenHash);
-    await this.deleteKeys(deletedKeys);
-    this.emitAnyKeyChange();
-    return { deletedKeys };
+    return this.atomically(() => {
+      const member = this.members.get(memberScopeId(teamId, userId));
+      if (!member) return null;
+      this.dropMember(member);
+      const deletedKeys = [...this.keys.values()]
+        .filter((k) => k.teamId === teamId && k.userId === userId)
+        .map((k) => k.tokenHash);
+      this.deleteKeysNow(deletedKeys);
+      this.emitAnyKeyChange();
+      return { deletedKeys };
+    });
   }
 
   /** Removes a membership, its counter, and the team from the user's `teams`. */

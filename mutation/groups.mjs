@@ -1,0 +1,49 @@
+// The module groups `pnpm test:mutation` mutates, each with the small set of test files that exercise
+// it: Stryker's dry run runs a group's whole test set once (to learn which test covers which mutant), so
+// the set is what bounds a run on these shared 2-core machines. Paths are relative to the repository root.
+// `isolate: false` lets a group's test files share their imports (each mutant then costs its tests'
+// time, not a fresh import of the price table per file); metering keeps isolation, as its tests check
+// whether tiktoken was loaded in their own process.
+export const GROUPS = {
+  pricing: {
+    mutate: ['packages/core/src/pricing/model-price.ts', 'packages/core/src/pricing/normalize-usage.ts'],
+    tests: [
+      'packages/core/test/pricing-cases.test.ts',
+      'packages/core/test/pricing-usage.test.ts',
+      'packages/core/test/pricing-table.test.ts',
+      'packages/core/test/pricing-names.test.ts',
+      'packages/core/test/price-book.test.ts',
+      'packages/core/test/pricing-edges.test.ts',
+    ],
+  },
+  rules: {
+    mutate: ['packages/core/src/storage/budget-rules.ts', 'packages/core/src/storage/rate-limit-rules.ts'],
+    tests: [
+      'packages/core/test/memory-storage.test.ts',
+      'packages/core/test/budget-rules.test.ts',
+      'packages/core/test/rate-limit-rules.test.ts',
+    ],
+  },
+  gate: {
+    mutate: ['packages/core/src/storage/storage-gate.ts'],
+    tests: [
+      'packages/core/test/storage-gate.test.ts',
+      'packages/core/test/settle-batching.test.ts',
+      'packages/core/test/guarantees.test.ts',
+    ],
+  },
+  metering: {
+    isolate: true,
+    mutate: [
+      'packages/core/src/metering/sse-stream.ts',
+      'packages/core/src/metering/json-skim.ts',
+      'packages/core/src/metering/wire-formats.ts',
+    ],
+    tests: [
+      'packages/core/test/sse-stream.test.ts',
+      'packages/core/test/json-skim.test.ts',
+      'packages/core/test/metering.test.ts',
+      'packages/core/test/metering-estimated.test.ts',
+    ],
+  },
+};

@@ -1,0 +1,393 @@
+// The edges of the price table reader and of usage normalisation that the worked cases of
+// pricing-cases.test.ts do not reach: malformed prices, service tiers without a size tier of their own,
+// `tiered_pricing` lists out of order or starting above 0, odd token counts. Each table below is made
+// up for the case; every expected value is a literal worked out by hand (pico-dollars per token in
+// ModelPrice, nano-dollars in a cost).
+import { describe, expect, it } from 'vitest';
+import { readUsd } from '../src/pricing/model-price.js';
+import { normalizeUsage } from '../src/pricing/normalize-usage.js';
+import { PriceBook, type TokenUsage } from '../src/pricing/price-book.js';
+
+const book = (table: Record<string, Record<string, unknown>>) => new PriceBook({ table });
+const usage = (
+  promptTokens: number,
+  completionTokens: number,
+  more: Partial<TokenUsage> = {},
+): TokenUsage => ({
+  promptTokens,
+  completionTokens,
+  ...more,
+});
+
+describe('readUsd: a price is a non-negative finite number, or a string of one', () => {
+  it.each([
+    [0, 0],
+    [2.5e-6, 2.5e-6],
+    ['2.5e-6', 2.5e-6],
+    [' 0.000001 ', 0.000001],
+    ['0', 0],
+    [-1e-6, undefined],
+    ['-1e-6', undefined],
+    [Number.NaN, undefined],
+    [Number.POSITIVE_INFINITY, undefined],
+    ['Infinity', undefined],
+    ['', undefined],
+    ['   ', undefined],
+    ['cheap', undefined],
+    [null, undefined],
+    [true, undefined],
+  ])('%j -> %j', (value, expected) => {
+    expect(readUsd(value)).toBe(expected);
+  });
+
+  it('prices a table whose prices are strings, and ignores the ones that are not prices', () => {
+    const prices = book({ m: { input_cost_per_token: '0.000002', output_cost_per_token: -1 } });
+    expect(prices.resolve('m')).toMatchObject({ inputPico: 2_000_000, outputPico: 0 });
+  });
+});
+
+describe('what an entry compiles to', () => {
+  it('prices a model with an input price only, and leaves one with no price at all unpriced', () => {
+    const prices = book({ embed: { input_cost_per_token: 1e-7 }, none: { mode: 'image_generation' } });
+    expect(prices.cost('embed', usage(1000, 0)).totalNano).toBe(100_000); // 1000 x 1e-7
+    expect(prices.resolve('none')).toBeUndefined();
+  });
+
+  it('keeps the provider and the output limit only when they are what they claim to be', () => {
+    const prices = book({
+      good: { input_cost_per_token: 1e-6, litellm_provider: 'acme', max_output_tokens: 4096 },
+      odd: { input_cost_per_token: 1e-6, litellm_provider: 5, max_output_tokens: '4096' },
+      zero: { input_cost_per_token: 1e-6, max_output_tokens: 0 },
+      endless: { input_cost_per_token: 1e-6, max_output_tokens: Number.POSITIVE_INFINITY },
+    });
+    expect(prices.resolve('good')).toMatchObject({ provider: 'acme', maxOutputTokens: 4096 });
+    for (const name of ['odd', 'zero', 'endless']) {
+      expect(prices.resolve(name)?.maxOutputTokens, name).toBeUndefined();
+    }
+    expect(prices.resolve('odd')?.provider).toBeUndefined();
+  });
+
+  it('states the audio prices only for a model that has them', () => {
+    const prices = book({
+      talk: {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 2e-6,
+        input_cost_per_audio_token: 4e-5,
+        output_cost_per_audio_token: 8e-5,
+      },
+      text: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6 },
+    });
+    expect(prices.resolve('talk')).toMatchObject({ audioInputPico: 40_000_000, audioOutputPico: 80_000_000 });
+    expect(prices.resolve('text')?.audioInputPico).toBeUndefined();
+    expect(prices.resolve('text')?.audioOutputPico).toBeUndefined();
+  });
+
+  it('charges image prompt tokens at the image price, else at the input price', () => {
+    const prices = book({
+      seeing: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6, input_cost_per_image_token: 5e-6 },
+      plain: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6 },
+    });
+    const withImages = usage(1000, 0, { imagePromptTokens: 400 });
+    expect(prices.cost('seeing', withImages).totalNano).toBe(2_600_000); // 600 x 1e-6 + 400 x 5e-6
+    expect(prices.cost('plain', withImages).totalNano).toBe(1_000_000); // 1000 x 1e-6
+  });
+});
+
+describe('service tiers', () => {
+  const table = {
+    // As gpt-5.4: a priority price, and a size tier without a priority price of its own.
+    long: {
+      input_cost_per_token: 1e-6,
+      output_cost_per_token: 2e-6,
+      input_cost_per_token_priority: 4e-6,
+      input_cost_per_token_above_272k_tokens: 2e-6,
+    },
+    // A size tier cheaper than the base price, and no priority prices at all.
+    bulk: {
+      input_cost_per_token: 3e-6,
+      output_cost_per_token: 1e-6,
+      input_cost_per_token_above_200k_tokens: 1e-6,
+    },
+    // A priority input price and no priority output price: the output stays at its standard price.
+    half: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6, input_cost_per_token_priority: 3e-6 },
+  };
+
+  it('charges a long priority call no less per token than a short one', () => {
+    const prices = book(table);
+    // 300k x max(2e-6 above the tier, 4e-6 priority) = 1.2 USD; standard: 300k x 2e-6 = 0.6 USD.
+    expect(prices.cost('long', usage(300_000, 0), { serviceTier: 'priority' }).totalNano).toBe(1_200_000_000);
+    expect(prices.cost('long', usage(300_000, 0)).totalNano).toBe(600_000_000);
+  });
+
+  it('charges a priority call the standard prices of a model without priority prices, size tiers included', () => {
+    const prices = book(table);
+    // Above 200k: 300k x 1e-6 + 10 x 1e-6, priority or not.
+    expect(prices.cost('bulk', usage(300_000, 10), { serviceTier: 'priority' }).totalNano).toBe(300_010_000);
+    expect(prices.cost('bulk', usage(300_000, 10)).totalNano).toBe(300_010_000);
+  });
+
+  it('falls back to the standard price for each price the service tier does not set', () => {
+    const prices = book(table);
+    // 1000 x 3e-6 + 100 x 2e-6
+    expect(prices.cost('half', usage(1000, 100), { serviceTier: 'priority' }).totalNano).toBe(3_200_000);
+  });
+});
+
+describe('size tiers', () => {
+  it('reads thresholds in any order, decimal ones included, and ignores one without a valid price', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 1e-6,
+        input_cost_per_token_above_272k_tokens: 4e-6,
+        input_cost_per_token_above_128k_tokens: 2e-6,
+        'input_cost_per_token_above_1.25k_tokens': 1.5e-6,
+        input_cost_per_token_above_64k_tokens: 'n/a',
+        my_input_cost_per_token_above_10_tokens: 9e-6,
+      },
+    });
+    expect(prices.cost('m', usage(1_000, 0)).totalNano).toBe(1_000_000); // 1000 x 1e-6
+    expect(prices.cost('m', usage(100_000, 0)).totalNano).toBe(150_000_000); // above 1.25k: x 1.5e-6
+    expect(prices.cost('m', usage(200_000, 0)).totalNano).toBe(400_000_000); // above 128k: x 2e-6
+    expect(prices.cost('m', usage(300_000, 0)).totalNano).toBe(1_200_000_000); // above 272k: x 4e-6
+  });
+
+  it('keeps the prices a size tier does not change (reasoning here) above its threshold', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 2e-6,
+        output_cost_per_reasoning_token: 5e-6,
+        input_cost_per_token_above_200k_tokens: 2e-6,
+      },
+    });
+    // 300k x 2e-6 + 100 reasoning x 5e-6
+    expect(prices.cost('m', usage(300_000, 100, { reasoningTokens: 100 })).totalNano).toBe(600_500_000);
+  });
+
+  it('reads a tiered_pricing list out of order, skipping items that are not token prices', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 9e-6,
+        output_cost_per_token: 9e-6,
+        tiered_pricing: [
+          { range: [200_000, 1_000_000], input_cost_per_token: 2e-6, output_cost_per_token: 4e-6 },
+          { range: [0, 200_000], input_cost_per_token: 1e-6, output_cost_per_token: 3e-6 },
+          { range: ['100k', 1_000_000], input_cost_per_token: 7e-6 },
+          { range: [-1, 1_000_000], input_cost_per_token: 7e-6 },
+          { range: [Number.NaN, 1_000_000], input_cost_per_token: 7e-6 },
+          { range: [50_000, 1_000_000], search_cost_per_query: 0.01 },
+          { range: [150_000], input_cost_per_token: 'n/a', output_cost_per_token: null },
+          'not a tier',
+          { input_cost_per_token: 7e-6 },
+        ],
+      },
+    });
+    expect(prices.cost('m', usage(100_000, 10)).totalNano).toBe(100_030_000); // 100k x 1e-6 + 10 x 3e-6
+    expect(prices.cost('m', usage(190_000, 10)).totalNano).toBe(190_030_000);
+    expect(prices.cost('m', usage(300_000, 10)).totalNano).toBe(600_040_000); // 300k x 2e-6 + 10 x 4e-6
+  });
+
+  it('prices a prompt below the first listed range at the top-level prices', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 1e-6,
+        output_cost_per_token: 1e-6,
+        tiered_pricing: [
+          { range: [1_000, 1_000_000], input_cost_per_token: 5e-6, output_cost_per_token: 5e-6 },
+        ],
+      },
+    });
+    expect(prices.cost('m', usage(500, 0)).totalNano).toBe(500_000); // 500 x 1e-6
+    expect(prices.cost('m', usage(2_000, 0)).totalNano).toBe(10_000_000); // 2000 x 5e-6
+  });
+});
+
+describe('web search prices', () => {
+  const cost = (search: Record<string, unknown>, size?: 'low' | 'medium' | 'high') =>
+    book({
+      m: { input_cost_per_token: 0, output_cost_per_token: 0, search_context_cost_per_query: search },
+    }).cost('m', usage(0, 0, { webSearchRequests: 1, ...(size ? { searchContextSize: size } : {}) }))
+      .totalNano;
+
+  it('fills the sizes a table leaves out from medium, else high, else low', () => {
+    const onlyLow = { search_context_size_low: 0.01 };
+    expect([cost(onlyLow, 'low'), cost(onlyLow), cost(onlyLow, 'high')]).toEqual([
+      10_000_000, 10_000_000, 10_000_000,
+    ]);
+    const highAndLow = { search_context_size_low: 0.01, search_context_size_high: 0.03 };
+    expect([cost(highAndLow, 'low'), cost(highAndLow), cost(highAndLow, 'high')]).toEqual([
+      10_000_000, 30_000_000, 30_000_000,
+    ]);
+    const mediumOnly = { search_context_size_medium: 0.02 };
+    expect([cost(mediumOnly, 'low'), cost(mediumOnly, 'high')]).toEqual([20_000_000, 20_000_000]);
+  });
+
+  it('charges nothing for searches when the table prices none', () => {
+    expect(cost({})).toBe(0);
+    expect(cost({ search_context_size_medium: 'free' })).toBe(0);
+  });
+});
+
+describe('token counts the pricing reads', () => {
+  const prices = book({ m: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6 } });
+
+  it('rounds a fractional count up and reads a negative, infinite or missing one as 0', () => {
+    expect(prices.cost('m', usage(2.5, 0)).totalNano).toBe(3_000); // 3 x 1e-6
+    expect(prices.cost('m', usage(-500, 10)).totalNano).toBe(20_000);
+    expect(prices.cost('m', usage(Number.POSITIVE_INFINITY, 10)).totalNano).toBe(20_000);
+    expect(prices.cost('m', { promptTokens: 10 } as TokenUsage).totalNano).toBe(10_000);
+    expect(prices.cost('m', usage(10, 10, { reasoningTokens: -5, cachedPromptTokens: -5 })).totalNano).toBe(
+      30_000,
+    );
+  });
+
+  it('charges reported audio, image and cache tokens in full, even beyond the totals', () => {
+    // The prompt total is at least its parts: 100 audio + 50 image + 30 cached (all at the input price).
+    expect(
+      prices.cost(
+        'm',
+        usage(10, 0, { audioPromptTokens: 100, imagePromptTokens: 50, cachedPromptTokens: 30 }),
+      ).totalNano,
+    ).toBe(180_000);
+    // The completion total is at least its parts: 40 reasoning + 20 audio + 10 image, at 2e-6.
+    expect(
+      prices.cost(
+        'm',
+        usage(0, 5, { reasoningTokens: 40, audioCompletionTokens: 20, imageCompletionTokens: 10 }),
+      ).totalNano,
+    ).toBe(140_000);
+  });
+
+  it('charges a per-call price only to a model that has one', () => {
+    const withFee = book({ m: { input_cost_per_token: 1e-6, input_cost_per_request: 0.001 } });
+    expect(withFee.cost('m', usage(0, 0)).totalNano).toBe(1_000_000);
+    expect(prices.cost('m', usage(0, 0)).requestNano).toBe(0);
+    expect(withFee.cost('m', usage(0, 0)).priced).toBe(true);
+  });
+});
+
+describe('normalizeUsage edges', () => {
+  it('reads non-positive and non-finite counts as 0 and leaves zero details out', () => {
+    expect(
+      normalizeUsage({
+        prompt_tokens: 100,
+        completion_tokens: Number.POSITIVE_INFINITY,
+        prompt_tokens_details: { cached_tokens: 0, audio_tokens: -3 },
+        completion_tokens_details: { reasoning_tokens: '7' },
+      }),
+    ).toEqual({ promptTokens: 100, completionTokens: 0 });
+  });
+
+  it('keeps a service tier and a search context size only when they are what they claim to be', () => {
+    expect(normalizeUsage({ prompt_tokens: 1, completion_tokens: 1, service_tier: '' })).toEqual({
+      promptTokens: 1,
+      completionTokens: 1,
+    });
+    expect(normalizeUsage({ prompt_tokens: 1, completion_tokens: 1, service_tier: 'flex' })).toMatchObject({
+      serviceTier: 'flex',
+    });
+    for (const size of ['low', 'medium', 'high'] as const) {
+      expect(normalizeUsage({ prompt_tokens: 1, search_context_size: size }).searchContextSize).toBe(size);
+    }
+    expect(
+      normalizeUsage({ prompt_tokens: 1, search_context_size: 'huge' }).searchContextSize,
+    ).toBeUndefined();
+    expect(normalizeUsage({ promptTokens: 1, serviceTier: 5 })).toEqual({
+      promptTokens: 1,
+      completionTokens: 0,
+    });
+  });
+
+  it("takes Anthropic's service tier from the usage, else from the message around it", () => {
+    expect(
+      normalizeUsage({
+        service_tier: 'priority',
+        usage: { input_tokens: 1, output_tokens: 1, cache_read_input_tokens: 0 },
+      }).serviceTier,
+    ).toBe('priority');
+    expect(
+      normalizeUsage({
+        service_tier: 'priority',
+        usage: { input_tokens: 1, output_tokens: 1, cache_read_input_tokens: 0, service_tier: 'standard' },
+      }).serviceTier,
+    ).toBe('standard');
+  });
+
+  it('adds reasoning reported beside the completion only when the total says so (xAI, Perplexity)', () => {
+    const beside = { prompt_tokens: 10, completion_tokens: 5, reasoning_tokens: 20, total_tokens: 35 };
+    expect(normalizeUsage(beside)).toEqual({ promptTokens: 10, completionTokens: 25, reasoningTokens: 20 });
+    const inside = { prompt_tokens: 10, completion_tokens: 25, reasoning_tokens: 20, total_tokens: 35 };
+    expect(normalizeUsage(inside)).toEqual({ promptTokens: 10, completionTokens: 25, reasoningTokens: 20 });
+    const noTotal = { prompt_tokens: 10, completion_tokens: 5, reasoning_tokens: 20 };
+    expect(normalizeUsage(noTotal)).toEqual({ promptTokens: 10, completionTokens: 5, reasoningTokens: 20 });
+    // A total that is neither: left as reported.
+    const other = { prompt_tokens: 10, completion_tokens: 5, reasoning_tokens: 20, total_tokens: 99 };
+    expect(normalizeUsage(other).completionTokens).toBe(5);
+    // Without reasoning, a total above prompt + completion adds nothing.
+    expect(
+      normalizeUsage({ prompt_tokens: 10, completion_tokens: 5, total_tokens: 35 }).completionTokens,
+    ).toBe(5);
+  });
+
+  it('recognises each shape from either of its fields alone', () => {
+    expect(normalizeUsage({ completionTokens: 4 })).toEqual({ promptTokens: 0, completionTokens: 4 });
+    expect(normalizeUsage({ candidatesTokenCount: 4 })).toEqual({ promptTokens: 0, completionTokens: 4 });
+    expect(normalizeUsage({ totalTokenCount: 9 })).toEqual({ promptTokens: 0, completionTokens: 9 });
+    expect(normalizeUsage({ outputTokens: 4 })).toEqual({ promptTokens: 0, completionTokens: 4 });
+    expect(normalizeUsage({ completion_tokens: 4 })).toEqual({ promptTokens: 0, completionTokens: 4 });
+    expect(normalizeUsage({ output_tokens: 4 })).toEqual({ promptTokens: 0, completionTokens: 4 });
+    expect(normalizeUsage({ output_tokens: 4, cache_creation_input_tokens: 6 })).toEqual({
+      promptTokens: 6,
+      completionTokens: 4,
+      cacheWriteTokens: 6,
+    });
+    expect(normalizeUsage({ output_tokens: 4, cache_read_input_tokens: null })).toEqual({
+      promptTokens: 0,
+      completionTokens: 4,
+    });
+  });
+
+  it('looks inside envelopes, up to three levels, and no deeper', () => {
+    const usageOf = { prompt_tokens: 3, completion_tokens: 2 };
+    expect(normalizeUsage({ message: { usage: usageOf } })).toEqual({ promptTokens: 3, completionTokens: 2 });
+    expect(normalizeUsage({ response: { usage: usageOf } })).toEqual({
+      promptTokens: 3,
+      completionTokens: 2,
+    });
+    expect(normalizeUsage({ response: { id: 'x' } })).toEqual({ promptTokens: 0, completionTokens: 0 });
+    expect(normalizeUsage({ billed_units: { input_tokens: 3, output_tokens: 2 } })).toEqual({
+      promptTokens: 3,
+      completionTokens: 2,
+    });
+    expect(normalizeUsage({ usage: { usage: { usage: usageOf } } })).toEqual({
+      promptTokens: 3,
+      completionTokens: 2,
+    });
+    expect(normalizeUsage({ usage: { usage: { usage: { usage: usageOf } } } })).toEqual({
+      promptTokens: 0,
+      completionTokens: 0,
+    });
+  });
+
+  it("reads Gemini's audio and image completion tokens from their modality", () => {
+    expect(
+      normalizeUsage({
+        usageMetadata: {
+          promptTokenCount: 10,
+          candidatesTokenCount: 30,
+          candidatesTokensDetails: [
+            { modality: 'AUDIO', tokenCount: 20 },
+            { modality: 'IMAGE', tokenCount: 5 },
+            { modality: 'TEXT', tokenCount: 5 },
+          ],
+        },
+      }),
+    ).toEqual({
+      promptTokens: 10,
+      completionTokens: 30,
+      audioCompletionTokens: 20,
+      imageCompletionTokens: 5,
+    });
+  });
+});

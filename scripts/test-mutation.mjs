@@ -1,0 +1,84 @@
+#!/usr/bin/env node
+// Mutation testing of core's pricing, budget and rate-limit rules, storage gate and metering with
+// StrykerJS: `pnpm test:mutation [group ...]` (groups in mutation/groups.mjs; default all), one Stryker
+// run per group, one after the other. Reports land in .test-artifacts/mutation/<group>/ (HTML and JSON)
+// and a summary of every group run in .test-artifacts/mutation/summary.md. Not part of `pnpm test`.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { GROUPS } from '../mutation/groups.mjs';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const out = join(root, '.test-artifacts', 'mutation');
+const asked = process.argv.slice(2);
+for (const name of asked) {
+  if (!GROUPS[name]) throw new Error(`unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
+}
+const names = asked.length > 0 ? asked : Object.keys(GROUPS);
+mkdirSync(out, { recursive: true });
+
+const stryker = join(root, 'node_modules', '.bin', 'stryker');
+let failed = false;
+for (const name of names) {
+  const started = Date.now();
+  const run = spawnSync(stryker, ['run', 'mutation/stryker.config.mjs'], {
+    cwd: root,
+    stdio: 'inherit',
+    env: { ...process.env, STRYKER_GROUP: name },
+  });
+  const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+  if (run.status !== 0) {
+    failed = true;
+    console.error(`stryker failed on group ${name} (exit ${run.status})`);
+    continue;
+  }
+  writeFileSync(join(out, name, 'minutes.txt'), `${minutes}\n`);
+}
+
+/** Counts per file and for the group, from Stryker's JSON report (mutation-testing-report-schema). */
+function summarise(name) {
+  const file = join(out, name, 'mutation.json');
+  if (!existsSync(file)) return null;
+  const report = JSON.parse(readFileSync(file, 'utf8'));
+  const rows = [];
+  const total = { killed: 0, survived: 0, timeout: 0, noCoverage: 0, other: 0 };
+  for (const [path, { mutants }] of Object.entries(report.files)) {
+    const c = { killed: 0, survived: 0, timeout: 0, noCoverage: 0, other: 0 };
+    for (const m of mutants) {
+      const k = { Killed: 'killed', Survived: 'survived', Timeout: 'timeout', NoCoverage: 'noCoverage' }[
+        m.status
+      ];
+      c[k ?? 'other'] += 1;
+    }
+    for (const k of Object.keys(total)) total[k] += c[k];
+    rows.push([relative(root, resolve(root, path)), c]);
+  }
+  const minutesFile = join(out, name, 'minutes.txt');
+  const minutes = existsSync(minutesFile) ? readFileSync(minutesFile, 'utf8').trim() : '?';
+  return { rows, total, minutes };
+}
+
+const score = (c) => {
+  const detected = c.killed + c.timeout;
+  const valid = detected + c.survived + c.noCoverage;
+  return valid === 0 ? 'n/a' : `${((100 * detected) / valid).toFixed(1)} %`;
+};
+const lines = [
+  '| group / file | killed | survived | timeout | no coverage | score | minutes |',
+  '|---|---|---|---|---|---|---|',
+];
+for (const name of Object.keys(GROUPS)) {
+  const s = summarise(name);
+  if (!s) continue;
+  const t = s.total;
+  lines.push(
+    `| **${name}** | ${t.killed} | ${t.survived} | ${t.timeout} | ${t.noCoverage} | ${score(t)} | ${s.minutes} |`,
+  );
+  for (const [path, c] of s.rows) {
+    lines.push(`| ${path} | ${c.killed} | ${c.survived} | ${c.timeout} | ${c.noCoverage} | ${score(c)} | |`);
+  }
+}
+writeFileSync(join(out, 'summary.md'), `${lines.join('\n')}\n`);
+console.log(`\n${lines.join('\n')}\n\n(${relative(root, join(out, 'summary.md'))})`);
+process.exit(failed ? 1 : 0);
