@@ -159,20 +159,20 @@ export interface CallCosts {
 }
 
 /**
- * {@link CHAT}'s costs, worked out by hand from the price table (gpt-3.5-turbo: 5e-7 per input token,
- * 1.5e-6 per output token, no dearer tier) and the worst case's documented rule (docs/worst-case.md),
- * never with the guard's code:
+ * {@link CHAT}'s costs, worked out by hand from the price table (gpt-4o at the standard tier: 2.5e-6 per
+ * input token, 1e-5 per output token; the request names no service tier, so the priority prices do not
+ * apply) and the worst case's documented rule (docs/worst-case.md), never with the guard's code:
  * - actual: 8 prompt tokens (OpenAI's rule: 3 per message + 'user' + 'hi' + 3 priming the reply) and
- *   1000 completion tokens: 8 x 5e-7 + 1000 x 1.5e-6 = $0.001504;
- * - worst case: the body's 87 bytes + 4 per message + 16: 107 x 5e-7 + 1000 x 1.5e-6 = $0.0015535;
- * - precise: 'user' + 'hi' counted (2) + 4 + 16 = 22 tokens: 22 x 5e-7 + 1000 x 1.5e-6 = $0.001511;
- * - floor: 22 x 5e-7 + 256 x 1.5e-6 = $0.000395.
+ *   1000 completion tokens: 8 x 2.5e-6 + 1000 x 1e-5 = $0.01002;
+ * - worst case: the body's 80 bytes + 4 per message + 16: 100 x 2.5e-6 + 1000 x 1e-5 = $0.01025;
+ * - precise: 'user' + 'hi' counted (2) + 4 + 16 = 22 tokens: 22 x 2.5e-6 + 1000 x 1e-5 = $0.010055;
+ * - floor: 22 x 2.5e-6 + 256 x 1e-5 = $0.002615.
  */
 export const CHAT_COSTS: CallCosts = {
-  actualNano: 1_504_000,
-  worstCaseNano: 1_553_500,
-  preciseNano: 1_511_000,
-  floorNano: 395_000,
+  actualNano: 10_020_000,
+  worstCaseNano: 10_250_000,
+  preciseNano: 10_055_000,
+  floorNano: 2_615_000,
 };
 
 /**
@@ -187,7 +187,7 @@ export async function callCosts(urls: string[]): Promise<CallCosts> {
     throw new Error(`calibration calls failed or disagree: ${JSON.stringify(outcomes)}`);
   }
   const charged = Math.round(Number(outcomes[0]!.costHeader) * 1e9);
-  if (Buffer.byteLength(CHAT_BODY) !== 87 || charged !== CHAT_COSTS.actualNano) {
+  if (Buffer.byteLength(CHAT_BODY) !== 80 || charged !== CHAT_COSTS.actualNano) {
     throw new Error(
       `CHAT is ${Buffer.byteLength(CHAT_BODY)} bytes, charged ${charged} nano: ${JSON.stringify(CHAT_COSTS)}`,
     );
