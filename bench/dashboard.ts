@@ -12,7 +12,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createSpendGuard, type SpendGuard, type SpendStorage, utcDay } from '@spendguard/core';
+import { createSpendGuard, type SpendGuard, type SpendStorage } from '@spendguard/core';
+import { utcDay } from '@spendguard/core/storage';
 import { buildSeedPlan, type SeedOptions, type SeedResult, seedPg, seedSqlite } from '@spendguard/seed';
 import { pgStorage } from '@spendguard/storage-pg';
 import { sqliteStorage } from '@spendguard/storage-sqlite';

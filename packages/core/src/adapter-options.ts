@@ -1,11 +1,14 @@
-import type { SpendGuardOptions } from './config.js';
+import type { GuardLogger, SpendGuardOptions } from './config.js';
+import { SpendGuardError } from './errors.js';
 import { SpendGuard } from './guard.js';
+import type { SpendStorage } from './storage/storage-contract.js';
 
 /** Options of every framework adapter's `spendGuard()`: the core's, with `storage` optional. */
 export type AdapterOptions = Omit<SpendGuardOptions, 'storage'> & {
   /**
    * Where keys, budgets and spend live.
-   * @default sqliteStorage() from @spendguard/storage-sqlite: `./spendguard.db` or `SPENDGUARD_DB`
+   * @default sqliteStorage() from @spendguard/storage-sqlite (an optional peer dependency: install it
+   * for this default): `./spendguard.db` or `SPENDGUARD_DB`
    * @example storage: sqliteStorage({ path: './spend.db' })
    */
   storage?: SpendGuardOptions['storage'];
@@ -19,13 +22,19 @@ export type AdapterOptions = Omit<SpendGuardOptions, 'storage'> & {
 
 const DEFAULT_BODY_LIMIT = 10 * 1024 * 1024;
 
+/** The package of the zero-config default storage: an optional peer of the adapters. */
+export const DEFAULT_STORAGE_PACKAGE = '@spendguard/storage-sqlite';
+
+/** What an adapter hands over to load the default: `() => import('@spendguard/storage-sqlite')`. */
+export type DefaultStorageLoader = () => Promise<{ sqliteStorage(): SpendStorage }>;
+
 /**
  * What an adapter's `spendGuard()` makes of its argument, validated at once: an existing guard as it
- * is (so several mounts share one), or a new one on `defaultStorage()` when no storage is given.
+ * is (so several mounts share one), or a new one on the default storage when no storage is given.
  */
 export function resolveAdapterOptions(
   options: AdapterOptions | SpendGuard,
-  defaultStorage: () => SpendGuardOptions['storage'],
+  loadDefaultStorage: DefaultStorageLoader,
 ): { guard: SpendGuard; bodyLimitBytes: number } {
   if (options instanceof SpendGuard) return { guard: options, bodyLimitBytes: DEFAULT_BODY_LIMIT };
   const { bodyLimitBytes = DEFAULT_BODY_LIMIT, storage, ...rest } = options ?? {};
@@ -34,5 +43,35 @@ export function resolveAdapterOptions(
       `spendguard: invalid options\n  - bodyLimitBytes: must be a positive whole number of bytes (got ${String(bodyLimitBytes)}), e.g. 10 * 1024 * 1024`,
     );
   }
-  return { guard: new SpendGuard({ ...rest, storage: storage ?? defaultStorage() }), bodyLimitBytes };
+  const chosen = storage ?? defaultStorage(loadDefaultStorage, rest.logger ?? console);
+  return { guard: new SpendGuard({ ...rest, storage: chosen }), bodyLimitBytes };
+}
+
+/**
+ * The default storage, loaded on first use. An app on Postgres never installs SQLite, so the package
+ * may be missing: then every guarded call answers 503 with a message that names it, and the same
+ * message is logged once at start-up (rather than an unhandled rejection that ends the process).
+ */
+function defaultStorage(load: DefaultStorageLoader, logger: GuardLogger): Promise<SpendStorage> {
+  const storage = load().then(
+    (m) => m.sqliteStorage(),
+    (error: unknown) => {
+      throw new SpendGuardError('STORAGE_UNAVAILABLE', defaultStorageProblem(error), { cause: error });
+    },
+  );
+  storage.catch((error: Error) => logger.error(error.message));
+  return storage;
+}
+
+function defaultStorageProblem(error: unknown): string {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  const missing =
+    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+    typeof message === 'string' &&
+    message.includes(DEFAULT_STORAGE_PACKAGE);
+  return missing
+    ? `spendguard: no \`storage\` option was given and ${DEFAULT_STORAGE_PACKAGE} (the embedded default) is not ` +
+        `installed. Install it (npm install ${DEFAULT_STORAGE_PACKAGE}), or pass a storage, e.g. ` +
+        '`storage: pgStorage({ connectionString: process.env.DATABASE_URL })` from @spendguard/storage-pg.'
+    : `spendguard: the default storage ${DEFAULT_STORAGE_PACKAGE} failed to load: ${String(message ?? error)}`;
 }

@@ -1,11 +1,11 @@
+import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
   type GuardResponse,
   parseJsonBody,
   readBodyText,
   resolveAdapterOptions,
-  type SpendGuard,
-} from '@spendguard/core';
+} from '@spendguard/core/adapter';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 
 export type { SpendGuard } from '@spendguard/core';
@@ -29,8 +29,9 @@ type BodyRequest = Request & { _body?: boolean };
  * @example app.use('/v1', spendGuard())
  */
 export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(options, () =>
-    import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
+  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(
+    options,
+    () => import('@spendguard/storage-sqlite'),
   );
 
   const spendGuardMiddleware = async function spendGuardMiddleware(

@@ -1,3 +1,4 @@
+import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
   type GuardedCall,
@@ -6,9 +7,8 @@ import {
   parseJsonBody,
   readBodyText,
   resolveAdapterOptions,
-  type SpendGuard,
   toWebResponse,
-} from '@spendguard/core';
+} from '@spendguard/core/adapter';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { basePath } from 'hono/route';
 
@@ -40,8 +40,9 @@ export interface SpendGuardMiddleware extends MiddlewareHandler<SpendGuardEnv> {
  * @example app.use('/v1/*', spendGuard())
  */
 export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(options, () =>
-    import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
+  const { guard, bodyLimitBytes: limit } = resolveAdapterOptions(
+    options,
+    () => import('@spendguard/storage-sqlite'),
   );
 
   const middleware: MiddlewareHandler<SpendGuardEnv> = async function spendGuard(c, next) {
