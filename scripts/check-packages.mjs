@@ -411,7 +411,12 @@ function writeApp(dir, app, dependencies) {
 
 /** npm install in `dir`, with the local Node headers for better-sqlite3 when they are installed. */
 async function npmInstall(dir) {
-  const env = { ...process.env };
+  // Run as a user runs npm: without the npm_* variables pnpm sets for its scripts (npm reads them as
+  // its own config and warns), keeping the few that say how to reach the registry or build addons.
+  const KEEP = /^npm_config_(nodedir|registry|cache|proxy|https_proxy|noproxy|cafile|strict_ssl)$/i;
+  const env = Object.fromEntries(
+    Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) || KEEP.test(name)),
+  );
   if (!env.npm_config_nodedir && existsSync('/usr/include/node/node.h')) env.npm_config_nodedir = '/usr';
   // No lockfile, no audit or funding requests: a fresh install as `npm install` makes it.
   const out = await sh('npm install', 'npm', ['install', '--no-audit', '--no-fund', '--loglevel=warn'], {
