@@ -12,7 +12,8 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { createSpendGuard, type SpendGuard, type SpendStorage, utcDay } from '@spendguard/core';
+import { createSpendGuard, type SpendGuard, type SpendStorage } from '@spendguard/core';
+import { utcDay } from '@spendguard/core/storage';
 import { buildSeedPlan, type SeedOptions, type SeedResult, seedPg, seedSqlite } from '@spendguard/seed';
 import { pgStorage } from '@spendguard/storage-pg';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
@@ -96,7 +97,7 @@ function dashboardQueries(options: SeedOptions): Query[] {
     dashboardApi(t, 'spend', { from: from(days), to, granularity: 'day', ...params });
   const queries: Query[] = [];
   for (const days of [30, 90]) {
-    // The page's Group by choices (customer is not one: see the README's Dashboard section).
+    // The page's Group by choices (customer is not one: see docs/dashboard.md).
     for (const group of ['none', 'team', 'user', 'key', 'model', 'provider', 'tag'] as const) {
       queries.push({
         name: `Spend: by day${group === 'none' ? '' : ` x ${group}`}, ${days} days`,

@@ -2,9 +2,10 @@ import { Readable } from 'node:stream';
 import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { spendGuard } from '@spendguard/express';
 import express, { type Express } from 'express';
+import { PROVIDER_ROUTES, providerHeaders, providerUrl, UNVERSIONED_ROUTES } from './provider-routes.js';
 
 export interface ExampleAppOptions {
-  /** The provider the app calls, OpenAI-compatible (the demo passes the built-in simulator's URL). */
+  /** The provider the app calls, OpenAI-style (`.../v1`; the demo passes the built-in simulator's URL). */
   providerBaseUrl: string;
   /** Where the guard keeps its state; the SQLite default when omitted. */
   storage?: SpendGuardOptions['storage'];
@@ -16,8 +17,9 @@ export interface ExampleAppOptions {
 }
 
 /**
- * The example: an ordinary Express app with its own OpenAI-compatible route, which calls its
- * provider the way apps do and streams the answer back. spendguard is two lines of it.
+ * The example: an ordinary Express app with its own provider routes (OpenAI chat and Responses,
+ * embeddings, Anthropic messages, Gemini), which call the provider the way apps do and stream the
+ * answer back. spendguard is the few lines in `if (guard)`.
  */
 export function createExampleApp(options: ExampleAppOptions): { app: Express; guard: SpendGuard | null } {
   const app = express();
@@ -27,13 +29,15 @@ export function createExampleApp(options: ExampleAppOptions): { app: Express; gu
   if (guard) {
     app.use(guard.admin); // LiteLLM's management API at the root: /team/new, /key/generate, /spend/logs, ...
     app.use('/v1', guard); // every call under /v1 needs a virtual key and fits its budgets
+    app.use('/v1beta', guard); // Gemini's paths
+    app.post([...UNVERSIONED_ROUTES], guard); // and the routes without /v1, as LiteLLM's snippets call them
   }
 
-  app.post('/v1/chat/completions', express.json({ limit: '10mb' }), async (req, res) => {
+  app.post(PROVIDER_ROUTES, express.json({ limit: '10mb' }), async (req, res) => {
     try {
-      const upstream = await fetch(`${options.providerBaseUrl}/chat/completions`, {
+      const upstream = await fetch(providerUrl(options.providerBaseUrl, req.originalUrl), {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer sk-provider-secret' },
+        headers: providerHeaders((name) => req.get(name)),
         body: JSON.stringify(req.body),
       });
       res.status(upstream.status);

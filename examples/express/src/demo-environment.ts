@@ -8,7 +8,8 @@
  *   DATABASE_URL                     Postgres, e.g. postgres://app:secret@db:5432/app: one store that every
  *                                    instance of the app shares. Unset: SQLite
  *   SPENDGUARD_DB                    the SQLite file when DATABASE_URL is unset; several processes on one
- *                                    machine may share it. Default ./spendguard.db
+ *                                    machine may share it. Default: spendguard.db at the repository's root,
+ *                                    whichever demo runs and from wherever
  *   SPENDGUARD_ENFORCEMENT           strict | shrink | soft (see `enforcement`). Default strict
  *   SPENDGUARD_ON_STORAGE_ERROR      deny (answer 503) | allow (serve, record the spend when storage is
  *                                    back). Default deny
@@ -28,10 +29,16 @@
  *
  * Command line: `--seed` (or `--seed=N`) fills the store with a realistic data set first (20 teams, 200
  * users, their keys and budgets, N calls over the last 90 days; packages/seed), unless it holds data
- * already. `pnpm demo --seed`.
+ * already; `--seed --replace` replaces what it holds. Either way the banner then names a seeded key that
+ * has budget left, with a curl line to call with it. `pnpm demo --seed`.
  */
+import { isAbsolute, relative } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { type Simulator, startSimulator } from '@spendguard/core/testing';
+
+/** The demos' SQLite file: one place for both, wherever they are started from (the repository's root). */
+export const DEFAULT_DEMO_DB = fileURLToPath(new URL('../../../spendguard.db', import.meta.url));
 
 export interface DemoEnvironment {
   port: number;
@@ -45,6 +52,8 @@ export interface DemoEnvironment {
   connect(guard: SpendGuard | null): Promise<void>;
   /** The start-up banner, once listening on `port`. */
   announce(port: number): void;
+  /** Exits with a message a person can act on when the server cannot listen (a taken port). */
+  listenFailed(error: NodeJS.ErrnoException): never;
 }
 
 function fail(message: string): never {
@@ -71,6 +80,9 @@ function envMs(name: string): number | undefined {
 
 /** Reads the environment (exiting with a clear message on a bad value) and starts the simulator. */
 export async function demoEnvironment(): Promise<DemoEnvironment> {
+  const seedCalls = seedRequest();
+  const replace = process.argv.slice(2).includes('--replace');
+  if (replace && seedCalls === null) fail('--replace goes with --seed: `pnpm demo --seed --replace`');
   const port = envMs('PORT') ?? 4000;
   const host = process.env.HOST || undefined;
   let masterKey = process.env.SPENDGUARD_MASTER_KEY;
@@ -96,6 +108,7 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
 
   // Postgres when DATABASE_URL is set (every instance of the app shares it), else a SQLite file.
   const databaseUrl = process.env.DATABASE_URL || undefined;
+  const sqlitePath = process.env.SPENDGUARD_DB || DEFAULT_DEMO_DB;
   let storage: SpendGuardOptions['storage'];
   let storageLabel: string;
   if (databaseUrl) {
@@ -104,14 +117,12 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
     storageLabel = `${redactPassword(databaseUrl)} (Postgres)`;
   } else {
     const { sqliteStorage } = await import('@spendguard/storage-sqlite');
-    const path = process.env.SPENDGUARD_DB || './spendguard.db';
-    storage = sqliteStorage({ path });
-    storageLabel = `${path} (SQLite)`;
+    storage = sqliteStorage({ path: sqlitePath });
+    storageLabel = `${shownPath(sqlitePath)} (SQLite)`;
   }
 
-  const seedCalls = seedRequest();
-  if (seedCalls !== null)
-    await seedDemo(seedCalls, databaseUrl, process.env.SPENDGUARD_DB || './spendguard.db');
+  const seeded = seedCalls === null ? null : await seedDemo(seedCalls, replace, databaseUrl, sqlitePath);
+  let roomyKey: RoomyKey | null = null;
 
   // The demo's LLM provider: the built-in simulator (OpenAI wire format, streaming included), unless
   // LLM_BASE_URL points at a real OpenAI-compatible endpoint.
@@ -128,22 +139,49 @@ export async function demoEnvironment(): Promise<DemoEnvironment> {
     providerBaseUrl,
     simulator,
     async connect(guard) {
-      await guard?.storage().catch((error: Error) => {
-        console.error(
-          `[demo] storage is not reachable yet (${error.message}): guarded calls are ${guardOptions.onStorageError === 'allow' ? 'served and recorded once it is' : 'answered 503 until it is'}`,
-        );
-      });
+      const connected = await guard?.storage().then(
+        () => true,
+        (error: Error) => {
+          console.error(
+            `[demo] storage is not reachable yet (${error.message}): guarded calls are ${guardOptions.onStorageError === 'allow' ? 'served and recorded once it is' : 'answered 503 until it is'}`,
+          );
+          return false;
+        },
+      );
+      if (seeded && guard && connected) roomyKey = await findRoomyKey(guard, seeded);
     },
     announce(actualPort) {
-      console.log(`spendguard demo on http://${host ?? 'localhost'}:${actualPort}`);
-      console.log(`  provider: ${providerBaseUrl}${simulator ? ' (built-in simulator)' : ''}`);
-      console.log(`  storage:  ${storageLabel}`);
-      console.log(
+      // One write, so that whoever reads the output gets the banner whole.
+      const lines = [
+        `spendguard demo on http://${host ?? 'localhost'}:${actualPort}`,
+        `  provider: ${providerBaseUrl}${simulator ? ' (built-in simulator)' : ''}`,
+        `  storage:  ${storageLabel}`,
         `  dashboard: http://localhost:${actualPort}/ui (user ${process.env.UI_USERNAME || 'admin'}, password ${process.env.UI_PASSWORD ? 'from UI_PASSWORD' : 'the master key'})`,
-      );
-      console.log(
         `  try:      curl -X POST http://localhost:${actualPort}/team/new -H "Authorization: Bearer ${masterKey === 'sk-master' ? 'sk-master' : '<master key>'}" -d '{"team_alias": "frontend-team", "max_budget": 1000}'`,
-      );
+      ];
+      if (seeded && roomyKey) {
+        const room =
+          roomyKey.room === null
+            ? 'no cap on its budgets'
+            : `$${roomyKey.room.toFixed(2)} left on its tightest budget`;
+        lines.push(
+          `[demo] a seeded key to call with: ${roomyKey.key} (${room})`,
+          `  curl http://localhost:${actualPort}/v1/chat/completions -H "Authorization: Bearer ${roomyKey.key}" -d '{"model": "${roomyKey.model}", "messages": [{"role": "user", "content": "hi"}]}'`,
+        );
+      } else if (seeded) {
+        lines.push('[demo] no seeded key with budget left was found: generate one with /key/generate');
+      }
+      console.log(lines.join('\n'));
+    },
+    listenFailed(error) {
+      if (error.code === 'EADDRINUSE') {
+        fail(
+          `port ${port} is taken (another demo, or another server, is running on it). Stop it, or start ` +
+            `this demo on another port, e.g. PORT=${port + 1} pnpm demo (PORT=0 takes any free port)`,
+        );
+      }
+      if (error.code === 'EACCES') fail(`not allowed to listen on port ${port}; try PORT=4000 or PORT=0`);
+      fail(`cannot listen on ${host ?? 'every interface'}:${port}: ${error.message}`);
     },
   };
 }
@@ -166,28 +204,79 @@ function seedRequest(): number | null {
   return calls;
 }
 
-/** Seeds the demo's store, ending now; a store that holds data already is left as it is. */
-async function seedDemo(calls: number, databaseUrl: string | undefined, sqlitePath: string): Promise<void> {
+interface SeededStore {
+  /** The seeded keys in clear text, in the seed's order (only their hashes are stored). */
+  keys: string[];
+}
+
+/**
+ * Seeds the demo's store with `calls` calls ending now. A store that holds data already is left as it
+ * is (its seeded keys, if it has them, still work), unless `replace`: then everything in it is deleted
+ * first. The same answer whatever the store holds: say what was done, and how to replace it.
+ */
+async function seedDemo(
+  calls: number,
+  replace: boolean,
+  databaseUrl: string | undefined,
+  sqlitePath: string,
+): Promise<SeededStore> {
   const { buildSeedPlan, seedPg, seedSqlite } = await import('@spendguard/seed');
   const options = { calls, days: 90, end: new Date() };
-  console.log(`[demo] seeding ${calls} calls over the last 90 days...`);
+  const write = { ifNotEmpty: replace ? ('replace' as const) : ('skip' as const) };
+  console.log(
+    `[demo] seeding ${calls} calls over the last 90 days${replace ? ', replacing what the store held' : ''}...`,
+  );
   const result = databaseUrl
-    ? await seedPg({ connectionString: databaseUrl }, options, { ifNotEmpty: 'skip' })
-    : await seedSqlite(sqlitePath, options, { ifNotEmpty: 'skip' });
+    ? await seedPg({ connectionString: databaseUrl }, options, write)
+    : await seedSqlite(sqlitePath, options, write);
+  const plan = buildSeedPlan(options);
+  const where = databaseUrl ? 'the Postgres store' : shownPath(sqlitePath);
   if (result.reused) {
     console.log(
-      '[demo] the store holds data already: not seeded (delete it, or run `pnpm seed --replace`, to re-seed)',
+      `[demo] ${where} holds data already: not seeded. To replace what it holds with ${calls} fresh calls: pnpm demo --seed${calls === 100_000 ? '' : `=${calls}`} --replace`,
     );
-    return;
+  } else {
+    console.log(
+      `[demo] seeded ${calls} calls, ${plan.teams.length} teams, 200 users and ${plan.keys.length} keys in ${(result.ms / 1000).toFixed(1)} s`,
+    );
   }
-  const plan = buildSeedPlan(options);
-  // A key to try that no budget on its chain refuses (some seeded scopes are over their cap).
-  const roomy = (id: string | null) =>
-    id === null || plan.budgets.some((b) => b.scope.id === id && (b.usedShare === null || b.usedShare < 0.8));
-  const key = plan.keys.find((k) => roomy(k.tokenHash) && roomy(k.userId) && roomy(k.teamId));
-  console.log(
-    `[demo] seeded ${calls} calls, ${plan.teams.length} teams, 200 users and ${plan.keys.length} keys in ${(result.ms / 1000).toFixed(1)} s${key ? `; a seeded key to call with: ${key.key}` : ''}`,
-  );
+  return { keys: plan.keys.map((k) => k.key) };
+}
+
+interface RoomyKey {
+  key: string;
+  model: string;
+  /** USD left on the tightest capped budget of its chain (key, user, team); `null`: none is capped. */
+  room: number | null;
+}
+
+/**
+ * A seeded key that a call can be made with now: in the store, not blocked, and with at least $1 left
+ * on every capped budget of its chain (some seeded budgets are over their cap, on purpose). Read from
+ * the store, so it holds whether this run seeded it or an earlier one did.
+ */
+async function findRoomyKey(guard: SpendGuard, seeded: SeededStore): Promise<RoomyKey | null> {
+  for (const secret of seeded.keys) {
+    const key = await guard.keys.get(secret);
+    if (!key || key.blocked || (key.expiresAt && key.expiresAt.getTime() <= Date.now())) continue;
+    const chain = [
+      key.budget,
+      key.userId ? (await guard.users.get(key.userId))?.budget : null,
+      key.teamId ? (await guard.teams.get(key.teamId))?.budget : null,
+    ];
+    const room = Math.min(...chain.map((b) => b?.remaining ?? Number.POSITIVE_INFINITY));
+    if (room < 1) continue;
+    const model =
+      key.models.length === 0 || key.models.includes('gpt-4o-mini') ? 'gpt-4o-mini' : key.models[0]!;
+    return { key: secret, model, room: Number.isFinite(room) ? room : null };
+  }
+  return null;
+}
+
+/** A path as the banner shows it: relative to where the demo was started, when it is below it. */
+function shownPath(path: string): string {
+  const rel = relative(process.cwd(), path);
+  return rel && !rel.startsWith('..') && !isAbsolute(rel) ? `./${rel}` : path;
 }
 
 /** The URL as it may be printed: without its password. */

@@ -13,7 +13,9 @@ const { app, guard } = createExampleApp({
 });
 await env.connect(guard);
 
-const server = createServer(app).listen({ port: env.port, host: env.host }, () => {
+const server = createServer(app);
+server.once('error', (error: NodeJS.ErrnoException) => env.listenFailed(error));
+server.listen({ port: env.port, host: env.host }, () => {
   env.announce((server.address() as AddressInfo).port);
 });
 

@@ -1,9 +1,15 @@
 import type { AdapterOptions, SpendGuard, SpendGuardOptions } from '@spendguard/core';
 import { type SpendGuardEnv, spendGuard } from '@spendguard/hono';
 import { Hono } from 'hono';
+import {
+  PROVIDER_ROUTES,
+  providerHeaders,
+  providerUrl,
+  UNVERSIONED_ROUTES,
+} from '../../express/src/provider-routes.js';
 
 export interface ExampleAppOptions {
-  /** The provider the app calls, OpenAI-compatible (the demo passes the built-in simulator's URL). */
+  /** The provider the app calls, OpenAI-style (`.../v1`; the demo passes the built-in simulator's URL). */
   providerBaseUrl: string;
   /** Where the guard keeps its state; the SQLite default when omitted. */
   storage?: SpendGuardOptions['storage'];
@@ -15,8 +21,9 @@ export interface ExampleAppOptions {
 }
 
 /**
- * The example: an ordinary Hono app with its own OpenAI-compatible route, which calls its provider
- * the way apps do and streams the answer back. spendguard is two lines of it.
+ * The example: an ordinary Hono app with its own provider routes (OpenAI chat and Responses,
+ * embeddings, Anthropic messages, Gemini), which call the provider the way apps do and stream the
+ * answer back. spendguard is the few lines in `if (guard)`.
  */
 export function createExampleApp(options: ExampleAppOptions): {
   app: Hono<SpendGuardEnv>;
@@ -29,13 +36,16 @@ export function createExampleApp(options: ExampleAppOptions): {
   if (guard) {
     app.route('/', guard.admin); // LiteLLM's management API at the root: /team/new, /key/generate, /spend/logs, ...
     app.use('/v1/*', guard); // every call under /v1 needs a virtual key and fits its budgets
+    app.use('/v1beta/*', guard); // Gemini's paths
+    for (const path of UNVERSIONED_ROUTES) app.use(path, guard); // the routes without /v1, as LiteLLM calls them
   }
 
-  app.post('/v1/chat/completions', async (c) => {
+  app.on('POST', PROVIDER_ROUTES, async (c) => {
     try {
-      const upstream = await fetch(`${options.providerBaseUrl}/chat/completions`, {
+      const url = new URL(c.req.url);
+      const upstream = await fetch(providerUrl(options.providerBaseUrl, url.pathname + url.search), {
         method: 'POST',
-        headers: { 'content-type': 'application/json', authorization: 'Bearer sk-provider-secret' },
+        headers: providerHeaders((name) => c.req.header(name)),
         body: JSON.stringify(await c.req.json()),
       });
       return new Response(upstream.body, {

@@ -18,6 +18,7 @@ await env.connect(guard);
 const server = serve({ fetch: app.fetch, port: env.port, hostname: env.host }, (info) =>
   env.announce(info.port),
 );
+server.once('error', (error: NodeJS.ErrnoException) => env.listenFailed(error));
 
 // Stop taking requests, write the settlements still pending (guard.close() flushes them), then exit.
 async function shutdown() {

@@ -172,7 +172,7 @@ export interface SpendGuardOptions {
    */
   globalBudget?: { maxBudget: number | null; budgetDuration?: string | null; softBudget?: number | null };
   /**
-   * The dashboard served by the management router at `ui/` (see the README's "Dashboard"): who may
+   * The dashboard served by the management router at `ui/` (see docs/dashboard.md): who may
    * log in, and for how long. It needs a password: this one, or else the master key.
    * @default { username: 'admin', password: masterKey, sessionTtlMs: 43200000 }
    * @example dashboard: { username: process.env.UI_USERNAME, password: process.env.UI_PASSWORD }

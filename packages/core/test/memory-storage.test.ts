@@ -1,5 +1,5 @@
 import { MemoryStorage } from '@spendguard/core';
-import { memoryRawReader, runStorageConformance } from '@spendguard/core/testing';
+import { memoryRawReader, runStorageConformance } from '@spendguard/core/conformance';
 
 runStorageConformance({
   name: 'memory',

@@ -1,10 +1,10 @@
+import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
   type GuardResponse,
   parseJsonBody,
   resolveAdapterOptions,
-  type SpendGuard,
-} from '@spendguard/core';
+} from '@spendguard/core/adapter';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 
 export type { SpendGuard } from '@spendguard/core';
@@ -28,9 +28,7 @@ type BodyRequest = Request & { _body?: boolean };
  * @example app.use('/v1', spendGuard())
  */
 export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const { guard } = resolveAdapterOptions(options, () =>
-    import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
-  );
+  const { guard } = resolveAdapterOptions(options, () => import('@spendguard/storage-sqlite'));
 
   const spendGuardMiddleware = async function spendGuardMiddleware(
     req: BodyRequest,

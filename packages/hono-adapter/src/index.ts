@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
   type GuardedCall,
@@ -6,9 +7,8 @@ import {
   meterResponse,
   parseJsonBody,
   resolveAdapterOptions,
-  type SpendGuard,
   toWebResponse,
-} from '@spendguard/core';
+} from '@spendguard/core/adapter';
 import { type Context, Hono, type MiddlewareHandler } from 'hono';
 import { basePath } from 'hono/route';
 
@@ -40,9 +40,7 @@ export interface SpendGuardMiddleware extends MiddlewareHandler<SpendGuardEnv> {
  * @example app.use('/v1/*', spendGuard())
  */
 export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): SpendGuardMiddleware {
-  const { guard } = resolveAdapterOptions(options, () =>
-    import('@spendguard/storage-sqlite').then((m) => m.sqliteStorage()),
-  );
+  const { guard } = resolveAdapterOptions(options, () => import('@spendguard/storage-sqlite'));
 
   const middleware: MiddlewareHandler<SpendGuardEnv> = async function spendGuard(c, next) {
     // The guard reads the body only once the key in the headers is known to be good.

@@ -1,4 +1,4 @@
-import type { ScopeKind } from '@spendguard/core';
+import type { ScopeKind } from '@spendguard/core/storage';
 import { capFor, periodStart, type SeedPlan } from './seed-data.js';
 
 /** One budget counter as the seed leaves it: spend in its current period, and a cap relative to it. */

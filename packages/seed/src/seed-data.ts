@@ -1,12 +1,6 @@
 import { createHash } from 'node:crypto';
-import {
-  type EntityInsert,
-  hashVirtualKey,
-  nextBudgetResetAt,
-  PriceBook,
-  type ScopeKind,
-  usdToNano,
-} from '@spendguard/core';
+import { hashVirtualKey, nextBudgetResetAt, PriceBook, usdToNano } from '@spendguard/core';
+import type { EntityInsert, ScopeKind } from '@spendguard/core/storage';
 
 /**
  * The data set, generated purely from `seed`: the same options give the same teams, users, keys and

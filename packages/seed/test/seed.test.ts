@@ -2,21 +2,22 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createSpendGuard } from '@spendguard/core';
 import {
   aggregateRollup,
-  createSpendGuard,
   type RollupRow,
   rollupRowOf,
   type SpendLogRecord,
   type SpendReportQuery,
   type SpendStorage,
   utcDay,
-} from '@spendguard/core';
+} from '@spendguard/core/storage';
 import { pgStorage } from '@spendguard/storage-pg';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
+import { sharedPostgres } from '../../../tests/multi-instance/test/postgres.js';
 import {
   buildSeedPlan,
   generateCalls,
@@ -30,12 +31,15 @@ import {
 const END = new Date('2026-11-01T00:00:00.000Z');
 const OPTIONS: SeedOptions = { calls: 20_000, days: 90, seed: 7, end: END };
 const dir = mkdtempSync(join(tmpdir(), 'spendguard-seed-'));
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+// DATABASE_URL or the local server, else a throwaway one (never in CI, where a missing server fails).
+const server = await sharedPostgres();
+const url = server.url;
 const admin = new pg.Pool({ connectionString: url, max: 2 });
 const schemas: string[] = [];
 afterAll(async () => {
   for (const s of schemas) await admin.query(`DROP SCHEMA IF EXISTS "${s}" CASCADE`);
   await admin.end();
+  await server.close();
   rmSync(dir, { recursive: true, force: true });
 });
 

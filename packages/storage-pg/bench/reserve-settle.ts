@@ -13,7 +13,7 @@
  * counter rows serialise it), `spread` = 64 teams, one per worker.
  * BENCH_PG_OPTIONS='-c synchronous_commit=off' shows the cost without the commit's WAL flush.
  */
-import type { ScopeRef, SpendStorage } from '@spendguard/core';
+import type { ScopeRef, SpendStorage } from '@spendguard/core/storage';
 import pg from 'pg';
 import { pgStorage } from '../src/index.js';
 

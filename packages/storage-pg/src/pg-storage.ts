@@ -57,7 +57,7 @@ import {
   type UserPatch,
   type UserRecord,
   windowScopeId,
-} from '@spendguard/core';
+} from '@spendguard/core/storage';
 import {
   and,
   arrayContains,

@@ -1,5 +1,4 @@
-import type { SpendStorage } from '@spendguard/core';
-import type { RawStorageReader } from '@spendguard/core/testing';
+import type { RawStorageReader, SpendStorage } from '@spendguard/core/storage';
 import { int8AsNumber } from './int8-types.js';
 import { quoteIdent } from './migrations.js';
 import { internalsOf, PgStorage } from './pg-storage.js';

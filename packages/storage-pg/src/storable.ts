@@ -1,4 +1,4 @@
-import type { ReserveInput, SettleInput } from '@spendguard/core';
+import type { ReserveInput, SettleInput } from '@spendguard/core/storage';
 
 /**
  * What Postgres would refuse in one guarded write, found before the write is batched. A batch is one

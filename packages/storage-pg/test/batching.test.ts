@@ -4,7 +4,7 @@ import {
   type SettleInput,
   type SettleResult,
   StorageConflictError,
-} from '@spendguard/core';
+} from '@spendguard/core/storage';
 import { describe, expect, it } from 'vitest';
 import { type PgStorage, pgRawReader } from '../src/index.js';
 import { int8AsNumber } from '../src/int8-types.js';

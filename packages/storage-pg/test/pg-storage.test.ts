@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { nextBudgetResetAt, type ReserveInput } from '@spendguard/core';
-import { runStorageConformance } from '@spendguard/core/testing';
+import { nextBudgetResetAt } from '@spendguard/core';
+import { runStorageConformance } from '@spendguard/core/conformance';
+import type { ReserveInput } from '@spendguard/core/storage';
 import { getTableConfig } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';

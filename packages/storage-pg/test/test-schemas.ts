@@ -1,21 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, afterEach } from 'vitest';
+import { sharedPostgres } from '../../../tests/multi-instance/test/postgres.js';
 import { type PgStorage, pgStorage } from '../src/index.js';
 
 /**
- * The storage-pg tests' Postgres: `DATABASE_URL` or the local server, an admin pool, and a schema of
- * its own for each test (`freshSchema()`), dropped after it with every store opened on it. Fails, never
- * skips, without a server: CI must not pass by testing nothing.
+ * The storage-pg tests' Postgres: `DATABASE_URL` or the local server, else a throwaway one (never in CI,
+ * where a missing server fails: CI must not pass by testing nothing); an admin pool, and a schema of its
+ * own for each test (`freshSchema()`), dropped after it with every store opened on it.
  */
-export const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+const server = await sharedPostgres();
+export const url = server.url;
 export const admin = new pg.Pool({ connectionString: url, max: 4 });
-await admin.query('SELECT 1').catch((err: Error) => {
-  throw new Error(
-    `storage-pg tests need Postgres at ${url} (${err.message}). Start it with ` +
-      '`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`, or set DATABASE_URL.',
-  );
-});
 
 const schemas: string[] = [];
 const stores: PgStorage[] = [];
@@ -46,4 +42,7 @@ afterEach(async () => {
   await Promise.all(stores.splice(0).map((s) => s.close()));
   for (const name of schemas.splice(0)) await admin.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
 });
-afterAll(() => admin.end());
+afterAll(async () => {
+  await admin.end();
+  await server.close();
+});

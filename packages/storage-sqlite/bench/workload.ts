@@ -2,7 +2,7 @@
  * The workload both SQLite micro-benchmarks time: one key, its user and its team, and requests of one
  * reserve + one settle (two tags) on all three.
  */
-import type { ScopeRef, SpendStorage } from '@spendguard/core';
+import type { ScopeRef, SpendStorage } from '@spendguard/core/storage';
 
 const scopes: ScopeRef[] = [
   { kind: 'key', id: 'k1' },

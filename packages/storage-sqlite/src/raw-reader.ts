@@ -1,5 +1,4 @@
-import type { SpendStorage } from '@spendguard/core';
-import type { RawStorageReader } from '@spendguard/core/testing';
+import type { RawStorageReader, SpendStorage } from '@spendguard/core/storage';
 import { databaseOf, SqliteStorage } from './sqlite-storage.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { BudgetState, PendingCall, ScopeRef } from '@spendguard/core';
+import type { BudgetState, PendingCall, ScopeRef } from '@spendguard/core/storage';
 
 /** What a key's calls share in their reservations: the scopes held, and who the call is for. */
 export interface ReservationProfile {

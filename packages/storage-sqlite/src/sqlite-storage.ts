@@ -62,7 +62,7 @@ import {
   type UserRecord,
   windowScopeId,
   withCounters,
-} from '@spendguard/core';
+} from '@spendguard/core/storage';
 import Database from 'better-sqlite3';
 import { and, asc, desc, eq, gte, inArray, isNull, lt, lte, or, type SQL, sql } from 'drizzle-orm';
 import { type BetterSQLite3Database, drizzle } from 'drizzle-orm/better-sqlite3';

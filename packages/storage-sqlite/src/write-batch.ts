@@ -1,4 +1,4 @@
-import { applyDueReset, type BudgetState, type RollupRow, type ScopeRef } from '@spendguard/core';
+import { applyDueReset, type BudgetState, type RollupRow, type ScopeRef } from '@spendguard/core/storage';
 
 /** A budget row in raw (array) mode: cheaper than an object on the hot path. */
 export type BudgetRow = [

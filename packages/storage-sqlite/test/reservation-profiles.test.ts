@@ -1,8 +1,9 @@
 // Reservation profiles (migration 10): what a key's calls share is written once and pointed to. These
 // cases pin what the cache may and may not remember: content (never identity) finds a profile, and an
 // id written by a transaction that rolled back is never handed out.
-import type { PendingCall, ReserveInput, ScopeRef } from '@spendguard/core';
-import { spendLogFixture } from '@spendguard/core/testing';
+
+import { spendLogFixture } from '@spendguard/core/conformance';
+import type { PendingCall, ReserveInput, ScopeRef } from '@spendguard/core/storage';
 import Database from 'better-sqlite3';
 import { describe, expect, it } from 'vitest';
 import type { SqliteStorage } from '../src/index.js';

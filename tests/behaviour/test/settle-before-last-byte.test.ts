@@ -7,7 +7,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { SettleInput } from '@spendguard/core';
+import type { SettleInput } from '@spendguard/core/storage';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';

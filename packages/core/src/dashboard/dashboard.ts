@@ -430,7 +430,7 @@ export class Dashboard {
       recent_sample: recent.length,
       recent_sample_capped: recent.length >= RECENT_LOG_CAP,
       limits_note:
-        'spendguard sets no per-model RPM/TPM limits today: RPM and TPM are the calls and tokens of the last minute.',
+        'RPM and TPM are the calls and tokens of the last minute, over every key. Per-model limits are set per key (model_rpm_limit, model_tpm_limit) and enforced when a call is admitted; there is no limit for a model as a whole to compare against.',
       models,
     };
   }

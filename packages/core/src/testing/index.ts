@@ -1,5 +1,7 @@
-export { memoryRawReader } from './memory-raw-reader.js';
+/**
+ * `@spendguard/core/testing`: a simulated LLM provider that speaks the real wire formats, for an app's
+ * tests and demos. It loads without a test runner; the storage conformance suite, which needs vitest,
+ * is `@spendguard/core/conformance`.
+ */
 export type { SimulatedUsage, Simulator, SimulatorBilling, SimulatorOptions } from './simulator.js';
 export { startSimulator } from './simulator.js';
-export type { ConformanceOptions, RawStorageReader } from './storage-conformance.js';
-export { runStorageConformance, spendLogFixture } from './storage-conformance.js';

@@ -153,7 +153,7 @@ const U: ScopeRef = { kind: 'user', id: 'u1' };
 const T: ScopeRef = { kind: 'team', id: 't1' };
 
 /**
- * The conformance suite every storage backend runs unchanged (`@spendguard/core/testing`).
+ * The conformance suite every storage backend runs unchanged (`@spendguard/core/conformance`).
  * Each case checks the backend's answers and, through `raw`, what it really stored.
  */
 export function runStorageConformance(options: ConformanceOptions): void {

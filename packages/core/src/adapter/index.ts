@@ -1,0 +1,19 @@
+/**
+ * `@spendguard/core/adapter`: the pieces a framework adapter is built from (`@spendguard/express` and
+ * `@spendguard/hono` use nothing else), so that an adapter only translates its framework's request and
+ * response to the core's.
+ */
+
+export { type AdapterOptions, resolveAdapterOptions } from '../adapter-options.js';
+export type { ManagementRequest } from '../admin/management-api.js';
+export type { Dashboard, DashboardRequest, DashboardResponse } from '../dashboard/dashboard.js';
+export { ERROR_STATUS } from '../errors.js';
+export type { AdmitOutcome, CallInput, GuardedCall, GuardResponse, SpendGuard } from '../guard.js';
+export {
+  isUnreadNodeStream,
+  meterResponse,
+  type NodeReadable,
+  parseJsonBody,
+  readBodyText,
+  toWebResponse,
+} from '../web.js';
