@@ -230,6 +230,14 @@ describe.each(ADAPTERS)('a team admin within the bounds set above it, on $name',
     ).toBe(403);
     expect(await snapshot()).toEqual(before);
     expect(await call(app, keys.bob.key)).toBe(401);
+    // New metadata (allowed) does not drop who blocked the key.
+    for (const req of [
+      ['POST', '/key/update', { key: keys.bob.token, metadata: {} }],
+      ['POST', '/key/regenerate', { key: keys.bob.token, metadata: { note: 'x' } }],
+    ] as const) {
+      expect((await as(keys.alice.key, req)).status, req[1]).toBe(200);
+      expect((await as(keys.alice.key, ['POST', '/key/unblock', { key: keys.bob.token }])).status).toBe(403);
+    }
     // The id alice tried to claim is still the master key's to create; dave still spends on his own.
     expect((await m('POST', '/user/new', { user_id: 'ghost', auto_create_key: false })).status).toBe(200);
     expect(await call(app, keys.dave.key)).toBe(200);

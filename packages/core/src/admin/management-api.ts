@@ -730,7 +730,7 @@ export class ManagementApi {
     const { patch, budget } = this.keyChanges(b);
     assertServerMetadataKept(b.metadata, key.metadata);
     if (isBound(caller)) await this.boundsOfKey(storage, key, b);
-    if (patch.blocked !== undefined) markBlocker(caller, key, patch);
+    markBlocker(caller, key, patch); // new metadata keeps who blocked the key
     const regenerated = await storage.regenerateKey({
       tokenHash: key.tokenHash,
       newSecretHash: hashVirtualKey(secret),
