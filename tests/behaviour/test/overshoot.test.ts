@@ -274,6 +274,8 @@ describe.each(ADAPTERS)('no overshoot on $name', (framework) => {
           await startTestApp(framework, {
             simulator: { latencyMs: 20 },
             storage: pgStorage({ connectionString: url, schema }),
+            // About budgets, not timeouts: a storage call slowed by a loaded machine must not be a 503.
+            guardOptions: { storageTimeoutMs: 10_000 },
           }),
         );
       }
