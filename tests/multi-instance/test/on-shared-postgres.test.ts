@@ -125,6 +125,10 @@ describe('an instance killed mid-load', () => {
       SPENDGUARD_ENFORCEMENT: 'strict',
       SPENDGUARD_RESERVATION_TTL_MS: String(TTL_MS),
       SPENDGUARD_RESERVATION_SWEEP_MS: String(SWEEP_MS),
+      // This test is about the TTL sweep: heartbeats off, or the survivors could charge the victim's
+      // reservations (after heartbeatGraceMs) before the test reads what it left open. Heartbeat
+      // recovery has its own test (crash-recovery.test.ts).
+      SPENDGUARD_HEARTBEAT_GRACE_MS: '0',
       SIM_LATENCY_MS: String(LATENCY_MS),
     });
     const urls = instances.map((i) => i.url);
