@@ -19,9 +19,12 @@
  * Postgres: DATABASE_URL, else postgres://postgres@127.0.0.1:5432/test. When none answers the Postgres
  * app is installed and checked but not run, with a notice, except in CI (`CI` set), where that fails.
  * KEEP_CHECK_DIR=1 keeps the temporary folder. Needs the npm registry (express, hono, typescript, ...).
+ * The SQLite apps reuse the workspace's build of better-sqlite3 (the same version) rather than compile
+ * it again; CHECK_PACKAGES_COMPILE=1 runs its install script as a user's install does.
  */
 import { execFile, spawn } from 'node:child_process';
 import {
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
@@ -409,21 +412,53 @@ function writeApp(dir, app, dependencies) {
   }
 }
 
-/** npm install in `dir`, with the local Node headers for better-sqlite3 when they are installed. */
-async function npmInstall(dir) {
-  // Run as a user runs npm: without the npm_* variables pnpm sets for its scripts (npm reads them as
-  // its own config and warns), keeping the few that say how to reach the registry or build addons.
+/**
+ * npm install in `dir`, as a user runs it. better-sqlite3 is the one dependency with an install script,
+ * and compiling it (no prebuilt binary can be downloaded on these machines) is most of the install's
+ * CPU: with `reuseNativeBuild`, scripts are skipped and the workspace's own build of the same version
+ * is copied in when it loads in this Node, else it is built here (`npm rebuild`).
+ * CHECK_PACKAGES_COMPILE=1 always runs the install scripts, exactly as a user's install does.
+ */
+async function npmInstall(dir, { reuseNativeBuild = false } = {}) {
+  // Without the npm_* variables pnpm sets for its scripts (npm reads them as its own config and warns),
+  // keeping the few that say how to reach the registry or build addons.
   const KEEP = /^npm_config_(nodedir|registry|cache|proxy|https_proxy|noproxy|cafile|strict_ssl)$/i;
   const env = Object.fromEntries(
     Object.entries(process.env).filter(([name]) => !/^npm_/i.test(name) || KEEP.test(name)),
   );
   if (!env.npm_config_nodedir && existsSync('/usr/include/node/node.h')) env.npm_config_nodedir = '/usr';
+  const reuse = reuseNativeBuild && !process.env.CHECK_PACKAGES_COMPILE;
   // No lockfile, no audit or funding requests: a fresh install as `npm install` makes it.
-  const out = await sh('npm install', 'npm', ['install', '--no-audit', '--no-fund', '--loglevel=warn'], {
-    cwd: dir,
-    env,
-  });
+  const args = [
+    'install',
+    '--no-audit',
+    '--no-fund',
+    '--loglevel=warn',
+    ...(reuse ? ['--ignore-scripts'] : []),
+  ];
+  const out = await sh('npm install', 'npm', args, { cwd: dir, env });
   const warnings = out.split('\n').filter((line) => /npm warn/i.test(line) && !/deprecated/i.test(line));
+  if (reuse) {
+    const installed = join(dir, 'node_modules/better-sqlite3');
+    const { version } = JSON.parse(readFileSync(join(installed, 'package.json'), 'utf8'));
+    const built = join(
+      root,
+      `node_modules/.pnpm/better-sqlite3@${version}/node_modules/better-sqlite3/build`,
+    );
+    const binary = join(built, 'Release/better_sqlite3.node');
+    const loads =
+      existsSync(binary) &&
+      (await run(process.execPath, ['-e', `require(${JSON.stringify(binary)})`]).then(
+        () => true,
+        () => false,
+      ));
+    if (loads) {
+      mkdirSync(join(installed, 'build/Release'), { recursive: true });
+      copyFileSync(binary, join(installed, 'build/Release/better_sqlite3.node'));
+    } else {
+      await sh('npm rebuild', 'npm', ['rebuild', 'better-sqlite3', '--loglevel=warn'], { cwd: dir, env });
+    }
+  }
   return warnings;
 }
 
@@ -533,7 +568,7 @@ writeFileSync(join(pgApp, 'package.json'), `${JSON.stringify({ ...pgManifest, ov
 // Both installs at once: the SQLite one spends most of its time compiling, the other downloading.
 const [installed, pgInstalled] = await Promise.all([
   check('npm install of the SQLite apps', async () => {
-    const warnings = await npmInstall(appsRoot);
+    const warnings = await npmInstall(appsRoot, { reuseNativeBuild: true });
     return `${seconds()}${warnings.length > 0 ? `; npm warned:\n${warnings.join('\n')}` : ''}`;
   }),
   check('npm install of the Postgres-only app', async () => {
@@ -600,6 +635,19 @@ if (pgInstalled) {
         return `cost $${result.cost}, $${result.remaining} left of $1`;
       },
     );
+    await check('pg-only: npx spendguard-pg-migrate (the published bin) migrates a schema', async () => {
+      const schema = `sg_check_bin_${process.pid}`;
+      const env = { ...process.env, DATABASE_URL: url };
+      const bin = join(pgApp, 'node_modules/.bin/spendguard-pg-migrate');
+      try {
+        const out = await sh('spendguard-pg-migrate', bin, ['--schema', schema], { cwd: pgApp, env });
+        if (!out.includes(`applied migration(s) 1,`)) throw new Error(out);
+        return out.trim();
+      } finally {
+        const drop = `import pg from 'pg'; const c = new pg.Client(process.env.DATABASE_URL); await c.connect(); await c.query('DROP SCHEMA IF EXISTS ${schema} CASCADE'); await c.end();`;
+        await run(process.execPath, ['--input-type=module', '-e', drop], { cwd: pgApp, env }).catch(() => {});
+      }
+    });
   } else {
     log(`notice: no Postgres answers at ${url}; the Postgres-only app was installed and checked but not run`);
   }
