@@ -16,6 +16,7 @@ import { sqliteRawReader, sqliteStorage } from '@spendguard/storage-sqlite';
 import fc from 'fast-check';
 import pg from 'pg';
 import { afterAll, describe, expect, it, vi } from 'vitest';
+import { sharedPostgres } from '../../multi-instance/test/postgres.js';
 import { ADAPTERS, admin, MASTER, startTestApp, type TestApp } from './harness.js';
 
 const SEED = 20_261_204;
@@ -23,15 +24,15 @@ const RUNS = 250;
 const T0 = new Date('2026-03-10T12:00:00.000Z');
 const DASHBOARD_PASSWORD = 'fuzz-dashboard-password';
 
-const url = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+// DATABASE_URL or the local server, else a throwaway one; in CI a missing server fails, never skips.
+const server = await sharedPostgres();
+const url = server.url;
 const pool = new pg.Pool({ connectionString: url, max: 2 });
-await pool.query('SELECT 1').catch((err: Error) => {
-  throw new Error(`the fuzz suite needs Postgres at ${url} (${err.message}); set DATABASE_URL`);
-});
 const schemas: string[] = [];
 afterAll(async () => {
   for (const name of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
   await pool.end();
+  await server.close();
 });
 
 const STORES = [

@@ -5,21 +5,9 @@ import OpenAI from 'openai';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type DashboardApp, FRAMEWORKS, MASTER, startDashboardApp } from './dashboard-app.js';
-import { findChrome } from './find-browser.js';
+import { browserForTests } from './find-browser.js';
 
-// In CI every test runs: no browser is a failure there. Elsewhere (a laptop with only Node and npm)
-// these tests are skipped, and say so.
-const CHROMIUM = findChrome();
-if (!CHROMIUM && process.env.CI) {
-  throw new Error(
-    'The dashboard browser tests need Chrome or Chromium: set CHROME_PATH, or install one (`apt-get install chromium`).',
-  );
-}
-if (!CHROMIUM) {
-  console.warn(
-    '[dashboard] no Chrome or Chromium found (CHROME_PATH, the usual paths, PATH): the browser tests are skipped',
-  );
-}
+const CHROMIUM = browserForTests();
 const SHOTS = fileURLToPath(new URL('../../../.test-artifacts/screenshots/', import.meta.url));
 const ARGS = [
   '--headless',

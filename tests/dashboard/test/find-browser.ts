@@ -54,3 +54,22 @@ export function findChrome(): string | null {
     .flatMap((dir) => COMMANDS.map((command) => join(dir, command)));
   return [...(KNOWN_PATHS[process.platform] ?? []), ...onPath].find(executable) ?? null;
 }
+
+/**
+ * The browser for a test file: in CI every test runs, so no browser is a failure there; elsewhere (a
+ * laptop with only Node and npm) `null`, after a printed notice, and the file's browser tests skip.
+ */
+export function browserForTests(): string | null {
+  const found = findChrome();
+  if (!found && process.env.CI) {
+    throw new Error(
+      'The dashboard browser tests need Chrome or Chromium: set CHROME_PATH, or install one (`apt-get install chromium`).',
+    );
+  }
+  if (!found) {
+    console.warn(
+      '[dashboard] no Chrome or Chromium found (CHROME_PATH, the usual paths, PATH): the browser tests are skipped',
+    );
+  }
+  return found;
+}
