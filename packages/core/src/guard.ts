@@ -1353,6 +1353,20 @@ export class GuardedCall {
     if (aborted) meta.stream_cut = true;
     if (this.state.outputLowered !== null) meta.output_tokens_lowered = this.state.outputLowered;
     if (this.state.unpriced) meta.unpriced = true;
+    // LiteLLM's spend_logs_metadata (the key's, then the call's over it) and session id, kept on the log.
+    const body = this.state.body;
+    const fromKey = this.state.ctx?.key.metadata.spend_logs_metadata;
+    const fromCall = isPlainObject(body.metadata) ? body.metadata.spend_logs_metadata : undefined;
+    if (isPlainObject(fromKey) || isPlainObject(fromCall)) {
+      meta.spend_logs_metadata = {
+        ...(isPlainObject(fromKey) ? fromKey : {}),
+        ...(isPlainObject(fromCall) ? fromCall : {}),
+      };
+    }
+    const session =
+      body.litellm_session_id ??
+      (isPlainObject(body.metadata) ? body.metadata.litellm_session_id : undefined);
+    if (typeof session === 'string' && session !== '') meta.session_id = session;
     return meta;
   }
 
@@ -1478,9 +1492,14 @@ function readPresentedKey(header: CallInput['header']): string {
   return value;
 }
 
-/** The call's tags with its key's own (LiteLLM applies a key's tags to every call it makes). */
+/**
+ * The call's tags with its key's own (LiteLLM applies a key's tags to every call it makes): its `tags`
+ * and, as LiteLLM reads them too, its `metadata.tags` (checked to be strings when the key was written).
+ */
 function withKeyTags(tags: string[], ctx: KeyContext): string[] {
-  return ctx.key.tags.length > 0 ? [...new Set([...tags, ...ctx.key.tags])] : tags;
+  const inMetadata = ctx.key.metadata.tags;
+  const own = Array.isArray(inMetadata) ? [...ctx.key.tags, ...(inMetadata as string[])] : ctx.key.tags;
+  return own.length > 0 ? [...new Set([...tags, ...own])] : tags;
 }
 
 function readTags(body: Record<string, unknown>, header: CallInput['header']): string[] {

@@ -62,6 +62,8 @@ export function teamJson(
     team_alias: team.teamAlias,
     ...budgetJson(state),
     ...rateJson(limits),
+    model_rpm_limit: limits?.modelRpmLimit ?? {},
+    model_tpm_limit: limits?.modelTpmLimit ?? {},
     models: team.models,
     metadata: team.metadata,
     blocked: team.blocked,
@@ -123,6 +125,13 @@ export function spendLogJson(log: SpendLogRecord) {
     end_user: log.endUser,
     request_tags: log.tags,
     status: log.status,
+    // LiteLLM's columns: the model asked for is its model group (nothing is routed here); no cache
+    // runs, so no call is a cache hit; the provider's base URL and the caller's address are not seen.
+    model_group: log.model,
+    session_id: typeof log.metadata.session_id === 'string' ? log.metadata.session_id : null,
+    cache_hit: 'False',
+    api_base: null,
+    requester_ip_address: null,
     metadata: { ...log.metadata, estimated: log.estimated, http_status: log.httpStatus },
   };
 }

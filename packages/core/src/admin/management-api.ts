@@ -32,6 +32,7 @@ import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } f
 import {
   indexStates,
   keyJson,
+  type MemberJson,
   ok,
   rateLimitsFrom,
   setsRateLimits,
@@ -40,6 +41,7 @@ import {
   teamJson,
   userJson,
 } from './entity-json.js';
+import { refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import {
   describeIssues,
   firstField,
@@ -296,7 +298,7 @@ export class ManagementApi {
     if (typeof value !== 'object' || Array.isArray(value)) {
       throw new SpendGuardError('BAD_REQUEST', 'Request body must be a JSON object.');
     }
-    const parsed = schema.safeParse(value);
+    const parsed = schema.safeParse(refuseUnactedFields(value as Record<string, unknown>, schema));
     if (!parsed.success)
       throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`, {
         param: firstField(parsed.error),
@@ -306,12 +308,38 @@ export class ManagementApi {
 
   /** @internal */
   parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
-    const parsed = schema.safeParse(Object.fromEntries(req.query));
+    const parsed = schema.safeParse(
+      refuseUnactedFields(Object.fromEntries(req.query), schema, UNSUPPORTED_QUERY, 'query'),
+    );
     if (!parsed.success)
       throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`, {
         param: firstField(parsed.error),
       });
     return parsed.data;
+  }
+
+  /**
+   * LiteLLM's `spend` on `/key/update` and `/user/update`: the scope's spend set to that many USD
+   * (its reservations stay). Written alone, in the counter's own guarded write, so a body that also
+   * changes other fields is refused rather than half-applied. @internal
+   */
+  async setSpendAlone(
+    storage: SpendStorage,
+    scope: ScopeRef,
+    b: { spend?: number } & Record<string, unknown>,
+    idFields: string[],
+  ): Promise<BudgetState | null> {
+    const others = Object.keys(b).filter((f) => f !== 'spend' && !idFields.includes(f) && b[f] !== undefined);
+    if (others.length > 0) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        `Invalid request: spend is set alone; send ${others.join(', ')} in another call`,
+        { param: 'spend' },
+      );
+    }
+    const state = await storage.resetSpend(scope, Math.round((b.spend ?? 0) * 1e9), this.guard.now());
+    if (!state) throw new SpendGuardError('NOT_FOUND', `No budget counter for ${scope.kind} '${scope.id}'`);
+    return state;
   }
 
   /** @internal */
@@ -371,11 +399,61 @@ export class ManagementApi {
     };
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     const rateLimits = rateLimitsFrom(b);
+    const members = await this.firstMembers(storage, team.teamId, b.members_with_roles ?? [], now);
+    // The team, its windows and its first members (users created for them) in one insert: all or none.
     await storage.insert([
       { type: 'team', record: team, budget, rateLimits },
       ...windowInserts(this, { kind: 'team', id: team.teamId }, b.budget_limits),
+      ...members.writes,
     ]);
-    return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget), [], rateLimits));
+    if (members.roles.length > 0) this.guard.invalidateAllKeys();
+    return ok(teamJson(team, stateOf({ kind: 'team', id: team.teamId }, budget), members.roles, rateLimits));
+  }
+
+  /**
+   * LiteLLM's `members_with_roles` on `/team/new`: each member by user id or email, created as a user
+   * when not known yet (LiteLLM upserts it), with no budget in the team.
+   */
+  private async firstMembers(
+    storage: SpendStorage,
+    teamId: string,
+    given: Array<{ user_id?: string | null; user_email?: string | null; role?: 'admin' | 'user' }>,
+    now: Date,
+  ): Promise<{ writes: EntityInsert[]; roles: MemberJson[] }> {
+    const writes: EntityInsert[] = [];
+    const roles: MemberJson[] = [];
+    for (const m of given) {
+      let user = await this.teamsAndUsers.userByRef(storage, m);
+      if (!user) {
+        user = {
+          userId: m.user_id ?? randomUUID(),
+          userEmail: m.user_email ?? null,
+          userRole: 'internal_user',
+          teams: [],
+          models: [],
+          metadata: {},
+          createdAt: now,
+        };
+        writes.push({ type: 'user', record: user, budget: this.budgetInit(null, null) });
+      }
+      if (roles.some((r) => r.user_id === user.userId)) {
+        throw new SpendGuardError(
+          'BAD_REQUEST',
+          `Invalid request: members_with_roles names user '${user.userId}' twice`,
+          {
+            param: 'members_with_roles',
+          },
+        );
+      }
+      const role = m.role ?? 'user';
+      roles.push({ user_id: user.userId, user_email: user.userEmail, role });
+      writes.push({
+        type: 'member',
+        record: { teamId, userId: user.userId, role, createdAt: now },
+        budget: this.budgetInit(null, null),
+      });
+    }
+    return { writes, roles };
   }
 
   private async userNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -568,6 +646,11 @@ export class ManagementApi {
     const { patch, budget } = this.keyChanges(b);
     const found = await this.keyFor(storage, caller, b.key, 'change this key');
     const hash = found.tokenHash;
+    if (b.spend !== undefined) {
+      await this.setSpendAlone(storage, { kind: 'key', id: hash }, b, ['key']);
+      this.guard.invalidateKey(hash);
+      return ok({ key: hash, ...(await this.keyInfoJson(storage, found)) });
+    }
     assertServerMetadataKept(b.metadata, found.metadata);
     const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.now());
     this.applyTempIncrease(b, found, patch, budget, state ?? null);

@@ -13,7 +13,8 @@ import {
 } from '../input-hygiene.js';
 
 /**
- * Request bodies of the management API, with LiteLLM's field names. Unknown fields are ignored. Every
+ * Request bodies of the management API, with LiteLLM's field names. A field outside a schema is refused
+ * (400 naming it) unless it is one of LiteLLM's that means nothing as sent (litellm-fields.ts). Every
  * id, name, tag, metadata value, amount, duration and date is checked by input-hygiene.ts, so that a
  * value no store can keep as given is a 400 naming the field, never a storage error.
  */
@@ -35,6 +36,11 @@ const queryList = storableText(INPUT_LIMITS.queryValueLength);
 // Query-string filters: as their body counterparts, but an empty one is taken as before (no minimum).
 const idFilter = storableText(INPUT_LIMITS.idLength);
 const keyFilter = storableText(INPUT_LIMITS.keyRefLength);
+/** A key's metadata: LiteLLM applies its `tags` to the key's calls, so they must be strings. */
+const keyMetadata = metadata.refine(
+  (m) => m?.tags === undefined || (Array.isArray(m.tags) && m.tags.every((t) => typeof t === 'string')),
+  { message: 'tags must be an array of strings (they are applied to every call the key makes)' },
+);
 /** LiteLLM's `soft_budget`: USD at which an alert fires; never refuses a call. */
 const softBudget = maxBudget;
 /** The budget fields every scope takes. */
@@ -54,7 +60,7 @@ export const modelMaxBudgetSchema = z
     z
       .union([
         usdAmount,
-        z.object({
+        z.strictObject({
           budget_limit: usdAmount.nullable().optional(),
           time_period: budgetDuration,
         }),
@@ -72,7 +78,7 @@ export type ModelMaxBudget = z.infer<typeof modelMaxBudgetSchema>;
  */
 export const budgetLimitsSchema = z
   .array(
-    z.object({
+    z.strictObject({
       budget_duration: budgetDuration.unwrap().unwrap(),
       max_budget: maxBudget.unwrap(),
     }),
@@ -128,6 +134,11 @@ export const teamNewSchema = z.object({
   metadata,
   blocked: z.boolean().optional(),
   ...rateLimitFields,
+  ...modelRateLimitFields,
+  /** LiteLLM's: the team's first members, created as users when not known yet (as /team/member_add). */
+  members_with_roles: z.lazy(() =>
+    z.array(memberSchema, { error: 'must be an array of members' }).optional(),
+  ),
 });
 
 export const userNewSchema = z.object({
@@ -161,7 +172,7 @@ export const keyGenerateSchema = z.object({
   budget_duration: budgetDuration,
   duration: budgetDuration,
   models,
-  metadata,
+  metadata: keyMetadata,
   tags,
   blocked: z.boolean().optional(),
   model_max_budget: modelMaxBudgetSchema,
@@ -178,8 +189,15 @@ export const keyDeleteSchema = z.object({
     .min(1, 'must name at least one key'),
 });
 
+/** LiteLLM's `spend` on an update: the scope's spend set to this many USD (0 resets it). */
+const spendSet = z
+  .number({ error: 'must be a number of USD' })
+  .nonnegative('must be 0 or more')
+  .max(9_000_000);
+
 export const keyUpdateSchema = z.object({
   key: keyRef,
+  spend: spendSet.optional(),
   /** LiteLLM's temporary budget increase, USD, with `temp_budget_expiry` (both or neither). */
   temp_budget_increase: usdAmount.positive('must be more than 0').nullable().optional(),
   temp_budget_expiry: dateOrTimeText.nullable().optional(),
@@ -191,7 +209,7 @@ export const keyUpdateSchema = z.object({
   budget_duration: budgetDuration,
   duration: budgetDuration,
   models,
-  metadata,
+  metadata: keyMetadata,
   tags,
   blocked: z.boolean().optional(),
   ...rateLimitFields,
@@ -213,7 +231,7 @@ export const keyListQuerySchema = z.object({
 });
 
 /** LiteLLM's `/key/regenerate` (also `/key/{key}/regenerate`, where the key comes from the path). */
-export const keyRegenerateSchema = keyUpdateSchema.extend({
+export const keyRegenerateSchema = keyUpdateSchema.omit({ spend: true }).extend({
   key: keyRef.optional(),
   new_key: keyGenerateSchema.shape.key,
   /** How long the replaced key keeps working, e.g. `24h`; absent: it stops at once. */
@@ -224,14 +242,14 @@ const memberRole = z.enum(['admin', 'user'], { error: "must be 'admin' or 'user'
 
 /** A team member as LiteLLM's `Member`: a user id or email, and a role. */
 const memberSchema = z
-  .object({
+  .strictObject({
     user_id: id.nullable().optional(),
     user_email: storableName.min(1, 'must not be empty').nullable().optional(),
     role: memberRole.optional(),
   })
   .refine((m) => m.user_id || m.user_email, { message: 'needs a user_id or a user_email' });
 
-export const teamUpdateSchema = teamNewSchema.extend({ team_id: id });
+export const teamUpdateSchema = teamNewSchema.omit({ members_with_roles: true }).extend({ team_id: id });
 
 export const teamDeleteSchema = z.object({
   team_ids: z.array(id, { error: 'must be an array of team ids' }).min(1, 'must name at least one team'),
@@ -270,6 +288,7 @@ export const memberDeleteSchema = z
 export const userUpdateSchema = z
   .object({
     user_id: id.optional(),
+    spend: spendSet.optional(),
     user_email: alias,
     user_role: storableName.optional(),
     max_budget: maxBudget,

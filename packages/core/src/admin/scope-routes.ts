@@ -38,6 +38,8 @@ import {
 const customerNewSchema = z.object({
   user_id: id,
   alias: storableName.nullable().optional(),
+  /** LiteLLM's: a blocked end user's calls are refused (as after /customer/block). */
+  blocked: z.boolean({ error: 'must be true or false' }).optional(),
   ...budgetFields,
   ...rateLimitFields,
   metadata,
@@ -104,7 +106,7 @@ export class ScopeRoutes {
     const record: CustomerRecord = {
       endUserId: b.user_id,
       alias: b.alias ?? null,
-      blocked: false,
+      blocked: b.blocked ?? false,
       metadata: b.metadata ?? {},
       createdAt: this.now(),
     };
@@ -134,7 +136,7 @@ export class ScopeRoutes {
     const [current] = setsRateLimits(b) ? await storage.getRateLimits([scope]) : [];
     const record = await storage.updateCustomer(
       b.user_id,
-      { alias: b.alias, metadata: b.metadata },
+      { alias: b.alias, metadata: b.metadata, blocked: b.blocked },
       budgetPatch(this.api, b),
       setsRateLimits(b)
         ? { now: this.now(), rateLimits: { scope, limits: rateLimitsFrom(b, current?.limits ?? null) } }

@@ -155,7 +155,8 @@ export class TeamUserRoutes {
   }
 
   /** A user by id, or by email when exactly one user has it. */
-  private async userByRef(
+  /** @internal */
+  async userByRef(
     storage: SpendStorage,
     ref: { user_id?: string | null; user_email?: string | null },
   ): Promise<UserRecord | null> {
@@ -317,6 +318,14 @@ export class TeamUserRoutes {
       throw new SpendGuardError('NOT_FOUND', `User not found: ${b.user_id ?? b.user_email}`, {
         param: b.user_id ? 'user_id' : 'user_email',
       });
+    }
+    if (b.spend !== undefined) {
+      const state = await this.api.setSpendAlone(storage, { kind: 'user', id: user.userId }, b, [
+        'user_id',
+        'user_email',
+      ]);
+      const [limits] = await storage.getRateLimits([{ kind: 'user', id: user.userId }]);
+      return ok(userJson(user, state, limits?.limits ?? null));
     }
     const patch: UserPatch = {};
     // Looked up by email, the email is the key, not a change.
