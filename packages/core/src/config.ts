@@ -233,10 +233,8 @@ const optionsSchema = z
           'must be a SpendStorage (e.g. sqliteStorage() from @spendguard/storage-sqlite) or a promise of one',
       },
     ),
-    masterKey: z
-      .string()
-      .min(8, 'must be at least 8 characters; LiteLLM users usually start it with "sk-"')
-      .optional(),
+    // Any master key LiteLLM takes is taken (its docs' `sk-1234` included); a guessable one is warned of.
+    masterKey: z.string().min(1, 'must not be empty; LiteLLM users usually start it with "sk-"').optional(),
     modelPrices: z.record(z.string(), priceOverride).optional(),
     modelAliases: z.record(z.string(), z.string()).optional(),
     priceTable: z
@@ -376,11 +374,14 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     throw new TypeError(`spendguard: invalid options\n${problems}`);
   }
   const masterKey = options.masterKey ?? process.env.SPENDGUARD_MASTER_KEY ?? process.env.LITELLM_MASTER_KEY;
+  const logger: GuardLogger = options.logger ?? CONSOLE_LOGGER;
+  const weak = masterKey ? weakMasterKey(masterKey) : null;
+  if (weak) logger.warn(weak);
   return {
     storage: options.storage,
     masterKey: masterKey || undefined,
     modelPrices: options.modelPrices,
-    modelAliases: options.modelAliases,
+    modelAliases: { ...LITELLM_DOCS_MODEL_ALIASES, ...options.modelAliases },
     priceTable: options.priceTable,
     priceTableRefreshMs: options.priceTableRefreshMs,
     defaultMaxOutputTokens: options.defaultMaxOutputTokens ?? 4096,
@@ -404,10 +405,50 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     heartbeatGraceMs: options.heartbeatGraceMs ?? 10_000,
     settleBeforeLastByte: options.settleBeforeLastByte,
     shutdownTimeoutMs: options.shutdownTimeoutMs ?? 5_000,
-    logger: options.logger ?? CONSOLE_LOGGER,
+    logger,
     now: options.now ?? (() => new Date()),
     alerts: options.alerts,
     globalBudget: options.globalBudget,
     dashboard: options.dashboard,
   };
+}
+
+/**
+ * The model names LiteLLM's cost-tracking, budget and customer docs call with (names from their
+ * example configs, not in the price table), priced as the model each example config serves, so that
+ * the docs' snippets run unchanged. `modelAliases` overrides any of them.
+ */
+export const LITELLM_DOCS_MODEL_ALIASES: Readonly<Record<string, string>> = {
+  // docs/proxy/cost_tracking.md: llama3 served by Groq (api_base https://api.groq.com/openai/v1/).
+  llama3: 'groq/llama-3.1-8b-instant',
+  // docs/proxy/customers.md and cost_tracking.md: an Azure gpt-3.5 deployment.
+  'azure-gpt-3.5': 'azure/gpt-35-turbo',
+  // docs/proxy/customers.md: `mistral`, Mistral's small model.
+  mistral: 'mistral/mistral-small',
+};
+
+/** Master keys printed in LiteLLM's and spendguard's docs: anyone who read them can guess these. */
+const EXAMPLE_MASTER_KEYS = new Set([
+  'sk-1234',
+  'sk-12345',
+  'sk-123456',
+  'sk-1234567890',
+  'sk-master',
+  'sk-master-key',
+  'sk-admin',
+  'sk-test',
+  'sk-litellm',
+  'sk-litellm-master-key',
+  'sk-my-master-key',
+]);
+
+/** A loud warning for a master key anyone could guess; `null` for one that looks random enough. */
+export function weakMasterKey(masterKey: string): string | null {
+  if (EXAMPLE_MASTER_KEYS.has(masterKey.toLowerCase())) {
+    return `WARNING: the master key is '${masterKey}', an example value from the docs: anyone can guess it and manage every key, team and budget. Set SPENDGUARD_MASTER_KEY to a random value (e.g. sk-$(openssl rand -hex 24)) before this serves anything real.`;
+  }
+  if (masterKey.length < 16) {
+    return `WARNING: the master key is ${masterKey.length} characters long: short enough to guess. Use at least 16 random characters (e.g. sk-$(openssl rand -hex 24)).`;
+  }
+  return null;
 }
