@@ -555,11 +555,11 @@ export class SpendGuard {
     const body = isPlainObject(input.body) ? input.body : {};
     const model = typeof body.model === 'string' ? body.model : (modelFromPath(input.path) ?? '');
     const tags = readTags(body, input.header);
-    const endUser =
-      typeof body.user === 'string' ? body.user : (input.header('x-litellm-end-user-id') ?? null);
+    const endUserRef = readEndUser(body, input.header);
+    const endUser = endUserRef?.id ?? null;
     // Both reach storage (a scope id, a spend-log field): refused here if no store can keep them as given.
     if (model) assertText(model, 'model', INPUT_LIMITS.nameLength);
-    if (endUser) assertText(endUser, typeof body.user === 'string' ? 'user' : 'x-litellm-end-user-id');
+    if (endUserRef) assertText(endUserRef.id, endUserRef.field);
 
     const { tokenHash } = identity;
     let ctx: KeyContext;
@@ -713,6 +713,9 @@ export class SpendGuard {
     const [[found], record] = await this.gate.call('end-user lookup', (s) =>
       Promise.all([s.getRateLimits([{ kind: 'customer', id: endUser }]), s.getCustomer(endUser)]),
     );
+    // LiteLLM upserts an end user on its first call, so /customer/info and /customer/list find it; its
+    // counter then tracks its spend from that first call on (no cap until one is set).
+    if (!record) await this.gate.call('end-user upsert', (s) => upsertCustomer(s, endUser, this.now()));
     const gate: EndUserGate = {
       blocked: record?.blocked === true,
       limits: found && hasRateLimits(found.limits) ? found.limits : null,
@@ -1500,6 +1503,48 @@ function withKeyTags(tags: string[], ctx: KeyContext): string[] {
   const inMetadata = ctx.key.metadata.tags;
   const own = Array.isArray(inMetadata) ? [...ctx.key.tags, ...(inMetadata as string[])] : ctx.key.tags;
   return own.length > 0 ? [...new Set([...tags, ...own])] : tags;
+}
+
+/**
+ * The call's end user, from every place LiteLLM reads one: the body's `user`, the
+ * `x-litellm-customer-id` and `x-litellm-end-user-id` headers, `litellm_metadata.user` and
+ * `metadata.user_id` (the body's `user` first, as spendguard always read it).
+ */
+function readEndUser(
+  body: Record<string, unknown>,
+  header: CallInput['header'],
+): { id: string; field: string } | null {
+  if (typeof body.user === 'string' && body.user !== '') return { id: body.user, field: 'user' };
+  for (const name of ['x-litellm-customer-id', 'x-litellm-end-user-id']) {
+    const value = header(name);
+    if (value) return { id: value, field: name };
+  }
+  const litellmMetadata = body.litellm_metadata;
+  if (
+    isPlainObject(litellmMetadata) &&
+    typeof litellmMetadata.user === 'string' &&
+    litellmMetadata.user !== ''
+  )
+    return { id: litellmMetadata.user, field: 'litellm_metadata.user' };
+  const metadata = body.metadata;
+  if (isPlainObject(metadata) && typeof metadata.user_id === 'string' && metadata.user_id !== '')
+    return { id: metadata.user_id, field: 'metadata.user_id' };
+  return null;
+}
+
+/** Creates an end user seen for the first time; another instance creating it first is no error. */
+async function upsertCustomer(storage: SpendStorage, endUserId: string, now: Date): Promise<void> {
+  try {
+    await storage.insert([
+      {
+        type: 'customer',
+        record: { endUserId, alias: null, blocked: false, metadata: {}, createdAt: now },
+        budget: { maxBudgetNano: null, budgetDuration: null, budgetResetAt: null, softBudgetNano: null },
+      },
+    ]);
+  } catch (error) {
+    if (!(error instanceof StorageConflictError)) throw error;
+  }
 }
 
 function readTags(body: Record<string, unknown>, header: CallInput['header']): string[] {

@@ -336,6 +336,11 @@ export class PgStorage implements SpendStorage {
     return row ?? null;
   }
 
+  async listCustomers(): Promise<CustomerRecord[]> {
+    const { db, t } = this.#ready();
+    return db.select().from(t.customers).orderBy(sql`${t.customers.endUserId} COLLATE "C"`);
+  }
+
   async listTags(): Promise<TagRecord[]> {
     const { db, t } = this.#ready();
     return db.select().from(t.tags).orderBy(sql`${t.tags.name} COLLATE "C"`);

@@ -303,6 +303,11 @@ export class SqliteStorage implements SpendStorage {
     return orm.select().from(schema.tags).where(eq(schema.tags.name, name)).get() ?? null;
   }
 
+  async listCustomers(): Promise<CustomerRecord[]> {
+    const { orm } = this.#ready();
+    return orm.select().from(schema.customers).orderBy(asc(schema.customers.endUserId)).all();
+  }
+
   async listTags(): Promise<TagRecord[]> {
     const { orm } = this.#ready();
     return orm.select().from(schema.tags).orderBy(asc(schema.tags.name)).all();

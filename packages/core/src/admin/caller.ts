@@ -14,9 +14,10 @@ export type Caller =
 
 /**
  * Who may call a route at all (the handler then narrows what a team admin or key may touch):
- * `admin` the master key only, `team` also team admins, `self` any valid key.
+ * `admin` the master key only, `team` also team admins, `self` any valid key, `public` anyone (the
+ * health probes, as LiteLLM leaves them open).
  */
-export type RouteAccess = 'admin' | 'team' | 'self';
+export type RouteAccess = 'admin' | 'team' | 'self' | 'public';
 
 /** 403 (authenticated, not allowed) in LiteLLM's error shape; `param` names the field refused. */
 export function forbidden(message: string, param?: string): SpendGuardError {
@@ -36,6 +37,6 @@ export function assertManagesTeam(caller: Caller, teamId: string | null, what: s
 
 /** Whether the route's access level lets this caller in. */
 export function admits(access: RouteAccess, caller: Caller): boolean {
-  if (caller.role === 'proxy_admin' || access === 'self') return true;
+  if (caller.role === 'proxy_admin' || access === 'self' || access === 'public') return true;
   return access === 'team' && caller.role === 'team_admin';
 }

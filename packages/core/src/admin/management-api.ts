@@ -42,6 +42,7 @@ import {
   userJson,
 } from './entity-json.js';
 import { refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
+import { LiteLLMRoutes } from './litellm-routes.js';
 import {
   describeIssues,
   firstField,
@@ -165,6 +166,16 @@ export class ManagementApi {
     for (const [route, handler] of Object.entries(new ScopeRoutes(this).routes())) {
       this.routes[route] = { handler: (r, _c, st) => handler(r, st), access: 'admin' };
     }
+    const more = new LiteLLMRoutes(this, guard.prices, () => guard.options.globalBudget?.maxBudget ?? null);
+    for (const [route, { access, handler }] of Object.entries(more.routes())) {
+      this.routes[route] = { handler: (r, c, st) => handler(r, c, st), access };
+    }
+    // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
+    for (const [route, entry] of Object.entries(this.routes)) {
+      const [method, path] = route.split(' ') as [string, string];
+      if (path.startsWith('/customer/'))
+        this.routes[`${method} /end_user/${path.slice('/customer/'.length)}`] = entry;
+    }
   }
 
   now(): Date {
@@ -214,7 +225,12 @@ export class ManagementApi {
     if (!route) return null;
     try {
       // The credential first, from the headers: an unauthenticated body is refused unread.
-      const caller: Caller = trusted ? { role: 'proxy_admin' } : await this.authorize(req, route.access);
+      // A public route (the health probes) runs with no credential and no rights.
+      const caller: Caller = trusted
+        ? { role: 'proxy_admin' }
+        : route.access === 'public'
+          ? { role: 'key', tokenHash: '', userId: null }
+          : await this.authorize(req, route.access);
       // Query values and the path's key reach storage as lookups: checked here, once, for every route.
       assertQuery(req.query);
       const pathKey = route.rawPathKey === undefined ? undefined : decodePathKey(route.rawPathKey);

@@ -382,13 +382,16 @@ function notFound(message: string, param: string): SpendGuardError {
   return new SpendGuardError('NOT_FOUND', message, { param });
 }
 
-function customerJson(c: CustomerRecord, state: BudgetState | null, limits: RateLimits | null = null) {
+export function customerJson(c: CustomerRecord, state: BudgetState | null, limits: RateLimits | null = null) {
   const budget = budgetJson(state);
   return {
     user_id: c.endUserId,
     alias: c.alias,
     blocked: c.blocked,
     metadata: c.metadata,
+    // LiteLLM's fields for region routing and a default model; nothing is routed here.
+    allowed_model_region: null,
+    default_model: null,
     litellm_budget_table: {
       max_budget: budget.max_budget,
       soft_budget: budget.soft_budget,

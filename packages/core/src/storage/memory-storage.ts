@@ -189,6 +189,11 @@ export class MemoryStorage implements SpendStorage {
   async getTag(name: string): Promise<TagRecord | null> {
     return cloneOrNull(this.tags.get(name));
   }
+  async listCustomers(): Promise<CustomerRecord[]> {
+    return [...this.customers.values()]
+      .sort((a, b) => (a.endUserId < b.endUserId ? -1 : a.endUserId > b.endUserId ? 1 : 0))
+      .map((c) => structuredClone(c));
+  }
   async listTags(): Promise<TagRecord[]> {
     return [...this.tags.values()]
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))

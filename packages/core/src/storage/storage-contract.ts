@@ -632,6 +632,8 @@ export interface SpendStorage {
   getTag(name: string): Promise<TagRecord | null>;
   /** Every tag created with a budget, by name. */
   listTags(): Promise<TagRecord[]>;
+  /** Every customer (end user), by id in code-unit order (LiteLLM's `/customer/list`). */
+  listCustomers(): Promise<CustomerRecord[]>;
   /**
    * Atomically changes a customer's fields and its budget definition, with `also`; `null` when it does
    * not exist, and nothing written.

@@ -283,6 +283,25 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('lists customers by id in code-unit order', async () => {
+      const s = await create();
+      expect(await s.listCustomers()).toEqual([]);
+      await s.insert([
+        { type: 'customer', record: customerRecord('globex'), budget: budget(null) },
+        { type: 'customer', record: customerRecord('Acme'), budget: budget(1) },
+        { type: 'customer', record: customerRecord('acme'), budget: budget(null) },
+      ]);
+      // Code-unit order: upper case before lower case, whatever the database's collation.
+      expect(await s.listCustomers()).toEqual([
+        customerRecord('Acme'),
+        customerRecord('acme'),
+        customerRecord('globex'),
+      ]);
+      await s.deleteScopes([{ kind: 'customer', id: 'acme' }]);
+      expect((await s.listCustomers()).map((c) => c.endUserId)).toEqual(['Acme', 'globex']);
+      await s.close();
+    });
+
     it('stores customers and tags, changes and deletes them with their counters', async () => {
       const s = await create();
       await s.insert([

@@ -1,0 +1,194 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+
+/**
+ * LiteLLM's read routes over spend, /customer/list and /end_user/*, the health probes, the key
+ * lookups and /team/block, /global/spend/reset, /spend/calculate. Every sum is checked against the
+ * spend logs the same calls wrote (the logs are written per call, the routes read the daily rollups).
+ */
+
+const NOW = new Date('2026-05-04T10:00:00Z');
+const TODAY = '2026-05-04';
+
+async function chat(
+  app: TestApp,
+  key: string,
+  body: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): Promise<number> {
+  const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({
+      model: 'gpt-4o',
+      max_tokens: 8,
+      messages: [{ role: 'user', content: 'hi' }],
+      ...body,
+    }),
+  });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+interface Log {
+  api_key: string;
+  spend: number;
+  end_user: string | null;
+  model: string;
+  team_id: string | null;
+}
+
+/** Sums in nano-dollars, as the rollups do, so that the float sums compare exactly. */
+const sum = (logs: Log[]) => logs.reduce((n, l) => n + Math.round(l.spend * 1e9), 0) / 1e9;
+
+describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
+  let app: TestApp;
+  let alpha: { key: string; token: string };
+  let beta: { key: string; token: string };
+  let logs: Log[];
+  beforeEach(async () => {
+    app = await startTestApp(framework, { now: () => NOW });
+    await admin(app, 'POST', '/team/new', { team_id: 'eng', team_alias: 'Engineering' });
+    alpha = (await admin(app, 'POST', '/key/generate', { team_id: 'eng', key_alias: 'alpha' })).body;
+    beta = (await admin(app, 'POST', '/key/generate', {})).body;
+    expect(await chat(app, alpha.key, { user: 'acme', tags: ['t1'] })).toBe(200);
+    expect(await chat(app, alpha.key, { metadata: { user_id: 'acme', tags: ['t1'] } })).toBe(200);
+    expect(await chat(app, beta.key, { model: 'gpt-4o-mini' }, { 'x-litellm-customer-id': 'globex' })).toBe(
+      200,
+    );
+    logs = (await admin(app, 'GET', '/spend/logs')).body;
+    expect(logs).toHaveLength(3);
+  });
+  afterEach(async () => {
+    await app.close();
+  });
+
+  it('upserts end users from every place LiteLLM reads them; /customer/list and /end_user/* find them', async () => {
+    expect(logs.map((l) => l.end_user).sort()).toEqual(['acme', 'acme', 'globex']);
+    const list = await admin(app, 'GET', '/customer/list');
+    expect(list.status).toBe(200);
+    expect(list.body.map((c: { user_id: string }) => c.user_id)).toEqual(['acme', 'globex']);
+    const acme = list.body[0];
+    expect(acme).toMatchObject({
+      blocked: false,
+      max_budget: null,
+      allowed_model_region: null,
+      default_model: null,
+    });
+    expect(acme.spend).toBe(sum(logs.filter((l) => l.end_user === 'acme')));
+    const info = await admin(app, 'GET', '/end_user/info?end_user_id=globex');
+    expect(info.status).toBe(200);
+    expect(info.body.spend).toBe(sum(logs.filter((l) => l.end_user === 'globex')));
+    expect((await admin(app, 'GET', '/end_user/list')).body).toEqual(list.body);
+  });
+
+  it('answers /spend/keys, /spend/users and the /global/spend views from the same spend', async () => {
+    const total = sum(logs);
+    expect((await admin(app, 'GET', '/global/spend')).body).toEqual({ spend: total, max_budget: null });
+    expect((await admin(app, 'GET', '/global/spend/logs')).body).toEqual([{ date: TODAY, spend: total }]);
+    const ofBeta = await admin(app, 'GET', `/global/spend/logs?api_key=${beta.key}`);
+    expect(ofBeta.body).toEqual([
+      { date: TODAY, spend: sum(logs.filter((l) => l.api_key === beta.token)), api_key: beta.token },
+    ]);
+
+    const alphaSpend = sum(logs.filter((l) => l.api_key === alpha.token));
+    const keys = (await admin(app, 'GET', '/spend/keys')).body;
+    expect(keys.find((k: { token: string }) => k.token === alpha.token).spend).toBe(alphaSpend);
+    const top = await admin(app, 'GET', '/global/spend/keys?limit=1');
+    expect(top.body).toEqual([
+      {
+        api_key: alpha.token,
+        total_spend: alphaSpend,
+        key_alias: 'alpha',
+        key_name: alpha.key.replace(/^(sk-).*(.{4})$/, '$1...$2'),
+      },
+    ]);
+
+    const teams = (await admin(app, 'GET', '/global/spend/teams')).body;
+    expect(teams.teams.sort()).toEqual(['Engineering', 'Unassigned']);
+    expect(teams.daily_spend).toEqual([
+      { date: TODAY, Engineering: alphaSpend, Unassigned: sum(logs.filter((l) => l.team_id === null)) },
+    ]);
+    expect(teams.total_spend_per_team[0]).toEqual({ team_id: 'Engineering', total_spend: alphaSpend });
+
+    const models = (await admin(app, 'GET', '/global/spend/models')).body;
+    expect(models).toEqual([
+      { model: 'gpt-4o', total_spend: alphaSpend },
+      { model: 'gpt-4o-mini', total_spend: sum(logs.filter((l) => l.model === 'gpt-4o-mini')) },
+    ]);
+    const tags = await admin(app, 'GET', `/global/spend/tags?start_date=${TODAY}&end_date=${TODAY}`);
+    expect(tags.body).toEqual({ spend_per_tag: [{ name: 't1', spend: alphaSpend, log_count: 2 }] });
+    const endUsers = await admin(app, 'POST', '/global/spend/end_users', {});
+    expect(
+      endUsers.body.map((r: { end_user: string; total_count: number }) => [r.end_user, r.total_count]),
+    ).toEqual([
+      ['acme', 2],
+      ['globex', 1],
+    ]);
+    const providers = (await admin(app, 'GET', '/global/spend/provider')).body;
+    expect(providers).toEqual([{ provider: 'openai', spend: total }]);
+    expect((await admin(app, 'GET', '/spend/users')).status).toBe(200);
+    expect((await admin(app, 'GET', '/key/aliases')).body).toMatchObject({
+      aliases: ['alpha'],
+      total_count: 1,
+    });
+  });
+
+  it('keeps the spend views to the master key; a key reads only itself on /v2/key/info', async () => {
+    for (const path of [
+      '/global/spend',
+      '/global/spend/keys',
+      '/spend/keys',
+      '/customer/list',
+      '/key/aliases',
+    ]) {
+      expect((await admin(app, 'GET', path, undefined, beta.key)).status).toBe(403);
+    }
+    const own = await admin(app, 'POST', '/v2/key/info', { keys: [beta.key] }, beta.key);
+    expect(own.status).toBe(200);
+    expect(own.body.info.map((k: { token: string }) => k.token)).toEqual([beta.token]);
+    expect((await admin(app, 'POST', '/v2/key/info', { keys: [alpha.token] }, beta.key)).status).toBe(403);
+    expect((await admin(app, 'POST', '/key/health', {}, beta.key)).body).toEqual({
+      key: 'healthy',
+      logging_callbacks: null,
+    });
+  });
+
+  it('serves the health probes without a credential', async () => {
+    const live = await fetch(`${app.baseUrl}/health/liveliness`);
+    expect([live.status, await live.json()]).toEqual([200, "I'm alive!"]);
+    const ready = await fetch(`${app.baseUrl}/health/readiness`);
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'healthy', db: 'connected' });
+  });
+
+  it('/team/block refuses the team keys until /team/unblock; /global/spend/reset zeroes keys and teams, keeping logs', async () => {
+    expect((await admin(app, 'POST', '/team/block', { team_id: 'Engineering' })).body.blocked).toBe(true);
+    expect(await chat(app, alpha.key)).toBe(401);
+    expect((await admin(app, 'POST', '/team/unblock', { team_id: 'eng' })).body.blocked).toBe(false);
+    expect(await chat(app, alpha.key)).toBe(200);
+
+    const reset = await admin(app, 'POST', '/global/spend/reset');
+    expect(reset.body).toEqual({
+      message: 'Spend for all API Keys and Teams reset successfully',
+      status: 'success',
+    });
+    expect((await admin(app, 'GET', `/key/info?key=${alpha.token}`)).body.info.spend).toBe(0);
+    expect((await admin(app, 'GET', '/team/info?team_id=eng')).body.team_info.spend).toBe(0);
+    expect((await admin(app, 'GET', '/spend/logs')).body).toHaveLength(4);
+  });
+
+  it('/spend/calculate prices a response by its model and usage', async () => {
+    // gpt-4o: $2.50 per million input tokens, $10 per million output: 1000 in + 500 out = $0.0075.
+    const r = await admin(app, 'POST', '/spend/calculate', {
+      completion_response: {
+        model: 'gpt-4o',
+        usage: { prompt_tokens: 1000, completion_tokens: 500, total_tokens: 1500 },
+      },
+    });
+    expect(r.body).toEqual({ cost: 0.0075 });
+    const neither = await admin(app, 'POST', '/spend/calculate', {});
+    expect(neither.status).toBe(400);
+    expect(neither.body.error.param).toBe('model');
+  });
+});
