@@ -11,8 +11,10 @@ export const ERROR_STATUS = {
   AMBIGUOUS_TEAM: 400,
   MISSING_KEY: 401,
   INVALID_KEY: 401,
-  EXPIRED_KEY: 401,
+  // LiteLLM answers an expired key 400 `expired_key`, not 401.
+  EXPIRED_KEY: 400,
   BLOCKED_KEY: 401,
+  MODEL_NOT_ALLOWED: 401,
   INVALID_MASTER_KEY: 401,
   FORBIDDEN: 403,
   NOT_FOUND: 404,
@@ -33,13 +35,14 @@ const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
   RATE_LIMITED: 'rate_limit_error',
   MISSING_KEY: 'auth_error',
   INVALID_KEY: 'auth_error',
-  EXPIRED_KEY: 'auth_error',
+  EXPIRED_KEY: 'expired_key',
+  MODEL_NOT_ALLOWED: 'key_model_access_denied',
   BLOCKED_KEY: 'auth_error',
   INVALID_MASTER_KEY: 'auth_error',
   FORBIDDEN: 'auth_error',
   STORAGE_UNAVAILABLE: 'service_unavailable',
   OVERLOADED: 'service_unavailable',
-  NOT_FOUND: 'not_found',
+  NOT_FOUND: 'not_found_error',
 };
 
 export class SpendGuardError extends Error {

@@ -466,8 +466,9 @@ export class SpendGuard {
       );
     }
     if (ctx.secretValidUntil && ctx.secretValidUntil.getTime() <= now.getTime()) {
+      // A replaced secret past its grace no longer names a key, as in LiteLLM: 401, not an expiry.
       throw new SpendGuardError(
-        'EXPIRED_KEY',
+        'INVALID_KEY',
         `Authentication Error - this key was regenerated and its grace period ended at ${ctx.secretValidUntil.toISOString()}. Use the new key.`,
       );
     }
@@ -578,8 +579,9 @@ export class SpendGuard {
       const { key } = ctx;
       if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [], this.options.modelAliases)) {
         throw new SpendGuardError(
-          'INVALID_KEY',
+          'MODEL_NOT_ALLOWED',
           `Authentication Error, key not allowed to access model. This key can only access models=${JSON.stringify(key.models.length ? key.models : ctx.team?.models)}. Tried to access ${model}`,
+          { param: 'model' },
         );
       }
     }

@@ -132,3 +132,39 @@ export function refuseUnactedFields(
   }
   return kept;
 }
+
+/** LiteLLM's number fields: pydantic takes a numeric string there (`"max_budget": "0"`), so do we. */
+const NUMBER_FIELDS = new Set([
+  'max_budget',
+  'soft_budget',
+  'max_budget_in_team',
+  'spend',
+  'temp_budget_increase',
+  'tpm_limit',
+  'rpm_limit',
+  'max_parallel_requests',
+  'budget_limit',
+  'reset_to',
+]);
+const NUMERIC = /^\s*-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
+
+/**
+ * The body with LiteLLM's number fields given as numeric strings turned into numbers, at any depth
+ * (`model_max_budget`'s `budget_limit` included), and `"max_budget": ""` as `null` (LiteLLM's own
+ * rule). Other strings stay, for the schema to refuse with the field's name.
+ */
+export function coerceNumericStrings(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(coerceNumericStrings);
+  if (value === null || typeof value !== 'object') return value;
+  const out: Record<string, unknown> = {};
+  for (const [field, v] of Object.entries(value)) {
+    if (NUMBER_FIELDS.has(field) && typeof v === 'string') {
+      out[field] = field === 'max_budget' && v === '' ? null : NUMERIC.test(v) ? Number(v) : v;
+    } else if (field === 'metadata') {
+      out[field] = v; // free-form: its values are the caller's, kept as sent
+    } else {
+      out[field] = coerceNumericStrings(v);
+    }
+  }
+  return out;
+}

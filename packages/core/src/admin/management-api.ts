@@ -41,7 +41,7 @@ import {
   teamJson,
   userJson,
 } from './entity-json.js';
-import { refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
+import { coerceNumericStrings, refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import { LiteLLMRoutes } from './litellm-routes.js';
 import {
   describeIssues,
@@ -314,7 +314,8 @@ export class ManagementApi {
     if (typeof value !== 'object' || Array.isArray(value)) {
       throw new SpendGuardError('BAD_REQUEST', 'Request body must be a JSON object.');
     }
-    const parsed = schema.safeParse(refuseUnactedFields(value as Record<string, unknown>, schema));
+    const body = coerceNumericStrings(value) as Record<string, unknown>;
+    const parsed = schema.safeParse(refuseUnactedFields(body, schema));
     if (!parsed.success)
       throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`, {
         param: firstField(parsed.error),
@@ -532,7 +533,8 @@ export class ManagementApi {
         },
       );
     }
-    // A key for a user who belongs to exactly one team spends against that team too, unless told otherwise.
+    // A key for a user who belongs to exactly one team spends against that team too, unless told
+    // otherwise. LiteLLM makes it a personal key; see docs/litellm-compatibility.md.
     const teamRef = b.team_id ?? (user && user.teams.length === 1 ? user.teams[0]! : null);
     const team = teamRef ? await this.resolveTeam(storage, teamRef) : null;
     assertManagesTeam(caller, team?.teamId ?? null, 'generate keys');

@@ -1,0 +1,176 @@
+import { UNSUPPORTED_FIELDS } from './litellm-fields.js';
+
+/**
+ * LiteLLM's cost-tracking routes (keys, teams, users, customers, tags, budgets, spend, models,
+ * health: `litellm/proxy/_types.py`'s route lists, v1.80 and main) and what spendguard does with
+ * each: `differences` for a route it serves, `missing` (why) for one it does not. The compatibility
+ * page (docs/litellm-compatibility.md) is rendered from this list and the management API's route
+ * table together, and a test fails when they disagree: a route served must be in the table, a route
+ * missing must not be.
+ */
+export interface CompatEntry {
+  route: string;
+  /** What differs from LiteLLM on a route spendguard serves (absent: nothing known). */
+  differences?: string;
+  /** Why spendguard does not serve it. */
+  missing?: string;
+}
+
+const NO_MODELS =
+  'spendguard routes no models: the app calls its providers, so there is no model list to show; prices are read with guard.prices';
+
+export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
+  {
+    route: 'POST /key/generate',
+    differences:
+      'a key for a user in exactly one team, without `team_id`, is in that team (LiteLLM: a personal key)',
+  },
+  { route: 'POST /key/update', differences: '`spend` is set alone (a body with only `key` and `spend`)' },
+  { route: 'POST /key/delete', differences: '`key_aliases` not taken; `keys` all deleted or none' },
+  { route: 'GET /key/info' },
+  {
+    route: 'POST /key/regenerate',
+    differences: 'also `POST /key/{key}/regenerate`; `spend` and `new_master_key` refused',
+  },
+  { route: 'POST /key/block' },
+  { route: 'POST /key/unblock' },
+  { route: 'GET /key/list', differences: 'filters `user_id`, `team_id`, `key_alias`; no `organization_id`' },
+  { route: 'GET /key/aliases', differences: 'master key only' },
+  { route: 'POST /v2/key/info' },
+  { route: 'POST /key/health', differences: 'always healthy: no logging callbacks to check' },
+  { route: 'POST /key/bulk_update', missing: 'not yet; call /key/update per key' },
+  {
+    route: 'POST /key/{key_id}/reset_spend',
+    missing: 'not yet; use /key/update with `spend` or /budget/reset',
+  },
+  {
+    route: 'POST /key/service-account/generate',
+    missing: 'spendguard keys need no user; use /key/generate with a team_id',
+  },
+  { route: 'POST /team/new', differences: '`members_with_roles` users are created when new' },
+  { route: 'POST /team/update' },
+  { route: 'POST /team/delete', differences: 'all teams deleted or none' },
+  { route: 'GET /team/info' },
+  { route: 'GET /team/list' },
+  { route: 'GET /v2/team/list', missing: 'not yet; use /team/list' },
+  { route: 'POST /team/block' },
+  { route: 'POST /team/unblock' },
+  { route: 'POST /team/member_add' },
+  { route: 'POST /team/member_update' },
+  { route: 'POST /team/member_delete' },
+  { route: 'POST /team/bulk_member_add', missing: 'not yet; /team/member_add takes an array of members' },
+  { route: 'GET /team/available', missing: 'spendguard has no self-joinable teams' },
+  { route: 'GET /team/daily/activity' },
+  { route: 'POST /user/new', differences: 'one `team_id` (no `teams` list); no `user_alias`, `password`' },
+  { route: 'POST /user/update', differences: '`spend` is set alone' },
+  { route: 'POST /user/delete', differences: 'all users deleted or none' },
+  { route: 'GET /user/info' },
+  { route: 'GET /user/list' },
+  { route: 'POST /user/bulk_update', missing: 'not yet; call /user/update per user' },
+  { route: 'GET /user/daily/activity' },
+  {
+    route: 'POST /customer/new',
+    differences:
+      '`allowed_model_region`, `default_model`, `budget_id` refused; numeric strings taken as numbers',
+  },
+  {
+    route: 'POST /customer/update',
+    differences: '`blocked` left out keeps the flag (LiteLLM sets it to false)',
+  },
+  { route: 'POST /customer/delete' },
+  { route: 'GET /customer/info' },
+  { route: 'GET /customer/list' },
+  { route: 'POST /customer/block' },
+  { route: 'POST /customer/unblock' },
+  { route: 'GET /customer/daily/activity', missing: 'not yet; use /global/spend/report?group_by=customer' },
+  { route: 'POST /end_user/new', differences: 'as /customer/new' },
+  { route: 'POST /end_user/update', differences: 'as /customer/update' },
+  { route: 'POST /end_user/delete' },
+  { route: 'GET /end_user/info' },
+  { route: 'GET /end_user/list' },
+  { route: 'POST /end_user/block' },
+  { route: 'POST /end_user/unblock' },
+  { route: 'POST /tag/new', differences: '`models` refused (tag routing)' },
+  { route: 'POST /tag/update' },
+  { route: 'POST /tag/delete' },
+  { route: 'POST /tag/info' },
+  { route: 'GET /tag/list' },
+  { route: 'GET /tag/daily/activity', missing: 'not yet; use /global/spend/tags or /spend/tags' },
+  {
+    route: 'POST /budget/new',
+    missing: 'budget objects are not implemented yet; set max_budget on the key, user, team or customer',
+  },
+  { route: 'POST /budget/update', missing: 'budget objects are not implemented yet' },
+  { route: 'POST /budget/delete', missing: 'budget objects are not implemented yet' },
+  { route: 'POST /budget/info', missing: 'budget objects are not implemented yet' },
+  { route: 'GET /budget/list', missing: 'budget objects are not implemented yet' },
+  { route: 'GET /budget/settings', missing: 'budget objects are not implemented yet' },
+  {
+    route: 'GET /spend/logs',
+    differences:
+      "`request_id` is spendguard's call id; with dates, logs (LiteLLM: per-day sums unless `summarize=false`; `summarize=true` refused)",
+  },
+  { route: 'GET /spend/logs/v2', missing: 'not yet; /spend/logs takes the same filters' },
+  { route: 'GET /spend/tags' },
+  { route: 'GET /spend/keys' },
+  { route: 'GET /spend/users' },
+  {
+    route: 'POST /spend/calculate',
+    differences:
+      'prices with the price table only (no router deployments); `model` + `messages` counts the prompt',
+  },
+  { route: 'GET /global/spend', differences: 'the last 30 UTC days, from the daily rollups' },
+  { route: 'GET /global/spend/logs', differences: 'the last 30 UTC days, one row per day with spend' },
+  { route: 'GET /global/spend/keys' },
+  { route: 'GET /global/spend/teams' },
+  { route: 'GET /global/spend/models' },
+  { route: 'GET /global/spend/tags' },
+  { route: 'POST /global/spend/end_users', differences: 'times count by their UTC day' },
+  { route: 'GET /global/spend/provider' },
+  {
+    route: 'POST /global/spend/reset',
+    differences: 'each counter reset in its own write; calling again finishes a failed run',
+  },
+  { route: 'GET /global/spend/report' },
+  { route: 'GET /global/spend/all_tag_names', missing: 'not yet; /tag/list lists tags with budgets' },
+  { route: 'GET /global/activity', missing: 'not yet; use /user/daily/activity or the dashboard' },
+  { route: 'GET /global/activity/model', missing: 'not yet; use /global/spend/models' },
+  { route: 'GET /global/activity/cache_hits', missing: 'spendguard runs no cache' },
+  { route: 'GET /model/info', missing: NO_MODELS },
+  { route: 'GET /v1/model/info', missing: NO_MODELS },
+  { route: 'GET /model_group/info', missing: NO_MODELS },
+  { route: 'GET /v1/models', missing: `${NO_MODELS} (the app's own /v1/models answers)` },
+  { route: 'GET /health/liveliness', differences: 'open, as in LiteLLM' },
+  { route: 'GET /health/liveness', differences: 'open, as in LiteLLM' },
+  { route: 'GET /health/readiness', differences: 'open; 503 when storage does not answer' },
+  { route: 'GET /health', missing: 'spendguard calls no providers, so it has no model health to check' },
+];
+
+/** spendguard's own routes, beside LiteLLM's. */
+export const SPENDGUARD_ONLY_ROUTES: Readonly<Record<string, string>> = {
+  'POST /budget/reset': "a scope's spend back to 0 (or `reset_to`), for any scope kind",
+};
+
+/** The compatibility page's route table: one row per LiteLLM route, then spendguard's own. */
+export function compatTable(served: readonly string[]): string {
+  const rows = LITELLM_COST_ROUTES.map((e) => {
+    const here = served.includes(e.route) ? 'served' : 'missing';
+    const note = e.missing ?? e.differences ?? '';
+    return `| \`${e.route}\` | ${here} | ${note} |`;
+  });
+  const own = Object.entries(SPENDGUARD_ONLY_ROUTES).map(
+    ([route, what]) => `| \`${route}\` | spendguard only | ${what} |`,
+  );
+  return ['| Route | Here | Differences |', '| --- | --- | --- |', ...rows, ...own].join('\n');
+}
+
+/** The request fields of LiteLLM's models that spendguard refuses, for the page. */
+export function refusedFieldsTable(): string {
+  return [
+    '| Field | Refused where the route does not act on it (its do-nothing default passes), because |',
+    '| --- | --- |',
+    ...Object.entries(UNSUPPORTED_FIELDS)
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([field, { why }]) => `| \`${field}\` | ${why} |`),
+  ].join('\n');
+}

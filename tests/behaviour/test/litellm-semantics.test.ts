@@ -1,0 +1,65 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+
+/** Issue 16's "semantics that differ": one test each, LiteLLM's answer expected. */
+
+async function chat(app: TestApp, key: string, model = 'gpt-4o'): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model, max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+describe.each(ADAPTERS)("LiteLLM's semantics on $name", (framework) => {
+  let app: TestApp;
+  let now = new Date('2026-04-01T10:00:00.000Z');
+  beforeEach(async () => {
+    now = new Date('2026-04-01T10:00:00.000Z');
+    app = await startTestApp(framework, { now: () => now });
+  });
+  afterEach(async () => {
+    await app.close();
+  });
+
+  it('an expired key is 400 expired_key', async () => {
+    const key = (await admin(app, 'POST', '/key/generate', { duration: '1h' })).body.key;
+    now = new Date('2026-04-01T11:00:00.000Z');
+    const r = await chat(app, key);
+    expect(r.status).toBe(400);
+    expect(r.body.error).toMatchObject({ type: 'expired_key', code: '400' });
+  });
+
+  it('a model the key may not use is 401 key_model_access_denied, param model', async () => {
+    const key = (await admin(app, 'POST', '/key/generate', { models: ['gpt-4o-mini'] })).body.key;
+    const r = await chat(app, key);
+    expect(r.status).toBe(401);
+    expect(r.body.error).toMatchObject({ type: 'key_model_access_denied', param: 'model', code: '401' });
+    expect((await chat(app, key, 'gpt-4o-mini')).status).toBe(200);
+  });
+
+  it('not found is 404 not_found_error', async () => {
+    const r = await admin(app, 'GET', '/customer/info?end_user_id=nobody');
+    expect(r.status).toBe(404);
+    expect(r.body.error).toMatchObject({ type: 'not_found_error', code: '404' });
+  });
+
+  it('takes numeric strings in number fields, as pydantic does, and refuses other strings naming the field', async () => {
+    const r = await admin(app, 'POST', '/key/generate', {
+      max_budget: '12.5',
+      rpm_limit: '60',
+      soft_budget: '',
+    });
+    expect(r.status, JSON.stringify(r.body)).toBe(400);
+    expect(r.body.error.message).toMatch(/soft_budget/);
+    const ok = await admin(app, 'POST', '/key/generate', { max_budget: '12.5', rpm_limit: '60' });
+    expect(ok.status).toBe(200);
+    expect(ok.body).toMatchObject({ max_budget: 12.5, rpm_limit: 60 });
+    // LiteLLM's own rule: an empty max_budget is none.
+    expect((await admin(app, 'POST', '/key/generate', { max_budget: '' })).body.max_budget).toBeNull();
+    const bad = await admin(app, 'POST', '/team/new', { max_budget: 'ten' });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/max_budget/);
+  });
+});
