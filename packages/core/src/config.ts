@@ -172,6 +172,13 @@ export interface SpendGuardOptions {
    */
   globalBudget?: { maxBudget: number | null; budgetDuration?: string | null; softBudget?: number | null };
   /**
+   * The budget an end user gets when it is first seen on a call (LiteLLM's `max_end_user_budget`), in
+   * USD; end users created with `/customer/new` keep the budget given there.
+   * @default none: a new end user is tracked, uncapped
+   * @example defaultEndUserBudget: { maxBudget: 1, budgetDuration: '30d' }
+   */
+  defaultEndUserBudget?: { maxBudget: number; budgetDuration?: string | null };
+  /**
    * The dashboard served by the management router at `ui/` (see docs/dashboard.md): who may
    * log in, and for how long. It needs a password: this one, or else the master key.
    * @default { username: 'admin', password: masterKey, sessionTtlMs: 43200000 }
@@ -275,6 +282,19 @@ const optionsSchema = z
       .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
       .optional(),
     now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
+    defaultEndUserBudget: z
+      .object({
+        maxBudget: z.number({ error: 'must be a number of USD' }).nonnegative('must be 0 or more'),
+        budgetDuration: z
+          .string()
+          .refine(isValidBudgetDuration, {
+            message: "is not a duration; use e.g. '1d', '7d', '1mo' or 'monthly'",
+          })
+          .nullable()
+          .optional(),
+      })
+      .strict()
+      .optional(),
     globalBudget: z
       .object({
         maxBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable(),
@@ -353,6 +373,7 @@ type OptionalOptions =
   | 'priceTableRefreshMs'
   | 'alerts'
   | 'globalBudget'
+  | 'defaultEndUserBudget'
   | 'dashboard'
   | 'settleBeforeLastByte';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
@@ -409,6 +430,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     now: options.now ?? (() => new Date()),
     alerts: options.alerts,
     globalBudget: options.globalBudget,
+    defaultEndUserBudget: options.defaultEndUserBudget,
     dashboard: options.dashboard,
   };
 }

@@ -717,7 +717,17 @@ export class SpendGuard {
     );
     // LiteLLM upserts an end user on its first call, so /customer/info and /customer/list find it; its
     // counter then tracks its spend from that first call on (no cap until one is set).
-    if (!record) await this.gate.call('end-user upsert', (s) => upsertCustomer(s, endUser, this.now()));
+    if (!record) {
+      const now = this.now();
+      const first = this.options.defaultEndUserBudget;
+      const budget: BudgetInit = {
+        maxBudgetNano: first ? usdToNano(first.maxBudget) : null,
+        budgetDuration: first?.budgetDuration ?? null,
+        budgetResetAt: first?.budgetDuration ? nextBudgetResetAt(first.budgetDuration, now) : null,
+        softBudgetNano: null,
+      };
+      await this.gate.call('end-user upsert', (s) => upsertCustomer(s, endUser, now, budget));
+    }
     const gate: EndUserGate = {
       blocked: record?.blocked === true,
       limits: found && hasRateLimits(found.limits) ? found.limits : null,
@@ -1535,13 +1545,18 @@ function readEndUser(
 }
 
 /** Creates an end user seen for the first time; another instance creating it first is no error. */
-async function upsertCustomer(storage: SpendStorage, endUserId: string, now: Date): Promise<void> {
+async function upsertCustomer(
+  storage: SpendStorage,
+  endUserId: string,
+  now: Date,
+  budget: BudgetInit,
+): Promise<void> {
   try {
     await storage.insert([
       {
         type: 'customer',
         record: { endUserId, alias: null, blocked: false, metadata: {}, createdAt: now },
-        budget: { maxBudgetNano: null, budgetDuration: null, budgetResetAt: null, softBudgetNano: null },
+        budget,
       },
     ]);
   } catch (error) {

@@ -100,8 +100,9 @@ describe.each(ADAPTERS)('LiteLLM request fields on $name', (framework) => {
     expect((await admin(app, 'GET', '/customer/info?end_user_id=c')).status).toBe(404);
     expect((await admin(app, 'GET', '/user/info?user_id=u')).status).toBe(404);
     const summarize = await admin(app, 'GET', '/spend/logs?summarize=true');
-    expectRefused(summarize, 'summarize', /log by log/);
+    expectRefused(summarize, 'summarize', /needs start_date and end_date/);
     expect((await admin(app, 'GET', '/spend/logs?summarize=false')).status).toBe(200);
+    expectRefused(await admin(app, 'GET', '/spend/logs?summarise=true'), 'summarise', /not a field/);
   });
 
   it('members_with_roles on /team/new makes them members (users created when new), in one write', async () => {

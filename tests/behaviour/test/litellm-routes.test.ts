@@ -134,6 +134,41 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     });
   });
 
+  it('/spend/logs?summarize=true answers per-day sums, padded with zero days through end_date', async () => {
+    const r = await admin(app, 'GET', `/spend/logs?summarize=true&start_date=${TODAY}&end_date=2026-05-06`);
+    expect(r.status).toBe(200);
+    const byModel = (m: string) => sum(logs.filter((l) => l.model === m));
+    expect(r.body).toEqual([
+      {
+        startTime: TODAY,
+        spend: sum(logs),
+        [alpha.token]: sum(logs.filter((l) => l.api_key === alpha.token)),
+        [beta.token]: sum(logs.filter((l) => l.api_key === beta.token)),
+        users: { null: sum(logs) },
+        models: { 'gpt-4o': byModel('gpt-4o'), 'gpt-4o-mini': byModel('gpt-4o-mini') },
+      },
+      { startTime: '2026-05-05', spend: 0, users: {}, models: {} },
+      { startTime: '2026-05-06', spend: 0, users: {}, models: {} },
+    ]);
+    // A key sums its own logs only.
+    const own = await admin(
+      app,
+      'GET',
+      `/spend/logs?summarize=true&start_date=${TODAY}&end_date=${TODAY}`,
+      undefined,
+      beta.key,
+    );
+    expect(own.body).toEqual([
+      {
+        startTime: TODAY,
+        spend: byModel('gpt-4o-mini'),
+        [beta.token]: byModel('gpt-4o-mini'),
+        users: { null: byModel('gpt-4o-mini') },
+        models: { 'gpt-4o-mini': byModel('gpt-4o-mini') },
+      },
+    ]);
+  });
+
   it('keeps the spend views to the master key; a key reads only itself on /v2/key/info', async () => {
     for (const path of [
       '/global/spend',

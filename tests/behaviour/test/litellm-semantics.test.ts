@@ -62,4 +62,33 @@ describe.each(ADAPTERS)("LiteLLM's semantics on $name", (framework) => {
     expect(bad.status).toBe(400);
     expect(bad.body.error.message).toMatch(/max_budget/);
   });
+
+  it('gives an end user first seen on a call the default end-user budget; /customer/new ones keep theirs', async () => {
+    await app.close();
+    app = await startTestApp(framework, {
+      now: () => now,
+      guardOptions: { defaultEndUserBudget: { maxBudget: 0.000001, budgetDuration: '1d' } },
+    });
+    const key = (await admin(app, 'POST', '/key/generate', {})).body.key;
+    await admin(app, 'POST', '/customer/new', { user_id: 'known' });
+    const body = { model: 'gpt-4o', max_tokens: 8, messages: [{ role: 'user', content: 'hi' }] };
+    const call = (user: string) =>
+      fetch(`${app.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ ...body, user }),
+      });
+    const refused = await call('new-one');
+    expect(refused.status).toBe(429);
+    expect((await refused.json()).error.message).toMatch(/EndUser=new-one|Customer=new-one|new-one/);
+    expect((await admin(app, 'GET', '/customer/info?end_user_id=new-one')).body).toMatchObject({
+      user_id: 'new-one',
+      max_budget: 0.000001,
+      budget_duration: '1d',
+      budget_reset_at: '2026-04-02T00:00:00.000Z',
+    });
+    const served = await call('known');
+    expect(served.status).toBe(200);
+    await served.arrayBuffer();
+  });
 });

@@ -108,7 +108,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'GET /spend/logs',
     differences:
-      "`request_id` is spendguard's call id; with dates, logs (LiteLLM: per-day sums unless `summarize=false`; `summarize=true` refused)",
+      "`request_id` is spendguard's call id; with dates and no `summarize`, the logs (LiteLLM's default is its per-day sums: pass `summarize=true`)",
   },
   { route: 'GET /spend/logs/v2', missing: 'not yet; /spend/logs takes the same filters' },
   { route: 'GET /spend/tags' },

@@ -82,12 +82,7 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, { why: string; noop?: r
 };
 
 /** LiteLLM's query parameters that spendguard does not act on, with the same rule. */
-export const UNSUPPORTED_QUERY: Readonly<Record<string, { why: string; noop?: readonly unknown[] }>> = {
-  summarize: {
-    why: 'spendguard answers /spend/logs log by log; use /global/spend/report for per-day sums',
-    noop: ['false'],
-  },
-};
+export const UNSUPPORTED_QUERY: Readonly<Record<string, { why: string; noop?: readonly unknown[] }>> = {};
 
 /** A value LiteLLM's models give the field when it is not set: sending it changes nothing. */
 function meansNothing(value: unknown, noop: readonly unknown[] = []): boolean {

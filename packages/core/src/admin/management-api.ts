@@ -69,7 +69,12 @@ import {
   windowInserts,
   windowsJson,
 } from './scope-routes.js';
-import { globalSpendReport, teamDailyActivity, userDailyActivity } from './spend-report-routes.js';
+import {
+  globalSpendReport,
+  spendLogSummary,
+  teamDailyActivity,
+  userDailyActivity,
+} from './spend-report-routes.js';
 import {
   assertBudgetsWithin,
   assertCapWithin,
@@ -1046,6 +1051,18 @@ export class ManagementApi {
         throw forbidden('a key may only read its own spend logs.');
       }
       apiKeyHash = caller.tokenHash;
+    }
+    if (q.summarize === 'true') {
+      return ok(
+        await spendLogSummary(storage, {
+          start_date: q.start_date,
+          end_date: q.end_date,
+          apiKeyHash,
+          userId: q.user_id,
+          teamId,
+          requestId: q.request_id,
+        }),
+      );
     }
     const logs = await storage.querySpendLogs({
       apiKeyHash,

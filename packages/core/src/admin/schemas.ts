@@ -328,6 +328,8 @@ export const spendLogsQuerySchema = z.object({
   start_date: isoDate.optional(),
   end_date: isoDate.optional(),
   limit: z.coerce.number().int().min(1).max(1000).optional(),
+  /** LiteLLM's: `true` with both dates answers per-day sums instead of the logs. */
+  summarize: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).optional(),
 });
 
 export const spendTagsQuerySchema = z.object({

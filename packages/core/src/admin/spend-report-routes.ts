@@ -330,3 +330,68 @@ export function teamDailyActivity(storage: SpendStorage, q: TeamActivityQuery): 
   const filters: SpendReportFilters = teamIds.length > 0 ? { teamIds } : {};
   return dailyActivity(storage, 'team', q, filters, new Set(split(q.exclude_team_ids)), 10);
 }
+
+/**
+ * `GET /spend/logs?summarize=true&start_date=...&end_date=...`: LiteLLM's per-day sums, one row per
+ * UTC day that has spend, `{ startTime: day, spend, <api key hash>: spend, users: { user: spend },
+ * models: { model: spend } }`, then a zero row for each day after the last one through `end_date`
+ * (LiteLLM's padding). From the daily rollups; sums are exact nano-dollars turned into USD.
+ */
+export async function spendLogSummary(
+  storage: SpendStorage,
+  q: {
+    start_date?: string;
+    end_date?: string;
+    apiKeyHash?: string;
+    userId?: string;
+    teamId?: string;
+    requestId?: string;
+  },
+): Promise<unknown> {
+  const day = /^\d{4}-\d{2}-\d{2}$/;
+  if (!q.start_date || !q.end_date || !day.test(q.start_date) || !day.test(q.end_date)) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      "Invalid query: summarize=true needs start_date and end_date as days 'YYYY-MM-DD'",
+      { param: 'summarize' },
+    );
+  }
+  if (q.requestId) {
+    throw new SpendGuardError('BAD_REQUEST', 'Invalid query: summarize=true sums days, not one request', {
+      param: 'summarize',
+    });
+  }
+  checkRange(q.start_date, q.end_date);
+  const filters: SpendReportFilters = {};
+  if (q.apiKeyHash) filters.apiKeyHashes = [q.apiKeyHash];
+  if (q.userId) filters.userIds = [q.userId];
+  if (q.teamId) filters.teamIds = [q.teamId];
+  const rows = await storage.spendReport({
+    fromDay: q.start_date,
+    toDay: q.end_date,
+    groupBy: ['day', 'key', 'user', 'model'],
+    filters,
+  });
+  const out: Array<Record<string, unknown>> = [];
+  for (const [d, dayRows] of groupRows(rows, (r) => r.day!)) {
+    const byKey = groupRows(dayRows, (r) => r.apiKeyHash!);
+    const byUser = groupRows(dayRows, (r) => r.userId ?? 'null');
+    const byModel = groupRows(dayRows, (r) => r.model!);
+    out.push({
+      startTime: d,
+      spend: nanoToUsd(sumNano(dayRows)),
+      ...Object.fromEntries([...byKey].map(([k, r]) => [k, nanoToUsd(sumNano(r))])),
+      users: Object.fromEntries([...byUser].map(([u, r]) => [u, nanoToUsd(sumNano(r))])),
+      models: Object.fromEntries([...byModel].map(([m, r]) => [m, nanoToUsd(sumNano(r))])),
+    });
+  }
+  const last = out.length > 0 ? String(out[out.length - 1]!.startTime) : null;
+  if (last !== null) {
+    for (let t = Date.parse(`${last}T00:00:00Z`) + 86_400_000; ; t += 86_400_000) {
+      const d = new Date(t).toISOString().slice(0, 10);
+      if (d > q.end_date) break;
+      out.push({ startTime: d, spend: 0, users: {}, models: {} });
+    }
+  }
+  return out;
+}
