@@ -169,6 +169,33 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     ]);
   });
 
+  it('answers /customer/daily/activity and /tag/daily/activity by end user and by tag', async () => {
+    const customers = await admin(
+      app,
+      'GET',
+      `/customer/daily/activity?start_date=${TODAY}&end_date=${TODAY}`,
+    );
+    expect(customers.status).toBe(200);
+    expect(customers.body.metadata).toMatchObject({ total_spend: sum(logs), total_api_requests: 3 });
+    const entities = customers.body.results[0].breakdown.entities;
+    expect(Object.keys(entities).sort()).toEqual(['acme', 'globex']);
+    expect(entities.acme.metrics).toMatchObject({
+      spend: sum(logs.filter((l) => l.end_user === 'acme')),
+      api_requests: 2,
+    });
+    const one = await admin(
+      app,
+      'GET',
+      `/customer/daily/activity?start_date=${TODAY}&end_date=${TODAY}&end_user_ids=globex`,
+    );
+    expect(Object.keys(one.body.results[0].breakdown.entities)).toEqual(['globex']);
+    const tags = await admin(app, 'GET', `/tag/daily/activity?start_date=${TODAY}&end_date=${TODAY}&tags=t1`);
+    expect(tags.body.results[0].breakdown.entities.t1.metrics).toMatchObject({
+      spend: sum(logs.filter((l) => l.api_key === alpha.token)),
+      api_requests: 2,
+    });
+  });
+
   it('keeps the spend views to the master key; a key reads only itself on /v2/key/info', async () => {
     for (const path of [
       '/global/spend',

@@ -82,7 +82,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'GET /customer/list' },
   { route: 'POST /customer/block' },
   { route: 'POST /customer/unblock' },
-  { route: 'GET /customer/daily/activity', missing: 'not yet; use /global/spend/report?group_by=customer' },
+  { route: 'GET /customer/daily/activity' },
   { route: 'POST /end_user/new', differences: 'as /customer/new' },
   { route: 'POST /end_user/update', differences: 'as /customer/update' },
   { route: 'POST /end_user/delete' },
@@ -95,7 +95,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /tag/delete' },
   { route: 'POST /tag/info' },
   { route: 'GET /tag/list' },
-  { route: 'GET /tag/daily/activity', missing: 'not yet; use /global/spend/tags or /spend/tags' },
+  { route: 'GET /tag/daily/activity', differences: 'a call with two tags counts under each' },
   {
     route: 'POST /budget/new',
     missing: 'budget objects are not implemented yet; set max_budget on the key, user, team or customer',

@@ -16,6 +16,7 @@ import { indexStates, keyJson, ok, teamJson, userJson } from './entity-json.js';
 import type { ManagementApi, ManagementRequest } from './management-api.js';
 import { id } from './schemas.js';
 import { customerJson } from './scope-routes.js';
+import { customerDailyActivity, tagDailyActivity } from './spend-report-routes.js';
 
 /**
  * LiteLLM's read routes over spend (`/spend/keys|users`, `/global/spend*`), `/customer/list`, the
@@ -72,6 +73,16 @@ const usageSchema = z.looseObject({
   prompt_tokens: z.number().int().nonnegative(),
   completion_tokens: z.number().int().nonnegative(),
 });
+const activityQuery = z.object({
+  start_date: dayQuery,
+  end_date: dayQuery,
+  model: z.string().min(1).optional(),
+  api_key: z.string().min(1).optional(),
+  page: z.coerce.number({ error: 'must be a page number' }).int().min(1).optional(),
+  page_size: z.coerce.number({ error: 'must be a page size' }).int().min(1).max(1000).optional(),
+});
+const customerActivityQuery = activityQuery.extend({ end_user_ids: z.string().optional() });
+const tagActivityQuery = activityQuery.extend({ tags: z.string().optional() });
 const spendCalculateBody = z.object({
   model: z.string().min(1).optional(),
   messages: z.array(z.unknown()).optional(),
@@ -100,6 +111,12 @@ export class LiteLLMRoutes {
       'GET /global/spend/tags': admin((r, _c, s) => this.globalSpendTags(r, s)),
       'POST /global/spend/end_users': admin((r, _c, s) => this.globalSpendEndUsers(r, s)),
       'GET /global/spend/provider': admin((r, _c, s) => this.globalSpendProvider(r, s)),
+      'GET /customer/daily/activity': admin(async (r, _c, s) =>
+        ok(await customerDailyActivity(s, this.api.parseQuery(r, customerActivityQuery))),
+      ),
+      'GET /tag/daily/activity': admin(async (r, _c, s) =>
+        ok(await tagDailyActivity(s, this.api.parseQuery(r, tagActivityQuery))),
+      ),
       'POST /global/spend/reset': admin((_r, _c, s) => this.globalSpendReset(s)),
       'POST /team/block': admin((r, _c, s) => this.teamBlock(r, s, true)),
       'POST /team/unblock': admin((r, _c, s) => this.teamBlock(r, s, false)),

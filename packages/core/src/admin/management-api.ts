@@ -178,7 +178,7 @@ export class ManagementApi {
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
     for (const [route, entry] of Object.entries(this.routes)) {
       const [method, path] = route.split(' ') as [string, string];
-      if (path.startsWith('/customer/'))
+      if (path.startsWith('/customer/') && !path.includes('/daily/'))
         this.routes[`${method} /end_user/${path.slice('/customer/'.length)}`] = entry;
     }
   }

@@ -211,7 +211,7 @@ function add(
  */
 async function dailyActivity(
   storage: SpendStorage,
-  entity: 'user' | 'team',
+  entity: 'user' | 'team' | 'customer' | 'tag',
   q: {
     start_date: string;
     end_date: string;
@@ -233,8 +233,9 @@ async function dailyActivity(
     groupBy: ['day', entity, 'model', 'provider', 'key'],
     filters,
   });
-  const entityOf = (r: SpendReportRow) => (entity === 'team' ? r.teamId : r.userId) ?? null;
-  // Only calls attributed to a user (a team) are that user's (team's) activity.
+  const entityOf = (r: SpendReportRow) =>
+    ({ team: r.teamId, user: r.userId, customer: r.endUser, tag: r.tag })[entity] ?? null;
+  // Only calls attributed to a user (a team, an end user, a tag) are its activity.
   const rows = stored.filter((r) => {
     const id = entityOf(r);
     return id !== null && !exclude.has(id);
@@ -394,4 +395,31 @@ export async function spendLogSummary(
     }
   }
   return out;
+}
+
+const splitList = (v: string | undefined) =>
+  (v ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+/** `GET /customer/daily/activity` (`end_user_ids` comma-separated; 10 days a page by default). */
+export function customerDailyActivity(
+  storage: SpendStorage,
+  q: UserActivityQuery & { end_user_ids?: string },
+): Promise<unknown> {
+  const ids = splitList(q.end_user_ids);
+  return dailyActivity(storage, 'customer', q, ids.length > 0 ? { endUsers: ids } : {}, new Set(), 10);
+}
+
+/**
+ * `GET /tag/daily/activity` (`tags` comma-separated; 10 days a page by default). A call counts once
+ * under each of its tags, so the days' totals count a call with two tags twice (as LiteLLM's do).
+ */
+export function tagDailyActivity(
+  storage: SpendStorage,
+  q: UserActivityQuery & { tags?: string },
+): Promise<unknown> {
+  const tags = splitList(q.tags);
+  return dailyActivity(storage, 'tag', q, tags.length > 0 ? { tags } : {}, new Set(), 10);
 }
