@@ -196,6 +196,68 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     });
   });
 
+  it('/team/bulk_member_add adds all members in one write or none; /user/bulk_update reports each user', async () => {
+    await admin(app, 'POST', '/user/new', { user_id: 'ann', auto_create_key: false });
+    const added = await admin(app, 'POST', '/team/bulk_member_add', {
+      team_id: 'eng',
+      members: [
+        { user_id: 'ann', role: 'user' },
+        { user_email: 'bo@acme.com', role: 'admin' },
+      ],
+      max_budget_in_team: 5,
+    });
+    expect(added.status).toBe(200);
+    expect(added.body).toMatchObject({
+      team_id: 'eng',
+      total_requested: 2,
+      successful_additions: 2,
+      failed_additions: 0,
+    });
+    expect(added.body.results.map((r: { user_id: string; success: boolean }) => r.success)).toEqual([
+      true,
+      true,
+    ]);
+    expect(added.body.results[0].updated_team_membership).toMatchObject({
+      user_id: 'ann',
+      max_budget_in_team: 5,
+    });
+    // ann is a member now: adding her again refuses the whole batch, and cid is not added.
+    const again = await admin(app, 'POST', '/team/bulk_member_add', {
+      team_id: 'eng',
+      members: [
+        { user_id: 'cid', role: 'user' },
+        { user_id: 'ann', role: 'user' },
+      ],
+    });
+    expect(again.status).toBe(409);
+    expect((await admin(app, 'GET', '/user/info?user_id=cid')).status).toBe(404);
+
+    const updated = await admin(app, 'POST', '/user/bulk_update', {
+      users: [
+        { user_id: 'ann', max_budget: 7 },
+        { user_id: 'nobody', max_budget: 7 },
+      ],
+    });
+    expect(updated.status).toBe(200);
+    expect(updated.body).toMatchObject({ total_requested: 2, successful_updates: 1, failed_updates: 1 });
+    expect(updated.body.results[0]).toMatchObject({
+      user_id: 'ann',
+      success: true,
+      updated_user: { max_budget: 7 },
+    });
+    expect(updated.body.results[1]).toMatchObject({ user_id: 'nobody', success: false, updated_user: null });
+    // A bad body anywhere refuses the whole request before anything is written.
+    const bad = await admin(app, 'POST', '/user/bulk_update', {
+      users: [
+        { user_id: 'ann', max_budget: 9 },
+        { user_id: 'ann', max_budgt: 9 },
+      ],
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.param).toBe('users.1.max_budgt');
+    expect((await admin(app, 'GET', '/user/info?user_id=ann')).body.user_info.max_budget).toBe(7);
+  });
+
   it('keeps the spend views to the master key; a key reads only itself on /v2/key/info', async () => {
     for (const path of [
       '/global/spend',

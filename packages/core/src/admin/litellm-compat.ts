@@ -58,7 +58,10 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /team/member_add' },
   { route: 'POST /team/member_update' },
   { route: 'POST /team/member_delete' },
-  { route: 'POST /team/bulk_member_add', missing: 'not yet; /team/member_add takes an array of members' },
+  {
+    route: 'POST /team/bulk_member_add',
+    differences: 'all members join in one write, or none (LiteLLM reports each)',
+  },
   { route: 'GET /team/available', missing: 'spendguard has no self-joinable teams' },
   { route: 'GET /team/daily/activity' },
   { route: 'POST /user/new', differences: 'one `team_id` (no `teams` list); no `user_alias`, `password`' },
@@ -66,7 +69,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /user/delete', differences: 'all users deleted or none' },
   { route: 'GET /user/info' },
   { route: 'GET /user/list' },
-  { route: 'POST /user/bulk_update', missing: 'not yet; call /user/update per user' },
+  { route: 'POST /user/bulk_update', differences: 'every body is checked before any is applied' },
   { route: 'GET /user/daily/activity' },
   {
     route: 'POST /customer/new',

@@ -14,7 +14,7 @@ import type { Caller, RouteAccess } from './caller.js';
 import { forbidden } from './caller.js';
 import { indexStates, keyJson, ok, teamJson, userJson } from './entity-json.js';
 import type { ManagementApi, ManagementRequest } from './management-api.js';
-import { id } from './schemas.js';
+import { id, userUpdateSchema } from './schemas.js';
 import { customerJson } from './scope-routes.js';
 import { customerDailyActivity, tagDailyActivity } from './spend-report-routes.js';
 
@@ -83,6 +83,21 @@ const activityQuery = z.object({
 });
 const customerActivityQuery = activityQuery.extend({ end_user_ids: z.string().optional() });
 const tagActivityQuery = activityQuery.extend({ tags: z.string().optional() });
+const bulkMemberAddBody = z.object({
+  team_id: id,
+  members: z.array(z.unknown(), { error: 'must be an array of members' }).min(1).optional(),
+  all_users: z.boolean({ error: 'must be true or false' }).optional(),
+  max_budget_in_team: z.number().nonnegative().nullable().optional(),
+});
+const bulkUserUpdateBody = z.object({
+  users: z
+    .array(z.record(z.string(), z.unknown()), { error: 'must be an array of /user/update bodies' })
+    .min(1)
+    .optional(),
+  all_users: z.boolean({ error: 'must be true or false' }).optional(),
+  /** With `all_users`: the update applied to every user. */
+  user_updates: z.record(z.string(), z.unknown()).optional(),
+});
 const spendCalculateBody = z.object({
   model: z.string().min(1).optional(),
   messages: z.array(z.unknown()).optional(),
@@ -90,11 +105,18 @@ const spendCalculateBody = z.object({
   completion_response: z.looseObject({ model: z.string().min(1), usage: usageSchema }).optional(),
 });
 
+/** The team and user routes the bulk routes are made of. */
+export interface TeamUserHandlers {
+  memberAdd: Handler;
+  userUpdate: (req: ManagementRequest, storage: SpendStorage) => Promise<GuardResponse>;
+}
+
 export class LiteLLMRoutes {
   constructor(
     private readonly api: ManagementApi,
     private readonly prices: PriceBook,
     private readonly globalMaxBudget: () => number | null,
+    private readonly teamsAndUsers: TeamUserHandlers,
   ) {}
 
   routes(): Record<string, LiteLLMRoute> {
@@ -118,6 +140,8 @@ export class LiteLLMRoutes {
         ok(await tagDailyActivity(s, this.api.parseQuery(r, tagActivityQuery))),
       ),
       'POST /global/spend/reset': admin((_r, _c, s) => this.globalSpendReset(s)),
+      'POST /team/bulk_member_add': { access: 'team', handler: (r, c, s) => this.bulkMemberAdd(r, c, s) },
+      'POST /user/bulk_update': admin((r, _c, s) => this.bulkUserUpdate(r, s)),
       'POST /team/block': admin((r, _c, s) => this.teamBlock(r, s, true)),
       'POST /team/unblock': admin((r, _c, s) => this.teamBlock(r, s, false)),
       'GET /key/aliases': admin((r, _c, s) => this.keyAliases(r, s)),
@@ -347,6 +371,131 @@ export class LiteLLMRoutes {
     for (const k of keys) await storage.resetSpend({ kind: 'key', id: k.tokenHash }, 0, now);
     for (const t of teams) await storage.resetSpend({ kind: 'team', id: t.teamId }, 0, now);
     return ok({ message: 'Spend for all API Keys and Teams reset successfully', status: 'success' });
+  }
+
+  /**
+   * `POST /team/bulk_member_add`: `/team/member_add` for many members (or `all_users`), in one write:
+   * all of them join or none does (LiteLLM adds them one by one and reports each), answered in
+   * LiteLLM's shape `{ team_id, results: [...], total_requested, successful_additions, failed_additions, updated_team }`.
+   */
+  private async bulkMemberAdd(
+    req: ManagementRequest,
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, bulkMemberAddBody);
+    if (!b.members === !b.all_users) {
+      throw new SpendGuardError('BAD_REQUEST', 'Invalid request: pass either members or all_users: true', {
+        param: 'members',
+      });
+    }
+    let members = b.members ?? [];
+    if (b.all_users) {
+      const team = await this.api.resolveTeam(storage, b.team_id);
+      members = (await storage.listUsers({}))
+        .filter((u) => !u.teams.includes(team.teamId))
+        .map((u) => ({ user_id: u.userId, role: 'user' }));
+      if (members.length === 0) {
+        return ok({
+          team_id: team.teamId,
+          results: [],
+          total_requested: 0,
+          successful_additions: 0,
+          failed_additions: 0,
+          updated_team: null,
+        });
+      }
+    }
+    const body: Record<string, unknown> = { team_id: b.team_id, member: members };
+    if (b.max_budget_in_team !== undefined) body.max_budget_in_team = b.max_budget_in_team;
+    const added = await this.teamsAndUsers.memberAdd({ ...req, body }, caller, storage);
+    if (added.status !== 200) return added;
+    const team = added.body as {
+      team_id: string;
+      updated_users: Array<{ user_id: string; user_email: string | null }>;
+      updated_team_memberships: unknown[];
+    };
+    const { updated_users, updated_team_memberships, ...updatedTeam } = team;
+    return ok({
+      team_id: team.team_id,
+      results: updated_users.map((u, i) => ({
+        user_id: u.user_id,
+        user_email: u.user_email,
+        success: true,
+        error: null,
+        updated_user: u,
+        updated_team_membership: updated_team_memberships[i] ?? null,
+      })),
+      total_requested: members.length,
+      successful_additions: members.length,
+      failed_additions: 0,
+      updated_team: updatedTeam,
+    });
+  }
+
+  /**
+   * `POST /user/bulk_update`: `/user/update` for each of `users`, or `user_updates` for every user
+   * (`all_users`). Every body is checked before any is applied (a bad one refuses the whole request);
+   * each update is then its own write, and the answer reports each, as LiteLLM's does.
+   */
+  private async bulkUserUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const b = this.api.parseBody(req, bulkUserUpdateBody);
+    if (!b.users === !b.all_users) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        'Invalid request: pass either users or all_users: true with user_updates',
+        {
+          param: 'users',
+        },
+      );
+    }
+    let bodies: Array<Record<string, unknown>>;
+    if (b.all_users) {
+      if (!b.user_updates) {
+        throw new SpendGuardError('BAD_REQUEST', 'Invalid request: all_users needs user_updates', {
+          param: 'user_updates',
+        });
+      }
+      bodies = (await storage.listUsers({})).map((u) => ({ ...b.user_updates, user_id: u.userId }));
+    } else {
+      bodies = b.users!;
+    }
+    bodies.forEach((body, i) => {
+      try {
+        this.api.parseBody({ ...req, body }, userUpdateSchema);
+      } catch (e) {
+        if (e instanceof SpendGuardError) {
+          throw new SpendGuardError(e.code, `users.${i}: ${e.message}`, {
+            param: e.param ? `users.${i}.${e.param}` : `users.${i}`,
+          });
+        }
+        throw e;
+      }
+    });
+    const results = [];
+    for (const body of bodies) {
+      // A user refused (not found, say) is reported and the rest go on; a storage error stops it all.
+      const r = await this.teamsAndUsers.userUpdate({ ...req, body }, storage).catch((e: unknown) => {
+        if (e instanceof SpendGuardError && e.status < 500) return e;
+        throw e;
+      });
+      const failed = r instanceof SpendGuardError ? r : null;
+      const updated = failed ? null : (r as GuardResponse).body;
+      results.push({
+        user_id: (updated as { user_id?: string } | null)?.user_id ?? body.user_id ?? null,
+        user_email: body.user_email ?? null,
+        success: !failed,
+        error: failed ? failed.message : null,
+        updated_user: updated,
+      });
+    }
+    const succeeded = results.filter((r) => r.success).length;
+    return ok({
+      results,
+      total_requested: bodies.length,
+      successful_updates: succeeded,
+      failed_updates: bodies.length - succeeded,
+    });
   }
 
   /** `POST /team/block` and `/team/unblock`: the team's keys are refused (401) while it is blocked. */

@@ -171,7 +171,10 @@ export class ManagementApi {
     for (const [route, handler] of Object.entries(new ScopeRoutes(this).routes())) {
       this.routes[route] = { handler: (r, _c, st) => handler(r, st), access: 'admin' };
     }
-    const more = new LiteLLMRoutes(this, guard.prices, () => guard.options.globalBudget?.maxBudget ?? null);
+    const more = new LiteLLMRoutes(this, guard.prices, () => guard.options.globalBudget?.maxBudget ?? null, {
+      memberAdd: (r, c, s) => t.memberAdd(r, c, s),
+      userUpdate: (r, s) => t.userUpdate(r, s),
+    });
     for (const [route, { access, handler }] of Object.entries(more.routes())) {
       this.routes[route] = { handler: (r, c, st) => handler(r, c, st), access };
     }
