@@ -12,6 +12,13 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
       'in its teams, for their members; budgets within the team cap, rate limits within the team’s, models among the team’s',
   },
   'GET /key/info': { teamAdmin: 'its own key and its teams’ keys', key: 'itself' },
+  'POST /v2/key/info': { teamAdmin: 'its own key and its teams’ keys', key: 'itself' },
+  'POST /key/health': { teamAdmin: 'its own key', key: 'itself' },
+  'POST /spend/calculate': {
+    teamAdmin: 'prices what it is sent; reads nothing stored',
+    key: 'prices what it is sent; reads nothing stored',
+  },
+  'POST /team/bulk_member_add': { teamAdmin: 'as `/team/member_add`, to its teams' },
   'GET /team/info': { teamAdmin: 'its teams' },
   'GET /spend/logs': {
     teamAdmin: 'its own key’s, and its teams’ (`team_id`)',
@@ -46,6 +53,7 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
 export function accessTable(routes: ReadonlyArray<readonly [route: string, access: RouteAccess]>): string {
   const rows = [...routes].sort(([a], [b]) => routeOrder(a).localeCompare(routeOrder(b)));
   const cell = (route: string, access: RouteAccess, role: 'teamAdmin' | 'key') => {
+    if (access === 'public') return 'yes: open, no credential needed';
     const allowed = access === 'self' || (access === 'team' && role === 'teamAdmin');
     if (!allowed) return 'no';
     const narrowed = NARROWED[route]?.[role];
