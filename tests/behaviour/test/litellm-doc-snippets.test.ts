@@ -23,6 +23,8 @@ interface Snippet {
   /** Default: the master key; a function reads a key made by an earlier snippet. */
   auth?: string | ((s: State) => string);
   body?: unknown;
+  /** A body sent as the docs print it, when that is not JSON. */
+  raw?: string;
   status: number;
   /** Fields the answer must have (toMatchObject). */
   fields?: unknown;
@@ -314,6 +316,79 @@ const SNIPPETS: Snippet[] = [
     differs:
       'the first call is refused (its worst case exceeds $0.0000001); LiteLLM serves it and refuses the next',
   },
+  // docs/proxy/users.md, "Set Rate Limits"
+  {
+    doc: 'users.md: rate limits per team',
+    method: 'POST',
+    path: '/team/new',
+    body: { team_id: 'my-prod-team', max_parallel_requests: 10, tpm_limit: 20, rpm_limit: 4 },
+    status: 200,
+    fields: { team_id: 'my-prod-team', max_parallel_requests: 10, tpm_limit: 20, rpm_limit: 4 },
+  },
+  {
+    doc: 'users.md: rate limits per team per model (update)',
+    method: 'POST',
+    path: '/team/update',
+    body: {
+      team_id: 'my-prod-team',
+      model_rpm_limit: { 'gpt-4': 100, 'gpt-3.5-turbo': 200 },
+      model_tpm_limit: { 'gpt-4': 10000, 'gpt-3.5-turbo': 20000 },
+    },
+    status: 200,
+    fields: {
+      data: {
+        model_rpm_limit: { 'gpt-4': 100, 'gpt-3.5-turbo': 200 },
+        model_tpm_limit: { 'gpt-4': 10000, 'gpt-3.5-turbo': 20000 },
+      },
+    },
+  },
+  {
+    doc: 'users.md: rate limits per team per model, in metadata',
+    method: 'POST',
+    path: '/team/update',
+    body: {
+      team_id: 'my-prod-team',
+      metadata: {
+        model_rpm_limit: { 'gpt-4': 100, 'gpt-3.5-turbo': 200 },
+        model_tpm_limit: { 'gpt-4': 10000, 'gpt-3.5-turbo': 20000 },
+      },
+    },
+    status: 400,
+    fields: { error: { param: 'metadata.model_rpm_limit' } },
+    differs: 'refused: spendguard reads limits from the fields, not from metadata',
+  },
+  {
+    doc: 'users.md: rate limits per internal user',
+    method: 'POST',
+    path: '/user/new',
+    body: { user_id: 'krrish@berri.ai', max_parallel_requests: 10, tpm_limit: 20, rpm_limit: 4 },
+    status: 200,
+    fields: { user_id: 'krrish@berri.ai', max_parallel_requests: 10, tpm_limit: 20, rpm_limit: 4 },
+  },
+  {
+    doc: 'users.md: rate limits per key',
+    method: 'POST',
+    path: '/key/generate',
+    body: { max_parallel_requests: 10, tpm_limit: 20, rpm_limit: 4 },
+    status: 200,
+    fields: { max_parallel_requests: 10, tpm_limit: 20, rpm_limit: 4 },
+  },
+  {
+    doc: 'users.md: rate limits per key per model (the docs\' body is not JSON: `{"gpt-4":}`)',
+    method: 'POST',
+    path: '/key/generate',
+    raw: '{"model_rpm_limit": {"gpt-4": 2}, "model_tpm_limit": {"gpt-4":}}',
+    status: 400,
+    fields: { error: { type: 'invalid_request_error' } },
+  },
+  {
+    doc: 'users.md: rate limits for customers, step 1, a budget with tpm_limit',
+    method: 'POST',
+    path: '/budget/new',
+    body: { budget_id: 'free-tier', tpm_limit: 5 },
+    status: 404,
+    differs: 'budget objects are not implemented yet',
+  },
   // docs/proxy/tag_budgets.md
   {
     doc: 'tag_budgets.md: create a tag with a budget',
@@ -409,7 +484,7 @@ describe.each(ADAPTERS)("LiteLLM's doc snippets on $name", (framework) => {
     const res = await fetch(`${app.baseUrl}${snippet.path}`, {
       method: snippet.method,
       headers: { Authorization: `Bearer ${auth}`, 'Content-Type': 'application/json' },
-      body: snippet.body === undefined ? undefined : JSON.stringify(snippet.body),
+      body: snippet.raw ?? (snippet.body === undefined ? undefined : JSON.stringify(snippet.body)),
     });
     // A route spendguard does not serve falls through to the app, whose 404 is its own (not JSON).
     const text = await res.text();

@@ -81,6 +81,15 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, { why: string; noop?: r
   },
 };
 
+/**
+ * Keys of an entity's `metadata` that LiteLLM acts on and spendguard does not: refused, since
+ * metadata is otherwise kept as given and these would be dropped in silence.
+ */
+const METADATA_REFUSED: Readonly<Record<string, string>> = {
+  model_rpm_limit: 'spendguard reads per-model limits from the model_rpm_limit field, not from metadata',
+  model_tpm_limit: 'spendguard reads per-model limits from the model_tpm_limit field, not from metadata',
+};
+
 /** LiteLLM's query parameters that spendguard does not act on, with the same rule. */
 export const UNSUPPORTED_QUERY: Readonly<Record<string, { why: string; noop?: readonly unknown[] }>> = {};
 
@@ -104,6 +113,20 @@ export function refuseUnactedFields(
 ): Record<string, unknown> {
   if (!(schema instanceof z.ZodObject)) return value;
   const known = schema.shape as Record<string, unknown>;
+  const metadata = value.metadata;
+  if (metadata !== null && typeof metadata === 'object' && !Array.isArray(metadata)) {
+    for (const [field, why] of Object.entries(METADATA_REFUSED)) {
+      if (field in metadata) {
+        throw new SpendGuardError(
+          'BAD_REQUEST',
+          `Invalid request: metadata.${field} is not supported: ${why}`,
+          {
+            param: `metadata.${field}`,
+          },
+        );
+      }
+    }
+  }
   const kept: Record<string, unknown> = {};
   for (const [field, v] of Object.entries(value)) {
     if (field in known) {
