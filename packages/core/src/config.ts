@@ -469,7 +469,8 @@ export function weakMasterKey(masterKey: string): string | null {
   if (EXAMPLE_MASTER_KEYS.has(masterKey.toLowerCase())) {
     return `WARNING: the master key is '${masterKey}', an example value from the docs: anyone can guess it and manage every key, team and budget. Set SPENDGUARD_MASTER_KEY to a random value (e.g. sk-$(openssl rand -hex 24)) before this serves anything real.`;
   }
-  if (masterKey.length < 16) {
+  // Short enough to guess by trying (the docs' `sk-` plus a few characters).
+  if (masterKey.length < 12) {
     return `WARNING: the master key is ${masterKey.length} characters long: short enough to guess. Use at least 16 random characters (e.g. sk-$(openssl rand -hex 24)).`;
   }
   return null;

@@ -129,6 +129,8 @@ export function refuseUnactedFields(
   }
   const kept: Record<string, unknown> = {};
   for (const [field, v] of Object.entries(value)) {
+    // `?=x` names no field: there is nothing to act on or refuse.
+    if (where === 'query' && field === '') continue;
     if (field in known) {
       kept[field] = v;
       continue;
