@@ -258,6 +258,35 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     expect((await admin(app, 'GET', '/user/info?user_id=ann')).body.user_info.max_budget).toBe(7);
   });
 
+  it('answers /global/activity, /global/activity/model and /global/spend/all_tag_names from the same calls', async () => {
+    const tokens = (ls: Log[]) =>
+      ls.reduce((n, l) => n + (l as Log & { total_tokens: number }).total_tokens, 0);
+    const activity = await admin(app, 'GET', `/global/activity?start_date=${TODAY}&end_date=${TODAY}`);
+    expect(activity.body).toEqual({
+      daily_data: [{ date: 'May 04', api_requests: 3, total_tokens: tokens(logs) }],
+      sum_api_requests: 3,
+      sum_total_tokens: tokens(logs),
+    });
+    const byModel = await admin(app, 'GET', `/global/activity/model?start_date=${TODAY}&end_date=${TODAY}`);
+    const of = (m: string) => logs.filter((l) => l.model === m);
+    expect(byModel.body).toEqual([
+      {
+        model: 'gpt-4o',
+        daily_data: [{ date: 'May 04', api_requests: 2, total_tokens: tokens(of('gpt-4o')) }],
+        sum_api_requests: 2,
+        sum_total_tokens: tokens(of('gpt-4o')),
+      },
+      {
+        model: 'gpt-4o-mini',
+        daily_data: [{ date: 'May 04', api_requests: 1, total_tokens: tokens(of('gpt-4o-mini')) }],
+        sum_api_requests: 1,
+        sum_total_tokens: tokens(of('gpt-4o-mini')),
+      },
+    ]);
+    expect((await admin(app, 'GET', '/global/spend/all_tag_names')).body).toEqual({ tag_names: ['t1'] });
+    expect((await admin(app, 'GET', '/global/activity')).status).toBe(400);
+  });
+
   it('keeps the spend views to the master key; a key reads only itself on /v2/key/info', async () => {
     for (const path of [
       '/global/spend',

@@ -8,6 +8,7 @@ import {
   GLOBAL_SCOPE_ID,
   type ScopeRef,
   type SpendReportFilters,
+  type SpendReportRow,
   type SpendStorage,
 } from '../storage/storage-contract.js';
 import type { Caller, RouteAccess } from './caller.js';
@@ -53,6 +54,7 @@ const globalTagsQuery = z.object({
   /** Comma-separated; `all-tags` (LiteLLM's UI) means every tag. */
   tags: z.string().optional(),
 });
+const activityRangeQuery = z.object({ start_date: dayQuery, end_date: dayQuery });
 const providerQuery = z.object({ start_date: dayQuery.optional(), end_date: dayQuery.optional() });
 const endUsersBody = z.object({
   api_key: z.string().min(1).nullable().optional(),
@@ -133,6 +135,11 @@ export class LiteLLMRoutes {
       'GET /global/spend/tags': admin((r, _c, s) => this.globalSpendTags(r, s)),
       'POST /global/spend/end_users': admin((r, _c, s) => this.globalSpendEndUsers(r, s)),
       'GET /global/spend/provider': admin((r, _c, s) => this.globalSpendProvider(r, s)),
+      'GET /global/spend/all_tag_names': admin(async (_r, _c, s) =>
+        ok({ tag_names: (await s.spendByTag({})).map((t) => t.tag) }),
+      ),
+      'GET /global/activity': admin((r, _c, s) => this.globalActivity(r, s)),
+      'GET /global/activity/model': admin((r, _c, s) => this.globalActivityByModel(r, s)),
       'GET /customer/daily/activity': admin(async (r, _c, s) =>
         ok(await customerDailyActivity(s, this.api.parseQuery(r, customerActivityQuery))),
       ),
@@ -342,6 +349,49 @@ export class LiteLLMRoutes {
           total_spend: usd(r.spendNano),
         })),
     );
+  }
+
+  /**
+   * `GET /global/activity`: requests and tokens per day,
+   * `{ daily_data: [{ date: 'May 04', api_requests, total_tokens }], sum_api_requests, sum_total_tokens }`
+   * (LiteLLM's UI shape, its date as `%b %d`).
+   */
+  private async globalActivity(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const q = this.activityRange(req);
+    const rows = await storage.spendReport({ fromDay: q.start_date, toDay: q.end_date, groupBy: ['day'] });
+    return ok(activityJson(rows));
+  }
+
+  /** `GET /global/activity/model`: the same per model, the 10 models with the most requests. */
+  private async globalActivityByModel(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const q = this.activityRange(req);
+    const rows = await storage.spendReport({
+      fromDay: q.start_date,
+      toDay: q.end_date,
+      groupBy: ['model', 'day'],
+    });
+    const byModel = new Map<string, SpendReportRow[]>();
+    for (const r of rows) byModel.set(r.model!, [...(byModel.get(r.model!) ?? []), r]);
+    return ok(
+      [...byModel]
+        .map(([model, modelRows]) => ({ model, ...activityJson(modelRows) }))
+        .sort((a, b) => b.sum_api_requests - a.sum_api_requests)
+        .slice(0, 10),
+    );
+  }
+
+  private activityRange(req: ManagementRequest): { start_date: string; end_date: string } {
+    const q = this.api.parseQuery(req, activityRangeQuery);
+    if (q.start_date > q.end_date) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        `start_date (${q.start_date}) is after end_date (${q.end_date})`,
+        {
+          param: 'start_date',
+        },
+      );
+    }
+    return q;
   }
 
   /** `GET /global/spend/provider`: `[{ provider, spend }]` over the range (default the last 30 days). */
@@ -623,4 +673,22 @@ export class LiteLLMRoutes {
     await storage.getTeam('');
     return ok({ status: 'healthy', db: 'connected', cache: null });
   }
+}
+
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** Rows of one day each (any order) as LiteLLM's activity chart data, by day. */
+function activityJson(rows: SpendReportRow[]) {
+  const daily = [...rows]
+    .sort((a, b) => (a.day! < b.day! ? -1 : 1))
+    .map((r) => ({
+      date: `${MONTHS[Number(r.day!.slice(5, 7)) - 1]} ${r.day!.slice(8, 10)}`,
+      api_requests: r.requests,
+      total_tokens: r.promptTokens + r.completionTokens,
+    }));
+  return {
+    daily_data: daily,
+    sum_api_requests: daily.reduce((n, d) => n + d.api_requests, 0),
+    sum_total_tokens: daily.reduce((n, d) => n + d.total_tokens, 0),
+  };
 }
