@@ -202,6 +202,20 @@ describe.each(ADAPTERS)('LiteLLM request fields on $name', (framework) => {
       spend: 2.5,
       max_budget: 10,
     });
+    // A team admin may not lift its team's keys under their caps by lowering their spend.
+    await admin(app, 'POST', '/team/new', { team_id: 'eng' });
+    await admin(app, 'POST', '/team/member_add', {
+      team_id: 'eng',
+      member: { user_id: 'alice', role: 'admin' },
+    });
+    const teamKey = (await admin(app, 'POST', '/key/generate', { team_id: 'eng', max_budget: 1 })).body;
+    await admin(app, 'POST', '/key/update', { key: teamKey.key, spend: 0.5 });
+    const adminKey = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', team_id: 'eng' })).body
+      .key;
+    const lifted = await admin(app, 'POST', '/key/update', { key: teamKey.key, spend: 0 }, adminKey);
+    expect(lifted.status).toBe(403);
+    expect(lifted.body.error.param).toBe('spend');
+    expect((await app.guard.budgets.remaining({ key: teamKey.key }))?.spend).toBe(0.5);
     const user = await admin(app, 'POST', '/user/update', { user_id: 'alice', spend: 1 });
     expect(user.status).toBe(200);
     expect(user.body).toMatchObject({ user_id: 'alice', spend: 1 });

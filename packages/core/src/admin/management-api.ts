@@ -673,6 +673,9 @@ export class ManagementApi {
     const found = await this.keyFor(storage, caller, b.key, 'change this key');
     const hash = found.tokenHash;
     if (b.spend !== undefined) {
+      // Lowering a key's spend lifts it under its cap: as raising the cap, the master key's alone.
+      if (caller.role !== 'proxy_admin')
+        throw forbidden("only the master key can set a key's spend.", 'spend');
       await this.setSpendAlone(storage, { kind: 'key', id: hash }, b, ['key']);
       this.guard.invalidateKey(hash);
       return ok({ key: hash, ...(await this.keyInfoJson(storage, found)) });

@@ -154,8 +154,7 @@ export class TeamUserRoutes {
     return ok(teams.map((t, i) => teamJson(t, states.get(`team:${t.teamId}`) ?? null, members[i])));
   }
 
-  /** A user by id, or by email when exactly one user has it. */
-  /** @internal */
+  /** A user by id, or by email when exactly one user has it. @internal */
   async userByRef(
     storage: SpendStorage,
     ref: { user_id?: string | null; user_email?: string | null },
