@@ -9,5 +9,7 @@ export default defineConfig({
     testTimeout: 30_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // A machine with no Chrome or Chromium gets the npm registry's one unpacked for the browser tests.
+    globalSetup: ['tests/dashboard/test/browser-setup.ts'],
   },
 });

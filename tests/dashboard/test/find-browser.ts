@@ -1,5 +1,6 @@
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { BUNDLED_CHROME } from './bundled-chromium.js';
 
 /** Where Chrome and Chromium usually are, by platform (Debian's chromium first: CI installs it). */
 const KNOWN_PATHS: Record<string, string[]> = {
@@ -40,7 +41,9 @@ function executable(path: string): boolean {
 
 /**
  * The browser the dashboard tests drive: `CHROME_PATH` when set (it must exist), else the first Chrome
- * or Chromium found at the usual paths or on PATH; `null` when there is none. Never a downloaded one.
+ * or Chromium found at the usual paths or on PATH, else the Chromium of the npm package
+ * `@sparticuz/chromium` that the global setup unpacked (browser-setup.ts; Linux x64); `null` when there
+ * is none. `SPENDGUARD_TEST_BROWSER=bundled` picks the npm one first.
  */
 export function findChrome(): string | null {
   const given = process.env.CHROME_PATH;
@@ -48,11 +51,20 @@ export function findChrome(): string | null {
     if (!executable(given)) throw new Error(`CHROME_PATH=${given} is not an executable file`);
     return given;
   }
+  if (process.env.SPENDGUARD_TEST_BROWSER === 'bundled') {
+    if (!executable(BUNDLED_CHROME)) {
+      throw new Error(
+        `SPENDGUARD_TEST_BROWSER=bundled, but ${BUNDLED_CHROME} was not unpacked (browser-setup.ts)`,
+      );
+    }
+    return BUNDLED_CHROME;
+  }
   const onPath = (process.env.PATH ?? '')
     .split(delimiter)
     .filter(Boolean)
     .flatMap((dir) => COMMANDS.map((command) => join(dir, command)));
-  return [...(KNOWN_PATHS[process.platform] ?? []), ...onPath].find(executable) ?? null;
+  // Last, the Chromium from the npm registry that the global setup unpacks on a machine with none.
+  return [...(KNOWN_PATHS[process.platform] ?? []), ...onPath, BUNDLED_CHROME].find(executable) ?? null;
 }
 
 /**
@@ -68,7 +80,7 @@ export function browserForTests(): string | null {
   }
   if (!found) {
     console.warn(
-      '[dashboard] no Chrome or Chromium found (CHROME_PATH, the usual paths, PATH): the browser tests are skipped',
+      '[dashboard] no Chrome or Chromium found (CHROME_PATH, the usual paths, PATH; the npm one is Linux x64 only): the browser tests are skipped',
     );
   }
   return found;
