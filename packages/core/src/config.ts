@@ -179,6 +179,16 @@ export interface SpendGuardOptions {
    */
   defaultEndUserBudget?: { maxBudget: number; budgetDuration?: string | null };
   /**
+   * The budget tier (`/budget/new`) an end user joins when it is given no budget of its own: when first
+   * seen on a call, or created by `/customer/new` without limits or by `/customer/block` (LiteLLM's
+   * `max_end_user_budget_id`). Every such end user spends its own counter under the tier's limits, and
+   * `/budget/update` changes them for all at once. A call from a new end user while the tier does not
+   * exist is refused (500) rather than served with no budget. Not with `defaultEndUserBudget`.
+   * @default none
+   * @example defaultEndUserBudgetId: 'free-tier'
+   */
+  defaultEndUserBudgetId?: string;
+  /**
    * The dashboard served by the management router at `ui/` (see docs/dashboard.md): who may
    * log in, and for how long. It needs a password: this one, or else the master key.
    * @default { username: 'admin', password: masterKey, sessionTtlMs: 43200000 }
@@ -295,6 +305,7 @@ const optionsSchema = z
       })
       .strict()
       .optional(),
+    defaultEndUserBudgetId: z.string().min(1, 'must name a budget (/budget/new)').max(256).optional(),
     globalBudget: z
       .object({
         maxBudget: z.number().nonnegative('must be a number of USD, 0 or more').nullable(),
@@ -355,6 +366,14 @@ const optionsSchema = z
       .optional(),
   })
   .superRefine((o, ctx) => {
+    if (o.defaultEndUserBudget !== undefined && o.defaultEndUserBudgetId !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['defaultEndUserBudgetId'],
+        message:
+          'set defaultEndUserBudget (limits of its own for each new end user) or defaultEndUserBudgetId (a shared budget tier), not both',
+      });
+    }
     const limit = o.bodyLimitBytes ?? DEFAULT_BODY_LIMIT;
     if (o.maxBodyBytesInFlight !== undefined && o.maxBodyBytesInFlight < limit) {
       ctx.addIssue({
@@ -374,6 +393,7 @@ type OptionalOptions =
   | 'alerts'
   | 'globalBudget'
   | 'defaultEndUserBudget'
+  | 'defaultEndUserBudgetId'
   | 'dashboard'
   | 'settleBeforeLastByte';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
@@ -431,6 +451,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     alerts: options.alerts,
     globalBudget: options.globalBudget,
     defaultEndUserBudget: options.defaultEndUserBudget,
+    defaultEndUserBudgetId: options.defaultEndUserBudgetId,
     dashboard: options.dashboard,
   };
 }

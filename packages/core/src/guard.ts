@@ -708,6 +708,11 @@ export class SpendGuard {
     this.customers.delete(endUserId);
   }
 
+  /** Drops every end user's cached gate (after a budget tier's limits changed). */
+  invalidateAllCustomers(): void {
+    this.customers.clear();
+  }
+
   /** An end user's blocked flag and rate limits (cached for `keyCacheTtlMs`). */
   private async endUserGate(endUser: string): Promise<EndUserGate> {
     const cached = this.customers.get(endUser);
@@ -726,7 +731,10 @@ export class SpendGuard {
         budgetResetAt: first?.budgetDuration ? nextBudgetResetAt(first.budgetDuration, now) : null,
         softBudgetNano: null,
       };
-      await this.gate.call('end-user upsert', (s) => upsertCustomer(s, endUser, now, budget));
+      const tier = this.options.defaultEndUserBudgetId ?? null;
+      await this.gate.call('end-user upsert', (s) => upsertCustomer(s, endUser, now, budget, tier));
+      // Linked to the default tier: its rate limits are the end user's from this first call on.
+      if (tier) return this.endUserGate(endUser);
     }
     const gate: EndUserGate = {
       blocked: record?.blocked === true,
@@ -1550,16 +1558,24 @@ async function upsertCustomer(
   endUserId: string,
   now: Date,
   budget: BudgetInit,
+  budgetId: string | null,
 ): Promise<void> {
   try {
     await storage.insert([
       {
         type: 'customer',
-        record: { endUserId, alias: null, blocked: false, metadata: {}, createdAt: now },
+        record: { endUserId, alias: null, blocked: false, metadata: {}, createdAt: now, budgetId },
         budget,
       },
     ]);
   } catch (error) {
+    if (error instanceof SpendGuardError && error.param === 'budget_id') {
+      // Served with no budget would be the one thing a budget must never do.
+      throw new SpendGuardError(
+        'INTERNAL',
+        `defaultEndUserBudgetId '${budgetId}' names no budget, so end user '${endUserId}' cannot be given one; create it with /budget/new`,
+      );
+    }
     if (!(error instanceof StorageConflictError)) throw error;
   }
 }

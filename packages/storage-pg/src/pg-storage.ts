@@ -7,6 +7,9 @@ import {
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
+  type BudgetTierDeletion,
+  type BudgetTierPatch,
+  type BudgetTierRecord,
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
@@ -23,6 +26,7 @@ import {
   type MemberRecord,
   type MemberRole,
   memberScopeId,
+  missingBudgetTier,
   type PendingCall,
   type RateAcquireInput,
   type RateAcquireResult,
@@ -33,6 +37,7 @@ import {
   type ReserveInput,
   type ReserveResult,
   rankedDimension,
+  retieredState,
   rollupColumn,
   rollupTableFor,
   type ScopeChanges,
@@ -53,6 +58,8 @@ import {
   type TagSpend,
   type TeamPatch,
   type TeamRecord,
+  tierBudgetInit,
+  tierRateLimits,
   topReportPlan,
   type UserPatch,
   type UserRecord,
@@ -298,7 +305,8 @@ export class PgStorage implements SpendStorage {
   async insert(entities: EntityInsert[]): Promise<void> {
     const { db, t } = this.#ready();
     await db.transaction(async (tx) => {
-      for (const e of entities) {
+      for (const given of entities) {
+        const e = await this.#withTier(tx, given);
         const scope = scopeOfInsert(e);
         try {
           if (e.type === 'team') await tx.insert(t.teams).values(e.record);
@@ -348,7 +356,7 @@ export class PgStorage implements SpendStorage {
 
   async updateCustomer(
     endUserId: string,
-    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata' | 'budgetId'>>,
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
@@ -357,6 +365,10 @@ export class PgStorage implements SpendStorage {
     const set = definedOnly(patch);
     const where = eq(t.customers.endUserId, endUserId);
     return db.transaction(async (tx) => {
+      // The tier first, locked against a change or delete until this link commits.
+      const tier =
+        typeof patch.budgetId === 'string' ? await this.#lockTier(tx, patch.budgetId, 'share') : null;
+      if (typeof patch.budgetId === 'string' && !tier) throw missingBudgetTier(patch.budgetId);
       const [row] =
         Object.keys(set).length > 0
           ? await tx.update(t.customers).set(set).where(where).returning()
@@ -364,37 +376,136 @@ export class PgStorage implements SpendStorage {
       if (!row) return null;
       await this.#applyScopeChanges(tx, also);
       await this.#patchBudget(tx, 'customer', endUserId, budget);
+      // A linked end user's limits are its tier's, whatever else this update sets.
+      const linked = tier ?? (row.budgetId ? await this.#lockTier(tx, row.budgetId, 'share') : null);
+      if (row.budgetId && !linked) throw missingBudgetTier(row.budgetId);
+      if (linked) await this.#retier(tx, endUserId, linked, also?.now ?? new Date());
       return row;
     });
+  }
+
+  async insertBudgetTier(tier: BudgetTierRecord): Promise<void> {
+    const { db, t } = this.#ready();
+    try {
+      await db.insert(t.budgetTiers).values(tier);
+    } catch (err) {
+      if (isUniqueViolation(err)) throw new StorageConflictError('budget', tier.budgetId);
+      throw err;
+    }
+  }
+
+  async getBudgetTier(budgetId: string): Promise<BudgetTierRecord | null> {
+    const { db, t } = this.#ready();
+    const [row] = await db.select().from(t.budgetTiers).where(eq(t.budgetTiers.budgetId, budgetId));
+    return row ?? null;
+  }
+
+  async listBudgetTiers(): Promise<BudgetTierRecord[]> {
+    const { db, t } = this.#ready();
+    return db.select().from(t.budgetTiers).orderBy(sql`${t.budgetTiers.budgetId} COLLATE "C"`);
+  }
+
+  async updateBudgetTier(
+    budgetId: string,
+    patch: BudgetTierPatch,
+    now: Date,
+  ): Promise<BudgetTierRecord | null> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      const [tier] = await tx
+        .update(t.budgetTiers)
+        .set({ ...definedOnly(patch), updatedAt: now })
+        .where(eq(t.budgetTiers.budgetId, budgetId))
+        .returning();
+      if (!tier) return null;
+      const linked = await tx
+        .select({ id: t.customers.endUserId })
+        .from(t.customers)
+        .where(eq(t.customers.budgetId, budgetId));
+      for (const { id } of linked) await this.#retier(tx, id, tier, now);
+      return tier;
+    });
+  }
+
+  async deleteBudgetTier(budgetId: string): Promise<BudgetTierDeletion> {
+    const { db, t } = this.#ready();
+    return db.transaction(async (tx) => {
+      if (!(await this.#lockTier(tx, budgetId, 'update'))) return { found: false, linked: 0 };
+      const [row] = await tx
+        .select({ n: sql<string>`count(*)` })
+        .from(t.customers)
+        .where(eq(t.customers.budgetId, budgetId));
+      const linked = Number(row?.n ?? 0);
+      if (linked === 0) await tx.delete(t.budgetTiers).where(eq(t.budgetTiers.budgetId, budgetId));
+      return { found: true, linked };
+    });
+  }
+
+  /** Inside `tx`: a tier, locked (`share` to link to it, `update` to delete it); null if missing. */
+  async #lockTier(tx: Tx, budgetId: string, mode: 'share' | 'update'): Promise<BudgetTierRecord | null> {
+    const { t } = this.#ready();
+    const [row] = await tx.select().from(t.budgetTiers).where(eq(t.budgetTiers.budgetId, budgetId)).for(mode);
+    return row ?? null;
+  }
+
+  /** Inside `tx`: a customer insert with its tier's limits in place of its own. */
+  async #withTier(tx: Tx, e: EntityInsert): Promise<EntityInsert> {
+    if (e.type !== 'customer') return e;
+    const budgetId = e.record.budgetId ?? null;
+    if (budgetId === null) return { ...e, record: { ...e.record, budgetId } };
+    const tier = await this.#lockTier(tx, budgetId, 'share');
+    if (!tier) throw missingBudgetTier(budgetId);
+    return {
+      ...e,
+      record: { ...e.record, budgetId },
+      budget: tierBudgetInit(tier, e.record.createdAt),
+      rateLimits: tierRateLimits(tier),
+    };
+  }
+
+  /** Inside `tx`: a linked end user's counter and rate limits made the tier's. */
+  async #retier(tx: Tx, endUserId: string, tier: BudgetTierRecord, now: Date): Promise<void> {
+    const scope: ScopeRef = { kind: 'customer', id: endUserId };
+    await this.#changeCounterIn(tx, scope, now, (state) => retieredState(state, tier, now));
+    await this.#applyScopeChanges(tx, { now, rateLimits: { scope, limits: tierRateLimits(tier) } });
   }
 
   async blockCustomers(
     endUserIds: string[],
     blocked: boolean,
-    created: { createdAt: Date; budget: BudgetInit },
+    created: { createdAt: Date; budget: BudgetInit; budgetId?: string | null },
   ): Promise<void> {
     const { db, t } = this.#ready();
+    const budgetId = created.budgetId ?? null;
     await db.transaction(async (tx) => {
+      const tier = budgetId === null ? null : await this.#lockTier(tx, budgetId, 'share');
+      if (budgetId !== null && !tier) throw missingBudgetTier(budgetId);
       for (const endUserId of endUserIds) {
         if (!blocked) {
           await tx.update(t.customers).set({ blocked }).where(eq(t.customers.endUserId, endUserId));
           continue;
         }
         // Created here unless it exists (or another instance creates it first): blocked either way.
-        await tx
+        const [row] = await tx
           .insert(t.customers)
-          .values({ endUserId, alias: null, blocked, metadata: {}, createdAt: created.createdAt })
-          .onConflictDoUpdate({ target: t.customers.endUserId, set: { blocked } });
+          .values({ endUserId, alias: null, blocked, metadata: {}, createdAt: created.createdAt, budgetId })
+          .onConflictDoUpdate({ target: t.customers.endUserId, set: { blocked } })
+          .returning({ inserted: sql<boolean>`(xmax = 0)` });
         await tx
           .insert(t.budgets)
           .values({
             scopeKind: 'customer',
             scopeId: endUserId,
-            ...created.budget,
+            ...(tier ? tierBudgetInit(tier, created.createdAt) : created.budget),
             spendNano: 0,
             reservedNano: 0,
           })
           .onConflictDoNothing();
+        const limits = tier ? tierRateLimits(tier) : null;
+        if (row?.inserted && limits) {
+          const scope: ScopeRef = { kind: 'customer', id: endUserId };
+          await this.#applyScopeChanges(tx, { now: created.createdAt, rateLimits: { scope, limits } });
+        }
       }
     });
   }

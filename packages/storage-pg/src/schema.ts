@@ -72,12 +72,31 @@ export function defineTables(schema: string) {
   );
 
   /** End users with a budget of their own (migration 3). */
-  const customers = table('customers', {
-    endUserId: text('end_user_id').primaryKey(),
-    alias: text('alias'),
-    blocked: boolean('blocked').notNull(),
-    metadata: json('metadata').notNull(),
+  const customers = table(
+    'customers',
+    {
+      endUserId: text('end_user_id').primaryKey(),
+      alias: text('alias'),
+      blocked: boolean('blocked').notNull(),
+      metadata: json('metadata').notNull(),
+      createdAt: at('created_at').notNull(),
+      /** Migration 11: the budget tier it spends under, or null. */
+      budgetId: text('budget_id'),
+    },
+    (c) => [index('customers_budget_id_idx').on(c.budgetId)],
+  );
+
+  /** LiteLLM's budget objects: tiers of limits end users link to (migration 11). */
+  const budgetTiers = table('budget_tiers', {
+    budgetId: text('budget_id').primaryKey(),
+    maxBudgetNano: nano('max_budget_nano'),
+    softBudgetNano: nano('soft_budget_nano'),
+    budgetDuration: text('budget_duration'),
+    rpmLimit: integer('rpm_limit'),
+    tpmLimit: integer('tpm_limit'),
+    maxParallelRequests: integer('max_parallel_requests'),
     createdAt: at('created_at').notNull(),
+    updatedAt: at('updated_at').notNull(),
   });
 
   /** Tags with a budget of their own (migration 3). */
@@ -318,6 +337,7 @@ export function defineTables(schema: string) {
     users,
     keys,
     customers,
+    budgetTiers,
     tags,
     budgets,
     reservations,

@@ -554,6 +554,28 @@ CREATE TABLE dashboard_sessions (
 CREATE INDEX dashboard_sessions_expires_at_idx ON dashboard_sessions (expires_at);
 `,
   },
+  {
+    version: 13,
+    name: 'budget-tiers',
+    // LiteLLM's budget objects (/budget/new): tiers of limits an end user links to by budget_id. The
+    // tier holds no spend: each linked end user keeps its own counter in budgets, which every write
+    // that links it or changes the tier sets to the tier's limits in the same transaction.
+    sql: `
+CREATE TABLE budget_tiers (
+  budget_id TEXT PRIMARY KEY NOT NULL,
+  max_budget_nano INTEGER,
+  soft_budget_nano INTEGER,
+  budget_duration TEXT,
+  rpm_limit INTEGER,
+  tpm_limit INTEGER,
+  max_parallel_requests INTEGER,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) STRICT;
+ALTER TABLE customers ADD COLUMN budget_id TEXT;
+CREATE INDEX customers_budget_id_idx ON customers (budget_id);
+`,
+  },
 ];
 
 /**

@@ -53,13 +53,31 @@ export const keys = sqliteTable(
   (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
 );
 
-/** End users with a budget of their own (migration 5). */
-export const customers = sqliteTable('customers', {
-  endUserId: text('end_user_id').primaryKey(),
-  alias: text('alias'),
-  blocked: integer('blocked', { mode: 'boolean' }).notNull(),
-  metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+/** End users with a budget of their own (migration 5), or linked to a budget tier (migration 13). */
+export const customers = sqliteTable(
+  'customers',
+  {
+    endUserId: text('end_user_id').primaryKey(),
+    alias: text('alias'),
+    blocked: integer('blocked', { mode: 'boolean' }).notNull(),
+    metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    createdAt: ms('created_at').notNull(),
+    budgetId: text('budget_id'),
+  },
+  (t) => [index('customers_budget_id_idx').on(t.budgetId)],
+);
+
+/** LiteLLM's budget objects: tiers of limits end users link to (migration 13). */
+export const budgetTiers = sqliteTable('budget_tiers', {
+  budgetId: text('budget_id').primaryKey(),
+  maxBudgetNano: nano('max_budget_nano'),
+  softBudgetNano: nano('soft_budget_nano'),
+  budgetDuration: text('budget_duration'),
+  rpmLimit: integer('rpm_limit', { mode: 'number' }),
+  tpmLimit: integer('tpm_limit', { mode: 'number' }),
+  maxParallelRequests: integer('max_parallel_requests', { mode: 'number' }),
   createdAt: ms('created_at').notNull(),
+  updatedAt: ms('updated_at').notNull(),
 });
 
 /** Tags with a budget of their own (migration 5). */

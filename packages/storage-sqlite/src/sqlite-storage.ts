@@ -7,6 +7,9 @@ import {
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
+  type BudgetTierDeletion,
+  type BudgetTierPatch,
+  type BudgetTierRecord,
   type CustomerRecord,
   compareBudgetUse,
   compareTagSpend,
@@ -25,6 +28,7 @@ import {
   type MemberRecord,
   type MemberRole,
   memberScopeId,
+  missingBudgetTier,
   type PendingCall,
   type RateAcquireInput,
   type RateAcquireResult,
@@ -35,6 +39,7 @@ import {
   type ReserveResult,
   type RollupTable,
   rankedDimension,
+  retieredState,
   rollupColumn,
   rollupRowOf,
   rollupTableFor,
@@ -57,6 +62,8 @@ import {
   type TagSpend,
   type TeamPatch,
   type TeamRecord,
+  tierBudgetInit,
+  tierRateLimits,
   topReportPlan,
   type UserPatch,
   type UserRecord,
@@ -315,7 +322,7 @@ export class SqliteStorage implements SpendStorage {
 
   async updateCustomer(
     endUserId: string,
-    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata' | 'budgetId'>>,
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
@@ -329,7 +336,74 @@ export class SqliteStorage implements SpendStorage {
       if (!customer) return null;
       applyScopeChanges(orm, s, also);
       patchBudget(orm, 'customer', endUserId, budget);
+      // A linked end user's limits are its tier's, whatever else this update sets.
+      if (customer.budgetId) {
+        const tier = selectTier(orm, customer.budgetId);
+        if (!tier) throw missingBudgetTier(customer.budgetId);
+        retier(orm, s, endUserId, tier, also?.now ?? new Date());
+      }
       return customer;
+    });
+    return run.immediate();
+  }
+
+  async insertBudgetTier(tier: BudgetTierRecord): Promise<void> {
+    const { orm } = this.#ready();
+    try {
+      orm.insert(schema.budgetTiers).values(tier).run();
+    } catch (err) {
+      if (isKeyConflict(err)) throw new StorageConflictError('budget', tier.budgetId);
+      throw err;
+    }
+  }
+
+  async getBudgetTier(budgetId: string): Promise<BudgetTierRecord | null> {
+    return selectTier(this.#ready().orm, budgetId);
+  }
+
+  async listBudgetTiers(): Promise<BudgetTierRecord[]> {
+    const { orm } = this.#ready();
+    return orm.select().from(schema.budgetTiers).orderBy(asc(schema.budgetTiers.budgetId)).all();
+  }
+
+  async updateBudgetTier(
+    budgetId: string,
+    patch: BudgetTierPatch,
+    now: Date,
+  ): Promise<BudgetTierRecord | null> {
+    const { orm, db, s } = this.#ready();
+    const t = schema.budgetTiers;
+    const run = db.transaction((): BudgetTierRecord | null => {
+      orm
+        .update(t)
+        .set({ ...definedOnly(patch), updatedAt: now })
+        .where(eq(t.budgetId, budgetId))
+        .run();
+      const tier = selectTier(orm, budgetId);
+      if (!tier) return null;
+      const linked = orm
+        .select({ id: schema.customers.endUserId })
+        .from(schema.customers)
+        .where(eq(schema.customers.budgetId, budgetId))
+        .all();
+      for (const { id } of linked) retier(orm, s, id, tier, now);
+      return tier;
+    });
+    return run.immediate();
+  }
+
+  async deleteBudgetTier(budgetId: string): Promise<BudgetTierDeletion> {
+    const { orm, db } = this.#ready();
+    const run = db.transaction((): BudgetTierDeletion => {
+      if (!selectTier(orm, budgetId)) return { found: false, linked: 0 };
+      const [row] = orm
+        .select({ n: sql<number>`count(*)` })
+        .from(schema.customers)
+        .where(eq(schema.customers.budgetId, budgetId))
+        .all();
+      const linked = Number(row?.n ?? 0);
+      if (linked === 0) orm.delete(schema.budgetTiers).where(eq(schema.budgetTiers.budgetId, budgetId)).run();
+      return { found: true, linked };
     });
     return run.immediate();
   }
@@ -337,7 +411,7 @@ export class SqliteStorage implements SpendStorage {
   async blockCustomers(
     endUserIds: string[],
     blocked: boolean,
-    created: { createdAt: Date; budget: BudgetInit },
+    created: { createdAt: Date; budget: BudgetInit; budgetId?: string | null },
   ): Promise<void> {
     const { orm, db, s } = this.#ready();
     const c = schema.customers;
@@ -345,7 +419,14 @@ export class SqliteStorage implements SpendStorage {
       for (const endUserId of endUserIds) {
         const changed = orm.update(c).set({ blocked }).where(eq(c.endUserId, endUserId)).run();
         if (changed.changes > 0 || !blocked) continue;
-        const record = { endUserId, alias: null, blocked, metadata: {}, createdAt: created.createdAt };
+        const record = {
+          endUserId,
+          alias: null,
+          blocked,
+          metadata: {},
+          createdAt: created.createdAt,
+          budgetId: created.budgetId ?? null,
+        };
         insertEntities(orm, s, [{ type: 'customer', record, budget: created.budget }]);
       }
     });
@@ -1227,7 +1308,8 @@ function prepareStatements(db: Database.Database, orm: Orm) {
 }
 
 function insertEntities(orm: Orm, s: Statements, entities: EntityInsert[]): void {
-  for (const e of entities) {
+  for (const given of entities) {
+    const e = withTier(orm, given);
     const scope = scopeOfInsert(e);
     try {
       if (e.type === 'team') orm.insert(schema.teams).values(e.record).run();
@@ -1248,6 +1330,33 @@ function insertEntities(orm: Orm, s: Statements, entities: EntityInsert[]): void
       throw err;
     }
   }
+}
+
+function selectTier(orm: Orm, budgetId: string): BudgetTierRecord | null {
+  return orm.select().from(schema.budgetTiers).where(eq(schema.budgetTiers.budgetId, budgetId)).get() ?? null;
+}
+
+/** Inside a write transaction: a customer insert with its tier's limits in place of its own. */
+function withTier(orm: Orm, e: EntityInsert): EntityInsert {
+  if (e.type !== 'customer') return e;
+  const budgetId = e.record.budgetId ?? null;
+  if (budgetId === null) return { ...e, record: { ...e.record, budgetId } };
+  const tier = selectTier(orm, budgetId);
+  if (!tier) throw missingBudgetTier(budgetId);
+  return {
+    ...e,
+    record: { ...e.record, budgetId },
+    budget: tierBudgetInit(tier, e.record.createdAt),
+    rateLimits: tierRateLimits(tier),
+  };
+}
+
+/** Inside a write transaction: a linked end user's counter and rate limits made the tier's. */
+function retier(orm: Orm, s: Statements, endUserId: string, tier: BudgetTierRecord, now: Date): void {
+  changeCounter(orm, s, { kind: 'customer', id: endUserId }, now, (state) => retieredState(state, tier, now));
+  const limits = tierRateLimits(tier);
+  if (limits) s.upsertRateLimits.run('customer', endUserId, JSON.stringify(limits));
+  else s.deleteRateLimits.run('customer', endUserId);
 }
 
 /** Thrown inside `allOrNone` when a record to delete is missing: the transaction rolls back. */

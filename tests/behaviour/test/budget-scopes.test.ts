@@ -78,6 +78,25 @@ const SCENARIOS: Scenario[] = [
     spend: async (app) => (await app.guard.budgets.remaining({ customer: 'acme' }))?.spend ?? null,
   },
   {
+    name: 'end user on a budget tier (/budget/new, budget_id)',
+    label: /EndUser=acme/,
+    setup: async (app) => {
+      const tier = await admin(app, 'POST', '/budget/new', {
+        budget_id: 'free',
+        max_budget: SMALL,
+        budget_duration: '1d',
+      });
+      expect(tier.status).toBe(200);
+      // globex is on the same tier, with its own spend: acme's calls never count there.
+      for (const user_id of ['acme', 'globex']) {
+        expect((await admin(app, 'POST', '/customer/new', { user_id, budget_id: 'free' })).status).toBe(200);
+      }
+    },
+    call: { body: { user: 'acme' } },
+    otherCall: { body: { user: 'globex' } },
+    spend: async (app) => (await app.guard.budgets.remaining({ customer: 'acme' }))?.spend ?? null,
+  },
+  {
     name: 'end user from x-litellm-end-user-id',
     label: /EndUser=acme/,
     setup: async (app) => {

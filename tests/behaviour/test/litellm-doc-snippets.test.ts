@@ -166,17 +166,49 @@ const SNIPPETS: Snippet[] = [
     method: 'POST',
     path: '/budget/new',
     body: { budget_id: 'my-free-tier', max_budget: 4 },
-    status: 404,
-    differs: 'budget objects are not implemented yet',
+    status: 200,
+    fields: { budget_id: 'my-free-tier', max_budget: 4, soft_budget: null, budget_duration: null },
   },
   {
     doc: 'customers.md: pricing tiers, assign a budget to a customer',
     method: 'POST',
     path: '/customer/new',
     body: { user_id: 'my-customer-id-2', budget_id: 'my-free-tier' },
-    status: 400,
-    fields: { error: { param: 'budget_id' } },
-    differs: 'refused with the reason: budget objects are not implemented yet',
+    status: 200,
+    fields: {
+      user_id: 'my-customer-id-2',
+      budget_id: 'my-free-tier',
+      max_budget: 4,
+      litellm_budget_table: { budget_id: 'my-free-tier', max_budget: 4 },
+    },
+    differs: "user_id 'my-customer-id-2': the docs' 'my-customer-id' was created by an earlier snippet",
+  },
+  {
+    doc: 'customers.md: pricing tiers, test it (the customer is served)',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('gpt-3.5-turbo', { user: 'my-customer-id-2' }),
+    status: 200,
+  },
+  {
+    doc: "customers.md: pricing tiers (setup: the customer's spend set to the tier's $4)",
+    method: 'POST',
+    path: '/budget/reset',
+    body: { scope: 'customer', id: 'my-customer-id-2', reset_to: 4 },
+    status: 200,
+    differs: "spendguard's /budget/reset stands in for $4 of calls",
+  },
+  {
+    doc: 'customers.md: pricing tiers, the customer over its tier is refused',
+    method: 'POST',
+    path: '/v1/chat/completions',
+    body: chat('gpt-3.5-turbo', { user: 'my-customer-id-2' }),
+    status: 429,
+    fields: { error: { type: 'budget_exceeded', code: '429' } },
+    check: (b) =>
+      expect(b.error.message).toMatch(
+        /^Budget has been exceeded! EndUser=my-customer-id-2 Current cost: 4\.0, Max budget: 4\.0\b/,
+      ),
   },
   // docs/proxy/users.md
   {
@@ -386,8 +418,8 @@ const SNIPPETS: Snippet[] = [
     method: 'POST',
     path: '/budget/new',
     body: { budget_id: 'free-tier', tpm_limit: 5 },
-    status: 404,
-    differs: 'budget objects are not implemented yet',
+    status: 200,
+    fields: { budget_id: 'free-tier', tpm_limit: 5, rpm_limit: null, max_budget: null },
   },
   // docs/proxy/tag_budgets.md
   {

@@ -74,11 +74,12 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'POST /customer/new',
     differences:
-      '`allowed_model_region`, `default_model`, `budget_id` refused; numeric strings taken as numbers',
+      '`allowed_model_region`, `default_model` refused; `budget_id` with limits of its own refused (LiteLLM: either, not both); numeric strings taken as numbers',
   },
   {
     route: 'POST /customer/update',
-    differences: '`blocked` left out keeps the flag (LiteLLM sets it to false)',
+    differences:
+      '`blocked` left out keeps the flag (LiteLLM sets it to false); limits of its own on an end user linked to a budget refused (change the budget, or send `budget_id: null`)',
   },
   { route: 'POST /customer/delete' },
   { route: 'GET /customer/info' },
@@ -99,15 +100,25 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /tag/info' },
   { route: 'GET /tag/list' },
   { route: 'GET /tag/daily/activity', differences: 'a call with two tags counts under each' },
+  // Budget objects (budget-routes.ts): tiers of limits end users link to by budget_id.
   {
     route: 'POST /budget/new',
-    missing: 'budget objects are not implemented yet; set max_budget on the key, user, team or customer',
+    differences:
+      'master key only; `model_max_budget` and `budget_reset_at` refused (resets follow `budget_duration`, calendar-aligned); linked by end users (`/customer/*`), not yet by keys, users or teams',
   },
-  { route: 'POST /budget/update', missing: 'budget objects are not implemented yet' },
-  { route: 'POST /budget/delete', missing: 'budget objects are not implemented yet' },
-  { route: 'POST /budget/info', missing: 'budget objects are not implemented yet' },
-  { route: 'GET /budget/list', missing: 'budget objects are not implemented yet' },
-  { route: 'GET /budget/settings', missing: 'budget objects are not implemented yet' },
+  {
+    route: 'POST /budget/update',
+    differences:
+      'master key only; reaches every linked end user in the same transaction; unknown `budget_id`: 404',
+  },
+  {
+    route: 'POST /budget/delete',
+    differences:
+      'master key only; refused (400) while an end user is linked (LiteLLM leaves them with no budget)',
+  },
+  { route: 'POST /budget/info', differences: 'master key only' },
+  { route: 'GET /budget/list' },
+  { route: 'GET /budget/settings', differences: 'the six fields acted on (no `model_max_budget`)' },
   {
     route: 'GET /spend/logs',
     differences:

@@ -28,6 +28,7 @@ import {
   tempIncreaseOf,
   withoutTempIncrease,
 } from '../temp-budget.js';
+import { BudgetTierRoutes } from './budget-routes.js';
 import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } from './caller.js';
 import {
   indexStates,
@@ -171,6 +172,10 @@ export class ManagementApi {
     for (const [route, handler] of Object.entries(new ScopeRoutes(this).routes())) {
       this.routes[route] = { handler: (r, _c, st) => handler(r, st), access: 'admin' };
     }
+    // LiteLLM's budget objects (tiers end users link to): the master key's alone.
+    for (const [route, handler] of Object.entries(new BudgetTierRoutes(this).routes())) {
+      this.routes[route] = { handler: (r, _c, st) => handler(r, st), access: 'admin' };
+    }
     const more = new LiteLLMRoutes(this, guard.prices, () => guard.options.globalBudget?.maxBudget ?? null, {
       memberAdd: (r, c, s) => t.memberAdd(r, c, s),
       userUpdate: (r, s) => t.userUpdate(r, s),
@@ -198,6 +203,16 @@ export class ManagementApi {
   /** Drops an end user's cached rate limits on this instance (others re-read within the key TTL). */
   forgetCustomer(endUserId: string): void {
     this.guard.invalidateCustomer(endUserId);
+  }
+
+  /** The `defaultEndUserBudgetId` option (LiteLLM's `max_end_user_budget_id`), or `null`. @internal */
+  defaultEndUserBudgetId(): string | null {
+    return this.guard.options.defaultEndUserBudgetId ?? null;
+  }
+
+  /** Drops every end user's cached rate limits on this instance (after a budget tier changed). */
+  forgetAllCustomers(): void {
+    this.guard.invalidateAllCustomers();
   }
 
   /** True when `method path` is one of this API's routes (adapters fall through otherwise). */

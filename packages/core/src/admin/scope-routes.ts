@@ -6,6 +6,7 @@ import { keyHashFromKeyOrHash } from '../keys.js';
 import {
   type BudgetInit,
   type BudgetState,
+  type BudgetTierRecord,
   type CustomerRecord,
   type EntityInsert,
   GLOBAL_SCOPE_ID,
@@ -19,6 +20,7 @@ import {
   type TagRecord,
   windowScopeId,
 } from '../storage/storage-contract.js';
+import { budgetTierJson } from './budget-routes.js';
 import { budgetJson, ok, rateJson, rateLimitsFrom, setsRateLimits, stateOf } from './entity-json.js';
 import type { ManagementApi, ManagementRequest } from './management-api.js';
 import {
@@ -43,6 +45,11 @@ const customerNewSchema = z.object({
   ...budgetFields,
   ...rateLimitFields,
   metadata,
+  /**
+   * LiteLLM's: the budget tier (`/budget/new`) the end user spends under, instead of limits of its own
+   * (not both); on an update, `null` unlinks it (it keeps the tier's limits as its own).
+   */
+  budget_id: id.nullable().optional(),
 });
 const customerUpdateSchema = customerNewSchema;
 const customerInfoQuerySchema = z.object({ end_user_id: id });
@@ -103,52 +110,76 @@ export class ScopeRoutes {
 
   private async customerNew(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerNewSchema);
+    refuseOwnLimitsWithTier(b);
+    const ownLimits = OWN_LIMIT_FIELDS.some((f) => b[f] !== undefined && b[f] !== null);
     const record: CustomerRecord = {
       endUserId: b.user_id,
       alias: b.alias ?? null,
       blocked: b.blocked ?? false,
       metadata: b.metadata ?? {},
       createdAt: this.now(),
+      // LiteLLM's max_end_user_budget_id: an end user given no budget of its own joins the default tier.
+      budgetId: b.budget_id ?? (ownLimits ? null : this.api.defaultEndUserBudgetId()),
     };
     const budget = this.api.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     const rateLimits = rateLimitsFrom(b);
+    // A tier that does not exist: the store refuses (400 naming budget_id), and nothing is written.
     await storage.insert([{ type: 'customer', record, budget, rateLimits }]);
     this.api.forgetCustomer(record.endUserId);
-    return ok(customerJson(record, stateOf({ kind: 'customer', id: record.endUserId }, budget), rateLimits));
+    return ok(await this.customerAnswer(storage, record));
+  }
+
+  /** The end user as stored, with its counter, rate limits and (when linked) its tier. */
+  private async customerAnswer(
+    storage: SpendStorage,
+    record: CustomerRecord,
+  ): Promise<GuardResponse['body']> {
+    const scope: ScopeRef = { kind: 'customer', id: record.endUserId };
+    const [[state], [limits], tier] = await Promise.all([
+      storage.getBudgets([scope], this.now()),
+      storage.getRateLimits([scope]),
+      record.budgetId ? storage.getBudgetTier(record.budgetId) : null,
+    ]);
+    return customerJson(record, state ?? null, limits?.limits ?? null, tier, this.now());
   }
 
   private async customerInfo(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const q = this.api.parseQuery(req, customerInfoQuerySchema);
     const record = await storage.getCustomer(q.end_user_id);
     if (!record) throw notFound(`End user not found: end_user_id '${q.end_user_id}'`, 'end_user_id');
-    const scope: ScopeRef = { kind: 'customer', id: record.endUserId };
-    const [[state], [limits]] = await Promise.all([
-      storage.getBudgets([scope], this.now()),
-      storage.getRateLimits([scope]),
-    ]);
-    return ok(customerJson(record, state ?? null, limits?.limits ?? null));
+    return ok(await this.customerAnswer(storage, record));
   }
 
   private async customerUpdate(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
     const b = this.api.parseBody(req, customerUpdateSchema);
+    refuseOwnLimitsWithTier(b);
     const scope: ScopeRef = { kind: 'customer', id: b.user_id };
-    // The record, its budget and its rate limits in one transaction: all or nothing.
+    // Limits of its own on an end user that stays linked would be overruled by its tier: refused.
+    if (b.budget_id === undefined && OWN_LIMIT_FIELDS.some((f) => b[f] !== undefined)) {
+      const linked = (await storage.getCustomer(b.user_id))?.budgetId;
+      if (linked) {
+        const field = OWN_LIMIT_FIELDS.find((f) => b[f] !== undefined)!;
+        throw new SpendGuardError(
+          'BAD_REQUEST',
+          `Invalid request: end user '${b.user_id}' spends under budget '${linked}', whose ${field} applies; change the budget with /budget/update, or send budget_id: null to give this end user limits of its own`,
+          { param: field },
+        );
+      }
+    }
+    // The record, its budget, its rate limits and its tier link in one transaction: all or nothing.
     const [current] = setsRateLimits(b) ? await storage.getRateLimits([scope]) : [];
+    const now = this.now();
     const record = await storage.updateCustomer(
       b.user_id,
-      { alias: b.alias, metadata: b.metadata, blocked: b.blocked },
+      { alias: b.alias, metadata: b.metadata, blocked: b.blocked, budgetId: b.budget_id },
       budgetPatch(this.api, b),
       setsRateLimits(b)
-        ? { now: this.now(), rateLimits: { scope, limits: rateLimitsFrom(b, current?.limits ?? null) } }
-        : undefined,
+        ? { now, rateLimits: { scope, limits: rateLimitsFrom(b, current?.limits ?? null) } }
+        : { now },
     );
     if (!record) throw notFound(`End user not found: user_id '${b.user_id}'`, 'user_id');
     this.api.forgetCustomer(b.user_id);
-    const [[state], [limits]] = await Promise.all([
-      storage.getBudgets([scope], this.now()),
-      storage.getRateLimits([scope]),
-    ]);
-    return ok(customerJson(record, state ?? null, limits?.limits ?? null));
+    return ok(await this.customerAnswer(storage, record));
   }
 
   private async customerDelete(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
@@ -177,6 +208,7 @@ export class ScopeRoutes {
     await storage.blockCustomers(ids, blocked, {
       createdAt: this.now(),
       budget: this.api.budgetInit(null, null),
+      budgetId: this.api.defaultEndUserBudgetId(),
     });
     for (const endUserId of ids) this.api.forgetCustomer(endUserId);
     return ok(blocked ? { blocked_users: b.user_ids } : { unblocked_users: b.user_ids });
@@ -382,7 +414,13 @@ function notFound(message: string, param: string): SpendGuardError {
   return new SpendGuardError('NOT_FOUND', message, { param });
 }
 
-export function customerJson(c: CustomerRecord, state: BudgetState | null, limits: RateLimits | null = null) {
+export function customerJson(
+  c: CustomerRecord,
+  state: BudgetState | null,
+  limits: RateLimits | null = null,
+  tier: BudgetTierRecord | null = null,
+  now: Date = new Date(),
+) {
   const budget = budgetJson(state);
   return {
     user_id: c.endUserId,
@@ -392,16 +430,42 @@ export function customerJson(c: CustomerRecord, state: BudgetState | null, limit
     // LiteLLM's fields for region routing and a default model; nothing is routed here.
     allowed_model_region: null,
     default_model: null,
-    litellm_budget_table: {
-      max_budget: budget.max_budget,
-      soft_budget: budget.soft_budget,
-      budget_duration: budget.budget_duration,
-      budget_reset_at: budget.budget_reset_at,
-    },
+    budget_id: c.budgetId ?? null,
+    // LiteLLM's: the linked budget's row; for an end user with limits of its own, those limits.
+    litellm_budget_table: tier
+      ? budgetTierJson(tier, now)
+      : {
+          max_budget: budget.max_budget,
+          soft_budget: budget.soft_budget,
+          budget_duration: budget.budget_duration,
+          budget_reset_at: budget.budget_reset_at,
+        },
     ...budget,
     ...rateJson(limits),
     created_at: c.createdAt.toISOString(),
   };
+}
+
+/** The fields that give an end user limits of its own (LiteLLM: either these or budget_id, not both). */
+const OWN_LIMIT_FIELDS = [
+  'max_budget',
+  'soft_budget',
+  'budget_duration',
+  'rpm_limit',
+  'tpm_limit',
+  'max_parallel_requests',
+] as const;
+
+function refuseOwnLimitsWithTier(b: z.infer<typeof customerNewSchema>): void {
+  if (typeof b.budget_id !== 'string') return;
+  const own = OWN_LIMIT_FIELDS.find((f) => b[f] !== undefined && b[f] !== null);
+  if (own) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      `Invalid request: set either budget_id or ${own}, not both (a budget's limits are changed with /budget/update)`,
+      { param: own },
+    );
+  }
 }
 
 function tagJson(t: TagRecord, state: BudgetState | null) {

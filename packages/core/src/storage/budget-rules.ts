@@ -1,5 +1,14 @@
 import { nextBudgetResetAt } from '../budget-period.js';
-import type { BudgetState, EnforcementMode, PendingCall, SpendLogRecord } from './storage-contract.js';
+import { SpendGuardError } from '../errors.js';
+import type {
+  BudgetInit,
+  BudgetState,
+  BudgetTierRecord,
+  EnforcementMode,
+  PendingCall,
+  RateLimits,
+  SpendLogRecord,
+} from './storage-contract.js';
 
 /**
  * The budget rules every backend applies inside its guarded write, written once here so that
@@ -78,4 +87,54 @@ export function expiredReservationLog(
         ? { expired_reservation: true, reservation_id: reservationId }
         : { expired_reservation: true, reservation_id: reservationId, process_died: deadProcess },
   };
+}
+
+/** The counter definition of an end user linked to `tier` at `now` (its first reset from `now`). */
+export function tierBudgetInit(tier: BudgetTierRecord, now: Date): BudgetInit {
+  return {
+    maxBudgetNano: tier.maxBudgetNano,
+    softBudgetNano: tier.softBudgetNano,
+    budgetDuration: tier.budgetDuration,
+    budgetResetAt: tier.budgetDuration ? nextBudgetResetAt(tier.budgetDuration, now) : null,
+  };
+}
+
+/**
+ * A linked end user's counter after its tier changed (or it was linked to another tier): the due
+ * reset applied, then the tier's limits; spend and reservations stay, and the reset schedule stays
+ * unless the duration changed (then it restarts from `now`).
+ */
+export function retieredState(state: BudgetState, tier: BudgetTierRecord, now: Date): BudgetState {
+  const current = applyDueReset(state, now);
+  const sameDuration = current.budgetDuration === tier.budgetDuration;
+  return {
+    ...current,
+    maxBudgetNano: tier.maxBudgetNano,
+    softBudgetNano: tier.softBudgetNano,
+    budgetDuration: tier.budgetDuration,
+    budgetResetAt: sameDuration ? current.budgetResetAt : tierBudgetInit(tier, now).budgetResetAt,
+  };
+}
+
+/** The rate limits of an end user linked to `tier`; `null` when the tier sets none. */
+export function tierRateLimits(tier: BudgetTierRecord): RateLimits | null {
+  if (tier.rpmLimit === null && tier.tpmLimit === null && tier.maxParallelRequests === null) return null;
+  return {
+    rpmLimit: tier.rpmLimit,
+    tpmLimit: tier.tpmLimit,
+    maxParallelRequests: tier.maxParallelRequests,
+    modelRpmLimit: {},
+    modelTpmLimit: {},
+  };
+}
+
+/** What a backend throws when a write links an end user to a budget tier that does not exist. */
+export function missingBudgetTier(budgetId: string): SpendGuardError {
+  return new SpendGuardError(
+    'BAD_REQUEST',
+    `Budget not found: budget_id '${budgetId}'; create it with /budget/new`,
+    {
+      param: 'budget_id',
+    },
+  );
 }

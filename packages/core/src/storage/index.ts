@@ -5,7 +5,16 @@
  */
 export { StorageConflictError } from '../errors.js';
 export type { RawStorageReader } from '../testing/storage-conformance.js';
-export { applyDueReset, expiredReservationLog, fitsBudget, withCounters } from './budget-rules.js';
+export {
+  applyDueReset,
+  expiredReservationLog,
+  fitsBudget,
+  missingBudgetTier,
+  retieredState,
+  tierBudgetInit,
+  tierRateLimits,
+  withCounters,
+} from './budget-rules.js';
 export {
   addRateTokens,
   decideRateBucket,
@@ -32,6 +41,9 @@ export {
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
+  type BudgetTierDeletion,
+  type BudgetTierPatch,
+  type BudgetTierRecord,
   budgetUsedFraction,
   type CustomerRecord,
   compareBudgetUse,

@@ -1,5 +1,13 @@
 import { StorageConflictError } from '../errors.js';
-import { applyDueReset, expiredReservationLog, fitsBudget } from './budget-rules.js';
+import {
+  applyDueReset,
+  expiredReservationLog,
+  fitsBudget,
+  missingBudgetTier,
+  retieredState,
+  tierBudgetInit,
+  tierRateLimits,
+} from './budget-rules.js';
 import { addRateTokens, decideRateBucket, type RateWindow, rateBucketKey } from './rate-limit-rules.js';
 import { aggregateRollup, type RollupRow, readsTagRollup, rollupRowOf } from './spend-rollup.js';
 import {
@@ -8,6 +16,9 @@ import {
   type BudgetInit,
   type BudgetListQuery,
   type BudgetState,
+  type BudgetTierDeletion,
+  type BudgetTierPatch,
+  type BudgetTierRecord,
   budgetUsedFraction,
   type CustomerRecord,
   compareBudgetUse,
@@ -70,6 +81,8 @@ export class MemoryStorage implements SpendStorage {
   private readonly keys = new Map<string, KeyRecord>();
   private readonly customers = new Map<string, CustomerRecord>();
   private readonly tags = new Map<string, TagRecord>();
+  /** Budget tiers (`/budget/new`) by id. */
+  private readonly budgetTiers = new Map<string, BudgetTierRecord>();
   /** The current secret of each regenerated key (by key id); absent: the key's own hash. */
   private readonly secrets = new Map<string, string>();
   /** Replaced secrets in their grace period: secret hash -> key id and until when. */
@@ -120,6 +133,7 @@ export class MemoryStorage implements SpendStorage {
       this.keys,
       this.customers,
       this.tags,
+      this.budgetTiers,
       this.secrets,
       this.graceSecrets,
       this.members,
@@ -152,7 +166,8 @@ export class MemoryStorage implements SpendStorage {
       }
       seen.add(scopeKey(scope));
     }
-    for (const e of entities) {
+    for (const given of entities) {
+      const e = this.withTier(given);
       const scope = scopeOfInsert(e);
       if (e.type !== 'budget') {
         this.mapFor(e.type).set(scope.id, structuredClone(e.record) as never);
@@ -170,6 +185,69 @@ export class MemoryStorage implements SpendStorage {
         reservedNano: 0,
       });
     }
+  }
+
+  /** A customer insert with its tier's limits in place of its own (a missing tier throws). */
+  private withTier(e: EntityInsert): EntityInsert {
+    if (e.type !== 'customer') return e;
+    const budgetId = e.record.budgetId ?? null;
+    if (budgetId === null) return { ...e, record: { ...e.record, budgetId } };
+    const tier = this.budgetTiers.get(budgetId);
+    if (!tier) throw missingBudgetTier(budgetId);
+    return {
+      ...e,
+      record: { ...e.record, budgetId },
+      budget: tierBudgetInit(tier, e.record.createdAt),
+      rateLimits: tierRateLimits(tier),
+    };
+  }
+
+  async insertBudgetTier(tier: BudgetTierRecord): Promise<void> {
+    if (this.budgetTiers.has(tier.budgetId)) throw new StorageConflictError('budget', tier.budgetId);
+    this.budgetTiers.set(tier.budgetId, structuredClone(tier));
+  }
+  async getBudgetTier(budgetId: string): Promise<BudgetTierRecord | null> {
+    return cloneOrNull(this.budgetTiers.get(budgetId));
+  }
+  async listBudgetTiers(): Promise<BudgetTierRecord[]> {
+    return [...this.budgetTiers.values()]
+      .sort((a, b) => (a.budgetId < b.budgetId ? -1 : a.budgetId > b.budgetId ? 1 : 0))
+      .map((t) => structuredClone(t));
+  }
+  async updateBudgetTier(
+    budgetId: string,
+    patch: BudgetTierPatch,
+    now: Date,
+  ): Promise<BudgetTierRecord | null> {
+    return this.atomically(() => {
+      const found = this.budgetTiers.get(budgetId);
+      if (!found) return null;
+      const tier: BudgetTierRecord = { ...found, ...definedOnly(patch), updatedAt: now };
+      this.budgetTiers.set(budgetId, tier);
+      for (const customer of this.customers.values()) {
+        if (customer.budgetId === budgetId) this.retier(customer.endUserId, tier, now);
+      }
+      return structuredClone(tier);
+    });
+  }
+  async deleteBudgetTier(budgetId: string): Promise<BudgetTierDeletion> {
+    return this.atomically(() => {
+      if (!this.budgetTiers.has(budgetId)) return { found: false, linked: 0 };
+      let linked = 0;
+      for (const customer of this.customers.values()) if (customer.budgetId === budgetId) linked++;
+      if (linked === 0) this.budgetTiers.delete(budgetId);
+      return { found: true, linked };
+    });
+  }
+
+  /** A linked end user's counter and rate limits made the tier's. */
+  private retier(endUserId: string, tier: BudgetTierRecord, now: Date): void {
+    const scope: ScopeRef = { kind: 'customer', id: endUserId };
+    const state = this.budgets.get(scopeKey(scope));
+    if (state) this.budgets.set(scopeKey(scope), retieredState(state, tier, now));
+    const limits = tierRateLimits(tier);
+    if (limits) this.rateLimits.set(scopeKey(scope), limits);
+    else this.rateLimits.delete(scopeKey(scope));
   }
 
   private mapFor(type: Exclude<EntityInsert['type'], 'budget'>): Map<string, unknown> {
@@ -201,7 +279,7 @@ export class MemoryStorage implements SpendStorage {
   }
   async updateCustomer(
     endUserId: string,
-    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata' | 'budgetId'>>,
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<CustomerRecord | null> {
@@ -211,7 +289,14 @@ export class MemoryStorage implements SpendStorage {
       if (!found) return null;
       this.applyChanges(also);
       this.patchBudget({ kind: 'customer', id: endUserId }, budget);
-      const updated = { ...found, ...structuredClone(definedOnly(patch)) };
+      // A linked end user's limits are its tier's, whatever else this update sets.
+      const budgetId = patch.budgetId !== undefined ? patch.budgetId : (found.budgetId ?? null);
+      if (budgetId !== null) {
+        const tier = this.budgetTiers.get(budgetId);
+        if (!tier) throw missingBudgetTier(budgetId);
+        this.retier(endUserId, tier, also?.now ?? new Date());
+      }
+      const updated = { ...found, budgetId: found.budgetId ?? null, ...structuredClone(definedOnly(patch)) };
       this.customers.set(endUserId, updated);
       return structuredClone(updated);
     });
@@ -219,7 +304,7 @@ export class MemoryStorage implements SpendStorage {
   async blockCustomers(
     endUserIds: string[],
     blocked: boolean,
-    created: { createdAt: Date; budget: BudgetInit },
+    created: { createdAt: Date; budget: BudgetInit; budgetId?: string | null },
   ): Promise<void> {
     return this.atomically(() => {
       for (const endUserId of endUserIds) {
@@ -232,6 +317,7 @@ export class MemoryStorage implements SpendStorage {
             blocked,
             metadata: {},
             createdAt: created.createdAt,
+            budgetId: created.budgetId ?? null,
           };
           this.insertNow([{ type: 'customer', record, budget: created.budget }]);
         }

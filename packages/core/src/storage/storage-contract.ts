@@ -139,6 +139,44 @@ export interface CustomerRecord {
   blocked: boolean;
   metadata: Record<string, unknown>;
   createdAt: Date;
+  /**
+   * The budget tier (`/budget/new`) whose limits this end user spends under, or `null` (its own).
+   * Absent on an insert: `null`. While set, the backend keeps the end user's counter and rate limits
+   * equal to the tier's, in the same transaction as every write that links it or changes the tier.
+   */
+  budgetId?: string | null;
+}
+
+/**
+ * A LiteLLM budget object (`/budget/new`): a tier of limits, not a counter. Every end user linked to
+ * it (`CustomerRecord.budgetId`) spends against its own counter under these limits; changing the tier
+ * changes them for every linked end user at once.
+ */
+export interface BudgetTierRecord {
+  budgetId: string;
+  maxBudgetNano: number | null;
+  softBudgetNano: number | null;
+  budgetDuration: string | null;
+  rpmLimit: number | null;
+  tpmLimit: number | null;
+  maxParallelRequests: number | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** The fields of a budget tier that `updateBudgetTier` may change. */
+export type BudgetTierPatch = Partial<
+  Pick<
+    BudgetTierRecord,
+    'maxBudgetNano' | 'softBudgetNano' | 'budgetDuration' | 'rpmLimit' | 'tpmLimit' | 'maxParallelRequests'
+  >
+>;
+
+/** `deleteBudgetTier`'s answer: whether the tier existed, and how many end users still link to it. */
+export interface BudgetTierDeletion {
+  found: boolean;
+  /** End users linked to it; when more than 0, nothing was deleted. */
+  linked: number;
 }
 
 /** A tag with a budget (`/tag/new`). */
@@ -636,23 +674,44 @@ export interface SpendStorage {
   listCustomers(): Promise<CustomerRecord[]>;
   /**
    * Atomically changes a customer's fields and its budget definition, with `also`; `null` when it does
-   * not exist, and nothing written.
+   * not exist, and nothing written. A `budgetId` in the patch links it to that tier (its counter and
+   * rate limits take the tier's, after `budget` and `also`), `null` unlinks it (its counter and rate
+   * limits stay as they are, its own from then on). An insert or update naming a tier that does not
+   * exist throws `missingBudgetTier`'s error, and nothing is written.
    */
   updateCustomer(
     endUserId: string,
-    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata'>>,
+    patch: Partial<Pick<CustomerRecord, 'alias' | 'blocked' | 'metadata' | 'budgetId'>>,
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<CustomerRecord | null>;
   /**
    * Atomically sets `blocked` on every one of these customers; blocking one not stored creates it
-   * (no alias, no metadata, with `created`'s counter), as LiteLLM's `/customer/block` does.
+   * (no alias, no metadata, with `created`'s counter, or linked to `created.budgetId`'s tier as an
+   * insert would link it), as LiteLLM's `/customer/block` does.
    */
   blockCustomers(
     endUserIds: string[],
     blocked: boolean,
-    created: { createdAt: Date; budget: BudgetInit },
+    created: { createdAt: Date; budget: BudgetInit; budgetId?: string | null },
   ): Promise<void>;
+  /**
+   * Inserts a budget tier (`StorageConflictError` on a taken id). Budget tiers, their links and the
+   * linked counters are all written by these operations and by `insert` / `updateCustomer`, each in one
+   * transaction, using `tierBudgetInit` and `tierRateLimits` for the linked counters.
+   */
+  insertBudgetTier(tier: BudgetTierRecord): Promise<void>;
+  getBudgetTier(budgetId: string): Promise<BudgetTierRecord | null>;
+  /** Every budget tier, by id in code-unit order. */
+  listBudgetTiers(): Promise<BudgetTierRecord[]>;
+  /**
+   * Atomically changes a tier and, in the same transaction, the counter of every end user linked to
+   * it (due reset first; spend and reservations stay; a changed duration restarts the reset schedule
+   * from `now`) and their rate limits. `null`: no such tier, and nothing written.
+   */
+  updateBudgetTier(budgetId: string, patch: BudgetTierPatch, now: Date): Promise<BudgetTierRecord | null>;
+  /** Atomically deletes a tier unless an end user still links to it (then nothing is written). */
+  deleteBudgetTier(budgetId: string): Promise<BudgetTierDeletion>;
   /** Atomically changes a tag's fields and its budget definition; `null` when it does not exist. */
   updateTag(
     name: string,

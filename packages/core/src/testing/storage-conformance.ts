@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { StorageConflictError } from '../errors.js';
 import {
   type BudgetInit,
+  type BudgetTierRecord,
   type CustomerRecord,
   type KeyRecord,
   type MemberRecord,
@@ -106,7 +107,28 @@ export function key(hash: string, userId: string | null, teamId: string | null):
   };
 }
 export function customerRecord(id: string): CustomerRecord {
-  return { endUserId: id, alias: null, blocked: false, metadata: { plan: 'pro' }, createdAt: T0 };
+  return {
+    endUserId: id,
+    alias: null,
+    blocked: false,
+    metadata: { plan: 'pro' },
+    createdAt: T0,
+    budgetId: null,
+  };
+}
+export function tierRecord(budgetId: string, over: Partial<BudgetTierRecord>): BudgetTierRecord {
+  return {
+    budgetId,
+    maxBudgetNano: null,
+    softBudgetNano: null,
+    budgetDuration: null,
+    rpmLimit: null,
+    tpmLimit: null,
+    maxParallelRequests: null,
+    createdAt: T0,
+    updatedAt: T0,
+    ...over,
+  };
 }
 export function tagRecord(name: string): TagRecord {
   return { name, description: null, metadata: {}, createdAt: T0 };
@@ -430,6 +452,158 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('links customers to a budget tier: each spends its own counter under the tier limits, changed with the tier at once', async () => {
+      const s = await create();
+      await s.insertBudgetTier(tierRecord('free', { maxBudgetNano: 4e9, budgetDuration: '1d', rpmLimit: 2 }));
+      const a: ScopeRef = { kind: 'customer', id: 'a' };
+      const b: ScopeRef = { kind: 'customer', id: 'b' };
+      // The customers' own budget (100 USD) gives way to the tier's: a linked counter is the tier's.
+      await s.insert([
+        { type: 'customer', record: { ...customerRecord('a'), budgetId: 'free' }, budget: budget(100) },
+        { type: 'customer', record: { ...customerRecord('b'), budgetId: 'free' }, budget: budget(100) },
+      ]);
+      expect(await s.getCustomer('a')).toEqual({ ...customerRecord('a'), budgetId: 'free' });
+      const midnight = new Date('2026-03-11T00:00:00.000Z'); // T0 is 2026-03-10 12:00 UTC
+      for (const state of await s.getBudgets([a, b], T0)) {
+        expect(state).toMatchObject({ maxBudgetNano: 4e9, budgetDuration: '1d', budgetResetAt: midnight });
+      }
+      const rpm2: RateLimits = {
+        rpmLimit: 2,
+        tpmLimit: null,
+        maxParallelRequests: null,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      expect(await s.getRateLimits([a, b])).toEqual([
+        { scope: a, limits: rpm2 },
+        { scope: b, limits: rpm2 },
+      ]);
+      // Each end user spends against its own counter.
+      await s.resetSpend(a, 3e9, T0);
+      expect(await raw(s).budgetCounter(a)).toEqual({ spendNano: 3e9, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(b)).toEqual({ spendNano: 0, reservedNano: 0 });
+
+      // The tier lowered to 2 USD: both counters at once, spend kept, the daily schedule kept.
+      const t1 = new Date(T0.getTime() + 3_600_000);
+      const changed = await s.updateBudgetTier(
+        'free',
+        { maxBudgetNano: 2e9, rpmLimit: null, tpmLimit: 100 },
+        t1,
+      );
+      expect(changed).toEqual(
+        tierRecord('free', { maxBudgetNano: 2e9, budgetDuration: '1d', tpmLimit: 100, updatedAt: t1 }),
+      );
+      expect(await s.getBudgetTier('free')).toEqual(changed);
+      const [sa, sb] = await s.getBudgets([a, b], t1);
+      expect(sa).toMatchObject({ maxBudgetNano: 2e9, spendNano: 3e9, budgetResetAt: midnight });
+      expect(sb).toMatchObject({ maxBudgetNano: 2e9, spendNano: 0, budgetResetAt: midnight });
+      const tpm100 = { ...rpm2, rpmLimit: null, tpmLimit: 100 };
+      expect(await s.getRateLimits([a, b])).toEqual([
+        { scope: a, limits: tpm100 },
+        { scope: b, limits: tpm100 },
+      ]);
+      const hold = (id: string, scope: ScopeRef, amountNano: number) =>
+        s.reserve({
+          reservationId: id,
+          scopes: [scope],
+          amountNano,
+          now: t1,
+          expiresAt: new Date(t1.getTime() + 60_000),
+        });
+      expect((await hold('r-a', a, 1)).ok).toBe(false); // 3 USD spent, 2 USD cap
+      expect((await hold('r-b', b, 2e9)).ok).toBe(true); // exactly the cap
+      expect((await hold('r-b2', b, 1)).ok).toBe(false);
+
+      // A new duration restarts the schedule from the change: 7d resets on Monday 2026-03-16.
+      await s.updateBudgetTier('free', { budgetDuration: '7d' }, t1);
+      expect((await s.getBudgets([a], t1))[0]).toMatchObject({
+        budgetDuration: '7d',
+        budgetResetAt: new Date('2026-03-16T00:00:00.000Z'),
+      });
+      expect(await s.updateBudgetTier('nope', { maxBudgetNano: 1 }, t1)).toBeNull();
+      await s.close();
+    });
+
+    it('refuses a link to a missing tier, writing nothing; relinks, unlinks; deletes a tier only when nothing links to it', async () => {
+      const s = await create();
+      const c: ScopeRef = { kind: 'customer', id: 'c' };
+      await expect(
+        s.insert([
+          { type: 'customer', record: { ...customerRecord('c'), budgetId: 'nope' }, budget: budget(1) },
+        ]),
+      ).rejects.toThrow(/budget_id 'nope'/);
+      expect(await s.getCustomer('c')).toBeNull();
+      expect(await raw(s).budgetCounter(c)).toBeNull();
+
+      await s.insertBudgetTier(tierRecord('gold', { maxBudgetNano: 50e9 }));
+      await s.insertBudgetTier(tierRecord('Bronze', { maxBudgetNano: 1e9, maxParallelRequests: 1 }));
+      await expect(s.insertBudgetTier(tierRecord('gold', {}))).rejects.toBeInstanceOf(StorageConflictError);
+      expect((await s.listBudgetTiers()).map((t) => t.budgetId)).toEqual(['Bronze', 'gold']);
+
+      await s.insert([
+        { type: 'customer', record: { ...customerRecord('c'), budgetId: 'gold' }, budget: budget(null) },
+      ]);
+      expect(await s.deleteBudgetTier('gold')).toEqual({ found: true, linked: 1 });
+      expect(await s.getBudgetTier('gold')).not.toBeNull();
+
+      // A link to a missing tier changes nothing, the alias sent with it included.
+      await expect(
+        s.updateCustomer('c', { alias: 'C', budgetId: 'nope' }, undefined, { now: T0 }),
+      ).rejects.toThrow(/budget_id 'nope'/);
+      expect(await s.getCustomer('c')).toEqual({ ...customerRecord('c'), budgetId: 'gold' });
+
+      // Relinked: the other tier's limits.
+      await s.updateCustomer('c', { budgetId: 'Bronze' }, undefined, { now: T0 });
+      expect((await s.getBudgets([c], T0))[0]?.maxBudgetNano).toBe(1e9);
+      expect((await s.getRateLimits([c]))[0]?.limits.maxParallelRequests).toBe(1);
+      // Unlinked: it keeps those limits as its own, and the tier's changes no longer reach it.
+      await s.updateCustomer('c', { budgetId: null }, undefined, { now: T0 });
+      await s.updateBudgetTier('Bronze', { maxBudgetNano: 7e9 }, T0);
+      expect((await s.getBudgets([c], T0))[0]?.maxBudgetNano).toBe(1e9);
+      expect((await s.getCustomer('c'))?.budgetId).toBeNull();
+
+      expect(await s.deleteBudgetTier('gold')).toEqual({ found: true, linked: 0 });
+      expect(await s.getBudgetTier('gold')).toBeNull();
+      expect(await s.deleteBudgetTier('gold')).toEqual({ found: false, linked: 0 });
+
+      // A linked end user's own budget and rate limits sent in an update give way to its tier's.
+      const e: ScopeRef = { kind: 'customer', id: 'e' };
+      await s.insert([
+        { type: 'customer', record: { ...customerRecord('e'), budgetId: 'Bronze' }, budget: budget(null) },
+      ]);
+      const rpm9: RateLimits = {
+        rpmLimit: 9,
+        tpmLimit: null,
+        maxParallelRequests: null,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      await s.updateCustomer(
+        'e',
+        { alias: 'E' },
+        { maxBudgetNano: 99e9 },
+        { now: T0, rateLimits: { scope: e, limits: rpm9 } },
+      );
+      expect((await s.getBudgets([e], T0))[0]?.maxBudgetNano).toBe(7e9);
+      expect((await s.getRateLimits([e]))[0]?.limits).toMatchObject({
+        rpmLimit: null,
+        maxParallelRequests: 1,
+      });
+      expect((await s.getCustomer('e'))?.alias).toBe('E');
+
+      // An end user created by /customer/block joins the tier named (a missing one: nothing written).
+      const created = { createdAt: T0, budget: budget(null), budgetId: 'Bronze' };
+      await s.blockCustomers(['d'], true, created);
+      expect(await s.getCustomer('d')).toMatchObject({ blocked: true, budgetId: 'Bronze' });
+      expect((await s.getBudgets([{ kind: 'customer', id: 'd' }], T0))[0]?.maxBudgetNano).toBe(7e9);
+      expect((await s.getRateLimits([{ kind: 'customer', id: 'd' }]))[0]?.limits.maxParallelRequests).toBe(1);
+      await expect(s.blockCustomers(['f'], true, { ...created, budgetId: 'nope' })).rejects.toThrow(
+        /budget_id 'nope'/,
+      );
+      expect(await s.getCustomer('f')).toBeNull();
+      await s.close();
+    });
+
     it('blocks and unblocks customers together, creating the ones blocking names first', async () => {
       const s = await seeded();
       await s.insert([{ type: 'customer', record: customerRecord('acme'), budget: budget(1) }]);
@@ -442,6 +616,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         blocked: true,
         metadata: {},
         createdAt: T0,
+        budgetId: null,
       });
       expect(await raw(s).budgetCounter({ kind: 'customer', id: 'newco' })).toEqual({
         spendNano: 0,
