@@ -50,7 +50,13 @@ const GETS = [
   '/ui/api/spend',
   '/ui/api/spend.csv',
   '/ui/api/budgets',
-  '/ui/api/keys',
+  '/ui/api/list/keys',
+  '/ui/api/list/teams',
+  '/ui/api/list/users',
+  '/ui/api/list/customers',
+  '/ui/api/list/tags',
+  '/ui/api/team/some-team',
+  '/ui/api/key/some-key',
   '/ui/api/models',
   '/ui/api/logs',
   '/ui/api/logs/some-request',
@@ -165,9 +171,9 @@ describe.each(ADAPTERS)('dashboard over HTTP on $name', (framework) => {
     });
     expect(made.status).toBe(200);
     expect(made.body.key).toMatch(/^sk-/);
-    const listed = await send(app, 'GET', '/ui/api/keys', { cookie });
-    expect(listed.body.keys).toHaveLength(1);
-    expect(listed.body.keys[0]).toMatchObject({ key_alias: 'k', max_budget: 2, last_used: null });
+    const listed = await send(app, 'GET', '/ui/api/list/keys', { cookie });
+    expect(listed.body).toMatchObject({ total: 1, page: 1, pages: 1 });
+    expect(listed.body.rows[0]).toMatchObject({ key_alias: 'k', max_budget: 2, last_used_day: null });
     expect(JSON.stringify(listed.body)).not.toContain(made.body.key); // shown once, never listed
 
     for (const path of ['/ui/api/keys/block', '/ui/api/keys/delete']) {
