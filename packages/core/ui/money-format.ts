@@ -8,16 +8,17 @@
 export function usd(n: number): string {
   if (!Number.isFinite(n)) return '—';
   const sign = n < 0 ? '-' : '';
-  const a = Math.abs(n);
-  if (a === 0) return '$0.00';
-  if (a >= 1) {
-    return `${sign}$${a.toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+  // From whole nano-dollars (what the library counts in), rounding half up: 0.00465 is
+  // 0.0046499999… as a double, and would otherwise show as $0.0046.
+  const nano = Math.round(Math.abs(n) * 1e9);
+  if (nano === 0) return '$0.00';
+  const tenThousandths = Math.floor((nano + 50_000) / 100_000);
+  if (tenThousandths >= 10_000) {
+    const cents = Math.floor((nano + 5_000_000) / 10_000_000);
+    return `${sign}$${(cents / 100).toLocaleString('en-US', { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
   }
-  // Rounds half up at the fourth decimal; what rounds to $1.0000 is shown as $1.00.
-  const rounded = Math.round(a * 1e4) / 1e4;
-  if (rounded >= 1) return `${sign}$1.00`;
-  if (rounded === 0) return `${sign === '-' ? '>-' : '<'}$0.0001`;
-  return `${sign}$${rounded.toFixed(4)}`;
+  if (tenThousandths === 0) return `${sign === '-' ? '>-' : '<'}$0.0001`;
+  return `${sign}$0.${String(tenThousandths).padStart(4, '0')}`;
 }
 
 /** The exact amount, to the nano-dollar the library counts in, for a tooltip or a detail view. */
