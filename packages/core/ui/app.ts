@@ -1047,7 +1047,7 @@ function logTable(logs: Json[]): HTMLElement {
           : null,
       ),
       `${num(l.latency_ms as number)} ms`,
-      h('a', { href: `#/logs/${encodeURIComponent(l.request_id as string)}` }, 'Details'),
+      h('a', { href: `#/logs/${encodeURIComponent(l.request_id as string)}`, class: 'nowrap' }, 'Details'),
     ]),
   );
 }
