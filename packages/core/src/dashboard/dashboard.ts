@@ -226,6 +226,9 @@ export class Dashboard {
         const kind = entity[1] as 'team' | 'key';
         const id = decodeParam(entity[2]!, kind === 'team' ? 'team_id' : 'key');
         assertText(id, kind === 'team' ? 'team_id' : 'key', INPUT_LIMITS.nameLength);
+        const extra = [...req.query.keys()][0];
+        if (extra !== undefined)
+          throw badRequest(`unknown query parameter ${extra}: this page takes none`, extra);
         return this.guard.read(`dashboard ${kind} page`, async (st) => {
           const view = await entityView(kind, id, st, this.guard.now());
           if (!view) return json(404, new SpendGuardError('NOT_FOUND', `No ${kind} ${id}`).toJSON());
