@@ -160,6 +160,18 @@ describe.skipIf(!CHROMIUM)('the dashboard on the seeded demo, in chromium', () =
       await shoot(narrow, name);
       await narrow.context().close();
     }
+    // The floor on this machine, in the same run: the sign-in page (static HTML, no bundle, no query).
+    for (const width of [1280, 420]) {
+      const context = await browser.newContext({ viewport: { width, height: 1000 } });
+      const page = await context.newPage();
+      await page.goto(`${app.baseUrl}/admin/ui/login`);
+      const ms = await page.evaluate(() => Math.round(performance.now()));
+      timings['login (floor)'] = [
+        ...(timings['login (floor)'] ?? []),
+        { width, readyMs: ms, loadEventMs: ms },
+      ];
+      await context.close();
+    }
     // The icon the pages link is served, and nothing the pages asked for was refused or missing.
     expect(failures).toEqual([]);
     const icon = await fetch(`${app.baseUrl}/admin/ui/favicon.ico`);
