@@ -521,36 +521,51 @@ export async function budgetOverview(
     await Promise.all([...burnReads, ...nameReads, keyList]);
     return { states, names, burn };
   });
-  const entries = states.map((state): BudgetOverviewEntry => {
+  const entries = states.map((state) => {
     const id = `${state.scope.kind}:${state.scope.id}`;
-    const max = state.maxBudgetNano ?? 0;
-    const usedFraction = max > 0 ? state.spendNano / max : Number.POSITIVE_INFINITY;
-    const burnNanoPerDay = (burn.get(id) ?? 0) / elapsedDays;
-    const left = max - state.spendNano - state.reservedNano;
-    let projectedRunOut: Date | null = null;
-    let resetsFirst = false;
-    if (left <= 0) projectedRunOut = now;
-    else if (burnNanoPerDay > 0) {
-      const at = new Date(now.getTime() + (left / burnNanoPerDay) * DAY_MS);
-      if (state.budgetResetAt && state.budgetResetAt.getTime() <= at.getTime()) resetsFirst = true;
-      else projectedRunOut = at;
-    }
-    return {
-      scope: state.scope,
-      name: names.get(id) ?? null,
-      maxBudget: nanoToUsd(max),
-      softBudget: state.softBudgetNano === null ? null : nanoToUsd(state.softBudgetNano),
-      spend: nanoToUsd(state.spendNano),
-      reserved: nanoToUsd(state.reservedNano),
-      remaining: nanoToUsd(Math.max(0, left)),
-      budgetDuration: state.budgetDuration,
-      resetAt: state.budgetResetAt,
-      usedFraction,
-      status: state.spendNano >= max ? 'over' : usedFraction >= 0.8 ? 'near' : 'ok',
-      burnRatePerDay: nanoToUsd(Math.round(burnNanoPerDay)),
-      projectedRunOut,
-      resetsFirst,
-    };
+    return budgetEntry(state, names.get(id) ?? null, burn.get(id) ?? 0, elapsedDays, now);
   });
   return { from, to, entries };
+}
+
+/**
+ * One scope's budget entry: its used fraction, status, burn rate (`burnNano` spent over `elapsedDays`)
+ * and the date it runs out at that rate. Pure: the budgets overview and the dashboard's team and key
+ * pages share it.
+ */
+export function budgetEntry(
+  state: BudgetState,
+  name: string | null,
+  burnNano: number,
+  elapsedDays: number,
+  now: Date,
+): BudgetOverviewEntry {
+  const max = state.maxBudgetNano ?? 0;
+  const usedFraction = max > 0 ? state.spendNano / max : Number.POSITIVE_INFINITY;
+  const burnNanoPerDay = burnNano / elapsedDays;
+  const left = max - state.spendNano - state.reservedNano;
+  let projectedRunOut: Date | null = null;
+  let resetsFirst = false;
+  if (left <= 0) projectedRunOut = now;
+  else if (burnNanoPerDay > 0) {
+    const at = new Date(now.getTime() + (left / burnNanoPerDay) * DAY_MS);
+    if (state.budgetResetAt && state.budgetResetAt.getTime() <= at.getTime()) resetsFirst = true;
+    else projectedRunOut = at;
+  }
+  return {
+    scope: state.scope,
+    name,
+    maxBudget: nanoToUsd(max),
+    softBudget: state.softBudgetNano === null ? null : nanoToUsd(state.softBudgetNano),
+    spend: nanoToUsd(state.spendNano),
+    reserved: nanoToUsd(state.reservedNano),
+    remaining: nanoToUsd(Math.max(0, left)),
+    budgetDuration: state.budgetDuration,
+    resetAt: state.budgetResetAt,
+    usedFraction,
+    status: state.spendNano >= max ? 'over' : usedFraction >= 0.8 ? 'near' : 'ok',
+    burnRatePerDay: nanoToUsd(Math.round(burnNanoPerDay)),
+    projectedRunOut,
+    resetsFirst,
+  };
 }

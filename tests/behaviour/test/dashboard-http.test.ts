@@ -50,7 +50,13 @@ const GETS = [
   '/ui/api/spend',
   '/ui/api/spend.csv',
   '/ui/api/budgets',
-  '/ui/api/keys',
+  '/ui/api/list/keys',
+  '/ui/api/list/teams',
+  '/ui/api/list/users',
+  '/ui/api/list/customers',
+  '/ui/api/list/tags',
+  '/ui/api/team/some-team',
+  '/ui/api/key/some-key',
   '/ui/api/models',
   '/ui/api/logs',
   '/ui/api/logs/some-request',
@@ -165,9 +171,9 @@ describe.each(ADAPTERS)('dashboard over HTTP on $name', (framework) => {
     });
     expect(made.status).toBe(200);
     expect(made.body.key).toMatch(/^sk-/);
-    const listed = await send(app, 'GET', '/ui/api/keys', { cookie });
-    expect(listed.body.keys).toHaveLength(1);
-    expect(listed.body.keys[0]).toMatchObject({ key_alias: 'k', max_budget: 2, last_used: null });
+    const listed = await send(app, 'GET', '/ui/api/list/keys', { cookie });
+    expect(listed.body).toMatchObject({ total: 1, page: 1, pages: 1 });
+    expect(listed.body.rows[0]).toMatchObject({ key_alias: 'k', max_budget: 2, last_used_day: null });
     expect(JSON.stringify(listed.body)).not.toContain(made.body.key); // shown once, never listed
 
     for (const path of ['/ui/api/keys/block', '/ui/api/keys/delete']) {
@@ -197,6 +203,41 @@ describe.each(ADAPTERS)('dashboard over HTTP on $name', (framework) => {
     expect([out.status, out.headers.get('location')]).toEqual([303, 'login']);
     expect(out.headers.get('set-cookie')).toMatch(/^spendguard_session=; Max-Age=0/);
     expect((await send(app, 'GET', '/ui/api/session', { cookie })).status).toBe(401);
+  });
+
+  it("answers the entity lists and a team's and a key's page; refuses a parameter they do not take", async () => {
+    const app = await start();
+    const { cookie } = await login(app);
+    await admin(app, 'POST', '/team/new', { team_id: 'team-a', team_alias: 'Alpha', max_budget: 10 });
+    const made = await admin(app, 'POST', '/key/generate', { team_id: 'team-a', key_alias: 'alpha-bot' });
+    const list = await send(app, 'GET', '/ui/api/list/keys?q=ALPHA', { cookie });
+    expect(list.status).toBe(200);
+    expect(list.body).toMatchObject({ total: 1, total_unfiltered: 1, page: 1, pages: 1 });
+    expect(list.body.rows[0]).toMatchObject({
+      key_alias: 'alpha-bot',
+      team_id: 'team-a',
+      team_alias: 'Alpha',
+    });
+    const none = await send(app, 'GET', '/ui/api/list/keys?q=beta', { cookie });
+    expect(none.body).toMatchObject({ total: 0, total_unfiltered: 1, rows: [] });
+    const refused = await send(app, 'GET', '/ui/api/list/teams?limit=5', { cookie });
+    expect([refused.status, refused.body.error.param]).toEqual([400, 'limit']);
+    const team = await send(app, 'GET', '/ui/api/team/team-a', { cookie });
+    expect(team.status).toBe(200);
+    expect(team.body).toMatchObject({ kind: 'team', name: 'Alpha', spend: 0, recent: [] });
+    expect(team.body.budget).toMatchObject({ maxBudget: 10, spend: 0, usedFraction: 0 });
+    expect(team.body.keys).toEqual([expect.objectContaining({ token: made.body.token })]);
+    const key = await send(app, 'GET', `/ui/api/key/${encodeURIComponent(made.body.key)}`, { cookie });
+    expect(key.status).toBe(200);
+    expect(key.body).toMatchObject({
+      kind: 'key',
+      name: 'alpha-bot',
+      record: { team_alias: 'Alpha' },
+      budget: null,
+    });
+    expect((await send(app, 'GET', '/ui/api/team/nobody', { cookie })).status).toBe(404);
+    const extra = await send(app, 'GET', '/ui/api/team/team-a?days=3', { cookie });
+    expect([extra.status, extra.body.error.param]).toEqual([400, 'days']);
   });
 
   it('answers spend by tag, by a tag combination from the logs, as CSV, and the budgets overview', async () => {

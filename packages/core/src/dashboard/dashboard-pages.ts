@@ -7,11 +7,16 @@ export function escapeHtml(text: string): string {
   );
 }
 
+/** The dashboard's icon (a shield with a dollar sign), served at `ui/favicon.svg` without a session. */
+export const FAVICON_SVG = `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><path d="M16 2 4 6v9c0 7.5 5.1 13.2 12 15 6.9-1.8 12-7.5 12-15V6z" fill="#2f5bd3"/><text x="16" y="22" font-family="Arial,sans-serif" font-size="16" font-weight="700" fill="#fff" text-anchor="middle">$</text></svg>`;
+
+const ICON_LINK = '<link rel="icon" href="favicon.svg" type="image/svg+xml">';
+
 /** The login page; its few styles are inline so that it needs nothing a session guards. */
 export function loginPage(error: string | null): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>Sign in · spendguard</title>
+<title>Sign in · spendguard</title>${ICON_LINK}
 <style>
 body{margin:0;font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:#f6f7f9;color:#1d2330;display:grid;place-items:center;min-height:100vh}
 main{background:#fff;border:1px solid #dfe3ea;border-radius:10px;padding:32px 36px;width:320px;box-shadow:0 2px 8px rgba(20,30,50,.06)}
@@ -38,13 +43,17 @@ export function appPage(username: string, csrfToken: string): string {
     ['spend', 'Spend'],
     ['budgets', 'Budgets'],
     ['keys', 'Keys'],
+    ['teams', 'Teams'],
+    ['users', 'Users'],
+    ['customers', 'Customers'],
+    ['tags', 'Tags'],
     ['models', 'Models'],
     ['logs', 'Logs'],
   ];
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="csrf-token" content="${escapeHtml(csrfToken)}">
-<title>spendguard</title><link rel="stylesheet" href="assets/app.css"></head>
+<title>spendguard</title>${ICON_LINK}<link rel="stylesheet" href="assets/app.css"></head>
 <body>
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">

@@ -1,4 +1,3 @@
-import { spendLogJson } from '../admin/entity-json.js';
 import { SpendGuardError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
 import { assertQuery, assertText, dateInRange, INPUT_LIMITS } from '../input-hygiene.js';
@@ -9,7 +8,9 @@ import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type { ScopeKind, SpendLogQuery, SpendLogRecord, SpendStorage } from '../storage/storage-contract.js';
 import { utcDay } from '../storage/storage-contract.js';
 import { loadDashboardAssets } from './dashboard-assets.js';
-import { appPage, loginPage } from './dashboard-pages.js';
+import { entityView, logView, namesForLogs } from './dashboard-entity.js';
+import { LIST_KINDS, type ListKind, listPage } from './dashboard-lists.js';
+import { appPage, FAVICON_SVG, loginPage } from './dashboard-pages.js';
 import {
   DashboardSessions,
   readCookie,
@@ -110,7 +111,6 @@ export class Dashboard {
       // The export lists every group, not the chart's top n.
       'GET /spend.csv': async (r, _s, st) => spendCsv(await this.spend(r, st, { everyGroup: true })),
       'GET /budgets': async (r) => json(200, await this.budgets(r)),
-      'GET /keys': async (_r, _s, st) => this.keys(st),
       'POST /keys/generate': (r) => this.manage(r, '/key/generate'),
       'POST /keys/block': (r) => this.manage(r, '/key/block'),
       'POST /keys/unblock': (r) => this.manage(r, '/key/unblock'),
@@ -161,6 +161,14 @@ export class Dashboard {
       : null;
     const secure = req.tls || (req.header('x-forwarded-proto') ?? '').split(',')[0]?.trim() === 'https';
 
+    // The icon carries nothing a session guards; served to the sign-in page too.
+    if (method === 'GET' && (sub === '/favicon.svg' || sub === '/favicon.ico')) {
+      return {
+        status: 200,
+        headers: { ...SECURITY_HEADERS, 'content-type': 'image/svg+xml', 'cache-control': 'max-age=86400' },
+        body: FAVICON_SVG,
+      };
+    }
     if (sub === '/login') {
       if (method === 'GET') return session ? redirect('./') : html(200, loginPage(null));
       if (method === 'POST') return this.login(req, secure, now);
@@ -205,6 +213,27 @@ export class Dashboard {
         const id = decodeParam(rest.slice('/logs/'.length), 'request_id');
         assertText(id, 'request_id', INPUT_LIMITS.nameLength);
         return this.guard.read('dashboard log detail', (st) => this.logDetail(id, st));
+      }
+      const list = /^\/list\/([a-z]+)$/.exec(rest);
+      if (method === 'GET' && list && (LIST_KINDS as readonly string[]).includes(list[1]!)) {
+        const kind = list[1] as ListKind;
+        return this.guard.read(`dashboard ${kind} list`, async (st) =>
+          json(200, await listPage(kind, req.query, st, this.guard.now())),
+        );
+      }
+      const entity = /^\/(team|key)\/(.+)$/.exec(rest);
+      if (method === 'GET' && entity) {
+        const kind = entity[1] as 'team' | 'key';
+        const id = decodeParam(entity[2]!, kind === 'team' ? 'team_id' : 'key');
+        assertText(id, kind === 'team' ? 'team_id' : 'key', INPUT_LIMITS.nameLength);
+        const extra = [...req.query.keys()][0];
+        if (extra !== undefined)
+          throw badRequest(`unknown query parameter ${extra}: this page takes none`, extra);
+        return this.guard.read(`dashboard ${kind} page`, async (st) => {
+          const view = await entityView(kind, id, st, this.guard.now());
+          if (!view) return json(404, new SpendGuardError('NOT_FOUND', `No ${kind} ${id}`).toJSON());
+          return json(200, view);
+        });
       }
       const handler = this.api[`${method} ${rest}`];
       if (handler) return this.guard.read(`dashboard ${method} ${rest}`, (st) => handler(req, session, st));
@@ -344,34 +373,12 @@ export class Dashboard {
     const minUsedFraction = min === null || min === '' ? 0.8 : Number(min);
     if (!Number.isFinite(minUsedFraction) || minUsedFraction < 0)
       throw badRequest('min must be a number >= 0', 'min');
-    return this.guard.budgets.overview({
+    const overview = await this.guard.budgets.overview({
       minUsedFraction,
       kinds: kind ? [kind as ScopeKind] : undefined,
       limit: 200,
     });
-  }
-
-  /** Keys from the management API's `/key/list`, plus when each was last used. */
-  private async keys(storage: SpendStorage): Promise<DashboardResponse> {
-    const answer = await this.guard.management.handleAsAdmin({
-      method: 'GET',
-      path: '/key/list',
-      query: new URLSearchParams({ return_full_object: 'true' }),
-      header: () => null,
-      body: '',
-    });
-    if (!answer) throw new Error('the management API has no /key/list route');
-    if (answer.status !== 200) return json(answer.status, answer.body);
-    const keys = (answer.body as { keys: { token: string }[] }).keys;
-    // One indexed read per key (api_key_hash, start_time): the newest log.
-    const lastUsed = await Promise.all(
-      keys.map(
-        async (k) => (await storage.querySpendLogs({ apiKeyHash: k.token, limit: 1 }))[0]?.startTime ?? null,
-      ),
-    );
-    return json(200, {
-      keys: keys.map((k, i) => ({ ...k, last_used: lastUsed[i]?.toISOString() ?? null })),
-    });
+    return { ...overview, entries: [...overview.entries].sort(byRisk) };
   }
 
   /** The Models page: totals from the rollups, latency and current load from the recent logs. */
@@ -467,8 +474,9 @@ export class Dashboard {
     }
     const logs = await storage.querySpendLogs(query);
     const last = logs.at(-1);
+    const names = await namesForLogs(storage, logs);
     return {
-      logs: logs.map(logView),
+      logs: logs.map((l) => logView(l, names)),
       next: logs.length === query.limit && last ? `${last.startTime.toISOString()}|${last.requestId}` : null,
     };
   }
@@ -476,16 +484,37 @@ export class Dashboard {
   private async logDetail(requestId: string, storage: SpendStorage): Promise<DashboardResponse> {
     const [log] = await storage.querySpendLogs({ requestId, limit: 1 });
     if (!log) return json(404, new SpendGuardError('NOT_FOUND', `No spend log ${requestId}`).toJSON());
-    const key = log.apiKeyHash ? await storage.getKey(log.apiKeyHash) : null;
+    const names = await namesForLogs(storage, [log]);
     return json(200, {
-      ...logView(log),
-      key_name: key ? (key.keyAlias ?? key.keyName) : null,
+      ...logView(log, names),
       prompt: null,
       response: null,
       bodies_note:
         'spendguard does not store prompt or response bodies today: only usage, cost and attribution are recorded.',
     });
   }
+}
+
+type BudgetEntry = Awaited<ReturnType<SpendGuard['budgets']['overview']>>['entries'][number];
+
+/**
+ * The budgets page's order, most at risk first: spent budgets (most over first), then those that run
+ * out before they reset (soonest first), then the rest (most used first); ties by kind and id.
+ */
+export function byRisk(a: BudgetEntry, b: BudgetEntry): number {
+  const rank = (e: BudgetEntry) => (e.status === 'over' ? 0 : e.projectedRunOut ? 1 : 2);
+  const ra = rank(a);
+  const rb = rank(b);
+  if (ra !== rb) return ra - rb;
+  if (ra === 1) {
+    const d = a.projectedRunOut!.getTime() - b.projectedRunOut!.getTime();
+    if (d !== 0) return d;
+  } else if (a.usedFraction !== b.usedFraction) {
+    return a.usedFraction === b.usedFraction ? 0 : a.usedFraction > b.usedFraction ? -1 : 1;
+  }
+  const x = `${a.scope.kind}:${a.scope.id}`;
+  const y = `${b.scope.kind}:${b.scope.id}`;
+  return x < y ? -1 : x > y ? 1 : 0;
 }
 
 type SpendView = Awaited<ReturnType<SpendGuard['spend']['report']>> & {
@@ -495,14 +524,6 @@ type SpendView = Awaited<ReturnType<SpendGuard['spend']['report']>> & {
   top: number | null;
   note: string | null;
 };
-
-function logView(log: SpendLogRecord) {
-  return {
-    ...spendLogJson(log),
-    estimated: log.estimated,
-    latency_ms: log.endTime.getTime() - log.startTime.getTime(),
-  };
-}
 
 /**
  * Spend of requests carrying every one of `allTags`. The tag rollup holds one row per (request's) tag,
