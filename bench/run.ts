@@ -21,7 +21,7 @@
  *    that call the simulated provider themselves through the call's handle and through guard.fetch.
  *
  * BENCH_ONLY=route,route-fetch,route-pg,http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
- * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
+ * BENCH_PG_ROUNDS, BENCH_REQUESTS (a fixed number of requests per round instead of BENCH_SECONDS) tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
  * measured as built; see FROM_SOURCE).
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -38,6 +38,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
+// BENCH_REQUESTS: each round sends this many requests instead of running BENCH_SECONDS, so that a
+// loaded machine still gives every round the same sample of requests.
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 0);
 const PARTS = new Set(
   (process.env.BENCH_ONLY ?? 'route,route-fetch,route-pg,http,hono,pg,core,metering,dashboard')
     .split(',')
@@ -135,7 +138,7 @@ async function load(
         url: `${url}/v1/chat/completions`,
         method: 'POST',
         connections: Math.max(1, Math.round(CONNECTIONS / urls.length)),
-        duration: SECONDS,
+        ...(REQUESTS > 0 ? { amount: Math.round(REQUESTS / urls.length) } : { duration: SECONDS }),
         headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
         body: BODY,
       });
