@@ -15,8 +15,13 @@
  * 4. `dashboard` (bench/dashboard.ts): the dashboard's Spend, Budgets and Keys requests over 1,000,000 seeded
  *    calls on SQLite and Postgres, median and p95 against 100 ms. Seeds once (a few minutes), then reuses.
  *
- * BENCH_ONLY=http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
- * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
+ * 0. `route`, `route-pg`, `route-fetch` (bench/route-server.ts): the guard's own cost, as added µs per request
+ *    (from the server's main-thread CPU and from req/s) and ratios, on a route that answers a fixed chat
+ *    completion itself (no upstream; Express and Hono on SQLite; Express on one Postgres), and on routes
+ *    that call the simulated provider themselves through the call's handle and through guard.fetch.
+ *
+ * BENCH_ONLY=route,route-fetch,route-pg,http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * BENCH_PG_ROUNDS, BENCH_REQUESTS (a fixed number of requests per round instead of BENCH_SECONDS) tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
  * measured as built; see FROM_SOURCE).
  */
 import { type ChildProcess, fork } from 'node:child_process';
@@ -33,8 +38,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
+// BENCH_REQUESTS: each round sends this many requests instead of running BENCH_SECONDS, so that a
+// loaded machine still gives every round the same sample of requests.
+const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 0);
 const PARTS = new Set(
-  (process.env.BENCH_ONLY ?? 'http,hono,pg,core,metering,dashboard').split(',').map((p) => p.trim()),
+  (process.env.BENCH_ONLY ?? 'route,route-fetch,route-pg,http,hono,pg,core,metering,dashboard')
+    .split(',')
+    .map((p) => p.trim()),
 );
 const here = import.meta.dirname;
 // The children run as this process does: `pnpm bench` measures the built packages (dist, what an app
@@ -128,19 +138,26 @@ async function load(
         url: `${url}/v1/chat/completions`,
         method: 'POST',
         connections: Math.max(1, Math.round(CONNECTIONS / urls.length)),
-        duration: SECONDS,
+        ...(REQUESTS > 0 ? { amount: Math.round(REQUESTS / urls.length) } : { duration: SECONDS }),
+        timeout: 30, // seconds: a loaded machine's slow answer is slow, not an error
         headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
         body: BODY,
       });
     }),
   );
   for (const r of results) {
-    if (r.non2xx > 0 || r.errors > 0) throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors`);
+    if (r.non2xx > 0 || r.errors > 0)
+      throw new Error(`${name}: ${r.non2xx} non-2xx, ${r.errors} errors (${r.timeouts} timeouts)`);
   }
   const cpuUs = pids.reduce((sum, pid, i) => sum + mainThreadCpuUs(pid) - cpuBefore[i]!, 0);
   const requests = results.reduce((sum, r) => sum + r.requests.total, 0);
   return {
-    rps: results.reduce((sum, r) => sum + r.requests.average, 0),
+    // A round of BENCH_REQUESTS lasts a second or two: its rate from its count and duration, not
+    // from autocannon's per-second samples.
+    rps: results.reduce(
+      (sum, r) => sum + (REQUESTS > 0 ? r.requests.total / r.duration : r.requests.average),
+      0,
+    ),
     p50: Math.max(...results.map((r) => r.latency.p50)),
     p99: Math.max(...results.map((r) => r.latency.p99)),
     cpu: pids.length > 0 ? cpuUs / requests : Number.NaN,
@@ -200,6 +217,50 @@ async function httpBench(framework: 'express' | 'hono' = 'express') {
     return { G, U, rssG, rssU };
   } finally {
     for (const c of [sim.child, guarded.child, bare.child]) c.kill();
+  }
+}
+
+/**
+ * The guard's own cost on a route with no upstream (or one that calls its provider itself): the same
+ * app, bare and guarded, in two processes; BENCH_ROUTE picks the route (bench/route-server.ts).
+ */
+async function routeBench(
+  framework: 'express' | 'hono',
+  route: 'fixed' | 'handle' | 'ambient',
+  storage: { databaseUrl?: string } = {},
+) {
+  const sim = route === 'fixed' ? null : await start('simulator-server.ts', {});
+  const env = {
+    BENCH_FRAMEWORK: framework,
+    BENCH_ROUTE: route,
+    LLM_BASE_URL: (sim?.msg.url as string | undefined) ?? '',
+    DATABASE_URL: storage.databaseUrl ?? '',
+  };
+  const guarded = await start('route-server.ts', env);
+  const bare = await start('route-server.ts', { ...env, BENCH_UNGUARDED: '1', DATABASE_URL: '' });
+  const g = `http://127.0.0.1:${guarded.msg.port}`;
+  const u = `http://127.0.0.1:${bare.msg.port}`;
+  const label = `${framework} ${route}${storage.databaseUrl ? ' postgres' : ' sqlite'}`;
+  try {
+    const key = await benchKey(g);
+    const r = await compare(label, ROUNDS, [g], [u], key, {
+      guarded: [guarded.child.pid!],
+      unguarded: [bare.child.pid!],
+    });
+    return { label, ...r };
+  } finally {
+    for (const c of [sim?.child, guarded.child, bare.child]) c?.kill();
+  }
+}
+
+async function routePgBench() {
+  const server = await sharedPostgres();
+  const db = await createDatabase(server);
+  try {
+    return await routeBench('express', 'fixed', { databaseUrl: db.url });
+  } finally {
+    await db.drop();
+    await server.close();
   }
 }
 
@@ -346,6 +407,18 @@ console.log(
 console.log(
   `HTTP: Express example route, autocannon c=${CONNECTIONS}, ${ROUNDS} (SQLite) / ${PG_ROUNDS} (Postgres) alternating rounds of ${SECONDS}s`,
 );
+// The guard's own cost: added µs per request and ratios, on the no-upstream route and on routes that
+// call their provider themselves (through the call's handle, and through the ambient guard.fetch).
+const routes: Array<Awaited<ReturnType<typeof routeBench>>> = [];
+if (PARTS.has('route')) {
+  routes.push(await routeBench('express', 'fixed'), await routeBench('hono', 'fixed'));
+}
+if (PARTS.has('route-pg')) routes.push(await routePgBench());
+if (PARTS.has('route-fetch')) {
+  for (const framework of ['express', 'hono'] as const) {
+    for (const route of ['handle', 'ambient'] as const) routes.push(await routeBench(framework, route));
+  }
+}
 const http = PARTS.has('http') ? await httpBench('express') : null;
 const hono = PARTS.has('hono') ? await httpBench('hono') : null;
 const pgResult = PARTS.has('pg') ? await pgBench() : null;
@@ -386,6 +459,7 @@ const rows = (label: string, r: { G: Summary; U: Summary }) => {
       `| ${label} server main-thread CPU µs/request | ${r.U.cpu.toFixed(0)} | ${r.G.cpu.toFixed(0)} | +${(r.G.cpu - r.U.cpu).toFixed(0)} µs (x${(r.U.cpu / r.G.cpu).toFixed(2)}) |`,
     );
 };
+for (const r of routes) rows(`${r.label}:`, r);
 if (http) {
   rows('SQLite, 1 instance:', http);
   console.log(
@@ -425,6 +499,17 @@ if (pgResult) {
   ] as const) {
     console.log(
       `req/s ratio guarded/unguarded, Postgres (${pgResult.kind}), ${label}: ${(r.G.rps / r.U.rps).toFixed(2)} (target >= 0.6)`,
+    );
+  }
+}
+if (routes.length > 0) {
+  console.log(
+    '\n| route (bench/route-server.ts) | added µs/request, main-thread CPU | added µs/request, from req/s | req/s ratio | added p99 ms |',
+  );
+  console.log('|---|---|---|---|---|');
+  for (const r of routes) {
+    console.log(
+      `| ${r.label} | +${(r.G.cpu - r.U.cpu).toFixed(1)} | +${(1e6 / r.G.rps - 1e6 / r.U.rps).toFixed(1)} | ${(r.G.rps / r.U.rps).toFixed(2)} | +${(r.G.p99 - r.U.p99).toFixed(1)} |`,
     );
   }
 }

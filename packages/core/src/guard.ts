@@ -21,7 +21,7 @@ import { assertTagCount, assertText, INPUT_LIMITS } from './input-hygiene.js';
 import { hashVirtualKey } from './keys.js';
 import { ResponseTap } from './metering/response-meter.js';
 import { CallMeter, type TrackOptions, useCallContext } from './metering/track.js';
-import { createGuardFetch } from './metering/upstream-fetch.js';
+import { createCallFetch, createGuardFetch } from './metering/upstream-fetch.js';
 import { formatFromPath, modelFromPath, type WireFormat } from './metering/wire-formats.js';
 import { usdToNano } from './money.js';
 import { PriceBook, type TokenUsage, type WorstCaseRates } from './pricing/price-book.js';
@@ -1318,6 +1318,18 @@ export class GuardedCall {
   /** Runs the route in this call's context, so that `guard.fetch` and `track()` attribute to it. */
   run<T>(fn: () => T): T {
     return this.meter.run(fn);
+  }
+
+  private ownFetch: typeof globalThis.fetch | null = null;
+  /**
+   * This call's own `fetch`, for the provider SDK the route calls: each upstream call is admitted
+   * against the budgets first and metered as its own row of this call, as `guard.fetch` does, but
+   * with no AsyncLocalStorage context to find the call (which costs every promise of the process).
+   * @example new OpenAI({ apiKey, fetch: res.locals.spendguard.fetch })
+   */
+  get fetch(): typeof globalThis.fetch {
+    this.ownFetch ??= createCallFetch(this.guard, this);
+    return this.ownFetch;
   }
 
   /**

@@ -1,4 +1,5 @@
 import { createSpendGuard, MemoryStorage, type SpendGuard, track } from '@spendguard/core';
+import { type Simulator, startSimulator } from '@spendguard/core/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 // The call context (AsyncLocalStorage) is off until something needs it: routes of an app that uses
@@ -9,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const MASTER = 'sk-master-call-context-test';
 let storage: MemoryStorage;
 let guard: SpendGuard;
+let simulator: Simulator;
 const warnings: string[] = [];
 
 beforeAll(() => {
@@ -20,7 +22,13 @@ beforeAll(() => {
     logger: { warn: (m) => warnings.push(m), error: () => {} },
   });
 });
-afterAll(() => guard.close());
+beforeAll(async () => {
+  simulator = await startSimulator();
+});
+afterAll(async () => {
+  await guard.close();
+  await simulator.close();
+});
 
 async function admit() {
   const outcome = await guard.admit({
@@ -47,6 +55,37 @@ describe('the call context', () => {
     expect(record.costNano).toBeGreaterThan(0);
     call.tap.drain();
     await call.finish();
+  });
+
+  it("is not needed by the call's own fetch: its upstream call is admitted, metered and linked to the call", async () => {
+    const call = await admit();
+    simulator.scriptNextUsage({ prompt_tokens: 1000, completion_tokens: 100 });
+    const upstream = await call.run(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1)); // no context would survive this here
+      const res = await call.fetch(`${simulator.url}/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: 'Bearer sk-provider' },
+        body: JSON.stringify({
+          model: 'gpt-4o',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 200,
+        }),
+      });
+      return (await res.json()) as { usage: { prompt_tokens: number } };
+    });
+    expect(upstream.usage.prompt_tokens).toBe(1000);
+    expect(call.fetch).toBe(call.fetch); // one function per call
+    call.tap.drain();
+    const own = await call.finish();
+    expect(own.costNano).toBe(0); // charged through its child (the double-count rule)
+    await guard.flush();
+    const children = (await storage.querySpendLogs({})).filter(
+      (l) => l.metadata.parent_request_id === call.requestId,
+    );
+    // gpt-4o at $2.50 / $10 per million: 1000 x 2,500 + 100 x 10,000 nano-dollars.
+    expect(children).toHaveLength(1);
+    expect(children[0]).toMatchObject({ model: 'gpt-4o', spendNano: 3_500_000, promptTokens: 1000 });
+    expect(warnings).toEqual([]); // not the outside-a-request warning of guard.fetch
   });
 
   it('is on from the first read of guard.fetch, for the calls admitted after it', async () => {

@@ -64,7 +64,11 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       c.req.bodyCache = {};
     }
     await call.run(() => next()); // in the call's context: guard.fetch and track() attribute to it
-    c.res = await meterResponse(call, c.res);
+    const metered = await meterResponse(call, c.res); // carries every header of the route's response
+    // Cleared first: setting c.res over a response rebuilds the new one from its `body` stream to copy
+    // the old one's headers in (already there), which turns a held JSON body into a stream to pipe.
+    c.res = undefined;
+    c.res = metered;
   };
 
   const admin = new Hono().use(async function spendGuardAdmin(c, next) {

@@ -67,6 +67,12 @@ function buildApp(mw: ReturnType<typeof spendGuard>, provider: Simulator, appPar
     });
     return new Response(body, { headers: { 'content-type': 'application/json' } });
   });
+  app.post('/v1/own-headers', (c) => {
+    c.header('x-app', 'kept');
+    c.header('set-cookie', 'a=1', { append: true });
+    c.header('set-cookie', 'b=2', { append: true });
+    return c.json({ ok: true });
+  });
   app.post('/v1/raw', async (c) => c.json({ raw: await c.req.raw.json() }));
   app.post('/v1/raw-stream', async (c) => new Response(c.req.raw.body)); // a proxy route piping the body on
   app.post('/v1/raw-copy', async (c) => c.json({ copy: await new Request(c.req.raw).json() }));
@@ -222,6 +228,31 @@ describe('the Hono adapter under app.request(), no server', () => {
       expect(await (await post('/v1/raw-stream', text)).text()).toBe(text);
       expect(await (await post('/v1/raw-copy', text)).json()).toEqual({ copy: payload });
       expect(await (await post('/v1/clone', text)).json()).toEqual({ cloned: payload });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+      await mw.guard.close();
+    }
+  });
+
+  it('keeps the route’s own headers (cookies too) on a metered JSON answer on @hono/node-server', async () => {
+    const { mw, app, auth } = await setUp();
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
+    await new Promise((resolve) => server.once('listening', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/v1/own-headers`, {
+        method: 'POST',
+        headers: { ...auth, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      expect(res.status).toBe(200);
+      expect(res.headers.get('transfer-encoding')).toBeNull();
+      expect(res.headers.get('content-length')).toBe(String('{"ok":true}'.length));
+      expect(res.headers.get('x-litellm-response-cost')).toBe('0');
+      expect(res.headers.get('x-app')).toBe('kept');
+      expect(res.headers.getSetCookie()).toEqual(['a=1', 'b=2']);
+      expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+      expect(await res.text()).toBe('{"ok":true}');
     } finally {
       await new Promise((resolve) => server.close(resolve));
       await mw.guard.close();

@@ -104,13 +104,19 @@ function appLogic(guard: SpendGuard, providerUrl: string) {
         return failed(error);
       }
     },
-    /** An agent: `steps` chat calls in a row, each `max_tokens` long; stops at the first refusal. */
-    async agent(body: any): Promise<Answer> {
+    /**
+     * An agent: `steps` chat calls in a row, each `max_tokens` long; stops at the first refusal.
+     * `callFetch`: the call's own fetch for a client made for this request, instead of `guard.fetch`.
+     */
+    async agent(body: any, callFetch?: typeof fetch): Promise<Answer> {
+      const client = callFetch
+        ? new OpenAI({ baseURL: providerUrl, apiKey: 'sk-provider', fetch: callFetch, maxRetries: 0 })
+        : openai;
       const steps = Number(body?.steps ?? 3);
       const answers: string[] = [];
       for (let i = 0; i < steps; i++) {
         try {
-          const completion = await openai.chat.completions.create({
+          const completion = await client.chat.completions.create({
             model: 'gpt-4o',
             messages: [{ role: 'user', content: `step ${i + 1} of ${String(body?.task ?? 'a task')}` }],
             max_tokens: Number(body?.max_tokens ?? 100),
@@ -175,6 +181,9 @@ export function addExpressMeteringRoutes(
   const send = (res: any, answer: Answer) => res.status(answer.status).json(answer.body);
   app.post('/app/ask', express.json(), async (req, res) => send(res, await logic.ask(req.body)));
   app.post('/app/agent', express.json(), async (req, res) => send(res, await logic.agent(req.body)));
+  app.post('/app/agent-own', express.json(), async (req, res) =>
+    send(res, await logic.agent(req.body, res.locals.spendguard.fetch)),
+  );
   app.post('/app/tracked', express.json(), async (req, res) =>
     send(res, await logic.tracked(req.body, res.locals.spendguard)),
   );
@@ -208,6 +217,9 @@ export function addHonoMeteringRoutes(
     c.json(answer.body as object, answer.status as 200);
   app.post('/app/ask', async (c) => send(c, await logic.ask(await c.req.json())));
   app.post('/app/agent', async (c) => send(c, await logic.agent(await c.req.json())));
+  app.post('/app/agent-own', async (c) =>
+    send(c, await logic.agent(await c.req.json(), c.get('spendguard').fetch)),
+  );
   app.post('/app/tracked', async (c) =>
     send(c, await logic.tracked(await c.req.json(), c.get('spendguard'))),
   );

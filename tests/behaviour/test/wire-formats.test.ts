@@ -479,22 +479,26 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
       });
     }
 
-    it('meters an agent making three calls: three rows linked to the request', async () => {
-      const key = await newKey();
-      const before = app.simulator.requestCount;
-      const answer = await ask(key, { steps: 3, max_tokens: 50 }, '/app/agent');
-      expect(answer).toMatchObject({ status: 200, body: { completed: 3 } });
-      expect(app.simulator.requestCount - before).toBe(3);
-      const { parent, children } = split(await logsOf(key), answer.id);
-      expect(parent).toMatchObject({ spend: 0, metadata: { child_calls: 3 } });
-      expect(children).toHaveLength(3);
-      expect(children.map((c) => c.completion_tokens)).toEqual([50, 50, 50]);
-      for (const c of children) expect(nano(c.spend)).toBe(plainNano('gpt-4o', c.prompt_tokens, 50));
-      const total = children.reduce((s, c) => s + nano(c.spend), 0);
-      expect(nano(answer.cost)).toBe(total); // the request's cost header: its calls' costs
-      const info = await admin(app, 'GET', `/key/info?key=${key}`);
-      expect(nano(info.body.info.spend)).toBe(total);
-    });
+    for (const [how, path] of [
+      ['guard.fetch', '/app/agent'],
+      ["the call's own fetch", '/app/agent-own'],
+    ] as const)
+      it(`meters an agent making three calls through ${how}: three rows linked to the request`, async () => {
+        const key = await newKey();
+        const before = app.simulator.requestCount;
+        const answer = await ask(key, { steps: 3, max_tokens: 50 }, path);
+        expect(answer).toMatchObject({ status: 200, body: { completed: 3 } });
+        expect(app.simulator.requestCount - before).toBe(3);
+        const { parent, children } = split(await logsOf(key), answer.id);
+        expect(parent).toMatchObject({ spend: 0, metadata: { child_calls: 3 } });
+        expect(children).toHaveLength(3);
+        expect(children.map((c) => c.completion_tokens)).toEqual([50, 50, 50]);
+        for (const c of children) expect(nano(c.spend)).toBe(plainNano('gpt-4o', c.prompt_tokens, 50));
+        const total = children.reduce((s, c) => s + nano(c.spend), 0);
+        expect(nano(answer.cost)).toBe(total); // the request's cost header: its calls' costs
+        const info = await admin(app, 'GET', `/key/info?key=${key}`);
+        expect(nano(info.body.info.spend)).toBe(total);
+      });
 
     it('refuses the upstream call that no longer fits, before it is sent', async () => {
       // Each step: gpt-4o, 14 prompt tokens and 1,000 output tokens = 14 x $2.5e-6 + 1000 x $1e-5 =

@@ -1,4 +1,4 @@
-import type { SpendGuard } from '../guard.js';
+import type { GuardedCall, SpendGuard } from '../guard.js';
 import { meterResponse, toWebResponse } from '../web.js';
 import { currentCall, noCallHint } from './track.js';
 
@@ -21,7 +21,7 @@ import { currentCall, noCallHint } from './track.js';
  */
 export function createGuardFetch(guard: SpendGuard): typeof fetch {
   let warned = false;
-  return async function guardFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+  return function guardFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const parent = currentCall();
     if (!parent) {
       if (!warned) {
@@ -32,50 +32,70 @@ export function createGuardFetch(guard: SpendGuard): typeof fetch {
       }
       return fetch(input, init);
     }
-    const url = new URL(input instanceof Request ? input.url : String(input));
-    const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
-    const text = bodyText(init?.body);
-    let body: unknown;
-    if (text !== null) {
-      try {
-        body = JSON.parse(text);
-      } catch {
-        body = undefined; // not JSON (a file upload): admitted on its size alone
-      }
-    }
-    await parent.meter.releaseOwnReservation(); // the request itself will be charged $0
-    const outcome = await guard.admit({
-      method,
-      path: url.pathname,
-      header: parent.meter.header,
-      body,
-      bodyBytes: text === null ? undefined : Buffer.byteLength(text),
-    });
-    if (!outcome.ok) {
-      const refusal = toWebResponse(outcome.response);
-      // A spent budget does not come back on retry; a storage outage may.
-      if (outcome.response.status !== 503) refusal.headers.set('x-should-retry', 'false');
-      return refusal;
-    }
-    const child = outcome.call;
-    parent.meter.adopt(child);
-    const sent = child.meter.rewrittenBody;
-    let request = init;
-    if (sent !== null) {
-      const headers = new Headers(init?.headers);
-      headers.delete('content-length'); // the body grew by `stream_options`
-      request = { ...init, headers, body: sent };
-    }
-    let response: Response;
+    return fetchAsChild(guard, parent, input, init);
+  } as typeof fetch;
+}
+
+/**
+ * The call's own `fetch` (`res.locals.spendguard.fetch`, `c.get('spendguard').fetch`): what
+ * `guard.fetch` does inside a guarded route, for this call, with no AsyncLocalStorage context needed.
+ */
+export function createCallFetch(guard: SpendGuard, parent: GuardedCall): typeof fetch {
+  return function callFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
+    return fetchAsChild(guard, parent, input, init);
+  } as typeof fetch;
+}
+
+/** One upstream call of `parent`: admitted, sent, metered and settled as its own child call. */
+async function fetchAsChild(
+  guard: SpendGuard,
+  parent: GuardedCall,
+  input: string | URL | Request,
+  init: RequestInit | undefined,
+): Promise<Response> {
+  const url = new URL(input instanceof Request ? input.url : String(input));
+  const method = (init?.method ?? (input instanceof Request ? input.method : 'GET')).toUpperCase();
+  const text = bodyText(init?.body);
+  let body: unknown;
+  if (text !== null) {
     try {
-      response = await fetch(input, request);
-    } catch (error) {
-      child.tap.begin(502, null); // never answered: nothing to charge
-      child.finish({ aborted: true }).catch(() => {});
-      throw error;
+      body = JSON.parse(text);
+    } catch {
+      body = undefined; // not JSON (a file upload): admitted on its size alone
     }
-    return meterResponse(child, response);
-  };
+  }
+  await parent.meter.releaseOwnReservation(); // the request itself will be charged $0
+  const outcome = await guard.admit({
+    method,
+    path: url.pathname,
+    header: parent.meter.header,
+    body,
+    bodyBytes: text === null ? undefined : Buffer.byteLength(text),
+  });
+  if (!outcome.ok) {
+    const refusal = toWebResponse(outcome.response);
+    // A spent budget does not come back on retry; a storage outage may.
+    if (outcome.response.status !== 503) refusal.headers.set('x-should-retry', 'false');
+    return refusal;
+  }
+  const child = outcome.call;
+  parent.meter.adopt(child);
+  const sent = child.meter.rewrittenBody;
+  let request = init;
+  if (sent !== null) {
+    const headers = new Headers(init?.headers);
+    headers.delete('content-length'); // the body grew by `stream_options`
+    request = { ...init, headers, body: sent };
+  }
+  let response: Response;
+  try {
+    response = await fetch(input, request);
+  } catch (error) {
+    child.tap.begin(502, null); // never answered: nothing to charge
+    child.finish({ aborted: true }).catch(() => {});
+    throw error;
+  }
+  return meterResponse(child, response);
 }
 
 /** The body of a fetch call as text, when it is text or bytes (what SDKs send for JSON), else `null`. */

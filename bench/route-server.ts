@@ -1,0 +1,106 @@
+// One app in its own process for `pnpm bench`'s guard-cost rows: POST /v1/chat/completions on Express
+// or Hono (BENCH_FRAMEWORK), guarded by spendGuard() or not (BENCH_UNGUARDED=1), answering by
+// BENCH_ROUTE:
+//   fixed    a fixed chat completion written by the app itself: no upstream, so the guard's own cost shows
+//   handle   the route calls its provider (LLM_BASE_URL) itself through the call's own handle
+//            (res.locals.spendguard.fetch / c.get('spendguard').fetch); unguarded: plain fetch
+//   ambient  the same through guard.fetch, found from the AsyncLocalStorage call context
+// Storage: Postgres when DATABASE_URL is set, else a SQLite file of its own.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve } from '@hono/node-server';
+import type { SpendGuardOptions } from '@spendguard/core';
+import { spendGuard as expressGuard } from '@spendguard/express';
+import { spendGuard as honoGuard, type SpendGuardEnv } from '@spendguard/hono';
+import { pgStorage } from '@spendguard/storage-pg';
+import express from 'express';
+import { Hono } from 'hono';
+
+const unguarded = process.env.BENCH_UNGUARDED === '1';
+const route = process.env.BENCH_ROUTE ?? 'fixed';
+const providerBase = process.env.LLM_BASE_URL ?? '';
+const databaseUrl = process.env.DATABASE_URL || undefined;
+const options: SpendGuardOptions = {
+  masterKey: 'sk-bench-master',
+  dashboard: { password: 'a-bench-dashboard-password' },
+  storage: databaseUrl
+    ? pgStorage({ connectionString: databaseUrl })
+    : (await import('@spendguard/storage-sqlite')).sqliteStorage({
+        path: join(mkdtempSync(join(tmpdir(), 'spendguard-bench-route-')), 'bench.db'),
+      }),
+};
+
+/** What the `fixed` route answers: a chat completion with its usage, as a provider would. */
+const FIXED = JSON.stringify({
+  id: 'chatcmpl-bench',
+  object: 'chat.completion',
+  created: 1_700_000_000,
+  model: 'gpt-4o-mini-2024-07-18',
+  choices: [
+    {
+      index: 0,
+      message: { role: 'assistant', content: 'Budgets keep spending honest.' },
+      finish_reason: 'stop',
+    },
+  ],
+  usage: { prompt_tokens: 14, completion_tokens: 6, total_tokens: 20 },
+});
+
+const upstream = (body: unknown, f: typeof fetch) =>
+  f(`${providerBase}/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: 'Bearer sk-provider' },
+    body: JSON.stringify(body),
+  });
+
+const ready = (port: number) => process.send?.({ port });
+let guardForClose: { storage(): Promise<unknown> } | null = null;
+
+if (process.env.BENCH_FRAMEWORK === 'hono') {
+  const app = new Hono<SpendGuardEnv>();
+  const guard = unguarded ? null : honoGuard(options);
+  const ambient = guard && route === 'ambient' ? guard.guard.fetch : fetch;
+  if (guard) {
+    app.route('/', guard.admin);
+    app.use('/v1/*', guard);
+    guardForClose = guard.guard;
+  }
+  app.post('/v1/chat/completions', async (c) => {
+    const body = await c.req.json();
+    if (route === 'fixed') return c.body(FIXED, 200, { 'content-type': 'application/json' });
+    const f = route === 'handle' && guard ? c.get('spendguard').fetch : ambient;
+    const r = await upstream(body, f);
+    return new Response(r.body, { status: r.status, headers: { 'content-type': 'application/json' } });
+  });
+  await guardForClose?.storage();
+  serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => ready(info.port));
+} else {
+  const app = express();
+  const guard = unguarded ? null : expressGuard(options);
+  const ambient = guard && route === 'ambient' ? guard.guard.fetch : fetch;
+  if (guard) {
+    app.use(guard.admin);
+    app.use('/v1', guard);
+    guardForClose = guard.guard;
+  }
+  app.post('/v1/chat/completions', express.json(), async (req, res) => {
+    if (route === 'fixed') return void res.type('application/json').send(FIXED);
+    const f = route === 'handle' && guard ? res.locals.spendguard.fetch : ambient;
+    const r = await upstream(req.body, f);
+    res
+      .status(r.status)
+      .type('application/json')
+      .send(Buffer.from(await r.arrayBuffer()));
+  });
+  await guardForClose?.storage();
+  const server = app.listen(0, '127.0.0.1', () => {
+    const address = server.address();
+    ready(typeof address === 'object' && address ? address.port : 0);
+  });
+}
+process.on('message', (m) => {
+  if (m === 'rss') process.send?.({ rss: process.memoryUsage().rss });
+});
+// A clean exit on Ctrl-C, so that `node --cpu-prof` writes the server's profile.
+process.once('SIGINT', () => process.exit(0));
