@@ -32,6 +32,20 @@ export const GROUPS = {
       'packages/core/test/guarantees.test.ts',
     ],
   },
+  admission: {
+    mutate: [
+      'packages/core/src/admission/worst-case.ts',
+      'packages/core/src/admission/media-size.ts',
+      'packages/core/src/admission/capacity-waiters.ts',
+    ],
+    tests: [
+      'packages/core/test/worst-case.test.ts',
+      'packages/core/test/media-size.test.ts',
+      'packages/core/test/capacity-waiters.test.ts',
+      'packages/core/test/guard-admission.test.ts',
+      'packages/core/test/guarantees.test.ts',
+    ],
+  },
   metering: {
     isolate: true,
     mutate: [

@@ -2,7 +2,8 @@
 // Mutation testing of core's pricing, budget and rate-limit rules, storage gate and metering with
 // StrykerJS: `pnpm test:mutation [group ...]` (groups in mutation/groups.mjs; default all), one Stryker
 // run per group, one after the other. Reports land in .test-artifacts/mutation/<group>/ (HTML and JSON)
-// and a summary of every group run in .test-artifacts/mutation/summary.md. Not part of `pnpm test`.
+// and a summary of every group run in .test-artifacts/mutation/summary.md, which lists the survivors
+// mutation/survivors.md does not explain. Not part of `pnpm test`.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -11,11 +12,13 @@ import { GROUPS } from '../mutation/groups.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, '.test-artifacts', 'mutation');
-const asked = process.argv.slice(2);
+// `--summary`: only rebuild the summary from the reports already there (after editing survivors.md).
+const summaryOnly = process.argv.includes('--summary');
+const asked = summaryOnly ? [] : process.argv.slice(2);
 for (const name of asked) {
   if (!GROUPS[name]) throw new Error(`unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
 }
-const names = asked.length > 0 ? asked : Object.keys(GROUPS);
+const names = summaryOnly ? [] : asked.length > 0 ? asked : Object.keys(GROUPS);
 mkdirSync(out, { recursive: true });
 
 const stryker = join(root, 'node_modules', '.bin', 'stryker');
@@ -54,10 +57,28 @@ function summarise(name) {
     for (const k of Object.keys(total)) total[k] += c[k];
     rows.push([relative(root, resolve(root, path)), c]);
   }
+  const survivors = [];
+  for (const [path, { mutants }] of Object.entries(report.files)) {
+    for (const m of mutants) {
+      if (m.status !== 'Survived' && m.status !== 'NoCoverage') continue;
+      survivors.push(survivorId(relative(root, resolve(root, path)), m));
+    }
+  }
   const minutesFile = join(out, name, 'minutes.txt');
   const minutes = existsSync(minutesFile) ? readFileSync(minutesFile, 'utf8').trim() : '?';
-  return { rows, total, minutes };
+  return { rows, total, minutes, survivors };
 }
+
+/**
+ * A survivor as mutation/survivors.md names it: `file:line:column Mutator` and the replacement, one
+ * line, so that a survivor nobody explained stands out (below).
+ */
+function survivorId(path, m) {
+  const replacement = (m.replacement ?? '').replace(/\s+/g, ' ').slice(0, 60);
+  return `${path}:${m.location.start.line}:${m.location.start.column} ${m.mutatorName} \`${replacement}\``;
+}
+const explainedFile = join(root, 'mutation', 'survivors.md');
+const explained = existsSync(explainedFile) ? readFileSync(explainedFile, 'utf8') : '';
 
 const score = (c) => {
   const detected = c.killed + c.timeout;
@@ -78,6 +99,17 @@ for (const name of Object.keys(GROUPS)) {
   for (const [path, c] of s.rows) {
     lines.push(`| ${path} | ${c.killed} | ${c.survived} | ${c.timeout} | ${c.noCoverage} | ${score(c)} | |`);
   }
+}
+const unexplained = [];
+for (const name of Object.keys(GROUPS)) {
+  const s = summarise(name);
+  if (!s) continue;
+  writeFileSync(join(out, name, 'survivors.txt'), s.survivors.map((l) => `${l}\n`).join(''));
+  for (const id of s.survivors) if (!explained.includes(id)) unexplained.push(id);
+}
+if (unexplained.length > 0) {
+  lines.push('', `Survivors not explained in mutation/survivors.md (${unexplained.length}):`, '');
+  for (const id of unexplained) lines.push(`- ${id}`);
 }
 writeFileSync(join(out, 'summary.md'), `${lines.join('\n')}\n`);
 console.log(`\n${lines.join('\n')}\n\n(${relative(root, join(out, 'summary.md'))})`);
