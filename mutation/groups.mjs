@@ -14,6 +14,7 @@ export const GROUPS = {
       'packages/core/test/pricing-names.test.ts',
       'packages/core/test/price-book.test.ts',
       'packages/core/test/pricing-edges.test.ts',
+      'packages/core/test/worst-case-rates.test.ts',
     ],
   },
   rules: {
@@ -40,6 +41,7 @@ export const GROUPS = {
     ],
     tests: [
       'packages/core/test/worst-case.test.ts',
+      'packages/core/test/worst-case-rates.test.ts',
       'packages/core/test/media-size.test.ts',
       'packages/core/test/capacity-waiters.test.ts',
       'packages/core/test/guard-admission.test.ts',
