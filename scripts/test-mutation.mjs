@@ -5,7 +5,7 @@
 // and a summary of every group run in .test-artifacts/mutation/summary.md, which lists the survivors
 // mutation/survivors.md does not explain. Not part of `pnpm test`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GROUPS } from '../mutation/groups.mjs';
@@ -14,7 +14,10 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, '.test-artifacts', 'mutation');
 // `--summary`: only rebuild the summary from the reports already there (after editing survivors.md).
 const summaryOnly = process.argv.includes('--summary');
-const asked = summaryOnly ? [] : process.argv.slice(2);
+// `--recheck`: runs again only the lines of the last full run's survivors (after adding tests), and
+// counts a survivor the recheck killed as killed. A full run (without it) replaces both reports.
+const recheck = process.argv.includes('--recheck');
+const asked = summaryOnly ? [] : process.argv.slice(2).filter((a) => !a.startsWith('--'));
 for (const name of asked) {
   if (!GROUPS[name]) throw new Error(`unknown group ${name}; one of ${Object.keys(GROUPS).join(', ')}`);
 }
@@ -25,10 +28,18 @@ const stryker = join(root, 'node_modules', '.bin', 'stryker');
 let failed = false;
 for (const name of names) {
   const started = Date.now();
+  const env = { ...process.env, STRYKER_GROUP: name };
+  if (recheck) {
+    const ranges = survivorRanges(name);
+    if (ranges.length === 0) continue;
+    env.STRYKER_MUTATE = ranges.join(',');
+  } else {
+    rmSync(join(out, name, 'recheck'), { recursive: true, force: true });
+  }
   const run = spawnSync(stryker, ['run', 'mutation/stryker.config.mjs'], {
     cwd: root,
     stdio: 'inherit',
-    env: { ...process.env, STRYKER_GROUP: name },
+    env,
   });
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
   if (run.status !== 0) {
@@ -36,14 +47,43 @@ for (const name of names) {
     console.error(`stryker failed on group ${name} (exit ${run.status})`);
     continue;
   }
-  writeFileSync(join(out, name, 'minutes.txt'), `${minutes}\n`);
+  writeFileSync(join(out, name, recheck ? 'recheck-minutes.txt' : 'minutes.txt'), `${minutes}\n`);
 }
+
+/** `file:line-line` for every line of the last full run with a surviving or uncovered mutant. */
+function survivorRanges(name) {
+  const file = join(out, name, 'mutation.json');
+  if (!existsSync(file)) throw new Error(`--recheck ${name}: no full run to recheck (${file})`);
+  const ranges = new Set();
+  for (const [path, { mutants }] of Object.entries(JSON.parse(readFileSync(file, 'utf8')).files)) {
+    for (const m of mutants) {
+      if (m.status !== 'Survived' && m.status !== 'NoCoverage') continue;
+      ranges.add(`${relative(root, resolve(root, path))}:${m.location.start.line}-${m.location.end.line}`);
+    }
+  }
+  return [...ranges];
+}
+
+/** A mutant's identity across runs: where it is, what it does. */
+const mutantKey = (path, m) =>
+  `${relative(root, resolve(root, path))}:${m.location.start.line}:${m.location.start.column}:${m.location.end.line}:${m.location.end.column}:${m.mutatorName}:${m.replacement}`;
 
 /** Counts per file and for the group, from Stryker's JSON report (mutation-testing-report-schema). */
 function summarise(name) {
   const file = join(out, name, 'mutation.json');
   if (!existsSync(file)) return null;
   const report = JSON.parse(readFileSync(file, 'utf8'));
+  // A recheck's statuses replace the full run's for the mutants it ran again.
+  const recheckFile = join(out, name, 'recheck', 'mutation.json');
+  const again = new Map();
+  if (existsSync(recheckFile)) {
+    for (const [path, { mutants }] of Object.entries(JSON.parse(readFileSync(recheckFile, 'utf8')).files)) {
+      for (const m of mutants) again.set(mutantKey(path, m), m.status);
+    }
+    for (const [path, { mutants }] of Object.entries(report.files)) {
+      for (const m of mutants) m.status = again.get(mutantKey(path, m)) ?? m.status;
+    }
+  }
   const rows = [];
   const total = { killed: 0, survived: 0, timeout: 0, noCoverage: 0, other: 0 };
   for (const [path, { mutants }] of Object.entries(report.files)) {
@@ -65,7 +105,12 @@ function summarise(name) {
     }
   }
   const minutesFile = join(out, name, 'minutes.txt');
-  const minutes = existsSync(minutesFile) ? readFileSync(minutesFile, 'utf8').trim() : '?';
+  const recheckMinutes = join(out, name, 'recheck-minutes.txt');
+  const minutes =
+    (existsSync(minutesFile) ? readFileSync(minutesFile, 'utf8').trim() : '?') +
+    (again.size > 0 && existsSync(recheckMinutes)
+      ? ` + ${readFileSync(recheckMinutes, 'utf8').trim()} (recheck)`
+      : '');
   return { rows, total, minutes, survivors };
 }
 

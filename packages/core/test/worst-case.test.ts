@@ -17,7 +17,12 @@ import { PriceBook } from '../src/pricing/price-book.js';
 
 const prices = new PriceBook();
 const tiktoken = createRequire(import.meta.url)('tiktoken') as typeof import('tiktoken');
-const o200k: Tiktoken = tiktoken.get_encoding('o200k_base');
+let o200k: Tiktoken | undefined;
+/** Loaded on first use: most cases here count no text (and a mutation run reruns this file often). */
+const encoder = (): Tiktoken => {
+  o200k ??= tiktoken.get_encoding('o200k_base');
+  return o200k;
+};
 
 /** A PNG whose header says `width` x `height` (the pixels are not needed to read its size). */
 function png(width: number, height: number): string {
@@ -198,7 +203,7 @@ describe('audio and files', () => {
 });
 
 describe('text, tools and output', () => {
-  const count = (text: string) => o200k.encode_ordinary(text).length;
+  const count = (text: string) => encoder().encode_ordinary(text).length;
 
   it('counts OpenAI text exactly per string, plus 4 a message and 16', () => {
     const b = bound('gpt-4o', 'openai-chat', {
