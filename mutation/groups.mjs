@@ -34,15 +34,19 @@ export const GROUPS = {
   // The unit tests only: through the guard (guarantees, guard-admission) every mutant of the bound
   // costs a whole admission with tiktoken, ~30 mutants a minute here, an hour for the group.
   admission: {
-    mutate: [
-      'packages/core/src/admission/worst-case.ts',
-      'packages/core/src/admission/media-size.ts',
-      'packages/core/src/admission/capacity-waiters.ts',
-    ],
+    mutate: ['packages/core/src/admission/worst-case.ts'],
     tests: [
       'packages/core/test/worst-case.test.ts',
       'packages/core/test/worst-case-rates.test.ts',
       'packages/core/test/media-size.test.ts',
+    ],
+  },
+  // What the admission reads from media bytes, and the calls waiting for capacity.
+  media: {
+    mutate: ['packages/core/src/admission/media-size.ts', 'packages/core/src/admission/capacity-waiters.ts'],
+    tests: [
+      'packages/core/test/media-size.test.ts',
+      'packages/core/test/worst-case.test.ts',
       'packages/core/test/capacity-waiters.test.ts',
     ],
   },
