@@ -483,10 +483,26 @@ describe('more edges of the table reader', () => {
   });
 
   it('a negative or NaN token count is charged as none', () => {
-    const prices = book({ m: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6 } });
+    // A cache price of its own: a negative cached count would move tokens between two prices.
+    const prices = book({
+      m: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6, cache_read_input_token_cost: 1e-7 },
+    });
     expect(
       prices.cost('m', usage(1000, 100, { cachedPromptTokens: -400, reasoningTokens: Number.NaN })).totalNano,
     ).toBe(1_200_000); // 1000 x 1e-6 + 100 x 2e-6
+  });
+
+  it('a flex call above a size tier whose price the flex base lacks: the tier price', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 1e-6,
+        input_cost_per_token_flex: 0.5e-6,
+        input_cost_per_token_above_1k_tokens: 2e-6,
+        output_cost_per_token_above_1k_tokens: 4e-6, // no output price below the tier
+      },
+    });
+    // max(2e-6 tier, 0.5e-6 flex base) x 2000 + 4e-6 x 100 = 4,000,000 + 400,000 nano
+    expect(prices.cost('m', usage(2000, 100), { serviceTier: 'flex' }).totalNano).toBe(4_400_000);
   });
 
   it('web searches on a model with no search price cost nothing (and do not throw)', () => {
@@ -536,6 +552,10 @@ describe('more edges of usage normalisation', () => {
       completionTokens: 3,
     });
     expect(normalizeUsage({ usage: { usage: { usage: { usage: inner } } } })).toStrictEqual({
+      promptTokens: 0,
+      completionTokens: 0,
+    });
+    expect(normalizeUsage({ message: { usage: { usage: { usage: inner } } } })).toStrictEqual({
       promptTokens: 0,
       completionTokens: 0,
     });
