@@ -14,6 +14,7 @@ export const GROUPS = {
       'packages/core/test/pricing-names.test.ts',
       'packages/core/test/price-book.test.ts',
       'packages/core/test/pricing-edges.test.ts',
+      'packages/core/test/worst-case-rates.test.ts',
     ],
   },
   rules: {
@@ -26,10 +27,27 @@ export const GROUPS = {
   },
   gate: {
     mutate: ['packages/core/src/storage/storage-gate.ts'],
+    // guarantees.test.ts covers the gate too, but through the whole guard (tiktoken, admission): it made
+    // each mutant cost ~13 s here, past the 30-minute budget of the whole run.
+    tests: ['packages/core/test/storage-gate.test.ts', 'packages/core/test/settle-batching.test.ts'],
+  },
+  // The unit tests only: through the guard (guarantees, guard-admission) every mutant of the bound
+  // costs a whole admission with tiktoken, ~30 mutants a minute here, an hour for the group.
+  admission: {
+    mutate: ['packages/core/src/admission/worst-case.ts'],
     tests: [
-      'packages/core/test/storage-gate.test.ts',
-      'packages/core/test/settle-batching.test.ts',
-      'packages/core/test/guarantees.test.ts',
+      'packages/core/test/worst-case.test.ts',
+      'packages/core/test/worst-case-rates.test.ts',
+      'packages/core/test/media-size.test.ts',
+    ],
+  },
+  // What the admission reads from media bytes, and the calls waiting for capacity.
+  media: {
+    mutate: ['packages/core/src/admission/media-size.ts', 'packages/core/src/admission/capacity-waiters.ts'],
+    tests: [
+      'packages/core/test/media-size.test.ts',
+      'packages/core/test/worst-case.test.ts',
+      'packages/core/test/capacity-waiters.test.ts',
     ],
   },
   metering: {

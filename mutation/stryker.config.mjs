@@ -2,6 +2,7 @@
 import { GROUPS } from './groups.mjs';
 
 const name = process.env.STRYKER_GROUP ?? 'pricing';
+const suffix = process.env.STRYKER_MUTATE ? '/recheck' : '';
 const group = GROUPS[name];
 if (!group) throw new Error(`STRYKER_GROUP must be one of ${Object.keys(GROUPS).join(', ')}`);
 
@@ -10,7 +11,8 @@ export default {
   testRunner: 'vitest',
   plugins: ['@stryker-mutator/vitest-runner'],
   vitest: { configFile: 'mutation/vitest.mutation.config.ts', related: false },
-  mutate: group.mutate,
+  // STRYKER_MUTATE (set by `test:mutation --recheck`): only these `file:line-line` ranges.
+  mutate: process.env.STRYKER_MUTATE ? process.env.STRYKER_MUTATE.split(',') : group.mutate,
   // The sandbox copy holds what the tests read: the sources, their tests and fixtures, the price table.
   ignorePatterns: [
     '/*',
@@ -29,8 +31,8 @@ export default {
   timeoutFactor: 2.5,
   tempDirName: '.test-artifacts/stryker-tmp',
   reporters: ['clear-text', 'progress-append-only', 'html', 'json'],
-  htmlReporter: { fileName: `.test-artifacts/mutation/${name}/index.html` },
-  jsonReporter: { fileName: `.test-artifacts/mutation/${name}/mutation.json` },
+  htmlReporter: { fileName: `.test-artifacts/mutation/${name}${suffix}/index.html` },
+  jsonReporter: { fileName: `.test-artifacts/mutation/${name}${suffix}/mutation.json` },
   thresholds: { high: 90, low: 85, break: null },
   cleanTempDir: 'always',
 };

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
 
 export interface RunningDemo {
@@ -36,13 +37,33 @@ export async function startDemo(
   server.stderr!.on('data', (d) => {
     demo.output += d;
   });
-  const deadline = Date.now() + 60_000;
-  while (!BANNER.test(demo.output)) {
-    if (server.exitCode !== null) throw new Error(`demo exited: ${demo.output}`);
-    if (Date.now() > deadline) throw new Error(`demo did not start: ${demo.output}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  demo.base = `http://127.0.0.1:${BANNER.exec(demo.output)![1]}`;
+  // Waits for the banner, or the exit, on the child's own events (the hook's timeout bounds it).
+  const port = await new Promise<string>((resolve, reject) => {
+    const check = () => {
+      const m = BANNER.exec(demo.output);
+      if (m) done(() => resolve(m[1]!));
+    };
+    // On exit, what it printed last is read first: its stdout ends (tsx's esbuild service may keep
+    // stderr open, so not that one), then one more turn for stderr's last chunk.
+    const exit = () => {
+      const ended = server.stdout!.readableEnded ? Promise.resolve() : once(server.stdout!, 'end');
+      void ended
+        .then(() => new Promise((r) => setImmediate(r)))
+        .then(() => done(() => reject(new Error(`demo exited: ${demo.output}`))));
+    };
+    const done = (settle: () => void) => {
+      server.stdout!.off('data', check);
+      server.stderr!.off('data', check);
+      server.off('exit', exit);
+      settle();
+    };
+    // Added after the listeners that append to `output`, so each chunk is in it when checked.
+    server.stdout!.on('data', check);
+    server.stderr!.on('data', check);
+    server.once('exit', exit);
+    check();
+  });
+  demo.base = `http://127.0.0.1:${port}`;
   return demo;
 }
 

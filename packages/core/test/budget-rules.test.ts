@@ -132,7 +132,8 @@ describe('expiredReservationLog', () => {
   });
 
   it('names the reservation itself when nothing was recorded of its call', () => {
-    expect(expiredReservationLog('r2', 10, null, now)).toEqual({
+    // Strict: no `process_died` key at all (not one set to undefined) when no process died.
+    expect(expiredReservationLog('r2', 10, null, now)).toStrictEqual({
       requestId: 'r2',
       callType: 'unknown',
       apiKeyHash: '',

@@ -391,3 +391,191 @@ describe('normalizeUsage edges', () => {
     });
   });
 });
+
+// Cases added from the mutation run's survivors (mutation/survivors.md): each kills a change to the
+// table reader or to the pricing arithmetic that every earlier case let through.
+describe('more edges of the table reader', () => {
+  it('reads a size threshold without "k" as tokens, and only a whole key of that name', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 1e-6,
+        input_cost_per_token_above_100_tokens: 2e-6, // above 100 tokens (not 100k)
+        xinput_cost_per_token_above_10_tokens: 9e-6, // not the field: a prefix
+        input_cost_per_token_above_20_tokens_batches: 9e-6, // not the field: a suffix
+      },
+    });
+    expect(prices.cost('m', usage(100, 0)).totalNano).toBe(100_000); // 100 x 1e-6
+    expect(prices.cost('m', usage(101, 0)).totalNano).toBe(202_000); // 101 x 2e-6
+    expect(prices.cost('m', usage(50, 0)).totalNano).toBe(50_000); // 50 x 1e-6: no 10- or 20-token tier
+  });
+
+  it('a size tier cheaper than the base price applies as it is on standard and flex', () => {
+    const prices = book({
+      bulk: {
+        input_cost_per_token: 3e-6,
+        output_cost_per_token: 1e-6,
+        input_cost_per_token_above_1k_tokens: 1e-6,
+      },
+    });
+    expect(prices.cost('bulk', usage(2000, 0)).totalNano).toBe(2_000_000); // 2000 x 1e-6
+    expect(prices.cost('bulk', usage(2000, 0), { serviceTier: 'flex' }).totalNano).toBe(2_000_000);
+  });
+
+  it('a tiered_pricing item skips a bad range and an item without token prices; a missing price is the top-level one', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 5e-6,
+        output_cost_per_token: 7e-6,
+        tiered_pricing: [
+          { range: [-1, 10], input_cost_per_token: 9e-6, output_cost_per_token: 9e-6 },
+          { range: ['0', 10], input_cost_per_token: 9e-6, output_cost_per_token: 9e-6 },
+          { range: [Number.NaN, 10], input_cost_per_token: 9e-6, output_cost_per_token: 9e-6 },
+          { range: [0, 1000], input_cost_per_token: 1e-6 }, // output: the top-level 7e-6
+          { range: [1000, 5000], output_cost_per_token: 3e-6 }, // input: the top-level 5e-6
+          { range: [500, 600], search_cost_per_query: 0.01 }, // no token price: not a size tier
+        ],
+      },
+    });
+    // 0 prompt tokens: the first range's card (from 0): 1000 x 7e-6 of output.
+    expect(prices.cost('m', usage(0, 1000)).totalNano).toBe(7_000_000);
+    // 550 prompt tokens: still the [0, 1000) card: 550 x 1e-6.
+    expect(prices.cost('m', usage(550, 0)).totalNano).toBe(550_000);
+    // 2000 prompt tokens: the [1000, 5000) card: 2000 x 5e-6 + 1000 x 3e-6.
+    expect(prices.cost('m', usage(2000, 1000)).totalNano).toBe(13_000_000);
+    expect(prices.resolve('m')).toMatchObject({ inputPico: 1_000_000, outputPico: 7_000_000 });
+  });
+
+  it('prices a model with an output price only, or a per-call price only', () => {
+    const prices = book({ out: { output_cost_per_token: 2e-6 }, call: { input_cost_per_request: 0.004 } });
+    expect(prices.cost('out', usage(1000, 500)).totalNano).toBe(1_000_000); // 500 x 2e-6
+    expect(prices.cost('call', usage(1000, 500)).totalNano).toBe(4_000_000); // one call at 0.004 USD
+  });
+
+  it('batch prices: the table own, else half the standard ones', () => {
+    const prices = book({
+      own: {
+        input_cost_per_token: 2e-6,
+        output_cost_per_token: 8e-6,
+        input_cost_per_token_batches: 0.4e-6,
+        output_cost_per_token_batches: 3e-6,
+      },
+      half: { input_cost_per_token: 2e-6, output_cost_per_token: 8e-6 },
+    });
+    expect(prices.cost('own', usage(1000, 100), { batch: true }).totalNano).toBe(700_000); // 400_000 + 300_000
+    expect(prices.cost('half', usage(1000, 100), { batch: true }).totalNano).toBe(1_400_000); // 1_000_000 + 400_000
+  });
+
+  it('states a mode, a cache price and an input limit only when the table gives them as they are', () => {
+    const prices = book({
+      plain: { input_cost_per_token: 1e-6, mode: 5, max_input_tokens: 0 },
+      minus: { input_cost_per_token: 1e-6, max_input_tokens: -10 },
+      text: { input_cost_per_token: 1e-6, max_input_tokens: '128000' },
+      endless: { input_cost_per_token: 1e-6, max_input_tokens: Number.POSITIVE_INFINITY },
+      good: { input_cost_per_token: 1e-6, mode: 'chat', max_input_tokens: 128_000 },
+    });
+    const plain = prices.resolve('plain')!;
+    expect(plain.mode).toBeUndefined();
+    expect(plain.cacheReadPico).toBeUndefined();
+    for (const name of ['plain', 'minus', 'text', 'endless']) {
+      expect(prices.resolve(name)?.maxInputTokens, name).toBeUndefined();
+    }
+    expect(prices.resolve('good')).toMatchObject({ mode: 'chat', maxInputTokens: 128_000 });
+  });
+
+  it('a negative or NaN token count is charged as none', () => {
+    // A cache price of its own: a negative cached count would move tokens between two prices.
+    const prices = book({
+      m: { input_cost_per_token: 1e-6, output_cost_per_token: 2e-6, cache_read_input_token_cost: 1e-7 },
+    });
+    expect(
+      prices.cost('m', usage(1000, 100, { cachedPromptTokens: -400, reasoningTokens: Number.NaN })).totalNano,
+    ).toBe(1_200_000); // 1000 x 1e-6 + 100 x 2e-6
+  });
+
+  it('a flex call above a size tier whose price the flex base lacks: the tier price', () => {
+    const prices = book({
+      m: {
+        input_cost_per_token: 1e-6,
+        input_cost_per_token_flex: 0.5e-6,
+        input_cost_per_token_above_1k_tokens: 2e-6,
+        output_cost_per_token_above_1k_tokens: 4e-6, // no output price below the tier
+      },
+    });
+    // max(2e-6 tier, 0.5e-6 flex base) x 2000 + 4e-6 x 100 = 4,000,000 + 400,000 nano
+    expect(prices.cost('m', usage(2000, 100), { serviceTier: 'flex' }).totalNano).toBe(4_400_000);
+  });
+
+  it('web searches on a model with no search price cost nothing (and do not throw)', () => {
+    const prices = book({ m: { input_cost_per_token: 1e-6 } });
+    expect(prices.cost('m', usage(10, 0, { webSearchRequests: 3 }))).toMatchObject({
+      webSearchNano: 0,
+      totalNano: 10_000,
+    });
+  });
+
+  it('past 2^53 pico-dollars the total is rounded from the exact sum, not from a float', () => {
+    // 3e9 x 3,333,333 pico + 1 x 499 pico = 9,999,999,000,000,499 pico: 9,999,999,000,000 nano once
+    // rounded (.499). In float the sum is 9,999,999,000,000,500 (the nearest double), which rounds up.
+    const prices = book({ m: { input_cost_per_token: 3.333333e-6, output_cost_per_token: 4.99e-10 } });
+    expect(prices.cost('m', usage(3e9, 1))).toMatchObject({ totalNano: 9_999_999_000_000, priced: true });
+  });
+});
+
+describe('more edges of usage normalisation', () => {
+  it('leaves out the optional counts that are zero', () => {
+    expect(
+      normalizeUsage({
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        prompt_tokens_details: { cached_tokens: 0 },
+      }),
+    ).toStrictEqual({ promptTokens: 10, completionTokens: 5 });
+  });
+
+  it('reads a negative count as none', () => {
+    expect(normalizeUsage({ prompt_tokens: -10, completion_tokens: 5 })).toStrictEqual({
+      promptTokens: 0,
+      completionTokens: 5,
+    });
+  });
+
+  it("reads an envelope's own counts when its message carries no usage", () => {
+    expect(
+      normalizeUsage({ message: { role: 'assistant' }, prompt_tokens: 7, completion_tokens: 3 }),
+    ).toStrictEqual({ promptTokens: 7, completionTokens: 3 });
+  });
+
+  it('reads at most three envelopes deep', () => {
+    const inner = { prompt_tokens: 7, completion_tokens: 3 };
+    expect(normalizeUsage({ usage: { usage: { usage: inner } } })).toStrictEqual({
+      promptTokens: 7,
+      completionTokens: 3,
+    });
+    expect(normalizeUsage({ usage: { usage: { usage: { usage: inner } } } })).toStrictEqual({
+      promptTokens: 0,
+      completionTokens: 0,
+    });
+    expect(normalizeUsage({ message: { usage: { usage: { usage: inner } } } })).toStrictEqual({
+      promptTokens: 0,
+      completionTokens: 0,
+    });
+    expect(
+      normalizeUsage({ billed_units: { billed_units: { billed_units: { billed_units: inner } } } }),
+    ).toStrictEqual({
+      promptTokens: 0,
+      completionTokens: 0,
+    });
+  });
+
+  it('an Anthropic cache field set to null does not make a Responses usage an Anthropic one', () => {
+    // Responses: input_tokens include the cached ones. Read as Anthropic, the 40 would not be cached.
+    expect(
+      normalizeUsage({
+        input_tokens: 100,
+        output_tokens: 10,
+        cache_read_input_tokens: null,
+        input_tokens_details: { cached_tokens: 40 },
+      }),
+    ).toMatchObject({ promptTokens: 100, completionTokens: 10, cachedPromptTokens: 40 });
+  });
+});

@@ -155,6 +155,13 @@ describe('rateBucketsFor', () => {
       'rpm:o1',
     ]);
     expect(rateBucketsFor([{ scope: K, limits: all }], '')).toHaveLength(3);
+    // A call with no model is held to the scope-wide limits only, even by a per-model limit keyed ''.
+    expect(
+      rateBucketsFor(
+        [{ scope: K, limits: { ...all, modelRpmLimit: { '': 1 }, modelTpmLimit: { '': 1 } } }],
+        '',
+      ),
+    ).toHaveLength(3);
     expect(rateBucketsFor([{ scope: K, limits: none }], 'gpt-4o')).toEqual([]);
   });
 });

@@ -5,13 +5,24 @@ import { createRequire } from 'node:module';
 import type { Tiktoken } from 'tiktoken';
 import { describe, expect, it } from 'vitest';
 import { imageSize, pdfPages, wavSeconds } from '../src/admission/media-size.js';
-import { boundCall, type CallBound } from '../src/admission/worst-case.js';
+import {
+  boundCall,
+  boundNano,
+  type CallBound,
+  outputTokensFitting,
+  setOutputCap,
+} from '../src/admission/worst-case.js';
 import type { WireFormat } from '../src/metering/wire-formats.js';
 import { PriceBook } from '../src/pricing/price-book.js';
 
 const prices = new PriceBook();
 const tiktoken = createRequire(import.meta.url)('tiktoken') as typeof import('tiktoken');
-const o200k: Tiktoken = tiktoken.get_encoding('o200k_base');
+let o200k: Tiktoken | undefined;
+/** Loaded on first use: most cases here count no text (and a mutation run reruns this file often). */
+const encoder = (): Tiktoken => {
+  o200k ??= tiktoken.get_encoding('o200k_base');
+  return o200k;
+};
 
 /** A PNG whose header says `width` x `height` (the pixels are not needed to read its size). */
 function png(width: number, height: number): string {
@@ -192,7 +203,7 @@ describe('audio and files', () => {
 });
 
 describe('text, tools and output', () => {
-  const count = (text: string) => o200k.encode_ordinary(text).length;
+  const count = (text: string) => encoder().encode_ordinary(text).length;
 
   it('counts OpenAI text exactly per string, plus 4 a message and 16', () => {
     const b = bound('gpt-4o', 'openai-chat', {
@@ -326,5 +337,145 @@ describe('text, tools and output', () => {
         precise.inputTokens + precise.audioTokens,
       );
     }
+  });
+});
+
+describe('the bound in nano-dollars, and the output that fits a room', () => {
+  const b: CallBound = {
+    inputTokens: 1000,
+    audioTokens: 10,
+    webSearches: 2,
+    outputTokens: 500,
+    choices: 3,
+    outputField: 'max_tokens',
+    outputRequested: true,
+    serviceTier: undefined,
+    cacheWrites: false,
+    audioOutput: false,
+    loose: false,
+  };
+  // Pico-dollars per token: $2.5e-6 input, $4e-5 audio, $1e-5 output; $7e-6 a call, $0.025 a search.
+  const rates = {
+    input: 2_500_000,
+    audioInput: 40_000_000,
+    output: 10_000_000,
+    request: 7_000_000,
+    webSearch: 25e9,
+  };
+
+  it('sums every part: input, audio, output x choices, the call and the searches', () => {
+    // 2.5e9 + 0.4e9 + 500 x 3 x 1e7 (15e9) + 7e6 + 2 x 25e9 = 67,907,000,000 pico
+    expect(boundNano(b, rates)).toBe(67_907_000);
+    // With no output: 52,907,000,000 pico
+    expect(boundNano(b, rates, 0)).toBe(52_907_000);
+    // 100 output tokens: + 100 x 3 x 1e7 = 3e9
+    expect(boundNano(b, rates, 100)).toBe(55_907_000);
+  });
+
+  it('rounds up to whole nano-dollars, and is never below 1', () => {
+    const tiny = { ...b, audioTokens: 0, webSearches: 0, outputTokens: 0, inputTokens: 1001 };
+    const one = { input: 1, audioInput: 0, output: 0, request: 0, webSearch: 0 };
+    expect(boundNano(tiny, one)).toBe(2); // 1,001 pico: 1.001 nano, up to 2
+    expect(boundNano(tiny, { ...one, input: 0 })).toBe(1); // free, yet 1
+  });
+
+  it('the most output tokens whose bound fits the room', () => {
+    // (60,000,000 - 52,907,000) x 1000 / (3 x 1e7) = 236.4: 236 (59,987,000 fits; 237 is 60,017,000)
+    expect(outputTokensFitting(b, rates, 60_000_000)).toBe(236);
+    expect(boundNano(b, rates, 236)).toBeLessThanOrEqual(60_000_000);
+    expect(boundNano(b, rates, 237)).toBeGreaterThan(60_000_000);
+    // Below the fixed part even none fits: negative. (-907,000 x 1000 / 3e7 = -30.2: -31)
+    expect(outputTokensFitting(b, rates, 52_000_000)).toBe(-31);
+    // Free output: all of it when the rest fits, else -1.
+    const free = { ...rates, output: 0 };
+    expect(outputTokensFitting(b, free, 52_907_000)).toBe(500);
+    expect(outputTokensFitting(b, free, 52_906_999)).toBe(-1);
+  });
+
+  it('sets the output cap where the format keeps it', () => {
+    const chat: Record<string, unknown> = { max_tokens: 900 };
+    setOutputCap(chat, 'max_tokens', 100);
+    expect(chat).toEqual({ max_tokens: 100 });
+    const gemini: Record<string, unknown> = { generationConfig: { temperature: 0.5 } };
+    setOutputCap(gemini, 'generationConfig.maxOutputTokens', 100);
+    expect(gemini).toEqual({ generationConfig: { temperature: 0.5, maxOutputTokens: 100 } });
+    const odd: Record<string, unknown> = { generationConfig: 'x' };
+    setOutputCap(odd, 'generationConfig.maxOutputTokens', 7);
+    expect(odd).toEqual({ generationConfig: { maxOutputTokens: 7 } });
+  });
+});
+
+describe('what else the bound reads from the request', () => {
+  it('the service tier, cache marks, audio output, and whether it was bounded loosely', () => {
+    const body = {
+      max_tokens: 10,
+      service_tier: 'priority',
+      modalities: ['text', 'audio'],
+      messages: [
+        { role: 'user', content: [{ type: 'text', text: 'hi', cache_control: { type: 'ephemeral' } }] },
+      ],
+    };
+    expect(bound('claude-sonnet-4-5', 'anthropic-messages', body)).toMatchObject({
+      serviceTier: 'priority',
+      cacheWrites: true,
+      audioOutput: true,
+      loose: false,
+    });
+    expect(bound('claude-sonnet-4-5', 'anthropic-messages', body, false).loose).toBe(true);
+    const plain = {
+      max_tokens: 10,
+      service_tier: 5,
+      modalities: ['text'],
+      messages: [{ role: 'user', content: 'hi' }],
+    };
+    expect(bound('claude-sonnet-4-5', 'anthropic-messages', plain)).toMatchObject({
+      serviceTier: undefined,
+      cacheWrites: false,
+      audioOutput: false,
+    });
+  });
+
+  it('the output field a request without a cap gets, per format; choices from n or candidateCount', () => {
+    const none = (format: WireFormat | null, body: Record<string, unknown>) =>
+      boundCall('unknown-model', format, body, undefined, { defaultMaxOutputTokens: 4096, precise: true });
+    expect(none('anthropic-messages', { messages: [] })).toMatchObject({
+      outputField: 'max_tokens',
+      outputTokens: 4096,
+    });
+    expect(none('gemini', { contents: [], generationConfig: { candidateCount: 2 } })).toMatchObject({
+      outputField: 'generationConfig.maxOutputTokens',
+      choices: 2,
+    });
+    expect(none(null, { contents: [] }).outputField).toBe('generationConfig.maxOutputTokens');
+    expect(none(null, { messages: [] }).outputField).toBeNull();
+    // n must be a whole number above 0; max_tokens too.
+    expect(none('openai-chat', { messages: [], n: 0, max_tokens: 0 })).toMatchObject({
+      choices: 1,
+      outputTokens: 4096,
+      outputRequested: false,
+    });
+    expect(none('openai-chat', { messages: [], n: 1.5, max_tokens: 2.5 })).toMatchObject({
+      choices: 1,
+      outputTokens: 4096,
+    });
+  });
+
+  it('a file it cannot read takes the context window: the price table one, else 2,000,000', () => {
+    const body = { messages: [{ role: 'user', content: [{ type: 'file', file: { file_id: 'file-abc' } }] }] };
+    const unknown = boundCall('unknown-model', 'openai-chat', body, undefined, {
+      defaultMaxOutputTokens: 1,
+      precise: true,
+    });
+    const empty = boundCall(
+      'unknown-model',
+      'openai-chat',
+      { messages: [{ role: 'user', content: [] }] },
+      undefined,
+      {
+        defaultMaxOutputTokens: 1,
+        precise: true,
+      },
+    );
+    expect(unknown.inputTokens - empty.inputTokens).toBe(2_000_000);
   });
 });

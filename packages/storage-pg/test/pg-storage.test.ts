@@ -127,21 +127,25 @@ describe('postgres backend', () => {
     expect(rows.map((r) => (r.at as Date).toISOString())).toEqual(expected);
   });
 
-  it('delivers a key change from one instance to another within 1 s, also after a reconnect', async () => {
+  it('delivers a key change from one instance to another, also after a reconnect', async () => {
     const schema = freshSchema();
     const [a, b] = await Promise.all([open(schema), open(schema)]);
+    // Each change heard resolves the next wait on it: the test waits on the notification, not on a time
+    // (one that never comes fails by the test's own timeout).
     const heard: (string | null)[] = [];
-    const next = () =>
-      new Promise<string | null>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`no key change within 1 s (heard ${heard})`)), 1000);
-        const poll = setInterval(() => {
-          if (heard.length === 0) return;
-          clearTimeout(timer);
-          clearInterval(poll);
-          resolve(heard.shift() ?? null);
-        }, 5);
-      });
-    const stop = a.watchKeyChanges((hash) => heard.push(hash));
+    let wake: (() => void) | undefined;
+    const next = async (): Promise<string | null> => {
+      while (heard.length === 0) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+      return heard.shift() ?? null;
+    };
+    const stop = a.watchKeyChanges((hash) => {
+      heard.push(hash);
+      wake?.();
+    });
     expect(await next()).toBeNull(); // listening: drop whatever was cached
     await b.notifyKeyChange('hash-1');
     expect(await next()).toBe('hash-1');

@@ -12,13 +12,17 @@ import { sqliteStorage } from '@spendguard/storage-sqlite';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
-/** A real SQLite store whose settlements commit 30 ms late, each noting when it committed. */
-function slowToCommit(events: string[]) {
+/**
+ * A real SQLite store whose settlements commit late, each noting when it committed: 30 ms late, or, given
+ * `until`, only once that promise resolves (the test then decides the order instead of a delay).
+ */
+function slowToCommit(events: string[], until?: Promise<unknown>) {
   const storage = sqliteStorage({ path: join(mkdtempSync(join(tmpdir(), 'spendguard-last-byte-')), 's.db') });
   const settle = storage.settle.bind(storage);
   storage.settle = async (input: SettleInput) => {
-    // Only makes an answer sent before its commit show up first; nothing waits on this delay.
-    await new Promise((r) => setTimeout(r, 30));
+    // Without `until`: only makes an answer sent before its commit show up first (a guard that did not
+    // wait would let the client finish inside these 30 ms); no assertion waits on this delay.
+    await (until ?? new Promise((r) => setTimeout(r, 30)));
     const result = await settle(input);
     events.push(`committed ${input.log.requestId}`);
     return result;
@@ -65,8 +69,14 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
 
   it('off when asked (settleBeforeLastByte: false): the response does not wait for the commit', async () => {
     const events: string[] = [];
+    // The commit waits for the client to have the whole response: a guard that held the response
+    // until the commit would never answer (the test times out).
+    let received!: () => void;
+    const clientHasIt = new Promise<void>((resolve) => {
+      received = resolve;
+    });
     app = await startTestApp(framework, {
-      storage: slowToCommit(events),
+      storage: slowToCommit(events, clientHasIt),
       guardOptions: { settleBeforeLastByte: false },
     });
     const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 10 })).body;
@@ -82,6 +92,7 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     const id = res.headers.get('x-litellm-call-id');
     await res.text();
     events.push(`received ${id}`);
+    received();
     expect(app.guard.settlesBeforeLastByte).toBe(false);
     await app.guard.flush();
     expect(events).toEqual([`received ${id}`, `committed ${id}`]);

@@ -73,21 +73,37 @@ export async function startInstance(
   child.stderr!.on('data', (d) => {
     output += d;
   });
-  const deadline = Date.now() + startTimeoutMs;
-  const listening = () => /spendguard demo on http:\/\/127\.0\.0\.1:(\d+)/.exec(output)?.[1];
-  while (!listening()) {
-    if (child.exitCode !== null || child.signalCode !== null) {
-      throw new Error(`${name} (${framework}) exited before listening:\n${output}`);
-    }
-    if (Date.now() > deadline) {
+  // Waits for the start-up banner (or the exit, or the time limit), on the child's own events.
+  const BANNER = /spendguard demo on http:\/\/127\.0\.0\.1:(\d+)/;
+  const port = await new Promise<string>((resolve, reject) => {
+    const check = () => {
+      const m = BANNER.exec(output);
+      if (m) done(() => resolve(m[1]!));
+    };
+    const exit = () =>
+      done(() => reject(new Error(`${name} (${framework}) exited before listening:\n${output}`)));
+    const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      throw new Error(`${name} (${framework}) did not listen within ${startTimeoutMs} ms:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
+      done(() =>
+        reject(new Error(`${name} (${framework}) did not listen within ${startTimeoutMs} ms:\n${output}`)),
+      );
+    }, startTimeoutMs);
+    const done = (settle: () => void) => {
+      clearTimeout(timer);
+      child.stdout!.off('data', check);
+      child.stderr!.off('data', check);
+      child.off('exit', exit);
+      settle();
+    };
+    // After the listeners above that append to `output`, so each chunk is in it when checked.
+    child.stdout!.on('data', check);
+    child.stderr!.on('data', check);
+    child.once('exit', exit);
+    check();
+  });
   return {
     name: `${name} (${framework})`,
-    url: `http://127.0.0.1:${listening()}`,
+    url: `http://127.0.0.1:${port}`,
     child,
     output: () => output,
     exited,
