@@ -205,6 +205,35 @@ describe.each(ADAPTERS)('dashboard over HTTP on $name', (framework) => {
     expect((await send(app, 'GET', '/ui/api/session', { cookie })).status).toBe(401);
   });
 
+  it('serves the bundle at a versioned URL browsers may keep; any other version is never cached', async () => {
+    const app = await start();
+    const { cookie } = await login(app);
+    const page = await send(app, 'GET', '/ui/', { cookie });
+    expect(page.headers.get('cache-control')).toBe('no-store');
+    const js = /<script src="assets\/app\.js\?v=([0-9a-f]{16})"><\/script>/.exec(page.body)?.[1];
+    const css = /href="assets\/app\.css\?v=([0-9a-f]{16})"/.exec(page.body)?.[1];
+    expect(js).toMatch(/^[0-9a-f]{16}$/);
+    expect(css).toBe(js);
+    const kept = await send(app, 'GET', `/ui/assets/app.js?v=${js}`, { cookie });
+    expect([kept.status, kept.headers.get('cache-control')]).toEqual([
+      200,
+      'private, max-age=31536000, immutable',
+    ]);
+    const styles = await send(app, 'GET', `/ui/assets/app.css?v=${js}`, { cookie });
+    expect([styles.status, styles.headers.get('cache-control')]).toEqual([
+      200,
+      'private, max-age=31536000, immutable',
+    ]);
+    // An old page's version (or none) gets today's bundle, but not for keeps.
+    for (const path of ['/ui/assets/app.js', '/ui/assets/app.js?v=0000000000000000']) {
+      const res = await send(app, 'GET', path, { cookie });
+      expect([res.status, res.headers.get('cache-control')]).toEqual([200, 'no-store']);
+      expect(res.body).toBe(kept.body);
+    }
+    // Without a session the bundle is not served at all, versioned or not.
+    expect((await send(app, 'GET', `/ui/assets/app.js?v=${js}`)).status).toBe(401);
+  });
+
   it("answers the entity lists and a team's and a key's page; refuses a parameter they do not take", async () => {
     const app = await start();
     const { cookie } = await login(app);

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
@@ -6,6 +7,13 @@ import { fileURLToPath } from 'node:url';
 export interface DashboardAssets {
   'app.js': Uint8Array;
   'app.css': Uint8Array;
+  /** A hash of both files: the pages ask for `assets/app.js?v=<version>`, which browsers may cache. */
+  version: string;
+}
+
+function withVersion(js: Uint8Array, css: Uint8Array): DashboardAssets {
+  const version = createHash('sha256').update(js).update(css).digest('hex').slice(0, 16);
+  return { 'app.js': js, 'app.css': css, version };
 }
 
 let loading: Promise<DashboardAssets> | null = null;
@@ -32,7 +40,7 @@ async function load(): Promise<DashboardAssets> {
       readFile(new URL('app.js', built)),
       readFile(new URL('app.css', built)),
     ]);
-    return { 'app.js': js, 'app.css': css };
+    return withVersion(js, css);
   }
   // From source: this file is src/dashboard/dashboard-assets.ts, the front-end is ui/app.ts.
   const entry = fileURLToPath(new URL('../../ui/app.ts', import.meta.url));
@@ -53,7 +61,7 @@ async function load(): Promise<DashboardAssets> {
     if (!file) throw new Error(`spendguard: esbuild produced no ${name} for the dashboard`);
     return file.contents;
   };
-  return { 'app.js': out('app.js'), 'app.css': out('app.css') };
+  return withVersion(out('app.js'), out('app.css'));
 }
 
 /** The esbuild options of the browser bundle; tsup.config.ts uses the same. */

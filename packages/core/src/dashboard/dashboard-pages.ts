@@ -37,8 +37,12 @@ ${error ? `<p class="error" role="alert">${escapeHtml(error)}</p>` : ''}
 </form></main></body></html>`;
 }
 
-/** The single-page app's shell: the bundle draws each section (hash routes) into `main`. */
-export function appPage(username: string, csrfToken: string): string {
+/**
+ * The single-page app's shell: the bundle draws each section (hash routes) into `main`. The bundle's
+ * URLs carry its version, so a browser keeps it across pages and loads until the bundle changes.
+ */
+export function appPage(username: string, csrfToken: string, assetVersion: string): string {
+  const v = encodeURIComponent(assetVersion);
   const sections = [
     ['spend', 'Spend'],
     ['budgets', 'Budgets'],
@@ -53,7 +57,7 @@ export function appPage(username: string, csrfToken: string): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <meta name="csrf-token" content="${escapeHtml(csrfToken)}">
-<title>spendguard</title>${ICON_LINK}<link rel="stylesheet" href="assets/app.css"></head>
+<title>spendguard</title>${ICON_LINK}<link rel="stylesheet" href="assets/app.css?v=${v}"></head>
 <body>
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
@@ -65,6 +69,6 @@ export function appPage(username: string, csrfToken: string): string {
 <input type="hidden" name="csrf_token" value="${escapeHtml(csrfToken)}"><button type="submit" class="link">Log out</button></form>
 </header>
 <main id="main" tabindex="-1"><p>Loading…</p></main>
-<script src="assets/app.js"></script>
+<script src="assets/app.js?v=${v}"></script>
 </body></html>`;
 }

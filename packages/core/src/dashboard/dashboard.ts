@@ -199,12 +199,23 @@ export class Dashboard {
       await this.guard.gate.call('dashboard logout', (st) => sessions.revoke(st, session));
       return redirect('login', { 'set-cookie': sessionCookie('', 0, secure) });
     }
-    if (sub === '/' && method === 'GET') return html(200, appPage(session.username, session.csrfToken));
+    if (sub === '/' && method === 'GET') {
+      const { version } = await loadDashboardAssets();
+      return html(200, appPage(session.username, session.csrfToken, version));
+    }
     if (method === 'GET' && (sub === '/assets/app.js' || sub === '/assets/app.css')) {
       const assets = await loadDashboardAssets();
       const name = sub === '/assets/app.js' ? 'app.js' : 'app.css';
       const type = name === 'app.js' ? 'text/javascript; charset=utf-8' : 'text/css; charset=utf-8';
-      return { status: 200, headers: { ...SECURITY_HEADERS, 'content-type': type }, body: assets[name] };
+      // The bundle is code, the same for everyone, and holds no data: asked for by its current
+      // version, the browser keeps it (private: shared caches still never store what a session got).
+      const cache =
+        req.query.get('v') === assets.version ? 'private, max-age=31536000, immutable' : 'no-store';
+      return {
+        status: 200,
+        headers: { ...SECURITY_HEADERS, 'content-type': type, 'cache-control': cache },
+        body: assets[name],
+      };
     }
     if (sub.startsWith('/api/')) {
       const rest = sub.slice('/api'.length);
