@@ -1232,6 +1232,34 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('leaves every linked counter at the final tier limits when tier changes and links race from two instances', async () => {
+      const s = await create();
+      const other = options.sibling ? await options.sibling(s) : s;
+      await s.insertBudgetTier(tierRecord('race', { maxBudgetNano: 1 }));
+      const n = 48;
+      // Links from one instance, tier changes (1, 2, ... 24 USD, the last one 24) from the other, at once.
+      await Promise.all([
+        ...Array.from({ length: n }, (_, i) =>
+          other.insert([
+            {
+              type: 'customer',
+              record: { ...customerRecord(`c${i}`), budgetId: 'race' },
+              budget: budget(null),
+            },
+          ]),
+        ),
+        (async () => {
+          for (let usd = 1; usd <= 24; usd++)
+            await s.updateBudgetTier('race', { maxBudgetNano: usd * 1e9 }, T0);
+        })(),
+      ]);
+      const scopes = Array.from({ length: n }, (_, i): ScopeRef => ({ kind: 'customer', id: `c${i}` }));
+      const states = await s.getBudgets(scopes, T0);
+      expect(states.map((st) => st.maxBudgetNano)).toEqual(Array.from({ length: n }, () => 24e9));
+      if (other !== s) await other.close();
+      await s.close();
+    });
+
     it("charges a dead process's reservations once when several instances sweep at the same time", async () => {
       const s = await seeded();
       const other = options.sibling ? await options.sibling(s) : s;
