@@ -169,6 +169,35 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     ]);
   });
 
+  it('/spend/logs with both dates sums per day unless summarize=false (LiteLLM summarize defaults to true)', async () => {
+    const range = `start_date=${TODAY}&end_date=${TODAY}`;
+    const explicit = await admin(app, 'GET', `/spend/logs?summarize=true&${range}`);
+    const byDefault = await admin(app, 'GET', `/spend/logs?${range}`);
+    expect(byDefault.status).toBe(200);
+    expect(byDefault.body).toEqual(explicit.body);
+    expect(byDefault.body).toHaveLength(1);
+    expect(byDefault.body[0]).toMatchObject({ startTime: TODAY, spend: sum(logs) });
+    const listed = await admin(app, 'GET', `/spend/logs?summarize=false&${range}`);
+    expect(listed.body.map((l: Log) => l.api_key).sort()).toEqual(logs.map((l) => l.api_key).sort());
+    // One date, or times rather than days (LiteLLM takes only days): the logs.
+    expect((await admin(app, 'GET', `/spend/logs?start_date=${TODAY}`)).body).toHaveLength(3);
+    const times = `start_date=${TODAY}T00:00:00Z&end_date=${TODAY}T23:59:59Z`;
+    expect((await admin(app, 'GET', `/spend/logs?${times}`)).body).toHaveLength(3);
+    // With request_id, that one request's day (LiteLLM filters its sums by it too).
+    const one = logs.find((l) => l.model === 'gpt-4o-mini')! as Log & { request_id: string };
+    const summed = await admin(app, 'GET', `/spend/logs?request_id=${one.request_id}&${range}`);
+    expect(summed.status).toBe(200);
+    expect(summed.body).toEqual([
+      {
+        startTime: TODAY,
+        spend: one.spend,
+        [beta.token]: one.spend,
+        users: { null: one.spend },
+        models: { 'gpt-4o-mini': one.spend },
+      },
+    ]);
+  });
+
   it('answers /customer/daily/activity and /tag/daily/activity by end user and by tag', async () => {
     const customers = await admin(
       app,

@@ -111,7 +111,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'GET /spend/logs',
     differences:
-      "`request_id` is spendguard's call id; with dates and no `summarize`, the logs (LiteLLM's default is its per-day sums: pass `summarize=true`)",
+      '`start_date`/`end_date` also take ISO times (then the logs); `call_id` added (the `x-litellm-call-id`), and `request_id=` finds a log by either id',
   },
   { route: 'GET /spend/logs/v2', missing: 'not yet; /spend/logs takes the same filters' },
   { route: 'GET /spend/tags' },

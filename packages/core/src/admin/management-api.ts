@@ -1058,7 +1058,13 @@ export class ManagementApi {
       }
       apiKeyHash = caller.tokenHash;
     }
-    if (q.summarize === 'true') {
+    // LiteLLM's default: with both dates (as days, the only dates it takes), the per-day sums;
+    // `summarize=false` gives the logs. With times, or one date, the logs.
+    const days = /^\d{4}-\d{2}-\d{2}$/;
+    const summarize =
+      q.summarize === 'true' ||
+      (q.summarize === undefined && days.test(q.start_date ?? '') && days.test(q.end_date ?? ''));
+    if (summarize) {
       return ok(
         await spendLogSummary(storage, {
           start_date: q.start_date,
