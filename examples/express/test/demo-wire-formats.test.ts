@@ -10,7 +10,8 @@ import { type RunningDemo, startDemo, stopDemo } from './start-demo.js';
 const MASTER = { authorization: 'Bearer sk-master', 'content-type': 'application/json' };
 
 interface Log {
-  request_id: string;
+  /** The call id (`x-litellm-call-id`); `request_id` is the provider's response id. */
+  call_id: string;
   spend: number;
   model: string;
   call_type: string;
@@ -152,8 +153,8 @@ describe.each(['express', 'hono'] as const)('examples/%s: every wire format thro
     const logs = (await res.json()) as Log[];
     expect(logs).toHaveLength(expected.size);
     for (const log of logs) {
-      const want = expected.get(log.request_id);
-      expect(want, `a log for an unexpected request ${log.request_id}`).toBeDefined();
+      const want = expected.get(log.call_id);
+      expect(want, `a log for an unexpected request ${log.call_id}`).toBeDefined();
       expect({ model: log.model, spend: log.spend }).toEqual({ model: want!.model, spend: want!.cost });
     }
     const info = await (await fetch(`${demo.base}/key/info?key=${key}`, { headers: MASTER })).json();

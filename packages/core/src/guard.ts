@@ -1449,6 +1449,7 @@ export class GuardedCall {
       estimated: record.estimated,
       httpStatus,
       metadata: this.logMetadata(aborted),
+      responseId: this.tap.observe().responseId,
     };
     // Costing at most what it holds, on the scopes it reserved, the settlement can only lower what the
     // next reservation is judged against, which then need not wait for it (see StorageGate.reserve).

@@ -220,6 +220,7 @@ async function checkSeededStore(storage: SpendStorage, logs: RawLog[]) {
     estimated: false,
     httpStatus: 200,
     metadata: {},
+    responseId: 'chatcmpl-after-seed',
   };
   await storage.settle({ reservationId: 'after-seed', scopes, costNano: 1234, now: END, log });
   const [after] = await storage.getBudgets(scopes, END);

@@ -174,7 +174,8 @@ export function internalsOf(storage: PgStorage): Internals {
  * Postgres storage, shared by every app instance that points at the same database. Guarded writes are
  * batched: `reserve` calls, and `settle` calls (the TTL sweep's included), that arrive while one of
  * their kind is in flight go together as the next batch, one statement (one round trip, one commit)
- * calling the plpgsql functions of migration 8 (`spendguard_reserve_batch`, `spendguard_settle_batch`).
+ * calling the plpgsql functions of migration 8 (`spendguard_reserve_batch`, and `spendguard_settle_batch` as
+ * migration 12 redefined it).
  * A batch locks each counter row it touches once (`FOR UPDATE`, always in (kind, id) order, so
  * instances queue instead of deadlocking), decides its ops in the order they were submitted, exactly
  * as one call each would, and writes each counter and rollup row once. A lone call is sent at once.
@@ -901,7 +902,7 @@ export class PgStorage implements SpendStorage {
     const rows = await this.#call(
       'settle_batch',
       'SELECT *',
-      `spendguard_settle_batch(${Array.from({ length: 27 }, (_, i) => `$${i + 1}`).join(', ')})`,
+      `spendguard_settle_batch(${Array.from({ length: 28 }, (_, i) => `$${i + 1}`).join(', ')})`,
       [
         inputs.map((i) => i.reservationId),
         inputs.map((i) => i.costNano),
@@ -929,6 +930,7 @@ export class PgStorage implements SpendStorage {
         logs.map((l) => l.estimated),
         logs.map((l) => l.httpStatus),
         JSON.stringify(logs.map((l) => l.metadata)),
+        logs.map((l) => l.responseId ?? null),
       ],
     );
     return answersByOp(rows, ops.length).map(({ status, states }): OpOutcome<SettleOutcome> => {
@@ -946,7 +948,9 @@ export class PgStorage implements SpendStorage {
     if (query.apiKeyHash !== undefined) where.push(eq(l.apiKeyHash, query.apiKeyHash));
     if (query.userId !== undefined) where.push(eq(l.userId, query.userId));
     if (query.teamId !== undefined) where.push(eq(l.teamId, query.teamId));
-    if (query.requestId !== undefined) where.push(eq(l.requestId, query.requestId));
+    if (query.requestId !== undefined) {
+      where.push(or(eq(l.requestId, query.requestId), eq(l.responseId, query.requestId))!);
+    }
     if (query.startTime !== undefined) where.push(gte(l.startTime, query.startTime));
     if (query.endTime !== undefined) where.push(lt(l.startTime, query.endTime));
     if (query.model !== undefined) where.push(eq(l.model, query.model));

@@ -729,7 +729,7 @@ describe('batch functions answer exactly as the single-op functions called one b
 
   async function settleBatch(schema: string, ops: SettleOp[]): Promise<Answer[]> {
     const res = await admin.query({
-      text: `SELECT * FROM "${schema}".spendguard_settle_batch(${Array.from({ length: 27 }, (_, i) => `$${i + 1}`).join(', ')})`,
+      text: `SELECT * FROM "${schema}".spendguard_settle_batch(${Array.from({ length: 28 }, (_, i) => `$${i + 1}`).join(', ')})`,
       values: [
         ops.map((o) => o.reservationId),
         ops.map((o) => o.cost),
@@ -758,6 +758,7 @@ describe('batch functions answer exactly as the single-op functions called one b
         ops.map((o) => o.claim),
         ops.map(() => 200),
         JSON.stringify(ops.map((o) => ({ op: o.n }))),
+        ops.map(() => null), // response ids (migration 12): none, as spendguard_settle_v2 writes none
       ],
       rowMode: 'array',
       types: int8AsNumber,

@@ -576,6 +576,16 @@ ALTER TABLE customers ADD COLUMN budget_id TEXT;
 CREATE INDEX customers_budget_id_idx ON customers (budget_id);
 `,
   },
+  {
+    version: 14,
+    name: 'spend-log-response-ids',
+    // The provider's id for its response (chatcmpl-..., resp_..., msg_..., a Gemini responseId), NULL
+    // when it gave none: the management API shows it as LiteLLM's request_id and finds a log by either id.
+    sql: `
+ALTER TABLE spend_logs ADD COLUMN response_id TEXT;
+CREATE INDEX spend_logs_response_id_idx ON spend_logs (response_id);
+`,
+  },
 ];
 
 /**

@@ -163,12 +163,15 @@ export const spendLogs = sqliteTable(
     estimated: integer('estimated', { mode: 'boolean' }).notNull(),
     httpStatus: integer('http_status').notNull(),
     metadata: text('metadata', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    /** The provider's id for its response (`chatcmpl-...`, `msg_...`), `null` when it gave none. */
+    responseId: text('response_id'),
   },
   (t) => [
     index('spend_logs_start_time_idx').on(t.startTime),
     index('spend_logs_api_key_hash_start_time_idx').on(t.apiKeyHash, t.startTime),
     index('spend_logs_user_id_start_time_idx').on(t.userId, t.startTime),
     index('spend_logs_team_id_start_time_idx').on(t.teamId, t.startTime),
+    index('spend_logs_response_id_idx').on(t.responseId),
   ],
 );
 

@@ -133,6 +133,7 @@ type SpendLogParams = [
   estimated: 0 | 1,
   httpStatus: number,
   metadataJson: string,
+  responseId: string | null,
 ];
 
 type Orm = BetterSQLite3Database<typeof schema>;
@@ -915,7 +916,9 @@ export class SqliteStorage implements SpendStorage {
     if (query.apiKeyHash !== undefined) where.push(eq(l.apiKeyHash, query.apiKeyHash));
     if (query.userId !== undefined) where.push(eq(l.userId, query.userId));
     if (query.teamId !== undefined) where.push(eq(l.teamId, query.teamId));
-    if (query.requestId !== undefined) where.push(eq(l.requestId, query.requestId));
+    if (query.requestId !== undefined) {
+      where.push(or(eq(l.requestId, query.requestId), eq(l.responseId, query.requestId))!);
+    }
     if (query.startTime !== undefined) where.push(gte(l.startTime, query.startTime));
     if (query.endTime !== undefined) where.push(lt(l.startTime, query.endTime));
     if (query.model !== undefined) where.push(eq(l.model, query.model));
@@ -1229,8 +1232,8 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     insertLog: db.prepare<SpendLogParams>(
       `INSERT INTO spend_logs (request_id, call_type, api_key_hash, spend_nano, prompt_tokens, completion_tokens,
          total_tokens, start_time, end_time, model, provider, user_id, team_id, end_user, tags, status, estimated,
-         http_status, metadata)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         http_status, metadata, response_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (request_id) DO NOTHING`,
     ),
     upsertDaily: db.prepare<RollupParams>(
@@ -1564,6 +1567,7 @@ function settleReservation(
     log.estimated ? 1 : 0,
     log.httpStatus,
     JSON.stringify(log.metadata),
+    log.responseId ?? null,
   );
   // Already settled: nothing was written, so committing this transaction changes nothing.
   if (logged.changes === 0) return { applied: false, states: readBudgets(b, input.scopes, now) };

@@ -332,9 +332,9 @@ describe.each(ADAPTERS)('dashboard over HTTP on $name', (framework) => {
     expect(daysLeft).toBeCloseTo(team.remaining / team.burnRatePerDay, 1);
     const logs = await send(app, 'GET', '/ui/api/logs?tag=env:prod&limit=2', { cookie });
     expect(logs.body.logs).toHaveLength(2);
-    // The cursor is the last log's start time and request id.
+    // The cursor is the last log's start time and call id (the key it is stored under).
     const last = (await admin(app, 'GET', `/spend/logs?request_id=${logs.body.logs[1].request_id}`)).body[0];
-    expect(logs.body.next).toBe(`${last.startTime}|${last.request_id}`);
+    expect(logs.body.next).toBe(`${last.startTime}|${last.call_id}`);
     const older = await send(
       app,
       'GET',

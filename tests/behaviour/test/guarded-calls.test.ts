@@ -47,7 +47,8 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         expect(logs.status).toBe(200);
         expect(logs.body).toHaveLength(1);
         expect(logs.body[0]).toMatchObject({
-          request_id: requestId,
+          request_id: data.id, // the provider's response id, as LiteLLM keys its logs
+          call_id: requestId,
           model: data.model,
           spend: cost,
           prompt_tokens: data.usage!.prompt_tokens,

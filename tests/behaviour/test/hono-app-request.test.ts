@@ -130,7 +130,8 @@ describe('the Hono adapter under app.request(), no server', () => {
     expect(res.headers.get('x-litellm-key-spend')).toBe('0');
     const [log] = await logs();
     expect(log).toMatchObject({
-      request_id: res.headers.get('x-litellm-call-id'),
+      request_id: body.id, // the provider's response id, as LiteLLM keys its logs
+      call_id: res.headers.get('x-litellm-call-id'),
       spend: cost,
       completion_tokens: 10,
       user: 'alice',

@@ -169,6 +169,73 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     ]);
   });
 
+  it('/spend/logs with both dates sums per day unless summarize=false (LiteLLM summarize defaults to true)', async () => {
+    const range = `start_date=${TODAY}&end_date=${TODAY}`;
+    const explicit = await admin(app, 'GET', `/spend/logs?summarize=true&${range}`);
+    const byDefault = await admin(app, 'GET', `/spend/logs?${range}`);
+    expect(byDefault.status).toBe(200);
+    expect(byDefault.body).toEqual(explicit.body);
+    expect(byDefault.body).toHaveLength(1);
+    expect(byDefault.body[0]).toMatchObject({ startTime: TODAY, spend: sum(logs) });
+    const listed = await admin(app, 'GET', `/spend/logs?summarize=false&${range}`);
+    expect(listed.body.map((l: Log) => l.api_key).sort()).toEqual(logs.map((l) => l.api_key).sort());
+    // One date, or times rather than days (LiteLLM takes only days): the logs.
+    expect((await admin(app, 'GET', `/spend/logs?start_date=${TODAY}`)).body).toHaveLength(3);
+    const times = `start_date=${TODAY}T00:00:00Z&end_date=${TODAY}T23:59:59Z`;
+    expect((await admin(app, 'GET', `/spend/logs?${times}`)).body).toHaveLength(3);
+    // With request_id, that one request's day (LiteLLM filters its sums by it too).
+    const one = logs.find((l) => l.model === 'gpt-4o-mini')! as Log & { request_id: string };
+    const summed = await admin(app, 'GET', `/spend/logs?request_id=${one.request_id}&${range}`);
+    expect(summed.status).toBe(200);
+    expect(summed.body).toEqual([
+      {
+        startTime: TODAY,
+        spend: one.spend,
+        [beta.token]: one.spend,
+        users: { null: one.spend },
+        models: { 'gpt-4o-mini': one.spend },
+      },
+    ]);
+  });
+
+  it("/spend/logs/v2 pages the logs in LiteLLM's shape, with its filters and exact totals", async () => {
+    const v2 = (query: Record<string, string>, key?: string) =>
+      admin(app, 'GET', `/spend/logs/v2?${new URLSearchParams(query)}`, undefined, key);
+    const missing = await v2({ start_date: `${TODAY} 00:00:00` });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error).toMatchObject({
+      message: 'Start date and end date are required',
+      param: 'end_date',
+    });
+    const day = { start_date: `${TODAY} 00:00:00`, end_date: `${TODAY} 23:59:59` };
+    const p1 = await v2({ ...day, page_size: '2' });
+    expect(p1.status).toBe(200);
+    expect(p1.body).toMatchObject({ total: 3, page: 1, page_size: 2, total_pages: 2 });
+    expect(p1.body.data).toHaveLength(2);
+    const p2 = await v2({ ...day, page_size: '2', page: '2' });
+    expect(p2.body).toMatchObject({ total: 3, page: 2, page_size: 2, total_pages: 2 });
+    expect(p2.body.data).toHaveLength(1);
+    const paged = [...p1.body.data, ...p2.body.data].map((l: { call_id: string }) => l.call_id);
+    const all = (logs as Array<Log & { call_id: string }>).map((l) => l.call_id);
+    expect(new Set(paged)).toEqual(new Set(all));
+    expect(paged).toHaveLength(3);
+    // LiteLLM's end is inclusive to the second: the calls ran at 10:00:00.000.
+    expect((await v2({ ...day, end_date: `${TODAY} 09:59:59` })).body.total).toBe(0);
+    expect((await v2({ ...day, end_date: `${TODAY} 10:00:00` })).body.total).toBe(3);
+    expect((await v2({ ...day, model: 'gpt-4o-mini' })).body.total).toBe(1);
+    const mini = logs.find((l) => l.model === 'gpt-4o-mini')!.spend;
+    const big = Math.min(...logs.filter((l) => l.model === 'gpt-4o').map((l) => l.spend));
+    expect(mini).toBeLessThan(big);
+    expect((await v2({ ...day, min_spend: String(big) })).body.total).toBe(2);
+    expect((await v2({ ...day, max_spend: String(mini) })).body.total).toBe(1);
+    expect((await v2({ ...day, status_filter: 'failure' })).body.total).toBe(0);
+    // A key reads its own logs only.
+    const own = await v2(day, beta.key);
+    expect(own.body).toMatchObject({ total: 1, total_pages: 1 });
+    expect(own.body.data[0].api_key).toBe(beta.token);
+    expect((await v2({ ...day, page_size: '101' })).status).toBe(400);
+  });
+
   it('answers /customer/daily/activity and /tag/daily/activity by end user and by tag', async () => {
     const customers = await admin(
       app,

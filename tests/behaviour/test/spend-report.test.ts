@@ -126,7 +126,11 @@ describe.each(ADAPTERS)('spend reports on $name', (framework) => {
       await res.arrayBuffer();
       await app.settled();
     }
-    const all = await admin(app, 'GET', `/spend/logs?start_date=${FROM}&end_date=${TO}&limit=1000`);
+    const all = await admin(
+      app,
+      'GET',
+      `/spend/logs?start_date=${FROM}&end_date=${TO}&summarize=false&limit=1000`,
+    );
     logs = all.body;
   });
   afterAll(async () => {

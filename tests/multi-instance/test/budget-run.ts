@@ -62,12 +62,12 @@ export async function checkApi(instances: Instance[], run: Run, spendNano: numbe
       team: spendNano / 1e9,
     });
   }
-  const logs: Array<{ request_id: string; spend: number }> = await adminCall(
+  const logs: Array<{ call_id: string; spend: number }> = await adminCall(
     instances[0]!.url,
     'GET',
     `/spend/logs?api_key=${run.ids.token}`,
   );
-  expect(logs.map((l) => l.request_id).sort()).toEqual(run.served.map((o) => o.callId).sort());
+  expect(logs.map((l) => l.call_id).sort()).toEqual(run.served.map((o) => o.callId).sort());
   const byId = new Map(run.served.map((o) => [o.callId, costNano(o)]));
-  for (const l of logs) expect(Math.round(l.spend * 1e9)).toBe(byId.get(l.request_id));
+  for (const l of logs) expect(Math.round(l.spend * 1e9)).toBe(byId.get(l.call_id));
 }

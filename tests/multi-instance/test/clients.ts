@@ -38,7 +38,7 @@ export async function adminCall(
 export interface CallOutcome {
   instance: number;
   status: number;
-  /** `x-litellm-call-id`: the spend log's `request_id`. */
+  /** `x-litellm-call-id`: the spend log's `call_id`. */
   callId: string | null;
   /** The whole body arrived. */
   completed: boolean;

@@ -24,6 +24,10 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
     teamAdmin: 'its own key’s, and its teams’ (`team_id`)',
     key: 'its own',
   },
+  'GET /spend/logs/v2': {
+    teamAdmin: 'its own key’s, and its teams’ (`team_id`)',
+    key: 'its own',
+  },
   'POST /key/update': {
     teamAdmin:
       'its teams’ keys; budgets (temporary increases included) within the team cap, rate limits within the team’s, models among the team’s; not unblocking a key the master key blocked',

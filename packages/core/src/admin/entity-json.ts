@@ -109,7 +109,10 @@ export function keyJson(key: KeyRecord, state: BudgetState | null, limits: RateL
 /** A spend log with LiteLLM's SpendLogs field names. */
 export function spendLogJson(log: SpendLogRecord) {
   return {
-    request_id: log.requestId,
+    // LiteLLM keys a log by the provider's response id (chatcmpl-..., msg_...) when there is one; the
+    // call id (the `x-litellm-call-id` header) stays readable, and either finds the log.
+    request_id: log.responseId ?? log.requestId,
+    call_id: log.requestId,
     call_type: log.callType,
     api_key: log.apiKeyHash,
     spend: log.spendNano / 1e9,

@@ -122,9 +122,13 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'GET /spend/logs',
     differences:
-      "`request_id` is spendguard's call id; with dates and no `summarize`, the logs (LiteLLM's default is its per-day sums: pass `summarize=true`)",
+      '`start_date`/`end_date` also take ISO times (then the logs); `call_id` added (the `x-litellm-call-id`), and `request_id=` finds a log by either id',
   },
-  { route: 'GET /spend/logs/v2', missing: 'not yet; /spend/logs takes the same filters' },
+  {
+    route: 'GET /spend/logs/v2',
+    differences:
+      '`start_date`/`end_date` also take days and ISO times; `status_filter` is `success` or `failure`; at most 100,000 logs in the range (else 400: narrow it)',
+  },
   { route: 'GET /spend/tags' },
   { route: 'GET /spend/keys' },
   { route: 'GET /spend/users' },

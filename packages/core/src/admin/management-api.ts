@@ -70,6 +70,7 @@ import {
   windowInserts,
   windowsJson,
 } from './scope-routes.js';
+import { spendLogPageRoutes } from './spend-log-pages.js';
 import {
   globalSpendReport,
   spendLogSummary,
@@ -183,6 +184,8 @@ export class ManagementApi {
     for (const [route, { access, handler }] of Object.entries(more.routes())) {
       this.routes[route] = { handler: (r, c, st) => handler(r, c, st), access };
     }
+    // Issue 16, part 2: LiteLLM's paged spend logs.
+    for (const [route, entry] of Object.entries(spendLogPageRoutes(this))) this.routes[route] = entry;
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
     for (const [route, entry] of Object.entries(this.routes)) {
       const [method, path] = route.split(' ') as [string, string];
@@ -1057,23 +1060,14 @@ export class ManagementApi {
     storage: SpendStorage,
   ): Promise<GuardResponse> {
     const q = this.parseQuery(req, spendLogsQuerySchema);
-    let apiKeyHash = q.api_key
-      ? ((await findKeyByRef(storage, q.api_key, this.guard.now()))?.tokenHash ??
-        keyHashFromKeyOrHash(q.api_key))
-      : undefined;
-    let teamId = q.team_id;
-    if (teamId) teamId = (await this.resolveTeam(storage, teamId)).teamId;
-    // A key reads its own logs; a team admin also those of its teams.
-    const teamAdminOfIt = caller.role === 'team_admin' && !!teamId && caller.teamIds.includes(teamId);
-    if (caller.role !== 'proxy_admin' && !teamAdminOfIt) {
-      if (teamId)
-        throw forbidden(`only the master key or an admin of team '${teamId}' can read its spend logs.`);
-      if (apiKeyHash && apiKeyHash !== caller.tokenHash) {
-        throw forbidden('a key may only read its own spend logs.');
-      }
-      apiKeyHash = caller.tokenHash;
-    }
-    if (q.summarize === 'true') {
+    const { apiKeyHash, teamId } = await this.spendLogReader(q, caller, storage);
+    // LiteLLM's default: with both dates (as days, the only dates it takes), the per-day sums;
+    // `summarize=false` gives the logs. With times, or one date, the logs.
+    const days = /^\d{4}-\d{2}-\d{2}$/;
+    const summarize =
+      q.summarize === 'true' ||
+      (q.summarize === undefined && days.test(q.start_date ?? '') && days.test(q.end_date ?? ''));
+    if (summarize) {
       return ok(
         await spendLogSummary(storage, {
           start_date: q.start_date,
@@ -1095,6 +1089,33 @@ export class ManagementApi {
       limit: q.limit ?? 1000,
     });
     return ok(logs.map(spendLogJson));
+  }
+
+  /**
+   * Whose spend logs a caller may read, from the `api_key` and `team_id` it asked for: a key reads its
+   * own; a team admin also those of its teams; the master key any. @internal
+   */
+  async spendLogReader(
+    q: { api_key?: string; team_id?: string },
+    caller: Caller,
+    storage: SpendStorage,
+  ): Promise<{ apiKeyHash: string | undefined; teamId: string | undefined }> {
+    let apiKeyHash = q.api_key
+      ? ((await findKeyByRef(storage, q.api_key, this.guard.now()))?.tokenHash ??
+        keyHashFromKeyOrHash(q.api_key))
+      : undefined;
+    let teamId = q.team_id;
+    if (teamId) teamId = (await this.resolveTeam(storage, teamId)).teamId;
+    const teamAdminOfIt = caller.role === 'team_admin' && !!teamId && caller.teamIds.includes(teamId);
+    if (caller.role !== 'proxy_admin' && !teamAdminOfIt) {
+      if (teamId)
+        throw forbidden(`only the master key or an admin of team '${teamId}' can read its spend logs.`);
+      if (apiKeyHash && apiKeyHash !== caller.tokenHash) {
+        throw forbidden('a key may only read its own spend logs.');
+      }
+      apiKeyHash = caller.tokenHash;
+    }
+    return { apiKeyHash, teamId };
   }
 
   private async spendTags(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {

@@ -333,10 +333,11 @@ export function teamDailyActivity(storage: SpendStorage, q: TeamActivityQuery): 
 }
 
 /**
- * `GET /spend/logs?summarize=true&start_date=...&end_date=...`: LiteLLM's per-day sums, one row per
- * UTC day that has spend, `{ startTime: day, spend, <api key hash>: spend, users: { user: spend },
- * models: { model: spend } }`, then a zero row for each day after the last one through `end_date`
- * (LiteLLM's padding). From the daily rollups; sums are exact nano-dollars turned into USD.
+ * `GET /spend/logs?start_date=...&end_date=...` (`summarize` defaults to true, as in LiteLLM): the
+ * per-day sums, one row per UTC day that has spend, `{ startTime: day, spend, <api key hash>: spend,
+ * users: { user: spend }, models: { model: spend } }`, then a zero row for each day after the last one
+ * through `end_date` (LiteLLM's padding). From the daily rollups (with `request_id`, from that
+ * request's logs); sums are exact nano-dollars turned into USD.
  */
 export async function spendLogSummary(
   storage: SpendStorage,
@@ -357,22 +358,19 @@ export async function spendLogSummary(
       { param: 'summarize' },
     );
   }
-  if (q.requestId) {
-    throw new SpendGuardError('BAD_REQUEST', 'Invalid query: summarize=true sums days, not one request', {
-      param: 'summarize',
-    });
-  }
   checkRange(q.start_date, q.end_date);
   const filters: SpendReportFilters = {};
   if (q.apiKeyHash) filters.apiKeyHashes = [q.apiKeyHash];
   if (q.userId) filters.userIds = [q.userId];
   if (q.teamId) filters.teamIds = [q.teamId];
-  const rows = await storage.spendReport({
-    fromDay: q.start_date,
-    toDay: q.end_date,
-    groupBy: ['day', 'key', 'user', 'model'],
-    filters,
-  });
+  const rows = q.requestId
+    ? await requestRows(storage, { ...q, start_date: q.start_date, end_date: q.end_date })
+    : await storage.spendReport({
+        fromDay: q.start_date,
+        toDay: q.end_date,
+        groupBy: ['day', 'key', 'user', 'model'],
+        filters,
+      });
   const out: Array<Record<string, unknown>> = [];
   for (const [d, dayRows] of groupRows(rows, (r) => r.day!)) {
     const byKey = groupRows(dayRows, (r) => r.apiKeyHash!);
@@ -395,6 +393,45 @@ export async function spendLogSummary(
     }
   }
   return out;
+}
+
+/**
+ * The per-day rows of one request id (its log, or the logs whose call id or response id it is): the
+ * rollups do not keep request ids, and one id names a log or two, so they are read from the logs.
+ */
+async function requestRows(
+  storage: SpendStorage,
+  q: {
+    start_date: string;
+    end_date: string;
+    apiKeyHash?: string;
+    userId?: string;
+    teamId?: string;
+    requestId?: string;
+  },
+): Promise<SpendReportRow[]> {
+  const logs = await storage.querySpendLogs({
+    requestId: q.requestId,
+    apiKeyHash: q.apiKeyHash,
+    userId: q.userId,
+    teamId: q.teamId,
+    startTime: new Date(`${q.start_date}T00:00:00.000Z`),
+    endTime: new Date(Date.parse(`${q.end_date}T00:00:00.000Z`) + 86_400_000),
+    limit: 1000,
+  });
+  return logs
+    .map((l) => ({
+      day: l.startTime.toISOString().slice(0, 10),
+      apiKeyHash: l.apiKeyHash,
+      userId: l.userId,
+      model: l.model,
+      requests: 1,
+      failedRequests: l.status === 'failure' ? 1 : 0,
+      spendNano: l.spendNano,
+      promptTokens: l.promptTokens,
+      completionTokens: l.completionTokens,
+    }))
+    .sort((a, b) => (a.day < b.day ? -1 : a.day > b.day ? 1 : 0));
 }
 
 const splitList = (v: string | undefined) =>

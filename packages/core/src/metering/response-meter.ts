@@ -119,6 +119,7 @@ export class ResponseTap {
       this.result = {
         format: this.hints.format ?? null,
         model: null,
+        responseId: null,
         usage: null,
         usageFinal: false,
         completionText: '',

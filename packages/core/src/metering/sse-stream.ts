@@ -212,6 +212,7 @@ export class SseTap {
     return {
       format: this.observer.format,
       model: this.observer.model,
+      responseId: this.observer.responseId,
       usage,
       usageFinal: usage ? usageFinal : false,
       completionText: this.observer.text,

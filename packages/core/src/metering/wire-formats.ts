@@ -15,6 +15,11 @@ export type WireFormat =
 export interface ObservedResponse {
   format: WireFormat | null;
   model: string | null;
+  /**
+   * The provider's id for the response (`chatcmpl-...`, `resp_...`, `msg_...`, Gemini's `responseId`),
+   * `null` when it gave none (embeddings, an error body).
+   */
+  responseId: string | null;
   /** The reported usage, normalized; `null` when none arrived. */
   usage: TokenUsage | null;
   /**
@@ -148,6 +153,7 @@ export function observeJson(body: unknown, pathHint: WireFormat | null): Observe
   const observed: ObservedResponse = {
     format,
     model: null,
+    responseId: null,
     usage: null,
     usageFinal: true,
     completionText: '',
@@ -158,6 +164,7 @@ export function observeJson(body: unknown, pathHint: WireFormat | null): Observe
     for (const chunk of chunks) {
       if (!isObject(chunk)) continue;
       observed.model = str(chunk.modelVersion) ?? observed.model;
+      observed.responseId ??= str(chunk.responseId);
       if (isObject(chunk.usageMetadata)) observed.usage = normalizeUsage(chunk);
       observed.completionText += geminiText(chunk);
     }
@@ -166,6 +173,7 @@ export function observeJson(body: unknown, pathHint: WireFormat | null): Observe
   }
   if (!isObject(body)) return observed;
   observed.model = str(body.model);
+  if (format !== 'openai-embeddings' && format !== null) observed.responseId = str(body.id);
   if (isObject(body.usage)) observed.usage = normalizeUsage(body);
   if (format === 'openai-chat' && Array.isArray(body.choices)) {
     for (const choice of body.choices)
@@ -208,6 +216,8 @@ function anthropicBlockText(block: Obj): string {
 export class StreamObserver {
   format: WireFormat | null;
   model: string | null = null;
+  /** The first response id the stream carried (every chunk repeats it; the first event is always read). */
+  responseId: string | null = null;
   private rawUsage: Obj | null = null;
   private final = false;
   private geminiLast: unknown = null;
@@ -231,6 +241,7 @@ export class StreamObserver {
     switch (this.format) {
       case 'openai-chat': {
         this.model = str(payload.model) ?? this.model;
+        this.responseId ??= str(payload.id);
         if (isObject(payload.usage)) {
           this.rawUsage = payload;
           this.final = true;
@@ -243,6 +254,7 @@ export class StreamObserver {
         const type = typeof payload.type === 'string' ? payload.type : event;
         if (type === 'message_start' && isObject(payload.message)) {
           this.model = str(payload.message.model) ?? this.model;
+          this.responseId ??= str(payload.message.id);
           if (isObject(payload.message.usage)) this.mergeUsage(payload.message.usage);
         } else if (type === 'message_delta' && isObject(payload.usage)) {
           this.mergeUsage(payload.usage); // cumulative: later fields replace earlier ones
@@ -254,6 +266,7 @@ export class StreamObserver {
         const response = payload.response;
         if (isObject(response)) {
           this.model = str(response.model) ?? this.model;
+          this.responseId ??= str(response.id);
           if (isObject(response.usage)) {
             this.rawUsage = response;
             this.final = true;
@@ -263,6 +276,7 @@ export class StreamObserver {
       }
       case 'gemini':
         this.model = str(payload.modelVersion) ?? this.model;
+        this.responseId ??= str(payload.responseId);
         if (isObject(payload.usageMetadata)) this.geminiLast = payload;
         return null;
       default:

@@ -780,7 +780,10 @@ export class MemoryStorage implements SpendStorage {
       this.budgets.set(scopeKey(scope), updated);
       states.push(structuredClone(updated));
     }
-    this.logs.set(input.log.requestId, structuredClone(input.log));
+    this.logs.set(input.log.requestId, {
+      ...structuredClone(input.log),
+      responseId: input.log.responseId ?? null,
+    });
     const row = rollupRowOf(input.log, input.costNano);
     addTo(this.daily, row);
     for (const tag of input.log.tags) addTo(this.dailyByTag, { ...row, tag });
@@ -795,7 +798,9 @@ export class MemoryStorage implements SpendStorage {
           (query.apiKeyHash === undefined || l.apiKeyHash === query.apiKeyHash) &&
           (query.userId === undefined || l.userId === query.userId) &&
           (query.teamId === undefined || l.teamId === query.teamId) &&
-          (query.requestId === undefined || l.requestId === query.requestId) &&
+          (query.requestId === undefined ||
+            l.requestId === query.requestId ||
+            l.responseId === query.requestId) &&
           (query.startTime === undefined || l.startTime >= query.startTime) &&
           (query.endTime === undefined || l.startTime < query.endTime) &&
           (query.model === undefined || l.model === query.model) &&

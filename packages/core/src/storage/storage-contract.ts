@@ -365,6 +365,11 @@ export interface SpendLogRecord {
   httpStatus: number;
   /** JSON-serialisable only (backends store it as JSON). */
   metadata: Record<string, unknown>;
+  /**
+   * The provider's id for its response (`chatcmpl-...`, `resp_...`, `msg_...`, a Gemini `responseId`):
+   * what LiteLLM keys its spend logs by. Absent or `null`: the response gave none; backends return `null`.
+   */
+  responseId?: string | null;
 }
 
 /**
@@ -467,6 +472,7 @@ export interface SpendLogQuery {
   apiKeyHash?: string;
   userId?: string;
   teamId?: string;
+  /** The log whose `requestId` or `responseId` is this one. */
   requestId?: string;
   /** Inclusive. */
   startTime?: Date;

@@ -166,6 +166,7 @@ export function spendLogFixture(requestId: string, over: Partial<SpendLogRecord>
     estimated: false,
     httpStatus: 200,
     metadata: {},
+    responseId: null,
     ...over,
   };
 }
@@ -1580,6 +1581,51 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect(await ids({ startTime: at(2) })).toEqual(['l3', 'l2']);
       expect(await ids({ endTime: at(2) })).toEqual(['l1']);
       expect(await ids({ limit: 1 })).toEqual(['l3']);
+      await s.close();
+    });
+
+    it("keeps a log's provider response id and finds the log by it or by its own id", async () => {
+      const s = await seeded();
+      const at = (m: number) => new Date(T0.getTime() + m * 60_000);
+      await s.settle({
+        reservationId: 'a',
+        scopes: [K],
+        costNano: 1,
+        now: T0,
+        log: spendLogFixture('call-1', { startTime: at(1), responseId: 'chatcmpl-Abc123' }),
+      });
+      await s.settle({
+        reservationId: 'b',
+        scopes: [K],
+        costNano: 1,
+        now: T0,
+        log: spendLogFixture('call-2', { startTime: at(2) }),
+      });
+      // A log's own id that happens to equal another's response id: both match, newest first.
+      await s.settle({
+        reservationId: 'c',
+        scopes: [K],
+        costNano: 1,
+        now: T0,
+        log: spendLogFixture('msg_01X', { startTime: at(3), responseId: 'msg_01Y' }),
+      });
+      await s.settle({
+        reservationId: 'd',
+        scopes: [K],
+        costNano: 1,
+        now: T0,
+        log: spendLogFixture('call-4', { startTime: at(4), responseId: 'msg_01X' }),
+      });
+      const ids = async (requestId: string) =>
+        (await s.querySpendLogs({ requestId })).map((l) => [l.requestId, l.responseId]);
+      expect(await ids('chatcmpl-Abc123')).toEqual([['call-1', 'chatcmpl-Abc123']]);
+      expect(await ids('call-1')).toEqual([['call-1', 'chatcmpl-Abc123']]);
+      expect(await ids('call-2')).toEqual([['call-2', null]]);
+      expect(await ids('msg_01X')).toEqual([
+        ['call-4', 'msg_01X'],
+        ['msg_01X', 'msg_01Y'],
+      ]);
+      expect(await ids('chatcmpl-abc123')).toEqual([]); // ids compare exactly
       await s.close();
     });
 
