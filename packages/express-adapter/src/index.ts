@@ -17,6 +17,8 @@ export interface SpendGuardMiddleware extends RequestHandler {
   readonly guard: SpendGuard;
   /** The LiteLLM-compatible management API; mount it where admins reach it: `app.use(mw.admin)`. */
   readonly admin: RequestHandler;
+  /** Prometheus' `/metrics` (with the `metrics` option): `app.get('/metrics', mw.metrics)`. */
+  readonly metrics: RequestHandler;
 }
 
 type BodyRequest = Request & { _body?: boolean };
@@ -116,7 +118,12 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     }
   };
 
-  return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin });
+  const metrics: RequestHandler = async function spendGuardMetrics(_req, res) {
+    const out = await guard.metrics.scrape();
+    res.status(out.status).type(out.contentType).send(out.body);
+  };
+
+  return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin, metrics });
 }
 
 function isChunk(chunk: unknown): chunk is string | Uint8Array {
