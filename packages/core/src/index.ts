@@ -5,6 +5,11 @@
  */
 export type { AdapterOptions } from './adapter-options.js';
 export {
+  SPEND_EXPORT_COLUMNS,
+  type SpendExportFormat,
+  spendLogLines as exportSpendLogs,
+} from './admin/spend-export.js';
+export {
   type BudgetAlertOptions,
   type BudgetAlertPayload,
   signWebhookBody,

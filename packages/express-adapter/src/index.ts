@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
@@ -137,7 +138,13 @@ function toChunk(chunk: unknown, encoding: unknown): Uint8Array | string {
 }
 
 function send(res: Response, answer: GuardResponse): void {
-  res.status(answer.status).set(answer.headers).json(answer.body);
+  res.status(answer.status).set(answer.headers);
+  if (!(answer.body instanceof ReadableStream)) return void res.json(answer.body);
+  // A streamed answer (a spend-log export): piped as it is read, stopped when the client goes.
+  const body = Readable.fromWeb(answer.body as import('node:stream/web').ReadableStream);
+  res.on('close', () => body.destroy());
+  body.on('error', () => res.destroy());
+  body.pipe(res);
 }
 
 /**
