@@ -216,6 +216,13 @@ export interface SpendGuardOptions {
    * @example tracing: true
    */
   tracing?: boolean | TracingOptions;
+  /**
+   * Spend logs older than this many days are deleted (at start, then hourly). The daily rollups stay,
+   * so reports and the dashboard's totals are unchanged; `/spend/logs` and exports lose the old rows.
+   * @default undefined (kept forever)
+   * @example spendLogRetentionDays: 90
+   */
+  spendLogRetentionDays?: number;
 }
 
 export interface DashboardOptions {
@@ -336,6 +343,10 @@ const optionsSchema = z
           .strict(),
       ])
       .optional(),
+    spendLogRetentionDays: z
+      .number({ error: 'must be a number of days, e.g. 90' })
+      .positive('must be more than 0 days, e.g. 90 (leave it out to keep logs forever)')
+      .optional(),
     tracing: z.union([z.boolean(), z.object({ name: z.string().min(1).optional() }).strict()]).optional(),
     defaultEndUserBudget: z
       .object({
@@ -434,7 +445,8 @@ type OptionalOptions =
   | 'onCall'
   | 'onRefused'
   | 'metrics'
-  | 'tracing';
+  | 'tracing'
+  | 'spendLogRetentionDays';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
 
@@ -495,6 +507,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     onRefused: options.onRefused,
     metrics: options.metrics,
     tracing: options.tracing,
+    spendLogRetentionDays: options.spendLogRetentionDays,
   };
 }
 

@@ -30,6 +30,7 @@ import { PriceBook, type TokenUsage, type WorstCaseRates } from './pricing/price
 import { BudgetQueries, SpendQueries } from './queries.js';
 import { type RateAdmission, rateLimitedError, rateLimitHeaders } from './rate-limits.js';
 import { hasRateLimits, rateBucketsFor } from './storage/rate-limit-rules.js';
+import { SpendLogRetention } from './storage/spend-log-retention.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -174,6 +175,8 @@ export class SpendGuard {
   readonly users: UserQueries = new UserQueries(this);
   /** Budget alert webhooks (the `alerts` option); `null` when not configured. */
   readonly alerts: BudgetAlerts | null;
+  /** `spendLogRetentionDays`: `await guard.retention.prune()` deletes the logs past it now. */
+  readonly retention: SpendLogRetention;
   /** Where calls are told to `onCall`, `onRefused`, metrics and tracing (see docs/observability.md). */
   readonly observers: CallObservers;
   /**
@@ -245,6 +248,7 @@ export class SpendGuard {
       () => this.storageValue,
     );
     this.alerts = this.options.alerts ? new BudgetAlerts(this, this.options.alerts) : null;
+    this.retention = new SpendLogRetention(this, this.options.spendLogRetentionDays ?? null);
     this.observers = createObservers(this, this.options);
     this.metrics = metricsOf(this.observers);
   }
@@ -261,6 +265,7 @@ export class SpendGuard {
         this.settlesFirst = this.options.settleBeforeLastByte ?? s.capabilities.commitsInProcess === true;
         this.storageValue = s;
         this.startSweep();
+        this.retention.start();
         this.startHeartbeat(s);
         // Keys changed by other instances sharing this store leave this cache at once.
         this.stopWatching = s.watchKeyChanges?.((hash) =>
@@ -1225,6 +1230,7 @@ export class SpendGuard {
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = null;
     this.stopWatching?.();
+    this.retention.stop();
     this.prices.close();
     await this.flush();
     await this.gate.flush(this.options.shutdownTimeoutMs);
