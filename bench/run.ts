@@ -15,7 +15,9 @@
  * 4. `dashboard` (bench/dashboard.ts): the dashboard's Spend, Budgets and Keys requests over 1,000,000 seeded
  *    calls on SQLite and Postgres, median and p95 against 100 ms. Seeds once (a few minutes), then reuses.
  *
- * BENCH_ONLY=http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * 5. `observe` (bench/observe.ts): the core pipeline with `metrics` and `tracing` off vs on, alternating.
+ *
+ * BENCH_ONLY=http,hono,pg,core,metering,observe,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
  * BENCH_PG_ROUNDS tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
  * measured as built; see FROM_SOURCE).
  */
@@ -34,7 +36,7 @@ const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
 const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
 const PARTS = new Set(
-  (process.env.BENCH_ONLY ?? 'http,hono,pg,core,metering,dashboard').split(',').map((p) => p.trim()),
+  (process.env.BENCH_ONLY ?? 'http,hono,pg,core,metering,observe,dashboard').split(',').map((p) => p.trim()),
 );
 const here = import.meta.dirname;
 // The children run as this process does: `pnpm bench` measures the built packages (dist, what an app
@@ -367,6 +369,19 @@ const metering = PARTS.has('metering')
       );
     })
   : null;
+// Metrics and tracing on vs off, per guarded call: bench/observe.ts.
+const observe = PARTS.has('observe')
+  ? await new Promise<string>((resolve, reject) => {
+      const child = fork(join(here, 'observe.ts'), { execArgv, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+      });
+      child.once('exit', (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`observe bench exited ${code}`)),
+      );
+    })
+  : null;
 const dashboard = PARTS.has('dashboard') ? await dashboardBench() : null;
 
 console.log('\n| measure | unguarded | guarded | guarded/unguarded |');
@@ -433,4 +448,5 @@ if (core)
     `core pipeline: ${core.concurrent.toFixed(1)} µs/request at 64 in flight, ${core.sequential.toFixed(1)} µs one at a time (target <= 50)`,
   );
 if (metering) console.log(`\nMetering (bench/metering.ts):\n${metering.trim()}`);
+if (observe) console.log(`\nObservability (bench/observe.ts):\n${observe.trim()}`);
 if (dashboard) console.log(`\nDashboard queries (bench/dashboard.ts):\n${dashboardTable(dashboard)}`);
