@@ -30,7 +30,7 @@ export type { WireFormat } from './metering/wire-formats.js';
 export { nanoToUsd, usdToNano } from './money.js';
 export type { CallEvent, RefusalEvent } from './observability/call-events.js';
 export type { TracingOptions } from './observability/otel-tracing.js';
-export type { MetricsEndpoint, MetricsOptions } from './observability/prometheus-metrics.js';
+export type { MetricsEndpoint, MetricsOptions, MetricsRegistry } from './observability/prometheus-metrics.js';
 export {
   type CostBreakdown,
   type CostBreakdownNano,

@@ -8,13 +8,22 @@ import type { GuardLogger } from '../config.js';
 import type { BudgetState, ScopeRef, SpendStorage } from '../storage/storage-contract.js';
 import type { CallEvent, CallObserver, RefusalEvent } from './call-events.js';
 
+/**
+ * A prom-client `Registry`, as far as spendguard's public types name it (so that an app without
+ * prom-client installed still type-checks; cast to `Registry` to use the rest of it).
+ */
+export interface MetricsRegistry {
+  metrics(): Promise<string>;
+  readonly contentType: string;
+}
+
 /** Options of the `metrics` option. */
 export interface MetricsOptions {
   /**
    * The prom-client registry to register in (e.g. `client.register`, the app's default one).
    * @default a registry of the guard's own
    */
-  registry?: Prom.Registry;
+  registry?: MetricsRegistry;
   /**
    * Fill the `end_user` label (LiteLLM's `enable_end_user_cost_tracking_prometheus_only`). Off by
    * default: end users are as many as an app's own users.
@@ -33,8 +42,8 @@ export interface MetricsOptions {
 export interface MetricsEndpoint {
   /** The metrics in Prometheus' text format, with their content type. */
   scrape(): Promise<{ status: number; contentType: string; body: string }>;
-  /** The prom-client registry the metrics live in (rejects when `metrics` is off or prom-client is missing). */
-  registry(): Promise<Prom.Registry>;
+  /** The prom-client `Registry` the metrics live in (rejects when `metrics` is off or prom-client is missing). */
+  registry(): Promise<MetricsRegistry>;
 }
 
 export const DISABLED_METRICS: MetricsEndpoint = {
@@ -118,7 +127,11 @@ export class PrometheusMetrics implements CallObserver, MetricsEndpoint {
         const client = (
           'Registry' in mod ? mod : (mod as unknown as { default: typeof Prom }).default
         ) as typeof Prom;
-        const instruments = createInstruments(client, options.registry ?? new client.Registry(), this);
+        const instruments = createInstruments(
+          client,
+          (options.registry as Prom.Registry | undefined) ?? new client.Registry(),
+          this,
+        );
         this.instruments = instruments;
         for (const apply of this.queue) apply();
         this.queue = [];
@@ -159,7 +172,7 @@ export class PrometheusMetrics implements CallObserver, MetricsEndpoint {
     return this.inFlight;
   }
 
-  async registry(): Promise<Prom.Registry> {
+  async registry(): Promise<MetricsRegistry> {
     const m = await this.loading;
     if (!m) throw new Error('spendguard metrics need the prom-client package: npm install prom-client');
     return m.registry;
