@@ -20,7 +20,9 @@
  *    completion itself (no upstream; Express and Hono on SQLite; Express on one Postgres), and on routes
  *    that call the simulated provider themselves through the call's handle and through guard.fetch.
  *
- * BENCH_ONLY=route,route-fetch,route-pg,http,hono,pg,core,metering,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * 5. `observe` (bench/observe.ts): the core pipeline with `metrics` and `tracing` off vs on, alternating.
+ *
+ * BENCH_ONLY=route,route-fetch,route-pg,http,hono,pg,core,metering,observe,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
  * BENCH_PG_ROUNDS, BENCH_REQUESTS (a fixed number of requests per round instead of BENCH_SECONDS) tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
  * measured as built; see FROM_SOURCE).
  */
@@ -42,7 +44,7 @@ const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
 // loaded machine still gives every round the same sample of requests.
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 0);
 const PARTS = new Set(
-  (process.env.BENCH_ONLY ?? 'route,route-fetch,route-pg,http,hono,pg,core,metering,dashboard')
+  (process.env.BENCH_ONLY ?? 'route,route-fetch,route-pg,http,hono,pg,core,metering,observe,dashboard')
     .split(',')
     .map((p) => p.trim()),
 );
@@ -440,6 +442,19 @@ const metering = PARTS.has('metering')
       );
     })
   : null;
+// Metrics and tracing on vs off, per guarded call: bench/observe.ts.
+const observe = PARTS.has('observe')
+  ? await new Promise<string>((resolve, reject) => {
+      const child = fork(join(here, 'observe.ts'), { execArgv, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+      });
+      child.once('exit', (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`observe bench exited ${code}`)),
+      );
+    })
+  : null;
 const dashboard = PARTS.has('dashboard') ? await dashboardBench() : null;
 
 console.log('\n| measure | unguarded | guarded | guarded/unguarded |');
@@ -518,4 +533,5 @@ if (core)
     `core pipeline: ${core.concurrent.toFixed(1)} µs/request at 64 in flight, ${core.sequential.toFixed(1)} µs one at a time (target <= 50)`,
   );
 if (metering) console.log(`\nMetering (bench/metering.ts):\n${metering.trim()}`);
+if (observe) console.log(`\nObservability (bench/observe.ts):\n${observe.trim()}`);
 if (dashboard) console.log(`\nDashboard queries (bench/dashboard.ts):\n${dashboardTable(dashboard)}`);

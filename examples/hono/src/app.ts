@@ -32,8 +32,14 @@ export function createExampleApp(options: ExampleAppOptions): {
   const app = new Hono<SpendGuardEnv>();
   const guard = options.unguarded
     ? null
-    : spendGuard({ ...options.guardOptions, storage: options.storage, masterKey: options.masterKey });
+    : spendGuard({
+        metrics: true, // Prometheus at /metrics, as LiteLLM serves it
+        ...options.guardOptions,
+        storage: options.storage,
+        masterKey: options.masterKey,
+      });
   if (guard) {
+    app.get('/metrics', guard.metrics); // Prometheus, in LiteLLM's metric names
     app.route('/', guard.admin); // LiteLLM's management API at the root: /team/new, /key/generate, /spend/logs, ...
     app.use('/v1/*', guard); // every call under /v1 needs a virtual key and fits its budgets
     app.use('/v1beta/*', guard); // Gemini's paths

@@ -1,10 +1,13 @@
 import * as z from 'zod';
 import type { BudgetAlertOptions } from './alerts/budget-alerts.js';
 import { isValidBudgetDuration } from './budget-period.js';
+/** Where the guard reports what it cannot put in a response (unpriced models, settlement failures). */
+import type { CallEvent, RefusalEvent } from './observability/call-events.js';
+import type { TracingOptions } from './observability/otel-tracing.js';
+import type { MetricsOptions } from './observability/prometheus-metrics.js';
 import type { ModelPriceOverride } from './pricing/price-book.js';
 import type { EnforcementMode, SpendStorage } from './storage/storage-contract.js';
 
-/** Where the guard reports what it cannot put in a response (unpriced models, settlement failures). */
 export interface GuardLogger {
   warn(message: string): void;
   error(message: string, error?: unknown): void;
@@ -195,6 +198,41 @@ export interface SpendGuardOptions {
    * @example dashboard: { username: process.env.UI_USERNAME, password: process.env.UI_PASSWORD }
    */
   dashboard?: DashboardOptions;
+  /**
+   * Called after each call is settled, with its spend-log row, cost and usage (off the request's
+   * path; an error it throws or rejects with is logged and never fails the call).
+   * @default undefined
+   * @example onCall: (e) => console.log(e.log.requestId, e.costUsd)
+   */
+  onCall?: (event: CallEvent) => unknown;
+  /**
+   * Called when a call is refused before its route runs, with the reason (`budget_exceeded`,
+   * `rate_limited`, `invalid_key`, ...) and the scope that refused. Errors are logged, never thrown.
+   * @default undefined
+   * @example onRefused: (e) => log.warn(`${e.reason} on ${e.scope?.kind}`)
+   */
+  onRefused?: (event: RefusalEvent) => unknown;
+  /**
+   * Prometheus metrics in LiteLLM's names and labels, served by `guard.metrics` (needs the
+   * `prom-client` package). See docs/observability.md.
+   * @default false
+   * @example metrics: { endUserLabel: true }
+   */
+  metrics?: boolean | MetricsOptions;
+  /**
+   * OpenTelemetry spans (GenAI semantic conventions) and the `gen_ai.client.token.usage` histogram,
+   * through `@opentelemetry/api` (a no-op until the app registers an SDK).
+   * @default false
+   * @example tracing: true
+   */
+  tracing?: boolean | TracingOptions;
+  /**
+   * Spend logs older than this many days are deleted (at start, then hourly). The daily rollups stay,
+   * so reports and the dashboard's totals are unchanged; `/spend/logs` and exports lose the old rows.
+   * @default undefined (kept forever)
+   * @example spendLogRetentionDays: 90
+   */
+  spendLogRetentionDays?: number;
 }
 
 export interface DashboardOptions {
@@ -292,6 +330,34 @@ const optionsSchema = z
       .custom<GuardLogger>((v) => typeof v === 'object' && v !== null && 'warn' in v && 'error' in v)
       .optional(),
     now: z.custom<() => Date>((v) => typeof v === 'function').optional(),
+    onCall: z
+      .custom<(e: CallEvent) => unknown>((v) => typeof v === 'function', 'must be a function')
+      .optional(),
+    onRefused: z
+      .custom<(e: RefusalEvent) => unknown>((v) => typeof v === 'function', 'must be a function')
+      .optional(),
+    metrics: z
+      .union([
+        z.boolean(),
+        z
+          .object({
+            registry: z
+              .custom<NonNullable<MetricsOptions['registry']>>(
+                (v) => typeof v === 'object' && v !== null && 'metrics' in v,
+                'must be a prom-client Registry',
+              )
+              .optional(),
+            endUserLabel: z.boolean().optional(),
+            maxLabelSets: z.number().int().positive().optional(),
+          })
+          .strict(),
+      ])
+      .optional(),
+    spendLogRetentionDays: z
+      .number({ error: 'must be a number of days, e.g. 90' })
+      .positive('must be more than 0 days, e.g. 90 (leave it out to keep logs forever)')
+      .optional(),
+    tracing: z.union([z.boolean(), z.object({ name: z.string().min(1).optional() }).strict()]).optional(),
     defaultEndUserBudget: z
       .object({
         maxBudget: z.number({ error: 'must be a number of USD' }).nonnegative('must be 0 or more'),
@@ -395,7 +461,12 @@ type OptionalOptions =
   | 'defaultEndUserBudget'
   | 'defaultEndUserBudgetId'
   | 'dashboard'
-  | 'settleBeforeLastByte';
+  | 'settleBeforeLastByte'
+  | 'onCall'
+  | 'onRefused'
+  | 'metrics'
+  | 'tracing'
+  | 'spendLogRetentionDays';
 export type ResolvedOptions = Required<Omit<SpendGuardOptions, OptionalOptions>> &
   Pick<SpendGuardOptions, OptionalOptions>;
 
@@ -453,6 +524,11 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     defaultEndUserBudget: options.defaultEndUserBudget,
     defaultEndUserBudgetId: options.defaultEndUserBudgetId,
     dashboard: options.dashboard,
+    onCall: options.onCall,
+    onRefused: options.onRefused,
+    metrics: options.metrics,
+    tracing: options.tracing,
+    spendLogRetentionDays: options.spendLogRetentionDays,
   };
 }
 

@@ -50,11 +50,18 @@ export class SpendGuardError extends Error {
   readonly status: number;
   readonly param: string | null;
   readonly headers: Record<string, string>;
+  /** The budget or rate-limit scope that refused the call, when one did (for `onRefused` and metrics). */
+  readonly scope: { kind: string; id: string } | null;
 
   constructor(
     code: SpendGuardErrorCode,
     message: string,
-    options: { param?: string | null; headers?: Record<string, string>; cause?: unknown } = {},
+    options: {
+      param?: string | null;
+      headers?: Record<string, string>;
+      cause?: unknown;
+      scope?: { kind: string; id: string };
+    } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SpendGuardError';
@@ -62,6 +69,7 @@ export class SpendGuardError extends Error {
     this.status = ERROR_STATUS[code];
     this.param = options.param ?? null;
     this.headers = options.headers ?? {};
+    this.scope = options.scope ?? null;
   }
 
   /** LiteLLM's error body: `{"error":{"message","type","param","code"}}` with the status as a string code. */

@@ -24,10 +24,13 @@ import { CallMeter, type TrackOptions, useCallContext } from './metering/track.j
 import { createCallFetch, createGuardFetch } from './metering/upstream-fetch.js';
 import { formatFromPath, modelFromPath, type WireFormat } from './metering/wire-formats.js';
 import { usdToNano } from './money.js';
+import { type CallObservers, createObservers, metricsOf, refusalEvent } from './observability/observers.js';
+import type { MetricsEndpoint } from './observability/prometheus-metrics.js';
 import { PriceBook, type TokenUsage, type WorstCaseRates } from './pricing/price-book.js';
 import { BudgetQueries, SpendQueries } from './queries.js';
 import { type RateAdmission, rateLimitedError, rateLimitHeaders } from './rate-limits.js';
 import { hasRateLimits, rateBucketsFor } from './storage/rate-limit-rules.js';
+import { SpendLogRetention } from './storage/spend-log-retention.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -172,6 +175,15 @@ export class SpendGuard {
   readonly users: UserQueries = new UserQueries(this);
   /** Budget alert webhooks (the `alerts` option); `null` when not configured. */
   readonly alerts: BudgetAlerts | null;
+  /** `spendLogRetentionDays`: `await guard.retention.prune()` deletes the logs past it now. */
+  readonly retention: SpendLogRetention;
+  /** Where calls are told to `onCall`, `onRefused`, metrics and tracing (see docs/observability.md). */
+  readonly observers: CallObservers;
+  /**
+   * Prometheus metrics (the `metrics` option): `await guard.metrics.scrape()` for `/metrics`, or
+   * `await guard.metrics.registry()`. Scraping without the option answers why.
+   */
+  readonly metrics: MetricsEndpoint;
   private sweepTimer: NodeJS.Timeout | null = null;
   private stopWatching: (() => void) | undefined;
   /**
@@ -236,6 +248,9 @@ export class SpendGuard {
       () => this.storageValue,
     );
     this.alerts = this.options.alerts ? new BudgetAlerts(this, this.options.alerts) : null;
+    this.retention = new SpendLogRetention(this, this.options.spendLogRetentionDays ?? null);
+    this.observers = createObservers(this, this.options);
+    this.metrics = metricsOf(this.observers);
   }
 
   /** The opened storage (migrations applied). Rejects, every time it is asked, while it cannot open. */
@@ -250,6 +265,7 @@ export class SpendGuard {
         this.settlesFirst = this.options.settleBeforeLastByte ?? s.capabilities.commitsInProcess === true;
         this.storageValue = s;
         this.startSweep();
+        this.retention.start();
         this.startHeartbeat(s);
         // Keys changed by other instances sharing this store leave this cache at once.
         this.stopWatching = s.watchKeyChanges?.((hash) =>
@@ -479,18 +495,29 @@ export class SpendGuard {
    * every scope at once. A refusal comes back as the response to send; the route must not run.
    */
   async admit(input: CallInput): Promise<AdmitOutcome> {
+    const started = this.observers.active ? performance.now() : 0;
+    let identity: Identity | null = null;
     try {
       // The key first, from the headers: an unauthenticated body is refused unread.
-      const identity = await this.identify(input.header, this.now());
+      identity = await this.identify(input.header, this.now());
       if (input.readBody) {
         const read = await input.readBody();
         input = { ...input, body: read.body, bodyBytes: read.bytes };
       }
       const call = await this.admitOrThrow(input, identity);
       call.meter.prepare(input);
+      if (this.observers.active) {
+        call.admissionMs = performance.now() - started;
+        this.observers.admitted();
+      }
       return { ok: true, call };
     } catch (error) {
-      return { ok: false, response: this.errorResponse(error) };
+      const response = this.errorResponse(error);
+      if (this.observers.active) {
+        const ctx = identity && identity.kind !== 'master' ? identity.ctx : null;
+        this.observers.refused(refusalEvent(this, error, response, input, identity?.tokenHash ?? null, ctx));
+      }
+      return { ok: false, response };
     }
   }
 
@@ -1160,7 +1187,7 @@ export class SpendGuard {
       headers['x-spendguard-call-worst-case'] = String(detail.worstNano / 1e9);
       headers['x-spendguard-budget-in-flight'] = String(refused.reservedNano / 1e9);
     }
-    return new SpendGuardError('BUDGET_EXCEEDED', message, { headers });
+    return new SpendGuardError('BUDGET_EXCEEDED', message, { headers, scope: refused.scope });
   }
 
   /**
@@ -1211,6 +1238,7 @@ export class SpendGuard {
     if (this.heartbeatTimer) clearTimeout(this.heartbeatTimer);
     this.heartbeatTimer = null;
     this.stopWatching?.();
+    this.retention.stop();
     this.prices.close();
     await this.flush();
     await this.gate.flush(this.options.shutdownTimeoutMs);
@@ -1420,6 +1448,30 @@ export class GuardedCall {
     );
   }
 
+  /** How long admission took, in ms, when observers listen (`null`: a child call, or none listen). */
+  admissionMs: number | null = null;
+
+  private observe(
+    log: SpendLogRecord,
+    record: Omit<CallRecord, 'status' | 'httpStatus'>,
+    written: boolean,
+    reservedNano: number,
+    settleMs: number,
+  ): void {
+    this.guard.observers.settled({
+      log,
+      costUsd: record.costUsd,
+      usage: record.usage,
+      requestedModel: this.state.model,
+      keyAlias: this.state.ctx?.key.keyAlias ?? null,
+      teamAlias: this.state.ctx?.team?.teamAlias ?? null,
+      settled: written,
+      reservedNano,
+      admissionMs: this.admissionMs,
+      settleMs,
+    });
+  }
+
   /** The spend write of `settle()`, set as soon as it is handed to storage. */
   private spendWritten: Promise<boolean> | null = null;
 
@@ -1466,7 +1518,9 @@ export class GuardedCall {
       record.costNano > held,
       urgent,
     );
+    const handed = this.guard.observers.active ? performance.now() : 0;
     const written = await this.spendWritten;
+    if (this.guard.observers.active) this.observe(log, record, written, held, performance.now() - handed);
     if (!written)
       this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
     else if (held > record.costNano) {

@@ -5,6 +5,11 @@
  */
 export type { AdapterOptions } from './adapter-options.js';
 export {
+  SPEND_EXPORT_COLUMNS,
+  type SpendExportFormat,
+  spendLogLines as exportSpendLogs,
+} from './admin/spend-export.js';
+export {
   type BudgetAlertOptions,
   type BudgetAlertPayload,
   signWebhookBody,
@@ -23,6 +28,9 @@ export { generateVirtualKey, hashVirtualKey } from './keys.js';
 export { type TrackOptions, track } from './metering/track.js';
 export type { WireFormat } from './metering/wire-formats.js';
 export { nanoToUsd, usdToNano } from './money.js';
+export type { CallEvent, RefusalEvent } from './observability/call-events.js';
+export type { TracingOptions } from './observability/otel-tracing.js';
+export type { MetricsEndpoint, MetricsOptions, MetricsRegistry } from './observability/prometheus-metrics.js';
 export {
   type CostBreakdown,
   type CostBreakdownNano,

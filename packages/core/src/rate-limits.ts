@@ -59,6 +59,6 @@ export function rateLimitedError(
   return new SpendGuardError(
     'RATE_LIMITED',
     `Rate limit exceeded for ${what}. Limit type: ${LIMIT_TYPE[refused.metric]}. Current limit: ${refused.limit}, Remaining: 0.${resets}`,
-    { headers },
+    { headers, scope: refused.scope },
   );
 }

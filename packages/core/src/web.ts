@@ -99,6 +99,10 @@ export function parseJsonBody(text: string): unknown {
 
 /** A response the guard answers itself (a refusal, a management answer) as a web `Response`. */
 export function toWebResponse(answer: GuardResponse): Response {
+  // A streamed answer (a spend-log export) carries its own content type.
+  if (answer.body instanceof ReadableStream) {
+    return new Response(answer.body, { status: answer.status, headers: answer.headers });
+  }
   const headers = new Headers(answer.headers);
   headers.set('content-type', 'application/json; charset=utf-8');
   return new Response(JSON.stringify(answer.body), { status: answer.status, headers });

@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
@@ -17,6 +18,8 @@ export interface SpendGuardMiddleware extends RequestHandler {
   readonly guard: SpendGuard;
   /** The LiteLLM-compatible management API; mount it where admins reach it: `app.use(mw.admin)`. */
   readonly admin: RequestHandler;
+  /** Prometheus' `/metrics` (with the `metrics` option): `app.get('/metrics', mw.metrics)`. */
+  readonly metrics: RequestHandler;
 }
 
 type BodyRequest = Request & { _body?: boolean };
@@ -116,7 +119,12 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     }
   };
 
-  return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin });
+  const metrics: RequestHandler = async function spendGuardMetrics(_req, res) {
+    const out = await guard.metrics.scrape();
+    res.status(out.status).type(out.contentType).send(out.body);
+  };
+
+  return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin, metrics });
 }
 
 function isChunk(chunk: unknown): chunk is string | Uint8Array {
@@ -130,7 +138,13 @@ function toChunk(chunk: unknown, encoding: unknown): Uint8Array | string {
 }
 
 function send(res: Response, answer: GuardResponse): void {
-  res.status(answer.status).set(answer.headers).json(answer.body);
+  res.status(answer.status).set(answer.headers);
+  if (!(answer.body instanceof ReadableStream)) return void res.json(answer.body);
+  // A streamed answer (a spend-log export): piped as it is read, stopped when the client goes.
+  const body = Readable.fromWeb(answer.body as import('node:stream/web').ReadableStream);
+  res.on('close', () => body.destroy());
+  body.on('error', () => res.destroy());
+  body.pipe(res);
 }
 
 /**

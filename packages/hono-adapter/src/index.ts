@@ -9,7 +9,7 @@ import {
   resolveAdapterOptions,
   toWebResponse,
 } from '@spendguard/core/adapter';
-import { type Context, Hono, type MiddlewareHandler } from 'hono';
+import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
 import { basePath } from 'hono/route';
 
 export type { SpendGuard } from '@spendguard/core';
@@ -31,6 +31,8 @@ export interface SpendGuardMiddleware extends MiddlewareHandler<SpendGuardEnv> {
   readonly guard: SpendGuard;
   /** The LiteLLM-compatible management API, for any base path: `app.route('/', mw.admin)`. */
   readonly admin: Hono;
+  /** Prometheus' `/metrics` (with the `metrics` option): `app.get('/metrics', mw.metrics)`. */
+  readonly metrics: Handler;
 }
 
 /**
@@ -105,7 +107,12 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
     }
   });
 
-  return Object.assign(middleware, { guard, admin });
+  const metrics: Handler = async function spendGuardMetrics() {
+    const out = await guard.metrics.scrape();
+    return new Response(out.body, { status: out.status, headers: { 'content-type': out.contentType } });
+  };
+
+  return Object.assign(middleware, { guard, admin, metrics });
 }
 
 /**

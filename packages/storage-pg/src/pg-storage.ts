@@ -941,6 +941,17 @@ export class PgStorage implements SpendStorage {
     });
   }
 
+  async pruneSpendLogs(before: Date, limit = 10_000): Promise<number> {
+    const { pool } = this.#ready();
+    // One statement (atomic); the rollups are other tables and stay.
+    const res = await pool.query({
+      text: `DELETE FROM ${this.#q}.spend_logs WHERE request_id IN
+          (SELECT request_id FROM ${this.#q}.spend_logs WHERE start_time < $1 ORDER BY start_time LIMIT $2)`,
+      values: [before.toISOString(), limit],
+    });
+    return res.rowCount ?? 0;
+  }
+
   async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
     const { db, t } = this.#ready();
     const l = t.spendLogs;

@@ -909,6 +909,17 @@ export class SqliteStorage implements SpendStorage {
     return this.#ready().settleDead(staleBefore, now, limit);
   }
 
+  async pruneSpendLogs(before: Date, limit = 10_000): Promise<number> {
+    const { db } = this.#ready();
+    // One statement (atomic); the rollups are other tables and stay.
+    return db
+      .prepare(
+        `DELETE FROM spend_logs WHERE request_id IN
+           (SELECT request_id FROM spend_logs WHERE start_time < ? ORDER BY start_time LIMIT ?)`,
+      )
+      .run(before.getTime(), limit).changes;
+  }
+
   async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
     const { orm } = this.#ready();
     const l = schema.spendLogs;

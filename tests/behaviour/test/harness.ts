@@ -37,6 +37,7 @@ function expressApp(express: typeof express5): Framework['listen'] {
     const middleware = expressSpendGuard(guardOptions);
     const app = express();
     if (appParsesBody) app.use(express.json());
+    app.get('/metrics', middleware.metrics);
     app.use(middleware.admin);
     app.use('/v1', middleware);
     for (const path of EXTRA_GUARDED) app.use(path, middleware);
@@ -66,6 +67,7 @@ const honoApp: Framework['listen'] = (guardOptions, providerUrl, appParsesBody) 
   const middleware = honoSpendGuard(guardOptions);
   const app = new Hono<SpendGuardEnv>();
   if (appParsesBody) app.use(validator('json', (value) => value)); // Hono's counterpart of express.json()
+  app.get('/metrics', middleware.metrics);
   app.route('/', middleware.admin);
   app.use('/v1/*', middleware);
   for (const path of EXTRA_GUARDED) app.use(`${path}/*`, middleware);

@@ -170,6 +170,8 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
 /** spendguard's own routes, beside LiteLLM's. */
 export const SPENDGUARD_ONLY_ROUTES: Readonly<Record<string, string>> = {
   'POST /budget/reset': "a scope's spend back to 0 (or `reset_to`), for any scope kind",
+  'GET /spend/logs/export':
+    'every spend log of a date range as JSON Lines or CSV (`format`), streamed; docs/observability.md',
 };
 
 /** The compatibility page's route table: one row per LiteLLM route, then spendguard's own. */

@@ -54,6 +54,7 @@ import {
   keyRefSchema,
   keyRegenerateSchema,
   keyUpdateSchema,
+  spendExportQuerySchema,
   spendLogsQuerySchema,
   spendTagsQuerySchema,
   teamDailyActivityQuerySchema,
@@ -70,6 +71,7 @@ import {
   windowInserts,
   windowsJson,
 } from './scope-routes.js';
+import { spendLogLines, spendLogStream } from './spend-export.js';
 import { spendLogPageRoutes } from './spend-log-pages.js';
 import {
   globalSpendReport,
@@ -133,6 +135,7 @@ export class ManagementApi {
       'GET /user/info': { handler: (r, _c, s) => this.userInfo(r, s), access: 'admin' },
       'GET /spend/logs': { handler: (r, c, s) => this.spendLogs(r, c, s), access: 'self' },
       'GET /spend/tags': { handler: (r, _c, s) => this.spendTags(r, s), access: 'admin' },
+      'GET /spend/logs/export': { handler: (r, _c, s) => this.spendLogsExport(r, s), access: 'admin' },
       'POST /key/update': { handler: (r, c, s) => this.keyUpdate(r, c, s), access: 'team' },
       'POST /key/block': { handler: (r, c, s) => this.keyBlock(r, c, s, true), access: 'team' },
       'POST /key/unblock': { handler: (r, c, s) => this.keyBlock(r, c, s, false), access: 'team' },
@@ -1116,6 +1119,31 @@ export class ManagementApi {
       apiKeyHash = caller.tokenHash;
     }
     return { apiKeyHash, teamId };
+  }
+
+  /** `/spend/logs/export?start_date&end_date&format=jsonl|csv`: every log of the range, streamed. */
+  private async spendLogsExport(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {
+    const q = this.parseQuery(req, spendExportQuerySchema);
+    const format = q.format ?? 'jsonl';
+    const lines = spendLogLines(
+      storage,
+      {
+        startTime: startOf(q.start_date),
+        endTime: endOf(q.end_date),
+        apiKeyHash: q.api_key ? keyHashFromKeyOrHash(q.api_key) : undefined,
+        teamId: q.team_id,
+        userId: q.user_id,
+      },
+      format,
+    );
+    return {
+      status: 200,
+      headers: {
+        'content-type': format === 'csv' ? 'text/csv; charset=utf-8' : 'application/x-ndjson; charset=utf-8',
+        'content-disposition': `attachment; filename="spend-logs-${q.start_date}-${q.end_date}.${format}"`,
+      },
+      body: spendLogStream(lines),
+    };
   }
 
   private async spendTags(req: ManagementRequest, storage: SpendStorage): Promise<GuardResponse> {

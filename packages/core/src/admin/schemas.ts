@@ -332,6 +332,16 @@ export const spendLogsQuerySchema = z.object({
   summarize: z.enum(['true', 'false'], { error: "must be 'true' or 'false'" }).optional(),
 });
 
+/** `/spend/logs/export`: a range (dates or ISO times, both required) and a format. */
+export const spendExportQuerySchema = z.object({
+  start_date: isoDate,
+  end_date: isoDate,
+  format: z.enum(['jsonl', 'csv'], { error: "must be 'jsonl' or 'csv'" }).optional(),
+  api_key: keyFilter.optional(),
+  user_id: idFilter.optional(),
+  team_id: idFilter.optional(),
+});
+
 export const spendTagsQuerySchema = z.object({
   start_date: isoDate.optional(),
   end_date: isoDate.optional(),

@@ -790,6 +790,15 @@ export class MemoryStorage implements SpendStorage {
     return { applied: true, states };
   }
 
+  async pruneSpendLogs(before: Date, limit = 10_000): Promise<number> {
+    const old = [...this.logs.values()]
+      .filter((l) => l.startTime < before)
+      .sort((a, b) => a.startTime.getTime() - b.startTime.getTime())
+      .slice(0, limit);
+    for (const l of old) this.logs.delete(l.requestId);
+    return old.length;
+  }
+
   async querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]> {
     const limit = Math.min(query.limit ?? 100, 1000);
     return [...this.logs.values()]

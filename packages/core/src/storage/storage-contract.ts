@@ -862,6 +862,12 @@ export interface SpendStorage {
   settleDeadProcesses(staleBefore: Date, now: Date, limit?: number): Promise<number>;
 
   querySpendLogs(query: SpendLogQuery): Promise<SpendLogRecord[]>;
+  /**
+   * Deletes the spend logs whose `startTime` is before `before`, oldest first, at most `limit`
+   * (default 10000) per call; returns how many. Only the logs: the daily rollups stay, so reports and
+   * the dashboard's totals are unchanged (the `spendLogRetentionDays` option).
+   */
+  pruneSpendLogs(before: Date, limit?: number): Promise<number>;
   /** Spend per tag from the daily rollups, over the UTC days `fromDay..toDay` (`YYYY-MM-DD`, inclusive). */
   spendByTag(query: { fromDay?: string; toDay?: string }): Promise<TagSpend[]>;
   /**

@@ -974,6 +974,38 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('prunes spend logs before a time, oldest first, and keeps the rollups exact', async () => {
+      const s = await seeded();
+      // Five calls on 1, 2, 3, 4 and 5 March, costing 1, 2, 3, 4 and 5 nano-dollars.
+      for (let d = 1; d <= 5; d++) {
+        const at = new Date(`2026-03-0${d}T10:00:00.000Z`);
+        await s.settle({
+          reservationId: `none-p${d}`,
+          scopes: [K],
+          costNano: d,
+          now: at,
+          log: spendLogFixture(`p${d}`, { spendNano: d, startTime: at, endTime: at, tags: ['kept'] }),
+        });
+      }
+      const everything = { fromDay: '2026-03-01', toDay: '2026-03-31' };
+      const before = await s.spendReport({ ...everything, groupBy: ['day', 'model'] });
+      // Before 4 March, at most 2 per call: 1 and 2 March first, then 3 March.
+      expect(await s.pruneSpendLogs(new Date('2026-03-04T00:00:00.000Z'), 2)).toBe(2);
+      expect((await s.querySpendLogs({ limit: 10 })).map((l) => l.requestId)).toEqual(['p5', 'p4', 'p3']);
+      expect(await s.pruneSpendLogs(new Date('2026-03-04T00:00:00.000Z'))).toBe(1);
+      expect(await s.pruneSpendLogs(new Date('2026-03-04T00:00:00.000Z'))).toBe(0);
+      expect((await s.querySpendLogs({ limit: 10 })).map((l) => l.requestId)).toEqual(['p5', 'p4']);
+      expect(await raw(s).spendLogCount()).toBe(2);
+      // The rollups (reports, the dashboard's totals) and the key's spend are as they were.
+      expect(await s.spendReport({ ...everything, groupBy: ['day', 'model'] })).toEqual(before);
+      expect(await s.spendReport({ ...everything, groupBy: [] })).toMatchObject([
+        { requests: 5, spendNano: 15 },
+      ]);
+      expect(await s.spendByTag({})).toEqual([{ tag: 'kept', requests: 5, spendNano: 15 }]);
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 15, reservedNano: 0 });
+      await s.close();
+    });
+
     it('admits by enforcement mode: strict on the worst case, shrink on any headroom, soft on recorded spend', async () => {
       const s = await seeded({ key: budget(1) });
       const r = (id: string, amountNano: number, mode: 'strict' | 'shrink' | 'soft') =>
