@@ -188,6 +188,7 @@ describe('SSE tap: framing', () => {
     expect(tap.observe()).toEqual({
       format: 'openai-chat',
       model: 'gpt-4o',
+      responseId: 'chatcmpl-1', // from the first event, which the cut left whole
       usage: null,
       usageFinal: false,
       completionText: 'Hé llo ✓',
