@@ -22,6 +22,8 @@ export default defineConfig({
     root,
     include: group.tests,
     isolate: 'isolate' in group ? group.isolate : false,
+    // Not in an isolated group (metering): its tests check when tiktoken gets loaded.
+    setupFiles: 'isolate' in group && group.isolate ? [] : [`${root}mutation/keep-encoders.ts`],
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },

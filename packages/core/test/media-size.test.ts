@@ -237,3 +237,134 @@ describe('pdfPages', () => {
     expect(pdfPages(pdf('<< /Type /ObjStm /N 5 >> << /Type /Page >>'))).toBeNull();
   });
 });
+
+// Cases added from the mutation run's survivors (mutation/survivors.md).
+describe('media headers at their edges', () => {
+  it('a data URL only at the start of the text', () => {
+    expect(parseDataUrl('see data:image/png;base64,AAAA')).toBeNull();
+  });
+
+  it('PNG: exactly the 24 bytes up to the height are enough; the signature and a height of 0 count', () => {
+    const png = Buffer.alloc(24);
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(png, 0);
+    png.write('IHDR', 12, 'latin1');
+    png.writeUInt32BE(640, 16);
+    png.writeUInt32BE(480, 20);
+    expect(imageSize(b64(png))).toEqual({ width: 640, height: 480 });
+    const noSignature = Buffer.from(png);
+    noSignature.writeUInt32BE(0x12345678, 0);
+    expect(imageSize(b64(noSignature))).toBeNull();
+    png.writeUInt32BE(0, 20);
+    expect(imageSize(b64(png))).toBeNull();
+  });
+
+  it('GIF: exactly 10 bytes are enough', () => {
+    expect(imageSize(b64([...ascii('GIF89a'), 0x10, 0x00, 0x20, 0x00]))).toEqual({ width: 16, height: 32 });
+  });
+
+  it('WebP: needs RIFF, WEBP and 30 bytes', () => {
+    const vp8 = (riff: string, webp: string, length = 30) => {
+      const b = Buffer.alloc(length);
+      b.write(riff, 0, 'latin1');
+      b.write(webp, 8, 'latin1');
+      b.write('VP8 ', 12, 'latin1');
+      if (length >= 30) {
+        b.writeUInt16LE(640, 26);
+        b.writeUInt16LE(480, 28);
+      }
+      return b64(b);
+    };
+    expect(imageSize(vp8('RIFF', 'WEBP'))).toEqual({ width: 640, height: 480 });
+    expect(imageSize(vp8('RIFX', 'WEBP'))).toBeNull();
+    expect(imageSize(vp8('RIFF', 'WAVE'))).toBeNull();
+    expect(imageSize(vp8('RIFF', 'WEBP', 29))).toBeNull();
+  });
+
+  /** SOF0 with this size (as in the JPEG case above). */
+  const sof0 = (width: number, height: number): number[] => {
+    const s = Buffer.alloc(19);
+    s[0] = 0xff;
+    s[1] = 0xc0;
+    s.writeUInt16BE(17, 2);
+    s[4] = 8;
+    s.writeUInt16BE(height, 5);
+    s.writeUInt16BE(width, 7);
+    return [...s];
+  };
+
+  it('JPEG: every standalone marker (SOI, TEM, RST0 to RST7) and an empty segment are stepped over', () => {
+    const standalone = [0xff, 0xd8, 0xff, 0x01, 0xff, 0xd0, 0xff, 0xd7];
+    const empty = [0xff, 0xe2, 0x00, 0x02]; // a segment of length 2: its length field alone
+    expect(imageSize(b64([0xff, 0xd8, ...standalone, ...empty, ...sof0(300, 200)]))).toEqual({
+      width: 300,
+      height: 200,
+    });
+  });
+
+  it('JPEG: a frame header cut before its last byte gives no size', () => {
+    // 0xFFD8 then SOF0 up to the width's high byte: 2 + 9 bytes.
+    expect(imageSize(b64([0xff, 0xd8, ...sof0(300, 200)].slice(0, 11)))).toBeNull();
+  });
+
+  it('JPEG: the frame header is looked for in the first 256 KiB only', () => {
+    const exif = Buffer.alloc(65_000);
+    exif[0] = 0xff;
+    exif[1] = 0xe1;
+    exif.writeUInt16BE(65_000 - 2, 2);
+    // 5 x 65,000 bytes of EXIF: the frame header starts past 256 KiB (262,144 bytes).
+    const jpeg = Buffer.concat([
+      Buffer.from([0xff, 0xd8]),
+      exif,
+      exif,
+      exif,
+      exif,
+      exif,
+      Buffer.from(sof0(8, 6)),
+    ]);
+    expect(imageSize(b64(jpeg))).toBeNull();
+  });
+});
+
+describe('WAV headers at their edges', () => {
+  /** A RIFF file with these 4-byte tags, a fmt chunk of 8,000 bytes a second and 8,000 data bytes. */
+  function riff(tag: string, form: string): string {
+    const fmt = Buffer.alloc(24);
+    fmt.write('fmt ', 0, 'latin1');
+    fmt.writeUInt32LE(16, 4);
+    fmt.writeUInt32LE(8000, 16);
+    const data = Buffer.alloc(8 + 8000);
+    data.write('data', 0, 'latin1');
+    data.writeUInt32LE(8000, 4);
+    return b64(Buffer.concat([Buffer.from(`${tag}\0\0\0\0${form}`, 'latin1'), fmt, data]));
+  }
+
+  it('needs RIFF and WAVE both', () => {
+    expect(wavSeconds(riff('RIFF', 'WAVE'))).toBe(1);
+    expect(wavSeconds(riff('RIFF', 'AVI '))).toBeNull();
+    expect(wavSeconds(riff('RIFX', 'WAVE'))).toBeNull();
+  });
+
+  it('a declared size below what is there: the declared size', () => {
+    expect(wavSeconds(wav(8000, 8000, 16_000))).toBe(1);
+  });
+
+  it('an empty data chunk at the very end: 0 seconds', () => {
+    expect(wavSeconds(wav(8000, 0, 0))).toBe(0);
+  });
+
+  it('a fmt chunk cut before its byte rate gives no duration (and does not throw)', () => {
+    const cut = (bytes: number) =>
+      Buffer.concat([
+        Buffer.from('RIFF\0\0\0\0WAVEfmt ', 'latin1'),
+        Buffer.from([16, 0, 0, 0]),
+        Buffer.alloc(bytes),
+      ]);
+    for (const bytes of [0, 4, 6, 8, 10]) expect(wavSeconds(b64(cut(bytes))), `${bytes}`).toBeNull();
+  });
+});
+
+describe('PDF page count at its edges', () => {
+  it('reads a /Count with more than one space before it', () => {
+    expect(pdfPages(b64(ascii('%PDF-1.4\n<< /Type /Pages /Count  12 >>\n%%EOF')))).toBe(12);
+  });
+});
