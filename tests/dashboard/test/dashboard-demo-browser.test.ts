@@ -38,7 +38,8 @@ describe.skipIf(!CHROMIUM)('the dashboard on the seeded demo, in chromium', () =
   let app: DashboardApp;
   let browser: Browser;
   let cookie: { name: string; value: string; url: string }[];
-  const timings: Record<string, { width: number; readyMs: number; loadEventMs: number }[]> = {};
+  const timings: Record<string, { width: number; readyMs: number; loadEventMs: number; warmMs?: number }[]> =
+    {};
   /** Every HTTP error answer the browser saw (a missing favicon would be one). */
   const failures: string[] = [];
 
@@ -65,9 +66,12 @@ describe.skipIf(!CHROMIUM)('the dashboard on the seeded demo, in chromium', () =
     if (Object.keys(timings).length) {
       writeFileSync(join(OUT, 'timings.json'), `${JSON.stringify({ calls: CALLS, timings }, null, 2)}\n`);
       const lines = Object.entries(timings).map(
-        ([name, t]) => `${name.padEnd(14)} ${t.map((x) => `${x.width}px: ${x.readyMs} ms`).join(', ')}`,
+        ([name, t]) =>
+          `${name.padEnd(14)} ${t.map((x) => `${x.width}px: ${x.readyMs}${x.warmMs === undefined ? '' : ` / ${x.warmMs}`} ms`).join(', ')}`,
       );
-      console.log(`page drawn, ms after navigation start (${CALLS} calls):\n${lines.join('\n')}`);
+      console.log(
+        `page drawn, ms after navigation start (${CALLS} calls), first load / again with the bundle cached:\n${lines.join('\n')}`,
+      );
     }
     await browser?.close();
     await app?.close();
@@ -89,7 +93,13 @@ describe.skipIf(!CHROMIUM)('the dashboard on the seeded demo, in chromium', () =
       const [nav] = performance.getEntriesByType('navigation') as PerformanceNavigationTiming[];
       return Math.round(nav?.loadEventEnd ?? 0);
     });
-    timings[name] = [...(timings[name] ?? []), { width, readyMs, loadEventMs }];
+    // The same page opened again, as a person moving between pages sees it: the bundle is kept by
+    // the browser (its versioned URL is immutable), so only the page's own data is fetched.
+    await page.goto('about:blank');
+    await page.goto(`${app.baseUrl}/admin/ui/${hash}`);
+    await page.waitForSelector(`body[data-ready="${section}"]`, { timeout: 60_000 });
+    const warmMs = Number(await page.evaluate(() => document.body.dataset.readyMs));
+    timings[name] = [...(timings[name] ?? []), { width, readyMs, loadEventMs, warmMs }];
     return page;
   }
 
