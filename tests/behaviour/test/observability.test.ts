@@ -180,6 +180,10 @@ describe.each(ADAPTERS)('observability ($name)', (framework) => {
         api_key_alias: 'tiny',
         exception_status: '429',
         exception_class: 'BudgetExceededError',
+        // Key B has no team and no user: LiteLLM's labels read "None" there (str(None)).
+        team: 'None',
+        team_alias: 'None',
+        user: 'None',
       }),
     ).toBe(1);
     expect(total(text, 'litellm_proxy_failed_requests_metric_total', { exception_status: '401' })).toBe(1);
@@ -200,8 +204,11 @@ describe.each(ADAPTERS)('observability ($name)', (framework) => {
     expect(sample(text, 'spendguard_reservations_in_flight', {})).toBe(0);
     expect(sample(text, 'spendguard_storage_errors_total', {})).toBe(0);
     expect(sample(text, 'spendguard_settlement_lag_seconds_count', {})).toBe(2);
-    // The end user is not a label unless asked for (cardinality).
-    expect(text).not.toMatch(/end_user="[^"]/);
+    // The end user is not a label unless asked for (cardinality): always "None", as in LiteLLM without
+    // enable_end_user_cost_tracking_prometheus_only.
+    expect(total(text, 'litellm_requests_metric_total', { end_user: 'None' })).toBe(2);
+    expect(text).not.toMatch(/end_user="(?!None")/);
+    expect(text).not.toMatch(/(?:team|team_alias|user|api_key_alias|end_user)=""/);
 
     // One span per call and per refusal, in the GenAI conventions.
     const spans = exporter.getFinishedSpans();
@@ -243,6 +250,53 @@ describe.each(ADAPTERS)('observability ($name)', (framework) => {
     const output = await tokenUsage('output');
     expect([input.sum - before.input.sum, input.count - before.input.count]).toEqual([1000, 1]);
     expect([output.sum - before.output.sum, output.count - before.output.count]).toEqual([200, 1]);
+  });
+
+  it('labels stay bounded: past maxLabelSets, calls count under __other__; end_user only when asked', async () => {
+    const { app, keyA } = await setup({ metrics: { maxLabelSets: 1, endUserLabel: true } });
+    const c = await admin(app, 'POST', '/key/generate', { key_alias: 'gamma', max_budget: 1 });
+    const call = async (key: string, user: string) => {
+      app!.simulator.scriptNextUsage(USAGE);
+      const res = await fetch(`${app!.baseUrl}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'gpt-4o',
+          messages: [{ role: 'user', content: 'hi' }],
+          max_tokens: 300,
+          user,
+        }),
+      });
+      await res.arrayBuffer();
+      return res.status;
+    };
+    expect(await call(keyA.key, 'u-1')).toBe(200); // the one set allowed: key A x gpt-4o x u-1
+    expect(await call(keyA.key, 'u-1')).toBe(200);
+    expect(await call(keyA.key, 'u-2')).toBe(200); // a second set: over the bound
+    expect(await call(c.body.key, 'u-1')).toBe(200); // a third
+    await app.settled();
+    const text = await (await fetch(`${app.baseUrl}/metrics`)).text();
+    expect(
+      sample(text, 'litellm_requests_metric_total', { hashed_api_key: keyA.token, end_user: 'u-1' }),
+    ).toBe(2);
+    // Two series under __other__ (key A's team, and key C's "None"), one call each.
+    expect(
+      total(text, 'litellm_requests_metric_total', {
+        hashed_api_key: '__other__',
+        api_key_alias: 'None',
+        end_user: 'None',
+      }),
+    ).toBe(2);
+    expect(total(text, 'litellm_requests_metric_total')).toBe(4);
+    expect(text).not.toContain('u-2');
+    // Key C is past the bound in the per-call metrics (its budget gauges are bounded apart, at 10,000 scopes).
+    expect(total(text, 'litellm_requests_metric_total', { hashed_api_key: c.body.token })).toBe(0);
+    expect(
+      sample(text, 'litellm_remaining_api_key_budget_metric', { hashed_api_key: c.body.token }),
+    ).toBeCloseTo(
+      1 - 0.0045, // one call: 1,000 x $2.5e-6 + 200 x $10e-6
+      12,
+    );
   });
 
   it('a hook that throws or rejects is logged and never fails the call', async () => {

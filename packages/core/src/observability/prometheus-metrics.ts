@@ -93,6 +93,8 @@ const LATENCY_BUCKETS = [
   8.5, 9, 9.5, 10, 15, 20, 25, 30, 60, 120, 180, 240, 300,
 ];
 const MAX_QUEUED = 10_000;
+/** What LiteLLM's labels read when they have no value (`str(None)` in prometheus_client). */
+const NONE = 'None';
 /** Budget gauges are kept for at most this many keys, teams and users (the ones that called last). */
 const MAX_BUDGET_SCOPES = 10_000;
 
@@ -197,22 +199,27 @@ export class PrometheusMetrics implements CallObserver, MetricsEndpoint {
 
   /** The identity labels of a call, bounded: past `maxLabelSets` distinct sets, under `__other__`. */
   private identity(keyHash: string, keyAlias: string | null, model: string, endUser: string | null) {
-    const end = this.options.endUserLabel ? (endUser ?? '') : '';
+    const end = this.options.endUserLabel ? (endUser ?? NONE) : NONE;
     const id = `${keyHash}\u0000${model}\u0000${end}`;
     if (!this.labelSets.has(id)) {
       if (this.labelSets.size >= this.maxLabelSets) {
-        return { hashed_api_key: '__other__', api_key_alias: '', end_user: '' };
+        return { hashed_api_key: '__other__', api_key_alias: NONE, end_user: NONE };
       }
       this.labelSets.add(id);
     }
-    return { hashed_api_key: keyHash, api_key_alias: keyAlias ?? '', end_user: end };
+    return { hashed_api_key: keyHash, api_key_alias: keyAlias ?? NONE, end_user: end };
   }
 
   private recordCall(e: CallEvent): void {
     const m = this.instruments!;
     const log = e.log;
     const who = this.identity(log.apiKeyHash, e.keyAlias, log.model, log.endUser);
-    const base = { ...who, team: log.teamId ?? '', team_alias: e.teamAlias ?? '', user: log.userId ?? '' };
+    const base = {
+      ...who,
+      team: log.teamId ?? NONE,
+      team_alias: e.teamAlias ?? NONE,
+      user: log.userId ?? NONE,
+    };
     m.spend.inc({ ...base, model: log.model }, e.costUsd);
     m.requests.inc({ ...base, model: log.model });
     const tokenLabels = { ...base, requested_model: e.requestedModel, model: log.model };
@@ -239,13 +246,13 @@ export class PrometheusMetrics implements CallObserver, MetricsEndpoint {
     const m = this.instruments!;
     const who = e.apiKeyHash
       ? this.identity(e.apiKeyHash, e.keyAlias, e.requestedModel, e.endUser)
-      : { hashed_api_key: '', api_key_alias: '', end_user: '' };
+      : { hashed_api_key: NONE, api_key_alias: NONE, end_user: NONE };
     const proxy = {
       ...who,
-      requested_model: who.hashed_api_key === '__other__' ? '' : e.requestedModel,
-      team: e.teamId ?? '',
-      team_alias: e.teamAlias ?? '',
-      user: e.userId ?? '',
+      requested_model: who.hashed_api_key === '__other__' ? NONE : e.requestedModel || NONE,
+      team: e.teamId ?? NONE,
+      team_alias: e.teamAlias ?? NONE,
+      user: e.userId ?? NONE,
     };
     m.proxyTotal.inc({ ...proxy, status_code: String(e.status) });
     m.proxyFailed.inc({
@@ -272,9 +279,9 @@ export class PrometheusMetrics implements CallObserver, MetricsEndpoint {
         if (oldest !== undefined) this.budgetScopes.delete(oldest);
       }
     };
-    remember({ kind: 'key', id: keyHash }, keyAlias ?? '');
-    if (teamId) remember({ kind: 'team', id: teamId }, teamAlias ?? '');
-    if (userId) remember({ kind: 'user', id: userId }, '');
+    remember({ kind: 'key', id: keyHash }, keyAlias ?? NONE);
+    if (teamId) remember({ kind: 'team', id: teamId }, teamAlias ?? NONE);
+    if (userId) remember({ kind: 'user', id: userId }, NONE);
   }
 
   /** Reads the budgets of the scopes seen, once per scrape (every gauge's collect shares it). */
@@ -304,7 +311,7 @@ export class PrometheusMetrics implements CallObserver, MetricsEndpoint {
       if (state.maxBudgetNano === null) continue;
       const kind = state.scope.kind;
       if (kind !== 'key' && kind !== 'team' && kind !== 'user') continue;
-      const alias = aliases.get(`${kind}:${state.scope.id}`) ?? '';
+      const alias = aliases.get(`${kind}:${state.scope.id}`) ?? NONE;
       const labels: Prom.LabelValues<string> =
         kind === 'key'
           ? { hashed_api_key: state.scope.id, api_key_alias: alias }
