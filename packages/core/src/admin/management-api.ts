@@ -3,7 +3,7 @@ import type * as z from 'zod';
 import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
-import { assertQuery, assertText, INPUT_LIMITS } from '../input-hygiene.js';
+import { assertQuery, assertText, INPUT_LIMITS, parseDateOrTime } from '../input-hygiene.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
 import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type {
@@ -804,7 +804,7 @@ export class ManagementApi {
         { param: b.temp_budget_increase === undefined ? 'temp_budget_increase' : 'temp_budget_expiry' },
       );
     }
-    const expiresAt = new Date(b.temp_budget_expiry);
+    const expiresAt = new Date(parseDateOrTime(b.temp_budget_expiry));
     if (expiresAt <= now)
       throw new SpendGuardError('BAD_REQUEST', 'Invalid request: temp_budget_expiry must be in the future', {
         param: 'temp_budget_expiry',
@@ -1263,10 +1263,10 @@ export function expiryFrom(duration: string, now: Date): Date {
 }
 
 function startOf(value: string): Date {
-  return new Date(value.length === 10 ? `${value}T00:00:00.000Z` : value);
+  return new Date(parseDateOrTime(value));
 }
 
 /** A date-only end is inclusive of that whole day; a time is taken as given. */
 function endOf(value: string): Date {
-  return value.length === 10 ? new Date(Date.parse(`${value}T00:00:00.000Z`) + 86_400_000) : new Date(value);
+  return new Date(parseDateOrTime(value) + (value.length === 10 ? 86_400_000 : 0));
 }
