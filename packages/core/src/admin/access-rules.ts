@@ -32,6 +32,7 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
     teamAdmin:
       'its teams’ keys; budgets (temporary increases included) within the team cap, rate limits within the team’s, models among the team’s; not unblocking a key the master key blocked',
   },
+  'POST /key/{key_id}/reset_spend': { teamAdmin: 'its teams’ keys' },
   'POST /key/block': { teamAdmin: 'its teams’ keys' },
   'POST /key/unblock': { teamAdmin: 'its teams’ keys, except those the master key blocked' },
   'POST /key/delete': { teamAdmin: 'its teams’ keys' },

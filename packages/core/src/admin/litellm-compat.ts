@@ -38,10 +38,14 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'GET /key/aliases', differences: 'master key only' },
   { route: 'POST /v2/key/info' },
   { route: 'POST /key/health', differences: 'always healthy: no logging callbacks to check' },
-  { route: 'POST /key/bulk_update', missing: 'not yet; call /key/update per key' },
+  {
+    route: 'POST /key/bulk_update',
+    differences:
+      'all keys written in one transaction or none: a bad entry is a 400 naming it (`keys.<i>.<field>`), so `failed_updates` is always empty (LiteLLM applies each on its own); `team_id` and `budget_id` refused; a key with a temporary budget increase refuses `max_budget` (use /key/update)',
+  },
   {
     route: 'POST /key/{key_id}/reset_spend',
-    missing: 'not yet; use /key/update with `spend` or /budget/reset',
+    differences: 'the key in the path is the key or its id; calls in flight keep their reservations',
   },
   {
     route: 'POST /key/service-account/generate',

@@ -42,6 +42,7 @@ import {
   teamJson,
   userJson,
 } from './entity-json.js';
+import { keyBulkRoutes } from './key-bulk-routes.js';
 import { coerceNumericStrings, refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import { LiteLLMRoutes } from './litellm-routes.js';
 import {
@@ -189,6 +190,7 @@ export class ManagementApi {
     }
     // Issue 16, part 2: LiteLLM's paged spend logs.
     for (const [route, entry] of Object.entries(spendLogPageRoutes(this))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(keyBulkRoutes(this))) this.routes[route] = entry;
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
     for (const [route, entry] of Object.entries(this.routes)) {
       const [method, path] = route.split(' ') as [string, string];
@@ -230,9 +232,10 @@ export class ManagementApi {
     const p = normalizePath(canonicalPath(path));
     // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path, decoded once the
     // caller is known (a malformed one is then a 400, never an exception out of `handles`).
-    const m = /^\/key\/([^/]+)\/regenerate$/.exec(p);
+    const m = /^\/key\/([^/]+)\/(regenerate|reset_spend)$/.exec(p);
     const rawPathKey = m ? m[1]! : undefined;
-    const route = this.routes[`${method.toUpperCase()} ${rawPathKey ? '/key/regenerate' : p}`];
+    const named = m ? (m[2] === 'regenerate' ? '/key/regenerate' : '/key/{key_id}/reset_spend') : p;
+    const route = this.routes[`${method.toUpperCase()} ${named}`];
     return route ? { ...route, rawPathKey } : null;
   }
 
@@ -622,9 +625,9 @@ export class ManagementApi {
 
   /**
    * The key a management call names (by a secret, current or in grace, or by its id), checked against
-   * what the caller may manage: the master key any, a team admin those of its teams.
+   * what the caller may manage: the master key any, a team admin those of its teams. @internal
    */
-  private async keyFor(storage: SpendStorage, caller: Caller, ref: string, what: string): Promise<KeyRecord> {
+  async keyFor(storage: SpendStorage, caller: Caller, ref: string, what: string): Promise<KeyRecord> {
     const key = await findKeyByRef(storage, ref, this.guard.now());
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
     assertManagesTeam(caller, key.teamId, what);
@@ -652,8 +655,13 @@ export class ManagementApi {
     return ok({ key: hash, ...(await this.keyInfoJson(storage, key)) });
   }
 
-  /** A key's JSON with its budget, rate limits and budget windows. */
-  private async keyInfoJson(storage: SpendStorage, key: KeyRecord) {
+  /** A key named by a management call (a secret, or its id), or `null`. @internal */
+  findKey(storage: SpendStorage, ref: string): Promise<KeyRecord | null> {
+    return findKeyByRef(storage, ref, this.guard.now());
+  }
+
+  /** A key's JSON with its budget, rate limits and budget windows. @internal */
+  async keyInfoJson(storage: SpendStorage, key: KeyRecord) {
     const now = this.guard.now();
     const scope: ScopeRef = { kind: 'key', id: key.tokenHash };
     const [[state], windows, [limits]] = await Promise.all([
@@ -1185,14 +1193,14 @@ function decodePathKey(raw: string): string {
   } catch {
     throw new SpendGuardError(
       'BAD_REQUEST',
-      'The key in /key/{key}/regenerate is not valid percent-encoding (e.g. %ZZ); encode it with encodeURIComponent.',
+      'The key in the path (/key/{key}/...) is not valid percent-encoding (e.g. %ZZ); encode it with encodeURIComponent.',
       { param: 'key' },
     );
   }
   if (hasControlCharacter(key)) {
     throw new SpendGuardError(
       'BAD_REQUEST',
-      'The key in /key/{key}/regenerate must not hold control characters.',
+      'The key in the path (/key/{key}/...) must not hold control characters.',
       {
         param: 'key',
       },
