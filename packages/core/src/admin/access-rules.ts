@@ -20,6 +20,7 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
   },
   'POST /team/bulk_member_add': { teamAdmin: 'as `/team/member_add`, to its teams' },
   'GET /team/info': { teamAdmin: 'its teams' },
+  'GET /v2/team/list': { teamAdmin: 'its own user’s teams', key: 'its own user’s teams' },
   'GET /spend/logs': {
     teamAdmin: 'its own key’s, and its teams’ (`team_id`)',
     key: 'its own',

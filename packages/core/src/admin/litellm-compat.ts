@@ -56,7 +56,11 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /team/delete', differences: 'all teams deleted or none' },
   { route: 'GET /team/info' },
   { route: 'GET /team/list' },
-  { route: 'GET /v2/team/list', missing: 'not yet; use /team/list' },
+  {
+    route: 'GET /v2/team/list',
+    differences:
+      'a key other than the master key lists its own user’s teams only: another `user_id` is 403, a key with no user 403 (LiteLLM lists every team then); `organization_id` refused; an unknown `sort_by` or `sort_order` is 400 (LiteLLM ignores it)',
+  },
   { route: 'POST /team/block' },
   { route: 'POST /team/unblock' },
   { route: 'POST /team/member_add' },

@@ -93,6 +93,7 @@ import {
   type TeamBounds,
   teamBounds,
 } from './team-bounds.js';
+import { teamPageRoutes } from './team-pages.js';
 import { TeamUserRoutes } from './team-user-routes.js';
 
 /** A management API request, in framework-neutral terms. */
@@ -191,6 +192,8 @@ export class ManagementApi {
     // Issue 16, part 2: LiteLLM's paged spend logs.
     for (const [route, entry] of Object.entries(spendLogPageRoutes(this))) this.routes[route] = entry;
     for (const [route, entry] of Object.entries(keyBulkRoutes(this))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(teamPageRoutes(this, (s, id) => t.membersOf(s, id))))
+      this.routes[route] = entry;
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
     for (const [route, entry] of Object.entries(this.routes)) {
       const [method, path] = route.split(' ') as [string, string];
