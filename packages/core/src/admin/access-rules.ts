@@ -20,6 +20,26 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
   },
   'POST /team/bulk_member_add': { teamAdmin: 'as `/team/member_add`, to its teams' },
   'GET /team/info': { teamAdmin: 'its teams' },
+  'GET /v1/models': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /models': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /model/info': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /v1/model/info': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /model_group/info': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
   'GET /v2/team/list': { teamAdmin: 'its own user’s teams', key: 'its own user’s teams' },
   'GET /spend/logs': {
     teamAdmin: 'its own key’s, and its teams’ (`team_id`)',

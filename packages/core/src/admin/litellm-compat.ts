@@ -16,8 +16,8 @@ export interface CompatEntry {
   missing?: string;
 }
 
-const NO_MODELS =
-  'spendguard routes no models: the app calls its providers, so there is no model list to show; prices are read with guard.prices';
+const MODELS =
+  'spendguard routes no models: it lists the ones the app declares (the `models` option, none by default), each one deployment with its price-table data; other keys see those they may call';
 
 export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
@@ -165,10 +165,14 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   },
   { route: 'GET /global/activity/model', differences: 'master key only (as /global/activity)' },
   { route: 'GET /global/activity/cache_hits', missing: 'spendguard runs no cache' },
-  { route: 'GET /model/info', missing: NO_MODELS },
-  { route: 'GET /v1/model/info', missing: NO_MODELS },
-  { route: 'GET /model_group/info', missing: NO_MODELS },
-  { route: 'GET /v1/models', missing: `${NO_MODELS} (the app's own /v1/models answers)` },
+  { route: 'GET /model/info', differences: MODELS },
+  { route: 'GET /v1/model/info', differences: MODELS },
+  { route: 'GET /model_group/info', differences: `${MODELS}; no capability flags (\`supports_*\`)` },
+  {
+    route: 'GET /v1/models',
+    differences: `${MODELS}; answered only with the \`serveModelList\` option (else the app's own /v1/models answers); no query parameters`,
+  },
+  { route: 'GET /models', differences: 'as /v1/models' },
   { route: 'GET /health/liveliness', differences: 'open, as in LiteLLM' },
   { route: 'GET /health/liveness', differences: 'open, as in LiteLLM' },
   { route: 'GET /health/readiness', differences: 'open; 503 when storage does not answer' },

@@ -45,6 +45,7 @@ import {
 import { keyBulkRoutes } from './key-bulk-routes.js';
 import { coerceNumericStrings, refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import { LiteLLMRoutes } from './litellm-routes.js';
+import { MODEL_LIST_ROUTES, modelInfoRoutes } from './model-info-routes.js';
 import {
   describeIssues,
   firstField,
@@ -192,6 +193,7 @@ export class ManagementApi {
     // Issue 16, part 2: LiteLLM's paged spend logs.
     for (const [route, entry] of Object.entries(spendLogPageRoutes(this))) this.routes[route] = entry;
     for (const [route, entry] of Object.entries(keyBulkRoutes(this))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(modelInfoRoutes(this, guard))) this.routes[route] = entry;
     for (const [route, entry] of Object.entries(teamPageRoutes(this, (s, id) => t.membersOf(s, id))))
       this.routes[route] = entry;
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
@@ -238,7 +240,10 @@ export class ManagementApi {
     const m = /^\/key\/([^/]+)\/(regenerate|reset_spend)$/.exec(p);
     const rawPathKey = m ? m[1]! : undefined;
     const named = m ? (m[2] === 'regenerate' ? '/key/regenerate' : '/key/{key_id}/reset_spend') : p;
-    const route = this.routes[`${method.toUpperCase()} ${named}`];
+    const name = `${method.toUpperCase()} ${named}`;
+    // The model list only when asked for: else the app's own /v1/models answers (see the option).
+    if (MODEL_LIST_ROUTES.has(name) && !this.guard.options.serveModelList) return null;
+    const route = this.routes[name];
     return route ? { ...route, rawPathKey } : null;
   }
 
