@@ -37,7 +37,8 @@ describe.each(ADAPTERS)('key bulk update and spend reset on $name', (framework) 
       const res = await m('POST', '/key/bulk_update', {
         keys: [
           { key: alpha.key, max_budget: 20, tags: ['prod', 'api'] },
-          { key: beta.token, max_budget: null, budget_id: null }, // LiteLLM's do-nothing default
+          // LiteLLM's item defaults every field to null: a client sends null for what it leaves alone.
+          { key: beta.token, max_budget: null, team_id: null, budget_id: null, tags: ['new'] },
         ],
       });
       expect(res.status).toBe(200);
@@ -50,8 +51,11 @@ describe.each(ADAPTERS)('key bulk update and spend reset on $name', (framework) 
         tags: ['prod', 'api'],
       });
       expect(await info(alpha)).toMatchObject({ max_budget: 20, tags: ['prod', 'api'] });
-      // max_budget null: no cap; tags not sent: kept.
-      expect(await info(beta)).toMatchObject({ max_budget: null, tags: ['old'] });
+      expect(await info(beta)).toMatchObject({ max_budget: 10, tags: ['new'] });
+      // Fields left out, or null, are kept.
+      await m('POST', '/key/bulk_update', { keys: [{ key: beta.key, max_budget: 3 }] });
+      await m('POST', '/key/bulk_update', { keys: [{ key: beta.key, tags: null }] });
+      expect(await info(beta)).toMatchObject({ max_budget: 3, tags: ['new'] });
     });
 
     it('refuses the whole batch for one bad entry, naming it, and writes nothing', async () => {

@@ -35,11 +35,15 @@ const keyRef = storableText(INPUT_LIMITS.keyRefLength, 'must be the key (sk-...)
   'must not be empty',
 );
 
-/** One entry of `/key/bulk_update` (LiteLLM's `BulkUpdateKeyRequestItem`, less what is refused). */
+/**
+ * One entry of `/key/bulk_update` (LiteLLM's `BulkUpdateKeyRequestItem`, less what is refused). Every
+ * field of LiteLLM's item defaults to `null`, which its clients send for a field they leave alone: a
+ * `null` here changes nothing (a key's cap is lifted with /key/update).
+ */
 const bulkItemSchema = z.object({
   key: keyRef,
   max_budget: usdAmount.nullable().optional(),
-  tags: storableTags.optional(),
+  tags: storableTags.nullable().optional(),
 });
 
 /** LiteLLM's fields of an entry that are refused here, with why. */
@@ -99,7 +103,7 @@ async function bulkUpdate(api: ManagementApi, req: ManagementRequest, storage: S
     }
     // A running (or not yet ended) temporary increase keeps its base in the key's metadata:
     // /key/update changes the cap under it; a bulk write of the cap would lose it.
-    if (item.max_budget !== undefined && tempIncreaseOf(key)) {
+    if (item.max_budget != null && tempIncreaseOf(key)) {
       throw new SpendGuardError(
         'BAD_REQUEST',
         `Invalid request: key '${key.tokenHash}' has a temp_budget_increase; change its max_budget with /key/update`,
@@ -110,11 +114,10 @@ async function bulkUpdate(api: ManagementApi, req: ManagementRequest, storage: S
   }
   const changes: KeyUpdate[] = items.map((item, i) => {
     const budget: Partial<BudgetInit> = {};
-    if (item.max_budget !== undefined)
-      budget.maxBudgetNano = item.max_budget === null ? null : Math.round(item.max_budget * 1e9);
+    if (item.max_budget != null) budget.maxBudgetNano = Math.round(item.max_budget * 1e9);
     return {
       tokenHash: found[i]!.tokenHash,
-      patch: item.tags === undefined ? {} : { tags: item.tags },
+      patch: item.tags == null ? {} : { tags: item.tags },
       budget,
     };
   });
