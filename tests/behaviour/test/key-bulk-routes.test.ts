@@ -128,6 +128,26 @@ describe.each(ADAPTERS)('key bulk update and spend reset on $name', (framework) 
       expect(await info(beta)).toMatchObject({ max_budget: 10, tags: ['old'] });
     });
 
+    it('leaves a key with a temporary budget increase to /key/update', async () => {
+      const raised = await m('POST', '/key/update', {
+        key: alpha.token,
+        temp_budget_increase: 5,
+        temp_budget_expiry: '2099-01-01T00:00:00Z',
+      });
+      expect(raised.body.max_budget).toBe(15); // 10 + 5
+      const res = await m('POST', '/key/bulk_update', {
+        keys: [{ key: beta.key, max_budget: 30 }, { key: alpha.key, max_budget: 20 }],
+      });
+      expect(res.status).toBe(400);
+      expect(res.body.error.param).toBe('keys.1.max_budget');
+      expect(await info(alpha)).toMatchObject({ max_budget: 15 });
+      expect(await info(beta)).toMatchObject({ max_budget: 10 });
+      // Its tags are still the batch's to change.
+      const tags = await m('POST', '/key/bulk_update', { keys: [{ key: alpha.key, tags: ['t'] }] });
+      expect(tags.status).toBe(200);
+      expect(await info(alpha)).toMatchObject({ max_budget: 15, tags: ['t'] });
+    });
+
     it('takes 1 to 500 keys, as LiteLLM', async () => {
       const none = await m('POST', '/key/bulk_update', { keys: [] });
       expect(none.status).toBe(400);
