@@ -136,7 +136,10 @@ describe.each(ADAPTERS)('key bulk update and spend reset on $name', (framework) 
       });
       expect(raised.body.max_budget).toBe(15); // 10 + 5
       const res = await m('POST', '/key/bulk_update', {
-        keys: [{ key: beta.key, max_budget: 30 }, { key: alpha.key, max_budget: 20 }],
+        keys: [
+          { key: beta.key, max_budget: 30 },
+          { key: alpha.key, max_budget: 20 },
+        ],
       });
       expect(res.status).toBe(400);
       expect(res.body.error.param).toBe('keys.1.max_budget');
