@@ -36,6 +36,23 @@ export interface SpendGuardOptions {
    */
   modelAliases?: Record<string, string>;
   /**
+   * The models the app serves, as its callers name them, for LiteLLM's model routes (`/model/info`,
+   * `/v1/model/info`, `/model_group/info`, and `/v1/models` with `serveModelList`). spendguard routes
+   * no models, so it lists only these: each with its price-table data (cost per token, context
+   * window, provider, mode), a `modelAliases` name priced as its target. A key restricted to models
+   * sees those of them it may call.
+   * @default [] (the model routes answer an empty list)
+   * @example models: ['gpt-4o', 'gpt-4o-mini', 'prod-gpt4o-eastus']
+   */
+  models?: string[];
+  /**
+   * Answer `GET /v1/models` and `GET /models` (LiteLLM's model list, from `models`) in the management
+   * API. Off by default: the management API is mounted at the root before the app's own routes, so
+   * it would answer an app's own `/v1/models` in its place.
+   * @default false
+   */
+  serveModelList?: boolean;
+  /**
    * A price table in LiteLLM's `model_prices_and_context_window.json` format instead of the shipped
    * snapshot: an object, a file path, or an http(s) URL refreshed every `priceTableRefreshMs` (a failed
    * refresh keeps the last good table and is logged).
@@ -292,6 +309,13 @@ const optionsSchema = z
     masterKey: z.string().min(1, 'must not be empty; LiteLLM users usually start it with "sk-"').optional(),
     modelPrices: z.record(z.string(), priceOverride).optional(),
     modelAliases: z.record(z.string(), z.string()).optional(),
+    models: z
+      .array(z.string().min(1, 'must not be empty'), {
+        error: "must be an array of model names, e.g. ['gpt-4o']",
+      })
+      .refine((names) => new Set(names).size === names.length, { message: 'must name each model once' })
+      .optional(),
+    serveModelList: z.boolean().optional(),
     priceTable: z
       .union([z.record(z.string(), z.unknown()), z.string().min(1), z.instanceof(URL)], {
         error: 'must be a LiteLLM price table object, a file path or a URL',
@@ -454,6 +478,8 @@ type OptionalOptions =
   | 'masterKey'
   | 'modelPrices'
   | 'modelAliases'
+  | 'models'
+  | 'serveModelList'
   | 'priceTable'
   | 'priceTableRefreshMs'
   | 'alerts'
@@ -494,6 +520,8 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     masterKey: masterKey || undefined,
     modelPrices: options.modelPrices,
     modelAliases: { ...LITELLM_DOCS_MODEL_ALIASES, ...options.modelAliases },
+    models: options.models,
+    serveModelList: options.serveModelList,
     priceTable: options.priceTable,
     priceTableRefreshMs: options.priceTableRefreshMs,
     defaultMaxOutputTokens: options.defaultMaxOutputTokens ?? 4096,

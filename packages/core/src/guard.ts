@@ -458,6 +458,11 @@ export class SpendGuard {
     });
   }
 
+  /** Whether admission lets a key with these model lists (the key's, else its team's) call `model`. */
+  keyAllowsModel(model: string, keyModels: string[], teamModels: string[]): boolean {
+    return modelAllowed(model, keyModels, teamModels, this.options.modelAliases);
+  }
+
   /** Whether a team's model allow-list (aliases and wildcards as at admission) grants `model`. */
   teamAllowsModel(model: string, teamModels: string[]): boolean {
     return modelAllowed(model, [], teamModels, this.options.modelAliases);

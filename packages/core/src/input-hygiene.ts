@@ -202,9 +202,19 @@ export const durationText = z
 const DAY_RE = /^\d{4}-\d{2}-\d{2}$/;
 const ISO_RE = /^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/;
 
-/** The instant a date-only value (`YYYY-MM-DD`, UTC midnight) or an ISO 8601 time names; NaN if neither. */
+const ZONE_RE = /(Z|[+-]\d{2}:?\d{2})$/i;
+
+/**
+ * The instant a date-only value (`YYYY-MM-DD`, UTC midnight) or an ISO 8601 time names; NaN if neither.
+ * A time without a zone (LiteLLM's `YYYY-MM-DD HH:MM:SS`, or `...T10:00:00`) is UTC, as LiteLLM means
+ * it: `Date.parse` alone would read it in the server's local time zone. The one parser every admin date
+ * goes through.
+ */
 export function parseDateOrTime(value: string): number {
-  return DAY_RE.test(value) ? Date.parse(`${value}T00:00:00.000Z`) : Date.parse(value);
+  if (DAY_RE.test(value)) return Date.parse(`${value}T00:00:00.000Z`);
+  if (!ISO_RE.test(value)) return Number.NaN;
+  const time = value.replace(' ', 'T');
+  return Date.parse(ZONE_RE.test(time) ? time : `${time}Z`);
 }
 
 /** A date `YYYY-MM-DD` or an ISO 8601 time, within the supported dates. */

@@ -23,6 +23,7 @@ import {
   type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type KeyUpdate,
   type MemberRecord,
   type MemberRole,
   memberScopeId,
@@ -1195,6 +1196,44 @@ export class PgStorage implements SpendStorage {
     });
   }
 
+  async updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null> {
+    const { db, t } = this.#ready();
+    try {
+      return await db.transaction(async (tx) => {
+        const done: KeyRecord[] = [];
+        for (const { tokenHash, patch, budget } of changes) {
+          const fields = definedOnly(patch);
+          const limits = definedOnly(budget ?? {});
+          const byHash = eq(t.keys.tokenHash, tokenHash);
+          const [key] =
+            Object.keys(fields).length > 0
+              ? await tx.update(t.keys).set(fields).where(byHash).returning()
+              : await tx.select().from(t.keys).where(byHash).for('update');
+          // A missing key undoes the ones before it: the transaction is rolled back by the throw.
+          if (!key) throw new MissingKey();
+          if (Object.keys(limits).length > 0) {
+            await tx
+              .update(t.budgets)
+              .set(limits)
+              .where(and(eq(t.budgets.scopeKind, 'key'), eq(t.budgets.scopeId, tokenHash)));
+          }
+          done.push(key);
+        }
+        await tx.execute(
+          recordKeyChanges(
+            this.#q,
+            this.#schema,
+            done.map((k) => k.tokenHash),
+          ),
+        );
+        return done;
+      });
+    } catch (error) {
+      if (error instanceof MissingKey) return null;
+      throw error;
+    }
+  }
+
   async deleteKeys(tokenHashes: string[]): Promise<number> {
     const { pool } = this.#ready();
     const q = this.#q;
@@ -1770,3 +1809,6 @@ function topReportSql(
     FROM per GROUP BY ${keys.map((_, i) => i + 6).join(', ')}`;
   return { text, params: [...params, query.top!.n] };
 }
+
+/** Thrown inside `updateKeys`' transaction to roll it back when a key does not exist. */
+class MissingKey extends Error {}

@@ -25,6 +25,7 @@ import {
   type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type KeyUpdate,
   type MemberRecord,
   type MemberRole,
   memberScopeId,
@@ -549,6 +550,36 @@ export class SqliteStorage implements SpendStorage {
       return key;
     });
     return run.immediate();
+  }
+
+  async updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null> {
+    const { orm, db } = this.#ready();
+    const k = schema.keys;
+    const run = db.transaction((): KeyRecord[] | null => {
+      const done: KeyRecord[] = [];
+      for (const { tokenHash, patch, budget } of changes) {
+        if (Object.keys(patch).length > 0) orm.update(k).set(patch).where(eq(k.tokenHash, tokenHash)).run();
+        const key = orm.select().from(k).where(eq(k.tokenHash, tokenHash)).get();
+        // A missing key undoes the ones before it: the transaction is rolled back by the throw.
+        if (!key) throw new MissingKey();
+        if (budget && Object.keys(budget).length > 0) {
+          orm
+            .update(schema.budgets)
+            .set(budget)
+            .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
+            .run();
+        }
+        orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
+        done.push(key);
+      }
+      return done;
+    });
+    try {
+      return run.immediate();
+    } catch (error) {
+      if (error instanceof MissingKey) return null;
+      throw error;
+    }
   }
 
   async deleteKeys(tokenHashes: string[]): Promise<number> {
@@ -1831,3 +1862,6 @@ function topReportSql(
     FROM per GROUP BY ${keys.map((_, i) => i + 6).join(', ')}`;
   return { text, params: [...params, query.top!.n] };
 }
+
+/** Thrown inside `updateKeys`' transaction to roll it back when a key does not exist. */
+class MissingKey extends Error {}

@@ -20,6 +20,27 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
   },
   'POST /team/bulk_member_add': { teamAdmin: 'as `/team/member_add`, to its teams' },
   'GET /team/info': { teamAdmin: 'its teams' },
+  'GET /v1/models': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /models': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /model/info': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /v1/model/info': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /model_group/info': {
+    teamAdmin: 'the declared models its own key may call',
+    key: 'the declared models it may call',
+  },
+  'GET /v2/team/list': { teamAdmin: 'its own user’s teams', key: 'its own user’s teams' },
   'GET /spend/logs': {
     teamAdmin: 'its own key’s, and its teams’ (`team_id`)',
     key: 'its own',
@@ -32,6 +53,7 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
     teamAdmin:
       'its teams’ keys; budgets (temporary increases included) within the team cap, rate limits within the team’s, models among the team’s; not unblocking a key the master key blocked',
   },
+  'POST /key/{key_id}/reset_spend': { teamAdmin: 'its teams’ keys' },
   'POST /key/block': { teamAdmin: 'its teams’ keys' },
   'POST /key/unblock': { teamAdmin: 'its teams’ keys, except those the master key blocked' },
   'POST /key/delete': { teamAdmin: 'its teams’ keys' },

@@ -16,8 +16,8 @@ export interface CompatEntry {
   missing?: string;
 }
 
-const NO_MODELS =
-  'spendguard routes no models: the app calls its providers, so there is no model list to show; prices are read with guard.prices';
+const MODELS =
+  'spendguard routes no models: it lists the ones the app declares (the `models` option, none by default), each one deployment with its price-table data; other keys see those they may call';
 
 export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
@@ -38,10 +38,14 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'GET /key/aliases', differences: 'master key only' },
   { route: 'POST /v2/key/info' },
   { route: 'POST /key/health', differences: 'always healthy: no logging callbacks to check' },
-  { route: 'POST /key/bulk_update', missing: 'not yet; call /key/update per key' },
+  {
+    route: 'POST /key/bulk_update',
+    differences:
+      'all keys written in one transaction or none: a bad entry is a 400 naming it (`keys.<i>.<field>`), so `failed_updates` is always empty (LiteLLM applies each on its own); `team_id` and `budget_id` refused; a key with a temporary budget increase refuses `max_budget` (use /key/update)',
+  },
   {
     route: 'POST /key/{key_id}/reset_spend',
-    missing: 'not yet; use /key/update with `spend` or /budget/reset',
+    differences: 'the key in the path is the key or its id; calls in flight keep their reservations',
   },
   {
     route: 'POST /key/service-account/generate',
@@ -52,7 +56,11 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /team/delete', differences: 'all teams deleted or none' },
   { route: 'GET /team/info' },
   { route: 'GET /team/list' },
-  { route: 'GET /v2/team/list', missing: 'not yet; use /team/list' },
+  {
+    route: 'GET /v2/team/list',
+    differences:
+      'a key other than the master key lists its own user’s teams only: another `user_id` is 403, a key with no user 403 (LiteLLM lists every team then); `organization_id` refused; an unknown `sort_by` or `sort_order` is 400 (LiteLLM ignores it)',
+  },
   { route: 'POST /team/block' },
   { route: 'POST /team/unblock' },
   { route: 'POST /team/member_add' },
@@ -157,10 +165,14 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   },
   { route: 'GET /global/activity/model', differences: 'master key only (as /global/activity)' },
   { route: 'GET /global/activity/cache_hits', missing: 'spendguard runs no cache' },
-  { route: 'GET /model/info', missing: NO_MODELS },
-  { route: 'GET /v1/model/info', missing: NO_MODELS },
-  { route: 'GET /model_group/info', missing: NO_MODELS },
-  { route: 'GET /v1/models', missing: `${NO_MODELS} (the app's own /v1/models answers)` },
+  { route: 'GET /model/info', differences: MODELS },
+  { route: 'GET /v1/model/info', differences: MODELS },
+  { route: 'GET /model_group/info', differences: `${MODELS}; no capability flags (\`supports_*\`)` },
+  {
+    route: 'GET /v1/models',
+    differences: `${MODELS}; answered only with the \`serveModelList\` option (else the app's own /v1/models answers); no query parameters`,
+  },
+  { route: 'GET /models', differences: 'as /v1/models' },
   { route: 'GET /health/liveliness', differences: 'open, as in LiteLLM' },
   { route: 'GET /health/liveness', differences: 'open, as in LiteLLM' },
   { route: 'GET /health/readiness', differences: 'open; 503 when storage does not answer' },

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
 import type { GuardResponse } from '../guard.js';
+import { parseDateOrTime } from '../input-hygiene.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { countChatPromptTokens } from '../metering/token-count.js';
 import type { PriceBook } from '../pricing/price-book.js';
@@ -334,8 +335,8 @@ export class LiteLLMRoutes {
     const filters: SpendReportFilters = {};
     if (b.api_key) filters.apiKeyHashes = [keyHashFromKeyOrHash(b.api_key)];
     const rows = await storage.spendReport({
-      fromDay: b.startTime ? day(new Date(b.startTime)) : range.fromDay,
-      toDay: b.endTime ? day(new Date(b.endTime)) : range.toDay,
+      fromDay: b.startTime ? day(new Date(parseDateOrTime(b.startTime))) : range.fromDay,
+      toDay: b.endTime ? day(new Date(parseDateOrTime(b.endTime))) : range.toDay,
       groupBy: ['customer'],
       filters,
     });

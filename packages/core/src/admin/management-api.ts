@@ -3,7 +3,7 @@ import type * as z from 'zod';
 import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
 import type { GuardResponse, SpendGuard } from '../guard.js';
-import { assertQuery, assertText, INPUT_LIMITS } from '../input-hygiene.js';
+import { assertQuery, assertText, INPUT_LIMITS, parseDateOrTime } from '../input-hygiene.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
 import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type {
@@ -42,8 +42,10 @@ import {
   teamJson,
   userJson,
 } from './entity-json.js';
+import { keyBulkRoutes } from './key-bulk-routes.js';
 import { coerceNumericStrings, refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import { LiteLLMRoutes } from './litellm-routes.js';
+import { MODEL_LIST_ROUTES, modelInfoRoutes } from './model-info-routes.js';
 import {
   describeIssues,
   firstField,
@@ -92,6 +94,7 @@ import {
   type TeamBounds,
   teamBounds,
 } from './team-bounds.js';
+import { teamPageRoutes } from './team-pages.js';
 import { TeamUserRoutes } from './team-user-routes.js';
 
 /** A management API request, in framework-neutral terms. */
@@ -189,6 +192,10 @@ export class ManagementApi {
     }
     // Issue 16, part 2: LiteLLM's paged spend logs.
     for (const [route, entry] of Object.entries(spendLogPageRoutes(this))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(keyBulkRoutes(this))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(modelInfoRoutes(this, guard))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(teamPageRoutes(this, (s, id) => t.membersOf(s, id))))
+      this.routes[route] = entry;
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.
     for (const [route, entry] of Object.entries(this.routes)) {
       const [method, path] = route.split(' ') as [string, string];
@@ -230,9 +237,13 @@ export class ManagementApi {
     const p = normalizePath(canonicalPath(path));
     // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path, decoded once the
     // caller is known (a malformed one is then a 400, never an exception out of `handles`).
-    const m = /^\/key\/([^/]+)\/regenerate$/.exec(p);
+    const m = /^\/key\/([^/]+)\/(regenerate|reset_spend)$/.exec(p);
     const rawPathKey = m ? m[1]! : undefined;
-    const route = this.routes[`${method.toUpperCase()} ${rawPathKey ? '/key/regenerate' : p}`];
+    const named = m ? (m[2] === 'regenerate' ? '/key/regenerate' : '/key/{key_id}/reset_spend') : p;
+    const name = `${method.toUpperCase()} ${named}`;
+    // The model list only when asked for: else the app's own /v1/models answers (see the option).
+    if (MODEL_LIST_ROUTES.has(name) && !this.guard.options.serveModelList) return null;
+    const route = this.routes[name];
     return route ? { ...route, rawPathKey } : null;
   }
 
@@ -622,9 +633,9 @@ export class ManagementApi {
 
   /**
    * The key a management call names (by a secret, current or in grace, or by its id), checked against
-   * what the caller may manage: the master key any, a team admin those of its teams.
+   * what the caller may manage: the master key any, a team admin those of its teams. @internal
    */
-  private async keyFor(storage: SpendStorage, caller: Caller, ref: string, what: string): Promise<KeyRecord> {
+  async keyFor(storage: SpendStorage, caller: Caller, ref: string, what: string): Promise<KeyRecord> {
     const key = await findKeyByRef(storage, ref, this.guard.now());
     if (!key) throw new SpendGuardError('NOT_FOUND', `Key not found: ${ref}`, { param: 'key' });
     assertManagesTeam(caller, key.teamId, what);
@@ -652,8 +663,13 @@ export class ManagementApi {
     return ok({ key: hash, ...(await this.keyInfoJson(storage, key)) });
   }
 
-  /** A key's JSON with its budget, rate limits and budget windows. */
-  private async keyInfoJson(storage: SpendStorage, key: KeyRecord) {
+  /** A key named by a management call (a secret, or its id), or `null`. @internal */
+  findKey(storage: SpendStorage, ref: string): Promise<KeyRecord | null> {
+    return findKeyByRef(storage, ref, this.guard.now());
+  }
+
+  /** A key's JSON with its budget, rate limits and budget windows. @internal */
+  async keyInfoJson(storage: SpendStorage, key: KeyRecord) {
     const now = this.guard.now();
     const scope: ScopeRef = { kind: 'key', id: key.tokenHash };
     const [[state], windows, [limits]] = await Promise.all([
@@ -804,7 +820,7 @@ export class ManagementApi {
         { param: b.temp_budget_increase === undefined ? 'temp_budget_increase' : 'temp_budget_expiry' },
       );
     }
-    const expiresAt = new Date(b.temp_budget_expiry);
+    const expiresAt = new Date(parseDateOrTime(b.temp_budget_expiry));
     if (expiresAt <= now)
       throw new SpendGuardError('BAD_REQUEST', 'Invalid request: temp_budget_expiry must be in the future', {
         param: 'temp_budget_expiry',
@@ -1185,14 +1201,14 @@ function decodePathKey(raw: string): string {
   } catch {
     throw new SpendGuardError(
       'BAD_REQUEST',
-      'The key in /key/{key}/regenerate is not valid percent-encoding (e.g. %ZZ); encode it with encodeURIComponent.',
+      'The key in the path (/key/{key}/...) is not valid percent-encoding (e.g. %ZZ); encode it with encodeURIComponent.',
       { param: 'key' },
     );
   }
   if (hasControlCharacter(key)) {
     throw new SpendGuardError(
       'BAD_REQUEST',
-      'The key in /key/{key}/regenerate must not hold control characters.',
+      'The key in the path (/key/{key}/...) must not hold control characters.',
       {
         param: 'key',
       },
@@ -1263,10 +1279,10 @@ export function expiryFrom(duration: string, now: Date): Date {
 }
 
 function startOf(value: string): Date {
-  return new Date(value.length === 10 ? `${value}T00:00:00.000Z` : value);
+  return new Date(parseDateOrTime(value));
 }
 
 /** A date-only end is inclusive of that whole day; a time is taken as given. */
 function endOf(value: string): Date {
-  return value.length === 10 ? new Date(Date.parse(`${value}T00:00:00.000Z`) + 86_400_000) : new Date(value);
+  return new Date(parseDateOrTime(value) + (value.length === 10 ? 86_400_000 : 0));
 }

@@ -35,9 +35,7 @@ const moment = z.string().superRefine((value, ctx) => {
 });
 
 function instant(value: string): number {
-  const m = LITELLM_TIME.exec(value);
-  if (m) return Date.parse(`${m[1]}T${m[2]}.000Z`);
-  if (!DAY.test(value) && !/^\d{4}-\d{2}-\d{2}T/.test(value)) return Number.NaN;
+  if (!LITELLM_TIME.test(value) && !DAY.test(value) && !/^\d{4}-\d{2}-\d{2}T/.test(value)) return Number.NaN;
   return parseDateOrTime(value);
 }
 

@@ -59,6 +59,7 @@ export {
   type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type KeyUpdate,
   type MemberRecord,
   type MemberRole,
   memberScopeId,

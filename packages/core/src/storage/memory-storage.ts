@@ -31,6 +31,7 @@ import {
   type KeyBySecret,
   type KeyPatch,
   type KeyRecord,
+  type KeyUpdate,
   type MemberRecord,
   type MemberRole,
   memberScopeId,
@@ -443,6 +444,23 @@ export class MemoryStorage implements SpendStorage {
       }
       this.emitKeyChange(tokenHash);
       return structuredClone(updated);
+    });
+  }
+
+  async updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null> {
+    return this.atomically(() => {
+      if (changes.some((c) => !this.keys.has(c.tokenHash))) return null;
+      return changes.map(({ tokenHash, patch, budget }) => {
+        const updated = { ...this.keys.get(tokenHash)!, ...structuredClone(patch) };
+        this.keys.set(tokenHash, updated);
+        const state = this.budgets.get(`key:${tokenHash}`);
+        if (budget && state) {
+          const defined = Object.entries(budget).filter(([, v]) => v !== undefined);
+          this.budgets.set(`key:${tokenHash}`, { ...state, ...Object.fromEntries(defined) });
+        }
+        this.emitKeyChange(tokenHash);
+        return structuredClone(updated);
+      });
     });
   }
 

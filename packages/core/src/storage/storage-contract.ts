@@ -237,6 +237,13 @@ export type KeyPatch = Partial<
   Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt'>
 >;
 
+/** One key's change in `updateKeys`: its fields and, when given, its budget definition. */
+export interface KeyUpdate {
+  tokenHash: string;
+  patch: KeyPatch;
+  budget?: Partial<BudgetInit>;
+}
+
 /** One write of `insert`: an entity together with its budget counter (and rate limits, when it has any). */
 export type EntityInsert =
   | { type: 'team'; record: TeamRecord; budget: BudgetInit; rateLimits?: RateLimits | null }
@@ -665,6 +672,12 @@ export interface SpendStorage {
     budget?: Partial<BudgetInit>,
     also?: ScopeChanges,
   ): Promise<KeyRecord | null>;
+  /**
+   * Several keys' changes (as `updateKey`, without `also`) in one transaction: every key changed, or
+   * none. Records a key change for each. `null` when one of the keys does not exist, and then nothing
+   * is written. Returns the keys as changed, in the order given.
+   */
+  updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null>;
   /** Deletes keys and their budget counters (their spend logs stay); records key changes. Returns how many existed. */
   deleteKeys(tokenHashes: string[]): Promise<number>;
   /**

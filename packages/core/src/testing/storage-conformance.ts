@@ -1419,6 +1419,53 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('updates several keys in one transaction: every one, or none when a key is missing or a write fails', async () => {
+      const s = await seeded({ key: budget(1) });
+      const K2: ScopeRef = { kind: 'key', id: 'k2' };
+      await s.insert([{ type: 'key', record: key('k2', null, null), budget: budget(2) }]);
+      await s.settle({
+        reservationId: 'x',
+        scopes: [K2],
+        costNano: 250,
+        now: T0,
+        log: spendLogFixture('b-1'),
+      });
+      const both = await s.updateKeys([
+        { tokenHash: 'k1', patch: { tags: ['prod'] }, budget: { maxBudgetNano: 5e9 } },
+        { tokenHash: 'k2', patch: {}, budget: { maxBudgetNano: 7e9 } },
+      ]);
+      expect(both?.map((k) => [k.tokenHash, k.tags])).toEqual([
+        ['k1', ['prod']],
+        ['k2', []],
+      ]);
+      const [k1, k2] = await s.getBudgets([K, K2], T0);
+      expect(k1).toMatchObject({ maxBudgetNano: 5e9, spendNano: 0 });
+      expect(k2).toMatchObject({ maxBudgetNano: 7e9, spendNano: 250 }); // its spend stays
+
+      // A missing key: the keys before it are not changed either.
+      expect(
+        await s.updateKeys([
+          { tokenHash: 'k1', patch: { tags: ['half-written?'] }, budget: { maxBudgetNano: 9e9 } },
+          { tokenHash: 'nope', patch: { blocked: true } },
+        ]),
+      ).toBeNull();
+      expect((await s.getKey('k1'))?.tags).toEqual(['prod']);
+      expect((await s.getBudgets([K], T0))[0]).toMatchObject({ maxBudgetNano: 5e9 });
+
+      // The second key's counter write fails: the first key's change is undone.
+      await options.failCounterWrites(s, K2);
+      await expect(
+        s.updateKeys([
+          { tokenHash: 'k1', patch: { tags: ['half-written?'] }, budget: { maxBudgetNano: 9e9 } },
+          { tokenHash: 'k2', patch: { tags: ['half-written?'] }, budget: { maxBudgetNano: 9e9 } },
+        ]),
+      ).rejects.toThrow();
+      expect((await s.getKey('k1'))?.tags).toEqual(['prod']);
+      expect((await s.getKey('k2'))?.tags).toEqual([]);
+      expect((await s.getBudgets([K], T0))[0]).toMatchObject({ maxBudgetNano: 5e9 });
+      await s.close();
+    });
+
     if (options.refusesFractionalNano) {
       it("says that a value it refuses is the input's fault (isInputError), and writes nothing of it", async () => {
         const s = await seeded({ key: budget(10) });
