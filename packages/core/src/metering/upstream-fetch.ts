@@ -1,4 +1,4 @@
-import type { GuardLogger } from '../config.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type { CallInput, GuardResponse } from '../pipeline/call-types.js';
 import { meterResponse, type RespondingCall, toWebResponse } from '../web.js';
 import { currentCall, type MeteredCall, noCallHint } from './track.js';

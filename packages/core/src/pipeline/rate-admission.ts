@@ -1,7 +1,7 @@
 // Stage 2's rate limits: a call counted on the rpm/tpm/parallel buckets of every scope that has any,
 // in one guarded write, and its tokens and parallel slots settled after it (or given back on refusal).
 import { randomUUID } from 'node:crypto';
-import type { GuardLogger } from '../config.js';
+import type { GuardLogger } from '../guard-logger.js';
 import { type RateAdmission, rateLimitedError } from '../rate-limits.js';
 import { rateBucketsFor } from '../storage/rate-limit-rules.js';
 import type { RateLimits, SpendStorage } from '../storage/storage-contract.js';

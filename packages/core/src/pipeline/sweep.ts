@@ -1,7 +1,8 @@
 // After settle: what no call settles itself. Reservations left past their TTL are charged at their
 // estimate (on a timer), and so are those of processes whose heartbeat stopped.
-import type { GuardLogger } from '../config.js';
+
 import { SpendGuardError } from '../errors.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type { SpendStorage } from '../storage/storage-contract.js';
 import type { StorageGate } from '../storage/storage-gate.js';
 
