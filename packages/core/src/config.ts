@@ -1,6 +1,7 @@
 import * as z from 'zod';
-import type { BudgetAlertOptions } from './alerts/budget-alerts.js';
+import type { BudgetAlertOptions } from './alerts/alert-options.js';
 import { isValidBudgetDuration } from './budget-period.js';
+import type { GuardLogger } from './guard-logger.js';
 /** Where the guard reports what it cannot put in a response (unpriced models, settlement failures). */
 import type { CallEvent, RefusalEvent } from './observability/call-events.js';
 import type { TracingOptions } from './observability/otel-tracing.js';
@@ -8,10 +9,7 @@ import type { MetricsOptions } from './observability/prometheus-metrics.js';
 import type { ModelPriceOverride } from './pricing/price-book.js';
 import type { EnforcementMode, SpendStorage } from './storage/storage-contract.js';
 
-export interface GuardLogger {
-  warn(message: string): void;
-  error(message: string, error?: unknown): void;
-}
+export type { GuardLogger } from './guard-logger.js';
 
 export interface SpendGuardOptions {
   /**

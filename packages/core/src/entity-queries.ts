@@ -1,4 +1,4 @@
-import type { SpendGuard } from './guard.js';
+import type { StoreReader } from './guard-api.js';
 import { keyHashFromKeyOrHash } from './keys.js';
 import { type BudgetRemaining, toBudgetRemaining } from './queries.js';
 import type {
@@ -14,7 +14,7 @@ export type WithBudget<T> = T & { budget: BudgetRemaining | null };
 
 /** Attaches each record's budget, read in one `getBudgets`. */
 async function withBudgets<T>(
-  guard: SpendGuard,
+  guard: StoreReader,
   storage: SpendStorage,
   records: T[],
   scopeOf: (r: T) => ScopeRef,
@@ -37,7 +37,7 @@ const userScope = (u: UserRecord): ScopeRef => ({ kind: 'user', id: u.userId });
  * @example const keys = await guard.keys.list({ teamId: 'frontend' }); // [{ tokenHash, keyAlias, budget: { spend, remaining, ... } }]
  */
 export class KeyQueries {
-  constructor(private readonly guard: SpendGuard) {}
+  constructor(private readonly guard: StoreReader) {}
 
   /** One key by the key (`sk-...`) or its hash; `null` when there is none. */
   async get(keyOrHash: string): Promise<WithBudget<KeyRecord> | null> {
@@ -57,7 +57,7 @@ export class KeyQueries {
 
 /** Teams: `guard.teams`. */
 export class TeamQueries {
-  constructor(private readonly guard: SpendGuard) {}
+  constructor(private readonly guard: StoreReader) {}
 
   /** One team by id or, when exactly one team has it, by alias; `null` when there is none. */
   async get(idOrAlias: string): Promise<WithBudget<TeamRecord> | null> {
@@ -81,7 +81,7 @@ export class TeamQueries {
 
 /** Users: `guard.users`. */
 export class UserQueries {
-  constructor(private readonly guard: SpendGuard) {}
+  constructor(private readonly guard: StoreReader) {}
 
   async get(userId: string): Promise<WithBudget<UserRecord> | null> {
     return this.guard.read('user query', async (storage) => {

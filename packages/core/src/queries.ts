@@ -1,5 +1,5 @@
 import { SpendGuardError } from './errors.js';
-import type { SpendGuard } from './guard.js';
+import type { StoreReader } from './guard-api.js';
 import { assertDate } from './input-hygiene.js';
 import { keyHashFromKeyOrHash } from './keys.js';
 import { nanoToUsd } from './money.js';
@@ -212,7 +212,7 @@ function list(value: string | string[] | undefined, map: (v: string) => string =
  * const { rows } = await guard.spend.report({ from: '2026-03-01', to: '2026-03-31', groupBy: ['team', 'model'], granularity: 'week' });
  */
 export class SpendQueries {
-  constructor(private readonly guard: SpendGuard) {}
+  constructor(private readonly guard: StoreReader) {}
 
   /**
    * Spend over the UTC days `from..to`, per time bucket and group, in USD (and exact nano-dollars).
@@ -366,7 +366,7 @@ export function toBudgetRemaining(state: BudgetState): BudgetRemaining {
  * const left = await guard.budgets.remaining({ team: 'frontend-team' });
  */
 export class BudgetQueries {
-  constructor(private readonly guard: SpendGuard) {}
+  constructor(private readonly guard: StoreReader) {}
 
   /** The budget of one scope, as it stands now; `null` when there is no such scope. */
   async remaining(which: BudgetScope): Promise<BudgetRemaining | null> {
@@ -459,7 +459,7 @@ const KEY_LOOKUPS_MAX = 25;
 
 /** Budget overview: scopes near or over their caps, their burn rate and projected run-out. */
 export async function budgetOverview(
-  guard: SpendGuard,
+  guard: StoreReader,
   options: BudgetOverviewOptions = {},
 ): Promise<BudgetOverview> {
   const now = guard.now();

@@ -5,7 +5,7 @@
  */
 
 export { type AdapterOptions, resolveAdapterOptions } from '../adapter-options.js';
-export type { ManagementRequest } from '../admin/management-api.js';
+export type { ManagementRequest } from '../admin/management-types.js';
 export type { Dashboard, DashboardRequest, DashboardResponse } from '../dashboard/dashboard.js';
 export { ERROR_STATUS } from '../errors.js';
 export type { AdmitOutcome, CallInput, GuardedCall, GuardResponse, SpendGuard } from '../guard.js';

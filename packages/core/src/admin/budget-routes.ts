@@ -2,10 +2,10 @@ import { randomUUID } from 'node:crypto';
 import * as z from 'zod';
 import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type { BudgetTierPatch, BudgetTierRecord, SpendStorage } from '../storage/storage-contract.js';
 import { ok } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 import { budgetFields, id, rateLimitFields } from './schemas.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { GuardResponse } from '../guard.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import { hasRateLimits } from '../storage/rate-limit-rules.js';
 import type {
   BudgetInit,

@@ -1,13 +1,13 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
 import { INPUT_LIMITS, storableTags, storableText, usdAmount } from '../input-hygiene.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type { BudgetInit, KeyRecord, KeyUpdate, SpendStorage } from '../storage/storage-contract.js';
 import { tempIncreaseOf } from '../temp-budget.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
 import { refuseUnactedFields, UNSUPPORTED_FIELDS } from './litellm-fields.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 import { describeIssues, firstField } from './schemas.js';
 
 /**

@@ -1,9 +1,9 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
 import { parseDateOrTime } from '../input-hygiene.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { countChatPromptTokens } from '../metering/token-count.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type { PriceBook } from '../pricing/price-book.js';
 import {
   GLOBAL_SCOPE_ID,
@@ -15,7 +15,7 @@ import {
 import type { Caller, RouteAccess } from './caller.js';
 import { forbidden } from './caller.js';
 import { indexStates, keyJson, ok, teamJson, userJson } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 import { id, userUpdateSchema } from './schemas.js';
 import { customerJson } from './scope-routes.js';
 import { customerDailyActivity, tagDailyActivity } from './spend-report-routes.js';

@@ -2,9 +2,10 @@ import { randomUUID } from 'node:crypto';
 import type * as z from 'zod';
 import { nextBudgetResetAt } from '../budget-period.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
-import type { GuardResponse, SpendGuard } from '../guard.js';
+import type { ManagementHost } from '../guard-api.js';
 import { assertQuery, assertText, INPUT_LIMITS, parseDateOrTime } from '../input-hygiene.js';
 import { generateVirtualKey, hashVirtualKey, keyHashFromKeyOrHash, maskVirtualKey } from '../keys.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type {
   BudgetInit,
@@ -45,6 +46,7 @@ import {
 import { keyBulkRoutes } from './key-bulk-routes.js';
 import { coerceNumericStrings, refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import { LiteLLMRoutes } from './litellm-routes.js';
+import type { ManagementRequest } from './management-types.js';
 import { MODEL_LIST_ROUTES, modelInfoRoutes } from './model-info-routes.js';
 import {
   describeIssues,
@@ -97,21 +99,7 @@ import {
 import { teamPageRoutes } from './team-pages.js';
 import { TeamUserRoutes } from './team-user-routes.js';
 
-/** A management API request, in framework-neutral terms. */
-export interface ManagementRequest {
-  method: string;
-  /** The path below where the management API is mounted, e.g. `/key/generate`. */
-  path: string;
-  query: URLSearchParams;
-  header: (name: string) => string | null | undefined;
-  /**
-   * The raw body text (read as JSON whatever the Content-Type), or a body the app already parsed;
-   * unused when `readBody` is given.
-   */
-  body?: string | unknown;
-  /** Reads the body (as `body` above); called only once the caller's credential is checked. */
-  readBody?: () => Promise<string | unknown>;
-}
+export type { ManagementRequest } from './management-types.js';
 
 type Handler = (
   req: ManagementRequest,
@@ -126,7 +114,7 @@ export class ManagementApi {
   private readonly routes: Record<string, { handler: Handler; access: RouteAccess }>;
   private readonly teamsAndUsers: TeamUserRoutes;
 
-  constructor(private readonly guard: SpendGuard) {
+  constructor(private readonly guard: ManagementHost) {
     this.teamsAndUsers = new TeamUserRoutes(this);
     const t = this.teamsAndUsers;
     this.routes = {
@@ -415,7 +403,7 @@ export class ManagementApi {
   }
 
   /** @internal */
-  get guardInstance(): SpendGuard {
+  get guardInstance(): ManagementHost {
     return this.guard;
   }
 

@@ -1,11 +1,12 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse, SpendGuard } from '../guard.js';
+import type { ManagementHost } from '../guard-api.js';
 import { INPUT_LIMITS, storableText } from '../input-hygiene.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type { SpendStorage } from '../storage/storage-contract.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 
 /**
  * LiteLLM's model routes: `GET /v1/models` and `/models` (the OpenAI model list), `GET /model/info`
@@ -36,7 +37,7 @@ type Handler = (req: ManagementRequest, caller: Caller, storage: SpendStorage) =
 
 export function modelInfoRoutes(
   api: ManagementApi,
-  guard: SpendGuard,
+  guard: ManagementHost,
 ): Record<string, { access: RouteAccess; handler: Handler }> {
   const list: Handler = async (r, c, s) => {
     api.parseQuery(r, noQuery);
@@ -76,7 +77,11 @@ export function modelInfoRoutes(
 }
 
 /** The declared models the caller may call, in the order declared. */
-async function visibleModels(guard: SpendGuard, caller: Caller, storage: SpendStorage): Promise<string[]> {
+async function visibleModels(
+  guard: ManagementHost,
+  caller: Caller,
+  storage: SpendStorage,
+): Promise<string[]> {
   const declared = guard.options.models ?? [];
   if (caller.role === 'proxy_admin') return declared;
   const key = await storage.getKey(caller.tokenHash);
@@ -86,7 +91,7 @@ async function visibleModels(guard: SpendGuard, caller: Caller, storage: SpendSt
 }
 
 /** A model's price-table data as LiteLLM's `model_info` has it; `null` where the table knows none. */
-function priceInfo(guard: SpendGuard, model: string) {
+function priceInfo(guard: ManagementHost, model: string) {
   const price = guard.prices.resolve(model);
   // Prices are kept in pico-dollars a token: 1 USD = 1e12.
   return {
@@ -100,7 +105,7 @@ function priceInfo(guard: SpendGuard, model: string) {
   };
 }
 
-function deploymentJson(guard: SpendGuard, model: string) {
+function deploymentJson(guard: ManagementHost, model: string) {
   const aliases = guard.options.modelAliases ?? {};
   const target = Object.hasOwn(aliases, model) ? aliases[model]! : model;
   return {
@@ -110,7 +115,7 @@ function deploymentJson(guard: SpendGuard, model: string) {
   };
 }
 
-function groupJson(guard: SpendGuard, model: string) {
+function groupJson(guard: ManagementHost, model: string) {
   const p = priceInfo(guard, model);
   return {
     model_group: model,

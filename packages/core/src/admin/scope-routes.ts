@@ -1,8 +1,8 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
 import { INPUT_LIMITS, storableName, storableText, usdAmount } from '../input-hygiene.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import {
   type BudgetInit,
   type BudgetState,
@@ -22,7 +22,7 @@ import {
 } from '../storage/storage-contract.js';
 import { budgetTierJson } from './budget-routes.js';
 import { budgetJson, ok, rateJson, rateLimitsFrom, setsRateLimits, stateOf } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 import {
   type BudgetLimits,
   budgetFields,

@@ -1,11 +1,11 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
 import { dateInRange, parseDateOrTime } from '../input-hygiene.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type { SpendLogQuery, SpendLogRecord, SpendStorage } from '../storage/storage-contract.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok, spendLogJson } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 
 /**
  * `GET /spend/logs/v2`: LiteLLM's paged spend logs (its `ui_view_spend_logs`, served as `/spend/logs/ui`

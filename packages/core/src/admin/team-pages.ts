@@ -1,11 +1,11 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
 import { INPUT_LIMITS, storableText } from '../input-hygiene.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type { ScopeRef, SpendStorage, TeamRecord } from '../storage/storage-contract.js';
 import { type Caller, forbidden, type RouteAccess } from './caller.js';
 import { indexStates, type MemberJson, ok, teamJson } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 
 /**
  * `GET /v2/team/list`: LiteLLM's paged team list (`list_team_v2` in its team_endpoints.py):

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse } from '../guard.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import {
   type BudgetInit,
   type EntityInsert,
@@ -26,7 +26,7 @@ import {
   teamJson,
   userJson,
 } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-api.js';
+import type { ManagementApi, ManagementRequest } from './management-types.js';
 import {
   memberAddSchema,
   memberDeleteSchema,

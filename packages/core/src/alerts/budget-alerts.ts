@@ -1,47 +1,14 @@
 import { createHash, createHmac } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LRUCache } from 'lru-cache';
-import type { GuardLogger } from '../config.js';
-import type { SpendGuard } from '../guard.js';
+import type { AlertsHost } from '../guard-api.js';
+import type { GuardLogger } from '../guard-logger.js';
 import { nanoToUsd } from '../money.js';
 import type { BudgetState, ScopeKind, SettleInput, SettleResult } from '../storage/storage-contract.js';
 import { scopeKey } from '../storage/storage-contract.js';
+import type { BudgetAlertOptions } from './alert-options.js';
 
-/** Budget alerts by webhook (the `alerts` option of the guard). */
-export interface BudgetAlertOptions {
-  /**
-   * Where alerts are POSTed, as JSON.
-   * @example webhookUrl: 'https://hooks.example.com/spendguard'
-   */
-  webhookUrl: string;
-  /**
-   * Signs every delivery: `x-spendguard-signature: sha256=<hex HMAC-SHA256 of the raw body>`.
-   * @example secret: process.env.SPENDGUARD_WEBHOOK_SECRET
-   */
-  secret: string;
-  /**
-   * Percentages of `max_budget` that alert when a scope's spend in the current period reaches them.
-   * A `soft_budget` set on a key, user or team alerts too.
-   * @default [50, 80, 95, 100]
-   * @example thresholds: [75, 100]
-   */
-  thresholds?: number[];
-  /**
-   * Further attempts after a delivery fails (a network error, a timeout, or any status but 2xx).
-   * @default 5
-   */
-  retries?: number;
-  /**
-   * Wait before the first retry; each later one waits twice as long as the one before.
-   * @default 1000
-   */
-  retryDelayMs?: number;
-  /**
-   * How long one delivery attempt may take.
-   * @default 10000
-   */
-  timeoutMs?: number;
-}
+export type { BudgetAlertOptions } from './alert-options.js';
 
 /**
  * The JSON body of an alert. Field names follow LiteLLM's budget-alert webhook (`WebhookEvent`:
@@ -113,7 +80,7 @@ export class BudgetAlerts {
   failedDeliveries = 0;
 
   constructor(
-    private readonly guard: SpendGuard,
+    private readonly guard: AlertsHost,
     private readonly options: BudgetAlertOptions,
   ) {
     this.thresholds = [...new Set(options.thresholds ?? DEFAULT_THRESHOLDS)].sort((a, b) => a - b);

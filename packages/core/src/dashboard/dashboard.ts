@@ -1,12 +1,24 @@
+import type { ManagementApi } from '../admin/management-api.js';
+import type { ResolvedOptions } from '../config.js';
 import { SpendGuardError } from '../errors.js';
-import type { GuardResponse, SpendGuard } from '../guard.js';
+import type { StoreReader } from '../guard-api.js';
+import type { GuardLogger } from '../guard-logger.js';
 import { assertQuery, assertText, dateInRange, INPUT_LIMITS } from '../input-hygiene.js';
 import { keyHashFromKeyOrHash } from '../keys.js';
 import { nanoToUsd } from '../money.js';
-import { bucketStart, type SpendGranularity, type SpendGroup, toReportDay } from '../queries.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
+import {
+  type BudgetQueries,
+  bucketStart,
+  type SpendGranularity,
+  type SpendGroup,
+  type SpendQueries,
+  toReportDay,
+} from '../queries.js';
 import { canonicalPath, hasControlCharacter } from '../request-path.js';
 import type { ScopeKind, SpendLogQuery, SpendLogRecord, SpendStorage } from '../storage/storage-contract.js';
 import { utcDay } from '../storage/storage-contract.js';
+import type { StorageGate } from '../storage/storage-gate.js';
 import { loadDashboardAssets } from './dashboard-assets.js';
 import { entityView, logView, namesForLogs } from './dashboard-entity.js';
 import { LIST_KINDS, type ListKind, listPage } from './dashboard-lists.js';
@@ -83,13 +95,25 @@ type Handler = (req: DashboardRequest, session: Session, storage: SpendStorage) 
  * with the package) and the JSON endpoints it reads, all behind a session. Every change needs the
  * session's CSRF token. The adapters only translate requests and responses.
  */
+/** What the dashboard needs of the guard (a narrow view, so that this module does not import it). */
+export interface DashboardHost extends StoreReader {
+  options: Pick<ResolvedOptions, 'dashboard' | 'masterKey'>;
+  logger: GuardLogger;
+  gate: Pick<StorageGate, 'call'>;
+  spend: Pick<SpendQueries, 'report'>;
+  budgets: Pick<BudgetQueries, 'overview'>;
+  management: Pick<ManagementApi, 'handleAsAdmin'>;
+  /** Any error as the JSON response the adapters send. */
+  errorResponse(error: unknown): GuardResponse;
+}
+
 export class Dashboard {
   private readonly sessions: DashboardSessions | null;
   private readonly throttle: LoginThrottle;
   private readonly ttlMs: number;
   private readonly api: Record<string, Handler>;
 
-  constructor(private readonly guard: SpendGuard) {
+  constructor(private readonly guard: DashboardHost) {
     const o = guard.options.dashboard ?? {};
     this.ttlMs = o.sessionTtlMs ?? 12 * 3_600_000;
     const password = o.password ?? guard.options.masterKey;
@@ -506,7 +530,7 @@ export class Dashboard {
   }
 }
 
-type BudgetEntry = Awaited<ReturnType<SpendGuard['budgets']['overview']>>['entries'][number];
+type BudgetEntry = Awaited<ReturnType<BudgetQueries['overview']>>['entries'][number];
 
 /**
  * The budgets page's order, most at risk first: spent budgets (most over first), then those that run
@@ -528,7 +552,7 @@ export function byRisk(a: BudgetEntry, b: BudgetEntry): number {
   return x < y ? -1 : x > y ? 1 : 0;
 }
 
-type SpendView = Awaited<ReturnType<SpendGuard['spend']['report']>> & {
+type SpendView = Awaited<ReturnType<SpendQueries['report']>> & {
   source: 'rollups' | 'logs';
   truncated: boolean;
   /** The chart's top n, when the report ranks its groups; `null`: every group. */

@@ -3,7 +3,7 @@
  * to the built-in sinks (Prometheus, OpenTelemetry). The guard calls `admitted`, `settled` and
  * `refused`; a sink that throws (or rejects) is logged and never fails the call.
  */
-import type { GuardLogger } from '../config.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type { TokenUsage } from '../pricing/normalize-usage.js';
 import type { SpendLogRecord } from '../storage/storage-contract.js';
 

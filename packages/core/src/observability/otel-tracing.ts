@@ -5,7 +5,7 @@
  * a no-op. The span is recorded when the call is settled, with the call's own start and end times.
  */
 import type * as Otel from '@opentelemetry/api';
-import type { GuardLogger } from '../config.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type { CallEvent, CallObserver, RefusalEvent } from './call-events.js';
 
 /** Options of the `tracing` option. */

@@ -4,7 +4,7 @@
  * that arrive while it loads are kept (bounded) and applied once it is there.
  */
 import type * as Prom from 'prom-client';
-import type { GuardLogger } from '../config.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type { BudgetState, ScopeRef, SpendStorage } from '../storage/storage-contract.js';
 import type { CallEvent, CallObserver, RefusalEvent } from './call-events.js';
 

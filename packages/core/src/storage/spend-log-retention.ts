@@ -3,7 +3,7 @@
  * batches, so a large backlog never holds a long write). The daily rollups stay, so reports and the
  * dashboard's totals do not change; only the per-call rows go.
  */
-import type { GuardLogger } from '../config.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type { SpendStorage } from './storage-contract.js';
 
 const DAY_MS = 86_400_000;

@@ -1,5 +1,5 @@
-import type { GuardLogger } from '../config.js';
 import { SpendGuardError, StorageConflictError } from '../errors.js';
+import type { GuardLogger } from '../guard-logger.js';
 import type {
   ReserveInput,
   ReserveResult,
