@@ -162,7 +162,8 @@ export function boundCall(
     }
     walk(c, value, 0);
   }
-  if (body.system !== undefined || body.instructions !== undefined || body.systemInstruction !== undefined) {
+  const system = [body.system, body.instructions, body.systemInstruction, body.system_instruction];
+  if (system.some((value) => value !== undefined)) {
     c.messages += 1;
   }
   const tools = boundTools(c, body);
