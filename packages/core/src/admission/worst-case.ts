@@ -162,10 +162,9 @@ export function boundCall(
     }
     walk(c, value, 0);
   }
+  // A system prompt is a message too (Gemini's in either spelling, as the meter reads it).
   const system = [body.system, body.instructions, body.systemInstruction, body.system_instruction];
-  if (system.some((value) => value !== undefined)) {
-    c.messages += 1;
-  }
+  if (system.some((value) => value !== undefined)) c.messages += 1;
   const tools = boundTools(c, body);
   let schema = 0;
   const format0 = body.response_format;
