@@ -69,6 +69,7 @@ describe('whose tokenizer counts the text: OpenAI models in OpenAI formats, by t
     ['gpt-4o', 'openai-chat', undefined],
     ['gpt-4o', null, undefined], // no format: the model's family alone
     ['openai/GPT-4o', 'openai-chat', undefined], // provider prefix and case ignored
+    ['/gpt-4o', 'openai-chat', undefined], // the name after the last slash, even the first character
     ['chatgpt-4o-latest', 'openai-chat', undefined],
     ['o3-mini', 'openai-chat', undefined],
     ['ft:gpt-4o-mini:acme::abc123', 'openai-chat', undefined],
@@ -90,8 +91,16 @@ describe('whose tokenizer counts the text: OpenAI models in OpenAI formats, by t
     ['claude-sonnet-4-5', 'openai-chat', undefined], // two families: OpenAI's format, Anthropic's model
     ['gpt-4o', 'anthropic-messages', undefined], // two families the other way round
     ['gpt-4o', 'gemini', undefined],
+    // an OpenAI model served by Vertex: Gemini's rules apply too, on an OpenAI route or none
+    ['gpt-oss-120b-maas', 'openai-chat', priced({ provider: 'vertex_ai-openai_models' })],
+    ['gpt-oss-120b-maas', null, priced({ provider: 'vertex_ai-openai_models' })],
   ])('%s (%s): 1,366', (model, format, price) => {
     expect(cheap(model, format, body, 1000, price).inputTokens).toBe(1366);
+  });
+
+  it('x 1.35 rounds up', () => {
+    // 1,001 x 1.35 = 1,351.35 -> 1,352, + 16
+    expect(cheap('claude-3-haiku', 'anthropic-messages', body, 1001).inputTokens).toBe(1368);
   });
 
   it('without bodyBytes, the bytes of the body as JSON', () => {
@@ -116,6 +125,7 @@ describe("whose rules bill an image: the model's family, and the format's", () =
     ['gemma-3-27b-it', undefined, 4128],
     ['my-model', priced({ provider: 'gemini' }), 4128],
     ['my-model', priced({ provider: 'vertex_ai-language-models' }), 4128],
+    ['my-model', priced({ provider: 'gemini_enterprise' }), 4128], // a provider named gemini...
   ])('%s: %i', (model, price, tokens) => {
     expect(part(model, null, URL_IMAGE, price)).toBe(tokens);
   });
@@ -127,6 +137,17 @@ describe("whose rules bill an image: the model's family, and the format's", () =
     // 300x200 through OpenAI's format on Claude: OpenAI one tile, 85 + 170 = 255; Anthropic
     // 60,000 / 750 = 80: 255
     expect(part('claude-3-haiku', 'openai-chat', imageAt(300, 200))).toBe(255);
+  });
+
+  it("no format: the model's family alone, for PDFs and audio too", () => {
+    // Gemini's 1,120 a page, not OpenAI's 1,445: 2 x 1,120 + 298 bytes
+    expect(part('gemini-2.5-flash', null, { type: 'file', file: { file_data: PDF } })).toBe(2538);
+    // Anthropic alone has no audio rule: Gemini's 32 a second, not OpenAI's 10 (1,000 bytes: 1 s)
+    const mp3 = {
+      type: 'input_audio',
+      input_audio: { data: Buffer.alloc(1000).toString('base64'), format: 'mp3' },
+    };
+    expect(part('claude-3-haiku', null, mp3)).toBe(32);
   });
 
   it('a body with `contents` on an unknown route is Gemini', () => {
@@ -226,6 +247,13 @@ describe('Anthropic image and document blocks', () => {
     expect(tokens(block('image', { type: 'url', url: 'https://example.com/cat.png' }))).toBe(1600);
     expect(tokens(block('document', { type: 'url', url: 'https://example.com/a.pdf' }))).toBe(50_000);
     expect(tokens(block('document', { type: 'file', file_id: 'file_abc' }))).toBe(50_000);
+    // only a base64 source's data is read
+    const stray = {
+      type: 'url',
+      url: 'https://example.com/cat.gif',
+      data: gif(1000, 1000).toString('base64'),
+    };
+    expect(tokens(block('image', stray))).toBe(1600);
     // base64 whose data is no string: as if by URL
     expect(tokens(block('image', { type: 'base64', media_type: 'image/gif', data: 5 }))).toBe(1600);
   });
@@ -251,6 +279,12 @@ describe('Anthropic image and document blocks', () => {
     // "document" 3, "content" max(2, 3) = 3, "text" 2, "hello" 2: 10
     const content = { type: 'content', content: [{ type: 'text', text: 'hello' }] };
     expect(tokens(block('document', content))).toBe(10);
+  });
+
+  it('a block whose source is no object, and audio that is no object, are text', () => {
+    // gpt-4o: "image" 1 and "x" 1; "input_audio" 2 and "abc" 1
+    expect(part('gpt-4o', 'openai-chat', { type: 'image', source: 'x' })).toBe(2);
+    expect(part('gpt-4o', 'openai-chat', { type: 'input_audio', input_audio: 'abc' })).toBe(3);
   });
 
   it('a block marked for caching marks the call', () => {
@@ -379,6 +413,13 @@ describe('the cheap bound takes the base64 media off the body bytes', () => {
     expect(
       cheap('gemini-2.5-flash', 'gemini', prompt('gemini', [inline]), data.length + 100).inputTokens,
     ).toBe(155 + 4128);
+  });
+
+  it('Gemini inline data without data: nothing taken off', () => {
+    // 1,000 bytes: 1,350 + 4 + 16, and the context for a PDF it cannot read
+    const gemini = priced({ provider: 'gemini', maxInputTokens: 50_000 });
+    const body = prompt('gemini', [{ inlineData: { mimeType: 'application/pdf' } }]);
+    expect(cheap('gemini-2.5-flash', 'gemini', body, 1000, gemini).inputTokens).toBe(1370 + 50_000);
   });
 
   it('audio by its bytes, a WAV too', () => {
@@ -557,6 +598,8 @@ describe('the output bound', () => {
     });
     expect(out({})).toMatchObject({ outputTokens: 4096 });
     expect(out({ n: 2, generationConfig: { candidateCount: 3 } }).choices).toBe(2);
+    // a Gemini body without contents still caps its output in generationConfig
+    expect(out({}, undefined, 'gemini').outputField).toBe('generationConfig.maxOutputTokens');
   });
 
   it('an embedding model on an unknown route has no output; on a chat route it has', () => {
