@@ -185,6 +185,15 @@ describe('OpenAI image parts', () => {
     expect(part('gpt-4o-mini-2024-07-18', 'openai-chat', imageAt(512, 512, 'low'))).toBe(2833);
     expect(part('gpt-4o-mini', 'openai-chat', imageAt(512, 512, 'low'))).toBe(2833);
     expect(part('gpt-4o-minix', 'openai-chat', imageAt(512, 512, 'low'))).toBe(85);
+    expect(part('my-gpt-4o-mini', 'openai-chat', imageAt(512, 512, 'low'))).toBe(85);
+  });
+
+  it('a fine-tuned model prices images as its base model', () => {
+    expect(part('ft:gpt-4o-mini-2024-07-18:acme::abc123', 'openai-chat', imageAt(512, 512, 'low'))).toBe(
+      2833,
+    );
+    // 1024x1024: 1,024 patches x 1.62
+    expect(part('ft:gpt-4.1-mini-2025-04-14:acme::abc123', 'openai-chat', imageAt(1024, 1024))).toBe(1659);
   });
 
   it.each([
@@ -198,10 +207,20 @@ describe('OpenAI image parts', () => {
     ['gpt-5.1-mini', 1659],
     ['gpt-5-nano', 2520],
     ['gpt-5.2-nano-2025-12-01', 2520],
-    // not patch models: 768x768 after scaling, 4 tiles: 765
+    ['gpt-5.12-mini', 1659],
+    // not patch models (a name that only contains one, or goes on after it): 768x768, 4 tiles: 765
     ['gpt-4.1', 765],
-    ['gpt-4.1-minix', 765],
     ['gpt-5', 765],
+    ['gpt-4.1-minix', 765],
+    ['my-gpt-4.1-mini', 765],
+    ['gpt-4.1-nanox', 765],
+    ['my-gpt-4.1-nano', 765],
+    ['o4-minix', 765],
+    ['my-o4-mini', 765],
+    ['gpt-5-minix', 765],
+    ['my-gpt-5-mini', 765],
+    ['gpt-5-nanox', 765],
+    ['my-gpt-5-nano', 765],
   ])('patches: %s, 1024x1024: %i', (model, tokens) => {
     expect(part(model, 'openai-chat', imageAt(1024, 1024))).toBe(tokens);
   });

@@ -375,9 +375,9 @@ function addImage(c: Counter, url: string | null, detail: 'low' | 'high', base64
   c.media += tokens;
 }
 
-/** OpenAI's image prices per model (vision guide, "Calculating costs"): tiles or patches. */
+/** OpenAI image prices per model (vision guide, "Calculating costs"); a fine-tune (ft:) as its base. */
 function openaiImageTokens(model: string, size: PixelSize | null, detail: 'low' | 'high'): number {
-  const name = baseName(model);
+  const name = baseName(model).replace(/^ft:/, '');
   const tile = /^gpt-4o-mini(?:$|-)/.test(name) ? { base: 2833, tile: 5667 } : { base: 85, tile: 170 };
   let tokens = detail === 'low' ? tile.base : tile.base + tile.tile * tiles(size);
   const multiplier = PATCH_MODELS.find(([pattern]) => pattern.test(name))?.[1];
