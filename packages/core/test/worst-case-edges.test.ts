@@ -208,6 +208,7 @@ describe('OpenAI image parts', () => {
     ['gpt-5-nano', 2520],
     ['gpt-5.2-nano-2025-12-01', 2520],
     ['gpt-5.12-mini', 1659],
+    ['gpt-5.12-nano', 2520],
     // not patch models (a name that only contains one, or goes on after it): 768x768, 4 tiles: 765
     ['gpt-4.1', 765],
     ['gpt-5', 765],
@@ -287,7 +288,8 @@ describe('Anthropic image and document blocks', () => {
   it('the media type in any case; a type it cannot read takes the context', () => {
     const upper = { type: 'base64', media_type: 'IMAGE/GIF', data: gif(1000, 1000).toString('base64') };
     expect(tokens(block('image', upper))).toBe(1334);
-    const plain = { type: 'base64', media_type: 'text/plain', data: Buffer.from('hi').toString('base64') };
+    // the declared type is believed: PDF bytes declared as plain text are not read as a PDF
+    const plain = { type: 'base64', media_type: 'text/plain', data: PDF };
     expect(tokens(block('document', plain))).toBe(50_000);
   });
 
@@ -304,6 +306,15 @@ describe('Anthropic image and document blocks', () => {
     // gpt-4o: "image" 1 and "x" 1; "input_audio" 2 and "abc" 1
     expect(part('gpt-4o', 'openai-chat', { type: 'image', source: 'x' })).toBe(2);
     expect(part('gpt-4o', 'openai-chat', { type: 'input_audio', input_audio: 'abc' })).toBe(3);
+  });
+
+  it('only image and document blocks read a source, only input_audio parts read audio', () => {
+    // gpt-4o: "text" 1, "hello" 1, "url" 1, "x" 1
+    const cited = { type: 'text', text: 'hello', source: { type: 'url', url: 'x' } };
+    expect(part('gpt-4o', 'openai-chat', cited)).toBe(4);
+    // "text" 1, "hello" 1, "abc" 1, "mp3" 2
+    const odd = { type: 'text', text: 'hello', input_audio: { data: 'abc', format: 'mp3' } };
+    expect(part('gpt-4o', 'openai-chat', odd)).toBe(5);
   });
 
   it('a block marked for caching marks the call', () => {
@@ -347,6 +358,20 @@ describe('OpenAI files and audio', () => {
     expect(tokens({ type: 'input_audio', input_audio: { data: MP3_1001, format: 'mp3' } })).toBe(11);
   });
 
+  it('only audio declared as WAV is read as a WAV; other audio by its bytes', () => {
+    // WAV bytes declared as mp3: 32,058 bytes at 1,000 a second, 32.058 s x 10 = 320.6
+    expect(tokens({ type: 'input_audio', input_audio: { data: ONE_SECOND_WAV, format: 'mp3' } })).toBe(321);
+  });
+
+  it('the precise bound is never loose, even where it falls back on a largest size', () => {
+    const body = prompt(null, [
+      { type: 'input_audio', input_audio: { data: MP3_1001, format: 'mp3' } },
+      { type: 'file', file: { file_id: 'file-abc' } },
+      URL_IMAGE,
+    ]);
+    expect(precise('gpt-4o', 'openai-chat', body, gpt).loose).toBe(false);
+  });
+
   it('audio is billed as audio tokens, not input tokens', () => {
     const body = prompt(null, [
       { type: 'input_audio', input_audio: { data: ONE_SECOND_WAV, format: 'wav' } },
@@ -385,6 +410,8 @@ describe('Gemini inline and file parts', () => {
     expect(tokens({ inlineData: { data: PDF } })).toBe(2538);
     expect(tokens({ inlineData: { mimeType: 'application/pdf' } })).toBe(50_000); // no data to read
     expect(tokens({ inlineData: { mimeType: 'video/mp4', data: small } })).toBe(50_000);
+    // another type is not read as a PDF, even when its bytes are one
+    expect(tokens({ inlineData: { mimeType: 'text/plain', data: PDF } })).toBe(50_000);
     // 1 s at 32 a second; 1.001 s x 32 = 32.03, up to 33
     expect(tokens({ inlineData: { mimeType: 'audio/wav', data: ONE_SECOND_WAV } })).toBe(32);
     expect(tokens({ inline_data: { mime_type: 'audio/mpeg', data: MP3_1001 } })).toBe(33);
@@ -471,10 +498,14 @@ describe('text: every prompt field, counted per string, 4 a message and 16', () 
     expect(count(body)).toBe(tokens);
   });
 
-  it('reads 64 levels deep, not 65', () => {
+  it('reads 64 levels deep, not 65, in lists and objects', () => {
     const nest = (depth: number): unknown => (depth === 0 ? 'hello' : [nest(depth - 1)]);
     expect(count({ prompt: nest(64) })).toBe(17);
     expect(count({ prompt: nest(65) })).toBe(16);
+    // keys are not prompt text: "hello" alone
+    const nestObject = (depth: number): unknown => (depth === 0 ? 'hello' : { a: nestObject(depth - 1) });
+    expect(count({ prompt: nestObject(64) })).toBe(17);
+    expect(count({ prompt: nestObject(65) })).toBe(16);
   });
 
   it('a cache mark is no prompt text', () => {
@@ -514,11 +545,15 @@ describe('schemas and tools, precise', () => {
     expect(gpt({ response_format: 'json' })).toBe(16);
   });
 
-  it('a schema is read 64 levels deep, not 65', () => {
+  it('a schema is read 64 levels deep, not 65, in lists and objects', () => {
     const nest = (depth: number): unknown => (depth === 0 ? 'x' : [nest(depth - 1)]);
     // "x" 1 + 2, + 8, on 16
     expect(gpt({ response_format: { json_schema: nest(64) } })).toBe(27);
     expect(gpt({ response_format: { json_schema: nest(65) } })).toBe(24);
+    // each key "a" 1 + 2: at 64 levels 64 keys (192) and "x" (3); at 65, 65 keys (195) and no "x"
+    const nestObject = (depth: number): unknown => (depth === 0 ? 'x' : { a: nestObject(depth - 1) });
+    expect(gpt({ response_format: { json_schema: nestObject(64) } })).toBe(16 + 192 + 3 + 8);
+    expect(gpt({ response_format: { json_schema: nestObject(65) } })).toBe(16 + 195 + 8);
   });
 
   it("the Responses API's text.format, when it has a schema", () => {
