@@ -430,11 +430,13 @@ describe('the cheap bound takes the base64 media off the body bytes', () => {
   // non-OpenAI ceil(135) + 20 = 155; plus the media at its largest.
   const url = gifUrl(300, 200);
 
-  it('an image data URL, in an image part or as the whole content', () => {
+  it('an image data URL in an image part; as a bare string it is text, all its bytes', () => {
     const body = prompt(null, [{ type: 'image_url', image_url: { url } }]);
     expect(cheap('gpt-4o', 'openai-chat', body, url.length + 100).inputTokens).toBe(120 + 1445);
+    // the 42 characters of the URL stay in the 142 bytes: 142 + 4 + 16, no image
+    expect(url).toBe('data:image/gif;base64,R0lGODlhLAHIAAAAAA==');
     const whole = { messages: [{ role: 'user', content: url }] };
-    expect(cheap('gpt-4o', 'openai-chat', whole, url.length + 100).inputTokens).toBe(120 + 1445);
+    expect(cheap('gpt-4o', 'openai-chat', whole, url.length + 100).inputTokens).toBe(162);
     // fewer body bytes than media characters: no text at all
     expect(cheap('gpt-4o', 'openai-chat', body, 10).inputTokens).toBe(20 + 1445);
   });
@@ -493,6 +495,9 @@ describe('text: every prompt field, counted per string, 4 a message and 16', () 
     ['system and messages', { system: 'hello', messages: ['hello'] }, 26],
     ['numbers and booleans as text, null as nothing', { prompt: [12345, true, null] }, 19], // 2 + 1 + 16
     ['a data: text that is no data URL', { prompt: 'data:xyz' }, 19], // 3 + 16
+    // a bare data URL is text to the provider: 'data:image/gif;base64,R0lGODlhLAHIAAAAAA==' is 18
+    // o200k_base tokens, + 16 (as an image it would be bounded at one, and left out of the cheap bound)
+    ['a bare data URL', { prompt: 'data:image/gif;base64,R0lGODlhLAHIAAAAAA==' }, 34],
     ['an empty string', { prompt: '' }, 16],
   ])('%s', (_, body, tokens) => {
     expect(count(body)).toBe(tokens);

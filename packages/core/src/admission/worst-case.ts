@@ -227,14 +227,9 @@ const MAX_DEPTH = 64;
 function walk(c: Counter, value: unknown, depth: number): void {
   if (depth > MAX_DEPTH) return;
   if (typeof value === 'string') {
-    if (value.startsWith('data:')) {
-      const inline = parseDataUrl(value);
-      if (inline) {
-        c.mediaChars += value.length;
-        addInline(c, inline.mimeType, inline.base64);
-        return;
-      }
-    }
+    // A bare string is text to every provider, one that looks like a data URL too: media is read only
+    // from the parts that carry it (mediaPart). Bounded as one image, a long one billed as text could
+    // cost far more than the bound.
     if (c.precise) c.text += textTokens(c, value);
     return;
   }
