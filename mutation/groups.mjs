@@ -37,6 +37,7 @@ export const GROUPS = {
     mutate: ['packages/core/src/admission/worst-case.ts'],
     tests: [
       'packages/core/test/worst-case.test.ts',
+      'packages/core/test/worst-case-edges.test.ts',
       'packages/core/test/worst-case-rates.test.ts',
       'packages/core/test/media-size.test.ts',
     ],

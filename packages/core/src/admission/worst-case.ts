@@ -162,9 +162,9 @@ export function boundCall(
     }
     walk(c, value, 0);
   }
-  if (body.system !== undefined || body.instructions !== undefined || body.systemInstruction !== undefined) {
-    c.messages += 1;
-  }
+  // A system prompt is a message too (Gemini's in either spelling, as the meter reads it).
+  const system = [body.system, body.instructions, body.systemInstruction, body.system_instruction];
+  if (system.some((value) => value !== undefined)) c.messages += 1;
   const tools = boundTools(c, body);
   let schema = 0;
   const format0 = body.response_format;
@@ -227,14 +227,9 @@ const MAX_DEPTH = 64;
 function walk(c: Counter, value: unknown, depth: number): void {
   if (depth > MAX_DEPTH) return;
   if (typeof value === 'string') {
-    if (value.startsWith('data:')) {
-      const inline = parseDataUrl(value);
-      if (inline) {
-        c.mediaChars += value.length;
-        addInline(c, inline.mimeType, inline.base64);
-        return;
-      }
-    }
+    // A bare string is text to every provider, one that looks like a data URL too: media is read only
+    // from the parts that carry it (mediaPart). Bounded as one image, a long one billed as text could
+    // cost far more than the bound.
     if (c.precise) c.text += textTokens(c, value);
     return;
   }
@@ -375,9 +370,9 @@ function addImage(c: Counter, url: string | null, detail: 'low' | 'high', base64
   c.media += tokens;
 }
 
-/** OpenAI's image prices per model (vision guide, "Calculating costs"): tiles or patches. */
+/** OpenAI image prices per model (vision guide, "Calculating costs"); a fine-tune (ft:) as its base. */
 function openaiImageTokens(model: string, size: PixelSize | null, detail: 'low' | 'high'): number {
-  const name = baseName(model);
+  const name = baseName(model).replace(/^ft:/, '');
   const tile = /^gpt-4o-mini(?:$|-)/.test(name) ? { base: 2833, tile: 5667 } : { base: 85, tile: 170 };
   let tokens = detail === 'low' ? tile.base : tile.base + tile.tile * tiles(size);
   const multiplier = PATCH_MODELS.find(([pattern]) => pattern.test(name))?.[1];
