@@ -90,6 +90,12 @@ export interface KeyContext {
   team: TeamRecord | null;
   /** The scopes this key spends against, key first. */
   scopes: ScopeRef[];
+  /**
+   * Scopes charged when a call settles but never checked at admission: on a team key, the user's
+   * personal budget (and its windows). LiteLLM applies only the team's budgets to a team key, yet
+   * still adds its spend to the user.
+   */
+  countedOnly: ScopeRef[];
   /** `Key=sk-...abcd`, `User=alice`, `Team=frontend-team`: how a 429 names each scope. */
   labels: Map<string, string>;
   /** The rate limits of the scopes that have any (of any scope kind), checked at every admission. */
@@ -409,9 +415,11 @@ export class SpendGuard {
     if (!loaded) return null;
     const { key, user, team, windows, limits, secretValidUntil } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
+    const countedOnly: ScopeRef[] = [];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
-      scopes.push({ kind: 'user', id: user.userId });
+      // A team key spends under the team's budgets only (LiteLLM); the user's counter still counts it.
+      (key.teamId ? countedOnly : scopes).push({ kind: 'user', id: user.userId });
       labels.set(`user:${user.userId}`, `User=${user.userId}`);
     }
     if (team) {
@@ -426,16 +434,19 @@ export class SpendGuard {
     }
     // Each owner's extra budget windows (`budget_limits`), right after the owners.
     for (const w of windows) {
-      const owner = scopes.find((o) => isWindowOf(w.scope.id, o));
+      const owner = [...scopes, ...countedOnly].find((o) => isWindowOf(w.scope.id, o));
       if (!owner) continue;
-      scopes.push(w.scope);
+      (countedOnly.includes(owner) ? countedOnly : scopes).push(w.scope);
       const ownerLabel = labels.get(scopeKey(owner)) ?? `${owner.kind}=${owner.id}`;
       labels.set(scopeKey(w.scope), `${ownerLabel} (${w.budgetDuration} window)`);
     }
+    // Rate limits apply on every owner, the user of a team key included (LiteLLM's user_rpm_limit).
     const rateLimits = limits.filter(
-      (r) => hasRateLimits(r.limits) && scopes.some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
+      (r) =>
+        hasRateLimits(r.limits) &&
+        [...scopes, ...countedOnly].some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
     );
-    const ctx: KeyContext = { key, user, team, scopes, labels, rateLimits, secretValidUntil };
+    const ctx: KeyContext = { key, user, team, scopes, countedOnly, labels, rateLimits, secretValidUntil };
     if (generation === this.keyGeneration) this.keyCache.set(secretHash, ctx);
     return ctx;
   }
@@ -667,6 +678,7 @@ export class SpendGuard {
       user: null,
       team: null,
       scopes: [],
+      countedOnly: [],
       labels: new Map([[`key:${tokenHash}`, 'Key=master key']]),
       rateLimits: [],
       secretValidUntil: null,
@@ -1400,6 +1412,12 @@ export class GuardedCall {
     };
   }
 
+  /** The scopes a settlement charges: those reserved, then those only counted (`countedOnly`). */
+  private chargedScopes(): ScopeRef[] {
+    const extra = this.state.ctx?.countedOnly ?? [];
+    return extra.length === 0 ? this.state.scopes : [...this.state.scopes, ...extra];
+  }
+
   /**
    * Steps 4 to 6: meter, price, settle (add the actual cost to every scope, release the
    * reservation, write the spend log). Idempotent; the adapter calls it when the response finished
@@ -1510,7 +1528,7 @@ export class GuardedCall {
     this.spendWritten = this.guard.gate.settle(
       {
         reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
-        scopes: this.state.scopes,
+        scopes: this.chargedScopes(),
         costNano: record.costNano,
         now: endTime,
         log,

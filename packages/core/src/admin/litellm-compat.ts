@@ -20,11 +20,7 @@ const NO_MODELS =
   'spendguard routes no models: the app calls its providers, so there is no model list to show; prices are read with guard.prices';
 
 export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
-  {
-    route: 'POST /key/generate',
-    differences:
-      'a key for a user in exactly one team, without `team_id`, is in that team (LiteLLM: a personal key)',
-  },
+  { route: 'POST /key/generate' },
   { route: 'POST /key/update', differences: '`spend` is set alone (a body with only `key` and `spend`)' },
   { route: 'POST /key/delete', differences: '`key_aliases` not taken; `keys` all deleted or none' },
   { route: 'GET /key/info' },

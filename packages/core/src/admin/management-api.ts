@@ -562,9 +562,8 @@ export class ManagementApi {
         },
       );
     }
-    // A key for a user who belongs to exactly one team spends against that team too, unless told
-    // otherwise. LiteLLM makes it a personal key; see docs/litellm-compatibility.md.
-    const teamRef = b.team_id ?? (user && user.teams.length === 1 ? user.teams[0]! : null);
+    // No team_id: a personal key, whatever teams the user is in (LiteLLM's rule).
+    const teamRef = b.team_id ?? null;
     const team = teamRef ? await this.resolveTeam(storage, teamRef) : null;
     assertManagesTeam(caller, team?.teamId ?? null, 'generate keys');
     if (caller.role === 'team_admin' && user && !user.teams.includes(team!.teamId)) {
