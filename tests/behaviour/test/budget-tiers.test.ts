@@ -142,9 +142,20 @@ describe.each(ADAPTERS)('budget tiers on $name', (framework) => {
     const both = await admin(app, 'POST', '/key/update', { key, max_budget: 5 });
     expect(both.status).toBe(400);
     expect(both.body.error).toMatchObject({ param: 'max_budget' });
+    const regen = await admin(app, 'POST', '/key/regenerate', { key, tpm_limit: 5 });
+    expect(regen.status).toBe(400);
+    expect(regen.body.error).toMatchObject({ param: 'tpm_limit' });
     const missing = await admin(app, 'POST', '/key/generate', { budget_id: 'nope' });
     expect(missing.status).toBe(400);
     expect(missing.body.error).toMatchObject({ param: 'budget_id' });
+    // A team admin may not put a key on a tier (the master key sets a tier's limits).
+    await admin(app, 'POST', '/team/new', { team_id: 'web' });
+    await admin(app, 'POST', '/user/new', { user_id: 'ann', team_id: 'web', auto_create_key: false });
+    await admin(app, 'POST', '/team/member_update', { team_id: 'web', user_id: 'ann', role: 'admin' });
+    const annKey = (await admin(app, 'POST', '/key/generate', { user_id: 'ann', team_id: 'web' })).body.key;
+    const byAdmin = await admin(app, 'POST', '/key/generate', { team_id: 'web', budget_id: 'keys' }, annKey);
+    expect(byAdmin.status).toBe(403);
+    expect(byAdmin.body.error).toMatchObject({ param: 'budget_id' });
     // LiteLLM's users and teams take no budget_id: refused naming it.
     const user = await admin(app, 'POST', '/user/new', { user_id: 'u', budget_id: 'keys' });
     expect(user.status).toBe(400);

@@ -872,6 +872,7 @@ export class ManagementApi {
     const secret = b.new_key ?? generateVirtualKey();
     const { patch, budget } = this.keyChanges(b);
     assertServerMetadataKept(b.metadata, key.metadata);
+    refuseKeyLimitsWithTier(b, key.budgetId ?? null, caller);
     if (isBound(caller)) await this.boundsOfKey(storage, key, b);
     markBlocker(caller, key, patch); // new metadata keeps who blocked the key
     const regenerated = await storage.regenerateKey({
