@@ -886,6 +886,39 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('settles on scopes beyond those reserved: charges them without touching what they hold (a team key on its user)', async () => {
+      // The user's budget (1 nano-dollar) could take no reservation: it is charged, never checked.
+      const s = await seeded({ key: budget(1), user: { ...NO_BUDGET, maxBudgetNano: 1 } });
+      const held = await s.reserve({
+        reservationId: 'r-k',
+        scopes: [K, T],
+        amountNano: 500,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(held.ok).toBe(true);
+      const other = await s.reserve({
+        reservationId: 'r-u',
+        scopes: [U],
+        amountNano: 7,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(other.ok).toBe(false); // 7 > 1: U was never holding anything
+      await s.settle({
+        reservationId: 'r-k',
+        scopes: [K, T, U],
+        costNano: 300,
+        now: T0,
+        log: spendLogFixture('req-k', { spendNano: 300 }),
+      });
+      for (const scope of [K, T, U]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 300, reservedNano: 0 });
+      }
+      expect(await raw(s).openReservations()).toBe(0);
+      await s.close();
+    });
+
     it('keeps large nano-dollar amounts exact', async () => {
       const s = await seeded({ team: { ...NO_BUDGET, maxBudgetNano: 9_000_000_000_000_000 } });
       await s.settle({
