@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   type AlertClaim,
+  abandonedChargeScopes,
   activeFilters,
   applyDueReset,
   assertChangeableScopes,
@@ -852,7 +853,8 @@ export class PgStorage implements SpendStorage {
           : null;
         const dead = deadProcesses ? pending?.holder : undefined;
         const log = expiredReservationLog(id, amountNano, attribution, now, dead);
-        return this.#settle({ reservationId: id, scopes, costNano: amountNano, now, log }, true);
+        const charged = abandonedChargeScopes(scopes, attribution);
+        return this.#settle({ reservationId: id, scopes: charged, costNano: amountNano, now, log }, true);
       }),
     );
     return outcomes.filter((o) => o.status === 'applied' || o.status === 'released').length;

@@ -1,5 +1,6 @@
 import {
   type AlertClaim,
+  abandonedChargeScopes,
   activeFilters,
   addRateTokens,
   applyDueReset,
@@ -1757,7 +1758,7 @@ function chargeAtEstimate(
   // settle() releases the reservation and charges its amount, as the contract says.
   settleReservation(s, p, b, {
     reservationId: row.id,
-    scopes: profile.scopes.slice(),
+    scopes: abandonedChargeScopes(profile.scopes, pending),
     costNano: row.amount_nano,
     now,
     log,

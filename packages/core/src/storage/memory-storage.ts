@@ -1,5 +1,6 @@
 import { StorageConflictError } from '../errors.js';
 import {
+  abandonedChargeScopes,
   applyDueReset,
   expiredReservationLog,
   fitsBudget,
@@ -732,7 +733,13 @@ export class MemoryStorage implements SpendStorage {
       if (r.expiresAt.getTime() > now.getTime()) continue;
       const log = expiredReservationLog(id, r.amountNano, r.pending, now);
       // settle() releases the reservation and charges its amount, exactly as the contract says.
-      await this.settle({ reservationId: id, scopes: r.scopes, costNano: r.amountNano, now, log });
+      await this.settle({
+        reservationId: id,
+        scopes: abandonedChargeScopes(r.scopes, r.pending),
+        costNano: r.amountNano,
+        now,
+        log,
+      });
       await this.release(id); // only left if that request id was already logged
       expired++;
     }
@@ -754,7 +761,13 @@ export class MemoryStorage implements SpendStorage {
       // Another sweep (or the call's own settle) may have taken it since the loop began.
       if (!dead(r.processId) || !this.reservations.has(id)) continue;
       const log = expiredReservationLog(id, r.amountNano, r.pending, now, r.processId!);
-      await this.settle({ reservationId: id, scopes: r.scopes, costNano: r.amountNano, now, log });
+      await this.settle({
+        reservationId: id,
+        scopes: abandonedChargeScopes(r.scopes, r.pending),
+        costNano: r.amountNano,
+        now,
+        log,
+      });
       await this.release(id); // only left if that request id was already logged
       charged++;
     }

@@ -1187,6 +1187,34 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it("charges an expired reservation to its call's user as well when it did not hold the user (a team key)", async () => {
+      const s = await seeded({ key: budget(10) });
+      const later = new Date(T0.getTime() + 60_000);
+      await s.reserve({
+        reservationId: 'team-call',
+        scopes: [K, T],
+        amountNano: 40,
+        now: T0,
+        expiresAt: later,
+        pending: {
+          requestId: 'team-call',
+          callType: 'acompletion',
+          apiKeyHash: 'k1',
+          model: 'gpt-4o',
+          userId: 'u1',
+          teamId: 't1',
+          endUser: null,
+          tags: [],
+          startTime: T0,
+        },
+      });
+      expect(await s.expireReservations(later)).toBe(1);
+      for (const scope of [K, T, U]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 40, reservedNano: 0 });
+      }
+      await s.close();
+    });
+
     it('charges reservations past their TTL at their estimate, flagged, once', async () => {
       const s = await seeded({ key: budget(10) });
       const later = new Date(T0.getTime() + 60_000);
