@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 const QUICKSTART = [
   `curl -X POST http://localhost:4000/team/new -H "Authorization: Bearer sk-master" -d '{"team_alias": "frontend-team", "max_budget": 1000, "budget_duration": "30d"}'`,
   `curl -X POST http://localhost:4000/user/new -H "Authorization: Bearer sk-master" -d '{"user_id": "alice@acme.com", "team_id": "frontend-team", "max_budget": 50}'`,
-  `curl -X POST http://localhost:4000/key/generate -H "Authorization: Bearer sk-master" -d '{"user_id": "alice@acme.com", "max_budget": 50}'`,
+  `curl -X POST http://localhost:4000/key/generate -H "Authorization: Bearer sk-master" -d '{"user_id": "alice@acme.com", "team_id": "frontend-team", "max_budget": 50}'`,
 ];
 
 /**

@@ -135,7 +135,9 @@ describe('a budget 429', () => {
     const h = harness();
     await h.manage('POST', '/team/new', { team_id: 'web', team_alias: 'web-team', max_budget: 0.00001 });
     await h.manage('POST', '/user/new', { user_id: 'ann', team_id: 'web', auto_create_key: false });
-    const { key } = (await h.manage('POST', '/key/generate', { user_id: 'ann', max_budget: 10 })).body;
+    const { key } = (
+      await h.manage('POST', '/key/generate', { user_id: 'ann', team_id: 'web', max_budget: 10 })
+    ).body;
     // $0.00001 takes one call counted precisely ($0.0000081), which costs $0.0000063; a second one's
     // worst case does not fit in what is left, and nothing is in flight to wait for.
     const first = await answer(await h.admit(key));
@@ -158,8 +160,8 @@ describe('a budget 429', () => {
 describe('x-spendguard-budget-remaining', () => {
   it("is the tightest scope's headroom once this call's worst case is reserved, wherever it is", async () => {
     const h = harness();
-    // Scopes in the order the guard lists them: key $3, user $5, team $2 (the tightest but one), tag $1
-    // (the tightest, and last).
+    // Scopes in the order the guard lists them: key $3, team $2 (the tightest but one), tag $1 (the
+    // tightest, and last); ann's own $5 is not checked on a team key.
     await h.manage('POST', '/team/new', { team_id: 'web', max_budget: 2 });
     await h.manage('POST', '/user/new', {
       user_id: 'ann',
@@ -167,7 +169,9 @@ describe('x-spendguard-budget-remaining', () => {
       max_budget: 5,
       auto_create_key: false,
     });
-    const { key } = (await h.manage('POST', '/key/generate', { user_id: 'ann', max_budget: 3 })).body;
+    const { key } = (
+      await h.manage('POST', '/key/generate', { user_id: 'ann', team_id: 'web', max_budget: 3 })
+    ).body;
     await h.manage('POST', '/tag/new', { name: 'search', max_budget: 1 });
     const out = await h.admit(key, MINI, { 'x-litellm-tags': 'search' });
     if (!out.ok) throw new Error('refused');

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   type AlertClaim,
+  abandonedChargeScopes,
   activeFilters,
   applyDueReset,
   assertChangeableScopes,
@@ -381,7 +382,8 @@ export class PgStorage implements SpendStorage {
       // A linked end user's limits are its tier's, whatever else this update sets.
       const linked = tier ?? (row.budgetId ? await this.#lockTier(tx, row.budgetId, 'share') : null);
       if (row.budgetId && !linked) throw missingBudgetTier(row.budgetId);
-      if (linked) await this.#retier(tx, endUserId, linked, also?.now ?? new Date());
+      if (linked)
+        await this.#retier(tx, { kind: 'customer', id: endUserId }, linked, also?.now ?? new Date());
       return row;
     });
   }
@@ -424,7 +426,21 @@ export class PgStorage implements SpendStorage {
         .select({ id: t.customers.endUserId })
         .from(t.customers)
         .where(eq(t.customers.budgetId, budgetId));
-      for (const { id } of linked) await this.#retier(tx, id, tier, now);
+      for (const { id } of linked) await this.#retier(tx, { kind: 'customer', id }, tier, now);
+      const keys = await tx
+        .select({ id: t.keys.tokenHash })
+        .from(t.keys)
+        .where(eq(t.keys.budgetId, budgetId));
+      for (const { id } of keys) await this.#retier(tx, { kind: 'key', id }, tier, now);
+      if (keys.length > 0) {
+        await tx.execute(
+          recordKeyChanges(
+            this.#q,
+            this.#schema,
+            keys.map((k) => k.id),
+          ),
+        );
+      }
       return tier;
     });
   }
@@ -437,7 +453,11 @@ export class PgStorage implements SpendStorage {
         .select({ n: sql<string>`count(*)` })
         .from(t.customers)
         .where(eq(t.customers.budgetId, budgetId));
-      const linked = Number(row?.n ?? 0);
+      const [keyRow] = await tx
+        .select({ n: sql<string>`count(*)` })
+        .from(t.keys)
+        .where(eq(t.keys.budgetId, budgetId));
+      const linked = Number(row?.n ?? 0) + Number(keyRow?.n ?? 0);
       if (linked === 0) await tx.delete(t.budgetTiers).where(eq(t.budgetTiers.budgetId, budgetId));
       return { found: true, linked };
     });
@@ -450,24 +470,22 @@ export class PgStorage implements SpendStorage {
     return row ?? null;
   }
 
-  /** Inside `tx`: a customer insert with its tier's limits in place of its own. */
+  /** Inside `tx`: a customer or key insert with its tier's limits in place of its own. */
   async #withTier(tx: Tx, e: EntityInsert): Promise<EntityInsert> {
-    if (e.type !== 'customer') return e;
+    if (e.type !== 'customer' && e.type !== 'key') return e;
     const budgetId = e.record.budgetId ?? null;
-    if (budgetId === null) return { ...e, record: { ...e.record, budgetId } };
-    const tier = await this.#lockTier(tx, budgetId, 'share');
-    if (!tier) throw missingBudgetTier(budgetId);
-    return {
-      ...e,
-      record: { ...e.record, budgetId },
-      budget: tierBudgetInit(tier, e.record.createdAt),
-      rateLimits: tierRateLimits(tier),
-    };
+    const tier = budgetId === null ? null : await this.#lockTier(tx, budgetId, 'share');
+    if (budgetId !== null && !tier) throw missingBudgetTier(budgetId);
+    const linked = tier
+      ? { budget: tierBudgetInit(tier, e.record.createdAt), rateLimits: tierRateLimits(tier) }
+      : {};
+    return e.type === 'key'
+      ? { ...e, record: { ...e.record, budgetId }, ...linked }
+      : { ...e, record: { ...e.record, budgetId }, ...linked };
   }
 
-  /** Inside `tx`: a linked end user's counter and rate limits made the tier's. */
-  async #retier(tx: Tx, endUserId: string, tier: BudgetTierRecord, now: Date): Promise<void> {
-    const scope: ScopeRef = { kind: 'customer', id: endUserId };
+  /** Inside `tx`: a linked end user's or key's counter and rate limits made the tier's. */
+  async #retier(tx: Tx, scope: ScopeRef, tier: BudgetTierRecord, now: Date): Promise<void> {
     await this.#changeCounterIn(tx, scope, now, (state) => retieredState(state, tier, now));
     await this.#applyScopeChanges(tx, { now, rateLimits: { scope, limits: tierRateLimits(tier) } });
   }
@@ -836,7 +854,8 @@ export class PgStorage implements SpendStorage {
           : null;
         const dead = deadProcesses ? pending?.holder : undefined;
         const log = expiredReservationLog(id, amountNano, attribution, now, dead);
-        return this.#settle({ reservationId: id, scopes, costNano: amountNano, now, log }, true);
+        const charged = abandonedChargeScopes(scopes, attribution);
+        return this.#settle({ reservationId: id, scopes: charged, costNano: amountNano, now, log }, true);
       }),
     );
     return outcomes.filter((o) => o.status === 'applied' || o.status === 'released').length;
@@ -1178,6 +1197,10 @@ export class PgStorage implements SpendStorage {
     const fields = definedOnly(patch);
     const limits = definedOnly(budget ?? {});
     return db.transaction(async (tx) => {
+      // A tier linked here is locked first (FOR SHARE), so no tier change slips between.
+      const tier =
+        typeof patch.budgetId === 'string' ? await this.#lockTier(tx, patch.budgetId, 'share') : null;
+      if (typeof patch.budgetId === 'string' && !tier) throw missingBudgetTier(patch.budgetId);
       const byHash = eq(t.keys.tokenHash, tokenHash);
       const [key] =
         Object.keys(fields).length > 0
@@ -1191,6 +1214,10 @@ export class PgStorage implements SpendStorage {
           .set(limits)
           .where(and(eq(t.budgets.scopeKind, 'key'), eq(t.budgets.scopeId, tokenHash)));
       }
+      // A linked key's limits are its tier's, whatever else this update sets.
+      const linked = tier ?? (key.budgetId ? await this.#lockTier(tx, key.budgetId, 'share') : null);
+      if (key.budgetId && !linked) throw missingBudgetTier(key.budgetId);
+      if (linked) await this.#retier(tx, { kind: 'key', id: tokenHash }, linked, also?.now ?? new Date());
       await tx.execute(recordKeyChanges(this.#q, this.#schema, [tokenHash]));
       return key;
     });

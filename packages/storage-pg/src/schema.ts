@@ -67,8 +67,14 @@ export function defineTables(schema: string) {
       blocked: boolean('blocked').notNull(),
       expiresAt: at('expires_at'),
       createdAt: at('created_at').notNull(),
+      /** The budget tier the key spends under (migration 13), or null. */
+      budgetId: text('budget_id'),
     },
-    (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
+    (t) => [
+      index('keys_user_id_idx').on(t.userId),
+      index('keys_team_id_idx').on(t.teamId),
+      index('keys_budget_id_idx').on(t.budgetId),
+    ],
   );
 
   /** End users with a budget of their own (migration 3). */

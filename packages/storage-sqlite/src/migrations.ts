@@ -586,6 +586,16 @@ ALTER TABLE spend_logs ADD COLUMN response_id TEXT;
 CREATE INDEX spend_logs_response_id_idx ON spend_logs (response_id);
 `,
   },
+  {
+    version: 15,
+    name: 'key-budget-tiers',
+    // budget_id on keys (LiteLLM's /key/generate budget_id): a key linked to a budget tier, whose
+    // counter and rate limits every write that links it or changes the tier sets to the tier's.
+    sql: `
+ALTER TABLE keys ADD COLUMN budget_id TEXT;
+CREATE INDEX keys_budget_id_idx ON keys (budget_id);
+`,
+  },
 ];
 
 /**

@@ -49,8 +49,14 @@ export const keys = sqliteTable(
     blocked: integer('blocked', { mode: 'boolean' }).notNull(),
     expiresAt: ms('expires_at'),
     createdAt: ms('created_at').notNull(),
+    /** The budget tier the key spends under (migration 15), or null. */
+    budgetId: text('budget_id'),
   },
-  (t) => [index('keys_user_id_idx').on(t.userId), index('keys_team_id_idx').on(t.teamId)],
+  (t) => [
+    index('keys_user_id_idx').on(t.userId),
+    index('keys_team_id_idx').on(t.teamId),
+    index('keys_budget_id_idx').on(t.budgetId),
+  ],
 );
 
 /** End users with a budget of their own (migration 5), or linked to a budget tier (migration 13). */

@@ -1,5 +1,6 @@
 import {
   type AlertClaim,
+  abandonedChargeScopes,
   activeFilters,
   addRateTokens,
   applyDueReset,
@@ -342,7 +343,7 @@ export class SqliteStorage implements SpendStorage {
       if (customer.budgetId) {
         const tier = selectTier(orm, customer.budgetId);
         if (!tier) throw missingBudgetTier(customer.budgetId);
-        retier(orm, s, endUserId, tier, also?.now ?? new Date());
+        retier(orm, s, { kind: 'customer', id: endUserId }, tier, also?.now ?? new Date());
       }
       return customer;
     });
@@ -388,7 +389,16 @@ export class SqliteStorage implements SpendStorage {
         .from(schema.customers)
         .where(eq(schema.customers.budgetId, budgetId))
         .all();
-      for (const { id } of linked) retier(orm, s, id, tier, now);
+      for (const { id } of linked) retier(orm, s, { kind: 'customer', id }, tier, now);
+      const keys = orm
+        .select({ id: schema.keys.tokenHash })
+        .from(schema.keys)
+        .where(eq(schema.keys.budgetId, budgetId))
+        .all();
+      for (const { id } of keys) {
+        retier(orm, s, { kind: 'key', id }, tier, now);
+        orm.insert(schema.keyChanges).values({ tokenHash: id, changedAt: new Date() }).run();
+      }
       return tier;
     });
     return run.immediate();
@@ -403,7 +413,12 @@ export class SqliteStorage implements SpendStorage {
         .from(schema.customers)
         .where(eq(schema.customers.budgetId, budgetId))
         .all();
-      const linked = Number(row?.n ?? 0);
+      const [keyRow] = orm
+        .select({ n: sql<number>`count(*)` })
+        .from(schema.keys)
+        .where(eq(schema.keys.budgetId, budgetId))
+        .all();
+      const linked = Number(row?.n ?? 0) + Number(keyRow?.n ?? 0);
       if (linked === 0) orm.delete(schema.budgetTiers).where(eq(schema.budgetTiers.budgetId, budgetId)).run();
       return { found: true, linked };
     });
@@ -545,6 +560,12 @@ export class SqliteStorage implements SpendStorage {
           .set(budget)
           .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
           .run();
+      }
+      // A linked key's limits are its tier's, whatever else this update sets.
+      if (key.budgetId) {
+        const tier = selectTier(orm, key.budgetId);
+        if (!tier) throw missingBudgetTier(key.budgetId);
+        retier(orm, s, { kind: 'key', id: tokenHash }, tier, also?.now ?? new Date());
       }
       orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
       return key;
@@ -1381,27 +1402,26 @@ function selectTier(orm: Orm, budgetId: string): BudgetTierRecord | null {
   return orm.select().from(schema.budgetTiers).where(eq(schema.budgetTiers.budgetId, budgetId)).get() ?? null;
 }
 
-/** Inside a write transaction: a customer insert with its tier's limits in place of its own. */
+/** Inside a write transaction: a customer or key insert with its tier's limits in place of its own. */
 function withTier(orm: Orm, e: EntityInsert): EntityInsert {
-  if (e.type !== 'customer') return e;
+  if (e.type !== 'customer' && e.type !== 'key') return e;
   const budgetId = e.record.budgetId ?? null;
-  if (budgetId === null) return { ...e, record: { ...e.record, budgetId } };
-  const tier = selectTier(orm, budgetId);
-  if (!tier) throw missingBudgetTier(budgetId);
-  return {
-    ...e,
-    record: { ...e.record, budgetId },
-    budget: tierBudgetInit(tier, e.record.createdAt),
-    rateLimits: tierRateLimits(tier),
-  };
+  const tier = budgetId === null ? null : selectTier(orm, budgetId);
+  if (budgetId !== null && !tier) throw missingBudgetTier(budgetId);
+  const linked = tier
+    ? { budget: tierBudgetInit(tier, e.record.createdAt), rateLimits: tierRateLimits(tier) }
+    : {};
+  return e.type === 'key'
+    ? { ...e, record: { ...e.record, budgetId }, ...linked }
+    : { ...e, record: { ...e.record, budgetId }, ...linked };
 }
 
-/** Inside a write transaction: a linked end user's counter and rate limits made the tier's. */
-function retier(orm: Orm, s: Statements, endUserId: string, tier: BudgetTierRecord, now: Date): void {
-  changeCounter(orm, s, { kind: 'customer', id: endUserId }, now, (state) => retieredState(state, tier, now));
+/** Inside a write transaction: a linked end user's or key's counter and rate limits made the tier's. */
+function retier(orm: Orm, s: Statements, scope: ScopeRef, tier: BudgetTierRecord, now: Date): void {
+  changeCounter(orm, s, scope, now, (state) => retieredState(state, tier, now));
   const limits = tierRateLimits(tier);
-  if (limits) s.upsertRateLimits.run('customer', endUserId, JSON.stringify(limits));
-  else s.deleteRateLimits.run('customer', endUserId);
+  if (limits) s.upsertRateLimits.run(scope.kind, scope.id, JSON.stringify(limits));
+  else s.deleteRateLimits.run(scope.kind, scope.id);
 }
 
 /** Thrown inside `allOrNone` when a record to delete is missing: the transaction rolls back. */
@@ -1769,7 +1789,7 @@ function chargeAtEstimate(
   // settle() releases the reservation and charges its amount, as the contract says.
   settleReservation(s, p, b, {
     reservationId: row.id,
-    scopes: profile.scopes.slice(),
+    scopes: abandonedChargeScopes(profile.scopes, pending),
     costNano: row.amount_nano,
     now,
     log,

@@ -264,7 +264,9 @@ describe.each(ADAPTERS)('budget alert webhooks on $name', (framework) => {
       max_budget: 1,
       auto_create_key: false,
     });
-    const key = (await admin(app, 'POST', '/key/generate', { user_id: 'sam', soft_budget: 0.01 })).body.key;
+    const key = (
+      await admin(app, 'POST', '/key/generate', { user_id: 'sam', team_id: 'soft-team', soft_budget: 0.01 })
+    ).body.key;
     await spend(app, key, 300); // $0.003: past the team's soft budget
     await spend(app, key, 100);
     expect(hooks.deliveries.map((d) => [d.body.event, d.body.event_group])).toEqual([

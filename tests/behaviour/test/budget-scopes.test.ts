@@ -181,7 +181,9 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     app = await startTestApp(framework, { now: () => new Date(clock.now), guardOptions });
     await admin(app, 'POST', '/team/new', { team_id: 'frontend', max_budget: 1000 });
     await admin(app, 'POST', '/user/new', { user_id: 'alice', team_id: 'frontend' });
-    const key = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 100 })).body.key;
+    const key = (
+      await admin(app, 'POST', '/key/generate', { user_id: 'alice', team_id: 'frontend', max_budget: 100 })
+    ).body.key;
     return { app, key: key as string };
   }
 
@@ -294,7 +296,9 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
       budget_duration: '1d',
     });
     await admin(app, 'POST', '/user/new', { user_id: 'bob', team_id: 'frontend', auto_create_key: false });
-    const bob = (await admin(app, 'POST', '/key/generate', { user_id: 'bob', max_budget: 100 })).body.key;
+    const bob = (
+      await admin(app, 'POST', '/key/generate', { user_id: 'bob', team_id: 'frontend', max_budget: 100 })
+    ).body.key;
     let refused: Awaited<ReturnType<typeof chat>> | null = null;
     const served = { alice: 0, bob: 0 };
     for (let i = 0; i < 20 && !refused; i++) {

@@ -108,6 +108,66 @@ describe.each(ADAPTERS)('budget tiers on $name', (framework) => {
     ]);
   });
 
+  it('a key on a tier (/key/generate budget_id) spends under its limits: 429 by the key, the tier raised reaches it at once', async () => {
+    app = await startTestApp(framework);
+    expect((await admin(app, 'POST', '/budget/new', { budget_id: 'keys', max_budget: 0.0002 })).status).toBe(
+      200,
+    );
+    const made = await admin(app, 'POST', '/key/generate', { key_alias: 'tiered', budget_id: 'keys' });
+    expect(made.status, JSON.stringify(made.body)).toBe(200);
+    expect(made.body).toMatchObject({ budget_id: 'keys', max_budget: 0.0002, spend: 0 });
+    const key = made.body.key as string;
+    // $0.0002 takes one call ($0.00012); the second's worst case does not fit in the $0.00008 left.
+    const first = await chat(app, key, 'acme');
+    expect(first).toMatchObject({ status: 200, cost: ONE_CALL });
+    const refused = await chat(app, key, 'acme');
+    expect(refused.status).toBe(429);
+    expect(refused.body.error!.message).toMatch(
+      /^Budget has been exceeded! Key=tiered Current cost: 0\.00012, Max budget: 0\.0002\./,
+    );
+    // The tier raised: the key is under the new limit at its next call.
+    expect(
+      (await admin(app, 'POST', '/budget/update', { budget_id: 'keys', max_budget: 0.001 })).status,
+    ).toBe(200);
+    expect(await chat(app, key, 'acme')).toMatchObject({ status: 200, cost: ONE_CALL });
+    expect((await admin(app, 'GET', `/key/info?key=${key}`)).body.info).toMatchObject({
+      budget_id: 'keys',
+      max_budget: 0.001,
+      spend: 2 * ONE_CALL,
+    });
+    // A tier a key links to is not deleted; limits of the key's own beside budget_id are refused.
+    const del = await admin(app, 'POST', '/budget/delete', { id: 'keys' });
+    expect(del.status).toBe(400);
+    expect(del.body.error).toMatchObject({ param: 'id' });
+    const both = await admin(app, 'POST', '/key/update', { key, max_budget: 5 });
+    expect(both.status).toBe(400);
+    expect(both.body.error).toMatchObject({ param: 'max_budget' });
+    const regen = await admin(app, 'POST', '/key/regenerate', { key, tpm_limit: 5 });
+    expect(regen.status).toBe(400);
+    expect(regen.body.error).toMatchObject({ param: 'tpm_limit' });
+    const missing = await admin(app, 'POST', '/key/generate', { budget_id: 'nope' });
+    expect(missing.status).toBe(400);
+    expect(missing.body.error).toMatchObject({ param: 'budget_id' });
+    // A team admin may not put a key on a tier (the master key sets a tier's limits).
+    await admin(app, 'POST', '/team/new', { team_id: 'web' });
+    await admin(app, 'POST', '/user/new', { user_id: 'ann', team_id: 'web', auto_create_key: false });
+    await admin(app, 'POST', '/team/member_update', { team_id: 'web', user_id: 'ann', role: 'admin' });
+    const annKey = (await admin(app, 'POST', '/key/generate', { user_id: 'ann', team_id: 'web' })).body.key;
+    const byAdmin = await admin(app, 'POST', '/key/generate', { team_id: 'web', budget_id: 'keys' }, annKey);
+    expect(byAdmin.status).toBe(403);
+    expect(byAdmin.body.error).toMatchObject({ param: 'budget_id' });
+    // LiteLLM's users and teams take no budget_id: refused naming it.
+    const user = await admin(app, 'POST', '/user/new', { user_id: 'u', budget_id: 'keys' });
+    expect(user.status).toBe(400);
+    expect(user.body.error).toMatchObject({ param: 'budget_id' });
+    // Unlinked, the key keeps the tier's limits as its own; the tier can go.
+    expect((await admin(app, 'POST', '/key/update', { key, budget_id: null })).body).toMatchObject({
+      budget_id: null,
+      max_budget: 0.001,
+    });
+    expect((await admin(app, 'POST', '/budget/delete', { id: 'keys' })).status).toBe(200);
+  });
+
   it("a tier's rate limits apply per end user, and reach them at once when the tier changes", async () => {
     app = await startTestApp(framework, { now: () => new Date('2026-05-04T10:00:00Z') });
     const key = (await admin(app, 'POST', '/key/generate', {})).body.key as string;
@@ -157,7 +217,15 @@ describe.each(ADAPTERS)('budget tiers on $name', (framework) => {
         'max_budget',
         /either budget_id/,
       ],
-      ['/key/generate', { budget_id: 'free' }, 400, 'budget_id', /end users/],
+      [
+        '/key/generate',
+        { budget_id: 'free', rpm_limit: 5 },
+        400,
+        'rpm_limit',
+        /either budget_id or rpm_limit/,
+      ],
+      ['/key/generate', { budget_id: 'nope' }, 400, 'budget_id', /Budget not found/],
+      ['/team/new', { budget_id: 'free' }, 400, 'budget_id', /users and teams take no budget_id/],
     ];
     for (const [path, body, status, param, message] of refusals) {
       const r = await admin(app, 'POST', path, body);

@@ -551,7 +551,9 @@ describe.each(FRAMEWORKS)('fuzzing the edge on $name', (framework) => {
           user_id: 'fz-user',
           role: 'admin',
         });
-        const adminKey = (await admin(app, 'POST', '/key/generate', { user_id: 'fz-user' })).body.key;
+        const adminKey = (
+          await admin(app, 'POST', '/key/generate', { user_id: 'fz-user', team_id: 'fz-team' })
+        ).body.key;
         const k = (await admin(app, 'POST', '/key/generate', { team_id: 'fz-team', max_budget: 1 })).body;
         const known: Known = { key: k.key, keyHash: k.token, adminKey, ...(await signIn(app)) };
 

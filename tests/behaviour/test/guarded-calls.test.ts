@@ -18,7 +18,13 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
         app = await startTestApp(framework, { appParsesBody });
         await admin(app, 'POST', '/team/new', { team_alias: 'frontend-team', max_budget: 1000 });
         await admin(app, 'POST', '/user/new', { user_id: 'alice', team_id: 'frontend-team' });
-        key = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 5 })).body.key;
+        key = (
+          await admin(app, 'POST', '/key/generate', {
+            user_id: 'alice',
+            team_id: 'frontend-team',
+            max_budget: 5,
+          })
+        ).body.key;
         client = new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
       });
       afterEach(async () => {
@@ -162,8 +168,13 @@ describe.each(ADAPTERS)('guarded calls on $name', (framework) => {
       it('serves while the worst case fits, then lowers the output cap to what is left, then answers 429; never overspends', async () => {
         // o1: $15 / M input, $60 / M output. At 20k output tokens a call costs ~$1.20: a $5 key takes
         // four whole, then one more with its cap lowered to what is left, then nothing.
-        const tight = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', max_budget: 5 })).body
-          .key;
+        const tight = (
+          await admin(app, 'POST', '/key/generate', {
+            user_id: 'alice',
+            team_id: 'frontend-team',
+            max_budget: 5,
+          })
+        ).body.key;
         const c = new OpenAI({ apiKey: tight, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
         const ask = (max_tokens: number) =>
           c.chat.completions

@@ -107,7 +107,9 @@ async function setUp(
   await call(app, '/team/new', { headers: master, json: { team_alias: 'frontend-team', team_id: 't1' } });
   await call(app, '/user/new', { headers: master, json: { user_id: 'alice', team_id: 't1' } });
   const key = (
-    await (await call(app, '/key/generate', { headers: master, json: { user_id: 'alice' } })).json()
+    await (
+      await call(app, '/key/generate', { headers: master, json: { user_id: 'alice', team_id: 't1' } })
+    ).json()
   ).key as string;
   const logs = async () => {
     await mw.guard.flush();

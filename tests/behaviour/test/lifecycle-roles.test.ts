@@ -43,8 +43,14 @@ describe.each(ADAPTERS)('key, team and user lifecycle and roles on $name', (fram
     const b = await start(a.dbPath);
     await admin(a, 'POST', '/team/new', { team_id: 'web', max_budget: 100 });
     await admin(a, 'POST', '/user/new', { user_id: 'dev', team_id: 'web', auto_create_key: false });
-    const old = (await admin(a, 'POST', '/key/generate', { user_id: 'dev', max_budget: 5, key_alias: 'ci' }))
-      .body;
+    const old = (
+      await admin(a, 'POST', '/key/generate', {
+        user_id: 'dev',
+        team_id: 'web',
+        max_budget: 5,
+        key_alias: 'ci',
+      })
+    ).body;
     expect((await call(a, old.key)).status).toBe(200);
     expect((await call(b, old.key)).status).toBe(200); // b has the old secret cached now
 
@@ -123,7 +129,7 @@ describe.each(ADAPTERS)('key, team and user lifecycle and roles on $name', (fram
     for (let i = 0; i < 5; i++)
       await admin(a, 'POST', '/key/generate', { team_id: 'ta', key_alias: `k${i}` });
     await admin(a, 'POST', '/key/generate', { team_id: 'tb' });
-    await admin(a, 'POST', '/key/generate', { user_id: 'ann' });
+    await admin(a, 'POST', '/key/generate', { user_id: 'ann', team_id: 'ta' });
     const page2 = (await admin(a, 'GET', '/key/list?team_id=ta&size=2&page=2')).body;
     expect(page2).toMatchObject({ total_count: 6, current_page: 2, total_pages: 3 });
     expect(page2.keys).toHaveLength(2);

@@ -80,9 +80,9 @@ describe.each(ADAPTERS)('LiteLLM request fields on $name', (framework) => {
   it('refuses each field it cannot act on with 400 naming it and why', async () => {
     await admin(app, 'POST', '/team/new', { team_id: 'eng' });
     const cases: Array<[string, unknown, string, RegExp]> = [
-      ['/key/generate', { budget_id: 'tier-1' }, 'budget_id', /linked by end users/],
-      ['/user/new', { user_id: 'u', budget_id: 'tier-1' }, 'budget_id', /linked by end users/],
-      ['/team/new', { budget_id: 'tier-1' }, 'budget_id', /linked by end users/],
+      ['/key/generate', { budget_id: 'tier-1' }, 'budget_id', /Budget not found/],
+      ['/user/new', { user_id: 'u', budget_id: 'tier-1' }, 'budget_id', /users and teams take no budget_id/],
+      ['/team/new', { budget_id: 'tier-1' }, 'budget_id', /users and teams take no budget_id/],
       // On end users budget_id is taken (budget-tiers.test.ts); one that does not exist is refused.
       ['/customer/new', { user_id: 'c', budget_id: 'tier-1' }, 'budget_id', /Budget not found/],
       ['/key/generate', { permissions: { get_spend_routes: true } }, 'permissions', /take no permissions/],

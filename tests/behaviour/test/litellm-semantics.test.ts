@@ -63,6 +63,40 @@ describe.each(ADAPTERS)("LiteLLM's semantics on $name", (framework) => {
     expect(bad.body.error.message).toMatch(/max_budget/);
   });
 
+  it("does not apply a user's personal budget to their team keys, yet counts the team keys' spend on the user", async () => {
+    expect((await admin(app, 'POST', '/team/new', { team_id: 'frontend' })).status).toBe(200);
+    // $0.000001 cannot pay for any gpt-4o call: a scope that applies refuses it.
+    const user = await admin(app, 'POST', '/user/new', {
+      user_id: 'alice',
+      team_id: 'frontend',
+      max_budget: 0.000001,
+      auto_create_key: false,
+    });
+    expect(user.status).toBe(200);
+    const teamKey = (await admin(app, 'POST', '/key/generate', { user_id: 'alice', team_id: 'frontend' }))
+      .body.key;
+    // No team_id: a personal key, though alice is in exactly one team (LiteLLM's rule).
+    const personal0 = await admin(app, 'POST', '/key/generate', { user_id: 'alice' });
+    expect(personal0.body).toMatchObject({ user_id: 'alice', team_id: null });
+    const personalKey = personal0.body.key;
+
+    const personal = await chat(app, personalKey);
+    expect(personal.status).toBe(429);
+    expect(personal.body.error.message).toMatch(
+      /^Budget has been exceeded! User=alice Current cost: 0\.0, Max budget: 0\.000001\./,
+    );
+
+    const team = await chat(app, teamKey);
+    expect(team.status, JSON.stringify(team.body)).toBe(200);
+    await app.settled();
+    const logs = (await admin(app, 'GET', '/spend/logs?user_id=alice&summarize=false')).body;
+    expect(logs).toHaveLength(1);
+    expect(logs[0].spend).toBeGreaterThan(0);
+    // The user's counter took the team key's call (LiteLLM adds it to the user's spend too).
+    const info = (await admin(app, 'GET', '/user/info?user_id=alice')).body;
+    expect(info.user_info.spend).toBe(logs[0].spend);
+  });
+
   it('gives an end user first seen on a call the default end-user budget; /customer/new ones keep theirs', async () => {
     await app.close();
     app = await startTestApp(framework, {

@@ -40,7 +40,11 @@ describe.each(ADAPTERS)('management API on $name', (framework) => {
     });
     expect(user.body.key).toMatch(/^sk-[A-Za-z0-9_-]{32}$/);
 
-    const key = await admin(app, 'POST', '/key/generate', { user_id: 'alice@acme.com', max_budget: 50 });
+    const key = await admin(app, 'POST', '/key/generate', {
+      user_id: 'alice@acme.com',
+      team_id: 'frontend-team',
+      max_budget: 50,
+    });
     expect(key.status).toBe(200);
     expect(key.body).toMatchObject({
       user_id: 'alice@acme.com',

@@ -159,7 +159,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     expect(user.body).toMatchObject({ tpm_limit: 1000 });
     expect((await admin(app, 'GET', '/user/info?user_id=bob')).body.user_info.tpm_limit).toBe(1000);
     expect((await admin(app, 'GET', '/team/info?team_id=search-team')).body.team_info.rpm_limit).toBe(2);
-    const a = clientFor(app, await keyWith(app, { user_id: 'bob' }));
+    const a = clientFor(app, await keyWith(app, { user_id: 'bob', team_id: 'search-team' }));
     const b = clientFor(app, await keyWith(app, { team_id: 'search-team' }));
     const first = await ask(a);
     expect(first.response.headers?.get('x-ratelimit-remaining-requests')).toBe('1');

@@ -99,7 +99,12 @@ async function runScript(app: TestApp): Promise<Entry[]> {
     team_id: 't-fe',
     auto_create_key: false,
   });
-  await send('key', 'POST', '/key/generate', MASTER, { key: KEY, user_id: 'alice', max_budget: 5 });
+  await send('key', 'POST', '/key/generate', MASTER, {
+    key: KEY,
+    user_id: 'alice',
+    team_id: 't-fe',
+    max_budget: 5,
+  });
   await send('cut key', 'POST', '/key/generate', MASTER, { key: CUT_KEY });
   await send('tight key', 'POST', '/key/generate', MASTER, { key: TIGHT_KEY, max_budget: 5 });
   await send('duplicate team', 'POST', '/team/new', MASTER, { team_id: 't-fe' });

@@ -19,7 +19,12 @@ describe.each(ADAPTERS)('typed queries on $name', (framework) => {
       auto_create_key: false,
     });
     const key = (
-      await admin(app, 'POST', '/key/generate', { user_id: 'alice', key_alias: 'chat', max_budget: 5 })
+      await admin(app, 'POST', '/key/generate', {
+        user_id: 'alice',
+        team_id: 't-1',
+        key_alias: 'chat',
+        max_budget: 5,
+      })
     ).body.key as string;
     const other = (await admin(app, 'POST', '/key/generate', { team_id: 't-2' })).body.key as string;
     const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {

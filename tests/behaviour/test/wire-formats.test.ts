@@ -98,8 +98,14 @@ describe.each(ADAPTERS)('metering every wire format on $name', (framework) => {
   });
 
   const newKey = async (extra: Record<string, unknown> = {}) =>
-    (await admin(app, 'POST', '/key/generate', { user_id: 'meter-alice', max_budget: 50, ...extra })).body
-      .key as string;
+    (
+      await admin(app, 'POST', '/key/generate', {
+        user_id: 'meter-alice',
+        team_id: 't-metering',
+        max_budget: 50,
+        ...extra,
+      })
+    ).body.key as string;
   const logsOf = async (key: string): Promise<Log[]> => {
     await app.settled();
     return (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;

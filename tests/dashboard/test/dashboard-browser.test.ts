@@ -31,7 +31,11 @@ async function seed(app: DashboardApp): Promise<void> {
     auto_create_key: false,
   });
   const growth = (
-    await app.admin('POST', '/key/generate', { user_id: 'alice@acme.com', key_alias: 'growth-bot' })
+    await app.admin('POST', '/key/generate', {
+      user_id: 'alice@acme.com',
+      team_id: 'growth',
+      key_alias: 'growth-bot',
+    })
   ).key;
   const platform = (
     await app.admin('POST', '/key/generate', { team_id: 'platform', key_alias: 'platform-ci' })

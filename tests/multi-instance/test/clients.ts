@@ -205,7 +205,11 @@ export async function budgetedKey(
   const userId = `user-${suffix}`;
   await adminCall(baseUrl, 'POST', '/team/new', { team_id: teamId, max_budget: budgetUsd });
   await adminCall(baseUrl, 'POST', '/user/new', { user_id: userId, team_id: teamId, max_budget: budgetUsd });
-  const key = await adminCall(baseUrl, 'POST', '/key/generate', { user_id: userId, max_budget: budgetUsd });
+  const key = await adminCall(baseUrl, 'POST', '/key/generate', {
+    user_id: userId,
+    team_id: teamId,
+    max_budget: budgetUsd,
+  });
   if (key.team_id !== teamId) throw new Error(`the key is not in team ${teamId}: ${JSON.stringify(key)}`);
   return { key: key.key, token: key.token, userId, teamId };
 }

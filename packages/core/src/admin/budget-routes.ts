@@ -11,7 +11,7 @@ import { budgetFields, id, rateLimitFields } from './schemas.js';
 /**
  * LiteLLM's budget objects (`/budget/new|update|delete|info|list|settings`): tiers of limits that end
  * users link to by `budget_id` (`/customer/new`, `/customer/update`, and `defaultEndUserBudgetId` for
- * end users first seen on a call). A tier holds no spend: each linked end user spends against its own
+ * end users first seen on a call), and keys (`/key/generate`, `/key/update`), as in LiteLLM. A tier holds no spend: each linked end user spends against its own
  * counter under the tier's `max_budget`, `soft_budget`, `budget_duration`, `rpm_limit`, `tpm_limit` and
  * `max_parallel_requests`, and a change to the tier reaches every linked end user in the same
  * transaction. LiteLLM's `model_max_budget` and `budget_reset_at` are refused when set
@@ -102,8 +102,10 @@ export class BudgetTierRoutes {
     const now = this.api.now();
     const tier = await storage.updateBudgetTier(b.budget_id, patch, now);
     if (!tier) throw budgetNotFound(b.budget_id, 'budget_id');
-    // The linked end users' rate limits are cached per instance: drop them here (others within the TTL).
+    // The linked end users' and keys' rate limits are cached per instance: drop them here (other
+    // instances: end users within the TTL, keys at once through the store's key change records).
     this.api.forgetAllCustomers();
+    this.api.forgetAllKeys();
     return ok(budgetTierJson(tier, now));
   }
 
@@ -157,7 +159,7 @@ export class BudgetTierRoutes {
     if (result.linked > 0) {
       throw new SpendGuardError(
         'BAD_REQUEST',
-        `Budget '${b.id}' is still the budget of ${result.linked} end user(s); move them to another budget (/customer/update budget_id) or unlink them (budget_id: null) first`,
+        `Budget '${b.id}' is still the budget of ${result.linked} end user(s) or key(s); move them to another budget (/customer/update or /key/update budget_id) or unlink them (budget_id: null) first`,
         { param: 'id' },
       );
     }

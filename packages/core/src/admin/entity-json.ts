@@ -93,6 +93,7 @@ export function keyJson(key: KeyRecord, state: BudgetState | null, limits: RateL
     key_alias: key.keyAlias,
     user_id: key.userId,
     team_id: key.teamId,
+    budget_id: key.budgetId ?? null,
     ...budgetJson(state),
     ...rateJson(limits),
     model_rpm_limit: limits?.modelRpmLimit ?? {},

@@ -23,7 +23,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'POST /key/generate',
     differences:
-      'a key for a user in exactly one team, without `team_id`, is in that team (LiteLLM: a personal key)',
+      "`budget_id`: the tier's six limits replace the key's (LiteLLM fills only what the key leaves unset, and not `budget_duration`, `max_parallel_requests`), so own limits beside it are refused; master key only",
   },
   { route: 'POST /key/update', differences: '`spend` is set alone (a body with only `key` and `spend`)' },
   { route: 'POST /key/delete', differences: '`key_aliases` not taken; `keys` all deleted or none' },
@@ -108,21 +108,21 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'POST /tag/info' },
   { route: 'GET /tag/list' },
   { route: 'GET /tag/daily/activity', differences: 'a call with two tags counts under each' },
-  // Budget objects (budget-routes.ts): tiers of limits end users link to by budget_id.
+  // Budget objects (budget-routes.ts): tiers of limits end users and keys link to by budget_id.
   {
     route: 'POST /budget/new',
     differences:
-      'master key only; `model_max_budget` and `budget_reset_at` refused (resets follow `budget_duration`, calendar-aligned); linked by end users (`/customer/*`), not yet by keys, users or teams',
+      'master key only; `model_max_budget` and `budget_reset_at` refused (resets follow `budget_duration`, calendar-aligned); linked by end users (`/customer/*`) and keys (`/key/generate|update`), as in LiteLLM',
   },
   {
     route: 'POST /budget/update',
     differences:
-      'master key only; reaches every linked end user in the same transaction; unknown `budget_id`: 404',
+      'master key only; reaches every linked end user and key in the same transaction; unknown `budget_id`: 404',
   },
   {
     route: 'POST /budget/delete',
     differences:
-      'master key only; refused (400) while an end user is linked (LiteLLM leaves them with no budget)',
+      'master key only; refused (400) while an end user or a key is linked (LiteLLM leaves them with no budget)',
   },
   { route: 'POST /budget/info', differences: 'master key only' },
   { route: 'GET /budget/list' },

@@ -74,7 +74,7 @@ export const UNSUPPORTED_FIELDS: Readonly<Record<string, { why: string; noop?: r
   blocked: { why: 'this route cannot block; use /key/block, /team/block or /customer/block' },
   models: { why: 'tags here do not restrict models (that is tag routing, and spendguard routes nothing)' },
   budget_id: {
-    why: 'budgets (/budget/new) are linked by end users (/customer/new budget_id) only, not yet here; set max_budget on the entity itself',
+    why: 'budgets (/budget/new) are linked by keys (/key/generate, /key/update) and end users (/customer/new), as in LiteLLM, whose users and teams take no budget_id; set max_budget on them',
   },
   spend: {
     why: 'spend can be set on /key/update and /user/update alone (a body with only the id and spend)',

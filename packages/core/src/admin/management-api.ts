@@ -216,6 +216,11 @@ export class ManagementApi {
     this.guard.invalidateAllCustomers();
   }
 
+  /** Drops every cached key on this instance (after a budget tier that keys may link to changed). */
+  forgetAllKeys(): void {
+    this.guard.invalidateAllKeys();
+  }
+
   /** True when `method path` is one of this API's routes (adapters fall through otherwise). */
   handles(method: string, path: string): boolean {
     return this.route(method, path) !== null;
@@ -561,9 +566,8 @@ export class ManagementApi {
         },
       );
     }
-    // A key for a user who belongs to exactly one team spends against that team too, unless told
-    // otherwise. LiteLLM makes it a personal key; see docs/litellm-compatibility.md.
-    const teamRef = b.team_id ?? (user && user.teams.length === 1 ? user.teams[0]! : null);
+    // No team_id: a personal key, whatever teams the user is in (LiteLLM's rule).
+    const teamRef = b.team_id ?? null;
     const team = teamRef ? await this.resolveTeam(storage, teamRef) : null;
     assertManagesTeam(caller, team?.teamId ?? null, 'generate keys');
     if (caller.role === 'team_admin' && user && !user.teams.includes(team!.teamId)) {
@@ -571,6 +575,7 @@ export class ManagementApi {
     }
     const now = this.guard.now();
     assertServerMetadataKept(b.metadata, null);
+    refuseKeyLimitsWithTier(b, b.budget_id ?? null, caller);
     if (isBound(caller)) await this.assertKeyWithinTeam(storage, team!, b);
     const secret = b.key ?? generateVirtualKey();
     const record = newKeyRecord(secret, {
@@ -584,6 +589,7 @@ export class ManagementApi {
       blocked: b.blocked,
       expiresAt: b.duration ? expiryFrom(b.duration, now) : null,
     });
+    record.budgetId = b.budget_id ?? null;
     const budget = this.budgetInit(b.max_budget, b.budget_duration, b.soft_budget);
     const modelBudgets = Object.entries(b.model_max_budget ?? {}).flatMap(([model, value]) => {
       if (value === null) return [];
@@ -596,6 +602,8 @@ export class ManagementApi {
       ...modelBudgets,
       ...windowInserts(this, { kind: 'key', id: record.tokenHash }, b.budget_limits),
     ]);
+    // A key on a budget tier answers with the tier's limits, as stored.
+    if (record.budgetId) return ok({ key: secret, ...(await this.keyInfoJson(storage, record)) });
     return ok({
       key: secret,
       ...keyJson(record, stateOf({ kind: 'key', id: record.tokenHash }, budget), rateLimits),
@@ -706,6 +714,8 @@ export class ManagementApi {
       return ok({ key: hash, ...(await this.keyInfoJson(storage, found)) });
     }
     assertServerMetadataKept(b.metadata, found.metadata);
+    refuseKeyLimitsWithTier(b, b.budget_id !== undefined ? b.budget_id : (found.budgetId ?? null), caller);
+    if (b.budget_id !== undefined) patch.budgetId = b.budget_id;
     const [state] = await storage.getBudgets([{ kind: 'key', id: hash }], this.now());
     this.applyTempIncrease(b, found, patch, budget, state ?? null);
     if (isBound(caller)) {
@@ -866,6 +876,7 @@ export class ManagementApi {
     const secret = b.new_key ?? generateVirtualKey();
     const { patch, budget } = this.keyChanges(b);
     assertServerMetadataKept(b.metadata, key.metadata);
+    refuseKeyLimitsWithTier(b, key.budgetId ?? null, caller);
     if (isBound(caller)) await this.boundsOfKey(storage, key, b);
     markBlocker(caller, key, patch); // new metadata keeps who blocked the key
     const regenerated = await storage.regenerateKey({
@@ -1273,4 +1284,38 @@ function startOf(value: string): Date {
 /** A date-only end is inclusive of that whole day; a time is taken as given. */
 function endOf(value: string): Date {
   return new Date(parseDateOrTime(value) + (value.length === 10 ? 86_400_000 : 0));
+}
+
+/** The fields that give a key limits of its own, which a budget tier's replace. */
+const KEY_OWN_LIMITS = [
+  'max_budget',
+  'soft_budget',
+  'budget_duration',
+  'rpm_limit',
+  'tpm_limit',
+  'max_parallel_requests',
+  'temp_budget_increase',
+] as const;
+
+/**
+ * A key on a budget tier (`budget_id`, master key only) spends under the tier's limits: limits of its
+ * own in the same body are refused (400 naming the field) rather than overwritten by the tier's.
+ */
+function refuseKeyLimitsWithTier(
+  b: Partial<Record<(typeof KEY_OWN_LIMITS)[number], unknown>> & { budget_id?: string | null },
+  tier: string | null,
+  caller: Caller,
+): void {
+  if (b.budget_id != null && caller.role !== 'proxy_admin') {
+    throw forbidden('only the master key can put a key on a budget (budget_id).', 'budget_id');
+  }
+  if (tier === null) return;
+  const own = KEY_OWN_LIMITS.find((f) => b[f] !== undefined && b[f] !== null);
+  if (own) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      `Invalid request: the key spends under budget '${tier}', whose limits apply; set either budget_id or ${own}, not both (change the budget with /budget/update, or send budget_id: null to give the key limits of its own)`,
+      { param: own },
+    );
+  }
 }

@@ -40,6 +40,8 @@ export interface ManagementApi {
   forgetCustomer(endUserId: string): void;
   /** Drops every end user's cached rate limits on this instance. */
   forgetAllCustomers(): void;
+  /** Drops every cached key on this instance (after a budget tier that keys may link to changed). */
+  forgetAllKeys(): void;
   /** The `defaultEndUserBudgetId` option, or `null`. */
   defaultEndUserBudgetId(): string | null;
   setSpendAlone(

@@ -167,6 +167,8 @@ export const keyGenerateSchema = z.object({
   key_alias: alias,
   user_id: id.nullable().optional(),
   team_id: id.nullable().optional(),
+  /** A budget tier (`/budget/new`) whose limits the key spends under (master key only). */
+  budget_id: id.nullable().optional(),
   max_budget: maxBudget,
   soft_budget: softBudget,
   budget_duration: budgetDuration,
@@ -204,6 +206,8 @@ export const keyUpdateSchema = z.object({
   budget_limits: budgetLimitsSchema,
   model_max_budget: modelMaxBudgetSchema,
   key_alias: alias,
+  /** Links the key to a budget tier; `null` unlinks it (master key only). */
+  budget_id: id.nullable().optional(),
   max_budget: maxBudget,
   soft_budget: softBudget,
   budget_duration: budgetDuration,
@@ -231,7 +235,7 @@ export const keyListQuerySchema = z.object({
 });
 
 /** LiteLLM's `/key/regenerate` (also `/key/{key}/regenerate`, where the key comes from the path). */
-export const keyRegenerateSchema = keyUpdateSchema.omit({ spend: true }).extend({
+export const keyRegenerateSchema = keyUpdateSchema.omit({ spend: true, budget_id: true }).extend({
   key: keyRef.optional(),
   new_key: keyGenerateSchema.shape.key,
   /** How long the replaced key keeps working, e.g. `24h`; absent: it stops at once. */

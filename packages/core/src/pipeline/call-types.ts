@@ -42,6 +42,12 @@ export interface KeyContext {
   team: TeamRecord | null;
   /** The scopes this key spends against, key first. */
   scopes: ScopeRef[];
+  /**
+   * Scopes charged when a call settles but never checked at admission: on a team key, the user's
+   * personal budget (and its windows). LiteLLM applies only the team's budgets to a team key, yet
+   * still adds its spend to the user.
+   */
+  countedOnly: ScopeRef[];
   /** `Key=sk-...abcd`, `User=alice`, `Team=frontend-team`: how a 429 names each scope. */
   labels: Map<string, string>;
   /** The rate limits of the scopes that have any (of any scope kind), checked at every admission. */

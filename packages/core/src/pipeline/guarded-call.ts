@@ -7,7 +7,7 @@ import { createCallFetch, type FetchHost } from '../metering/upstream-fetch.js';
 import type { CallObservers } from '../observability/call-events.js';
 import type { PriceBook } from '../pricing/price-book.js';
 import { type RateAdmission, rateLimitHeaders } from '../rate-limits.js';
-import { scopeKey } from '../storage/storage-contract.js';
+import { type ScopeRef, scopeKey } from '../storage/storage-contract.js';
 import type { StorageGate } from '../storage/storage-gate.js';
 import type { CallRecord, CallState, GuardResponse, KeyContext } from './call-types.js';
 import { type PricedRecord, priceCall } from './price.js';
@@ -118,6 +118,12 @@ export class GuardedCall {
   }
 
   /** Prices what the tap observed (once); call when the body is complete. */
+  /** The scopes a settlement charges: those reserved, then those only counted (`countedOnly`). */
+  private chargedScopes(): ScopeRef[] {
+    const extra = this.state.ctx?.countedOnly ?? [];
+    return extra.length === 0 ? this.state.scopes : [...this.state.scopes, ...extra];
+  }
+
   private price(): { record: PricedRecord } {
     if (this.priced) return this.priced;
     const record = priceCall(this.guard.prices, this.meter.resolve(), this.state.requestId, this.state.tags);
@@ -191,7 +197,7 @@ export class GuardedCall {
     this.spendWritten = this.guard.gate.settle(
       {
         reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
-        scopes: this.state.scopes,
+        scopes: this.chargedScopes(),
         costNano: record.costNano,
         now: endTime,
         log,

@@ -57,6 +57,7 @@ export class MasterKey {
       user: null,
       team: null,
       scopes: [],
+      countedOnly: [],
       labels: new Map([[`key:${tokenHash}`, 'Key=master key']]),
       rateLimits: [],
       secretValidUntil: null,

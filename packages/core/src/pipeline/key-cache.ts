@@ -110,9 +110,11 @@ export class KeyCache {
     if (!loaded) return null;
     const { key, user, team, windows, limits, secretValidUntil } = loaded;
     const scopes: ScopeRef[] = [{ kind: 'key', id: key.tokenHash }];
+    const countedOnly: ScopeRef[] = [];
     const labels = new Map<string, string>([[`key:${key.tokenHash}`, `Key=${key.keyAlias ?? key.keyName}`]]);
     if (user) {
-      scopes.push({ kind: 'user', id: user.userId });
+      // A team key spends under the team's budgets only (LiteLLM); the user's counter still counts it.
+      (key.teamId ? countedOnly : scopes).push({ kind: 'user', id: user.userId });
       labels.set(`user:${user.userId}`, `User=${user.userId}`);
     }
     if (team) {
@@ -127,16 +129,19 @@ export class KeyCache {
     }
     // Each owner's extra budget windows (`budget_limits`), right after the owners.
     for (const w of windows) {
-      const owner = scopes.find((o) => isWindowOf(w.scope.id, o));
+      const owner = [...scopes, ...countedOnly].find((o) => isWindowOf(w.scope.id, o));
       if (!owner) continue;
-      scopes.push(w.scope);
+      (countedOnly.includes(owner) ? countedOnly : scopes).push(w.scope);
       const ownerLabel = labels.get(scopeKey(owner)) ?? `${owner.kind}=${owner.id}`;
       labels.set(scopeKey(w.scope), `${ownerLabel} (${w.budgetDuration} window)`);
     }
     const rateLimits = limits.filter(
-      (r) => hasRateLimits(r.limits) && scopes.some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
+      // Rate limits apply on every owner, the user of a team key included (LiteLLM's user_rpm_limit).
+      (r) =>
+        hasRateLimits(r.limits) &&
+        [...scopes, ...countedOnly].some((s) => s.kind === r.scope.kind && s.id === r.scope.id),
     );
-    const ctx: KeyContext = { key, user, team, scopes, labels, rateLimits, secretValidUntil };
+    const ctx: KeyContext = { key, user, team, scopes, countedOnly, labels, rateLimits, secretValidUntil };
     if (generation === this.generation) this.cache.set(secretHash, ctx);
     return ctx;
   }

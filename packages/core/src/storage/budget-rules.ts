@@ -7,6 +7,7 @@ import type {
   EnforcementMode,
   PendingCall,
   RateLimits,
+  ScopeRef,
   SpendLogRecord,
 } from './storage-contract.js';
 
@@ -137,4 +138,19 @@ export function missingBudgetTier(budgetId: string): SpendGuardError {
       param: 'budget_id',
     },
   );
+}
+
+/**
+ * The scopes an abandoned reservation is charged to at its estimate: those it held, and the user its
+ * call was for when that user's counter was not held. A team key's user is charged at settlement
+ * without being checked at admission (LiteLLM applies only the team's budgets to a team key), so the
+ * charge of an abandoned call must reach the user as its settlement would have.
+ */
+export function abandonedChargeScopes(
+  scopes: readonly ScopeRef[],
+  pending: { userId?: string | null } | null | undefined,
+): ScopeRef[] {
+  const userId = pending?.userId;
+  if (!userId || scopes.some((s) => s.kind === 'user' && s.id === userId)) return [...scopes];
+  return [...scopes, { kind: 'user', id: userId }];
 }

@@ -6,6 +6,7 @@
 export { StorageConflictError } from '../errors.js';
 export type { RawStorageReader } from '../testing/storage-conformance.js';
 export {
+  abandonedChargeScopes,
   applyDueReset,
   expiredReservationLog,
   fitsBudget,

@@ -1,5 +1,6 @@
 import { StorageConflictError } from '../errors.js';
 import {
+  abandonedChargeScopes,
   applyDueReset,
   expiredReservationLog,
   fitsBudget,
@@ -188,19 +189,18 @@ export class MemoryStorage implements SpendStorage {
     }
   }
 
-  /** A customer insert with its tier's limits in place of its own (a missing tier throws). */
+  /** A customer or key insert with its tier's limits in place of its own (a missing tier throws). */
   private withTier(e: EntityInsert): EntityInsert {
-    if (e.type !== 'customer') return e;
+    if (e.type !== 'customer' && e.type !== 'key') return e;
     const budgetId = e.record.budgetId ?? null;
-    if (budgetId === null) return { ...e, record: { ...e.record, budgetId } };
-    const tier = this.budgetTiers.get(budgetId);
-    if (!tier) throw missingBudgetTier(budgetId);
-    return {
-      ...e,
-      record: { ...e.record, budgetId },
-      budget: tierBudgetInit(tier, e.record.createdAt),
-      rateLimits: tierRateLimits(tier),
-    };
+    const tier = budgetId === null ? null : this.budgetTiers.get(budgetId);
+    if (budgetId !== null && !tier) throw missingBudgetTier(budgetId);
+    const linked = tier
+      ? { budget: tierBudgetInit(tier, e.record.createdAt), rateLimits: tierRateLimits(tier) }
+      : {};
+    return e.type === 'key'
+      ? { ...e, record: { ...e.record, budgetId }, ...linked }
+      : { ...e, record: { ...e.record, budgetId }, ...linked };
   }
 
   async insertBudgetTier(tier: BudgetTierRecord): Promise<void> {
@@ -226,7 +226,13 @@ export class MemoryStorage implements SpendStorage {
       const tier: BudgetTierRecord = { ...found, ...definedOnly(patch), updatedAt: now };
       this.budgetTiers.set(budgetId, tier);
       for (const customer of this.customers.values()) {
-        if (customer.budgetId === budgetId) this.retier(customer.endUserId, tier, now);
+        if (customer.budgetId === budgetId)
+          this.retier({ kind: 'customer', id: customer.endUserId }, tier, now);
+      }
+      for (const key of this.keys.values()) {
+        if (key.budgetId !== budgetId) continue;
+        this.retier({ kind: 'key', id: key.tokenHash }, tier, now);
+        this.emitKeyChange(key.tokenHash);
       }
       return structuredClone(tier);
     });
@@ -236,14 +242,14 @@ export class MemoryStorage implements SpendStorage {
       if (!this.budgetTiers.has(budgetId)) return { found: false, linked: 0 };
       let linked = 0;
       for (const customer of this.customers.values()) if (customer.budgetId === budgetId) linked++;
+      for (const key of this.keys.values()) if (key.budgetId === budgetId) linked++;
       if (linked === 0) this.budgetTiers.delete(budgetId);
       return { found: true, linked };
     });
   }
 
-  /** A linked end user's counter and rate limits made the tier's. */
-  private retier(endUserId: string, tier: BudgetTierRecord, now: Date): void {
-    const scope: ScopeRef = { kind: 'customer', id: endUserId };
+  /** A linked end user's or key's counter and rate limits made the tier's. */
+  private retier(scope: ScopeRef, tier: BudgetTierRecord, now: Date): void {
     const state = this.budgets.get(scopeKey(scope));
     if (state) this.budgets.set(scopeKey(scope), retieredState(state, tier, now));
     const limits = tierRateLimits(tier);
@@ -295,7 +301,7 @@ export class MemoryStorage implements SpendStorage {
       if (budgetId !== null) {
         const tier = this.budgetTiers.get(budgetId);
         if (!tier) throw missingBudgetTier(budgetId);
-        this.retier(endUserId, tier, also?.now ?? new Date());
+        this.retier({ kind: 'customer', id: endUserId }, tier, also?.now ?? new Date());
       }
       const updated = { ...found, budgetId: found.budgetId ?? null, ...structuredClone(definedOnly(patch)) };
       this.customers.set(endUserId, updated);
@@ -435,12 +441,18 @@ export class MemoryStorage implements SpendStorage {
       const key = this.keys.get(tokenHash);
       if (!key) return null;
       this.applyChanges(also);
-      const updated = { ...key, ...structuredClone(patch) };
+      const updated = { ...key, budgetId: key.budgetId ?? null, ...structuredClone(definedOnly(patch)) };
       this.keys.set(tokenHash, updated);
       const state = this.budgets.get(`key:${tokenHash}`);
       if (budget && state) {
         const defined = Object.entries(budget).filter(([, v]) => v !== undefined);
         this.budgets.set(`key:${tokenHash}`, { ...state, ...Object.fromEntries(defined) });
+      }
+      // A linked key's limits are its tier's, whatever else this update sets.
+      if (updated.budgetId !== null) {
+        const tier = this.budgetTiers.get(updated.budgetId);
+        if (!tier) throw missingBudgetTier(updated.budgetId);
+        this.retier({ kind: 'key', id: tokenHash }, tier, also?.now ?? new Date());
       }
       this.emitKeyChange(tokenHash);
       return structuredClone(updated);
@@ -739,7 +751,13 @@ export class MemoryStorage implements SpendStorage {
       if (r.expiresAt.getTime() > now.getTime()) continue;
       const log = expiredReservationLog(id, r.amountNano, r.pending, now);
       // settle() releases the reservation and charges its amount, exactly as the contract says.
-      await this.settle({ reservationId: id, scopes: r.scopes, costNano: r.amountNano, now, log });
+      await this.settle({
+        reservationId: id,
+        scopes: abandonedChargeScopes(r.scopes, r.pending),
+        costNano: r.amountNano,
+        now,
+        log,
+      });
       await this.release(id); // only left if that request id was already logged
       expired++;
     }
@@ -761,7 +779,13 @@ export class MemoryStorage implements SpendStorage {
       // Another sweep (or the call's own settle) may have taken it since the loop began.
       if (!dead(r.processId) || !this.reservations.has(id)) continue;
       const log = expiredReservationLog(id, r.amountNano, r.pending, now, r.processId!);
-      await this.settle({ reservationId: id, scopes: r.scopes, costNano: r.amountNano, now, log });
+      await this.settle({
+        reservationId: id,
+        scopes: abandonedChargeScopes(r.scopes, r.pending),
+        costNano: r.amountNano,
+        now,
+        log,
+      });
       await this.release(id); // only left if that request id was already logged
       charged++;
     }

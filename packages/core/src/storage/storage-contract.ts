@@ -130,6 +130,12 @@ export interface KeyRecord {
   blocked: boolean;
   expiresAt: Date | null;
   createdAt: Date;
+  /**
+   * The budget tier (`/budget/new`) whose limits this key spends under, or `null` (its own). Absent
+   * on an insert: `null`. While set, the backend keeps the key's counter and rate limits equal to the
+   * tier's, as it does for a linked end user (`CustomerRecord.budgetId`).
+   */
+  budgetId?: string | null;
 }
 
 /** An end user with a budget (LiteLLM's customer, `/customer/new`). */
@@ -172,10 +178,10 @@ export type BudgetTierPatch = Partial<
   >
 >;
 
-/** `deleteBudgetTier`'s answer: whether the tier existed, and how many end users still link to it. */
+/** `deleteBudgetTier`'s answer: whether the tier existed, and how many end users and keys link to it. */
 export interface BudgetTierDeletion {
   found: boolean;
-  /** End users linked to it; when more than 0, nothing was deleted. */
+  /** End users and keys linked to it; when more than 0, nothing was deleted. */
   linked: number;
 }
 
@@ -234,7 +240,7 @@ export interface KeyBySecret {
 
 /** The fields of a key that `updateKey` may change. */
 export type KeyPatch = Partial<
-  Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt'>
+  Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt' | 'budgetId'>
 >;
 
 /** One key's change in `updateKeys`: its fields and, when given, its budget definition. */
@@ -664,7 +670,10 @@ export interface SpendStorage {
   /**
    * Atomically changes a key's fields and, when `budget` is given, its budget definition (spend and
    * reservations stay), and applies `also` in the same transaction. Records a key change for
-   * `watchKeyChanges`. `null` when the key does not exist, and then nothing is written.
+   * `watchKeyChanges`. `null` when the key does not exist, and then nothing is written. A `budgetId`
+   * in the patch links the key to that tier (its counter and rate limits take the tier's, after
+   * `budget` and `also`), `null` unlinks it, as `updateCustomer` does; a tier that does not exist
+   * throws `missingBudgetTier`'s error, and nothing is written.
    */
   updateKey(
     tokenHash: string,
@@ -716,7 +725,8 @@ export interface SpendStorage {
   ): Promise<void>;
   /**
    * Inserts a budget tier (`StorageConflictError` on a taken id). Budget tiers, their links and the
-   * linked counters are all written by these operations and by `insert` / `updateCustomer`, each in one
+   * linked counters are all written by these operations and by `insert` / `updateCustomer` /
+   * `updateKey`, each in one
    * transaction, using `tierBudgetInit` and `tierRateLimits` for the linked counters.
    */
   insertBudgetTier(tier: BudgetTierRecord): Promise<void>;
@@ -724,12 +734,13 @@ export interface SpendStorage {
   /** Every budget tier, by id in code-unit order. */
   listBudgetTiers(): Promise<BudgetTierRecord[]>;
   /**
-   * Atomically changes a tier and, in the same transaction, the counter of every end user linked to
-   * it (due reset first; spend and reservations stay; a changed duration restarts the reset schedule
-   * from `now`) and their rate limits. `null`: no such tier, and nothing written.
+   * Atomically changes a tier and, in the same transaction, the counter of every end user and key
+   * linked to it (due reset first; spend and reservations stay; a changed duration restarts the reset
+   * schedule from `now`) and their rate limits; records a key change for each linked key. `null`: no
+   * such tier, and nothing written.
    */
   updateBudgetTier(budgetId: string, patch: BudgetTierPatch, now: Date): Promise<BudgetTierRecord | null>;
-  /** Atomically deletes a tier unless an end user still links to it (then nothing is written). */
+  /** Atomically deletes a tier unless an end user or a key still links to it (then nothing is written). */
   deleteBudgetTier(budgetId: string): Promise<BudgetTierDeletion>;
   /** Atomically changes a tag's fields and its budget definition; `null` when it does not exist. */
   updateTag(

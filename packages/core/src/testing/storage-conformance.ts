@@ -104,6 +104,7 @@ export function key(hash: string, userId: string | null, teamId: string | null):
     blocked: false,
     expiresAt: null,
     createdAt: T0,
+    budgetId: null,
   };
 }
 export function customerRecord(id: string): CustomerRecord {
@@ -525,6 +526,80 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('links keys to a budget tier as end users: the tier limits on the key counter, changed with the tier, a linked tier kept', async () => {
+      const s = await create();
+      await s.insertBudgetTier(
+        tierRecord('team-tier', { maxBudgetNano: 4e9, budgetDuration: '1d', rpmLimit: 2 }),
+      );
+      const k1: ScopeRef = { kind: 'key', id: 'k1' };
+      const k2: ScopeRef = { kind: 'key', id: 'k2' };
+      // A key inserted on a missing tier: nothing written.
+      await expect(
+        s.insert([
+          { type: 'key', record: { ...key('k0', null, null), budgetId: 'nope' }, budget: budget(1) },
+        ]),
+      ).rejects.toThrow(/budget_id 'nope'/);
+      expect(await s.getKey('k0')).toBeNull();
+      // The key's own budget (100 USD) gives way to the tier's.
+      await s.insert([
+        { type: 'key', record: { ...key('k1', null, null), budgetId: 'team-tier' }, budget: budget(100) },
+        { type: 'key', record: key('k2', null, null), budget: budget(100) },
+      ]);
+      expect(await s.getKey('k1')).toEqual({ ...key('k1', null, null), budgetId: 'team-tier' });
+      const midnight = new Date('2026-03-11T00:00:00.000Z'); // T0 is 2026-03-10 12:00 UTC
+      expect((await s.getBudgets([k1], T0))[0]).toMatchObject({
+        maxBudgetNano: 4e9,
+        budgetDuration: '1d',
+        budgetResetAt: midnight,
+      });
+      const rpm2: RateLimits = {
+        rpmLimit: 2,
+        tpmLimit: null,
+        maxParallelRequests: null,
+        modelRpmLimit: {},
+        modelTpmLimit: {},
+      };
+      expect(await s.getRateLimits([k1, k2])).toEqual([{ scope: k1, limits: rpm2 }]);
+
+      // k2 linked by an update; a link to a missing tier changes nothing, the alias sent with it included.
+      await expect(
+        s.updateKey('k2', { keyAlias: 'two', budgetId: 'nope' }, undefined, { now: T0 }),
+      ).rejects.toThrow(/budget_id 'nope'/);
+      expect(await s.getKey('k2')).toEqual(key('k2', null, null));
+      expect((await s.getBudgets([k2], T0))[0]?.maxBudgetNano).toBe(100e9);
+      await s.updateKey('k2', { budgetId: 'team-tier' }, undefined, { now: T0 });
+      expect((await s.getBudgets([k2], T0))[0]).toMatchObject({
+        maxBudgetNano: 4e9,
+        budgetResetAt: midnight,
+      });
+
+      // The tier lowered to 2 USD, its rpm limit dropped for a tpm limit: both keys at once, spend kept.
+      await s.resetSpend(k1, 3e9, T0);
+      const t1 = new Date(T0.getTime() + 3_600_000);
+      await s.updateBudgetTier('team-tier', { maxBudgetNano: 2e9, rpmLimit: null, tpmLimit: 100 }, t1);
+      const [s1, s2] = await s.getBudgets([k1, k2], t1);
+      expect(s1).toMatchObject({ maxBudgetNano: 2e9, spendNano: 3e9, budgetResetAt: midnight });
+      expect(s2).toMatchObject({ maxBudgetNano: 2e9, spendNano: 0, budgetResetAt: midnight });
+      const tpm100 = { ...rpm2, rpmLimit: null, tpmLimit: 100 };
+      expect(await s.getRateLimits([k1, k2])).toEqual([
+        { scope: k1, limits: tpm100 },
+        { scope: k2, limits: tpm100 },
+      ]);
+      // An update of a linked key's own budget gives way to the tier's.
+      await s.updateKey('k1', { keyAlias: 'one' }, { maxBudgetNano: 50e9 }, { now: t1 });
+      expect((await s.getBudgets([k1], t1))[0]?.maxBudgetNano).toBe(2e9);
+
+      // Linked keys keep the tier from being deleted; unlinked, a key keeps the tier's limits as its own.
+      expect(await s.deleteBudgetTier('team-tier')).toEqual({ found: true, linked: 2 });
+      await s.updateKey('k1', { budgetId: null }, undefined, { now: t1 });
+      await s.updateKey('k2', { budgetId: null }, undefined, { now: t1 });
+      await s.updateBudgetTier('team-tier', { maxBudgetNano: 9e9 }, t1);
+      expect((await s.getBudgets([k1], t1))[0]?.maxBudgetNano).toBe(2e9);
+      expect((await s.getKey('k1'))?.budgetId).toBeNull();
+      expect(await s.deleteBudgetTier('team-tier')).toEqual({ found: true, linked: 0 });
+      await s.close();
+    });
+
     it('refuses a link to a missing tier, writing nothing; relinks, unlinks; deletes a tier only when nothing links to it', async () => {
       const s = await create();
       const c: ScopeRef = { kind: 'customer', id: 'c' };
@@ -811,6 +886,39 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('settles on scopes beyond those reserved: charges them without touching what they hold (a team key on its user)', async () => {
+      // The user's budget (1 nano-dollar) could take no reservation: it is charged, never checked.
+      const s = await seeded({ key: budget(1), user: { ...NO_BUDGET, maxBudgetNano: 1 } });
+      const held = await s.reserve({
+        reservationId: 'r-k',
+        scopes: [K, T],
+        amountNano: 500,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(held.ok).toBe(true);
+      const other = await s.reserve({
+        reservationId: 'r-u',
+        scopes: [U],
+        amountNano: 7,
+        now: T0,
+        expiresAt: new Date(T0.getTime() + 60_000),
+      });
+      expect(other.ok).toBe(false); // 7 > 1: U was never holding anything
+      await s.settle({
+        reservationId: 'r-k',
+        scopes: [K, T, U],
+        costNano: 300,
+        now: T0,
+        log: spendLogFixture('req-k', { spendNano: 300 }),
+      });
+      for (const scope of [K, T, U]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 300, reservedNano: 0 });
+      }
+      expect(await raw(s).openReservations()).toBe(0);
+      await s.close();
+    });
+
     it('keeps large nano-dollar amounts exact', async () => {
       const s = await seeded({ team: { ...NO_BUDGET, maxBudgetNano: 9_000_000_000_000_000 } });
       await s.settle({
@@ -1076,6 +1184,34 @@ export function runStorageConformance(options: ConformanceOptions): void {
       expect(logged).toMatchObject({ ...attribution, spendNano: 40 });
       expect(logged?.startTime.toISOString()).toBe(startTime.toISOString());
       expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 40, reservedNano: 0 });
+      await s.close();
+    });
+
+    it("charges an expired reservation to its call's user as well when it did not hold the user (a team key)", async () => {
+      const s = await seeded({ key: budget(10) });
+      const later = new Date(T0.getTime() + 60_000);
+      await s.reserve({
+        reservationId: 'team-call',
+        scopes: [K, T],
+        amountNano: 40,
+        now: T0,
+        expiresAt: later,
+        pending: {
+          requestId: 'team-call',
+          callType: 'acompletion',
+          apiKeyHash: 'k1',
+          model: 'gpt-4o',
+          userId: 'u1',
+          teamId: 't1',
+          endUser: null,
+          tags: [],
+          startTime: T0,
+        },
+      });
+      expect(await s.expireReservations(later)).toBe(1);
+      for (const scope of [K, T, U]) {
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 40, reservedNano: 0 });
+      }
       await s.close();
     });
 
