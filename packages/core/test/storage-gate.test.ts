@@ -11,12 +11,42 @@ import { spendLogFixture } from '../src/testing/storage-conformance.js';
 const silent = { warn() {}, error() {} };
 const TIMEOUT = 60;
 
-function gate(storage: SpendStorage, opened = true) {
+function gate(
+  storage: SpendStorage,
+  opened = true,
+  logger: { warn(m: string): void; error(m: string): void } = silent,
+) {
   return new StorageGate(
     () => Promise.resolve(storage),
-    { timeoutMs: TIMEOUT, maxPendingSettlements: 10, settleBatchMs: 0, logger: silent as any },
+    { timeoutMs: TIMEOUT, maxPendingSettlements: 10, settleBatchMs: 0, logger },
     () => (opened ? storage : null),
   );
+}
+
+/** A logger that keeps what it was given, one `warn: ...` or `error: ...` line each. */
+function recordingLogger() {
+  const lines: string[] = [];
+  return {
+    lines,
+    warn: (m: string) => lines.push(`warn: ${m}`),
+    error: (m: string) => lines.push(`error: ${m}`),
+  };
+}
+
+/**
+ * MemoryStorage whose `settle` fails while `down` is set, and which notes the fake-clock time (ms since
+ * it was made) and request id of every settle it is asked for.
+ */
+function flaky() {
+  const storage = new MemoryStorage();
+  const state = { down: true, attempts: [] as string[] };
+  const settle = storage.settle.bind(storage);
+  const t0 = Date.now();
+  storage.settle = (input) => {
+    state.attempts.push(`${input.log.requestId}@${Date.now() - t0}`);
+    return state.down ? Promise.reject(new Error('unavailable')) : settle(input);
+  };
+  return { storage, state };
 }
 
 /** A promise and its resolver, to answer a storage call when the test says so. */
@@ -185,6 +215,49 @@ describe('StorageGate', () => {
     expect(g.stats).toMatchObject({ pendingSettlements: 1, settlementsRecovered: 2 });
     const logged = (await storage.querySpendLogs({ limit: 10 })).map((l) => l.requestId).sort();
     expect(logged).toEqual(['a', 'b']);
+  });
+
+  it('drops the oldest pending settlement when the queue is full, logs it, and writes the rest later', async () => {
+    const { storage, state } = flaky();
+    const log = recordingLogger();
+    const g = gate(storage, true, log);
+    const ids = Array.from({ length: 11 }, (_, i) => `s${i}`);
+    for (const id of ids) expect(await g.settle(settleInput(id))).toBe(false);
+    // maxPendingSettlements is 10: the 11th pushes out s0, the oldest.
+    expect(g.stats).toEqual({
+      storageErrors: 11,
+      pendingSettlements: 10,
+      settlementsRecovered: 0,
+      settlementsDropped: 1,
+      settlementsRefused: 0,
+    });
+    expect(log.lines).toEqual([
+      'error: could not record the spend of request s0; keeping it and retrying (spendguard pending settlements: 1)',
+      // settleInput costs 5 nano-dollars: $5e-9.
+      'error: pending settlement queue full (10): dropped request s0 ($5e-9); its reservation will be charged at its estimate after the TTL',
+    ]);
+    state.down = false;
+    await g.drain();
+    expect(g.stats).toMatchObject({ pendingSettlements: 0, settlementsRecovered: 10, settlementsDropped: 1 });
+    expect(log.lines.at(-1)).toBe('warn: storage is back: every pending settlement is written');
+    const logged = (await storage.querySpendLogs({ limit: 20 })).map((l) => l.requestId).sort();
+    expect(logged).toEqual(ids.slice(1).sort());
+  });
+
+  it('retries a pending settlement after 100 ms, doubling the wait up to 5 s, and from 100 ms again once written', async () => {
+    const { storage, state } = flaky();
+    const g = gate(storage);
+    expect(await g.settle(settleInput('a'))).toBe(false);
+    // Waits 100, 200, 400, 800, 1600, 3200, then 5000 (not 6400), 5000: attempts at their running sums.
+    await vi.advanceTimersByTimeAsync(16_300);
+    expect(state.attempts).toEqual([0, 100, 300, 700, 1500, 3100, 6300, 11_300, 16_300].map((t) => `a@${t}`));
+    state.down = false;
+    await vi.advanceTimersByTimeAsync(5_000); // written at 21,300: the wait goes back to 100 ms
+    expect(g.stats).toMatchObject({ pendingSettlements: 0, settlementsRecovered: 1 });
+    state.down = true;
+    expect(await g.settle(settleInput('b'))).toBe(false);
+    await vi.advanceTimersByTimeAsync(300);
+    expect(state.attempts.slice(9)).toEqual(['a@21300', 'b@21300', 'b@21400', 'b@21600']);
   });
 });
 
