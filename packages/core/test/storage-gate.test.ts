@@ -5,20 +5,16 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { SpendGuardError } from '../src/errors.js';
 import { MemoryStorage } from '../src/index.js';
 import type { SettleInput, SpendStorage } from '../src/storage/storage-contract.js';
-import { StorageGate } from '../src/storage/storage-gate.js';
+import { StorageGate, type StorageGateOptions } from '../src/storage/storage-gate.js';
 import { spendLogFixture } from '../src/testing/storage-conformance.js';
 
 const silent = { warn() {}, error() {} };
 const TIMEOUT = 60;
 
-function gate(
-  storage: SpendStorage,
-  opened = true,
-  logger: { warn(m: string): void; error(m: string): void } = silent,
-) {
+function gate(storage: SpendStorage, opened = true, options: Partial<StorageGateOptions> = {}) {
   return new StorageGate(
     () => Promise.resolve(storage),
-    { timeoutMs: TIMEOUT, maxPendingSettlements: 10, settleBatchMs: 0, logger },
+    { timeoutMs: TIMEOUT, maxPendingSettlements: 10, settleBatchMs: 0, logger: silent, ...options },
     () => (opened ? storage : null),
   );
 }
@@ -220,7 +216,7 @@ describe('StorageGate', () => {
   it('drops the oldest pending settlement when the queue is full, logs it, and writes the rest later', async () => {
     const { storage, state } = flaky();
     const log = recordingLogger();
-    const g = gate(storage, true, log);
+    const g = gate(storage, true, { logger: log });
     const ids = Array.from({ length: 11 }, (_, i) => `s${i}`);
     for (const id of ids) expect(await g.settle(settleInput(id))).toBe(false);
     // maxPendingSettlements is 10: the 11th pushes out s0, the oldest.
@@ -258,6 +254,94 @@ describe('StorageGate', () => {
     expect(await g.settle(settleInput('b'))).toBe(false);
     await vi.advanceTimersByTimeAsync(300);
     expect(state.attempts.slice(9)).toEqual(['a@21300', 'b@21300', 'b@21400', 'b@21600']);
+  });
+
+  it('on shutdown, flush() keeps retrying until its deadline, then logs what is left and stops', async () => {
+    const { storage, state } = flaky();
+    const log = recordingLogger();
+    const g = gate(storage, true, { logger: log });
+    expect(await g.settle(settleInput('a'))).toBe(false);
+    let flushed = false;
+    const flushing = g.flush(1_000).then(() => (flushed = true));
+    await vi.advanceTimersByTimeAsync(999);
+    expect(flushed).toBe(false);
+    const tried = state.attempts.length;
+    expect(tried).toBeGreaterThan(2); // the first write, and flush's own tries
+    await vi.advanceTimersByTimeAsync(1);
+    await flushing;
+    expect(log.lines.at(-1)).toBe(
+      'error: shutting down with 1 settlements unwritten; their reservations will be charged at their estimates after the TTL',
+    );
+    // Nothing retries after a flush gave up: the process is going away.
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(state.attempts).toHaveLength(tried);
+  });
+
+  it('on shutdown, flush() writes the waiting batch and the pending settlements once storage answers', async () => {
+    const { storage, state } = flaky();
+    const log = recordingLogger();
+    const g = gate(storage, true, { logger: log, settleBatchMs: 1_000 });
+    const first = g.settle(settleInput('a'));
+    await g.flush(0); // the window of 1 s has not passed: flush hands 'a' over now
+    expect(await first).toBe(false); // storage is down: 'a' is pending
+    state.down = false;
+    const second = g.settle(settleInput('b'));
+    await g.flush(10_000); // no clock moves: it resolves as soon as both are written
+    expect(await second).toBe(true);
+    expect(g.stats).toMatchObject({ pendingSettlements: 0, settlementsRecovered: 1 });
+    expect(log.lines.filter((l) => l.includes('shutting down'))).toEqual([]);
+    // 'a' at once (not after the 1 s window), then 'b' handed over by the second flush, then 'a' retried.
+    expect(state.attempts).toEqual(['a@0', 'b@0', 'a@0']);
+  });
+
+  it('tells onSettled of each settlement written, at once or late, but not of a repeat; its throw is logged', async () => {
+    const { storage, state } = flaky();
+    const log = recordingLogger();
+    const seen: string[] = [];
+    const onSettled = (input: SettleInput, result: { applied: boolean }) => {
+      if (input.log.requestId === 'c') throw new Error('sink broke');
+      seen.push(`${input.log.requestId}:${result.applied}`);
+    };
+    const g = gate(storage, true, { logger: log, onSettled });
+    state.down = false;
+    expect(await g.settle(settleInput('a'))).toBe(true);
+    expect(await g.settle(settleInput('a'))).toBe(true); // already settled: applied false
+    state.down = true;
+    expect(await g.settle(settleInput('b'))).toBe(false);
+    expect(seen).toEqual(['a:true']);
+    state.down = false;
+    await g.drain();
+    expect(seen).toEqual(['a:true', 'b:true']);
+    expect(await g.settle(settleInput('c'))).toBe(true);
+    expect(log.lines).toEqual([
+      'error: could not record the spend of request b; keeping it and retrying (spendguard pending settlements: 1)',
+      'warn: storage is back: every pending settlement is written',
+      'error: after settling request c',
+    ]);
+  });
+
+  it("a refused value's 400 quotes the first line of the innermost cause, at most 200 characters", async () => {
+    class Poison extends Error {}
+    const storage = Object.assign(new MemoryStorage(), { isInputError: (e: unknown) => e instanceof Poison });
+    const g = gate(storage);
+    const nested = new Poison('wrapper', {
+      cause: new Error('driver', { cause: new Error('bad byte\nat 3') }),
+    });
+    const refused = await g.call('refused', () => Promise.reject(nested)).catch((e: unknown) => e);
+    expect((refused as Error).message).toBe(
+      'Invalid request: storage refused a value of this request (bad byte)',
+    );
+    expect((refused as Error).cause).toBe(nested);
+    const long = await g
+      .call('long', () => Promise.reject(new Poison('x'.repeat(300))))
+      .catch((e: unknown) => e);
+    expect((long as Error).message).toBe(
+      `Invalid request: storage refused a value of this request (${'x'.repeat(200)})`,
+    );
+    const notError = await g
+      .call('odd', () => Promise.reject(Object.assign(new Poison(), { cause: 'a string cause' })))
+      .catch((e: unknown) => e);
+    expect((notError as Error).message).toBe('Invalid request: storage refused a value of this request ()');
   });
 });
 
