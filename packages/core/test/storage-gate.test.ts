@@ -470,6 +470,35 @@ describe('StorageGate', () => {
     expect(log.lines.filter((l) => l.startsWith('warn'))).toEqual([]);
   });
 
+  it('writes more than 256 pending settlements 256 at a time, and stops at a batch that fails whole', async () => {
+    const { storage, state } = flaky();
+    let inFlight = 0;
+    let most = 0;
+    const settle = storage.settle;
+    storage.settle = (input) => {
+      most = Math.max(most, ++inFlight);
+      return settle(input).finally(() => inFlight--);
+    };
+    const g = gate(storage, true, { maxPendingSettlements: 1_000 });
+    const ids = Array.from({ length: 300 }, (_, i) => `p${i}`);
+    for (const id of ids) await g.settle(settleInput(id));
+    state.down = false;
+    state.failing = new Set(ids.slice(1, 257)); // the whole first batch after the head
+    most = 0;
+    await g.drain();
+    // 'p0' alone, then p1..p256 together, all failing: the round stops there (p257.. are not tried).
+    expect(g.stats).toMatchObject({ pendingSettlements: 299, settlementsRecovered: 1 });
+    expect(most).toBe(256);
+    expect(state.attempts).toHaveLength(300 + 1 + 256);
+    // Next round, only 'p2' fails: 'p1' alone, then p2..p257 (p2 fails and stays), then p258..p299.
+    state.failing = new Set(['p2']);
+    most = 0;
+    await g.drain();
+    expect(g.stats).toMatchObject({ pendingSettlements: 1, settlementsRecovered: 299 });
+    expect(most).toBe(256);
+    expect(state.attempts).toHaveLength(557 + 1 + 298);
+  });
+
   it('counts a pending settlement that the store refuses on a retry as refused, and stops retrying it', async () => {
     class Poison extends Error {}
     const { storage, state } = flaky();
