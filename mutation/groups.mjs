@@ -27,6 +27,14 @@ export const GROUPS = {
   },
   gate: {
     mutate: ['packages/core/src/storage/storage-gate.ts'],
+    // Most of the gate's mutants that are not killed at once leave a test waiting forever (a storage
+    // call never answered, a timer never armed). Stryker gives up on such a run only after its tests'
+    // own time x 2.5 + 3 s and then starts a fresh test process: ~30 s each here, 59 of them in the
+    // first run (26 minutes). A test timeout of 4 s fails them instead (the run bails at the first
+    // failure), with the encoder the guard's strict admission counts with built in the setup, not in
+    // the first test that needs it (seconds, which that timeout would not allow).
+    testTimeout: 4_000,
+    encoders: ['o200k_base'],
     // guarantees.test.ts covers the gate too, but through the whole guard (tiktoken, admission): it made
     // each mutant cost ~13 s here, past the 30-minute budget of the whole run.
     tests: ['packages/core/test/storage-gate.test.ts', 'packages/core/test/settle-batching.test.ts'],
