@@ -250,6 +250,10 @@ describe('StorageGate', () => {
     expect(log.lines.at(-1)).toBe('warn: storage is back: every pending settlement is written');
     const logged = (await storage.querySpendLogs({ limit: 20 })).map((l) => l.requestId).sort();
     expect(logged).toEqual(ids.slice(1).sort());
+    // The retry timer the first failure set fires, finds nothing pending, and sets no other.
+    expect(vi.getTimerCount()).toBe(1);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(vi.getTimerCount()).toBe(0);
   });
 
   it('retries a pending settlement after 100 ms, doubling the wait up to 5 s, and from 100 ms again once written', async () => {
