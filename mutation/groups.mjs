@@ -63,6 +63,10 @@ export const GROUPS = {
       'packages/core/src/metering/json-skim.ts',
       'packages/core/src/metering/wire-formats.ts',
     ],
-    tests: ['packages/core/test/sse-stream.test.ts', 'packages/core/test/json-skim.test.ts'],
+    tests: [
+      'packages/core/test/sse-stream.test.ts',
+      'packages/core/test/json-skim.test.ts',
+      'packages/core/test/wire-formats.test.ts',
+    ],
   },
 };
