@@ -272,18 +272,51 @@ describe('StorageGate', () => {
     expect(state.attempts.slice(9)).toEqual(['a@21300', 'b@21300', 'b@21400', 'b@21600']);
   });
 
+  it('waits 100 ms again after a drain that wrote a batch whole', async () => {
+    const { storage, state } = flaky();
+    const g = gate(storage);
+    for (const id of ['a', 'b']) expect(await g.settle(settleInput(id))).toBe(false);
+    // A failed head goes last: 'a' alone at 100, 'b' alone at 300; the wait is now 400.
+    await vi.advanceTimersByTimeAsync(300);
+    state.down = false;
+    await vi.advanceTimersByTimeAsync(400); // at 700: 'a' alone, then the batch ['b']
+    expect(g.stats).toMatchObject({ pendingSettlements: 0, settlementsRecovered: 2 });
+    state.down = true;
+    expect(await g.settle(settleInput('c'))).toBe(false);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(state.attempts).toEqual(['a@0', 'b@0', 'a@100', 'b@300', 'a@700', 'b@700', 'c@700', 'c@800']);
+  });
+
+  it('a batch handed over early leaves no timer of its window behind', async () => {
+    const { storage, state } = flaky();
+    state.down = false;
+    const g = gate(storage, true, { settleBatchMs: 1_000 });
+    const first = g.settle(settleInput('a'));
+    const urgent = g.settle(settleInput('b'), true, true); // hands 'a' over with it, now
+    expect([await first, await urgent]).toEqual([true, true]);
+    await vi.advanceTimersByTimeAsync(500);
+    const late = g.settle(settleInput('c')); // its window ends at 1,500, not when 'a''s would have
+    await vi.advanceTimersByTimeAsync(999);
+    expect(state.attempts).toEqual(['a@0', 'b@0']);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await late).toBe(true);
+    expect(state.attempts).toEqual(['a@0', 'b@0', 'c@1500']);
+  });
+
   it('on shutdown, flush() keeps retrying until its deadline, then logs what is left and stops', async () => {
     const { storage, state } = flaky();
     const log = recordingLogger();
     const g = gate(storage, true, { logger: log });
     expect(await g.settle(settleInput('a'))).toBe(false);
     let flushed = false;
-    const flushing = g.flush(1_000).then(() => (flushed = true));
-    await vi.advanceTimersByTimeAsync(999);
+    // flush tries at 0 and 200 (its waits: the retry delay, 200, then what is left of the deadline, 700).
+    const flushing = g.flush(900).then(() => (flushed = true));
+    await vi.advanceTimersByTimeAsync(899);
     expect(flushed).toBe(false);
     const tried = state.attempts.length;
     expect(tried).toBeGreaterThan(2); // the first write, and flush's own tries
     await vi.advanceTimersByTimeAsync(1);
+    expect(flushed).toBe(true);
     await flushing;
     expect(log.lines.at(-1)).toBe(
       'error: shutting down with 1 settlements unwritten; their reservations will be charged at their estimates after the TTL',
