@@ -4,6 +4,7 @@
 // test process (Node's own module cache); this makes its `get_encoding` hand back the encoder it built
 // the first time. Counting is unchanged: an encoder is never freed, and holds no state between calls.
 import { createRequire } from 'node:module';
+import { GROUPS } from './groups.mjs';
 
 const tiktoken = createRequire(import.meta.url)('tiktoken') as typeof import('tiktoken');
 const memo = globalThis as { __spendguardEncoders?: Map<string, unknown> };
@@ -19,4 +20,10 @@ if (!memo.__spendguardEncoders) {
     }
     return encoder;
   }) as typeof getEncoding;
+}
+
+// The encoders a group's tests count with, built here once, before any test's timeout runs.
+const group = GROUPS[(process.env.STRYKER_GROUP ?? 'pricing') as keyof typeof GROUPS];
+for (const name of 'encoders' in group ? group.encoders : []) {
+  tiktoken.get_encoding(name as Parameters<typeof tiktoken.get_encoding>[0]);
 }

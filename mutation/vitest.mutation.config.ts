@@ -24,7 +24,8 @@ export default defineConfig({
     isolate: 'isolate' in group ? group.isolate : false,
     // Not in an isolated group (metering): its tests check when tiktoken gets loaded.
     setupFiles: 'isolate' in group && group.isolate ? [] : [`${root}mutation/keep-encoders.ts`],
-    testTimeout: 30_000,
+    // A group may fail a test that hangs sooner than Stryker's own timeout would (see groups.mjs).
+    testTimeout: 'testTimeout' in group ? group.testTimeout : 30_000,
     hookTimeout: 60_000,
   },
 });

@@ -5,21 +5,10 @@ import OpenAI from 'openai';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type DashboardApp, FRAMEWORKS, MASTER, startDashboardApp } from './dashboard-app.js';
-import { browserForTests } from './find-browser.js';
+import { BROWSER_ARGS, browserForTests } from './find-browser.js';
 
 const CHROMIUM = browserForTests();
 const SHOTS = fileURLToPath(new URL('../../../.test-artifacts/screenshots/', import.meta.url));
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-];
 
 /** Real guarded calls through the official client: they are what the dashboard shows. */
 async function seed(app: DashboardApp): Promise<void> {
@@ -83,7 +72,7 @@ describe.skipIf(!CHROMIUM).each(FRAMEWORKS)('the dashboard in chromium, on $name
     mkdirSync(SHOTS, { recursive: true });
     app = await startDashboardApp(framework);
     await seed(app);
-    browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true, args: BROWSER_ARGS });
   });
   afterAll(async () => {
     await browser?.close();

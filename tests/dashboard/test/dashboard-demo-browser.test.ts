@@ -6,7 +6,7 @@ import { seedSqlite } from '@spendguard/seed';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DashboardApp, FRAMEWORKS, MASTER, startDashboardApp } from './dashboard-app.js';
-import { browserForTests } from './find-browser.js';
+import { BROWSER_ARGS, browserForTests } from './find-browser.js';
 
 /**
  * The dashboard as people use it (issue 21), on the seeded demo: 100,000 calls over 90 days, 355 keys
@@ -17,17 +17,6 @@ import { browserForTests } from './find-browser.js';
 const CHROMIUM = browserForTests();
 const OUT = fileURLToPath(new URL('../../../.test-artifacts/dashboard/', import.meta.url));
 const CALLS = Number(process.env.DASHBOARD_DEMO_CALLS || 100_000);
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-];
 const UUID = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/i;
 /** The one money rule (packages/core/ui/money-format.ts), as a person reads it. */
 const MONEY = /^-?(\$\d{1,3}(,\d{3})*\.\d{2}|\$0\.\d{4}|<\$0\.0001)$/;
@@ -48,7 +37,7 @@ describe.skipIf(!CHROMIUM)('the dashboard on the seeded demo, in chromium', () =
     const dbPath = join(mkdtempSync(join(tmpdir(), 'spendguard-demo-')), 'demo.db');
     await seedSqlite(dbPath, { calls: CALLS, seed: 1 });
     app = await startDashboardApp(express, { dbPath });
-    browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true, args: ARGS });
+    browser = await chromium.launch({ executablePath: CHROMIUM!, headless: true, args: BROWSER_ARGS });
     // Sign in once; every page below opens in a fresh page with this session.
     const context = await browser.newContext();
     const page = await context.newPage();

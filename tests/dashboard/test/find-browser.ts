@@ -28,6 +28,23 @@ const KNOWN_PATHS: Record<string, string[]> = {
     join(process.env.LOCALAPPDATA ?? '', 'Google', 'Chrome', 'Application', 'chrome.exe'),
   ],
 };
+/**
+ * The flags every browser test launches Chromium with: headless, no sandbox (containers, CI runners as
+ * root), no GPU, and none of the background traffic (QUIC, updates, sync) a test machine does not need;
+ * `/dev/shm` is small in containers.
+ */
+export const BROWSER_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
+
 const COMMANDS = ['chromium', 'chromium-browser', 'google-chrome', 'google-chrome-stable', 'chrome'];
 
 function executable(path: string): boolean {

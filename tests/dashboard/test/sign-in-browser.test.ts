@@ -5,20 +5,9 @@ import type { AdapterOptions } from '@spendguard/core';
 import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DashboardApp, FRAMEWORKS, startDashboardApp } from './dashboard-app.js';
-import { browserForTests } from './find-browser.js';
+import { BROWSER_ARGS, browserForTests } from './find-browser.js';
 
 const CHROMIUM = browserForTests();
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage',
-];
 const PASSWORD = 'browser-dashboard-password';
 const T0 = Date.parse('2026-03-10T12:00:00.000Z');
 
@@ -68,7 +57,7 @@ describe.skipIf(!CHROMIUM).each(FRAMEWORKS)(
       context = await chromium.launchPersistentContext(profile, {
         executablePath: CHROMIUM!,
         headless: true,
-        args: ARGS,
+        args: BROWSER_ARGS,
       });
       page = await context.newPage();
     });

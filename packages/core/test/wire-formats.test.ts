@@ -1,0 +1,280 @@
+import { describe, expect, it } from 'vitest';
+import {
+  detectEventFormat,
+  detectJsonFormat,
+  formatFromPath,
+  MAX_KEPT_TEXT,
+  modelFromPath,
+  observeJson,
+  StreamObserver,
+} from '../src/metering/wire-formats.js';
+
+// The wire formats read directly: which format a path or a body names, and the generated text kept
+// for a local estimate, in every place each provider's documented response puts it (chat `content`,
+// `refusal` and tool-call `arguments`; Responses output text, refusals and function-call arguments;
+// Anthropic text, thinking and tool input; Gemini parts). Expected values are the texts written below.
+
+describe('formats and models from a request path', () => {
+  it('names the format of each endpoint, with or without /v1, a query or a trailing slash', () => {
+    expect(formatFromPath('/v1/chat/completions')).toBe('openai-chat');
+    expect(formatFromPath('/chat/completions/?x=1')).toBe('openai-chat');
+    expect(formatFromPath('/v1/responses')).toBe('openai-responses');
+    expect(formatFromPath('/openai/embeddings')).toBe('openai-embeddings');
+    expect(formatFromPath('/v1/messages//')).toBe('anthropic-messages');
+    expect(formatFromPath('/v1beta/models/gemini-2.0-flash:generateContent')).toBe('gemini');
+    expect(formatFromPath('/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse')).toBe('gemini');
+    expect(formatFromPath('/v1beta/models/gemini-2.0-flash:countTokens')).toBeNull();
+    expect(formatFromPath('/v1/models')).toBeNull();
+    expect(formatFromPath('')).toBeNull();
+    expect(formatFromPath(undefined)).toBeNull();
+  });
+
+  it('reads the model from a Gemini URL, decoded when it is percent-encoded', () => {
+    expect(modelFromPath('/v1beta/models/gemini-2.0-flash:generateContent?key=k')).toBe('gemini-2.0-flash');
+    expect(modelFromPath('/v1beta/models/tuned%2Dmodel:streamGenerateContent')).toBe('tuned-model');
+    expect(modelFromPath('/v1beta/models/bad%E0:generateContent')).toBe('bad%E0'); // not valid UTF-8
+    expect(modelFromPath('/v1/chat/completions')).toBeNull();
+    expect(modelFromPath(null)).toBeNull();
+  });
+});
+
+describe('formats from a body or a first event', () => {
+  it('tells the JSON formats apart by their shape, the path breaking ties', () => {
+    expect(detectJsonFormat({ object: 'chat.completion' }, null)).toBe('openai-chat');
+    expect(detectJsonFormat({ object: 'response' }, null)).toBe('openai-responses');
+    expect(detectJsonFormat({ object: 'list', data: [] }, null)).toBe('openai-embeddings');
+    expect(detectJsonFormat({ object: 'list' }, 'gemini')).toBe('gemini'); // a list without data
+    expect(detectJsonFormat({ type: 'message' }, null)).toBe('anthropic-messages');
+    expect(detectJsonFormat({ usageMetadata: {} }, null)).toBe('gemini');
+    expect(detectJsonFormat({ candidates: [] }, null)).toBe('gemini');
+    expect(detectJsonFormat({ choices: [] }, null)).toBe('openai-chat');
+    expect(detectJsonFormat([{ candidates: [] }], null)).toBe('gemini');
+    expect(detectJsonFormat([{ other: 1 }], 'openai-chat')).toBe('openai-chat');
+    expect(detectJsonFormat({ error: { message: 'no' } }, 'anthropic-messages')).toBe('anthropic-messages');
+    expect(detectJsonFormat('text', 'openai-responses')).toBe('openai-responses');
+  });
+
+  it('tells the stream formats apart by the first event', () => {
+    expect(detectEventFormat(null, { type: 'response.created' }, null)).toBe('openai-responses');
+    expect(detectEventFormat('response.created', {}, null)).toBe('openai-responses');
+    expect(detectEventFormat('ping', {}, null)).toBe('anthropic-messages');
+    expect(detectEventFormat(null, { type: 'message_start' }, null)).toBe('anthropic-messages');
+    expect(detectEventFormat(null, { object: 'chat.completion.chunk' }, null)).toBe('openai-chat');
+    expect(detectEventFormat(null, { choices: [] }, null)).toBe('openai-chat');
+    expect(detectEventFormat(null, { candidates: [] }, null)).toBe('gemini');
+    expect(detectEventFormat(null, { usageMetadata: {} }, null)).toBe('gemini');
+    expect(detectEventFormat(null, { other: 1 }, 'gemini')).toBe('gemini');
+    expect(detectEventFormat('message_start', 'not json', 'openai-chat')).toBe('anthropic-messages');
+    expect(detectEventFormat(null, 'not json', 'openai-chat')).toBe('openai-chat');
+  });
+});
+
+describe('generated text of a JSON response', () => {
+  it('chat completions: content, refusal and every tool call’s arguments, over all choices', () => {
+    const observed = observeJson(
+      {
+        object: 'chat.completion',
+        id: 'chatcmpl-9',
+        model: 'gpt-4o',
+        choices: [
+          {
+            message: {
+              content: 'A',
+              refusal: 'B',
+              tool_calls: [{ function: { arguments: '{"x":1}' } }, { function: {} }, 'junk'],
+            },
+          },
+          { message: { content: null, refusal: 'C' } },
+          'junk',
+        ],
+      },
+      null,
+    );
+    expect(observed).toMatchObject({
+      format: 'openai-chat',
+      model: 'gpt-4o',
+      responseId: 'chatcmpl-9',
+      usage: null,
+      completionText: 'AB{"x":1}C',
+    });
+  });
+
+  it('Responses: output text, refusals and function-call arguments', () => {
+    const observed = observeJson(
+      {
+        object: 'response',
+        id: 'resp_1',
+        output: [
+          { type: 'function_call', arguments: '{"q":"w"}' },
+          { type: 'message', content: [{ text: 'hi' }, { refusal: 'no' }, { other: 1 }, 'junk'] },
+          'junk',
+        ],
+      },
+      null,
+    );
+    expect(observed).toMatchObject({
+      format: 'openai-responses',
+      responseId: 'resp_1',
+      completionText: '{"q":"w"}hino',
+    });
+    expect(observeJson({ object: 'response', output: 'junk' }, null).completionText).toBe('');
+  });
+
+  it('Anthropic: text, thinking, and tool input as JSON', () => {
+    const observed = observeJson(
+      {
+        type: 'message',
+        id: 'msg_1',
+        content: [
+          { type: 'thinking', thinking: 'T' },
+          { type: 'text', text: 'X' },
+          { type: 'tool_use', input: { a: [1] } },
+          { type: 'tool_use' },
+          { type: 'image' },
+          'junk',
+        ],
+      },
+      null,
+    );
+    expect(observed).toMatchObject({
+      format: 'anthropic-messages',
+      responseId: 'msg_1',
+      completionText: 'TX{"a":[1]}',
+    });
+  });
+
+  it('Gemini: the text parts of every candidate; an array of chunks is final only with a finishReason', () => {
+    const chunk = (text: string, finishReason?: string) => ({
+      candidates: [
+        {
+          content: { parts: [{ text }, { inlineData: {} }] },
+          ...(finishReason === undefined ? {} : { finishReason }),
+        },
+        'junk',
+        { content: {} },
+      ],
+      usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2 },
+      modelVersion: 'gemini-2.0-flash',
+      responseId: 'g-1',
+    });
+    const single = observeJson(chunk('one'), null);
+    expect(single).toMatchObject({
+      format: 'gemini',
+      model: 'gemini-2.0-flash',
+      responseId: 'g-1',
+      usageFinal: true,
+      completionText: 'one',
+    });
+    expect(observeJson([chunk('a'), 'junk', chunk('b', 'STOP')], null)).toMatchObject({
+      usageFinal: true,
+      completionText: 'ab',
+    });
+    expect(observeJson([chunk('a'), chunk('b', '')], null)).toMatchObject({
+      usageFinal: false,
+      completionText: 'ab',
+    });
+  });
+
+  it('an embeddings body has no response id; a body of no known format has no text', () => {
+    expect(
+      observeJson({ object: 'list', data: [], id: 'x', model: 'text-embedding-3-small' }, null),
+    ).toMatchObject({
+      format: 'openai-embeddings',
+      model: 'text-embedding-3-small',
+      responseId: null,
+    });
+    expect(observeJson({ id: 'x', model: '' }, null)).toEqual({
+      format: null,
+      model: null,
+      responseId: null,
+      usage: null,
+      usageFinal: true,
+      completionText: '',
+    });
+  });
+});
+
+describe('generated text of stream events set aside', () => {
+  it('chat: every choice’s delta content, refusal and tool-call arguments', () => {
+    const o = new StreamObserver('openai-chat');
+    o.onText(null, {
+      choices: [
+        { delta: { content: 'a', tool_calls: [{ function: { arguments: '{' } }] } },
+        { delta: { refusal: 'r' } },
+      ],
+    });
+    o.onText(null, { choices: 'junk' });
+    o.onText(null, 'junk');
+    expect(o.text).toBe('a{r');
+  });
+
+  it('Anthropic: text, tool-input JSON and thinking deltas of content_block_delta events only', () => {
+    const o = new StreamObserver('anthropic-messages');
+    o.onText(null, { type: 'content_block_delta', delta: { text: 'a' } });
+    o.onText('content_block_delta', { delta: { partial_json: '{"k"' } });
+    o.onText(null, { type: 'content_block_delta', delta: { thinking: 't' } });
+    o.onText(null, { type: 'content_block_delta', delta: { signature: 's' } });
+    o.onText(null, { type: 'message_delta', delta: { text: 'no' } });
+    o.onText(null, { type: 'content_block_delta', delta: 'junk' });
+    expect(o.text).toBe('a{"k"t');
+  });
+
+  it('Responses: output text, refusal and function-call argument deltas only', () => {
+    const o = new StreamObserver('openai-responses');
+    o.onText(null, { type: 'response.output_text.delta', delta: 'a' });
+    o.onText(null, { type: 'response.refusal.delta', delta: 'b' });
+    o.onText('response.function_call_arguments.delta', { delta: 'c' });
+    o.onText(null, { type: 'response.output_text.done', delta: 'no' });
+    o.onText(null, { type: 'response.output_text.delta', delta: 7 });
+    expect(o.text).toBe('abc');
+  });
+
+  it('Gemini: the text parts; nothing more once the kept text reaches its cap', () => {
+    const o = new StreamObserver('gemini');
+    o.onText(null, { candidates: [{ content: { parts: [{ text: 'x'.repeat(MAX_KEPT_TEXT - 1) }] } }] });
+    o.onText(null, { candidates: [{ content: { parts: [{ text: 'yz' }] } }] }); // under the cap: kept whole
+    o.onText(null, { candidates: [{ content: { parts: [{ text: 'more' }] } }] }); // at the cap: dropped
+    expect(o.text.length).toBe(MAX_KEPT_TEXT + 1);
+    expect(o.text.endsWith('xyz')).toBe(true);
+  });
+});
+
+describe('usage of stream events', () => {
+  it('Anthropic: message_start’s usage, then message_delta’s fields replacing it, nulls ignored', () => {
+    const o = new StreamObserver('anthropic-messages');
+    o.onPayload(null, {
+      type: 'message_start',
+      message: { id: 'msg_1', model: 'claude-sonnet-4-5', usage: { input_tokens: 10, output_tokens: 1 } },
+    });
+    expect(o.result()).toMatchObject({ usage: { promptTokens: 10, completionTokens: 1 }, usageFinal: false });
+    o.onPayload('message_delta', { usage: { output_tokens: 7, input_tokens: null } });
+    expect(o.result()).toMatchObject({ usage: { promptTokens: 10, completionTokens: 7 }, usageFinal: true });
+    expect([o.model, o.responseId]).toEqual(['claude-sonnet-4-5', 'msg_1']);
+  });
+
+  it('chat: the usage-only chunk is told apart from a content chunk that carries usage', () => {
+    const o = new StreamObserver('openai-chat');
+    expect(
+      o.onPayload(null, {
+        id: 'c1',
+        model: 'gpt-4o',
+        choices: [{ delta: {} }],
+        usage: { prompt_tokens: 1, completion_tokens: 1 },
+      }),
+    ).toBeNull();
+    expect(
+      o.onPayload(null, { id: 'c2', choices: [], usage: { prompt_tokens: 4, completion_tokens: 2 } }),
+    ).toBe('usage-only');
+    expect(o.onPayload(null, { choices: [], usage: null })).toBeNull();
+    expect(o.result()).toMatchObject({ usage: { promptTokens: 4, completionTokens: 2 }, usageFinal: true });
+    expect([o.model, o.responseId]).toEqual(['gpt-4o', 'c1']);
+  });
+
+  it('a stream of no known format reads nothing', () => {
+    const o = new StreamObserver(null);
+    expect(o.onPayload(null, { usage: { prompt_tokens: 1 } })).toBeNull();
+    o.onText(null, { choices: [{ delta: { content: 'a' } }] });
+    expect(o.result()).toEqual({ usage: null, usageFinal: false });
+    expect(o.text).toBe('');
+  });
+});
