@@ -72,6 +72,8 @@ export {
   type RateMetric,
   type RateSettleInput,
   type RegenerateKeyInput,
+  type LeaseInput,
+  type LeaseResult,
   type ReserveInput,
   type ReserveResult,
   type ScopeChanges,
