@@ -38,9 +38,15 @@ async function setup(capNano: number | null, over: Partial<EscrowOptions> = {}) 
     ...over,
   });
   const counter = async () => (await storage.getBudgets([K], new Date(clock.now)))[0]!;
-  /** Admits one call as the guard does: from memory, else through `acquire`; null: its own reservation. */
-  const admit = async (amount = WORST): Promise<Draw | null> =>
-    escrow.take(KEY, amount) ?? (await escrow.acquire(KEY, SCOPES, amount, undefined));
+  /**
+   * Admits one call as the guard does: from memory, else through `acquire`; null: the call reserves
+   * its own, and the escrow is shown the counters that reservation found (here: as they stand).
+   */
+  const admit = async (amount = WORST): Promise<Draw | null> => {
+    const draw = escrow.take(KEY, amount) ?? (await escrow.acquire(KEY, SCOPES, amount, undefined));
+    if (!draw) escrow.observed(KEY, await storage.getBudgets(SCOPES, new Date(clock.now)));
+    return draw;
+  };
   /** Settles a draw at `cost` the way the guard does: the spend written, then the draw returned. */
   const settle = async (draw: Draw, cost: number, requestId: string) => {
     const written = storage
@@ -86,6 +92,12 @@ describe('escrow admission', () => {
     for (let i = 0; i < 3; i++) expect(await admit()).toBeNull();
     expect(writes).toEqual([]);
     expect(await counter()).toMatchObject({ spendNano: 0, reservedNano: 0 });
+  });
+
+  it('never leases blind: not before a reservation of its own showed the room', async () => {
+    const { writes, escrow } = await setup(1_000_000);
+    for (let i = 0; i < 6; i++) expect(await escrow.acquire(KEY, SCOPES, WORST, undefined)).toBeNull();
+    expect(writes).toEqual([]);
   });
 
   it('admits a busy scope set from memory: one write for the lease, none per call', async () => {
@@ -145,7 +157,8 @@ describe('escrow admission', () => {
     for (let i = 0; i < 3; i++) await admit();
     const a = (await admit())!;
     expect(a).not.toBeNull();
-    expect(writes.map((w) => w.amountNano)).toEqual([8_000]); // two windows of 4 worst cases
+    // Two windows of 4 worst cases (8,000), but at most a quarter of the room: 20,000 / 4.
+    expect(writes.map((w) => w.amountNano)).toEqual([5_000]);
     // Another process spends 6,000 (this one hears nothing of it).
     await storage.settle({
       reservationId: 'none-x',
@@ -157,8 +170,8 @@ describe('escrow admission', () => {
     clock.now += 1_000; // the lease's time is up: the next call renews it
     const b = (await admit())!;
     expect(b).not.toBeNull();
-    // Sized on the counters of the last write (room 20,000), a in flight (1,000): 1,000 + (20,000 -
-    // 1,000) / 4 = 5,750. The store then answers 6,000 spent: room 14,000 - 1,000 >= 8,000, so it admits.
+    // Sized on the counters of the last write (room 20,000 with the lease given back), a in flight
+    // (1,000): 1,000 + (20,000 - 1,000) / 4 = 5,750. The store then answers 6,000 spent: room 14,000 - 1,000 >= 8,000, so it admits.
     expect(writes.at(-1)!.amountNano).toBe(5_750);
     await settle(a, 1_000, 'a');
     await settle(b, 1_000, 'b');

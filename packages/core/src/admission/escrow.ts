@@ -113,6 +113,8 @@ interface Traffic {
   previousNano: number;
   /** No lease on this scope set before this time (it was near a cap). */
   noLeaseUntil: number;
+  /** The counters as a call's own reservation last found them: a lease is sized from them. */
+  states: BudgetState[] | null;
 }
 
 export class Escrow {
@@ -165,9 +167,14 @@ export class Escrow {
     let lease = this.leases.get(key);
     if (!lease) {
       const seen = this.count(key, amountNano, now);
-      if (seen < this.options.minCalls || now < this.traffic.get(key)!.noLeaseUntil) return null;
+      const t = this.traffic.get(key)!;
+      // Never blind: only once a reservation of its own showed how much room the scope set has.
+      if (seen < this.options.minCalls || now < t.noLeaseUntil || t.states === null) return null;
+      const room = this.roomWithout(t.states, 0);
+      if (room !== null && room < amountNano * this.options.nearCapCalls) return null;
       lease = new Lease(`lease:${this.options.processId}:${++this.serial}`, key, scopes);
       lease.pending = pending && { ...pending, requestId: lease.id, callType: 'lease' };
+      lease.states = t.states;
       this.leases.set(key, lease);
     } else {
       this.count(key, amountNano, now);
@@ -179,6 +186,12 @@ export class Escrow {
     lease.drawn += amountNano;
     lease.lastDrawAt = this.options.now();
     return { lease, amountNano };
+  }
+
+  /** A call's own reservation on `key` answered these counters: what the next lease is sized from. */
+  observed(key: string, states: BudgetState[]): void {
+    const t = this.traffic.get(key);
+    if (t) t.states = states;
   }
 
   /**
@@ -249,7 +262,7 @@ export class Escrow {
     let t = this.traffic.get(key);
     if (!t) {
       if (this.traffic.size >= 10_000) this.traffic.clear(); // a bound, not an LRU: counts restart
-      t = { windowStart: now, calls: 0, previous: 0, nano: 0, previousNano: 0, noLeaseUntil: 0 };
+      t = { windowStart: now, calls: 0, previous: 0, nano: 0, previousNano: 0, noLeaseUntil: 0, states: null };
       this.traffic.set(key, t);
     }
     const elapsed = now - t.windowStart;
@@ -277,7 +290,7 @@ export class Escrow {
    * The room left on the tightest capped scope with this lease given back (`null`: no cap), from
    * counters as a write answered them.
    */
-  private roomWithout(lease: Lease, states: BudgetState[], heldThen: number): number | null {
+  private roomWithout(states: BudgetState[], heldThen: number): number | null {
     let room: number | null = null;
     for (const s of states) {
       if (s.maxBudgetNano === null) continue;
@@ -294,7 +307,7 @@ export class Escrow {
     const unwrittenThen = lease.unwritten;
     const cover = lease.drawn + unwrittenThen;
     let fresh = this.wanted(lease, amountNano);
-    const room = lease.states.length > 0 ? this.roomWithout(lease, lease.states, lease.held) : null;
+    const room = lease.states.length > 0 ? this.roomWithout(lease.states, lease.held) : null;
     if (room !== null) fresh = Math.min(fresh, Math.floor((room - cover) / this.options.leaseShare));
     if (room !== null && room - cover < amountNano * this.options.nearCapCalls) {
       this.nearCap(lease, sentAt);
@@ -315,7 +328,7 @@ export class Escrow {
           // unwritten when it was sent are inside it (`cover`).
           lease.spent = lease.spent - spentThen + unwrittenThen;
           lease.states = result.states;
-          const roomNow = this.roomWithout(lease, result.states, target);
+          const roomNow = this.roomWithout(result.states, target);
           if (roomNow !== null && roomNow - cover < amountNano * this.options.nearCapCalls) {
             this.nearCap(lease, sentAt); // e.g. a lowered budget: admits nothing more; shrunk below
             return;
