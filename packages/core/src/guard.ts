@@ -2,6 +2,7 @@ import { randomUUID, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ManagementApi } from './admin/management-api.js';
 import { CapacityWaiters } from './admission/capacity-waiters.js';
+import { type Draw, ESCROW_DEFAULTS, Escrow } from './admission/escrow.js';
 import {
   boundCall,
   boundNano,
@@ -35,6 +36,7 @@ import type {
   BudgetInit,
   BudgetState,
   KeyRecord,
+  PendingCall,
   RateLimits,
   ScopeRef,
   SpendLogRecord,
@@ -194,6 +196,12 @@ export class SpendGuard {
   private heartbeatTimer: NodeJS.Timeout | null = null;
   /** Whether calls commit their settlement before their last byte (see `settleBeforeLastByte`). */
   private settlesFirst = false;
+  /**
+   * Escrow admission (`escrow` option): busy scope sets admitted in memory against leases of their
+   * budget (see admission/escrow.ts); `null` when off, in `soft` mode, or on a store without leases.
+   */
+  escrow: Escrow | null = null;
+  private escrowTimer: NodeJS.Timeout | null = null;
 
   constructor(options: SpendGuardOptions) {
     this.options = resolveOptions(options);
@@ -264,6 +272,7 @@ export class SpendGuard {
         if (this.beatsHeartbeat(s)) await s.heartbeat(this.processId, new Date());
         this.settlesFirst = this.options.settleBeforeLastByte ?? s.capabilities.commitsInProcess === true;
         this.storageValue = s;
+        this.startEscrow(s);
         this.startSweep();
         this.retention.start();
         this.startHeartbeat(s);
@@ -910,21 +919,31 @@ export class SpendGuard {
         expiresAt: new Date(startTime.getTime() + this.options.reservationTtlMs),
         mode,
         processId: this.processId,
-        pending: {
-          requestId,
-          callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
-          apiKeyHash: tokenHash,
-          model,
-          userId: ctx.user?.userId ?? key.userId,
-          teamId: ctx.team?.teamId ?? key.teamId,
-          endUser,
-          tags: allTags,
-          startTime,
-        },
+        pending: pendingOf(requestId, body, tokenHash, ctx, model, endUser, allTags, startTime),
       });
     const format = formatFromPath(input.path);
     let estimate = this.worstCase(model, format, body, input.bodyBytes, false);
     let amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
+    // Escrow: a busy scope set far from its caps is admitted in memory, against this process's lease.
+    const escrow = estimate ? this.escrow : null;
+    const leaseKey = escrow ? Escrow.keyOf(callScopes) : '';
+    if (escrow) {
+      const draw =
+        escrow.take(leaseKey, amountNano) ??
+        (await escrow.acquire(
+          leaseKey,
+          callScopes,
+          amountNano,
+          pendingOf(requestId, body, tokenHash, ctx, model, endUser, allTags, startTime),
+        ));
+      if (draw) {
+        const states = escrow.statesFor(draw.lease);
+        if (this.options.onStorageError === 'allow') this.lastSeen.set(tokenHash, { admitted: true, states });
+        const admitted = call(null, amountNano, states, null);
+        admitted.escrowDraw = draw;
+        return admitted;
+      }
+    }
     let lowered: number | null = null;
     let refusal: RefusalDetail | null = null;
     let result: Awaited<ReturnType<typeof reserve>>;
@@ -955,6 +974,7 @@ export class SpendGuard {
       throw this.budgetExceeded(ctx, result.refused, refusal);
     }
     if (allow) this.lastSeen.set(tokenHash, { admitted: true, states: result.states });
+    if (escrow) escrow.observed(leaseKey, result.states);
     return call(reservationId, amountNano, result.states, lowered);
   }
 
@@ -1127,6 +1147,27 @@ export class SpendGuard {
     return this.settlesFirst;
   }
 
+  private startEscrow(storage: SpendStorage): void {
+    if (!this.options.escrow || this.options.enforcement === 'soft' || !storage.setLease || this.escrow)
+      return;
+    const leaseMs = ESCROW_DEFAULTS.leaseMs;
+    this.escrow = new Escrow({
+      ...ESCROW_DEFAULTS,
+      processId: this.processId,
+      now: () => this.now().getTime(),
+      write: (input) => this.gate.call('budget lease', (s) => s.setLease!(input)),
+      storeTtlMs: this.options.reservationTtlMs,
+      onError: (error) => {
+        if (error instanceof SpendGuardError && error.code === 'STORAGE_UNAVAILABLE')
+          this.logStorageError(error);
+        else this.logger.error('could not write a budget lease; its calls reserve their own', error);
+      },
+    });
+    // Leases no call drew from for a lease time go back to the budget.
+    this.escrowTimer = setInterval(() => void this.escrow?.returnIdle(leaseMs), leaseMs);
+    this.escrowTimer.unref();
+  }
+
   private startSweep(): void {
     const every = this.options.reservationSweepMs;
     if (every === 0 || this.sweepTimer) return;
@@ -1241,6 +1282,9 @@ export class SpendGuard {
     this.retention.stop();
     this.prices.close();
     await this.flush();
+    if (this.escrowTimer) clearInterval(this.escrowTimer);
+    this.escrowTimer = null;
+    await this.escrow?.close(); // what the leases hold beyond the calls settled goes back
     await this.gate.flush(this.options.shutdownTimeoutMs);
     await this.alerts?.close(this.options.shutdownTimeoutMs);
     if (this.storageValue) await this.storageValue.close();
@@ -1298,6 +1342,8 @@ export class GuardedCall {
   readonly responseHeaders: Record<string, string>;
   private finished: Promise<CallRecord> | null = null;
   private priced: { record: Omit<CallRecord, 'status' | 'httpStatus'> } | null = null;
+  /** Admitted in memory from this process's lease (escrow) rather than by a reservation of its own. */
+  escrowDraw: Draw | null = null;
 
   constructor(
     private readonly guard: SpendGuard,
@@ -1518,6 +1564,11 @@ export class GuardedCall {
       record.costNano > held,
       urgent,
     );
+    if (this.escrowDraw) {
+      // Its worst case is free in the lease again at once; its cost counts against the lease.
+      this.guard.escrow?.settled(this.escrowDraw, record.costNano, this.spendWritten);
+      this.escrowDraw = null;
+    }
     const handed = this.guard.observers.active ? performance.now() : 0;
     const written = await this.spendWritten;
     if (this.guard.observers.active) this.observe(log, record, written, held, performance.now() - handed);
@@ -1545,6 +1596,30 @@ export class GuardedCall {
       tags: record.tags,
     };
   }
+}
+
+/** What a spend log needs if the call's reservation (or the lease it opens) is charged unsettled. */
+function pendingOf(
+  requestId: string,
+  body: Record<string, unknown>,
+  tokenHash: string,
+  ctx: KeyContext,
+  model: string,
+  endUser: string | null,
+  tags: string[],
+  startTime: Date,
+): PendingCall {
+  return {
+    requestId,
+    callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
+    apiKeyHash: tokenHash,
+    model,
+    userId: ctx.user?.userId ?? ctx.key.userId,
+    teamId: ctx.team?.teamId ?? ctx.key.teamId,
+    endUser,
+    tags,
+    startTime,
+  };
 }
 
 /** A child call (`guard.fetch`, `track()`) of a guarded call: one function for every call. */

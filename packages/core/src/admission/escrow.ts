@@ -262,7 +262,15 @@ export class Escrow {
     let t = this.traffic.get(key);
     if (!t) {
       if (this.traffic.size >= 10_000) this.traffic.clear(); // a bound, not an LRU: counts restart
-      t = { windowStart: now, calls: 0, previous: 0, nano: 0, previousNano: 0, noLeaseUntil: 0, states: null };
+      t = {
+        windowStart: now,
+        calls: 0,
+        previous: 0,
+        nano: 0,
+        previousNano: 0,
+        noLeaseUntil: 0,
+        states: null,
+      };
       this.traffic.set(key, t);
     }
     const elapsed = now - t.windowStart;

@@ -198,6 +198,14 @@ export class CallMeter {
    * and each child reserves its own worst case. Called before the first child is admitted.
    */
   async releaseOwnReservation(): Promise<void> {
+    const draw = this.call.escrowDraw;
+    if (draw && !this.released) {
+      // Admitted from this process's lease: its worst case goes back to the lease.
+      this.released = true;
+      this.call.escrowDraw = null;
+      this.guard.escrow?.returned(draw);
+      return;
+    }
     const id = this.call.state.reservationId;
     if (this.released || !id) return;
     this.released = true;
