@@ -133,7 +133,10 @@ function heldBody(response: Response): string | Uint8Array | null {
 let cacheSymbol: symbol | undefined;
 function findCacheSymbol(response: Response): symbol | undefined {
   for (const s of Object.getOwnPropertySymbols(response)) {
-    if (s.description === 'cache') return (cacheSymbol = s);
+    if (s.description === 'cache') {
+      cacheSymbol = s;
+      return s;
+    }
   }
   return undefined;
 }
