@@ -1,5 +1,15 @@
 import { SpendGuardError } from './errors.js';
-import type { GuardedCall, GuardResponse } from './guard.js';
+import type { ResponseTap } from './metering/response-meter.js';
+import type { GuardResponse } from './pipeline/call-types.js';
+
+/** What metering a route's `Response` needs of its guarded call (a `GuardedCall`). */
+export interface RespondingCall {
+  readonly responseHeaders: Record<string, string>;
+  readonly tap: ResponseTap;
+  costHeaders(): Record<string, string>;
+  finish(options?: { aborted?: boolean; urgent?: boolean }): Promise<unknown>;
+  beforeLastByte(): Promise<void> | null;
+}
 
 // What every adapter shares, in web-standard terms (body streams, Response, Headers), so that no two
 // adapters can read a body, answer a refusal or meter a response differently.
@@ -116,7 +126,7 @@ export function toWebResponse(answer: GuardResponse): Response {
  * @example return meterResponse(call, await route(request))
  */
 export async function meterResponse(
-  call: GuardedCall,
+  call: RespondingCall,
   response: Response,
   held?: string | Uint8Array | null,
 ): Promise<Response> {
@@ -150,7 +160,7 @@ export async function meterResponse(
  * the same metering as a body read chunk by chunk, in one chunk.
  */
 async function meterHeldBody(
-  call: GuardedCall,
+  call: RespondingCall,
   init: { status: number; statusText: string; headers: Headers },
   held: string | Uint8Array,
 ): Promise<Response> {
@@ -166,7 +176,7 @@ async function meterHeldBody(
 
 /** The rest of a body, read only as fast as the client takes it, each chunk through the call's tap. */
 function meteredStream(
-  call: GuardedCall,
+  call: RespondingCall,
   reader: ReadableStreamDefaultReader<Uint8Array>,
   first?: Uint8Array,
 ): ReadableStream<Uint8Array> {
@@ -210,7 +220,7 @@ function bytesOf(chunk: Uint8Array | string): Uint8Array {
 }
 
 /** Settlement failures are logged and counted by the guard; the response has gone out already. */
-function settle(call: GuardedCall, aborted: boolean): void {
+function settle(call: RespondingCall, aborted: boolean): void {
   call.finish({ aborted }).catch(() => {});
 }
 
@@ -218,7 +228,7 @@ function settle(call: GuardedCall, aborted: boolean): void {
  * A complete body's settlement: written before its last bytes go where settlements commit first
  * (SQLite: a call answered whole survives this process's crash with its real cost), else after.
  */
-async function settleBeforeLastByte(call: GuardedCall): Promise<void> {
+async function settleBeforeLastByte(call: RespondingCall): Promise<void> {
   const settled = call.beforeLastByte();
   if (settled) await settled;
   else settle(call, false);

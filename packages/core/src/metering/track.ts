@@ -1,9 +1,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { CallInput, CallRecord, GuardedCall, SpendGuard } from '../guard.js';
+import type { CapacityWaiters } from '../admission/capacity-waiters.js';
+import type { Draw, Escrow } from '../admission/escrow.js';
 import { timeOrderedId } from '../ids.js';
+import type { CallInput, CallRecord, CallState } from '../pipeline/call-types.js';
 import { normalizeUsage, type TokenUsage } from '../pricing/normalize-usage.js';
+import type { PriceBook } from '../pricing/price-book.js';
 import { scopeKey } from '../storage/storage-contract.js';
+import type { StorageGate } from '../storage/storage-gate.js';
 import { countRequestPromptTokens, requestStreamUsage } from './request-body.js';
+import type { ResponseTap } from './response-meter.js';
 import { countTextTokens } from './token-count.js';
 import { formatFromPath, modelFromPath, type WireFormat } from './wire-formats.js';
 
@@ -18,9 +23,37 @@ import { formatFromPath, modelFromPath, type WireFormat } from './wire-formats.j
 // is its own row (`metadata.parent_request_id`) with the request's key, user, team, end-user and tags.
 // The request's own reservation is released at the first child, which reserves its own worst case.
 
-type CallState = GuardedCall['state'];
+/** What the meter needs of a guarded call (`GuardedCall` in `pipeline/guarded-call.ts`). */
+export interface MeteredCall {
+  readonly state: CallState;
+  /** Admitted from this process's budget lease (escrow) rather than a reservation of its own. */
+  escrowDraw: Draw | null;
+  readonly tap: ResponseTap;
+  readonly meter: CallMeter;
+  readonly requestId: string;
+  finish(options?: { aborted?: boolean; urgent?: boolean }): Promise<CallRecord>;
+  track(usage: unknown, options: TrackOptions): Promise<CallRecord>;
+}
 
-const context = new AsyncLocalStorage<GuardedCall>();
+/** What the meter needs of the guard. */
+export interface MeterHost {
+  now(): Date;
+  prices: Pick<PriceBook, 'resolve'>;
+  gate: Pick<StorageGate, 'call'>;
+  capacity: Pick<CapacityWaiters, 'freedOn'>;
+  /** Whether calls commit their settlement before their last byte (`settleBeforeLastByte`). */
+  readonly settlesBeforeLastByte: boolean;
+  /** Escrow admission's leases, when on. */
+  readonly escrow: Pick<Escrow, 'returned'> | null;
+}
+
+/**
+ * Makes a child call of a call's own kind. Typed as a method (whose parameters TypeScript checks
+ * bivariantly), so that the guarded call's spawner, which takes its own wider guard type, fits.
+ */
+type SpawnChild = { spawn(state: CallState, guard: MeterHost): MeteredCall }['spawn'];
+
+const context = new AsyncLocalStorage<MeteredCall>();
 
 const noHeader: CallInput['header'] = () => undefined;
 
@@ -38,8 +71,8 @@ export function useCallContext(): void {
   contextOn = true;
 }
 
-/** The guarded call whose route is running (inside {@link GuardedCall.run}), if any. */
-export function currentCall(): GuardedCall | undefined {
+/** The guarded call whose route is running (inside `GuardedCall.run`), if any. */
+export function currentCall(): MeteredCall | undefined {
   return contextOn ? context.getStore() : undefined;
 }
 
@@ -92,7 +125,7 @@ export interface MeteredUsage {
   estimated: boolean;
 }
 
-/** The metering side of one {@link GuardedCall} (one per call, created with it). */
+/** The metering side of one guarded call (one per call, created with it). */
 export class CallMeter {
   /** Reads a header of the request (the key is presented again for each child call). */
   header: CallInput['header'] = noHeader;
@@ -110,9 +143,9 @@ export class CallMeter {
   private released = false;
 
   constructor(
-    private readonly call: GuardedCall,
-    private readonly guard: SpendGuard,
-    private readonly spawn: (state: CallState, guard: SpendGuard) => GuardedCall,
+    private readonly call: MeteredCall,
+    private readonly guard: MeterHost,
+    private readonly spawn: SpawnChild,
   ) {}
 
   /**
@@ -135,7 +168,7 @@ export class CallMeter {
   }
 
   /** Links an admitted upstream call (`guard.fetch`) to this request. */
-  adopt(child: GuardedCall): void {
+  adopt(child: MeteredCall): void {
     this.upstreamCalls += 1;
     this.link(child.meter, child.state);
   }

@@ -1,6 +1,16 @@
-import type { GuardedCall, SpendGuard } from '../guard.js';
-import { meterResponse, toWebResponse } from '../web.js';
-import { currentCall, noCallHint } from './track.js';
+import type { GuardLogger } from '../config.js';
+import type { CallInput, GuardResponse } from '../pipeline/call-types.js';
+import { meterResponse, type RespondingCall, toWebResponse } from '../web.js';
+import { currentCall, type MeteredCall, noCallHint } from './track.js';
+
+/** An upstream call admitted as a child of a guarded call: metered and settled as its own. */
+export type UpstreamCall = MeteredCall & RespondingCall;
+
+/** What `guard.fetch` and a call's own `fetch` need of the guard: admission, and a logger. */
+export interface FetchHost {
+  logger: Pick<GuardLogger, 'warn'>;
+  admit(input: CallInput): Promise<{ ok: true; call: UpstreamCall } | { ok: false; response: GuardResponse }>;
+}
 
 /**
  * A `fetch` for the provider SDKs a guarded route uses (`new OpenAI({ fetch: guard.fetch })`,
@@ -19,7 +29,7 @@ import { currentCall, noCallHint } from './track.js';
  * Outside a guarded request it is plain `fetch`, unmetered: startup and background calls keep working
  * (a warning is logged once).
  */
-export function createGuardFetch(guard: SpendGuard): typeof fetch {
+export function createGuardFetch(guard: FetchHost): typeof fetch {
   let warned = false;
   return function guardFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     const parent = currentCall();
@@ -40,7 +50,7 @@ export function createGuardFetch(guard: SpendGuard): typeof fetch {
  * The call's own `fetch` (`res.locals.spendguard.fetch`, `c.get('spendguard').fetch`): what
  * `guard.fetch` does inside a guarded route, for this call, with no AsyncLocalStorage context needed.
  */
-export function createCallFetch(guard: SpendGuard, parent: GuardedCall): typeof fetch {
+export function createCallFetch(guard: FetchHost, parent: Pick<MeteredCall, 'meter'>): typeof fetch {
   return function callFetch(input: string | URL | Request, init?: RequestInit): Promise<Response> {
     return fetchAsChild(guard, parent, input, init);
   } as typeof fetch;
@@ -48,8 +58,8 @@ export function createCallFetch(guard: SpendGuard, parent: GuardedCall): typeof 
 
 /** One upstream call of `parent`: admitted, sent, metered and settled as its own child call. */
 async function fetchAsChild(
-  guard: SpendGuard,
-  parent: GuardedCall,
+  guard: FetchHost,
+  parent: Pick<MeteredCall, 'meter'>,
   input: string | URL | Request,
   init: RequestInit | undefined,
 ): Promise<Response> {

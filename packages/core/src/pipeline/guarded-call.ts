@@ -1,0 +1,253 @@
+// One admitted call, from admission to settlement: stage 4 (meter, through its `CallMeter` and
+// response tap), then price, settle and record, each from its own module.
+import type { CapacityWaiters } from '../admission/capacity-waiters.js';
+import type { Draw, Escrow } from '../admission/escrow.js';
+import { ResponseTap } from '../metering/response-meter.js';
+import { CallMeter, type TrackOptions } from '../metering/track.js';
+import { createCallFetch, type FetchHost } from '../metering/upstream-fetch.js';
+import type { CallObservers } from '../observability/call-events.js';
+import type { PriceBook } from '../pricing/price-book.js';
+import { type RateAdmission, rateLimitHeaders } from '../rate-limits.js';
+import { scopeKey } from '../storage/storage-contract.js';
+import type { StorageGate } from '../storage/storage-gate.js';
+import type { CallRecord, CallState, GuardResponse, KeyContext } from './call-types.js';
+import { type PricedRecord, priceCall } from './price.js';
+import { recordSettled } from './record.js';
+import { spendLogOf } from './settle.js';
+
+/** What a guarded call needs of the guard that admitted it. */
+export interface CallHost extends FetchHost {
+  options: { maxMeteredBodyBytes: number };
+  prices: Pick<PriceBook, 'cost' | 'resolve'>;
+  observers: Pick<CallObservers, 'active' | 'settled'>;
+  gate: Pick<StorageGate, 'call' | 'settle'>;
+  capacity: Pick<CapacityWaiters, 'freedOn'>;
+  now(): Date;
+  /** Whether calls commit their settlement before their last byte (`settleBeforeLastByte`). */
+  readonly settlesBeforeLastByte: boolean;
+  /** Keeps a settlement promise alive until `close()`. */
+  track<T>(p: Promise<T>): Promise<T>;
+  settleRateLimits(rate: RateAdmission, tokens: number): Promise<void>;
+  /** Settlements that could not be written at once (kept and retried by the gate). */
+  settleFailures: number;
+  /** Escrow admission's leases, when on. */
+  readonly escrow: Pick<Escrow, 'settled' | 'returned'> | null;
+}
+
+export type AdmitOutcome = { ok: true; call: GuardedCall } | { ok: false; response: GuardResponse };
+
+/**
+ * One admitted call, from admission to settlement. The adapter sets `responseHeaders` before the
+ * route runs, feeds what the route writes to `tap`, adds `costHeaders()` when the body is complete
+ * before headers go out, and calls `finish()` exactly once when the response is done or cut.
+ */
+export class GuardedCall {
+  readonly tap: ResponseTap;
+  /** Context, child calls (`guard.fetch`, `track()`), wire format and estimates: see `metering/track.ts`. */
+  readonly meter: CallMeter;
+  /** Headers for the response, known at admission. */
+  readonly responseHeaders: Record<string, string>;
+  private finished: Promise<CallRecord> | null = null;
+  private priced: { record: PricedRecord } | null = null;
+  /** Admitted in memory from this process's lease (escrow) rather than by a reservation of its own. */
+  escrowDraw: Draw | null = null;
+
+  constructor(
+    private readonly guard: CallHost,
+    readonly state: CallState,
+  ) {
+    this.tap = new ResponseTap(guard.options.maxMeteredBodyBytes);
+    this.meter = new CallMeter(this, guard, spawnChildCall);
+    this.responseHeaders = { 'x-litellm-call-id': state.requestId };
+    const keyState = state.states.find((s) => s.scope.kind === 'key');
+    if (keyState) {
+      this.responseHeaders['x-litellm-key-spend'] = String(keyState.spendNano / 1e9);
+      if (keyState.maxBudgetNano !== null) {
+        this.responseHeaders['x-litellm-key-max-budget'] = String(keyState.maxBudgetNano / 1e9);
+      }
+    }
+    let tightest: number | null = null;
+    for (const s of state.states) {
+      if (s.maxBudgetNano === null) continue;
+      const left = s.maxBudgetNano - s.spendNano - s.reservedNano;
+      if (tightest === null || left < tightest) tightest = left;
+    }
+    if (tightest !== null)
+      this.responseHeaders['x-spendguard-budget-remaining'] = String(Math.max(0, tightest) / 1e9);
+    if (state.rate) Object.assign(this.responseHeaders, rateLimitHeaders(state.rate.states, state.startTime));
+    if (state.outputLowered !== null) {
+      this.responseHeaders['x-spendguard-output-tokens-lowered'] = String(state.outputLowered);
+    }
+    if (state.unpriced) this.responseHeaders['x-spendguard-unpriced-model'] = state.model;
+  }
+
+  get requestId(): string {
+    return this.state.requestId;
+  }
+  get key(): KeyContext | null {
+    return this.state.ctx;
+  }
+
+  /**
+   * The request body as the guard rewrote it (JSON text; e.g. a streamed chat completion asked for
+   * its usage), or `null` when unchanged. The adapter makes the route see this one.
+   */
+  get rewrittenBody(): string | null {
+    return this.meter.rewrittenBody;
+  }
+
+  /** Runs the route in this call's context, so that `guard.fetch` and `track()` attribute to it. */
+  run<T>(fn: () => T): T {
+    return this.meter.run(fn);
+  }
+
+  private ownFetch: typeof globalThis.fetch | null = null;
+  /**
+   * This call's own `fetch`, for the provider SDK the route calls: each upstream call is admitted
+   * against the budgets first and metered as its own row of this call, as `guard.fetch` does, but
+   * with no AsyncLocalStorage context to find the call (which costs every promise of the process).
+   * @example new OpenAI({ apiKey, fetch: res.locals.spendguard.fetch })
+   */
+  get fetch(): typeof globalThis.fetch {
+    this.ownFetch ??= createCallFetch(this.guard, this);
+    return this.ownFetch;
+  }
+
+  /**
+   * Records usage the route got from a provider itself: its own spend-log row linked to this call
+   * (usage in any provider's shape, or a `TokenUsage`); this call's response is then not charged.
+   * @example await res.locals.spendguard.track(completion.usage, { model: completion.model })
+   */
+  track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
+    return this.meter.track(usage, options);
+  }
+
+  /** Prices what the tap observed (once); call when the body is complete. */
+  private price(): { record: PricedRecord } {
+    if (this.priced) return this.priced;
+    const record = priceCall(this.guard.prices, this.meter.resolve(), this.state.requestId, this.state.tags);
+    this.meter.priced(record.costNano); // a child call adds its cost to its request's cost header
+    this.priced = { record };
+    return this.priced;
+  }
+
+  /**
+   * `x-litellm-response-cost` for a complete, non-streamed body whose headers are not sent yet: the
+   * call's own cost, plus that of its child calls (`guard.fetch`, `track()`) priced so far.
+   */
+  costHeaders(): Record<string, string> {
+    if (this.state.unpriced) return {}; // no price: no cost to claim
+    return {
+      'x-litellm-response-cost': String(this.meter.responseCostNano(this.price().record.costNano) / 1e9),
+    };
+  }
+
+  /**
+   * Steps 4 to 6: meter, price, settle (add the actual cost to every scope, release the
+   * reservation, write the spend log). Idempotent; the adapter calls it when the response finished
+   * or the connection closed.
+   */
+  finish(options: { aborted?: boolean; urgent?: boolean } = {}): Promise<CallRecord> {
+    this.finished ??= this.guard.track(this.settle(options.aborted ?? false, options.urgent ?? false));
+    return this.finished;
+  }
+
+  /**
+   * For the adapter, once the body is complete and before its last bytes are sent: where calls commit
+   * their settlement first (`settleBeforeLastByte`), finishes the call at once (no batching delay) and
+   * resolves when its spend, and that of what it `track()`ed, is written (or kept for retry); else
+   * `null`, and the adapter sends the last bytes and calls `finish()` as usual.
+   */
+  beforeLastByte(): Promise<void> | null {
+    if (!this.guard.settlesBeforeLastByte) return null;
+    void this.finish({ urgent: true }).catch(() => {});
+    return Promise.all([this.spendWritten, this.meter.trackedSettled()]).then(
+      () => {},
+      () => {},
+    );
+  }
+
+  /** How long admission took, in ms, when observers listen (`null`: a child call, or none listen). */
+  admissionMs: number | null = null;
+
+  /** The spend write of `settle()`, set as soon as it is handed to storage. */
+  private spendWritten: Promise<boolean> | null = null;
+
+  private async settle(aborted: boolean, urgent: boolean): Promise<CallRecord> {
+    const { record } = this.price();
+    const httpStatus = this.tap.status;
+    const status: CallRecord['status'] = httpStatus >= 400 ? 'failure' : 'success';
+    const endTime = this.guard.now();
+    const log = spendLogOf({
+      state: this.state,
+      meter: this.meter,
+      record,
+      prices: this.guard.prices,
+      httpStatus,
+      status,
+      endTime,
+      aborted,
+      responseId: this.tap.observe().responseId,
+    });
+    // Costing at most what it holds, on the scopes it reserved, the settlement can only lower what the
+    // next reservation is judged against, which then need not wait for it (see StorageGate.reserve).
+    const held =
+      this.state.reservationId === null || this.meter.reservationReleased ? 0 : this.state.reservedNano;
+    this.spendWritten = this.guard.gate.settle(
+      {
+        reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
+        scopes: this.state.scopes,
+        costNano: record.costNano,
+        now: endTime,
+        log,
+      },
+      record.costNano > held,
+      urgent,
+    );
+    if (this.escrowDraw) {
+      // Its worst case is free in the lease again at once; its cost counts against the lease.
+      this.guard.escrow?.settled(this.escrowDraw, record.costNano, this.spendWritten);
+      this.escrowDraw = null;
+    }
+    const handed = this.guard.observers.active ? performance.now() : 0;
+    const written = await this.spendWritten;
+    if (this.guard.observers.active) {
+      recordSettled(this.guard.observers, this.state, {
+        log,
+        record,
+        written,
+        reservedNano: held,
+        admissionMs: this.admissionMs,
+        settleMs: performance.now() - handed,
+      });
+    }
+    if (!written)
+      this.guard.settleFailures += 1; // kept and retried by the gate, never dropped silently
+    else if (held > record.costNano) {
+      // What the reservation held beyond the cost is free again: calls waiting for it may go.
+      this.guard.capacity.freedOn(this.state.scopes.map(scopeKey), held - record.costNano);
+    }
+    if (this.state.rate) {
+      await this.guard.settleRateLimits(
+        this.state.rate,
+        record.usage.promptTokens + record.usage.completionTokens,
+      );
+    }
+    return {
+      requestId: record.requestId,
+      model: record.model,
+      costUsd: record.costUsd,
+      costNano: record.costNano,
+      usage: record.usage,
+      estimated: record.estimated,
+      status,
+      httpStatus,
+      tags: record.tags,
+    };
+  }
+}
+
+/** A child call (`guard.fetch`, `track()`) of a guarded call: one function for every call. */
+function spawnChildCall(this: void, state: CallState, guard: CallHost): GuardedCall {
+  return new GuardedCall(guard, state);
+}
