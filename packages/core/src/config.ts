@@ -82,7 +82,8 @@ export interface SpendGuardOptions {
   /** After this a reservation that was never settled counts as abandoned. @default 600000 (10 min) */
   reservationTtlMs?: number;
   /**
-   * Escrow admission: a scope set called often (8 or more calls a second) and far from its caps is
+   * Escrow admission: a scope set called often (8 or more calls a second) and far from its caps (room
+   * for at least 8,192 of its calls' worst cases) is
    * admitted in memory against a lease, a slice of its remaining budget this process holds in the store
    * as one reservation, renewed every second; near a cap, or on a quiet scope set, every call reserves
    * its own as before. Budgets stay exact across instances (see docs/budgets.md). Needs a store with

@@ -58,7 +58,7 @@ async function setup(maxBudget: number) {
 
 describe('escrow admission in the guard', () => {
   it('admits a busy key from one lease instead of a reservation per call, its spend exact', async () => {
-    const { guard, counts, call, keyState } = await setup(10);
+    const { guard, counts, call, keyState } = await setup(100);
     for (let i = 0; i < 20; i++) expect(await call()).toBe(200);
     // Calls 1 to 7 reserve their own; the 8th sees 8 calls in a second and opens the lease, which
     // admits it and the 12 after it in memory.
@@ -72,7 +72,7 @@ describe('escrow admission in the guard', () => {
   });
 
   it('stops admitting from memory within 1 s of a budget lowered by another process', async () => {
-    const { storage, clock, counts, call, token, guard } = await setup(10);
+    const { storage, clock, counts, call, token, guard } = await setup(100);
     for (let i = 0; i < 8; i++) expect(await call()).toBe(200);
     expect(counts.setLease).toBe(1);
     // Another process (this one hears nothing) lowers the cap to what was spent: 8 calls.
@@ -88,6 +88,15 @@ describe('escrow admission in the guard', () => {
     clock.now += 1;
     expect(await call()).toBe(429);
     await guard.close();
+  });
+
+  it('keeps a reservation per call near a cap, however busy the key', async () => {
+    // $1 is room for under 8,192 worst cases of these calls (about $0.001 each): no lease.
+    const { guard, counts, call, keyState } = await setup(1);
+    for (let i = 0; i < 20; i++) expect(await call()).toBe(200);
+    expect(counts).toEqual({ reserve: 20, setLease: 0 });
+    await guard.close();
+    expect(await keyState()).toMatchObject({ spendNano: 20 * CALL_NANO, reservedNano: 0 });
   });
 
   it('keeps a reservation per call with escrow: false', async () => {

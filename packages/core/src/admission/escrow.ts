@@ -52,10 +52,16 @@ export interface EscrowOptions {
   onError: (error: unknown) => void;
 }
 
+/**
+ * The guard's settings. A lease only where the room left is at least 8,192 worst cases (a $100 budget
+ * of gpt-4o calls at a $0.04 worst case is near its cap by this measure, and keeps a reservation per
+ * call, exact to the nano-dollar and charged call by call if its process dies); a lease then takes at
+ * most a sixteenth of the room, so 16 instances may each hold one.
+ */
 export const ESCROW_DEFAULTS = {
   leaseMs: 1_000,
   minCalls: 8,
-  nearCapCalls: 64,
+  nearCapCalls: 8_192,
   leaseShare: 16,
 } as const;
 
