@@ -96,6 +96,17 @@ export interface SpendGuardOptions {
   keyCacheTtlMs?: number;
   /** After this a reservation that was never settled counts as abandoned. @default 600000 (10 min) */
   reservationTtlMs?: number;
+  /**
+   * Escrow admission: a scope set called often (8 or more calls a second) and far from its caps (room
+   * for at least 8,192 of its calls' worst cases) is
+   * admitted in memory against a lease, a slice of its remaining budget this process holds in the store
+   * as one reservation, renewed every second; near a cap, or on a quiet scope set, every call reserves
+   * its own as before. Budgets stay exact across instances (see docs/budgets.md). Needs a store with
+   * `setLease` (memory, SQLite, Postgres); not used in `soft` mode.
+   * @default true
+   * @example escrow: false // a reservation per call, always
+   */
+  escrow?: boolean;
   /** Largest JSON response the meter buffers to read usage from. @default 8 MiB */
   maxMeteredBodyBytes?: number;
   /**
@@ -327,6 +338,7 @@ const optionsSchema = z
     keyCacheSize: z.number().int().positive().optional(),
     keyCacheTtlMs: z.number().int().nonnegative().optional(),
     reservationTtlMs: z.number().int().positive().optional(),
+    escrow: z.boolean().optional(),
     maxMeteredBodyBytes: z.number().int().positive().optional(),
     bodyLimitBytes: bytesOption.optional(),
     maxBodyBytesInFlight: bytesOption.optional(),
@@ -530,6 +542,7 @@ export function resolveOptions(options: SpendGuardOptions): ResolvedOptions {
     keyCacheSize: options.keyCacheSize ?? 10_000,
     keyCacheTtlMs: options.keyCacheTtlMs ?? 5_000,
     reservationTtlMs: options.reservationTtlMs ?? 600_000,
+    escrow: options.escrow ?? true,
     maxMeteredBodyBytes: options.maxMeteredBodyBytes ?? 8 * 1024 * 1024,
     bodyLimitBytes: options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT,
     maxBodyBytesInFlight: options.maxBodyBytesInFlight ?? 128 * 1024 * 1024,

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ManagementApi } from './admin/management-api.js';
 import { CapacityWaiters } from './admission/capacity-waiters.js';
+import { ESCROW_DEFAULTS, Escrow } from './admission/escrow.js';
 import { BudgetAlerts } from './alerts/budget-alerts.js';
 import { BodyReader } from './body-reader.js';
 import { nextBudgetResetAt } from './budget-period.js';
@@ -188,7 +189,12 @@ export class SpendGuard {
       rates: this.rates,
       capacity: this.capacity,
       servesThrough,
-      newCall: (state) => new GuardedCall(this, state),
+      escrow: () => this.escrow,
+      newCall: (state, draw) => {
+        const call = new GuardedCall(this, state);
+        call.escrowDraw = draw ?? null;
+        return call;
+      },
     });
     this.identifyDeps = {
       master: this.master,
@@ -221,6 +227,7 @@ export class SpendGuard {
         if (this.sweeper.beatsHeartbeat(s)) await s.heartbeat(this.processId, new Date());
         this.settlesFirst = this.options.settleBeforeLastByte ?? s.capabilities.commitsInProcess === true;
         this.storageValue = s;
+        this.startEscrow(s);
         this.sweeper.startSweep();
         this.retention.start();
         this.sweeper.startHeartbeat(s);
@@ -443,6 +450,34 @@ export class SpendGuard {
     return this.admission.estimateNano(model, body, bodyBytes, precise, path);
   }
 
+  /**
+   * Escrow admission (`escrow` option): busy scope sets admitted in memory against leases of their
+   * budget (see admission/escrow.ts); `null` when off, in `soft` mode, or on a store without leases.
+   */
+  escrow: Escrow | null = null;
+  private escrowTimer: NodeJS.Timeout | null = null;
+
+  private startEscrow(storage: SpendStorage): void {
+    if (!this.options.escrow || this.options.enforcement === 'soft' || !storage.setLease || this.escrow)
+      return;
+    const leaseMs = ESCROW_DEFAULTS.leaseMs;
+    this.escrow = new Escrow({
+      ...ESCROW_DEFAULTS,
+      processId: this.processId,
+      now: () => this.now().getTime(),
+      write: (input) => this.gate.call('budget lease', (s) => s.setLease!(input)),
+      storeTtlMs: this.options.reservationTtlMs,
+      onError: (error) => {
+        if (error instanceof SpendGuardError && error.code === 'STORAGE_UNAVAILABLE')
+          this.logStorageError(error);
+        else this.logger.error('could not write a budget lease; its calls reserve their own', error);
+      },
+    });
+    // Leases no call drew from for a lease time go back to the budget.
+    this.escrowTimer = setInterval(() => void this.escrow?.returnIdle(leaseMs), leaseMs);
+    this.escrowTimer.unref();
+  }
+
   /** Keeps a settlement promise alive until `close()` so shutdown never drops spend. */
   track<T>(p: Promise<T>): Promise<T> {
     this.pending.add(p);
@@ -475,6 +510,9 @@ export class SpendGuard {
     this.retention.stop();
     this.prices.close();
     await this.flush();
+    if (this.escrowTimer) clearInterval(this.escrowTimer);
+    this.escrowTimer = null;
+    await this.escrow?.close(); // what the leases hold beyond the calls settled goes back
     await this.gate.flush(this.options.shutdownTimeoutMs);
     await this.alerts?.close(this.options.shutdownTimeoutMs);
     if (this.storageValue) await this.storageValue.close();

@@ -125,13 +125,18 @@ export function toWebResponse(answer: GuardResponse): Response {
  * its cost goes into `x-litellm-response-cost`; anything else, or past the cap, streams on.
  * @example return meterResponse(call, await route(request))
  */
-export async function meterResponse(call: RespondingCall, response: Response): Promise<Response> {
+export async function meterResponse(
+  call: RespondingCall,
+  response: Response,
+  held?: string | Uint8Array | null,
+): Promise<Response> {
   const headers = new Headers(response.headers);
   for (const [name, value] of Object.entries(call.responseHeaders)) {
     if (!headers.has(name)) headers.set(name, value); // the route may set its own
   }
-  const init = { status: response.status, statusText: response.statusText, headers };
+  const init = { status: response.status, statusText: held == null ? response.statusText : '', headers };
   call.tap.begin(response.status, headers.get('content-type'));
+  if (held != null && !call.tap.isStream) return meterHeldBody(call, init, held);
   const reader = response.body?.getReader();
   if (reader && call.tap.isStream) return new Response(meteredStream(call, reader), init);
   try {
@@ -145,6 +150,26 @@ export async function meterResponse(call: RespondingCall, response: Response): P
   }
   for (const [name, value] of Object.entries(call.costHeaders())) headers.set(name, value);
   const body = call.tap.drain() as Uint8Array<ArrayBuffer> | null;
+  await settleBeforeLastByte(call);
+  return new Response(body, init);
+}
+
+/**
+ * A body the adapter holds whole (`held`: @hono/node-server keeps what `c.body()` / `c.json()` were
+ * given, and reading `response.body` would build a native Response and a stream just to read it back):
+ * the same metering as a body read chunk by chunk, in one chunk.
+ */
+async function meterHeldBody(
+  call: RespondingCall,
+  init: { status: number; statusText: string; headers: Headers },
+  held: string | Uint8Array,
+): Promise<Response> {
+  const pass = call.tap.write(held);
+  if (pass === null) {
+    for (const [name, value] of Object.entries(call.costHeaders())) init.headers.set(name, value);
+  }
+  // Past the metering cap the tap gives everything back (`pass`); else the JSON body it held.
+  const body = (pass === null ? call.tap.drain() : bytesOf(pass)) as Uint8Array<ArrayBuffer> | null;
   await settleBeforeLastByte(call);
   return new Response(body, init);
 }

@@ -66,7 +66,8 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       c.req.bodyCache = {};
     }
     await call.run(() => next()); // in the call's context: guard.fetch and track() attribute to it
-    const metered = await meterResponse(call, c.res); // carries every header of the route's response
+    // Carries every header of the route's response.
+    const metered = await meterResponse(call, c.res, heldBody(c.res));
     // Cleared first: setting c.res over a response rebuilds the new one from its `body` stream to copy
     // the old one's headers in (already there), which turns a held JSON body into a stream to pipe.
     c.res = undefined;
@@ -113,6 +114,31 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
   };
 
   return Object.assign(middleware, { guard, admin, metrics });
+}
+
+/**
+ * The body @hono/node-server's lightweight Response holds as given (what `c.body()` / `c.json()` got:
+ * a string or bytes), read without building the native Response it would otherwise make to serve
+ * `response.body`; `null` for any other Response (a stream, or another runtime's), read as a stream.
+ */
+function heldBody(response: Response): string | Uint8Array | null {
+  const key = cacheSymbol ?? findCacheSymbol(response);
+  if (!key) return null;
+  const cache = (response as unknown as Record<symbol, unknown>)[key];
+  if (!Array.isArray(cache)) return null;
+  const body: unknown = cache[1];
+  return typeof body === 'string' || body instanceof Uint8Array ? body : null;
+}
+
+let cacheSymbol: symbol | undefined;
+function findCacheSymbol(response: Response): symbol | undefined {
+  for (const s of Object.getOwnPropertySymbols(response)) {
+    if (s.description === 'cache') {
+      cacheSymbol = s;
+      return s;
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -27,6 +27,8 @@ import {
   type KeyPatch,
   type KeyRecord,
   type KeyUpdate,
+  type LeaseInput,
+  type LeaseResult,
   type MemberRecord,
   type MemberRole,
   memberScopeId,
@@ -150,6 +152,7 @@ interface Open {
   reserve: (input: ReserveInput) => Promise<ReserveResult>;
   settle: (input: SettleInput) => Promise<SettleResult>;
   release: (reservationId: string) => Promise<boolean>;
+  setLease: (input: LeaseInput) => Promise<LeaseResult>;
   expire: (now: Date, limit: number) => Promise<number>;
   heartbeat: (processId: string, at: Date) => Promise<void>;
   settleDead: (staleBefore: Date, now: Date, limit: number) => Promise<number>;
@@ -949,6 +952,10 @@ export class SqliteStorage implements SpendStorage {
     return this.#ready().release(reservationId);
   }
 
+  async setLease(input: LeaseInput): Promise<LeaseResult> {
+    return this.#ready().setLease(input);
+  }
+
   async expireReservations(now: Date, limit = 1000): Promise<number> {
     return this.#ready().expire(now, limit);
   }
@@ -1194,6 +1201,7 @@ export class SqliteStorage implements SpendStorage {
       settle: (input: SettleInput) => group.submit((b) => settleReservation(s, p, b, input)),
       release: (reservationId: string) =>
         group.submit((b) => releaseReservation(s, p, b, reservationId, new Date())),
+      setLease: (input: LeaseInput) => group.submit((b) => setLease(s, p, b, input, holders)),
       expire: (now: Date, limit: number) => group.submit((b) => expireReservations(s, p, b, now, limit)),
       heartbeat: async (processId: string, at: Date) => {
         const id = await group.submit(() => s.beat.get(processId, at.getTime())!.id);
@@ -1287,6 +1295,12 @@ function prepareStatements(db: Database.Database, orm: Orm) {
     ),
     expiredReservations: db.prepare<[number, number], ReservationRow>(
       'SELECT id, profile_id, amount_nano, start_time, request_id, end_user, tags FROM reservations WHERE expires_at <= ? ORDER BY expires_at LIMIT ?',
+    ),
+    selectReservation: db.prepare<[string], { profile_id: number; amount_nano: number }>(
+      'SELECT profile_id, amount_nano FROM reservations WHERE id = ?',
+    ),
+    resizeReservation: db.prepare<[number, number, string]>(
+      'UPDATE reservations SET amount_nano = ?, expires_at = ? WHERE id = ?',
     ),
     takeReservation: db.prepare<[string], { profile_id: number; amount_nano: number }>(
       'DELETE FROM reservations WHERE id = ? RETURNING profile_id, amount_nano',
@@ -1600,6 +1614,40 @@ function reserveBudgets(
   p.written(profile);
   b.write(next);
   return { ok: true, states: next };
+}
+
+/** `setLease`: opens the lease as a reservation, or changes an open one's amount and expiry. */
+function setLease(
+  s: Statements,
+  p: ReservationProfiles,
+  b: WriteBatch,
+  input: LeaseInput,
+  holders: ProcessIds,
+): LeaseResult {
+  const open = s.selectReservation.get(input.leaseId);
+  if (!open) {
+    if (input.amountNano === 0)
+      return { ok: true, states: readBudgets(b, input.scopes, input.now), previousNano: 0 };
+    const { leaseId: reservationId, ...rest } = input;
+    const opened = reserveBudgets(s, p, b, { reservationId, ...rest }, holders);
+    return opened.ok
+      ? { ok: true, states: opened.states, previousNano: 0 }
+      : { ok: false, refused: opened.refused, heldNano: 0 };
+  }
+  const delta = input.amountNano - open.amount_nano;
+  const next: BudgetState[] = [];
+  for (const scope of p.get(open.profile_id).scopes) {
+    const current = b.read(scope, input.now);
+    if (!current) continue; // deleted since: nothing left to hold there
+    if (delta > 0 && !fitsBudget(current, delta, input.mode)) {
+      return { ok: false, refused: current, heldNano: open.amount_nano };
+    }
+    next.push(withCounters(current, current.spendNano, current.reservedNano + delta));
+  }
+  if (input.amountNano === 0) s.takeReservation.get(input.leaseId);
+  else s.resizeReservation.run(input.amountNano, input.expiresAt.getTime(), input.leaseId);
+  b.write(next);
+  return { ok: true, states: next, previousNano: open.amount_nano };
 }
 
 function settleReservation(

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import type { CapacityWaiters } from '../admission/capacity-waiters.js';
+import type { Draw, Escrow } from '../admission/escrow.js';
 import { timeOrderedId } from '../ids.js';
 import type { CallInput, CallRecord, CallState } from '../pipeline/call-types.js';
 import { normalizeUsage, type TokenUsage } from '../pricing/normalize-usage.js';
@@ -25,6 +26,8 @@ import { formatFromPath, modelFromPath, type WireFormat } from './wire-formats.j
 /** What the meter needs of a guarded call (`GuardedCall` in `pipeline/guarded-call.ts`). */
 export interface MeteredCall {
   readonly state: CallState;
+  /** Admitted from this process's budget lease (escrow) rather than a reservation of its own. */
+  escrowDraw: Draw | null;
   readonly tap: ResponseTap;
   readonly meter: CallMeter;
   readonly requestId: string;
@@ -40,6 +43,8 @@ export interface MeterHost {
   capacity: Pick<CapacityWaiters, 'freedOn'>;
   /** Whether calls commit their settlement before their last byte (`settleBeforeLastByte`). */
   readonly settlesBeforeLastByte: boolean;
+  /** Escrow admission's leases, when on. */
+  readonly escrow: Pick<Escrow, 'returned'> | null;
 }
 
 /**
@@ -226,6 +231,14 @@ export class CallMeter {
    * and each child reserves its own worst case. Called before the first child is admitted.
    */
   async releaseOwnReservation(): Promise<void> {
+    const draw = this.call.escrowDraw;
+    if (draw && !this.released) {
+      // Admitted from this process's lease: its worst case goes back to the lease.
+      this.released = true;
+      this.call.escrowDraw = null;
+      this.guard.escrow?.returned(draw);
+      return;
+    }
     const id = this.call.state.reservationId;
     if (this.released || !id) return;
     this.released = true;

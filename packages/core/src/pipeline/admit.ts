@@ -3,6 +3,7 @@
 // for calls in flight where that lets it fit). What it returns is the state of an admitted call.
 import { LRUCache } from 'lru-cache';
 import type { CapacityWaiters } from '../admission/capacity-waiters.js';
+import { type Draw, Escrow } from '../admission/escrow.js';
 import {
   boundCall,
   boundNano,
@@ -17,7 +18,7 @@ import { assertText, INPUT_LIMITS } from '../input-hygiene.js';
 import { formatFromPath, modelFromPath, type WireFormat } from '../metering/wire-formats.js';
 import type { PriceBook, WorstCaseRates } from '../pricing/price-book.js';
 import type { RateAdmission } from '../rate-limits.js';
-import type { BudgetState, ScopeRef } from '../storage/storage-contract.js';
+import type { BudgetState, PendingCall, ScopeRef } from '../storage/storage-contract.js';
 import { GLOBAL_SCOPE_ID, modelScopeId, scopeKey } from '../storage/storage-contract.js';
 import type { StorageGate } from '../storage/storage-gate.js';
 import { type TempIncrease, tempIncreaseOf, withoutTempIncrease } from '../temp-budget.js';
@@ -50,7 +51,10 @@ export interface AdmissionDeps<Call> {
   capacity: CapacityWaiters;
   /** True when the failure is storage's and the policy says to serve anyway. */
   servesThrough(error: unknown): boolean;
-  newCall(state: CallState): Call;
+  /** Escrow admission's leases (`null`: off, or not yet: it starts when storage opens). */
+  escrow(): Escrow | null;
+  /** The admitted call of a state; `draw`: admitted from this process's lease. */
+  newCall(state: CallState, draw?: Draw | null): Call;
 }
 
 interface CallFacts {
@@ -221,24 +225,28 @@ export class Admission<Call> {
       reservedNano: number,
       states: BudgetState[],
       outputLowered: number | null,
+      draw: Draw | null = null,
     ) =>
-      deps.newCall({
-        requestId,
-        startTime,
-        model,
-        tags: allTags,
-        endUser,
-        body,
-        keyHash: tokenHash,
-        ctx,
-        reservationId: reserved,
-        reservedNano,
-        scopes,
-        states,
-        rate,
-        outputLowered,
-        unpriced,
-      });
+      deps.newCall(
+        {
+          requestId,
+          startTime,
+          model,
+          tags: allTags,
+          endUser,
+          body,
+          keyHash: tokenHash,
+          ctx,
+          reservationId: reserved,
+          reservedNano,
+          scopes,
+          states,
+          rate,
+          outputLowered,
+          unpriced,
+        },
+        draw,
+      );
     const mode = deps.options.enforcement;
     const reserve = (amountNano: number) =>
       deps.gate.reserve({
@@ -249,21 +257,29 @@ export class Admission<Call> {
         expiresAt: new Date(startTime.getTime() + deps.options.reservationTtlMs),
         mode,
         processId: deps.processId,
-        pending: {
-          requestId,
-          callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
-          apiKeyHash: tokenHash,
-          model,
-          userId: ctx.user?.userId ?? key.userId,
-          teamId: ctx.team?.teamId ?? key.teamId,
-          endUser,
-          tags: allTags,
-          startTime,
-        },
+        pending: pendingOf(requestId, body, ctx, model, endUser, allTags, startTime),
       });
     const format = formatFromPath(input.path);
     let estimate = this.worstCase(model, format, body, input.bodyBytes, false);
     let amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
+    // Escrow: a busy scope set far from its caps is admitted in memory, against this process's lease.
+    const escrow = estimate ? deps.escrow() : null;
+    const leaseKey = escrow ? Escrow.keyOf(scopes) : '';
+    if (escrow) {
+      const draw =
+        escrow.take(leaseKey, amountNano) ??
+        (await escrow.acquire(
+          leaseKey,
+          scopes,
+          amountNano,
+          pendingOf(requestId, body, ctx, model, endUser, allTags, startTime),
+        ));
+      if (draw) {
+        const states = escrow.statesFor(draw.lease);
+        if (deps.options.onStorageError === 'allow') this.lastSeen.set(tokenHash, { admitted: true, states });
+        return call(null, amountNano, states, null, draw);
+      }
+    }
     let lowered: number | null = null;
     let refusal: RefusalDetail | null = null;
     let result: Awaited<ReturnType<typeof reserve>>;
@@ -294,6 +310,7 @@ export class Admission<Call> {
       throw budgetExceeded(ctx, result.refused, refusal, deps.now());
     }
     if (allow) this.lastSeen.set(tokenHash, { admitted: true, states: result.states });
+    if (escrow) escrow.observed(leaseKey, result.states);
     return call(reservationId, amountNano, result.states, lowered);
   }
 
@@ -415,4 +432,27 @@ function callScopes(ctx: KeyContext, model: string, endUser: string | null, tags
   for (const tag of tags) scopes.push({ kind: 'tag', id: tag });
   scopes.push({ kind: 'global', id: GLOBAL_SCOPE_ID });
   return scopes;
+}
+
+/** What a spend log needs if the call's reservation (or the lease it opens) is charged unsettled. */
+function pendingOf(
+  requestId: string,
+  body: Record<string, unknown>,
+  ctx: KeyContext,
+  model: string,
+  endUser: string | null,
+  tags: string[],
+  startTime: Date,
+): PendingCall {
+  return {
+    requestId,
+    callType: body.stream === true ? 'acompletion_stream' : 'acompletion',
+    apiKeyHash: ctx.key.tokenHash,
+    model,
+    userId: ctx.user?.userId ?? ctx.key.userId,
+    teamId: ctx.team?.teamId ?? ctx.key.teamId,
+    endUser,
+    tags,
+    startTime,
+  };
 }

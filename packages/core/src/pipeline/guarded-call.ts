@@ -1,6 +1,7 @@
 // One admitted call, from admission to settlement: stage 4 (meter, through its `CallMeter` and
 // response tap), then price, settle and record, each from its own module.
 import type { CapacityWaiters } from '../admission/capacity-waiters.js';
+import type { Draw, Escrow } from '../admission/escrow.js';
 import { ResponseTap } from '../metering/response-meter.js';
 import { CallMeter, type TrackOptions } from '../metering/track.js';
 import { createCallFetch, type FetchHost } from '../metering/upstream-fetch.js';
@@ -29,6 +30,8 @@ export interface CallHost extends FetchHost {
   settleRateLimits(rate: RateAdmission, tokens: number): Promise<void>;
   /** Settlements that could not be written at once (kept and retried by the gate). */
   settleFailures: number;
+  /** Escrow admission's leases, when on. */
+  readonly escrow: Pick<Escrow, 'settled' | 'returned'> | null;
 }
 
 export type AdmitOutcome = { ok: true; call: GuardedCall } | { ok: false; response: GuardResponse };
@@ -46,6 +49,8 @@ export class GuardedCall {
   readonly responseHeaders: Record<string, string>;
   private finished: Promise<CallRecord> | null = null;
   private priced: { record: PricedRecord } | null = null;
+  /** Admitted in memory from this process's lease (escrow) rather than by a reservation of its own. */
+  escrowDraw: Draw | null = null;
 
   constructor(
     private readonly guard: CallHost,
@@ -205,6 +210,11 @@ export class GuardedCall {
       record.costNano > held,
       urgent,
     );
+    if (this.escrowDraw) {
+      // Its worst case is free in the lease again at once; its cost counts against the lease.
+      this.guard.escrow?.settled(this.escrowDraw, record.costNano, this.spendWritten);
+      this.escrowDraw = null;
+    }
     const handed = this.guard.observers.active ? performance.now() : 0;
     const written = await this.spendWritten;
     if (this.guard.observers.active) {

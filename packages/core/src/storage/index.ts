@@ -61,6 +61,8 @@ export {
   type KeyPatch,
   type KeyRecord,
   type KeyUpdate,
+  type LeaseInput,
+  type LeaseResult,
   type MemberRecord,
   type MemberRole,
   memberScopeId,

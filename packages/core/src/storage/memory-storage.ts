@@ -33,6 +33,8 @@ import {
   type KeyPatch,
   type KeyRecord,
   type KeyUpdate,
+  type LeaseInput,
+  type LeaseResult,
   type MemberRecord,
   type MemberRole,
   memberScopeId,
@@ -731,6 +733,40 @@ export class MemoryStorage implements SpendStorage {
       processId: input.processId ?? null,
     });
     return { ok: true, states: structuredClone(next) };
+  }
+
+  async setLease(input: LeaseInput): Promise<LeaseResult> {
+    const open = this.reservations.get(input.leaseId);
+    if (!open) {
+      if (input.amountNano === 0) {
+        return { ok: true, states: await this.getBudgets(input.scopes, input.now), previousNano: 0 };
+      }
+      const { leaseId: reservationId, ...rest } = input;
+      const opened = await this.reserve({ reservationId, ...rest });
+      return opened.ok
+        ? { ok: true, states: opened.states, previousNano: 0 }
+        : { ok: false, refused: opened.refused, heldNano: 0 };
+    }
+    const delta = input.amountNano - open.amountNano;
+    const next: BudgetState[] = [];
+    for (const scope of open.scopes) {
+      const state = this.budgets.get(scopeKey(scope));
+      if (!state) continue; // deleted since: nothing left to hold there
+      const current = applyDueReset(state, input.now);
+      if (delta > 0 && !fitsBudget(current, delta, input.mode)) {
+        return { ok: false, refused: structuredClone(current), heldNano: open.amountNano };
+      }
+      next.push({ ...current, reservedNano: current.reservedNano + delta });
+    }
+    for (const state of next) this.budgets.set(scopeKey(state.scope), state);
+    if (input.amountNano === 0) this.reservations.delete(input.leaseId);
+    else
+      this.reservations.set(input.leaseId, {
+        ...open,
+        amountNano: input.amountNano,
+        expiresAt: input.expiresAt,
+      });
+    return { ok: true, states: structuredClone(next), previousNano: open.amountNano };
   }
 
   async release(reservationId: string): Promise<boolean> {

@@ -481,6 +481,44 @@ export interface SettleResult {
   states: BudgetState[];
 }
 
+/**
+ * `setLease`'s input: a lease is an open reservation a process holds for many calls (escrow
+ * admission), sized and resized as a whole; the calls it admits settle with ids of their own.
+ */
+export interface LeaseInput {
+  /** The lease's reservation id, never used by `reserve` (core: `lease:<processId>:<n>`). */
+  leaseId: string;
+  /** Distinct scopes; an open lease keeps the scopes it was opened with (core passes the same). */
+  scopes: ScopeRef[];
+  /** What the lease holds once written; 0 closes it. */
+  amountNano: number;
+  now: Date;
+  /** After this the lease counts as abandoned and is charged at its amount, as a reservation is. */
+  expiresAt: Date;
+  /** @default 'strict' */
+  mode?: EnforcementMode;
+  /** Attribution for the spend log written if the lease is charged unreturned. */
+  pending?: PendingCall;
+  /** The process holding the lease (see `ReserveInput.processId`). */
+  processId?: string;
+}
+
+export type LeaseResult =
+  | {
+      ok: true;
+      /** The counters of the lease's scopes after the write (as `reserve` answers). */
+      states: BudgetState[];
+      /** What the lease held before this write (0: it was not open). */
+      previousNano: number;
+    }
+  | {
+      ok: false;
+      /** The first scope whose budget cannot take the growth; nothing was written. */
+      refused: BudgetState;
+      /** What the lease still holds (0: not open). */
+      heldNano: number;
+    };
+
 export interface SpendLogQuery {
   apiKeyHash?: string;
   userId?: string;
@@ -857,6 +895,16 @@ export interface SpendStorage {
    * scopes, write the spend log and the daily rollups. Idempotent on `log.requestId`.
    */
   settle(input: SettleInput): Promise<SettleResult>;
+  /**
+   * Optional (escrow admission uses it where present): atomically, on every scope or none, sets lease
+   * `leaseId` to hold `amountNano` until `expiresAt`. A lease not open is reserved as `reserve` reserves
+   * (`amountNano` 0: nothing is written); an open one changes by the difference on each of its scopes
+   * (due resets applied), a growth checked as `reserve` checks its amount, a shrink never refused; 0
+   * releases it. Refused: nothing is written and the lease keeps what it held. An open lease is a
+   * reservation for every other operation: `release`, `expireReservations` and `settleDeadProcesses`
+   * release or charge it at what it holds.
+   */
+  setLease?(input: LeaseInput): Promise<LeaseResult>;
   /**
    * Atomically drops an open reservation without charging anything (an admission that was abandoned,
    * e.g. after a timeout). False when it was not open.

@@ -1458,6 +1458,100 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('opens, grows, shrinks and closes a lease as one reservation, growth checked as a reserve is', async () => {
+      const s = await seeded({ key: budget(10) });
+      if (!s.setLease) return void (await s.close()); // optional: a backend without leases has no case here
+      const lease = (amountNano: number, now = T0) =>
+        s.setLease!({ leaseId: 'lease-1', scopes: [K, U, T], amountNano, now, expiresAt: T0 });
+      const counters = async () => Promise.all([K, U, T].map((scope) => raw(s).budgetCounter(scope)));
+      const each = (spendNano: number, reservedNano: number) =>
+        [0, 1, 2].map(() => ({ spendNano, reservedNano }));
+
+      expect(await lease(4e9)).toMatchObject({ ok: true, previousNano: 0 });
+      expect(await counters()).toEqual(each(0, 4e9));
+      expect(await raw(s).openReservations()).toBe(1);
+      expect(await lease(9e9)).toMatchObject({ ok: true, previousNano: 4e9 });
+      expect(await counters()).toEqual(each(0, 9e9));
+      // 9 + 1.000000001 > 10 on the key: refused, and the lease keeps its 9.
+      const over = await lease(10_000_000_001);
+      expect(over).toMatchObject({ ok: false, heldNano: 9e9, refused: { scope: K } });
+      expect(await counters()).toEqual(each(0, 9e9));
+      // A call it admitted settles under its own id: cost added, the lease untouched.
+      await s.settle({
+        reservationId: 'call-1',
+        scopes: [K, U, T],
+        costNano: 2e9,
+        now: T0,
+        log: spendLogFixture('call-1', { spendNano: 2e9 }),
+      });
+      expect(await counters()).toEqual(each(2e9, 9e9));
+      // 2 spent + 9 held = 11 > 10, yet a shrink is never refused.
+      expect(await lease(7e9)).toMatchObject({ ok: true, previousNano: 9e9 });
+      expect(await counters()).toEqual(each(2e9, 7e9));
+      // The budget lowered to 5: shrinking to 4 (2 + 4 = 6 > 5) still writes; growing by one does not.
+      await s.updateBudget(K, { maxBudgetNano: 5e9 }, T0);
+      expect(await lease(4e9)).toMatchObject({ ok: true, previousNano: 7e9 });
+      expect(await lease(4e9 + 1)).toMatchObject({ ok: false, heldNano: 4e9, refused: { scope: K } });
+      expect(await counters()).toEqual(each(2e9, 4e9));
+      // 0 closes it; closing a lease not open writes nothing.
+      expect(await lease(0)).toMatchObject({ ok: true, previousNano: 4e9 });
+      expect(await counters()).toEqual(each(2e9, 0));
+      expect(await raw(s).openReservations()).toBe(0);
+      expect(await lease(0)).toMatchObject({ ok: true, previousNano: 0 });
+      expect(await raw(s).openReservations()).toBe(0);
+      expect(await raw(s).spendLogCount()).toBe(1);
+      await s.close();
+    });
+
+    it("charges a lease left unreturned at what it holds: by its TTL, and when its holder's heartbeat stops", async () => {
+      const s = await seeded({ key: budget(10) });
+      if (!s.setLease) return void (await s.close());
+      const at = (ms: number) => new Date(T0.getTime() + ms);
+      await s.heartbeat('proc-a', T0);
+      const opened = { scopes: [K, U, T], now: T0, expiresAt: at(600_000), processId: 'proc-a' };
+      expect((await s.setLease({ leaseId: 'lease-a', amountNano: 500, ...opened })).ok).toBe(true);
+      expect((await s.setLease({ leaseId: 'lease-a', amountNano: 800, ...opened })).ok).toBe(true);
+      // No holder: left to the TTL, which a renewal moved to T0 + 60 s.
+      const ttl = { scopes: [K], now: T0, expiresAt: at(30_000) };
+      expect((await s.setLease({ leaseId: 'lease-n', amountNano: 40, ...ttl })).ok).toBe(true);
+      expect(
+        (await s.setLease({ leaseId: 'lease-n', amountNano: 50, ...ttl, expiresAt: at(60_000) })).ok,
+      ).toBe(true);
+      expect(await s.expireReservations(at(30_000))).toBe(0);
+
+      expect(await s.settleDeadProcesses(at(1_000), at(5_000))).toBe(1);
+      for (const scope of [U, T])
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 800, reservedNano: 0 });
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 800, reservedNano: 50 });
+      const [dead] = await s.querySpendLogs({ requestId: 'lease-a' });
+      expect(dead).toMatchObject({ spendNano: 800, estimated: true, metadata: { process_died: 'proc-a' } });
+
+      expect(await s.expireReservations(at(60_000))).toBe(1);
+      expect(await raw(s).budgetCounter(K)).toEqual({ spendNano: 850, reservedNano: 0 });
+      expect(await raw(s).openReservations()).toBe(0);
+      await s.close();
+    });
+
+    it('grows leases from two instances at once no further than the cap', async () => {
+      const s = await seeded({ team: budget(1) });
+      if (!s.setLease) return void (await s.close());
+      const other = options.sibling ? await options.sibling(s) : s;
+      const lease = (store: SpendStorage, i: number, amountNano: number) =>
+        store.setLease!({ leaseId: `lease-${i}`, scopes: [K, U, T], amountNano, now: T0, expiresAt: T0 });
+      // Ten leases of 0.05 hold 0.5 of the cap of 1; then each grows to 0.11 at once (0.06 more each):
+      // the 0.5 left takes 8 growths (0.48), not a 9th (0.54).
+      for (let i = 0; i < 10; i++) expect((await lease(s, i, 50_000_000)).ok).toBe(true);
+      const results = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => lease(i % 2 === 0 ? s : other, i, 110_000_000)),
+      );
+      expect(results.filter((r) => r.ok)).toHaveLength(8);
+      expect(results.filter((r) => !r.ok && r.heldNano === 50_000_000)).toHaveLength(2);
+      expect(await raw(s).budgetCounter(T)).toEqual({ spendNano: 0, reservedNano: 980_000_000 });
+      expect(await raw(s).openReservations()).toBe(10);
+      if (other !== s) await other.close();
+      await s.close();
+    });
+
     it('updates a key and its budget definition, keeping its spend', async () => {
       const s = await seeded({ key: budget(1) });
       await s.settle({
