@@ -4,8 +4,6 @@
  */
 export const ERROR_STATUS = {
   BAD_REQUEST: 400,
-  // A body or query that fails its schema (a wrong type, a value out of range): LiteLLM's (FastAPI's) 422.
-  VALIDATION: 422,
   INVALID_JSON: 400,
   UNPRICED_MODEL: 400,
   UNKNOWN_TEAM: 400,
@@ -47,14 +45,6 @@ const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
   NOT_FOUND: 'not_found_error',
 };
 
-/** One entry of FastAPI's 422 `detail`: `{"type","loc":["body","max_budget"],"msg","input"}`. */
-export interface ValidationDetail {
-  type: string;
-  loc: Array<string | number>;
-  msg: string;
-  input?: unknown;
-}
-
 export class SpendGuardError extends Error {
   readonly code: SpendGuardErrorCode;
   readonly status: number;
@@ -62,8 +52,6 @@ export class SpendGuardError extends Error {
   readonly headers: Record<string, string>;
   /** The budget or rate-limit scope that refused the call, when one did (for `onRefused` and metrics). */
   readonly scope: { kind: string; id: string } | null;
-  /** FastAPI's `detail` list of a 422 (`VALIDATION`): one entry per failed field. */
-  readonly detail: ValidationDetail[] | null;
 
   constructor(
     code: SpendGuardErrorCode,
@@ -73,7 +61,6 @@ export class SpendGuardError extends Error {
       headers?: Record<string, string>;
       cause?: unknown;
       scope?: { kind: string; id: string };
-      detail?: ValidationDetail[];
     } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -83,16 +70,11 @@ export class SpendGuardError extends Error {
     this.param = options.param ?? null;
     this.headers = options.headers ?? {};
     this.scope = options.scope ?? null;
-    this.detail = options.detail ?? null;
   }
 
   /** LiteLLM's error body: `{"error":{"message","type","param","code"}}` with the status as a string code. */
-  toJSON(): {
-    error: { message: string; type: string; param: string | null; code: string };
-    detail?: ValidationDetail[];
-  } {
+  toJSON(): { error: { message: string; type: string; param: string | null; code: string } } {
     return {
-      ...(this.detail ? { detail: this.detail } : {}),
       error: {
         message: this.message,
         type: LITELLM_TYPE[this.code] ?? 'invalid_request_error',

@@ -65,7 +65,6 @@ import {
   teamNewSchema,
   userDailyActivityQuerySchema,
   userNewSchema,
-  validationDetail,
 } from './schemas.js';
 import {
   budgetPatch,
@@ -351,21 +350,20 @@ export class ManagementApi {
     const body = coerceNumericStrings(value) as Record<string, unknown>;
     const parsed = schema.safeParse(refuseUnactedFields(body, schema));
     if (!parsed.success)
-      throw new SpendGuardError('VALIDATION', `Invalid request: ${describeIssues(parsed.error)}`, {
+      throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`, {
         param: firstField(parsed.error),
-        detail: validationDetail(parsed.error, 'body', body),
       });
     return parsed.data;
   }
 
   /** @internal */
   parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
-    const query = Object.fromEntries(req.query);
-    const parsed = schema.safeParse(refuseUnactedFields(query, schema, UNSUPPORTED_QUERY, 'query'));
+    const parsed = schema.safeParse(
+      refuseUnactedFields(Object.fromEntries(req.query), schema, UNSUPPORTED_QUERY, 'query'),
+    );
     if (!parsed.success)
-      throw new SpendGuardError('VALIDATION', `Invalid query: ${describeIssues(parsed.error)}`, {
+      throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`, {
         param: firstField(parsed.error),
-        detail: validationDetail(parsed.error, 'query', query),
       });
     return parsed.data;
   }

@@ -1,5 +1,4 @@
 import * as z from 'zod';
-import type { ValidationDetail } from '../errors.js';
 import {
   dateOrTimeText,
   dayText,
@@ -408,53 +407,6 @@ export function describeIssues(error: z.ZodError): string {
       return field ? `${field} ${i.message}` : i.message;
     })
     .join('; ');
-}
-
-/** zod's issue codes as pydantic's error types, for FastAPI's 422 `detail`. */
-const PYDANTIC_TYPE: Record<string, string> = {
-  too_small: 'greater_than_equal',
-  too_big: 'less_than_equal',
-  invalid_value: 'enum',
-  invalid_format: 'string_pattern_mismatch',
-  invalid_union: 'union_tag_invalid',
-};
-const PYDANTIC_KIND: Record<string, string> = {
-  number: 'float',
-  int: 'int',
-  string: 'string',
-  boolean: 'bool',
-  object: 'dict',
-  array: 'list',
-  record: 'dict',
-};
-
-/**
- * A schema failure as FastAPI answers it (LiteLLM's 422): one entry per issue,
- * `{"type","loc":[where, ...path],"msg","input"}`, the input read from what was sent.
- */
-export function validationDetail(
-  error: z.ZodError,
-  where: 'body' | 'query',
-  sent: unknown,
-): ValidationDetail[] {
-  return error.issues.map((i) => {
-    let input: unknown = sent;
-    for (const part of i.path) {
-      input =
-        input !== null && typeof input === 'object'
-          ? (input as Record<PropertyKey, unknown>)[part]
-          : undefined;
-    }
-    const expected = 'expected' in i && typeof i.expected === 'string' ? i.expected : '';
-    const type =
-      i.code === 'invalid_type'
-        ? input === undefined
-          ? 'missing'
-          : `${PYDANTIC_KIND[expected] ?? expected}_type`
-        : (PYDANTIC_TYPE[i.code] ?? 'value_error');
-    const path = i.path.map((p) => (typeof p === 'number' ? p : String(p)));
-    return { type, loc: [where, ...path], msg: i.message, ...(input === undefined ? {} : { input }) };
-  });
 }
 
 /** The field the first issue names (`model_max_budget.gpt-4o`), for the error's `param`; null for the body. */
