@@ -78,9 +78,10 @@ describe.each(ADAPTERS)('spend reports on $name', (framework) => {
     });
     await admin(app, 'POST', '/user/new', { user_id: 'carol', auto_create_key: false });
     const keys: Array<[string, Record<string, unknown>]> = [
-      ['aliceWeb', { user_id: 'alice', tags: ['svc:web'], key_alias: 'alice-web' }],
-      ['aliceBatch', { user_id: 'alice', key_alias: 'alice-batch' }],
-      ['bob', { user_id: 'bob' }],
+      // Team keys of their users' teams (without team_id, /key/generate makes a personal key, as LiteLLM).
+      ['aliceWeb', { user_id: 'alice', team_id: 'frontend-team', tags: ['svc:web'], key_alias: 'alice-web' }],
+      ['aliceBatch', { user_id: 'alice', team_id: 'frontend-team', key_alias: 'alice-batch' }],
+      ['bob', { user_id: 'bob', team_id: 'backend-team' }],
       ['carol', { user_id: 'carol' }],
       ['service', { team_id: 'backend-team' }],
       ['loose', {}],
