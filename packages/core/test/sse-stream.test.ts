@@ -449,6 +449,13 @@ describe('SSE tap: edges', () => {
     );
   });
 
+  it('removes "usage":null from a first event that follows a keep-alive in the same write', () => {
+    const withNull = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] }, null)}\n\n`;
+    const without = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] })}\n\n`;
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(`: keep-alive\n\n${withNull}`))).toBe(`: keep-alive\n\n${without}`);
+  });
+
   it('reads an event whose data lines are split by a one-character comment line', () => {
     // The usage chunk's JSON over two `data:` lines, a bare `:` comment between them: one event.
     const split = 'data: {"choices":[],\n:\ndata: "usage":{"prompt_tokens":5,"completion_tokens":6}}\n\n';
