@@ -277,6 +277,7 @@ describe('reading a JSON body without its generated text', () => {
       '{"a":1,}',
       '{"a":"\\"}',
       '{"choices":[1}',
+      '{"a":{"b":1',
       '{} {}',
     ]) {
       expect(skimJsonObject(Buffer.from(body))).toBeNull();

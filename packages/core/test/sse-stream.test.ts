@@ -581,6 +581,17 @@ describe('SSE tap: edges', () => {
     expect(tap.observe().usage).toBeNull();
   });
 
+  it('holds a partial event of exactly 32 MiB after complete events in the same write, gives up past it', () => {
+    const MiB = 1 << 20;
+    const tap = new SseTap('openai-chat', true);
+    // The write ends with a partial event of 7 + (32 MiB - 7) = 32 MiB: not over, held.
+    const head = Buffer.concat([Buffer.from(`${first}data: {`), Buffer.alloc(32 * MiB - 7, 0x61)]);
+    expect(sent(tap.write(head))).toBe(first);
+    const held = tap.write('a') as Uint8Array; // 32 MiB + 1: over
+    expect(held.length).toBe(32 * MiB + 1);
+    expect(Buffer.from(held.subarray(0, 8)).toString()).toBe('data: {a');
+  });
+
   it('gives up on a partial event over 32 MiB that follows complete events in the same write', () => {
     const chunkWithNull = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] }, null)}\n\n`;
     const giant = Buffer.concat([Buffer.from(`${chunkWithNull}data: {`), Buffer.alloc(32 << 20, 0x61)]);
