@@ -247,6 +247,25 @@ describe('reading a JSON body without its generated text', () => {
     expect(tapped(body, 'openai-chat', 1 << 20).usage).toEqual({ promptTokens: 2, completionTokens: 1 });
   });
 
+  it('reads a body spaced with CR, LF and tabs itself, and gives up at the 65th escaped quote', () => {
+    expect(skimJsonObject(Buffer.from('{\r\n\t"model": "m",\r\n\t"choices": [1]\r\n}'))).toEqual({
+      model: 'm',
+      choices: [],
+    });
+    // 64 escaped quotes in the text are stepped over (MAX_ESCAPED_QUOTES); a 65th leaves it to JSON.parse.
+    const body = (quotes: number) =>
+      `{"choices":[{"message":{"content":"${'\\"'.repeat(quotes)}"}}],"usage":{"prompt_tokens":1}}`;
+    expect(JSON.parse(body(64)).choices[0].message.content).toBe('"'.repeat(64));
+    expect(skimJsonObject(Buffer.from(body(64)))).toEqual({ choices: [], usage: { prompt_tokens: 1 } });
+    expect(skimJsonObject(Buffer.from(body(65)))).toBeNull();
+  });
+
+  it('answers null, not a throw or undefined, when the small rest is not valid JSON', () => {
+    // The skim steps over `nul` and `tru` as literals; JSON.parse of the rest then refuses them.
+    expect(skimJsonObject(Buffer.from('{"usage": nul}'))).toBeNull();
+    expect(skimJsonObject(Buffer.from('{"a": tru, "choices": []}'))).toBeNull();
+  });
+
   it('gives up (null) on what is not one well-formed JSON object where it reads', () => {
     for (const body of [
       '[]',
@@ -258,6 +277,7 @@ describe('reading a JSON body without its generated text', () => {
       '{"a":1,}',
       '{"a":"\\"}',
       '{"choices":[1}',
+      '{"a":{"b":1',
       '{} {}',
     ]) {
       expect(skimJsonObject(Buffer.from(body))).toBeNull();

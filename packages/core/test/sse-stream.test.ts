@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { SseTap } from '../src/metering/sse-stream.js';
+import { parseSseEvent, SseTap } from '../src/metering/sse-stream.js';
 import { observeJson, type WireFormat } from '../src/metering/wire-formats.js';
 
 // The SSE tap on hand-written wire bytes: events found across any chunk split, the usage chunk the
@@ -405,5 +405,220 @@ describe('JSON bodies: every wire format', () => {
       format: 'anthropic-messages',
       usage: null,
     });
+  });
+});
+
+// Edges the mutation run found untested (mutation/survivors.md, metering): each test names what it holds,
+// with its expected bytes or values worked by hand from the SSE format (WHATWG HTML, "Server-sent
+// events": lines end in LF or CRLF, a blank line ends an event, `data:` lines join with LF, one space
+// after the colon is dropped, a line starting with `:` is a comment) and the providers' documented events.
+describe('SSE tap: edges', () => {
+  const sent = (value: Uint8Array | string | null) =>
+    value === null ? null : Buffer.from(value as Uint8Array).toString();
+  const first = `data: ${chunkJson({ choices: [{ index: 0, delta: { role: 'assistant', content: '' } }] })}\n\n`;
+  const usageOnly = chunkJson({ choices: [] }, { prompt_tokens: 5, completion_tokens: 6 });
+
+  it('parses an event as the SSE format says: fields, comments, joined data, CRLF or LF', () => {
+    // CRLF lines; `data:` without its space; `data:  two` keeps one of its two spaces; a comment after
+    // the event line is no event name; an `id:` line is neither.
+    expect(
+      parseSseEvent(
+        Buffer.from('event:message_start\r\n: comment\r\ndata:{"a":1}\r\ndata:  two\r\nid: 7\r\n\r\n'),
+      ),
+    ).toEqual({ event: 'message_start', data: '{"a":1}\n two' });
+    // LF lines; an empty `data:` line adds an empty line; the event name is trimmed.
+    expect(parseSseEvent(Buffer.from('event: ping \ndata: x\ndata:\ndata: y\n\n'))).toEqual({
+      event: 'ping',
+      data: 'x\n\ny',
+    });
+    expect(parseSseEvent(Buffer.from('data: [DONE]'))).toEqual({ event: null, data: '[DONE]' });
+    expect(parseSseEvent(Buffer.from(': keep-alive\n\n'))).toEqual({ event: null, data: null });
+  });
+
+  it('removes "usage":null after a tab, or as the first member with spaces, or as the only one', () => {
+    const events = [
+      'data: {"id":"c","choices":[{"delta":{"content":"x"}}],"usage":\tnull}\n\n',
+      'data: {"usage" : null , "id":"c","choices":[{"delta":{"content":"y"}}]}\n\n',
+      'data: {"usage":null}\n\n',
+    ];
+    const { out } = feed(Buffer.from(first + events.join('')), [], 'openai-chat', true);
+    expect(out.toString()).toBe(
+      `${first}data: {"id":"c","choices":[{"delta":{"content":"x"}}]}\n\n` +
+        'data: {"id":"c","choices":[{"delta":{"content":"y"}}]}\n\n' +
+        'data: {}\n\n',
+    );
+  });
+
+  it('removes "usage":null from a first event that follows a keep-alive in the same write', () => {
+    const withNull = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] }, null)}\n\n`;
+    const without = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] })}\n\n`;
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(`: keep-alive\n\n${withNull}`))).toBe(`: keep-alive\n\n${without}`);
+  });
+
+  it('reads an event whose data lines are split by a one-character comment line', () => {
+    // The usage chunk's JSON over two `data:` lines, a bare `:` comment between them: one event.
+    const split = 'data: {"choices":[],\n:\ndata: "usage":{"prompt_tokens":5,"completion_tokens":6}}\n\n';
+    const { tap } = feed(Buffer.from(first + split), [], 'openai-chat', false);
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 5, completionTokens: 6 });
+  });
+
+  it('sends nothing for a write that holds only the hidden usage chunk', () => {
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(first))).toBe(first);
+    expect(tap.write(`data: ${usageOnly}\n\n`)).toBeNull();
+    expect(tap.end()).toBeNull(); // nothing left over after a blank line
+  });
+
+  it('at the end, hides a last usage chunk or its "usage":null even without a blank line after it', () => {
+    const a = new SseTap('openai-chat', true);
+    expect(sent(a.write(`${first}data: ${usageOnly}`))).toBe(first);
+    expect(a.end()).toBeNull();
+    expect(a.observe().usage).toMatchObject({ promptTokens: 5, completionTokens: 6 });
+
+    const b = new SseTap('openai-chat', true);
+    expect(sent(b.write(first))).toBe(first);
+    expect(b.write('data: {"id":"c","choices":[{"delta":{"content":"z"}}],"usage":null}')).toBeNull();
+    expect(sent(b.end())).toBe('data: {"id":"c","choices":[{"delta":{"content":"z"}}]}');
+  });
+
+  it('returns nothing at the end when not hiding (the bytes were sent), and passes writes after it', () => {
+    const tap = new SseTap('openai-chat', false);
+    const partial = `${first}data: [DONE]`;
+    expect(tap.write(partial)).toBe(partial);
+    expect(tap.end()).toBeNull();
+    const hiding = new SseTap('openai-chat', true);
+    expect(sent(hiding.write(first))).toBe(first);
+    expect(hiding.end()).toBeNull();
+    const late = 'data: {"id":"c","choices":[],"usage":null'; // partial, would be held while metering
+    expect(hiding.write(late)).toBe(late);
+  });
+
+  it('leaves the text unread when the stream reported its final usage', () => {
+    const { tap } = feed(Buffer.from(chatStream(true)), [100], 'openai-chat', false);
+    expect(tap.observe()).toMatchObject({ usageFinal: true, completionText: '' });
+  });
+
+  it('reads kept events into text once they pass 256 KiB, and only then', () => {
+    // Each content event is exactly 1024 bytes, its text "a". The first event is read at once (not
+    // kept); events 2, 3, ... are kept: after event 257, 256 x 1024 = 262144 bytes, not over the
+    // limit; event 258 makes 263168 > 262144, so events 1 to 258 are read: 258 x "a". Events 259 to
+    // 300 stay unread, since the stream then reports its usage.
+    const head = 'data: {"id":"';
+    const tailText = '","choices":[{"delta":{"content":"a"}}]}\n\n';
+    const event = `${head}${'i'.repeat(1024 - head.length - tailText.length)}${tailText}`;
+    expect(Buffer.byteLength(event)).toBe(1024);
+    const bytes = Buffer.from(`${event.repeat(300)}data: ${usageOnly}\n\n`);
+    const { tap } = feed(bytes, [], 'openai-chat', false);
+    expect(tap.observe()).toMatchObject({
+      usage: { promptTokens: 5, completionTokens: 6 },
+      usageFinal: true,
+      completionText: 'a'.repeat(258),
+    });
+  });
+
+  it('reads Gemini usage from the last chunk that has it, not from a later chunk without it', () => {
+    const chunk = (text: string, candidates?: number) =>
+      JSON.stringify({
+        candidates: [{ content: { parts: [{ text }], role: 'model' } }],
+        ...(candidates === undefined
+          ? {}
+          : { usageMetadata: { promptTokenCount: 10, candidatesTokenCount: candidates } }),
+        modelVersion: 'gemini-2.5-flash',
+      });
+    // Each write starts at an event; the last chunk (no usageMetadata) ends with or without a blank line.
+    for (const end of ['\r\n\r\n', '']) {
+      const tap = new SseTap('gemini', false);
+      tap.write(`data: ${chunk('a', 1)}\r\n\r\n`);
+      tap.write(`data: ${chunk('b', 2)}\r\n\r\ndata: ${chunk('c', 3)}\r\n\r\n`);
+      tap.write(`data: ${chunk('d')}${end}`);
+      expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
+    }
+  });
+
+  it('detects the format from the first data event, not from a keep-alive before it', () => {
+    const chunk = JSON.stringify({
+      candidates: [{ content: { parts: [{ text: 'hi' }] }, finishReason: 'STOP' }],
+      usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2 },
+      modelVersion: 'gemini-2.0-flash',
+    });
+    const { tap } = feed(
+      Buffer.from(`: keep-alive\n\ndata: ${chunk}\n\ndata: ${chunk}\n\n`),
+      [],
+      null,
+      false,
+    );
+    expect(tap.observe()).toMatchObject({
+      format: 'gemini',
+      usage: { promptTokens: 4, completionTokens: 2 },
+      usageFinal: true,
+    });
+  });
+
+  it('keeps the format of the first event when a later one (an Anthropic error) says nothing', () => {
+    const bytes =
+      'event: message_start\ndata: {"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":7,"output_tokens":1}}}\n\n' +
+      'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n';
+    const { tap } = feed(Buffer.from(bytes), [], null, false);
+    expect(tap.observe()).toMatchObject({
+      format: 'anthropic-messages',
+      usage: { promptTokens: 7, completionTokens: 1 },
+      usageFinal: false,
+    });
+  });
+
+  it('gives up at 32 MiB of partial event exactly, forwarding what it held and all after', () => {
+    const MiB = 1 << 20;
+    const tap = new SseTap('openai-chat', true);
+    expect(tap.write('data: {')).toBeNull();
+    for (let i = 0; i < 31; i++) expect(tap.write(Buffer.alloc(MiB, 0x61))).toBeNull();
+    expect(tap.write(Buffer.alloc(MiB - 7, 0x61))).toBeNull(); // 7 + 32 MiB - 7 = 32 MiB: not over
+    const held = tap.write('a') as Uint8Array; // 32 MiB + 1: over
+    expect(held.length).toBe(32 * MiB + 1);
+    expect(Buffer.from(held.subarray(0, 8)).toString()).toBe('data: {a');
+    const after = `\n\ndata: ${usageOnly}\n\n`;
+    expect(tap.write(after)).toBe(after); // no longer metered: not hidden
+    expect(tap.observe().usage).toBeNull();
+  });
+
+  it('holds a partial event of exactly 32 MiB after complete events in the same write, gives up past it', () => {
+    const MiB = 1 << 20;
+    const tap = new SseTap('openai-chat', true);
+    // The write ends with a partial event of 7 + (32 MiB - 7) = 32 MiB: not over, held.
+    const head = Buffer.concat([Buffer.from(`${first}data: {`), Buffer.alloc(32 * MiB - 7, 0x61)]);
+    expect(sent(tap.write(head))).toBe(first);
+    const held = tap.write('a') as Uint8Array; // 32 MiB + 1: over
+    expect(held.length).toBe(32 * MiB + 1);
+    expect(Buffer.from(held.subarray(0, 8)).toString()).toBe('data: {a');
+  });
+
+  it('gives up on a partial event over 32 MiB that follows complete events in the same write', () => {
+    const chunkWithNull = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] }, null)}\n\n`;
+    const giant = Buffer.concat([Buffer.from(`${chunkWithNull}data: {`), Buffer.alloc(32 << 20, 0x61)]);
+    const after = `\n\ndata: ${usageOnly}\n\n`;
+    for (const hide of [true, false]) {
+      const tap = new SseTap('openai-chat', hide);
+      const out = Buffer.from(tap.write(giant) as Uint8Array);
+      // Hiding: the complete event without its `,"usage":null`, then the held bytes, all at once.
+      const expectedHead = hide
+        ? `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] })}\n\ndata: {aaa`
+        : `${chunkWithNull}data: {aaa`;
+      expect(out.length).toBe(expectedHead.length - 3 + (32 << 20));
+      expect(out.subarray(0, expectedHead.length).toString()).toBe(expectedHead);
+      expect(tap.write(after)).toBe(after);
+      expect(tap.observe().usage).toBeNull();
+    }
+  });
+
+  it('counts a partial event from its own start, not from the start of the write', () => {
+    // 33 MiB of comment, complete, then a short partial usage chunk: the partial event is far under
+    // 32 MiB, so it is read at the end.
+    const bytes = Buffer.concat([
+      Buffer.from(': '),
+      Buffer.alloc(33 << 20, 0x61),
+      Buffer.from(`\n\ndata: ${usageOnly}`),
+    ]);
+    const { tap } = feed(bytes, [], 'openai-chat', false);
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 5, completionTokens: 6 });
   });
 });

@@ -278,3 +278,118 @@ describe('usage of stream events', () => {
     expect(o.text).toBe('');
   });
 });
+
+// Edges the mutation run found untested (mutation/survivors.md, metering): bodies and events that lack a
+// field the documented shape has (an error, a safety-blocked Gemini candidate, a cut stream), each
+// with the value worked by hand from the shape written here.
+describe('wire formats: missing and odd fields', () => {
+  it('names no format for a path past the Gemini method, or a shapeless event', () => {
+    expect(formatFromPath('/v1beta/models/gemini-2.0-flash:generateContent/extra')).toBeNull();
+    expect(modelFromPath('/v1beta/models/gemini-2.0-flash:generateContentx')).toBeNull();
+    expect(detectEventFormat(null, { id: 'x' }, null)).toBeNull();
+  });
+
+  it('a JSON chat body: a model that is not a string is none, null choices and messages add no text', () => {
+    expect(
+      observeJson(
+        {
+          object: 'chat.completion',
+          model: 42,
+          choices: [null, { message: null }, { message: { content: 'ok' } }],
+        },
+        null,
+      ),
+    ).toMatchObject({ format: 'openai-chat', model: null, completionText: 'ok' });
+    // The path says chat, the body (an error) has no choices.
+    expect(observeJson({ error: { message: 'no' } }, 'openai-chat')).toMatchObject({ completionText: '' });
+  });
+
+  it('JSON Responses and Anthropic bodies: no output, null items and blocks add no text', () => {
+    expect(observeJson({ object: 'response', model: 'o4-mini' }, null)).toMatchObject({
+      format: 'openai-responses',
+      completionText: '',
+    });
+    expect(
+      observeJson(
+        { object: 'response', output: [null, { content: [{ type: 'output_text', text: 'r' }] }] },
+        null,
+      ),
+    ).toMatchObject({ completionText: 'r' });
+    expect(
+      observeJson({ type: 'message', content: [null, { type: 'text', text: 'yo' }] }, null),
+    ).toMatchObject({
+      format: 'anthropic-messages',
+      completionText: 'yo',
+    });
+    // A `content` array on a body of no known format is not Anthropic text.
+    expect(observeJson({ content: [{ type: 'text', text: 'x' }] }, null)).toMatchObject({
+      format: null,
+      completionText: '',
+    });
+  });
+
+  it('JSON Gemini: a chunk without candidates, a safety-blocked candidate, a null chunk, a chunk without usage', () => {
+    expect(
+      observeJson({ usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 0 } }, null),
+    ).toMatchObject({
+      format: 'gemini',
+      usage: { promptTokens: 3, completionTokens: 0 },
+      completionText: '',
+    });
+    expect(
+      observeJson({ candidates: [{ finishReason: 'SAFETY' }], usageMetadata: { promptTokenCount: 3 } }, null),
+    ).toMatchObject({ completionText: '' });
+    // An array of chunks: usage from the first (the last that has it), the model from the last, and
+    // no finishReason anywhere: not final.
+    const chunks = [
+      {
+        candidates: [{ content: { parts: [{ text: 'a' }] } }],
+        usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 1 },
+      },
+      null,
+      { modelVersion: 'gemini-2.5-pro' },
+    ];
+    expect(observeJson(chunks, null)).toMatchObject({
+      format: 'gemini',
+      model: 'gemini-2.5-pro',
+      usage: { promptTokens: 3, completionTokens: 1 },
+      usageFinal: false,
+      completionText: 'a',
+    });
+  });
+
+  it('stream events: a null payload, an Anthropic message_start without message, a message_delta without usage', () => {
+    const chat = new StreamObserver('openai-chat');
+    expect(chat.onPayload(null, null)).toBeNull();
+    expect(chat.result()).toEqual({ usage: null, usageFinal: false });
+    const anthropic = new StreamObserver('anthropic-messages');
+    expect(anthropic.onPayload('message_start', { type: 'message_start' })).toBeNull();
+    anthropic.onPayload('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn' } });
+    expect(anthropic.result()).toEqual({ usage: null, usageFinal: false });
+  });
+
+  it('stream events: Responses and Gemini response ids, and no usage before it is reported', () => {
+    const responses = new StreamObserver('openai-responses');
+    responses.onPayload('response.created', {
+      type: 'response.created',
+      response: { id: 'resp_1', model: 'gpt-4.1', status: 'in_progress', usage: null },
+    });
+    expect(responses.responseId).toBe('resp_1');
+    expect(responses.result()).toEqual({ usage: null, usageFinal: false });
+    const gemini = new StreamObserver('gemini');
+    gemini.onPayload(null, { candidates: [{ content: { parts: [{ text: 'g' }] } }], responseId: 'gem-1' });
+    expect(gemini.responseId).toBe('gem-1');
+    expect(gemini.result()).toEqual({ usage: null, usageFinal: false });
+  });
+
+  it('stream text: chunks without choices or with null ones, and nothing past the cap reached exactly', () => {
+    const chat = new StreamObserver('openai-chat');
+    chat.onText(null, { id: 'c' });
+    chat.onText(null, { choices: [null, { delta: { content: 'a' } }] });
+    expect(chat.text).toBe('a');
+    const full = new StreamObserver('openai-chat');
+    full.onText(null, { choices: [{ delta: { content: 'x'.repeat(MAX_KEPT_TEXT) } }] });
+    full.onText(null, { choices: [{ delta: { content: 'y' } }] });
+    expect(full.text.length).toBe(MAX_KEPT_TEXT);
+  });
+});
