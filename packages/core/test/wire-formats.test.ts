@@ -143,6 +143,26 @@ describe('generated text of a JSON response', () => {
     });
   });
 
+  it('Anthropic: a server tool call (web search) the model wrote counts as its text, its results do not', () => {
+    const observed = observeJson(
+      {
+        type: 'message',
+        id: 'msg_2',
+        content: [
+          { type: 'server_tool_use', id: 'srvtoolu_1', name: 'web_search', input: { query: 'q' } },
+          {
+            type: 'web_search_tool_result',
+            tool_use_id: 'srvtoolu_1',
+            content: [{ type: 'web_search_result' }],
+          },
+          { type: 'text', text: 'A' },
+        ],
+      },
+      null,
+    );
+    expect(observed.completionText).toBe('{"query":"q"}A');
+  });
+
   it('Gemini: the text parts of every candidate; an array of chunks is final only with a finishReason', () => {
     const chunk = (text: string, finishReason?: string) => ({
       candidates: [

@@ -205,7 +205,9 @@ function responsesOutputText(output: unknown): string {
 function anthropicBlockText(block: Obj): string {
   if (typeof block.text === 'string') return block.text;
   if (typeof block.thinking === 'string') return block.thinking;
-  if (block.type === 'tool_use' && block.input !== undefined) return JSON.stringify(block.input);
+  // The model writes every tool block's input (tool_use, and server_tool_use for web search or code
+  // execution), billed as output; a stream counts each one's input_json_delta the same way.
+  if (block.input !== undefined) return JSON.stringify(block.input);
   return '';
 }
 
