@@ -7,7 +7,7 @@ import { tempIncreaseOf } from '../temp-budget.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
 import { refuseUnactedFields, UNSUPPORTED_FIELDS } from './litellm-fields.js';
-import type { ManagementApi, ManagementRequest } from './management-types.js';
+import type { Handler, ManagementApi, ManagementRequest } from './management-types.js';
 import { describeIssues, firstField } from './schemas.js';
 
 /**
@@ -19,13 +19,6 @@ import { describeIssues, firstField } from './schemas.js';
  * transaction (`updateKeys`), so a bad entry refuses the batch with a 400 naming it
  * (`keys.<i>.<field>`) and nothing is written. `failed_updates` is then always empty.
  */
-
-type Handler = (
-  req: ManagementRequest,
-  caller: Caller,
-  storage: SpendStorage,
-  pathKey?: string,
-) => Promise<GuardResponse>;
 
 /** LiteLLM's batch limit for `/key/bulk_update`. */
 export const MAX_BULK_KEYS = 500;

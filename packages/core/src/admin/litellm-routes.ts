@@ -15,7 +15,7 @@ import {
 import type { Caller, RouteAccess } from './caller.js';
 import { forbidden } from './caller.js';
 import { indexStates, keyJson, ok, teamJson, userJson } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-types.js';
+import type { Handler, ManagementApi, ManagementRequest } from './management-types.js';
 import { id, userUpdateSchema } from './schemas.js';
 import { customerJson } from './scope-routes.js';
 import { customerDailyActivity, tagDailyActivity } from './spend-report-routes.js';
@@ -29,7 +29,6 @@ import { customerDailyActivity, tagDailyActivity } from './spend-report-routes.j
  * ending today on the guard's clock.
  */
 
-type Handler = (req: ManagementRequest, caller: Caller, storage: SpendStorage) => Promise<GuardResponse>;
 export type LiteLLMRoute = { access: RouteAccess; handler: Handler };
 
 const DAY_MS = 86_400_000;

@@ -46,7 +46,7 @@ import {
 import { keyBulkRoutes } from './key-bulk-routes.js';
 import { coerceNumericStrings, refuseUnactedFields, UNSUPPORTED_QUERY } from './litellm-fields.js';
 import { LiteLLMRoutes } from './litellm-routes.js';
-import type { ManagementRequest } from './management-types.js';
+import type { Handler, ManagementRequest } from './management-types.js';
 import { MODEL_LIST_ROUTES, modelInfoRoutes } from './model-info-routes.js';
 import {
   describeIssues,
@@ -100,14 +100,6 @@ import { teamPageRoutes } from './team-pages.js';
 import { TeamUserRoutes } from './team-user-routes.js';
 
 export type { ManagementRequest } from './management-types.js';
-
-type Handler = (
-  req: ManagementRequest,
-  caller: Caller,
-  storage: SpendStorage,
-  /** The `{key}` of `/key/{key}/regenerate`. */
-  pathKey?: string,
-) => Promise<GuardResponse>;
 
 /** LiteLLM's management API over the guard's storage. */
 export class ManagementApi {

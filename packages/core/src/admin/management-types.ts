@@ -2,6 +2,7 @@
 // `ManagementApi` class's module, which imports them, so that there is no import cycle.
 import type * as z from 'zod';
 import type { ManagementHost } from '../guard-api.js';
+import type { GuardResponse } from '../pipeline/call-types.js';
 import type {
   BudgetInit,
   BudgetState,
@@ -69,3 +70,11 @@ export interface ManagementApi {
     storage: SpendStorage,
   ): Promise<{ apiKeyHash: string | undefined; teamId: string | undefined }>;
 }
+
+/** A management route's handler; `pathKey` is the `{key}` of `/key/{key}/...` routes. */
+export type Handler = (
+  req: ManagementRequest,
+  caller: Caller,
+  storage: SpendStorage,
+  pathKey?: string,
+) => Promise<GuardResponse>;

@@ -6,7 +6,7 @@ import type { GuardResponse } from '../pipeline/call-types.js';
 import type { SpendStorage } from '../storage/storage-contract.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-types.js';
+import type { Handler, ManagementApi, ManagementRequest } from './management-types.js';
 
 /**
  * LiteLLM's model routes: `GET /v1/models` and `/models` (the OpenAI model list), `GET /model/info`
@@ -32,8 +32,6 @@ const name = storableText(INPUT_LIMITS.nameLength).min(1, 'must not be empty');
 const noQuery = z.object({});
 const modelInfoQuery = z.object({ litellm_model_id: name.optional() });
 const modelGroupQuery = z.object({ model_group: name.optional() });
-
-type Handler = (req: ManagementRequest, caller: Caller, storage: SpendStorage) => Promise<GuardResponse>;
 
 export function modelInfoRoutes(
   api: ManagementApi,

@@ -5,7 +5,7 @@ import type { GuardResponse } from '../pipeline/call-types.js';
 import type { ScopeRef, SpendStorage, TeamRecord } from '../storage/storage-contract.js';
 import { type Caller, forbidden, type RouteAccess } from './caller.js';
 import { indexStates, type MemberJson, ok, teamJson } from './entity-json.js';
-import type { ManagementApi, ManagementRequest } from './management-types.js';
+import type { Handler, ManagementApi, ManagementRequest } from './management-types.js';
 
 /**
  * `GET /v2/team/list`: LiteLLM's paged team list (`list_team_v2` in its team_endpoints.py):
@@ -38,8 +38,6 @@ export const teamListV2QuerySchema = z.object({
     .optional(),
   sort_order: z.enum(['asc', 'desc'], { error: "must be 'asc' or 'desc'" }).optional(),
 });
-
-type Handler = (req: ManagementRequest, caller: Caller, storage: SpendStorage) => Promise<GuardResponse>;
 
 export function teamPageRoutes(
   api: ManagementApi,
