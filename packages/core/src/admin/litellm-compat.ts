@@ -41,7 +41,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'POST /key/bulk_update',
     differences:
-      'all keys written in one transaction or none: a bad entry is a 400 naming it (`keys.<i>.<field>`), so `failed_updates` is always empty (LiteLLM applies each on its own); `team_id` and `budget_id` refused; a key with a temporary budget increase refuses `max_budget` (use /key/update)',
+      'all keys written in one transaction or none: a bad entry is a 4xx naming it (`keys.<i>.<field>`), so `failed_updates` is always empty (LiteLLM applies each on its own); `team_id` moves a key under LiteLLM’s checks, `budget_id` links it as on /key/update, `null` keeps either; a key with a temporary budget increase refuses `max_budget` (use /key/update)',
   },
   {
     route: 'POST /key/{key_id}/reset_spend',
