@@ -1331,9 +1331,14 @@ export class PgStorage implements SpendStorage {
     try {
       return await db.transaction(async (tx) => {
         const done: KeyRecord[] = [];
+        const now = new Date();
         for (const { tokenHash, patch, budget } of changes) {
           const fields = definedOnly(patch);
           const limits = definedOnly(budget ?? {});
+          // A tier linked here is locked first (FOR SHARE), so no tier change slips between.
+          const tier =
+            typeof patch.budgetId === 'string' ? await this.#lockTier(tx, patch.budgetId, 'share') : null;
+          if (typeof patch.budgetId === 'string' && !tier) throw missingBudgetTier(patch.budgetId);
           const byHash = eq(t.keys.tokenHash, tokenHash);
           const [key] =
             Object.keys(fields).length > 0
@@ -1347,6 +1352,10 @@ export class PgStorage implements SpendStorage {
               .set(limits)
               .where(and(eq(t.budgets.scopeKind, 'key'), eq(t.budgets.scopeId, tokenHash)));
           }
+          // A linked key's limits are its tier's; a missing tier rolls the whole batch back.
+          const linked = tier ?? (key.budgetId ? await this.#lockTier(tx, key.budgetId, 'share') : null);
+          if (key.budgetId && !linked) throw missingBudgetTier(key.budgetId);
+          if (linked) await this.#retier(tx, { kind: 'key', id: tokenHash }, linked, now);
           done.push(key);
         }
         await tx.execute(

@@ -577,8 +577,9 @@ export class SqliteStorage implements SpendStorage {
   }
 
   async updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null> {
-    const { orm, db } = this.#ready();
+    const { orm, db, s } = this.#ready();
     const k = schema.keys;
+    const now = new Date();
     const run = db.transaction((): KeyRecord[] | null => {
       const done: KeyRecord[] = [];
       for (const { tokenHash, patch, budget } of changes) {
@@ -592,6 +593,12 @@ export class SqliteStorage implements SpendStorage {
             .set(budget)
             .where(and(eq(schema.budgets.scopeKind, 'key'), eq(schema.budgets.scopeId, tokenHash)))
             .run();
+        }
+        // A linked key's limits are its tier's; a missing tier rolls the whole batch back.
+        if (key.budgetId) {
+          const tier = selectTier(orm, key.budgetId);
+          if (!tier) throw missingBudgetTier(key.budgetId);
+          retier(orm, s, { kind: 'key', id: tokenHash }, tier, now);
         }
         orm.insert(schema.keyChanges).values({ tokenHash, changedAt: new Date() }).run();
         done.push(key);

@@ -87,7 +87,7 @@ describe.each(ADAPTERS)('key bulk update and spend reset on $name', (framework) 
         [
           [
             { key: alpha.key, max_budget: 30 },
-            { key: beta.key, team_id: 'eng' },
+            { key: beta.key, team_id: 'no-such-team' },
           ],
           400,
           'keys.1.team_id',
@@ -160,6 +160,98 @@ describe.each(ADAPTERS)('key bulk update and spend reset on $name', (framework) 
       expect(over.status).toBe(400);
       expect(over.body.error.message).toBe('Maximum 500 keys can be updated at once. Found 501 keys.');
       expect(await info(alpha)).toMatchObject({ max_budget: 10 });
+    });
+
+    it('moves keys to another team under LiteLLM’s checks, all or none; the next call spends in the new team', async () => {
+      await m('POST', '/team/new', { team_id: 'ops', models: ['gpt-4o'], rpm_limit: 10 });
+      const mini = (await m('POST', '/key/generate', { models: ['gpt-4o-mini'] })).body as Key;
+      const fast = (await m('POST', '/key/generate', { rpm_limit: 20 })).body as Key;
+      const chat = async (k: Key) => {
+        const res = await fetch(`${app.baseUrl}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${k.key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({
+            model: 'gpt-4o',
+            max_tokens: 8,
+            messages: [{ role: 'user', content: 'hi' }],
+          }),
+        });
+        await res.arrayBuffer();
+        await app.settled();
+        return res.status;
+      };
+      expect(await chat(beta)).toBe(200); // beta is now in the guard's key cache, in no team
+
+      // LiteLLM's validate_key_team_change: each refusal names its entry; nothing moves.
+      const refused: Array<[Key, RegExp]> = [
+        [ann, /^User=ann is not a member of the team=ops\. Check team members via `\/team\/info`\.$/],
+        [mini, /may call model 'gpt-4o-mini', which team=ops does not allow/],
+        [fast, /has a rpm_limit=20 which is greater than the team's rpm_limit=10\.$/],
+      ];
+      for (const [k, message] of refused) {
+        const res = await m('POST', '/key/bulk_update', {
+          keys: [
+            { key: beta.key, team_id: 'ops' },
+            { key: k.key, team_id: 'ops' },
+          ],
+        });
+        expect(res.status, String(message)).toBe(403);
+        expect(res.body.error.param).toBe('keys.1.team_id');
+        expect(res.body.error.message).toMatch(message);
+      }
+      expect((await info(beta)).team_id).toBeNull();
+
+      const moved = await m('POST', '/key/bulk_update', {
+        keys: [
+          { key: beta.key, team_id: 'ops' },
+          { key: alpha.key, team_id: 'eng' }, // already there: unchanged
+        ],
+      });
+      expect(moved.status).toBe(200);
+      expect(
+        moved.body.successful_updates.map((u: { key_info: { team_id: string } }) => u.key_info.team_id),
+      ).toEqual(['ops', 'eng']);
+      expect((await info(beta)).team_id).toBe('ops');
+      expect((await m('GET', '/team/info?team_id=ops')).body.team_info.spend).toBe(0);
+      expect(await chat(beta)).toBe(200);
+      const logs = (await m('GET', `/spend/logs?api_key=${beta.token}&summarize=false`)).body as Array<{
+        team_id: string | null;
+        spend: number;
+      }>;
+      expect(logs.map((l) => l.team_id)).toEqual(['ops', null]); // newest first
+      expect((await m('GET', '/team/info?team_id=ops')).body.team_info.spend).toBe(logs[0]!.spend);
+    });
+
+    it('links keys to a budget tier, whose limits then apply; a linked key takes no max_budget of its own', async () => {
+      expect(
+        (await m('POST', '/budget/new', { budget_id: 'gold', max_budget: 2, rpm_limit: 5 })).status,
+      ).toBe(200);
+      const bad = await m('POST', '/key/bulk_update', {
+        keys: [
+          { key: beta.key, budget_id: 'gold' },
+          { key: alpha.key, budget_id: 'gold', max_budget: 3 },
+        ],
+      });
+      expect([bad.status, bad.body.error.param]).toEqual([400, 'keys.1.max_budget']);
+      expect(await info(beta)).toMatchObject({ budget_id: null, max_budget: 10 });
+
+      const res = await m('POST', '/key/bulk_update', {
+        keys: [
+          { key: beta.key, budget_id: 'gold' },
+          { key: alpha.key, tags: ['x'] },
+        ],
+      });
+      expect(res.status).toBe(200);
+      expect(res.body.successful_updates[0].key_info).toMatchObject({
+        budget_id: 'gold',
+        max_budget: 2,
+        rpm_limit: 5,
+      });
+      expect(await info(beta)).toMatchObject({ budget_id: 'gold', max_budget: 2, rpm_limit: 5 });
+      // Linked now: its own max_budget is refused, in a batch as on /key/update.
+      const own = await m('POST', '/key/bulk_update', { keys: [{ key: beta.key, max_budget: 7 }] });
+      expect([own.status, own.body.error.param]).toEqual([400, 'keys.0.max_budget']);
+      expect(await info(beta)).toMatchObject({ max_budget: 2 });
     });
 
     it('is the master key’s alone', async () => {

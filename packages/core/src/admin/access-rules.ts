@@ -11,6 +11,10 @@ export const NARROWED: Readonly<Record<string, { teamAdmin: string; key?: string
     teamAdmin:
       'in its teams, for their members; budgets within the team cap, rate limits within the team’s, models among the team’s',
   },
+  'POST /key/service-account/generate': {
+    teamAdmin:
+      'in its teams; budgets within the team cap, rate limits within the team’s, models among the team’s',
+  },
   'GET /key/info': { teamAdmin: 'its own key and its teams’ keys', key: 'itself' },
   'POST /v2/key/info': { teamAdmin: 'its own key and its teams’ keys', key: 'itself' },
   'POST /key/health': { teamAdmin: 'its own key', key: 'itself' },

@@ -1,8 +1,14 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
-import { INPUT_LIMITS, storableTags, storableText, usdAmount } from '../input-hygiene.js';
+import { INPUT_LIMITS, storableId, storableTags, storableText, usdAmount } from '../input-hygiene.js';
 import type { GuardResponse } from '../pipeline/call-types.js';
-import type { BudgetInit, KeyRecord, KeyUpdate, SpendStorage } from '../storage/storage-contract.js';
+import type {
+  BudgetInit,
+  KeyPatch,
+  KeyRecord,
+  KeyUpdate,
+  SpendStorage,
+} from '../storage/storage-contract.js';
 import { tempIncreaseOf } from '../temp-budget.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
@@ -16,8 +22,13 @@ import { describeIssues, firstField } from './schemas.js';
  *
  * `/key/bulk_update` differs in one way, on purpose: LiteLLM applies each entry on its own and reports
  * the failures in `failed_updates`; here the batch is checked whole first and written in one
- * transaction (`updateKeys`), so a bad entry refuses the batch with a 400 naming it
+ * transaction (`updateKeys`), so a bad entry refuses the batch with a 4xx naming it
  * (`keys.<i>.<field>`) and nothing is written. `failed_updates` is then always empty.
+ *
+ * An entry's `team_id` moves the key to that team under LiteLLM's checks (its
+ * `validate_key_team_change`): the team allows every model the key may call, the key's user is a
+ * member of it, and the key's rpm and tpm limits are within the team's. Its `budget_id` links the key
+ * to a budget tier (`/budget/new`), whose limits then replace the key's, as on /key/update.
  */
 
 /** LiteLLM's batch limit for `/key/bulk_update`. */
@@ -37,15 +48,11 @@ const bulkItemSchema = z.object({
   key: keyRef,
   max_budget: usdAmount.nullable().optional(),
   tags: storableTags.nullable().optional(),
+  /** Moves the key to this team (by id, or an alias only one team has). */
+  team_id: storableId.nullable().optional(),
+  /** Links the key to this budget tier. */
+  budget_id: storableId.nullable().optional(),
 });
-
-/** LiteLLM's fields of an entry that are refused here, with why. */
-const BULK_REFUSED = {
-  ...UNSUPPORTED_FIELDS,
-  team_id: {
-    why: 'spendguard does not move keys between teams (nor does /key/update); generate a key in the team',
-  },
-};
 
 const bulkBodySchema = z.object({
   keys: z.array(z.unknown(), { error: 'must be an array of key updates' }).optional(),
@@ -82,6 +89,7 @@ async function bulkUpdate(api: ManagementApi, req: ManagementRequest, storage: S
   }
   const items = entries.map((entry, i) => parseItem(entry, i));
   const found: KeyRecord[] = [];
+  const teamOf: Array<string | undefined> = [];
   for (const [i, item] of items.entries()) {
     const key = await api.findKey(storage, item.key);
     if (!key)
@@ -103,16 +111,18 @@ async function bulkUpdate(api: ManagementApi, req: ManagementRequest, storage: S
         { param: `keys.${i}.max_budget` },
       );
     }
+    await assertTier(storage, key, item, i);
+    teamOf.push(item.team_id == null ? undefined : await teamChange(api, storage, key, item.team_id, i));
     found.push(key);
   }
   const changes: KeyUpdate[] = items.map((item, i) => {
     const budget: Partial<BudgetInit> = {};
     if (item.max_budget != null) budget.maxBudgetNano = Math.round(item.max_budget * 1e9);
-    return {
-      tokenHash: found[i]!.tokenHash,
-      patch: item.tags == null ? {} : { tags: item.tags },
-      budget,
-    };
+    const patch: KeyPatch = {};
+    if (item.tags != null) patch.tags = item.tags;
+    if (item.budget_id != null) patch.budgetId = item.budget_id;
+    if (teamOf[i] !== undefined) patch.teamId = teamOf[i];
+    return { tokenHash: found[i]!.tokenHash, patch, budget };
   });
   const updated = await storage.updateKeys(changes);
   for (const c of changes) api.guardInstance.invalidateKey(c.tokenHash);
@@ -139,7 +149,7 @@ function parseItem(entry: unknown, i: number): z.infer<typeof bulkItemSchema> {
   }
   let kept: Record<string, unknown>;
   try {
-    kept = refuseUnactedFields(entry as Record<string, unknown>, bulkItemSchema, BULK_REFUSED);
+    kept = refuseUnactedFields(entry as Record<string, unknown>, bulkItemSchema, UNSUPPORTED_FIELDS);
   } catch (e) {
     if (!(e instanceof SpendGuardError)) throw e;
     throw new SpendGuardError(
@@ -157,6 +167,81 @@ function parseItem(entry: unknown, i: number): z.infer<typeof bulkItemSchema> {
     });
   }
   return parsed.data;
+}
+
+/**
+ * A budget tier named by an entry exists, and a key on a tier (linked now or before) takes no
+ * `max_budget` of its own: the tier's limits apply (as /key/update refuses it).
+ */
+async function assertTier(
+  storage: SpendStorage,
+  key: KeyRecord,
+  item: z.infer<typeof bulkItemSchema>,
+  i: number,
+): Promise<void> {
+  if (item.budget_id != null && !(await storage.getBudgetTier(item.budget_id))) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      `Budget not found: budget_id '${item.budget_id}'; create it with /budget/new`,
+      { param: `keys.${i}.budget_id` },
+    );
+  }
+  const tier = item.budget_id ?? key.budgetId ?? null;
+  if (tier !== null && item.max_budget != null) {
+    throw new SpendGuardError(
+      'BAD_REQUEST',
+      `Invalid request: keys.${i}: the key spends under budget '${tier}', whose limits apply; set either budget_id or max_budget, not both`,
+      { param: `keys.${i}.max_budget` },
+    );
+  }
+}
+
+/**
+ * The team an entry moves its key to, checked as LiteLLM's `validate_key_team_change` does (403 when
+ * the move is refused); `undefined` when the key is in that team already.
+ */
+async function teamChange(
+  api: ManagementApi,
+  storage: SpendStorage,
+  key: KeyRecord,
+  ref: string,
+  i: number,
+): Promise<string | undefined> {
+  const param = `keys.${i}.team_id`;
+  const team = await api.resolveTeam(storage, ref, param);
+  if (team.teamId === key.teamId) return undefined;
+  const refuse = (message: string) => new SpendGuardError('FORBIDDEN', message, { param });
+  for (const model of key.models) {
+    if (!api.guardInstance.teamAllowsModel(model, team.models)) {
+      throw refuse(
+        `Key=${key.tokenHash} may call model '${model}', which team=${team.teamId} does not allow; change the key's models first.`,
+      );
+    }
+  }
+  if (key.userId !== null) {
+    const user = await storage.getUser(key.userId);
+    if (!user?.teams.includes(team.teamId)) {
+      throw refuse(
+        `User=${key.userId} is not a member of the team=${team.teamId}. Check team members via \`/team/info\`.`,
+      );
+    }
+  }
+  const [own, teams] = await Promise.all([
+    storage.getRateLimits([{ kind: 'key', id: key.tokenHash }]),
+    storage.getRateLimits([{ kind: 'team', id: team.teamId }]),
+  ]);
+  const k = own[0]?.limits;
+  const t = teams[0]?.limits;
+  for (const field of ['tpm', 'rpm'] as const) {
+    const mine = k?.[`${field}Limit`] ?? null;
+    const cap = t?.[`${field}Limit`] ?? null;
+    if (mine !== null && cap !== null && mine > cap) {
+      throw refuse(
+        `Key=${key.tokenHash} has a ${field}_limit=${mine} which is greater than the team's ${field}_limit=${cap}.`,
+      );
+    }
+  }
+  return team.teamId;
 }
 
 /**

@@ -41,7 +41,7 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   {
     route: 'POST /key/bulk_update',
     differences:
-      'all keys written in one transaction or none: a bad entry is a 400 naming it (`keys.<i>.<field>`), so `failed_updates` is always empty (LiteLLM applies each on its own); `team_id` and `budget_id` refused; a key with a temporary budget increase refuses `max_budget` (use /key/update)',
+      'all keys written in one transaction or none: a bad entry is a 4xx naming it (`keys.<i>.<field>`), so `failed_updates` is always empty (LiteLLM applies each on its own); `team_id` moves a key under LiteLLM’s checks, `budget_id` links it as on /key/update, `null` keeps either; a key with a temporary budget increase refuses `max_budget` (use /key/update)',
   },
   {
     route: 'POST /key/{key_id}/reset_spend',
@@ -49,7 +49,8 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   },
   {
     route: 'POST /key/service-account/generate',
-    missing: 'spendguard keys need no user; use /key/generate with a team_id',
+    differences:
+      '`/key/generate` with `team_id` required (400 without it, as LiteLLM); `user_id` refused (LiteLLM ignores it)',
   },
   { route: 'POST /team/new', differences: '`members_with_roles` users are created when new' },
   { route: 'POST /team/update' },
@@ -70,7 +71,11 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
     route: 'POST /team/bulk_member_add',
     differences: 'all members join in one write, or none (LiteLLM reports each)',
   },
-  { route: 'GET /team/available', missing: 'spendguard has no self-joinable teams' },
+  {
+    route: 'GET /team/available',
+    missing:
+      'LiteLLM lists the teams of `default_internal_user_params.available_teams`, which a user joins by itself on /team/member_add; spendguard has neither the setting nor self-joining (the master key or a team admin adds members)',
+  },
   { route: 'GET /team/daily/activity' },
   { route: 'POST /user/new', differences: 'one `team_id` (no `teams` list); no `user_alias`, `password`' },
   { route: 'POST /user/update', differences: '`spend` is set alone' },
@@ -164,10 +169,17 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
     differences: 'master key only (LiteLLM also shows an internal user its own)',
   },
   { route: 'GET /global/activity/model', differences: 'master key only (as /global/activity)' },
-  { route: 'GET /global/activity/cache_hits', missing: 'spendguard runs no cache' },
+  {
+    route: 'GET /global/activity/cache_hits',
+    differences:
+      'master key only; no response cache runs here, so `cache_hit_true_rows` and `cached_completion_tokens` are 0; from the daily rollups, so `call_type` is null; `failed_rows` as LiteLLM main',
+  },
   { route: 'GET /model/info', differences: MODELS },
   { route: 'GET /v1/model/info', differences: MODELS },
-  { route: 'GET /model_group/info', differences: `${MODELS}; no capability flags (\`supports_*\`)` },
+  {
+    route: 'GET /model_group/info',
+    differences: `${MODELS}; no capability flags (\`supports_*\`): the price snapshot keeps prices and limits only`,
+  },
   {
     route: 'GET /v1/models',
     differences: `${MODELS}; answered only with the \`serveModelList\` option (else the app's own /v1/models answers); no query parameters`,
@@ -176,7 +188,11 @@ export const LITELLM_COST_ROUTES: readonly CompatEntry[] = [
   { route: 'GET /health/liveliness', differences: 'open, as in LiteLLM' },
   { route: 'GET /health/liveness', differences: 'open, as in LiteLLM' },
   { route: 'GET /health/readiness', differences: 'open; 503 when storage does not answer' },
-  { route: 'GET /health', missing: 'spendguard calls no providers, so it has no model health to check' },
+  {
+    route: 'GET /health',
+    missing:
+      'LiteLLM sends a test call to every model it routes; spendguard routes none and never calls a provider itself (the app does), so it has no model health to report, and a /health under guard.admin would hide the app’s own; the guard’s storage answers /health/readiness',
+  },
 ];
 
 /** spendguard's own routes, beside LiteLLM's. */

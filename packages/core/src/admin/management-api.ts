@@ -30,6 +30,7 @@ import {
   withoutTempIncrease,
 } from '../temp-budget.js';
 import { BudgetTierRoutes } from './budget-routes.js';
+import { cacheActivityRoutes } from './cache-activity-routes.js';
 import { admits, assertManagesTeam, type Caller, forbidden, type RouteAccess } from './caller.js';
 import {
   indexStates,
@@ -75,6 +76,7 @@ import {
   windowInserts,
   windowsJson,
 } from './scope-routes.js';
+import { serviceAccountRoutes } from './service-account-routes.js';
 import { spendLogLines, spendLogStream } from './spend-export.js';
 import { spendLogPageRoutes } from './spend-log-pages.js';
 import {
@@ -174,6 +176,10 @@ export class ManagementApi {
     for (const [route, entry] of Object.entries(spendLogPageRoutes(this))) this.routes[route] = entry;
     for (const [route, entry] of Object.entries(keyBulkRoutes(this))) this.routes[route] = entry;
     for (const [route, entry] of Object.entries(modelInfoRoutes(this, guard))) this.routes[route] = entry;
+    for (const [route, entry] of Object.entries(cacheActivityRoutes(this))) this.routes[route] = entry;
+    const keyGenerate = this.routes['POST /key/generate']!.handler;
+    for (const [route, entry] of Object.entries(serviceAccountRoutes(this, keyGenerate)))
+      this.routes[route] = entry;
     for (const [route, entry] of Object.entries(teamPageRoutes(this, (s, id) => t.membersOf(s, id))))
       this.routes[route] = entry;
     // LiteLLM's `/end_user/*` routes are its `/customer/*` under their older name.

@@ -464,13 +464,21 @@ export class MemoryStorage implements SpendStorage {
   async updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null> {
     return this.atomically(() => {
       if (changes.some((c) => !this.keys.has(c.tokenHash))) return null;
+      const now = new Date();
+      // A missing tier throws: `atomically` puts back the keys changed before it.
       return changes.map(({ tokenHash, patch, budget }) => {
-        const updated = { ...this.keys.get(tokenHash)!, ...structuredClone(patch) };
+        const key = this.keys.get(tokenHash)!;
+        const updated = { ...key, budgetId: key.budgetId ?? null, ...structuredClone(definedOnly(patch)) };
         this.keys.set(tokenHash, updated);
         const state = this.budgets.get(`key:${tokenHash}`);
         if (budget && state) {
           const defined = Object.entries(budget).filter(([, v]) => v !== undefined);
           this.budgets.set(`key:${tokenHash}`, { ...state, ...Object.fromEntries(defined) });
+        }
+        if (updated.budgetId !== null) {
+          const tier = this.budgetTiers.get(updated.budgetId);
+          if (!tier) throw missingBudgetTier(updated.budgetId);
+          this.retier({ kind: 'key', id: tokenHash }, tier, now);
         }
         this.emitKeyChange(tokenHash);
         return structuredClone(updated);

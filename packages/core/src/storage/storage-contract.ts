@@ -240,7 +240,10 @@ export interface KeyBySecret {
 
 /** The fields of a key that `updateKey` may change. */
 export type KeyPatch = Partial<
-  Pick<KeyRecord, 'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt' | 'budgetId'>
+  Pick<
+    KeyRecord,
+    'keyAlias' | 'models' | 'tags' | 'metadata' | 'blocked' | 'expiresAt' | 'budgetId' | 'teamId'
+  >
 >;
 
 /** One key's change in `updateKeys`: its fields and, when given, its budget definition. */
@@ -722,7 +725,9 @@ export interface SpendStorage {
   /**
    * Several keys' changes (as `updateKey`, without `also`) in one transaction: every key changed, or
    * none. Records a key change for each. `null` when one of the keys does not exist, and then nothing
-   * is written. Returns the keys as changed, in the order given.
+   * is written. A linked key (a `budgetId` in its patch, or one it had) takes its tier's limits, as in
+   * `updateKey`; a tier that does not exist throws `missingBudgetTier`'s error, and nothing is
+   * written. Returns the keys as changed, in the order given.
    */
   updateKeys(changes: KeyUpdate[]): Promise<KeyRecord[] | null>;
   /** Deletes keys and their budget counters (their spend logs stay); records key changes. Returns how many existed. */

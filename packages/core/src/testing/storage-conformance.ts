@@ -1696,6 +1696,44 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it('moves keys between teams and links them to budget tiers in updateKeys: every one, or none', async () => {
+      const s = await seeded({ key: budget(1) });
+      const K2: ScopeRef = { kind: 'key', id: 'k2' };
+      await s.insert([
+        { type: 'team', record: team('t2'), budget: NO_BUDGET },
+        { type: 'key', record: key('k2', null, null), budget: budget(2) },
+      ]);
+      await s.insertBudgetTier(tierRecord('gold', { maxBudgetNano: 50e9, rpmLimit: 3 }));
+      const done = await s.updateKeys([
+        { tokenHash: 'k1', patch: { teamId: 't2' } },
+        { tokenHash: 'k2', patch: { budgetId: 'gold' } },
+      ]);
+      expect(done?.map((k) => [k.tokenHash, k.teamId, k.budgetId ?? null])).toEqual([
+        ['k1', 't2', null],
+        ['k2', null, 'gold'],
+      ]);
+      expect((await s.getKey('k1'))?.teamId).toBe('t2');
+      expect((await s.listKeys({ teamId: 't2' })).map((k) => k.tokenHash)).toEqual(['k1']);
+      // The linked key spends under the tier's limits, in storage.
+      expect((await s.getBudgets([K2], T0))[0]).toMatchObject({ maxBudgetNano: 50e9 });
+      expect((await s.getRateLimits([K2]))[0]?.limits.rpmLimit).toBe(3);
+
+      // A missing tier: nothing is written, the team move before it included.
+      await expect(
+        s.updateKeys([
+          { tokenHash: 'k1', patch: { teamId: 't1' } },
+          { tokenHash: 'k2', patch: { budgetId: 'nope' } },
+        ]),
+      ).rejects.toThrow(/budget_id 'nope'/);
+      expect((await s.getKey('k1'))?.teamId).toBe('t2');
+      expect((await s.getKey('k2'))?.budgetId).toBe('gold');
+
+      // A linked key keeps its tier's cap, whatever budget a batch sends for it.
+      await s.updateKeys([{ tokenHash: 'k2', patch: {}, budget: { maxBudgetNano: 1e9 } }]);
+      expect((await s.getBudgets([K2], T0))[0]).toMatchObject({ maxBudgetNano: 50e9 });
+      await s.close();
+    });
+
     if (options.refusesFractionalNano) {
       it("says that a value it refuses is the input's fault (isInputError), and writes nothing of it", async () => {
         const s = await seeded({ key: budget(10) });
