@@ -192,6 +192,7 @@ describe('SSE tap: framing', () => {
       usage: null,
       usageFinal: false,
       completionText: 'Hé llo ✓',
+      webSearchCalls: 0,
     });
   });
 });

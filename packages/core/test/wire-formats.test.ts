@@ -210,6 +210,7 @@ describe('generated text of a JSON response', () => {
       usage: null,
       usageFinal: true,
       completionText: '',
+      webSearchCalls: 0,
     });
   });
 });

@@ -216,6 +216,7 @@ export class SseTap {
       usage,
       usageFinal: usage ? usageFinal : false,
       completionText: this.observer.text,
+      webSearchCalls: this.observer.webSearchCalls,
     };
   }
 
