@@ -33,6 +33,20 @@ describe('which requests search, by OpenAI rule', () => {
       bound('gpt-4o-search-preview', 'openai-chat', { messages: user, web_search_options: {}, n: 3 })
         .webSearches,
     ).toBe(3);
+    expect(bound('GPT-4o-Search-Preview', 'openai-chat', { messages: user }).webSearches).toBe(1);
+    // Chat takes no search tool, and the other providers' formats no web_search_options.
+    expect(
+      openaiWebSearch('openai-chat', 'gpt-4o', { messages: user, tools: [{ type: 'web_search' }] }),
+    ).toBeNull();
+    for (const format of ['anthropic-messages', 'gemini', 'openai-embeddings'] as const) {
+      expect(
+        openaiWebSearch(format, 'x-search-preview', {
+          web_search_options: {},
+          tools: [{ type: 'web_search' }],
+        }),
+        format,
+      ).toBeNull();
+    }
     // A plain chat model without the option runs none.
     expect(bound('gpt-4o', 'openai-chat', { messages: user }).webSearches).toBe(0);
     expect(openaiWebSearch('openai-chat', 'gpt-4o', { messages: user })).toBeNull();
@@ -58,6 +72,8 @@ describe('which requests search, by OpenAI rule', () => {
     expect(bound('gpt-4.1', 'openai-responses', two).webSearches).toBe(4);
     expect(openaiWebSearch('openai-responses', 'gpt-4.1', two)?.tool).toBe('web_search_preview');
     expect(bound('gpt-4.1', 'openai-responses', { ...two, max_tool_calls: 0 }).webSearches).toBe(0);
+    // Choices multiply a chat search model's searches, not max_tool_calls.
+    expect(bound('gpt-4.1', 'openai-responses', { ...two, n: 2 }).webSearches).toBe(4);
     // Not a search tool: a function, an Anthropic type, a near miss.
     for (const type of ['function', 'web_search_20250305', 'web_search_previewx', 'file_search']) {
       expect(openaiWebSearch('openai-responses', 'gpt-4.1', { tools: [{ type }] }), type).toBeNull();
@@ -137,6 +153,8 @@ describe('what the searches add to the bound, in dollars', () => {
     // gpt-4.1 has no search_context_cost_per_query; a preview search on it costs $25 per 1k calls.
     expect(ratesOf('gpt-4.1', 0).webSearch).toBe(25_000_000_000);
     expect(ratesOf('o4-mini', 0).webSearch).toBe(10_000_000_000);
+    expect(ratesOf('gpt-5', 0).webSearch).toBe(10_000_000_000);
+    expect(ratesOf('gpt-5-chat-latest', 0).webSearch).toBe(25_000_000_000);
     const body = {
       input: 'news?',
       tools: [{ type: 'web_search' }],
