@@ -92,6 +92,38 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
     expect(await spent(key)).toBeCloseTo(2 * CHAT_COST, 9);
   });
 
+  it("a search model called by the route's own OpenAI client (guard.fetch) is charged its search", async () => {
+    const { key } = await keyWith(10);
+    const res = await fetch(`${app.baseUrl}/app/ask`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o-search-preview', question: 'hello' }),
+    });
+    expect(res.status).toBe(200);
+    // No web_search_options: the medium context size, $0.035. 8 x 2.5e-6 + 30 x 1e-5 + 0.035
+    expect(await spent(key)).toBeCloseTo(0.03532, 9);
+  });
+
+  it('a Responses stream cut after its first search is charged that search', async () => {
+    const { key, client } = await keyWith(10);
+    // Events: created, in_progress, then 5 for the first search (its output_item.done is the 7th).
+    app.simulator.cutNextStream(7);
+    const stream = await client.responses.create({ ...responsesBody, stream: true });
+    await expect(async () => {
+      for await (const _event of stream) {
+        // read until the cut
+      }
+    }).rejects.toThrow();
+    await app.settled();
+    const logs = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body as Array<Record<string, any>>;
+    expect(logs).toHaveLength(1);
+    const log = logs[0]!;
+    // Estimated tokens (no usage arrived) at gpt-4.1's rates, plus the one search seen: $0.01.
+    const tokens = log.prompt_tokens * 2e-6 + log.completion_tokens * 8e-6;
+    expect(log.spend).toBeCloseTo(tokens + 0.01, 9);
+    expect(log.prompt_tokens).toBeGreaterThan(0);
+  });
+
   it('a budget holds: calls that could search are admitted only while their searches fit', async () => {
     // The bound of one call: 2 searches x ($0.025 + 10,000 x $2e-6) = $0.09, plus its text and output:
     // a $0.25 key serves calls while $0.09-odd is left, each spending $0.028176.
