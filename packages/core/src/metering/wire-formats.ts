@@ -311,7 +311,15 @@ export class StreamObserver {
 
   /** Collects the generated text of an event the tap set aside (called lazily, in stream order). */
   onText(event: string | null, payload: unknown): void {
-    if (this.text.length >= MAX_KEPT_TEXT || !isObject(payload)) return;
+    if (!isObject(payload)) return;
+    // A finished search counts whatever text is kept already (it is billed, however long the answer).
+    if (this.format === 'openai-responses' && isObject(payload.item)) {
+      const type = payload.type ?? event;
+      if (type === 'response.output_item.done' && payload.item.type === 'web_search_call') {
+        this.doneSearchCalls += 1;
+      }
+    }
+    if (this.text.length >= MAX_KEPT_TEXT) return;
     switch (this.format) {
       case 'openai-chat':
         if (Array.isArray(payload.choices)) {
@@ -328,9 +336,6 @@ export class StreamObserver {
       }
       case 'openai-responses': {
         const type = payload.type ?? event;
-        if (type === 'response.output_item.done' && isObject(payload.item)) {
-          this.doneSearchCalls += payload.item.type === 'web_search_call' ? 1 : 0;
-        }
         if (
           (type === 'response.output_text.delta' ||
             type === 'response.refusal.delta' ||
