@@ -14,6 +14,7 @@ export const GROUPS = {
       'packages/core/test/price-book.test.ts',
       'packages/core/test/pricing-edges.test.ts',
       'packages/core/test/worst-case-rates.test.ts',
+      'packages/core/test/worst-case-web-search.test.ts',
     ],
   },
   rules: {
@@ -41,11 +42,12 @@ export const GROUPS = {
   // The unit tests only: through the guard (guarantees, guard-admission) every mutant of the bound
   // costs a whole admission with tiktoken, ~30 mutants a minute here, an hour for the group.
   admission: {
-    mutate: ['packages/core/src/admission/worst-case.ts'],
+    mutate: ['packages/core/src/admission/worst-case.ts', 'packages/core/src/metering/web-search.ts'],
     tests: [
       'packages/core/test/worst-case.test.ts',
       'packages/core/test/worst-case-edges.test.ts',
       'packages/core/test/worst-case-rates.test.ts',
+      'packages/core/test/worst-case-web-search.test.ts',
       'packages/core/test/media-size.test.ts',
     ],
   },

@@ -812,11 +812,59 @@ describe('PriceBook.cost: options and usage fields in the internal shape', () =>
     ).toBe(1_467_500);
   });
 
-  it('web searches on a model without a search price cost nothing extra', () => {
-    // 1000 x 2.5e-6 + 500 x 1e-5
+  it('web searches on a model without a search price cost nothing extra, except OpenAI tool fees', () => {
+    // A non-OpenAI model the table gives no search price: 1000 x 5e-7 + 500 x 1.5e-6, no search line.
     expect(
-      prices.cost('gpt-4o', { promptTokens: 1000, completionTokens: 500, webSearchRequests: 2 }).totalNano,
-    ).toBe(7_500_000);
+      prices.cost('mistral/mistral-large-latest', {
+        promptTokens: 1000,
+        completionTokens: 500,
+        webSearchRequests: 2,
+      }).totalNano,
+    ).toBe(1_250_000);
+    // An OpenAI model (LiteLLM would charge 0): OpenAI's fee per call. 1000 x 2.5e-6 + 500 x 1e-5 =
+    // 0.0075, plus `web_search` (and no tool said) 2 x $0.01, `web_search_preview` on a non-reasoning
+    // model 2 x $0.025.
+    const gpt4o = { promptTokens: 1000, completionTokens: 500, webSearchRequests: 2 };
+    expect(prices.cost('gpt-4o', gpt4o).totalNano).toBe(27_500_000);
+    expect(prices.cost('gpt-4o', { ...gpt4o, webSearchTool: 'web_search' }).webSearchNano).toBe(20_000_000);
+    expect(prices.cost('gpt-4o', { ...gpt4o, webSearchTool: 'web_search_preview' }).totalNano).toBe(
+      57_500_000,
+    );
+    // A chat search model the table gives no search price (gpt-5-search-api): $0.01 a call.
+    expect(
+      prices.cost('gpt-5-search-api', {
+        promptTokens: 0,
+        completionTokens: 0,
+        webSearchRequests: 1,
+        webSearchTool: 'chat',
+      }).totalNano,
+    ).toBe(10_000_000);
+    // A reasoning model pays $0.01 for a preview search too: 1000 x 1.1e-6 + 500 x 4.4e-6 = 0.0033.
+    expect(
+      prices.cost('o4-mini', { ...gpt4o, webSearchRequests: 1, webSearchTool: 'web_search_preview' })
+        .totalNano,
+    ).toBe(13_300_000);
+    // gpt-5-chat-latest is not a reasoning model: the preview fee is $0.025.
+    expect(
+      prices.cost('gpt-5-chat-latest', {
+        promptTokens: 0,
+        completionTokens: 0,
+        webSearchRequests: 1,
+        webSearchTool: 'web_search_preview',
+      }).webSearchNano,
+    ).toBe(25_000_000);
+  });
+
+  it('a model the table prices per search context size keeps that price, whatever the tool', () => {
+    // gpt-4o-search-preview: medium $0.035, high $0.05; 100 x 2.5e-6 + 10 x 1e-5 = 0.00035.
+    const usage = { promptTokens: 100, completionTokens: 10, webSearchRequests: 1 } as const;
+    expect(prices.cost('gpt-4o-search-preview', { ...usage, webSearchTool: 'chat' }).totalNano).toBe(
+      35_350_000,
+    );
+    expect(
+      prices.cost('gpt-4o-search-preview', { ...usage, webSearchTool: 'chat', searchContextSize: 'high' })
+        .totalNano,
+    ).toBe(50_350_000);
   });
 
   it('1-hour writes beyond the reported writes are still charged in full', () => {

@@ -229,6 +229,20 @@ describe('normalizeUsage', () => {
     ).toEqual({ promptTokens: 100, completionTokens: 200, webSearchRequests: 1, searchContextSize: 'low' });
   });
 
+  it('the OpenAI web search tool of our own TokenUsage passes through; an unknown one is dropped', () => {
+    for (const tool of ['chat', 'web_search', 'web_search_preview'] as const) {
+      expect(normalizeUsage({ promptTokens: 1, completionTokens: 2, webSearchTool: tool })).toEqual({
+        promptTokens: 1,
+        completionTokens: 2,
+        webSearchTool: tool,
+      });
+    }
+    expect(normalizeUsage({ promptTokens: 1, completionTokens: 2, webSearchTool: 'file_search' })).toEqual({
+      promptTokens: 1,
+      completionTokens: 2,
+    });
+  });
+
   it('our own TokenUsage passes through, bad counts read as 0', () => {
     expect(
       normalizeUsage({

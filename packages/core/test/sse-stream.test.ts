@@ -192,6 +192,7 @@ describe('SSE tap: framing', () => {
       usage: null,
       usageFinal: false,
       completionText: 'Hé llo ✓',
+      webSearchCalls: 0,
     });
   });
 });
@@ -620,5 +621,35 @@ describe('SSE tap: edges', () => {
     ]);
     const { tap } = feed(bytes, [], 'openai-chat', false);
     expect(tap.observe().usage).toMatchObject({ promptTokens: 5, completionTokens: 6 });
+  });
+});
+
+describe('SSE tap: OpenAI Responses web searches in a cut stream', () => {
+  const event = (payload: Record<string, unknown>) =>
+    `event: ${payload.type}\ndata: ${JSON.stringify(payload)}\n\n`;
+  const search = (id: string) =>
+    event({ type: 'response.output_item.done', item: { type: 'web_search_call', id, status: 'completed' } });
+  const delta = (text: string) => event({ type: 'response.output_text.delta', delta: text });
+
+  it('counts the searches finished before the cut, even past the text it keeps', () => {
+    const long = 'x'.repeat(600 * 1024);
+    const stream = Buffer.from(
+      event({ type: 'response.created', response: { model: 'gpt-4.1', usage: null } }) +
+        search('ws_1') +
+        delta(long) +
+        delta(long) + // the kept text is full (1 MiB) here
+        search('ws_2') +
+        delta('more') +
+        search('ws_3'),
+    );
+    const { tap } = feed(stream, [1000, 700_000], 'openai-responses', false);
+    const seen = tap.observe();
+    expect(seen.usage).toBeNull();
+    expect(seen.webSearchCalls).toBe(3);
+    expect(seen.completionText.length).toBeGreaterThanOrEqual(1024 * 1024);
+    // A chat stream past the cap reads nothing more.
+    const chat = new SseTap('openai-chat', false);
+    chat.write(Buffer.from(`data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[]}\n\n`));
+    expect(chat.observe().webSearchCalls).toBe(0);
   });
 });

@@ -210,6 +210,7 @@ describe('generated text of a JSON response', () => {
       usage: null,
       usageFinal: true,
       completionText: '',
+      webSearchCalls: 0,
     });
   });
 });
@@ -411,5 +412,48 @@ describe('wire formats: missing and odd fields', () => {
     full.onText(null, { choices: [{ delta: { content: 'x'.repeat(MAX_KEPT_TEXT) } }] });
     full.onText(null, { choices: [{ delta: { content: 'y' } }] });
     expect(full.text.length).toBe(MAX_KEPT_TEXT);
+  });
+});
+
+describe('OpenAI Responses web searches', () => {
+  const search = (status = 'completed') => ({ type: 'web_search_call', id: 'ws_1', status });
+  const message = { type: 'message', content: [{ type: 'output_text', text: 'hi' }] };
+  const usage = { input_tokens: 10, output_tokens: 2 };
+
+  it('counts the web_search_call items of a JSON response, 0 in other formats', () => {
+    const body = {
+      object: 'response',
+      output: [search(), message, search(), { type: 'file_search_call' }],
+      usage,
+    };
+    expect(observeJson(body, null).webSearchCalls).toBe(2);
+    expect(observeJson({ ...body, output: [message] }, null).webSearchCalls).toBe(0);
+    expect(observeJson({ ...body, output: 'odd' }, null).webSearchCalls).toBe(0);
+    // A chat completion with the same field is not read for searches.
+    expect(
+      observeJson({ object: 'chat.completion', choices: [], output: [search()], usage }, null).webSearchCalls,
+    ).toBe(0);
+  });
+
+  it('a stream: the completed response counts; else the items seen done', () => {
+    const done = (item: unknown) => ({ type: 'response.output_item.done', item });
+    const final = new StreamObserver('openai-responses');
+    final.onText(null, done(search()));
+    final.onText(null, done(message));
+    expect(final.webSearchCalls).toBe(1);
+    final.onPayload(null, {
+      type: 'response.completed',
+      response: { output: [search(), search(), search(), message], usage },
+    });
+    expect(final.webSearchCalls).toBe(3);
+    const cut = new StreamObserver('openai-responses');
+    cut.onText(null, done(search()));
+    cut.onText('response.output_item.done', { item: search() });
+    cut.onText(null, { type: 'response.output_item.added', item: search('in_progress') });
+    cut.onText(null, done('odd'));
+    expect(cut.webSearchCalls).toBe(2);
+    // An event without usage does not stand for the final response.
+    cut.onPayload(null, { type: 'response.created', response: { output: [] } });
+    expect(cut.webSearchCalls).toBe(2);
   });
 });

@@ -8,6 +8,7 @@
 // change the decision (near a cap), then the precise one.
 
 import { countCl100kTokens, countTextTokens } from '../metering/token-count.js';
+import { openaiSearchToolKind, openaiWebSearch } from '../metering/web-search.js';
 import { isObject, type WireFormat } from '../metering/wire-formats.js';
 import type { ModelPrice, WorstCaseRates } from '../pricing/model-price.js';
 import {
@@ -68,7 +69,10 @@ export interface BoundOptions {
 
 /** Context window assumed when the price table gives none (a file of unknown size is bounded by it). */
 export const DEFAULT_CONTEXT_TOKENS = 2_000_000;
-/** Searches bounded per call when an Anthropic web-search tool sets no `max_uses`. */
+/**
+ * Searches bounded per call when an Anthropic web-search tool sets no `max_uses` (and, outside strict
+ * mode, when a Responses web search tool has no `max_tool_calls`).
+ */
 export const DEFAULT_MAX_WEB_SEARCHES = 10;
 /** Prompt tokens bounded per web search for the results it adds to the context. */
 export const WEB_SEARCH_RESULT_TOKENS = 10_000;
@@ -166,6 +170,13 @@ export function boundCall(
   const system = [body.system, body.instructions, body.systemInstruction, body.system_instruction];
   if (system.some((value) => value !== undefined)) c.messages += 1;
   const tools = boundTools(c, body);
+  // OpenAI's web search: a chat search model once per choice; the Responses tools up to `max_tool_calls`
+  // (strict mode refuses an unbounded one first, see `unboundedSearchField`; the other modes take 10).
+  const openai = openaiWebSearch(format ?? guessFormat(body), model, body);
+  if (openai) {
+    const searches = openai.maxSearches ?? DEFAULT_MAX_WEB_SEARCHES;
+    tools.searches += openai.tool === 'chat' ? searches * (positiveInt(body.n) ?? 1) : searches;
+  }
   let schema = 0;
   const format0 = body.response_format;
   if (isObject(format0) && format0.json_schema !== undefined) schema += boundJson(c, format0.json_schema) + 8;
@@ -202,6 +213,16 @@ export function boundCall(
     audioOutput: Array.isArray(body.modalities) && body.modalities.includes('audio'),
     loose: c.loose,
   };
+}
+
+/**
+ * The request field whose absence leaves a call's web searches unbounded, or `null` when they are
+ * bounded (or it runs none): a Responses web search tool searches as often as the model likes unless
+ * `max_tool_calls` caps the response's built-in tool calls. Strict mode refuses such a call (400).
+ */
+export function unboundedSearchField(format: WireFormat | null, model: string, body: Obj): string | null {
+  const search = openaiWebSearch(format ?? guessFormat(body), model, body);
+  return search !== null && search.maxSearches === null ? 'max_tool_calls' : null;
 }
 
 /** For a route the guard does not know by its path: Gemini's body is recognisable; the others look alike. */
@@ -477,7 +498,12 @@ function boundTools(c: Counter, body: Obj): { tokens: number; fixed: number; sea
   for (const list of lists) {
     for (const tool of list) {
       count += 1;
-      if (isObject(tool) && typeof tool.type === 'string' && tool.type.startsWith('web_search_')) {
+      if (
+        isObject(tool) &&
+        typeof tool.type === 'string' &&
+        tool.type.startsWith('web_search_') &&
+        openaiSearchToolKind(tool) === null
+      ) {
         // Anthropic's server-side web search: billed per search, its results as input.
         const max = tool.max_uses;
         searches +=

@@ -13,6 +13,8 @@ export interface TapHints {
    * chunk (and the `"usage":null` fields) from it.
    */
   hideUsageChunk?: boolean;
+  /** The request can run web searches: a JSON body is read whole, for its `web_search_call` items. */
+  searches?: boolean;
 }
 
 /**
@@ -103,7 +105,7 @@ export class ResponseTap {
       const format = this.hints.format ?? null;
       const skimmed = skimJsonObject(buf);
       const quick = skimmed ? observeJson(skimmed, format) : null;
-      if (quick?.usage && quick.usageFinal) {
+      if (quick?.usage && quick.usageFinal && !this.hints.searches) {
         this.result = quick;
       } else {
         let parsed: unknown = null;
@@ -123,6 +125,7 @@ export class ResponseTap {
         usage: null,
         usageFinal: false,
         completionText: '',
+        webSearchCalls: 0,
       };
     }
     this.chunks = [];

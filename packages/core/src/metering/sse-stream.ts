@@ -9,6 +9,7 @@ const LF = 10;
 const CR = 13;
 const USAGE = Buffer.from('"usage"');
 const USAGE_METADATA = Buffer.from('"usageMetadata"');
+const WEB_SEARCH_CALL = Buffer.from('"web_search_call"');
 /** Events kept unread past this many bytes are read into text (and dropped), bounding memory. */
 const KEEP_LIMIT = 256 * 1024;
 /** A partial event larger than this is not an SSE stream the meter can read: it stops metering. */
@@ -216,6 +217,7 @@ export class SseTap {
       usage,
       usageFinal: usage ? usageFinal : false,
       completionText: this.observer.text,
+      webSearchCalls: this.observer.webSearchCalls,
     };
   }
 
@@ -305,7 +307,11 @@ export class SseTap {
   /** Reads the kept events' text into the observer, in stream order, and lets them go. */
   private readKept(): void {
     for (const item of this.kept) {
-      if (this.observer.text.length >= MAX_KEPT_TEXT) break;
+      if (this.observer.text.length >= MAX_KEPT_TEXT) {
+        // No more text is kept; only a Responses search item past it still counts (it is billed).
+        if (this.observer.format !== 'openai-responses') break;
+        if (!Buffer.isBuffer(item) || item.indexOf(WEB_SEARCH_CALL) === -1) continue;
+      }
       if (Buffer.isBuffer(item)) {
         const { event, data } = parseSseEvent(item);
         this.observer.onText(event, parseJson(data));

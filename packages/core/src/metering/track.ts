@@ -10,6 +10,7 @@ import type { StorageGate } from '../storage/storage-gate.js';
 import { countRequestPromptTokens, requestStreamUsage } from './request-body.js';
 import type { ResponseTap } from './response-meter.js';
 import { countTextTokens } from './token-count.js';
+import { openaiWebSearch } from './web-search.js';
 import { formatFromPath, modelFromPath, type WireFormat } from './wire-formats.js';
 
 // How one guarded call is metered beyond its own response: the call's context (AsyncLocalStorage, so
@@ -159,7 +160,8 @@ export class CallMeter {
     const hide = requestStreamUsage(format, input.body);
     // A streamed chat completion asked for its usage, or an output cap lowered to fit a budget.
     if (hide || this.call.state.outputLowered !== null) this.rewrittenBody = JSON.stringify(input.body);
-    this.call.tap.hint({ format, hideUsageChunk: hide });
+    const searches = openaiWebSearch(format, this.call.state.model, this.call.state.body) !== null;
+    this.call.tap.hint({ format, hideUsageChunk: hide, searches });
   }
 
   /** Runs `fn` (the route) in this call's context, when the context is on (see `useCallContext`). */
@@ -267,8 +269,27 @@ export class CallMeter {
     return ownNano + this.childCostNano;
   }
 
-  /** Usage, model and estimate flag of the call, by the double-count rule. Loads tiktoken only to estimate. */
+  /**
+   * Usage, model and estimate flag of the call, by the double-count rule, with the OpenAI web searches
+   * it ran. Loads tiktoken only to estimate.
+   */
   resolve(): MeteredUsage {
+    const metered = this.resolveTokens();
+    if (this.reported || this.upstreamCalls + this.trackedCalls > 0) return metered;
+    const tap = this.call.tap;
+    const search = openaiWebSearch(formatFromPath(this.path), metered.model, this.call.state.body);
+    if (!search || tap.status >= 400) return metered;
+    // Responses reports each search as a `web_search_call` item; a chat search model searches once a
+    // call and says so only through its url_citation annotations (LiteLLM's sign), so it is counted
+    // from the request, as OpenAI bills it.
+    const searches = search.tool === 'chat' ? 1 : tap.observe().webSearchCalls;
+    const usage: TokenUsage = { ...metered.usage, webSearchTool: search.tool };
+    if (searches > (usage.webSearchRequests ?? 0)) usage.webSearchRequests = searches;
+    if (search.size && !usage.searchContextSize) usage.searchContextSize = search.size;
+    return { ...metered, usage };
+  }
+
+  private resolveTokens(): MeteredUsage {
     const state = this.call.state;
     if (this.reported) return { model: this.reported.model, usage: this.reported.usage, estimated: false };
     const tap = this.call.tap;

@@ -30,6 +30,16 @@ export interface ObservedResponse {
   usageFinal: boolean;
   /** Generated text seen, for a local token count when no (final) usage was reported. */
   completionText: string;
+  /** OpenAI Responses `web_search_call` output items (each a billed search), 0 when none or another format. */
+  webSearchCalls: number;
+}
+
+/** The `web_search_call` items of a Responses `output` array. */
+function countSearchCalls(output: unknown): number {
+  if (!Array.isArray(output)) return 0;
+  let calls = 0;
+  for (const item of output) if (isObject(item) && item.type === 'web_search_call') calls += 1;
+  return calls;
 }
 
 type Obj = Record<string, unknown>;
@@ -157,6 +167,7 @@ export function observeJson(body: unknown, pathHint: WireFormat | null): Observe
     usage: null,
     usageFinal: true,
     completionText: '',
+    webSearchCalls: 0,
   };
   if (format === 'gemini') {
     // `streamGenerateContent` without `alt=sse` answers a JSON array of chunks: the last usage is the total.
@@ -180,6 +191,7 @@ export function observeJson(body: unknown, pathHint: WireFormat | null): Observe
       if (isObject(choice)) observed.completionText += chatText(choice.message);
   } else if (format === 'openai-responses') {
     observed.completionText = responsesOutputText(body.output);
+    observed.webSearchCalls = countSearchCalls(body.output);
   } else if (format === 'anthropic-messages' && Array.isArray(body.content)) {
     for (const block of body.content)
       if (isObject(block)) observed.completionText += anthropicBlockText(block);
@@ -224,6 +236,10 @@ export class StreamObserver {
   private final = false;
   private geminiLast: unknown = null;
   text = '';
+  /** Responses: the final response's `web_search_call` items (`null` until it arrives). */
+  private finalSearchCalls: number | null = null;
+  /** Responses: `web_search_call` items seen done one by one, for a stream cut before its end. */
+  private doneSearchCalls = 0;
 
   constructor(pathHint: WireFormat | null) {
     this.format = pathHint;
@@ -272,6 +288,7 @@ export class StreamObserver {
           if (isObject(response.usage)) {
             this.rawUsage = response;
             this.final = true;
+            this.finalSearchCalls = countSearchCalls(response.output);
           }
         }
         return null;
@@ -294,7 +311,15 @@ export class StreamObserver {
 
   /** Collects the generated text of an event the tap set aside (called lazily, in stream order). */
   onText(event: string | null, payload: unknown): void {
-    if (this.text.length >= MAX_KEPT_TEXT || !isObject(payload)) return;
+    if (!isObject(payload)) return;
+    // A finished search counts whatever text is kept already (it is billed, however long the answer).
+    if (this.format === 'openai-responses' && isObject(payload.item)) {
+      const type = payload.type ?? event;
+      if (type === 'response.output_item.done' && payload.item.type === 'web_search_call') {
+        this.doneSearchCalls += 1;
+      }
+    }
+    if (this.text.length >= MAX_KEPT_TEXT) return;
     switch (this.format) {
       case 'openai-chat':
         if (Array.isArray(payload.choices)) {
@@ -325,6 +350,14 @@ export class StreamObserver {
         this.text += geminiText(payload);
         return;
     }
+  }
+
+  /**
+   * The Responses `web_search_call` items: the final response's, else (a cut stream) those seen done.
+   * Items are read from kept events only when a stream ends without its final usage, as text is.
+   */
+  get webSearchCalls(): number {
+    return this.finalSearchCalls ?? this.doneSearchCalls;
   }
 
   /** The usage seen so far, normalized, and whether it is the final one. */

@@ -10,6 +10,7 @@ import {
   type CallBound,
   outputTokensFitting,
   setOutputCap,
+  unboundedSearchField,
 } from '../admission/worst-case.js';
 import type { ResolvedOptions } from '../config.js';
 import { SpendGuardError } from '../errors.js';
@@ -119,6 +120,17 @@ export class Admission<Call> {
         'UNPRICED_MODEL',
         `Model '${model}' has no price in the price table, so no budget could bound this call. Price it with the modelPrices option (e.g. modelPrices: { '${model}': { input_cost_per_token: 3e-6, output_cost_per_token: 1.5e-5 } }; 0 is allowed), map it with modelAliases, or set unpricedModels: 'allow' to serve it unpriced.`,
         { param: 'model' },
+      );
+    }
+    const unbounded =
+      price && deps.options.enforcement === 'strict'
+        ? unboundedSearchField(formatFromPath(input.path), model, body)
+        : null;
+    if (unbounded) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        `This call offers OpenAI's web search tool, which runs (and bills) as many searches as the model likes unless ${unbounded} caps the response's built-in tool calls, so no budget could bound it. Set ${unbounded} to a non-negative integer (e.g. ${unbounded}: 3), or use enforcement 'shrink' or 'soft'.`,
+        { param: unbounded },
       );
     }
 

@@ -134,7 +134,19 @@ export interface CompiledPrice {
   readonly batchOutput: number;
   readonly request: number;
   readonly webSearch: { readonly low: number; readonly medium: number; readonly high: number } | undefined;
+  /**
+   * OpenAI's published fee per web search tool call (pico-dollars), for an OpenAI model the table gives
+   * no `search_context_cost_per_query`: `web_search`, and `web_search_preview` on a reasoning model,
+   * $10 per 1k calls; `web_search_preview` on another model $25 per 1k (`preview`).
+   */
+  readonly openaiSearchCall: { readonly call: number; readonly preview: number } | undefined;
 }
+
+/** OpenAI's web search fees per call (platform.openai.com/docs/pricing, "Built-in tools"), USD. */
+export const OPENAI_WEB_SEARCH_CALL_USD = 0.01;
+export const OPENAI_WEB_SEARCH_PREVIEW_CALL_USD = 0.025;
+/** OpenAI's reasoning models (o-series, gpt-5 but its chat variants), whose preview searches cost $10/1k. */
+const OPENAI_REASONING = /^(?:o\d|gpt-5(?!.*-chat))/;
 
 /** LiteLLM's field for each rate. */
 const FIELD: Readonly<Record<RateKey, string>> = {
@@ -338,6 +350,16 @@ export function compilePrice(model: string, entry: LiteLLMEntry): CompiledPrice 
     }
   }
 
+  let openaiSearchCall: CompiledPrice['openaiSearchCall'];
+  if (webSearch === undefined && entry.litellm_provider === 'openai') {
+    const name = model.slice(model.lastIndexOf('/') + 1).toLowerCase();
+    const call = toPico(OPENAI_WEB_SEARCH_CALL_USD);
+    openaiSearchCall = {
+      call,
+      preview: OPENAI_REASONING.test(name) ? call : toPico(OPENAI_WEB_SEARCH_PREVIEW_CALL_USD),
+    };
+  }
+
   const all = [...standard.cards, ...priority, ...flex];
   const price: ModelPrice = {
     model,
@@ -376,6 +398,7 @@ export function compilePrice(model: string, entry: LiteLLMEntry): CompiledPrice 
     batchOutput,
     request: request !== undefined ? toPico(request) : 0,
     webSearch,
+    openaiSearchCall,
   };
 }
 
@@ -507,6 +530,12 @@ export function priceUsage(
   if (searches > 0 && compiled.webSearch) {
     COUNTS[SEARCH] = searches;
     RATES[SEARCH] = compiled.webSearch[options?.searchContextSize ?? usage.searchContextSize ?? 'medium'];
+  } else if (searches > 0 && compiled.openaiSearchCall) {
+    COUNTS[SEARCH] = searches;
+    RATES[SEARCH] =
+      usage.webSearchTool === 'web_search_preview'
+        ? compiled.openaiSearchCall.preview
+        : compiled.openaiSearchCall.call;
   }
 
   let total = 0;
@@ -572,7 +601,10 @@ export interface WorstCaseRates {
   output: number;
   /** The per-call price (`input_cost_per_request`). */
   request: number;
-  /** One web search at the dearest search-context size, 0 when the model has no search price. */
+  /**
+   * One web search at the dearest search-context size (an OpenAI model the table gives no search price:
+   * OpenAI's dearest fee per call), 0 when the model has no search price.
+   */
   webSearch: number;
 }
 
@@ -606,11 +638,16 @@ export function worstCaseRates(compiled: CompiledPrice, shape: BillingShape): Wo
     output = Math.max(output, cardOutput);
   }
   const search = compiled.webSearch;
+  const call = compiled.openaiSearchCall;
   return {
     input,
     audioInput,
     output,
     request: compiled.request,
-    webSearch: search ? Math.max(search.low, search.medium, search.high) : 0,
+    webSearch: search
+      ? Math.max(search.low, search.medium, search.high)
+      : call
+        ? Math.max(call.call, call.preview)
+        : 0,
   };
 }

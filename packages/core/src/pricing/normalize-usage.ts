@@ -28,8 +28,13 @@ export interface TokenUsage {
   imageCompletionTokens?: number;
   /** Web searches the provider ran for the call (Anthropic `server_tool_use.web_search_requests`). */
   webSearchRequests?: number;
-  /** Search context size the provider reports (Perplexity `search_context_size`). */
+  /** Search context size the provider reports (Perplexity `search_context_size`), or the request named. */
   searchContextSize?: 'low' | 'medium' | 'high';
+  /**
+   * The OpenAI web search tool the searches ran with, which sets OpenAI's fee for a model the price
+   * table gives no search price (`web_search_preview` costs more on non-reasoning models).
+   */
+  webSearchTool?: 'chat' | 'web_search' | 'web_search_preview';
   /** Service tier the provider says it served the call on (`default`, `priority`, `flex`, `batch`...). */
   serviceTier?: string;
 }
@@ -55,7 +60,10 @@ function isNumber(value: unknown): value is number {
 }
 
 /** Builds a TokenUsage with only the optional fields that are non-zero. */
-function usage(fields: Omit<TokenUsage, 'serviceTier' | 'searchContextSize'>, extra: Obj): TokenUsage {
+function usage(
+  fields: Omit<TokenUsage, 'serviceTier' | 'searchContextSize' | 'webSearchTool'>,
+  extra: Obj,
+): TokenUsage {
   const out: TokenUsage = { promptTokens: fields.promptTokens, completionTokens: fields.completionTokens };
   const optional = [
     'cachedPromptTokens',
@@ -76,6 +84,8 @@ function usage(fields: Omit<TokenUsage, 'serviceTier' | 'searchContextSize'>, ex
   if (typeof tier === 'string' && tier !== '') out.serviceTier = tier;
   const size = extra.search_context_size;
   if (size === 'low' || size === 'medium' || size === 'high') out.searchContextSize = size;
+  const tool = extra.web_search_tool;
+  if (tool === 'chat' || tool === 'web_search' || tool === 'web_search_preview') out.webSearchTool = tool;
   return out;
 }
 
@@ -105,7 +115,11 @@ function fromTokenUsage(raw: Obj): TokenUsage {
       imageCompletionTokens: count(raw.imageCompletionTokens),
       webSearchRequests: count(raw.webSearchRequests),
     },
-    { service_tier: raw.serviceTier, search_context_size: raw.searchContextSize },
+    {
+      service_tier: raw.serviceTier,
+      search_context_size: raw.searchContextSize,
+      web_search_tool: raw.webSearchTool,
+    },
   );
 }
 

@@ -661,16 +661,79 @@ function geminiPrompt(bill: Bill, body: Obj): number {
 
 // ---------------------------------------------------------------------------------------------------
 
+// OpenAI web search (platform.openai.com/docs/guides/tools-web-search, /docs/pricing "Built-in tools").
+// Chat Completions: a search model (`gpt-4o-search-preview`, `gpt-5-search-api`) retrieves from the web
+// on every call. Responses: the `web_search` / `web_search_preview` tools (and dated versions); the
+// stand-in runs as many searches as `max_tool_calls` allows (the most the provider may run), 1 without it.
+
+const OPENAI_WEB_SEARCH_TYPE = /^web_search(?:_preview)?(?:_\d{4}_\d{2}_\d{2})?$/;
+/** OpenAI: search content tokens of `gpt-4o-mini` and `gpt-4.1-mini` are a fixed 8,000-token block a call. */
+const OPENAI_FIXED_SEARCH_BLOCK = 8000;
+/** A stand-in (OpenAI publishes no count): search content tokens of one search, where they are billed. */
+export const SIMULATED_SEARCH_CONTENT_TOKENS = 2000;
+
+function openaiSearchTools(body: Obj): Obj[] {
+  if (!Array.isArray(body.tools)) return [];
+  return body.tools.filter(
+    (tool): tool is Obj =>
+      isRecord(tool) && typeof tool.type === 'string' && OPENAI_WEB_SEARCH_TYPE.test(tool.type),
+  );
+}
+
+function isChatSearch(body: Obj, model: string): boolean {
+  return isRecord(body.web_search_options) || /-search-/.test(baseModel(model));
+}
+
+function baseModel(model: string): string {
+  return model.slice(model.lastIndexOf('/') + 1).toLowerCase();
+}
+
 /**
- * Server-side web searches a call runs: one when an Anthropic request offers a `web_search_*` tool
- * whose `max_uses` (default 1) is at least 1 and web-search billing is on; 0 otherwise.
+ * The search content tokens a provider adds to the prompt for `searches` web searches: OpenAI
+ * Responses `web_search` bills them at the model's input rate (a fixed 8,000-token block a call on
+ * gpt-4o-mini and gpt-4.1-mini; else {@link SIMULATED_SEARCH_CONTENT_TOKENS}); `web_search_preview`
+ * bills them only on reasoning models (o-series, gpt-5), free on the others; Chat search models and
+ * Anthropic bill none apart (0).
+ */
+export function searchContentTokens(
+  body: Obj,
+  format: BillingFormat,
+  model: string,
+  searches: number,
+): number {
+  if (format !== 'openai-responses' || searches === 0) return 0;
+  const tools = openaiSearchTools(body);
+  if (tools.length === 0) return 0;
+  const name = baseModel(model);
+  const preview = tools.some((tool) => String(tool.type).startsWith('web_search_preview'));
+  if (!preview) {
+    const fixed = /^gpt-4(?:o|\.1)-mini(?:$|-)/.test(name);
+    return searches * (fixed ? OPENAI_FIXED_SEARCH_BLOCK : SIMULATED_SEARCH_CONTENT_TOKENS);
+  }
+  const reasoning = /^o\d/.test(name) || (name.startsWith('gpt-5') && !name.includes('-chat'));
+  return reasoning ? searches * SIMULATED_SEARCH_CONTENT_TOKENS : 0;
+}
+
+/**
+ * Server-side web searches a call runs, when web-search billing is on: Anthropic, one when the request
+ * offers a `web_search_*` tool whose `max_uses` (default 1) is at least 1; OpenAI chat, one for a search
+ * model or `web_search_options`; OpenAI Responses, `max_tool_calls` (1 when unset) when it offers a web
+ * search tool. 0 otherwise.
  */
 export function countWebSearches(
   body: Obj,
   format: BillingFormat,
   rules: Partial<BillingRules> = {},
+  model = typeof body.model === 'string' ? body.model : '',
 ): number {
-  if (format !== 'anthropic-messages' || !(rules.webSearch ?? DEFAULT_BILLING_RULES.webSearch)) return 0;
+  if (!(rules.webSearch ?? DEFAULT_BILLING_RULES.webSearch)) return 0;
+  if (format === 'openai-chat') return isChatSearch(body, model) ? 1 : 0;
+  if (format === 'openai-responses') {
+    if (openaiSearchTools(body).length === 0) return 0;
+    const max = body.max_tool_calls;
+    return typeof max === 'number' && Number.isInteger(max) && max >= 0 ? max : 1;
+  }
+  if (format !== 'anthropic-messages') return 0;
   if (!Array.isArray(body.tools)) return 0;
   for (const tool of body.tools) {
     if (!isWebSearchTool(tool)) continue;
@@ -718,5 +781,5 @@ export function providerPromptUsage(
       prompt = geminiPrompt(bill, body);
       break;
   }
-  return { prompt, audioIn: bill.audio, webSearches: countWebSearches(body, format, bill.rules) };
+  return { prompt, audioIn: bill.audio, webSearches: countWebSearches(body, format, bill.rules, model) };
 }

@@ -9,6 +9,7 @@ import {
   DEFAULT_BILLING_RULES,
   type ImageSize,
   providerPromptUsage,
+  searchContentTokens,
 } from './provider-billing.js';
 
 /**
@@ -34,7 +35,10 @@ export interface SimulatedUsage {
   prompt_audio_tokens?: number;
   /** Completion tokens that are audio (OpenAI chat `completion_tokens_details.audio_tokens`); the visible text is that much shorter. */
   completion_audio_tokens?: number;
-  /** Web searches the call ran (Anthropic `usage.server_tool_use.web_search_requests`). */
+  /**
+   * Web searches the call ran (Anthropic `usage.server_tool_use.web_search_requests`; OpenAI Responses:
+   * that many `web_search_call` output items; a chat search model searches once whatever is scripted).
+   */
   web_search_requests?: number;
 }
 
@@ -51,7 +55,10 @@ export interface SimulatorBilling {
   files?: boolean;
   /** Tool and function definitions, and OpenAI `response_format` JSON schemas. @default true */
   tools?: boolean;
-  /** Anthropic server web search: one search per call that offers the tool. @default true */
+  /**
+   * Web searches: Anthropic's server tool one a call; an OpenAI chat search model one a call; the OpenAI
+   * Responses web search tools `max_tool_calls` (1 when unset) a call. @default true
+   */
   webSearch?: boolean;
 }
 
@@ -191,6 +198,8 @@ const MAX_BODY_BYTES = 32 * 1024 * 1024;
 const ALPHANUMERIC = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
 const GEMINI_PATH = /^\/v1(?:beta|alpha)?\/models\/([^/:]+):(generateContent|streamGenerateContent)$/;
 const EMBEDDING_DIMENSIONS = 8;
+/** The page a simulated web search cites. */
+const SEARCH_URL = 'https://example.com/simulated-search-result';
 
 function randomId(length: number): string {
   let id = '';
@@ -455,8 +464,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     // searches are billed apart from tokens, so they stay computed unless scripted themselves.
     const computed =
       override?.prompt_tokens === undefined ? providerPromptUsage(body, format, model, rules) : undefined;
+    const webSearches =
+      override?.web_search_requests ?? computed?.webSearches ?? countWebSearches(body, format, rules, model);
+    // OpenAI Responses adds the search results it bills to the prompt (input_tokens).
+    const searchContent = computed ? searchContentTokens(body, format, model, webSearches) : 0;
     const counts: Counts = {
-      prompt: override?.prompt_tokens ?? computed?.prompt ?? 0,
+      prompt: override?.prompt_tokens ?? (computed ? computed.prompt + searchContent : 0),
       completion: override?.completion_tokens ?? completionDefault,
       cached: override?.cached_tokens ?? 0,
       cacheWrite5m: override?.cache_write_tokens ?? 0,
@@ -464,8 +477,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       reasoning: override?.reasoning_tokens ?? 0,
       audioIn: override?.prompt_audio_tokens ?? computed?.audioIn ?? 0,
       audioOut: override?.completion_audio_tokens ?? 0,
-      webSearches:
-        override?.web_search_requests ?? computed?.webSearches ?? countWebSearches(body, format, rules),
+      webSearches,
     };
     return {
       model,
@@ -540,6 +552,22 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const headers = requestHeaders();
     if (latencyMs > 0) await sleep(latencyMs);
 
+    // A search model cites what it found: url_citation annotations over the answer.
+    const text = call.pieces.join('');
+    const annotations =
+      call.counts.webSearches > 0
+        ? [
+            {
+              type: 'url_citation',
+              url_citation: {
+                start_index: 0,
+                end_index: text.length,
+                title: 'Simulated result',
+                url: SEARCH_URL,
+              },
+            },
+          ]
+        : [];
     if (!call.stream) {
       return sendJson(
         res,
@@ -552,7 +580,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
           choices: [
             {
               index: 0,
-              message: { role: 'assistant', content: call.pieces.join(''), refusal: null, annotations: [] },
+              message: { role: 'assistant', content: text, refusal: null, annotations },
               logprobs: null,
               finish_reason: finishReason,
             },
@@ -588,6 +616,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       [
         chunk([delta({ role: 'assistant', content: '', refusal: null })]),
         ...call.pieces.map((piece) => chunk([delta({ content: piece })])),
+        ...(annotations.length > 0 ? [chunk([delta({ annotations })])] : []),
         chunk([delta({}, finishReason)]),
         ...(includeUsage ? [chunk([], usage)] : []),
         'data: [DONE]\n\n',
@@ -621,7 +650,30 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       output_tokens_details: { reasoning_tokens: c.reasoning },
       total_tokens: c.prompt + c.completion,
     };
-    const part = (t: string) => ({ type: 'output_text', text: t, annotations: [], logprobs: [] });
+    // Each search is a `web_search_call` output item before the message, which cites what it found.
+    const searches = Array.from({ length: c.webSearches }, (_, i) => ({
+      id: `ws_${randomId(48)}`,
+      query: `simulated query ${i + 1}`,
+    }));
+    const searchCall = (s: { id: string; query: string }, status: string) => ({
+      id: s.id,
+      type: 'web_search_call',
+      status,
+      action: { type: 'search', query: s.query },
+    });
+    const citations = (t: string) =>
+      searches.length > 0
+        ? [
+            {
+              type: 'url_citation',
+              start_index: 0,
+              end_index: t.length,
+              title: 'Simulated result',
+              url: SEARCH_URL,
+            },
+          ]
+        : [];
+    const part = (t: string) => ({ type: 'output_text', text: t, annotations: citations(t), logprobs: [] });
     const message = (status: string, content: unknown[]) => ({
       id: messageId,
       type: 'message',
@@ -659,29 +711,44 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const headers = requestHeaders();
     if (latencyMs > 0) await sleep(latencyMs);
     const finalStatus = incomplete ? 'incomplete' : 'completed';
+    const searched = searches.map((s) => searchCall(s, 'completed'));
     if (!call.stream) {
-      return sendJson(res, 200, response(finalStatus, [message(finalStatus, [part(text)])], true), headers);
+      return sendJson(
+        res,
+        200,
+        response(finalStatus, [...searched, message(finalStatus, [part(text)])], true),
+        headers,
+      );
     }
     let sequence = 0;
     const event = (type: string, fields: Record<string, unknown>) =>
       sse({ type, sequence_number: sequence++, ...fields }, type);
-    const item = { item_id: messageId, output_index: 0, content_index: 0 };
+    const at = searches.length; // the message's output index
+    const item = { item_id: messageId, output_index: at, content_index: 0 };
+    const searchEvents = searches.flatMap((s, index) => [
+      event('response.output_item.added', { output_index: index, item: searchCall(s, 'in_progress') }),
+      event('response.web_search_call.in_progress', { output_index: index, item_id: s.id }),
+      event('response.web_search_call.searching', { output_index: index, item_id: s.id }),
+      event('response.web_search_call.completed', { output_index: index, item_id: s.id }),
+      event('response.output_item.done', { output_index: index, item: searchCall(s, 'completed') }),
+    ]);
     await stream(
       res,
       call,
       [
         event('response.created', { response: response('in_progress', [], false) }),
         event('response.in_progress', { response: response('in_progress', [], false) }),
-        event('response.output_item.added', { output_index: 0, item: message('in_progress', []) }),
+        ...searchEvents,
+        event('response.output_item.added', { output_index: at, item: message('in_progress', []) }),
         event('response.content_part.added', { ...item, part: part('') }),
         ...call.pieces.map((piece) =>
           event('response.output_text.delta', { ...item, delta: piece, logprobs: [] }),
         ),
         event('response.output_text.done', { ...item, text, logprobs: [] }),
         event('response.content_part.done', { ...item, part: part(text) }),
-        event('response.output_item.done', { output_index: 0, item: message(finalStatus, [part(text)]) }),
+        event('response.output_item.done', { output_index: at, item: message(finalStatus, [part(text)]) }),
         event(`response.${finalStatus}`, {
-          response: response(finalStatus, [message(finalStatus, [part(text)])], true),
+          response: response(finalStatus, [...searched, message(finalStatus, [part(text)])], true),
         }),
       ],
       headers,
