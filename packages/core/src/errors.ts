@@ -4,6 +4,9 @@
  */
 export const ERROR_STATUS = {
   BAD_REQUEST: 400,
+  // A management body or query that fails its schema (a wrong type, a value out of range, a field
+  // missing): FastAPI's 422, as LiteLLM answers it. Unknown fields stay BAD_REQUEST.
+  VALIDATION: 422,
   INVALID_JSON: 400,
   UNPRICED_MODEL: 400,
   UNKNOWN_TEAM: 400,
@@ -45,6 +48,27 @@ const LITELLM_TYPE: Partial<Record<SpendGuardErrorCode, string>> = {
   NOT_FOUND: 'not_found_error',
 };
 
+/**
+ * One entry of FastAPI's 422 `detail` (pydantic v2's error): `{"type":"float_parsing",
+ * "loc":["body","max_budget"],"msg":"Input should be a valid number, ...","input":"ten"}`.
+ */
+export interface ValidationDetail {
+  type: string;
+  loc: Array<string | number>;
+  msg: string;
+  input?: unknown;
+}
+
+/** FastAPI's body for a request that fails validation: the `detail` list alone, no error envelope. */
+export interface ValidationBody {
+  detail: ValidationDetail[];
+}
+
+/** LiteLLM's error envelope. */
+export interface ErrorEnvelope {
+  error: { message: string; type: string; param: string | null; code: string };
+}
+
 export class SpendGuardError extends Error {
   readonly code: SpendGuardErrorCode;
   readonly status: number;
@@ -52,6 +76,8 @@ export class SpendGuardError extends Error {
   readonly headers: Record<string, string>;
   /** The budget or rate-limit scope that refused the call, when one did (for `onRefused` and metrics). */
   readonly scope: { kind: string; id: string } | null;
+  /** FastAPI's `detail` list of a `VALIDATION` error (422): one entry per failed field. */
+  readonly detail: ValidationDetail[] | null;
 
   constructor(
     code: SpendGuardErrorCode,
@@ -61,6 +87,7 @@ export class SpendGuardError extends Error {
       headers?: Record<string, string>;
       cause?: unknown;
       scope?: { kind: string; id: string };
+      detail?: ValidationDetail[];
     } = {},
   ) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -70,10 +97,20 @@ export class SpendGuardError extends Error {
     this.param = options.param ?? null;
     this.headers = options.headers ?? {};
     this.scope = options.scope ?? null;
+    this.detail = options.detail ?? null;
   }
 
-  /** LiteLLM's error body: `{"error":{"message","type","param","code"}}` with the status as a string code. */
-  toJSON(): { error: { message: string; type: string; param: string | null; code: string } } {
+  /**
+   * LiteLLM's error body: `{"error":{"message","type","param","code"}}` with the status as a string
+   * code; for a `VALIDATION` error, FastAPI's `{"detail":[...]}` alone, as LiteLLM's proxy sends it.
+   */
+  toJSON(): ErrorEnvelope | ValidationBody {
+    if (this.detail) return { detail: this.detail };
+    return this.envelope();
+  }
+
+  /** LiteLLM's error envelope, whatever the code. */
+  envelope(): ErrorEnvelope {
     return {
       error: {
         message: this.message,

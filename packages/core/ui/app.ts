@@ -57,7 +57,12 @@ async function api<T = Json>(path: string, body?: unknown): Promise<T> {
   const data = (await res.json().catch(() => null)) as Json | null;
   if (!res.ok) {
     const err = (data?.error ?? {}) as { message?: string };
-    throw new ApiError(err.message ?? `HTTP ${res.status}`, res.status);
+    // A body that fails its schema answers LiteLLM's 422: `{"detail":[{"loc":["body","max_budget"],"msg"}]}`.
+    const detail = Array.isArray(data?.detail)
+      ? (data.detail as Array<{ loc?: unknown[]; msg?: string }>)
+      : [];
+    const fields = detail.map((d) => `${(d.loc ?? []).slice(1).join('.')}: ${d.msg ?? 'invalid'}`).join('; ');
+    throw new ApiError(err.message ?? (fields || `HTTP ${res.status}`), res.status);
   }
   return data as T;
 }

@@ -387,10 +387,16 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     expect((await chat(app, key, { body: { user: 'globex' } })).status).toBe(400);
     expect((await admin(app, 'GET', '/customer/info?end_user_id=nobody')).status).toBe(404);
 
-    for (const body of [{}, { user_ids: [] }, { user_ids: 'acme' }, { user_ids: [''] }]) {
+    // Schema failures: LiteLLM's 422, FastAPI's detail naming the field.
+    for (const [body, loc] of [
+      [{}, ['body', 'user_ids']],
+      [{ user_ids: [] }, ['body', 'user_ids']],
+      [{ user_ids: 'acme' }, ['body', 'user_ids']],
+      [{ user_ids: [''] }, ['body', 'user_ids', 0]],
+    ] as const) {
       const r = await admin(app, 'POST', '/customer/block', body);
-      expect(r.status, JSON.stringify(body)).toBe(400);
-      expect(r.body.error.message).toMatch(/Invalid request/);
+      expect(r.status, JSON.stringify(body)).toBe(422);
+      expect(r.body.detail[0].loc).toEqual(loc);
     }
     expect((await admin(app, 'POST', '/customer/block', { user_ids: ['acme'] }, key)).status).toBe(403);
     expect((await chat(app, key, { body: { user: 'acme' } })).status).toBe(200);
@@ -449,18 +455,24 @@ describe.each(ADAPTERS)('budget scopes on $name', (framework) => {
     expect((await admin(app, 'POST', '/tag/delete', { name: 'env:dev' })).status).toBe(200);
     expect((await admin(app, 'POST', '/tag/delete', { name: 'env:dev' })).status).toBe(404);
 
-    for (const [path, body] of [
-      ['/customer/new', {}],
-      ['/customer/new', { user_id: 'x', max_budget: -1 }],
-      ['/tag/new', { name: '' }],
-      ['/tag/new', { name: 't', budget_duration: 'sometimes' }],
-      ['/budget/reset', { scope: 'planet', id: 'x' }],
-      ['/budget/reset', { scope: 'tag' }],
-      ['/key/generate', { model_max_budget: { 'gpt-4o': -3 } }],
+    // A schema failure is LiteLLM's 422 with the field in detail[0].loc; a handler's own rule stays 400.
+    for (const [path, body, status, field] of [
+      ['/customer/new', {}, 422, 'user_id'],
+      ['/customer/new', { user_id: 'x', max_budget: -1 }, 422, 'max_budget'],
+      ['/tag/new', { name: '' }, 422, 'name'],
+      ['/tag/new', { name: 't', budget_duration: 'sometimes' }, 422, 'budget_duration'],
+      ['/budget/reset', { scope: 'planet', id: 'x' }, 422, 'scope'],
+      ['/budget/reset', { scope: 'tag' }, 400, 'id'],
+      ['/key/generate', { model_max_budget: { 'gpt-4o': -3 } }, 422, 'model_max_budget'],
     ] as const) {
       const r = await admin(app, 'POST', path, body);
-      expect(r.status, `${path} ${JSON.stringify(body)}`).toBe(400);
-      expect(r.body.error.message).toMatch(/Invalid request/);
+      expect(r.status, `${path} ${JSON.stringify(body)}`).toBe(status);
+      if (status === 422) expect(r.body.detail[0].loc.slice(0, 2)).toEqual(['body', field]);
+      else
+        expect(r.body.error).toMatchObject({
+          message: expect.stringMatching(/Invalid request/),
+          param: field,
+        });
     }
     // Not for keys: the routes are the master key's.
     const key = (await admin(app, 'POST', '/key/generate', {})).body.key;
@@ -543,7 +555,8 @@ describe.each(ADAPTERS)('budget windows on $name', (framework) => {
         { budget_duration: '1d', max_budget: 2 },
       ],
     });
-    expect(bad.status).toBe(400);
+    expect(bad.status).toBe(422);
+    expect(bad.body.detail[0]).toMatchObject({ type: 'value_error', loc: ['body', 'budget_limits'] });
   });
 });
 
@@ -631,14 +644,15 @@ describe.each(ADAPTERS)('temporary budget increase on $name', (framework) => {
     expect(status).toBe(429);
 
     // Bad input changes nothing.
-    for (const body of [
-      { key, temp_budget_increase: 1 },
-      { key, temp_budget_increase: 1, temp_budget_expiry: '2026-05-04T09:00:00Z' },
-      { key, temp_budget_increase: -1, temp_budget_expiry: '2026-05-04T11:00:00Z' },
-      { key, temp_budget_increase: 1, temp_budget_expiry: 'tomorrow' },
-    ]) {
+    // The pairing and the expiry's time are the handler's rules (400); a value the schema refuses is 422.
+    for (const [body, status] of [
+      [{ key, temp_budget_increase: 1 }, 400],
+      [{ key, temp_budget_increase: 1, temp_budget_expiry: '2026-05-04T09:00:00Z' }, 400],
+      [{ key, temp_budget_increase: -1, temp_budget_expiry: '2026-05-04T11:00:00Z' }, 422],
+      [{ key, temp_budget_increase: 1, temp_budget_expiry: 'tomorrow' }, 422],
+    ] as const) {
       const r = await admin(app, 'POST', '/key/update', body);
-      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.status, JSON.stringify(body)).toBe(status);
     }
     expect((await admin(app, 'GET', `/key/info?key=${key}`)).body.info.max_budget).toBe(0.0006);
 

@@ -1,7 +1,9 @@
 /**
  * Input no store can keep as given (issue 15's "bad input answered as a storage outage", issue 17's
- * lone-surrogate ids) is refused at the edge: 400 in LiteLLM's envelope with `param` naming the field,
- * nothing written, and the storage error counters unchanged. docs/input-limits.md lists the limits.
+ * lone-surrogate ids) is refused at the edge, nothing written, and the storage error counters
+ * unchanged: a management body or query that fails its schema with LiteLLM's 422 (FastAPI's `detail`
+ * naming the field in `loc`), a query value read before any route (and a guarded call) with 400 in
+ * LiteLLM's envelope with `param` naming it. docs/input-limits.md lists the limits.
  */
 import { randomBytes } from 'node:crypto';
 import { MemoryStorage, type SpendStorage } from '@spendguard/core';
@@ -34,13 +36,14 @@ const STATS_AT_REST = {
 /** `{"metadata":{"x":{"x":...}}}` nested 10,000 deep, as text (JSON.stringify would overflow the stack). */
 const DEEP_METADATA = `{"team_alias":"deep","metadata":${'{"x":'.repeat(10_000)}1${'}'.repeat(10_000)}}`;
 
-/** Each bad input: the request, and the field its 400 must name. */
+/** Each bad input: the request, and the field its 422 (or, where named, 400) must name. */
 const BAD_MANAGEMENT_INPUT: Array<{
   what: string;
   method: 'GET' | 'POST';
   path: string;
   body?: unknown;
   param: string;
+  status?: 400;
 }> = [
   {
     what: 'a 1e300 USD model budget',
@@ -159,8 +162,21 @@ const BAD_MANAGEMENT_INPUT: Array<{
     body: { metadata: { owner: { name: 'a\u0000' } } },
     param: 'metadata.owner.name',
   },
-  { what: 'NUL in a query string value', method: 'GET', path: '/team/info?team_id=a%00b', param: 'team_id' },
-  { what: 'NUL in a spend query filter', method: 'GET', path: '/spend/logs?user_id=%00', param: 'user_id' },
+  // Every query value is checked before the route reads its query: 400.
+  {
+    what: 'NUL in a query string value',
+    method: 'GET',
+    path: '/team/info?team_id=a%00b',
+    param: 'team_id',
+    status: 400,
+  },
+  {
+    what: 'NUL in a spend query filter',
+    method: 'GET',
+    path: '/spend/logs?user_id=%00',
+    param: 'user_id',
+    status: 400,
+  },
 ];
 
 describe.each(ADAPTERS)('input hygiene on $name', (framework) => {
@@ -169,12 +185,19 @@ describe.each(ADAPTERS)('input hygiene on $name', (framework) => {
     await app.close();
   });
 
-  it("answers each bad input of issue 15's list with 400 naming the field; nothing written, no storage error", async () => {
+  it("answers each bad input of issue 15's list with 422 (or 400) naming the field; nothing written, no storage error", async () => {
     app = await startTestApp(framework);
     const existing = await admin(app, 'POST', '/key/generate', { max_budget: 5 });
     expect(existing.status).toBe(200);
     for (const c of BAD_MANAGEMENT_INPUT) {
       const res = await admin(app, c.method, c.path, c.body);
+      if (c.status === undefined) {
+        expect(res.status, c.what).toBe(422);
+        const loc = c.param.split('.').map((p) => (/^\d+$/.test(p) ? Number(p) : p));
+        expect(res.body.detail[0].loc, c.what).toEqual([c.method === 'GET' ? 'query' : 'body', ...loc]);
+        expect(res.body.detail[0].msg, c.what).toMatch(/\w/);
+        continue;
+      }
       expect(res.status, c.what).toBe(400);
       expect(res.body.error, c.what).toMatchObject({
         type: 'invalid_request_error',
@@ -266,8 +289,8 @@ describe.each(BACKENDS)('ids on $name', (backend) => {
         ['/tag/new', { name: id }, 'name'],
       ] as const) {
         const res = await admin(app, 'POST', path, body);
-        expect(res.status, `${path} ${JSON.stringify(id)}`).toBe(400);
-        expect(res.body.error.param).toBe(param);
+        expect(res.status, `${path} ${JSON.stringify(id)}`).toBe(422);
+        expect(res.body.detail[0].loc).toEqual(['body', param]);
       }
     }
     // U+FFFD itself, and two characters outside the BMP (surrogate pairs), are three different ids.

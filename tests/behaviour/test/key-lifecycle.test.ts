@@ -78,15 +78,22 @@ describe.each(ADAPTERS)('key lifecycle on $name', (framework) => {
     expect((await admin(a, 'GET', `/spend/logs?api_key=${key.token}`)).body).toHaveLength(served + 2);
   });
 
-  it('answers 400 and 404 to bad lifecycle requests', async () => {
+  it('answers 422 (a body that fails its schema) and 404 to bad lifecycle requests', async () => {
     const a = await startTestApp(framework);
     apps.push(a);
-    expect((await admin(a, 'POST', '/key/block', {})).status).toBe(400);
+    const noKey = await admin(a, 'POST', '/key/block', {});
+    expect(noKey.status).toBe(422);
+    expect(noKey.body.detail[0]).toMatchObject({ type: 'missing', loc: ['body', 'key'] });
     expect((await admin(a, 'POST', '/key/block', { key: 'sk-nope-nope-nope-nope' })).status).toBe(404);
-    expect((await admin(a, 'POST', '/key/delete', { keys: [] })).status).toBe(400);
+    expect((await admin(a, 'POST', '/key/delete', { keys: [] })).status).toBe(422);
     const key = (await admin(a, 'POST', '/key/generate', {})).body;
     const bad = await admin(a, 'POST', '/key/update', { key: key.key, max_budget: -3 });
-    expect(bad.status).toBe(400);
+    expect(bad.status).toBe(422);
+    expect(bad.body.detail[0]).toMatchObject({
+      type: 'greater_than_equal',
+      loc: ['body', 'max_budget'],
+      input: -3,
+    });
     expect((await admin(a, 'GET', `/key/info?key=${key.key}`)).body.info.max_budget).toBeNull();
   });
 });

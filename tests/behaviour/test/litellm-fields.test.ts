@@ -186,8 +186,9 @@ describe.each(ADAPTERS)('LiteLLM request fields on $name', (framework) => {
     const [log] = (await admin(app, 'GET', '/spend/logs')).body;
     expect(log.request_tags).toEqual(['project:alpha']);
     const bad = await admin(app, 'POST', '/key/generate', { metadata: { tags: 'project:alpha' } });
-    expect(bad.status).toBe(400);
-    expect(bad.body.error.message).toMatch(/metadata tags must be an array of strings/);
+    expect(bad.status).toBe(422);
+    expect(bad.body.detail[0]).toMatchObject({ type: 'value_error', loc: ['body', 'metadata'] });
+    expect(bad.body.detail[0].msg).toMatch(/tags must be an array of strings/);
   });
 
   it('spend on /key/update and /user/update sets the spend, alone', async () => {

@@ -233,7 +233,13 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
     const own = await v2(day, beta.key);
     expect(own.body).toMatchObject({ total: 1, total_pages: 1 });
     expect(own.body.data[0].api_key).toBe(beta.token);
-    expect((await v2({ ...day, page_size: '101' })).status).toBe(400);
+    const oversized = await v2({ ...day, page_size: '101' });
+    expect(oversized.status).toBe(422);
+    expect(oversized.body.detail[0]).toMatchObject({
+      type: 'less_than_equal',
+      loc: ['query', 'page_size'],
+      input: '101',
+    });
   });
 
   it('answers /customer/daily/activity and /tag/daily/activity by end user and by tag', async () => {
@@ -351,7 +357,12 @@ describe.each(ADAPTERS)('LiteLLM routes on $name', (framework) => {
       },
     ]);
     expect((await admin(app, 'GET', '/global/spend/all_tag_names')).body).toEqual({ tag_names: ['t1'] });
-    expect((await admin(app, 'GET', '/global/activity')).status).toBe(400);
+    const undated = await admin(app, 'GET', '/global/activity');
+    expect(undated.status).toBe(422);
+    expect(undated.body.detail.map((d: { type: string; loc: string[] }) => [d.type, ...d.loc])).toEqual([
+      ['missing', 'query', 'start_date'],
+      ['missing', 'query', 'end_date'],
+    ]);
   });
 
   it('keeps the spend views to the master key; a key reads only itself on /v2/key/info', async () => {

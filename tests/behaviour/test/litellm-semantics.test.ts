@@ -45,22 +45,38 @@ describe.each(ADAPTERS)("LiteLLM's semantics on $name", (framework) => {
     expect(r.body.error).toMatchObject({ type: 'not_found_error', code: '404' });
   });
 
-  it('takes numeric strings in number fields, as pydantic does, and refuses other strings naming the field', async () => {
+  it('takes numeric strings in number fields, as pydantic does, and refuses other strings with a 422 naming the field', async () => {
     const r = await admin(app, 'POST', '/key/generate', {
       max_budget: '12.5',
       rpm_limit: '60',
       soft_budget: '',
     });
-    expect(r.status, JSON.stringify(r.body)).toBe(400);
-    expect(r.body.error.message).toMatch(/soft_budget/);
+    // LiteLLM's 422: soft_budget takes no empty string (only max_budget's "" is none).
+    expect(r.status, JSON.stringify(r.body)).toBe(422);
+    expect(r.body.detail).toEqual([
+      {
+        type: 'float_parsing',
+        loc: ['body', 'soft_budget'],
+        msg: 'Input should be a valid number, unable to parse string as a number',
+        input: '',
+      },
+    ]);
     const ok = await admin(app, 'POST', '/key/generate', { max_budget: '12.5', rpm_limit: '60' });
     expect(ok.status).toBe(200);
     expect(ok.body).toMatchObject({ max_budget: 12.5, rpm_limit: 60 });
     // LiteLLM's own rule: an empty max_budget is none.
     expect((await admin(app, 'POST', '/key/generate', { max_budget: '' })).body.max_budget).toBeNull();
     const bad = await admin(app, 'POST', '/team/new', { max_budget: 'ten' });
-    expect(bad.status).toBe(400);
-    expect(bad.body.error.message).toMatch(/max_budget/);
+    expect(bad.status).toBe(422);
+    expect(bad.body.detail[0]).toMatchObject({
+      type: 'float_parsing',
+      loc: ['body', 'max_budget'],
+      input: 'ten',
+    });
+    // Not a finite number: refused, never an endless budget.
+    const huge = await admin(app, 'POST', '/team/new', { max_budget: '1e400' });
+    expect(huge.status).toBe(422);
+    expect(huge.body.detail[0]).toMatchObject({ loc: ['body', 'max_budget'], input: '1e400' });
   });
 
   it("does not apply a user's personal budget to their team keys, yet counts the team keys' spend on the user", async () => {

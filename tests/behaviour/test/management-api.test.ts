@@ -94,31 +94,40 @@ describe.each(ADAPTERS)('management API on $name', (framework) => {
     expect(byId.status).toBe(200);
   });
 
-  const badInputs: Array<[string, string, unknown, RegExp]> = [
-    ['malformed JSON', '/team/new', '{"team_alias": "x",', /not valid JSON/],
-    ['a JSON array', '/team/new', '[1,2]', /must be a JSON object/],
-    ['a string budget', '/team/new', { team_alias: 'x', max_budget: 'lots' }, /max_budget must be a number/],
-    ['a negative budget', '/team/new', { team_alias: 'x', max_budget: -1 }, /max_budget must be 0 or more/],
+  // A body that fails its schema: LiteLLM's 422, FastAPI's detail naming the field. What the
+  // handler refuses (or a body that is no JSON object): 400 in the error envelope.
+  const badInputs: Array<[string, string, unknown, 400, RegExp] | [string, string, unknown, 422, string]> = [
+    ['malformed JSON', '/team/new', '{"team_alias": "x",', 400, /not valid JSON/],
+    ['a JSON array', '/team/new', '[1,2]', 400, /must be a JSON object/],
+    ['a string budget', '/team/new', { team_alias: 'x', max_budget: 'lots' }, 422, 'max_budget'],
+    ['a negative budget', '/team/new', { team_alias: 'x', max_budget: -1 }, 422, 'max_budget'],
     [
       'an unknown duration',
       '/team/new',
       { team_alias: 'x', budget_duration: '3 weeks' },
-      /budget_duration is not a duration/,
+      422,
+      'budget_duration',
     ],
-    ['a numeric alias', '/team/new', { team_alias: 42 }, /team_alias/],
-    ['models not an array', '/key/generate', { models: 'gpt-4o' }, /models must be an array/],
-    ['an unknown team', '/user/new', { user_id: 'carol', team_id: 'no-such-team' }, /Team not found/],
-    ['an unknown user', '/key/generate', { user_id: 'nobody@acme.com' }, /User not found/],
-    ['an unknown team on a key', '/key/generate', { team_id: 'no-such-team' }, /Team not found/],
-    ['a malformed custom key', '/key/generate', { key: 'not-a-key' }, /key must start with 'sk-'/],
+    ['a numeric alias', '/team/new', { team_alias: 42 }, 422, 'team_alias'],
+    ['models not an array', '/key/generate', { models: 'gpt-4o' }, 422, 'models'],
+    ['an unknown team', '/user/new', { user_id: 'carol', team_id: 'no-such-team' }, 400, /Team not found/],
+    ['an unknown user', '/key/generate', { user_id: 'nobody@acme.com' }, 400, /User not found/],
+    ['an unknown team on a key', '/key/generate', { team_id: 'no-such-team' }, 400, /Team not found/],
+    ['a malformed custom key', '/key/generate', { key: 'not-a-key' }, 422, 'key'],
   ];
   it.each(badInputs)(
-    'answers 400 with a JSON error and writes nothing for %s',
-    async (_name, path, body, message) => {
+    'answers 4xx JSON and writes nothing for %s',
+    async (_name, path, body, status, expected) => {
       const res = await admin(app, 'POST', path, body);
-      expect(res.status).toBe(400);
-      expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: '400' });
-      expect(res.body.error.message).toMatch(message);
+      expect(res.status).toBe(status);
+      if (typeof expected === 'string') {
+        expect(res.body.detail).toHaveLength(1);
+        expect(res.body.detail[0].loc).toEqual(['body', expected]);
+        expect(res.body.detail[0].input).toEqual((body as Record<string, unknown>)[expected]);
+      } else {
+        expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: '400' });
+        expect(res.body.error.message).toMatch(expected);
+      }
       expect((await admin(app, 'GET', '/team/info?team_id=x')).status).toBe(404);
       expect((await admin(app, 'GET', '/user/info?user_id=carol')).status).toBe(404);
     },
@@ -146,7 +155,10 @@ describe.each(ADAPTERS)('management API on $name', (framework) => {
 
   it('validates /spend/logs dates', async () => {
     const res = await admin(app, 'GET', '/spend/logs?start_date=yesterday');
-    expect(res.status).toBe(400);
-    expect(res.body.error.message).toMatch(/start_date must be a date/);
+    expect(res.status).toBe(422);
+    expect(res.body.detail).toEqual([
+      expect.objectContaining({ type: 'value_error', loc: ['query', 'start_date'], input: 'yesterday' }),
+    ]);
+    expect(res.body.detail[0].msg).toMatch(/^Value error, must be a date/);
   });
 });

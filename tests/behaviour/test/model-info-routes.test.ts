@@ -134,16 +134,19 @@ describe.each(ADAPTERS)('model routes on $name', (framework) => {
     expect((await get('/v1/models', null)).status).toBe(401);
   });
 
-  it('refuses query parameters it does not act on, naming them', async () => {
+  it('refuses query parameters it does not act on, naming them (400), and a value its schema refuses (422)', async () => {
     app = await startTestApp(framework, { guardOptions: { ...DECLARED, serveModelList: true } });
     for (const [path, param] of [
       ['/v1/models?return_wildcard_routes=true', 'return_wildcard_routes'],
       ['/model/info?user_models_only=true', 'user_models_only'],
-      ['/model_group/info?model_group=', 'model_group'],
     ] as const) {
       const res = await get(path);
       expect(res.status, path).toBe(400);
       expect(res.body.error.param).toBe(param);
     }
+    // A parameter it takes, with a value its schema refuses: LiteLLM's 422.
+    const empty = await get('/model_group/info?model_group=');
+    expect(empty.status).toBe(422);
+    expect(empty.body.detail[0]).toMatchObject({ loc: ['query', 'model_group'], input: '' });
   });
 });

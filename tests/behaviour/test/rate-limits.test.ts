@@ -204,7 +204,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     clock = at(61); // a new minute: the team's window is spent, the user's is not yet used
     expect((await ask(client)).response.status).toBe(200);
     expect((await refusal(ask(client))).message).toContain('Rate limit exceeded for User=carol.');
-    // An update that sets no limit leaves them; a bad one is a 400 that changes nothing.
+    // An update that sets no limit leaves them; a bad one is LiteLLM's 422 and changes nothing.
     expect(
       (await admin(app, 'POST', '/user/update', { user_id: 'carol', max_budget: 3 })).body,
     ).toMatchObject({
@@ -216,7 +216,8 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
       ['/user/update', { user_id: 'carol', max_parallel_requests: 'two' }],
     ] as const) {
       const res = await admin(app, 'POST', path, body);
-      expect(res.status, path).toBe(400);
+      expect(res.status, path).toBe(422);
+      expect(res.body.detail[0].loc, path).toEqual(['body', Object.keys(body)[1]]);
     }
     expect((await admin(app, 'GET', '/team/info?team_id=ops')).body.team_info.tpm_limit).toBe(5000);
     expect(
@@ -224,7 +225,7 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     ).toBeNull();
   });
 
-  it('changes limits with /key/update at once, and refuses bad limits with a 400 writing nothing', async () => {
+  it('changes limits with /key/update at once, and refuses bad limits with a 422 writing nothing', async () => {
     clock = T0;
     app = await startTestApp(framework, { now: () => clock });
     const key = await keyWith(app, {});
@@ -249,21 +250,19 @@ describe.each(ADAPTERS)('rate limits on $name', (framework) => {
     ]) {
       const before = (await admin(app, 'GET', '/key/list')).body.total_count;
       const res = await admin(app, 'POST', '/key/generate', { key_alias: 'bad', ...bad });
-      expect(res.status).toBe(400);
-      expect(res.body.error).toMatchObject({ type: 'invalid_request_error', code: '400' });
-      expect(res.body.error.message).toMatch(
-        /^Invalid request: (rpm_limit|tpm_limit|max_parallel_requests|model_)/,
-      );
+      expect(res.status).toBe(422);
+      expect(res.body.detail[0].loc.slice(0, 2)).toEqual(['body', Object.keys(bad)[0]]);
       expect((await admin(app, 'GET', '/key/list')).body.total_count).toBe(before);
       const upd = await admin(app, 'POST', '/key/update', { key, ...bad });
-      expect(upd.status).toBe(400);
+      expect(upd.status).toBe(422);
+      expect(upd.body.detail[0].loc.slice(0, 2)).toEqual(['body', Object.keys(bad)[0]]);
     }
     expect((await admin(app, 'GET', `/key/info?key=${key}`)).body.info).toMatchObject({
       rpm_limit: null,
       max_parallel_requests: 4,
     });
     const team = await admin(app, 'POST', '/team/new', { team_alias: 'x', rpm_limit: -5 });
-    expect(team.status).toBe(400);
+    expect(team.status).toBe(422);
   });
 
   it('holds max_parallel_requests under 100 concurrent requests and frees the slots as calls end', async () => {

@@ -80,17 +80,21 @@ describe.each(ADAPTERS)('GET /v2/team/list on $name', (framework) => {
     expect((await m('/v2/team/list', null)).status).toBe(401);
   });
 
-  it('refuses what it does not act on, naming it', async () => {
-    for (const [query, param] of [
-      ['organization_id=org-1', 'organization_id'],
-      ['sort_by=spend', 'sort_by'],
-      ['sort_order=up', 'sort_order'],
-      ['page_size=101', 'page_size'],
-      ['page=0', 'page'],
+  it('refuses what it does not act on (400) and values its schema refuses (422), naming them', async () => {
+    const unknown = await m('/v2/team/list?organization_id=org-1');
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error.param).toBe('organization_id');
+    for (const [query, param, type] of [
+      ['sort_by=spend', 'sort_by', 'literal_error'],
+      ['sort_order=up', 'sort_order', 'literal_error'],
+      ['page_size=101', 'page_size', 'less_than_equal'],
+      ['page=0', 'page', 'greater_than_equal'],
     ] as const) {
       const res = await m(`/v2/team/list?${query}`);
-      expect(res.status, query).toBe(400);
-      expect(res.body.error.param).toBe(param);
+      expect(res.status, query).toBe(422);
+      expect(res.body.detail, query).toEqual([
+        expect.objectContaining({ type, loc: ['query', param], input: query.split('=')[1] }),
+      ]);
     }
   });
 });

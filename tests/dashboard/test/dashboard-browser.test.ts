@@ -154,6 +154,12 @@ describe.skipIf(!CHROMIUM).each(FRAMEWORKS)('the dashboard in chromium, on $name
     await signIn(page, app);
     await page.getByRole('link', { name: 'Keys' }).click();
     await page.waitForSelector('body[data-ready="keys"]');
+    // A value the schema refuses answers LiteLLM's 422: the page shows its field and message.
+    await page.getByLabel('Alias').fill('a'.repeat(257));
+    await page.getByRole('button', { name: 'Generate key' }).click();
+    await expect
+      .poll(() => page.locator('[aria-live] .error').textContent())
+      .toBe('key_alias: Value error, must be at most 256 characters');
     await page.getByLabel('Alias').fill('browser-key');
     await page.getByLabel('Team id').fill('growth');
     await page.getByLabel('Max budget (USD)').fill('5');

@@ -14,7 +14,7 @@ import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
 import { refuseUnactedFields, UNSUPPORTED_FIELDS } from './litellm-fields.js';
 import type { Handler, ManagementApi, ManagementRequest } from './management-types.js';
-import { describeIssues, firstField } from './schemas.js';
+import { schemaFailure } from './schemas.js';
 
 /**
  * LiteLLM's `POST /key/bulk_update` and `POST /key/{key_id}/reset_spend` (its
@@ -143,8 +143,16 @@ async function bulkUpdate(api: ManagementApi, req: ManagementRequest, storage: S
 /** One entry, checked as a body of its own; errors name it as `keys.<i>.<field>`. */
 function parseItem(entry: unknown, i: number): z.infer<typeof bulkItemSchema> {
   if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
-    throw new SpendGuardError('BAD_REQUEST', `Invalid request: keys.${i} must be an object`, {
+    throw new SpendGuardError('VALIDATION', `Invalid request: keys.${i} must be an object`, {
       param: `keys.${i}`,
+      detail: [
+        {
+          type: 'dict_type',
+          loc: ['body', 'keys', i],
+          msg: 'Input should be a valid dictionary',
+          input: entry,
+        },
+      ],
     });
   }
   let kept: Record<string, unknown>;
@@ -161,11 +169,7 @@ function parseItem(entry: unknown, i: number): z.infer<typeof bulkItemSchema> {
     );
   }
   const parsed = bulkItemSchema.safeParse(kept);
-  if (!parsed.success) {
-    throw new SpendGuardError('BAD_REQUEST', `Invalid request: keys.${i}: ${describeIssues(parsed.error)}`, {
-      param: `keys.${i}.${firstField(parsed.error)}`,
-    });
-  }
+  if (!parsed.success) throw schemaFailure(parsed.error, 'body', entry, ['keys', i]);
   return parsed.data;
 }
 

@@ -168,6 +168,13 @@ const NUMBER_FIELDS = new Set([
 ]);
 const NUMERIC = /^\s*-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$/;
 
+/** A numeric string's finite value (`"12"`, `" 1.5 "`); null for anything else (`""`, `"abc"`, `"1e400"`). */
+function numericString(v: string): number | null {
+  if (!NUMERIC.test(v)) return null;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : null;
+}
+
 /**
  * The body with LiteLLM's number fields given as numeric strings turned into numbers, at any depth
  * (`model_max_budget`'s `budget_limit` included), and `"max_budget": ""` as `null` (LiteLLM's own
@@ -179,7 +186,7 @@ export function coerceNumericStrings(value: unknown): unknown {
   const out: Record<string, unknown> = {};
   for (const [field, v] of Object.entries(value)) {
     if (NUMBER_FIELDS.has(field) && typeof v === 'string') {
-      out[field] = field === 'max_budget' && v === '' ? null : NUMERIC.test(v) ? Number(v) : v;
+      out[field] = field === 'max_budget' && v === '' ? null : (numericString(v) ?? v);
     } else if (field === 'metadata') {
       out[field] = v; // free-form: its values are the caller's, kept as sent
     } else {

@@ -515,8 +515,13 @@ export class LiteLLMRoutes {
         this.api.parseBody({ ...req, body }, userUpdateSchema);
       } catch (e) {
         if (e instanceof SpendGuardError) {
+          // A 422's detail points into this request's body: `["body","users",1,"max_budget"]`.
+          const at = b.all_users ? ['user_updates'] : ['users', i];
           throw new SpendGuardError(e.code, `users.${i}: ${e.message}`, {
             param: e.param ? `users.${i}.${e.param}` : `users.${i}`,
+            ...(e.detail && {
+              detail: e.detail.map((d) => ({ ...d, loc: ['body', ...at, ...d.loc.slice(1)] })),
+            }),
           });
         }
         throw e;

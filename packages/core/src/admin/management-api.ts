@@ -50,8 +50,6 @@ import { LiteLLMRoutes } from './litellm-routes.js';
 import type { Handler, ManagementRequest } from './management-types.js';
 import { MODEL_LIST_ROUTES, modelInfoRoutes } from './model-info-routes.js';
 import {
-  describeIssues,
-  firstField,
   globalSpendReportQuerySchema,
   keyDeleteSchema,
   keyGenerateSchema,
@@ -59,6 +57,7 @@ import {
   keyRefSchema,
   keyRegenerateSchema,
   keyUpdateSchema,
+  schemaFailure,
   spendExportQuerySchema,
   spendLogsQuerySchema,
   spendTagsQuerySchema,
@@ -347,22 +346,15 @@ export class ManagementApi {
     }
     const body = coerceNumericStrings(value) as Record<string, unknown>;
     const parsed = schema.safeParse(refuseUnactedFields(body, schema));
-    if (!parsed.success)
-      throw new SpendGuardError('BAD_REQUEST', `Invalid request: ${describeIssues(parsed.error)}`, {
-        param: firstField(parsed.error),
-      });
+    if (!parsed.success) throw schemaFailure(parsed.error, 'body', value);
     return parsed.data;
   }
 
   /** @internal */
   parseQuery<T extends z.ZodType>(req: ManagementRequest, schema: T): z.infer<T> {
-    const parsed = schema.safeParse(
-      refuseUnactedFields(Object.fromEntries(req.query), schema, UNSUPPORTED_QUERY, 'query'),
-    );
-    if (!parsed.success)
-      throw new SpendGuardError('BAD_REQUEST', `Invalid query: ${describeIssues(parsed.error)}`, {
-        param: firstField(parsed.error),
-      });
+    const query = Object.fromEntries(req.query);
+    const parsed = schema.safeParse(refuseUnactedFields(query, schema, UNSUPPORTED_QUERY, 'query'));
+    if (!parsed.success) throw schemaFailure(parsed.error, 'query', query);
     return parsed.data;
   }
 

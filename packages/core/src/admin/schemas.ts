@@ -1,4 +1,5 @@
 import * as z from 'zod';
+import { SpendGuardError, type ValidationDetail } from '../errors.js';
 import {
   dateOrTimeText,
   dayText,
@@ -413,4 +414,187 @@ export function describeIssues(error: z.ZodError): string {
 export function firstField(error: z.ZodError): string | null {
   const path = error.issues[0]?.path ?? [];
   return path.length > 0 ? path.map(String).join('.') : null;
+}
+
+/**
+ * zod's issues with each union failure replaced by the issues of the one branch the value is of
+ * (`{ "budget_limit": "x" }` is an object: the object branch's issues, not "Invalid input"), when
+ * exactly one branch took its type; paths made whole.
+ */
+function flatIssues(issues: readonly z.core.$ZodIssue[], prefix: PropertyKey[] = []): z.core.$ZodIssue[] {
+  return issues.flatMap((i) => {
+    const path = [...prefix, ...i.path];
+    if (i.code === 'invalid_union') {
+      const typed = i.errors.filter((b) => !b.some((e) => e.code === 'invalid_type' && e.path.length === 0));
+      if (typed.length === 1) return flatIssues(typed[0]!, path);
+    }
+    return [{ ...i, path }];
+  });
+}
+
+/**
+ * The unknown fields inside nested strict objects (`model_max_budget.gpt-4o.budget_limt`), which our
+ * rule refuses with a 400 naming them rather than a 422, as it does unknown top-level fields.
+ */
+export function unknownFields(issues: readonly z.core.$ZodIssue[], at: PropertyKey[] = []): string[] {
+  return flatIssues(issues, at).flatMap((i) =>
+    i.code === 'unrecognized_keys' ? i.keys.map((key) => [...i.path, key].map(String).join('.')) : [],
+  );
+}
+
+/** pydantic's name for a value of each zod type, in its `*_type` and `*_parsing` errors. */
+const PYDANTIC_KIND: Record<string, { kind: string; what: string }> = {
+  number: { kind: 'float', what: 'a valid number' },
+  int: { kind: 'int', what: 'a valid integer' },
+  string: { kind: 'string', what: 'a valid string' },
+  boolean: { kind: 'bool', what: 'a valid boolean' },
+  object: { kind: 'dict', what: 'a valid dictionary' },
+  record: { kind: 'dict', what: 'a valid dictionary' },
+  array: { kind: 'list', what: 'a valid list' },
+};
+
+/** A zod issue as pydantic v2 names and words it (its `type` and `msg`). */
+function pydanticError(i: z.core.$ZodIssue, input: unknown): { type: string; msg: string } {
+  const n = 'minimum' in i ? i.minimum : 'maximum' in i ? i.maximum : undefined;
+  const origin = 'origin' in i ? i.origin : undefined;
+  switch (i.code) {
+    case 'invalid_type': {
+      if (input === undefined) return { type: 'missing', msg: 'Field required' };
+      const p = PYDANTIC_KIND[i.expected];
+      if (!p) return { type: 'value_error', msg: `Value error, ${i.message}` };
+      if (p.kind === 'int' && typeof input === 'number' && Number.isFinite(input))
+        return {
+          type: 'int_from_float',
+          msg: 'Input should be a valid integer, got a number with a fractional part',
+        };
+      if ((p.kind === 'int' || p.kind === 'float') && typeof input === 'string') {
+        const noun = p.kind === 'int' ? 'an integer' : 'a number';
+        return {
+          type: `${p.kind}_parsing`,
+          msg: `Input should be ${p.what}, unable to parse string as ${noun}`,
+        };
+      }
+      return { type: `${p.kind}_type`, msg: `Input should be ${p.what}` };
+    }
+    case 'too_small':
+      if (origin === 'string')
+        return {
+          type: 'string_too_short',
+          msg: `String should have at least ${n} character${n === 1 ? '' : 's'}`,
+        };
+      if (origin === 'array' || origin === 'set')
+        return {
+          type: 'too_short',
+          msg: `List should have at least ${n} item${n === 1 ? '' : 's'} after validation`,
+        };
+      return i.inclusive
+        ? { type: 'greater_than_equal', msg: `Input should be greater than or equal to ${n}` }
+        : { type: 'greater_than', msg: `Input should be greater than ${n}` };
+    case 'too_big':
+      if (origin === 'string')
+        return {
+          type: 'string_too_long',
+          msg: `String should have at most ${n} character${n === 1 ? '' : 's'}`,
+        };
+      if (origin === 'array' || origin === 'set')
+        return {
+          type: 'too_long',
+          msg: `List should have at most ${n} item${n === 1 ? '' : 's'} after validation`,
+        };
+      return i.inclusive
+        ? { type: 'less_than_equal', msg: `Input should be less than or equal to ${n}` }
+        : { type: 'less_than', msg: `Input should be less than ${n}` };
+    case 'invalid_value': {
+      const options = i.values.map((v) => (typeof v === 'string' ? `'${v}'` : String(v)));
+      const list =
+        options.length > 1 ? `${options.slice(0, -1).join(', ')} or ${options.at(-1)}` : options[0];
+      return { type: 'literal_error', msg: `Input should be ${list}` };
+    }
+    case 'invalid_format':
+      return { type: 'string_pattern_mismatch', msg: `String should match pattern: ${i.message}` };
+    case 'not_multiple_of':
+      return { type: 'multiple_of', msg: `Input should be a multiple of ${String(i.divisor)}` };
+    default:
+      // A refinement of ours (a duration, a date, an id), a union, a record's key: pydantic words a
+      // validator's failure this way.
+      return { type: 'value_error', msg: `Value error, ${i.message}` };
+  }
+}
+
+/**
+ * Whether a value sent may be echoed in `detail` as pydantic does: not one nested deeper than
+ * stored metadata may be (`metadata` 10,000 levels deep is refused at level 32) or with more than
+ * 1,000 values, which would make the answer as costly as the request (and could overflow the stack
+ * serialising it). An entry without `input` is the answer then.
+ */
+function echoable(value: unknown): boolean {
+  let budget = 1_000;
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (v === null || typeof v !== 'object') continue;
+    if (depth >= INPUT_LIMITS.metadataDepth) return false;
+    for (const child of Object.values(v)) {
+      if (--budget < 0) return false;
+      stack.push([child, depth + 1]);
+    }
+  }
+  return true;
+}
+
+/**
+ * A schema failure as FastAPI answers it (LiteLLM's 422): one entry per issue,
+ * `{"type","loc":[where, ...path],"msg","input"}`, the input read from what was sent (for a missing
+ * field, the object that lacks it, as pydantic gives).
+ */
+export function validationDetail(
+  error: z.ZodError,
+  where: 'body' | 'query',
+  sent: unknown,
+  at: PropertyKey[] = [],
+): ValidationDetail[] {
+  return flatIssues(error.issues).map((i) => {
+    let parent: unknown;
+    let input: unknown = sent;
+    for (const part of i.path) {
+      parent = input;
+      input =
+        input !== null && typeof input === 'object'
+          ? (input as Record<PropertyKey, unknown>)[part]
+          : undefined;
+    }
+    const { type, msg } = pydanticError(i, input);
+    const echoed = type === 'missing' ? (parent ?? {}) : input;
+    const loc = [where, ...[...at, ...i.path].map((p) => (typeof p === 'number' ? p : String(p)))];
+    return echoable(echoed) ? { type, loc, msg, input: echoed } : { type, loc, msg };
+  });
+}
+
+/**
+ * A body or query that fails its schema: LiteLLM's (FastAPI's) 422 with the `detail` list, read
+ * against what was sent (before numeric strings were taken as numbers); an unknown field in a nested
+ * object stays a 400 naming it, as unknown top-level fields are (never accepted and ignored). `at`
+ * places a part of the body checked on its own (`["keys", 2]`).
+ */
+export function schemaFailure(
+  error: z.ZodError,
+  where: 'body' | 'query',
+  sent: unknown,
+  at: PropertyKey[] = [],
+): SpendGuardError {
+  const what = where === 'body' ? 'request' : 'query';
+  const unknown = unknownFields(error.issues, at);
+  if (unknown.length > 0) {
+    return new SpendGuardError(
+      'BAD_REQUEST',
+      `Invalid ${what}: ${unknown.join(', ')} ${unknown.length === 1 ? 'is not a field' : 'are not fields'} this route takes`,
+      { param: unknown[0] },
+    );
+  }
+  const prefix = at.map((p) => `${String(p)}.`).join('');
+  const first = firstField(error);
+  return new SpendGuardError('VALIDATION', `Invalid ${what}: ${prefix}${describeIssues(error)}`, {
+    param: first === null ? prefix.slice(0, -1) || null : `${prefix}${first}`,
+    detail: validationDetail(error, where, sent, at),
+  });
 }
