@@ -103,7 +103,9 @@ export class ResponseTap {
       const format = this.hints.format ?? null;
       const skimmed = skimJsonObject(buf);
       const quick = skimmed ? observeJson(skimmed, format) : null;
-      if (quick?.usage && quick.usageFinal) {
+      // The skim drops `candidates`, where Gemini reports its grounding searches (billed apart).
+      const grounded = quick?.format === 'gemini' && hasGrounding(buf);
+      if (quick?.usage && quick.usageFinal && !grounded) {
         this.result = quick;
       } else {
         let parsed: unknown = null;
@@ -128,4 +130,10 @@ export class ResponseTap {
     this.chunks = [];
     return this.result;
   }
+}
+
+/** A byte search, no parse: the camelCase name first (what Google sends), then the proto name. */
+function hasGrounding(bytes: Uint8Array): boolean {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return buf.includes('"groundingMetadata"') || buf.includes('"grounding_metadata"');
 }

@@ -661,16 +661,45 @@ function geminiPrompt(bill: Bill, body: Obj): number {
 
 // ---------------------------------------------------------------------------------------------------
 
+/** Gemini's grounding tools (the REST API takes either spelling): Google Search, and 1.5's retrieval tool. */
+const GEMINI_SEARCH_TOOLS = [
+  'google_search',
+  'googleSearch',
+  'google_search_retrieval',
+  'googleSearchRetrieval',
+];
+
+/**
+ * Gemini's `candidateCount` (or `candidate_count`) in `generationConfig` (or `generation_config`): the
+ * number of candidates Google generates and bills, 1 when unset.
+ */
+export function geminiCandidateCount(body: Obj): number {
+  const config = body.generationConfig ?? body.generation_config;
+  if (!isRecord(config)) return 1;
+  const count = config.candidateCount ?? config.candidate_count;
+  return typeof count === 'number' && Number.isInteger(count) && count > 0 ? count : 1;
+}
+
 /**
  * Server-side web searches a call runs: one when an Anthropic request offers a `web_search_*` tool
- * whose `max_uses` (default 1) is at least 1 and web-search billing is on; 0 otherwise.
+ * whose `max_uses` (default 1) is at least 1; on Gemini with a Google Search grounding tool, one search
+ * query per candidate (Google reports them in each candidate's `groundingMetadata.webSearchQueries`);
+ * 0 otherwise, or when web-search billing is off.
  */
 export function countWebSearches(
   body: Obj,
   format: BillingFormat,
   rules: Partial<BillingRules> = {},
 ): number {
-  if (format !== 'anthropic-messages' || !(rules.webSearch ?? DEFAULT_BILLING_RULES.webSearch)) return 0;
+  if (!(rules.webSearch ?? DEFAULT_BILLING_RULES.webSearch)) return 0;
+  if (format === 'gemini') {
+    if (!Array.isArray(body.tools)) return 0;
+    const grounded = body.tools.some(
+      (tool) => isRecord(tool) && GEMINI_SEARCH_TOOLS.some((key) => tool[key] !== undefined),
+    );
+    return grounded ? geminiCandidateCount(body) : 0;
+  }
+  if (format !== 'anthropic-messages') return 0;
   if (!Array.isArray(body.tools)) return 0;
   for (const tool of body.tools) {
     if (!isWebSearchTool(tool)) continue;
