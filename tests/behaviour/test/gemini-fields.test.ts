@@ -56,6 +56,28 @@ describe.each(ADAPTERS)('Gemini snake_case fields and grounding on $name', (fram
     expect(info.spend, 'spend <= cap').toBeLessThanOrEqual(cap);
   }, 60_000);
 
+  it('a grounded call streamed as SSE is charged its search fee too', async () => {
+    const app = await startTestApp(framework);
+    apps.push(app);
+    const key = (await admin(app, 'POST', '/key/generate', { max_budget: 1 })).body.key as string;
+    const res = await fetch(`${app.baseUrl}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        contents: [{ role: 'user', parts: [{ text: 'what happened today?' }] }],
+        tools: [{ googleSearch: {} }],
+        generationConfig: { candidateCount: 2, maxOutputTokens: 10 },
+      }),
+    });
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).toContain('webSearchQueries');
+    await app.settled();
+    const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
+    // Prompt: 5 + '[{"googleSearch":{}}]' 21 chars = 6 -> 11 x $3e-7; 2 x 10 x $2.5e-6; $0.035 once.
+    expect(info.spend).toBeCloseTo(0.0350533, 9);
+  }, 60_000);
+
   it('a cap lowered to fit is written as generation_config.max_output_tokens, once', async () => {
     const app = await startTestApp(framework);
     apps.push(app);
