@@ -7,7 +7,8 @@
 // Default input: ../shared/data/model_prices_and_context_window.json relative to the repo root.
 //
 // The snapshot keeps every entry that carries any price (any field whose name contains `cost`, or a
-// `tiered_pricing` list), with every such field, plus `litellm_provider`, `mode`, `max_output_tokens` and `max_input_tokens`.
+// `tiered_pricing` list), with every such field, plus `litellm_provider`, `mode`, `max_output_tokens`,
+// `max_input_tokens` and `web_search_billing_unit` (Gemini grounding: per query or per grounded prompt).
 // Everything else (capabilities, context sizes, sources) is dropped. The loader turns a row back into the
 // LiteLLM entry it came from, so the snapshot and a user-supplied LiteLLM table go through the same code.
 //
@@ -88,7 +89,11 @@ const KNOWN_SPARSE_FIELDS = [
 ];
 
 const isCostField = (field) => field.includes('cost') || field === 'tiered_pricing';
-const isKeptField = (field) => isCostField(field) || COLUMNS.includes(field) || field === 'max_input_tokens';
+const isKeptField = (field) =>
+  isCostField(field) ||
+  COLUMNS.includes(field) ||
+  field === 'max_input_tokens' ||
+  field === 'web_search_billing_unit';
 
 let source;
 try {
@@ -106,7 +111,7 @@ if (source === null || typeof source !== 'object' || Array.isArray(source)) {
 
 /** Checks a kept value: prices are non-negative finite numbers, possibly nested in objects and lists. */
 function checkValue(where, field, value) {
-  if (field === 'litellm_provider' || field === 'mode') {
+  if (field === 'litellm_provider' || field === 'mode' || field === 'web_search_billing_unit') {
     if (typeof value !== 'string')
       throw new Error(`${where} should be a string, got ${JSON.stringify(value)}`);
     return;

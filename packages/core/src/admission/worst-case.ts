@@ -182,8 +182,8 @@ export function boundCall(
   if (isObject(format0) && format0.json_schema !== undefined) schema += boundJson(c, format0.json_schema) + 8;
   const text = isObject(body.text) ? body.text.format : undefined; // Responses `text.format`
   if (isObject(text) && text.schema !== undefined) schema += boundJson(c, text) + 8;
-  const generation = isObject(body.generationConfig) ? body.generationConfig : undefined;
-  if (generation?.responseSchema !== undefined) schema += boundJson(c, generation.responseSchema) + 8;
+  schema += boundGeminiSchemas(c, body);
+  boundGeminiCachedContent(c, body);
 
   let textTokens: number;
   if (c.precise) {
@@ -200,10 +200,11 @@ export function boundCall(
   }
 
   const output = outputBound(format, body, price, options.defaultMaxOutputTokens, embeddings);
+  const grounding = geminiGrounding(body, price, output.choices);
   return {
-    inputTokens: textTokens + c.media + tools.searches * WEB_SEARCH_RESULT_TOKENS,
+    inputTokens: textTokens + c.media + (tools.searches + grounding.searches) * WEB_SEARCH_RESULT_TOKENS,
     audioTokens: c.audio,
-    webSearches: tools.searches,
+    webSearches: tools.searches + grounding.billed,
     outputTokens: output.tokens,
     choices: output.choices,
     outputField: output.field,
@@ -345,7 +346,12 @@ function mediaPart(c: Counter, part: Obj): boolean {
   }
   const fileData = isObject(part.fileData) ? part.fileData : isObject(part.file_data) ? part.file_data : null;
   if (fileData) {
-    const mime = typeof fileData.mimeType === 'string' ? fileData.mimeType : '';
+    const mime =
+      typeof fileData.mimeType === 'string'
+        ? fileData.mimeType
+        : typeof fileData.mime_type === 'string'
+          ? fileData.mime_type
+          : '';
     if (mime.startsWith('image/')) addImage(c, null, 'high');
     else addUnknownFile(c);
     return true;
@@ -561,14 +567,14 @@ function outputBound(
   embeddings: boolean,
 ): { tokens: number; choices: number; field: OutputField | null; requested: boolean } {
   if (embeddings) return { tokens: 0, choices: 1, field: null, requested: false };
-  const generation = isObject(body.generationConfig) ? body.generationConfig : undefined;
+  const gemini = geminiGeneration(body);
   const fields: Array<[OutputField, unknown]> = [
     ['max_completion_tokens', body.max_completion_tokens],
     ['max_tokens', body.max_tokens],
     ['max_output_tokens', body.max_output_tokens],
-    ['generationConfig.maxOutputTokens', generation?.maxOutputTokens],
+    ['generationConfig.maxOutputTokens', gemini.maxOutputTokens],
   ];
-  const choices = positiveInt(body.n) ?? positiveInt(generation?.candidateCount) ?? 1;
+  const choices = positiveInt(body.n) ?? gemini.candidates ?? 1;
   const model = price?.maxOutputTokens ?? defaultMax;
   for (const [field, value] of fields) {
     const requested = positiveInt(value);
@@ -596,11 +602,104 @@ function defaultOutputField(format: WireFormat | null, body: Obj): OutputField |
 /** Sets a request's output cap in place (the route, or the upstream call, then sends this body). */
 export function setOutputCap(body: Obj, field: OutputField, tokens: number): void {
   if (field === 'generationConfig.maxOutputTokens') {
-    const generation = isObject(body.generationConfig) ? body.generationConfig : {};
-    body.generationConfig = { ...generation, maxOutputTokens: tokens };
+    setGeminiOutputCap(body, tokens);
     return;
   }
   body[field] = tokens;
+}
+
+// Gemini's REST API reads JSON by proto3 rules: every field is accepted in lowerCamelCase and in its
+// proto name (snake_case), and a message that sets one field in both spellings is refused (unbilled).
+// So each field is read in both spellings, and the larger value bounds the call.
+
+/** Gemini's `generationConfig` / `generation_config`: the objects the request gives (none, one, or both). */
+function geminiConfigs(body: Obj): Obj[] {
+  const configs: Obj[] = [];
+  if (isObject(body.generationConfig)) configs.push(body.generationConfig);
+  if (isObject(body.generation_config)) configs.push(body.generation_config);
+  return configs;
+}
+
+/** The largest positive integer among `keys` of these objects, else `undefined`. */
+function largestInt(objects: Obj[], keys: readonly string[]): number | undefined {
+  let largest: number | undefined;
+  for (const object of objects) {
+    for (const key of keys) {
+      const value = positiveInt(object[key]);
+      if (value !== undefined && (largest === undefined || value > largest)) largest = value;
+    }
+  }
+  return largest;
+}
+
+/** Gemini's output cap and candidate count, in either spelling. */
+function geminiGeneration(body: Obj): {
+  maxOutputTokens: number | undefined;
+  candidates: number | undefined;
+} {
+  const configs = geminiConfigs(body);
+  if (configs.length === 0) return { maxOutputTokens: undefined, candidates: undefined };
+  return {
+    maxOutputTokens: largestInt(configs, ['maxOutputTokens', 'max_output_tokens']),
+    candidates: largestInt(configs, ['candidateCount', 'candidate_count']),
+  };
+}
+
+/** Gemini response schemas (`responseSchema`, `responseJsonSchema`, either spelling): as a tool definition, +8. */
+function boundGeminiSchemas(c: Counter, body: Obj): number {
+  let tokens = 0;
+  for (const config of geminiConfigs(body)) {
+    for (const key of ['responseSchema', 'response_schema', 'responseJsonSchema', 'response_json_schema']) {
+      if (config[key] !== undefined) tokens += boundJson(c, config[key]) + 8;
+    }
+  }
+  return tokens;
+}
+
+/**
+ * Gemini `cachedContent` / `cached_content` names a cache whose tokens are billed as prompt tokens (at
+ * the cache-read price) but are not in the body: bounded as a file the guard cannot read, the model's
+ * whole context window.
+ */
+function boundGeminiCachedContent(c: Counter, body: Obj): void {
+  const cached = body.cachedContent ?? body.cached_content;
+  if (typeof cached === 'string' && cached !== '') addUnknownFile(c);
+}
+
+/** Grounding with Google Search, as a Gemini tool: `google_search` / `googleSearch` and the 1.5 retrieval tool. */
+const GROUNDING_TOOLS = ['google_search', 'googleSearch', 'google_search_retrieval', 'googleSearchRetrieval'];
+
+/**
+ * Grounding with Google Search: Google bills a grounded prompt (Gemini 2.x, `per_prompt`) or each search
+ * query the model runs (Gemini 3, the price table's `web_search_billing_unit: "per_query"`), at the
+ * table's `search_context_cost_per_query`. A prompt runs at most {@link DEFAULT_MAX_WEB_SEARCHES}
+ * queries per candidate (Google publishes no limit; the same assumption as an Anthropic search tool
+ * without `max_uses`), and each query's results are bounded as input like a web search's.
+ * `billed`: the units priced per search; `searches`: the queries whose results are input.
+ */
+function geminiGrounding(
+  body: Obj,
+  price: ModelPrice | undefined,
+  choices: number,
+): { billed: number; searches: number } {
+  if (!Array.isArray(body.tools)) return { billed: 0, searches: 0 };
+  const grounded = body.tools.some(
+    (tool) => isObject(tool) && GROUNDING_TOOLS.some((key) => tool[key] !== undefined),
+  );
+  if (!grounded) return { billed: 0, searches: 0 };
+  const searches = DEFAULT_MAX_WEB_SEARCHES * choices;
+  return { billed: price?.webSearchBillingUnit === 'per_prompt' ? 1 : searches, searches };
+}
+
+/** Lowers a Gemini output cap in the spelling the request already uses (never both: Google refuses that). */
+function setGeminiOutputCap(body: Obj, tokens: number): void {
+  const snake = !isObject(body.generationConfig) && isObject(body.generation_config);
+  const key = snake ? 'generation_config' : 'generationConfig';
+  const config: Obj = isObject(body[key]) ? { ...(body[key] as Obj) } : {};
+  const present = ['maxOutputTokens', 'max_output_tokens'].filter((name) => config[name] !== undefined);
+  if (present.length === 0) present.push(snake ? 'max_output_tokens' : 'maxOutputTokens');
+  for (const name of present) config[name] = tokens;
+  body[key] = config;
 }
 
 /**

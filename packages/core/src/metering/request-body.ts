@@ -70,12 +70,18 @@ function positiveInt(value: unknown): number | undefined {
  * `max_tokens`, `max_output_tokens`, Gemini `generationConfig.maxOutputTokens`), or `undefined`.
  */
 export function requestedOutputTokens(body: Obj): number | undefined {
-  const generation = isObject(body.generationConfig) ? body.generationConfig : undefined;
+  // Gemini takes each field in camelCase or snake_case (proto3 JSON).
+  const generation = isObject(body.generationConfig)
+    ? body.generationConfig
+    : isObject(body.generation_config)
+      ? body.generation_config
+      : undefined;
   return (
     positiveInt(body.max_completion_tokens) ??
     positiveInt(body.max_tokens) ??
     positiveInt(body.max_output_tokens) ??
-    positiveInt(generation?.maxOutputTokens)
+    positiveInt(generation?.maxOutputTokens) ??
+    positiveInt(generation?.max_output_tokens)
   );
 }
 

@@ -105,7 +105,11 @@ export class ResponseTap {
       const format = this.hints.format ?? null;
       const skimmed = skimJsonObject(buf);
       const quick = skimmed ? observeJson(skimmed, format) : null;
-      if (quick?.usage && quick.usageFinal && !this.hints.searches) {
+      // The skim drops `output` (where OpenAI's Responses API lists its web searches, billed apart,
+      // read in full when the request could search) and `candidates` (where Gemini reports its
+      // grounding searches).
+      const grounded = quick?.format === 'gemini' && hasGrounding(buf);
+      if (quick?.usage && quick.usageFinal && !this.hints.searches && !grounded) {
         this.result = quick;
       } else {
         let parsed: unknown = null;
@@ -131,4 +135,10 @@ export class ResponseTap {
     this.chunks = [];
     return this.result;
   }
+}
+
+/** A byte search, no parse: the camelCase name first (what Google sends), then the proto name. */
+function hasGrounding(bytes: Uint8Array): boolean {
+  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return buf.includes('"groundingMetadata"') || buf.includes('"grounding_metadata"');
 }

@@ -38,6 +38,13 @@ export interface ModelPrice {
   /** Largest prompt the model takes (a larger one is refused by the provider, unbilled), from `max_input_tokens`. */
   maxInputTokens?: number;
   /**
+   * What Google bills grounding with Google Search by, on Gemini models (`gemini`, `vertex_ai` providers):
+   * `per_query` (each search query, Gemini 3) or `per_prompt` (one fee per grounded call, Gemini 2.x),
+   * from the table's `web_search_billing_unit` (absent: `per_prompt`, as LiteLLM reads it). Absent on
+   * other models, whose searches are each billed.
+   */
+  webSearchBillingUnit?: 'per_query' | 'per_prompt';
+  /**
    * The most a prompt token can cost on this model: over every prompt-size tier, service tier, cache
    * write and modality. With {@link ModelPrice.maxOutputPico}, what an upper-bound estimate should use.
    */
@@ -350,6 +357,12 @@ export function compilePrice(model: string, entry: LiteLLMEntry): CompiledPrice 
     }
   }
 
+  const gemini = geminiSearchBilling(model, entry);
+  if (gemini && webSearch === undefined) {
+    const fee = toPico(GEMINI_DEFAULT_SEARCH_USD);
+    webSearch = { low: fee, medium: fee, high: fee };
+  }
+
   let openaiSearchCall: CompiledPrice['openaiSearchCall'];
   if (webSearch === undefined && entry.litellm_provider === 'openai') {
     const name = model.slice(model.lastIndexOf('/') + 1).toLowerCase();
@@ -380,6 +393,7 @@ export function compilePrice(model: string, entry: LiteLLMEntry): CompiledPrice 
   if (raw.audioInput !== undefined) price.audioInputPico = base.audioInput;
   if (raw.audioOutput !== undefined) price.audioOutputPico = base.audioOutput;
   if (request !== undefined) price.requestPico = toPico(request);
+  if (gemini) price.webSearchBillingUnit = gemini;
   const maxOutputTokens = entry.max_output_tokens;
   if (typeof maxOutputTokens === 'number' && maxOutputTokens > 0 && Number.isFinite(maxOutputTokens)) {
     price.maxOutputTokens = maxOutputTokens;
@@ -400,6 +414,24 @@ export function compilePrice(model: string, entry: LiteLLMEntry): CompiledPrice 
     webSearch,
     openaiSearchCall,
   };
+}
+
+/** LiteLLM's Gemini search fee when the table has no `search_context_cost_per_query`: $35 per 1,000 grounded prompts. */
+const GEMINI_DEFAULT_SEARCH_USD = 0.035;
+
+/**
+ * How Google bills grounding on a Gemini model (LiteLLM's gemini and vertex_ai cost calculators):
+ * per search query when the table says `per_query`, else per grounded prompt; `undefined` for a model
+ * of another provider.
+ */
+function geminiSearchBilling(model: string, entry: LiteLLMEntry): 'per_query' | 'per_prompt' | undefined {
+  const provider = typeof entry.litellm_provider === 'string' ? entry.litellm_provider : '';
+  // Google's own models only: Vertex also serves Claude, Llama, Mistral... billed by their own rules.
+  if (provider !== 'gemini' && provider !== 'vertex_ai-language-models' && provider !== 'vertex_ai') {
+    return undefined;
+  }
+  if (provider === 'vertex_ai' && !/gemini/i.test(model)) return undefined;
+  return entry.web_search_billing_unit === 'per_query' ? 'per_query' : 'per_prompt';
 }
 
 /** Token counts are non-negative integers; anything else is read so as never to under-count. */
@@ -526,7 +558,9 @@ export function priceUsage(
   }
   COUNTS[REQUEST] = compiled.request > 0 ? 1 : 0;
   RATES[REQUEST] = compiled.request;
-  const searches = tokens(usage.webSearchRequests);
+  let searches = tokens(usage.webSearchRequests);
+  // Google bills a grounded prompt once, however many queries it ran (Gemini 2.x).
+  if (compiled.price.webSearchBillingUnit === 'per_prompt') searches = Math.min(1, searches);
   if (searches > 0 && compiled.webSearch) {
     COUNTS[SEARCH] = searches;
     RATES[SEARCH] = compiled.webSearch[options?.searchContextSize ?? usage.searchContextSize ?? 'medium'];

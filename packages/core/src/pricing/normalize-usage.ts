@@ -123,8 +123,26 @@ function fromTokenUsage(raw: Obj): TokenUsage {
   );
 }
 
+/**
+ * Search queries a Gemini response ran for grounding with Google Search: the non-empty
+ * `groundingMetadata.webSearchQueries` of every candidate (either spelling), as LiteLLM counts them.
+ * Pricing then bills one per grounded prompt or each query, by the model's `web_search_billing_unit`.
+ */
+function geminiSearchQueries(candidates: unknown): number {
+  if (!Array.isArray(candidates)) return 0;
+  let queries = 0;
+  for (const candidate of candidates) {
+    if (!isObject(candidate)) continue;
+    const grounding = child(candidate, 'groundingMetadata') ?? child(candidate, 'grounding_metadata');
+    const list = grounding?.webSearchQueries ?? grounding?.web_search_queries;
+    if (!Array.isArray(list)) continue;
+    for (const query of list) if (typeof query === 'string' && query.trim() !== '') queries += 1;
+  }
+  return queries;
+}
+
 /** Gemini / Vertex `usageMetadata`: `candidatesTokenCount` excludes the thoughts, billed as output. */
-function fromGemini(raw: Obj, extra: Obj): TokenUsage {
+function fromGemini(raw: Obj, extra: Obj, searches = 0): TokenUsage {
   const toolUse = count(raw.toolUsePromptTokenCount);
   const prompt = count(raw.promptTokenCount) + toolUse;
   const thoughts = count(raw.thoughtsTokenCount);
@@ -141,6 +159,7 @@ function fromGemini(raw: Obj, extra: Obj): TokenUsage {
       imagePromptTokens: modalityTokens(raw.promptTokensDetails, 'IMAGE'),
       audioCompletionTokens: modalityTokens(raw.candidatesTokensDetails, 'AUDIO'),
       imageCompletionTokens: modalityTokens(raw.candidatesTokensDetails, 'IMAGE'),
+      webSearchRequests: searches,
     },
     extra,
   );
@@ -253,7 +272,7 @@ function normalize(raw: unknown, extra: Obj, depth: number): TokenUsage {
   const outer: Obj = { ...extra };
   if (typeof raw.service_tier === 'string') outer.service_tier = raw.service_tier;
   const gemini = child(raw, 'usageMetadata');
-  if (gemini) return fromGemini(gemini, outer);
+  if (gemini) return fromGemini(gemini, outer, geminiSearchQueries(raw.candidates));
   const inner = child(raw, 'usage') ?? child(child(raw, 'meta') ?? {}, 'billed_units');
   if (inner) return normalize(inner, outer, depth + 1);
   const nested = child(raw, 'response') ?? child(raw, 'message');
@@ -293,7 +312,8 @@ function normalize(raw: unknown, extra: Obj, depth: number): TokenUsage {
  *   `cache_creation_input_tokens`, `cache_creation.{ephemeral_5m_input_tokens,ephemeral_1h_input_tokens}`,
  *   `output_tokens`, `server_tool_use.web_search_requests`
  * - Gemini / Vertex: `promptTokenCount`, `candidatesTokenCount` (excluding thoughts), `thoughtsTokenCount`,
- *   `cachedContentTokenCount`, `toolUsePromptTokenCount`, per-modality `*TokensDetails`
+ *   `cachedContentTokenCount`, `toolUsePromptTokenCount`, per-modality `*TokensDetails`; from a whole
+ *   response, the grounding search queries of its candidates (`groundingMetadata.webSearchQueries`)
  * - Bedrock Converse: `inputTokens`, `outputTokens`, `cacheReadInputTokens`, `cacheWriteInputTokens`
  * - Cohere: `billed_units.{input_tokens,output_tokens}`
  *

@@ -714,11 +714,31 @@ export function searchContentTokens(
   return reasoning ? searches * SIMULATED_SEARCH_CONTENT_TOKENS : 0;
 }
 
+/** Gemini's grounding tools (the REST API takes either spelling): Google Search, and 1.5's retrieval tool. */
+const GEMINI_SEARCH_TOOLS = [
+  'google_search',
+  'googleSearch',
+  'google_search_retrieval',
+  'googleSearchRetrieval',
+];
+
+/**
+ * Gemini's `candidateCount` (or `candidate_count`) in `generationConfig` (or `generation_config`): the
+ * number of candidates Google generates and bills, 1 when unset.
+ */
+export function geminiCandidateCount(body: Obj): number {
+  const config = body.generationConfig ?? body.generation_config;
+  if (!isRecord(config)) return 1;
+  const count = config.candidateCount ?? config.candidate_count;
+  return typeof count === 'number' && Number.isInteger(count) && count > 0 ? count : 1;
+}
+
 /**
  * Server-side web searches a call runs, when web-search billing is on: Anthropic, one when the request
  * offers a `web_search_*` tool whose `max_uses` (default 1) is at least 1; OpenAI chat, one for a search
  * model or `web_search_options`; OpenAI Responses, `max_tool_calls` (1 when unset) when it offers a web
- * search tool. 0 otherwise.
+ * search tool; Gemini with a Google Search grounding tool, one search query per candidate (Google
+ * reports them in each candidate's `groundingMetadata.webSearchQueries`). 0 otherwise.
  */
 export function countWebSearches(
   body: Obj,
@@ -732,6 +752,13 @@ export function countWebSearches(
     if (openaiSearchTools(body).length === 0) return 0;
     const max = body.max_tool_calls;
     return typeof max === 'number' && Number.isInteger(max) && max >= 0 ? max : 1;
+  }
+  if (format === 'gemini') {
+    if (!Array.isArray(body.tools)) return 0;
+    const grounded = body.tools.some(
+      (tool) => isRecord(tool) && GEMINI_SEARCH_TOOLS.some((key) => tool[key] !== undefined),
+    );
+    return grounded ? geminiCandidateCount(body) : 0;
   }
   if (format !== 'anthropic-messages') return 0;
   if (!Array.isArray(body.tools)) return 0;

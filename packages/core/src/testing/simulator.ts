@@ -7,6 +7,7 @@ import {
   type BillingRules,
   countWebSearches,
   DEFAULT_BILLING_RULES,
+  geminiCandidateCount,
   type ImageSize,
   providerPromptUsage,
   searchContentTokens,
@@ -339,6 +340,21 @@ function maxTokens(body: Record<string, unknown>, params: readonly string[]): nu
     max ??= value;
   }
   return max;
+}
+
+/**
+ * A Gemini field given in camelCase or snake_case (proto3 JSON reads both); both at once is refused, as
+ * Google's parser refuses a field set twice.
+ */
+function geminiField(body: Record<string, unknown>, camel: string, snake: string): unknown {
+  if (body[camel] !== undefined && body[snake] !== undefined) {
+    throw new RequestError(
+      400,
+      `Invalid JSON payload received. Field "${snake}" and "${camel}" are the same field, set twice.`,
+      snake,
+    );
+  }
+  return body[camel] ?? body[snake];
 }
 
 function sendJson(
@@ -876,11 +892,40 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     query: URLSearchParams,
   ) => {
     requireArray(body, 'contents');
-    const generation = isRecord(body.generationConfig) ? body.generationConfig : {};
-    const max = maxTokens(generation, ['maxOutputTokens']);
+    const generation = geminiField(body, 'generationConfig', 'generation_config') ?? {};
+    if (!isRecord(generation)) {
+      throw new RequestError(400, 'Invalid generationConfig: expected an object.', 'generationConfig');
+    }
+    geminiField(generation, 'maxOutputTokens', 'max_output_tokens'); // refuses both spellings
+    const max = maxTokens(generation, ['maxOutputTokens', 'max_output_tokens']);
+    const count = geminiField(generation, 'candidateCount', 'candidate_count');
+    if (count !== undefined && !(isCount(count) && count >= 1 && count <= 8)) {
+      throw new RequestError(
+        400,
+        'Invalid candidateCount: expected an integer from 1 to 8.',
+        'candidateCount',
+      );
+    }
+    const candidates = geminiCandidateCount(body);
     const streaming = method === 'streamGenerateContent';
-    const call = plan(req, model, streaming, max, body, 'gemini');
+    // Each candidate is generated, and billed, in full: candidatesTokenCount is their total.
+    const call = plan(
+      req,
+      model,
+      streaming,
+      max,
+      body,
+      'gemini',
+      (max ?? defaultCompletionTokens) * candidates,
+    );
     const c = call.counts;
+    // The grounding queries, spread over the candidates (Google reports them per candidate).
+    const queries = Array.from({ length: candidates }, (_, i) =>
+      Array.from(
+        { length: Math.floor(c.webSearches / candidates) + (i < c.webSearches % candidates ? 1 : 0) },
+        (_, q) => `simulated search ${i}.${q}`,
+      ),
+    );
     const finishReason = finishedByLength(call) ? 'MAX_TOKENS' : 'STOP';
     const responseId = randomId(22);
     const modelVersion = model;
@@ -896,27 +941,32 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       ],
     });
     const visible = c.completion - c.reasoning;
-    const chunk = (text: string, soFar: number, final: boolean) => ({
-      candidates: [
-        {
-          content: { parts: [{ text }], role: 'model' },
-          ...(final ? { finishReason } : {}),
-          index: 0,
-        },
-      ],
-      usageMetadata: usageMetadata(final ? visible : soFar, final),
+    // The generated words, split over the candidates in turn.
+    const texts: string[][] = Array.from({ length: candidates }, () => []);
+    for (let i = 0; i < call.pieces.length; i++) texts[i % candidates]!.push(call.pieces[i]!);
+    const chunk = (from: number, to: number, final: boolean) => ({
+      candidates: texts.map((pieces, index) => ({
+        content: { parts: [{ text: pieces.slice(from, to).join('') }], role: 'model' },
+        ...(final ? { finishReason } : {}),
+        ...(final && queries[index]!.length > 0
+          ? { groundingMetadata: { webSearchQueries: queries[index], groundingChunks: [] } }
+          : {}),
+        index,
+      })),
+      usageMetadata: usageMetadata(
+        final ? visible : texts.reduce((n, pieces) => n + Math.min(to, pieces.length), 0),
+        final,
+      ),
       modelVersion,
       responseId,
     });
+    const longest = texts.reduce((n, pieces) => Math.max(n, pieces.length), 0);
     if (latencyMs > 0) await sleep(latencyMs);
-    if (!streaming) return sendJson(res, 200, chunk(call.pieces.join(''), visible, true));
+    if (!streaming) return sendJson(res, 200, chunk(0, longest, true));
     // Gemini streams a few tokens per chunk; usage so far on each, the final one on the last.
     const chunks: unknown[] = [];
     const per = 4;
-    for (let i = 0; i < call.pieces.length || i === 0; i += per) {
-      const last = i + per >= call.pieces.length;
-      chunks.push(chunk(call.pieces.slice(i, i + per).join(''), Math.min(i + per, call.pieces.length), last));
-    }
+    for (let i = 0; i < longest || i === 0; i += per) chunks.push(chunk(i, i + per, i + per >= longest));
     if (query.get('alt') === 'sse') {
       return stream(
         res,
