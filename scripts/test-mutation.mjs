@@ -6,6 +6,7 @@
 // mutation/survivors.md does not explain. Not part of `pnpm test`.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { GROUPS } from '../mutation/groups.mjs';
@@ -36,6 +37,8 @@ for (const name of names) {
   } else {
     rmSync(join(out, name, 'recheck'), { recursive: true, force: true });
   }
+  const cpuBefore = childCpuSeconds();
+  const loadBefore = loadavg()[0];
   const run = spawnSync(stryker, ['run', 'mutation/stryker.config.mjs'], {
     cwd: root,
     stdio: 'inherit',
@@ -47,7 +50,28 @@ for (const name of names) {
     console.error(`stryker failed on group ${name} (exit ${run.status})`);
     continue;
   }
-  writeFileSync(join(out, name, recheck ? 'recheck-minutes.txt' : 'minutes.txt'), `${minutes}\n`);
+  // The wall minutes, then the CPU minutes of Stryker and its test processes (what a quiet machine
+  // needs, over one core per test process) and the load average at the start and the end.
+  const cpu = cpuBefore === null ? '?' : ((childCpuSeconds() - cpuBefore) / 60).toFixed(1);
+  const load = `${loadBefore.toFixed(1)}-${loadavg()[0].toFixed(1)}`;
+  writeFileSync(
+    join(out, name, recheck ? 'recheck-minutes.txt' : 'minutes.txt'),
+    `${minutes}\ncpu ${cpu}\nload ${load}\n`,
+  );
+}
+
+/**
+ * CPU seconds (user + system) of this process's finished children and theirs (Linux: `cutime` and
+ * `cstime` of /proc/self/stat, in clock ticks of 1/100 s); null elsewhere.
+ */
+function childCpuSeconds() {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[13]) + Number(fields[14])) / 100;
+  } catch {
+    return null;
+  }
 }
 
 /** `file:line-line` for every line of the last full run with a surviving or uncovered mutant. */
@@ -107,11 +131,16 @@ function summarise(name) {
   const minutesFile = join(out, name, 'minutes.txt');
   const recheckMinutes = join(out, name, 'recheck-minutes.txt');
   const minutes =
-    (existsSync(minutesFile) ? readFileSync(minutesFile, 'utf8').trim() : '?') +
-    (again.size > 0 && existsSync(recheckMinutes)
-      ? ` + ${readFileSync(recheckMinutes, 'utf8').trim()} (recheck)`
-      : '');
+    (existsSync(minutesFile) ? timing(minutesFile) : '?') +
+    (again.size > 0 && existsSync(recheckMinutes) ? ` + ${timing(recheckMinutes)} (recheck)` : '');
   return { rows, total, minutes, survivors };
+}
+
+/** `12.3 (CPU 8.1, load 2.0-3.1)` from a minutes file (older ones hold the wall minutes only). */
+function timing(file) {
+  const [wall, cpu, load] = readFileSync(file, 'utf8').trim().split('\n');
+  if (cpu === undefined) return wall;
+  return `${wall} (CPU ${cpu.replace('cpu ', '')}, load ${(load ?? '').replace('load ', '')})`;
 }
 
 /**

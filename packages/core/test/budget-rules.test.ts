@@ -2,12 +2,16 @@
 // one nano-dollar over it, a reset due at this very millisecond. Expected values are literals.
 import { describe, expect, it } from 'vitest';
 import {
+  abandonedChargeScopes,
   applyDueReset,
   expiredReservationLog,
   fitsBudget,
+  missingBudgetTier,
+  retieredState,
+  tierRateLimits,
   withCounters,
 } from '../src/storage/budget-rules.js';
-import type { BudgetState } from '../src/storage/storage-contract.js';
+import type { BudgetState, BudgetTierRecord } from '../src/storage/storage-contract.js';
 
 const state = (over: Partial<BudgetState> = {}): BudgetState => ({
   scope: { kind: 'key', id: 'k1' },
@@ -154,5 +158,73 @@ describe('expiredReservationLog', () => {
       httpStatus: 0,
       metadata: { expired_reservation: true, reservation_id: 'r2' },
     });
+  });
+});
+
+describe('budget tiers and abandoned charges', () => {
+  const tier = (over: Partial<BudgetTierRecord> = {}): BudgetTierRecord => ({
+    budgetId: 'b1',
+    maxBudgetNano: 5_000,
+    softBudgetNano: null,
+    budgetDuration: '1d',
+    rpmLimit: null,
+    tpmLimit: null,
+    maxParallelRequests: null,
+    createdAt: new Date('2026-03-01T00:00:00.000Z'),
+    updatedAt: new Date('2026-03-01T00:00:00.000Z'),
+    ...over,
+  });
+
+  it('a new tier of the same duration keeps the reset schedule, spend and reservations', () => {
+    // The reset is due at 06:00, not at a midnight nor a day after `now`: only kept, never recomputed.
+    const at = new Date('2026-03-11T06:00:00.000Z');
+    const next = retieredState(state({ budgetResetAt: at }), tier(), new Date('2026-03-10T12:00:00.000Z'));
+    expect(next).toMatchObject({
+      maxBudgetNano: 5_000,
+      softBudgetNano: null,
+      budgetDuration: '1d',
+      budgetResetAt: at,
+      spendNano: 600,
+      reservedNano: 300,
+    });
+  });
+
+  it('a tier without rate limits has none; one limit gives all three, the others null', () => {
+    expect(tierRateLimits(tier())).toBeNull();
+    expect(tierRateLimits(tier({ tpmLimit: 100 }))).toEqual({
+      rpmLimit: null,
+      tpmLimit: 100,
+      maxParallelRequests: null,
+      modelRpmLimit: {},
+      modelTpmLimit: {},
+    });
+  });
+
+  it('a missing tier is a 400 naming budget_id', () => {
+    const error = missingBudgetTier('b9');
+    expect(error.code).toBe('BAD_REQUEST');
+    expect(error.param).toBe('budget_id');
+    expect(error.message).toBe("Budget not found: budget_id 'b9'; create it with /budget/new");
+  });
+
+  it("an abandoned call is charged to its user when the user's counter was not held", () => {
+    const key = { kind: 'key', id: 'k1' } as const;
+    // Held: unchanged.
+    expect(abandonedChargeScopes([key, { kind: 'user', id: 'u1' }], { userId: 'u1' })).toEqual([
+      key,
+      { kind: 'user', id: 'u1' },
+    ]);
+    // Another user's counter, or another kind of scope with the same id, is not the user's.
+    expect(abandonedChargeScopes([key, { kind: 'user', id: 'u2' }], { userId: 'u1' })).toEqual([
+      key,
+      { kind: 'user', id: 'u2' },
+      { kind: 'user', id: 'u1' },
+    ]);
+    expect(abandonedChargeScopes([key, { kind: 'team', id: 'u1' }], { userId: 'u1' })).toEqual([
+      key,
+      { kind: 'team', id: 'u1' },
+      { kind: 'user', id: 'u1' },
+    ]);
+    expect(abandonedChargeScopes([key], null)).toEqual([key]);
   });
 });

@@ -166,17 +166,18 @@ describe('SSE tap: framing', () => {
     }
   });
 
-  it('stops metering, and forwards everything, when a partial event outgrows 32 MiB', () => {
-    const piece = Buffer.alloc(1 << 20, 0x61); // no line end at all: not SSE
+  it('stops metering, and forwards everything, when a partial event outgrows its limit', () => {
+    // The limit injected (1 KiB) instead of the guard's 32 MiB (that one: 'gives up at 32 MiB ...').
+    const piece = Buffer.alloc(100, 0x61); // no line end at all: not SSE
     for (const hide of [false, true]) {
-      const tap = new SseTap('openai-chat', hide);
+      const tap = new SseTap('openai-chat', hide, 1024);
       let forwarded = 0;
-      for (let i = 0; i < 34; i++) {
+      for (let i = 0; i < 12; i++) {
         const sent = tap.write(i === 0 ? Buffer.from('data: {') : piece);
         if (sent !== null) forwarded += (sent as Uint8Array).length;
       }
       forwarded += tap.end()?.length ?? 0;
-      expect(forwarded).toBe(7 + 33 * piece.length);
+      expect(forwarded).toBe(7 + 11 * piece.length);
       expect(tap.observe().usage).toBeNull();
     }
   });
@@ -569,42 +570,57 @@ describe('SSE tap: edges', () => {
   });
 
   it('gives up at 32 MiB of partial event exactly, forwarding what it held and all after', () => {
+    // The guard's own limit (the tests below inject a smaller one: 32 MiB buffers made every mutant
+    // of the tap cost seconds in the mutation runs).
     const MiB = 1 << 20;
     const tap = new SseTap('openai-chat', true);
     expect(tap.write('data: {')).toBeNull();
-    for (let i = 0; i < 31; i++) expect(tap.write(Buffer.alloc(MiB, 0x61))).toBeNull();
-    expect(tap.write(Buffer.alloc(MiB - 7, 0x61))).toBeNull(); // 7 + 32 MiB - 7 = 32 MiB: not over
-    const held = tap.write('a') as Uint8Array; // 32 MiB + 1: over
-    expect(held.length).toBe(32 * MiB + 1);
-    expect(Buffer.from(held.subarray(0, 8)).toString()).toBe('data: {a');
+    // (Compared as booleans and lengths: vitest printing a 32 MiB buffer in a failure takes minutes.)
+    const first32 = tap.write(Buffer.alloc(32 * MiB - 7, 0x61)); // 7 + 32 MiB - 7 = 32 MiB: not over
+    expect(first32 === null, 'held at 32 MiB').toBe(true);
+    const held = tap.write('a') as Uint8Array | null; // 32 MiB + 1: over
+    expect(held?.length).toBe(32 * MiB + 1);
+    expect(Buffer.from(held!.subarray(0, 8)).toString()).toBe('data: {a');
     const after = `\n\ndata: ${usageOnly}\n\n`;
     expect(tap.write(after)).toBe(after); // no longer metered: not hidden
     expect(tap.observe().usage).toBeNull();
   });
 
-  it('holds a partial event of exactly 32 MiB after complete events in the same write, gives up past it', () => {
-    const MiB = 1 << 20;
-    const tap = new SseTap('openai-chat', true);
-    // The write ends with a partial event of 7 + (32 MiB - 7) = 32 MiB: not over, held.
-    const head = Buffer.concat([Buffer.from(`${first}data: {`), Buffer.alloc(32 * MiB - 7, 0x61)]);
+  it('gives up at its limit exactly, in pieces without a line end', () => {
+    const tap = new SseTap('openai-chat', true, 1024);
+    expect(tap.write('data: {')).toBeNull();
+    for (let i = 0; i < 7; i++) expect(tap.write(Buffer.alloc(128, 0x61))).toBeNull();
+    expect(tap.write(Buffer.alloc(128 - 7, 0x61))).toBeNull(); // 7 + 7 x 128 + 121 = 1024: not over
+    const held = tap.write('a') as Uint8Array; // 1025: over
+    expect(held.length).toBe(1025);
+    expect(Buffer.from(held.subarray(0, 8)).toString()).toBe('data: {a');
+    const after = `\n\ndata: ${usageOnly}\n\n`;
+    expect(tap.write(after)).toBe(after);
+    expect(tap.observe().usage).toBeNull();
+  });
+
+  it('holds a partial event of exactly its limit after complete events in the same write, gives up past it', () => {
+    const tap = new SseTap('openai-chat', true, 1024);
+    // The write ends with a partial event of 7 + (1024 - 7) = 1024 bytes: not over, held.
+    const head = Buffer.concat([Buffer.from(`${first}data: {`), Buffer.alloc(1024 - 7, 0x61)]);
     expect(sent(tap.write(head))).toBe(first);
-    const held = tap.write('a') as Uint8Array; // 32 MiB + 1: over
-    expect(held.length).toBe(32 * MiB + 1);
+    const held = tap.write('a') as Uint8Array; // 1025: over
+    expect(held.length).toBe(1025);
     expect(Buffer.from(held.subarray(0, 8)).toString()).toBe('data: {a');
   });
 
-  it('gives up on a partial event over 32 MiB that follows complete events in the same write', () => {
+  it('gives up on a partial event over its limit that follows complete events in the same write', () => {
     const chunkWithNull = `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] }, null)}\n\n`;
-    const giant = Buffer.concat([Buffer.from(`${chunkWithNull}data: {`), Buffer.alloc(32 << 20, 0x61)]);
+    const giant = Buffer.concat([Buffer.from(`${chunkWithNull}data: {`), Buffer.alloc(1024, 0x61)]);
     const after = `\n\ndata: ${usageOnly}\n\n`;
     for (const hide of [true, false]) {
-      const tap = new SseTap('openai-chat', hide);
+      const tap = new SseTap('openai-chat', hide, 1024);
       const out = Buffer.from(tap.write(giant) as Uint8Array);
       // Hiding: the complete event without its `,"usage":null`, then the held bytes, all at once.
       const expectedHead = hide
         ? `data: ${chunkJson({ choices: [{ index: 0, delta: { content: 'a' } }] })}\n\ndata: {aaa`
         : `${chunkWithNull}data: {aaa`;
-      expect(out.length).toBe(expectedHead.length - 3 + (32 << 20));
+      expect(out.length).toBe(expectedHead.length - 3 + 1024);
       expect(out.subarray(0, expectedHead.length).toString()).toBe(expectedHead);
       expect(tap.write(after)).toBe(after);
       expect(tap.observe().usage).toBeNull();
@@ -612,15 +628,54 @@ describe('SSE tap: edges', () => {
   });
 
   it('counts a partial event from its own start, not from the start of the write', () => {
-    // 33 MiB of comment, complete, then a short partial usage chunk: the partial event is far under
-    // 32 MiB, so it is read at the end.
+    // 1.5 KiB of comment, complete, then a short partial usage chunk: the partial event is far under
+    // the 1 KiB limit, so it is read at the end.
     const bytes = Buffer.concat([
       Buffer.from(': '),
-      Buffer.alloc(33 << 20, 0x61),
+      Buffer.alloc(1536, 0x61),
       Buffer.from(`\n\ndata: ${usageOnly}`),
     ]);
-    const { tap } = feed(bytes, [], 'openai-chat', false);
+    const tap = new SseTap('openai-chat', false, 1024);
+    tap.write(bytes);
     expect(tap.observe().usage).toMatchObject({ promptTokens: 5, completionTokens: 6 });
+  });
+
+  it('removes the "usage":null member, not a delta whose text is "usage"', () => {
+    // The same bytes `"usage"` first as the text of the delta, then as the member: only the member goes,
+    // in the first event (parsed) and in a later one (found by the byte search).
+    const withNull =
+      'data: {"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"content":"usage"}}],"usage":null}\n\n';
+    const without =
+      'data: {"id":"c","object":"chat.completion.chunk","choices":[{"delta":{"content":"usage"}}]}\n\n';
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(withNull))).toBe(without);
+    expect(sent(tap.write(withNull))).toBe(without);
+    expect(sent(tap.write(`data: {"choices":[{"delta":{"content":"usage"}}],"usage":{"x":1}}\n\n`))).toBe(
+      'data: {"choices":[{"delta":{"content":"usage"}}],"usage":{"x":1}}\n\n',
+    );
+  });
+
+  it('does not hold events back behind a line that starts with a lone CR', () => {
+    // "\n\r" then a byte other than LF is no blank line (the tap reads LF and CRLF line ends): the
+    // event goes on to the next blank line and is sent with the write that completes it.
+    const odd = 'data: {"id":"c","choices":[{"delta":{"content":"b"}}]}\n\r: note\n\n';
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(first + odd))).toBe(first + odd);
+    expect(tap.end()).toBeNull();
+  });
+
+  it('forwards a first event that is not JSON as it came, "usage":null and all', () => {
+    // Nothing parsed, nothing edited: an upstream's malformed or cut event reaches the client unchanged.
+    const broken = 'data: {"id":"c","choices":[],"usage":null,\n\n';
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(broken))).toBe(broken);
+  });
+
+  it('forwards a first event with an id line whole when it has no "usage" member', () => {
+    // SSE's `id:` field before the data; the event holds no `"usage"` at all.
+    const withId = `id: xyn\n${first}`;
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(withId))).toBe(withId);
   });
 });
 

@@ -194,6 +194,9 @@ describe('OpenAI image parts', () => {
     );
     // 1024x1024: 1,024 patches x 1.62
     expect(part('ft:gpt-4.1-mini-2025-04-14:acme::abc123', 'openai-chat', imageAt(1024, 1024))).toBe(1659);
+    // `ft:` only as the prefix: a name with it inside is not read as the name without it (gpt-4o-mini's
+    // low detail is 2,833; any other GPT-4o-class name 85).
+    expect(part('gpt-4o-ft:mini', 'openai-chat', imageAt(512, 512, 'low'))).toBe(85);
   });
 
   it.each([

@@ -13,7 +13,7 @@ const WEB_SEARCH_CALL = Buffer.from('"web_search_call"');
 /** Events kept unread past this many bytes are read into text (and dropped), bounding memory. */
 const KEEP_LIMIT = 256 * 1024;
 /** A partial event larger than this is not an SSE stream the meter can read: it stops metering. */
-const MAX_EVENT_BYTES = 32 * 1024 * 1024;
+export const MAX_EVENT_BYTES = 32 * 1024 * 1024;
 
 type Kept = Buffer | { event: string | null; payload: unknown };
 
@@ -77,9 +77,14 @@ export class SseTap {
   private geminiLast: Buffer | null = null;
   private readonly observer: StreamObserver;
 
+  /**
+   * `maxEventBytes` is for tests only (the same give-up path on kilobytes instead of 32 MiB, which
+   * made every mutant of the tap cost seconds in the mutation runs); the guard uses the default.
+   */
   constructor(
     pathHint: WireFormat | null,
     private readonly hideUsageChunk: boolean,
+    private readonly maxEventBytes: number = MAX_EVENT_BYTES,
   ) {
     this.observer = new StreamObserver(pathHint);
     this.needle = pathHint === 'gemini' ? USAGE_METADATA : USAGE;
@@ -102,7 +107,7 @@ export class SseTap {
         // (`scanned` stays: a line end just before this piece may start a blank line, "\n\r" + "\n".)
         this.tail.push(buf);
         this.tailBytes += buf.length;
-        if (this.tailBytes > MAX_EVENT_BYTES) {
+        if (this.tailBytes > this.maxEventBytes) {
           const held = this.giveUp();
           return this.hideUsageChunk ? held : chunk;
         }
@@ -155,7 +160,7 @@ export class SseTap {
       this.tail = [buf.subarray(eventStart)];
       this.tailBytes = buf.length - eventStart;
       this.scanned = pos - eventStart;
-      if (this.tailBytes > MAX_EVENT_BYTES) {
+      if (this.tailBytes > this.maxEventBytes) {
         if (!out) {
           this.giveUp();
           return chunk;
@@ -277,17 +282,18 @@ export class SseTap {
     this.kept.push({ event, payload });
     if (kind === 'usage-only' && this.hiding()) return 'drop';
     if (this.hiding()) {
-      // A content chunk of a stream that asked for usage carries `"usage":null`: hide it too.
-      const at = slice.indexOf(USAGE);
-      if (at !== -1) {
+      // A content chunk of a stream that asked for usage carries `"usage":null`: hide it too. The
+      // member is the `"usage"` followed by a colon: the same bytes can come before it as a string
+      // value (a delta whose text is `usage`).
+      for (let at = slice.indexOf(USAGE); at !== -1; at = slice.indexOf(USAGE, at + 1)) {
         let v = at + USAGE.length;
         while (isSpace(slice[v])) v++;
-        if (slice[v] === 58) v++;
+        if (slice[v] !== 58 /* : */) continue;
+        v++;
         while (isSpace(slice[v])) v++;
-        if (slice[v] === 110) {
-          const [from, to] = memberRange(slice, 0, at, v + 4);
-          return [from + offset, to + offset];
-        }
+        if (slice[v] !== 110 /* n */) return null;
+        const [from, to] = memberRange(slice, 0, at, v + 4);
+        return [from + offset, to + offset];
       }
     }
     return null;
