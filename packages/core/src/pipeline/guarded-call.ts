@@ -170,7 +170,15 @@ export class GuardedCall {
     // its draw back): the lease already holds its worst case in the store, and a dead process's lease
     // is charged whole, so its spend is covered without a commit of its own; it is written with the
     // others within `settleBatchMs` (docs/crash-recovery.md).
-    if (this.escrowDraw) return null;
+    // Not when it charges scopes the lease does not hold (`countedOnly`), nor when its cost, once known
+    // (a held JSON body is priced by now), passes the worst case the lease holds for it.
+    const draw = this.escrowDraw;
+    if (
+      draw &&
+      (this.state.ctx?.countedOnly.length ?? 0) === 0 &&
+      (this.priced === null || this.priced.record.costNano <= draw.amountNano)
+    )
+      return null;
     void this.finish({ urgent: true }).catch(() => {});
     return Promise.all([this.spendWritten, this.meter.trackedSettled()]).then(
       () => {},
