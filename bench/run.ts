@@ -21,8 +21,9 @@
  *    that call the simulated provider themselves through the call's handle and through guard.fetch.
  *
  * 5. `observe` (bench/observe.ts): the core pipeline with `metrics` and `tracing` off vs on, alternating.
+ * 6. `store` (bench/store-path.ts): the storage write path per call, SQLite vs the in-memory store, alternating.
  *
- * BENCH_ONLY=route,route-fetch,route-pg,http,hono,pg,core,metering,observe,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
+ * BENCH_ONLY=route,route-fetch,route-pg,http,hono,pg,core,metering,observe,store,dashboard (any of them) picks parts; BENCH_ROUNDS, BENCH_SECONDS, BENCH_CONNECTIONS,
  * BENCH_PG_ROUNDS, BENCH_REQUESTS (a fixed number of requests per round instead of BENCH_SECONDS) tune them. Defaults take about 3 minutes on 2 cores, after `pnpm build` (the packages are
  * measured as built; see FROM_SOURCE).
  */
@@ -44,7 +45,7 @@ const PG_ROUNDS = Number(process.env.BENCH_PG_ROUNDS ?? 3);
 // loaded machine still gives every round the same sample of requests.
 const REQUESTS = Number(process.env.BENCH_REQUESTS ?? 0);
 const PARTS = new Set(
-  (process.env.BENCH_ONLY ?? 'route,route-fetch,route-pg,http,hono,pg,core,metering,observe,dashboard')
+  (process.env.BENCH_ONLY ?? 'route,route-fetch,route-pg,http,hono,pg,core,metering,observe,store,dashboard')
     .split(',')
     .map((p) => p.trim()),
 );
@@ -455,6 +456,22 @@ const observe = PARTS.has('observe')
       );
     })
   : null;
+// The storage write path per call, SQLite vs in-memory: bench/store-path.ts.
+const store = PARTS.has('store')
+  ? await new Promise<string>((resolve, reject) => {
+      const child = fork(join(here, 'store-path.ts'), {
+        execArgv,
+        stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+      });
+      let out = '';
+      child.stdout!.on('data', (d) => {
+        out += d;
+      });
+      child.once('exit', (code) =>
+        code === 0 ? resolve(out) : reject(new Error(`store-path bench exited ${code}`)),
+      );
+    })
+  : null;
 const dashboard = PARTS.has('dashboard') ? await dashboardBench() : null;
 
 console.log('\n| measure | unguarded | guarded | guarded/unguarded |');
@@ -534,4 +551,5 @@ if (core)
   );
 if (metering) console.log(`\nMetering (bench/metering.ts):\n${metering.trim()}`);
 if (observe) console.log(`\nObservability (bench/observe.ts):\n${observe.trim()}`);
+if (store) console.log(`\nStorage write path (bench/store-path.ts):\n${store.trim()}`);
 if (dashboard) console.log(`\nDashboard queries (bench/dashboard.ts):\n${dashboardTable(dashboard)}`);

@@ -176,7 +176,9 @@ export interface SpendGuardOptions {
    * Commit each call's settlement before its response's last byte leaves, so that a call the client
    * received whole is charged its real cost even if this process dies right after. On by default where
    * a commit is this process's own and takes microseconds (`commitsInProcess`: SQLite); on Postgres it
-   * adds a round trip and a commit to the end of every response (docs/crash-recovery.md).
+   * adds a round trip and a commit to the end of every response (docs/crash-recovery.md). A call
+   * admitted from a lease (`escrow`) does not wait: the lease holds its worst case in the store, and its
+   * settlement is written with others within `settleBatchMs`.
    * @default storage.capabilities.commitsInProcess
    */
   settleBeforeLastByte?: boolean;

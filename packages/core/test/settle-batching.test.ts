@@ -183,6 +183,45 @@ describe('settlement batching', () => {
     expect(calls.filter((c) => c.startsWith('settle'))).toHaveLength(2);
   });
 
+  it("lets another key's reservation go ahead of a waiting settlement of a call admitted from a lease", async () => {
+    const { storage, calls } = recording();
+    const at = new Date('2026-06-01T12:00:00Z'); // a still clock: one escrow window, the lease stays valid
+    const guard = createSpendGuard({ storage, masterKey: MASTER, settleBatchMs: 1000, now: () => at });
+    const busy = (await manage(guard, MASTER, 'POST', '/key/generate', { max_budget: 1000 })).body.key;
+    const quiet = (await manage(guard, MASTER, 'POST', '/key/generate', { max_budget: 10 })).body.key;
+    const call = async (key: string) => {
+      const out = await guard.admit({
+        method: 'POST',
+        path: '/chat/completions',
+        header: (n) => (n === 'authorization' ? `Bearer ${key}` : undefined),
+        body,
+      });
+      if (!out.ok) throw new Error('refused');
+      out.call.tap.begin(200, 'application/json');
+      out.call.tap.write(response());
+      out.call.tap.drain();
+      void out.call.finish();
+      return out.call.requestId;
+    };
+    for (let i = 0; i < 10; i++) await call(busy); // busy enough for a lease (8 calls in a window)
+    await guard.flush();
+    expect(guard.escrow?.size).toBe(1);
+    calls.length = 0;
+    const leased = await call(busy); // admitted from the lease: no reservation of its own
+    const other = await call(quiet);
+    // The lease holds the leased call's worst case in the store: its settlement (which costs less) waits.
+    expect(calls).toEqual([expect.stringMatching(`^reserve:${other}@`)]);
+    await guard.flush();
+    expect(calls.slice(1)).toHaveLength(2);
+    expect(calls.slice(1)).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(`^settle:${other}@`),
+        expect.stringMatching(`^settle:none-${leased}@`),
+      ]),
+    );
+    await guard.close();
+  });
+
   it('with settleBatchMs 0, writes each settlement at once', async () => {
     const { guard, calls, call } = await setUp(0);
     await call(); // its settlement is handed to storage as the call finishes, in the same turn

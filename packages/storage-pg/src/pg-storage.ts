@@ -19,7 +19,6 @@ import {
   type EntityInsert,
   expiredReservationLog,
   finishSpendReport,
-  fitsBudget,
   isOptionalScope,
   isWindowOf,
   type KeyBySecret,
@@ -57,7 +56,6 @@ import {
   type SpendStorage,
   type StorageCapabilities,
   StorageConflictError,
-  scopeKey,
   scopeOfInsert,
   spendReportField,
   type TagRecord,
@@ -832,98 +830,36 @@ export class PgStorage implements SpendStorage {
   }
 
   /**
-   * One transaction: the lease's counters locked in the order every guarded write locks them, then the
-   * lease's row; its amount changed, or (not open) a reserve. Not on a call's path: a lease is written
-   * about once a second per scope set.
+   * One statement (`spendguard_set_lease`, migration 15): the lease's counters locked in the order every
+   * guarded write locks them, then the lease's row; its amount changed. Not open: a reserve opens it, in
+   * its own guarded write. Not on a call's path: a lease is written about twice a second per scope set.
    */
   async setLease(input: LeaseInput): Promise<LeaseResult> {
-    const { pool } = this.#ready();
+    this.#ready();
     const { leaseId: reservationId, ...rest } = input;
     const problem = reserveProblem({ reservationId, ...rest });
     if (problem) throw problem;
-    const q = this.#q;
-    const client = await pool.connect();
-    try {
-      await client.query('BEGIN');
-      const [kinds, ids] = scopeArrays(input.scopes);
-      const { rows: counters } = await client.query<BudgetRowForLease>({
-        text: `SELECT scope_kind, scope_id, max_budget_nano, budget_duration, budget_reset_at, spend_nano,
-                 reserved_nano, soft_budget_nano
-               FROM ${q}.budgets WHERE (scope_kind, scope_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))
-               ORDER BY scope_kind COLLATE "C", scope_id COLLATE "C" FOR UPDATE`,
-        values: [kinds, ids],
-        types: int8AsNumber,
-      });
-      const { rows: held } = await client.query<{ scopes: ScopeRef[]; amount_nano: number }>({
-        text: `SELECT scopes, amount_nano FROM ${q}.reservations WHERE id = $1 FOR UPDATE`,
-        values: [input.leaseId],
-        types: int8AsNumber,
-      });
-      const open = held[0];
-      const byKey = new Map(
-        counters.map((r) => {
-          const scope = { kind: r.scope_kind as ScopeKind, id: r.scope_id };
-          const state: BudgetState = {
-            scope,
-            maxBudgetNano: r.max_budget_nano,
-            budgetDuration: r.budget_duration,
-            budgetResetAt: r.budget_reset_at,
-            spendNano: r.spend_nano,
-            reservedNano: r.reserved_nano,
-            softBudgetNano: r.soft_budget_nano,
-          };
-          return [scopeKey(scope), applyDueReset(state, input.now)];
-        }),
-      );
-      if (!open) {
-        await client.query('ROLLBACK');
-        if (input.amountNano === 0) {
-          const states = input.scopes.flatMap((scope) => byKey.get(scopeKey(scope)) ?? []);
-          return { ok: true, states, previousNano: 0 };
-        }
-      } else {
-        const delta = input.amountNano - open.amount_nano;
-        const next: BudgetState[] = [];
-        for (const scope of open.scopes) {
-          const current = byKey.get(scopeKey(scope));
-          if (!current) continue; // deleted since: nothing left to hold there
-          if (delta > 0 && !fitsBudget(current, delta, input.mode)) {
-            await client.query('ROLLBACK');
-            return { ok: false, refused: current, heldNano: open.amount_nano };
-          }
-          next.push({ ...current, reservedNano: current.reservedNano + delta });
-        }
-        for (const state of next) {
-          await client.query({
-            text: `UPDATE ${q}.budgets SET spend_nano = $1, reserved_nano = $2, budget_reset_at = $3
-                   WHERE scope_kind = $4 AND scope_id = $5`,
-            values: [
-              state.spendNano,
-              state.reservedNano,
-              state.budgetResetAt,
-              state.scope.kind,
-              state.scope.id,
-            ],
-          });
-        }
-        await client.query(
-          input.amountNano === 0
-            ? { text: `DELETE FROM ${q}.reservations WHERE id = $1`, values: [input.leaseId] }
-            : {
-                text: `UPDATE ${q}.reservations SET amount_nano = $1, expires_at = $2 WHERE id = $3`,
-                values: [input.amountNano, input.expiresAt.toISOString(), input.leaseId],
-              },
-        );
-        await client.query('COMMIT');
-        return { ok: true, states: next, previousNano: open.amount_nano };
-      }
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      client.release();
-    }
-    // Not open: a reserve, which opens it in its own guarded write.
+    const rows = await this.#call(
+      'set_lease',
+      'SELECT *',
+      'spendguard_set_lease($1, $2, $3, $4, $5, $6, $7)',
+      [
+        input.leaseId,
+        input.amountNano,
+        input.now.toISOString(),
+        input.expiresAt.toISOString(),
+        input.mode ?? 'strict',
+        ...scopeArrays(input.scopes),
+      ],
+    );
+    const [header, ...stateRows] = rows;
+    const status = header?.[0];
+    const previousNano = (header?.[1] as number | null) ?? 0;
+    const states = stateRows.map((row) => toState(row.slice(1) as StateRow));
+    if (status === 'ok') return { ok: true, states, previousNano };
+    if (status === 'refused' && states[0]) return { ok: false, refused: states[0], heldNano: previousNano };
+    if (status !== 'absent') throw new Error(`spendguard_set_lease answered '${String(status)}'`);
+    if (input.amountNano === 0) return { ok: true, states, previousNano: 0 };
     const result = await this.reserve({ reservationId, ...rest });
     return result.ok
       ? { ok: true, states: result.states, previousNano: 0 }
@@ -1881,18 +1817,6 @@ function definedOnly<T extends object>(patch: T): Partial<T> {
 
 function scopeArrays(scopes: ScopeRef[]): [kinds: string[], ids: string[]] {
   return [scopes.map((s) => s.kind), scopes.map((s) => s.id)];
-}
-
-/** A budget counter row as `setLease` locks it. */
-interface BudgetRowForLease {
-  scope_kind: string;
-  scope_id: string;
-  max_budget_nano: number | null;
-  budget_duration: string | null;
-  budget_reset_at: Date | null;
-  spend_nano: number;
-  reserved_nano: number;
-  soft_budget_nano: number | null;
 }
 
 function toState(row: StateRow): BudgetState {

@@ -2,7 +2,8 @@
  * On SQLite a call's settlement is committed before its response's last byte leaves, so a call the
  * client received whole is in the store with its real cost even if the process dies the next instant
  * (docs/crash-recovery.md). Checked by order of events on every adapter, JSON and streamed: the store
- * is made slow to commit, and the client must never have the whole response before the commit.
+ * is made slow to commit, and the client must never have the whole response before the commit. A call
+ * admitted from an escrow lease is the exception: the lease covers it, and it is written in a batch.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +29,35 @@ function slowToCommit(events: string[], until?: Promise<unknown>) {
     return result;
   };
   return storage;
+}
+
+/**
+ * A real SQLite store whose settlements commit at once until `hold(until)` is called; from then on each
+ * one waits for `until` first. Each notes when it committed.
+ */
+function commitsHeldOnDemand(events: string[]) {
+  const storage = sqliteStorage({ path: join(mkdtempSync(join(tmpdir(), 'spendguard-last-byte-')), 's.db') });
+  const settle = storage.settle.bind(storage);
+  let held: Promise<unknown> | null = null;
+  storage.settle = async (input: SettleInput) => {
+    if (held) await held;
+    const result = await settle(input);
+    events.push(`committed ${input.log.requestId}`);
+    return result;
+  };
+  return { storage, hold: (until: Promise<unknown>) => (held = until) };
+}
+
+function chat(app: TestApp, key: string): Promise<Response> {
+  return fetch(`${app.baseUrl}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hi' }],
+      max_tokens: 5,
+    }),
+  });
 }
 
 describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework) => {
@@ -66,6 +96,44 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
       expect(app.guard.settlesBeforeLastByte).toBe(true);
     });
   }
+
+  it('a call admitted from a lease does not wait for its commit, and is written with the next batch', async () => {
+    const events: string[] = [];
+    const { storage, hold } = commitsHeldOnDemand(events);
+    // A still clock: every call falls in one escrow window, and the lease it opens stays valid.
+    const at = new Date('2026-06-01T12:00:00Z');
+    // A storage timeout longer than the test's: a response that waited for its commit never comes.
+    app = await startTestApp(framework, {
+      storage,
+      now: () => at,
+      guardOptions: { storageTimeoutMs: 600_000 },
+    });
+    const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 1000 })).body;
+    // Calls with a reservation of their own until the key is busy enough for a lease (8 calls).
+    for (let i = 0; i < 10; i++) {
+      const res = await chat(app, key);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    expect(app.guard.escrow?.size).toBe(1); // the key's lease is open
+    // From now on the commit waits for the client to have the whole response: a guard that held a
+    // leased call's response until its commit would never answer (the test times out).
+    let received!: () => void;
+    hold(new Promise<void>((resolve) => (received = resolve)));
+    const res = await chat(app, key);
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-litellm-call-id');
+    await res.text();
+    events.push(`received ${id}`);
+    received();
+    // A read through the guard writes what waits first: the call is in the spend log at once.
+    const logs = (await admin(app, 'GET', '/spend/logs')).body as Array<{ call_id: string }>;
+    expect(logs.map((l) => l.call_id)).toContain(id);
+    expect(app.guard.stats()).toMatchObject({ storageErrors: 0, settleFailures: 0 });
+    // (the calls before it admitted from the lease may be committed in the same batch)
+    expect(events.indexOf(`received ${id}`)).toBeGreaterThanOrEqual(0);
+    expect(events.indexOf(`committed ${id}`)).toBeGreaterThan(events.indexOf(`received ${id}`));
+  });
 
   it('off when asked (settleBeforeLastByte: false): the response does not wait for the commit', async () => {
     const events: string[] = [];

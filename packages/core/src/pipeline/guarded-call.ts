@@ -166,6 +166,19 @@ export class GuardedCall {
    */
   beforeLastByte(): Promise<void> | null {
     if (!this.guard.settlesBeforeLastByte) return null;
+    // Admitted from this process's lease (and nothing `track()`ed or fetched, which would have given
+    // its draw back): the lease already holds its worst case in the store, and a dead process's lease
+    // is charged whole, so its spend is covered without a commit of its own; it is written with the
+    // others within `settleBatchMs` (docs/crash-recovery.md).
+    // Not when it charges scopes the lease does not hold (`countedOnly`), nor when its cost, once known
+    // (a held JSON body is priced by now), passes the worst case the lease holds for it.
+    const draw = this.escrowDraw;
+    if (
+      draw &&
+      (this.state.ctx?.countedOnly.length ?? 0) === 0 &&
+      (this.priced === null || this.priced.record.costNano <= draw.amountNano)
+    )
+      return null;
     void this.finish({ urgent: true }).catch(() => {});
     return Promise.all([this.spendWritten, this.meter.trackedSettled()]).then(
       () => {},
@@ -199,6 +212,11 @@ export class GuardedCall {
     // next reservation is judged against, which then need not wait for it (see StorageGate.reserve).
     const held =
       this.state.reservationId === null || this.meter.reservationReleased ? 0 : this.state.reservedNano;
+    // Admitted from a lease: the lease holds its worst case in the store on the scopes it reserved, so
+    // its settlement too lowers nothing a reservation is judged against (unless it costs more, or
+    // charges scopes the lease does not hold).
+    const covered =
+      this.escrowDraw && (this.state.ctx?.countedOnly.length ?? 0) === 0 ? this.escrowDraw.amountNano : held;
     this.spendWritten = this.guard.gate.settle(
       {
         reservationId: this.state.reservationId ?? `none-${this.state.requestId}`,
@@ -207,7 +225,7 @@ export class GuardedCall {
         now: endTime,
         log,
       },
-      record.costNano > held,
+      record.costNano > covered,
       urgent,
     );
     if (this.escrowDraw) {
