@@ -34,7 +34,15 @@ export async function readBodyText(
     if (bytes > limitBytes) throw tooLarge();
     onBytes?.(bytes);
   };
-  if (source && isUnreadNodeStream(source)) {
+  if (source && isUnreadNodeStream(source) && source.complete === true && source.read) {
+    // The whole body has arrived and waits in the stream's buffer (a small request, read after its
+    // headers were handled): taken as it is, without flowing mode, listeners or a promise to wait on.
+    for (let chunk = source.read(); chunk !== null; chunk = source.read()) {
+      bytes += chunk.byteLength;
+      check(); // past the limit: the rest stays unread, and the server drains it
+      chunks.push(chunk);
+    }
+  } else if (source && isUnreadNodeStream(source)) {
     await new Promise<void>((resolve, reject) => {
       const done = (error?: unknown) => {
         source.off('data', onData).off('end', done).off('error', done);
@@ -78,6 +86,9 @@ export interface NodeReadable {
   on(event: string, listener: (...args: never[]) => void): NodeReadable;
   off(event: string, listener: (...args: never[]) => void): NodeReadable;
   readableEncoding: string | null;
+  /** An `IncomingMessage` whose body has arrived whole (`complete`) is read from its buffer at once. */
+  complete?: boolean;
+  read?(): Buffer | null;
 }
 
 /** A Node stream (an `IncomingMessage`, say) that nobody has read from, nor set to text. */
