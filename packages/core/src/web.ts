@@ -185,6 +185,48 @@ async function meterHeldBody(
   return new Response(body, init);
 }
 
+/**
+ * `meterResponse` for a body held whole whose headers are a plain record (what @hono/node-server's
+ * lightweight Response keeps for `c.body()` / `c.json()`): the same metering, settlement and headers,
+ * as a plain record again, so that no web `Headers` is built to read them nor to write them out.
+ * `null` when the content type says the body is a stream (SSE): meter the Response with `meterResponse`.
+ */
+export async function meterHeldResponse(
+  call: RespondingCall,
+  status: number,
+  headers: Readonly<Record<string, string>>,
+  held: string | Uint8Array,
+): Promise<{ headers: Record<string, string>; body: Uint8Array | null } | null> {
+  const out: Record<string, string> = {};
+  const names = new Set<string>(); // lower-cased: header names match whatever their case
+  let contentType: string | null = null;
+  for (const name in headers) {
+    const lower = name.toLowerCase();
+    out[name] = headers[name]!;
+    names.add(lower);
+    if (lower === 'content-type') contentType = headers[name]!;
+  }
+  call.tap.begin(status, contentType);
+  if (call.tap.isStream) return null;
+  for (const name in call.responseHeaders) {
+    if (!names.has(name)) out[name] = call.responseHeaders[name]!; // the route may set its own
+  }
+  const pass = call.tap.write(held);
+  if (pass === null) {
+    const cost = call.costHeaders();
+    for (const name in cost) {
+      if (names.has(name)) {
+        for (const own in out) if (own.toLowerCase() === name) delete out[own];
+      }
+      out[name] = cost[name]!;
+    }
+  }
+  // Past the metering cap the tap gives everything back (`pass`); else the JSON body it held.
+  const body = pass === null ? call.tap.drain() : bytesOf(pass);
+  await settleBeforeLastByte(call);
+  return { headers: out, body };
+}
+
 /** The rest of a body, read only as fast as the client takes it, each chunk through the call's tap. */
 function meteredStream(
   call: RespondingCall,
