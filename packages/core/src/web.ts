@@ -34,7 +34,15 @@ export async function readBodyText(
     if (bytes > limitBytes) throw tooLarge();
     onBytes?.(bytes);
   };
-  if (source && isUnreadNodeStream(source)) {
+  if (source && isUnreadNodeStream(source) && source.complete === true && source.read) {
+    // The whole body has arrived and waits in the stream's buffer (a small request, read after its
+    // headers were handled): taken as it is, without flowing mode, listeners or a promise to wait on.
+    for (let chunk = source.read(); chunk !== null; chunk = source.read()) {
+      bytes += chunk.byteLength;
+      check(); // past the limit: the rest stays unread, and the server drains it
+      chunks.push(chunk);
+    }
+  } else if (source && isUnreadNodeStream(source)) {
     await new Promise<void>((resolve, reject) => {
       const done = (error?: unknown) => {
         source.off('data', onData).off('end', done).off('error', done);
@@ -78,6 +86,9 @@ export interface NodeReadable {
   on(event: string, listener: (...args: never[]) => void): NodeReadable;
   off(event: string, listener: (...args: never[]) => void): NodeReadable;
   readableEncoding: string | null;
+  /** An `IncomingMessage` whose body has arrived whole (`complete`) is read from its buffer at once. */
+  complete?: boolean;
+  read?(): Buffer | null;
 }
 
 /** A Node stream (an `IncomingMessage`, say) that nobody has read from, nor set to text. */
@@ -172,6 +183,48 @@ async function meterHeldBody(
   const body = (pass === null ? call.tap.drain() : bytesOf(pass)) as Uint8Array<ArrayBuffer> | null;
   await settleBeforeLastByte(call);
   return new Response(body, init);
+}
+
+/**
+ * `meterResponse` for a body held whole whose headers are a plain record (what @hono/node-server's
+ * lightweight Response keeps for `c.body()` / `c.json()`): the same metering, settlement and headers,
+ * as a plain record again, so that no web `Headers` is built to read them nor to write them out.
+ * `null` when the content type says the body is a stream (SSE): meter the Response with `meterResponse`.
+ */
+export async function meterHeldResponse(
+  call: RespondingCall,
+  status: number,
+  headers: Readonly<Record<string, string>>,
+  held: string | Uint8Array,
+): Promise<{ headers: Record<string, string>; body: Uint8Array | null } | null> {
+  const out: Record<string, string> = {};
+  const names = new Set<string>(); // lower-cased: header names match whatever their case
+  let contentType: string | null = null;
+  for (const name in headers) {
+    const lower = name.toLowerCase();
+    out[name] = headers[name]!;
+    names.add(lower);
+    if (lower === 'content-type') contentType = headers[name]!;
+  }
+  call.tap.begin(status, contentType);
+  if (call.tap.isStream) return null;
+  for (const name in call.responseHeaders) {
+    if (!names.has(name)) out[name] = call.responseHeaders[name]!; // the route may set its own
+  }
+  const pass = call.tap.write(held);
+  if (pass === null) {
+    const cost = call.costHeaders();
+    for (const name in cost) {
+      if (names.has(name)) {
+        for (const own in out) if (own.toLowerCase() === name) delete out[own];
+      }
+      out[name] = cost[name]!;
+    }
+  }
+  // Past the metering cap the tap gives everything back (`pass`); else the JSON body it held.
+  const body = pass === null ? call.tap.drain() : bytesOf(pass);
+  await settleBeforeLastByte(call);
+  return { headers: out, body };
 }
 
 /** The rest of a body, read only as fast as the client takes it, each chunk through the call's tap. */

@@ -48,7 +48,7 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     if (!outcome.ok) return send(res, outcome.response);
     const call = outcome.call;
     res.locals.spendguard = call;
-    for (const [k, v] of Object.entries(call.responseHeaders)) res.setHeader(k, v);
+    setHeaders(res, call.responseHeaders);
 
     const write = res.write.bind(res) as (chunk: unknown, cb?: unknown) => boolean;
     const end = res.end.bind(res) as (chunk?: unknown, cb?: unknown) => Response;
@@ -65,7 +65,7 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
       begin();
       const callback = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
       const out = isChunk(chunk) ? call.tap.write(toChunk(chunk, encoding)) : null;
-      if (!res.headersSent && !call.tap.isStream) res.set(call.costHeaders());
+      if (!res.headersSent && !call.tap.isStream) setHeaders(res, call.costHeaders());
       const held = call.tap.drain(); // a held JSON body, or a stream's last event: sent last
       if (held && out) write(out);
       const last = (held && out ? held : (out ?? held)) ?? undefined;
@@ -75,10 +75,8 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
       void settled.then(() => end(last, callback));
       return res;
     }) as Response['end'];
-    res.once('finish', () => void call.finish().catch(() => {}));
-    res.once('close', () => {
-      if (!res.writableFinished) void call.finish({ aborted: true }).catch(() => {});
-    });
+    // One listener: a response emits 'close' after 'finish' too (cut short: 'close' alone).
+    res.once('close', () => void call.finish(res.writableFinished ? undefined : ABORTED).catch(() => {}));
     // The route runs in the call's context (guard.fetch, track()); `req.body` is the object the guard
     // may have rewritten in place (a streamed chat completion asked for its usage).
     call.run(() => next());
@@ -125,6 +123,12 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
   };
 
   return Object.assign(spendGuardMiddleware as RequestHandler, { guard, admin, metrics });
+}
+
+const ABORTED = { aborted: true } as const;
+
+function setHeaders(res: Response, headers: Record<string, string>): void {
+  for (const name in headers) res.setHeader(name, headers[name]!);
 }
 
 function isChunk(chunk: unknown): chunk is string | Uint8Array {

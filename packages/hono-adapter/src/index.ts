@@ -4,6 +4,7 @@ import {
   type AdapterOptions,
   type GuardedCall,
   isUnreadNodeStream,
+  meterHeldResponse,
   meterResponse,
   parseJsonBody,
   resolveAdapterOptions,
@@ -66,8 +67,16 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       c.req.bodyCache = {};
     }
     await call.run(() => next()); // in the call's context: guard.fetch and track() attribute to it
+    const held = heldResponse(c.res);
+    // A body held whole with plain headers is metered as it is, and answered the same way.
+    const plain = held?.headers && (await meterHeldResponse(call, held.status, held.headers, held.body));
     // Carries every header of the route's response.
-    const metered = await meterResponse(call, c.res, heldBody(c.res));
+    const metered = plain
+      ? new Response(plain.body as Uint8Array<ArrayBuffer> | null, {
+          status: held!.status,
+          headers: plain.headers,
+        })
+      : await meterResponse(call, c.res, held?.body);
     // Cleared first: setting c.res over a response rebuilds the new one from its `body` stream to copy
     // the old one's headers in (already there), which turns a held JSON body into a stream to pipe.
     c.res = undefined;
@@ -119,15 +128,33 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
 /**
  * The body @hono/node-server's lightweight Response holds as given (what `c.body()` / `c.json()` got:
  * a string or bytes), read without building the native Response it would otherwise make to serve
- * `response.body`; `null` for any other Response (a stream, or another runtime's), read as a stream.
+ * `response.body`, with its status, and its headers when they too are held as a plain record of
+ * strings (else `headers` is `null`: read them from the Response); `null` for any other Response (a
+ * stream, or another runtime's), read as a stream.
  */
-function heldBody(response: Response): string | Uint8Array | null {
+function heldResponse(
+  response: Response,
+): { status: number; body: string | Uint8Array; headers: Record<string, string> | null } | null {
   const key = cacheSymbol ?? findCacheSymbol(response);
   if (!key) return null;
   const cache = (response as unknown as Record<symbol, unknown>)[key];
   if (!Array.isArray(cache)) return null;
-  const body: unknown = cache[1];
-  return typeof body === 'string' || body instanceof Uint8Array ? body : null;
+  const [status, body, headers] = cache as [unknown, unknown, unknown];
+  if (typeof body !== 'string' && !(body instanceof Uint8Array)) return null;
+  if (typeof status !== 'number') return null;
+  return { status, body, headers: plainHeaders(headers) };
+}
+
+/**
+ * Headers held as a plain object of strings (no `Headers`, no arrays of values), else `null` (none
+ * given included: the Response then has a default content type, read from it as usual).
+ */
+function plainHeaders(headers: unknown): Record<string, string> | null {
+  if (typeof headers !== 'object' || headers === null || Object.getPrototypeOf(headers) !== Object.prototype)
+    return null;
+  const record = headers as Record<string, unknown>;
+  for (const name in record) if (typeof record[name] !== 'string') return null;
+  return record as Record<string, string>;
 }
 
 let cacheSymbol: symbol | undefined;

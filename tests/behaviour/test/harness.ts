@@ -104,7 +104,7 @@ export interface TestApp {
   /**
    * Resolves once every response the server has begun so far is closed (finished, or cut by either
    * side) and the guard has written what those calls spent. The adapters settle a call when its
-   * response ends (Express on the response's 'finish', which can trail what the client received), so
+   * response ends (Express on the response's 'close', which can trail what the client received), so
    * this is what a test waits on after a call, never a sleep.
    */
   settled(): Promise<void>;
@@ -155,7 +155,7 @@ export async function startTestApp(framework: Framework, options: TestAppOptions
     simulator,
     guard,
     async settled() {
-      // 'close' comes after the adapter's own 'finish' listener ran: the settlements are in flight.
+      // Every 'close' listener (the adapter's too) has run before this goes on: the settlements are in flight.
       while (open.size > 0) await Promise.all([...open]);
       await guard.flush();
     },

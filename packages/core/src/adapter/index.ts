@@ -11,6 +11,7 @@ export { ERROR_STATUS } from '../errors.js';
 export type { AdmitOutcome, CallInput, GuardedCall, GuardResponse, SpendGuard } from '../guard.js';
 export {
   isUnreadNodeStream,
+  meterHeldResponse,
   meterResponse,
   type NodeReadable,
   parseJsonBody,
