@@ -1,4 +1,20 @@
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
+
+/**
+ * Files that start child processes (the demo, several instances, Chromium) or load the machine on
+ * purpose: they run one at a time, after the rest, so that nothing else competes with them for the CPU.
+ */
+const ALONE = [
+  'tests/multi-instance/test/**/*.test.ts',
+  'tests/dashboard/test/**/*.test.ts',
+  'examples/*/test/**/*.test.ts',
+];
+
+const common = {
+  testTimeout: 30_000,
+  hookTimeout: 60_000,
+  pool: 'forks',
+} as const;
 
 // Tests run on the TypeScript sources through the "spendguard-source" export condition: no build needed.
 export default defineConfig({
@@ -9,11 +25,32 @@ export default defineConfig({
     resolve: { conditions: ['spendguard-source', 'node', 'development|production'] },
   },
   test: {
-    include: ['packages/*/test/**/*.test.ts', 'examples/*/test/**/*.test.ts', 'tests/*/test/**/*.test.ts'],
-    testTimeout: 30_000,
-    hookTimeout: 60_000,
-    pool: 'forks',
     // A machine with no Chrome or Chromium gets the npm registry's one unpacked for the browser tests.
     globalSetup: ['tests/dashboard/test/browser-setup.ts'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          ...common,
+          name: 'unit+behaviour',
+          include: ['packages/*/test/**/*.test.ts', 'tests/*/test/**/*.test.ts'],
+          exclude: [...configDefaults.exclude, ...ALONE],
+          // Vitest's default is one worker less than the cores (1 on the project's 2-core machines):
+          // these files wait on sockets, SQLite and Postgres much of their time, so two run at once.
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          ...common,
+          name: 'alone',
+          include: ALONE,
+          maxWorkers: 1,
+          sequence: { groupOrder: 1 },
+        },
+      },
+    ],
   },
 });
