@@ -57,6 +57,8 @@ export interface ValidationDetail {
   loc: Array<string | number>;
   msg: string;
   input?: unknown;
+  /** pydantic's context of an error (`json_invalid`: the decoder's message). */
+  ctx?: Record<string, unknown>;
 }
 
 /** FastAPI's body for a request that fails validation: the `detail` list alone, no error envelope. */

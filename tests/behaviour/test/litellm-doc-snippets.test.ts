@@ -410,8 +410,8 @@ const SNIPPETS: Snippet[] = [
     method: 'POST',
     path: '/key/generate',
     raw: '{"model_rpm_limit": {"gpt-4": 2}, "model_tpm_limit": {"gpt-4":}}',
-    status: 400,
-    fields: { error: { type: 'invalid_request_error' } },
+    status: 422, // FastAPI's json_invalid, as LiteLLM answers it
+    fields: { detail: [{ type: 'json_invalid', msg: 'JSON decode error' }] },
   },
   {
     doc: 'users.md: rate limits for customers, step 1, a budget with tpm_limit',

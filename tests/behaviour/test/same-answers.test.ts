@@ -224,7 +224,7 @@ describe('every adapter answers the same script identically', () => {
       'cut key': 200,
       'tight key': 200,
       'duplicate team': 409,
-      'malformed admin JSON': 400,
+      'malformed admin JSON': 422,
       // A management body or query that fails its schema: LiteLLM's 422.
       'negative budget': 422,
       'admin without key': 401,

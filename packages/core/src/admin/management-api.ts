@@ -51,12 +51,14 @@ import type { Handler, ManagementRequest } from './management-types.js';
 import { MODEL_LIST_ROUTES, modelInfoRoutes } from './model-info-routes.js';
 import {
   globalSpendReportQuerySchema,
+  jsonInvalid,
   keyDeleteSchema,
   keyGenerateSchema,
   keyListQuerySchema,
   keyRefSchema,
   keyRegenerateSchema,
   keyUpdateSchema,
+  notAnObject,
   schemaFailure,
   spendExportQuerySchema,
   spendLogsQuerySchema,
@@ -333,17 +335,12 @@ export class ManagementApi {
         try {
           value = JSON.parse(value);
         } catch (e) {
-          throw new SpendGuardError(
-            'INVALID_JSON',
-            `Request body is not valid JSON: ${(e as Error).message}`,
-          );
+          throw jsonInvalid(value as string, e as Error);
         }
       }
     }
     if (value === undefined || value === null) value = {};
-    if (typeof value !== 'object' || Array.isArray(value)) {
-      throw new SpendGuardError('BAD_REQUEST', 'Request body must be a JSON object.');
-    }
+    if (typeof value !== 'object' || Array.isArray(value)) throw notAnObject(value);
     const body = coerceNumericStrings(value) as Record<string, unknown>;
     const parsed = schema.safeParse(refuseUnactedFields(body, schema));
     if (!parsed.success) throw schemaFailure(parsed.error, 'body', value);

@@ -527,7 +527,7 @@ function pydanticError(i: z.core.$ZodIssue, input: unknown): { type: string; msg
  * 1,000 values, which would make the answer as costly as the request (and could overflow the stack
  * serialising it). An entry without `input` is the answer then.
  */
-function echoable(value: unknown): boolean {
+export function echoable(value: unknown): boolean {
   let budget = 1_000;
   const stack: Array<[unknown, number]> = [[value, 0]];
   while (stack.length > 0) {
@@ -597,4 +597,37 @@ export function schemaFailure(
     param: first === null ? prefix.slice(0, -1) || null : `${prefix}${first}`,
     detail: validationDetail(error, where, sent, at),
   });
+}
+
+/**
+ * A body that is not JSON, as FastAPI answers it (LiteLLM's 422): `json_invalid` at the character
+ * where decoding failed, the decoder's message in `ctx.error` (Python's words there, JavaScript's here).
+ */
+export function jsonInvalid(text: string, error: Error): SpendGuardError {
+  // V8 names the position only in some messages; the end of the input is the text's length; where
+  // neither is known the location is the body alone rather than a made-up character.
+  const at = /position (\d+)/.exec(error.message);
+  const pos = at ? Number(at[1]) : /end of JSON input/.test(error.message) ? text.length : null;
+  return new SpendGuardError('VALIDATION', `Request body is not valid JSON: ${error.message}`, {
+    detail: [
+      {
+        type: 'json_invalid',
+        loc: pos === null ? ['body'] : ['body', pos],
+        msg: 'JSON decode error',
+        input: {},
+        ctx: { error: error.message },
+      },
+    ],
+  });
+}
+
+/** A JSON body that is no object (an array, a string, a number), as FastAPI answers it: 422. */
+export function notAnObject(value: unknown): SpendGuardError {
+  const entry: ValidationDetail = {
+    type: 'model_attributes_type',
+    loc: ['body'],
+    msg: 'Input should be a valid dictionary or object to extract fields from',
+  };
+  if (echoable(value)) entry.input = value;
+  return new SpendGuardError('VALIDATION', 'Request body must be a JSON object.', { detail: [entry] });
 }
