@@ -7,32 +7,12 @@
  * Prints one Markdown table.
  */
 import { createSpendGuard, MemoryStorage, type SpendGuard } from '@spendguard/core';
+import { bodyBytes, chatResponse, median, reqBody } from './fixture.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5) * 2;
 const CALLS = 3000;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const reqBody = {
-  model: 'gpt-4o-mini',
-  messages: [{ role: 'user', content: 'Hello there' }],
-  max_tokens: 16,
-};
-const bodyBytes = Buffer.byteLength(JSON.stringify(reqBody));
-const response = Buffer.from(
-  JSON.stringify({
-    id: 'chatcmpl-1',
-    object: 'chat.completion',
-    created: 1,
-    model: 'gpt-4o-mini-2024-07-18',
-    choices: [{ index: 0, message: { role: 'assistant', content: 'x'.repeat(600) }, finish_reason: 'stop' }],
-    usage: { prompt_tokens: 11, completion_tokens: 16, total_tokens: 27 },
-  }),
-);
+const response = chatResponse(600);
 
 async function setup(observe: boolean): Promise<{ guard: SpendGuard; once: () => Promise<void> }> {
   const guard = createSpendGuard({

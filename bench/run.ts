@@ -36,6 +36,7 @@ import { sqliteStorage } from '@spendguard/storage-sqlite';
 import autocannon from 'autocannon';
 import { createDatabase, sharedPostgres } from '../tests/multi-instance/test/postgres.js';
 import { dashboardBench, dashboardTable } from './dashboard.js';
+import { bodyBytes, chatResponse, median, reqBody } from './fixture.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -55,12 +56,6 @@ const here = import.meta.dirname;
 // sources through tsx instead (its helpers cost the guard a few µs more per request).
 const FROM_SOURCE = process.execArgv.includes('--conditions=spendguard-source');
 const execArgv = FROM_SOURCE ? ['--conditions=spendguard-source', '--import', 'tsx'] : ['--import', 'tsx'];
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function start(script: string, env: Record<string, string>): Promise<{ child: ChildProcess; msg: any }> {
   const child = fork(join(here, script), { execArgv, env: { ...process.env, ...env }, stdio: 'inherit' });
@@ -331,29 +326,8 @@ async function pipelineBench() {
   await adminCall('/team/new', { team_id: run, max_budget: 1_000_000 });
   await adminCall('/user/new', { user_id: run, team_id: run, max_budget: 1_000_000 });
   const { key } = await adminCall('/key/generate', { user_id: run, max_budget: 1_000_000 });
-  const reqBody = {
-    model: 'gpt-4o-mini',
-    messages: [{ role: 'user', content: 'Hello there' }],
-    max_tokens: 16,
-  };
-  const bodyBytes = Buffer.byteLength(JSON.stringify(reqBody));
-  const response = Buffer.from(
-    JSON.stringify({
-      id: 'chatcmpl-1',
-      object: 'chat.completion',
-      created: 1,
-      model: 'gpt-4o-mini-2024-07-18',
-      choices: [
-        { index: 0, message: { role: 'assistant', content: 'x'.repeat(3600) }, finish_reason: 'stop' },
-      ],
-      usage: {
-        prompt_tokens: 11,
-        completion_tokens: 16,
-        total_tokens: 27,
-        prompt_tokens_details: { cached_tokens: 0 },
-      },
-    }),
-  );
+  const response = chatResponse(3600);
+
   const headers: Record<string, string> = { authorization: `Bearer ${key}` };
   const input = {
     method: 'POST',

@@ -14,32 +14,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSpendGuard, MemoryStorage, type SpendGuard, type SpendGuardOptions } from '@spendguard/core';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
+import { bodyBytes, chatResponse, median, reqBody } from './fixture.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const CALLS = Number(process.env.BENCH_STORE_CALLS ?? 2000);
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-const reqBody = {
-  model: 'gpt-4o-mini',
-  messages: [{ role: 'user', content: 'Hello there' }],
-  max_tokens: 16,
-};
-const bodyBytes = Buffer.byteLength(JSON.stringify(reqBody));
-const response = Buffer.from(
-  JSON.stringify({
-    id: 'chatcmpl-1',
-    object: 'chat.completion',
-    created: 1,
-    model: 'gpt-4o-mini-2024-07-18',
-    choices: [{ index: 0, message: { role: 'assistant', content: 'x'.repeat(600) }, finish_reason: 'stop' }],
-    usage: { prompt_tokens: 11, completion_tokens: 16, total_tokens: 27 },
-  }),
-);
+const response = chatResponse(600);
 
 interface Subject {
   guard: SpendGuard;
