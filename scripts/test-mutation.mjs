@@ -3,9 +3,9 @@
 // StrykerJS: `pnpm test:mutation [group ...]` (groups in mutation/groups.mjs; default all), one Stryker
 // run per group, one after the other. Reports land in .test-artifacts/mutation/<group>/ (HTML and JSON)
 // and a summary of every group run in .test-artifacts/mutation/summary.md, which lists the survivors
-// mutation/survivors.md does not explain. Not part of `pnpm test`.
+// mutation/survivors/<group>.md does not explain. Not part of `pnpm test`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -144,15 +144,21 @@ function timing(file) {
 }
 
 /**
- * A survivor as mutation/survivors.md names it: `file:line:column Mutator` and the replacement, one
+ * A survivor as mutation/survivors/<group>.md names it: `file:line:column Mutator` and the replacement, one
  * line, so that a survivor nobody explained stands out (below).
  */
 function survivorId(path, m) {
   const replacement = (m.replacement ?? '').replace(/\s+/g, ' ').slice(0, 60);
   return `${path}:${m.location.start.line}:${m.location.start.column} ${m.mutatorName} \`${replacement}\``;
 }
-const explainedFile = join(root, 'mutation', 'survivors.md');
-const explained = existsSync(explainedFile) ? readFileSync(explainedFile, 'utf8') : '';
+// Every group's explained survivors, mutation/survivors/<group>.md.
+const explainedDir = join(root, 'mutation', 'survivors');
+const explained = existsSync(explainedDir)
+  ? readdirSync(explainedDir)
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => readFileSync(join(explainedDir, f), 'utf8'))
+      .join('\n')
+  : '';
 
 const score = (c) => {
   const detected = c.killed + c.timeout;
@@ -182,7 +188,7 @@ for (const name of Object.keys(GROUPS)) {
   for (const id of s.survivors) if (!explained.includes(id)) unexplained.push(id);
 }
 if (unexplained.length > 0) {
-  lines.push('', `Survivors not explained in mutation/survivors.md (${unexplained.length}):`, '');
+  lines.push('', `Survivors not explained in mutation/survivors/<group>.md (${unexplained.length}):`, '');
   for (const id of unexplained) lines.push(`- ${id}`);
 }
 writeFileSync(join(out, 'summary.md'), `${lines.join('\n')}\n`);

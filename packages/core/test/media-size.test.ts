@@ -238,7 +238,7 @@ describe('pdfPages', () => {
   });
 });
 
-// Cases added from the mutation run's survivors (mutation/survivors.md).
+// Cases added from the mutation run's survivors (mutation/survivors/).
 describe('media headers at their edges', () => {
   it('a data URL only at the start of the text', () => {
     expect(parseDataUrl('see data:image/png;base64,AAAA')).toBeNull();

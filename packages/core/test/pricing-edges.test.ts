@@ -392,7 +392,7 @@ describe('normalizeUsage edges', () => {
   });
 });
 
-// Cases added from the mutation run's survivors (mutation/survivors.md): each kills a change to the
+// Cases added from the mutation run's survivors (mutation/survivors/): each kills a change to the
 // table reader or to the pricing arithmetic that every earlier case let through.
 describe('more edges of the table reader', () => {
   it('reads a size threshold without "k" as tokens, and only a whole key of that name', () => {

@@ -410,7 +410,7 @@ describe('JSON bodies: every wire format', () => {
   });
 });
 
-// Edges the mutation run found untested (mutation/survivors.md, metering): each test names what it holds,
+// Edges the mutation run found untested (mutation/survivors/, metering): each test names what it holds,
 // with its expected bytes or values worked by hand from the SSE format (WHATWG HTML, "Server-sent
 // events": lines end in LF or CRLF, a blank line ends an event, `data:` lines join with LF, one space
 // after the colon is dropped, a line starting with `:` is a comment) and the providers' documented events.

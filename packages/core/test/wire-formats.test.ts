@@ -300,7 +300,7 @@ describe('usage of stream events', () => {
   });
 });
 
-// Edges the mutation run found untested (mutation/survivors.md, metering): bodies and events that lack a
+// Edges the mutation run found untested (mutation/survivors/, metering): bodies and events that lack a
 // field the documented shape has (an error, a safety-blocked Gemini candidate, a cut stream), each
 // with the value worked by hand from the shape written here.
 describe('wire formats: missing and odd fields', () => {
