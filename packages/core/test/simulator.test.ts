@@ -124,6 +124,66 @@ describe('simulator: JSON chat completions', () => {
   });
 });
 
+describe('simulator: several choices (OpenAI chat `n`)', () => {
+  it('generates and bills every choice in full: completion_tokens is their total', async () => {
+    const response = await post({ model: 'gpt-4o', messages, max_tokens: 4, n: 3 });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as {
+      choices: { index: number; message: { content: string }; finish_reason: string }[];
+      usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+    };
+    // OpenAI bills the prompt once and each choice's tokens: 4 x 3 = 12 completion tokens.
+    expect(body.usage).toMatchObject({ prompt_tokens: 20, completion_tokens: 12, total_tokens: 32 });
+    expect(body.choices.map((c) => [c.index, c.message.content, c.finish_reason])).toEqual([
+      [0, 'hello hello hello hello', 'length'],
+      [1, 'hello hello hello hello', 'length'],
+      [2, 'hello hello hello hello', 'length'],
+    ]);
+    for (const choice of body.choices) expect(tokens(o200k, choice.message.content)).toBe(4);
+  });
+
+  it('streams each choice under its own index, and the usage of all of them', async () => {
+    const response = await post({
+      model: 'gpt-4o',
+      messages,
+      max_tokens: 3,
+      n: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const events = parseSse(await response.text());
+    const text = ['', ''];
+    const finished: string[] = [];
+    let usage: unknown;
+    for (const event of events) {
+      if (event === '[DONE]') continue;
+      const chunk = event as {
+        choices: { index: number; delta: { content?: string }; finish_reason: string | null }[];
+        usage: unknown;
+      };
+      for (const choice of chunk.choices) {
+        text[choice.index] += choice.delta.content ?? '';
+        if (choice.finish_reason) finished.push(`${choice.index}:${choice.finish_reason}`);
+      }
+      if (chunk.usage) usage = chunk.usage;
+    }
+    expect(text).toEqual(['hello hello hello', 'hello hello hello']);
+    expect(finished).toEqual(['0:length', '1:length']);
+    expect(usage).toMatchObject({ prompt_tokens: 20, completion_tokens: 6, total_tokens: 26 });
+  });
+
+  it('refuses an n that is no integer from 1 to 128 with a 400 naming n, as OpenAI does', async () => {
+    for (const n of [0, 129, 1.5, '2']) {
+      const response = await post({ model: 'gpt-4o', messages, n });
+      expect(response.status).toBe(400);
+      const body = (await response.json()) as { error: { param: string } };
+      expect(body.error.param).toBe('n');
+    }
+    const one = await post({ model: 'gpt-4o', messages, max_tokens: 2, n: null });
+    expect(((await one.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(2);
+  });
+});
+
 describe('simulator: streaming', () => {
   it('streams SSE chunks and a usage chunk when stream_options.include_usage is set', async () => {
     const response = await post({

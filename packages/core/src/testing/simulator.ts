@@ -343,6 +343,24 @@ function maxTokens(body: Record<string, unknown>, params: readonly string[]): nu
 }
 
 /**
+ * OpenAI chat's `n`: how many choices OpenAI generates and bills, 1 when unset or null; an integer from
+ * 1 to 128 (OpenAI refuses others with a 400 naming `n`).
+ */
+function chatChoiceCount(body: Record<string, unknown>): number {
+  const n = body.n;
+  if (n === undefined || n === null) return 1;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 128) {
+    throw new RequestError(
+      400,
+      `Invalid 'n': expected an integer from 1 to 128, got ${JSON.stringify(n)}.`,
+      'n',
+      'invalid_value',
+    );
+  }
+  return n;
+}
+
+/**
  * A Gemini field given in camelCase or snake_case (proto3 JSON reads both); both at once is refused, as
  * Google's parser refuses a field set twice.
  */
@@ -560,7 +578,17 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const max = maxTokens(body, ['max_completion_tokens', 'max_tokens']);
     const streamOptions = body.stream_options;
     const includeUsage = isRecord(streamOptions) && streamOptions.include_usage === true;
-    const call = plan(req, model, body.stream === true, max, body, 'openai-chat');
+    const choices = chatChoiceCount(body);
+    // Each of the `n` choices is generated, and billed, in full: completion_tokens is their total.
+    const call = plan(
+      req,
+      model,
+      body.stream === true,
+      max,
+      body,
+      'openai-chat',
+      (max ?? defaultCompletionTokens) * choices,
+    );
     const usage = chatUsage(call.counts);
     const finishReason = finishedByLength(call) ? 'length' : 'stop';
     const id = `chatcmpl-${randomId(29)}`;
@@ -568,8 +596,12 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     const headers = requestHeaders();
     if (latencyMs > 0) await sleep(latencyMs);
 
+    // The generated words, split over the choices in turn.
+    const texts = Array.from({ length: choices }, (_, i) =>
+      completionPieces(Math.floor(call.pieces.length / choices) + (i < call.pieces.length % choices ? 1 : 0)),
+    );
     // A search model cites what it found: url_citation annotations over the answer.
-    const text = call.pieces.join('');
+    const text = texts[0]!.join('');
     const annotations =
       call.counts.webSearches > 0
         ? [
@@ -593,14 +625,17 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
           object: 'chat.completion',
           created,
           model,
-          choices: [
-            {
-              index: 0,
-              message: { role: 'assistant', content: text, refusal: null, annotations },
-              logprobs: null,
-              finish_reason: finishReason,
+          choices: texts.map((pieces, index) => ({
+            index,
+            message: {
+              role: 'assistant',
+              content: pieces.join(''),
+              refusal: null,
+              annotations: index === 0 ? annotations : [],
             },
-          ],
+            logprobs: null,
+            finish_reason: finishReason,
+          })),
           usage,
           service_tier: 'default',
           system_fingerprint: SYSTEM_FINGERPRINT,
@@ -620,20 +655,26 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
         choices,
         ...(includeUsage ? { usage: chunkUsage ?? null } : {}),
       });
-    const delta = (value: Record<string, unknown>, finish: string | null = null) => ({
-      index: 0,
+    const delta = (value: Record<string, unknown>, finish: string | null = null, index = 0) => ({
+      index,
       delta: value,
       logprobs: null,
       finish_reason: finish,
     });
+    // OpenAI streams each choice's deltas under its own index, interleaved.
+    const choiceIndexes = texts.map((_, index) => index);
     await stream(
       res,
       call,
       [
-        chunk([delta({ role: 'assistant', content: '', refusal: null })]),
-        ...call.pieces.map((piece) => chunk([delta({ content: piece })])),
+        ...choiceIndexes.map((index) =>
+          chunk([delta({ role: 'assistant', content: '', refusal: null }, null, index)]),
+        ),
+        ...call.pieces.map((_, i) =>
+          chunk([delta({ content: texts[i % choices]![Math.floor(i / choices)] }, null, i % choices)]),
+        ),
         ...(annotations.length > 0 ? [chunk([delta({ annotations })])] : []),
-        chunk([delta({}, finishReason)]),
+        ...choiceIndexes.map((index) => chunk([delta({}, finishReason, index)])),
         ...(includeUsage ? [chunk([], usage)] : []),
         'data: [DONE]\n\n',
       ],
