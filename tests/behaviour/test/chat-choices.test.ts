@@ -5,9 +5,8 @@
  * text, not the first one's. The simulator bills `n` by OpenAI's rules with its own code
  * (docs/simulator.md); every expected cost is worked by hand below.
  */
-import OpenAI from 'openai';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+import { ADAPTERS, admin, keySpend, keyWithClient, startTestApp, type TestApp } from './harness.js';
 
 // gpt-4o-mini: $1.5e-7 an input token, $6e-7 an output token. 'hello' as one chat message:
 // 3 + role 1 + 'hello' 1 + priming 3 = 8 prompt tokens, billed once whatever `n`.
@@ -29,32 +28,22 @@ describe.each(ADAPTERS)('OpenAI chat with n choices on $name', (framework) => {
     await app.close();
   });
 
-  async function keyWith(maxBudget: number): Promise<{ key: string; client: OpenAI }> {
-    const key = (await admin(app, 'POST', '/key/generate', { max_budget: maxBudget })).body.key as string;
-    return { key, client: new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 }) };
-  }
-
-  async function spent(key: string): Promise<number> {
-    await app.settled();
-    return (await admin(app, 'GET', `/key/info?key=${key}`)).body.info.spend as number;
-  }
-
   it('every choice is charged, JSON and streamed', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     const completion = await client.chat.completions.create(body);
     expect(completion.choices).toHaveLength(3);
     expect(completion.usage?.completion_tokens).toBe(30);
-    expect(await spent(key)).toBeCloseTo(THREE_CHOICES_COST, 12);
+    expect(await keySpend(app, key)).toBeCloseTo(THREE_CHOICES_COST, 12);
 
     const stream = await client.chat.completions.create({ ...body, stream: true });
     const seen = new Set<number>();
     for await (const chunk of stream) for (const choice of chunk.choices) seen.add(choice.index);
     expect([...seen].sort()).toEqual([0, 1, 2]);
-    expect(await spent(key)).toBeCloseTo(2 * THREE_CHOICES_COST, 12);
+    expect(await keySpend(app, key)).toBeCloseTo(2 * THREE_CHOICES_COST, 12);
   });
 
   it('a stream cut before its usage is estimated from the text of every choice', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     // Events: 3 role chunks, then 30 content chunks in turn over the choices: cut after 3 + 12 = 15,
     // so 4 words of each choice arrived (12 completion tokens) and no usage.
     app.simulator.cutNextStream(15);
@@ -76,14 +65,14 @@ describe.each(ADAPTERS)('OpenAI chat with n choices on $name', (framework) => {
     // do not fit, so the guard lowers max_tokens until they do (docs/budgets.md). Per choice at most
     // (0.001 - 8 x 1.5e-7) / (3 x 6e-7) = 554.9 tokens: 554 or fewer (the guard bounds the prompt at
     // least at its real 8 tokens). Were `n` ignored, each choice would get its full 1,000.
-    const { key, client } = await keyWith(0.001);
+    const { key, client } = await keyWithClient(app, 0.001);
     const completion = await client.chat.completions.create({ ...body, max_tokens: 1000 });
     expect(completion.choices).toHaveLength(3);
     const perChoice = (completion.usage?.completion_tokens ?? 0) / 3;
     expect(perChoice).toBeLessThanOrEqual(554);
     expect(perChoice, 'lowered to fit, not to nothing').toBeGreaterThan(500);
     for (const choice of completion.choices) expect(choice.finish_reason).toBe('length');
-    const spend = await spent(key);
+    const spend = await keySpend(app, key);
     expect(spend).toBeCloseTo(8 * 1.5e-7 + 3 * perChoice * 6e-7, 12);
     expect(spend).toBeLessThanOrEqual(0.001);
   });

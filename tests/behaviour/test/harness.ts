@@ -14,6 +14,7 @@ import express5 from 'express';
 import express4 from 'express4';
 import { Hono } from 'hono';
 import { validator } from 'hono/validator';
+import OpenAI from 'openai';
 import { vi } from 'vitest';
 import { addExpressMeteringRoutes, addHonoMeteringRoutes, EXTRA_GUARDED } from './metering-routes.js';
 
@@ -182,6 +183,24 @@ export async function admin(
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, body: await res.json() };
+}
+
+/** A new key with that budget (USD), and the official OpenAI client calling the app's /v1 with it. */
+export async function keyWithClient(
+  app: TestApp,
+  maxBudget: number,
+): Promise<{ key: string; client: OpenAI }> {
+  const res = await admin(app, 'POST', '/key/generate', { max_budget: maxBudget });
+  if (res.status !== 200)
+    throw new Error(`/key/generate answered ${res.status}: ${JSON.stringify(res.body)}`);
+  const key = res.body.key as string;
+  return { key, client: new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 }) };
+}
+
+/** A key's spend (USD) as /key/info reports it, once every settlement so far is written. */
+export async function keySpend(app: TestApp, key: string): Promise<number> {
+  await app.settled();
+  return (await admin(app, 'GET', `/key/info?key=${key}`)).body.info.spend as number;
 }
 
 /**

@@ -7,7 +7,7 @@
  */
 import OpenAI from 'openai';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
+import { ADAPTERS, admin, keySpend, keyWithClient, startTestApp, type TestApp } from './harness.js';
 
 // gpt-4.1: $2e-6 input, $8e-6 output; OpenAI's `web_search` tool $0.01 a call, `web_search_preview` on a
 // non-reasoning model $0.025 a call (the table has no search price for gpt-4.1).
@@ -46,23 +46,13 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
     await app.close();
   });
 
-  async function keyWith(maxBudget: number): Promise<{ key: string; client: OpenAI }> {
-    const key = (await admin(app, 'POST', '/key/generate', { max_budget: maxBudget })).body.key as string;
-    return { key, client: new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 }) };
-  }
-
-  async function spent(key: string): Promise<number> {
-    await app.settled();
-    return (await admin(app, 'GET', `/key/info?key=${key}`)).body.info.spend as number;
-  }
-
   it('a Responses call is charged for each web_search_call it reports, JSON and streamed', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     const { data, response } = await client.responses.create(responsesBody).withResponse();
     expect(data.output.filter((item) => item.type === 'web_search_call')).toHaveLength(2);
     expect(data.usage?.input_tokens).toBe(4008);
     expect(Number(response.headers.get('x-litellm-response-cost'))).toBeCloseTo(RESPONSES_COST, 9);
-    expect(await spent(key)).toBeCloseTo(RESPONSES_COST, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(RESPONSES_COST, 9);
 
     const stream = await client.responses.create({ ...responsesBody, stream: true });
     let searches = 0;
@@ -70,30 +60,30 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
       if (event.type === 'response.output_item.done' && event.item.type === 'web_search_call') searches++;
     }
     expect(searches).toBe(2);
-    expect(await spent(key)).toBeCloseTo(2 * RESPONSES_COST, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(2 * RESPONSES_COST, 9);
   });
 
   it('web_search_preview on a non-reasoning model: $0.025 a call, its search content free', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     const data = await client.responses.create({ ...responsesBody, tools: [{ type: 'web_search_preview' }] });
     expect(data.usage?.input_tokens).toBe(8);
-    expect(await spent(key)).toBeCloseTo(PREVIEW_COST, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(PREVIEW_COST, 9);
   });
 
   it('a chat search model is charged one search a call at its context size, JSON and streamed', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     const completion = await client.chat.completions.create(chatBody);
     expect(completion.choices[0]?.message.annotations?.[0]?.type).toBe('url_citation');
-    expect(await spent(key)).toBeCloseTo(CHAT_COST, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(CHAT_COST, 9);
     const stream = await client.chat.completions.create({ ...chatBody, stream: true });
     for await (const _chunk of stream) {
       // drained
     }
-    expect(await spent(key)).toBeCloseTo(2 * CHAT_COST, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(2 * CHAT_COST, 9);
   });
 
   it("a search model called by the route's own OpenAI client (guard.fetch) is charged its search", async () => {
-    const { key } = await keyWith(10);
+    const { key } = await keyWithClient(app, 10);
     const res = await fetch(`${app.baseUrl}/app/ask`, {
       method: 'POST',
       headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
@@ -101,11 +91,11 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
     });
     expect(res.status).toBe(200);
     // No web_search_options: the medium context size, $0.035. 8 x 2.5e-6 + 30 x 1e-5 + 0.035
-    expect(await spent(key)).toBeCloseTo(0.03532, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(0.03532, 9);
   });
 
   it('a Responses stream cut after its first search is charged that search', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     // Events: created, in_progress, then 5 for the first search (its output_item.done is the 7th).
     app.simulator.cutNextStream(7);
     const stream = await client.responses.create({ ...responsesBody, stream: true });
@@ -127,7 +117,7 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
   it('a budget holds: calls that could search are admitted only while their searches fit', async () => {
     // The bound of one call: 2 searches x ($0.025 + 10,000 x $2e-6) = $0.09, plus its text and output:
     // a $0.25 key serves calls while $0.09-odd is left, each spending $0.028176.
-    const { key, client } = await keyWith(0.25);
+    const { key, client } = await keyWithClient(app, 0.25);
     let served = 0;
     for (;;) {
       try {
@@ -143,7 +133,7 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
       await app.settled();
       expect(served, 'the cap must refuse before 10 calls').toBeLessThan(10);
     }
-    const spend = await spent(key);
+    const spend = await keySpend(app, key);
     // 0.25 - 5 x 0.028176 = 0.10912 still fits a $0.09 bound, 0.25 - 6 x 0.028176 = 0.080944 does not.
     expect(served).toBe(6);
     expect(spend).toBeCloseTo(6 * RESPONSES_COST, 9);
@@ -151,7 +141,7 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
   });
 
   it('a Responses web search tool without max_tool_calls is refused with a 400 naming it', async () => {
-    const { key, client } = await keyWith(10);
+    const { key, client } = await keyWithClient(app, 10);
     const before = app.simulator.requestCount;
     const { max_tool_calls: _unset, ...unbounded } = responsesBody;
     const error = await client.responses.create(unbounded).catch((e: unknown) => e);
@@ -163,6 +153,6 @@ describe.each(ADAPTERS)('OpenAI web search on $name', (framework) => {
     expect(body.param).toBe('max_tool_calls');
     expect(body.message).toContain('max_tool_calls');
     expect(app.simulator.requestCount, 'the route never ran').toBe(before);
-    expect(await spent(key)).toBe(0);
+    expect(await keySpend(app, key)).toBe(0);
   });
 });
