@@ -3,6 +3,7 @@ import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
   type GuardResponse,
+  mayBeAdminPath,
   parseJsonBody,
   resolveAdapterOptions,
 } from '@spendguard/core/adapter';
@@ -84,6 +85,7 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
 
   const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {
     try {
+      if (!mayBeAdminPath(guard, req.path)) return next();
       const dashboard = guard.dashboard.handles(req.path);
       if (!dashboard && !guard.management.handles(req.method, req.path)) return next();
       const query = new URLSearchParams(req.originalUrl.split('?')[1] ?? '');

@@ -4,6 +4,7 @@ import {
   type AdapterOptions,
   type GuardedCall,
   isUnreadNodeStream,
+  mayBeAdminPath,
   meterHeldResponse,
   meterResponse,
   parseJsonBody,
@@ -85,8 +86,10 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
 
   const admin = new Hono().use(async function spendGuardAdmin(c, next) {
     try {
+      const full = rawPath(c.req.url);
+      if (!mayBeAdminPath(guard, full)) return next(); // most requests: no base path worked out
       const base = basePath(c).replace(/\/$/, '');
-      const path = rawPath(c.req.url).slice(base.length) || '/';
+      const path = full.slice(base.length) || '/';
       const dashboard = guard.dashboard.handles(path);
       if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
       const url = new URL(c.req.url);
