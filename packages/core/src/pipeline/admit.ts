@@ -71,7 +71,8 @@ interface CallFacts {
 interface Reserving {
   input: CallInput;
   ctx: KeyContext;
-  o: CallFacts & { rate: RateAdmission | null; price: ModelPrice | undefined };
+  /** `format`: the wire format of the path (`null` also when the model has no price: not needed). */
+  o: CallFacts & { rate: RateAdmission | null; price: ModelPrice | undefined; format: WireFormat | null };
   scopes: ScopeRef[];
   leaseKey: string;
   requestId: string;
@@ -157,10 +158,9 @@ export class Admission<Call> {
         { param: 'model' },
       );
     }
+    const format = price ? this.formatOf(input.path) : null;
     const unbounded =
-      price && deps.options.enforcement === 'strict'
-        ? unboundedSearchField(formatFromPath(input.path), model, body)
-        : null;
+      price && deps.options.enforcement === 'strict' ? unboundedSearchField(format, model, body) : null;
     if (unbounded) {
       throw new SpendGuardError(
         'BAD_REQUEST',
@@ -176,6 +176,7 @@ export class Admission<Call> {
       tags: allTags,
       rate: null,
       price,
+      format,
     };
     // Nothing can gate or rate-limit this call: no storage call, no promise before the reservation.
     if (!endUser && ctx.rateLimits.length === 0) return this.reserveBudget(input, ctx, o);
@@ -276,7 +277,7 @@ export class Admission<Call> {
     const { scopes, leaseKey } = this.scopesOf(ctx, model, endUser, o.tags);
     // The reservation is the request's own (one per call): its id is the request id.
     const requestId = timeOrderedId();
-    const format = formatFromPath(input.path);
+    const { format } = o;
     const estimate = o.price ? this.boundOf(model, o.price, format, body, input.bodyBytes, false) : null;
     const amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
     // Escrow: a busy scope set far from its caps is admitted in memory, against this process's lease.
@@ -323,6 +324,18 @@ export class Admission<Call> {
     KeyContext,
     Map<string, { scopes: ScopeRef[]; leaseKey: string }>
   >();
+
+  private lastPath = '';
+  private lastFormat: WireFormat | null = null;
+
+  /** `formatFromPath`, remembered for the last path (a route's calls come one path after another). */
+  private formatOf(path: string): WireFormat | null {
+    if (path !== this.lastPath) {
+      this.lastFormat = formatFromPath(path);
+      this.lastPath = path;
+    }
+    return this.lastFormat;
+  }
 
   /** The admitted call of a reservation (or of a draw on a lease). */
   private newCall(
