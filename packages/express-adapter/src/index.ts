@@ -83,9 +83,14 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     call.run(() => next());
   };
 
-  const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {
+  // Most requests are not the admin router's: passed on at once, without a promise of its own.
+  const admin: RequestHandler = function spendGuardAdmin(req: BodyRequest, res, next) {
+    if (!mayBeAdminPath(guard, req.path)) return next();
+    return answerAdmin(req, res, next);
+  };
+
+  const answerAdmin = async (req: BodyRequest, res: Response, next: NextFunction) => {
     try {
-      if (!mayBeAdminPath(guard, req.path)) return next();
       const dashboard = guard.dashboard.handles(req.path);
       if (!dashboard && !guard.management.handles(req.method, req.path)) return next();
       const query = new URLSearchParams(req.originalUrl.split('?')[1] ?? '');

@@ -11,7 +11,7 @@ import {
   resolveAdapterOptions,
   toWebResponse,
 } from '@spendguard/core/adapter';
-import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
+import { type Context, type Handler, Hono, type MiddlewareHandler, type Next } from 'hono';
 import { basePath } from 'hono/route';
 
 export type { SpendGuard } from '@spendguard/core';
@@ -84,10 +84,14 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
     c.res = metered;
   };
 
-  const admin = new Hono().use(async function spendGuardAdmin(c, next) {
+  // Most requests are not the admin router's: passed on at once, without a promise of its own.
+  const admin = new Hono().use(function spendGuardAdmin(c, next) {
+    const full = rawPath(c.req.url);
+    return mayBeAdminPath(guard, full) ? answerAdmin(c, next, full) : next();
+  });
+
+  async function answerAdmin(c: Context, next: Next, full: string) {
     try {
-      const full = rawPath(c.req.url);
-      if (!mayBeAdminPath(guard, full)) return next(); // most requests: no base path worked out
       const base = basePath(c).replace(/\/$/, '');
       const path = full.slice(base.length) || '/';
       const dashboard = guard.dashboard.handles(path);
@@ -118,7 +122,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
     } catch (error) {
       return toWebResponse(guard.errorResponse(error));
     }
-  });
+  }
 
   const metrics: Handler = async function spendGuardMetrics() {
     const out = await guard.metrics.scrape();
