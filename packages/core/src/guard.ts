@@ -25,6 +25,7 @@ import {
   identify,
   MasterKey,
   modelAllowed,
+  PresentedSecrets,
 } from './pipeline/identify.js';
 import { KeyCache } from './pipeline/key-cache.js';
 import { RateLimiter } from './pipeline/rate-admission.js';
@@ -198,6 +199,7 @@ export class SpendGuard {
     });
     this.identifyDeps = {
       master: this.master,
+      secrets: new PresentedSecrets(this.master, this.options.keyCacheSize),
       keys: this.keyCache,
       servesThrough,
       servableWhileDown: (ctx, at) => this.admission.servableWhileDown(ctx, at),
@@ -342,12 +344,21 @@ export class SpendGuard {
     let identity: Identity | null = null;
     try {
       // The key first, from the headers: an unauthenticated body is refused unread.
-      identity = await identify(this.identifyDeps, input.header, this.now());
+      // A key in the cache, and a call its lease covers, are admitted without a promise of their own.
+      const found = identify(this.identifyDeps, input.header, this.now());
+      identity = found instanceof Promise ? await found : found;
       if (input.readBody) {
         const read = await input.readBody();
-        input = { ...input, body: read.body, bodyBytes: read.bytes };
+        input = {
+          method: input.method,
+          path: input.path,
+          header: input.header,
+          body: read.body,
+          bodyBytes: read.bytes,
+        };
       }
-      const call = await this.admission.admit(input, identity);
+      const admitted = this.admission.admit(input, identity);
+      const call = admitted instanceof Promise ? await admitted : admitted;
       call.meter.prepare(input);
       if (this.observers.active) {
         call.admissionMs = performance.now() - started;

@@ -3,6 +3,7 @@ import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
   type GuardResponse,
+  mayBeAdminPath,
   parseJsonBody,
   resolveAdapterOptions,
 } from '@spendguard/core/adapter';
@@ -82,7 +83,13 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     call.run(() => next());
   };
 
-  const admin: RequestHandler = async function spendGuardAdmin(req: BodyRequest, res, next) {
+  // Most requests are not the admin router's: passed on at once, without a promise of its own.
+  const admin: RequestHandler = function spendGuardAdmin(req: BodyRequest, res, next) {
+    if (!mayBeAdminPath(guard, req.path)) return next();
+    return answerAdmin(req, res, next);
+  };
+
+  const answerAdmin = async (req: BodyRequest, res: Response, next: NextFunction) => {
     try {
       const dashboard = guard.dashboard.handles(req.path);
       if (!dashboard && !guard.management.handles(req.method, req.path)) return next();

@@ -4,13 +4,14 @@ import {
   type AdapterOptions,
   type GuardedCall,
   isUnreadNodeStream,
+  mayBeAdminPath,
   meterHeldResponse,
   meterResponse,
   parseJsonBody,
   resolveAdapterOptions,
   toWebResponse,
 } from '@spendguard/core/adapter';
-import { type Context, type Handler, Hono, type MiddlewareHandler } from 'hono';
+import { type Context, type Handler, Hono, type MiddlewareHandler, type Next } from 'hono';
 import { basePath } from 'hono/route';
 
 export type { SpendGuard } from '@spendguard/core';
@@ -83,10 +84,16 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
     c.res = metered;
   };
 
-  const admin = new Hono().use(async function spendGuardAdmin(c, next) {
+  // Most requests are not the admin router's: passed on at once, without a promise of its own.
+  const admin = new Hono().use(function spendGuardAdmin(c, next) {
+    const full = rawPath(c.req.url);
+    return mayBeAdminPath(guard, full) ? answerAdmin(c, next, full) : next();
+  });
+
+  async function answerAdmin(c: Context, next: Next, full: string) {
     try {
       const base = basePath(c).replace(/\/$/, '');
-      const path = rawPath(c.req.url).slice(base.length) || '/';
+      const path = full.slice(base.length) || '/';
       const dashboard = guard.dashboard.handles(path);
       if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
       const url = new URL(c.req.url);
@@ -115,7 +122,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
     } catch (error) {
       return toWebResponse(guard.errorResponse(error));
     }
-  });
+  }
 
   const metrics: Handler = async function spendGuardMetrics() {
     const out = await guard.metrics.scrape();

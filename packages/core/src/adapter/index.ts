@@ -18,3 +18,14 @@ export {
   readBodyText,
   toWebResponse,
 } from '../web.js';
+
+import type { SpendGuard } from '../guard.js';
+
+/**
+ * False only when `path` (a request path as sent, with the base path the admin router is mounted at)
+ * can be neither a dashboard page (`/ui` and below) nor a management route, under any base: the
+ * admin router's cheap "not mine", before it works out the base path and asks `handles`.
+ */
+export function mayBeAdminPath(guard: SpendGuard, path: string): boolean {
+  return path.includes('/ui') || guard.management.mayHandleBelow(path);
+}

@@ -225,6 +225,25 @@ export class ManagementApi {
     return this.route(method, path) !== null;
   }
 
+  /** The last path segment of every route (`/key/{key}/regenerate`'s `regenerate` included). */
+  private lastSegments: Set<string> | null = null;
+
+  /**
+   * False only when no base path the router may be mounted at can make `path` (a request path, with
+   * its base) one of this API's routes, whatever the method: its last segment ends no route. A path
+   * that canonicalisation could change (a `.`, `\`, `%` or `?`) is answered true. A constant-time
+   * "not mine" for the adapters, before they work out the base path and ask `handles`.
+   */
+  mayHandleBelow(path: string): boolean {
+    if (/[.\\%?]/.test(path)) return true;
+    this.lastSegments ??= new Set(
+      Object.keys(this.routes).map((route) => route.slice(route.lastIndexOf('/') + 1)),
+    );
+    // One trailing slash is dropped before routing (normalizePath).
+    const end = path.length > 1 && path.endsWith('/') ? path.length - 1 : path.length;
+    return this.lastSegments.has(path.slice(path.lastIndexOf('/', end - 1) + 1, end));
+  }
+
   private route(method: string, path: string) {
     const p = normalizePath(canonicalPath(path));
     // LiteLLM's `/key/{key}/regenerate` form: the key (or its hash) in the path, decoded once the

@@ -17,6 +17,7 @@ import { SpendGuardError } from '../errors.js';
 import { timeOrderedId } from '../ids.js';
 import { assertText, INPUT_LIMITS } from '../input-hygiene.js';
 import { formatFromPath, modelFromPath, type WireFormat } from '../metering/wire-formats.js';
+import type { ModelPrice } from '../pricing/model-price.js';
 import type { PriceBook, WorstCaseRates } from '../pricing/price-book.js';
 import type { RateAdmission } from '../rate-limits.js';
 import type { BudgetState, PendingCall, ScopeRef } from '../storage/storage-contract.js';
@@ -66,6 +67,21 @@ interface CallFacts {
   tags: string[];
 }
 
+/** A call on its way to a reservation: what the fast path worked out, for the slow one. */
+interface Reserving {
+  input: CallInput;
+  ctx: KeyContext;
+  /** `format`: the wire format of the path (`null` also when the model has no price: not needed). */
+  o: CallFacts & { rate: RateAdmission | null; price: ModelPrice | undefined; format: WireFormat | null };
+  scopes: ScopeRef[];
+  leaseKey: string;
+  requestId: string;
+  format: WireFormat | null;
+  estimate: { bound: CallBound; rates: WorstCaseRates } | null;
+  amountNano: number;
+  escrow: Escrow | null;
+}
+
 export class Admission<Call> {
   /**
    * How each key's last admission went and what its budgets stood at then (kept under 'allow' only):
@@ -77,8 +93,12 @@ export class Admission<Call> {
 
   constructor(private readonly deps: AdmissionDeps<Call>) {}
 
-  /** Admits an identified call (its body read), or throws the refusal. */
-  async admit(input: CallInput, identity: Identity): Promise<Call> {
+  /**
+   * Admits an identified call (its body read), or throws the refusal. A call admitted in memory (from
+   * this process's lease, no gate on its end user, no rate limit) comes back as a value, without a
+   * promise; any other as a promise. Refusals found before storage is asked are thrown synchronously.
+   */
+  admit(input: CallInput, identity: Identity): Call | Promise<Call> {
     const { deps } = this;
     const startTime = deps.now();
     const body = isPlainObject(input.body) ? input.body : {};
@@ -91,19 +111,35 @@ export class Admission<Call> {
     if (endUserRef) assertText(endUserRef.id, endUserRef.field);
 
     const { tokenHash } = identity;
-    let ctx: KeyContext;
+    const facts: CallFacts = { startTime, model, endUser, body, tags };
     if (identity.kind === 'master') {
       // The master key has no budget of its own, but its calls are attributed to and enforced against
       // every scope that applies to them: the end user, the tags, the global budget.
-      ctx = deps.master.context(tokenHash);
-    } else if (identity.kind === 'unresolved') {
-      ctx = identity.ctx;
-      return this.unreservedCall(ctx, { startTime, model, endUser, body, tags: withKeyTags(tags, ctx) });
-    } else {
-      ctx = identity.ctx;
-      const increase = tempIncreaseOf(ctx.key);
-      if (increase && increase.expiresAt <= startTime)
-        ctx = await this.endTempIncrease(ctx, increase, tokenHash);
+      return this.admitAs(input, deps.master.context(tokenHash), facts, false);
+    }
+    if (identity.kind === 'unresolved') {
+      const ctx = identity.ctx;
+      return this.unreservedCall(ctx, { ...facts, tags: withKeyTags(tags, ctx) });
+    }
+    const increase = tempIncreaseOf(identity.ctx.key);
+    if (increase && increase.expiresAt <= startTime) {
+      return this.endTempIncrease(identity.ctx, increase, tokenHash).then((ctx) =>
+        this.admitAs(input, ctx, facts, true),
+      );
+    }
+    return this.admitAs(input, identity.ctx, facts, true);
+  }
+
+  /** Admission under the key's context: model access, price, then the gates and the reservation. */
+  private admitAs(
+    input: CallInput,
+    ctx: KeyContext,
+    facts: CallFacts,
+    virtualKey: boolean,
+  ): Call | Promise<Call> {
+    const { deps } = this;
+    const { model, endUser, body } = facts;
+    if (virtualKey) {
       const { key } = ctx;
       if (model && !modelAllowed(model, key.models, ctx.team?.models ?? [], deps.options.modelAliases)) {
         throw new SpendGuardError(
@@ -113,7 +149,7 @@ export class Admission<Call> {
         );
       }
     }
-    const allTags = withKeyTags(tags, ctx);
+    const allTags = withKeyTags(facts.tags, ctx);
     const price = model ? deps.prices.resolve(model) : undefined;
     if (model && !price && deps.options.unpricedModels === 'refuse') {
       throw new SpendGuardError(
@@ -122,10 +158,9 @@ export class Admission<Call> {
         { param: 'model' },
       );
     }
+    const format = price ? this.formatOf(input.path) : null;
     const unbounded =
-      price && deps.options.enforcement === 'strict'
-        ? unboundedSearchField(formatFromPath(input.path), model, body)
-        : null;
+      price && deps.options.enforcement === 'strict' ? unboundedSearchField(format, model, body) : null;
     if (unbounded) {
       throw new SpendGuardError(
         'BAD_REQUEST',
@@ -133,7 +168,25 @@ export class Admission<Call> {
         { param: unbounded },
       );
     }
+    const o: Reserving['o'] = {
+      startTime: facts.startTime,
+      model,
+      endUser,
+      body,
+      tags: allTags,
+      rate: null,
+      price,
+      format,
+    };
+    // Nothing can gate or rate-limit this call: no storage call, no promise before the reservation.
+    if (!endUser && ctx.rateLimits.length === 0) return this.reserveBudget(input, ctx, o);
+    return this.admitGated(input, ctx, o);
+  }
 
+  /** The end user's gate and the rate limits, then the reservation (a call refused here costs nothing). */
+  private async admitGated(input: CallInput, ctx: KeyContext, o: Reserving['o']): Promise<Call> {
+    const { deps } = this;
+    const { endUser, startTime, model } = o;
     // A blocked end user (`/customer/block`) is refused as LiteLLM does, before anything is counted.
     const endUserGate: EndUserGate | null = endUser
       ? await deps.endUsers.get(endUser).catch((error: unknown) => {
@@ -151,7 +204,7 @@ export class Admission<Call> {
         ? await deps.rates.acquire(ctx, model, startTime, endUser, endUserLimits)
         : null; // nothing can limit this call: no storage call, no promise
     try {
-      return await this.reserveBudget(input, ctx, { startTime, model, endUser, body, tags: allTags, rate });
+      return await this.reserveBudget(input, ctx, { ...o, rate });
     } catch (error) {
       if (rate) deps.rates.release(rate);
       throw error;
@@ -214,51 +267,128 @@ export class Admission<Call> {
     });
   }
 
-  private async reserveBudget(
-    input: CallInput,
-    ctx: KeyContext,
-    o: CallFacts & { rate: RateAdmission | null },
-  ): Promise<Call> {
+  /**
+   * Reserves the call's worst case: from this process's lease, in memory, when it covers the call (a
+   * value, no promise); else a lease is opened or renewed, or the call reserves its own in the store.
+   */
+  private reserveBudget(input: CallInput, ctx: KeyContext, o: Reserving['o']): Call | Promise<Call> {
     const { deps } = this;
-    const { startTime, model, endUser, body, rate } = o;
-    const { key } = ctx;
-    // Spend is logged under the key's id, whichever of its secrets (new or in grace) was presented.
-    const tokenHash = key.tokenHash;
-    const allTags = o.tags;
-    const scopes = callScopes(ctx, model, endUser, allTags);
+    const { model, endUser, body } = o;
+    const { scopes, leaseKey } = this.scopesOf(ctx, model, endUser, o.tags);
     // The reservation is the request's own (one per call): its id is the request id.
     const requestId = timeOrderedId();
-    const reservationId = requestId;
-    const unpriced = model !== '' && !deps.prices.resolve(model);
+    const { format } = o;
+    const estimate = o.price ? this.boundOf(model, o.price, format, body, input.bodyBytes, false) : null;
+    const amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
+    // Escrow: a busy scope set far from its caps is admitted in memory, against this process's lease.
+    const escrow = estimate ? deps.escrow() : null;
+    const r: Reserving = { input, ctx, o, scopes, leaseKey, requestId, format, estimate, amountNano, escrow };
+    if (escrow) {
+      const draw = escrow.take(leaseKey, amountNano);
+      if (draw) return this.leased(r, escrow, draw);
+    }
+    return this.reserveInStore(r);
+  }
+
+  /**
+   * A call's scopes and their lease key; the common case (no end user, no tags) is built once per key
+   * context (a fresh one on every reload of the key) and model, and shared by its calls (never changed).
+   */
+  private scopesOf(
+    ctx: KeyContext,
+    model: string,
+    endUser: string | null,
+    tags: string[],
+  ): { scopes: ScopeRef[]; leaseKey: string } {
+    if (endUser || tags.length > 0) {
+      const scopes = callScopes(ctx, model, endUser, tags);
+      return { scopes, leaseKey: Escrow.keyOf(scopes) };
+    }
+    let byModel = this.scopeSets.get(ctx);
+    if (!byModel) {
+      byModel = new Map();
+      this.scopeSets.set(ctx, byModel);
+    }
+    let set = byModel.get(model);
+    if (!set) {
+      const scopes = callScopes(ctx, model, null, tags);
+      set = { scopes, leaseKey: Escrow.keyOf(scopes) };
+      // A bound per key context: model names come from request bodies.
+      if (byModel.size >= 64) byModel.clear();
+      byModel.set(model, set);
+    }
+    return set;
+  }
+
+  private readonly scopeSets = new WeakMap<
+    KeyContext,
+    Map<string, { scopes: ScopeRef[]; leaseKey: string }>
+  >();
+
+  private lastPath = '';
+  private lastFormat: WireFormat | null = null;
+
+  /** `formatFromPath`, remembered for the last path (a route's calls come one path after another). */
+  private formatOf(path: string): WireFormat | null {
+    if (path !== this.lastPath) {
+      this.lastFormat = formatFromPath(path);
+      this.lastPath = path;
+    }
+    return this.lastFormat;
+  }
+
+  /** The admitted call of a reservation (or of a draw on a lease). */
+  private newCall(
+    r: Reserving,
+    reserved: string | null,
+    reservedNano: number,
+    states: BudgetState[],
+    outputLowered: number | null,
+    draw: Draw | null = null,
+  ): Call {
+    const { o, ctx } = r;
     // Built field by field, in CallState's order (an object spread here cost more than the rest of
     // the call's construction).
-    const call = (
-      reserved: string | null,
-      reservedNano: number,
-      states: BudgetState[],
-      outputLowered: number | null,
-      draw: Draw | null = null,
-    ) =>
-      deps.newCall(
-        {
-          requestId,
-          startTime,
-          model,
-          tags: allTags,
-          endUser,
-          body,
-          keyHash: tokenHash,
-          ctx,
-          reservationId: reserved,
-          reservedNano,
-          scopes,
-          states,
-          rate,
-          outputLowered,
-          unpriced,
-        },
-        draw,
-      );
+    return this.deps.newCall(
+      {
+        requestId: r.requestId,
+        startTime: o.startTime,
+        model: o.model,
+        tags: o.tags,
+        endUser: o.endUser,
+        body: o.body,
+        // Spend is logged under the key's id, whichever of its secrets (new or in grace) was presented.
+        keyHash: ctx.key.tokenHash,
+        ctx,
+        reservationId: reserved,
+        reservedNano,
+        scopes: r.scopes,
+        states,
+        rate: o.rate,
+        outputLowered,
+        unpriced: o.model !== '' && !o.price,
+      },
+      draw,
+    );
+  }
+
+  /** A call admitted from this process's lease. */
+  private leased(r: Reserving, escrow: Escrow, draw: Draw): Call {
+    const states = escrow.statesFor(draw.lease);
+    if (this.deps.options.onStorageError === 'allow')
+      this.lastSeen.set(r.ctx.key.tokenHash, { admitted: true, states });
+    return this.newCall(r, null, r.amountNano, states, null, draw);
+  }
+
+  /** The lease could not cover the call: a lease opened or renewed, else a reservation of its own. */
+  private async reserveInStore(r: Reserving): Promise<Call> {
+    const { deps } = this;
+    const { input, ctx, o, scopes, requestId, format, escrow, leaseKey } = r;
+    const { startTime, model, endUser, body } = o;
+    const tokenHash = ctx.key.tokenHash;
+    const allTags = o.tags;
+    const reservationId = requestId;
+    let { estimate, amountNano } = r;
     const mode = deps.options.enforcement;
     const reserve = (amountNano: number) =>
       deps.gate.reserve({
@@ -271,26 +401,14 @@ export class Admission<Call> {
         processId: deps.processId,
         pending: pendingOf(requestId, body, ctx, model, endUser, allTags, startTime),
       });
-    const format = formatFromPath(input.path);
-    let estimate = this.worstCase(model, format, body, input.bodyBytes, false);
-    let amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
-    // Escrow: a busy scope set far from its caps is admitted in memory, against this process's lease.
-    const escrow = estimate ? deps.escrow() : null;
-    const leaseKey = escrow ? Escrow.keyOf(scopes) : '';
     if (escrow) {
-      const draw =
-        escrow.take(leaseKey, amountNano) ??
-        (await escrow.acquire(
-          leaseKey,
-          scopes,
-          amountNano,
-          pendingOf(requestId, body, ctx, model, endUser, allTags, startTime),
-        ));
-      if (draw) {
-        const states = escrow.statesFor(draw.lease);
-        if (deps.options.onStorageError === 'allow') this.lastSeen.set(tokenHash, { admitted: true, states });
-        return call(null, amountNano, states, null, draw);
-      }
+      const draw = await escrow.acquire(
+        leaseKey,
+        scopes,
+        amountNano,
+        pendingOf(requestId, body, ctx, model, endUser, allTags, startTime),
+      );
+      if (draw) return this.leased(r, escrow, draw);
     }
     let lowered: number | null = null;
     let refusal: RefusalDetail | null = null;
@@ -300,7 +418,7 @@ export class Admission<Call> {
       if (!result.ok && estimate && mode === 'strict') {
         // Near a cap: count exactly, then wait for calls in flight or lower the output cap, and
         // refuse only what cannot fit at all.
-        const precise = this.worstCase(model, format, body, input.bodyBytes, true)!;
+        const precise = this.boundOf(model, o.price!, format, body, input.bodyBytes, true);
         estimate = precise;
         const fitted = await this.fitToBudget(precise, reserve);
         result = fitted.result;
@@ -314,7 +432,7 @@ export class Admission<Call> {
     } catch (error) {
       if (!deps.servesThrough(error)) throw error;
       if (!this.servableWhileDown(ctx, startTime)) throw error;
-      return call(null, 0, [], null);
+      return this.newCall(r, null, 0, [], null);
     }
     const allow = deps.options.onStorageError === 'allow';
     if (!result.ok) {
@@ -323,7 +441,7 @@ export class Admission<Call> {
     }
     if (allow) this.lastSeen.set(tokenHash, { admitted: true, states: result.states });
     if (escrow) escrow.observed(leaseKey, result.states);
-    return call(reservationId, amountNano, result.states, lowered);
+    return this.newCall(r, reservationId, amountNano, result.states, lowered);
   }
 
   /**
@@ -337,9 +455,20 @@ export class Admission<Call> {
     bodyBytes: number | undefined,
     precise: boolean,
   ): { bound: CallBound; rates: WorstCaseRates } | null {
+    const price = model ? this.deps.prices.resolve(model) : undefined;
+    return price ? this.boundOf(model, price, format, body, bodyBytes, precise) : null;
+  }
+
+  /** `worstCase` of a model whose price was resolved already. */
+  private boundOf(
+    model: string,
+    price: ModelPrice,
+    format: WireFormat | null,
+    body: Record<string, unknown>,
+    bodyBytes: number | undefined,
+    precise: boolean,
+  ): { bound: CallBound; rates: WorstCaseRates } {
     const { prices } = this.deps;
-    const price = model ? prices.resolve(model) : undefined;
-    if (!price) return null;
     const bound = boundCall(model, format, body, price, {
       defaultMaxOutputTokens: this.deps.options.defaultMaxOutputTokens,
       precise,

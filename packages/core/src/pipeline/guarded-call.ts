@@ -8,7 +8,7 @@ import { createCallFetch, type FetchHost } from '../metering/upstream-fetch.js';
 import type { CallObservers } from '../observability/call-events.js';
 import type { PriceBook } from '../pricing/price-book.js';
 import { type RateAdmission, rateLimitHeaders } from '../rate-limits.js';
-import { type ScopeRef, scopeKey } from '../storage/storage-contract.js';
+import { type BudgetState, type ScopeRef, scopeKey } from '../storage/storage-contract.js';
 import type { StorageGate } from '../storage/storage-gate.js';
 import type { CallRecord, CallState, GuardResponse, KeyContext } from './call-types.js';
 import { type PricedRecord, priceCall } from './price.js';
@@ -59,18 +59,19 @@ export class GuardedCall {
     this.tap = new ResponseTap(guard.options.maxMeteredBodyBytes);
     this.meter = new CallMeter(this, guard, spawnChildCall);
     this.responseHeaders = { 'x-litellm-call-id': state.requestId };
-    const keyState = state.states.find((s) => s.scope.kind === 'key');
+    let keyState: BudgetState | undefined;
+    let tightest: number | null = null;
+    for (const s of state.states) {
+      if (keyState === undefined && s.scope.kind === 'key') keyState = s;
+      if (s.maxBudgetNano === null) continue;
+      const left = s.maxBudgetNano - s.spendNano - s.reservedNano;
+      if (tightest === null || left < tightest) tightest = left;
+    }
     if (keyState) {
       this.responseHeaders['x-litellm-key-spend'] = String(keyState.spendNano / 1e9);
       if (keyState.maxBudgetNano !== null) {
         this.responseHeaders['x-litellm-key-max-budget'] = String(keyState.maxBudgetNano / 1e9);
       }
-    }
-    let tightest: number | null = null;
-    for (const s of state.states) {
-      if (s.maxBudgetNano === null) continue;
-      const left = s.maxBudgetNano - s.spendNano - s.reservedNano;
-      if (tightest === null || left < tightest) tightest = left;
     }
     if (tightest !== null)
       this.responseHeaders['x-spendguard-budget-remaining'] = String(Math.max(0, tightest) / 1e9);

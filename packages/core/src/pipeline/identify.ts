@@ -66,9 +66,36 @@ export class MasterKey {
   }
 }
 
+/**
+ * The SHA-256 of each presented secret, and whether it is the master key's, remembered for the last
+ * `max` distinct secrets: a pure function of the secret, so nothing invalidates it (what the secret
+ * opens is the key cache's, with its TTL and invalidation). A busy key is then not hashed on every
+ * call, and the master key is still compared in constant time, once per distinct secret.
+ */
+export class PresentedSecrets {
+  private readonly known = new Map<string, { hash: string; master: boolean }>();
+
+  constructor(
+    private readonly master: MasterKey,
+    private readonly max: number,
+  ) {}
+
+  of(secret: string): { hash: string; master: boolean } {
+    const known = this.known.get(secret);
+    if (known) return known;
+    const hash = hashVirtualKey(secret);
+    const entry = { hash, master: this.master.isHash(hash) };
+    // A bound, oldest first (a Map keeps insertion order): a flood of made-up secrets costs a hash each.
+    if (this.known.size >= this.max) this.known.delete(this.known.keys().next().value!);
+    this.known.set(secret, entry);
+    return entry;
+  }
+}
+
 /** What identifying a caller needs of the guard. */
 export interface IdentifyDeps {
   master: MasterKey;
+  secrets: PresentedSecrets;
   keys: KeyCache;
   /** True when the failure is storage's and the policy says to serve anyway. */
   servesThrough(error: unknown): boolean;
@@ -78,15 +105,26 @@ export interface IdentifyDeps {
 
 /**
  * Step 1 from the headers alone: the key presented, resolved and checked usable (401 otherwise),
- * before anything reads the body.
+ * before anything reads the body. A key in the cache is identified at once (no promise); one to
+ * load from storage comes back as a promise. Refusals are thrown (synchronously on the first path).
  */
-export async function identify(
+export function identify(
   deps: IdentifyDeps,
   header: CallInput['header'],
   now: Date,
-): Promise<Identity> {
-  const tokenHash = hashVirtualKey(readPresentedKey(header));
-  if (deps.master.isHash(tokenHash)) return { kind: 'master', tokenHash };
+): Identity | Promise<Identity> {
+  const presented = deps.secrets.of(readPresentedKey(header));
+  const tokenHash = presented.hash;
+  if (presented.master) return { kind: 'master', tokenHash };
+  const cached = deps.keys.cached(tokenHash);
+  if (cached) {
+    assertKeyUsable(cached, now);
+    return { kind: 'key', tokenHash, ctx: cached };
+  }
+  return identifyFromStorage(deps, tokenHash, now);
+}
+
+async function identifyFromStorage(deps: IdentifyDeps, tokenHash: string, now: Date): Promise<Identity> {
   let ctx: KeyContext | null;
   try {
     ctx = await deps.keys.resolve(tokenHash);

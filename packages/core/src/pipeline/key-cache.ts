@@ -42,6 +42,11 @@ export class KeyCache {
     });
   }
 
+  /** The key a secret (by its hash) opens when the cache holds it within its TTL, else `undefined`. */
+  cached(secretHash: string): KeyContext | undefined {
+    return this.cache.get(secretHash);
+  }
+
   /** A key this process resolved before, even past its TTL (for serving while storage is down). */
   seen(secretHash: string): KeyContext | null {
     return this.cache.get(secretHash, { allowStale: true }) ?? null;
@@ -74,7 +79,7 @@ export class KeyCache {
    * when no key opens with it (a regenerated key's old secret after its grace period included).
    */
   resolve(secretHash: string): Promise<KeyContext | null> {
-    const cached = this.cache.get(secretHash);
+    const cached = this.cached(secretHash);
     if (cached) return Promise.resolve(cached);
     // Concurrent misses on one key (its cache entry just expired, under load) share one load.
     let load = this.loads.get(secretHash);
