@@ -31,14 +31,19 @@ export class ResponseTap {
   private overflow = false;
   private sse: SseTap | null = null;
   private result: ObservedResponse | null = null;
-  private hints: TapHints = {};
+  // The hints, each a field of its own: cheaper than a hints object spread again on every call.
+  private format: WireFormat | null = null;
+  private hideUsageChunk = false;
+  private searches = false;
   status = 200;
 
   constructor(private readonly maxBodyBytes: number) {}
 
-  /** Sets what the request said to expect; call before {@link ResponseTap.begin}. */
+  /** Sets what the request said to expect (the hints not given stay); call before {@link ResponseTap.begin}. */
   hint(hints: TapHints): void {
-    this.hints = { ...this.hints, ...hints };
+    if (hints.format !== undefined) this.format = hints.format;
+    if (hints.hideUsageChunk !== undefined) this.hideUsageChunk = hints.hideUsageChunk;
+    if (hints.searches !== undefined) this.searches = hints.searches;
   }
 
   /** Call once, when the status and content type are known (before the first chunk). */
@@ -48,7 +53,7 @@ export class ResponseTap {
     const ct = (contentType ?? '').toLowerCase();
     if (ct.includes('text/event-stream')) {
       this.kind = 'sse';
-      this.sse = new SseTap(this.hints.format ?? null, this.hints.hideUsageChunk === true && status < 400);
+      this.sse = new SseTap(this.format, this.hideUsageChunk && status < 400);
     } else if (ct.includes('json') || ct === '') {
       this.kind = 'json';
     } else {
@@ -102,7 +107,7 @@ export class ResponseTap {
       // Read once here; the bytes stay held for drain(). First without the generated text (which only
       // a body without its final usage needs, to count it), else whole.
       const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-      const format = this.hints.format ?? null;
+      const format = this.format;
       // A small body is parsed whole at once: what the skim would fall back to anyway, and cheaper
       // than the skim's byte searches below about a kilobyte (a chat completion of a few sentences).
       // Malformed, it goes on to the skim, which still finds a usage its text cannot hide.
@@ -119,7 +124,7 @@ export class ResponseTap {
       // read in full when the request could search) and `candidates` (where Gemini reports its
       // grounding searches).
       const grounded = quick?.format === 'gemini' && hasGrounding(buf);
-      if (quick?.usage && quick.usageFinal && !this.hints.searches && !grounded) {
+      if (quick?.usage && quick.usageFinal && !this.searches && !grounded) {
         this.result = quick;
       } else {
         this.result = observeJson(parseWhole(buf) ?? null, format);
@@ -127,7 +132,7 @@ export class ResponseTap {
       this.held = [buf]; // concatenated once, for drain() too
     } else {
       this.result = {
-        format: this.hints.format ?? null,
+        format: this.format,
         model: null,
         responseId: null,
         usage: null,
