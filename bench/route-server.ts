@@ -6,6 +6,9 @@
 //            (res.locals.spendguard.fetch / c.get('spendguard').fetch); unguarded: plain fetch
 //   ambient  the same through guard.fetch, found from the AsyncLocalStorage call context
 // Storage: Postgres when DATABASE_URL is set, else a SQLite file of its own.
+// BENCH_RESPONSE_IDS=unique: the fixed answer carries a fresh id each time, as a provider's does (the
+// spend log indexes it: random keys cost the store more than the default's one repeated id).
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +35,7 @@ const options: SpendGuardOptions = {
 };
 
 /** What the `fixed` route answers: a chat completion with its usage, as a provider would. */
-const FIXED = JSON.stringify({
+const FIXED_BODY = JSON.stringify({
   id: 'chatcmpl-bench',
   object: 'chat.completion',
   created: 1_700_000_000,
@@ -46,6 +49,11 @@ const FIXED = JSON.stringify({
   ],
   usage: { prompt_tokens: 14, completion_tokens: 6, total_tokens: 20 },
 });
+const [FIXED_HEAD, FIXED_TAIL] = FIXED_BODY.split('chatcmpl-bench') as [string, string];
+const uniqueIds = process.env.BENCH_RESPONSE_IDS === 'unique';
+/** The fixed answer; with unique ids, a fresh 24-character id (as OpenAI's chatcmpl-... ids) each time. */
+const fixed = (): string =>
+  uniqueIds ? `${FIXED_HEAD}chatcmpl-${randomBytes(12).toString('hex')}${FIXED_TAIL}` : FIXED_BODY;
 
 const upstream = (body: unknown, f: typeof fetch) =>
   f(`${providerBase}/chat/completions`, {
@@ -68,7 +76,7 @@ if (process.env.BENCH_FRAMEWORK === 'hono') {
   }
   app.post('/v1/chat/completions', async (c) => {
     const body = await c.req.json();
-    if (route === 'fixed') return c.body(FIXED, 200, { 'content-type': 'application/json' });
+    if (route === 'fixed') return c.body(fixed(), 200, { 'content-type': 'application/json' });
     const f = route === 'handle' && guard ? c.get('spendguard').fetch : ambient;
     const r = await upstream(body, f);
     return new Response(r.body, { status: r.status, headers: { 'content-type': 'application/json' } });
@@ -85,7 +93,7 @@ if (process.env.BENCH_FRAMEWORK === 'hono') {
     guardForClose = guard.guard;
   }
   app.post('/v1/chat/completions', express.json(), async (req, res) => {
-    if (route === 'fixed') return void res.type('application/json').send(FIXED);
+    if (route === 'fixed') return void res.type('application/json').send(fixed());
     const f = route === 'handle' && guard ? res.locals.spendguard.fetch : ambient;
     const r = await upstream(req.body, f);
     res

@@ -206,6 +206,7 @@ describe('postgres batched guarded writes', () => {
     try {
       // Another writer inserts 'dup' and has not committed: the batch cannot see it, decides 'dup' is
       // free, and then waits on that insert at its own.
+      const { rows: me } = await other.query('SELECT pg_backend_pid() AS pid');
       await other.query('BEGIN');
       await other.query(
         `INSERT INTO "${schema}".reservations (id, scopes, amount_nano, expires_at, created_at) VALUES ('dup', '[]', 0, $1, $1)`,
@@ -213,9 +214,14 @@ describe('postgres batched guarded writes', () => {
       );
       const results = Promise.allSettled([s.reserve(reserve('dup', 10)), s.reserve(reserve('fine', 10))]);
       let waiting = 0;
+      // Only this test's own waiter: a backend blocked by `other`'s transaction (other tests' batches on
+      // the same server wait on theirs), running the batch on this test's schema.
       for (let i = 0; i < 2000 && waiting === 0; i++) {
         const { rows: found } = await admin.query(
-          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'transactionid' AND query LIKE '%spendguard_reserve_batch%'",
+          `SELECT count(*)::int AS n FROM pg_stat_activity
+           WHERE $1::int = ANY (pg_blocking_pids(pid)) AND query LIKE '%spendguard_reserve_batch%'
+             AND query LIKE $2`,
+          [me[0].pid, `%"${schema}"%`],
         );
         waiting = found[0].n;
       }

@@ -94,10 +94,22 @@ export class WriteBatch {
 
   /** One settled call into the daily rollup and, once per tag, the tag rollup. */
   rollup(r: RollupRow, tags: readonly string[]): void {
-    const dims = [r.day, r.teamId, r.userId, r.apiKeyHash, r.model, r.provider, r.endUser] as const;
-    const key = dims.join('\u0000');
-    add(this.#daily, key, () => [...dims, 0, 0, 0, 0, 0], r);
-    for (const tag of tags) add(this.#tags, `${tag}\u0000${key}`, () => [tag, ...dims, 0, 0, 0, 0, 0], r);
+    const key = `${r.day}\u0000${r.teamId}\u0000${r.userId}\u0000${r.apiKeyHash}\u0000${r.model}\u0000${r.provider}\u0000${r.endUser}`;
+    let daily = this.#daily.get(key);
+    if (!daily) {
+      daily = [r.day, r.teamId, r.userId, r.apiKeyHash, r.model, r.provider, r.endUser, 0, 0, 0, 0, 0];
+      this.#daily.set(key, daily);
+    }
+    add(daily, 7, r);
+    for (const tag of tags) {
+      const tagKey = `${tag}\u0000${key}`;
+      let row = this.#tags.get(tagKey);
+      if (!row) {
+        row = [tag, r.day, r.teamId, r.userId, r.apiKeyHash, r.model, r.provider, r.endUser, 0, 0, 0, 0, 0];
+        this.#tags.set(tagKey, row);
+      }
+      add(row, 8, r);
+    }
   }
 
   /** Writes every changed counter row and every rollup sum, then forgets them. */
@@ -127,15 +139,9 @@ interface Counter {
   dirty: boolean;
 }
 
-function add<P extends unknown[]>(sums: Map<string, P>, key: string, init: () => P, r: RollupRow): void {
-  let row = sums.get(key);
-  if (!row) {
-    row = init();
-    sums.set(key, row);
-  }
-  // The five sums are the last five parameters: requests, failed, spend, prompt and completion tokens.
-  const n = row as unknown as number[];
-  const at = n.length - 5;
+/** Adds one settled call to a rollup row's five sums, from `at`: requests, failed, spend, tokens. */
+function add(row: unknown[], at: number, r: RollupRow): void {
+  const n = row as number[];
   n[at] = n[at]! + r.requests;
   n[at + 1] = n[at + 1]! + r.failedRequests;
   n[at + 2] = n[at + 2]! + r.spendNano;
