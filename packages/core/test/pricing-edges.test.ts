@@ -4,7 +4,7 @@
 // up for the case; every expected value is a literal worked out by hand (pico-dollars per token in
 // ModelPrice, nano-dollars in a cost).
 import { describe, expect, it } from 'vitest';
-import { readUsd } from '../src/pricing/model-price.js';
+import { compilePrice, priceUsage, readUsd, worstCaseRates } from '../src/pricing/model-price.js';
 import { normalizeUsage } from '../src/pricing/normalize-usage.js';
 import { PriceBook, type TokenUsage } from '../src/pricing/price-book.js';
 
@@ -577,5 +577,145 @@ describe('more edges of usage normalisation', () => {
         input_tokens_details: { cached_tokens: 40 },
       }),
     ).toMatchObject({ promptTokens: 100, completionTokens: 10, cachedPromptTokens: 40 });
+  });
+});
+
+// The web search fees of pricing by each provider's rule, on entries made up for the case (the
+// model names matter: OpenAI's preview fee depends on them). Google: grounding with Google Search is
+// billed once per grounded prompt (Gemini 2.x, LiteLLM's `per_prompt`), or per search query where the
+// table says `web_search_billing_unit: per_query` (Gemini 3), at the table's search price, else
+// LiteLLM's default of $35 per 1,000. OpenAI, where the table has no search price: $10 per 1,000
+// `web_search` calls, and $25 per 1,000 `web_search_preview` calls except on reasoning models ($10).
+describe('web search fees by provider', () => {
+  const searches = (n: number, more: Partial<TokenUsage> = {}) =>
+    usage(0, 0, { webSearchRequests: n, ...more });
+  const fee = (model: string, entry: Record<string, unknown>, n: number, more: Partial<TokenUsage> = {}) =>
+    priceUsage(compilePrice(model, { input_cost_per_token: 1e-6, ...entry })!, searches(n, more))
+      .webSearchNano;
+
+  it('Gemini 2.x: one $0.035 fee per grounded prompt, however many queries it ran', () => {
+    const gemini = { litellm_provider: 'gemini' };
+    expect(
+      compilePrice('gemini/g', { input_cost_per_token: 1e-6, ...gemini })!.price.webSearchBillingUnit,
+    ).toBe('per_prompt');
+    expect(fee('gemini/g', gemini, 3)).toBe(35_000_000);
+    expect(fee('gemini/g', gemini, 1)).toBe(35_000_000);
+    expect(fee('gemini/g', gemini, 0)).toBe(0);
+    // Vertex AI's Gemini, under either provider name (a `vertex_ai` model only when it is a Gemini one).
+    expect(fee('g', { litellm_provider: 'vertex_ai-language-models' }, 4)).toBe(35_000_000);
+    expect(fee('vertex_ai/GEMINI-2.0-pro', { litellm_provider: 'vertex_ai' }, 4)).toBe(35_000_000);
+    // A billing unit that is not `per_query` is per prompt; the table's price replaces the default.
+    expect(fee('gemini/g', { ...gemini, web_search_billing_unit: 'PER_QUERY' }, 3)).toBe(35_000_000);
+    const priced = { ...gemini, search_context_cost_per_query: { search_context_size_medium: 0.02 } };
+    expect(fee('gemini/g', priced, 3)).toBe(20_000_000);
+  });
+
+  it('Gemini 3 (per_query): each search query, at the table price or the default', () => {
+    const perQuery = { litellm_provider: 'gemini', web_search_billing_unit: 'per_query' };
+    expect(
+      compilePrice('gemini/g3', { input_cost_per_token: 1e-6, ...perQuery })!.price.webSearchBillingUnit,
+    ).toBe('per_query');
+    // 3 x $0.014, and 3 x $0.035 without a price in the table.
+    const priced = { ...perQuery, search_context_cost_per_query: { search_context_size_medium: 0.014 } };
+    expect(fee('gemini/g3', priced, 3)).toBe(42_000_000);
+    expect(fee('gemini/g3', perQuery, 3)).toBe(105_000_000);
+  });
+
+  it("other providers' models are charged each search at their table price, and Gemini's unit never applies", () => {
+    const price = { search_context_cost_per_query: { search_context_size_medium: 0.01 } };
+    // Claude on Vertex: billed by Anthropic's rule (each search), not Google's.
+    for (const [model, provider] of [
+      ['vertex_ai/claude-sonnet', 'vertex_ai'],
+      ['claude-sonnet', 'anthropic'],
+      ['gemini-lookalike', 'openrouter'],
+    ] as const) {
+      const entry = { litellm_provider: provider, web_search_billing_unit: 'per_prompt', ...price };
+      // Absent, as ModelPrice documents it, not present and undefined.
+      expect(
+        'webSearchBillingUnit' in compilePrice(model, { input_cost_per_token: 1e-6, ...entry })!.price,
+        model,
+      ).toBe(false);
+      expect(fee(model, entry, 3), model).toBe(30_000_000); // 3 x $0.01
+      // No price of its own and not Google's, not OpenAI's: no fee.
+      expect(fee(model, { litellm_provider: provider }, 3), model).toBe(0);
+    }
+  });
+
+  it('OpenAI without a table price: $0.01 a call, $0.025 a preview call except on reasoning models', () => {
+    const openai = { litellm_provider: 'openai' };
+    const preview = { webSearchTool: 'web_search_preview' } as const;
+    // Non-reasoning models: the preview fee; `web_search` and chat search: $0.01.
+    for (const model of ['gpt-4.1', 'openai/gpt-5-chat-latest', 'my-o3', 'omni-1', 'ft:gpt-4o:o3']) {
+      expect(fee(model, openai, 2, preview), model).toBe(50_000_000);
+      expect(fee(model, openai, 2, { webSearchTool: 'web_search' }), model).toBe(20_000_000);
+      expect(fee(model, openai, 2, { webSearchTool: 'chat' }), model).toBe(20_000_000);
+      expect(fee(model, openai, 2), model).toBe(20_000_000);
+    }
+    // Reasoning models (o-series, gpt-5 but its chat variants), by the name after the last `/`, any case.
+    for (const model of [
+      'o3',
+      'openai/O4-mini',
+      'azure/openai/o1',
+      'gpt-5',
+      'GPT-5-mini',
+      'gpt-5-nano-2025',
+    ]) {
+      expect(fee(model, openai, 2, preview), model).toBe(20_000_000);
+    }
+    // A table price wins over OpenAI's fees, whatever the tool; another provider gets no OpenAI fee.
+    const priced = { ...openai, search_context_cost_per_query: { search_context_size_medium: 0.03 } };
+    expect(fee('gpt-4.1', priced, 2, preview)).toBe(60_000_000);
+    expect(fee('gpt-4.1', { litellm_provider: 'azure' }, 2, preview)).toBe(0);
+  });
+
+  it('worstCaseRates: the dearest fee one search can cost', () => {
+    const shape = { promptTokens: 10, cacheWrites: false, audioOutput: false };
+    const rates = (model: string, entry: Record<string, unknown>) =>
+      worstCaseRates(compilePrice(model, { input_cost_per_token: 1e-6, ...entry })!, shape).webSearch;
+    // OpenAI: the preview fee ($0.025) on a non-reasoning model, $0.01 on a reasoning one (pico-dollars).
+    expect(rates('gpt-4.1', { litellm_provider: 'openai' })).toBe(25_000_000_000);
+    expect(rates('o3', { litellm_provider: 'openai' })).toBe(10_000_000_000);
+    // Gemini's default fee; none for a model without a search price.
+    expect(rates('gemini/g', { litellm_provider: 'gemini' })).toBe(35_000_000_000);
+    expect(rates('m', { litellm_provider: 'mistral' })).toBe(0);
+  });
+});
+
+describe('Gemini grounding queries in a response', () => {
+  const body = (candidates: unknown) => ({
+    candidates,
+    usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 20 },
+  });
+
+  it('counts the non-blank string queries of every candidate, in either spelling', () => {
+    expect(
+      normalizeUsage(
+        body([
+          { groundingMetadata: { webSearchQueries: ['a', ' ', '', 7, null, 'b'] } },
+          null,
+          'candidate',
+          { grounding_metadata: { web_search_queries: ['c'] } },
+          { groundingMetadata: { webSearchQueries: 'not a list' } },
+          { groundingMetadata: {} },
+          { groundingMetadata: 'not an object', grounding_metadata: { web_search_queries: ['d'] } },
+          {},
+        ]),
+      ),
+    ).toStrictEqual({ promptTokens: 10, completionTokens: 20, webSearchRequests: 4 });
+  });
+
+  it('counts none without candidates, or from a bare usageMetadata', () => {
+    expect(normalizeUsage(body({ 0: { groundingMetadata: { webSearchQueries: ['a'] } } }))).toStrictEqual({
+      promptTokens: 10,
+      completionTokens: 20,
+    });
+    expect(normalizeUsage(body([]))).toStrictEqual({ promptTokens: 10, completionTokens: 20 });
+    expect(
+      normalizeUsage({
+        promptTokenCount: 10,
+        candidatesTokenCount: 20,
+        candidates: [{ groundingMetadata: { webSearchQueries: ['a'] } }],
+      }),
+    ).toStrictEqual({ promptTokens: 10, completionTokens: 20 });
   });
 });
