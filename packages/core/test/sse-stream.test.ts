@@ -707,4 +707,33 @@ describe('SSE tap: OpenAI Responses web searches in a cut stream', () => {
     chat.write(Buffer.from(`data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[]}\n\n`));
     expect(chat.observe().webSearchCalls).toBe(0);
   });
+
+  it('counts a search past the text it keeps whose query is "usage" (an event the tap parsed)', () => {
+    // The bytes `"usage"` (here the search's query) make the tap parse an event instead of keeping its
+    // bytes; past the 1 MiB of kept text it must still count as a finished search. The stream then
+    // fails (`usage` null): no final count, so the 2 searches finished before the cut are billed.
+    const long = 'x'.repeat(600 * 1024);
+    const usageQuery = event({
+      type: 'response.output_item.done',
+      item: {
+        type: 'web_search_call',
+        id: 'ws_2',
+        status: 'completed',
+        action: { type: 'search', query: 'usage' },
+      },
+    });
+    expect(usageQuery).toContain('"query":"usage"');
+    const stream = Buffer.from(
+      event({ type: 'response.created', response: { model: 'gpt-4.1', usage: null } }) +
+        search('ws_1') +
+        delta(long) +
+        delta(long) + // the kept text is full (1 MiB) here
+        usageQuery +
+        event({ type: 'response.failed', response: { model: 'gpt-4.1', status: 'failed', usage: null } }),
+    );
+    const { tap } = feed(stream, [], 'openai-responses', false);
+    const seen = tap.observe();
+    expect(seen.usage).toBeNull();
+    expect(seen.webSearchCalls).toBe(2);
+  });
 });
