@@ -671,6 +671,32 @@ describe('SSE tap: edges', () => {
     expect(sent(tap.write(broken))).toBe(broken);
   });
 
+  it('forwards views of the written memory, not copies, when it hides nothing', () => {
+    // The tap sits on every streamed token: while hiding, the complete events of a write with nothing
+    // to hide are sent as a view of that write's own memory, and a last event without a blank line is
+    // sent by end() as a view of the write that brought it (copies are made only to join or to cut).
+    const second = 'data: {"id":"c","choices":[{"delta":{"content":"b"}}]}\n\n';
+    const last = 'data: {"id":"c","choices":[{"delta":{"content":"c"}}]}';
+    const isViewOf = (sent: Uint8Array | string | null, written: Uint8Array) =>
+      sent instanceof Uint8Array &&
+      sent.buffer === written.buffer &&
+      sent.byteOffset === written.byteOffset &&
+      sent.byteLength === written.byteLength;
+    // A plain Uint8Array and a Buffer, each with memory of its own (not Node's shared pool).
+    for (const wrap of [
+      (t: string) => new Uint8Array(Buffer.from(t)),
+      (t: string) => Buffer.from(new Uint8Array(Buffer.from(t)).buffer),
+    ]) {
+      const tap = new SseTap('openai-chat', true);
+      const events = wrap(first + second);
+      expect(isViewOf(tap.write(events), events)).toBe(true);
+      const partial = wrap(last);
+      expect(tap.write(partial)).toBeNull(); // held: it may still get a `"usage":null`
+      expect(isViewOf(tap.end(), partial)).toBe(true);
+      expect(sent(tap.end())).toBeNull();
+    }
+  });
+
   it('forwards a first event with an id line whole when it has no "usage" member', () => {
     // SSE's `id:` field before the data; the event holds no `"usage"` at all.
     const withId = `id: xyn\n${first}`;
