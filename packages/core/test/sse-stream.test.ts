@@ -671,6 +671,32 @@ describe('SSE tap: edges', () => {
     expect(sent(tap.write(broken))).toBe(broken);
   });
 
+  it('forwards views of the written memory, not copies, when it hides nothing', () => {
+    // The tap sits on every streamed token: while hiding, the complete events of a write with nothing
+    // to hide are sent as a view of that write's own memory, and a last event without a blank line is
+    // sent by end() as a view of the write that brought it (copies are made only to join or to cut).
+    const second = 'data: {"id":"c","choices":[{"delta":{"content":"b"}}]}\n\n';
+    const last = 'data: {"id":"c","choices":[{"delta":{"content":"c"}}]}';
+    const isViewOf = (sent: Uint8Array | string | null, written: Uint8Array) =>
+      sent instanceof Uint8Array &&
+      sent.buffer === written.buffer &&
+      sent.byteOffset === written.byteOffset &&
+      sent.byteLength === written.byteLength;
+    // A plain Uint8Array and a Buffer, each with memory of its own (not Node's shared pool).
+    for (const wrap of [
+      (t: string) => new Uint8Array(Buffer.from(t)),
+      (t: string) => Buffer.from(new Uint8Array(Buffer.from(t)).buffer),
+    ]) {
+      const tap = new SseTap('openai-chat', true);
+      const events = wrap(first + second);
+      expect(isViewOf(tap.write(events), events)).toBe(true);
+      const partial = wrap(last);
+      expect(tap.write(partial)).toBeNull(); // held: it may still get a `"usage":null`
+      expect(isViewOf(tap.end(), partial)).toBe(true);
+      expect(sent(tap.end())).toBeNull();
+    }
+  });
+
   it('forwards a first event with an id line whole when it has no "usage" member', () => {
     // SSE's `id:` field before the data; the event holds no `"usage"` at all.
     const withId = `id: xyn\n${first}`;
@@ -706,5 +732,34 @@ describe('SSE tap: OpenAI Responses web searches in a cut stream', () => {
     const chat = new SseTap('openai-chat', false);
     chat.write(Buffer.from(`data: {"object":"chat.completion.chunk","model":"gpt-4o","choices":[]}\n\n`));
     expect(chat.observe().webSearchCalls).toBe(0);
+  });
+
+  it('counts a search past the text it keeps whose query is "usage" (an event the tap parsed)', () => {
+    // The bytes `"usage"` (here the search's query) make the tap parse an event instead of keeping its
+    // bytes; past the 1 MiB of kept text it must still count as a finished search. The stream then
+    // fails (`usage` null): no final count, so the 2 searches finished before the cut are billed.
+    const long = 'x'.repeat(600 * 1024);
+    const usageQuery = event({
+      type: 'response.output_item.done',
+      item: {
+        type: 'web_search_call',
+        id: 'ws_2',
+        status: 'completed',
+        action: { type: 'search', query: 'usage' },
+      },
+    });
+    expect(usageQuery).toContain('"query":"usage"');
+    const stream = Buffer.from(
+      event({ type: 'response.created', response: { model: 'gpt-4.1', usage: null } }) +
+        search('ws_1') +
+        delta(long) +
+        delta(long) + // the kept text is full (1 MiB) here
+        usageQuery +
+        event({ type: 'response.failed', response: { model: 'gpt-4.1', status: 'failed', usage: null } }),
+    );
+    const { tap } = feed(stream, [], 'openai-responses', false);
+    const seen = tap.observe();
+    expect(seen.usage).toBeNull();
+    expect(seen.webSearchCalls).toBe(2);
   });
 });

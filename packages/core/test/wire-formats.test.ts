@@ -456,4 +456,18 @@ describe('OpenAI Responses web searches', () => {
     cut.onPayload(null, { type: 'response.created', response: { output: [] } });
     expect(cut.webSearchCalls).toBe(2);
   });
+
+  it('a stream: a done event without its item counts nothing, and only a Responses stream counts', () => {
+    // An upstream's malformed event (no `item`) is read as no search, without failing the meter.
+    const cut = new StreamObserver('openai-responses');
+    cut.onText(null, { type: 'response.output_item.done' });
+    cut.onText('response.output_item.done', { item: null });
+    expect(cut.webSearchCalls).toBe(0);
+    // The same event in a stream of another format is not a Responses search item.
+    for (const format of ['openai-chat', 'anthropic-messages', 'gemini'] as const) {
+      const other = new StreamObserver(format);
+      other.onText(null, { type: 'response.output_item.done', item: search() });
+      expect(other.webSearchCalls).toBe(0);
+    }
+  });
 });

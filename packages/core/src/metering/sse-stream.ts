@@ -314,9 +314,11 @@ export class SseTap {
   private readKept(): void {
     for (const item of this.kept) {
       if (this.observer.text.length >= MAX_KEPT_TEXT) {
-        // No more text is kept; only a Responses search item past it still counts (it is billed).
+        // No more text is kept; only a Responses search item past it still counts (it is billed). A
+        // parsed event goes on too (no search to skip it by): its bytes held `"usage"`, which can be a
+        // search's query.
         if (this.observer.format !== 'openai-responses') break;
-        if (!Buffer.isBuffer(item) || item.indexOf(WEB_SEARCH_CALL) === -1) continue;
+        if (Buffer.isBuffer(item) && item.indexOf(WEB_SEARCH_CALL) === -1) continue;
       }
       if (Buffer.isBuffer(item)) {
         const { event, data } = parseSseEvent(item);
