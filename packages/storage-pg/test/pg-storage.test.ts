@@ -8,11 +8,11 @@ import { describe, expect, it } from 'vitest';
 import { type PgStorage, pgRawReader } from '../src/index.js';
 import { applyMigrations, loadMigrations } from '../src/migrations.js';
 import { defineTables } from '../src/schema.js';
-import { admin, freshSchema, open, schemaOfStore, url } from './test-schemas.js';
+import { admin, emptySchema, freshSchema, open, schemaOfStore, url } from './test-schemas.js';
 
 runStorageConformance({
   name: 'postgres',
-  create: () => open(freshSchema()),
+  create: () => open(emptySchema()),
   raw: pgRawReader,
   sibling: (s) => open(schemaOfStore(s as PgStorage)),
   // A trigger in the store's schema: the write of that counter raises, inside the transaction.

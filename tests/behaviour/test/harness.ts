@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -127,10 +127,34 @@ export interface TestAppOptions {
   storage?: SpendStorage;
 }
 
+let migratedFile: Promise<string> | undefined;
+
+/**
+ * An empty SQLite file with every migration applied, made once per test process by the store itself:
+ * each app's fresh file is a copy of it, so that each app does not migrate a file of its own (the
+ * SQLite tests migrate new files; here the apps are what is tested).
+ */
+function migratedSqliteFile(): Promise<string> {
+  migratedFile ??= (async () => {
+    const path = join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-template-')), 'spend.db');
+    const store = sqliteStorage({ path, checkpointIntervalMs: 0 });
+    await store.init();
+    await store.close();
+    // Closed cleanly, the file holds everything: no write-ahead log is left to copy with it.
+    if (existsSync(`${path}-wal`)) throw new Error(`${path}-wal is left after close: cannot copy ${path}`);
+    return path;
+  })();
+  return migratedFile;
+}
+
 /** A real app on loopback, on a fresh SQLite file, proxying a fresh simulator. */
 export async function startTestApp(framework: Framework, options: TestAppOptions = {}): Promise<TestApp> {
   const simulator = await startSimulator(options.simulator);
-  const dbPath = options.dbPath ?? join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-')), 'spend.db');
+  let dbPath = options.dbPath;
+  if (dbPath === undefined) {
+    dbPath = join(mkdtempSync(join(tmpdir(), 'spendguard-behaviour-')), 'spend.db');
+    if (options.storage === undefined) copyFileSync(await migratedSqliteFile(), dbPath);
+  }
   const { server, guard } = framework.listen(
     {
       storage: options.storage ?? sqliteStorage({ path: dbPath, busyTimeoutMs: options.busyTimeoutMs }),

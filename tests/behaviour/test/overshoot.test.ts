@@ -8,10 +8,10 @@
  * Each case runs on one instance (SQLite) and on two instances sharing one Postgres schema, the 50
  * calls split between them.
  */
-import { randomBytes } from 'node:crypto';
 import { pgStorage } from '@spendguard/storage-pg';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { EmptySchemas } from '../../multi-instance/test/empty-schemas.js';
 import { sharedPostgres } from '../../multi-instance/test/postgres.js';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
@@ -19,8 +19,11 @@ import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 const server = await sharedPostgres();
 const url = server.url;
 const pool = new pg.Pool({ connectionString: url, max: 2 });
+// The Postgres cases each need an empty store, not a new schema: one migrated schema, emptied after each.
+const empty = new EmptySchemas(pool, 'sg_over_');
 const schemas: string[] = [];
 afterAll(async () => {
+  await empty.dropAll();
   await pool.end();
   await server.close();
 });
@@ -279,7 +282,7 @@ describe.each(ADAPTERS)('no overshoot on $name', (framework) => {
   const apps: TestApp[] = [];
   afterEach(async () => {
     await Promise.all(apps.splice(0).map((a) => a.close()));
-    for (const name of schemas.splice(0)) await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
+    for (const name of schemas.splice(0)) await empty.giveBack(name);
   });
 
   it.each(CASES)(
@@ -299,7 +302,7 @@ describe.each(ADAPTERS)('no overshoot on $name', (framework) => {
   it.each(CASES)(
     '$name: two instances on one Postgres',
     async (c) => {
-      const schema = `sg_over_${randomBytes(6).toString('hex')}`;
+      const schema = empty.take();
       schemas.push(schema);
       for (let i = 0; i < 2; i++) {
         apps.push(

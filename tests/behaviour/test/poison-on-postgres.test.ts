@@ -8,11 +8,11 @@
  * and a store wrapper below the edge poisons some calls' reservations and settlements as a value the
  * edge does not see would (a provider's model name, a future field): each fails alone.
  */
-import { randomBytes } from 'node:crypto';
 import { hashVirtualKey, type SpendStorage } from '@spendguard/core';
 import { pgStorage } from '@spendguard/storage-pg';
 import pg from 'pg';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { EmptySchemas } from '../../multi-instance/test/empty-schemas.js';
 import { sharedPostgres } from '../../multi-instance/test/postgres.js';
 import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 
@@ -20,9 +20,11 @@ import { ADAPTERS, admin, startTestApp, type TestApp } from './harness.js';
 const server = await sharedPostgres();
 const url = server.url;
 const pool = new pg.Pool({ connectionString: url, max: 2 });
+// Each case needs an empty store, not a new schema: one migrated schema, emptied after each case.
+const empty = new EmptySchemas(pool, 'sg_poison_');
 const schemas: string[] = [];
 afterAll(async () => {
-  for (const name of schemas) await pool.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`);
+  await empty.dropAll();
   await pool.end();
   await server.close();
 });
@@ -76,12 +78,13 @@ describe.each(ADAPTERS)('NUL and poison on Postgres, on $name', (framework) => {
   let app: TestApp;
   afterEach(async () => {
     await app.close();
+    for (const name of schemas.splice(0)) await empty.giveBack(name);
   });
 
   it.each(['deny', 'allow'] as const)(
     'onStorageError %s: the sender gets 400, an unrelated key sees no error and every answered call is recorded',
     async (onStorageError) => {
-      const schema = `sg_poison_${randomBytes(6).toString('hex')}`;
+      const schema = empty.take();
       schemas.push(schema);
       app = await startTestApp(framework, {
         storage: poisoning(pgStorage({ connectionString: url, schema })),
