@@ -30,6 +30,36 @@ describe('presented secrets (hashed once per distinct secret)', () => {
   });
 });
 
+describe('the secret a request presents', () => {
+  const headers =
+    (h: Record<string, string>) =>
+    (name: string): string | undefined =>
+      h[name];
+
+  it('is read from Authorization (remembered by the header) or the API-key headers, and refused alike', () => {
+    const secrets = new PresentedSecrets(new MasterKey('sk-the-master'), 8);
+    for (let round = 0; round < 2; round++) {
+      expect(secrets.presentedBy(headers({ authorization: 'Bearer sk-one' }))).toEqual({
+        hash: sha256('sk-one'),
+        master: false,
+      });
+      expect(secrets.presentedBy(headers({ authorization: '  bearer   sk-the-master ' }))).toEqual({
+        hash: sha256('sk-the-master'),
+        master: true,
+      });
+      expect(secrets.presentedBy(headers({ 'x-api-key': 'sk-two' })).hash).toBe(sha256('sk-two'));
+      // Refusals are never remembered: the same header is refused again, with the same error.
+      expect(() => secrets.presentedBy(headers({ authorization: 'Basic sk-one' }))).toThrow(
+        /Malformed API Key/,
+      );
+      expect(() => secrets.presentedBy(headers({ authorization: 'Bearer pk-one' }))).toThrow(
+        /Keys start with 'sk-'/,
+      );
+      expect(() => secrets.presentedBy(headers({}))).toThrow(/No api key passed/);
+    }
+  });
+});
+
 describe("the admin router's cheap 'not mine'", () => {
   const guard = createSpendGuard({ storage: new MemoryStorage(), masterKey: 'sk-master-fast-path' });
   const routes = guard.management.routeAccess().map(([route]) => route.split(' ') as [string, string]);

@@ -74,6 +74,8 @@ export class MasterKey {
  */
 export class PresentedSecrets {
   private readonly known = new Map<string, { hash: string; master: boolean }>();
+  /** The same, by the whole `Authorization` header that presented the secret (read without parsing). */
+  private readonly byAuthorization = new Map<string, { hash: string; master: boolean }>();
 
   constructor(
     private readonly master: MasterKey,
@@ -88,6 +90,22 @@ export class PresentedSecrets {
     // A bound, oldest first (a Map keeps insertion order): a flood of made-up secrets costs a hash each.
     if (this.known.size >= this.max) this.known.delete(this.known.keys().next().value!);
     this.known.set(secret, entry);
+    return entry;
+  }
+
+  /**
+   * The secret a request's headers present (refused as `readPresentedKey` refuses it), remembered by
+   * its `Authorization` header when it came in one: the same header value always presents the same secret.
+   */
+  presentedBy(header: CallInput['header']): { hash: string; master: boolean } {
+    const authorization = header('authorization');
+    if (!authorization) return this.of(readPresentedKey(header));
+    const known = this.byAuthorization.get(authorization);
+    if (known) return known;
+    const entry = this.of(readPresentedKey(header));
+    if (this.byAuthorization.size >= this.max)
+      this.byAuthorization.delete(this.byAuthorization.keys().next().value!);
+    this.byAuthorization.set(authorization, entry);
     return entry;
   }
 }
@@ -113,7 +131,7 @@ export function identify(
   header: CallInput['header'],
   now: Date,
 ): Identity | Promise<Identity> {
-  const presented = deps.secrets.of(readPresentedKey(header));
+  const presented = deps.secrets.presentedBy(header);
   const tokenHash = presented.hash;
   if (presented.master) return { kind: 'master', tokenHash };
   const cached = deps.keys.cached(tokenHash);
