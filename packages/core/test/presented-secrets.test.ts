@@ -171,6 +171,23 @@ describe('the fast path refuses a key that may no longer be used, at once on thi
   });
 });
 
+describe('rate limits on the fast path', () => {
+  it("a key's rpm limit refuses, and one set on a warm key (secret, key and lease in memory) applies at once", async () => {
+    const s = await setup();
+    const limited = await s.generate({ max_budget: 100, rpm_limit: 3 });
+    for (let i = 0; i < 3; i++) expect((await s.call(limited.key)).status).toBe(200);
+    expect(await s.call(limited.key)).toEqual({ status: 429, code: '429' });
+    const warmed = await s.generate({ max_budget: 100 });
+    await warm(s, warmed.key);
+    const updated = await manage(s.guard, MASTER, 'POST', '/key/update', { key: warmed.key, rpm_limit: 2 });
+    expect(updated.status).toBe(200);
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await s.call(warmed.key)).status);
+    expect(statuses).toEqual([200, 200, 429, 429]);
+    await s.guard.close();
+  });
+});
+
 describe('the master key and remembered secrets', () => {
   it('stays the master key after a flood of other secrets evicted it, and no other secret becomes it', async () => {
     // keyCacheSize 2: PresentedSecrets remembers two secrets at most.
