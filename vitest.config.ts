@@ -10,6 +10,13 @@ const ALONE = [
   'examples/*/test/**/*.test.ts',
 ];
 
+/**
+ * The behaviour tests share one module graph per worker (`isolate: false`): each of them imports the
+ * same harness (three web frameworks, the OpenAI client, the core's sources), which cost about 1 s of
+ * CPU per file to import afresh. They keep no state in shared modules; each file starts its own apps.
+ */
+const BEHAVIOUR = 'tests/behaviour/test/**/*.test.ts';
+
 const common = {
   testTimeout: 30_000,
   hookTimeout: 60_000,
@@ -32,11 +39,23 @@ export default defineConfig({
         extends: true,
         test: {
           ...common,
-          name: 'unit+behaviour',
+          name: 'unit',
           include: ['packages/*/test/**/*.test.ts', 'tests/*/test/**/*.test.ts'],
-          exclude: [...configDefaults.exclude, ...ALONE],
+          exclude: [...configDefaults.exclude, ...ALONE, BEHAVIOUR],
           // Vitest's default is one worker less than the cores (1 on the project's 2-core machines):
           // these files wait on sockets, SQLite and Postgres much of their time, so two run at once.
+          maxWorkers: 2,
+          sequence: { groupOrder: 0 },
+        },
+      },
+      {
+        extends: true,
+        test: {
+          ...common,
+          name: 'behaviour',
+          include: [BEHAVIOUR],
+          isolate: false,
+          // The same group and worker count as `unit`: the two projects share the two workers.
           maxWorkers: 2,
           sequence: { groupOrder: 0 },
         },
