@@ -361,6 +361,28 @@ describe('WAV headers at their edges', () => {
       ]);
     for (const bytes of [0, 4, 6, 8, 10]) expect(wavSeconds(b64(cut(bytes))), `${bytes}`).toBeNull();
   });
+
+  it('a fmt chunk too short to hold a byte rate gives none: the next chunk is not read as one', () => {
+    // A fmt chunk of 4 bytes (format 1, 1 channel; PCM's is 16 bytes, the byte rate at 8..11), then a
+    // data chunk of 64,000 bytes: the bytes at 16..19 past the fmt header are the data chunk's size, no
+    // byte rate. Read as one, the clip would be 64,000 / 64,000 = 1 s.
+    const fmt = Buffer.concat([Buffer.from('fmt ', 'latin1'), Buffer.from([4, 0, 0, 0, 1, 0, 1, 0])]);
+    const data = Buffer.concat([Buffer.from('data', 'latin1'), Buffer.from([0x00, 0xfa, 0, 0])]);
+    const clip = Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVE', 'latin1'), fmt, data, Buffer.alloc(64_000)]);
+    expect(wavSeconds(b64(clip))).toBeNull();
+    // 12 bytes hold it (format, channels, sample rate, byte rate): 8,000 a second, 64,000 bytes: 8 s.
+    const fmt12 = Buffer.alloc(20);
+    fmt12.write('fmt ', 0, 'latin1');
+    fmt12.writeUInt32LE(12, 4);
+    fmt12.writeUInt32LE(8000, 16);
+    const clip12 = Buffer.concat([
+      Buffer.from('RIFF\0\0\0\0WAVE', 'latin1'),
+      fmt12,
+      data,
+      Buffer.alloc(64_000),
+    ]);
+    expect(wavSeconds(b64(clip12))).toBe(8);
+  });
 });
 
 describe('PDF page count at its edges', () => {
