@@ -301,6 +301,25 @@ describe('media headers at their edges', () => {
     });
   });
 
+  it('JPEG: a frame header is read only behind the SOI marker FF D8', () => {
+    for (const start of [
+      [0x00, 0x00],
+      [0x00, 0xd8],
+      [0xff, 0x00],
+      [0xd8, 0xff],
+    ]) {
+      expect(imageSize(b64([...start, ...sof0(300, 200)])), String(start)).toBeNull();
+    }
+  });
+
+  it('JPEG: a segment whose marker is below SOF0 (0xC0) is no frame header, whatever its bytes', () => {
+    // Marker 0x50 with length 6 and bytes that would read as a 0xBBFF x 0xC000 frame: stepped over.
+    const low = [0xff, 0x50, 0x00, 0x06, 0x08, 0xaa, 0xbb, 0xcc];
+    expect(imageSize(b64([0xff, 0xd8, ...low, ...sof0(300, 200)]))).toEqual({ width: 300, height: 200 });
+    const bf = [0xff, 0xbf, 0x00, 0x06, 0x08, 0xaa, 0xbb, 0xcc];
+    expect(imageSize(b64([0xff, 0xd8, ...bf, ...sof0(300, 200)]))).toEqual({ width: 300, height: 200 });
+  });
+
   it('JPEG: a frame header cut before its last byte gives no size', () => {
     // 0xFFD8 then SOF0 up to the width's high byte: 2 + 9 bytes.
     expect(imageSize(b64([0xff, 0xd8, ...sof0(300, 200)].slice(0, 11)))).toBeNull();
