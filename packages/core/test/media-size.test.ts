@@ -301,6 +301,25 @@ describe('media headers at their edges', () => {
     });
   });
 
+  it('JPEG: a frame header is read only behind the SOI marker FF D8', () => {
+    for (const start of [
+      [0x00, 0x00],
+      [0x00, 0xd8],
+      [0xff, 0x00],
+      [0xd8, 0xff],
+    ]) {
+      expect(imageSize(b64([...start, ...sof0(300, 200)])), String(start)).toBeNull();
+    }
+  });
+
+  it('JPEG: a segment whose marker is below SOF0 (0xC0) is no frame header, whatever its bytes', () => {
+    // Marker 0x50 with length 6 and bytes that would read as a 0xBBFF x 0xC000 frame: stepped over.
+    const low = [0xff, 0x50, 0x00, 0x06, 0x08, 0xaa, 0xbb, 0xcc];
+    expect(imageSize(b64([0xff, 0xd8, ...low, ...sof0(300, 200)]))).toEqual({ width: 300, height: 200 });
+    const bf = [0xff, 0xbf, 0x00, 0x06, 0x08, 0xaa, 0xbb, 0xcc];
+    expect(imageSize(b64([0xff, 0xd8, ...bf, ...sof0(300, 200)]))).toEqual({ width: 300, height: 200 });
+  });
+
   it('JPEG: a frame header cut before its last byte gives no size', () => {
     // 0xFFD8 then SOF0 up to the width's high byte: 2 + 9 bytes.
     expect(imageSize(b64([0xff, 0xd8, ...sof0(300, 200)].slice(0, 11)))).toBeNull();
@@ -360,6 +379,28 @@ describe('WAV headers at their edges', () => {
         Buffer.alloc(bytes),
       ]);
     for (const bytes of [0, 4, 6, 8, 10]) expect(wavSeconds(b64(cut(bytes))), `${bytes}`).toBeNull();
+  });
+
+  it('a fmt chunk too short to hold a byte rate gives none: the next chunk is not read as one', () => {
+    // A fmt chunk of 4 bytes (format 1, 1 channel; PCM's is 16 bytes, the byte rate at 8..11), then a
+    // data chunk of 64,000 bytes: the bytes at 16..19 past the fmt header are the data chunk's size, no
+    // byte rate. Read as one, the clip would be 64,000 / 64,000 = 1 s.
+    const fmt = Buffer.concat([Buffer.from('fmt ', 'latin1'), Buffer.from([4, 0, 0, 0, 1, 0, 1, 0])]);
+    const data = Buffer.concat([Buffer.from('data', 'latin1'), Buffer.from([0x00, 0xfa, 0, 0])]);
+    const clip = Buffer.concat([Buffer.from('RIFF\0\0\0\0WAVE', 'latin1'), fmt, data, Buffer.alloc(64_000)]);
+    expect(wavSeconds(b64(clip))).toBeNull();
+    // 12 bytes hold it (format, channels, sample rate, byte rate): 8,000 a second, 64,000 bytes: 8 s.
+    const fmt12 = Buffer.alloc(20);
+    fmt12.write('fmt ', 0, 'latin1');
+    fmt12.writeUInt32LE(12, 4);
+    fmt12.writeUInt32LE(8000, 16);
+    const clip12 = Buffer.concat([
+      Buffer.from('RIFF\0\0\0\0WAVE', 'latin1'),
+      fmt12,
+      data,
+      Buffer.alloc(64_000),
+    ]);
+    expect(wavSeconds(b64(clip12))).toBe(8);
   });
 });
 

@@ -8,7 +8,7 @@
 //
 // Price entries are made up (`priced`): the bound reads only a model's provider, mode and sizes.
 import { describe, expect, it } from 'vitest';
-import { boundCall, type CallBound } from '../src/admission/worst-case.js';
+import { boundCall, type CallBound, setOutputCap } from '../src/admission/worst-case.js';
 import type { WireFormat } from '../src/metering/wire-formats.js';
 import type { ModelPrice } from '../src/pricing/model-price.js';
 import { dataUrl, gif, TWO_PAGE_PDF, wav } from './fixtures/media-bytes.js';
@@ -426,6 +426,10 @@ describe('Gemini inline and file parts', () => {
     expect(tokens({ file_data: { mimeType: 'image/jpeg', fileUri: 'gs://b/a.jpg' } })).toBe(4128);
     expect(tokens({ fileData: { mimeType: 'video/mp4', fileUri: 'gs://b/a.mp4' } })).toBe(50_000);
     expect(tokens({ fileData: { fileUri: 'gs://b/a' } })).toBe(50_000);
+    // The MIME type in its proto spelling too, in either spelling of the part.
+    expect(tokens({ file_data: { mime_type: 'image/png', file_uri: 'gs://b/a.png' } })).toBe(4128);
+    expect(tokens({ fileData: { mime_type: 'image/png', fileUri: 'gs://b/a.png' } })).toBe(4128);
+    expect(tokens({ file_data: { mime_type: 'video/mp4', file_uri: 'gs://b/a.mp4' } })).toBe(50_000);
   });
 });
 
@@ -679,5 +683,89 @@ describe('the output bound', () => {
 
   it('audio output only when modalities is a list naming audio', () => {
     expect(out({ modalities: 'audio' }).audioOutput).toBe(false);
+  });
+});
+
+describe('Gemini generation config, schemas and cached content, in either spelling', () => {
+  const gemini = priced({ provider: 'gemini', maxInputTokens: 50_000 });
+  const g = (body: Body) => precise('gemini-x', 'gemini', { contents: [], ...body }, gemini);
+  /** The cheap bound on 1,000 bytes: 1,350 + 16 of text (no message), plus what the fields add. */
+  const cheapG = (body: Body) => cheap('gemini-x', 'gemini', { contents: [], ...body }, 1000, gemini);
+
+  it('the output cap and the candidates from generationConfig or generation_config', () => {
+    expect(g({ generation_config: { max_output_tokens: 300 } })).toMatchObject({
+      outputTokens: 300,
+      outputField: 'generationConfig.maxOutputTokens',
+      outputRequested: true,
+    });
+    expect(g({ generation_config: { maxOutputTokens: 300, candidate_count: 3 } })).toMatchObject({
+      outputTokens: 300,
+      choices: 3,
+    });
+    expect(g({ generationConfig: { candidate_count: 2 } }).choices).toBe(2);
+  });
+
+  it('a field given twice (both spellings, or both configs): the larger value, in any order', () => {
+    for (const [a, b] of [
+      [100, 300],
+      [300, 100],
+    ] as const) {
+      expect(g({ generationConfig: { maxOutputTokens: a, max_output_tokens: b } }).outputTokens).toBe(300);
+      expect(
+        g({ generationConfig: { maxOutputTokens: a }, generation_config: { max_output_tokens: b } })
+          .outputTokens,
+      ).toBe(300);
+      expect(g({ generationConfig: { candidateCount: a / 100, candidate_count: b / 100 } }).choices).toBe(3);
+    }
+    // A value that is no positive integer does not count, wherever it is.
+    expect(g({ generationConfig: { maxOutputTokens: 0, max_output_tokens: 50 } }).outputTokens).toBe(50);
+    expect(g({ generationConfig: { maxOutputTokens: 50, max_output_tokens: -1 } }).outputTokens).toBe(50);
+  });
+
+  it('a response schema in any of its four spellings, in either config', () => {
+    // '{"type":"STRING"}': 5 x 1.35 = 6.75 -> 7, 17 / 3 -> 6: 7 + 16 + 8 = 31, on 16
+    for (const key of ['responseSchema', 'response_schema', 'responseJsonSchema', 'response_json_schema']) {
+      expect(g({ generationConfig: { [key]: { type: 'STRING' } } }).inputTokens, key).toBe(47);
+      expect(g({ generation_config: { [key]: { type: 'STRING' } } }).inputTokens, key).toBe(47);
+    }
+    // Two schemas: 31 each, on 16.
+    expect(
+      g({
+        generationConfig: { responseSchema: { type: 'STRING' } },
+        generation_config: { response_json_schema: { type: 'STRING' } },
+      }).inputTokens,
+    ).toBe(78);
+  });
+
+  it('cached content named in either spelling takes the context window; an empty name or no string, nothing', () => {
+    const base = cheapG({}).inputTokens;
+    expect(base).toBe(1350 + 16);
+    expect(cheapG({ cachedContent: 'cachedContents/abc' }).inputTokens - base).toBe(50_000);
+    expect(cheapG({ cached_content: 'cachedContents/abc' }).inputTokens - base).toBe(50_000);
+    expect(cheapG({ cachedContent: '' }).inputTokens - base).toBe(0);
+    expect(cheapG({ cached_content: 5 }).inputTokens - base).toBe(0);
+  });
+
+  it('lowers the cap in the spelling the request uses, and never adds the other one', () => {
+    const snake: Body = { generation_config: { temperature: 1 } };
+    setOutputCap(snake, 'generationConfig.maxOutputTokens', 7);
+    expect(snake).toEqual({ generation_config: { temperature: 1, max_output_tokens: 7 } });
+    const camelCfg = { maxOutputTokens: 900 };
+    const camel: Body = { generationConfig: camelCfg };
+    setOutputCap(camel, 'generationConfig.maxOutputTokens', 7);
+    expect(camel).toEqual({ generationConfig: { maxOutputTokens: 7 } });
+    expect(camelCfg).toEqual({ maxOutputTokens: 900 }); // the request's own object is not changed
+    const protoName: Body = { generationConfig: { max_output_tokens: 900 } };
+    setOutputCap(protoName, 'generationConfig.maxOutputTokens', 7);
+    expect(protoName).toEqual({ generationConfig: { max_output_tokens: 7 } });
+    const both: Body = { generationConfig: { maxOutputTokens: 900, max_output_tokens: 800 } };
+    setOutputCap(both, 'generationConfig.maxOutputTokens', 7);
+    expect(both).toEqual({ generationConfig: { maxOutputTokens: 7, max_output_tokens: 7 } });
+    const snakeProto: Body = { generation_config: { max_output_tokens: 900 } };
+    setOutputCap(snakeProto, 'generationConfig.maxOutputTokens', 7);
+    expect(snakeProto).toEqual({ generation_config: { max_output_tokens: 7 } });
+    const none: Body = {};
+    setOutputCap(none, 'generationConfig.maxOutputTokens', 7);
+    expect(none).toEqual({ generationConfig: { maxOutputTokens: 7 } });
   });
 });

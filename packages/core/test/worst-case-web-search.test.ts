@@ -5,6 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { boundCall, boundNano, unboundedSearchField } from '../src/admission/worst-case.js';
 import { openaiWebSearch } from '../src/metering/web-search.js';
 import type { WireFormat } from '../src/metering/wire-formats.js';
+import type { ModelPrice } from '../src/pricing/model-price.js';
 import { PriceBook } from '../src/pricing/price-book.js';
 
 const prices = new PriceBook();
@@ -104,6 +105,11 @@ describe('which requests search, by OpenAI rule', () => {
       }),
     ).toBeNull();
     expect(unboundedSearchField('openai-responses', 'gpt-4.1', { input: 'x' })).toBeNull();
+    // Chat takes no search tool: a web_search tool there leaves nothing unbounded (on an unknown
+    // route it would).
+    const chatTools = { messages: user, tools: [{ type: 'web_search' }] };
+    expect(unboundedSearchField('openai-chat', 'gpt-4o', chatTools)).toBeNull();
+    expect(unboundedSearchField(null, 'gpt-4o', chatTools)).toBe('max_tool_calls');
   });
 
   it("Anthropic's server tool keeps its own rule (max_uses), not OpenAI's", () => {
@@ -169,5 +175,192 @@ describe('what the searches add to the bound, in dollars', () => {
     // A model of another provider with no search price bounds no search fee.
     expect(ratesOf('claude-sonnet-4-5', 0).webSearch).toBe(10_000_000_000);
     expect(ratesOf('mistral/mistral-large-latest', 0).webSearch).toBe(0);
+  });
+});
+
+describe('reading the search tools and options, field by field', () => {
+  it('the three context sizes OpenAI names, and nothing else', () => {
+    for (const size of ['low', 'medium', 'high'] as const) {
+      expect(
+        openaiWebSearch('openai-chat', 'gpt-4o', { web_search_options: { search_context_size: size } }),
+        size,
+      ).toEqual({ tool: 'chat', size, maxSearches: 1 });
+      expect(
+        openaiWebSearch('openai-responses', 'gpt-4.1', {
+          tools: [{ type: 'web_search', search_context_size: size }],
+          max_tool_calls: 1,
+        })?.size,
+        size,
+      ).toBe(size);
+    }
+    // A size OpenAI does not name is no size: the default (medium) applies, read as undefined.
+    for (const size of ['huge', 'HIGH', '', 3, null]) {
+      expect(
+        openaiWebSearch('openai-chat', 'gpt-4o', { web_search_options: { search_context_size: size } })?.size,
+        String(size),
+      ).toBeUndefined();
+    }
+  });
+
+  it('a tool entry that is no object, or whose type is no string, is no search tool', () => {
+    // null, a bare string and an array among the tools are skipped (never read as a tool, never a throw).
+    expect(
+      openaiWebSearch('openai-responses', 'gpt-4.1', {
+        tools: [null, 'web_search', ['web_search'], { type: 'web_search' }],
+        max_tool_calls: 2,
+      }),
+    ).toEqual({ tool: 'web_search', size: undefined, maxSearches: 2 });
+    // A type that would read as `web_search` once made a string (an array of it) is not a string.
+    expect(openaiWebSearch('openai-responses', 'gpt-4.1', { tools: [{ type: ['web_search'] }] })).toBeNull();
+    // `tools` that is not a list is no tool.
+    expect(openaiWebSearch('openai-responses', 'gpt-4.1', { tools: { type: 'web_search' } })).toBeNull();
+  });
+
+  it('the first search tool names the size; a preview tool anywhere names the kind', () => {
+    const tools = [
+      { type: 'web_search_preview', search_context_size: 'high' },
+      { type: 'web_search', search_context_size: 'low' },
+    ];
+    // Preview first, then web_search: still preview, and the first tool's size.
+    expect(openaiWebSearch('openai-responses', 'gpt-4.1', { tools, max_tool_calls: 5 })).toEqual({
+      tool: 'web_search_preview',
+      size: 'high',
+      maxSearches: 5,
+    });
+    // web_search first (low), preview second (high): preview, the first tool's size (low).
+    expect(
+      openaiWebSearch('openai-responses', 'gpt-4.1', { tools: [...tools].reverse(), max_tool_calls: 5 }),
+    ).toEqual({ tool: 'web_search_preview', size: 'low', maxSearches: 5 });
+    // Two plain tools stay plain.
+    expect(
+      openaiWebSearch('openai-responses', 'gpt-4.1', {
+        tools: [{ type: 'web_search' }, { type: 'web_search_2025_08_26' }],
+      }),
+    ).toEqual({ tool: 'web_search', size: undefined, maxSearches: null });
+  });
+
+  it('Responses reads only the tools: a search model name or web_search_options is no search there', () => {
+    expect(openaiWebSearch('openai-responses', 'gpt-4.1', { input: 'x', web_search_options: {} })).toBeNull();
+    expect(openaiWebSearch('openai-responses', 'gpt-4o-search-preview', { input: 'x' })).toBeNull();
+    // A route the guard does not know by its path reads both.
+    expect(openaiWebSearch(null, 'gpt-4o-search-preview', { input: 'x' })?.tool).toBe('chat');
+  });
+
+  it("the search model is read from the model's base name, after the last slash", () => {
+    // A provider prefix that itself reads like a search model does not make the model one.
+    expect(openaiWebSearch('openai-chat', 'proxy-search-api-eu/gpt-4o', { messages: user })).toBeNull();
+    expect(openaiWebSearch('openai-chat', 'a/b/gpt-4o-search-preview', { messages: user })?.tool).toBe(
+      'chat',
+    );
+    // Only the name's end or a dash may follow the suffix.
+    expect(openaiWebSearch('openai-chat', 'gpt-4o-search-previewer', { messages: user })).toBeNull();
+    expect(openaiWebSearch('openai-chat', 'gpt-4o-search-preview.2', { messages: user })).toBeNull();
+  });
+
+  it('max_tool_calls: a non-negative integer bounds the searches, 0 included', () => {
+    const body = { tools: [{ type: 'web_search' }] };
+    for (const [value, expected] of [
+      [0, 0],
+      [1, 1],
+      [7, 7],
+      [-1, null],
+      [1.5, null],
+      ['2', null],
+      [Number.POSITIVE_INFINITY, null],
+      [Number.NaN, null],
+    ] as const) {
+      expect(
+        openaiWebSearch('openai-responses', 'gpt-4.1', { ...body, max_tool_calls: value })?.maxSearches,
+        String(value),
+      ).toBe(expected);
+    }
+  });
+});
+
+describe('grounding with Google Search in the bound (Gemini tools)', () => {
+  // The cheap bound with the body's bytes given: the text part is then the same for every body below
+  // (one message, 1,000 bytes, 4 + 16), and so is the tool framing for the same number of tools
+  // (32 a tool + 16). What differs is the grounding alone.
+  const gemini = (unit?: 'per_query' | 'per_prompt'): ModelPrice => ({
+    model: 'made-up',
+    provider: 'gemini',
+    inputPico: 1,
+    outputPico: 1,
+    maxInputPico: 1,
+    maxOutputPico: 1,
+    ...(unit ? { webSearchBillingUnit: unit } : {}),
+  });
+  const contents = [{ role: 'user', parts: [{ text: 'weather?' }] }];
+  const cheapBound = (body: Record<string, unknown>, price?: ModelPrice) =>
+    boundCall('gemini-x', 'gemini', { contents, ...body }, price, {
+      defaultMaxOutputTokens: 10,
+      precise: false,
+      bodyBytes: 1000,
+    });
+  // 1,000 bytes x 1.35 = 1,350, + 4 (one message) + 16; one tool: + 32 + 16.
+  const TEXT = 1350 + 4 + 16;
+  const ONE_TOOL = 32 + 16;
+
+  it('a grounded prompt billed per prompt: 1 fee, 10 queries of 10,000 result tokens', () => {
+    for (const key of ['google_search', 'googleSearch', 'google_search_retrieval', 'googleSearchRetrieval']) {
+      const b = cheapBound({ tools: [{ [key]: {} }] }, gemini('per_prompt'));
+      expect(b.webSearches, key).toBe(1);
+      expect(b.inputTokens, key).toBe(TEXT + ONE_TOOL + 100_000);
+    }
+  });
+
+  it('billed per query (or with no unit in the table): 10 queries per candidate, each billed', () => {
+    for (const price of [gemini('per_query'), gemini(), undefined]) {
+      const one = cheapBound({ tools: [{ googleSearch: {} }] }, price);
+      expect(one.webSearches).toBe(10);
+      expect(one.inputTokens).toBe(TEXT + ONE_TOOL + 100_000);
+      const three = cheapBound(
+        { tools: [{ googleSearch: {} }], generationConfig: { candidateCount: 3 } },
+        price,
+      );
+      expect(three.webSearches).toBe(30);
+      expect(three.inputTokens).toBe(TEXT + ONE_TOOL + 300_000);
+    }
+    // Per prompt, 3 candidates: still 1 fee, but 30 queries of results.
+    const b = cheapBound(
+      { tools: [{ google_search: {} }], generation_config: { candidate_count: 3 } },
+      gemini('per_prompt'),
+    );
+    expect(b.webSearches).toBe(1);
+    expect(b.inputTokens).toBe(TEXT + ONE_TOOL + 300_000);
+  });
+
+  it('any one grounding tool among the tools grounds the prompt; other tools do not', () => {
+    const b = cheapBound(
+      { tools: [{ functionDeclarations: [] }, { googleSearch: {} }] },
+      gemini('per_prompt'),
+    );
+    expect(b.webSearches).toBe(1);
+    expect(b.inputTokens).toBe(TEXT + 2 * 32 + 16 + 100_000);
+    const none = cheapBound(
+      { tools: [{ functionDeclarations: [] }, { codeExecution: {} }] },
+      gemini('per_prompt'),
+    );
+    expect(none.webSearches).toBe(0);
+    expect(none.inputTokens).toBe(TEXT + 2 * 32 + 16);
+    // A null or a bare name among the tools is no grounding tool (and no throw).
+    const odd = cheapBound({ tools: [null, 'google_search'] }, gemini('per_prompt'));
+    expect(odd.webSearches).toBe(0);
+    expect(odd.inputTokens).toBe(TEXT + 2 * 32 + 16);
+    // Tools that are no list: no tool at all.
+    const notList = cheapBound({ tools: { googleSearch: {} } }, gemini('per_prompt'));
+    expect(notList.webSearches).toBe(0);
+    expect(notList.inputTokens).toBe(TEXT);
+  });
+
+  it("grounding adds to an Anthropic-style search tool's searches", () => {
+    // A web_search_ tool with max_uses 3 (3 searches, 3 x 10,000 tokens) and a grounded prompt billed
+    // per prompt (1 fee, 10 x 10,000 tokens): 4 billed, 13 x 10,000 tokens of results.
+    const b = cheapBound(
+      { tools: [{ type: 'web_search_20250305', name: 'web_search', max_uses: 3 }, { googleSearch: {} }] },
+      gemini('per_prompt'),
+    );
+    expect(b.webSearches).toBe(4);
+    expect(b.inputTokens).toBe(TEXT + 2 * 32 + 16 + 130_000);
   });
 });

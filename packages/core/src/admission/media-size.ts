@@ -121,7 +121,7 @@ export function wavSeconds(base64: string): number | null {
   while (i + 8 <= bytes.length) {
     const id = bytes.toString('latin1', i, i + 4);
     const size = bytes.readUInt32LE(i + 4);
-    if (id === 'fmt ' && i + 20 <= bytes.length) byteRate = bytes.readUInt32LE(i + 16); // bytes 16..19
+    if (id === 'fmt ' && size >= 12 && i + 20 <= bytes.length) byteRate = bytes.readUInt32LE(i + 16); // its 8..11
     if (id === 'data') {
       if (byteRate <= 0) return null;
       // A streamed WAV may declare 0 or 0xFFFFFFFF: take what is actually there.
