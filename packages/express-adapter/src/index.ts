@@ -171,6 +171,10 @@ async function readJsonBody(
 ): Promise<{ body: unknown; bytes: number | undefined }> {
   if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
   const { text, bytes } = await guard.bodies.read(req, req.get('content-length'), limitBytes);
+  // A body taken whole from the stream's buffer leaves the stream's 'end' to a later tick. body-parser 2
+  // (express.json() in a route after the guard) skips only a request whose stream has ended, and would
+  // otherwise read an empty stream and answer 400: the route waits for that 'end'.
+  if (req.complete && req.readable) await new Promise((resolve) => req.once('end', resolve));
   req.body = parse ? parseJsonBody(text) : text;
   req._body = true;
   return { body: req.body, bytes };
