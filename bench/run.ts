@@ -255,7 +255,9 @@ async function routePgBench() {
   const server = await sharedPostgres();
   const db = await createDatabase(server);
   try {
-    return await routeBench('express', 'fixed', { databaseUrl: db.url });
+    // BENCH_PG_FRAMEWORK=hono: the same route on Hono (Express by default).
+    const framework = process.env.BENCH_PG_FRAMEWORK === 'hono' ? 'hono' : 'express';
+    return await routeBench(framework, 'fixed', { databaseUrl: db.url });
   } finally {
     await db.drop();
     await server.close();

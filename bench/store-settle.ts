@@ -5,15 +5,19 @@
  * `node --conditions=spendguard-source --import tsx bench/store-settle.ts` (without the condition: the
  * packages as built). Knobs: `BENCH_SETTLE_BATCH` (16), `BENCH_SETTLE_CALLS` per round (20,000),
  * `BENCH_ROUNDS` (7), `BENCH_RESPONSE_IDS=unique` (a fresh provider response id per call, as real
- * answers have; the default repeats one). Prints the median and lowest round, in CPU µs per call of the
- * whole process (user + system, the checkpoint thread included).
+ * answers have; the default repeats one), `BENCH_SETTLE_STORE=pg` (Postgres at `DATABASE_URL`, in a
+ * schema of its own, dropped at the end: the CPU then is this process's only, not the server's).
+ * Prints the median and lowest round, in CPU µs per call of the whole process (user + system, the
+ * checkpoint thread included).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ScopeRef, SettleInput } from '@spendguard/core/storage';
+import { pgStorage } from '@spendguard/storage-pg';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
+import pg from 'pg';
 import { median } from './fixture.js';
 
 const BATCH = Number(process.env.BENCH_SETTLE_BATCH ?? 16);
@@ -21,9 +25,11 @@ const CALLS = Number(process.env.BENCH_SETTLE_CALLS ?? 20_000);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7);
 const uniqueIds = process.env.BENCH_RESPONSE_IDS === 'unique';
 
-const storage = sqliteStorage({
-  path: join(mkdtempSync(join(tmpdir(), 'spendguard-bench-settle-')), 'a.db'),
-});
+const onPg = process.env.BENCH_SETTLE_STORE === 'pg';
+const schema = `bench_settle_${randomBytes(4).toString('hex')}`;
+const storage = onPg
+  ? pgStorage({ connectionString: process.env.DATABASE_URL, schema })
+  : sqliteStorage({ path: join(mkdtempSync(join(tmpdir(), 'spendguard-bench-settle-')), 'a.db') });
 await storage.init();
 const scopes: ScopeRef[] = [
   { kind: 'key', id: '7628f17680f4976784123a9a08f63885ec59697aeb3f74ec93db0d1c2e9dae34' },
@@ -89,6 +95,12 @@ await round(); // warm-up
 const rounds: number[] = [];
 for (let r = 0; r < ROUNDS; r++) rounds.push(await round());
 console.log(
-  `SQLite settle, ${BATCH} per transaction, ${uniqueIds ? 'unique' : 'repeated'} response ids: ${median(rounds).toFixed(1)} CPU µs/call (median of ${ROUNDS} rounds; lowest ${Math.min(...rounds).toFixed(1)})`,
+  `${onPg ? 'Postgres' : 'SQLite'} settle, ${BATCH} per transaction, ${uniqueIds ? 'unique' : 'repeated'} response ids: ${median(rounds).toFixed(1)} CPU µs/call (median of ${ROUNDS} rounds; lowest ${Math.min(...rounds).toFixed(1)})`,
 );
 await storage.close();
+if (onPg) {
+  const admin = new pg.Client({ connectionString: process.env.DATABASE_URL });
+  await admin.connect();
+  await admin.query(`DROP SCHEMA "${schema}" CASCADE`);
+  await admin.end();
+}

@@ -88,6 +88,7 @@ import { drizzle, type NodePgDatabase } from 'drizzle-orm/node-postgres';
 import type { PgColumn } from 'drizzle-orm/pg-core';
 import pg from 'pg';
 import { int8AsNumber } from './int8-types.js';
+import { isoTime } from './iso-time.js';
 import { KEY_CHANGE_CHANNEL, KeyChangeFeed, recordKeyChanges } from './key-change-feed.js';
 import { type BatchStats, MicroBatcher, type OpOutcome } from './micro-batch.js';
 import { applyMigrations, assertMigrated, quoteIdent } from './migrations.js';
@@ -780,8 +781,8 @@ export class PgStorage implements SpendStorage {
     const values = [
       inputs.map((i) => i.reservationId),
       inputs.map((i) => i.amountNano),
-      inputs.map((i) => i.now.toISOString()),
-      inputs.map((i) => i.expiresAt.toISOString()),
+      inputs.map((i) => isoTime(i.now)),
+      inputs.map((i) => isoTime(i.expiresAt)),
       inputs.map((i) => i.mode ?? 'strict'),
       // The holding process rides in the attribution (migration 9): `pending->>'holder'`.
       JSON.stringify(
@@ -965,7 +966,7 @@ export class PgStorage implements SpendStorage {
       [
         inputs.map((i) => i.reservationId),
         inputs.map((i) => i.costNano),
-        inputs.map((i) => i.now.toISOString()),
+        inputs.map((i) => isoTime(i.now)),
         ops.map((o) => o.claim),
         inputs.map((i) => i.scopes.length),
         ...scopeArrays(scopes),
@@ -976,8 +977,8 @@ export class PgStorage implements SpendStorage {
         logs.map((l) => l.promptTokens),
         logs.map((l) => l.completionTokens),
         logs.map((l) => l.totalTokens),
-        logs.map((l) => l.startTime.toISOString()),
-        logs.map((l) => l.endTime.toISOString()),
+        logs.map((l) => isoTime(l.startTime)),
+        logs.map((l) => isoTime(l.endTime)),
         logs.map((l) => l.model),
         logs.map((l) => l.provider),
         logs.map((l) => l.userId),
