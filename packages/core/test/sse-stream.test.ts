@@ -538,6 +538,32 @@ describe('SSE tap: edges', () => {
     }
   });
 
+  it('reads Gemini usage past a later chunk whose function call has an argument named usageMetadata', () => {
+    // Gemini's function-call `args` is a JSON object, not a string: its keys are bare bytes in the
+    // event, so a later chunk can hold `"usageMetadata"` with no usage of its own. Chunk 2's usage
+    // (10 prompt, 3 output tokens) is the last one reported.
+    const text = (t: string, candidates: number) =>
+      JSON.stringify({
+        candidates: [{ content: { parts: [{ text: t }], role: 'model' } }],
+        usageMetadata: { promptTokenCount: 10, candidatesTokenCount: candidates },
+        modelVersion: 'gemini-2.5-flash',
+      });
+    const call = JSON.stringify({
+      candidates: [
+        {
+          content: {
+            parts: [{ functionCall: { name: 'log', args: { usageMetadata: 'none' } } }],
+            role: 'model',
+          },
+        },
+      ],
+      modelVersion: 'gemini-2.5-flash',
+    });
+    const bytes = `data: ${text('a', 1)}\r\n\r\ndata: ${text('b', 3)}\r\n\r\ndata: ${call}\r\n\r\n`;
+    const { tap } = feed(Buffer.from(bytes), [], 'gemini', false);
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
+  });
+
   it('detects the format from the first data event, not from a keep-alive before it', () => {
     const chunk = JSON.stringify({
       candidates: [{ content: { parts: [{ text: 'hi' }] }, finishReason: 'STOP' }],
