@@ -328,6 +328,65 @@ describe('SSE tap: every wire format', () => {
   });
 });
 
+describe('SSE tap: Gemini usage, from the last chunk that reports it', () => {
+  // Every chunk below reports 10 prompt tokens; the output tokens tell which chunk was read.
+  const text = (t: string, candidates?: number) =>
+    JSON.stringify({
+      candidates: [{ content: { parts: [{ text: t }], role: 'model' } }],
+      ...(candidates === undefined
+        ? {}
+        : { usageMetadata: { promptTokenCount: 10, candidatesTokenCount: candidates } }),
+      modelVersion: 'gemini-2.5-flash',
+    });
+  // Gemini's function-call `args` is a JSON object, not a string: its keys are bare bytes in the event,
+  // so a chunk can hold `"usageMetadata"` with no usage of its own.
+  const call = JSON.stringify({
+    candidates: [
+      {
+        content: {
+          parts: [{ functionCall: { name: 'log', args: { usageMetadata: 'none' } } }],
+          role: 'model',
+        },
+      },
+    ],
+    modelVersion: 'gemini-2.5-flash',
+  });
+  const ev = (json: string) => `data: ${json}\r\n\r\n`;
+
+  it('reads past a later chunk whose function call has an argument named usageMetadata', () => {
+    const { tap } = feed(Buffer.from(ev(text('a', 1)) + ev(text('b', 3)) + ev(call)), [], 'gemini', false);
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
+  });
+
+  it('reads the first chunk when no later one reports usage, past a last chunk cut in its usage', () => {
+    // The cut chunk holds `"usageMetadata"` but is no JSON: nothing is read from it.
+    const cut = `data: ${text('c', 9).slice(0, -40)}`;
+    expect(cut).toContain('"usageMetadata"');
+    const { tap } = feed(Buffer.from(ev(text('a', 1)) + ev(text('b')) + cut), [], 'gemini', false);
+    expect(tap.observe()).toMatchObject({
+      usage: { promptTokens: 10, completionTokens: 1 },
+      usageFinal: false,
+      completionText: 'ab',
+    });
+  });
+
+  it('reads the chunks set aside past 256 KiB before letting them go, and the first one kept after', () => {
+    // Chunk 2 (300 KiB of text) takes the kept bytes past 256 KiB: the chunks are read and let go.
+    // Then chunk 3 (5 output tokens) is the first one kept again, and the call chunk the last.
+    const big = text('x'.repeat(300 * 1024), 2);
+    const after = feed(
+      Buffer.from(ev(text('a', 1)) + ev(big) + ev(text('c', 5)) + ev(call)),
+      [],
+      'gemini',
+      false,
+    );
+    expect(after.tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 5 });
+    // Without chunk 3, chunk 2 (let go at 256 KiB) is the last one that reported usage.
+    const before = feed(Buffer.from(ev(text('a', 1)) + ev(big) + ev(call)), [], 'gemini', false);
+    expect(before.tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 2 });
+  });
+});
+
 describe('JSON bodies: every wire format', () => {
   it('detects the format from the body, and reads model, usage and text', () => {
     expect(
@@ -536,32 +595,6 @@ describe('SSE tap: edges', () => {
       tap.write(`data: ${chunk('d')}${end}`);
       expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
     }
-  });
-
-  it('reads Gemini usage past a later chunk whose function call has an argument named usageMetadata', () => {
-    // Gemini's function-call `args` is a JSON object, not a string: its keys are bare bytes in the
-    // event, so a later chunk can hold `"usageMetadata"` with no usage of its own. Chunk 2's usage
-    // (10 prompt, 3 output tokens) is the last one reported.
-    const text = (t: string, candidates: number) =>
-      JSON.stringify({
-        candidates: [{ content: { parts: [{ text: t }], role: 'model' } }],
-        usageMetadata: { promptTokenCount: 10, candidatesTokenCount: candidates },
-        modelVersion: 'gemini-2.5-flash',
-      });
-    const call = JSON.stringify({
-      candidates: [
-        {
-          content: {
-            parts: [{ functionCall: { name: 'log', args: { usageMetadata: 'none' } } }],
-            role: 'model',
-          },
-        },
-      ],
-      modelVersion: 'gemini-2.5-flash',
-    });
-    const bytes = `data: ${text('a', 1)}\r\n\r\ndata: ${text('b', 3)}\r\n\r\ndata: ${call}\r\n\r\n`;
-    const { tap } = feed(Buffer.from(bytes), [], 'gemini', false);
-    expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
   });
 
   it('detects the format from the first data event, not from a keep-alive before it', () => {
