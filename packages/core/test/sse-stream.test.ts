@@ -756,6 +756,16 @@ describe('SSE tap: edges', () => {
     }
   });
 
+  it('forwards an event whose first member name starts with n unchanged, at the start of a write or at the end', () => {
+    // No `"usage"` in it: nothing to hide, whatever byte follows where a search would have stopped.
+    const odd = 'data: {"n":1,"choices":[{"delta":{"content":"b"}}]}\n\n';
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(first))).toBe(first);
+    expect(sent(tap.write(odd))).toBe(odd);
+    expect(tap.write(odd.trimEnd())).toBeNull();
+    expect(sent(tap.end())).toBe(odd.trimEnd());
+  });
+
   it('forwards a first event with an id line whole when it has no "usage" member', () => {
     // SSE's `id:` field before the data; the event holds no `"usage"` at all.
     const withId = `id: xyn\n${first}`;
