@@ -328,6 +328,65 @@ describe('SSE tap: every wire format', () => {
   });
 });
 
+describe('SSE tap: Gemini usage, from the last chunk that reports it', () => {
+  // Every chunk below reports 10 prompt tokens; the output tokens tell which chunk was read.
+  const text = (t: string, candidates?: number) =>
+    JSON.stringify({
+      candidates: [{ content: { parts: [{ text: t }], role: 'model' } }],
+      ...(candidates === undefined
+        ? {}
+        : { usageMetadata: { promptTokenCount: 10, candidatesTokenCount: candidates } }),
+      modelVersion: 'gemini-2.5-flash',
+    });
+  // Gemini's function-call `args` is a JSON object, not a string: its keys are bare bytes in the event,
+  // so a chunk can hold `"usageMetadata"` with no usage of its own.
+  const call = JSON.stringify({
+    candidates: [
+      {
+        content: {
+          parts: [{ functionCall: { name: 'log', args: { usageMetadata: 'none' } } }],
+          role: 'model',
+        },
+      },
+    ],
+    modelVersion: 'gemini-2.5-flash',
+  });
+  const ev = (json: string) => `data: ${json}\r\n\r\n`;
+
+  it('reads past a later chunk whose function call has an argument named usageMetadata', () => {
+    const { tap } = feed(Buffer.from(ev(text('a', 1)) + ev(text('b', 3)) + ev(call)), [], 'gemini', false);
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
+  });
+
+  it('reads the first chunk when no later one reports usage, past a last chunk cut in its usage', () => {
+    // The cut chunk holds `"usageMetadata"` but is no JSON: nothing is read from it.
+    const cut = `data: ${text('c', 9).slice(0, -40)}`;
+    expect(cut).toContain('"usageMetadata"');
+    const { tap } = feed(Buffer.from(ev(text('a', 1)) + ev(text('b')) + cut), [], 'gemini', false);
+    expect(tap.observe()).toMatchObject({
+      usage: { promptTokens: 10, completionTokens: 1 },
+      usageFinal: false,
+      completionText: 'ab',
+    });
+  });
+
+  it('reads the chunks set aside past 256 KiB before letting them go, and the first one kept after', () => {
+    // Chunk 2 (300 KiB of text) takes the kept bytes past 256 KiB: the chunks are read and let go.
+    // Then chunk 3 (5 output tokens) is the first one kept again, and the call chunk the last.
+    const big = text('x'.repeat(300 * 1024), 2);
+    const after = feed(
+      Buffer.from(ev(text('a', 1)) + ev(big) + ev(text('c', 5)) + ev(call)),
+      [],
+      'gemini',
+      false,
+    );
+    expect(after.tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 5 });
+    // Without chunk 3, chunk 2 (let go at 256 KiB) is the last one that reported usage.
+    const before = feed(Buffer.from(ev(text('a', 1)) + ev(big) + ev(call)), [], 'gemini', false);
+    expect(before.tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 2 });
+  });
+});
+
 describe('JSON bodies: every wire format', () => {
   it('detects the format from the body, and reads model, usage and text', () => {
     expect(
@@ -695,6 +754,16 @@ describe('SSE tap: edges', () => {
       expect(isViewOf(tap.end(), partial)).toBe(true);
       expect(sent(tap.end())).toBeNull();
     }
+  });
+
+  it('forwards an event whose first member name starts with n unchanged, at the start of a write or at the end', () => {
+    // No `"usage"` in it: nothing to hide, whatever byte follows where a search would have stopped.
+    const odd = 'data: {"n":1,"choices":[{"delta":{"content":"b"}}]}\n\n';
+    const tap = new SseTap('openai-chat', true);
+    expect(sent(tap.write(first))).toBe(first);
+    expect(sent(tap.write(odd))).toBe(odd);
+    expect(tap.write(odd.trimEnd())).toBeNull();
+    expect(sent(tap.end())).toBe(odd.trimEnd());
   });
 
   it('forwards a first event with an id line whole when it has no "usage" member', () => {

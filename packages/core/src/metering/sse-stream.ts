@@ -1,4 +1,10 @@
-import { MAX_KEPT_TEXT, type ObservedResponse, StreamObserver, type WireFormat } from './wire-formats.js';
+import {
+  isObject,
+  MAX_KEPT_TEXT,
+  type ObservedResponse,
+  StreamObserver,
+  type WireFormat,
+} from './wire-formats.js';
 
 // Server-Sent Events metered as bytes, on the hot path of every streamed token. An event is found by
 // its blank line (LF or CRLF line ends), and is JSON-parsed only when it is the first one (format and
@@ -73,8 +79,6 @@ export class SseTap {
    * not searched yet: one search per occurrence, however many events a chunk holds.
    */
   private nextNeedle = -1;
-  /** Gemini repeats its usage on every chunk: only the last one is read, at the end. */
-  private geminiLast: Buffer | null = null;
   private readonly observer: StreamObserver;
 
   /**
@@ -208,11 +212,7 @@ export class SseTap {
   /** What the stream reported so far; reads the kept events' text only when an estimate needs it. */
   observe(): ObservedResponse {
     this.end();
-    if (this.geminiLast) {
-      const { event, data } = parseSseEvent(this.geminiLast);
-      this.observer.onPayload(event, parseJson(data));
-      this.geminiLast = null;
-    }
+    this.readGeminiUsage();
     const { usage, usageFinal } = this.observer.result();
     if (!usage || !usageFinal) this.readKept();
     return {
@@ -252,8 +252,7 @@ export class SseTap {
     }
     this.nextNeedle = -1; // this occurrence is consumed; the next event searches again
     if (this.needle === USAGE_METADATA) {
-      this.geminiLast = buf.subarray(start, end);
-      this.keep(this.geminiLast);
+      this.keep(buf.subarray(start, end)); // read by readGeminiUsage()
       return null;
     }
     // Find the value after `"usage":`; a null one needs no parse (OpenAI sends it on every chunk).
@@ -307,7 +306,29 @@ export class SseTap {
   private keep(slice: Buffer): void {
     this.kept.push(slice);
     this.keptBytes += slice.length;
-    if (this.keptBytes > KEEP_LIMIT) this.readKept();
+    if (this.keptBytes > KEEP_LIMIT) {
+      this.readGeminiUsage();
+      this.readKept();
+    }
+  }
+
+  /**
+   * Gemini repeats its usage on every chunk: only the last kept chunk that reports it is read (usually
+   * the last one). The bytes `"usageMetadata"` alone do not say so: a function call's `args` is an
+   * object, whose keys can be any name; the chunks are read from the last back until one has usage.
+   */
+  private readGeminiUsage(): void {
+    if (this.observer.format !== 'gemini') return;
+    for (let k = this.kept.length - 1; k >= 0; k--) {
+      const item = this.kept[k]!;
+      if (!Buffer.isBuffer(item) || item.indexOf(USAGE_METADATA) === -1) continue; // a payload was read
+      const { event, data } = parseSseEvent(item);
+      const payload = parseJson(data);
+      if (isObject(payload) && isObject(payload.usageMetadata)) {
+        this.observer.onPayload(event, payload);
+        return;
+      }
+    }
   }
 
   /** Reads the kept events' text into the observer, in stream order, and lets them go. */
