@@ -9,7 +9,8 @@ import {
 // Server-Sent Events metered as bytes, on the hot path of every streamed token. An event is found by
 // its blank line (LF or CRLF line ends), and is JSON-parsed only when it is the first one (format and
 // model) or when a byte search says it carries usage; every other event is kept as a slice and read
-// for its text only if the stream ends without usage (a cut stream needs an estimate).
+// for its text only if the stream ends without usage (a cut stream needs an estimate). Gemini repeats
+// its usage on every chunk: its events are all kept, and the last usage is read from them at the end.
 
 const LF = 10;
 const CR = 13;
@@ -73,9 +74,10 @@ export class SseTap {
   private keptBytes = 0;
   private started = false;
   private ended = false;
-  private needle: Buffer;
+  /** Gemini: every event is kept as it is (its usage is read from the kept chunks, readGeminiUsage). */
+  private gemini = false;
   /**
-   * Position of the next needle in the buffer being scanned, its length when there is none, -1 when
+   * Position of the next `"usage"` in the buffer being scanned, its length when there is none, -1 when
    * not searched yet: one search per occurrence, however many events a chunk holds.
    */
   private nextNeedle = -1;
@@ -91,7 +93,6 @@ export class SseTap {
     private readonly maxEventBytes: number = MAX_EVENT_BYTES,
   ) {
     this.observer = new StreamObserver(pathHint);
-    this.needle = pathHint === 'gemini' ? USAGE_METADATA : USAGE;
   }
 
   /** Feeds what the route wrote; returns what to send now (`null`: nothing yet). */
@@ -238,11 +239,15 @@ export class SseTap {
       this.started = true;
       const payload = parseJson(data);
       this.observer.detect(event, payload);
-      this.needle = this.observer.format === 'gemini' ? USAGE_METADATA : USAGE;
+      this.gemini = this.observer.format === 'gemini';
       return this.onParsed(event, payload, slice, start);
     }
+    if (this.gemini) {
+      this.keep(buf.subarray(start, end)); // read by readGeminiUsage()
+      return null;
+    }
     if (this.nextNeedle < start) {
-      const found = buf.indexOf(this.needle, start);
+      const found = buf.indexOf(USAGE, start);
       this.nextNeedle = found === -1 ? buf.length : found;
     }
     const at = this.nextNeedle;
@@ -251,12 +256,8 @@ export class SseTap {
       return null;
     }
     this.nextNeedle = -1; // this occurrence is consumed; the next event searches again
-    if (this.needle === USAGE_METADATA) {
-      this.keep(buf.subarray(start, end)); // read by readGeminiUsage()
-      return null;
-    }
     // Find the value after `"usage":`; a null one needs no parse (OpenAI sends it on every chunk).
-    let v = at + this.needle.length;
+    let v = at + USAGE.length;
     while (isSpace(buf[v])) v++;
     if (buf[v] === 58 /* : */) v++;
     while (isSpace(buf[v])) v++;
