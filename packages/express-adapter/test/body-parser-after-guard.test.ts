@@ -77,4 +77,32 @@ describe('express.json() mounted after the guard', () => {
     }
     expect(statuses).toEqual(Array(10).fill('200 gpt-4o-mini'));
   });
+
+  it('gets it too when one key calls again and again (its key cached, its calls admitted from a lease)', async () => {
+    const made = await fetch(`${base}/key/generate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${MASTER}` },
+      body: JSON.stringify({ max_budget: 1000 }),
+    });
+    const { key } = (await made.json()) as { key: string };
+    const statuses: string[] = [];
+    for (let i = 0; i < 30; i++) {
+      const res = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          model: 'gpt-4o-mini',
+          messages: [{ role: 'user', content: 'hello' }],
+          max_tokens: 5,
+        }),
+      });
+      const text = await res.text();
+      statuses.push(
+        res.status === 200
+          ? `200 ${(JSON.parse(text) as { model: string }).model}`
+          : `${res.status} ${text.slice(0, 120)}`,
+      );
+    }
+    expect(statuses).toEqual(Array(30).fill('200 gpt-4o-mini'));
+  });
 });
