@@ -119,6 +119,23 @@ const CALL_TYPES: Record<WireFormat, string> = {
   gemini: 'agenerate_content',
 };
 
+// The wire format of each request path seen (without its query, which says nothing of the format and
+// may carry a key), read (split, trim, suffixes, a regex) up to three times a call otherwise. Bounded:
+// paths come from requests; past the cap, formats are read uncached.
+const MAX_CACHED_PATHS = 1000;
+const pathFormats = new Map<string, WireFormat | null>();
+
+/** `formatFromPath`, remembered per path. */
+export function pathFormat(path: string): WireFormat | null {
+  const query = path.indexOf('?');
+  const bare = query < 0 ? path : path.slice(0, query);
+  const cached = pathFormats.get(bare);
+  if (cached !== undefined) return cached;
+  const format = formatFromPath(bare);
+  if (pathFormats.size < MAX_CACHED_PATHS) pathFormats.set(bare, format);
+  return format;
+}
+
 /** What the meter makes of a call when it is priced. */
 export interface MeteredUsage {
   model: string;
@@ -156,7 +173,7 @@ export class CallMeter {
   prepare(input: CallInput): void {
     this.header = input.header;
     this.path = input.path;
-    const format = formatFromPath(input.path);
+    const format = pathFormat(input.path);
     const hide = requestStreamUsage(format, input.body);
     // A streamed chat completion asked for its usage, or an output cap lowered to fit a budget.
     if (hide || this.call.state.outputLowered !== null) this.rewrittenBody = JSON.stringify(input.body);
@@ -277,7 +294,7 @@ export class CallMeter {
     const metered = this.resolveTokens();
     if (this.reported || this.upstreamCalls + this.trackedCalls > 0) return metered;
     const tap = this.call.tap;
-    const search = openaiWebSearch(formatFromPath(this.path), metered.model, this.call.state.body);
+    const search = openaiWebSearch(pathFormat(this.path), metered.model, this.call.state.body);
     if (!search || tap.status >= 400) return metered;
     // Responses reports each search as a `web_search_call` item; a chat search model searches once a
     // call and says so only through its url_citation annotations (LiteLLM's sign), so it is counted
@@ -325,7 +342,7 @@ export class CallMeter {
   /** LiteLLM-style call type: `acompletion`, `aresponses`, `aembedding`, `anthropic_messages`, ... `_stream`. */
   callType(): string {
     if (this.reported) return 'track';
-    const format = this.call.tap.observe().format ?? formatFromPath(this.path) ?? 'openai-chat';
+    const format = this.call.tap.observe().format ?? pathFormat(this.path) ?? 'openai-chat';
     return CALL_TYPES[format] + (this.call.tap.isStream ? '_stream' : '');
   }
 
