@@ -348,7 +348,8 @@ export class SpendGuard {
       const found = identify(this.identifyDeps, input.header, this.now());
       identity = found instanceof Promise ? await found : found;
       if (input.readBody) {
-        const read = await input.readBody();
+        const reading = input.readBody();
+        const read = reading instanceof Promise ? await reading : reading;
         input = {
           method: input.method,
           path: input.path,

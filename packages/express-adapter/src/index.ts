@@ -163,15 +163,22 @@ function send(res: Response, answer: GuardResponse): void {
  * app's own parser ran first its result is used; otherwise the stream is read here and marked as
  * parsed so that a body parser mounted later skips it.
  */
-async function readJsonBody(
+function readJsonBody(
   req: BodyRequest,
   guard: SpendGuard,
   parse: boolean,
   limitBytes?: number,
-): Promise<{ body: unknown; bytes: number | undefined }> {
+): JsonBody | Promise<JsonBody> {
   if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
-  const { text, bytes } = await guard.bodies.read(req, req.get('content-length'), limitBytes);
-  req.body = parse ? parseJsonBody(text) : text;
+  // A body that has arrived whole is read at once, without a promise.
+  const read = guard.bodies.readNow(req, req.get('content-length'), limitBytes);
+  return read instanceof Promise ? read.then((r) => keepBody(req, parse, r)) : keepBody(req, parse, read);
+}
+
+type JsonBody = { body: unknown; bytes: number | undefined };
+
+function keepBody(req: BodyRequest, parse: boolean, read: { text: string; bytes: number }): JsonBody {
+  req.body = parse ? parseJsonBody(read.text) : read.text;
   req._body = true;
-  return { body: req.body, bytes };
+  return { body: req.body, bytes: read.bytes };
 }
