@@ -1,5 +1,8 @@
 import { SpendGuardError } from './errors.js';
-import { readBodyText } from './web.js';
+import { hasArrived, readArrivedBody, readBodyText } from './web.js';
+
+/** A body read whole: its text, its size and its bytes. */
+export type BodyText = { text: string; bytes: number; raw: Buffer };
 
 /** What a body source is: a web `ReadableStream` (`request.body`) or any async iterable of bytes. */
 export type BodySource = ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null | undefined;
@@ -36,6 +39,42 @@ export class BodyReader {
     /** A tighter limit for this body (a sign-in form), at most `limitBytes`. */
     limitBytes = this.limitBytes,
   ): Promise<{ text: string; bytes: number; raw: Buffer }> {
+    return this.readNow(source, contentLength, limitBytes);
+  }
+
+  /**
+   * `read`, answered at once (no promise) when the body has arrived whole (a Node request whose
+   * bytes wait in its buffer); a refusal is then thrown, not returned as a rejected promise.
+   */
+  readNow(
+    source: BodySource,
+    contentLength: string | null | undefined,
+    limitBytes = this.limitBytes,
+  ): BodyText | Promise<BodyText> {
+    if (!hasArrived(source)) return this.readStreamed(source, contentLength, limitBytes);
+    const limit = Math.min(limitBytes, this.limitBytes);
+    const declared = declaredLength(contentLength);
+    if (declared !== null && declared > limit) throw tooLarge(limit);
+    let held = 0;
+    const hold = (total: number) => {
+      if (total <= held) return;
+      if (this.#inFlight + (total - held) > this.maxInFlightBytes) throw overloaded();
+      this.#inFlight += total - held;
+      held = total;
+    };
+    try {
+      if (declared) hold(declared);
+      return readArrivedBody(source, limit, hold);
+    } finally {
+      this.#inFlight -= held;
+    }
+  }
+
+  private async readStreamed(
+    source: BodySource,
+    contentLength: string | null | undefined,
+    limitBytes: number,
+  ): Promise<BodyText> {
     const limit = Math.min(limitBytes, this.limitBytes);
     const declared = declaredLength(contentLength);
     if (declared !== null && declared > limit) throw tooLarge(limit);

@@ -34,14 +34,8 @@ export async function readBodyText(
     if (bytes > limitBytes) throw tooLarge();
     onBytes?.(bytes);
   };
-  if (source && isUnreadNodeStream(source) && source.complete === true && source.read) {
-    // The whole body has arrived and waits in the stream's buffer (a small request, read after its
-    // headers were handled): taken as it is, without flowing mode, listeners or a promise to wait on.
-    for (let chunk = source.read(); chunk !== null; chunk = source.read()) {
-      bytes += chunk.byteLength;
-      check(); // past the limit: the rest stays unread, and the server drains it
-      chunks.push(chunk);
-    }
+  if (hasArrived(source)) {
+    return readArrivedBody(source, limitBytes, onBytes);
   } else if (source && isUnreadNodeStream(source)) {
     await new Promise<void>((resolve, reject) => {
       const done = (error?: unknown) => {
@@ -78,6 +72,38 @@ export async function readBodyText(
     }
   }
   const raw = chunks.length === 1 && Buffer.isBuffer(chunks[0]) ? chunks[0] : Buffer.concat(chunks);
+  return { text: raw.toString('utf8'), bytes, raw };
+}
+
+/**
+ * A Node request whose whole body has arrived and waits in the stream's buffer (a small request,
+ * read after its headers were handled): `readArrivedBody` takes it at once.
+ */
+export function hasArrived(
+  source: unknown,
+): source is NodeReadable & AsyncIterable<Uint8Array> & { read(): Buffer | null } {
+  return isUnreadNodeStream(source) && source.complete === true && typeof source.read === 'function';
+}
+
+/**
+ * `readBodyText` of a body that has arrived whole (`hasArrived`), without flowing mode, listeners or
+ * a promise to wait on; past the limit the rest stays unread, and the server drains it.
+ */
+export function readArrivedBody(
+  source: { read(): Buffer | null },
+  limitBytes: number,
+  onBytes?: (bytesSoFar: number) => void,
+): { text: string; bytes: number; raw: Buffer } {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for (let chunk = source.read(); chunk !== null; chunk = source.read()) {
+    bytes += chunk.byteLength;
+    if (bytes > limitBytes)
+      throw new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
+    onBytes?.(bytes);
+    chunks.push(chunk);
+  }
+  const raw = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
   return { text: raw.toString('utf8'), bytes, raw };
 }
 

@@ -2,6 +2,7 @@ import { Readable } from 'node:stream';
 import type { SpendGuard } from '@spendguard/core';
 import {
   type AdapterOptions,
+  type GuardedCall,
   type GuardResponse,
   mayBeAdminPath,
   parseJsonBody,
@@ -51,36 +52,21 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     res.locals.spendguard = call;
     setHeaders(res, call.responseHeaders);
 
-    const write = res.write.bind(res) as (chunk: unknown, cb?: unknown) => boolean;
-    const end = res.end.bind(res) as (chunk?: unknown, cb?: unknown) => Response;
-    const begin = () => call.tap.begin(res.statusCode, res.getHeader('content-type') as string | undefined);
-    res.write = ((chunk: unknown, encoding?: unknown, cb?: unknown) => {
-      begin();
-      const out = call.tap.write(toChunk(chunk, encoding));
-      const callback = typeof encoding === 'function' ? encoding : cb;
-      if (out !== null) return write(out, callback);
-      if (typeof callback === 'function') process.nextTick(callback as () => void); // held, as good as written
-      return true;
-    }) as Response['write'];
-    res.end = ((chunk?: unknown, encoding?: unknown, cb?: unknown) => {
-      begin();
-      const callback = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
-      const out = isChunk(chunk) ? call.tap.write(toChunk(chunk, encoding)) : null;
-      if (!res.headersSent && !call.tap.isStream) setHeaders(res, call.costHeaders());
-      const held = call.tap.drain(); // a held JSON body, or a stream's last event: sent last
-      if (held && out) write(out);
-      const last = (held && out ? held : (out ?? held)) ?? undefined;
-      // Where settlements commit first (SQLite), the last bytes wait for the call's.
-      const settled = call.beforeLastByte();
-      if (!settled) return end(last, callback);
-      void settled.then(() => end(last, callback));
-      return res;
-    }) as Response['end'];
+    // No closures or bound functions per call: the response carries its call and the functions it
+    // replaced, and shared functions (below) read them from `this`.
+    const held = res as GuardedResponse;
+    held[GUARDED] = { call, write: res.write as Write, end: res.end as End };
+    res.write = guardedWrite as Response['write'];
+    res.end = guardedEnd as Response['end'];
     // One listener: a response emits 'close' after 'finish' too (cut short: 'close' alone).
-    res.once('close', () => void call.finish(res.writableFinished ? undefined : ABORTED).catch(() => {}));
+    res.on('close', onClose); // emitted once; `finish` is idempotent anyway
     // The route runs in the call's context (guard.fetch, track()); `req.body` is the object the guard
-    // may have rewritten in place (a streamed chat completion asked for its usage).
-    call.run(() => next());
+    // may have rewritten in place (a streamed chat completion asked for its usage). A body the guard took
+    // whole from the stream's buffer leaves the stream's 'end' to a later tick: body-parser 2
+    // (express.json() in a route after the guard) skips only an ended request, and would otherwise
+    // read an empty stream and answer 400, so the route waits for that 'end'.
+    if (req._body && req.complete && req.readable) req.once('end', () => call.run(() => next()));
+    else call.run(() => next());
   };
 
   // Most requests are not the admin router's: passed on at once, without a promise of its own.
@@ -134,6 +120,46 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
 
 const ABORTED = { aborted: true } as const;
 
+const GUARDED = Symbol('spendguard.call');
+type Write = (this: Response, chunk: unknown, cb?: unknown) => boolean;
+type End = (this: Response, chunk?: unknown, cb?: unknown) => Response;
+/** A guarded response: its call, and the `write`/`end` the guard put its own in front of. */
+type GuardedResponse = Response & { [GUARDED]: { call: GuardedCall; write: Write; end: End } };
+
+function begin(res: Response, call: GuardedCall): void {
+  call.tap.begin(res.statusCode, res.getHeader('content-type') as string | undefined);
+}
+
+function guardedWrite(this: GuardedResponse, chunk: unknown, encoding?: unknown, cb?: unknown): boolean {
+  const { call, write } = this[GUARDED];
+  begin(this, call);
+  const out = call.tap.write(toChunk(chunk, encoding));
+  const callback = typeof encoding === 'function' ? encoding : cb;
+  if (out !== null) return write.call(this, out, callback);
+  if (typeof callback === 'function') process.nextTick(callback as () => void); // held, as good as written
+  return true;
+}
+
+function guardedEnd(this: GuardedResponse, chunk?: unknown, encoding?: unknown, cb?: unknown): Response {
+  const { call, write, end } = this[GUARDED];
+  begin(this, call);
+  const callback = typeof chunk === 'function' ? chunk : typeof encoding === 'function' ? encoding : cb;
+  const out = isChunk(chunk) ? call.tap.write(toChunk(chunk, encoding)) : null;
+  if (!this.headersSent && !call.tap.isStream) setHeaders(this, call.costHeaders());
+  const held = call.tap.drain(); // a held JSON body, or a stream's last event: sent last
+  if (held && out) write.call(this, out);
+  const last = (held && out ? held : (out ?? held)) ?? undefined;
+  // Where settlements commit first (SQLite), the last bytes wait for the call's.
+  const settled = call.beforeLastByte();
+  if (!settled) return end.call(this, last, callback);
+  void settled.then(() => end.call(this, last, callback));
+  return this;
+}
+
+function onClose(this: GuardedResponse): void {
+  void this[GUARDED].call.finish(this.writableFinished ? undefined : ABORTED).catch(() => {});
+}
+
 function setHeaders(res: Response, headers: Record<string, string>): void {
   for (const name in headers) res.setHeader(name, headers[name]!);
 }
@@ -163,19 +189,22 @@ function send(res: Response, answer: GuardResponse): void {
  * app's own parser ran first its result is used; otherwise the stream is read here and marked as
  * parsed so that a body parser mounted later skips it.
  */
-async function readJsonBody(
+function readJsonBody(
   req: BodyRequest,
   guard: SpendGuard,
   parse: boolean,
   limitBytes?: number,
-): Promise<{ body: unknown; bytes: number | undefined }> {
+): JsonBody | Promise<JsonBody> {
   if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
-  const { text, bytes } = await guard.bodies.read(req, req.get('content-length'), limitBytes);
-  // A body taken whole from the stream's buffer leaves the stream's 'end' to a later tick. body-parser 2
-  // (express.json() in a route after the guard) skips only a request whose stream has ended, and would
-  // otherwise read an empty stream and answer 400: the route waits for that 'end'.
-  if (req.complete && req.readable) await new Promise((resolve) => req.once('end', resolve));
-  req.body = parse ? parseJsonBody(text) : text;
+  // A body that has arrived whole is read at once, without a promise.
+  const read = guard.bodies.readNow(req, req.get('content-length'), limitBytes);
+  return read instanceof Promise ? read.then((r) => keepBody(req, parse, r)) : keepBody(req, parse, read);
+}
+
+type JsonBody = { body: unknown; bytes: number | undefined };
+
+function keepBody(req: BodyRequest, parse: boolean, read: { text: string; bytes: number }): JsonBody {
+  req.body = parse ? parseJsonBody(read.text) : read.text;
   req._body = true;
-  return { body: req.body, bytes };
+  return { body: req.body, bytes: read.bytes };
 }

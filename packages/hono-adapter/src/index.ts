@@ -52,9 +52,9 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       method: c.req.method,
       path: rawPath(c.req.url),
       header: (n) => c.req.header(n),
-      readBody: async () => {
-        const read = await readBody(c, guard);
-        return { body: parseJsonBody(read.text), bytes: read.bytes };
+      readBody: () => {
+        const read = readBody(c, guard);
+        return read instanceof Promise ? read.then(parsed) : parsed(read);
       },
     });
     if (!outcome.ok) return toWebResponse(outcome.response);
@@ -191,23 +191,35 @@ function rawPath(url: string): string {
  * does), so that `c.req.json()` and `c.req.raw` still work there. One the app read first comes
  * from Hono's body cache.
  */
-async function readBody(
-  c: Context,
-  guard: SpendGuard,
-  limitBytes?: number,
-): Promise<{ text: string; bytes: number | undefined }> {
-  if (c.req.raw.bodyUsed) return { text: await c.req.text(), bytes: undefined };
+function parsed(read: BodyText): { body: unknown; bytes: number | undefined } {
+  return { body: parseJsonBody(read.text), bytes: read.bytes };
+}
+
+type BodyText = { text: string; bytes: number | undefined };
+
+function readBody(c: Context, guard: SpendGuard, limitBytes?: number): BodyText | Promise<BodyText> {
+  if (c.req.raw.bodyUsed) return c.req.text().then((text) => ({ text, bytes: undefined }));
   const contentLength = c.req.header('content-length');
   // @hono/node-server passes the Node request as c.env.incoming, and serves a request's body from
   // its `rawBody` when it carries one (as on Cloud Functions): the route's c.req.json() and
   // c.req.raw.body read the bytes read here, and no web Request is built for them.
   const incoming = (c.env as { incoming?: { rawBody?: Buffer } } | undefined)?.incoming;
   if (isUnreadNodeStream(incoming) && incoming.rawBody === undefined) {
-    const read = await guard.bodies.read(incoming, contentLength, limitBytes);
-    incoming.rawBody = read.raw;
-    return read;
+    // A body that has arrived whole is read at once, without a promise.
+    const read = guard.bodies.readNow(incoming, contentLength, limitBytes);
+    if (!(read instanceof Promise)) return keepRaw(incoming, read);
+    return read.then((r) => keepRaw(incoming, r));
   }
-  const read = await guard.bodies.read(c.req.raw.body, contentLength, limitBytes);
-  if (c.req.raw.body) c.req.raw = new Request(c.req.raw, { body: read.text });
+  return guard.bodies.read(c.req.raw.body, contentLength, limitBytes).then((read) => {
+    if (c.req.raw.body) c.req.raw = new Request(c.req.raw, { body: read.text });
+    return read;
+  });
+}
+
+function keepRaw(
+  incoming: { rawBody?: Buffer },
+  read: { text: string; bytes: number; raw: Buffer },
+): BodyText {
+  incoming.rawBody = read.raw;
   return read;
 }

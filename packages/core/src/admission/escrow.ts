@@ -92,6 +92,10 @@ export class Lease {
   shrunk = false;
   /** The counters as the last write answered, for the calls' headers. */
   states: BudgetState[] = [];
+  /** `statesFor`'s answer, copied from `states` once per write and updated in place per call. */
+  view: BudgetState[] = [];
+  /** The `states` that `view` was copied from. */
+  viewOf: BudgetState[] | null = null;
   /** Attribution for the spend log if the lease is charged unreturned. */
   pending: PendingCall | undefined;
   /** The write in flight, if any. */
@@ -226,14 +230,23 @@ export class Escrow {
   /**
    * The counters a call admitted from `lease` sees, as a reservation of its own would have shown them
    * on this instance: the lease's unused part taken out of `reserved`, and the costs settled since the
-   * lease was written added to `spend`.
+   * lease was written added to `spend`. One array per lease, updated in place on every call (not a
+   * copy per call): read it at once; the next call admitted from the lease brings it up to date.
    */
   statesFor(lease: Lease): BudgetState[] {
-    return lease.states.map((s) => ({
-      ...s,
-      spendNano: s.spendNano + lease.spent,
-      reservedNano: Math.max(0, s.reservedNano - lease.held + lease.drawn),
-    }));
+    const { states } = lease;
+    if (lease.viewOf !== states) {
+      lease.view = states.map((s) => ({ ...s }));
+      lease.viewOf = states;
+    }
+    const view = lease.view;
+    for (let i = 0; i < states.length; i++) {
+      const s = states[i]!;
+      const v = view[i]!;
+      v.spendNano = s.spendNano + lease.spent;
+      v.reservedNano = Math.max(0, s.reservedNano - lease.held + lease.drawn);
+    }
+    return view;
   }
 
   /** Gives back every lease's unused part (idle ones closed); for `flush`, the timer and `close`. */

@@ -23,9 +23,10 @@ export interface CallInput {
   bodyBytes?: number;
   /**
    * Reads and parses the body; called only once the key in the headers is known to be usable, so
-   * that an unauthenticated body is never read (see `guard.bodies`).
+   * that an unauthenticated body is never read (see `guard.bodies`). A body that has arrived whole
+   * may be answered at once, without a promise.
    */
-  readBody?: () => Promise<{ body: unknown; bytes?: number }>;
+  readBody?: () => { body: unknown; bytes?: number } | Promise<{ body: unknown; bytes?: number }>;
 }
 
 /** A response the guard answers itself (a refusal), in framework-neutral terms. */

@@ -14,6 +14,7 @@ import type { CallRecord, CallState, GuardResponse, KeyContext } from './call-ty
 import { type PricedRecord, priceCall } from './price.js';
 import { recordSettled } from './record.js';
 import { spendLogOf } from './settle.js';
+import { usdText } from './usd-text.js';
 
 /** What a guarded call needs of the guard that admitted it. */
 export interface CallHost extends FetchHost {
@@ -68,13 +69,13 @@ export class GuardedCall {
       if (tightest === null || left < tightest) tightest = left;
     }
     if (keyState) {
-      this.responseHeaders['x-litellm-key-spend'] = String(keyState.spendNano / 1e9);
+      this.responseHeaders['x-litellm-key-spend'] = usdText(keyState.spendNano);
       if (keyState.maxBudgetNano !== null) {
-        this.responseHeaders['x-litellm-key-max-budget'] = String(keyState.maxBudgetNano / 1e9);
+        this.responseHeaders['x-litellm-key-max-budget'] = usdText(keyState.maxBudgetNano);
       }
     }
     if (tightest !== null)
-      this.responseHeaders['x-spendguard-budget-remaining'] = String(Math.max(0, tightest) / 1e9);
+      this.responseHeaders['x-spendguard-budget-remaining'] = usdText(Math.max(0, tightest));
     if (state.rate) Object.assign(this.responseHeaders, rateLimitHeaders(state.rate.states, state.startTime));
     if (state.outputLowered !== null) {
       this.responseHeaders['x-spendguard-output-tokens-lowered'] = String(state.outputLowered);
@@ -145,7 +146,7 @@ export class GuardedCall {
   costHeaders(): Record<string, string> {
     if (this.state.unpriced) return {}; // no price: no cost to claim
     return {
-      'x-litellm-response-cost': String(this.meter.responseCostNano(this.price().record.costNano) / 1e9),
+      'x-litellm-response-cost': usdText(this.meter.responseCostNano(this.price().record.costNano)),
     };
   }
 
