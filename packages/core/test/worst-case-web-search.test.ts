@@ -75,8 +75,14 @@ describe('which requests search, by OpenAI rule', () => {
     expect(bound('gpt-4.1', 'openai-responses', { ...two, max_tool_calls: 0 }).webSearches).toBe(0);
     // Choices multiply a chat search model's searches, not max_tool_calls.
     expect(bound('gpt-4.1', 'openai-responses', { ...two, n: 2 }).webSearches).toBe(4);
-    // Not a search tool: a function, an Anthropic type, a near miss.
-    for (const type of ['function', 'web_search_20250305', 'web_search_previewx', 'file_search']) {
+    // Not a search tool: a function, an Anthropic type, near misses at either end.
+    for (const type of [
+      'function',
+      'web_search_20250305',
+      'web_search_previewx',
+      'file_search',
+      'my_web_search',
+    ]) {
       expect(openaiWebSearch('openai-responses', 'gpt-4.1', { tools: [{ type }] }), type).toBeNull();
     }
     // A route the guard does not know by its path reads the tools as well.
