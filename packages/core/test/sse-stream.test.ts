@@ -358,6 +358,26 @@ describe('SSE tap: Gemini usage, from the last chunk that reports it', () => {
     expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 3 });
   });
 
+  it('reads the last usage also when its chunk holds a function call argument named usage', () => {
+    // The last chunk reports 7 output tokens and calls a function whose `args` has a key `usage` with an
+    // object value: bytes `"usage":{` that an OpenAI stream's usage would have. Read as such, that chunk
+    // would be taken at once and the earlier chunk's usage (2) read after it from the kept ones.
+    const last = JSON.stringify({
+      candidates: [
+        {
+          content: {
+            parts: [{ functionCall: { name: 'log', args: { usage: { tokens: 1 } } } }],
+            role: 'model',
+          },
+        },
+      ],
+      usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 7 },
+      modelVersion: 'gemini-2.5-flash',
+    });
+    const { tap } = feed(Buffer.from(ev(text('a', 1)) + ev(text('b', 2)) + ev(last)), [], 'gemini', false);
+    expect(tap.observe().usage).toMatchObject({ promptTokens: 10, completionTokens: 7 });
+  });
+
   it('reads the first chunk when no later one reports usage, past a last chunk cut in its usage', () => {
     // The cut chunk holds `"usageMetadata"` but is no JSON: nothing is read from it.
     const cut = `data: ${text('c', 9).slice(0, -40)}`;
