@@ -1,7 +1,6 @@
 import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
 import { INPUT_LIMITS, storableId, storableTags, storableText, usdAmount } from '../input-hygiene.js';
-import type { GuardResponse } from '../pipeline/call-types.js';
 import type {
   BudgetInit,
   KeyPatch,

@@ -2,11 +2,10 @@ import * as z from 'zod';
 import { SpendGuardError } from '../errors.js';
 import type { ManagementHost } from '../guard-api.js';
 import { INPUT_LIMITS, storableText } from '../input-hygiene.js';
-import type { GuardResponse } from '../pipeline/call-types.js';
 import type { SpendStorage } from '../storage/storage-contract.js';
 import type { Caller, RouteAccess } from './caller.js';
 import { ok } from './entity-json.js';
-import type { Handler, ManagementApi, ManagementRequest } from './management-types.js';
+import type { Handler, ManagementApi } from './management-types.js';
 
 /**
  * LiteLLM's model routes: `GET /v1/models` and `/models` (the OpenAI model list), `GET /model/info`
