@@ -148,7 +148,15 @@ async function runScript(app: TestApp): Promise<Entry[]> {
     body: JSON.stringify(chat({ max_tokens: 5000, stream: true })),
     signal: ac.signal,
   });
-  await cut.body!.getReader().read();
+  // Read until a word of the answer has arrived (the first chunk can be the role's alone): the guard has
+  // then metered at least one token, and the cut leaves thousands unsent (2 ms a chunk).
+  const reader = cut.body!.getReader();
+  const decoder = new TextDecoder();
+  for (let seen = ''; !seen.includes('hello'); ) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += decoder.decode(value, { stream: true });
+  }
   ac.abort();
   transcript.push({
     step: 'stream cut by the client',
