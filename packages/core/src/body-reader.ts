@@ -52,21 +52,11 @@ export class BodyReader {
     limitBytes = this.limitBytes,
   ): BodyText | Promise<BodyText> {
     if (!hasArrived(source)) return this.readStreamed(source, contentLength, limitBytes);
-    const limit = Math.min(limitBytes, this.limitBytes);
-    const declared = declaredLength(contentLength);
-    if (declared !== null && declared > limit) throw tooLarge(limit);
-    let held = 0;
-    const hold = (total: number) => {
-      if (total <= held) return;
-      if (this.#inFlight + (total - held) > this.maxInFlightBytes) throw overloaded();
-      this.#inFlight += total - held;
-      held = total;
-    };
+    const { limit, hold, release } = this.#hold(contentLength, limitBytes);
     try {
-      if (declared) hold(declared);
       return readArrivedBody(source, limit, hold);
     } finally {
-      this.#inFlight -= held;
+      release();
     }
   }
 
@@ -75,6 +65,20 @@ export class BodyReader {
     contentLength: string | null | undefined,
     limitBytes: number,
   ): Promise<BodyText> {
+    const { limit, hold, release } = this.#hold(contentLength, limitBytes);
+    try {
+      return await readBodyText(source, limit, hold);
+    } finally {
+      release();
+    }
+  }
+
+  /**
+   * The limit of one read, refused at once past it by its Content-Length, and the bytes it holds of
+   * `maxInFlightBytes` (the declared length first, then what arrives): `hold(total)` throws when the
+   * process holds too much, `release()` gives it all back once the read is over.
+   */
+  #hold(contentLength: string | null | undefined, limitBytes: number) {
     const limit = Math.min(limitBytes, this.limitBytes);
     const declared = declaredLength(contentLength);
     if (declared !== null && declared > limit) throw tooLarge(limit);
@@ -85,12 +89,12 @@ export class BodyReader {
       this.#inFlight += total - held;
       held = total;
     };
-    try {
-      if (declared) hold(declared);
-      return await readBodyText(source, limit, hold);
-    } finally {
+    const release = () => {
       this.#inFlight -= held;
-    }
+      held = 0;
+    };
+    if (declared) hold(declared);
+    return { limit, hold, release };
   }
 }
 

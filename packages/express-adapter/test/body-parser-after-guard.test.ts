@@ -48,61 +48,45 @@ afterAll(async () => {
   await new Promise((r) => server.close(r));
 });
 
+/** A new key with a budget (USD). */
+async function newKey(maxBudget: number): Promise<string> {
+  const made = await fetch(`${base}/key/generate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${MASTER}` },
+    body: JSON.stringify({ max_budget: maxBudget }),
+  });
+  return ((await made.json()) as { key: string }).key;
+}
+
+/** One chat call: `200 <the model the route read from req.body>`, else the status and the answer's start. */
+async function call(key: string): Promise<string> {
+  const res = await fetch(`${base}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({
+      model: 'gpt-4o-mini',
+      messages: [{ role: 'user', content: 'hello' }],
+      max_tokens: 5,
+    }),
+  });
+  const text = await res.text();
+  return res.status === 200
+    ? `200 ${(JSON.parse(text) as { model: string }).model}`
+    : `${res.status} ${text.slice(0, 120)}`;
+}
+
 describe('express.json() mounted after the guard', () => {
   it('gets the body the guard read, also when the key is looked up after the body arrived', async () => {
     const statuses: string[] = [];
-    for (let i = 0; i < 10; i++) {
-      const made = await fetch(`${base}/key/generate`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${MASTER}` },
-        body: JSON.stringify({ max_budget: 10 }),
-      });
-      const { key } = (await made.json()) as { key: string };
-      // A new key each time: its lookup goes to storage, and answers after the body is in.
-      const res = await fetch(`${base}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          model: 'gpt-4o-mini',
-          messages: [{ role: 'user', content: 'hello' }],
-          max_tokens: 5,
-        }),
-      });
-      const text = await res.text();
-      statuses.push(
-        res.status === 200
-          ? `200 ${(JSON.parse(text) as { model: string }).model}`
-          : `${res.status} ${text.slice(0, 120)}`,
-      );
-    }
+    // A new key each time: its lookup goes to storage, and answers after the body is in.
+    for (let i = 0; i < 10; i++) statuses.push(await call(await newKey(10)));
     expect(statuses).toEqual(Array(10).fill('200 gpt-4o-mini'));
   });
 
   it('gets it too when one key calls again and again (its key cached, its calls admitted from a lease)', async () => {
-    const made = await fetch(`${base}/key/generate`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${MASTER}` },
-      body: JSON.stringify({ max_budget: 1000 }),
-    });
-    const { key } = (await made.json()) as { key: string };
+    const key = await newKey(1000);
     const statuses: string[] = [];
-    for (let i = 0; i < 30; i++) {
-      const res = await fetch(`${base}/v1/chat/completions`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          model: 'gpt-4o-mini',
-          messages: [{ role: 'user', content: 'hello' }],
-          max_tokens: 5,
-        }),
-      });
-      const text = await res.text();
-      statuses.push(
-        res.status === 200
-          ? `200 ${(JSON.parse(text) as { model: string }).model}`
-          : `${res.status} ${text.slice(0, 120)}`,
-      );
-    }
+    for (let i = 0; i < 30; i++) statuses.push(await call(key));
     expect(statuses).toEqual(Array(30).fill('200 gpt-4o-mini'));
   });
 });
