@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spendLogFixture } from '@spendguard/core/conformance';
 import type { ScopeRef, SettleInput } from '@spendguard/core/storage';
 import { pgStorage } from '@spendguard/storage-pg';
 import { sqliteStorage } from '@spendguard/storage-sqlite';
@@ -54,9 +55,7 @@ function settlement(): SettleInput {
     scopes,
     costNano: 11_250,
     now,
-    log: {
-      requestId,
-      callType: 'acompletion',
+    log: spendLogFixture(requestId, {
       apiKeyHash: scopes[0]!.id,
       spendNano: 11_250,
       promptTokens: 11,
@@ -65,17 +64,10 @@ function settlement(): SettleInput {
       startTime: now,
       endTime: now,
       model: 'gpt-4o-mini-2024-07-18',
-      provider: 'openai',
       userId: 'bench',
       teamId: 'bench',
-      endUser: null,
-      tags: [],
-      status: 'success',
-      estimated: false,
-      httpStatus: 200,
-      metadata: {},
       responseId: uniqueIds ? `chatcmpl-${randomBytes(12).toString('hex')}` : 'chatcmpl-1',
-    },
+    }),
   };
 }
 
