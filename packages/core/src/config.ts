@@ -94,7 +94,10 @@ export interface SpendGuardOptions {
    * @default 5000
    */
   keyCacheTtlMs?: number;
-  /** After this a reservation that was never settled counts as abandoned. @default 600000 (10 min) */
+  /**
+   * After this a reservation that was never settled counts as abandoned, counted from when it is
+   * written (after any wait for budget, see `budgetWaitMs`). @default 600000 (10 min)
+   */
   reservationTtlMs?: number;
   /**
    * Escrow admission: a scope set called often (8 or more calls a second) and far from its caps (room

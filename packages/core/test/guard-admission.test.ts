@@ -89,3 +89,34 @@ describe('enforcement modes', () => {
     expect((await soft.admit(100)).ok).toBe(true);
   });
 });
+
+describe('a strict call that waited for budget', () => {
+  it('gets the whole TTL from when its reservation is written, not from when the call began', async () => {
+    // $0.015: one call's worst case ($0.0100x) fits, a second fits only once the first settles.
+    const { guard, storage, admit, keyState, advance } = await setup({ maxBudget: 0.015 });
+    const first = await admit(1000);
+    expect(first.ok).toBe(true);
+    const second = admit(1000); // waits for the first call's settlement
+    await new Promise((r) => setTimeout(r, 50));
+    advance(50_000); // the first call runs 50 s (of the 60 s TTL) while the second waits
+    if (first.ok) {
+      first.call.tap.begin(200, 'application/json');
+      first.call.tap.write(
+        JSON.stringify({ model: 'gpt-4o', usage: { prompt_tokens: 9, completion_tokens: 5 } }),
+      );
+      await first.call.finish();
+    }
+    const out = await second;
+    expect(out.ok).toBe(true);
+    const reserved = (await keyState()).reservedNano;
+    expect(reserved).toBeGreaterThan(10_000_000);
+    // 59.999 s after its reservation (109.999 s after the call began): still the call's own.
+    advance(59_999);
+    expect(await guard.sweepExpiredReservations()).toBe(0);
+    advance(1);
+    expect(await guard.sweepExpiredReservations()).toBe(1);
+    const expired = (await storage.querySpendLogs({})).filter((l) => l.metadata?.expired_reservation);
+    expect(expired).toHaveLength(1);
+    expect(expired[0]!.spendNano).toBe(reserved);
+  });
+});

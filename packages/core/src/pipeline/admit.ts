@@ -390,17 +390,22 @@ export class Admission<Call> {
     const reservationId = requestId;
     let { estimate, amountNano } = r;
     const mode = deps.options.enforcement;
-    const reserve = (amountNano: number) =>
-      deps.gate.reserve({
+    // The TTL counts from the write, not from the call's start: a strict call near a cap may wait up
+    // to budgetWaitMs (30 s by default) before its reservation fits, and a reservation written that
+    // late must not be swept as abandoned while its call runs.
+    const reserve = (amountNano: number) => {
+      const now = deps.now();
+      return deps.gate.reserve({
         reservationId,
         scopes,
         amountNano,
-        now: startTime,
-        expiresAt: new Date(startTime.getTime() + deps.options.reservationTtlMs),
+        now,
+        expiresAt: new Date(now.getTime() + deps.options.reservationTtlMs),
         mode,
         processId: deps.processId,
         pending: pendingOf(requestId, body, ctx, model, endUser, allTags, startTime),
       });
+    };
     if (escrow) {
       const draw = await escrow.acquire(
         leaseKey,
