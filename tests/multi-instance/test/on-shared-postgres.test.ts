@@ -107,7 +107,7 @@ describe('one budget, several instances on one Postgres', () => {
 });
 
 /**
- * Counted from the start of a call: longer than the slowest call takes to settle on this loaded
+ * Counted from a reservation's write: longer than the slowest call takes to settle on this loaded
  * machine (~2 s with 100 in flight on 2 cores, several times that when other work loads it), else live
  * calls would expire too.
  */
