@@ -87,8 +87,15 @@ export class ResponseTap {
     if (before === null) this.chunks = bytes;
     else if (Array.isArray(before)) before.push(bytes);
     else this.chunks = [before, bytes];
-    // A lone surrogate is sent as U+FFFD: such a string is read from its bytes, as the client gets it.
-    this.text = before === null && typeof chunk === 'string' && isWellFormed(chunk) ? chunk : null;
+    // Kept only where it is parsed whole (see `observe`); a string with a lone surrogate is read from
+    // its bytes, as the client gets it (U+FFFD).
+    this.text =
+      before === null &&
+      typeof chunk === 'string' &&
+      bytes.byteLength <= WHOLE_PARSE_BYTES &&
+      isWellFormed(chunk)
+        ? chunk
+        : null;
     if (this.bytes <= this.maxBodyBytes) return null;
     this.overflow = true; // too large to meter: stop holding, send what was held
     const held = this.heldBytes();
