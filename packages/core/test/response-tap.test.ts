@@ -101,6 +101,39 @@ describe('reading a held JSON body, small or large', () => {
   });
 });
 
+describe('a body written as one string', () => {
+  /** The tap's reading of `body` written as it is (a string), and the bytes it then sends. */
+  function tappedText(body: string) {
+    const tap = new ResponseTap(1 << 20);
+    tap.hint({ format: 'openai-chat' });
+    tap.begin(200, 'application/json');
+    expect(tap.write(body)).toBeNull();
+    const observed = tap.observe();
+    return { observed, sent: Buffer.from(tap.drain()!) };
+  }
+
+  it('is read as its bytes are, and sent as them, small or large', () => {
+    const texts = ['Budgets keep spending honest.', 'Des budgets honnêtes, 予算 😀', '予算 😀 '.repeat(200)];
+    for (const text of texts) {
+      const body = chat(text);
+      const { observed, sent } = tappedText(body);
+      expect(sent.equals(Buffer.from(body))).toBe(true);
+      expect(observed).toEqual(tapped(body, 'openai-chat'));
+      // A large body is skimmed, without its text (its usage is final).
+      expect(observed.completionText).toBe(Buffer.byteLength(body) <= 1024 ? text : '');
+    }
+  });
+
+  it('with a lone surrogate, is read as the client gets it (U+FFFD), not as the route wrote it', () => {
+    const route =
+      '{"object":"chat.completion","model":"gpt-4o","choices":[{"message":{"content":"cut \ud83d here"}}]}';
+    expect(Buffer.from(route).toString('utf8')).not.toBe(route); // what goes out is not what was written
+    const { observed, sent } = tappedText(route);
+    expect(sent.equals(Buffer.from(route))).toBe(true);
+    expect(observed.completionText).toBe('cut \ufffd here');
+  });
+});
+
 describe('pathFormat', () => {
   it('reads the wire format of a path, whatever its query, the same on every call', () => {
     for (let round = 0; round < 2; round++) {

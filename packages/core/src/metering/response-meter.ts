@@ -24,9 +24,15 @@ export interface TapHints {
  */
 export class ResponseTap {
   private kind: 'json' | 'sse' | 'other' | null = null;
-  private chunks: Uint8Array[] = [];
+  /** The JSON body written so far, held back (one chunk, the usual case, needs no array). */
+  private chunks: Uint8Array | Uint8Array[] | null = null;
+  /**
+   * The body as the route wrote it when that was one well-formed string: parsed as it is, rather than
+   * its bytes decoded back into the same text.
+   */
+  private text: string | null = null;
   /** The JSON body held back, kept after `observe()` parsed it until `drain()`. */
-  private held: Uint8Array[] = [];
+  private held: Uint8Array | null = null;
   private bytes = 0;
   private overflow = false;
   private sse: SseTap | null = null;
@@ -77,12 +83,31 @@ export class ResponseTap {
     if (this.kind !== 'json' || this.overflow) return chunk;
     const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
     this.bytes += bytes.byteLength;
-    this.chunks.push(bytes);
+    const before = this.chunks;
+    if (before === null) this.chunks = bytes;
+    else if (Array.isArray(before)) before.push(bytes);
+    else this.chunks = [before, bytes];
+    // Kept only where it is parsed whole (see `observe`); a string with a lone surrogate is read from
+    // its bytes, as the client gets it (U+FFFD).
+    this.text =
+      before === null &&
+      typeof chunk === 'string' &&
+      bytes.byteLength <= WHOLE_PARSE_BYTES &&
+      isWellFormed(chunk)
+        ? chunk
+        : null;
     if (this.bytes <= this.maxBodyBytes) return null;
     this.overflow = true; // too large to meter: stop holding, send what was held
-    const held = Buffer.concat(this.chunks);
-    this.chunks = [];
+    const held = this.heldBytes();
+    this.chunks = null;
+    this.text = null;
     return held;
+  }
+
+  /** The bytes written and held so far, in one buffer. */
+  private heldBytes(): Uint8Array {
+    const chunks = this.chunks!;
+    return Array.isArray(chunks) ? Buffer.concat(chunks) : chunks;
   }
 
   /**
@@ -92,9 +117,8 @@ export class ResponseTap {
   drain(): Uint8Array | null {
     if (this.kind === 'sse') return this.sse!.end();
     this.observe();
-    if (this.held.length === 0) return null;
-    const held = this.held.length === 1 ? this.held[0]! : Buffer.concat(this.held);
-    this.held = [];
+    const held = this.held;
+    this.held = null;
     return held;
   }
 
@@ -103,19 +127,20 @@ export class ResponseTap {
     if (this.result) return this.result;
     if (this.kind === 'sse') {
       this.result = this.sse!.observe();
-    } else if (this.kind === 'json' && !this.overflow && this.chunks.length > 0) {
+    } else if (this.kind === 'json' && !this.overflow && this.chunks !== null) {
       // Read once here; the bytes stay held for drain(). First without the generated text (which only
       // a body without its final usage needs, to count it), else whole.
-      const buf = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+      const buf = this.heldBytes();
       const format = this.format;
       // A small body is parsed whole at once: what the skim would fall back to anyway, and cheaper
       // than the skim's byte searches below about a kilobyte (a chat completion of a few sentences).
       // Malformed, it goes on to the skim, which still finds a usage its text cannot hide.
-      const whole = buf.byteLength <= WHOLE_PARSE_BYTES ? parseWhole(buf) : undefined;
+      const whole = buf.byteLength <= WHOLE_PARSE_BYTES ? parseWhole(this.text ?? buf) : undefined;
+      this.chunks = null;
+      this.text = null;
       if (whole !== undefined) {
         this.result = observeJson(whole, format);
-        this.held = [buf];
-        this.chunks = [];
+        this.held = buf;
         return this.result;
       }
       const skimmed = skimJsonObject(buf);
@@ -129,7 +154,7 @@ export class ResponseTap {
       } else {
         this.result = observeJson(parseWhole(buf) ?? null, format);
       }
-      this.held = [buf]; // concatenated once, for drain() too
+      this.held = buf; // concatenated once, for drain() too
     } else {
       this.result = {
         format: this.format,
@@ -140,8 +165,9 @@ export class ResponseTap {
         completionText: '',
         webSearchCalls: 0,
       };
+      this.chunks = null;
+      this.text = null;
     }
-    this.chunks = [];
     return this.result;
   }
 }
@@ -153,18 +179,24 @@ export class ResponseTap {
  */
 const WHOLE_PARSE_BYTES = 1024;
 
-/** The body parsed whole; `undefined` when it is not JSON. */
-function parseWhole(bytes: Uint8Array): unknown {
-  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** The body (its text, or its bytes as UTF-8) parsed whole; `undefined` when it is not JSON. */
+function parseWhole(body: string | Uint8Array): unknown {
   try {
-    return JSON.parse(buf.toString('utf8'));
+    return JSON.parse(typeof body === 'string' ? body : asBuffer(body).toString('utf8'));
   } catch {
     return undefined;
   }
 }
 
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+/** `String.prototype.isWellFormed` (ES2024, in Node 20): no lone surrogate. */
+const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
+
 /** A byte search, no parse: the camelCase name first (what Google sends), then the proto name. */
 function hasGrounding(bytes: Uint8Array): boolean {
-  const buf = Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const buf = asBuffer(bytes);
   return buf.includes('"groundingMetadata"') || buf.includes('"grounding_metadata"');
 }

@@ -148,6 +148,8 @@ export class CallMeter {
   /** Reads a header of the request (the key is presented again for each child call). */
   header: CallInput['header'] = noHeader;
   path = '';
+  /** The wire format the request path points at (`pathFormat`), read once at `prepare`. */
+  private format: WireFormat | null = null;
   /** The request body as the guard rewrote it (JSON), or `null` when it is unchanged. */
   rewrittenBody: string | null = null;
   /** For a child call: the guarded request it belongs to. */
@@ -174,6 +176,7 @@ export class CallMeter {
     this.header = input.header;
     this.path = input.path;
     const format = pathFormat(input.path);
+    this.format = format;
     const hide = requestStreamUsage(format, input.body);
     // A streamed chat completion asked for its usage, or an output cap lowered to fit a budget.
     if (hide || this.call.state.outputLowered !== null) this.rewrittenBody = JSON.stringify(input.body);
@@ -192,17 +195,18 @@ export class CallMeter {
     this.link(child.meter, child.state);
   }
 
-  /** The settlements of what the route `track()`ed, for `GuardedCall.beforeLastByte`. */
-  private tracked: Promise<unknown>[] = [];
+  /** The settlements of what the route `track()`ed, for `GuardedCall.beforeLastByte` (made at the first). */
+  private tracked: Promise<unknown>[] | null = null;
 
   /** Resolves once every `track()` so far is settled (written, or kept for retry). */
   trackedSettled(): Promise<unknown> {
-    return Promise.allSettled(this.tracked);
+    return Promise.allSettled(this.tracked ?? []);
   }
 
   /** See {@link track}. */
   track(usage: unknown, options: TrackOptions): Promise<CallRecord> {
     const done = this.trackNow(usage, options);
+    this.tracked ??= [];
     this.tracked.push(done);
     return done;
   }
@@ -294,8 +298,9 @@ export class CallMeter {
     const metered = this.resolveTokens();
     if (this.reported || this.upstreamCalls + this.trackedCalls > 0) return metered;
     const tap = this.call.tap;
-    const search = openaiWebSearch(pathFormat(this.path), metered.model, this.call.state.body);
-    if (!search || tap.status >= 400) return metered;
+    if (tap.status >= 400) return metered;
+    const search = openaiWebSearch(this.format, metered.model, this.call.state.body);
+    if (!search) return metered;
     // Responses reports each search as a `web_search_call` item; a chat search model searches once a
     // call and says so only through its url_citation annotations (LiteLLM's sign), so it is counted
     // from the request, as OpenAI bills it.
@@ -342,7 +347,7 @@ export class CallMeter {
   /** LiteLLM-style call type: `acompletion`, `aresponses`, `aembedding`, `anthropic_messages`, ... `_stream`. */
   callType(): string {
     if (this.reported) return 'track';
-    const format = this.call.tap.observe().format ?? pathFormat(this.path) ?? 'openai-chat';
+    const format = this.call.tap.observe().format ?? this.format ?? 'openai-chat';
     return CALL_TYPES[format] + (this.call.tap.isStream ? '_stream' : '');
   }
 
