@@ -122,6 +122,9 @@ export class SpendGuard {
 
   constructor(options: SpendGuardOptions) {
     this.options = resolveOptions(options);
+    // The system clock in ms without a Date made per read; an injected clock is read through `now`.
+    // (`Date.now` looked up at each read, as the default `new Date()` is: a faked global Date applies.)
+    this.nowMs = options.now ? () => this.options.now().getTime() : () => Date.now();
     this.master = new MasterKey(this.options.masterKey);
     this.logger = this.options.logger;
     this.bodies = new BodyReader(this.options.bodyLimitBytes, this.options.maxBodyBytesInFlight);
@@ -155,16 +158,19 @@ export class SpendGuard {
     );
     // Both caches age on the guard's clock, so that `keyCacheTtlMs` follows an injected one too.
     const now = () => this.now();
+    const nowMs = this.nowMs;
     this.keyCache = new KeyCache({
       max: this.options.keyCacheSize,
       ttlMs: this.options.keyCacheTtlMs,
       now,
+      nowMs,
       gate: this.gate,
     });
     this.endUsers = new EndUserGates({
       max: this.options.keyCacheSize,
       ttlMs: this.options.keyCacheTtlMs,
       now,
+      nowMs,
       gate: this.gate,
       options: this.options,
     });
@@ -282,6 +288,9 @@ export class SpendGuard {
   now(): Date {
     return this.options.now();
   }
+
+  /** `now()` in ms, read where no Date is kept (the caches' ages, the leases' times). */
+  private readonly nowMs: () => number;
 
   /** Compares a presented credential with the master key in constant time. */
   isMasterKey(presented: string | null): boolean {
@@ -476,7 +485,7 @@ export class SpendGuard {
     this.escrow = new Escrow({
       ...ESCROW_DEFAULTS,
       processId: this.processId,
-      now: () => this.now().getTime(),
+      now: this.nowMs,
       write: (input) => this.gate.call('budget lease', (s) => s.setLease!(input)),
       storeTtlMs: this.options.reservationTtlMs,
       onError: (error) => {
