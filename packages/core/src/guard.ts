@@ -354,7 +354,9 @@ export class SpendGuard {
     try {
       // The key first, from the headers: an unauthenticated body is refused unread.
       // A key in the cache, and a call its lease covers, are admitted without a promise of their own.
-      const found = identify(this.identifyDeps, input.header, this.now());
+      // One reading of the clock: the key is judged usable, and the call starts, at the same instant.
+      const now = this.now();
+      const found = identify(this.identifyDeps, input.header, now);
       identity = found instanceof Promise ? await found : found;
       if (input.readBody) {
         const reading = input.readBody();
@@ -367,7 +369,7 @@ export class SpendGuard {
           bodyBytes: read.bytes,
         };
       }
-      const admitted = this.admission.admit(input, identity);
+      const admitted = this.admission.admit(input, identity, now);
       const call = admitted instanceof Promise ? await admitted : admitted;
       call.meter.prepare(input);
       if (this.observers.active) {

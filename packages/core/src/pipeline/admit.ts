@@ -97,10 +97,10 @@ export class Admission<Call> {
    * Admits an identified call (its body read), or throws the refusal. A call admitted in memory (from
    * this process's lease, no gate on its end user, no rate limit) comes back as a value, without a
    * promise; any other as a promise. Refusals found before storage is asked are thrown synchronously.
+   * `startTime`: the guard's clock when the call arrived (the instant its key was judged usable at).
    */
-  admit(input: CallInput, identity: Identity): Call | Promise<Call> {
+  admit(input: CallInput, identity: Identity, startTime: Date): Call | Promise<Call> {
     const { deps } = this;
-    const startTime = deps.now();
     const body = isPlainObject(input.body) ? input.body : {};
     const model = typeof body.model === 'string' ? body.model : (modelFromPath(input.path) ?? '');
     const tags = readTags(body, input.header);
