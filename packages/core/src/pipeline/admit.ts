@@ -91,6 +91,9 @@ export class Admission<Call> {
     max: 10_000,
   });
 
+  /** The last model name found storable (`assertText`): a pure check of the string. */
+  private modelChecked = '';
+
   constructor(private readonly deps: AdmissionDeps<Call>) {}
 
   /**
@@ -107,7 +110,10 @@ export class Admission<Call> {
     const endUserRef = readEndUser(body, input.header);
     const endUser = endUserRef?.id ?? null;
     // Both reach storage (a scope id, a spend-log field): refused here if no store can keep them as given.
-    if (model) assertText(model, 'model', INPUT_LIMITS.nameLength);
+    if (model && model !== this.modelChecked) {
+      assertText(model, 'model', INPUT_LIMITS.nameLength);
+      this.modelChecked = model; // calls name one model after another: each checked once in a row
+    }
     if (endUserRef) assertText(endUserRef.id, endUserRef.field);
 
     const { tokenHash } = identity;
