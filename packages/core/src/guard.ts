@@ -122,6 +122,9 @@ export class SpendGuard {
 
   constructor(options: SpendGuardOptions) {
     this.options = resolveOptions(options);
+    // The system clock in ms without a Date made per read; an injected clock is read through `now`.
+    // (`Date.now` looked up at each read, as the default `new Date()` is: a faked global Date applies.)
+    this.nowMs = options.now ? () => this.options.now().getTime() : () => Date.now();
     this.master = new MasterKey(this.options.masterKey);
     this.logger = this.options.logger;
     this.bodies = new BodyReader(this.options.bodyLimitBytes, this.options.maxBodyBytesInFlight);
@@ -155,16 +158,19 @@ export class SpendGuard {
     );
     // Both caches age on the guard's clock, so that `keyCacheTtlMs` follows an injected one too.
     const now = () => this.now();
+    const nowMs = this.nowMs;
     this.keyCache = new KeyCache({
       max: this.options.keyCacheSize,
       ttlMs: this.options.keyCacheTtlMs,
       now,
+      nowMs,
       gate: this.gate,
     });
     this.endUsers = new EndUserGates({
       max: this.options.keyCacheSize,
       ttlMs: this.options.keyCacheTtlMs,
       now,
+      nowMs,
       gate: this.gate,
       options: this.options,
     });
@@ -283,6 +289,9 @@ export class SpendGuard {
     return this.options.now();
   }
 
+  /** `now()` in ms, read where no Date is kept (the caches' ages, the leases' times). */
+  private readonly nowMs: () => number;
+
   /** Compares a presented credential with the master key in constant time. */
   isMasterKey(presented: string | null): boolean {
     return this.master.is(presented);
@@ -345,7 +354,9 @@ export class SpendGuard {
     try {
       // The key first, from the headers: an unauthenticated body is refused unread.
       // A key in the cache, and a call its lease covers, are admitted without a promise of their own.
-      const found = identify(this.identifyDeps, input.header, this.now());
+      // One reading of the clock: the key is judged usable, and the call starts, at the same instant.
+      const now = this.now();
+      const found = identify(this.identifyDeps, input.header, now);
       identity = found instanceof Promise ? await found : found;
       if (input.readBody) {
         const reading = input.readBody();
@@ -358,7 +369,7 @@ export class SpendGuard {
           bodyBytes: read.bytes,
         };
       }
-      const admitted = this.admission.admit(input, identity);
+      const admitted = this.admission.admit(input, identity, now);
       const call = admitted instanceof Promise ? await admitted : admitted;
       call.meter.prepare(input);
       if (this.observers.active) {
@@ -476,7 +487,7 @@ export class SpendGuard {
     this.escrow = new Escrow({
       ...ESCROW_DEFAULTS,
       processId: this.processId,
-      now: () => this.now().getTime(),
+      now: this.nowMs,
       write: (input) => this.gate.call('budget lease', (s) => s.setLease!(input)),
       storeTtlMs: this.options.reservationTtlMs,
       onError: (error) => {

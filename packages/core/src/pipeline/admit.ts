@@ -91,23 +91,29 @@ export class Admission<Call> {
     max: 10_000,
   });
 
+  /** The last model name found storable (`assertText`): a pure check of the string. */
+  private modelChecked = '';
+
   constructor(private readonly deps: AdmissionDeps<Call>) {}
 
   /**
    * Admits an identified call (its body read), or throws the refusal. A call admitted in memory (from
    * this process's lease, no gate on its end user, no rate limit) comes back as a value, without a
    * promise; any other as a promise. Refusals found before storage is asked are thrown synchronously.
+   * `startTime`: the guard's clock when the call arrived (the instant its key was judged usable at).
    */
-  admit(input: CallInput, identity: Identity): Call | Promise<Call> {
+  admit(input: CallInput, identity: Identity, startTime: Date): Call | Promise<Call> {
     const { deps } = this;
-    const startTime = deps.now();
     const body = isPlainObject(input.body) ? input.body : {};
     const model = typeof body.model === 'string' ? body.model : (modelFromPath(input.path) ?? '');
     const tags = readTags(body, input.header);
     const endUserRef = readEndUser(body, input.header);
     const endUser = endUserRef?.id ?? null;
     // Both reach storage (a scope id, a spend-log field): refused here if no store can keep them as given.
-    if (model) assertText(model, 'model', INPUT_LIMITS.nameLength);
+    if (model && model !== this.modelChecked) {
+      assertText(model, 'model', INPUT_LIMITS.nameLength);
+      this.modelChecked = model; // calls name one model after another: each checked once in a row
+    }
     if (endUserRef) assertText(endUserRef.id, endUserRef.field);
 
     const { tokenHash } = identity;

@@ -21,6 +21,8 @@ export interface EndUserGatesOptions {
   /** `keyCacheTtlMs`. */
   ttlMs: number;
   now: () => Date;
+  /** The same clock in ms (the cache's age): `Date.now` itself when the clock is the system's. */
+  nowMs: () => number;
   gate: Pick<StorageGate, 'call'>;
   /** `defaultEndUserBudget` (a first call's budget) and `defaultEndUserBudgetId` (its tier). */
   options: Pick<ResolvedOptions, 'defaultEndUserBudget' | 'defaultEndUserBudgetId'>;
@@ -38,7 +40,7 @@ export class EndUserGates {
       max: o.max,
       ttl: o.ttlMs || 1,
       ttlResolution: 0,
-      perf: { now: () => this.o.now().getTime() },
+      perf: { now: o.nowMs },
     });
   }
 

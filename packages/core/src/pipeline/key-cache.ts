@@ -14,6 +14,8 @@ export interface KeyCacheOptions {
   ttlMs: number;
   /** The guard's clock: entries age on it, so that `keyCacheTtlMs` follows an injected one too. */
   now: () => Date;
+  /** The same clock in ms, read at every cache check: `Date.now` itself when the clock is the system's. */
+  nowMs: () => number;
   /** Storage calls go through the guard's gate (timeouts, failure policy). */
   gate: Pick<StorageGate, 'call'>;
 }
@@ -38,7 +40,7 @@ export class KeyCache {
       ttl: options.ttlMs || 1,
       ttlResolution: 0,
       noDeleteOnStaleGet: true,
-      perf: { now: () => this.now().getTime() },
+      perf: { now: options.nowMs },
     });
   }
 
