@@ -67,7 +67,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       c.req.raw = new Request(c.req.raw, { headers, body: call.rewrittenBody });
       c.req.bodyCache = {};
     }
-    await call.run(() => next()); // in the call's context: guard.fetch and track() attribute to it
+    await call.run(next); // in the call's context: guard.fetch and track() attribute to it
     const held = heldResponse(c.res);
     // A body held whole with plain headers is metered as it is, and answered the same way.
     const plain = held?.headers && (await meterHeldResponse(call, held.status, held.headers, held.body));
