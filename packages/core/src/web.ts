@@ -20,42 +20,68 @@ export interface RespondingCall {
  * through its events: cheaper than its async iterator).
  * @example const { text, bytes } = await readBodyText(request.body, 10 * 1024 * 1024)
  */
-export async function readBodyText(
+export function readBodyText(
   source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null | undefined,
   limitBytes: number,
   /** Told the bytes read so far before each chunk is kept; throwing stops the read with that error. */
   onBytes?: (bytesSoFar: number) => void,
 ): Promise<{ text: string; bytes: number; raw: Buffer }> {
+  if (hasArrived(source)) {
+    try {
+      return Promise.resolve(readArrivedBody(source, limitBytes, onBytes));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+  if (source && isUnreadNodeStream(source)) return readNodeStream(source, limitBytes, onBytes);
+  return readChunks(source, limitBytes, onBytes);
+}
+
+/**
+ * `readBodyText` of a Node stream, through its events: one promise, settled by them, and no async
+ * function around it (a Hono app's guard reads every body this way: it runs before the body is parsed).
+ */
+function readNodeStream(
+  source: NodeReadable,
+  limitBytes: number,
+  onBytes: ((bytesSoFar: number) => void) | undefined,
+): Promise<{ text: string; bytes: number; raw: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let bytes = 0;
+    const done = (error?: unknown) => {
+      source.off('data', onData).off('end', done).off('error', done);
+      if (error) return reject(error);
+      try {
+        resolve(bodyOf(chunks, bytes));
+      } catch (failure) {
+        reject(failure); // a body past the longest string: refused, not thrown from the 'end' event
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      bytes += chunk.byteLength;
+      // Stop keeping the body but never destroy the request: it drains, and the 413 reaches the client.
+      try {
+        if (bytes > limitBytes) throw tooLarge(limitBytes);
+        onBytes?.(bytes);
+      } catch (error) {
+        return done(error);
+      }
+      chunks.push(chunk);
+    };
+    source.on('data', onData).on('end', done).on('error', done);
+  });
+}
+
+/** `readBodyText` of a web `ReadableStream` or an async iterable of bytes. */
+async function readChunks(
+  source: ReadableStream<Uint8Array> | AsyncIterable<Uint8Array> | null | undefined,
+  limitBytes: number,
+  onBytes: ((bytesSoFar: number) => void) | undefined,
+): Promise<{ text: string; bytes: number; raw: Buffer }> {
   const chunks: Uint8Array[] = [];
   let bytes = 0;
-  const tooLarge = () =>
-    new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
-  const check = () => {
-    if (bytes > limitBytes) throw tooLarge();
-    onBytes?.(bytes);
-  };
-  if (hasArrived(source)) {
-    return readArrivedBody(source, limitBytes, onBytes);
-  } else if (source && isUnreadNodeStream(source)) {
-    await new Promise<void>((resolve, reject) => {
-      const done = (error?: unknown) => {
-        source.off('data', onData).off('end', done).off('error', done);
-        if (error) reject(error);
-        else resolve();
-      };
-      const onData = (chunk: Buffer) => {
-        bytes += chunk.byteLength;
-        // Stop keeping the body but never destroy the request: it drains, and the 413 reaches the client.
-        try {
-          check();
-        } catch (error) {
-          return done(error);
-        }
-        chunks.push(chunk);
-      };
-      source.on('data', onData).on('end', done).on('error', done);
-    });
-  } else if (source) {
+  if (source) {
     const reader = 'getReader' in source ? source.getReader() : null;
     const iterator = reader ? null : (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
     try {
@@ -64,15 +90,24 @@ export async function readBodyText(
         if (chunk.done) break;
         bytes += chunk.value.byteLength;
         // Stop reading but never destroy the request: the server drains it, and the 413 reaches the client.
-        check();
+        if (bytes > limitBytes) throw tooLarge(limitBytes);
+        onBytes?.(bytes);
         chunks.push(chunk.value);
       }
     } finally {
       reader?.releaseLock();
     }
   }
+  return bodyOf(chunks, bytes);
+}
+
+function bodyOf(chunks: Uint8Array[], bytes: number): { text: string; bytes: number; raw: Buffer } {
   const raw = chunks.length === 1 && Buffer.isBuffer(chunks[0]) ? chunks[0] : Buffer.concat(chunks);
   return { text: raw.toString('utf8'), bytes, raw };
+}
+
+function tooLarge(limitBytes: number): SpendGuardError {
+  return new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
 }
 
 /**
@@ -98,8 +133,7 @@ export function readArrivedBody(
   let bytes = 0;
   for (let chunk = source.read(); chunk !== null; chunk = source.read()) {
     bytes += chunk.byteLength;
-    if (bytes > limitBytes)
-      throw new SpendGuardError('PAYLOAD_TOO_LARGE', `Request body is larger than ${limitBytes} bytes.`);
+    if (bytes > limitBytes) throw tooLarge(limitBytes);
     onBytes?.(bytes);
     chunks.push(chunk);
   }
@@ -217,40 +251,58 @@ async function meterHeldBody(
  * as a plain record again, so that no web `Headers` is built to read them nor to write them out.
  * `null` when the content type says the body is a stream (SSE): meter the Response with `meterResponse`.
  */
-export async function meterHeldResponse(
+export function meterHeldResponse(
+  call: RespondingCall,
+  status: number,
+  headers: Readonly<Record<string, string>>,
+  held: string | Uint8Array,
+): Promise<{ headers: Record<string, string>; body: Uint8Array | null } | null> {
+  try {
+    return meterHeld(call, status, headers, held);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
+// `meterHeldResponse` without an async function of its own: the settlement's promise is the only
+// one waited on (one promise fewer to resolve per call, and one fewer for `settleBeforeLastByte`).
+function meterHeld(
   call: RespondingCall,
   status: number,
   headers: Readonly<Record<string, string>>,
   held: string | Uint8Array,
 ): Promise<{ headers: Record<string, string>; body: Uint8Array | null } | null> {
   const out: Record<string, string> = {};
-  const names = new Set<string>(); // lower-cased: header names match whatever their case
+  // The route's header names lower-cased (they match whatever their case): a few, so an array.
+  const names: string[] = [];
   let contentType: string | null = null;
   for (const name in headers) {
     const lower = name.toLowerCase();
     out[name] = headers[name]!;
-    names.add(lower);
+    names.push(lower);
     if (lower === 'content-type') contentType = headers[name]!;
   }
   call.tap.begin(status, contentType);
-  if (call.tap.isStream) return null;
+  if (call.tap.isStream) return Promise.resolve(null);
   for (const name in call.responseHeaders) {
-    if (!names.has(name)) out[name] = call.responseHeaders[name]!; // the route may set its own
+    if (!names.includes(name)) out[name] = call.responseHeaders[name]!; // the route may set its own
   }
   const pass = call.tap.write(held);
   if (pass === null) {
     const cost = call.costHeaders();
     for (const name in cost) {
-      if (names.has(name)) {
+      if (names.includes(name)) {
         for (const own in out) if (own.toLowerCase() === name) delete out[own];
       }
       out[name] = cost[name]!;
     }
   }
   // Past the metering cap the tap gives everything back (`pass`); else the JSON body it held.
-  const body = pass === null ? call.tap.drain() : bytesOf(pass);
-  await settleBeforeLastByte(call);
-  return { headers: out, body };
+  const metered = { headers: out, body: pass === null ? call.tap.drain() : bytesOf(pass) };
+  const settled = call.beforeLastByte();
+  if (settled) return settled.then(() => metered);
+  settle(call, false);
+  return Promise.resolve(metered);
 }
 
 /** The rest of a body, read only as fast as the client takes it, each chunk through the call's tap. */

@@ -52,10 +52,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       method: c.req.method,
       path: rawPath(c.req.url),
       header: (n) => c.req.header(n),
-      readBody: () => {
-        const read = readBody(c, guard);
-        return read instanceof Promise ? read.then(parsed) : parsed(read);
-      },
+      readBody: () => readBody(c, guard, undefined, parsed),
     });
     if (!outcome.ok) return toWebResponse(outcome.response);
     const call = outcome.call;
@@ -67,7 +64,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       c.req.raw = new Request(c.req.raw, { headers, body: call.rewrittenBody });
       c.req.bodyCache = {};
     }
-    await call.run(() => next()); // in the call's context: guard.fetch and track() attribute to it
+    await call.run(next); // in the call's context: guard.fetch and track() attribute to it
     const held = heldResponse(c.res);
     // A body held whole with plain headers is metered as it is, and answered the same way.
     const plain = held?.headers && (await meterHeldResponse(call, held.status, held.headers, held.body));
@@ -98,7 +95,7 @@ export function spendGuard(options: HonoSpendGuardOptions | SpendGuard = {}): Sp
       if (!dashboard && !guard.management.handles(c.req.method, path)) return next();
       const url = new URL(c.req.url);
       // Read only after the core has checked the credential (or, for a sign-in, its throttle).
-      const readBodyText = async (limit?: number) => (await readBody(c, guard, limit)).text;
+      const readBodyText = async (limit?: number) => readBody(c, guard, limit, textOf);
       if (dashboard) {
         const page = await guard.dashboard.handle({
           method: c.req.method,
@@ -195,10 +192,20 @@ function parsed(read: BodyText): { body: unknown; bytes: number | undefined } {
   return { body: parseJsonBody(read.text), bytes: read.bytes };
 }
 
+function textOf(read: BodyText): string {
+  return read.text;
+}
+
 type BodyText = { text: string; bytes: number | undefined };
 
-function readBody(c: Context, guard: SpendGuard, limitBytes?: number): BodyText | Promise<BodyText> {
-  if (c.req.raw.bodyUsed) return c.req.text().then((text) => ({ text, bytes: undefined }));
+/** Reads the body and hands it to `use`, in the same step (no promise of its own for `use`). */
+function readBody<T>(
+  c: Context,
+  guard: SpendGuard,
+  limitBytes: number | undefined,
+  use: (read: BodyText) => T,
+): T | Promise<T> {
+  if (c.req.raw.bodyUsed) return c.req.text().then((text) => use({ text, bytes: undefined }));
   const contentLength = c.req.header('content-length');
   // @hono/node-server passes the Node request as c.env.incoming, and serves a request's body from
   // its `rawBody` when it carries one (as on Cloud Functions): the route's c.req.json() and
@@ -207,12 +214,12 @@ function readBody(c: Context, guard: SpendGuard, limitBytes?: number): BodyText 
   if (isUnreadNodeStream(incoming) && incoming.rawBody === undefined) {
     // A body that has arrived whole is read at once, without a promise.
     const read = guard.bodies.readNow(incoming, contentLength, limitBytes);
-    if (!(read instanceof Promise)) return keepRaw(incoming, read);
-    return read.then((r) => keepRaw(incoming, r));
+    if (!(read instanceof Promise)) return use(keepRaw(incoming, read));
+    return read.then((r) => use(keepRaw(incoming, r)));
   }
   return guard.bodies.read(c.req.raw.body, contentLength, limitBytes).then((read) => {
     if (c.req.raw.body) c.req.raw = new Request(c.req.raw, { body: read.text });
-    return read;
+    return use(read);
   });
 }
 
