@@ -6,6 +6,7 @@
 // /tmp/base: `node --import tsx bench/ab-route.ts hono 10 3000 bare base=/tmp/base new=$PWD`.
 import { type ChildProcess, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import autocannon from 'autocannon';
 
 const [framework, roundsS, reqS, ...specs] = process.argv.slice(2);
@@ -35,7 +36,8 @@ type V = {
 };
 const vs: V[] = [];
 for (const spec of specs) {
-  const [label0, rest = '/work/wt/perf-edge'] = spec.split('=');
+  // Without `=<checkout>`: this checkout.
+  const [label0, rest = join(import.meta.dirname, '..')] = spec.split('=');
   const [root, ...envs] = rest.split(',');
   const label = label0!;
   const extra = Object.fromEntries(envs.map((e) => e.split(':')));
