@@ -96,8 +96,17 @@ describe('a strict call that waited for budget', () => {
     const { guard, storage, admit, keyState, advance } = await setup({ maxBudget: 0.015 });
     const first = await admit(1000);
     expect(first.ok).toBe(true);
-    const second = admit(1000); // waits for the first call's settlement
-    await new Promise((r) => setTimeout(r, 50));
+    // Told when the store refuses the second call: from then on it waits for the first one's settlement.
+    const refused = new Promise<void>((resolve) => {
+      const reserve = storage.reserve.bind(storage);
+      storage.reserve = async (input) => {
+        const result = await reserve(input);
+        if (!result.ok) resolve();
+        return result;
+      };
+    });
+    const second = admit(1000);
+    await refused;
     advance(50_000); // the first call runs 50 s (of the 60 s TTL) while the second waits
     if (first.ok) {
       first.call.tap.begin(200, 'application/json');
