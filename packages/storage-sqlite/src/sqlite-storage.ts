@@ -237,17 +237,18 @@ export class SqliteStorage implements SpendStorage {
     try {
       // The busy timeout first: switching to WAL and migrating may wait on another process's lock.
       db.pragma(`busy_timeout = ${this.#busyTimeoutMs}`);
-      // A file we create gets 1 KiB pages (a no-op on an existing file): a request dirties about a
-      // dozen pages (the spend log and its indexes, counters, rollups), each copied whole into the
-      // WAL and fsynced at checkpoints, so smaller pages cut the bytes written per request ~4x.
-      if (!this.#userDatabase) db.pragma('page_size = 1024');
+      // A file we create gets SQLite's default 4 KiB pages (a no-op on an existing file). Settlements
+      // commit in batches (tens of calls a commit under load), so a commit's pages are mostly full:
+      // each WAL frame costs two writes whatever its size, and 1 KiB pages cost the event loop about
+      // 10 µs more per call (`bench/ab-route.ts`, repeated and unique response ids alike).
+      if (!this.#userDatabase) db.pragma('page_size = 4096');
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
       // A 2 MiB page cache (SQLite's own default; better-sqlite3 builds with 16 MiB): when a B-tree
       // balance moves a page, SQLite parks it under the lock-byte page's number, and the next commit
       // then walks the whole page cache to drop pages past the end of the file. With 16,000 cached
-      // 1 KiB pages that walk cost the example route ~100 µs of CPU per request (`pnpm bench`, perf).
+      // pages that walk cost the example route ~100 µs of CPU per request (`pnpm bench`, perf).
       if (!this.#userDatabase) db.pragma('cache_size = -2000');
       applyMigrations(db);
       if (this.#checkpointMs > 0 && !this.#userDatabase && this.capabilities.sharedAcrossProcesses) {
