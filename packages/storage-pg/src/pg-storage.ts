@@ -92,6 +92,7 @@ import { isoTime } from './iso-time.js';
 import { KEY_CHANGE_CHANNEL, KeyChangeFeed, recordKeyChanges } from './key-change-feed.js';
 import { type BatchStats, MicroBatcher, type OpOutcome } from './micro-batch.js';
 import { applyMigrations, assertMigrated, quoteIdent } from './migrations.js';
+import { withArrayLiterals } from './pg-array.js';
 import { defineTables, type Tables } from './schema.js';
 import { reserveProblem, settleProblem } from './storable.js';
 
@@ -1744,7 +1745,7 @@ export class PgStorage implements SpendStorage {
     const res = await pool.query<unknown[]>({
       name: statement(name),
       text: `${select} FROM ${this.#q}.${fn}`,
-      values,
+      values: withArrayLiterals(values),
       rowMode: 'array',
       types: int8AsNumber,
     });
