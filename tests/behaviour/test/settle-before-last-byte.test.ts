@@ -135,6 +135,75 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     expect(events.indexOf(`committed ${id}`)).toBeGreaterThan(events.indexOf(`received ${id}`));
   });
 
+  it('a route whose upstream calls (its own fetch) were all admitted from a lease does not wait for a commit', async () => {
+    const events: string[] = [];
+    const { storage, hold } = commitsHeldOnDemand(events);
+    const at = new Date('2026-06-01T12:00:00Z');
+    app = await startTestApp(framework, {
+      storage,
+      now: () => at,
+      guardOptions: { storageTimeoutMs: 600_000 },
+    });
+    const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 1000 })).body;
+    const agent = (steps: number) =>
+      fetch(`${app!.baseUrl}/app/agent-own`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ steps, max_tokens: 5 }),
+      });
+    // Upstream calls with reservations of their own until the key is busy enough for a lease.
+    for (let i = 0; i < 6; i++) {
+      const res = await agent(2);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    expect(app.guard.escrow?.size).toBe(1);
+    // From now on a commit waits for the client to have the whole response: a guard that held this
+    // response until a commit (the request's or its upstream calls') would never answer.
+    let received!: () => void;
+    hold(new Promise<void>((resolve) => (received = resolve)));
+    const res = await agent(2);
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-litellm-call-id');
+    expect(await res.json()).toEqual({ completed: 2 });
+    events.push(`received ${id}`);
+    received();
+    // Written with the next batch: the request's $0 row and its two upstream calls, at their cost.
+    const logs = (await admin(app, 'GET', '/spend/logs')).body as Array<{
+      call_id: string;
+      spend: number;
+      metadata: Record<string, unknown>;
+    }>;
+    const request = logs.find((l) => l.call_id === id);
+    expect(request?.spend).toBe(0);
+    const upstream = logs.filter((l) => l.metadata.parent_request_id === id);
+    expect(upstream).toHaveLength(2);
+    for (const l of upstream) expect(l.spend).toBeGreaterThan(0);
+    expect(events.indexOf(`committed ${id}`)).toBeGreaterThan(events.indexOf(`received ${id}`));
+    expect(app.guard.stats()).toMatchObject({ storageErrors: 0, settleFailures: 0 });
+  });
+
+  it('without leases (escrow: false) such a route answers only after its commits', async () => {
+    const events: string[] = [];
+    app = await startTestApp(framework, {
+      storage: slowToCommit(events),
+      guardOptions: { escrow: false },
+    });
+    const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 10 })).body;
+    for (let i = 0; i < 3; i++) {
+      const res = await fetch(`${app.baseUrl}/app/agent-own`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ steps: 2, max_tokens: 5 }),
+      });
+      expect(res.status).toBe(200);
+      const id = res.headers.get('x-litellm-call-id');
+      await res.text();
+      events.push(`received ${id}`);
+      expect(events.slice(-2)).toEqual([`committed ${id}`, `received ${id}`]);
+    }
+  });
+
   it('off when asked (settleBeforeLastByte: false): the response does not wait for the commit', async () => {
     const events: string[] = [];
     // The commit waits for the client to have the whole response: a guard that held the response

@@ -34,6 +34,11 @@ export interface MeteredCall {
   readonly requestId: string;
   finish(options?: { aborted?: boolean; urgent?: boolean }): Promise<CallRecord>;
   track(usage: unknown, options: TrackOptions): Promise<CallRecord>;
+  /**
+   * Set once the call's body is complete, when the lease it was admitted from covers its spend, so that
+   * it needs no commit before its last byte (see `GuardedCall.beforeLastByte`).
+   */
+  readonly leaseCovered: boolean;
 }
 
 /** What the meter needs of the guard. */
@@ -192,7 +197,23 @@ export class CallMeter {
   /** Links an admitted upstream call (`guard.fetch`) to this request. */
   adopt(child: MeteredCall): void {
     this.upstreamCalls += 1;
+    (this.fetched ??= []).push(child);
     this.link(child.meter, child.state);
+  }
+
+  /** The upstream calls adopted (`guard.fetch`, the call's own `fetch`), for `childrenLeaseCovered`. */
+  private fetched: MeteredCall[] | null = null;
+
+  /**
+   * Whether this request's spend is all covered by leases: its own reservation was given up at its
+   * first upstream call (it is charged $0), nothing was `track()`ed (those are written at once and
+   * waited for), and every upstream call it made was admitted from a lease that covers it. Its own $0
+   * row then needs no commit before its last byte, as a leased call's does not.
+   */
+  childrenLeaseCovered(): boolean {
+    if (!this.released || this.trackedCalls > 0 || this.fetched === null) return false;
+    for (const child of this.fetched) if (!child.leaseCovered) return false;
+    return true;
   }
 
   /** The settlements of what the route `track()`ed, for `GuardedCall.beforeLastByte` (made at the first). */

@@ -179,14 +179,23 @@ export class GuardedCall {
       draw &&
       (this.state.ctx?.countedOnly.length ?? 0) === 0 &&
       (this.priced === null || this.priced.record.costNano <= draw.amountNano)
-    )
+    ) {
+      this.leaseCovered = true;
       return null;
+    }
+    // A route that called its provider through `guard.fetch` (or the call's own `fetch`): the request
+    // is charged $0 and each upstream call is its own row; when every one of them was admitted from a
+    // lease that covers it, the request is a leased call like any other: written with the next batch.
+    if (this.meter.childrenLeaseCovered()) return null;
     void this.finish({ urgent: true }).catch(() => {});
     return Promise.all([this.spendWritten, this.meter.trackedSettled()]).then(
       () => {},
       () => {},
     );
   }
+
+  /** See `MeteredCall.leaseCovered`. */
+  leaseCovered = false;
 
   /** How long admission took, in ms, when observers listen (`null`: a child call, or none listen). */
   admissionMs: number | null = null;
