@@ -86,9 +86,15 @@ interface Summary {
   cpu: number;
 }
 
-/** CPU time (user + system) a process's main thread has used so far, µs; NaN where /proc is missing. */
+/**
+ * CPU time a process's main thread has used so far, µs: from /proc/<pid>/task/<pid>/schedstat
+ * (nanoseconds; the stat file's user + system count 10 ms ticks, too coarse for a round of a few
+ * thousand requests), else from the stat file; NaN where /proc is missing.
+ */
 function mainThreadCpuUs(pid: number): number {
   try {
+    const ns = Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]);
+    if (ns > 0) return ns / 1000;
     const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
     return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks at USER_HZ = 100
   } catch {
@@ -127,6 +133,7 @@ async function load(
   urls: string[],
   keys: string | string[] | null,
   pids: number[] = [],
+  amount = REQUESTS,
 ): Promise<Summary> {
   const cpuBefore = pids.map(mainThreadCpuUs);
   const results = await Promise.all(
@@ -136,7 +143,7 @@ async function load(
         url: `${url}/v1/chat/completions`,
         method: 'POST',
         connections: Math.max(1, Math.round(CONNECTIONS / urls.length)),
-        ...(REQUESTS > 0 ? { amount: Math.round(REQUESTS / urls.length) } : { duration: SECONDS }),
+        ...(amount > 0 ? { amount: Math.round(amount / urls.length) } : { duration: SECONDS }),
         timeout: 30, // seconds: a loaded machine's slow answer is slow, not an error
         headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
         body: BODY,
@@ -153,7 +160,7 @@ async function load(
     // A round of BENCH_REQUESTS lasts a second or two: its rate from its count and duration, not
     // from autocannon's per-second samples.
     rps: results.reduce(
-      (sum, r) => sum + (REQUESTS > 0 ? r.requests.total / r.duration : r.requests.average),
+      (sum, r) => sum + (amount > 0 ? r.requests.total / r.duration : r.requests.average),
       0,
     ),
     p50: Math.max(...results.map((r) => r.latency.p50)),
@@ -162,7 +169,11 @@ async function load(
   };
 }
 
-/** Guarded vs unguarded, alternating which goes first, after one warm-up run of each; medians. */
+/**
+ * Guarded vs unguarded, alternating which goes first, after a warm-up of each (at least 10,000
+ * requests with BENCH_REQUESTS: Express's rounds kept getting cheaper for the first ~10,000 as V8
+ * optimised its code); medians.
+ */
 async function compare(
   label: string,
   rounds: number,
@@ -170,9 +181,10 @@ async function compare(
   unguarded: string[],
   key: string | string[],
   pids: { guarded: number[]; unguarded: number[] } = { guarded: [], unguarded: [] },
-): Promise<{ G: Summary; U: Summary }> {
-  await load('guarded warm-up', guarded, key);
-  await load('unguarded warm-up', unguarded, null);
+): Promise<{ G: Summary; U: Summary; pairedCpu: number }> {
+  const warmUp = REQUESTS > 0 ? Math.max(REQUESTS, 10_000) : 0;
+  await load('guarded warm-up', guarded, key, [], warmUp);
+  await load('unguarded warm-up', unguarded, null, [], warmUp);
   const results = { guarded: [] as Summary[], unguarded: [] as Summary[] };
   for (let i = 0; i < rounds; i++) {
     const both: Array<['guarded' | 'unguarded', string[], string | string[] | null]> = [
@@ -194,7 +206,13 @@ async function compare(
     p99: median(rs.map((r) => r.p99)),
     cpu: median(rs.map((r) => r.cpu)),
   });
-  return { G: summary(results.guarded), U: summary(results.unguarded) };
+  return {
+    G: summary(results.guarded),
+    U: summary(results.unguarded),
+    // The median of each round's guarded minus unguarded CPU: the two run back to back, so a round
+    // the whole machine ran slow in moves both (a median of each alone mixes slow and fast rounds).
+    pairedCpu: median(results.guarded.map((g, i) => g.cpu - results.unguarded[i]!.cpu)),
+  };
 }
 
 async function httpBench(framework: 'express' | 'hono' = 'express') {
@@ -515,12 +533,12 @@ if (routes.length > 0) {
   // SQLite, <= 25 µs on one Postgres instance, added p99 <= 1 ms.
   const signed = (n: number, digits: number) => `${n >= 0 ? '+' : ''}${n.toFixed(digits)}`;
   console.log(
-    '\n| route (bench/route-server.ts) | bare CPU µs/req | guarded CPU µs/req | added (CPU) | added (from req/s) | req/s bare / guarded = ratio | p99 ms bare / guarded | added p99 ms |',
+    '\n| route (bench/route-server.ts) | bare CPU µs/req | guarded CPU µs/req | added (CPU) | added (CPU, paired rounds) | added (from req/s) | req/s bare / guarded = ratio | p99 ms bare / guarded | added p99 ms |',
   );
-  console.log('|---|---|---|---|---|---|---|---|');
+  console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of routes) {
     console.log(
-      `| ${r.label} | ${r.U.cpu.toFixed(0)} | ${r.G.cpu.toFixed(0)} | ${signed(r.G.cpu - r.U.cpu, 1)} µs | ${signed(1e6 / r.G.rps - 1e6 / r.U.rps, 1)} µs | ${r.U.rps.toFixed(0)} / ${r.G.rps.toFixed(0)} = ${(r.G.rps / r.U.rps).toFixed(2)} | ${r.U.p99} / ${r.G.p99} | ${signed(r.G.p99 - r.U.p99, 1)} |`,
+      `| ${r.label} | ${r.U.cpu.toFixed(0)} | ${r.G.cpu.toFixed(0)} | ${signed(r.G.cpu - r.U.cpu, 1)} µs | ${signed(r.pairedCpu, 1)} µs | ${signed(1e6 / r.G.rps - 1e6 / r.U.rps, 1)} µs | ${r.U.rps.toFixed(0)} / ${r.G.rps.toFixed(0)} = ${(r.G.rps / r.U.rps).toFixed(2)} | ${r.U.p99} / ${r.G.p99} | ${signed(r.G.p99 - r.U.p99, 1)} |`,
     );
   }
   console.log(

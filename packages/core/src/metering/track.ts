@@ -197,7 +197,8 @@ export class CallMeter {
   /** Links an admitted upstream call (`guard.fetch`) to this request. */
   adopt(child: MeteredCall): void {
     this.upstreamCalls += 1;
-    (this.fetched ??= []).push(child);
+    this.fetched ??= [];
+    this.fetched.push(child);
     this.link(child.meter, child.state);
   }
 

@@ -1,0 +1,161 @@
+// Where the guard's added CPU goes, by on-CPU samples of the route server's main thread (Linux `perf`):
+// bench/route-server.ts bare and guarded, one after the other, each warmed up with 10,000 requests and
+// then sampled over `requests` more; prints the CPU per request by category (JS of the core, adapter
+// and store; SQLite's native code; V8's garbage collector, inline caches and builtins; the kernel) and
+// the symbols whose time grew most.
+//   node --import tsx bench/profile-route.ts <express|hono> [requests=30000]
+// Environment as route-server.ts (BENCH_ROUTE, BENCH_RESPONSE_IDS, DATABASE_URL, LLM_BASE_URL).
+// Needs `perf` (Debian: apt-get install linux-perf) and perf_event_paranoid <= 1 (or root).
+//
+// Why not `node --cpu-prof`: V8's profiler samples the thread at wall-clock intervals, whether or not
+// it is running, so a thread preempted by the load generator or a store's own threads has that time
+// charged to whatever function it was in (the socket write above all); on these 2 vCPUs that made the
+// guarded server's profile up to twice its CPU. `perf -e cpu-clock` counts only time on a CPU.
+// Optimised JavaScript shows by name (`--perf-basic-prof`); code still interpreted shows as V8 builtins.
+import { execFileSync, fork, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+
+const [framework = 'hono', requestsArg = '30000'] = process.argv.slice(2);
+const requests = Number(requestsArg);
+const HZ = 2999;
+const BODY = JSON.stringify({
+  model: 'gpt-4o-mini',
+  messages: [{ role: 'user', content: 'Write one short sentence about budgets.' }],
+  max_tokens: 16,
+});
+
+try {
+  execFileSync('perf', ['--version'], { stdio: 'ignore' });
+} catch {
+  console.error('bench/profile-route.ts needs Linux perf (Debian: apt-get install linux-perf).');
+  process.exit(1);
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'spendguard-profile-'));
+
+async function profile(guarded: boolean): Promise<Map<string, number>> {
+  const child = fork(join(import.meta.dirname, 'route-server.ts'), {
+    execArgv: ['--import', 'tsx', '--perf-basic-prof'],
+    env: { ...process.env, BENCH_FRAMEWORK: framework, ...(guarded ? {} : { BENCH_UNGUARDED: '1' }) },
+    stdio: 'inherit',
+  });
+  try {
+    const port: number = await new Promise((r) => child.once('message', (m: { port: number }) => r(m.port)));
+    const url = `http://127.0.0.1:${port}`;
+    let key: string | null = null;
+    if (guarded) {
+      const post = async (path: string, body: unknown) =>
+        (await (
+          await fetch(url + path, {
+            method: 'POST',
+            headers: { authorization: 'Bearer sk-bench-master' },
+            body: JSON.stringify(body),
+          })
+        ).json()) as { key: string };
+      await post('/team/new', { team_id: 'bench-team', max_budget: 1e6 });
+      await post('/user/new', { user_id: 'bench-user', team_id: 'bench-team', max_budget: 1e6 });
+      key = (await post('/key/generate', { user_id: 'bench-user', max_budget: 1e6 })).key;
+    }
+    const run = async (amount: number) => {
+      const r = await autocannon({
+        url: `${url}/v1/chat/completions`,
+        method: 'POST',
+        connections: 64,
+        amount,
+        headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
+        body: BODY,
+      });
+      if (r.non2xx || r.errors) throw new Error(`${r.non2xx} non-2xx, ${r.errors} errors`);
+    };
+    await run(10_000); // warm-up: V8 optimises the hot code over the first ~10,000 requests
+    const data = join(dir, guarded ? 'guarded.data' : 'bare.data');
+    const perf = spawn(
+      'perf',
+      ['record', '-F', String(HZ), '-e', 'cpu-clock', '-t', String(child.pid), '-o', data],
+      {
+        stdio: 'ignore',
+      },
+    );
+    await new Promise((r) => setTimeout(r, 300)); // perf attached
+    await run(requests);
+    perf.kill('SIGINT');
+    await new Promise((r) => perf.once('exit', r));
+    const report = execFileSync(
+      'perf',
+      ['report', '-i', data, '--no-children', '--sort', 'sym', '-n', '-q'],
+      {
+        encoding: 'utf8',
+        maxBuffer: 256 * 1024 * 1024,
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
+    const bySymbol = new Map<string, number>();
+    for (const line of report.split('\n')) {
+      const m = /^\s*[\d.]+%\s+(\d+)\s+(.*)$/.exec(line);
+      if (!m) continue;
+      const name = m[2]!
+        .replace(/0x[0-9a-f]+/g, '')
+        .replace(/\s+/g, ' ')
+        .trim();
+      bySymbol.set(name, (bySymbol.get(name) ?? 0) + Number(m[1]));
+    }
+    return bySymbol;
+  } finally {
+    child.kill();
+  }
+}
+
+function category(name: string): string {
+  if (name.includes('JS:')) {
+    if (name.includes('packages/core')) return 'JS: spendguard core';
+    if (/express-adapter|hono-adapter/.test(name)) return 'JS: spendguard adapter';
+    if (/storage-sqlite|storage-pg|better-sqlite3|node_modules\/.*\/pg/.test(name))
+      return 'JS: store and driver';
+    if (name.includes('node:')) return 'JS: node internals';
+    return 'JS: framework and app';
+  }
+  if (/sqlite3|wal[A-Z]|[Bb]tree|Vdbe|[Pp]ager|pcache|better_sqlite/.test(name)) return 'SQLite native';
+  if (/Scaveng|Heap::|Mark|Sweep|GC|Evacuat|Minor/.test(name)) return 'V8 garbage collector';
+  if (name.startsWith('[k]')) return 'kernel';
+  if (/IC\b|IC_|Lookup|StubCache|Transition|Map::|Runtime_|CallOptimization|Handler/.test(name))
+    return 'V8 inline caches and runtime';
+  if (name.includes('Builtins_')) return 'V8 builtins and interpreter';
+  if (/memmove|memcpy|malloc|free|libc/.test(name)) return 'libc';
+  return 'other native (V8, Node)';
+}
+
+const bare = await profile(false);
+const guarded = await profile(true);
+rmSync(dir, { recursive: true, force: true });
+const usPerSample = 1e6 / HZ / requests;
+const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0) * usPerSample;
+console.log(
+  `\n${framework}, ${requests} requests sampled after 10,000 of warm-up: main thread on-CPU ${sum(bare).toFixed(1)} µs/req bare, ${sum(guarded).toFixed(1)} guarded, +${(sum(guarded) - sum(bare)).toFixed(1)}\n`,
+);
+const byCategory = (m: Map<string, number>) => {
+  const out = new Map<string, number>();
+  for (const [name, n] of m) out.set(category(name), (out.get(category(name)) ?? 0) + n * usPerSample);
+  return out;
+};
+const cb = byCategory(bare);
+const cg = byCategory(guarded);
+console.log('| category | bare µs/req | guarded µs/req | added |');
+console.log('|---|---|---|---|');
+for (const c of [...new Set([...cb.keys(), ...cg.keys()])].sort(
+  (a, b) => (cg.get(b) ?? 0) - (cb.get(b) ?? 0) - ((cg.get(a) ?? 0) - (cb.get(a) ?? 0)),
+)) {
+  const x = cb.get(c) ?? 0;
+  const y = cg.get(c) ?? 0;
+  console.log(
+    `| ${c} | ${x.toFixed(1)} | ${y.toFixed(1)} | ${(y - x >= 0 ? '+' : '') + (y - x).toFixed(1)} |`,
+  );
+}
+console.log('\nSymbols whose time grew most (µs/req):');
+const grown = [...new Set([...bare.keys(), ...guarded.keys()])]
+  .map((k) => [k, ((guarded.get(k) ?? 0) - (bare.get(k) ?? 0)) * usPerSample] as const)
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, 25);
+for (const [k, d] of grown) console.log(`  +${d.toFixed(2)}  ${k.slice(0, 140)}`);
