@@ -87,7 +87,7 @@ async function dashboardApi({ guard, cookie }: Target, path: string, params: Rec
   return (body.rows ?? body.entries ?? body.keys ?? []).length;
 }
 
-/** The requests the dashboard's Spend, Budgets and Keys pages make; each resolves to the rows it returned. */
+/** The requests the dashboard's Spend, Budgets and list pages make; each resolves to the rows it returned. */
 function dashboardQueries(options: SeedOptions): Query[] {
   const plan = buildSeedPlan(options);
   const to = utcDay(END);
@@ -122,7 +122,10 @@ function dashboardQueries(options: SeedOptions): Query[] {
       name: 'Budgets: teams only (any %)',
       run: (t) => dashboardApi(t, 'budgets', { min: '0', kind: 'team' }),
     },
-    { name: 'Keys: the key list', run: (t) => dashboardApi(t, 'keys', {}) },
+    // The entity lists (`ui/api/list/<kind>`), their first page as the page asks for it.
+    { name: 'Keys: the key list', run: (t) => dashboardApi(t, 'list/keys', {}) },
+    { name: 'Teams: the team list', run: (t) => dashboardApi(t, 'list/teams', {}) },
+    { name: 'Users: the user list', run: (t) => dashboardApi(t, 'list/users', {}) },
   );
   return queries;
 }
