@@ -40,12 +40,15 @@ export function spendGuard(options: ExpressSpendGuardOptions | SpendGuard = {}):
     res: Response,
     next: NextFunction,
   ) {
-    // The guard reads the body only once the key in the headers is known to be good.
+    // The guard reads the body only once the key in the headers is known to be good. Headers are read
+    // from Node's record, taken once: Express's request has its prototype set per request, so each
+    // `req.get()` (a method call, then the `headers` getter) takes V8's slow paths on it.
+    const headers = req.headers;
     const outcome = await guard.admit({
       method: req.method,
       path: req.path,
-      header: (n) => req.get(n),
-      readBody: () => readJsonBody(req, guard, true),
+      header: (n) => headerOf(headers, n),
+      readBody: () => readJsonBody(req, guard, true, undefined, headers['content-length']),
     });
     if (!outcome.ok) return send(res, outcome.response);
     const call = outcome.call;
@@ -179,6 +182,18 @@ function onClose(res: Response, call: GuardedCall): void {
   void call.finish(res.writableFinished ? undefined : ABORTED).catch(() => {});
 }
 
+/**
+ * A request header as `req.get()` reads it (names match whatever their case; `Referer` and `Referrer`
+ * are one header), from Node's record of them.
+ */
+function headerOf(headers: Request['headers'], name: string): string | undefined {
+  const lower = name.toLowerCase();
+  if (lower === 'referer' || lower === 'referrer')
+    return (headers.referrer as string | undefined) || headers.referer;
+  const value = headers[lower];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
 function setHeaders(res: Response, headers: Record<string, string>): void {
   for (const name in headers) res.setHeader(name, headers[name]!);
 }
@@ -213,10 +228,11 @@ function readJsonBody(
   guard: SpendGuard,
   parse: boolean,
   limitBytes?: number,
+  contentLength: string | undefined = req.get('content-length'),
 ): JsonBody | Promise<JsonBody> {
   if (req._body || (req.complete && !req.readable)) return { body: req.body, bytes: undefined };
   // A body that has arrived whole is read at once, without a promise.
-  const read = guard.bodies.readNow(req, req.get('content-length'), limitBytes);
+  const read = guard.bodies.readNow(req, contentLength, limitBytes);
   return read instanceof Promise ? read.then((r) => keepBody(req, parse, r)) : keepBody(req, parse, read);
 }
 
