@@ -10,21 +10,19 @@
  */
 export function pgArrayLiteral(values: readonly unknown[]): string | null {
   if (values.length === 0) return '{}';
-  let strings = 0;
   let plain = true; // every element is a string that needs no escaping
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (typeof v === 'string') {
-      strings++;
       if (plain && NEEDS_ESCAPE.test(v)) plain = false;
-    } else if (v === null || v === undefined || typeof v === 'number' || typeof v === 'boolean') {
-      plain = false;
-    } else if (typeof v === 'object' || typeof v === 'function' || typeof v === 'symbol') {
+    } else if (typeof v === 'object' && v !== null) {
       return null;
-    } else plain = false; // bigint
+    } else if (typeof v === 'function' || typeof v === 'symbol') {
+      return null;
+    } else plain = false; // null, undefined, a number, a boolean or a bigint
   }
   // Strings alone, none with a quote or a backslash: one join.
-  if (plain && strings === values.length) return `{"${values.join('","')}"}`;
+  if (plain) return `{"${values.join('","')}"}`;
   const parts = new Array<string>(values.length);
   for (let i = 0; i < values.length; i++) {
     const v = values[i];

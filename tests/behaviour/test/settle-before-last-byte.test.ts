@@ -97,18 +97,26 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     });
   }
 
-  it('a call admitted from a lease does not wait for its commit, and is written with the next batch', async () => {
-    const events: string[] = [];
+  /**
+   * An app on a store whose commits can be held (`hold`), a key with room for leases, and a still
+   * clock: every call falls in one escrow window, and the lease it opens stays valid. Its storage
+   * timeout is longer than the test's: a response that waited for a held commit never comes.
+   */
+  async function leasingApp(events: string[]) {
     const { storage, hold } = commitsHeldOnDemand(events);
-    // A still clock: every call falls in one escrow window, and the lease it opens stays valid.
     const at = new Date('2026-06-01T12:00:00Z');
-    // A storage timeout longer than the test's: a response that waited for its commit never comes.
     app = await startTestApp(framework, {
       storage,
       now: () => at,
       guardOptions: { storageTimeoutMs: 600_000 },
     });
     const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 1000 })).body;
+    return { app, hold, key: key as string };
+  }
+
+  it('a call admitted from a lease does not wait for its commit, and is written with the next batch', async () => {
+    const events: string[] = [];
+    const { app, hold, key } = await leasingApp(events);
     // Calls with a reservation of their own until the key is busy enough for a lease (8 calls).
     for (let i = 0; i < 10; i++) {
       const res = await chat(app, key);
@@ -137,16 +145,9 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
 
   it('a route whose upstream calls (its own fetch) were all admitted from a lease does not wait for a commit', async () => {
     const events: string[] = [];
-    const { storage, hold } = commitsHeldOnDemand(events);
-    const at = new Date('2026-06-01T12:00:00Z');
-    app = await startTestApp(framework, {
-      storage,
-      now: () => at,
-      guardOptions: { storageTimeoutMs: 600_000 },
-    });
-    const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 1000 })).body;
+    const { app, hold, key } = await leasingApp(events);
     const agent = (steps: number) =>
-      fetch(`${app!.baseUrl}/app/agent-own`, {
+      fetch(`${app.baseUrl}/app/agent-own`, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
         body: JSON.stringify({ steps, max_tokens: 5 }),
