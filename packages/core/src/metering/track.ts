@@ -160,7 +160,6 @@ export class CallMeter {
   /** For a child call: the guarded request it belongs to. */
   parentRequestId: string | null = null;
   private reported: { model: string; usage: TokenUsage } | null = null;
-  private upstreamCalls = 0;
   private trackedCalls = 0;
   private childCostNano = 0;
   private parent: CallMeter | null = null;
@@ -196,14 +195,18 @@ export class CallMeter {
 
   /** Links an admitted upstream call (`guard.fetch`) to this request. */
   adopt(child: MeteredCall): void {
-    this.upstreamCalls += 1;
     this.fetched ??= [];
     this.fetched.push(child);
     this.link(child.meter, child.state);
   }
 
-  /** The upstream calls adopted (`guard.fetch`, the call's own `fetch`), for `childrenLeaseCovered`. */
+  /** The upstream calls adopted (`guard.fetch`, the call's own `fetch`). */
   private fetched: MeteredCall[] | null = null;
+
+  /** How many upstream calls this request made. */
+  private get upstreamCalls(): number {
+    return this.fetched?.length ?? 0;
+  }
 
   /**
    * Whether this request's spend is all covered by leases: its own reservation was given up at its
