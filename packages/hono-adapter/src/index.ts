@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import type { IncomingMessage } from 'node:http';
 import type { SpendGuard } from '@spendguard/core';
 import {
@@ -214,8 +215,8 @@ function readBody<T>(
   if (isUnreadNodeStream(incoming) && incoming.rawBody === undefined) {
     // A body that has arrived whole is read at once, without a promise.
     const read = guard.bodies.readNow(incoming, contentLength, limitBytes);
-    if (!(read instanceof Promise)) return use(keepRaw(incoming, read));
-    return read.then((r) => use(keepRaw(incoming, r)));
+    if (!(read instanceof Promise)) return use(keepRead(c, incoming, read));
+    return read.then((r) => use(keepRead(c, incoming, r)));
   }
   return guard.bodies.read(c.req.raw.body, contentLength, limitBytes).then((read) => {
     if (c.req.raw.body) c.req.raw = new Request(c.req.raw, { body: read.text });
@@ -223,10 +224,24 @@ function readBody<T>(
   });
 }
 
-function keepRaw(
+/**
+ * Keeps what the guard read for the route: the bytes as the request's `rawBody` (`c.req.raw.body`,
+ * `c.req.arrayBuffer()`), and the text in Hono's body cache, so that `c.req.json()` and `c.req.text()`
+ * parse it without building the web Request @hono/node-server would otherwise make to read it (as
+ * Hono's own validator keeps what it read there). Not a text that starts with a byte order mark: the
+ * web Request's `text()` drops that mark, the bytes' UTF-8 decoding keeps it; nor bytes that are not
+ * UTF-8: Hono answers `c.req.arrayBuffer()` from a cached text when one is there, and the text holds
+ * replacement characters where the bytes were not UTF-8.
+ */
+function keepRead(
+  c: Context,
   incoming: { rawBody?: Buffer },
   read: { text: string; bytes: number; raw: Buffer },
 ): BodyText {
   incoming.rawBody = read.raw;
+  // Hono keeps promises there (its `json()` is `text` cached, then parsed), though typed as values.
+  const cache = c.req.bodyCache as { text?: Promise<string> };
+  if (cache.text === undefined && read.text.charCodeAt(0) !== 0xfeff && isUtf8(read.raw))
+    cache.text = Promise.resolve(read.text);
   return read;
 }

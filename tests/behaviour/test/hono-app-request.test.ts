@@ -76,6 +76,8 @@ function buildApp(mw: ReturnType<typeof spendGuard>, provider: Simulator, appPar
   app.post('/v1/raw', async (c) => c.json({ raw: await c.req.raw.json() }));
   app.post('/v1/raw-stream', async (c) => new Response(c.req.raw.body)); // a proxy route piping the body on
   app.post('/v1/raw-copy', async (c) => c.json({ copy: await new Request(c.req.raw).json() }));
+  app.post('/v1/bytes', async (c) => c.json({ hex: Buffer.from(await c.req.arrayBuffer()).toString('hex') }));
+  app.post('/v1/text', async (c) => c.json({ text: await c.req.text() }));
   app.post('/v1/clone', async (c) => {
     await c.req.text();
     return c.json({ cloned: await (await cloneRawRequest(c.req)).json() });
@@ -217,7 +219,7 @@ describe('the Hono adapter under app.request(), no server', () => {
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
     await new Promise((resolve) => server.once('listening', resolve));
     const { port } = server.address() as AddressInfo;
-    const post = (path: string, body: string) =>
+    const post = (path: string, body: string | Buffer) =>
       fetch(`http://127.0.0.1:${port}${path}`, {
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
@@ -231,6 +233,17 @@ describe('the Hono adapter under app.request(), no server', () => {
       expect(await (await post('/v1/raw-stream', text)).text()).toBe(text);
       expect(await (await post('/v1/raw-copy', text)).json()).toEqual({ copy: payload });
       expect(await (await post('/v1/clone', text)).json()).toEqual({ cloned: payload });
+      expect(await (await post('/v1/text', text)).json()).toEqual({ text });
+      expect(await (await post('/v1/bytes', text)).json()).toEqual({
+        hex: Buffer.from(text).toString('hex'),
+      });
+      // Bytes that are not UTF-8 (0xff in a JSON string: the guard reads it as U+FFFD) reach the route as sent.
+      const odd = Buffer.concat([
+        Buffer.from('{"model":"gpt-4o","messages":[],"user":"a'),
+        Buffer.from([0xff]),
+        Buffer.from('"}'),
+      ]);
+      expect(await (await post('/v1/bytes', odd)).json()).toEqual({ hex: odd.toString('hex') });
     } finally {
       await new Promise((resolve) => server.close(resolve));
       await mw.guard.close();
