@@ -16,16 +16,11 @@ import { execFileSync, fork, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import autocannon from 'autocannon';
+import { benchKey, chatLoad } from './route-load.js';
 
 const [framework = 'hono', requestsArg = '30000'] = process.argv.slice(2);
 const requests = Number(requestsArg);
 const HZ = 2999;
-const BODY = JSON.stringify({
-  model: 'gpt-4o-mini',
-  messages: [{ role: 'user', content: 'Write one short sentence about budgets.' }],
-  max_tokens: 16,
-});
 
 try {
   execFileSync('perf', ['--version'], { stdio: 'ignore' });
@@ -45,31 +40,8 @@ async function profile(guarded: boolean): Promise<Map<string, number>> {
   try {
     const port: number = await new Promise((r) => child.once('message', (m: { port: number }) => r(m.port)));
     const url = `http://127.0.0.1:${port}`;
-    let key: string | null = null;
-    if (guarded) {
-      const post = async (path: string, body: unknown) =>
-        (await (
-          await fetch(url + path, {
-            method: 'POST',
-            headers: { authorization: 'Bearer sk-bench-master' },
-            body: JSON.stringify(body),
-          })
-        ).json()) as { key: string };
-      await post('/team/new', { team_id: 'bench-team', max_budget: 1e6 });
-      await post('/user/new', { user_id: 'bench-user', team_id: 'bench-team', max_budget: 1e6 });
-      key = (await post('/key/generate', { user_id: 'bench-user', max_budget: 1e6 })).key;
-    }
-    const run = async (amount: number) => {
-      const r = await autocannon({
-        url: `${url}/v1/chat/completions`,
-        method: 'POST',
-        connections: 64,
-        amount,
-        headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) },
-        body: BODY,
-      });
-      if (r.non2xx || r.errors) throw new Error(`${r.non2xx} non-2xx, ${r.errors} errors`);
-    };
+    const key = guarded ? await benchKey(url) : null;
+    const run = (amount: number) => chatLoad(url, key, amount);
     await run(10_000); // warm-up: V8 optimises the hot code over the first ~10,000 requests
     const data = join(dir, guarded ? 'guarded.data' : 'bare.data');
     const perf = spawn(

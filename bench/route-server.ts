@@ -109,6 +109,40 @@ if (process.env.BENCH_FRAMEWORK === 'hono') {
 }
 process.on('message', (m) => {
   if (m === 'rss') process.send?.({ rss: process.memoryUsage().rss });
+  if (m === 'alloc-start' || m === 'alloc-stop') void allocationSampling(m);
 });
+
+/**
+ * For bench/alloc-route.ts: V8's sampling heap profiler over the requests between `alloc-start` and
+ * `alloc-stop`, counting objects collected since too (the garbage a request leaves is what it costs), the
+ * sampled bytes summed by function (`name file:line`), sent back as `{ alloc }`.
+ */
+let sampling: import('node:inspector/promises').Session | null = null;
+async function allocationSampling(m: 'alloc-start' | 'alloc-stop'): Promise<void> {
+  if (m === 'alloc-start') {
+    const { Session } = await import('node:inspector/promises');
+    sampling = new Session();
+    sampling.connect();
+    await sampling.post('HeapProfiler.startSampling', {
+      samplingInterval: 512,
+      includeObjectsCollectedByMajorGC: true,
+      includeObjectsCollectedByMinorGC: true,
+    } as never);
+    process.send?.({ allocStarted: true });
+    return;
+  }
+  const { profile } = await sampling!.post('HeapProfiler.stopSampling');
+  sampling!.disconnect();
+  const alloc: Record<string, number> = {};
+  type Node = (typeof profile)['head'];
+  const walk = (n: Node) => {
+    const f = n.callFrame;
+    const where = `${f.functionName || '(anonymous)'} ${f.url.replace(/^file:\/\/.*?\/(packages|node_modules|bench)\//, '$1/')}:${f.lineNumber + 1}`;
+    alloc[where] = (alloc[where] ?? 0) + n.selfSize;
+    for (const c of n.children) walk(c);
+  };
+  walk(profile.head);
+  process.send?.({ alloc });
+}
 // A clean exit on Ctrl-C, so that `node --cpu-prof` writes the server's profile.
 process.once('SIGINT', () => process.exit(0));

@@ -628,6 +628,69 @@ describe('StorageGate: settlement batches', () => {
     expect(new Set(await Promise.all(settled))).toEqual(new Set([true]));
   });
 
+  it('hands a reservation to open storage in the turn it is asked for, after the settlements that may raise', () => {
+    const { storage, calls } = ordered();
+    const g = gate(storage, true, { settleBatchMs: 1_000 });
+    void g.settle(settleInput('a'));
+    void g.reserve(reserveInput('r1', 1));
+    // No await: both reached the store in this turn (one SQLite transaction), the settlement first.
+    expect(calls).toEqual(['settle:a', 'reserve:r1']);
+  });
+
+  it('times out each settlement of a batch its storage does not answer, alone; a late answer counts once', async () => {
+    const storage = new MemoryStorage();
+    const settle = storage.settle.bind(storage);
+    const late = deferred<void>();
+    storage.settle = async (input) => {
+      if (input.log.requestId === 'late') await late.promise;
+      return settle(input);
+    };
+    const log = recordingLogger();
+    const seen: string[] = [];
+    const onSettled = (input: SettleInput) => void seen.push(input.log.requestId);
+    const g = gate(storage, true, { settleBatchMs: 1_000, logger: log, onSettled });
+    const answers: Record<string, boolean> = {};
+    void g.settle(settleInput('quick'), false).then((w) => (answers.quick = w));
+    void g.settle(settleInput('late'), false, true).then((w) => (answers.late = w)); // urgent: both go now
+    await vi.advanceTimersByTimeAsync(TIMEOUT - 1);
+    expect(answers).toEqual({ quick: true });
+    await vi.advanceTimersByTimeAsync(1);
+    expect(answers).toEqual({ quick: true, late: false });
+    expect(g.stats).toMatchObject({ storageErrors: 1, pendingSettlements: 1 });
+    expect(log.lines).toEqual([
+      'error: could not record the spend of request late; keeping it and retrying (spendguard pending settlements: 1) | storage did not answer settle within 60 ms',
+    ]);
+    // Its answer after the timeout is not a second answer: the settlement stays kept, to be retried.
+    late.resolve();
+    await vi.advanceTimersByTimeAsync(0);
+    expect(seen).toEqual(['quick']);
+    expect(g.stats).toMatchObject({ storageErrors: 1, pendingSettlements: 1 });
+  });
+
+  it('fails alone a settlement of a batch whose store throws at once', async () => {
+    const storage = new MemoryStorage();
+    const settle = storage.settle.bind(storage);
+    storage.settle = (input) => {
+      if (input.log.requestId === 'bad') throw new Error('broke');
+      return settle(input);
+    };
+    const g = gate(storage, true, { settleBatchMs: 1_000 });
+    const good = g.settle(settleInput('good'), false);
+    const bad = g.settle(settleInput('bad'), false, true);
+    expect([await good, await bad]).toEqual([true, false]);
+    expect(g.stats).toMatchObject({ storageErrors: 1, pendingSettlements: 1 });
+  });
+
+  it('writes a batch handed over before storage is open once it opens', async () => {
+    const { storage, calls } = ordered();
+    const g = gate(storage, false, { settleBatchMs: 1_000 });
+    const a = g.settle(settleInput('a'), false);
+    const b = g.settle(settleInput('b'), false, true);
+    expect([await a, await b]).toEqual([true, true]);
+    expect(calls).toEqual(['settle:a', 'settle:b']);
+    expect((await storage.querySpendLogs({})).map((l) => l.requestId).sort()).toEqual(['a', 'b']);
+  });
+
   it('judges a refused reservation again after a settlement still being written', async () => {
     const storage = new MemoryStorage();
     await storage.insert([

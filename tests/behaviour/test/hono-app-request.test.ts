@@ -219,7 +219,7 @@ describe('the Hono adapter under app.request(), no server', () => {
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' });
     await new Promise((resolve) => server.once('listening', resolve));
     const { port } = server.address() as AddressInfo;
-    const post = (path: string, body: string | Buffer) =>
+    const post = (path: string, body: string | Uint8Array<ArrayBuffer>) =>
       fetch(`http://127.0.0.1:${port}${path}`, {
         method: 'POST',
         headers: { ...auth, 'content-type': 'application/json' },
@@ -243,7 +243,9 @@ describe('the Hono adapter under app.request(), no server', () => {
         Buffer.from([0xff]),
         Buffer.from('"}'),
       ]);
-      expect(await (await post('/v1/bytes', odd)).json()).toEqual({ hex: odd.toString('hex') });
+      expect(await (await post('/v1/bytes', new Uint8Array(odd))).json()).toEqual({
+        hex: odd.toString('hex'),
+      });
     } finally {
       await new Promise((resolve) => server.close(resolve));
       await mw.guard.close();

@@ -60,12 +60,12 @@ export class StorageGate {
   private retryTimer: NodeJS.Timeout | null = null;
   private retryDelayMs = 100;
   private draining: Promise<void> | null = null;
-  private batch: Array<{ input: SettleInput; resolve: (written: boolean) => void }> = [];
+  private batch: Waiting[] = [];
   private batchTimer: NodeJS.Timeout | null = null;
   /** Whether a settlement waiting in `batch` may raise what a reservation is judged against. */
   private batchMayRaise = false;
   /** Settlements handed to storage and not yet answered. */
-  private readonly writing = new Set<Promise<boolean>>();
+  private readonly writing = new Set<Promise<unknown>>();
 
   /** Calls in flight, oldest first: each call's deadline, watched by one timer for them all. */
   private readonly watched = new DeadlineList();
@@ -87,16 +87,21 @@ export class StorageGate {
     try {
       return await this.within(what, work);
     } catch (error) {
-      // The guard's own refusals and id conflicts are answers, not storage failures.
-      if (error instanceof SpendGuardError || error instanceof StorageConflictError) throw error;
-      // So is a value the store refused: the caller's fault, a 400, never an outage.
-      if (this.opened()?.isInputError?.(error)) throw inputRefused(error);
-      this.stats.storageErrors++;
       work.catch(() => {}); // it may still fail later; that is already reported
-      throw new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again', {
-        cause: error,
-      });
+      throw this.failure(error);
     }
+  }
+
+  /** What a storage call's failure is to the guard: `STORAGE_UNAVAILABLE`, unless it is an answer. */
+  private failure(error: unknown): unknown {
+    // The guard's own refusals and id conflicts are answers, not storage failures.
+    if (error instanceof SpendGuardError || error instanceof StorageConflictError) return error;
+    // So is a value the store refused: the caller's fault, a 400, never an outage.
+    if (this.opened()?.isInputError?.(error)) return inputRefused(error);
+    this.stats.storageErrors++;
+    return new SpendGuardError('STORAGE_UNAVAILABLE', 'spendguard could not reach its storage; try again', {
+      cause: error,
+    });
   }
 
   private start<T>(fn: (storage: SpendStorage) => Promise<T>): Promise<T> {
@@ -217,7 +222,7 @@ export class StorageGate {
   settle(input: SettleInput, mayRaise = true, urgent = false): Promise<boolean> {
     if (this.options.settleBatchMs <= 0) return this.write(input);
     return new Promise((resolve) => {
-      this.batch.push({ input, resolve });
+      this.batch.push({ input, resolve, answered: false });
       if (mayRaise) this.batchMayRaise = true;
       // Urgent (a response waits on it): now, with whatever else waits (one transaction on SQLite).
       if (urgent || this.batch.length >= MAX_SETTLE_BATCH) this.writeBatch();
@@ -233,14 +238,53 @@ export class StorageGate {
     if (batch.length === 0) return;
     this.batch = [];
     this.batchMayRaise = false;
-    for (const { input, resolve } of batch) {
-      const writing = this.write(input);
-      this.writing.add(writing);
-      void writing.then((written) => {
-        this.writing.delete(writing);
-        resolve(written);
+    const storage = this.opened();
+    const writing = storage ? this.writeOpen(storage, batch) : this.writeEach(batch);
+    this.writing.add(writing);
+    void writing.then(() => this.writing.delete(writing));
+  }
+
+  /**
+   * A batch handed to the open store in this turn. Its settlements start together, so one deadline
+   * watches them all (a timer, promise and closures per settlement were the largest allocation of a
+   * guarded call); each is answered alone, as it is written or fails.
+   */
+  private writeOpen(storage: SpendStorage, batch: Waiting[]): Promise<void> {
+    return new Promise<void>((done) => {
+      let left = batch.length;
+      const answer = (item: Waiting, error: unknown, result: SettleResult | null) => {
+        if (item.answered) return;
+        item.answered = true;
+        if (result) this.settled(item.input, result);
+        else this.failed(item.input, this.failure(error));
+        item.resolve(result !== null);
+        if (--left > 0) return;
+        this.unwatch(deadline);
+        done();
+      };
+      const deadline = this.watched.push(Date.now() + this.options.timeoutMs, () => {
+        const late = new Error(`storage did not answer settle within ${this.options.timeoutMs} ms`);
+        for (const item of batch) answer(item, late, null);
       });
-    }
+      this.watchTimer ??= this.armWatch();
+      for (const item of batch) {
+        let work: Promise<SettleResult>;
+        try {
+          work = storage.settle(item.input);
+        } catch (error) {
+          work = Promise.reject(error);
+        }
+        work.then(
+          (result) => answer(item, null, result),
+          (error: unknown) => answer(item, error, null),
+        );
+      }
+    });
+  }
+
+  /** A batch while storage is not open yet: each settlement on its own, once it opens. */
+  private writeEach(batch: Waiting[]): Promise<void> {
+    return Promise.all(batch.map(({ input, resolve }) => this.write(input).then(resolve))).then(() => {});
   }
 
   /** Resolves once every settlement handed to this gate so far has been written (or queued to retry). */
@@ -254,12 +298,17 @@ export class StorageGate {
     try {
       result = await this.call('settle', (s) => s.settle(input));
     } catch (error) {
-      if (isInputRefusal(error)) this.refused(input, error);
-      else this.enqueue(input, error);
+      this.failed(input, error);
       return false;
     }
     this.settled(input, result);
     return true;
+  }
+
+  /** A settlement storage did not write: refused for a value it carries (never retried), or queued. */
+  private failed(input: SettleInput, error: unknown): void {
+    if (isInputRefusal(error)) this.refused(input, error);
+    else this.enqueue(input, error);
   }
 
   /** A settlement the store refused for a value it carries: logged, counted, never retried. */
@@ -400,6 +449,13 @@ function inputRefused(error: unknown): SpendGuardError {
 
 function isInputRefusal(error: unknown): error is SpendGuardError {
   return error instanceof SpendGuardError && error.code === 'BAD_REQUEST';
+}
+
+/** A settlement waiting in a batch, answered once (`answered`) whether written, failed or timed out. */
+interface Waiting {
+  input: SettleInput;
+  resolve: (written: boolean) => void;
+  answered: boolean;
 }
 
 interface Deadline {
