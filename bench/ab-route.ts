@@ -8,6 +8,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
+import { BODY } from './route-load.js';
 
 const [framework, roundsS, reqS, ...specs] = process.argv.slice(2);
 const rounds = Number(roundsS),
@@ -21,11 +22,6 @@ const cpu = (pid: number, task = true) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return ((Number(f[11]) + Number(f[12])) * 1e6) / 100;
 };
-const BODY = JSON.stringify({
-  model: 'gpt-4o-mini',
-  messages: [{ role: 'user', content: 'Write one short sentence about budgets.' }],
-  max_tokens: 16,
-});
 type V = {
   label: string;
   child: ChildProcess;

@@ -4,7 +4,8 @@
 // and store; SQLite's native code; V8's garbage collector, inline caches and builtins; the kernel) and
 // the symbols whose time grew most.
 //   node --import tsx bench/profile-route.ts <express|hono> [requests=30000]
-// Environment as route-server.ts (BENCH_ROUTE, BENCH_RESPONSE_IDS, DATABASE_URL, LLM_BASE_URL).
+// Environment as route-server.ts (BENCH_ROUTE, BENCH_RESPONSE_IDS, DATABASE_URL, LLM_BASE_URL);
+// PROFILE_CALLERS=1 records call stacks too and adds the guarded time by spendguard function.
 // Needs `perf` (Debian: apt-get install linux-perf) and perf_event_paranoid <= 1 (or root).
 //
 // Why not `node --cpu-prof`: V8's profiler samples the thread at wall-clock intervals, whether or not
@@ -21,6 +22,9 @@ import { benchKey, chatLoad } from './route-load.js';
 const [framework = 'hono', requestsArg = '30000'] = process.argv.slice(2);
 const requests = Number(requestsArg);
 const HZ = 2999;
+/** PROFILE_CALLERS=1: call stacks too, and the guarded server's time by the guard's innermost function. */
+const callers = process.env.PROFILE_CALLERS === '1';
+const byCaller: { guarded: Map<string, number> | null } = { guarded: null };
 
 try {
   execFileSync('perf', ['--version'], { stdio: 'ignore' });
@@ -46,7 +50,18 @@ async function profile(guarded: boolean): Promise<Map<string, number>> {
     const data = join(dir, guarded ? 'guarded.data' : 'bare.data');
     const perf = spawn(
       'perf',
-      ['record', '-F', String(HZ), '-e', 'cpu-clock', '-t', String(child.pid), '-o', data],
+      [
+        'record',
+        ...(callers ? ['-g'] : []),
+        '-F',
+        String(HZ),
+        '-e',
+        'cpu-clock',
+        '-t',
+        String(child.pid),
+        '-o',
+        data,
+      ],
       {
         stdio: 'ignore',
       },
@@ -57,13 +72,24 @@ async function profile(guarded: boolean): Promise<Map<string, number>> {
     await new Promise((r) => perf.once('exit', r));
     const report = execFileSync(
       'perf',
-      ['report', '-i', data, '--no-children', '--sort', 'sym', '-n', '-q'],
+      [
+        'report',
+        '-i',
+        data,
+        '--no-children',
+        '--sort',
+        'sym',
+        '-n',
+        '-q',
+        ...(callers ? ['-g', 'none'] : []),
+      ],
       {
         encoding: 'utf8',
         maxBuffer: 256 * 1024 * 1024,
         stdio: ['ignore', 'pipe', 'ignore'],
       },
     );
+    if (callers && guarded) byCaller.guarded = byGuardFunction(data);
     const bySymbol = new Map<string, number>();
     for (const line of report.split('\n')) {
       const m = /^\s*[\d.]+%\s+(\d+)\s+(.*)$/.exec(line);
@@ -78,6 +104,31 @@ async function profile(guarded: boolean): Promise<Map<string, number>> {
   } finally {
     child.kill();
   }
+}
+
+/**
+ * Samples by the innermost function of spendguard's packages on their stack (what that function and the
+ * code it calls outside spendguard cost: Node, V8, SQLite, the kernel), or outside any of them.
+ */
+function byGuardFunction(data: string): Map<string, number> {
+  const script = execFileSync('perf', ['script', '-i', data, '-F', 'ip,sym'], {
+    encoding: 'utf8',
+    maxBuffer: 1024 * 1024 * 1024,
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  const out = new Map<string, number>();
+  for (const sample of script.split(/\n\s*\n/)) {
+    if (!sample.trim()) continue;
+    const frame = /JS:\S* \S*\/packages\/[^\n]*/.exec(sample)?.[0];
+    const name = frame
+      ? frame
+          .replace(/\+0x[0-9a-f]+$/, '')
+          .replace(/file:\/\/\S*?\/packages\//, '')
+          .trim()
+      : '(no spendguard function on the stack)';
+    out.set(name, (out.get(name) ?? 0) + 1);
+  }
+  return out;
 }
 
 function category(name: string): string {
@@ -131,3 +182,10 @@ const grown = [...new Set([...bare.keys(), ...guarded.keys()])]
   .sort((a, b) => b[1] - a[1])
   .slice(0, 25);
 for (const [k, d] of grown) console.log(`  +${d.toFixed(2)}  ${k.slice(0, 140)}`);
+if (byCaller.guarded) {
+  console.log(
+    `\nThe guarded server's ${sum(guarded).toFixed(1)} µs/req by the innermost spendguard function on the stack (with what it calls in Node, V8, SQLite and the kernel); the bare server's whole ${sum(bare).toFixed(1)} µs/req compare with the first line:`,
+  );
+  for (const [k, n] of [...byCaller.guarded].sort((a, b) => b[1] - a[1]).slice(0, 25))
+    console.log(`  ${(n * usPerSample).toFixed(2).padStart(6)}  ${k.slice(0, 140)}`);
+}

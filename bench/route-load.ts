@@ -2,7 +2,8 @@
 // with, and a fixed number of chat calls at 64 connections.
 import autocannon from 'autocannon';
 
-const BODY = JSON.stringify({
+/** The chat call every route bench sends. */
+export const BODY = JSON.stringify({
   model: 'gpt-4o-mini',
   messages: [{ role: 'user', content: 'Write one short sentence about budgets.' }],
   max_tokens: 16,
