@@ -238,18 +238,17 @@ export class StorageGate {
     if (batch.length === 0) return;
     this.batch = [];
     this.batchMayRaise = false;
-    const storage = this.opened();
-    const writing = storage ? this.writeOpen(storage, batch) : this.writeEach(batch);
+    const writing = this.writeAll(batch);
     this.writing.add(writing);
     void writing.then(() => this.writing.delete(writing));
   }
 
   /**
-   * A batch handed to the open store in this turn. Its settlements start together, so one deadline
+   * A batch handed to storage in this turn (once open). Its settlements start together, so one deadline
    * watches them all (a timer, promise and closures per settlement were the largest allocation of a
    * guarded call); each is answered alone, as it is written or fails.
    */
-  private writeOpen(storage: SpendStorage, batch: Waiting[]): Promise<void> {
+  private writeAll(batch: Waiting[]): Promise<void> {
     return new Promise<void>((done) => {
       let left = batch.length;
       const answer = (item: Waiting, error: unknown, result: SettleResult | null) => {
@@ -268,23 +267,12 @@ export class StorageGate {
       });
       this.watchTimer ??= this.armWatch();
       for (const item of batch) {
-        let work: Promise<SettleResult>;
-        try {
-          work = storage.settle(item.input);
-        } catch (error) {
-          work = Promise.reject(error);
-        }
-        work.then(
+        this.start((s) => s.settle(item.input)).then(
           (result) => answer(item, null, result),
           (error: unknown) => answer(item, error, null),
         );
       }
     });
-  }
-
-  /** A batch while storage is not open yet: each settlement on its own, once it opens. */
-  private writeEach(batch: Waiting[]): Promise<void> {
-    return Promise.all(batch.map(({ input, resolve }) => this.write(input).then(resolve))).then(() => {});
   }
 
   /** Resolves once every settlement handed to this gate so far has been written (or queued to retry). */
