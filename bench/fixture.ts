@@ -1,4 +1,21 @@
-/** What the in-process benchmarks share: the median, and the chat call they push through the pipeline. */
+/** What the benchmarks share: the median, main-thread CPU, and the chat call they push through the pipeline. */
+import { readFileSync } from 'node:fs';
+
+/**
+ * CPU time a process's main thread has used so far, µs: from /proc/<pid>/task/<pid>/schedstat
+ * (nanoseconds; the stat file's user + system count 10 ms ticks, too coarse for a round of a few
+ * thousand requests), else from the stat file; NaN where /proc is missing.
+ */
+export function mainThreadCpuUs(pid: number): number {
+  try {
+    const ns = Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]);
+    if (ns > 0) return ns / 1000;
+    const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks at USER_HZ = 100
+  } catch {
+    return Number.NaN;
+  }
+}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

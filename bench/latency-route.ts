@@ -11,7 +11,7 @@
 import { type ChildProcess, fork } from 'node:child_process';
 import http from 'node:http';
 import { join } from 'node:path';
-import { median } from './fixture.js';
+import { mainThreadCpuUs, median } from './fixture.js';
 import { BODY, benchKey, chatLoad } from './route-load.js';
 
 const [framework = 'hono', rateArg = '1000', secondsArg = '6', roundsArg = '3'] = process.argv.slice(2);
@@ -26,6 +26,8 @@ type Server = {
   key: string | null;
   p50: number[];
   p99: number[];
+  /** The server main thread's CPU per request of each round, µs (Linux /proc; NaN elsewhere). */
+  cpu: number[];
 };
 
 async function start(guarded: boolean): Promise<Server> {
@@ -38,11 +40,14 @@ async function start(guarded: boolean): Promise<Server> {
   const url = `http://127.0.0.1:${port}`;
   const key = guarded ? await benchKey(url) : null;
   await chatLoad(url, key, 10_000);
-  return { name: guarded ? 'guarded' : 'bare', child, port, key, p50: [], p99: [] };
+  return { name: guarded ? 'guarded' : 'bare', child, port, key, p50: [], p99: [], cpu: [] };
 }
 
-/** One round at `rate` a second: every request's latency from its send to its last byte, in ms, sorted. */
-async function round(s: Server): Promise<number[]> {
+/**
+ * One round at `rate` a second: every request's latency from its send to its last byte, in ms, sorted;
+ * and the server main thread's CPU per request over it, µs.
+ */
+async function round(s: Server): Promise<{ latencies: number[]; cpuUs: number }> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 256 });
   const headers = {
     'content-type': 'application/json',
@@ -63,6 +68,7 @@ async function round(s: Server): Promise<number[]> {
       req.on('error', reject);
       req.end(BODY);
     });
+  const cpu0 = mainThreadCpuUs(s.child.pid!);
   const t0 = performance.now();
   const answers: Promise<number>[] = [];
   for (let sent = 0; sent < rate * seconds; sent++) {
@@ -72,25 +78,30 @@ async function round(s: Server): Promise<number[]> {
     answers.push(post());
   }
   const latencies = (await Promise.all(answers)).sort((a, b) => a - b);
+  const cpuUs = (mainThreadCpuUs(s.child.pid!) - cpu0) / latencies.length;
   agent.destroy();
-  return latencies;
+  return { latencies, cpuUs };
 }
 
 const servers = [await start(false), await start(true)];
 console.log(`\n${framework}, ${rate} requests a second for ${seconds} s a round, open loop:`);
 for (let r = 0; r < rounds; r++) {
   for (const s of r % 2 ? [...servers].reverse() : servers) {
-    const l = await round(s);
+    const { latencies: l, cpuUs } = await round(s);
+    s.cpu.push(cpuUs);
     const at = (q: number) => l[Math.min(l.length - 1, Math.floor(l.length * q))]!;
     s.p50.push(at(0.5));
     s.p99.push(at(0.99));
     console.log(
-      `  round ${r + 1} ${s.name.padEnd(7)} p50 ${at(0.5).toFixed(2)} ms  p99 ${at(0.99).toFixed(2)} ms  max ${l[l.length - 1]!.toFixed(1)} ms`,
+      `  round ${r + 1} ${s.name.padEnd(7)} p50 ${at(0.5).toFixed(2)} ms  p99 ${at(0.99).toFixed(2)} ms  max ${l[l.length - 1]!.toFixed(1)} ms  main thread ${cpuUs.toFixed(0)} µs/req`,
     );
   }
 }
 const [bare, guarded] = servers as [Server, Server];
 console.log(
   `medians: bare p50 ${median(bare.p50).toFixed(2)} / p99 ${median(bare.p99).toFixed(2)} ms, guarded p50 ${median(guarded.p50).toFixed(2)} / p99 ${median(guarded.p99).toFixed(2)} ms; added p50 ${(median(guarded.p50) - median(bare.p50)).toFixed(2)} ms, added p99 ${(median(guarded.p99) - median(bare.p99)).toFixed(2)} ms`,
+);
+console.log(
+  `main thread CPU a request: bare ${median(bare.cpu).toFixed(1)} µs, guarded ${median(guarded.cpu).toFixed(1)} µs, added ${(median(guarded.cpu) - median(bare.cpu)).toFixed(1)} µs (medians of the rounds)`,
 );
 for (const s of servers) s.child.kill();

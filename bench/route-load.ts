@@ -9,7 +9,11 @@ export const BODY = JSON.stringify({
   max_tokens: 16,
 });
 
-/** A team, a user in it and a key of that user, budgets far above what a bench spends; the key. */
+/**
+ * A team, a user in it and a key of that user, budgets far above what a bench spends; the key.
+ * `BENCH_TEAM_KEY=1`: the key is the team's (owned by that user, LiteLLM's usual setup), so a call
+ * charges the team's budgets and counts on the user's counter without being held to the user's budget.
+ */
 export async function benchKey(url: string): Promise<string> {
   const post = async (path: string, body: unknown) =>
     (await (
@@ -21,7 +25,13 @@ export async function benchKey(url: string): Promise<string> {
     ).json()) as { key: string };
   await post('/team/new', { team_id: 'bench-team', max_budget: 1e6 });
   await post('/user/new', { user_id: 'bench-user', team_id: 'bench-team', max_budget: 1e6 });
-  return (await post('/key/generate', { user_id: 'bench-user', max_budget: 1e6 })).key;
+  return (
+    await post('/key/generate', {
+      user_id: 'bench-user',
+      ...(process.env.BENCH_TEAM_KEY ? { team_id: 'bench-team' } : {}),
+      max_budget: 1e6,
+    })
+  ).key;
 }
 
 /** `amount` chat calls to the route server at `url`, 64 at a time; throws unless every one is a 2xx. */

@@ -36,7 +36,7 @@ import { sqliteStorage } from '@spendguard/storage-sqlite';
 import autocannon from 'autocannon';
 import { createDatabase, sharedPostgres } from '../tests/multi-instance/test/postgres.js';
 import { dashboardBench, dashboardTable } from './dashboard.js';
-import { bodyBytes, chatResponse, median, reqBody } from './fixture.js';
+import { bodyBytes, chatResponse, mainThreadCpuUs, median, reqBody } from './fixture.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
@@ -84,22 +84,6 @@ interface Summary {
   p99: number;
   /** CPU time the servers' main threads spent per request, µs (Linux: /proc), else NaN. */
   cpu: number;
-}
-
-/**
- * CPU time a process's main thread has used so far, µs: from /proc/<pid>/task/<pid>/schedstat
- * (nanoseconds; the stat file's user + system count 10 ms ticks, too coarse for a round of a few
- * thousand requests), else from the stat file; NaN where /proc is missing.
- */
-function mainThreadCpuUs(pid: number): number {
-  try {
-    const ns = Number(readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[0]);
-    if (ns > 0) return ns / 1000;
-    const fields = readFileSync(`/proc/${pid}/task/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1e6) / 100; // clock ticks at USER_HZ = 100
-  } catch {
-    return Number.NaN;
-  }
 }
 
 /** A team, a user and a key with budgets far above what the bench spends, made through `guardedUrl`. */
