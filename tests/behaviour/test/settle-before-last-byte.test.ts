@@ -102,7 +102,7 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
    * clock: every call falls in one escrow window, and the lease it opens stays valid. Its storage
    * timeout is longer than the test's: a response that waited for a held commit never comes.
    */
-  async function leasingApp(events: string[]) {
+  async function leasingApp(events: string[], owner: { user?: Record<string, unknown> } = {}) {
     const { storage, hold } = commitsHeldOnDemand(events);
     const at = new Date('2026-06-01T12:00:00Z');
     app = await startTestApp(framework, {
@@ -110,9 +110,100 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
       now: () => at,
       guardOptions: { storageTimeoutMs: 600_000 },
     });
-    const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 1000 })).body;
+    if (!owner.user) {
+      const { key } = (await admin(app, 'POST', '/key/generate', { max_budget: 1000 })).body;
+      return { app, hold, key: key as string };
+    }
+    // A team key owned by a user (LiteLLM's usual setup): it spends under the team's budgets, and its
+    // calls count on the user's counter too without being held to the user's budget.
+    await admin(app, 'POST', '/team/new', { team_id: 'lease-team', max_budget: 1000 });
+    await admin(app, 'POST', '/user/new', { user_id: 'lease-user', team_id: 'lease-team', ...owner.user });
+    const { key } = (
+      await admin(app, 'POST', '/key/generate', {
+        user_id: 'lease-user',
+        team_id: 'lease-team',
+        max_budget: 1000,
+      })
+    ).body;
     return { app, hold, key: key as string };
   }
+
+  /** Calls until the key is busy enough for a lease; then one whose commit waits for its client. */
+  async function leasedCallWithCommitHeld(
+    events: string[],
+    app: TestApp,
+    hold: (until: Promise<unknown>) => void,
+    key: string,
+  ): Promise<string> {
+    for (let i = 0; i < 10; i++) {
+      const res = await chat(app, key);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    expect(app.guard.escrow?.size).toBe(1);
+    let received!: () => void;
+    hold(new Promise<void>((resolve) => (received = resolve)));
+    const res = await chat(app, key);
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-litellm-call-id')!;
+    await res.text();
+    events.push(`received ${id}`);
+    received();
+    return id;
+  }
+
+  it("a team key's call admitted from a lease does not wait for its commit either, and counts on its user", async () => {
+    // The lease holds the key and the team; a dead holder's lease is charged to the user its
+    // attribution names as well (storage conformance), so the user's counter is covered without a
+    // commit of this call's own.
+    const events: string[] = [];
+    const { app, hold, key } = await leasingApp(events, { user: { max_budget: 1000 } });
+    // A guard that held this response until its commit would never answer (the test times out).
+    const id = await leasedCallWithCommitHeld(events, app, hold, key);
+    const logs = (await admin(app, 'GET', '/spend/logs')).body as Array<{ call_id: string; spend: number }>;
+    const spent = logs.reduce((sum, l) => sum + l.spend, 0);
+    expect(logs).toHaveLength(11);
+    expect(logs.map((l) => l.call_id)).toContain(id);
+    expect(events.indexOf(`committed ${id}`)).toBeGreaterThan(events.indexOf(`received ${id}`));
+    // Every call, the leased ones included, counted on the user's counter as on the team's.
+    const user = (await admin(app, 'GET', '/user/info?user_id=lease-user')).body;
+    const team = (await admin(app, 'GET', '/team/info?team_id=lease-team')).body;
+    expect(spent).toBeGreaterThan(0);
+    expect(user.user_info.spend).toBeCloseTo(spent, 12);
+    expect(team.team_info.spend).toBeCloseTo(spent, 12);
+    expect(app.guard.stats()).toMatchObject({ storageErrors: 0, settleFailures: 0 });
+  });
+
+  it("a team key whose user has a budget window of its own still waits for the commit: the lease's charge would miss the window", async () => {
+    const events: string[] = [];
+    const { app, hold, key } = await leasingApp(events, {
+      user: { budget_limits: [{ budget_duration: '1d', max_budget: 1000 }] },
+    });
+    for (let i = 0; i < 10; i++) {
+      const res = await chat(app, key);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    expect(app.guard.escrow?.size).toBe(1);
+    // The commit is held until the test lets it go; the client has its response only after it.
+    let release!: () => void;
+    hold(new Promise<void>((resolve) => (release = resolve)));
+    let done = false;
+    const pending = chat(app, key).then(async (res) => {
+      const id = res.headers.get('x-litellm-call-id')!;
+      await res.text();
+      done = true;
+      events.push(`received ${id}`);
+      return id;
+    });
+    await new Promise((r) => setTimeout(r, 200)); // time enough for an answer that did not wait
+    const answeredFirst = done;
+    release();
+    expect(answeredFirst).toBe(false);
+    const id = await pending;
+    expect(events.indexOf(`committed ${id}`)).toBeGreaterThanOrEqual(0);
+    expect(events.indexOf(`committed ${id}`)).toBeLessThan(events.indexOf(`received ${id}`));
+  });
 
   it('a call admitted from a lease does not wait for its commit, and is written with the next batch', async () => {
     const events: string[] = [];

@@ -172,12 +172,13 @@ export class GuardedCall {
     // its draw back): the lease already holds its worst case in the store, and a dead process's lease
     // is charged whole, so its spend is covered without a commit of its own; it is written with the
     // others within `settleBatchMs` (docs/crash-recovery.md).
-    // Not when it charges scopes the lease does not hold (`countedOnly`), nor when its cost, once known
-    // (a held JSON body is priced by now), passes the worst case the lease holds for it.
+    // Not when it charges a scope the lease's crash charge would miss (see `crashChargeCovers`), nor
+    // when its cost, once known (a held JSON body is priced by now), passes the worst case the lease
+    // holds for it.
     const draw = this.escrowDraw;
     if (
       draw &&
-      (this.state.ctx?.countedOnly.length ?? 0) === 0 &&
+      crashChargeCovers(draw, this.state.ctx?.countedOnly) &&
       (this.priced === null || this.priced.record.costNano <= draw.amountNano)
     ) {
       this.leaseCovered = true;
@@ -280,6 +281,20 @@ export class GuardedCall {
       tags: record.tags,
     };
   }
+}
+
+/**
+ * Whether charging a dead process's lease charges every scope a call drawn from it charges: the scopes
+ * the lease holds, and the scopes the call only counts (`countedOnly`: a team key's user, whose budget
+ * the call is not held to). The lease's charge adds its user from its attribution (`pending.userId`,
+ * see `abandonedChargeScopes`), at what the lease held, so a team key's user is covered; the user's
+ * own budget windows are not, and such a call still commits before its last byte.
+ */
+function crashChargeCovers(draw: Draw, countedOnly: readonly ScopeRef[] | undefined): boolean {
+  if (!countedOnly || countedOnly.length === 0) return true;
+  if (countedOnly.length > 1) return false;
+  const [only] = countedOnly;
+  return only!.kind === 'user' && only!.id === draw.lease.pending?.userId;
 }
 
 /** A child call (`guard.fetch`, `track()`) of a guarded call: one function for every call. */

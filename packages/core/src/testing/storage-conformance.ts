@@ -1532,6 +1532,43 @@ export function runStorageConformance(options: ConformanceOptions): void {
       await s.close();
     });
 
+    it("charges a team key's lease, when its holder dies, to the user its attribution names as well", async () => {
+      // A team key's calls charge its user's counter without holding it (the user's budget does not
+      // apply to them): the lease holds the key and the team only, and the core lets its calls skip
+      // the commit before their last byte because this charge covers the user too.
+      const s = await seeded({ key: budget(10) });
+      if (!s.setLease) return void (await s.close());
+      await s.heartbeat('proc-t', T0);
+      const pending = {
+        requestId: 'lease-t',
+        callType: 'lease',
+        apiKeyHash: 'k1',
+        model: 'gpt-4o',
+        userId: 'u1',
+        teamId: 't1',
+        endUser: null,
+        tags: [],
+        startTime: T0,
+      };
+      const opened = { leaseId: 'lease-t', scopes: [K, T], now: T0, processId: 'proc-t', pending };
+      expect(
+        (await s.setLease({ ...opened, amountNano: 700, expiresAt: new Date(T0.getTime() + 600_000) })).ok,
+      ).toBe(true);
+      expect(await raw(s).budgetCounter(U)).toEqual({ spendNano: 0, reservedNano: 0 });
+      const later = new Date(T0.getTime() + 5_000);
+      expect(await s.settleDeadProcesses(new Date(T0.getTime() + 1_000), later)).toBe(1);
+      for (const scope of [K, T, U])
+        expect(await raw(s).budgetCounter(scope)).toEqual({ spendNano: 700, reservedNano: 0 });
+      const [dead] = await s.querySpendLogs({ requestId: 'lease-t' });
+      expect(dead).toMatchObject({
+        spendNano: 700,
+        userId: 'u1',
+        teamId: 't1',
+        metadata: { process_died: 'proc-t' },
+      });
+      await s.close();
+    });
+
     it('grows leases from two instances at once no further than the cap', async () => {
       const s = await seeded({ team: budget(1) });
       if (!s.setLease) return void (await s.close());
