@@ -122,6 +122,8 @@ export interface CrashStore {
   /** Open reservations of the calls attributed to `endUser` (see `endUserOf`). */
   openReservationsOf(endUser: string): Promise<number>;
   openReservations(): Promise<number>;
+  /** Open escrow leases (reservations named `lease:…`) that `endUser`'s calls opened. */
+  openLeasesOf(endUser: string): Promise<number>;
   /** Every spend log of the key, by request id. */
   logsOf(token: string): Promise<Map<string, CrashLog>>;
   /** The key's, user's and team's counters. */
@@ -147,6 +149,11 @@ export function sqliteCrashStore(path: string): CrashStore {
     },
     async openReservations() {
       return db.prepare('SELECT count(*) AS n FROM reservations').get().n;
+    },
+    async openLeasesOf(endUser) {
+      return db
+        .prepare("SELECT count(*) AS n FROM reservations WHERE end_user = ? AND id LIKE 'lease:%'")
+        .get(endUser).n;
     },
     async logsOf(token) {
       const rows = db
@@ -195,6 +202,13 @@ export async function postgresCrashStore(url: string): Promise<CrashStore> {
     },
     async openReservations() {
       return (await client.query('SELECT count(*)::int AS n FROM reservations')).rows[0].n;
+    },
+    async openLeasesOf(endUser) {
+      const { rows } = await client.query(
+        "SELECT count(*)::int AS n FROM reservations WHERE pending->>'endUser' = $1 AND id LIKE 'lease:%'",
+        [endUser],
+      );
+      return rows[0].n;
     },
     async logsOf(token) {
       const { rows } = await client.query(
