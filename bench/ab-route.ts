@@ -8,7 +8,7 @@ import { type ChildProcess, fork } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
-import { BODY } from './route-load.js';
+import { BODY, benchKey } from './route-load.js';
 
 const [framework, roundsS, reqS, ...specs] = process.argv.slice(2);
 const rounds = Number(roundsS),
@@ -54,20 +54,7 @@ for (const spec of specs) {
   });
   const port: number = await new Promise((r) => child.once('message', (m: any) => r(m.port)));
   const url = `http://127.0.0.1:${port}`;
-  let key: string | null = null;
-  if (!bare) {
-    const post = async (p: string, b: unknown) =>
-      (
-        await fetch(url + p, {
-          method: 'POST',
-          headers: { authorization: 'Bearer sk-bench-master' },
-          body: JSON.stringify(b),
-        })
-      ).json() as any;
-    await post('/team/new', { team_id: 'bench-team', max_budget: 1e6 });
-    await post('/user/new', { user_id: 'bench-user', team_id: 'bench-team', max_budget: 1e6 });
-    key = (await post('/key/generate', { user_id: 'bench-user', max_budget: 1e6 })).key;
-  }
+  const key = bare ? null : await benchKey(url); // BENCH_TEAM_KEY=1: a team's key
   vs.push({ label: label!, child, url, key, main: [], all: [], rps: [] });
 }
 const run = async (v: V, n: number) => {
