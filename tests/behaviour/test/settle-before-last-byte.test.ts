@@ -128,6 +128,16 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     return { app, hold, key: key as string };
   }
 
+  /** Calls with reservations of their own until the key is busy enough for a lease (8 calls). */
+  async function untilLeased(app: TestApp, key: string): Promise<void> {
+    for (let i = 0; i < 10; i++) {
+      const res = await chat(app, key);
+      expect(res.status).toBe(200);
+      await res.text();
+    }
+    expect(app.guard.escrow?.size).toBe(1);
+  }
+
   /** Calls until the key is busy enough for a lease; then one whose commit waits for its client. */
   async function leasedCallWithCommitHeld(
     events: string[],
@@ -135,12 +145,7 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     hold: (until: Promise<unknown>) => void,
     key: string,
   ): Promise<string> {
-    for (let i = 0; i < 10; i++) {
-      const res = await chat(app, key);
-      expect(res.status).toBe(200);
-      await res.text();
-    }
-    expect(app.guard.escrow?.size).toBe(1);
+    await untilLeased(app, key);
     let received!: () => void;
     hold(new Promise<void>((resolve) => (received = resolve)));
     const res = await chat(app, key);
@@ -179,12 +184,7 @@ describe.each(ADAPTERS)('settlement before the last byte, on $name', (framework)
     const { app, hold, key } = await leasingApp(events, {
       user: { budget_limits: [{ budget_duration: '1d', max_budget: 1000 }] },
     });
-    for (let i = 0; i < 10; i++) {
-      const res = await chat(app, key);
-      expect(res.status).toBe(200);
-      await res.text();
-    }
-    expect(app.guard.escrow?.size).toBe(1);
+    await untilLeased(app, key);
     // The commit is held until the test lets it go; the client has its response only after it.
     let release!: () => void;
     hold(new Promise<void>((resolve) => (release = resolve)));

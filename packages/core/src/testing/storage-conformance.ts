@@ -8,6 +8,7 @@ import {
   type MemberRecord,
   memberScopeId,
   modelScopeId,
+  type PendingCall,
   type RateBucket,
   type RateLimits,
   type ScopeRef,
@@ -145,6 +146,22 @@ function budget(
     budgetResetAt: resetAt,
   };
 }
+/** A call's attribution as the core gives it to `reserve` and `setLease`: key k1 of user u1 in team t1. */
+function pendingCall(requestId: string, over: Partial<PendingCall> = {}): PendingCall {
+  return {
+    requestId,
+    callType: 'acompletion',
+    apiKeyHash: 'k1',
+    model: 'gpt-4o',
+    userId: 'u1',
+    teamId: 't1',
+    endUser: null,
+    tags: [],
+    startTime: T0,
+    ...over,
+  };
+}
+
 /** A spend log of one gpt-4o call by key k1 of user u1 in team t1, for storage tests; `over` changes any field. */
 export function spendLogFixture(requestId: string, over: Partial<SpendLogRecord> = {}): SpendLogRecord {
   return {
@@ -1196,17 +1213,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
         amountNano: 40,
         now: T0,
         expiresAt: later,
-        pending: {
-          requestId: 'team-call',
-          callType: 'acompletion',
-          apiKeyHash: 'k1',
-          model: 'gpt-4o',
-          userId: 'u1',
-          teamId: 't1',
-          endUser: null,
-          tags: [],
-          startTime: T0,
-        },
+        pending: pendingCall('team-call'),
       });
       expect(await s.expireReservations(later)).toBe(1);
       for (const scope of [K, T, U]) {
@@ -1218,17 +1225,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
     it('charges reservations past their TTL at their estimate, flagged, once', async () => {
       const s = await seeded({ key: budget(10) });
       const later = new Date(T0.getTime() + 60_000);
-      const pending = {
-        requestId: 'dead-1',
-        callType: 'acompletion',
-        apiKeyHash: 'k1',
-        model: 'gpt-4o',
-        userId: 'u1',
-        teamId: 't1',
-        endUser: null,
-        tags: ['prod'],
-        startTime: T0,
-      };
+      const pending = pendingCall('dead-1', { tags: ['prod'] });
       await s.reserve({
         reservationId: 'old',
         scopes: [K, U, T],
@@ -1294,17 +1291,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
       const s = await seeded({ key: budget(10) });
       const ttl = new Date(T0.getTime() + 600_000);
       const at = (ms: number) => new Date(T0.getTime() + ms);
-      const pending = {
-        requestId: 'call-a',
-        callType: 'acompletion',
-        apiKeyHash: 'k1',
-        model: 'gpt-4o',
-        userId: 'u1',
-        teamId: 't1',
-        endUser: 'end-a',
-        tags: ['prod'],
-        startTime: T0,
-      };
+      const pending = pendingCall('call-a', { endUser: 'end-a', tags: ['prod'] });
       const reserve = (reservationId: string, scopes: ScopeRef[], amountNano: number, processId?: string) =>
         s.reserve({
           reservationId,
@@ -1539,17 +1526,7 @@ export function runStorageConformance(options: ConformanceOptions): void {
       const s = await seeded({ key: budget(10) });
       if (!s.setLease) return void (await s.close());
       await s.heartbeat('proc-t', T0);
-      const pending = {
-        requestId: 'lease-t',
-        callType: 'lease',
-        apiKeyHash: 'k1',
-        model: 'gpt-4o',
-        userId: 'u1',
-        teamId: 't1',
-        endUser: null,
-        tags: [],
-        startTime: T0,
-      };
+      const pending = pendingCall('lease-t', { callType: 'lease' });
       const opened = { leaseId: 'lease-t', scopes: [K, T], now: T0, processId: 'proc-t', pending };
       expect(
         (await s.setLease({ ...opened, amountNano: 700, expiresAt: new Date(T0.getTime() + 600_000) })).ok,
