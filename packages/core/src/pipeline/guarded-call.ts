@@ -8,6 +8,7 @@ import { createCallFetch, type FetchHost } from '../metering/upstream-fetch.js';
 import type { CallObservers } from '../observability/call-events.js';
 import type { PriceBook } from '../pricing/price-book.js';
 import { type RateAdmission, rateLimitHeaders } from '../rate-limits.js';
+import { abandonedChargeScopes } from '../storage/budget-rules.js';
 import { type BudgetState, type ScopeRef, scopeKey } from '../storage/storage-contract.js';
 import type { StorageGate } from '../storage/storage-gate.js';
 import type { CallRecord, CallState, GuardResponse, KeyContext } from './call-types.js';
@@ -286,15 +287,14 @@ export class GuardedCall {
 /**
  * Whether charging a dead process's lease charges every scope a call drawn from it charges: the scopes
  * the lease holds, and the scopes the call only counts (`countedOnly`: a team key's user, whose budget
- * the call is not held to). The lease's charge adds its user from its attribution (`pending.userId`,
- * see `abandonedChargeScopes`), at what the lease held, so a team key's user is covered; the user's
- * own budget windows are not, and such a call still commits before its last byte.
+ * the call is not held to). The stores charge an abandoned lease on `abandonedChargeScopes` (its scopes,
+ * and the user its attribution names), at what it held: a team key's user is covered, the user's own
+ * budget windows are not, and a call counting those still commits before its last byte.
  */
 function crashChargeCovers(draw: Draw, countedOnly: readonly ScopeRef[] | undefined): boolean {
   if (!countedOnly || countedOnly.length === 0) return true;
-  if (countedOnly.length > 1) return false;
-  const [only] = countedOnly;
-  return only!.kind === 'user' && only!.id === draw.lease.pending?.userId;
+  const charged = abandonedChargeScopes(draw.lease.scopes, draw.lease.pending);
+  return countedOnly.every((s) => charged.some((c) => c.kind === s.kind && c.id === s.id));
 }
 
 /** A child call (`guard.fetch`, `track()`) of a guarded call: one function for every call. */
