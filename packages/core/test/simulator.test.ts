@@ -93,10 +93,8 @@ describe('simulator: JSON chat completions', () => {
     expect(Math.abs((body.created as number) - Date.now() / 1000)).toBeLessThan(60);
   });
 
-  it('uses max_completion_tokens, then max_tokens, then defaultCompletionTokens; the text has that many tokens', async () => {
-    const a = (await (
-      await post({ model: 'gpt-4', messages, max_completion_tokens: 33, max_tokens: 5 })
-    ).json()) as {
+  it('uses max_completion_tokens or max_tokens, else defaultCompletionTokens; the text has that many tokens', async () => {
+    const a = (await (await post({ model: 'gpt-4', messages, max_completion_tokens: 33 })).json()) as {
       usage: { completion_tokens: number; prompt_tokens: number };
       choices: Array<{ message: { content: string }; finish_reason: string }>;
     };
@@ -109,6 +107,33 @@ describe('simulator: JSON chat completions', () => {
     expect(b.usage.completion_tokens).toBe(16);
     expect(tokens(o200k, b.choices[0]?.message.content ?? '')).toBe(16);
     expect(b.choices[0]?.finish_reason).toBe('stop');
+
+    const c = (await (await post({ model: 'gpt-4o', messages, max_tokens: 7 })).json()) as typeof a;
+    expect(c.usage.completion_tokens).toBe(7);
+  });
+
+  it("refuses max_tokens with max_completion_tokens, as OpenAI does; DeepSeek's models read max_tokens alone", async () => {
+    const both = await post({ model: 'gpt-4o', messages, max_completion_tokens: 33, max_tokens: 5 });
+    expect(both.status).toBe(400);
+    expect(await both.json()).toEqual({
+      error: {
+        message: "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported.",
+        type: 'invalid_request_error',
+        param: 'max_tokens',
+        code: 'invalid_parameter_combination',
+      },
+    });
+    type Usage = { usage: { completion_tokens: number } };
+    const ignored = (await (
+      await post({ model: 'deepseek-chat', messages, max_completion_tokens: 5 })
+    ).json()) as Usage;
+    expect(ignored.usage.completion_tokens).toBe(16); // defaultCompletionTokens: the cap was not read
+    for (const model of ['deepseek-chat', 'deepseek/deepseek-reasoner']) {
+      const capped = (await (
+        await post({ model, messages, max_completion_tokens: 5, max_tokens: 9 })
+      ).json()) as Usage;
+      expect(capped.usage.completion_tokens, model).toBe(9);
+    }
   });
 
   it('is served on /v1/chat/completions and /chat/completions', async () => {

@@ -641,21 +641,89 @@ describe('the output bound', () => {
   const out = (body: Body, price?: ModelPrice, format: WireFormat | null = 'openai-chat') =>
     precise('made-up', format, body, price);
 
-  it('the first cap the request names, in the order of the formats', () => {
-    expect(out({ max_completion_tokens: 5, max_tokens: 7 })).toMatchObject({
-      outputTokens: 5,
+  const openai = priced({ provider: 'openai', maxOutputTokens: 16_384 });
+  const deepseek = priced({ provider: 'deepseek', maxOutputTokens: 8192 });
+
+  it("the largest cap the request gives, in the fields its format's provider reads", () => {
+    // OpenAI's chat reads either (and refuses the two together): the larger bounds the call.
+    expect(out({ max_completion_tokens: 5, max_tokens: 7 }, openai)).toMatchObject({
+      outputTokens: 7,
+      outputField: 'max_tokens',
+      outputRequested: true,
+    });
+    expect(out({ max_completion_tokens: 9, max_tokens: 7 }, openai)).toMatchObject({
+      outputTokens: 9,
       outputField: 'max_completion_tokens',
     });
-    expect(out({ max_tokens: 7, max_output_tokens: 9 })).toMatchObject({
+    expect(out({ max_tokens: 7 }, openai).outputField).toBe('max_tokens');
+    expect(out({}, openai)).toMatchObject({ outputTokens: 16_384, outputField: 'max_completion_tokens' });
+    // Each other format reads its own field only: the rest are not caps there.
+    expect(out({ max_tokens: 7, max_output_tokens: 9_000 }, openai, 'anthropic-messages')).toMatchObject({
       outputTokens: 7,
       outputField: 'max_tokens',
     });
-    expect(
-      out({ max_tokens: 0, max_output_tokens: 9, generationConfig: { maxOutputTokens: 11 } }),
-    ).toMatchObject({
+    expect(out({ max_completion_tokens: 5, max_tokens: 7 }, openai, 'anthropic-messages').outputTokens).toBe(
+      7,
+    );
+    expect(out({ max_tokens: 5, max_output_tokens: 9 }, openai, 'openai-responses')).toMatchObject({
       outputTokens: 9,
       outputField: 'max_output_tokens',
     });
+    expect(out({ max_tokens: 5 }, openai, 'openai-responses')).toMatchObject({
+      outputTokens: 16_384,
+      outputRequested: false,
+    });
+    expect(
+      out({ max_tokens: 5, generationConfig: { maxOutputTokens: 11 } }, undefined, 'gemini'),
+    ).toMatchObject({
+      outputTokens: 11,
+      outputField: 'generationConfig.maxOutputTokens',
+    });
+    // An unknown format: whichever the provider reads, the largest.
+    expect(
+      out(
+        { max_tokens: 7, max_output_tokens: 9, generationConfig: { maxOutputTokens: 11 } },
+        undefined,
+        null,
+      ),
+    ).toMatchObject({ outputTokens: 11, outputField: 'generationConfig.maxOutputTokens' });
+  });
+
+  it("outside OpenAI's own API, OpenAI's chat format is capped by max_tokens alone (DeepSeek ignores max_completion_tokens)", () => {
+    expect(out({ max_completion_tokens: 5 }, deepseek)).toMatchObject({
+      outputTokens: 8192,
+      outputField: 'max_tokens',
+      outputRequested: false,
+    });
+    expect(out({ max_completion_tokens: 5, max_tokens: 700 }, deepseek)).toMatchObject({
+      outputTokens: 700,
+      outputField: 'max_tokens',
+      outputRequested: true,
+    });
+    // A provider may prefer max_completion_tokens when both are given (vLLM): the larger.
+    expect(out({ max_completion_tokens: 900, max_tokens: 700 }, deepseek).outputTokens).toBe(900);
+    expect(out({}, deepseek)).toMatchObject({ outputTokens: 8192, outputField: 'max_tokens' });
+    // No provider known (a model priced by hand): the same rule.
+    expect(out({ max_completion_tokens: 5 })).toMatchObject({
+      outputTokens: 4096,
+      outputField: 'max_tokens',
+    });
+  });
+
+  it('a cap given but unreadable bounds nothing; digits count as their number (lenient providers read them)', () => {
+    expect(out({ max_completion_tokens: 5, max_tokens: '8000' }, deepseek)).toMatchObject({
+      outputTokens: 8000,
+      outputField: 'max_tokens',
+    });
+    expect(out({ max_completion_tokens: 5, max_tokens: 'lots' }, openai)).toMatchObject({
+      outputTokens: 16_384,
+      outputField: 'max_tokens',
+      outputRequested: false,
+    });
+    expect(out({ max_tokens: 0 }, openai).outputTokens).toBe(16_384);
+    expect(out({ max_tokens: -3, max_completion_tokens: 5 }, openai).outputTokens).toBe(16_384);
+    expect(out({ max_tokens: null, max_completion_tokens: 5 }, openai).outputTokens).toBe(5);
+    expect(out({ n: '3', max_tokens: 10 }, openai).choices).toBe(3);
   });
 
   it("none: the model's maximum from the table, else the default; n before candidateCount", () => {

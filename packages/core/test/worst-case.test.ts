@@ -399,6 +399,21 @@ describe('the bound in nano-dollars, and the output that fits a room', () => {
     const gemini: Record<string, unknown> = { generationConfig: { temperature: 0.5 } };
     setOutputCap(gemini, 'generationConfig.maxOutputTokens', 100);
     expect(gemini).toEqual({ generationConfig: { temperature: 0.5, maxOutputTokens: 100 } });
+    // Every other cap the request gives comes down too, whichever the provider reads; beside a written
+    // max_tokens, max_completion_tokens goes (some providers ignore it, some refuse the two together).
+    const twice: Record<string, unknown> = {
+      max_completion_tokens: 9000,
+      max_tokens: 50,
+      max_output_tokens: 'x',
+    };
+    setOutputCap(twice, 'max_tokens', 100);
+    expect(twice).toEqual({ max_tokens: 100, max_output_tokens: 100 });
+    const openai: Record<string, unknown> = { max_completion_tokens: 9000, max_tokens: 50 };
+    setOutputCap(openai, 'max_completion_tokens', 100);
+    expect(openai).toEqual({ max_completion_tokens: 100, max_tokens: 50 });
+    const wide: Record<string, unknown> = { max_tokens: 900, generationConfig: { maxOutputTokens: 900 } };
+    setOutputCap(wide, 'max_tokens', 100);
+    expect(wide).toEqual({ max_tokens: 100, generationConfig: { maxOutputTokens: 100 } });
     const odd: Record<string, unknown> = { generationConfig: 'x' };
     setOutputCap(odd, 'generationConfig.maxOutputTokens', 7);
     expect(odd).toEqual({ generationConfig: { maxOutputTokens: 7 } });

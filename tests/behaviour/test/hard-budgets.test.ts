@@ -15,6 +15,8 @@ import { ADAPTERS, admin, MASTER, startTestApp, type TestApp } from './harness.j
 
 const GPT4O_IN = 2.5e-6;
 const GPT4O_OUT = 1e-5;
+const DEEPSEEK_IN = 2.8e-7;
+const DEEPSEEK_OUT = 4.2e-7;
 
 interface Answer {
   status: number;
@@ -103,6 +105,43 @@ describe.each(ADAPTERS)('hard budgets on $name', (framework) => {
     await app.guard.flush();
     const logs = (await admin(app, 'GET', `/spend/logs?api_key=${key}`)).body;
     expect(logs[0].metadata).toMatchObject({ output_tokens_lowered: cap });
+  });
+
+  it("a model whose API ignores max_completion_tokens (DeepSeek's) is held by max_tokens: never past the cap", async () => {
+    // The simulator answers a deepseek-... model as DeepSeek's API does: max_tokens caps the output,
+    // max_completion_tokens is ignored; with no cap read, 8,192 tokens (the model's maximum) come back.
+    app = await startTestApp(framework, { simulator: { defaultCompletionTokens: 8192 } });
+    const budget = 0.002; // deepseek-chat: $2.8e-7 a prompt token, $4.2e-7 a completion token
+    const key = (await admin(app, 'POST', '/key/generate', { max_budget: budget })).body.key as string;
+    const messages = [{ role: 'user', content: 'hello' }];
+    const priced = (a: Answer) =>
+      a.body.usage.prompt_tokens * DEEPSEEK_IN + a.body.usage.completion_tokens * DEEPSEEK_OUT;
+    // A cap in the field DeepSeek does not read bounds nothing: 8,192 tokens ($0.00344) do not fit
+    // $0.002, so the guard lowers the cap, in max_tokens, which DeepSeek reads.
+    const ignored = await call(app, key, { model: 'deepseek-chat', messages, max_completion_tokens: 5 });
+    expect(ignored.status).toBe(200);
+    const cap = Number(ignored.lowered);
+    expect(cap).toBeGreaterThan(4000);
+    expect(cap).toBeLessThan(4762); // $0.002 / $4.2e-7
+    expect(ignored.body.usage.completion_tokens).toBe(cap);
+    expect(ignored.cost).toBeCloseTo(priced(ignored), 12);
+    // No cap at all: the same, and then calls until the budget is spent, none past it.
+    let spent = ignored.cost!;
+    for (let i = 0; i < 6; i++) {
+      const a = await call(app, key, { model: 'deepseek-chat', messages });
+      if (a.status !== 200) {
+        expect(a.body.error).toMatchObject({ type: 'budget_exceeded' });
+        break;
+      }
+      expect(a.body.usage.completion_tokens).toBe(Number(a.lowered));
+      expect(a.cost).toBeCloseTo(priced(a), 12);
+      spent += a.cost!;
+    }
+    expect(spent).toBeLessThanOrEqual(budget);
+    expect(spent).toBeGreaterThan(0.99 * budget);
+    const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
+    expect(info.spend).toBeCloseTo(spent, 12);
+    expect(info.spend).toBeLessThanOrEqual(budget);
   });
 
   it('refuses a model without a price (naming it and the fix), and serves it flagged when allowed', async () => {

@@ -175,7 +175,7 @@ export function boundCall(
   const openai = openaiWebSearch(format ?? guessFormat(body), model, body);
   if (openai) {
     const searches = openai.maxSearches ?? DEFAULT_MAX_WEB_SEARCHES;
-    tools.searches += openai.tool === 'chat' ? searches * (positiveInt(body.n) ?? 1) : searches;
+    tools.searches += openai.tool === 'chat' ? searches * (countOf(body.n) ?? 1) : searches;
   }
   let schema = 0;
   const format0 = body.response_format;
@@ -558,7 +558,83 @@ function positiveInt(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isInteger(value) && value > 0 ? value : undefined;
 }
 
-/** The output bound: what the request caps, else the model's maximum, times the choices. */
+/**
+ * Providers whose chat completions read `max_completion_tokens` (OpenAI's own API and Azure's). Others
+ * speaking OpenAI's chat format may ignore it without a word (DeepSeek does: `max_completion_tokens: 5`
+ * there gives a full answer) and read `max_tokens` alone, or prefer it to `max_tokens` (vLLM).
+ */
+const MAX_COMPLETION_TOKENS_PROVIDERS = new Set(['openai', 'azure', 'text-completion-openai']);
+
+/** Where a request caps its output, as its provider reads it. */
+interface OutputCaps {
+  /** The fields the provider may read; which one it honours when several are given is its own rule. */
+  read: readonly OutputField[];
+  /**
+   * A cap counts only when this field gives one: the one field every such provider reads, and where a
+   * lowered cap is written.
+   */
+  needs: OutputField | null;
+  /** Where a lowered cap is written when the request names none of `read` (else: the one it names). */
+  write: OutputField | null;
+}
+
+const CHAT_CAPS: OutputCaps = {
+  read: ['max_completion_tokens', 'max_tokens'],
+  needs: null,
+  write: 'max_completion_tokens',
+};
+const COMPATIBLE_CHAT_CAPS: OutputCaps = {
+  read: ['max_completion_tokens', 'max_tokens'],
+  needs: 'max_tokens',
+  write: 'max_tokens',
+};
+const ANY_CAPS: OutputCaps = {
+  read: ['max_completion_tokens', 'max_tokens', 'max_output_tokens', 'generationConfig.maxOutputTokens'],
+  needs: null,
+  write: null,
+};
+
+/** The output cap fields of a call in this format to a model of this provider (LiteLLM's names). */
+function outputCaps(format: WireFormat | null, provider: string | undefined): OutputCaps {
+  switch (format) {
+    case 'openai-chat':
+      return provider !== undefined && MAX_COMPLETION_TOKENS_PROVIDERS.has(provider)
+        ? CHAT_CAPS
+        : COMPATIBLE_CHAT_CAPS;
+    case 'openai-responses':
+      return { read: ['max_output_tokens'], needs: null, write: 'max_output_tokens' };
+    case 'anthropic-messages':
+      return { read: ['max_tokens'], needs: null, write: 'max_tokens' };
+    case 'gemini':
+      return {
+        read: ['generationConfig.maxOutputTokens'],
+        needs: null,
+        write: 'generationConfig.maxOutputTokens',
+      };
+    default:
+      return ANY_CAPS;
+  }
+}
+
+/** A cap field's value in the body (Gemini's in either spelling, the larger). */
+function capValue(body: Obj, field: OutputField, gemini: { maxOutputTokens: number | undefined }): unknown {
+  return field === 'generationConfig.maxOutputTokens' ? gemini.maxOutputTokens : body[field];
+}
+
+/**
+ * A count as a lenient provider reads it: a positive integer, or the digits of one (Pydantic's lax
+ * mode, which OpenAI-compatible servers use, takes `"300"` for 300).
+ */
+function countOf(value: unknown): number | undefined {
+  if (typeof value === 'string' && /^\s*\d{1,15}\s*$/.test(value)) return positiveInt(Number(value));
+  return positiveInt(value);
+}
+
+/**
+ * The output bound: the largest cap the request gives in a field its provider may read, else the
+ * model's maximum; times the choices. A cap the provider might not read (a `max_completion_tokens`
+ * without `max_tokens`, outside OpenAI's own API) bounds nothing.
+ */
 function outputBound(
   format: WireFormat | null,
   body: Obj,
@@ -568,44 +644,57 @@ function outputBound(
 ): { tokens: number; choices: number; field: OutputField | null; requested: boolean } {
   if (embeddings) return { tokens: 0, choices: 1, field: null, requested: false };
   const gemini = geminiGeneration(body);
-  const fields: Array<[OutputField, unknown]> = [
-    ['max_completion_tokens', body.max_completion_tokens],
-    ['max_tokens', body.max_tokens],
-    ['max_output_tokens', body.max_output_tokens],
-    ['generationConfig.maxOutputTokens', gemini.maxOutputTokens],
-  ];
-  const choices = positiveInt(body.n) ?? gemini.candidates ?? 1;
+  const choices = countOf(body.n) ?? gemini.candidates ?? 1;
   const model = price?.maxOutputTokens ?? defaultMax;
-  for (const [field, value] of fields) {
-    const requested = positiveInt(value);
-    if (requested !== undefined) return { tokens: requested, choices, field, requested: true };
+  const caps = outputCaps(format, price?.provider);
+  let tokens: number | undefined;
+  let field: OutputField | null = null;
+  for (const name of caps.read) {
+    const value = capValue(body, name, gemini);
+    if (value === undefined || value === null) continue;
+    const count = countOf(value);
+    // A cap given but unreadable (0, negative, not a number): the provider refuses the call or reads
+    // it its own way, so it bounds nothing.
+    if (count === undefined) return { tokens: model, choices, field: caps.needs ?? name, requested: false };
+    if (tokens === undefined || count > tokens) {
+      tokens = count;
+      field = name;
+    }
   }
-  return { tokens: model, choices, field: defaultOutputField(format, body), requested: false };
+  const needed = caps.needs === null || countOf(body[caps.needs]) !== undefined;
+  if (tokens !== undefined && needed) return { tokens, choices, field: caps.needs ?? field, requested: true };
+  return {
+    tokens: model,
+    choices,
+    field: caps.needs ?? caps.write ?? fallbackField(body),
+    requested: false,
+  };
 }
 
-/** The field a request of this format caps its output with, when it names none. */
-function defaultOutputField(format: WireFormat | null, body: Obj): OutputField | null {
-  switch (format) {
-    case 'openai-chat':
-      return 'max_completion_tokens';
-    case 'openai-responses':
-      return 'max_output_tokens';
-    case 'anthropic-messages':
-      return 'max_tokens';
-    case 'gemini':
-      return 'generationConfig.maxOutputTokens';
-    default:
-      return Array.isArray(body.contents) ? 'generationConfig.maxOutputTokens' : null;
-  }
+/** Where an unknown format caps its output when it names no cap: Gemini's, for a body of Gemini's shape. */
+function fallbackField(body: Obj): OutputField | null {
+  return Array.isArray(body.contents) ? 'generationConfig.maxOutputTokens' : null;
 }
 
-/** Sets a request's output cap in place (the route, or the upstream call, then sends this body). */
+/**
+ * Lowers a request's output cap in place (the route, or the upstream call, then sends this body):
+ * `field` takes `tokens`, and every other cap the request gives is brought down to it too, whichever
+ * one the provider reads; a `max_completion_tokens` beside a written `max_tokens` is dropped (a provider
+ * that ignores it gains nothing from it, and some refuse the two together).
+ */
 export function setOutputCap(body: Obj, field: OutputField, tokens: number): void {
-  if (field === 'generationConfig.maxOutputTokens') {
-    setGeminiOutputCap(body, tokens);
-    return;
+  for (const other of ANY_CAPS.read) {
+    if (other === field) continue;
+    if (other === 'generationConfig.maxOutputTokens') {
+      if (geminiConfigs(body).length > 0 && !(countOf(geminiGeneration(body).maxOutputTokens)! <= tokens))
+        setGeminiOutputCap(body, tokens);
+    } else if (body[other] !== undefined && body[other] !== null) {
+      if (other === 'max_completion_tokens' && field === 'max_tokens') delete body[other];
+      else if (!(countOf(body[other])! <= tokens)) body[other] = tokens;
+    }
   }
-  body[field] = tokens;
+  if (field === 'generationConfig.maxOutputTokens') setGeminiOutputCap(body, tokens);
+  else body[field] = tokens;
 }
 
 // Gemini's REST API reads JSON by proto3 rules: every field is accepted in lowerCamelCase and in its

@@ -343,6 +343,25 @@ function maxTokens(body: Record<string, unknown>, params: readonly string[]): nu
 }
 
 /**
+ * A chat completion's output cap by its provider's rules. OpenAI takes `max_completion_tokens` or
+ * `max_tokens`, never both (a 400). DeepSeek, whose API speaks OpenAI's chat format (here: a model
+ * named `deepseek-...`), reads `max_tokens` alone and ignores `max_completion_tokens` without a word.
+ */
+function chatMaxTokens(model: string, body: Record<string, unknown>): number | undefined {
+  if (/^(deepseek\/)?deepseek-/.test(model)) return maxTokens(body, ['max_tokens']);
+  const given = (name: string) => body[name] !== undefined && body[name] !== null;
+  if (given('max_tokens') && given('max_completion_tokens')) {
+    throw new RequestError(
+      400,
+      "Setting 'max_tokens' and 'max_completion_tokens' at the same time is not supported.",
+      'max_tokens',
+      'invalid_parameter_combination',
+    );
+  }
+  return maxTokens(body, ['max_completion_tokens', 'max_tokens']);
+}
+
+/**
  * OpenAI chat's `n`: how many choices OpenAI generates and bills, 1 when unset or null; an integer from
  * 1 to 128 (OpenAI refuses others with a 400 naming `n`).
  */
@@ -575,7 +594,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
   const completeChat = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
     const model = requireModel(body);
     requireArray(body, 'messages');
-    const max = maxTokens(body, ['max_completion_tokens', 'max_tokens']);
+    const max = chatMaxTokens(model, body);
     const streamOptions = body.stream_options;
     const includeUsage = isRecord(streamOptions) && streamOptions.include_usage === true;
     const choices = chatChoiceCount(body);
