@@ -209,6 +209,56 @@ describe('simulator: several choices (OpenAI chat `n`)', () => {
   });
 });
 
+describe('simulator: OpenAI Responses chains and background responses', () => {
+  type Answer = {
+    id: string;
+    status: string;
+    background: boolean;
+    previous_response_id: string | null;
+    output: unknown[];
+    usage: { input_tokens: number; output_tokens: number } | null;
+  };
+  const respond = async (body: Record<string, unknown>) => {
+    const res = await post({ model: 'gpt-4o', ...body }, {}, '/responses');
+    return { status: res.status, body: (await res.json()) as Answer & { error?: Record<string, unknown> } };
+  };
+
+  it('bills every earlier turn of a chain (its input and its output) as input again', async () => {
+    const first = (await respond({ input: 'hello', max_output_tokens: 40 })).body;
+    const alone = (await respond({ input: 'more', max_output_tokens: 10 })).body;
+    const second = (await respond({ input: 'more', max_output_tokens: 10, previous_response_id: first.id }))
+      .body;
+    expect(second.previous_response_id).toBe(first.id);
+    const carried = first.usage!.input_tokens + first.usage!.output_tokens;
+    expect(second.usage!.input_tokens).toBe(alone.usage!.input_tokens + carried);
+    const third = (await respond({ input: 'more', max_output_tokens: 10, previous_response_id: second.id }))
+      .body;
+    expect(third.usage!.input_tokens).toBe(
+      alone.usage!.input_tokens + second.usage!.input_tokens + second.usage!.output_tokens,
+    );
+  });
+
+  it("refuses a previous response it does not hold (unknown, or not stored) with OpenAI's 400", async () => {
+    const unstored = (await respond({ input: 'x', store: false })).body;
+    for (const id of ['resp_nope', unstored.id]) {
+      const answer = await respond({ input: 'x', previous_response_id: id });
+      expect(answer.status).toBe(400);
+      expect(answer.body.error).toEqual({
+        message: `Previous response with id '${id}' not found.`,
+        type: 'invalid_request_error',
+        param: 'previous_response_id',
+        code: 'previous_response_not_found',
+      });
+    }
+  });
+
+  it('answers a background response at once, queued, without output or usage', async () => {
+    const answer = await respond({ input: 'a long job', background: true });
+    expect(answer.status).toBe(200);
+    expect(answer.body).toMatchObject({ status: 'queued', background: true, output: [], usage: null });
+  });
+});
+
 describe('simulator: streaming', () => {
   it('streams SSE chunks and a usage chunk when stream_options.include_usage is set', async () => {
     const response = await post({

@@ -754,6 +754,39 @@ describe('the output bound', () => {
   });
 });
 
+describe("OpenAI Responses' stored context: previous_response_id, conversation, a stored prompt", () => {
+  const model = priced({ provider: 'openai', maxInputTokens: 50_000 });
+  const bound = (body: Body, previousTurnTokens?: number | null, precise = false) =>
+    boundCall('gpt-x', 'openai-responses', { input: 'hi', ...body }, model, {
+      defaultMaxOutputTokens: 4096,
+      precise,
+      bodyBytes: 1000,
+      previousTurnTokens,
+    }).inputTokens;
+  const base = bound({});
+
+  it('a previous response is billed again as input: what its log counted, else the whole context', () => {
+    expect(bound({ previous_response_id: 'resp_1' }, 1234) - base).toBe(1234);
+    expect(bound({ previous_response_id: 'resp_1' }, 1234, true) - bound({}, null, true)).toBe(1234);
+    expect(bound({ previous_response_id: 'resp_1' }) - base).toBe(50_000);
+    expect(bound({ previous_response_id: 'resp_1' }, null) - base).toBe(50_000);
+    // never more than the context window
+    expect(bound({ previous_response_id: 'resp_1' }, 80_000) - base).toBe(50_000);
+    // no previous response named: nothing, whatever the option says
+    expect(bound({ previous_response_id: '' }, 1234) - base).toBe(0);
+    expect(bound({ previous_response_id: null }, 1234) - base).toBe(0);
+  });
+
+  it('a stored conversation or prompt template takes the whole context; a prompt string is text', () => {
+    expect(bound({ conversation: 'conv_1' }) - base).toBe(50_000);
+    expect(bound({ conversation: { id: 'conv_1' } }) - base).toBe(50_000);
+    expect(bound({ conversation: '' }) - base).toBe(0);
+    expect(bound({ prompt: { id: 'pmpt_1', version: '2' } }) - base).toBeGreaterThanOrEqual(50_000);
+    expect(bound({ prompt: 'Say this is a test' }) - base).toBeLessThan(100);
+    expect(bound({ prompt: { text: 'no id' } }) - base).toBeLessThan(100);
+  });
+});
+
 describe('Gemini generation config, schemas and cached content, in either spelling', () => {
   const gemini = priced({ provider: 'gemini', maxInputTokens: 50_000 });
   const g = (body: Body) => precise('gemini-x', 'gemini', { contents: [], ...body }, gemini);

@@ -144,6 +144,73 @@ describe.each(ADAPTERS)('hard budgets on $name', (framework) => {
     expect(info.spend).toBeLessThanOrEqual(budget);
   });
 
+  it('a Responses chain (previous_response_id) is bounded by what the guard logged of the turn it continues', async () => {
+    app = await startTestApp(framework);
+    // $0.15: less than gpt-4o's whole context window as input (128,000 x $2.5e-6 = $0.32), so a turn is
+    // served only when its earlier turns are bounded by their logs.
+    const budget = 0.15;
+    const key = (await admin(app, 'POST', '/key/generate', { max_budget: budget })).body.key as string;
+    const turn = async (body: Record<string, unknown>) => {
+      const res = await fetch(`${app.baseUrl}/v1/responses`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'gpt-4o', max_output_tokens: 2000, ...body }),
+      });
+      const cost = res.headers.get('x-litellm-response-cost');
+      return {
+        status: res.status,
+        cost: cost === null ? null : Number(cost),
+        body: (await res.json()) as any,
+      };
+    };
+    // A previous response the guard never saw: the whole context window, which $0.15 cannot pay for.
+    const unknown = await turn({ input: 'go on', previous_response_id: 'resp_made_elsewhere' });
+    expect(unknown.status).toBe(429);
+    expect(unknown.body.error).toMatchObject({ type: 'budget_exceeded' });
+    expect(app.simulator.requestCount).toBe(0);
+
+    let spent = 0;
+    let previous: string | null = null;
+    let served = 0;
+    let last: Awaited<ReturnType<typeof turn>> | null = null;
+    for (let i = 0; i < 12; i++) {
+      last = await turn({ input: `turn ${i}`, ...(previous ? { previous_response_id: previous } : {}) });
+      if (last.status !== 200) break;
+      served++;
+      const usage = last.body.usage;
+      // Each turn is billed its earlier turns as input (the simulator's rule, OpenAI's): the header says so.
+      expect(last.cost).toBeCloseTo(usage.input_tokens * GPT4O_IN + usage.output_tokens * GPT4O_OUT, 12);
+      if (previous) expect(usage.input_tokens).toBeGreaterThan(2000 * served - 2000);
+      spent += last.cost!;
+      previous = last.body.id;
+    }
+    expect(served).toBeGreaterThanOrEqual(5);
+    expect(last!.status).toBe(429);
+    expect(last!.body.error).toMatchObject({ type: 'budget_exceeded' });
+    expect(spent).toBeLessThanOrEqual(budget);
+    const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
+    expect(info.spend).toBeCloseTo(spent, 12);
+    expect(info.spend).toBeLessThanOrEqual(budget);
+  });
+
+  it('refuses a background response (billed after its request answers), naming the field', async () => {
+    app = await startTestApp(framework);
+    const key = (await admin(app, 'POST', '/key/generate', { max_budget: 1 })).body.key as string;
+    const client = new OpenAI({ apiKey: key, baseURL: `${app.baseUrl}/v1`, maxRetries: 0 });
+    const error = await client.responses
+      .create({ model: 'gpt-4o', input: 'a long job', background: true })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    expect((error as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('background');
+    expect((error as Error).message).toMatch(/background response/);
+    expect(app.simulator.requestCount).toBe(0);
+    // Without it, the same call is served and charged.
+    const served = await client.responses.create({ model: 'gpt-4o', input: 'a long job' });
+    expect(served.status).toBe('completed');
+    const info = (await admin(app, 'GET', `/key/info?key=${key}`)).body.info;
+    expect(info.spend).toBeGreaterThan(0);
+  });
+
   it('refuses a model without a price (naming it and the fix), and serves it flagged when allowed', async () => {
     app = await startTestApp(framework);
     const key = (await admin(app, 'POST', '/key/generate', { max_budget: 1 })).body.key as string;

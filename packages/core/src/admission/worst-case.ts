@@ -65,6 +65,11 @@ export interface BoundOptions {
   precise: boolean;
   /** Size of the raw body in bytes, when the adapter read it. */
   bodyBytes?: number | undefined;
+  /**
+   * Tokens of the response a Responses call's `previous_response_id` names (its input and output, as
+   * its spend log recorded them), billed again as this call's input; unknown: the model's whole context.
+   */
+  previousTurnTokens?: number | null | undefined;
 }
 
 /** Context window assumed when the price table gives none (a file of unknown size is bounded by it). */
@@ -184,6 +189,7 @@ export function boundCall(
   if (isObject(text) && text.schema !== undefined) schema += boundJson(c, text) + 8;
   schema += boundGeminiSchemas(c, body);
   boundGeminiCachedContent(c, body);
+  boundStoredContext(c, body, options.previousTurnTokens);
 
   let textTokens: number;
   if (c.precise) {
@@ -753,6 +759,28 @@ function boundGeminiSchemas(c: Counter, body: Obj): number {
 function boundGeminiCachedContent(c: Counter, body: Obj): void {
   const cached = body.cachedContent ?? body.cached_content;
   if (typeof cached === 'string' && cached !== '') addUnknownFile(c);
+}
+
+/**
+ * OpenAI Responses' references to context stored at OpenAI, billed as input tokens but not in the body:
+ * `previous_response_id` (every earlier turn of the chain, its input and its output: what that
+ * response's own usage counted, when the guard logged it), `conversation` (the items of a stored
+ * conversation) and `prompt` (a stored prompt template, `{ id: 'pmpt_...' }`). What the guard cannot
+ * know is bounded as a file it cannot read: the model's whole context window.
+ */
+function boundStoredContext(c: Counter, body: Obj, previousTurnTokens: number | null | undefined): void {
+  if (previousResponseId(body) !== null) {
+    c.media += Math.min(previousTurnTokens ?? c.contextTokens, c.contextTokens);
+  }
+  const conversation = body.conversation;
+  if ((typeof conversation === 'string' && conversation !== '') || isObject(conversation)) addUnknownFile(c);
+  if (isObject(body.prompt) && typeof body.prompt.id === 'string' && body.prompt.id !== '') addUnknownFile(c);
+}
+
+/** The response a Responses call continues (`previous_response_id`), if it names one. */
+export function previousResponseId(body: Obj): string | null {
+  const previous = body.previous_response_id;
+  return typeof previous === 'string' && previous !== '' ? previous : null;
 }
 
 /** Grounding with Google Search, as a Gemini tool: `google_search` / `googleSearch` and the 1.5 retrieval tool. */

@@ -9,6 +9,7 @@ import {
   boundNano,
   type CallBound,
   outputTokensFitting,
+  previousResponseId,
   setOutputCap,
   unboundedSearchField,
 } from '../admission/worst-case.js';
@@ -72,7 +73,13 @@ interface Reserving {
   input: CallInput;
   ctx: KeyContext;
   /** `format`: the wire format of the path (`null` also when the model has no price: not needed). */
-  o: CallFacts & { rate: RateAdmission | null; price: ModelPrice | undefined; format: WireFormat | null };
+  o: CallFacts & {
+    rate: RateAdmission | null;
+    price: ModelPrice | undefined;
+    format: WireFormat | null;
+    /** Input and output tokens of the response `previous_response_id` names, when its log was found. */
+    previousTurnTokens: number | null;
+  };
   scopes: ScopeRef[];
   leaseKey: string;
   requestId: string;
@@ -174,6 +181,15 @@ export class Admission<Call> {
         { param: unbounded },
       );
     }
+    // A background response runs, and is billed, after its request has answered: its cost never reaches
+    // the guard, in any mode.
+    if (price && body.background === true && (format === 'openai-responses' || format === null)) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        'This call asks for a background response (background: true), which OpenAI runs and bills after this request has answered, so spendguard could neither hold it to a budget nor record what it cost. Send it without background (stream it for a long run).',
+        { param: 'background' },
+      );
+    }
     const o: Reserving['o'] = {
       startTime: facts.startTime,
       model,
@@ -183,10 +199,47 @@ export class Admission<Call> {
       rate: null,
       price,
       format,
+      previousTurnTokens: null,
     };
+    // A turn of a Responses chain is billed its earlier turns as input: bounded by what the guard logged
+    // of the response it continues, read first (not found: the model's whole context).
+    const previous = price && format !== 'openai-embeddings' ? previousResponseId(body) : null;
+    if (previous !== null) {
+      return this.previousTurnTokens(previous).then((tokens) => {
+        o.previousTurnTokens = tokens;
+        return this.reserveOrGate(input, ctx, o);
+      });
+    }
+    return this.reserveOrGate(input, ctx, o);
+  }
+
+  private reserveOrGate(input: CallInput, ctx: KeyContext, o: Reserving['o']): Call | Promise<Call> {
     // Nothing can gate or rate-limit this call: no storage call, no promise before the reservation.
-    if (!endUser && ctx.rateLimits.length === 0) return this.reserveBudget(input, ctx, o);
+    if (!o.endUser && ctx.rateLimits.length === 0) return this.reserveBudget(input, ctx, o);
     return this.admitGated(input, ctx, o);
+  }
+
+  /**
+   * The tokens of a logged response (its input and output, as the provider reported them), by the
+   * provider's response id; `null` when no log names it (made outside the guard, pruned, or not written
+   * yet), its usage was estimated, or storage cannot say.
+   */
+  private async previousTurnTokens(responseId: string): Promise<number | null> {
+    try {
+      const logs = await this.deps.gate.call('previous response', (s) =>
+        s.querySpendLogs({ requestId: responseId, limit: 10 }),
+      );
+      // The largest of the logs naming it (a route that metered its upstream call logs the answer's id
+      // on its own row too); an estimated log counted the text it saw, not what the provider billed.
+      let tokens: number | null = null;
+      for (const log of logs) {
+        if (log.estimated) return null;
+        tokens = Math.max(tokens ?? 0, log.promptTokens + log.completionTokens);
+      }
+      return tokens;
+    } catch {
+      return null; // the whole context, then: never under the truth
+    }
   }
 
   /** The end user's gate and the rate limits, then the reservation (a call refused here costs nothing). */
@@ -284,7 +337,9 @@ export class Admission<Call> {
     // The reservation is the request's own (one per call): its id is the request id.
     const requestId = timeOrderedId();
     const { format } = o;
-    const estimate = o.price ? this.boundOf(model, o.price, format, body, input.bodyBytes, false) : null;
+    const estimate = o.price
+      ? this.boundOf(model, o.price, format, body, input.bodyBytes, false, o.previousTurnTokens)
+      : null;
     const amountNano = estimate ? boundNano(estimate.bound, estimate.rates) : 1;
     // Escrow: a busy scope set far from its caps is admitted in memory, against this process's lease.
     const escrow = estimate ? deps.escrow() : null;
@@ -429,7 +484,15 @@ export class Admission<Call> {
       if (!result.ok && estimate && mode === 'strict') {
         // Near a cap: count exactly, then wait for calls in flight or lower the output cap, and
         // refuse only what cannot fit at all.
-        const precise = this.boundOf(model, o.price!, format, body, input.bodyBytes, true);
+        const precise = this.boundOf(
+          model,
+          o.price!,
+          format,
+          body,
+          input.bodyBytes,
+          true,
+          o.previousTurnTokens,
+        );
         estimate = precise;
         const fitted = await this.fitToBudget(precise, reserve);
         result = fitted.result;
@@ -478,12 +541,14 @@ export class Admission<Call> {
     body: Record<string, unknown>,
     bodyBytes: number | undefined,
     precise: boolean,
+    previousTurnTokens: number | null = null,
   ): { bound: CallBound; rates: WorstCaseRates } {
     const { prices } = this.deps;
     const bound = boundCall(model, format, body, price, {
       defaultMaxOutputTokens: this.deps.options.defaultMaxOutputTokens,
       precise,
       bodyBytes,
+      previousTurnTokens,
     });
     const rates = prices.worstCaseRates(model, {
       promptTokens: bound.inputTokens + bound.audioTokens,

@@ -424,6 +424,8 @@ interface Call {
   counts: Counts;
   /** Whether the completion count came from a script (then the finish reason is `stop`). */
   scriptedCompletion: boolean;
+  /** Whether the prompt count came from a script (then nothing is added to it). */
+  scriptedPrompt: boolean;
   /** The visible completion text, in pieces of one token. */
   pieces: string[];
   /** SSE events to send before cutting the connection, or `null`. */
@@ -479,6 +481,8 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
 
   const scripted: SimulatedUsage[] = [];
   const cuts: number[] = [];
+  /** Stored Responses (`store` not false): the tokens a later turn naming it is billed as input. */
+  const storedContext = new Map<string, number>();
   let requestCount = 0;
   let inFlight = 0;
   let peakConcurrency = 0;
@@ -538,6 +542,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       max,
       counts,
       scriptedCompletion: override?.completion_tokens !== undefined,
+      scriptedPrompt: override?.prompt_tokens !== undefined,
       pieces: completionPieces(Math.max(0, counts.completion - counts.reasoning - counts.audioOut)),
       cutAfter,
     };
@@ -712,9 +717,22 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       );
     }
     const max = maxTokens(body, ['max_output_tokens']);
+    // Every earlier turn of a chain (its input and its output) is billed again as this turn's input.
+    const previous = body.previous_response_id;
+    const carried = previous === undefined || previous === null ? 0 : storedContext.get(String(previous));
+    if (carried === undefined) {
+      throw new RequestError(
+        400,
+        `Previous response with id '${String(previous)}' not found.`,
+        'previous_response_id',
+        'previous_response_not_found',
+      );
+    }
     const call = plan(req, model, body.stream === true, max, body, 'openai-responses');
     const c = call.counts;
+    if (!call.scriptedPrompt) c.prompt += carried;
     const id = `resp_${randomId(48)}`;
+    if (body.store !== false) storedContext.set(id, c.prompt + c.completion);
     const messageId = `msg_${randomId(48)}`;
     const createdAt = Math.floor(Date.now() / 1000);
     const text = call.pieces.join('');
@@ -762,7 +780,7 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       object: 'response',
       created_at: createdAt,
       status,
-      background: false,
+      background: body.background === true,
       error: null,
       incomplete_details: status === 'incomplete' ? { reason: 'max_output_tokens' } : null,
       instructions: typeof body.instructions === 'string' ? body.instructions : null,
@@ -770,10 +788,10 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
       model,
       output,
       parallel_tool_calls: true,
-      previous_response_id: null,
+      previous_response_id: typeof previous === 'string' ? previous : null,
       reasoning: { effort: null, summary: null },
       service_tier: 'default',
-      store: true,
+      store: body.store !== false,
       temperature: 1,
       text: { format: { type: 'text' }, verbosity: 'medium' },
       tool_choice: 'auto',
@@ -788,6 +806,10 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     if (latencyMs > 0) await sleep(latencyMs);
     const finalStatus = incomplete ? 'incomplete' : 'completed';
     const searched = searches.map((s) => searchCall(s, 'completed'));
+    // A background response answers at once, queued: it runs (and is billed) afterwards.
+    if (body.background === true && !call.stream) {
+      return sendJson(res, 200, response('queued', [], false), headers);
+    }
     if (!call.stream) {
       return sendJson(
         res,
