@@ -8,7 +8,7 @@
 //
 // Price entries are made up (`priced`): the bound reads only a model's provider, mode and sizes.
 import { describe, expect, it } from 'vitest';
-import { boundCall, type CallBound, setOutputCap } from '../src/admission/worst-case.js';
+import { boundCall, type CallBound, setOutputCap, unboundedServerTool } from '../src/admission/worst-case.js';
 import type { WireFormat } from '../src/metering/wire-formats.js';
 import type { ModelPrice } from '../src/pricing/model-price.js';
 import { dataUrl, gif, TWO_PAGE_PDF, wav } from './fixtures/media-bytes.js';
@@ -751,6 +751,66 @@ describe('the output bound', () => {
 
   it('audio output only when modalities is a list naming audio', () => {
     expect(out({ modalities: 'audio' }).audioOutput).toBe(false);
+  });
+});
+
+describe('server-side tools billed beyond what the request caps', () => {
+  it.each([
+    [
+      {
+        tools: [
+          { type: 'function', name: 'f' },
+          { type: 'file_search', vector_store_ids: ['vs_1'] },
+        ],
+      },
+      'tools[1].type',
+    ],
+    [{ tools: [{ type: 'code_interpreter', container: { type: 'auto' } }] }, 'tools[0].type'],
+    [{ tools: [{ type: 'image_generation' }] }, 'tools[0].type'],
+    [{ tools: [{ type: 'mcp', server_url: 'https://example.com' }] }, 'tools[0].type'],
+    [{ tools: [{ type: 'code_execution_20250825', name: 'code_execution' }] }, 'tools[0].type'],
+    [{ tools: [{ type: 'web_fetch_20250910', name: 'web_fetch' }] }, 'tools[0].max_uses'],
+    [
+      { tools: [{ type: 'web_fetch_20250910', name: 'web_fetch', max_uses: 2 }] },
+      'tools[0].max_content_tokens',
+    ],
+    [{ tools: [{ type: 'web_fetch_20250910', max_uses: 0, max_content_tokens: 5 }] }, 'tools[0].max_uses'],
+    [{ mcp_servers: [{ type: 'url', url: 'https://example.com', name: 'x' }] }, 'mcp_servers'],
+    [{ tools: [{ codeExecution: {} }] }, 'tools[0].codeExecution'],
+    [{ tools: [{ url_context: {} }] }, 'tools[0].url_context'],
+    [{ tools: [{ googleSearch: {} }, { googleMaps: {} }] }, 'tools[1].googleMaps'],
+  ])('%j: %s', (body, param) => {
+    expect(unboundedServerTool(body)?.param).toBe(param);
+  });
+
+  it('none in function tools, web searches, client tools, an empty MCP list, or a bounded web fetch', () => {
+    for (const body of [
+      {},
+      { tools: [{ type: 'function', function: { name: 'f' } }, 'odd', null] },
+      { tools: [{ type: 'web_search_20250305', name: 'web_search' }, { type: 'web_search' }] },
+      { tools: [{ type: 'computer_20250124' }, { type: 'bash_20250124' }, { googleSearch: {} }] },
+      { tools: [{ type: 'web_fetch_20250910', max_uses: 2, max_content_tokens: 5000 }] },
+      { tools: [{ toString: {} }] },
+      { mcp_servers: [] },
+    ]) {
+      expect(unboundedServerTool(body), JSON.stringify(body)).toBeNull();
+    }
+  });
+
+  it('a web fetch adds max_uses x max_content_tokens of input; without them (outside strict), 10 of the context', () => {
+    const claude = priced({ provider: 'anthropic', maxInputTokens: 200_000 });
+    const fetches = (tool: Record<string, unknown>) =>
+      cheap(
+        'claude-x',
+        'anthropic-messages',
+        { tools: [{ type: 'web_fetch_20250910', name: 'web_fetch', ...tool }] },
+        1000,
+        claude,
+      ).inputTokens;
+    const base = fetches({ type: 'function' });
+    expect(fetches({ max_uses: 3, max_content_tokens: 5000 }) - base).toBe(15_000);
+    expect(fetches({ max_uses: 3 }) - base).toBe(600_000);
+    expect(fetches({}) - base).toBe(2_000_000);
   });
 });
 

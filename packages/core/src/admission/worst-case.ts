@@ -232,6 +232,65 @@ export function unboundedSearchField(format: WireFormat | null, model: string, b
   return search !== null && search.maxSearches === null ? 'max_tool_calls' : null;
 }
 
+/**
+ * Server-side tools a provider runs, and bills beyond the call's tokens, in ways the guard cannot bound
+ * from the request: a fee a call or a container, or content it adds to the prompt (fetched pages,
+ * retrieved chunks, a remote tool's output) with no size the request caps.
+ */
+const UNBOUNDED_TOOL_TYPES: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^file_search$/, "OpenAI's file search (a fee a search, and the chunks it retrieves as input)"],
+  [/^code_interpreter$/, "OpenAI's code interpreter (a fee a container)"],
+  [/^image_generation$/, "OpenAI's image generation tool (the images' output tokens)"],
+  [/^mcp$/, "a remote MCP server (its tools' output as input)"],
+  [/^code_execution_/, "Anthropic's code execution (container time)"],
+];
+/** Gemini's tools by their key (either spelling). */
+const UNBOUNDED_GEMINI_TOOLS: Readonly<Record<string, string>> = {
+  codeExecution: "Gemini's code execution (its code and results as tokens, over several rounds)",
+  code_execution: "Gemini's code execution (its code and results as tokens, over several rounds)",
+  urlContext: "Gemini's URL context (the pages it fetches as input)",
+  url_context: "Gemini's URL context (the pages it fetches as input)",
+  googleMaps: "Gemini's grounding with Google Maps (a fee a grounded prompt)",
+  google_maps: "Gemini's grounding with Google Maps (a fee a grounded prompt)",
+};
+
+/**
+ * A server-side tool of the request that no budget could bound (`param` names it, `tool` says what it
+ * bills), or `null`. Anthropic's web fetch is bounded when it gives both `max_uses` and
+ * `max_content_tokens` (see `boundTools`); else `param` names the one missing. Strict mode refuses such a
+ * call (400).
+ */
+export function unboundedServerTool(body: Obj): { param: string; tool: string } | null {
+  const tools = Array.isArray(body.tools) ? body.tools : [];
+  for (const [i, tool] of tools.entries()) {
+    if (!isObject(tool)) continue;
+    if (typeof tool.type === 'string') {
+      for (const [type, tool_] of UNBOUNDED_TOOL_TYPES) {
+        if (type.test(tool.type)) return { param: `tools[${i}].type`, tool: tool_ };
+      }
+      if (tool.type.startsWith('web_fetch_')) {
+        for (const field of ['max_uses', 'max_content_tokens']) {
+          if (positiveInt(tool[field]) === undefined) {
+            return {
+              param: `tools[${i}].${field}`,
+              tool: "Anthropic's web fetch (the pages it fetches as input)",
+            };
+          }
+        }
+      }
+    }
+    for (const key in tool) {
+      const what = UNBOUNDED_GEMINI_TOOLS[key];
+      if (what !== undefined && Object.hasOwn(UNBOUNDED_GEMINI_TOOLS, key))
+        return { param: `tools[${i}].${key}`, tool: what };
+    }
+  }
+  if (Array.isArray(body.mcp_servers) && body.mcp_servers.length > 0) {
+    return { param: 'mcp_servers', tool: "Anthropic's MCP connector (its tools' output as input)" };
+  }
+  return null;
+}
+
 /** For a route the guard does not know by its path: Gemini's body is recognisable; the others look alike. */
 function guessFormat(body: Obj): WireFormat | null {
   return Array.isArray(body.contents) ? 'gemini' : null;
@@ -520,6 +579,14 @@ function boundTools(c: Counter, body: Obj): { tokens: number; fixed: number; sea
         const max = tool.max_uses;
         searches +=
           typeof max === 'number' && Number.isInteger(max) && max > 0 ? max : DEFAULT_MAX_WEB_SEARCHES;
+      }
+      if (isObject(tool) && typeof tool.type === 'string' && tool.type.startsWith('web_fetch_')) {
+        // Anthropic's web fetch: each fetch adds at most `max_content_tokens` of the page as input. Strict
+        // mode refuses one without both limits (`unboundedServerTool`); the other modes assume 10 fetches
+        // of the model's whole context.
+        const uses = positiveInt(tool.max_uses) ?? DEFAULT_MAX_WEB_SEARCHES;
+        const content = positiveInt(tool.max_content_tokens) ?? c.contextTokens;
+        c.media += uses * content;
       }
       if (c.precise) tokens += boundJson(c, tool);
     }

@@ -12,6 +12,7 @@ import {
   previousResponseId,
   setOutputCap,
   unboundedSearchField,
+  unboundedServerTool,
 } from '../admission/worst-case.js';
 import type { ResolvedOptions } from '../config.js';
 import { SpendGuardError } from '../errors.js';
@@ -179,6 +180,14 @@ export class Admission<Call> {
         'BAD_REQUEST',
         `This call offers OpenAI's web search tool, which runs (and bills) as many searches as the model likes unless ${unbounded} caps the response's built-in tool calls, so no budget could bound it. Set ${unbounded} to a non-negative integer (e.g. ${unbounded}: 3), or use enforcement 'shrink' or 'soft'.`,
         { param: unbounded },
+      );
+    }
+    const server = price && deps.options.enforcement === 'strict' ? unboundedServerTool(body) : null;
+    if (server) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        `This call offers ${server.tool}, which the provider runs and bills on its side beyond anything the request caps, so no budget could bound it. Remove ${server.param}, or use enforcement 'shrink' or 'soft' (that part of its cost is then neither bounded nor, unless the provider's usage reports it, recorded).`,
+        { param: server.param },
       );
     }
     // A background response runs, and is billed, after its request has answered: its cost never reaches

@@ -1,0 +1,87 @@
+/**
+ * Server-side tools the provider runs and bills beyond anything the request caps (OpenAI's file search,
+ * code interpreter, image generation and remote MCP tools; Anthropic's code execution, MCP connector and
+ * a web fetch without limits; Gemini's code execution, URL context and Maps grounding): a strict budget
+ * cannot bound them, so strict mode refuses such a call with a 400 naming the field, before the route
+ * runs; `shrink` serves it. Anthropic's web fetch with `max_uses` and `max_content_tokens` is bounded by
+ * them (each fetch adds at most `max_content_tokens` of input) and served.
+ */
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ADAPTERS, admin, keySpend, keyWithClient, startTestApp, type TestApp } from './harness.js';
+
+const fileSearch = {
+  model: 'gpt-4.1',
+  input: 'what does the handbook say?',
+  tools: [{ type: 'file_search' as const, vector_store_ids: ['vs_1'] }],
+  max_output_tokens: 20,
+};
+
+describe.each(ADAPTERS)('server-side tools on $name', (framework) => {
+  let app: TestApp;
+  afterEach(async () => {
+    await app.close();
+  });
+
+  it("strict: OpenAI's file search is refused with a 400 naming the tool, and the route never runs", async () => {
+    app = await startTestApp(framework);
+    const { key, client } = await keyWithClient(app, 10);
+    const error = await client.responses.create(fileSearch).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(OpenAI.BadRequestError);
+    const body = (error as InstanceType<typeof OpenAI.BadRequestError>).error as {
+      param: string;
+      message: string;
+    };
+    expect(body.param).toBe('tools[0].type');
+    expect(body.message).toContain("OpenAI's file search");
+    expect(body.message).toContain("'shrink'");
+    expect(app.simulator.requestCount, 'the route never ran').toBe(0);
+    expect(await keySpend(app, key)).toBe(0);
+  });
+
+  it('shrink: the same call is served and charged its tokens', async () => {
+    app = await startTestApp(framework, { guardOptions: { enforcement: 'shrink' } });
+    const { key, client } = await keyWithClient(app, 10);
+    const answer = await client.responses.create(fileSearch);
+    expect(answer.usage?.output_tokens).toBe(20);
+    expect(await keySpend(app, key)).toBeGreaterThan(0);
+  });
+
+  it("strict: Anthropic's web fetch needs both limits; with them it is bounded by max_uses x max_content_tokens", async () => {
+    app = await startTestApp(framework);
+    const made = await admin(app, 'POST', '/key/generate', { max_budget: 0.1 });
+    const key = made.body.key as string;
+    const anthropic = new Anthropic({ apiKey: key, baseURL: app.baseUrl, maxRetries: 0 });
+    const call = (tool: Record<string, unknown>) =>
+      anthropic.messages
+        .create({
+          model: 'claude-sonnet-4-5',
+          max_tokens: 100,
+          messages: [{ role: 'user', content: 'read https://example.com' }],
+          tools: [{ type: 'web_fetch_20250910', name: 'web_fetch', ...tool } as never],
+        })
+        .catch((e: unknown) => e);
+
+    const unlimited = await call({ max_uses: 2 });
+    expect(unlimited).toBeInstanceOf(Anthropic.BadRequestError);
+    const refusal = (unlimited as InstanceType<typeof Anthropic.BadRequestError>).error as {
+      error: { message: string; param?: string };
+    };
+    expect(JSON.stringify(refusal)).toContain('tools[0].max_content_tokens');
+    expect(app.simulator.requestCount).toBe(0);
+
+    // 2 fetches of up to 50,000 tokens at $3e-6: $0.30 of input, more than the key's $0.10.
+    const tooMuch = await call({ max_uses: 2, max_content_tokens: 50_000 });
+    expect(tooMuch).toBeInstanceOf(Anthropic.RateLimitError);
+    expect(JSON.stringify((tooMuch as InstanceType<typeof Anthropic.RateLimitError>).error)).toContain(
+      'budget',
+    );
+    expect(app.simulator.requestCount).toBe(0);
+
+    // 2 x 1,000 tokens: $0.006 of input, with room to spare.
+    const served = await call({ max_uses: 2, max_content_tokens: 1000 });
+    expect(served).toMatchObject({ type: 'message', role: 'assistant' });
+    expect(await keySpend(app, key)).toBeGreaterThan(0);
+  });
+});
