@@ -91,6 +91,23 @@ describe('what an entry compiles to', () => {
     expect(prices.cost('seeing', withImages).totalNano).toBe(2_600_000); // 600 x 1e-6 + 400 x 5e-6
     expect(prices.cost('plain', withImages).totalNano).toBe(1_000_000); // 1000 x 1e-6
   });
+
+  it("charges an image generation model's output at the image price unless the usage says it is text", () => {
+    const prices = book({
+      painter: { mode: 'image_generation', input_cost_per_token: 5e-6, output_cost_per_image_token: 4e-5 },
+      writer: { mode: 'image_generation', output_cost_per_token: 1e-5, output_cost_per_image_token: 3e-5 },
+      chat: { mode: 'chat', output_cost_per_token: 1e-5, output_cost_per_image_token: 3e-5 },
+    });
+    // OpenAI's Images API reports gpt-image-1's output without a split: all images.
+    const images = { input_tokens: 10, output_tokens: 4160, input_tokens_details: { text_tokens: 10 } };
+    expect(prices.calculateCost('painter', images).totalNano).toBe(166_450_000); // 10 x 5e-6 + 4160 x 4e-5
+    expect(prices.calculateCost('writer', images).totalNano).toBe(124_800_000); // 4160 x 3e-5
+    // Split: the image tokens at the image price, the rest at the text price.
+    const split = { ...images, output_tokens_details: { image_tokens: 4000 } };
+    expect(prices.calculateCost('writer', split).totalNano).toBe(121_600_000); // 4000 x 3e-5 + 160 x 1e-5
+    // A chat model's output is text unless said otherwise.
+    expect(prices.calculateCost('chat', images).totalNano).toBe(41_600_000); // 4160 x 1e-5
+  });
 });
 
 describe('service tiers', () => {

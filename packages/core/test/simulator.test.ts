@@ -259,6 +259,46 @@ describe('simulator: OpenAI Responses chains and background responses', () => {
   });
 });
 
+describe("simulator: OpenAI's Images API", () => {
+  it('bills each image the output tokens OpenAI publishes for its quality and size, the prompt as text', async () => {
+    const res = await post(
+      { model: 'gpt-image-1', prompt: 'a cat', n: 2, quality: 'medium', size: '1536x1024' },
+      {},
+      '/images/generations',
+    );
+    expect(res.status).toBe(200);
+    const body = (await res.json()) as {
+      data: Array<{ b64_json: string }>;
+      usage: { input_tokens: number; output_tokens: number; total_tokens: number };
+    };
+    expect(body.data).toHaveLength(2);
+    expect(Buffer.from(body.data[0]!.b64_json, 'base64').subarray(1, 4).toString()).toBe('PNG');
+    expect(body.usage.output_tokens).toBe(2 * 1568);
+    expect(body.usage.input_tokens).toBe(2); // 'a cat' in o200k_base
+    expect(body.usage.total_tokens).toBe(2 + 2 * 1568);
+    const auto = (await (
+      await post({ model: 'gpt-image-1', prompt: 'x' }, {}, '/images/generations')
+    ).json()) as {
+      usage: { output_tokens: number };
+    };
+    expect(auto.usage.output_tokens).toBe(4160); // auto: high quality, 1024x1024
+  });
+
+  it('refuses what OpenAI refuses, and a stream it does not speak', async () => {
+    for (const [body, param] of [
+      [{ model: 'gpt-image-1' }, 'prompt'],
+      [{ model: 'gpt-image-1', prompt: 'x', n: 11 }, 'n'],
+      [{ model: 'gpt-image-1', prompt: 'x', size: '7x7' }, 'size'],
+      [{ model: 'gpt-image-1', prompt: 'x', quality: 'constructor' }, 'size'],
+      [{ model: 'gpt-image-1', prompt: 'x', stream: true }, 'stream'],
+    ] as const) {
+      const res = await post(body, {}, '/images/generations');
+      expect(res.status, JSON.stringify(body)).toBe(400);
+      expect(((await res.json()) as { error: { param: string } }).error.param).toBe(param);
+    }
+  });
+});
+
 describe('simulator: streaming', () => {
   it('streams SSE chunks and a usage chunk when stream_options.include_usage is set', async () => {
     const response = await post({

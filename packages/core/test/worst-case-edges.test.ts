@@ -754,6 +754,34 @@ describe('the output bound', () => {
   });
 });
 
+describe('image generation (gpt-image models): output tokens by quality and size', () => {
+  const painter = priced({ provider: 'openai', mode: 'image_generation', maxOutputTokens: 100 });
+  const images = (body: Body) => precise('gpt-image-1', null, { prompt: 'a cat', ...body }, painter);
+
+  it.each([
+    [{ quality: 'low', size: '1024x1024' }, 272],
+    [{ quality: 'medium', size: '1536x1024' }, 1568],
+    [{ quality: 'high', size: '1024x1536' }, 6240],
+    [{ quality: 'low' }, 408],
+    [{ quality: 'medium', size: 'auto' }, 1584],
+    [{ quality: 'auto', size: '1024x1024' }, 4160],
+    [{}, 6240],
+    [{ quality: 'constructor', size: 'constructor' }, 6240],
+    [{ quality: 'high', size: '1024x1024', partial_images: 2 }, 4360],
+  ])('%j: %i a image', (body, tokens) => {
+    expect(images(body)).toMatchObject({ outputTokens: tokens, choices: 1, outputField: null });
+  });
+
+  it('times n, and no cap to lower', () => {
+    expect(images({ n: 3, quality: 'low', size: '1024x1024', max_tokens: 5 })).toMatchObject({
+      outputTokens: 272,
+      choices: 3,
+      outputField: null,
+      outputRequested: false,
+    });
+  });
+});
+
 describe('server-side tools billed beyond what the request caps', () => {
   it.each([
     [

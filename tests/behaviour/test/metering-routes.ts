@@ -175,7 +175,11 @@ export function addExpressMeteringRoutes(
     body.on('error', () => res.destroy()); // the provider cut the stream: so does the proxy
     body.pipe(res);
   };
-  app.post(['/v1/responses', '/v1/embeddings', '/v1/messages'], express.json(), proxy);
+  app.post(
+    ['/v1/responses', '/v1/embeddings', '/v1/messages', '/v1/images/generations'],
+    express.json(),
+    proxy,
+  );
   app.post(/^\/v1beta\/models\/[^/]+$/, express.json(), proxy);
   const logic = appLogic(guard, providerUrl);
   const send = (res: any, answer: Answer) => res.status(answer.status).json(answer.body);
@@ -211,6 +215,7 @@ export function addHonoMeteringRoutes(
   app.post('/v1/responses', proxy);
   app.post('/v1/embeddings', proxy);
   app.post('/v1/messages', proxy);
+  app.post('/v1/images/generations', proxy);
   app.post('/v1beta/*', proxy);
   const logic = appLogic(guard, providerUrl);
   const send = (c: import('hono').Context<SpendGuardEnv>, answer: Answer) =>

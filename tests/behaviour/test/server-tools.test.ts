@@ -85,3 +85,45 @@ describe.each(ADAPTERS)('server-side tools on $name', (framework) => {
     expect(await keySpend(app, key)).toBeGreaterThan(0);
   });
 });
+
+/**
+ * OpenAI's Images API (gpt-image-1: $5e-6 a text input token, $4e-5 an image output token), through the
+ * official client: each image is billed the output tokens OpenAI publishes for its quality and size
+ * (the simulator's table, docs/simulator.md), charged at the image price, and bounded before the call.
+ */
+describe.each(ADAPTERS)('image generation on $name', (framework) => {
+  let app: TestApp;
+  afterEach(async () => {
+    await app.close();
+  });
+
+  it('charges the image output tokens at the image price, and holds a strict budget to its images', async () => {
+    app = await startTestApp(framework);
+    const { key, client } = await keyWithClient(app, 0.9);
+    const pair = {
+      model: 'gpt-image-1',
+      prompt: 'a lighthouse',
+      n: 2,
+      quality: 'high',
+      size: '1024x1536',
+    } as const;
+    const { data, response } = await client.images.generate(pair).withResponse();
+    expect(data.data).toHaveLength(2);
+    const usage = data.usage!;
+    expect(usage.output_tokens).toBe(2 * 6240);
+    const cost = usage.input_tokens * 5e-6 + usage.output_tokens * 4e-5; // about $0.4992
+    expect(Number(response.headers.get('x-litellm-response-cost'))).toBeCloseTo(cost, 9);
+    expect(await keySpend(app, key)).toBeCloseTo(cost, 9);
+
+    // About $0.40 left: a second pair ($0.4992) cannot fit, and no cap of the request could lower it.
+    const refused = await client.images.generate(pair).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(OpenAI.RateLimitError);
+    expect(await keySpend(app, key)).toBeCloseTo(cost, 9);
+    // One low-quality square image (272 tokens, about $0.011) fits.
+    const small = await client.images.generate({ ...pair, n: 1, quality: 'low', size: '1024x1024' });
+    expect(small.usage?.output_tokens).toBe(272);
+    const spent = await keySpend(app, key);
+    expect(spent).toBeCloseTo(cost + small.usage!.input_tokens * 5e-6 + 272 * 4e-5, 9);
+    expect(spent).toBeLessThanOrEqual(0.9);
+  });
+});

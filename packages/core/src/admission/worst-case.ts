@@ -716,6 +716,10 @@ function outputBound(
   embeddings: boolean,
 ): { tokens: number; choices: number; field: OutputField | null; requested: boolean } {
   if (embeddings) return { tokens: 0, choices: 1, field: null, requested: false };
+  if (price?.mode === 'image_generation') {
+    // An image's output tokens are set by its quality and size, which no cap lowers.
+    return { tokens: imageOutputTokens(body), choices: countOf(body.n) ?? 1, field: null, requested: false };
+  }
   const gemini = geminiGeneration(body);
   const choices = countOf(body.n) ?? gemini.candidates ?? 1;
   const model = price?.maxOutputTokens ?? defaultMax;
@@ -742,6 +746,52 @@ function outputBound(
     field: caps.needs ?? caps.write ?? fallbackField(body),
     requested: false,
   };
+}
+
+/**
+ * Output tokens of one gpt-image-1 image, by quality and size, as OpenAI publishes them (image
+ * generation guide, "Cost and latency"); later gpt-image models are assumed to bill no more.
+ */
+const IMAGE_OUTPUT_TOKENS: ReadonlyMap<string, ReadonlyMap<string, number>> = new Map([
+  [
+    'low',
+    new Map([
+      ['1024x1024', 272],
+      ['1024x1536', 408],
+      ['1536x1024', 400],
+    ]),
+  ],
+  [
+    'medium',
+    new Map([
+      ['1024x1024', 1056],
+      ['1024x1536', 1584],
+      ['1536x1024', 1568],
+    ]),
+  ],
+  [
+    'high',
+    new Map([
+      ['1024x1024', 4160],
+      ['1024x1536', 6240],
+      ['1536x1024', 6208],
+    ]),
+  ],
+]);
+/** A partial image (streamed image generation) adds 100 output tokens (OpenAI's image generation guide). */
+const PARTIAL_IMAGE_TOKENS = 100;
+
+/**
+ * The most output tokens one image of an image generation call bills: its quality and size from the
+ * table (another quality, `auto` or none: high; another size: the quality's largest), plus its partial
+ * images.
+ */
+function imageOutputTokens(body: Obj): number {
+  const quality = typeof body.quality === 'string' ? IMAGE_OUTPUT_TOKENS.get(body.quality) : undefined;
+  const bySize = quality ?? IMAGE_OUTPUT_TOKENS.get('high')!;
+  const size = typeof body.size === 'string' ? bySize.get(body.size) : undefined;
+  const tokens = size ?? Math.max(...bySize.values());
+  return tokens + PARTIAL_IMAGE_TOKENS * (countOf(body.partial_images) ?? 0);
 }
 
 /** Where an unknown format caps its output when it names no cap: Gemini's, for a body of Gemini's shape. */

@@ -512,7 +512,13 @@ export function priceUsage(
   const prompt = Math.max(tokens(usage.promptTokens), special);
   const reasoning = tokens(usage.reasoningTokens);
   const audioOut = tokens(usage.audioCompletionTokens);
-  const imageOut = tokens(usage.imageCompletionTokens);
+  // OpenAI's Images API reports gpt-image-1's output tokens without a split, and they are all image
+  // tokens: an image generation model's output not said to be images is images (never the text price,
+  // which such a model may not even have).
+  const imageOut =
+    compiled.price.mode === 'image_generation' && !(tokens(usage.imageCompletionTokens) > 0)
+      ? Math.max(0, tokens(usage.completionTokens) - reasoning - audioOut)
+      : tokens(usage.imageCompletionTokens);
   const completion = Math.max(tokens(usage.completionTokens), reasoning + audioOut + imageOut);
 
   const serviceTier = options?.serviceTier ?? usage.serviceTier;

@@ -409,6 +409,18 @@ function sendJson(
   res.end(text);
 }
 
+/**
+ * Output tokens of one gpt-image-1 image, by quality and size, as OpenAI publishes them (image
+ * generation guide, "Cost and latency").
+ */
+const IMAGE_OUTPUT_TOKENS: Readonly<Record<string, Readonly<Record<string, number>>>> = {
+  low: { '1024x1024': 272, '1024x1536': 408, '1536x1024': 400 },
+  medium: { '1024x1024': 1056, '1024x1536': 1584, '1536x1024': 1568 },
+  high: { '1024x1024': 4160, '1024x1536': 6240, '1536x1024': 6208 },
+};
+const ONE_PIXEL_PNG =
+  'iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==';
+
 /** One SSE event in the framing each provider uses. */
 function sse(data: unknown, event?: string, lineEnd = '\n'): string {
   const payload = typeof data === 'string' ? data : JSON.stringify(data);
@@ -853,6 +865,78 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
     );
   };
 
+  /**
+   * OpenAI's Images API for the gpt-image models: `n` images (1 to 10), each billed the output tokens
+   * OpenAI publishes for its quality and size (`auto`: high, 1024x1024), the prompt as input text tokens;
+   * JSON only (a streamed call, with partial images, is refused: the simulator does not speak it).
+   */
+  const generateImages = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
+    const model = requireModel(body);
+    if (typeof body.prompt !== 'string') {
+      throw new RequestError(
+        400,
+        "Missing required parameter: 'prompt'.",
+        'prompt',
+        'missing_required_parameter',
+      );
+    }
+    if (body.stream === true) {
+      throw new RequestError(400, 'The simulator does not stream images (partial_images).', 'stream');
+    }
+    const n = body.n ?? 1;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 10) {
+      throw new RequestError(
+        400,
+        `Invalid 'n': integer out of range; expected 1 to 10.`,
+        'n',
+        'integer_out_of_range',
+      );
+    }
+    const quality = body.quality ?? 'auto';
+    const size = body.size ?? 'auto';
+    const qualityKey = quality === 'auto' ? 'high' : quality;
+    const perQuality =
+      typeof qualityKey === 'string' && Object.hasOwn(IMAGE_OUTPUT_TOKENS, qualityKey)
+        ? IMAGE_OUTPUT_TOKENS[qualityKey]
+        : undefined;
+    const sizeKey = size === 'auto' ? '1024x1024' : size;
+    const perImage =
+      perQuality && typeof sizeKey === 'string' && Object.hasOwn(perQuality, sizeKey)
+        ? perQuality[sizeKey]
+        : undefined;
+    if (perImage === undefined) {
+      throw new RequestError(400, `Invalid quality or size: ${JSON.stringify({ quality, size })}.`, 'size');
+    }
+    const call = plan(
+      req,
+      model,
+      false,
+      undefined,
+      { input: body.prompt },
+      'openai-embeddings',
+      n * perImage,
+    );
+    if (latencyMs > 0) await sleep(latencyMs);
+    sendJson(
+      res,
+      200,
+      {
+        created: Math.floor(Date.now() / 1000),
+        data: Array.from({ length: n }, () => ({ b64_json: ONE_PIXEL_PNG })),
+        output_format: 'png',
+        quality: quality === 'auto' ? 'high' : quality,
+        size: size === 'auto' ? '1024x1024' : size,
+        usage: {
+          input_tokens: call.counts.prompt,
+          input_tokens_details: { text_tokens: call.counts.prompt, image_tokens: 0 },
+          output_tokens: call.counts.completion,
+          total_tokens: call.counts.prompt + call.counts.completion,
+        },
+      },
+      requestHeaders(),
+    );
+  };
+
   const embed = async (req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>) => {
     const model = requireModel(body);
     const input = body.input;
@@ -1076,9 +1160,11 @@ export async function startSimulator(options: SimulatorOptions = {}): Promise<Si
             ? respond
             : path === '/v1/embeddings' || path === '/embeddings'
               ? embed
-              : path === '/v1/messages' || path === '/messages'
-                ? message
-                : null;
+              : path === '/v1/images/generations' || path === '/images/generations'
+                ? generateImages
+                : path === '/v1/messages' || path === '/messages'
+                  ? message
+                  : null;
       if (!route && !gemini) {
         req.resume();
         throw new RequestError(404, `Invalid URL (${req.method} ${path})`);
