@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
+  deferredBillingOf,
   detectEventFormat,
   detectJsonFormat,
   formatFromPath,
@@ -469,5 +470,23 @@ describe('OpenAI Responses web searches', () => {
       other.onText(null, { type: 'response.output_item.done', item: search() });
       expect(other.webSearchCalls).toBe(0);
     }
+  });
+});
+
+describe('deferredBillingOf: work a POST starts and the provider bills later', () => {
+  it.each([
+    ['POST', '/v1/batches', 'a batch'],
+    ['post', '/batches/', 'a batch'],
+    ['POST', '/v1/messages/batches?beta=true', 'a batch'],
+    ['POST', '/v1/fine_tuning/jobs', 'a fine-tuning job'],
+    ['POST', '/v1beta/models/gemini-2.5-flash:batchGenerateContent', 'a batch'],
+    ['POST', '/v1beta/models/text-embedding-004:asyncBatchEmbedContent', 'a batch'],
+    ['GET', '/v1/batches', null],
+    ['POST', '/v1/batches/batch_1/cancel', null],
+    ['POST', '/v1/chat/completions', null],
+    ['POST', '/v1beta/models/gemini-2.5-flash:generateContent', null],
+    ['POST', undefined, null],
+  ])('%s %s: %s', (method, path, what) => {
+    expect(deferredBillingOf(method, path)).toBe(what);
   });
 });

@@ -127,3 +127,38 @@ describe.each(ADAPTERS)('image generation on $name', (framework) => {
     expect(spent).toBeLessThanOrEqual(0.9);
   });
 });
+
+describe.each(ADAPTERS)('work billed after the request answers, on $name', (framework) => {
+  let app: TestApp;
+  afterEach(async () => {
+    await app.close();
+  });
+
+  it('a batch or a fine-tuning job is refused with a 400 saying why, in every mode', async () => {
+    for (const enforcement of ['strict', 'soft'] as const) {
+      app = await startTestApp(framework, { guardOptions: { enforcement } });
+      const { key, client } = await keyWithClient(app, 10);
+      const batch = await client.batches
+        .create({ input_file_id: 'file-abc', endpoint: '/v1/chat/completions', completion_window: '24h' })
+        .catch((e: unknown) => e);
+      expect(batch, enforcement).toBeInstanceOf(OpenAI.BadRequestError);
+      expect((batch as Error).message).toContain('a batch, which the provider runs and bills after');
+      const job = await client.fineTuning.jobs
+        .create({ model: 'gpt-4o-mini', training_file: 'file-abc' })
+        .catch((e: unknown) => e);
+      expect(job).toBeInstanceOf(OpenAI.BadRequestError);
+      expect((job as Error).message).toContain('a fine-tuning job');
+      const anthropic = await fetch(`${app.baseUrl}/v1/messages/batches`, {
+        method: 'POST',
+        headers: { 'x-api-key': key, 'content-type': 'application/json' },
+        body: JSON.stringify({ requests: [] }),
+      });
+      expect(anthropic.status).toBe(400);
+      expect(((await anthropic.json()) as { error: { message: string } }).error.message).toContain('a batch');
+      expect(app.simulator.requestCount).toBe(0);
+      expect(await keySpend(app, key)).toBe(0);
+      await app.close();
+    }
+    app = await startTestApp(framework); // for afterEach
+  });
+});

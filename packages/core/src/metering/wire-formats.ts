@@ -65,6 +65,21 @@ export function formatFromPath(path: string | null | undefined): WireFormat | nu
   return null;
 }
 
+/**
+ * Work a POST to this path starts and the provider bills after the request has answered (so its cost
+ * never passes through a guarded route), described for the refusal; else `null`: OpenAI's Batch API
+ * (`/batches`) and fine-tuning jobs (`/fine_tuning/jobs`), Anthropic's Message Batches
+ * (`/messages/batches`), Gemini's batch mode (`:batchGenerateContent`, `:asyncBatchEmbedContent`).
+ */
+export function deferredBillingOf(method: string, path: string | null | undefined): string | null {
+  if (!path || method.toUpperCase() !== 'POST') return null;
+  const p = path.split('?')[0]!.replace(/\/+$/, '');
+  if (p.endsWith('/batches')) return 'a batch';
+  if (p.endsWith('/fine_tuning/jobs')) return 'a fine-tuning job';
+  if (/:(batchGenerateContent|asyncBatchEmbedContent)$/.test(p)) return 'a batch';
+  return null;
+}
+
 /** The model named in a Gemini URL (`/v1beta/models/gemini-2.0-flash:generateContent`), else `null`. */
 export function modelFromPath(path: string | null | undefined): string | null {
   if (!path) return null;

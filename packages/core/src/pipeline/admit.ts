@@ -18,7 +18,12 @@ import type { ResolvedOptions } from '../config.js';
 import { SpendGuardError } from '../errors.js';
 import { timeOrderedId } from '../ids.js';
 import { assertText, INPUT_LIMITS } from '../input-hygiene.js';
-import { formatFromPath, modelFromPath, type WireFormat } from '../metering/wire-formats.js';
+import {
+  deferredBillingOf,
+  formatFromPath,
+  modelFromPath,
+  type WireFormat,
+} from '../metering/wire-formats.js';
 import type { ModelPrice } from '../pricing/model-price.js';
 import type { PriceBook, WorstCaseRates } from '../pricing/price-book.js';
 import type { RateAdmission } from '../rate-limits.js';
@@ -112,6 +117,13 @@ export class Admission<Call> {
    */
   admit(input: CallInput, identity: Identity, startTime: Date): Call | Promise<Call> {
     const { deps } = this;
+    const deferred = deferredBillingOf(input.method, input.path);
+    if (deferred) {
+      throw new SpendGuardError(
+        'BAD_REQUEST',
+        `This call starts ${deferred}, which the provider runs and bills after this request has answered, so spendguard could neither hold it to a budget nor record what it costs. Serve it on a route the guard is not mounted on (no budget applies there), or send its requests one by one.`,
+      );
+    }
     const body = isPlainObject(input.body) ? input.body : {};
     const model = typeof body.model === 'string' ? body.model : (modelFromPath(input.path) ?? '');
     const tags = readTags(body, input.header);
