@@ -710,6 +710,21 @@ describe('the output bound', () => {
     });
   });
 
+  it("OpenAI's own APIs: openai, azure and text-completion-openai read max_completion_tokens", () => {
+    for (const provider of ['openai', 'azure', 'text-completion-openai']) {
+      expect(out({ max_completion_tokens: 5 }, priced({ provider })).outputTokens, provider).toBe(5);
+    }
+    // Two equal caps: the first the provider reads names the field.
+    expect(out({ max_completion_tokens: 7, max_tokens: 7 }, openai).outputField).toBe(
+      'max_completion_tokens',
+    );
+    // An unknown format: max_completion_tokens is a cap like any other.
+    expect(out({ max_completion_tokens: 77 }, undefined, null)).toMatchObject({
+      outputTokens: 77,
+      outputField: 'max_completion_tokens',
+    });
+  });
+
   it('a cap given but unreadable bounds nothing; digits count as their number (lenient providers read them)', () => {
     expect(out({ max_completion_tokens: 5, max_tokens: '8000' }, deepseek)).toMatchObject({
       outputTokens: 8000,
@@ -724,6 +739,10 @@ describe('the output bound', () => {
     expect(out({ max_tokens: -3, max_completion_tokens: 5 }, openai).outputTokens).toBe(16_384);
     expect(out({ max_tokens: null, max_completion_tokens: 5 }, openai).outputTokens).toBe(5);
     expect(out({ n: '3', max_tokens: 10 }, openai).choices).toBe(3);
+    expect(out({ max_tokens: ' 300 ' }, openai).outputTokens).toBe(300);
+    // Only decimal digits: not hexadecimal, an exponent or a fraction (which Number() would read).
+    for (const odd of ['0x20', '1e3', '12.5', '12abc', 'abc12', ''])
+      expect(out({ max_tokens: odd }, openai).outputTokens, odd).toBe(16_384);
   });
 
   it("none: the model's maximum from the table, else the default; n before candidateCount", () => {
@@ -760,8 +779,15 @@ describe('image generation (gpt-image models): output tokens by quality and size
 
   it.each([
     [{ quality: 'low', size: '1024x1024' }, 272],
+    [{ quality: 'low', size: '1024x1536' }, 408],
+    [{ quality: 'low', size: '1536x1024' }, 400],
+    [{ quality: 'medium', size: '1024x1024' }, 1056],
+    [{ quality: 'medium', size: '1024x1536' }, 1584],
     [{ quality: 'medium', size: '1536x1024' }, 1568],
+    [{ quality: 'high', size: '1024x1024' }, 4160],
     [{ quality: 'high', size: '1024x1536' }, 6240],
+    [{ quality: 'high', size: '1536x1024' }, 6208],
+    [{ quality: 3, size: 4 }, 6240],
     [{ quality: 'low' }, 408],
     [{ quality: 'medium', size: 'auto' }, 1584],
     [{ quality: 'auto', size: '1024x1024' }, 4160],
@@ -809,6 +835,46 @@ describe('server-side tools billed beyond what the request caps', () => {
     [{ tools: [{ googleSearch: {} }, { googleMaps: {} }] }, 'tools[1].googleMaps'],
   ])('%j: %s', (body, param) => {
     expect(unboundedServerTool(body)?.param).toBe(param);
+  });
+
+  it('says what each one bills, whatever its version', () => {
+    const what = (tool: Record<string, unknown>) => unboundedServerTool({ tools: [tool] })?.tool;
+    expect(what({ type: 'file_search' })).toBe(
+      "OpenAI's file search (a fee a search, and the chunks it retrieves as input)",
+    );
+    expect(what({ type: 'file_search_2026' })).toContain("OpenAI's file search");
+    expect(what({ type: 'code_interpreter' })).toBe("OpenAI's code interpreter (a fee a container)");
+    expect(what({ type: 'image_generation' })).toBe(
+      "OpenAI's image generation tool (the images' output tokens)",
+    );
+    expect(what({ type: 'mcp' })).toBe("a remote MCP server (its tools' output as input)");
+    expect(what({ type: 'code_execution_20250825' })).toBe("Anthropic's code execution (container time)");
+    expect(what({ type: 'web_fetch_20250910' })).toBe(
+      "Anthropic's web fetch (the pages it fetches as input)",
+    );
+    for (const key of ['codeExecution', 'code_execution']) {
+      expect(what({ [key]: {} })).toBe(
+        "Gemini's code execution (its code and results as tokens, over several rounds)",
+      );
+    }
+    for (const key of ['urlContext', 'url_context']) {
+      expect(what({ [key]: {} })).toBe("Gemini's URL context (the pages it fetches as input)");
+    }
+    for (const key of ['googleMaps', 'google_maps']) {
+      expect(what({ [key]: {} })).toBe("Gemini's grounding with Google Maps (a fee a grounded prompt)");
+    }
+    expect(unboundedServerTool({ mcp_servers: [{}] })?.tool).toBe(
+      "Anthropic's MCP connector (its tools' output as input)",
+    );
+    // Only a tool whose type begins with one of theirs.
+    for (const type of [
+      'my_file_search',
+      'x_code_interpreter',
+      'my_image_generation',
+      'not_mcp',
+      'x_code_execution_1',
+    ])
+      expect(what({ type }), type).toBeUndefined();
   });
 
   it('none in function tools, web searches, client tools, an empty MCP list, or a bounded web fetch', () => {
@@ -872,6 +938,8 @@ describe("OpenAI Responses' stored context: previous_response_id, conversation, 
     expect(bound({ prompt: { id: 'pmpt_1', version: '2' } }) - base).toBeGreaterThanOrEqual(50_000);
     expect(bound({ prompt: 'Say this is a test' }) - base).toBeLessThan(100);
     expect(bound({ prompt: { text: 'no id' } }) - base).toBeLessThan(100);
+    expect(bound({ prompt: { id: '' } }) - base).toBeLessThan(100);
+    expect(bound({ prompt: { id: 7 } }) - base).toBeLessThan(100);
   });
 });
 

@@ -414,6 +414,24 @@ describe('the bound in nano-dollars, and the output that fits a room', () => {
     const wide: Record<string, unknown> = { max_tokens: 900, generationConfig: { maxOutputTokens: 900 } };
     setOutputCap(wide, 'max_tokens', 100);
     expect(wide).toEqual({ max_tokens: 100, generationConfig: { maxOutputTokens: 100 } });
+    // A cap already under the new one stays; a null one is no cap; max_completion_tokens goes only
+    // beside a written max_tokens.
+    const under: Record<string, unknown> = {
+      max_tokens: 900,
+      max_completion_tokens: null,
+      max_output_tokens: 50,
+      generationConfig: { maxOutputTokens: 60 },
+    };
+    setOutputCap(under, 'max_tokens', 100);
+    expect(under).toEqual({
+      max_tokens: 100,
+      max_completion_tokens: null,
+      max_output_tokens: 50,
+      generationConfig: { maxOutputTokens: 60 },
+    });
+    const responses: Record<string, unknown> = { max_completion_tokens: 9000, max_output_tokens: 9000 };
+    setOutputCap(responses, 'max_output_tokens', 100);
+    expect(responses).toEqual({ max_completion_tokens: 100, max_output_tokens: 100 });
     const odd: Record<string, unknown> = { generationConfig: 'x' };
     setOutputCap(odd, 'generationConfig.maxOutputTokens', 7);
     expect(odd).toEqual({ generationConfig: { maxOutputTokens: 7 } });

@@ -237,12 +237,12 @@ export function unboundedSearchField(format: WireFormat | null, model: string, b
  * from the request: a fee a call or a container, or content it adds to the prompt (fetched pages,
  * retrieved chunks, a remote tool's output) with no size the request caps.
  */
-const UNBOUNDED_TOOL_TYPES: ReadonlyArray<readonly [RegExp, string]> = [
-  [/^file_search$/, "OpenAI's file search (a fee a search, and the chunks it retrieves as input)"],
-  [/^code_interpreter$/, "OpenAI's code interpreter (a fee a container)"],
-  [/^image_generation$/, "OpenAI's image generation tool (the images' output tokens)"],
-  [/^mcp$/, "a remote MCP server (its tools' output as input)"],
-  [/^code_execution_/, "Anthropic's code execution (container time)"],
+const UNBOUNDED_TOOL_TYPES: ReadonlyArray<readonly [type: string, what: string]> = [
+  ['file_search', "OpenAI's file search (a fee a search, and the chunks it retrieves as input)"],
+  ['code_interpreter', "OpenAI's code interpreter (a fee a container)"],
+  ['image_generation', "OpenAI's image generation tool (the images' output tokens)"],
+  ['mcp', "a remote MCP server (its tools' output as input)"],
+  ['code_execution_', "Anthropic's code execution (container time)"],
 ];
 /** Gemini's tools by their key (either spelling). */
 const UNBOUNDED_GEMINI_TOOLS: Readonly<Record<string, string>> = {
@@ -265,8 +265,9 @@ export function unboundedServerTool(body: Obj): { param: string; tool: string } 
   for (const [i, tool] of tools.entries()) {
     if (!isObject(tool)) continue;
     if (typeof tool.type === 'string') {
-      for (const [type, tool_] of UNBOUNDED_TOOL_TYPES) {
-        if (type.test(tool.type)) return { param: `tools[${i}].type`, tool: tool_ };
+      // By prefix: a dated or later version of a tool (`code_execution_20250825`) bills as it does.
+      for (const [type, what] of UNBOUNDED_TOOL_TYPES) {
+        if (tool.type.startsWith(type)) return { param: `tools[${i}].type`, tool: what };
       }
       if (tool.type.startsWith('web_fetch_')) {
         for (const field of ['max_uses', 'max_content_tokens']) {
@@ -280,9 +281,9 @@ export function unboundedServerTool(body: Obj): { param: string; tool: string } 
       }
     }
     for (const key in tool) {
-      const what = UNBOUNDED_GEMINI_TOOLS[key];
-      if (what !== undefined && Object.hasOwn(UNBOUNDED_GEMINI_TOOLS, key))
-        return { param: `tools[${i}].${key}`, tool: what };
+      if (Object.hasOwn(UNBOUNDED_GEMINI_TOOLS, key)) {
+        return { param: `tools[${i}].${key}`, tool: UNBOUNDED_GEMINI_TOOLS[key]! };
+      }
     }
   }
   if (Array.isArray(body.mcp_servers) && body.mcp_servers.length > 0) {
@@ -659,7 +660,7 @@ const CHAT_CAPS: OutputCaps = {
 const COMPATIBLE_CHAT_CAPS: OutputCaps = {
   read: ['max_completion_tokens', 'max_tokens'],
   needs: 'max_tokens',
-  write: 'max_tokens',
+  write: null, // `needs` is where a lowered cap goes
 };
 const ANY_CAPS: OutputCaps = {
   read: ['max_completion_tokens', 'max_tokens', 'max_output_tokens', 'generationConfig.maxOutputTokens'],
@@ -787,9 +788,9 @@ const PARTIAL_IMAGE_TOKENS = 100;
  * images.
  */
 function imageOutputTokens(body: Obj): number {
-  const quality = typeof body.quality === 'string' ? IMAGE_OUTPUT_TOKENS.get(body.quality) : undefined;
-  const bySize = quality ?? IMAGE_OUTPUT_TOKENS.get('high')!;
-  const size = typeof body.size === 'string' ? bySize.get(body.size) : undefined;
+  // A Map's `get` finds nothing for a key that is no string (and nothing of a prototype).
+  const bySize = IMAGE_OUTPUT_TOKENS.get(body.quality as string) ?? IMAGE_OUTPUT_TOKENS.get('high')!;
+  const size = bySize.get(body.size as string);
   const tokens = size ?? Math.max(...bySize.values());
   return tokens + PARTIAL_IMAGE_TOKENS * (countOf(body.partial_images) ?? 0);
 }
@@ -807,7 +808,6 @@ function fallbackField(body: Obj): OutputField | null {
  */
 export function setOutputCap(body: Obj, field: OutputField, tokens: number): void {
   for (const other of ANY_CAPS.read) {
-    if (other === field) continue;
     if (other === 'generationConfig.maxOutputTokens') {
       if (geminiConfigs(body).length > 0 && !(countOf(geminiGeneration(body).maxOutputTokens)! <= tokens))
         setGeminiOutputCap(body, tokens);
