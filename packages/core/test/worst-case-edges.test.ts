@@ -739,6 +739,10 @@ describe('the output bound', () => {
     expect(out({ max_tokens: -3, max_completion_tokens: 5 }, openai).outputTokens).toBe(16_384);
     expect(out({ max_tokens: null, max_completion_tokens: 5 }, openai).outputTokens).toBe(5);
     expect(out({ n: '3', max_tokens: 10 }, openai).choices).toBe(3);
+    // best_of candidates are generated and billed (legacy completions, vLLM): the larger of it and n.
+    expect(out({ best_of: 5, n: 2, max_tokens: 10 }, openai, null).choices).toBe(5);
+    expect(out({ best_of: 1, n: 2, max_tokens: 10 }, openai, null).choices).toBe(2);
+    expect(out({ best_of: 4, generationConfig: { candidateCount: 2 } }, undefined, 'gemini').choices).toBe(4);
     expect(out({ max_tokens: ' 300 ' }, openai).outputTokens).toBe(300);
     // Only decimal digits: not hexadecimal, an exponent or a fraction (which Number() would read).
     for (const odd of ['0x20', '1e3', '12.5', '12abc', 'abc12', ''])

@@ -722,7 +722,8 @@ function outputBound(
     return { tokens: imageOutputTokens(body), choices: countOf(body.n) ?? 1, field: null, requested: false };
   }
   const gemini = geminiGeneration(body);
-  const choices = countOf(body.n) ?? gemini.candidates ?? 1;
+  // OpenAI's legacy completions (and vLLM) generate `best_of` candidates and bill every one.
+  const choices = Math.max(countOf(body.n) ?? gemini.candidates ?? 1, countOf(body.best_of) ?? 1);
   const model = price?.maxOutputTokens ?? defaultMax;
   const caps = outputCaps(format, price?.provider);
   let tokens: number | undefined;
