@@ -107,6 +107,19 @@ describe('what an entry compiles to', () => {
     expect(prices.calculateCost('writer', split).totalNano).toBe(121_600_000); // 4000 x 3e-5 + 160 x 1e-5
     // A chat model's output is text unless said otherwise.
     expect(prices.calculateCost('chat', images).totalNano).toBe(41_600_000); // 4160 x 1e-5
+    // Reasoning and audio output keep their own prices; the rest of the output is images.
+    const mixed = book({
+      painter: {
+        mode: 'image_generation',
+        input_cost_per_token: 0,
+        output_cost_per_image_token: 4e-5,
+        output_cost_per_reasoning_token: 1e-6,
+        output_cost_per_audio_token: 2e-6,
+      },
+    });
+    const parts = usage(0, 1000, { reasoningTokens: 200, audioCompletionTokens: 100 });
+    // 700 x 4e-5 + 200 x 1e-6 + 100 x 2e-6
+    expect(mixed.cost('painter', parts).totalNano).toBe(28_400_000);
   });
 });
 
