@@ -723,6 +723,10 @@ describe('the output bound', () => {
       outputTokens: 77,
       outputField: 'max_completion_tokens',
     });
+    expect(out({ max_tokens: 78 }, undefined, null)).toMatchObject({
+      outputTokens: 78,
+      outputField: 'max_tokens',
+    });
   });
 
   it('a cap given but unreadable bounds nothing; digits count as their number (lenient providers read them)', () => {

@@ -432,6 +432,9 @@ describe('the bound in nano-dollars, and the output that fits a room', () => {
     const responses: Record<string, unknown> = { max_completion_tokens: 9000, max_output_tokens: 9000 };
     setOutputCap(responses, 'max_output_tokens', 100);
     expect(responses).toEqual({ max_completion_tokens: 100, max_output_tokens: 100 });
+    const legacy: Record<string, unknown> = { max_tokens: 9000, max_output_tokens: 9000 };
+    setOutputCap(legacy, 'max_output_tokens', 100);
+    expect(legacy).toEqual({ max_tokens: 100, max_output_tokens: 100 });
     const odd: Record<string, unknown> = { generationConfig: 'x' };
     setOutputCap(odd, 'generationConfig.maxOutputTokens', 7);
     expect(odd).toEqual({ generationConfig: { maxOutputTokens: 7 } });
