@@ -477,6 +477,8 @@ describe('deferredBillingOf: work a POST starts and the provider bills later', (
   it.each([
     ['POST', '/v1/batches', 'a batch'],
     ['post', '/batches/', 'a batch'],
+    ['POST', '/v1/batches//', 'a batch'],
+    ['POST', '/v1beta/models/gemini-2.5-flash:batchGenerateContentX', null],
     ['POST', '/v1/messages/batches?beta=true', 'a batch'],
     ['POST', '/v1/fine_tuning/jobs', 'a fine-tuning job'],
     ['POST', '/v1beta/models/gemini-2.5-flash:batchGenerateContent', 'a batch'],
