@@ -662,6 +662,13 @@ const COMPATIBLE_CHAT_CAPS: OutputCaps = {
   needs: 'max_tokens',
   write: null, // `needs` is where a lowered cap goes
 };
+const RESPONSES_CAPS: OutputCaps = { read: ['max_output_tokens'], needs: null, write: 'max_output_tokens' };
+const ANTHROPIC_CAPS: OutputCaps = { read: ['max_tokens'], needs: null, write: 'max_tokens' };
+const GEMINI_CAPS: OutputCaps = {
+  read: ['generationConfig.maxOutputTokens'],
+  needs: null,
+  write: 'generationConfig.maxOutputTokens',
+};
 const ANY_CAPS: OutputCaps = {
   read: ['max_completion_tokens', 'max_tokens', 'max_output_tokens', 'generationConfig.maxOutputTokens'],
   needs: null,
@@ -676,15 +683,11 @@ function outputCaps(format: WireFormat | null, provider: string | undefined): Ou
         ? CHAT_CAPS
         : COMPATIBLE_CHAT_CAPS;
     case 'openai-responses':
-      return { read: ['max_output_tokens'], needs: null, write: 'max_output_tokens' };
+      return RESPONSES_CAPS;
     case 'anthropic-messages':
-      return { read: ['max_tokens'], needs: null, write: 'max_tokens' };
+      return ANTHROPIC_CAPS;
     case 'gemini':
-      return {
-        read: ['generationConfig.maxOutputTokens'],
-        needs: null,
-        write: 'generationConfig.maxOutputTokens',
-      };
+      return GEMINI_CAPS;
     default:
       return ANY_CAPS;
   }
