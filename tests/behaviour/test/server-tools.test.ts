@@ -134,14 +134,15 @@ describe.each(ADAPTERS)('work billed after the request answers, on $name', (fram
     await app.close();
   });
 
-  it('a batch or a fine-tuning job is refused with a 400 saying why, in every mode', async () => {
-    for (const enforcement of ['strict', 'soft'] as const) {
+  it.each(['strict', 'soft'] as const)(
+    '%s: a batch or a fine-tuning job is refused with a 400 saying why',
+    async (enforcement) => {
       app = await startTestApp(framework, { guardOptions: { enforcement } });
       const { key, client } = await keyWithClient(app, 10);
       const batch = await client.batches
         .create({ input_file_id: 'file-abc', endpoint: '/v1/chat/completions', completion_window: '24h' })
         .catch((e: unknown) => e);
-      expect(batch, enforcement).toBeInstanceOf(OpenAI.BadRequestError);
+      expect(batch).toBeInstanceOf(OpenAI.BadRequestError);
       expect((batch as Error).message).toContain('a batch, which the provider runs and bills after');
       const job = await client.fineTuning.jobs
         .create({ model: 'gpt-4o-mini', training_file: 'file-abc' })
@@ -157,8 +158,6 @@ describe.each(ADAPTERS)('work billed after the request answers, on $name', (fram
       expect(((await anthropic.json()) as { error: { message: string } }).error.message).toContain('a batch');
       expect(app.simulator.requestCount).toBe(0);
       expect(await keySpend(app, key)).toBe(0);
-      await app.close();
-    }
-    app = await startTestApp(framework); // for afterEach
-  });
+    },
+  );
 });

@@ -72,13 +72,16 @@ export function formatFromPath(path: string | null | undefined): WireFormat | nu
  * (`/messages/batches`), Gemini's batch mode (`:batchGenerateContent`, `:asyncBatchEmbedContent`).
  */
 export function deferredBillingOf(method: string, path: string | null | undefined): string | null {
-  if (!path || method.toUpperCase() !== 'POST') return null;
-  const p = path.split('?')[0]!.replace(/\/+$/, '');
-  if (p.endsWith('/batches')) return 'a batch';
-  if (p.endsWith('/fine_tuning/jobs')) return 'a fine-tuning job';
-  if (/:(batchGenerateContent|asyncBatchEmbedContent)$/.test(p)) return 'a batch';
-  return null;
+  if (!path || (method !== 'POST' && method.toUpperCase() !== 'POST')) return null;
+  // One test of the path as it is (every guarded call passes here): no copy of it is made.
+  const m = DEFERRED_PATH.exec(path);
+  if (!m) return null;
+  return m[1] === '/fine_tuning/jobs' ? 'a fine-tuning job' : 'a batch';
 }
+
+/** The end of a path (before any query, trailing slashes allowed) that starts work billed later. */
+const DEFERRED_PATH =
+  /(\/batches|\/fine_tuning\/jobs|:batchGenerateContent|:asyncBatchEmbedContent)\/*(?:\?.*)?$/;
 
 /** The model named in a Gemini URL (`/v1beta/models/gemini-2.0-flash:generateContent`), else `null`. */
 export function modelFromPath(path: string | null | undefined): string | null {
